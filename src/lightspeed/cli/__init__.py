@@ -1,0 +1,1 @@
+"""The ``lightspeed`` command line."""

@@ -1,0 +1,17 @@
+"""Encodings: bech32/bech32m, base58check, BigSize, TLV streams, wire messages."""
+
+from lightspeed.codec.bech32 import Encoding, bech32_decode, bech32_encode
+from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
+from lightspeed.codec.tlv import decode_tlv_stream, decode_tu, encode_tlv_stream, encode_tu
+
+__all__ = [
+    "Encoding",
+    "bech32_decode",
+    "bech32_encode",
+    "decode_bigsize",
+    "decode_tlv_stream",
+    "decode_tu",
+    "encode_bigsize",
+    "encode_tlv_stream",
+    "encode_tu",
+]

@@ -1,0 +1,73 @@
+"""One exception hierarchy for all of Lightspeed.
+
+Two kinds of failure are kept apart, as h11 does:
+
+* Bad *input* (an invoice string, bytes from a peer, a transaction) raises a
+  :class:`DecodeError` subclass that names the offending field and the reason.
+  At the peer boundary these become BOLT 1 ``warning``/``error`` messages.
+* *Misuse* of the library by the caller (building an invoice without a payment
+  hash, asking a state machine for an illegal transition) raises
+  :class:`UsageError`.
+
+Everything derives from :class:`LightspeedError`, so callers can catch one type.
+"""
+
+from __future__ import annotations
+
+
+class LightspeedError(Exception):
+    """Base class of every error Lightspeed raises on purpose."""
+
+
+class DecodeError(LightspeedError, ValueError):
+    """Input could not be decoded or violates the spec.
+
+    ``field`` names what was wrong (``"amount"``, ``"tagged field n"``,
+    ``"act 2 mac"``), ``reason`` says why, in words a user can act on.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class SignatureError(DecodeError):
+    """A signature is malformed or does not verify."""
+
+
+class HandshakeError(DecodeError):
+    """A BOLT 8 handshake act is invalid; the connection must be closed."""
+
+
+class OnionError(DecodeError):
+    """An onion packet or onion failure cannot be processed."""
+
+
+class PeerProtocolError(LightspeedError):
+    """A peer broke the protocol: answered with a BOLT 1 warning/error, then disconnect.
+
+    ``channel_id`` is the 32-byte channel the violation concerns, or ``None``
+    for the connection as a whole (all-zero channel id on the wire).
+    """
+
+    def __init__(self, reason: str, channel_id: bytes | None = None) -> None:
+        self.reason = reason
+        self.channel_id = channel_id
+        super().__init__(reason)
+
+
+class UsageError(LightspeedError, ValueError):
+    """The caller used the API wrongly (a local bug, not bad remote input)."""
+
+
+class RejectedTransaction(LightspeedError):
+    """The chain refused a transaction; the message says exactly which rule failed."""
+
+
+class ChainError(LightspeedError):
+    """A chain backend could not answer (unknown block, missing transaction, ...)."""
+
+
+class PaymentError(LightspeedError):
+    """A payment could not be made or was refused (e.g. the double-pay guard)."""

@@ -1,0 +1,1 @@
+"""invoice: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""micro: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""onion: see DESIGN.md."""
