@@ -9,6 +9,7 @@ slower Python decoders).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import Enum
 
@@ -16,6 +17,11 @@ from lightspeed.errors import DecodeError
 
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHAR_TO_WORD = {c: i for i, c in enumerate(CHARSET)}
+# bytes.translate tables: bech32 char -> word value (0xFF marks a character outside the charset),
+# and bech32 char -> base-32 digit, so int(text, 32) converts a whole run of words at C speed.
+_TO_WORD_TABLE = bytes(_CHAR_TO_WORD.get(chr(i), 0xFF) for i in range(256))
+_TO_BASE32_DIGITS = str.maketrans(CHARSET, "0123456789abcdefghijklmnopqrstuv")
+_OUTSIDE_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _BECH32_CONST = 1
 _BECH32M_CONST = 0x2BC830A3
@@ -28,23 +34,88 @@ class Encoding(Enum):
     BECH32M = _BECH32M_CONST
 
 
-def _polymod(values: Sequence[int]) -> int:
-    chk = 1
-    for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
+def _build_polymod_table() -> tuple[int, ...]:
+    table = []
+    for top in range(32):
+        value = 0
         for i in range(5):
             if (top >> i) & 1:
-                chk ^= _GENERATOR[i]
-    return chk
+                value ^= _GENERATOR[i]
+        table.append(value)
+    return tuple(table)
+
+
+_POLYMOD_TABLE = _build_polymod_table()
+
+
+def _polymod_step(chk: int, value: int) -> int:
+    return ((chk & 0x1FFFFFF) << 5) ^ value ^ _POLYMOD_TABLE[chk >> 25]
+
+
+class _ParityMasks:
+    """The checksum as a GF(2)-linear map, evaluated with 30 big-integer parities.
+
+    BIP 173's polymod is linear in the input bits (the initial ``chk = 1`` acts as
+    a word of value 1 in front of the message). Output bit ``j`` is therefore the
+    parity of ``message & mask[j]`` where the message is the whole word sequence
+    as one integer (last word in the low bits). Masks are indexed by distance from
+    the end, so one set serves every length up to ``bits``; they grow on demand.
+    This replaces a per-character Python loop (~100 µs for an invoice) with
+    ~30 C-level AND/bit_count operations.
+    """
+
+    def __init__(self) -> None:
+        self.bits = 0
+        self.masks: tuple[int, ...] = (0,) * 30
+
+    def ensure(self, nbits: int) -> None:
+        if nbits <= self.bits:
+            return
+        target = max(nbits, 2 * self.bits, 4096)
+        rows: list[list[str]] = [[] for _ in range(30)]
+        vectors = [1 << b for b in range(5)]  # contribution of bit b of the last word
+        for _ in range(-(-target // 5)):
+            for v in vectors:
+                for j in range(30):
+                    rows[j].append("1" if (v >> j) & 1 else "0")
+            vectors = [_polymod_step(v, 0) for v in vectors]
+        self.masks = tuple(int("".join(reversed(row)), 2) for row in rows)
+        self.bits = len(rows[0])
+
+    def polymod(self, message: int, nbits: int) -> int:
+        self.ensure(nbits)
+        result = 0
+        for j, mask in enumerate(self.masks):
+            result |= ((message & mask).bit_count() & 1) << j
+        return result
+
+
+_MASKS = _ParityMasks()
 
 
 def _hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
 
 
+def _hrp_value(hrp: str) -> tuple[int, int]:
+    """(integer value, number of words) of the expanded hrp with the leading 1 of chk."""
+    value = 1
+    words = _hrp_expand(hrp)
+    for w in words:
+        value = value << 5 | w
+    return value, len(words)
+
+
+def _checksum_state(hrp: str, data_value: int, data_words: int) -> int:
+    head, head_words = _hrp_value(hrp)
+    total_words = head_words + data_words
+    message = head << (5 * data_words) | data_value
+    return _MASKS.polymod(message, 5 * (total_words + 1))
+
+
 def _checksum(hrp: str, words: Sequence[int], encoding: Encoding) -> list[int]:
-    polymod = _polymod([*_hrp_expand(hrp), *words, 0, 0, 0, 0, 0, 0]) ^ encoding.value
+    value = words_to_int(words) << 30
+    polymod = _checksum_state(hrp, value, len(words) + 6) ^ encoding.value
     return [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
 
 
@@ -58,44 +129,62 @@ def bech32_encode(
     return hrp + "1" + "".join(CHARSET[w] for w in [*words, *_checksum(hrp, words, encoding)])
 
 
-def bech32_decode(
+def bech32_split(
     text: str, max_length: int | None = 90
-) -> tuple[str, list[int], Encoding]:
-    """Split and verify a bech32/bech32m string: ``(hrp, data words, encoding)``.
+) -> tuple[str, bytes, str, Encoding]:
+    """Verify a bech32/bech32m string and return its parts without the checksum.
 
-    The checksum words are removed. Raises :class:`DecodeError` on mixed case,
-    characters outside the charset, a missing separator or a bad checksum.
+    Returns ``(hrp, words, digits, encoding)``: ``words`` holds one 5-bit value per
+    byte, ``digits`` the same words as base-32 digits so that ``int(digits[a:b], 32)``
+    converts any run of words at C speed. Raises :class:`DecodeError` on mixed
+    case, characters outside the charset, a missing separator or a bad checksum.
     """
     if max_length is not None and len(text) > max_length:
         raise DecodeError("bech32", f"longer than {max_length} characters")
-    if any(ord(c) < 33 or ord(c) > 126 for c in text):
+    if _OUTSIDE_PRINTABLE_ASCII.search(text):
         raise DecodeError("bech32", "contains a character outside US-ASCII 33-126")
-    if text.lower() != text and text.upper() != text:
+    lower = text.lower()
+    if lower != text and text.upper() != text:
         raise DecodeError("bech32", "mixes upper and lower case")
-    text = text.lower()
-    pos = text.rfind("1")
+    pos = lower.rfind("1")
     if pos < 1:
         raise DecodeError("bech32", "no human-readable part before the separator '1'")
-    if pos + 7 > len(text):
+    if pos + 7 > len(lower):
         raise DecodeError("bech32", "data part shorter than the 6-character checksum")
-    hrp = text[:pos]
-    try:
-        words = [_CHAR_TO_WORD[c] for c in text[pos + 1 :]]
-    except KeyError as exc:
-        raise DecodeError("bech32", f"character {exc.args[0]!r} is not in the bech32 charset") from None
-    const = _polymod([*_hrp_expand(hrp), *words])
+    hrp, data = lower[:pos], lower[pos + 1 :]
+    words = data.encode().translate(_TO_WORD_TABLE)
+    if b"\xff" in words:
+        bad = next(c for c in data if c not in _CHAR_TO_WORD)
+        raise DecodeError("bech32", f"character {bad!r} is not in the bech32 charset")
+    digits = data.translate(_TO_BASE32_DIGITS)
+    const = _checksum_state(hrp, int(digits, 32), len(words))
     for encoding in Encoding:
         if const == encoding.value:
-            return hrp, words[:-6], encoding
+            return hrp, words[:-6], digits[:-6], encoding
     raise DecodeError("bech32", "checksum does not match")
 
 
+def bech32_decode(
+    text: str, max_length: int | None = 90
+) -> tuple[str, list[int], Encoding]:
+    """Split and verify a bech32/bech32m string: ``(hrp, data words, encoding)``."""
+    hrp, words, _, encoding = bech32_split(text, max_length)
+    return hrp, list(words), encoding
+
+
+def chars_to_int(chars: str) -> int:
+    """Integer value of a run of bech32 characters (5 bits each), converted in C."""
+    return int(chars.translate(_TO_BASE32_DIGITS), 32) if chars else 0
+
+
+_WORD_TO_DIGIT = b"0123456789abcdefghijklmnopqrstuv" + bytes(224)
+
+
 def words_to_int(words: Sequence[int]) -> int:
-    """Big-endian integer value of a sequence of 5-bit words."""
-    value = 0
-    for w in words:
-        value = value << 5 | w
-    return value
+    """Big-endian integer value of a sequence of 5-bit words (converted in C)."""
+    if not words:
+        return 0
+    return int(bytes(words).translate(_WORD_TO_DIGIT), 32)
 
 
 def words_to_bytes(words: Sequence[int], *, pad: bool = True) -> bytes:
