@@ -10,6 +10,7 @@ import click
 
 from lightspeed import __version__
 from lightspeed.cli.demo import demo
+from lightspeed.cli.invoice import invoice
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(demo)
+cli.add_command(invoice)
 
 
 def main() -> None:

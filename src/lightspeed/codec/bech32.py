@@ -9,6 +9,7 @@ slower Python decoders).
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from enum import Enum
@@ -127,6 +128,14 @@ def bech32_encode(
         raise ValueError("bech32 words must be 5-bit values")
     hrp = hrp.lower()
     return hrp + "1" + "".join(CHARSET[w] for w in [*words, *_checksum(hrp, words, encoding)])
+
+
+def bech32_encode_chars(hrp: str, data: str, encoding: Encoding = Encoding.BECH32) -> str:
+    """Encode a data part already written as bech32 characters (no per-word Python work)."""
+    hrp = hrp.lower()
+    value = chars_to_int(data) << 30
+    polymod = _checksum_state(hrp, value, len(data) + 6) ^ encoding.value
+    return hrp + "1" + data + int_to_chars(polymod, 6)
 
 
 def bech32_split(
@@ -249,3 +258,20 @@ def decode_segwit_address(hrp: str, address: str) -> tuple[int, bytes]:
     if encoding is not expected:
         raise DecodeError("address", f"witness version {version} requires {expected.name.lower()}")
     return version, program
+
+
+_RFC4648_TO_BECH32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CHARSET.encode())
+
+
+def int_to_chars(value: int, length: int) -> str:
+    """``value`` as exactly ``length`` bech32 characters (big-endian 5-bit words).
+
+    RFC 4648 base32 groups bits exactly as bech32 does, so the C encoder in
+    :mod:`base64` does the work and a translation swaps the alphabet.
+    """
+    if value < 0 or value >> (5 * length):
+        raise ValueError(f"{value} does not fit in {length} bech32 characters")
+    nbits = 5 * length
+    extra = -nbits % 8
+    raw = (value << extra).to_bytes((nbits + extra) // 8, "big")
+    return base64.b32encode(raw)[:length].translate(_RFC4648_TO_BECH32).decode()

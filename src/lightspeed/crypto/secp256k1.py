@@ -1,0 +1,66 @@
+"""secp256k1 operations on raw bytes (coincurve underneath).
+
+Lightning carries signatures in compact form (64-byte ``r || s``) and keys as
+33-byte compressed points; these helpers take and return exactly those, so
+protocol code never handles library objects. Hashing is the caller's job: every
+function takes a 32-byte message hash.
+"""
+
+from __future__ import annotations
+
+from coincurve import PrivateKey, PublicKey
+from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+HALF_ORDER = CURVE_ORDER // 2
+
+
+def pubkey_from_privkey(privkey: bytes) -> bytes:
+    return PrivateKey(privkey).public_key.format(compressed=True)
+
+
+def is_valid_pubkey(pubkey: bytes) -> bool:
+    """True for a 33-byte compressed encoding of a point on the curve."""
+    if len(pubkey) != 33 or pubkey[0] not in (2, 3):
+        return False
+    try:
+        PublicKey(pubkey)
+    except ValueError:
+        return False
+    return True
+
+
+def is_low_s(signature: bytes) -> bool:
+    """BIP 62 / BOLT 11 low-S rule for a compact signature."""
+    return int.from_bytes(signature[32:64], "big") <= HALF_ORDER
+
+
+def sign_recoverable(privkey: bytes, msg_hash: bytes) -> tuple[bytes, int]:
+    """RFC 6979 deterministic, low-S signature: ``(r || s, recovery id)``."""
+    raw = PrivateKey(privkey).sign_recoverable(msg_hash, hasher=None)
+    return raw[:64], raw[64]
+
+
+def sign_compact(privkey: bytes, msg_hash: bytes) -> bytes:
+    """RFC 6979 deterministic, low-S compact signature ``r || s``."""
+    return PrivateKey(privkey).sign_recoverable(msg_hash, hasher=None)[:64]
+
+
+def recover_pubkey(signature: bytes, recovery_id: int, msg_hash: bytes) -> bytes:
+    """Compressed public key that made ``signature``; raises ValueError if none.
+
+    Accepts high-S signatures, as BOLT 11 requires for recovery.
+    """
+    pubkey = PublicKey.from_signature_and_message(
+        signature + bytes([recovery_id]), msg_hash, hasher=None
+    )
+    return pubkey.format(compressed=True)
+
+
+def verify_compact(pubkey: bytes, signature: bytes, msg_hash: bytes) -> bool:
+    """Verify a compact ``r || s`` signature; high-S signatures do not verify."""
+    try:
+        der = cdata_to_der(deserialize_compact(signature))
+        return bool(PublicKey(pubkey).verify(der, msg_hash, hasher=None))
+    except (ValueError, TypeError):
+        return False
