@@ -15,7 +15,7 @@ from typing import Any
 
 from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.network import Network, network_by_name
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.invoice.amount import format_amount, parse_amount
 from lightspeed.invoice.decode import SKIPPED, interpret_field, parse_hrp
 from lightspeed.invoice.encode import build_invoice
@@ -77,7 +77,27 @@ def unsigned_from_json(obj: Any) -> UnsignedInvoice:
     expiry = _opt_int(obj, "expiry")
     cltv = _opt_int(obj, "min_final_cltv_expiry")
     payee = _opt_hex(obj, "payee", 33)
-    fresh = build_invoice(
+    try:
+        fresh = _build_from_json(obj, network, amount_msat, layout_tags, expiry, cltv, payee)
+    except UsageError as exc:
+        raise DecodeError("json", str(exc)) from None
+    fields = fresh.tagged_fields if layout is None else _merge(layout, fresh.tagged_fields)
+    hrp = fresh.hrp
+    original_hrp = obj.get("hrp")
+    if isinstance(original_hrp, str):
+        try:
+            if parse_hrp(original_hrp) == (network, amount_msat):
+                hrp = original_hrp  # same meaning; keep its exact spelling (e.g. "2500000u")
+        except DecodeError:
+            pass
+    return UnsignedInvoice(network, hrp, fresh.timestamp, fields)
+
+
+def _build_from_json(
+    obj: dict[str, Any], network: Network, amount_msat: int | None, layout_tags: set[int],
+    expiry: int | None, cltv: int | None, payee: bytes | None,
+) -> UnsignedInvoice:
+    return build_invoice(
         network=network,
         amount_msat=amount_msat,
         timestamp=_int(obj, "timestamp"),
@@ -97,16 +117,6 @@ def unsigned_from_json(obj: Any) -> UnsignedInvoice:
         route_hints=[_route_from_json(r, i) for i, r in enumerate(_list(obj, "route_hints"))],
         metadata=_opt_hex(obj, "metadata"),
     )
-    fields = fresh.tagged_fields if layout is None else _merge(layout, fresh.tagged_fields)
-    hrp = fresh.hrp
-    original_hrp = obj.get("hrp")
-    if isinstance(original_hrp, str):
-        try:
-            if parse_hrp(original_hrp) == (network, amount_msat):
-                hrp = original_hrp  # same meaning; keep its exact spelling (e.g. "2500000u")
-        except DecodeError:
-            pass
-    return UnsignedInvoice(network, hrp, fresh.timestamp, fields)
 
 
 def _merge(layout: list[TaggedField], fresh: tuple[TaggedField, ...]) -> tuple[TaggedField, ...]:
