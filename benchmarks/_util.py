@@ -31,5 +31,5 @@ def report(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], su
         table.add_column(column, justify="right" if column != columns[0] else "left")
     for row in rows:
         table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     print(json.dumps(summary, sort_keys=True))
