@@ -43,14 +43,19 @@ def _features_from_bolt11(features: Any) -> set[int]:
     return bits
 
 
-def _bolt11_like(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Restrict generated invoices to what the bolt11 package can represent correctly."""
+def _no_empty_integer_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A zero x or c is written, as the spec says, with data_length 0; neither peer can read
+    an empty field (see test_peer_deviation_empty_integer_field)."""
     kwargs = dict(kwargs)
-    # A zero x or c is written, as the spec says, with data_length 0; bolt11 cannot read an
-    # empty field (see test_peer_deviation_empty_integer_field).
     for key in ("expiry", "min_final_cltv_expiry"):
         if kwargs[key] == 0:
             kwargs[key] = 1
+    return kwargs
+
+
+def _bolt11_like(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Restrict generated invoices to what the bolt11 package can represent correctly."""
+    kwargs = _no_empty_integer_fields(kwargs)
     # Its feature model holds one state per pair: required wins over optional.
     kwargs["features"] = frozenset(b for b in kwargs["features"] if not (b % 2 and b - 1 in kwargs["features"]))
     kwargs["fallbacks"] = kwargs["fallbacks"][:1]  # it exposes the first f field only
@@ -105,7 +110,7 @@ def test_ours_decode_in_pyln_proto(kwargs: dict[str, Any], privkey: bytes) -> No
     # Its decoder keeps the hops of the last r field only, so give it at most one; and it
     # renders fallback addresses only for "bc" and "tb" (raw bytes on signet and regtest).
     plain_network = kwargs["network"].name in ("bitcoin", "testnet")
-    kwargs = {**kwargs, "fallbacks": [f for f in kwargs["fallbacks"] if f.version in (0, 17, 18) and plain_network],
+    kwargs = {**_no_empty_integer_fields(kwargs), "fallbacks": [f for f in kwargs["fallbacks"] if f.version in (0, 17, 18) and plain_network],
               "route_hints": kwargs["route_hints"][:1]}
     ours = build_invoice(**kwargs).sign(privkey)
     theirs = PylnInvoice.decode(ours.encode())
@@ -258,6 +263,8 @@ def test_peer_deviation_empty_integer_field() -> None:
     assert decode(ours.encode()).min_final_cltv_expiry == 0
     with pytest.raises(ValueError, match="zero length"):
         bolt11.decode(ours.encode())
+    with pytest.raises(ValueError, match="zero length"):
+        PylnInvoice.decode(ours.encode())
 
 
 def test_peer_deviation_pyln_renders_taproot_fallback_with_bech32() -> None:

@@ -21,7 +21,7 @@ from lightspeed.codec.bech32 import (
     int_to_chars,
 )
 from lightspeed.crypto.hashes import sha256
-from lightspeed.crypto.secp256k1 import pubkey_from_privkey, sign_recoverable
+from lightspeed.crypto.secp256k1 import sign_recoverable_with_pubkey
 from lightspeed.errors import UsageError
 from lightspeed.invoice import features as feature_bits
 from lightspeed.invoice.fields import Fallback, RouteHintHop, TaggedField
@@ -123,10 +123,9 @@ class UnsignedInvoice:
             raise UsageError("privkey must be 32 bytes")
         from lightspeed.invoice.decode import invoice_from_parts
 
-        signature, recovery_id = sign_recoverable(privkey, sha256(self.signing_message()))
+        signature, recovery_id, payee = sign_recoverable_with_pubkey(privkey, sha256(self.signing_message()))
         return invoice_from_parts(
-            self.network, self.hrp, self.timestamp, self.tagged_fields,
-            signature, recovery_id, payee=pubkey_from_privkey(privkey),
+            self.network, self.hrp, self.timestamp, self.tagged_fields, signature, recovery_id, payee=payee,
         )
 
 
