@@ -11,6 +11,7 @@ import click
 from lightspeed import __version__
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
+from lightspeed.cli.route import route
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(demo)
 cli.add_command(invoice)
+cli.add_command(route)
 
 
 def main() -> None:

@@ -1,0 +1,118 @@
+"""``lightspeed route``: cheapest route over a graph snapshot (LND describegraph JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from lightspeed.errors import DecodeError, UsageError
+from lightspeed.invoice import format_short_channel_id
+from lightspeed.routing import (
+    ChannelGraph,
+    NoRouteError,
+    Route,
+    find_route,
+    graph_from_describegraph,
+)
+
+EXIT_BAD_INPUT = 1
+EXIT_NO_ROUTE = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _pubkey(text: str, name: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 33:
+        _fail(f"{name} is not a 33-byte public key in hex")
+    return key
+
+
+def route_to_json(route: Route, elapsed_ms: float) -> dict[str, Any]:
+    return {
+        "hops": [
+            {
+                "short_channel_id": format_short_channel_id(hop.short_channel_id),
+                "pubkey": hop.pubkey.hex(),
+                "amount_msat": hop.amount_msat,
+                "fee_msat": hop.fee_msat,
+            }
+            for hop in route.hops
+        ],
+        "total_amount_msat": route.total_amount_msat,
+        "total_fee_msat": route.total_fee_msat,
+        "total_cltv_expiry_delta": route.total_cltv_expiry_delta,
+        "elapsed_ms": round(elapsed_ms, 3),
+    }
+
+
+def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    route = find_route(graph, source, target, amount_msat)
+    return route_to_json(route, (time.perf_counter() - start) * 1000)
+
+
+@click.command("route")
+@click.option("--graph", "graph_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Channel graph in `lncli describegraph` JSON.")
+@click.option("--source", help="Paying node id (hex).")
+@click.option("--target", help="Payee node id (hex).")
+@click.option("--amount-msat", type=click.IntRange(min=1), help="Amount to deliver to the target.")
+@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON list of [source, target, amount_msat]: one JSON line per pair, graph loaded once.")
+def route(graph_file: Path, source: str | None, target: str | None, amount_msat: int | None,
+          pairs_file: Path | None) -> None:
+    """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON."""
+    try:
+        graph = graph_from_describegraph(json.loads(graph_file.read_text()))
+    except OSError as exc:
+        _fail(f"cannot read --graph: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        _fail(f"--graph is not valid JSON: {exc.msg} at line {exc.lineno}")
+    except DecodeError as exc:
+        _fail(f"--graph: {exc}")
+    if pairs_file is not None:
+        _route_pairs(graph, pairs_file)
+        return
+    if source is None or target is None or amount_msat is None:
+        _fail("give --source, --target and --amount-msat (or --pairs FILE)")
+    try:
+        result = _timed_route(graph, _pubkey(source, "--source"), _pubkey(target, "--target"), amount_msat)
+    except NoRouteError as exc:
+        _fail(str(exc), EXIT_NO_ROUTE)
+    except UsageError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(result))
+
+
+def _route_pairs(graph: ChannelGraph, pairs_file: Path) -> None:
+    try:
+        pairs = json.loads(pairs_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(f"cannot read --pairs: {exc}")
+    if not isinstance(pairs, list):
+        _fail("--pairs must hold a JSON list of [source, target, amount_msat]")
+    for i, pair in enumerate(pairs):
+        ok = (isinstance(pair, list) and len(pair) == 3 and all(isinstance(p, str) for p in pair[:2])
+              and isinstance(pair[2], int) and not isinstance(pair[2], bool) and pair[2] > 0)
+        if not ok:
+            _fail(f"--pairs[{i}] is not [source hex, target hex, positive amount_msat]")
+        source, target, amount = pair
+        line: dict[str, Any] = {"source": source, "target": target, "amount_msat": amount}
+        try:
+            line.update(_timed_route(graph, _pubkey(source, f"--pairs[{i}] source"),
+                                     _pubkey(target, f"--pairs[{i}] target"), amount))
+        except (NoRouteError, UsageError) as exc:
+            line["error"] = str(exc)
+        click.echo(json.dumps(line))

@@ -1,0 +1,87 @@
+"""The channel graph: nodes, channels and each direction's forwarding policy.
+
+A channel has two directions; the policy of a direction is set by the node the
+HTLC leaves from (BOLT 7 ``channel_update``: "the fee the node charges to forward
+over this channel"). The graph is kept as adjacency lists of *incoming* directed
+edges per node, because path finding walks backwards from the payee: fees depend
+on the amount still to be delivered downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One direction's forwarding terms (BOLT 7 ``channel_update`` fields)."""
+
+    fee_base_msat: int
+    fee_proportional_millionths: int
+    cltv_expiry_delta: int
+    htlc_minimum_msat: int = 0
+    htlc_maximum_msat: int | None = None
+    disabled: bool = False
+
+    def fee_msat(self, amount_to_forward_msat: int) -> int:
+        """BOLT 7: fee_base_msat + amount_to_forward * fee_proportional_millionths / 1000000."""
+        return self.fee_base_msat + amount_to_forward_msat * self.fee_proportional_millionths // 1_000_000
+
+    def carries(self, amount_msat: int) -> bool:
+        if self.disabled or amount_msat < self.htlc_minimum_msat:
+            return False
+        return self.htlc_maximum_msat is None or amount_msat <= self.htlc_maximum_msat
+
+
+@dataclass(frozen=True)
+class DirectedChannel:
+    """A channel seen in one direction: from ``source`` to ``target`` under ``policy``."""
+
+    short_channel_id: int
+    source: bytes
+    target: bytes
+    capacity_sat: int | None
+    policy: Policy
+
+    def carries(self, amount_msat: int) -> bool:
+        if self.capacity_sat is not None and amount_msat > self.capacity_sat * 1000:
+            return False
+        return self.policy.carries(amount_msat)
+
+
+@dataclass
+class ChannelGraph:
+    """Directed channels indexed by the node they lead to (for backward search)."""
+
+    incoming: dict[bytes, list[DirectedChannel]] = field(default_factory=dict)
+    nodes: set[bytes] = field(default_factory=set)
+    channel_count: int = 0
+
+    def add_node(self, node_id: bytes) -> None:
+        self.nodes.add(node_id)
+
+    def add_direction(self, channel: DirectedChannel) -> None:
+        self.nodes.add(channel.source)
+        self.nodes.add(channel.target)
+        self.incoming.setdefault(channel.target, []).append(channel)
+
+    def add_channel(
+        self,
+        short_channel_id: int,
+        node1: bytes,
+        node2: bytes,
+        capacity_sat: int | None,
+        policy1: Policy | None,
+        policy2: Policy | None,
+    ) -> None:
+        """A channel with the policy each end sets for HTLCs leaving it (None: unknown, unusable)."""
+        self.channel_count += 1
+        self.nodes.update((node1, node2))
+        if policy1 is not None:
+            self.add_direction(DirectedChannel(short_channel_id, node1, node2, capacity_sat, policy1))
+        if policy2 is not None:
+            self.add_direction(DirectedChannel(short_channel_id, node2, node1, capacity_sat, policy2))
+
+    def channels_into(self, node_id: bytes) -> Iterable[DirectedChannel]:
+        return self.incoming.get(node_id, ())
