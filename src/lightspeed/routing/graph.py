@@ -50,6 +50,12 @@ class DirectedChannel:
         return self.policy.carries(amount_msat)
 
 
+# A usable direction flattened for the search loop:
+# (sender, min_msat, max_msat, fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, channel)
+SearchEdge = tuple[bytes, int, int, int, int, int, DirectedChannel]
+_NO_LIMIT = 1 << 63
+
+
 @dataclass
 class ChannelGraph:
     """Directed channels indexed by the node they lead to (for backward search)."""
@@ -57,6 +63,30 @@ class ChannelGraph:
     incoming: dict[bytes, list[DirectedChannel]] = field(default_factory=dict)
     nodes: set[bytes] = field(default_factory=set)
     channel_count: int = 0
+    _search_index: dict[bytes, list[SearchEdge]] | None = field(default=None, repr=False)
+
+    def search_index(self) -> dict[bytes, list[SearchEdge]]:
+        """Enabled directions as flat tuples (built once, dropped on any change).
+
+        Path finding touches every edge many times; tuples of ints are several
+        times faster to test than attribute lookups on dataclasses.
+        """
+        if self._search_index is None:
+            index: dict[bytes, list[SearchEdge]] = {}
+            for target, channels in self.incoming.items():
+                flat = []
+                for ch in channels:
+                    p = ch.policy
+                    if p.disabled or ch.source == target:
+                        continue
+                    limit = _NO_LIMIT if p.htlc_maximum_msat is None else p.htlc_maximum_msat
+                    if ch.capacity_sat is not None:
+                        limit = min(limit, ch.capacity_sat * 1000)
+                    flat.append((ch.source, p.htlc_minimum_msat, limit, p.fee_base_msat,
+                                 p.fee_proportional_millionths, p.cltv_expiry_delta, ch))
+                index[target] = flat
+            self._search_index = index
+        return self._search_index
 
     def add_node(self, node_id: bytes) -> None:
         self.nodes.add(node_id)
@@ -65,6 +95,7 @@ class ChannelGraph:
         self.nodes.add(channel.source)
         self.nodes.add(channel.target)
         self.incoming.setdefault(channel.target, []).append(channel)
+        self._search_index = None
 
     def add_channel(
         self,

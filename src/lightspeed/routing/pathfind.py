@@ -55,19 +55,6 @@ class Route:
         return sum(hop.cltv_expiry_delta for hop in self.hops)
 
 
-@dataclass(frozen=True)
-class _Label:
-    fee_msat: int
-    cltv: int
-    hops: int
-    amount_msat: int  # what this node must receive to deliver the payment onward
-    via: DirectedChannel | None  # the channel this node sends over, towards the payee
-
-    @property
-    def key(self) -> tuple[int, int, int]:
-        return (self.fee_msat, self.cltv, self.hops)
-
-
 def find_route(
     graph: ChannelGraph,
     source: bytes,
@@ -83,54 +70,60 @@ def find_route(
         raise UsageError("amount_msat must be positive")
     if source == target:
         raise UsageError("source and target are the same node")
-    labels: dict[bytes, _Label] = {target: _Label(0, 0, 0, amount_msat, None)}
+    fee_cap = (1 << 63) if max_fee_msat is None else max_fee_msat
+    cltv_cap = (1 << 63) if max_cltv_expiry_delta is None else max_cltv_expiry_delta
+    index = graph.search_index()
+    # label: (fees, cltv, hops, amount the node must receive, channel it sends over)
+    labels: dict[bytes, tuple[int, int, int, int, DirectedChannel | None]] = {
+        target: (0, 0, 0, amount_msat, None)
+    }
     heap: list[tuple[int, int, int, bytes]] = [(0, 0, 0, target)]
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        fee, cltv, hops, node = heapq.heappop(heap)
+        fee, cltv, hops, node = pop(heap)
         label = labels[node]
-        if label.key != (fee, cltv, hops):
+        if label[0] != fee or label[1] != cltv or label[2] != hops:
             continue  # a better label replaced this one
         if node == source:
             return _assemble(labels, source, target)
         if hops >= max_hops:
             continue
-        carried = label.amount_msat
-        for channel in graph.channels_into(node):
-            sender = channel.source
-            if sender == node or not channel.carries(carried):
+        carried = label[3]
+        next_hops = hops + 1
+        for sender, low, high, base, rate, delta, channel in index.get(node, ()):
+            if carried < low or carried > high:
                 continue
             if sender == source:
-                new = _Label(fee, cltv, hops + 1, carried, channel)
+                new = (fee, cltv, next_hops, carried, channel)
             else:
-                hop_fee = channel.policy.fee_msat(carried)
-                new = _Label(fee + hop_fee, cltv + channel.policy.cltv_expiry_delta, hops + 1,
-                             carried + hop_fee, channel)
-            if max_fee_msat is not None and new.fee_msat > max_fee_msat:
-                continue
-            if max_cltv_expiry_delta is not None and new.cltv > max_cltv_expiry_delta:
-                continue
+                hop_fee = base + carried * rate // 1_000_000
+                new = (fee + hop_fee, cltv + delta, next_hops, carried + hop_fee, channel)
+                if new[0] > fee_cap or new[1] > cltv_cap:
+                    continue
             old = labels.get(sender)
-            if old is None or new.key < old.key:
+            if old is None or new[:3] < old[:3]:
                 labels[sender] = new
-                heapq.heappush(heap, (new.fee_msat, new.cltv, new.hops, sender))
+                push(heap, (new[0], new[1], next_hops, sender))
     raise NoRouteError(
         f"no route from {source.hex()} to {target.hex()} for {amount_msat} msat"
     )
 
 
-def _assemble(labels: dict[bytes, _Label], source: bytes, target: bytes) -> Route:
+def _assemble(
+    labels: dict[bytes, tuple[int, int, int, int, DirectedChannel | None]], source: bytes, target: bytes
+) -> Route:
     hops = []
     node = source
     while node != target:
-        channel = labels[node].via
+        channel = labels[node][4]
         assert channel is not None
         here = labels[channel.target]
-        downstream = here.via
+        downstream = here[4]
         hops.append(RouteHop(
             short_channel_id=channel.short_channel_id,
             pubkey=channel.target,
-            amount_msat=here.amount_msat,
-            fee_msat=0 if downstream is None else here.amount_msat - labels[downstream.target].amount_msat,
+            amount_msat=here[3],
+            fee_msat=0 if downstream is None else here[3] - labels[downstream.target][3],
             cltv_expiry_delta=0 if downstream is None else downstream.policy.cltv_expiry_delta,
         ))
         node = channel.target
