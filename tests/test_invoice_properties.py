@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightspeed.crypto.secp256k1 import pubkey_from_privkey
+from lightspeed.crypto.secp256k1 import is_low_s, pubkey_from_privkey
 from lightspeed.errors import DecodeError
 from lightspeed.invoice import build_invoice, decode
 from lightspeed.invoice.jsonfmt import invoice_to_json, unsigned_from_json
@@ -36,6 +36,7 @@ def test_build_sign_decode_round_trip(kwargs: dict[str, Any], privkey: bytes, wi
     decoded = decode(text)
     assert decoded == signed
     assert decoded.payee == payee
+    assert is_low_s(decoded.signature)  # BOLT 11 writers sign low-S (RFC 6979 via libsecp256k1)
     assert decoded.amount_msat == kwargs["amount_msat"]
     assert decoded.description == kwargs["description"]
     assert decoded.features == kwargs["features"]

@@ -138,3 +138,25 @@ def test_cli_create_makes_a_payable_invoice() -> None:
     from lightspeed.invoice import verify_payment_proof
 
     assert verify_payment_proof(invoice, bytes.fromhex(out["preimage"]))
+
+
+@pytest.mark.parametrize(("hrp", "field"), [
+    ("lnbcm", "amount"), ("lnbc2500x", "amount"), ("lnbc0100u", "amount"), ("lnxy", "prefix"), ("bc", "prefix"),
+])
+def test_hrp_errors_name_the_part(hrp: str, field: str) -> None:
+    from lightspeed.invoice.decode import parse_hrp
+
+    with pytest.raises(DecodeError) as excinfo:
+        parse_hrp(hrp)
+    assert excinfo.value.field == field
+
+
+@pytest.mark.parametrize(("hrp", "network", "amount_msat"), [
+    ("lnbc", "bitcoin", None), ("lntb1m", "testnet", 100_000_000), ("lntbs10n", "signet", 1000),
+    ("lnbcrt25u", "regtest", 2_500_000), ("lnbc10p", "bitcoin", 1), ("lnbc21000000", "bitcoin", 21 * 10**6 * 10**11),
+])
+def test_hrp_networks_and_multipliers(hrp: str, network: str, amount_msat: int | None) -> None:
+    from lightspeed.invoice.decode import parse_hrp
+
+    found, amount = parse_hrp(hrp)
+    assert (found.name, amount) == (network, amount_msat)

@@ -85,12 +85,16 @@ def parse_hrp(hrp: str) -> tuple[Network, int | None]:
     if not hrp.startswith("ln"):
         raise DecodeError("prefix", f"{hrp!r} does not start with 'ln'")
     rest = hrp[2:]
+    bad_amount = None
     for prefix, network in _PREFIXES:
         if rest.startswith(prefix):
             amount = rest[len(prefix) :]
             if amount and not amount[0].isdigit():
+                bad_amount = bad_amount or amount
                 continue
             return network, parse_amount(amount) if amount else None
+    if bad_amount is not None:
+        parse_amount(bad_amount)  # raises, naming the amount as the problem
     # BOLT #11: if it does NOT understand the prefix: MUST fail the payment.
     raise DecodeError("prefix", f"unknown currency prefix in {hrp!r} (expected lnbc, lntb, lntbs or lnbcrt)")
 
