@@ -199,6 +199,11 @@ def _check(params: CommitmentParams) -> None:
     total_msat += sum(h.amount_msat for h in params.htlcs)
     if total_msat > params.funding_sat * 1000:
         raise UsageError("balances and HTLCs exceed the funding amount")
+    funder_msat = params.to_local_msat if params.local_is_funder else params.to_remote_msat
+    if params.anchors and funder_msat < 2 * ANCHOR_OUTPUT_SAT * 1000:
+        # BOLT 2 keeps the funder able to pay the anchors; building anyway would
+        # create outputs worth more than the funding output.
+        raise UsageError("under option_anchors the funder must be able to pay both anchors")
 
 
 def build_commitment_tx(params: CommitmentParams) -> CommitmentTx:
