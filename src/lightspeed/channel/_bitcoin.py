@@ -11,7 +11,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from coincurve import PrivateKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.ecdsa import cdata_to_der
 
 from lightspeed.crypto.hashes import hash160, sha256, sha256d
 from lightspeed.errors import DecodeError
@@ -254,5 +256,17 @@ def bip143_sighash(
 
 
 def sign_input(privkey: bytes, sighash: bytes, sighash_type: int) -> bytes:
-    """DER signature (RFC 6979, low-S) followed by the sighash type byte."""
-    return PrivateKey(privkey).sign(sighash, hasher=None) + bytes([sighash_type])
+    """DER signature (RFC 6979, low-S) followed by the sighash type byte.
+
+    Calls libsecp256k1 directly: ``coincurve.PrivateKey(...)`` would first
+    derive the public key and an x-only keypair, two thirds of the cost of a
+    one-off signature.
+    """
+    if len(sighash) != 32:
+        raise ValueError("sighash must be 32 bytes")
+    signature = ffi.new("secp256k1_ecdsa_signature *")
+    if not lib.secp256k1_ecdsa_sign(
+        GLOBAL_CONTEXT.ctx, signature, sighash, privkey, ffi.NULL, ffi.NULL
+    ):
+        raise ValueError("invalid private key")
+    return bytes(cdata_to_der(signature, GLOBAL_CONTEXT)) + bytes([sighash_type])

@@ -48,6 +48,17 @@ def build_htlc_tx(
     anchors: bool,
 ) -> Transaction:
     """Unsigned HTLC-timeout (offered HTLC) or HTLC-success (received HTLC) transaction."""
+    wscript = to_local_script(revocation_pubkey, to_self_delay, local_delayed_pubkey)
+    return _htlc_tx(commitment_txid, htlc_output, p2wsh_script(wscript), feerate_per_kw, anchors)
+
+
+def _htlc_tx(
+    commitment_txid: bytes,
+    htlc_output: HtlcOutput,
+    script_pubkey: bytes,
+    feerate_per_kw: int,
+    anchors: bool,
+) -> Transaction:
     htlc = htlc_output.htlc
     if htlc.offered:
         fee = htlc_timeout_fee_sat(feerate_per_kw, anchors)
@@ -58,12 +69,11 @@ def build_htlc_tx(
     amount = htlc.amount_msat // 1000 - fee
     if amount <= 0:
         raise UsageError("HTLC is trimmed: no second-stage transaction exists for it")
-    wscript = to_local_script(revocation_pubkey, to_self_delay, local_delayed_pubkey)
     txin = TxIn(
         OutPoint(commitment_txid, htlc_output.output_index),
         sequence=1 if anchors else 0,  # BOLT #3: sequence 0 (1 for option_anchors)
     )
-    return Transaction(2, (txin,), (TxOut(amount, p2wsh_script(wscript)),), locktime)
+    return Transaction(2, (txin,), (TxOut(amount, script_pubkey),), locktime)
 
 
 def build_htlc_txs(
@@ -76,17 +86,10 @@ def build_htlc_txs(
 ) -> tuple[Transaction, ...]:
     """One second-stage transaction per untrimmed HTLC, in commitment output order."""
     txid = commitment.tx.txid
+    # Every HTLC transaction pays to the same delayed script: build it once.
+    spk = p2wsh_script(to_local_script(revocation_pubkey, to_self_delay, local_delayed_pubkey))
     return tuple(
-        build_htlc_tx(
-            txid,
-            out,
-            to_self_delay,
-            revocation_pubkey,
-            local_delayed_pubkey,
-            feerate_per_kw,
-            anchors,
-        )
-        for out in commitment.htlc_outputs
+        _htlc_tx(txid, out, spk, feerate_per_kw, anchors) for out in commitment.htlc_outputs
     )
 
 
