@@ -243,3 +243,25 @@ def test_appendix_f_anchors(case: dict[str, Any]) -> None:
         assert remote[-1] == 0x83  # SIGHASH_SINGLE|SIGHASH_ANYONECANPAY
         assert remote[:-1].hex() == expected["RemoteSigHex"]
         assert tx.serialize().hex() == expected["ResolutionTxHex"]
+
+
+def _weight(tx: Transaction) -> int:
+    return 3 * len(tx.serialize(include_witness=False)) + len(tx.serialize())
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_appendix_a_expected_weights_bound_the_real_ones(anchors: bool) -> None:
+    """Appendix A assumes 73-byte signatures and both balance outputs: real txs never weigh more."""
+    base = WEIGHTS["commitment_base_weight_anchors" if anchors else "commitment_base_weight"]
+    timeout = WEIGHTS["htlc_timeout_weight_anchors" if anchors else "htlc_timeout_weight"]
+    success = WEIGHTS["htlc_success_weight_anchors" if anchors else "htlc_success_weight"]
+    params = _params(6_988_000_000, 3_000_000_000, 0, 546, [0, 1, 2, 3, 4], anchors)
+    commitment = build_commitment_tx(params)
+    assert len(commitment.tx.outputs) == 5 + 2 + (2 if anchors else 0)
+    _, _, signed = _sign_both(commitment)
+    expected = base + WEIGHTS["htlc_output_weight"] * 5
+    # DER signatures are 71-73 bytes; Appendix A also rounds the anchors case up a little.
+    assert expected - 16 <= _weight(signed) <= expected
+    for _, _, tx in _signed_htlc_txs(commitment, 0, anchors):
+        assert _weight(tx) <= (timeout if tx.locktime else success)
+        assert _weight(tx) >= (timeout if tx.locktime else success) - 6
