@@ -264,4 +264,4 @@ def test_appendix_a_expected_weights_bound_the_real_ones(anchors: bool) -> None:
     assert expected - 16 <= _weight(signed) <= expected
     for _, _, tx in _signed_htlc_txs(commitment, 0, anchors):
         assert _weight(tx) <= (timeout if tx.locktime else success)
-        assert _weight(tx) >= (timeout if tx.locktime else success) - 6
+        assert _weight(tx) >= (timeout if tx.locktime else success) - 8
