@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,6 +16,9 @@ from lightspeed.channel.commitment import (
     Htlc,
     build_commitment_tx,
     commitment_fee_sat,
+    htlc_success_fee_sat,
+    htlc_timeout_fee_sat,
+    is_trimmed,
     obscuring_factor,
     sign_commitment,
     with_funding_witness,
@@ -265,3 +269,26 @@ def test_appendix_a_expected_weights_bound_the_real_ones(anchors: bool) -> None:
     for _, _, tx in _signed_htlc_txs(commitment, 0, anchors):
         assert _weight(tx) <= (timeout if tx.locktime else success)
         assert _weight(tx) >= (timeout if tx.locktime else success) - 8
+
+
+def test_fee_calculation_example() -> None:
+    """BOLT 3 "Fee Calculation" example: 2 of 4 HTLCs trimmed, base fee 5340, actual fee 7140."""
+    ex = WEIGHTS["fee_example"]
+    rate, dust = ex["feerate_per_kw"], ex["dust_limit_sat"]
+    assert htlc_timeout_fee_sat(rate, anchors=False) == ex["htlc_timeout_fee_sat"]
+    assert htlc_success_fee_sat(rate, anchors=False) == ex["htlc_success_fee_sat"]
+    hs = [Htlc(True, m, sha256(b"o%d" % m), 500) for m in ex["offered_msat"]]
+    hs += [Htlc(False, m, sha256(b"r%d" % m), 500) for m in ex["received_msat"]]
+    kept = [h for h in hs if not is_trimmed(h, dust, rate, anchors=False)]
+    assert [h.amount_msat for h in kept if h.offered] == ex["untrimmed_offered_msat"]
+    assert [h.amount_msat for h in kept if not h.offered] == ex["untrimmed_received_msat"]
+    assert commitment_fee_sat(rate, len(kept), anchors=False) == ex["base_fee_sat"]
+    assert ex["weight"] * rate // 1000 == ex["base_fee_sat"]
+    # Both balances well above dust: the actual fee is the base fee plus the trimmed HTLCs.
+    params = _params(6_000_000_000, 3_000_000_000, rate, dust, [], anchors=False)
+    params = dataclasses.replace(
+        params,
+        htlcs=tuple(hs),
+        to_local_msat=10_000_000_000 - 3_000_000_000 - sum(h.amount_msat for h in hs),
+    )
+    assert build_commitment_tx(params).fee_sat == ex["actual_fee_sat"]
