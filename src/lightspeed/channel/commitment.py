@@ -195,6 +195,14 @@ def _check(params: CommitmentParams) -> None:
     amounts = (params.to_local_msat, params.to_remote_msat, params.feerate_per_kw)
     if min(amounts) < 0 or any(h.amount_msat <= 0 for h in params.htlcs):
         raise UsageError("amounts and feerate must not be negative")
+    if not 0 <= params.to_self_delay <= 0xFFFF or not 0 <= params.funding_output_index <= 0xFFFF:
+        raise UsageError("to_self_delay and funding_output_index are 16-bit values")
+    for htlc in params.htlcs:
+        if len(htlc.payment_hash) != 32:
+            raise UsageError("payment_hash must be 32 bytes")
+        # BOLT #2: cltv_expiry MUST be less than 500000000 (a block height, not a time).
+        if not 0 <= htlc.cltv_expiry < 500_000_000:
+            raise UsageError("cltv_expiry must be a block height below 500000000")
     total_msat = params.to_local_msat + params.to_remote_msat
     total_msat += sum(h.amount_msat for h in params.htlcs)
     if total_msat > params.funding_sat * 1000:
