@@ -16,6 +16,7 @@ from lightspeed.channel.commitment import (
     Htlc,
     build_commitment_tx,
     commitment_fee_sat,
+    commitment_number_from_tx,
     htlc_success_fee_sat,
     htlc_timeout_fee_sat,
     is_trimmed,
@@ -211,6 +212,8 @@ def test_appendix_c_static_remotekey(case: dict[str, Any]) -> None:
     assert local_sig[:-1].hex() == case["local_signature"]
     assert remote_sig[:-1].hex() == case["remote_signature"]
     assert signed.serialize().hex() == case["commit_tx"]
+    parsed = Transaction.parse(h(case["commit_tx"]))
+    assert commitment_number_from_tx(parsed, params.obscuring_factor) == P["commitment_number"]
     assert len(commitment.htlc_outputs) == case["num_htlcs"]
 
     htlc_txs = _signed_htlc_txs(commitment, case["local_feerate_per_kw"], anchors=False)

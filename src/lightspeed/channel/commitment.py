@@ -341,3 +341,15 @@ def with_funding_witness(
     signed = TxIn(txin.prevout, txin.script_sig, txin.sequence, witness)
     tx = commitment.tx
     return Transaction(tx.version, (signed,), tx.outputs, tx.locktime)
+
+
+def commitment_number_from_tx(tx: Transaction, obscuring_factor: int) -> int | None:
+    """The commitment number a broadcast commitment carries, or ``None`` if it is not one.
+
+    Reverses the locktime/sequence encoding, so a node seeing its channel's
+    funding output spent can tell which (possibly revoked) commitment it was.
+    """
+    if len(tx.inputs) != 1 or tx.locktime >> 24 != 0x20 or tx.inputs[0].sequence >> 24 != 0x80:
+        return None
+    obscured = ((tx.inputs[0].sequence & 0xFFFFFF) << 24) | (tx.locktime & 0xFFFFFF)
+    return obscured ^ obscuring_factor
