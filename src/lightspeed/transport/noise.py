@@ -158,8 +158,7 @@ class Handshake:
         except HandshakeError:
             self._step = _Step.FAILED
             raise
-        if self._step is _Step.DONE:
-            assert self._transport is not None
+        if self._transport is not None:  # that act completed the handshake
             self._transport.receive_data(rest)
         elif rest:
             out += self.receive_data(rest)
