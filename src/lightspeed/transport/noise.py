@@ -139,8 +139,11 @@ class Handshake:
         """Feed received bytes; returns what to send (maybe nothing). Raises HandshakeError."""
         if self._step is _Step.FAILED:
             raise UsageError("the handshake already failed; close the connection")
-        if self._step in (_Step.SEND_ACT_ONE, _Step.DONE):
-            raise UsageError(f"no act is expected now ({self._step.name.lower()})")
+        if self._transport is not None:  # complete: later bytes belong to the session
+            self._transport.receive_data(data)
+            return b""
+        if self._step is _Step.SEND_ACT_ONE:
+            raise UsageError("call start() to send act one before receiving")
         self._buffer += data
         if self.bytes_expected:
             return b""
