@@ -67,3 +67,19 @@ def decode_tu(data: bytes, max_bytes: int, field: str = "tu") -> int:
     if data[:1] == b"\0":
         raise DecodeError(field, "truncated integer is not minimal")
     return int.from_bytes(data, "big")
+
+
+def encode_signed(value: int) -> bytes:
+    """Minimal big-endian two's complement (BOLT 1 Appendix D: s8/s16/s32/s64 values)."""
+    length = 1
+    while not -(1 << (8 * length - 1)) <= value < 1 << (8 * length - 1):
+        length *= 2
+    if length > 8:
+        raise ValueError(f"{value} does not fit in 64 bits")
+    return value.to_bytes(length, "big", signed=True)
+
+
+def decode_signed(data: bytes, field: str = "signed integer") -> int:
+    if len(data) not in (1, 2, 4, 8):
+        raise DecodeError(field, f"{len(data)} bytes is not 1, 2, 4 or 8")
+    return int.from_bytes(data, "big", signed=True)

@@ -1,0 +1,185 @@
+"""Lightning messages: typed BOLT 1 messages, and every other message generically.
+
+``decode_message`` reads the 2-byte type and the payload by the schema
+(:mod:`lightspeed.codec.schema`). The connection-level BOLT 1 messages come back
+as typed frozen dataclasses (:class:`Init`, :class:`Error`, :class:`Warning`,
+:class:`Ping`, :class:`Pong`); any other known message as a
+:class:`WireMessage` carrying its fields by their BOLT names; an unknown odd
+type as :class:`UnknownMessage` (to be ignored); an unknown even type raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Union
+
+from lightspeed.codec.schema import default_schema
+from lightspeed.codec.wire import decode_record, decode_tlvs, encode_record, encode_tlvs
+from lightspeed.errors import DecodeError
+
+MAX_PONG_BYTES = 65531  # BOLT 1: num_pong_bytes above this means "do not answer"
+
+
+@dataclass(frozen=True)
+class Init:
+    """``init`` (16): the first message each side sends after the handshake."""
+
+    globalfeatures: bytes = b""
+    features: bytes = b""
+    networks: tuple[bytes, ...] | None = None  # chain hashes the sender is interested in
+    remote_addr: bytes | None = None
+    unknown_tlvs: tuple[tuple[int, bytes], ...] = ()
+
+    TYPE = 16
+
+
+@dataclass(frozen=True)
+class Error:
+    """``error`` (17): the sender is failing ``channel_id`` (all zeros: every channel)."""
+
+    channel_id: bytes
+    data: bytes = b""
+
+    TYPE = 17
+
+
+@dataclass(frozen=True)
+class Warning:
+    """``warning`` (1): something is wrong but the sender does not fail the channel."""
+
+    channel_id: bytes
+    data: bytes = b""
+
+    TYPE = 1
+
+
+@dataclass(frozen=True)
+class Ping:
+    """``ping`` (18): keepalive; asks for a pong with ``num_pong_bytes`` of padding."""
+
+    num_pong_bytes: int
+    ignored: bytes = b""
+
+    TYPE = 18
+
+
+@dataclass(frozen=True)
+class Pong:
+    """``pong`` (19): the answer to a ping."""
+
+    ignored: bytes = b""
+
+    TYPE = 19
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """Any schema message: BOLT field names to values (see :mod:`lightspeed.codec.wire`)."""
+
+    name: str
+    fields: MappingProxyType[str, Any]
+    tlvs: MappingProxyType[str | int, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def type(self) -> int:
+        number = default_schema().messages[self.name].number
+        assert number is not None
+        return number
+
+
+@dataclass(frozen=True)
+class UnknownMessage:
+    """A message type this node does not know; odd types are to be ignored."""
+
+    type: int
+    payload: bytes
+
+
+Message = Union[Init, Error, Warning, Ping, Pong, WireMessage, UnknownMessage]  # noqa: UP007
+
+
+def make_message(name: str, tlvs: dict[str | int, Any] | None = None, **fields: Any) -> WireMessage:
+    """Build a generic message by its BOLT name (fields by their BOLT names)."""
+    spec = default_schema().messages.get(name)
+    if spec is None or spec.number not in default_schema().messages_by_type:
+        raise ValueError(f"unknown message {name!r}")
+    return WireMessage(name, MappingProxyType(dict(fields)), MappingProxyType(dict(tlvs or {})))
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode one message (type + payload); raises DecodeError naming the bad field."""
+    if len(data) < 2:
+        raise DecodeError("message type", "message shorter than its 2-byte type")
+    number = int.from_bytes(data[:2], "big")
+    schema = default_schema()
+    spec = schema.messages_by_type.get(number)
+    if spec is None:
+        # BOLT #1: upon receiving a message of even, unknown type: MUST close the connection;
+        # of odd, unknown type: MUST ignore the received message.
+        if number % 2 == 0:
+            raise DecodeError("message type", f"unknown even message type {number}")
+        return UnknownMessage(number, data[2:])
+    try:
+        values, rest = decode_record(schema, spec, data[2:], spec.name)
+        tlvs = decode_tlvs(schema, spec.tlv_stream, rest) if spec.tlv_stream and rest else {}
+    except (ValueError, IndexError, KeyError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(spec.name, str(exc)) from None
+    # Without a TLV stream, additional data at the end is ignored (BOLT 1 extension rule).
+    return _typed(spec.name, values, tlvs)
+
+
+def _typed(name: str, values: dict[str, Any], tlvs: dict[str | int, Any]) -> Message:
+    if name == "init":
+        networks = tlvs.get("networks")
+        remote = tlvs.get("remote_addr")
+        return Init(
+            globalfeatures=values["globalfeatures"],
+            features=values["features"],
+            networks=tuple(networks["chains"]) if networks is not None else None,
+            remote_addr=remote["data"] if remote is not None else None,
+            unknown_tlvs=tuple((k, v) for k, v in tlvs.items() if isinstance(k, int)),
+        )
+    if name == "error":
+        return Error(values["channel_id"], values["data"])
+    if name == "warning":
+        return Warning(values["channel_id"], values["data"])
+    if name == "ping":
+        return Ping(values["num_pong_bytes"], values["ignored"])
+    if name == "pong":
+        return Pong(values["ignored"])
+    return WireMessage(name, MappingProxyType(values), MappingProxyType(tlvs))
+
+
+def encode_message(message: Message) -> bytes:
+    """2-byte type + payload; raises ValueError for values that do not fit their fields."""
+    schema = default_schema()
+    if isinstance(message, UnknownMessage):
+        return message.type.to_bytes(2, "big") + message.payload
+    values: dict[str, Any]
+    if isinstance(message, Init):
+        name, values = "init", {"globalfeatures": message.globalfeatures, "features": message.features}
+        tlvs: dict[str | int, Any] = dict(message.unknown_tlvs)
+        if message.networks is not None:
+            tlvs["networks"] = {"chains": list(message.networks)}
+        if message.remote_addr is not None:
+            tlvs["remote_addr"] = {"data": message.remote_addr}
+    elif isinstance(message, (Error, Warning)):
+        name = "error" if isinstance(message, Error) else "warning"
+        values, tlvs = {"channel_id": message.channel_id, "data": message.data}, {}
+    elif isinstance(message, Ping):
+        name, values, tlvs = "ping", {"num_pong_bytes": message.num_pong_bytes, "ignored": message.ignored}, {}
+    elif isinstance(message, Pong):
+        name, values, tlvs = "pong", {"ignored": message.ignored}, {}
+    else:
+        name, values, tlvs = message.name, dict(message.fields), dict(message.tlvs)
+    spec = schema.messages[name]
+    assert spec.number is not None
+    payload = encode_record(schema, spec, values)
+    if tlvs:
+        if spec.tlv_stream is None:
+            raise ValueError(f"{name} has no TLV stream")
+        payload += encode_tlvs(schema, spec.tlv_stream, tlvs)
+    return spec.number.to_bytes(2, "big") + payload
