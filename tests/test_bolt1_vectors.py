@@ -23,7 +23,7 @@ def test_bigsize_decoding(case: dict[str, Any]) -> None:
     data = bytes.fromhex(case["bytes"])
     if case.get("exp_error"):
         with pytest.raises(DecodeError):
-            value, end = decode_bigsize(data)
+            _, end = decode_bigsize(data)
             if end != len(data):  # pragma: no cover - a vector with trailing bytes
                 raise DecodeError("bigsize", "trailing bytes")
         return
