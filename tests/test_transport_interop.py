@@ -137,3 +137,42 @@ def test_peer_deviation_pyln_act_one_bad_mac_is_not_raised() -> None:
 
     with pytest.raises(HandshakeError, match="MAC"):
         ours.receive_data(bytes(act1))
+
+
+def test_pyln_client_against_our_listener_init_and_ping() -> None:
+    """pyln-proto connects to our asyncio PeerListener: init both ways, then ping -> pong."""
+    import asyncio
+
+    from lightspeed.codec.messages import Init, Pong, decode_message
+    from lightspeed.node import PeerListener
+
+    async def serve_until_done(done: threading.Event) -> None:
+        async def on_peer(peer: Any) -> None:
+            async for _ in peer:
+                pass
+
+        listener = PeerListener(OUR_KEY, on_peer)
+        port = await listener.start()
+        box["port"] = port
+        started.set()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+        await listener.stop()
+
+    box: dict[str, Any] = {}
+    started, done = threading.Event(), threading.Event()
+    server = threading.Thread(target=lambda: asyncio.run(serve_until_done(done)), daemon=True)
+    server.start()
+    assert started.wait(10)
+    try:
+        conn = connect(PylnPrivateKey(THEIR_KEY), pubkey_from_privkey(OUR_KEY), "127.0.0.1", box["port"])
+        conn.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.connection.settimeout(10)
+        ours = decode_message(conn.read_message())
+        assert isinstance(ours, Init) and ours.features  # our init comes first
+        conn.send_message(bytes.fromhex("001000000000"))  # their init: no features
+        conn.send_message(bytes.fromhex("0012" "0004" "0000"))  # ping asking for 4 bytes
+        assert decode_message(conn.read_message()) == Pong(bytes(4))
+    finally:
+        done.set()
+        server.join(10)

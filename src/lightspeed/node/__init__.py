@@ -1,1 +1,5 @@
-"""node: see DESIGN.md."""
+"""The asyncio runtime: peers over TCP now; channels, chain and payments as they land."""
+
+from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener, connect
+
+__all__ = ["DEFAULT_FEATURES", "Peer", "PeerListener", "connect"]

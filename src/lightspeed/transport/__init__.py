@@ -2,5 +2,23 @@
 
 from lightspeed.transport.cipher import MAX_MESSAGE_SIZE, CipherState, NoiseTransport
 from lightspeed.transport.noise import Handshake, Role
+from lightspeed.transport.session import (
+    Connected,
+    Disconnected,
+    MessageReceived,
+    PeerSession,
+    SessionLimits,
+)
 
-__all__ = ["MAX_MESSAGE_SIZE", "CipherState", "Handshake", "NoiseTransport", "Role"]
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "CipherState",
+    "Connected",
+    "Disconnected",
+    "Handshake",
+    "MessageReceived",
+    "NoiseTransport",
+    "PeerSession",
+    "Role",
+    "SessionLimits",
+]

@@ -1,0 +1,184 @@
+"""Peers over TCP: the asyncio adapter around the sans-IO :class:`PeerSession`.
+
+This module only moves bytes and time: it reads the socket, feeds the session,
+writes what the session wants sent, and wakes it at its deadlines. Every
+protocol decision (init, ping/pong, warnings, when to hang up) lives in
+:mod:`lightspeed.transport.session`. A :class:`PeerListener` serves any number of
+connections; one misbehaving peer only ends its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from lightspeed.codec.features import Features
+from lightspeed.codec.messages import Message
+from lightspeed.errors import PeerProtocolError
+from lightspeed.transport.noise import Handshake
+from lightspeed.transport.session import (
+    Connected,
+    Disconnected,
+    Event,
+    MessageReceived,
+    PeerSession,
+    SessionLimits,
+)
+
+READ_SIZE = 65536
+DEFAULT_FEATURES = Features.of(required=["var_onion_optin", "payment_secret"],
+                               optional=["option_static_remotekey", "basic_mpp"])
+
+
+class Peer:
+    """One live connection; iterate it for received messages, ``send`` to reply."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: PeerSession) -> None:
+        self._reader, self._writer, self.session = reader, writer, session
+        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1000)
+        self._connected = asyncio.get_running_loop().create_future()
+        self.disconnect_reason: str | None = None
+        self._task = asyncio.create_task(self._run())
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @property
+    def remote_pubkey(self) -> bytes | None:
+        return self.session.remote_pubkey
+
+    async def connected(self) -> Connected:
+        """Wait for the handshake and the init exchange; raises PeerProtocolError if they fail."""
+        result: Connected = await self._connected
+        return result
+
+    async def send(self, message: Message) -> None:
+        self.session.send(message)
+        await self._flush()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def closed(self) -> str:
+        """Wait until the connection ends; returns the reason."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.disconnect_reason or "closed"
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Message]:
+        while (message := await self._inbox.get()) is not None:
+            yield message
+
+    async def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Connected) and not self._connected.done():
+                self._connected.set_result(event)
+            elif isinstance(event, MessageReceived):
+                await self._inbox.put(event.message)  # bounded: a slow consumer slows reading
+            elif isinstance(event, Disconnected):
+                self.disconnect_reason = event.reason
+
+    async def _run(self) -> None:
+        try:
+            await self._flush()  # the initiator's act one
+            while not self.session.closed:
+                deadline = self.session.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+                except TimeoutError:
+                    await self._handle(self.session.handle_timer(time.monotonic()))
+                    await self._flush()
+                    continue
+                now = time.monotonic()
+                events = self.session.receive_data(data, now) if data else self.session.receive_eof()
+                await self._flush()
+                await self._handle(events)
+        except (ConnectionError, OSError) as exc:
+            self.disconnect_reason = f"socket error: {exc}"
+        finally:
+            if not self._connected.done():
+                self._connected.set_exception(PeerProtocolError(self.disconnect_reason or "connection closed"))
+                self._connected.exception()  # mark retrieved: callers may never await it
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbox.put_nowait(None)
+            self._writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()
+
+
+async def connect(
+    host: str,
+    port: int,
+    local_privkey: bytes,
+    remote_pubkey: bytes,
+    features: Features = DEFAULT_FEATURES,
+    limits: SessionLimits | None = None,
+) -> Peer:
+    """Open a connection, run the handshake and init exchange, return the connected peer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    session = PeerSession(Handshake.initiator(local_privkey, remote_pubkey), features, time.monotonic(),
+                          limits=limits or SessionLimits())
+    peer = Peer(reader, writer, session)
+    await peer.connected()
+    return peer
+
+
+class PeerListener:
+    """Accepts connections on ``host:port`` and hands each connected peer to ``on_peer``."""
+
+    def __init__(
+        self,
+        local_privkey: bytes,
+        on_peer: Callable[[Peer], Awaitable[None]],
+        features: Features = DEFAULT_FEATURES,
+        limits: SessionLimits | None = None,
+    ) -> None:
+        self._key, self._on_peer, self._features = local_privkey, on_peer, features
+        self._limits = limits or SessionLimits()
+        self._server: asyncio.Server | None = None
+        self.peers: set[Peer] = set()
+        self.failed_connections = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._accept, host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = PeerSession(Handshake.responder(self._key, os.urandom(32)), self._features, time.monotonic(),
+                              limits=self._limits)
+        peer = Peer(reader, writer, session)
+        try:
+            await peer.connected()
+        except PeerProtocolError:
+            self.failed_connections += 1
+            await peer.closed()
+            return
+        self.peers.add(peer)
+        try:
+            await self._on_peer(peer)
+        finally:
+            await peer.closed()
+            self.peers.discard(peer)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for peer in list(self.peers):
+            await peer.close()
