@@ -1,19 +1,23 @@
 """Lightning messages: typed BOLT 1 messages, and every other message generically.
 
 ``decode_message`` reads the 2-byte type and the payload by the schema
-(:mod:`lightspeed.codec.schema`). The connection-level BOLT 1 messages come back
-as typed frozen dataclasses (:class:`Init`, :class:`Error`, :class:`Warning`,
-:class:`Ping`, :class:`Pong`); any other known message as a
-:class:`WireMessage` carrying its fields by their BOLT names; an unknown odd
-type as :class:`UnknownMessage` (to be ignored); an unknown even type raises.
+(:mod:`lightspeed.codec.schema`) and returns a typed frozen dataclass: the
+connection-level BOLT 1 messages (:class:`Init`, :class:`Error`,
+:class:`Warning`, :class:`Ping`, :class:`Pong`) are written by hand here, every
+other message (``OpenChannel``, ``UpdateAddHtlc``, ``ChannelUpdate``,
+``OnionMessage``...) is generated from the schema into
+:mod:`lightspeed.codec.generated`. An unknown odd type comes back as
+:class:`UnknownMessage` (to be ignored); an unknown even type raises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from types import MappingProxyType
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Union
 
+from lightspeed.codec.generated import GENERATED_MESSAGES
+from lightspeed.codec.message_base import WireMessage as WireMessage
 from lightspeed.codec.schema import default_schema
 from lightspeed.codec.wire import decode_record, decode_tlvs, encode_record, encode_tlvs
 from lightspeed.errors import DecodeError
@@ -74,21 +78,6 @@ class Pong:
 
 
 @dataclass(frozen=True)
-class WireMessage:
-    """Any schema message: BOLT field names to values (see :mod:`lightspeed.codec.wire`)."""
-
-    name: str
-    fields: MappingProxyType[str, Any]
-    tlvs: MappingProxyType[str | int, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def type(self) -> int:
-        number = default_schema().messages[self.name].number
-        assert number is not None
-        return number
-
-
-@dataclass(frozen=True)
 class UnknownMessage:
     """A message type this node does not know; odd types are to be ignored."""
 
@@ -99,12 +88,19 @@ class UnknownMessage:
 Message = Union[Init, Error, Warning, Ping, Pong, WireMessage, UnknownMessage]  # noqa: UP007
 
 
+_GENERATED_BY_NAME: dict[str, type[WireMessage]] = {cls.NAME: cls for cls in GENERATED_MESSAGES}
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
 def make_message(name: str, tlvs: dict[str | int, Any] | None = None, **fields: Any) -> WireMessage:
-    """Build a generic message by its BOLT name (fields by their BOLT names)."""
-    spec = default_schema().messages.get(name)
-    if spec is None or spec.number not in default_schema().messages_by_type:
-        raise ValueError(f"unknown message {name!r}")
-    return WireMessage(name, MappingProxyType(dict(fields)), MappingProxyType(dict(tlvs or {})))
+    """Build a schema message by its BOLT name, fields by their BOLT names (lists become tuples)."""
+    cls = _GENERATED_BY_NAME.get(name)
+    if cls is None:
+        raise ValueError(f"unknown message {name!r} (init, error, warning, ping and pong have their own classes)")
+    return cls(**{k: _frozen(v) for k, v in fields.items()}, tlvs=dict(tlvs or {}))
 
 
 def decode_message(data: bytes) -> Message:
@@ -150,7 +146,7 @@ def _typed(name: str, values: dict[str, Any], tlvs: dict[str | int, Any]) -> Mes
         return Ping(values["num_pong_bytes"], values["ignored"])
     if name == "pong":
         return Pong(values["ignored"])
-    return WireMessage(name, MappingProxyType(values), MappingProxyType(tlvs))
+    return make_message(name, tlvs, **values)
 
 
 def encode_message(message: Message) -> bytes:
@@ -174,7 +170,8 @@ def encode_message(message: Message) -> bytes:
     elif isinstance(message, Pong):
         name, values, tlvs = "pong", {"ignored": message.ignored}, {}
     else:
-        name, values, tlvs = message.name, dict(message.fields), dict(message.tlvs)
+        name, tlvs = message.NAME, dict(message.tlvs)
+        values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.name != "tlvs"}
     spec = schema.messages[name]
     assert spec.number is not None
     payload = encode_record(schema, spec, values)
