@@ -2,6 +2,7 @@
 
 from lightspeed.codec.bech32 import Encoding, bech32_decode, bech32_encode
 from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
+from lightspeed.codec.features import FEATURES, Features, negotiate
 from lightspeed.codec.messages import (
     Error,
     Init,
@@ -18,8 +19,10 @@ from lightspeed.codec.messages import (
 from lightspeed.codec.tlv import decode_tlv_stream, decode_tu, encode_tlv_stream, encode_tu
 
 __all__ = [
+    "FEATURES",
     "Encoding",
     "Error",
+    "Features",
     "Init",
     "Message",
     "Ping",
@@ -38,4 +41,5 @@ __all__ = [
     "encode_tlv_stream",
     "encode_tu",
     "make_message",
+    "negotiate",
 ]

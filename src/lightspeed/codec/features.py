@@ -3,7 +3,9 @@
 A feature is a pair of bits: the even one means "required", the odd one
 "supported" ("it's OK to be odd"). :class:`Features` is an immutable set of bit
 numbers with conversions to and from the big-endian byte fields of ``init``,
-``node_announcement`` and invoices.
+``node_announcement``, ``channel_announcement``, ``channel_type`` and invoices.
+This table is the reference one for the package (the invoice code keeps a
+small private copy of the bits it needs).
 """
 
 from __future__ import annotations
@@ -11,42 +13,70 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lightspeed.errors import PeerProtocolError
+from lightspeed.errors import DecodeError, PeerProtocolError
 
-# name: (even bit, contexts from BOLT 9's table, names it depends on)
-FEATURES: dict[str, tuple[int, str, tuple[str, ...]]] = {
-    "option_data_loss_protect": (0, "", ()),
-    "option_upfront_shutdown_script": (4, "IN", ()),
-    "gossip_queries": (6, "", ()),
-    "var_onion_optin": (8, "", ()),
-    "gossip_queries_ex": (10, "IN", ()),
-    "option_static_remotekey": (12, "", ()),
-    "payment_secret": (14, "", ()),
-    "basic_mpp": (16, "IN9", ("payment_secret",)),
-    "option_support_large_channel": (18, "IN", ()),
-    "option_anchors": (22, "INT", ()),
-    "option_route_blinding": (24, "IN9", ()),
-    "option_shutdown_anysegwit": (26, "IN", ()),
-    "option_dual_fund": (28, "IN", ()),
-    "option_quiesce": (34, "IN", ()),
-    "option_attribution_data": (36, "IN9", ()),
-    "option_onion_messages": (38, "IN", ()),
-    "option_provide_storage": (42, "IN", ()),
-    "option_channel_type": (44, "", ()),
-    "option_scid_alias": (46, "INT", ()),
-    "option_payment_metadata": (48, "9", ()),
-    "option_zeroconf": (50, "INT", ("option_scid_alias",)),
-    "option_simple_close": (60, "IN", ("option_shutdown_anysegwit",)),
-    "option_splice": (62, "IN", ()),
-}
-NAME_BY_BIT = {bit: name for name, (bit, _, _) in FEATURES.items()}
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One row of BOLT 9's table (at commit a3772650)."""
+
+    name: str
+    bit: int  # the even (compulsory) bit; bit + 1 is the optional one
+    contexts: str  # letters from I, N, C, 9, B, T; empty for ASSUMED features
+    depends: tuple[str, ...] = ()
+    assumed: bool = False
+
+
+# BOLT #9 table, in bit order. ASSUMED features have no context column: every node
+# has them, and they "can be safely ignored".
+_TABLE = (
+    FeatureInfo("option_data_loss_protect", 0, "", assumed=True),
+    FeatureInfo("option_upfront_shutdown_script", 4, "IN"),
+    FeatureInfo("gossip_queries", 6, ""),
+    FeatureInfo("var_onion_optin", 8, "", assumed=True),
+    FeatureInfo("gossip_queries_ex", 10, "IN"),
+    FeatureInfo("option_static_remotekey", 12, "", assumed=True),
+    FeatureInfo("payment_secret", 14, "", assumed=True),
+    FeatureInfo("basic_mpp", 16, "IN9", ("payment_secret",)),
+    FeatureInfo("option_support_large_channel", 18, "IN"),
+    FeatureInfo("option_anchors", 22, "INT"),
+    FeatureInfo("option_route_blinding", 24, "IN9"),
+    FeatureInfo("option_shutdown_anysegwit", 26, "IN"),
+    FeatureInfo("option_dual_fund", 28, "IN"),
+    FeatureInfo("option_quiesce", 34, "IN"),
+    FeatureInfo("option_attribution_data", 36, "IN9"),
+    FeatureInfo("option_onion_messages", 38, "IN"),
+    FeatureInfo("option_provide_storage", 42, "IN"),
+    FeatureInfo("option_channel_type", 44, "", assumed=True),
+    FeatureInfo("option_scid_alias", 46, "INT"),
+    FeatureInfo("option_payment_metadata", 48, "9"),
+    FeatureInfo("option_zeroconf", 50, "INT", ("option_scid_alias",)),
+    FeatureInfo("option_simple_close", 60, "IN", ("option_shutdown_anysegwit",)),
+    FeatureInfo("option_splice", 62, "IN"),
+)
+FEATURES: dict[str, FeatureInfo] = {info.name: info for info in _TABLE}
+NAME_BY_BIT: dict[int, str] = {info.bit: info.name for info in _TABLE}
+CONTEXTS = frozenset("INC9BT")
 
 
 def bit_of(name: str) -> int:
+    """The even bit of a named feature; KeyError for a name BOLT 9 does not define."""
     try:
-        return FEATURES[name][0]
+        return FEATURES[name].bit
     except KeyError:
         raise KeyError(f"unknown feature {name!r}") from None
+
+
+def _closure(names: Iterable[str]) -> set[str]:
+    """The names plus all their transitive dependencies."""
+    result: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in result:
+            result.add(name)
+            todo.extend(FEATURES[name].depends)
+    return result
 
 
 @dataclass(frozen=True)
@@ -56,19 +86,22 @@ class Features:
     bits: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, required: Iterable[str] = (), optional: Iterable[str] = ()) -> Features:
+    def of(cls, required: Iterable[str] = (), optional: Iterable[str] = (), *, with_dependencies: bool = False) -> Features:
+        """Features by name. ``with_dependencies`` adds missing transitive dependencies as optional."""
+        required, optional = set(required), set(optional)
+        if with_dependencies:
+            optional = (_closure(required | optional) - required) | optional
         return cls(frozenset({bit_of(n) for n in required} | {bit_of(n) + 1 for n in optional}))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Features:
-        value = int.from_bytes(data, "big")
-        return cls(frozenset(i for i in range(value.bit_length()) if (value >> i) & 1))
+        """Parse a big-endian feature field (bit 0 is the least significant bit of the last byte)."""
+        binary = bin(int.from_bytes(data, "big"))[:1:-1]  # little-endian digit string, no "0b"
+        return cls(frozenset(i for i, digit in enumerate(binary) if digit == "1"))
 
     def to_bytes(self) -> bytes:
         """Big-endian, minimal length (BOLT 1: SHOULD use the minimum length)."""
-        value = 0
-        for bit in self.bits:
-            value |= 1 << bit
+        value = sum(1 << bit for bit in self.bits)
         return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
     def supports(self, name: str) -> bool:
@@ -76,28 +109,66 @@ class Features:
         return bit in self.bits or bit + 1 in self.bits
 
     def requires(self, name: str) -> bool:
+        """BOLT #9: if both bits of a pair are set, the feature is treated as mandatory."""
         return bit_of(name) in self.bits
+
+    def names(self) -> list[str]:
+        """Names of the known features set (either bit), in bit order."""
+        return [NAME_BY_BIT[pair] for pair in sorted({b & ~1 for b in self.bits}) if pair in NAME_BY_BIT]
+
+    def unknown_required(self) -> list[int]:
+        """Even bits BOLT 9 does not assign."""
+        return sorted(b for b in self.bits if b % 2 == 0 and b not in NAME_BY_BIT)
 
     def __or__(self, other: Features) -> Features:
         return Features(self.bits | other.bits)
 
+    def __and__(self, other: Features) -> Features:
+        return Features(self.bits & other.bits)
+
     def missing_dependencies(self) -> list[tuple[str, str]]:
-        """(feature, dependency) pairs where a set feature lacks a feature it depends on."""
+        """(feature, dependency) pairs where a set feature lacks one of its transitive dependencies."""
         missing: list[tuple[str, str]] = []
-        for name, (_, _, deps) in FEATURES.items():
-            if self.supports(name):
-                missing.extend((name, dep) for dep in deps if not self.supports(dep))
+        for name in self.names():
+            missing.extend((name, dep) for dep in sorted(_closure(FEATURES[name].depends)) if not self.supports(dep))
         return missing
 
+    def check(self, context: str, field: str = "features") -> None:
+        """Validate a feature field we received in ``context`` (one of I, N, C, 9, B, T).
 
-def negotiate(local: Features, globalfeatures: bytes, features: bytes) -> Features:
+        Raises DecodeError for: both bits of a pair set where the origin "MUST NOT set both
+        the optional and mandatory bits"; a known feature in a field its Context column does
+        not list ("MUST NOT set feature bits in fields not specified by the table"); a missing
+        dependency ("MUST set all transitive feature dependencies"). ASSUMED features are
+        accepted anywhere, since senders still set them for older peers.
+        """
+        if context not in CONTEXTS or len(context) != 1:
+            raise ValueError(f"unknown feature context {context!r}")
+        both = sorted(b for b in self.bits if b % 2 == 0 and b + 1 in self.bits)
+        if both:
+            raise DecodeError(field, f"both bits of feature pair {both[0]}/{both[0] + 1} are set")
+        for name in self.names():
+            info = FEATURES[name]
+            if not info.assumed and info.contexts and context not in info.contexts:
+                raise DecodeError(field, f"{name} is not allowed in context {context}")
+        missing = self.missing_dependencies()
+        if missing:
+            raise DecodeError(field, f"{missing[0][0]} is set without its dependency {missing[0][1]}")
+
+
+def negotiate(local: Features, globalfeatures: bytes | Features, features: bytes = b"") -> Features:
     """Check a peer's ``init`` features against ours; returns the features both support.
 
+    Pass the remote ``init``'s two fields, or one already combined :class:`Features`.
     BOLT #1: the receiving node MUST combine (bitwise OR) the two feature bitmaps;
-    upon receiving unknown even feature bits: MUST close the connection; if the
-    feature vector does not set all known, transitive dependencies: MUST close.
+    upon receiving unknown even feature bits that are non-zero: MUST fail the
+    connection; if the feature vector does not set all known, transitive
+    dependencies: MUST fail the connection. Raises PeerProtocolError then.
     """
-    remote = Features.from_bytes(globalfeatures) | Features.from_bytes(features)
+    if isinstance(globalfeatures, Features):
+        remote = globalfeatures | Features.from_bytes(features)
+    else:
+        remote = Features.from_bytes(globalfeatures) | Features.from_bytes(features)
     ours = {bit & ~1 for bit in local.bits}
     unsupported = sorted(bit for bit in remote.bits if bit % 2 == 0 and bit not in ours)
     if unsupported:
