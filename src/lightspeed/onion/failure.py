@@ -9,7 +9,6 @@ data (:data:`FAILURE_FIELDS`) and one codec reads and writes all of them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from collections.abc import Sequence
@@ -183,7 +182,7 @@ def create_failure_packet(
         raise UsageError("failure message longer than 65535 bytes")
     pad_len = max(padded_length - len(failure), 0)
     body = struct.pack(">H", len(failure)) + failure + struct.pack(">H", pad_len) + bytes(pad_len)
-    mac = hmac.new(generate_key(b"um", shared_secret), body, hashlib.sha256).digest()
+    mac = hmac.digest(generate_key(b"um", shared_secret), body, "sha256")
     return wrap_failure_packet(shared_secret, mac + body)
 
 
@@ -215,7 +214,7 @@ def decode_failure_packet(shared_secrets: Sequence[bytes], packet: bytes) -> Att
         packet = wrap_failure_packet(secret, packet)
         decryptions += 1
         mac, body = packet[:32], packet[32:]
-        if hmac.compare_digest(mac, hmac.new(generate_key(b"um", secret), body, hashlib.sha256).digest()):
+        if hmac.compare_digest(mac, hmac.digest(generate_key(b"um", secret), body, "sha256")):
             found = AttributedFailure(index, FailureMessage(0), _failure_body(body))
             break
     # BOLT #4: SHOULD continue decrypting, until the loop has been repeated 27 times ...
@@ -223,8 +222,7 @@ def decode_failure_packet(shared_secrets: Sequence[bytes], packet: bytes) -> Att
     dummy = bytes(32)
     for _ in range(decryptions, MAX_DECRYPTIONS):
         dummy_packet = wrap_failure_packet(dummy, packet)
-        hmac.compare_digest(dummy_packet[:32], hmac.new(generate_key(b"um", dummy), dummy_packet[32:],
-                                                        hashlib.sha256).digest())
+        hmac.compare_digest(dummy_packet[:32], hmac.digest(generate_key(b"um", dummy), dummy_packet[32:], "sha256"))
     if found is None:
         raise OnionError("failure packet", "no hop's HMAC matches: the packet was corrupted on the way back")
     try:

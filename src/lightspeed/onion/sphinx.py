@@ -21,11 +21,12 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
 
 from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
+from lightspeed.crypto.secp256k1 import CURVE_ORDER
 from lightspeed.errors import DecodeError, OnionError, UsageError
 
 ROUTING_INFO_SIZE = 1300
@@ -39,7 +40,7 @@ _NONCE = bytes(16)  # cryptography's ChaCha20 nonce: 4-byte counter 0 + 12-byte 
 
 def generate_key(key_type: bytes, secret: bytes) -> bytes:
     """BOLT 4 key generation: HMAC-SHA256 keyed with the key type (``rho``, ``mu``, ``um``, ...)."""
-    return hmac.new(key_type, secret, hashlib.sha256).digest()
+    return hmac.digest(key_type, secret, "sha256")
 
 
 def generate_stream(key: bytes, length: int) -> bytes:
@@ -56,9 +57,12 @@ def xor_bytes(data: bytes, stream: bytes) -> bytes:
 def ecdh(privkey: bytes, pubkey: bytes) -> bytes:
     """BOLT 4 shared secret: SHA256 of the compressed point ``privkey * pubkey``.
 
-    coincurve's ``ecdh`` uses libsecp256k1's default hash, which is exactly that.
+    Same result as coincurve's ``PrivateKey.ecdh`` (libsecp256k1's default hash),
+    without building a ``PrivateKey``, whose constructor derives the public key
+    and costs more than the multiplication itself. Raises ``ValueError`` on a bad
+    point or scalar.
     """
-    return PrivateKey(privkey).ecdh(pubkey)
+    return hashlib.sha256(PublicKey(pubkey).multiply(privkey).format(compressed=True)).digest()
 
 
 def _multiply_pubkey(pubkey: bytes, scalar: bytes) -> bytes:
@@ -66,7 +70,11 @@ def _multiply_pubkey(pubkey: bytes, scalar: bytes) -> bytes:
 
 
 def _multiply_privkey(privkey: bytes, scalar: bytes) -> bytes:
-    return PrivateKey(privkey).multiply(scalar).secret
+    """Scalar product mod n, in integers (coincurve would derive a public key we do not need)."""
+    product = int.from_bytes(privkey, "big") * int.from_bytes(scalar, "big") % CURVE_ORDER
+    if product == 0:
+        raise ValueError("the product is zero")
+    return product.to_bytes(32, "big")
 
 
 def blinding_factor(ephemeral_pubkey: bytes, shared_secret: bytes) -> bytes:
@@ -118,21 +126,20 @@ class HopKeys:
 def derive_hop_keys(session_key: bytes, hop_pubkeys: Sequence[bytes]) -> list[HopKeys]:
     """The ephemeral key and shared secret of every hop, in route order."""
     keys: list[HopKeys] = []
-    try:
-        ephemeral = PrivateKey(session_key)
-    except ValueError:
-        raise UsageError("session_key is not a valid secp256k1 private key") from None
-    ephemeral_pub = ephemeral.public_key.format(compressed=True)
+    ephemeral = int.from_bytes(session_key, "big")
+    if len(session_key) != 32 or not 0 < ephemeral < CURVE_ORDER:
+        raise UsageError("session_key is not a valid secp256k1 private key")
     for index, hop_pubkey in enumerate(hop_pubkeys):
+        secret_bytes = ephemeral.to_bytes(32, "big")
+        # E_i from e_i uses libsecp256k1's generator tables: cheaper than tweaking E_{i-1}.
+        ephemeral_pub = PublicKey.from_secret(secret_bytes).format(compressed=True)
         try:
-            secret = ephemeral.ecdh(hop_pubkey)
+            secret = ecdh(secret_bytes, hop_pubkey)
         except ValueError:
             raise UsageError(f"hop {index} public key is invalid") from None
         keys.append(HopKeys(ephemeral_pub, secret))
-        if index + 1 < len(hop_pubkeys):
-            factor = blinding_factor(ephemeral_pub, secret)
-            ephemeral = ephemeral.multiply(factor)
-            ephemeral_pub = PublicKey(ephemeral_pub).multiply(factor).format(compressed=True)
+        # e_{i+1} = e_i * SHA256(E_i || ss_i)
+        ephemeral = ephemeral * int.from_bytes(blinding_factor(ephemeral_pub, secret), "big") % CURVE_ORDER
     return keys
 
 
@@ -140,15 +147,15 @@ def _frame(payload: bytes) -> bytes:
     return encode_bigsize(len(payload)) + payload
 
 
-def generate_filler(rhos: Sequence[bytes], frame_sizes: Sequence[int], routing_info_size: int) -> bytes:
+def generate_filler(streams: Sequence[bytes], frame_sizes: Sequence[int]) -> bytes:
     """BOLT 4 filler: the bytes hops 0..n-2 shift in, as the last hop will see them.
 
-    Each hop's frame size counts (a common mistake is to use the next hop's size).
+    ``streams[i]`` is hop i's ``rho`` stream, at least routing-info size plus its
+    frame long. Each hop's own frame size counts (pyln-proto uses the next hop's).
     """
     filler = b""
-    for rho, size in zip(rhos[:-1], frame_sizes[:-1], strict=True):
+    for stream, size in zip(streams[:-1], frame_sizes[:-1], strict=True):
         filler += bytes(size)
-        stream = generate_stream(rho, routing_info_size + size)
         filler = xor_bytes(filler, stream[len(stream) - len(filler):])
     return filler
 
@@ -181,18 +188,20 @@ def build_onion(
     if sum(frame_sizes) > routing_info_size:
         raise UsageError(f"hop payloads need {sum(frame_sizes)} bytes, the packet has {routing_info_size}")
     keys = derive_hop_keys(session_key, hop_pubkeys)
-    rhos = [generate_key(b"rho", k.shared_secret) for k in keys]
-    filler = generate_filler(rhos, frame_sizes, routing_info_size)
+    # One stream per hop serves both the filler (which needs routing size + frame) and the layer.
+    streams = [generate_stream(generate_key(b"rho", k.shared_secret), routing_info_size + size)
+               for k, size in zip(keys, frame_sizes, strict=True)]
+    filler = generate_filler(streams, frame_sizes)
     # BOLT #4: the routing info starts as pseudo-random bytes from the `pad` key.
     routing = generate_stream(generate_key(b"pad", session_key), routing_info_size)
     next_hmac = _ZERO_HMAC
     for index in range(len(keys) - 1, -1, -1):
         shifted = frames[index] + next_hmac + routing[: routing_info_size - frame_sizes[index]]
-        routing = xor_bytes(shifted, generate_stream(rhos[index], routing_info_size))
+        routing = xor_bytes(shifted, streams[index])
         if index == len(keys) - 1 and filler:
             routing = routing[: routing_info_size - len(filler)] + filler
         mu = generate_key(b"mu", keys[index].shared_secret)
-        next_hmac = hmac.new(mu, routing + associated_data, hashlib.sha256).digest()
+        next_hmac = hmac.digest(mu, routing + associated_data, "sha256")
     packet = OnionPacket(0, keys[0].ephemeral_pubkey, routing, next_hmac)
     return BuiltOnion(packet, tuple(k.shared_secret for k in keys))
 
@@ -214,9 +223,9 @@ def blinded_node_privkey(node_privkey: bytes, path_key: bytes) -> bytes:
     """BOLT 4 route blinding: ``b_i = HMAC256("blinded_node_id", ECDH(path_key, k_i)) * k_i``."""
     try:
         blinding_ss = ecdh(node_privkey, path_key)
+        return _multiply_privkey(node_privkey, generate_key(b"blinded_node_id", blinding_ss))
     except ValueError:
         raise OnionError("path_key", "not a valid point") from None
-    return _multiply_privkey(node_privkey, generate_key(b"blinded_node_id", blinding_ss))
 
 
 def peel_onion(
@@ -235,7 +244,7 @@ def peel_onion(
     key = node_privkey if path_key is None else blinded_node_privkey(node_privkey, path_key)
     shared_secret = ecdh(key, packet.public_key)
     mu = generate_key(b"mu", shared_secret)
-    expected = hmac.new(mu, packet.hop_payloads + associated_data, hashlib.sha256).digest()
+    expected = hmac.digest(mu, packet.hop_payloads + associated_data, "sha256")
     # BOLT #4: MUST use a constant time comparison of the computed HMAC and `hmac`.
     # If the computed HMAC and `hmac` differ: MUST abort processing the packet and fail.
     if not hmac.compare_digest(expected, packet.hmac):
