@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 
 
 def encode_bigsize(value: int) -> bytes:
     if value < 0 or value > 0xFFFFFFFFFFFFFFFF:
-        raise ValueError(f"BigSize value out of range: {value}")
+        raise UsageError(f"BigSize value out of range: {value}")
     if value < 0xFD:
         return bytes([value])
     if value <= 0xFFFF:

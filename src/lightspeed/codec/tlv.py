@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 
 from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 
 
 def encode_tlv_stream(records: Iterable[tuple[int, bytes]]) -> bytes:
@@ -18,7 +18,7 @@ def encode_tlv_stream(records: Iterable[tuple[int, bytes]]) -> bytes:
     last = -1
     for tlv_type, value in sorted(records, key=lambda r: r[0]):
         if tlv_type == last:
-            raise ValueError(f"duplicate TLV type {tlv_type}")
+            raise UsageError(f"duplicate TLV type {tlv_type}")
         last = tlv_type
         out += encode_bigsize(tlv_type) + encode_bigsize(len(value)) + value
     return bytes(out)
@@ -41,10 +41,15 @@ def decode_tlv_stream(
     while offset < len(data):
         tlv_type, offset = decode_bigsize(data, offset, f"{field} type")
         length, offset = decode_bigsize(data, offset, f"{field} length")
+        # BOLT #1: if decoded `type`s are not strictly-increasing (including situations
+        # where two or more occurrences of the same `type` are met): MUST fail to parse the tlv_stream.
         if tlv_type <= last:
             raise DecodeError(field, f"type {tlv_type} is not strictly increasing")
+        # BOLT #1: if `length` exceeds the number of bytes remaining in the message: MUST fail.
         if offset + length > len(data):
             raise DecodeError(field, f"type {tlv_type}: length {length} exceeds the stream")
+        # BOLT #1: if `type` is not known: if `type` is even: MUST fail to parse the tlv_stream;
+        # otherwise, if `type` is odd: MUST discard the next `length` bytes.
         if known_types is not None and tlv_type not in known_types and tlv_type % 2 == 0:
             raise DecodeError(field, f"unknown even type {tlv_type}")
         records[tlv_type] = data[offset : offset + length]
@@ -56,7 +61,7 @@ def decode_tlv_stream(
 def encode_tu(value: int) -> bytes:
     """Truncated unsigned integer (tu16/tu32/tu64): big-endian, no leading zeros."""
     if value < 0:
-        raise ValueError("negative truncated integer")
+        raise UsageError("negative truncated integer")
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
@@ -75,7 +80,7 @@ def encode_signed(value: int) -> bytes:
     while not -(1 << (8 * length - 1)) <= value < 1 << (8 * length - 1):
         length *= 2
     if length > 8:
-        raise ValueError(f"{value} does not fit in 64 bits")
+        raise UsageError(f"{value} does not fit in 64 bits")
     return value.to_bytes(length, "big", signed=True)
 
 
