@@ -51,6 +51,31 @@ class PaymentRelay:
 
 
 @dataclass(frozen=True)
+class BlindedPayInfo:
+    """The aggregate fees and delta a recipient tells the sender for a blinded route."""
+
+    fee_base_msat: int
+    fee_proportional_millionths: int
+    cltv_expiry_delta: int
+
+    def fee_msat(self, amount_msat: int) -> int:
+        return self.fee_base_msat + amount_msat * self.fee_proportional_millionths // 1_000_000
+
+
+def aggregate_payment_relay(relays: Sequence[PaymentRelay], min_final_cltv_expiry_delta: int) -> BlindedPayInfo:
+    """BOLT #4: the creator MUST compute the total fees and CLTV delta of the route as follows
+    (rounding up at each step, from the hop nearest the recipient outwards)."""
+    base = 0
+    proportional = 0
+    for relay in reversed(relays):
+        fee_base, fee_prop = relay.fee_base_msat, relay.fee_proportional_millionths
+        base = (fee_base * 1_000_000 + base * (1_000_000 + fee_prop) + 1_000_000 - 1) // 1_000_000
+        proportional = ((proportional + fee_prop) * 1_000_000 + proportional * fee_prop + 1_000_000 - 1) // 1_000_000
+    delta = sum(r.cltv_expiry_delta for r in relays) + min_final_cltv_expiry_delta
+    return BlindedPayInfo(base, proportional, delta)
+
+
+@dataclass(frozen=True)
 class PaymentConstraints:
     max_cltv_expiry: int
     htlc_minimum_msat: int
