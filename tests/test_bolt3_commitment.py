@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from lightspeed.channel._bitcoin import Transaction, p2wsh_script
+from lightspeed.bitcoin.script import p2wsh_script
+from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.commitment import (
     ChannelBasepoints,
     CommitmentKeys,

@@ -9,7 +9,7 @@ from coincurve import PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightspeed.channel._bitcoin import Transaction
+from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.commitment import (
     ChannelBasepoints,
     CommitmentKeys,

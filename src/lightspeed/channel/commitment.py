@@ -13,17 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightspeed.channel._bitcoin import (
-    SIGHASH_ALL,
-    OutPoint,
-    Transaction,
-    TxIn,
-    TxOut,
-    bip143_sighash,
-    p2wpkh_script,
-    p2wsh_script,
-    sign_input,
-)
+from lightspeed.bitcoin.script import p2wpkh_script, p2wsh_script
+from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
+from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
 from lightspeed.channel.scripts import (
     ANCHOR_OUTPUT_SAT,
     anchor_script,

@@ -10,18 +10,15 @@ SIGHASH_SINGLE|SIGHASH_ANYONECANPAY, so the owner can attach fee inputs.
 
 from __future__ import annotations
 
-from lightspeed.channel._bitcoin import (
+from lightspeed.bitcoin.script import p2wsh_script
+from lightspeed.bitcoin.sighash import (
     SIGHASH_ALL,
     SIGHASH_ANYONECANPAY,
     SIGHASH_SINGLE,
-    OutPoint,
-    Transaction,
-    TxIn,
-    TxOut,
     bip143_sighash,
-    p2wsh_script,
     sign_input,
 )
+from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
 from lightspeed.channel.commitment import (
     CommitmentTx,
     HtlcOutput,

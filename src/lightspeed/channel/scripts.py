@@ -6,7 +6,7 @@ the output. Keys are 33-byte compressed points; hashes are raw bytes.
 
 from __future__ import annotations
 
-from lightspeed.channel._bitcoin import (
+from lightspeed.bitcoin.script import (
     OP_1,
     OP_2,
     OP_16,
