@@ -3,6 +3,8 @@ failure codes and flags, blinded pay info, onion-message forwarding rules and re
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
@@ -17,12 +19,15 @@ from lightspeed.onion import (
     FailureMessage,
     ForwardOnionMessage,
     HopPayload,
+    HtlcOnionFailure,
     InvalidHopPayload,
     OnionMessage,
     OnionMessagePayload,
     OnionPacket,
+    PaymentConstraints,
     PaymentRelay,
     ReceivedOnionMessage,
+    ReceiveHtlc,
     aggregate_payment_relay,
     build_onion,
     build_onion_message,
@@ -34,6 +39,7 @@ from lightspeed.onion import (
     final_total_msat,
     peel_onion,
     peel_onion_message,
+    process_htlc_onion,
     wrap_failure_packet,
 )
 from lightspeed.onion.failure import FAILURE_FIELDS
@@ -285,3 +291,52 @@ def test_request_and_reply_over_a_reply_path() -> None:
     back = peel_onion_message(KEYS[0], hop.message)
     assert isinstance(back, ReceivedOnionMessage)
     assert back.path_id == b"secret-ctx" and back.payload.records == ((66, b"inv"),)
+
+
+# --- processing an HTLC onion: which failure goes back -------------------------------------
+
+def test_process_maps_each_problem_to_its_failure() -> None:
+    raw = _packet()
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(raw, KEYS[1], b"h" * 32, 1000, 800_000)
+    assert info.value.failure.code == FailureCode.INVALID_ONION_HMAC
+    assert info.value.failure.sha256_of_onion == hashlib.sha256(raw).digest()
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(b"\x01" + raw[1:], KEYS[0], b"h" * 32, 1000, 800_000)
+    assert info.value.failure.code == FailureCode.INVALID_ONION_VERSION
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(raw, KEYS[1], b"h" * 32, 1000, 800_000, path_key=PATH_KEY)
+    assert info.value.failure.code == FailureCode.INVALID_ONION_BLINDING
+    # a final payload without amt_to_forward: invalid_onion_payload naming type 2
+    bad = build_onion(b"\x41" * 32, NODES[:1], [HopPayload(outgoing_cltv_value=5).to_bytes()], b"h" * 32)
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(bad.packet.to_bytes(), KEYS[0], b"h" * 32, 1000, 800_000)
+    assert info.value.failure == FailureMessage(FailureCode.INVALID_ONION_PAYLOAD, tlv_type=2, offset=0)
+    final = build_onion(b"\x41" * 32, NODES[:1], [FINAL.to_bytes()], b"h" * 32).packet.to_bytes()
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(final, KEYS[0], b"h" * 32, 999, 800_000)
+    assert info.value.failure == FailureMessage(FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, htlc_msat=999)
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(final, KEYS[0], b"h" * 32, 1000, 799_999)
+    assert info.value.failure == FailureMessage(FailureCode.FINAL_INCORRECT_CLTV_EXPIRY, cltv_expiry=799_999)
+    received = process_htlc_onion(final, KEYS[0], b"h" * 32, 1000, 800_000)
+    assert isinstance(received, ReceiveHtlc) and received.total_msat == 3000 and received.payment_secret == b"s" * 32
+
+
+def test_blinded_constraints_are_enforced() -> None:
+    data = EncryptedDataTlv(short_channel_id=9, payment_relay=PaymentRelay(40, 1000, 5),
+                            payment_constraints=PaymentConstraints(max_cltv_expiry=800_000, htlc_minimum_msat=500))
+    path = create_blinded_path(b"\x05" * 32, NODES[:2], [data, EncryptedDataTlv(path_id=b"p")])
+    payloads = [HopPayload(encrypted_recipient_data=path.hops[0].encrypted_recipient_data,
+                           current_path_key=path.first_path_key).to_bytes(),
+                HopPayload(encrypted_recipient_data=path.hops[1].encrypted_recipient_data, amt_to_forward_msat=1,
+                           outgoing_cltv_value=1, total_amount_msat=1).to_bytes()]
+    onion = build_onion(b"\x06" * 32, [NODES[0], path.hops[1].blinded_node_id], payloads, b"h" * 32)
+    raw = onion.packet.to_bytes()
+    forward = process_htlc_onion(raw, KEYS[0], b"h" * 32, 10_000, 799_000)
+    assert not isinstance(forward, Exception)
+    assert forward.amt_to_forward_msat == PaymentRelay(40, 1000, 5).amount_to_forward_msat(10_000)
+    for amount, cltv in ((10_000, 800_001), (499, 799_000)):
+        with pytest.raises(HtlcOnionFailure) as info:
+            process_htlc_onion(raw, KEYS[0], b"h" * 32, amount, cltv)
+        assert info.value.failure.code == FailureCode.INVALID_ONION_BLINDING

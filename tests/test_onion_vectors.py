@@ -11,6 +11,7 @@ from lightspeed.onion import (
     EncryptedDataTlv,
     FailureCode,
     FailureMessage,
+    ForwardHtlc,
     ForwardOnionMessage,
     HopPayload,
     OnionMessage,
@@ -19,6 +20,7 @@ from lightspeed.onion import (
     PaymentConstraints,
     PaymentRelay,
     ReceivedOnionMessage,
+    ReceiveHtlc,
     blind_hop,
     blinded_node_privkey,
     blinded_path_to,
@@ -33,6 +35,7 @@ from lightspeed.onion import (
     next_path_key,
     peel_onion,
     peel_onion_message,
+    process_htlc_onion,
     unblind_hop,
     wrap_failure_packet,
 )
@@ -335,3 +338,28 @@ def test_onion_message_vector_peel() -> None:
             assert result.payload.encrypted_recipient_data.hex() == hop["tlvs"]["encrypted_recipient_data"]
             assert result.path_id == h("deadbeefbadc0ffeedeadbeefbadc0ffeedeadbeefbadc0ffeedeadbeefbadc0")
             assert result.encrypted_data.unknown_records == ((65535, h("06c1")),)
+
+
+def test_blinded_payment_vector_processed_hop_by_hop() -> None:
+    """Each hop of the vector decides forward/receive with the values the sender intended."""
+    gen = BLINDED_PAYMENT["generate"]
+    hops = BLINDED_PAYMENT["decrypt"]["hops"]
+    alice = gen["full_route"]["hops"][0]["tlvs"]
+    amount, cltv = alice["amt_to_forward"] + 1000, alice["outgoing_cltv_value"] + 40
+    path_key: bytes | None = None
+    expected_scids = ["0x0x10", "0x0x1", "0x0x2", "0x0x3"]
+    for index, hop in enumerate(hops):
+        result = process_htlc_onion(h(hop["onion"]), h(hop["node_privkey"]), h(gen["associated_data"]),
+                                    amount, cltv, path_key)
+        if index < len(hops) - 1:
+            assert isinstance(result, ForwardHtlc)
+            assert result.short_channel_id == scid(expected_scids[index])
+            assert result.next_packet.to_bytes().hex() == hops[index + 1]["onion"]
+            if index > 0:
+                assert result.next_path_key is not None and result.next_path_key.hex() == hop["next_path_key"]
+            amount, cltv, path_key = result.amt_to_forward_msat, result.outgoing_cltv_value, result.next_path_key
+        else:
+            assert isinstance(result, ReceiveHtlc)
+            assert (amount, cltv) == (gen["final_amount_msat"], gen["final_cltv"])
+            assert result.total_msat == 150000
+            assert result.path_id == h("c9cf92f45ade68345bc20ae672e2012f4af487ed4415")

@@ -48,6 +48,13 @@ from lightspeed.onion.payload import (
     check_hop_payload,
     final_total_msat,
 )
+from lightspeed.onion.process import (
+    ForwardHtlc,
+    HtlcOnionFailure,
+    ReceiveHtlc,
+    malformed_onion_failure,
+    process_htlc_onion,
+)
 from lightspeed.onion.sphinx import (
     PAYMENT_PACKET_SIZE,
     ROUTING_INFO_SIZE,
@@ -79,9 +86,11 @@ __all__ = [
     "EncryptedDataTlv",
     "FailureCode",
     "FailureMessage",
+    "ForwardHtlc",
     "ForwardOnionMessage",
     "HopKeys",
     "HopPayload",
+    "HtlcOnionFailure",
     "InvalidHopPayload",
     "OnionMessage",
     "OnionMessagePayload",
@@ -89,6 +98,7 @@ __all__ = [
     "PaymentConstraints",
     "PaymentRelay",
     "PeeledOnion",
+    "ReceiveHtlc",
     "ReceivedOnionMessage",
     "UnblindedHop",
     "aggregate_payment_relay",
@@ -107,9 +117,11 @@ __all__ = [
     "final_total_msat",
     "generate_key",
     "generate_stream",
+    "malformed_onion_failure",
     "next_path_key",
     "peel_onion",
     "peel_onion_message",
+    "process_htlc_onion",
     "unblind_hop",
     "wrap_failure_packet",
 ]

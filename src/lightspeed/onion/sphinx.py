@@ -242,7 +242,10 @@ def peel_onion(
     hop sits inside a blinded path. Onion messages pass ``min_payload_length=0``.
     """
     key = node_privkey if path_key is None else blinded_node_privkey(node_privkey, path_key)
-    shared_secret = ecdh(key, packet.public_key)
+    try:
+        shared_secret = ecdh(key, packet.public_key)
+    except ValueError:
+        raise OnionError("public_key", "not a valid point") from None
     mu = generate_key(b"mu", shared_secret)
     expected = hmac.digest(mu, packet.hop_payloads + associated_data, "sha256")
     # BOLT #4: MUST use a constant time comparison of the computed HMAC and `hmac`.
