@@ -28,6 +28,7 @@ from lightspeed.bitcoin.script import (
     OP_SIZE,
     OP_SWAP,
     multisig_2of2,
+    push_data,
     push_int,
     script,
 )
@@ -73,9 +74,20 @@ def anchor_script(funding_pubkey: bytes) -> bytes:
     )
 
 
-def _csv1(anchors: bool) -> bytes:
-    # BOLT #3 (option_anchors): "1 OP_CHECKSEQUENCEVERIFY OP_DROP" before the final OP_ENDIF.
-    return script(OP_1, OP_CHECKSEQUENCEVERIFY, OP_DROP) if anchors else b""
+# The HTLC scripts are fixed opcode runs around four pushes; the runs are
+# assembled once here, so building 2 x 483 HTLC scripts costs only the pushes.
+_CSV1 = script(OP_1, OP_CHECKSEQUENCEVERIFY, OP_DROP)  # BOLT #3 option_anchors addition
+_HTLC_HEAD = script(OP_DUP, OP_HASH160)
+_HTLC_REVOKE = script(OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE)
+_HTLC_SIZE_32 = script(OP_SWAP, OP_SIZE) + push_int(32) + script(OP_EQUAL)
+_OFFERED_TIMEOUT = script(OP_NOTIF, OP_DROP, OP_2, OP_SWAP)
+_OFFERED_PREIMAGE = script(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_HASH160)
+_OFFERED_TAIL = script(OP_EQUALVERIFY, OP_CHECKSIG, OP_ENDIF)
+_RECEIVED_PREIMAGE = script(OP_IF, OP_HASH160)
+_RECEIVED_MULTISIG = script(OP_EQUALVERIFY, OP_2, OP_SWAP)
+_RECEIVED_TIMEOUT = script(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_DROP)
+_RECEIVED_TAIL = script(OP_CHECKLOCKTIMEVERIFY, OP_DROP, OP_CHECKSIG, OP_ENDIF)
+_ENDIF = script(OP_ENDIF)
 
 
 def offered_htlc_script(
@@ -85,21 +97,28 @@ def offered_htlc_script(
     payment_hash: bytes,
     anchors: bool,
 ) -> bytes:
-    """HTLC offered by the commitment owner: remote takes it with the preimage, we via HTLC-timeout."""
-    return (
-        script(
-            OP_DUP, OP_HASH160, hash160(revocation_pubkey), OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE
+    """HTLC offered by the commitment owner: remote takes it with the preimage, we via HTLC-timeout.
+
+    ``OP_DUP OP_HASH160 <RIPEMD160(SHA256(revocationpubkey))> OP_EQUAL OP_IF OP_CHECKSIG
+    OP_ELSE <remote_htlcpubkey> OP_SWAP OP_SIZE 32 OP_EQUAL OP_NOTIF OP_DROP 2 OP_SWAP
+    <local_htlcpubkey> 2 OP_CHECKMULTISIG OP_ELSE OP_HASH160 <RIPEMD160(payment_hash)>
+    OP_EQUALVERIFY OP_CHECKSIG OP_ENDIF [1 OP_CHECKSEQUENCEVERIFY OP_DROP] OP_ENDIF``
+    """
+    return b"".join(
+        (
+            _HTLC_HEAD,
+            push_data(hash160(revocation_pubkey)),
+            _HTLC_REVOKE,
+            push_data(remote_htlcpubkey),
+            _HTLC_SIZE_32,
+            _OFFERED_TIMEOUT,
+            push_data(local_htlcpubkey),
+            _OFFERED_PREIMAGE,
+            push_data(ripemd160(payment_hash)),
+            _OFFERED_TAIL,
+            _CSV1 if anchors else b"",
+            _ENDIF,
         )
-        + script(remote_htlcpubkey, OP_SWAP, OP_SIZE)
-        + push_int(32)
-        + script(
-            OP_EQUAL, OP_NOTIF, OP_DROP, OP_2, OP_SWAP, local_htlcpubkey, OP_2, OP_CHECKMULTISIG
-        )
-        + script(
-            OP_ELSE, OP_HASH160, ripemd160(payment_hash), OP_EQUALVERIFY, OP_CHECKSIG, OP_ENDIF
-        )
-        + _csv1(anchors)
-        + bytes([OP_ENDIF])
     )
 
 
@@ -111,17 +130,29 @@ def received_htlc_script(
     cltv_expiry: int,
     anchors: bool,
 ) -> bytes:
-    """HTLC received by the commitment owner: we take it via HTLC-success, remote after ``cltv_expiry``."""
-    return (
-        script(
-            OP_DUP, OP_HASH160, hash160(revocation_pubkey), OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE
+    """HTLC received by the commitment owner: we take it via HTLC-success, remote after ``cltv_expiry``.
+
+    ``OP_DUP OP_HASH160 <RIPEMD160(SHA256(revocationpubkey))> OP_EQUAL OP_IF OP_CHECKSIG
+    OP_ELSE <remote_htlcpubkey> OP_SWAP OP_SIZE 32 OP_EQUAL OP_IF OP_HASH160
+    <RIPEMD160(payment_hash)> OP_EQUALVERIFY 2 OP_SWAP <local_htlcpubkey> 2 OP_CHECKMULTISIG
+    OP_ELSE OP_DROP <cltv_expiry> OP_CHECKLOCKTIMEVERIFY OP_DROP OP_CHECKSIG OP_ENDIF
+    [1 OP_CHECKSEQUENCEVERIFY OP_DROP] OP_ENDIF``
+    """
+    return b"".join(
+        (
+            _HTLC_HEAD,
+            push_data(hash160(revocation_pubkey)),
+            _HTLC_REVOKE,
+            push_data(remote_htlcpubkey),
+            _HTLC_SIZE_32,
+            _RECEIVED_PREIMAGE,
+            push_data(ripemd160(payment_hash)),
+            _RECEIVED_MULTISIG,
+            push_data(local_htlcpubkey),
+            _RECEIVED_TIMEOUT,
+            push_int(cltv_expiry),
+            _RECEIVED_TAIL,
+            _CSV1 if anchors else b"",
+            _ENDIF,
         )
-        + script(remote_htlcpubkey, OP_SWAP, OP_SIZE)
-        + push_int(32)
-        + script(OP_EQUAL, OP_IF, OP_HASH160, ripemd160(payment_hash), OP_EQUALVERIFY)
-        + script(OP_2, OP_SWAP, local_htlcpubkey, OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_DROP)
-        + push_int(cltv_expiry)
-        + script(OP_CHECKLOCKTIMEVERIFY, OP_DROP, OP_CHECKSIG, OP_ENDIF)
-        + _csv1(anchors)
-        + bytes([OP_ENDIF])
     )
