@@ -18,6 +18,7 @@ from lightspeed.onion import (
     FailureMessage,
     ForwardOnionMessage,
     HopPayload,
+    HtlcOnionFailure,
     OnionMessage,
     OnionMessagePayload,
     OnionPacket,
@@ -32,6 +33,7 @@ from lightspeed.onion import (
     generate_key,
     peel_onion,
     peel_onion_message,
+    process_htlc_onion,
     unblind_hop,
     wrap_failure_packet,
 )
@@ -256,3 +258,22 @@ def test_onion_message_delivered_along_any_path(keys: list[bytes], path_session:
         else:
             assert isinstance(result, ReceivedOnionMessage)
             assert result.path_id == b"me" and result.payload.records == ((65, body),)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=1500), privkeys, st.none() | points)
+def test_processing_arbitrary_htlc_onions_raises_only_onion_error(onion: bytes, node: bytes,
+                                                                  path_key: bytes | None) -> None:
+    try:
+        process_htlc_onion(onion, node, b"h" * 32, 1000, 800_000, path_key)
+    except HtlcOnionFailure as exc:
+        assert exc.failure.is_badonion or exc.failure.code in (FailureCode.INVALID_ONION_PAYLOAD,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=600), privkeys)
+def test_arbitrary_onion_messages_raise_only_onion_error(data: bytes, node: bytes) -> None:
+    raw = b"\x02\x01" + pubkey_from_privkey(node) + len(data).to_bytes(2, "big") + data
+    for candidate in (data, raw):
+        with contextlib.suppress(DecodeError):
+            peel_onion_message(node, OnionMessage.from_bytes(candidate))
