@@ -137,3 +137,17 @@ def test_generated_classes_are_up_to_date() -> None:
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, str(root / "tools" / "gen_messages.py"), "--check"], check=False)
     assert result.returncode == 0, "run: python tools/gen_messages.py"
+
+
+def test_encoding_bad_values_is_a_usage_error() -> None:
+    from lightspeed.errors import UsageError
+
+    good = {"channel_id": b"\0" * 32, "feerate_per_kw": 253}
+    assert encode_message(make_message("update_fee", **good)) == bytes.fromhex("0086") + b"\0" * 32 + (253).to_bytes(4, "big")
+    for bad in ({**good, "feerate_per_kw": 2**32}, {**good, "channel_id": b"\0"}, {**good, "feerate_per_kw": "x"}):
+        with pytest.raises(UsageError):
+            encode_message(make_message("update_fee", **bad))
+    with pytest.raises(UsageError):
+        make_message("no_such_message")
+    with pytest.raises(UsageError):
+        encode_message(make_message("update_fee", {"whatever": {}}, **good))

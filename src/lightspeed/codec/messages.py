@@ -20,7 +20,7 @@ from lightspeed.codec.generated import GENERATED_MESSAGES
 from lightspeed.codec.message_base import WireMessage as WireMessage
 from lightspeed.codec.schema import default_schema
 from lightspeed.codec.wire import decode_record, decode_tlvs, encode_record, encode_tlvs
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 
 MAX_PONG_BYTES = 65531  # BOLT 1: num_pong_bytes above this means "do not answer"
 
@@ -99,7 +99,7 @@ def make_message(name: str, tlvs: dict[str | int, Any] | None = None, **fields: 
     """Build a schema message by its BOLT name, fields by their BOLT names (lists become tuples)."""
     cls = _GENERATED_BY_NAME.get(name)
     if cls is None:
-        raise ValueError(f"unknown message {name!r} (init, error, warning, ping and pong have their own classes)")
+        raise UsageError(f"unknown message {name!r} (init, error, warning, ping and pong have their own classes)")
     return cls(**{k: _frozen(v) for k, v in fields.items()}, tlvs=dict(tlvs or {}))
 
 
@@ -150,7 +150,16 @@ def _typed(name: str, values: dict[str, Any], tlvs: dict[str | int, Any]) -> Mes
 
 
 def encode_message(message: Message) -> bytes:
-    """2-byte type + payload; raises ValueError for values that do not fit their fields."""
+    """2-byte type + payload; raises UsageError for values that do not fit their fields."""
+    try:
+        return _encode(message)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+        raise UsageError(f"cannot encode {type(message).__name__}: {exc!r}") from exc
+
+
+def _encode(message: Message) -> bytes:
     schema = default_schema()
     if isinstance(message, UnknownMessage):
         return message.type.to_bytes(2, "big") + message.payload
@@ -177,6 +186,6 @@ def encode_message(message: Message) -> bytes:
     payload = encode_record(schema, spec, values)
     if tlvs:
         if spec.tlv_stream is None:
-            raise ValueError(f"{name} has no TLV stream")
+            raise UsageError(f"{name} has no TLV stream")
         payload += encode_tlvs(schema, spec.tlv_stream, tlvs)
     return spec.number.to_bytes(2, "big") + payload

@@ -16,7 +16,7 @@ from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
 from lightspeed.codec.schema import FIXED_SIZES, TRUNCATED_MAX, FieldSpec, RecordSpec, Schema
 from lightspeed.codec.tlv import decode_tlv_stream, encode_tlv_stream, encode_tu
 from lightspeed.crypto.secp256k1 import is_valid_pubkey
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 
 _SIGNED = {"s64"}
 
@@ -60,8 +60,14 @@ def _read_one(schema: Schema, reader: _Reader, spec: FieldSpec) -> Any:
         value, reader.pos = decode_bigsize(reader.data, reader.pos, f"{reader.where}.{spec.name}")
         return value
     if t == "sciddir_or_pubkey":
+        # BOLT #4: a first byte of 0 or 1 is a direction then a short_channel_id; else a point.
         first = reader.take(1, spec.name)
-        return first + reader.take(8 if first[0] in (0, 1) else 32, spec.name)
+        if first[0] in (0, 1):
+            return first + reader.take(8, spec.name)
+        raw = first + reader.take(32, spec.name)
+        if not is_valid_pubkey(raw):
+            raise DecodeError(f"{reader.where}.{spec.name}", "is neither a direction+scid nor a valid point")
+        return raw
     if t in schema.subtypes:
         return _read_record(schema, reader, schema.subtypes[t])
     # A type the schemas name but do not define (e.g. BOLT 12 TLV streams): keep it raw.
@@ -132,7 +138,7 @@ def _write_one(schema: Schema, spec: FieldSpec, value: Any) -> bytes:
         return int(value).to_bytes(FIXED_SIZES[t], "big", signed=t in _SIGNED)
     if t in FIXED_SIZES:
         if len(value) != FIXED_SIZES[t]:
-            raise ValueError(f"{spec.name}: {t} must be {FIXED_SIZES[t]} bytes, got {len(value)}")
+            raise UsageError(f"{spec.name}: {t} must be {FIXED_SIZES[t]} bytes, got {len(value)}")
         return bytes(value)
     if t in TRUNCATED_MAX:
         return encode_tu(int(value))
@@ -157,11 +163,11 @@ def encode_record(schema: Schema, record: RecordSpec, values: Mapping[str, Any])
             out += _write_one(schema, spec, value)
         elif spec.type == "byte":
             if isinstance(spec.count, int) and len(value) != spec.count:
-                raise ValueError(f"{spec.name} must be {spec.count} bytes, got {len(value)}")
+                raise UsageError(f"{spec.name} must be {spec.count} bytes, got {len(value)}")
             out += value
         else:
             if isinstance(spec.count, int) and len(value) != spec.count:
-                raise ValueError(f"{spec.name} must have {spec.count} items")
+                raise UsageError(f"{spec.name} must have {spec.count} items")
             for item in value:
                 out += _write_one(schema, FieldSpec(spec.name, spec.type), item)
     return bytes(out)
