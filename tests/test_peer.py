@@ -122,7 +122,21 @@ def test_peers_over_tcp_and_a_bad_client_does_not_hurt_others() -> None:
         await asyncio.wait_for(r.read(), 5)  # our init may arrive; then the server closes
         w.close()
 
-        # 3. A client that requires a feature nobody supports gets a warning and is cut off.
+        # 3. After init, a malformed message gets a warning, then the connection is closed.
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        hs = Handshake.initiator(b"\x09" * 32, SERVER_PUB)
+        w.write(hs.start())
+        w.write(hs.receive_data(await r.readexactly(50)))
+        transport = hs.transport()
+        w.write(transport.send(encode_message(Init())) + transport.send(b"\x00\x86\x00"))  # update_fee, truncated
+        await w.drain()
+        transport.receive_data(await asyncio.wait_for(r.read(), 5))
+        replies = [decode_message(m) for m in transport.messages()]
+        assert isinstance(replies[0], Init) and isinstance(replies[-1], Warning)
+        assert b"malformed" in replies[-1].data
+        w.close()
+
+        # 4. A client that requires a feature nobody supports gets a warning and is cut off.
         with pytest.raises(PeerProtocolError):
             await connect("127.0.0.1", port, b"\x08" * 32, SERVER_PUB, features=Features.of(required=["option_splice"]))
 
@@ -135,6 +149,21 @@ def test_peers_over_tcp_and_a_bad_client_does_not_hurt_others() -> None:
         await listener.stop()
 
     asyncio.run(scenario())
+
+
+def test_oversized_frame_is_refused_from_its_length_prefix() -> None:
+    limits = SessionLimits(max_message_size=1000)
+    a = PeerSession(Handshake.initiator(CLIENT_KEY, SERVER_PUB), Features(), 0.0)
+    b = PeerSession(Handshake.responder(SERVER_KEY), Features(), 0.0, limits=limits)
+    for _ in range(3):
+        b.receive_data(a.data_to_send(), 0.0)
+        a.receive_data(b.data_to_send(), 0.0)
+    assert a.ready and b.ready
+    a.send(make_message("update_add_htlc", channel_id=bytes(32), id=0, amount_msat=1, payment_hash=bytes(32),
+                        cltv_expiry=1, onion_routing_packet=bytes(1366)))
+    frame = a.data_to_send()
+    events = b.receive_data(frame[:18], 0.0)  # the length prefix alone is enough to refuse
+    assert len(events) == 1 and isinstance(events[0], Disconnected) and "exceeds our limit" in events[0].reason
 
 
 def test_raw_socket_sees_init_first() -> None:

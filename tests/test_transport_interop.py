@@ -176,3 +176,46 @@ def test_pyln_client_against_our_listener_init_and_ping() -> None:
     finally:
         done.set()
         server.join(10)
+
+
+def test_our_node_connects_to_pyln_server_init_and_ping_both_ways() -> None:
+    """Our asyncio connect() against pyln-proto's responder: init exchange, then pings both ways."""
+    import asyncio
+
+    from lightspeed.codec.messages import Init, Ping, decode_message
+    from lightspeed.node import connect as node_connect
+
+    server = LightningServerSocket(PylnPrivateKey(THEIR_KEY))
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def pyln_side() -> list[Any]:
+        conn, _ = server.accept()
+        conn.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.connection.settimeout(10)
+        seen = [decode_message(conn.read_message())]  # our init
+        conn.send_message(bytes.fromhex("001000000000"))  # pyln's side: init without features
+        seen.append(decode_message(conn.read_message()))  # our ping
+        conn.send_message(bytes.fromhex("0013" "0004" "00000000"))  # pong with 4 bytes
+        conn.send_message(bytes.fromhex("0012" "0002" "0000"))  # ping asking for 2 bytes
+        seen.append(decode_message(conn.read_message()))  # our pong
+        return seen
+
+    thread, box = _run_in_thread(pyln_side)
+
+    async def ours() -> None:
+        peer = await node_connect("127.0.0.1", port, OUR_KEY, pubkey_from_privkey(THEIR_KEY))
+        await peer.send(Ping(num_pong_bytes=4))
+        reason = await asyncio.wait_for(peer.closed(), 10)
+        # pyln's side hangs up when its script ends; nothing before that broke the protocol
+        assert reason == "peer closed the connection"
+
+    asyncio.run(ours())
+    thread.join(10)
+    server.close()
+    assert "error" not in box, box.get("error")
+    init, ping, pong = box["result"]
+    assert isinstance(init, Init) and init.features
+    assert ping == Ping(num_pong_bytes=4)
+    assert pong.ignored == bytes(2)

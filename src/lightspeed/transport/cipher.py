@@ -85,7 +85,9 @@ class NoiseTransport:
     then unusable and must be closed.
     """
 
-    def __init__(self, send_key: bytes, receive_key: bytes, chaining_key: bytes) -> None:
+    def __init__(self, send_key: bytes, receive_key: bytes, chaining_key: bytes,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
         self._send = CipherState(send_key, chaining_key)
         self._receive = CipherState(receive_key, chaining_key)
         self._buffer = bytearray()
@@ -125,6 +127,10 @@ class NoiseTransport:
                 raise DecodeError("message length", "bad MAC on the encrypted length prefix") from None
             del self._buffer[:LENGTH_FRAME_SIZE]
             self._body_length = int.from_bytes(header, "big")
+            if self._body_length > self.max_message_size:
+                # Refuse before buffering: a peer must not make us hold frames we will not accept.
+                self._failed = True
+                raise DecodeError("message length", f"{self._body_length} bytes exceeds our limit of {self.max_message_size}")
         size = self._body_length + MAC_SIZE
         if len(self._buffer) < size:
             return None

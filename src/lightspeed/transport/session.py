@@ -18,7 +18,9 @@ Rules enforced here (BOLT 1 and 8):
   level, all-zero channel id) and the connection is closed; a bad MAC closes
   it at once, since nothing more can be decrypted;
 * at most ``max_outbox_bytes`` may wait to be written (a peer that does not
-  read is disconnected rather than allowed to grow our memory).
+  read is disconnected rather than allowed to grow our memory), and an incoming
+  frame longer than ``max_message_size`` is refused from its length prefix,
+  before its body is buffered.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SessionLimits:
     ping_timeout: float = 15.0
     handshake_timeout: float = 20.0
     max_outbox_bytes: int = 4 * 1024 * 1024
+    max_message_size: int = 65535  # BOLT 8's own cap; lower it to bound per-peer memory further
 
 
 @dataclass
@@ -143,6 +146,7 @@ class PeerSession:
             if not self.handshake.complete:
                 return []
             self._transport = self.handshake.transport()
+            self._transport.max_message_size = self.limits.max_message_size
             init = Init(features=self.local_features.to_bytes(), networks=self.networks)
             self._queue(init)
         else:
