@@ -187,3 +187,22 @@ def test_wallet_funds_a_channel_output_and_spends_it_back(chain: RegtestChain) -
     swept = wallet.sweep(SPK)
     assert before - 1_000 < swept.outputs[0].value_sat < before
     assert wallet.balance_sat() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2**256 - 2**129), st.integers(10_000, 10**8), st.integers(0, 5_000),
+       st.lists(st.integers(1, 10**6), min_size=1, max_size=4))
+def test_random_valid_spends_are_accepted(key_int: int, value: int, fee: int, splits: list[int]) -> None:
+    key = key_int.to_bytes(32, "big")
+    spk = p2wpkh_script(pubkey_from_privkey(key))
+    chain = RegtestChain(":memory:")
+    coin = chain.fund(spk, value)
+    budget = value - fee
+    total = sum(splits)
+    outputs = [TxOut(max(1, budget * s // total), SPK) for s in splits]
+    if sum(o.value_sat for o in outputs) > budget:
+        outputs = [TxOut(budget, SPK)]
+    tx = spend_p2wpkh(coin, value, outputs, key=key)
+    assert chain.broadcast(tx) == tx.txid
+    chain.mine(1)
+    assert chain.get_transaction(tx.txid) == (tx, 1)
