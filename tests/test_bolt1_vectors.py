@@ -97,3 +97,12 @@ def test_init_extension_invalid(hex_message: str) -> None:
 def test_signed_integers(case: dict[str, Any]) -> None:
     assert encode_signed(case["value"]).hex() == case["bytes"]
     assert decode_signed(bytes.fromhex(case["bytes"])) == case["value"]
+
+
+def test_unknown_even_types_fail_in_n2_too() -> None:
+    # BOLT 1 lists these under "either namespace"; the JSON keeps them with the n1 failures.
+    either = [c for c in V["tlv_failures_n1"] if c["note"] == "unknown even type."]
+    assert len(either) == 4
+    for case in either:
+        with pytest.raises(DecodeError, match="unknown even type"):
+            decode_tlvs(SCHEMA, "n2", bytes.fromhex(case["stream"]))

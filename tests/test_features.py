@@ -111,3 +111,13 @@ def test_negotiate_is_a_subset_of_ours_or_fails_cleanly(local: frozenset[int], r
         return
     assert common.bits <= local
     assert {b & ~1 for b in common.bits} <= {b & ~1 for b in remote}
+
+
+def test_init_combines_both_feature_fields() -> None:
+    from lightspeed.codec.messages import Init, decode_message, encode_message
+
+    init = Init(globalfeatures=b"\x02", features=Features.of(optional=["var_onion_optin"]).to_bytes())
+    decoded = decode_message(encode_message(init))
+    assert isinstance(decoded, Init)
+    assert decoded.all_features.bits == {1, 9}
+    assert decoded.all_features.supports("var_onion_optin")

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Union
 
+from lightspeed.codec.features import Features
 from lightspeed.codec.generated import GENERATED_MESSAGES
 from lightspeed.codec.message_base import WireMessage as WireMessage
 from lightspeed.codec.schema import default_schema
@@ -36,6 +37,11 @@ class Init:
     unknown_tlvs: tuple[tuple[int, bytes], ...] = ()
 
     TYPE = 16
+
+    @property
+    def all_features(self) -> Features:
+        """Both feature fields combined (BOLT #1: the receiver MUST combine (bitwise OR) them)."""
+        return Features.from_bytes(self.globalfeatures) | Features.from_bytes(self.features)
 
 
 @dataclass(frozen=True)
