@@ -25,6 +25,7 @@ from lightspeed.onion import (
     PaymentConstraints,
     PaymentRelay,
     ReceivedOnionMessage,
+    add_attribution,
     build_onion,
     build_onion_message,
     create_blinded_path,
@@ -35,6 +36,7 @@ from lightspeed.onion import (
     peel_onion_message,
     process_htlc_onion,
     unblind_hop,
+    verify_attribution,
     wrap_failure_packet,
 )
 from lightspeed.onion.failure import FAILURE_FIELDS
@@ -277,3 +279,32 @@ def test_arbitrary_onion_messages_raise_only_onion_error(data: bytes, node: byte
     for candidate in (data, raw):
         with contextlib.suppress(DecodeError):
             peel_onion_message(node, OnionMessage.from_bytes(candidate))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=20, unique=True), st.data())
+def test_attribution_names_the_hop_that_tampered(secrets: list[bytes], data: st.DataObject) -> None:
+    """Hold times come back in route order; a hop corrupting the data is blamed (or its neighbour)."""
+    failing = data.draw(st.integers(min_value=0, max_value=len(secrets) - 1))
+    holds = data.draw(st.lists(u32, min_size=len(secrets), max_size=len(secrets)))
+    packet = create_failure_packet(secrets[failing], FailureMessage(FailureCode.TEMPORARY_NODE_FAILURE).to_bytes())
+    message = wrap_failure_packet(secrets[failing], packet)  # the erring hop's plaintext
+    attribution = add_attribution(secrets[failing], message, holds[failing])
+    tamperer = data.draw(st.none() | st.integers(min_value=0, max_value=failing))
+
+    def tamper(blob: bytes) -> bytes:  # flips a bit of the tamperer's own (obfuscated) hold time
+        return bytes([blob[0] ^ 0x80]) + blob[1:]
+
+    if tamperer == failing:
+        attribution = tamper(attribution)
+    for index in range(failing - 1, -1, -1):
+        attribution = add_attribution(secrets[index], packet, holds[index], attribution)
+        packet = wrap_failure_packet(secrets[index], packet)
+        if tamperer == index:
+            attribution = tamper(attribution)
+    result = verify_attribution(secrets, packet, attribution, final_hop=failing)
+    assert decode_failure_packet(secrets, packet).hop_index == failing
+    if tamperer is None:
+        assert result.hold_times == tuple(holds[: failing + 1]) and result.first_invalid_hop is None
+    else:
+        assert result.first_invalid_hop is not None and result.first_invalid_hop <= tamperer

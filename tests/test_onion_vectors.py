@@ -8,6 +8,7 @@ import pytest
 
 from lightspeed.codec.bigsize import decode_bigsize
 from lightspeed.onion import (
+    Attribution,
     EncryptedDataTlv,
     FailureCode,
     FailureMessage,
@@ -21,6 +22,7 @@ from lightspeed.onion import (
     PaymentRelay,
     ReceivedOnionMessage,
     ReceiveHtlc,
+    add_attribution,
     blind_hop,
     blinded_node_privkey,
     blinded_path_to,
@@ -37,6 +39,7 @@ from lightspeed.onion import (
     peel_onion_message,
     process_htlc_onion,
     unblind_hop,
+    verify_attribution,
     wrap_failure_packet,
 )
 from lightspeed.onion.blinding import BlindedHop, BlindedPath
@@ -363,3 +366,45 @@ def test_blinded_payment_vector_processed_hop_by_hop() -> None:
             assert (amount, cltv) == (gen["final_amount_msat"], gen["final_cltv"])
             assert result.total_msat == 150000
             assert result.path_id == h("c9cf92f45ade68345bc20ae672e2012f4af487ed4415")
+
+
+def test_returning_errors_example_attribution_data() -> None:
+    """Attribution data of the failure, hop by hop, then verified by the sender.
+
+    The spec lists ``htlc_hold_time[i]`` beside ``pubkey[i]``, but its vectors only match
+    when hold time ``k`` belongs to the k-th node counted from the erring end (the erring
+    node 4 reports 1, node 0 reports 5): we follow the vectors.
+    """
+    keys = derive_hop_keys(h(RETURNING["session_key"]), [h(p) for p in RETURNING["pubkeys"]])
+    secrets = [k.shared_secret for k in keys]
+    holds = RETURNING["htlc_hold_times"]
+    message = h(RETURNING["erring_node"]["raw_error_packet"])
+    attribution: bytes | None = None
+    for step in RETURNING["forwarding"]:
+        node = step["node"]
+        attribution = add_attribution(secrets[node], message, holds[len(holds) - 1 - node], attribution)
+        assert attribution.hex() == step["attribution_data"]
+        message = h(step["error_packet"])
+    assert attribution is not None
+    result = verify_attribution(secrets, message, attribution)
+    assert result == Attribution(hold_times=(5, 4, 3, 2, 1), first_invalid_hop=None)
+    # flipping a bit of hop 0's hmac_0_4 (slot 15, the one the sender checks) is caught at hop 0;
+    # slots for positions beyond the route are not checked, so flipping those changes nothing
+    offset = 80 + 15 * 4
+    tampered = attribution[:offset] + bytes([attribution[offset] ^ 1]) + attribution[offset + 1:]
+    assert verify_attribution(secrets, message, tampered).first_invalid_hop == 0
+    unused = attribution[:500] + bytes([attribution[500] ^ 1]) + attribution[501:]
+    assert verify_attribution(secrets, message, unused).first_invalid_hop is None
+
+
+def test_returning_success_attribution_data() -> None:
+    keys = derive_hop_keys(h(RETURNING["session_key"]), [h(p) for p in RETURNING["pubkeys"]])
+    secrets = [k.shared_secret for k in keys]
+    holds = RETURNING["htlc_hold_times"]
+    attribution: bytes | None = None
+    for step in RETURNING["success_attribution_data"]:
+        node = step["node"]
+        attribution = add_attribution(secrets[node], b"", holds[len(holds) - 1 - node], attribution)
+        assert attribution.hex() == step["attribution_data"]
+    assert attribution is not None
+    assert verify_attribution(secrets, b"", attribution).hold_times == (5, 4, 3, 2, 1)

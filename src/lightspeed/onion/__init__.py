@@ -4,6 +4,12 @@ Pure functions and frozen dataclasses: keys, block heights and randomness are
 inputs (session keys are injectable so the spec vectors can be reproduced).
 """
 
+from lightspeed.onion.attribution import (
+    ATTRIBUTION_DATA_SIZE,
+    Attribution,
+    add_attribution,
+    verify_attribution,
+)
 from lightspeed.onion.blinding import (
     BlindedHop,
     BlindedHopSecrets,
@@ -71,6 +77,7 @@ from lightspeed.onion.sphinx import (
 )
 
 __all__ = [
+    "ATTRIBUTION_DATA_SIZE",
     "BADONION",
     "NODE",
     "PAYMENT_PACKET_SIZE",
@@ -78,6 +85,7 @@ __all__ = [
     "ROUTING_INFO_SIZE",
     "UPDATE",
     "AttributedFailure",
+    "Attribution",
     "BlindedHop",
     "BlindedHopSecrets",
     "BlindedPath",
@@ -101,6 +109,7 @@ __all__ = [
     "ReceiveHtlc",
     "ReceivedOnionMessage",
     "UnblindedHop",
+    "add_attribution",
     "aggregate_payment_relay",
     "blind_hop",
     "blinded_node_privkey",
@@ -123,5 +132,6 @@ __all__ = [
     "peel_onion_message",
     "process_htlc_onion",
     "unblind_hop",
+    "verify_attribution",
     "wrap_failure_packet",
 ]
