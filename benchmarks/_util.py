@@ -26,10 +26,14 @@ def median_us(fn: Callable[[], object], repeat: int = 200, warmup: int = 10) -> 
 
 def report(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], summary: dict[str, Any]) -> None:
     """Print a human table, then the machine-readable JSON line (always last)."""
+    print_table(title, columns, rows)
+    print(json.dumps(summary, sort_keys=True))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right" if column != columns[0] else "left")
     for row in rows:
         table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
     Console(width=max(Console().width, 120)).print(table)
-    print(json.dumps(summary, sort_keys=True))

@@ -62,12 +62,17 @@ def _throughput(txs: list[Transaction], chain: RegtestChain) -> float:
     return len(txs) / (time.perf_counter() - start)
 
 
-def main() -> None:
+TITLE = "Regtest chain: transactions accepted per second (validation + SQLite) vs signature verification alone"
+COLUMNS = ["transaction", "accepted/s", "verify-only limit/s", "limit/ours", "µs per tx"]
+
+
+def measure() -> tuple[list[list[object]], dict[str, object]]:
+    """Rows for the table and the JSON summary (also used by benchmarks/bolt3.py)."""
     key = PrivateKey(KEY)
     msg = b"\x01" * 32
     der = key.sign(msg, hasher=None)
     verify_us = median_us(lambda: key.public_key.verify(der, msg, hasher=None), 2000)
-    rows = []
+    rows: list[list[object]] = []
     summary: dict[str, object] = {"benchmark": "chain", "verify_us": round(verify_us, 1)}
     for name, build, sigs in (("P2WPKH spend", _p2wpkh_spends, 1), ("2-of-2 P2WSH spend", _multisig_spends, 2)):
         chain = RegtestChain(":memory:")
@@ -76,8 +81,12 @@ def main() -> None:
         limit = 1e6 / (verify_us * sigs)
         rows.append([name, round(tps), round(limit), f"{limit / tps:.1f}x", f"{1e6 / tps:.0f}"])
         summary[name.split()[0].lower().replace("-", "")] = {"tx_per_s": round(tps), "verify_limit_tx_per_s": round(limit)}
-    report("Regtest chain: transactions accepted per second (validation + SQLite) vs signature verification alone",
-           ["transaction", "accepted/s", "verify-only limit/s", "limit/ours", "µs per tx"], rows, summary)
+    return rows, summary
+
+
+def main() -> None:
+    rows, summary = measure()
+    report(TITLE, COLUMNS, rows, summary)
 
 
 if __name__ == "__main__":
