@@ -71,6 +71,20 @@ def _byte_count_fields_fit(record: RecordSpec, values: dict[str, Any]) -> bool:
                if isinstance(f.count, str) and f.count != "..." and f.name in values)
 
 
+def tlv_strategy(stream_name: str) -> st.SearchStrategy[dict[str | int, Any]]:
+    """A random subset of the stream's known records, plus a few unknown odd ones kept raw."""
+    stream = SCHEMA.tlv_streams[stream_name]
+    known = st.fixed_dictionaries(
+        {}, optional={record.name: record_strategy(record) for record in stream.values()}
+    )
+    unknown = st.dictionaries(
+        st.integers(0, 2**64 - 1).map(lambda n: n | 1).filter(lambda n: n not in stream),
+        st.binary(max_size=10),
+        max_size=2,
+    )
+    return st.tuples(known, unknown).map(lambda kv: {**kv[0], **kv[1]})
+
+
 HAND_WRITTEN = {"init", "error", "warning", "ping", "pong"}
 NAMES = sorted(spec.name for spec in SCHEMA.messages_by_type.values() if spec.name not in HAND_WRITTEN)
 
@@ -81,13 +95,14 @@ NAMES = sorted(spec.name for spec in SCHEMA.messages_by_type.values() if spec.na
 def test_every_message_round_trips(name: str, data: st.DataObject) -> None:
     spec = SCHEMA.messages[name]
     values = data.draw(record_strategy(spec))
+    tlvs = data.draw(tlv_strategy(spec.tlv_stream)) if spec.tlv_stream else {}
     if not _byte_count_fields_fit(spec, values):
         return
-    encoded = encode_message(make_message(name, **values))
+    encoded = encode_message(make_message(name, tlvs, **values))
     decoded = decode_message(encoded)
     assert encode_message(decoded) == encoded
     assert isinstance(decoded, WireMessage) and name == decoded.NAME
-    assert decoded == make_message(name, **values)
+    assert decoded == make_message(name, tlvs, **values)
 
 
 def test_schema_covers_the_bolts() -> None:
