@@ -63,7 +63,7 @@ def pyln_peel_all(packet: bytes, privs: list[bytes]) -> list[bytes]:
 @pytest.mark.parametrize("seed", range(12))
 def test_pyln_builds_ours_peels_equal_sizes(seed: int) -> None:
     rng = random.Random(seed)
-    hops = rng.randint(1, 20)
+    hops = (1, 2, 5, 20)[seed] if seed < 4 else rng.randint(1, 20)
     size = rng.randint(28, 1300 // hops - 32 - 3)
     privs, pubkeys = route(rng, hops)
     payloads = [payload_of_size(rng, i, size) for i in range(hops)]
@@ -84,7 +84,7 @@ def test_pyln_builds_ours_peels_equal_sizes(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_ours_builds_pyln_peels_any_sizes(seed: int) -> None:
     rng = random.Random(1000 + seed)
-    hops = rng.randint(1, 20)
+    hops = (1, 2, 5, 20)[seed] if seed < 4 else rng.randint(1, 20)
     privs, pubkeys = route(rng, hops)
     budget = 1300 - hops * (32 + 3)
     sizes = [rng.randint(28, max(28, budget // hops)) for _ in range(hops)]
