@@ -340,3 +340,12 @@ def test_blinded_constraints_are_enforced() -> None:
         with pytest.raises(HtlcOnionFailure) as info:
             process_htlc_onion(raw, KEYS[0], b"h" * 32, amount, cltv)
         assert info.value.failure.code == FailureCode.INVALID_ONION_BLINDING
+
+
+def test_introduction_point_errors_are_invalid_onion_blinding() -> None:
+    """An intermediate payload with current_path_key but no encrypted data is still a blinding error."""
+    bad = HopPayload(current_path_key=PATH_KEY, amt_to_forward_msat=1, outgoing_cltv_value=1, short_channel_id=1)
+    onion = build_onion(b"\x41" * 32, NODES[:2], [bad.to_bytes(), FINAL.to_bytes()], b"h" * 32)
+    with pytest.raises(HtlcOnionFailure) as info:
+        process_htlc_onion(onion.packet.to_bytes(), KEYS[0], b"h" * 32, 1000, 800_000)
+    assert info.value.failure.code == FailureCode.INVALID_ONION_BLINDING

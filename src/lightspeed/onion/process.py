@@ -95,15 +95,20 @@ def process_htlc_onion(
         }.get(exc.field, FailureCode.INVALID_ONION_HMAC)
         raise HtlcOnionFailure(exc.field, exc.reason, malformed_onion_failure(code, onion)) from None
     is_final = peeled.next_packet is None
+    payload: HopPayload | None = None
     try:
         payload = HopPayload.from_bytes(peeled.payload)
         check_hop_payload(payload, is_final=is_final, update_path_key=path_key is not None)
     except InvalidHopPayload as exc:
-        if path_key is not None:
+        # BOLT #4: if `current_path_key` is set in the onion payload and it is not the final
+        # node: MUST return an `invalid_onion_blinding` error (as when `path_key` is set).
+        intro = payload is not None and payload.current_path_key is not None and not is_final
+        if path_key is not None or intro:
             raise HtlcOnionFailure(exc.field, exc.reason, malformed_onion_failure(
                 FailureCode.INVALID_ONION_BLINDING, onion)) from None
         failure = FailureMessage(FailureCode.INVALID_ONION_PAYLOAD, tlv_type=exc.tlv_type or 0, offset=0)
         raise HtlcOnionFailure(exc.field, exc.reason, failure) from None
+    assert payload is not None
     if payload.encrypted_recipient_data is None:
         return _unblinded(payload, peeled.next_packet, peeled.shared_secret, amount_msat, cltv_expiry)
     return _blinded(payload, peeled.next_packet, peeled.shared_secret, node_privkey, onion, amount_msat,
