@@ -254,7 +254,9 @@ def peel_onion(
         raise OnionError("hmac", "onion HMAC does not match")
     size = len(packet.hop_payloads)
     # BOLT #4: Derive `bytestream` of twice the length of `hop_payloads` using `rho`.
-    unwrapped = xor_bytes(packet.hop_payloads + bytes(size), generate_stream(generate_key(b"rho", shared_secret), 2 * size))
+    # (the second half XORs zeros, so it is the stream itself)
+    stream = generate_stream(generate_key(b"rho", shared_secret), 2 * size)
+    unwrapped = xor_bytes(packet.hop_payloads, stream) + stream[size:]
     try:
         length, offset = decode_bigsize(unwrapped, 0, "payload length")
     except DecodeError as exc:
