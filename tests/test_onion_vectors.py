@@ -9,6 +9,7 @@ import pytest
 from lightspeed.codec.bigsize import decode_bigsize
 from lightspeed.onion import (
     Attribution,
+    CorruptedFailure,
     EncryptedDataTlv,
     FailureCode,
     FailureMessage,
@@ -408,3 +409,24 @@ def test_returning_success_attribution_data() -> None:
         assert attribution.hex() == step["attribution_data"]
     assert attribution is not None
     assert verify_attribution(secrets, b"", attribution).hold_times == (5, 4, 3, 2, 1)
+
+
+def test_returning_errors_attribution_reads_hold_times_and_blames_a_corrupting_hop() -> None:
+    keys = derive_hop_keys(h(RETURNING["session_key"]), [h(p) for p in RETURNING["pubkeys"]])
+    secrets = [k.shared_secret for k in keys]
+    final = RETURNING["forwarding"][-1]
+    attributed = decode_failure_packet(secrets, h(final["error_packet"]), h(final["attribution_data"]))
+    assert attributed.hop_index == 4 and attributed.hold_times == (5, 4, 3, 2, 1)
+    # node 2 forwards a corrupted packet; nodes 1 and 0 honestly add their layers over it
+    after_node_2 = RETURNING["forwarding"][2]
+    assert after_node_2["node"] == 2
+    packet = bytearray(h(after_node_2["error_packet"]))
+    packet[100] ^= 1
+    attribution = h(after_node_2["attribution_data"])
+    message = bytes(packet)
+    for node in (1, 0):
+        attribution = add_attribution(secrets[node], message, 4 - node + 1, attribution)
+        message = wrap_failure_packet(secrets[node], message)
+    with pytest.raises(CorruptedFailure) as info:
+        decode_failure_packet(secrets, message, attribution)
+    assert info.value.blamed_hop == 2

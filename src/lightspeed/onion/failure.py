@@ -18,6 +18,7 @@ from enum import IntEnum
 from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
 from lightspeed.codec.tlv import decode_tlv_stream, encode_tlv_stream
 from lightspeed.errors import DecodeError, OnionError, UsageError
+from lightspeed.onion.attribution import verify_attribution
 from lightspeed.onion.sphinx import generate_key, generate_stream, xor_bytes
 
 BADONION = 0x8000
@@ -193,19 +194,39 @@ def wrap_failure_packet(shared_secret: bytes, packet: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class AttributedFailure:
-    """A failure the sender could attribute: ``hop_index`` 0 is the first hop of the route."""
+    """A failure the sender could attribute: ``hop_index`` 0 is the first hop of the route.
+
+    ``hold_times`` (100 ms units, route order) are those the hops reported in verified
+    attribution data, when it came with the failure.
+    """
 
     hop_index: int
     failure: FailureMessage
     raw_message: bytes
+    hold_times: tuple[int, ...] = ()
 
 
-def decode_failure_packet(shared_secrets: Sequence[bytes], packet: bytes) -> AttributedFailure:
+class CorruptedFailure(OnionError):
+    """No hop's HMAC matches the return packet. With attribution data, ``blamed_hop`` is the
+    first hop whose attribution HMAC failed (it or its downstream peer corrupted the packet)."""
+
+    def __init__(self, field: str, reason: str, blamed_hop: int | None = None) -> None:
+        super().__init__(field, reason)
+        self.blamed_hop = blamed_hop
+
+
+def decode_failure_packet(
+    shared_secrets: Sequence[bytes], packet: bytes, attribution_data: bytes | None = None
+) -> AttributedFailure:
     """Peel the layers in route order; the first hop whose ``um`` HMAC matches failed.
 
-    Raises :class:`OnionError` when no hop's HMAC matches (a hop corrupted the
-    packet; the sender can only blame the route) or the message is malformed.
+    Raises :class:`CorruptedFailure` when no hop's HMAC matches (a hop corrupted the
+    packet); BOLT #4: when the failure source cannot be identified from the return packet
+    AND `attribution_data` is present, SHOULD use `attribution_data` to identify the
+    failure source, so it then names the hop to blame. Raises :class:`OnionError` when
+    the failure message itself is malformed.
     """
+    received = packet
     if len(packet) < 32 + 4:
         raise OnionError("failure packet", f"{len(packet)} bytes is too short")
     found: AttributedFailure | None = None
@@ -224,12 +245,19 @@ def decode_failure_packet(shared_secrets: Sequence[bytes], packet: bytes) -> Att
         dummy_packet = wrap_failure_packet(dummy, packet)
         hmac.compare_digest(dummy_packet[:32], hmac.digest(generate_key(b"um", dummy), dummy_packet[32:], "sha256"))
     if found is None:
-        raise OnionError("failure packet", "no hop's HMAC matches: the packet was corrupted on the way back")
+        blamed = None
+        if attribution_data is not None:
+            blamed = verify_attribution(shared_secrets, received, attribution_data).first_invalid_hop
+        raise CorruptedFailure("failure packet", "no hop's HMAC matches: the packet was corrupted on the way back",
+                               blamed)
     try:
         message = FailureMessage.from_bytes(found.raw_message)
     except DecodeError as exc:
         raise OnionError(f"failure from hop {found.hop_index}: {exc.field}", exc.reason) from None
-    return AttributedFailure(found.hop_index, message, found.raw_message)
+    hold_times: tuple[int, ...] = ()
+    if attribution_data is not None:
+        hold_times = verify_attribution(shared_secrets, received, attribution_data, final_hop=found.hop_index).hold_times
+    return AttributedFailure(found.hop_index, message, found.raw_message, hold_times)
 
 
 def _failure_body(body: bytes) -> bytes:
