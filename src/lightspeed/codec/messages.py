@@ -101,12 +101,20 @@ def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
+_FIELD_NAMES: dict[type[WireMessage], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "tlvs") for cls in GENERATED_MESSAGES
+}
+
+
 def make_message(name: str, tlvs: dict[str | int, Any] | None = None, **fields: Any) -> WireMessage:
     """Build a schema message by its BOLT name, fields by their BOLT names (lists become tuples)."""
     cls = _GENERATED_BY_NAME.get(name)
     if cls is None:
         raise UsageError(f"unknown message {name!r} (init, error, warning, ping and pong have their own classes)")
-    return cls(**{k: _frozen(v) for k, v in fields.items()}, tlvs=dict(tlvs or {}))
+    for key, value in fields.items():
+        if isinstance(value, list):
+            fields[key] = _frozen(value)
+    return cls(**fields, tlvs=dict(tlvs or {}))
 
 
 def decode_message(data: bytes) -> Message:
@@ -186,7 +194,7 @@ def _encode(message: Message) -> bytes:
         name, values, tlvs = "pong", {"ignored": message.ignored}, {}
     else:
         name, tlvs = message.NAME, dict(message.tlvs)
-        values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.name != "tlvs"}
+        values = {name: getattr(message, name) for name in _FIELD_NAMES[type(message)]}
     spec = schema.messages[name]
     assert spec.number is not None
     payload = encode_record(schema, spec, values)

@@ -9,7 +9,9 @@ encoder derives them and the decoder checks them.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lightspeed.codec.bigsize import decode_bigsize, encode_bigsize
@@ -74,10 +76,83 @@ def _read_one(schema: Schema, reader: _Reader, spec: FieldSpec) -> Any:
     return reader.take(reader.remaining, spec.name)
 
 
+_STRUCT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "s64": "q"}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive single fixed-size fields, read and written with one ``struct`` call."""
+
+    layout: struct.Struct
+    fields: tuple[FieldSpec, ...]
+    sized: tuple[tuple[int, int], ...]  # (index, byte length) of the bytes-valued fields
+    points: tuple[int, ...]  # indices of `point` fields, validated on decode
+
+
+_Step = _Run | FieldSpec
+
+
+@dataclass(frozen=True)
+class _Plan:
+    steps: tuple[_Step, ...]
+    length_of: tuple[tuple[str, str], ...]  # (length field, the field it counts)
+    length_names: frozenset[str]
+
+
+_PLANS: dict[int, tuple[RecordSpec, _Plan]] = {}
+
+
+def _plan(record: RecordSpec) -> _Plan:
+    """The record's fields with runs of fixed-size scalars grouped (computed once per record)."""
+    cached = _PLANS.get(id(record))
+    if cached is not None and cached[0] is record:
+        return cached[1]
+    steps: list[_Step] = []
+    run: list[FieldSpec] = []
+
+    def close() -> None:
+        if len(run) > 1:
+            codes = [_STRUCT_CODES.get(f.type, f"{FIXED_SIZES[f.type]}s") for f in run]
+            steps.append(_Run(
+                struct.Struct(">" + "".join(codes)), tuple(run),
+                tuple((i, FIXED_SIZES[f.type]) for i, f in enumerate(run) if f.type not in _STRUCT_CODES),
+                tuple(i for i, f in enumerate(run) if f.type == "point"),
+            ))
+        else:
+            steps.extend(run)
+        run.clear()
+
+    for spec in record.fields:
+        if spec.count is None and spec.type in FIXED_SIZES:
+            run.append(spec)
+        else:
+            close()
+            steps.append(spec)
+    close()
+    length_of = tuple((f.count, f.name) for f in record.fields if isinstance(f.count, str) and f.count != "...")
+    plan = _Plan(tuple(steps), length_of, frozenset(name for name, _ in length_of))
+    _PLANS[id(record)] = (record, plan)
+    return plan
+
+
 def _read_record(schema: Schema, reader: _Reader, record: RecordSpec) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    lengths = record.length_fields
-    for spec in record.fields:
+    plan = _plan(record)
+    for step in plan.steps:
+        if isinstance(step, _Run):
+            if reader.remaining >= step.layout.size:
+                unpacked = step.layout.unpack_from(reader.data, reader.pos)
+                reader.pos += step.layout.size
+                for index in step.points:
+                    if not is_valid_pubkey(unpacked[index]):
+                        raise DecodeError(f"{reader.where}.{step.fields[index].name}",
+                                          "is not a valid compressed secp256k1 point")
+                values.update(zip((f.name for f in step.fields), unpacked, strict=True))
+            else:  # short: read field by field to name the one that is cut off
+                for spec in step.fields:
+                    values[spec.name] = _read_one(schema, reader, spec)
+            continue
+        spec = step
         if spec.count is None:
             value = _read_one(schema, reader, spec)
         else:
@@ -99,7 +174,7 @@ def _read_record(schema: Schema, reader: _Reader, record: RecordSpec) -> dict[st
                         items.append(_read_one(schema, reader, FieldSpec(spec.name, spec.type)))
                 value = items
         values[spec.name] = value
-    for name in lengths:
+    for name in plan.length_names:
         values.pop(name, None)
     return values
 
@@ -151,10 +226,22 @@ def _write_one(schema: Schema, spec: FieldSpec, value: Any) -> bytes:
 
 def encode_record(schema: Schema, record: RecordSpec, values: Mapping[str, Any]) -> bytes:
     """Serialize ``values`` by ``record``'s fields, deriving length fields."""
-    lengths = {spec.count: len(values[spec.name]) for spec in record.fields
-               if isinstance(spec.count, str) and spec.count != "..."}
+    plan = _plan(record)
+    lengths = {length: len(values[counted]) for length, counted in plan.length_of}
     out = bytearray()
-    for spec in record.fields:
+    for step in plan.steps:
+        if isinstance(step, _Run):
+            items: list[Any] = [lengths[f.name] if f.name in lengths else values[f.name] for f in step.fields]
+            for index, size in step.sized:  # struct would pad or cut a wrong-sized value
+                if len(items[index]) != size:
+                    field_spec = step.fields[index]
+                    raise UsageError(f"{field_spec.name}: {field_spec.type} must be {size} bytes, got {len(items[index])}")
+            try:
+                out += step.layout.pack(*items)
+            except struct.error as exc:
+                raise UsageError(f"{record.name}: {exc}") from None
+            continue
+        spec = step
         if spec.name in lengths:
             out += _write_one(schema, spec, lengths[spec.name])
             continue
