@@ -349,3 +349,11 @@ def test_introduction_point_errors_are_invalid_onion_blinding() -> None:
     with pytest.raises(HtlcOnionFailure) as info:
         process_htlc_onion(onion.packet.to_bytes(), KEYS[0], b"h" * 32, 1000, 800_000)
     assert info.value.failure.code == FailureCode.INVALID_ONION_BLINDING
+
+
+def test_final_onion_message_with_two_payload_fields_is_ignored() -> None:
+    raw = _message_through([EncryptedDataTlv()], OnionMessagePayload(records=((64, b"a"), (66, b"b"))))
+    with pytest.raises(OnionError, match="more than one payload"):
+        peel_onion_message(KEYS[0], OnionMessage.from_bytes(raw))
+    one = _message_through([EncryptedDataTlv()], OnionMessagePayload(records=((1, b"x"), (64, b"a"))))
+    assert isinstance(peel_onion_message(KEYS[0], OnionMessage.from_bytes(one)), ReceivedOnionMessage)

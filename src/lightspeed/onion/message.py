@@ -189,6 +189,10 @@ def peel_onion_message(node_privkey: bytes, message: OnionMessage) -> ForwardOni
     if data.allowed_features is not None and int.from_bytes(data.allowed_features, "big"):
         raise OnionError("allowed_features", "unknown feature bit")
     if peeled.next_packet is None:
+        # BOLT #4: if the `onionmsg_tlv` contains more than one payload field (types 64 and
+        # above): MUST ignore the message.
+        if sum(1 for tlv_type, _ in payload.records if tlv_type >= 64) > 1:
+            raise OnionError("onionmsg_tlv", "more than one payload field")
         return ReceivedOnionMessage(payload, data.path_id, data)
     # BOLT #4: if it is not the final node: if the `onionmsg_tlv` contains other tlv fields than
     # `encrypted_recipient_data`: MUST ignore the message.
