@@ -2,7 +2,7 @@
 
 The schemas (spec-extracted CSV) are the single source of truth; this script
 turns them into declared classes so that mypy and readers see every field.
-``tests/test_messages_generated.py`` fails if the output is out of date.
+``tests/test_messages_properties.py`` fails if the output is out of date.
 Run: ``python tools/gen_messages.py``.
 """
 
