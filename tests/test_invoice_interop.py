@@ -56,6 +56,9 @@ def _no_empty_integer_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _bolt11_like(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Restrict generated invoices to what the bolt11 package can represent correctly."""
     kwargs = _no_empty_integer_fields(kwargs)
+    # It mis-writes amounts that are whole multiples of 1000 BTC (see the deviation test).
+    if kwargs["amount_msat"] is not None and kwargs["amount_msat"] % (1000 * 10**11) == 0:
+        kwargs["amount_msat"] += 1
     # Its feature model holds one state per pair: required wins over optional.
     kwargs["features"] = frozenset(b for b in kwargs["features"] if not (b % 2 and b - 1 in kwargs["features"]))
     kwargs["fallbacks"] = kwargs["fallbacks"][:1]  # it exposes the first f field only
@@ -282,6 +285,18 @@ def test_peer_deviation_pyln_renders_taproot_fallback_with_bech32() -> None:
         from lightspeed.codec.bech32 import decode_segwit_address
 
         decode_segwit_address("bc", theirs)
+
+
+def test_peer_deviation_bolt11_writes_multiples_of_1000_btc_wrongly() -> None:
+    """bolt11's msat_to_amount divides once too often: 2000 BTC is written as "lnbc2"."""
+    from bolt11.utils import msat_to_amount
+
+    from lightspeed.invoice import format_amount, parse_amount
+
+    two_thousand_btc = 2000 * 10**11
+    assert parse_amount(format_amount(two_thousand_btc)) == two_thousand_btc
+    assert msat_to_amount(two_thousand_btc) == "2"  # i.e. 2 BTC, 1000x too little
+    assert parse_amount(msat_to_amount(two_thousand_btc)) == two_thousand_btc // 1000
 
 
 def test_decoded_type_is_our_invoice() -> None:
