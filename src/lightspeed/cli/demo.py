@@ -12,6 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
+
 
 @dataclass
 class ScenarioResult:
@@ -124,11 +126,12 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 11: sign, decode, prove payment", invoice_round_trip),
     ("BOLT 11: decode a spec example (route hint, fallback)", spec_examples),
     ("BOLT 8: two nodes over TCP (handshake, init, ping, echo)", two_nodes_over_tcp),
+    ("BOLT 3: wallet funds a 2-of-2, signed commitment confirmed on regtest", commitment_on_chain),
+    ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
 ]
 
 COMING = [
-    "BOLT 4 onions between nodes",
-    "channels with real signatures on the embedded regtest chain",
+    "channels between two nodes (BOLT 2 state machine): open, pay, close, force-close, punish",
     "multi-hop payments, MPP and AMP",
     "pay-per-call: 10,000 API calls through one allowance",
 ]
