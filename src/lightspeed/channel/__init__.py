@@ -22,6 +22,7 @@ from lightspeed.channel.commitment import (
     sign_commitment,
     with_funding_witness,
 )
+from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, LoggedHtlc, Removal, Side
 from lightspeed.channel.htlc_tx import (
     build_htlc_tx,
     build_htlc_txs,
@@ -46,8 +47,13 @@ __all__ = [
     "CommitmentKeys",
     "CommitmentParams",
     "CommitmentTx",
+    "CommitmentView",
     "Htlc",
+    "HtlcLog",
     "HtlcOutput",
+    "LoggedHtlc",
+    "Removal",
+    "Side",
     "anchor_script",
     "build_commitment_tx",
     "build_htlc_tx",

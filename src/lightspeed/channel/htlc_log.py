@@ -1,0 +1,233 @@
+"""BOLT 2 update bookkeeping: which HTLC changes are in which commitment, for both sides.
+
+Theory of operation. Each side has its own commitment transaction and numbers
+it (``ctn``). An update (add, fulfill, fail) proposed by one side enters the
+two commitments at different moments (BOLT 2, "Committing Updates So Far"):
+
+* a ``commitment_signed`` from X signs Y's next commitment; it covers every
+  update X has proposed, and every update Y proposed that X has already
+  acknowledged with a ``revoke_and_ack``;
+* the ``revoke_and_ack`` that answers it acknowledges everything the received
+  commitment contained.
+
+So our own update goes into the remote commitment when we sign, and into our
+own commitment when the remote signs after acknowledging it; a remote update
+goes into our commitment when the remote signs, and into the remote's when we
+sign after acknowledging it. The log records, for every update, the ``ctn`` of
+each commitment that first contains it; any commitment's HTLC set and
+balances are then a pure function of the log. This is the model Electrum's
+``lnhtlc.py`` uses (mirrored ``send_*``/``recv_*`` operations), written anew.
+
+Pure and sans-IO: methods mutate the log in memory and return values; the
+channel state machine decides what to persist and send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from lightspeed.errors import PeerProtocolError, UsageError
+
+
+class Side(Enum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+    @property
+    def other(self) -> Side:
+        return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
+
+
+class Removal(Enum):
+    FULFILL = "fulfill"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class LoggedHtlc:
+    offerer: Side
+    htlc_id: int
+    amount_msat: int
+    payment_hash: bytes
+    cltv_expiry: int
+
+
+@dataclass
+class _Update:
+    proposer: Side
+    htlc: LoggedHtlc
+    removal: Removal | None  # None: this update adds the HTLC
+    in_commitment: dict[Side, int | None] = field(default_factory=lambda: {Side.LOCAL: None, Side.REMOTE: None})
+
+
+@dataclass(frozen=True)
+class CommitmentView:
+    """One commitment's content, from the point of view of its ``owner``."""
+
+    owner: Side
+    ctn: int
+    to_local_msat: int  # the owner's balance
+    to_remote_msat: int  # the other side's balance
+    htlcs: tuple[LoggedHtlc, ...]
+
+
+class HtlcLog:
+    """The HTLC update log of one channel, kept by one side (see the module docstring)."""
+
+    def __init__(self, local_msat: int, remote_msat: int) -> None:
+        if local_msat < 0 or remote_msat < 0:
+            raise UsageError("balances cannot be negative")
+        self._initial = {Side.LOCAL: local_msat, Side.REMOTE: remote_msat}
+        self.ctn = {Side.LOCAL: 0, Side.REMOTE: 0}
+        self.revoked = {Side.LOCAL: -1, Side.REMOTE: -1}  # highest revoked commitment number per owner
+        self._updates: list[_Update] = []
+        self._adds: dict[tuple[Side, int], _Update] = {}
+        self._next_id = {Side.LOCAL: 0, Side.REMOTE: 0}
+        self._awaiting_revoke = False  # we signed the remote's next commitment; it must revoke
+        self._unacked_remote_commitment = False  # the remote signed ours; we must revoke
+
+    @property
+    def capacity_msat(self) -> int:
+        return self._initial[Side.LOCAL] + self._initial[Side.REMOTE]
+
+    # -- proposing updates ----------------------------------------------------------------------
+
+    def _add(self, proposer: Side, htlc_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
+        if amount_msat <= 0:
+            raise UsageError("an HTLC amount must be positive")
+        htlc = LoggedHtlc(proposer, htlc_id, amount_msat, payment_hash, cltv_expiry)
+        update = _Update(proposer, htlc, None)
+        self._updates.append(update)
+        self._adds[(proposer, htlc_id)] = update
+        self._next_id[proposer] = htlc_id + 1
+        return htlc
+
+    def send_add(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
+        """Offer an HTLC (update_add_htlc); ids count up from 0 per direction."""
+        return self._add(Side.LOCAL, self._next_id[Side.LOCAL], amount_msat, payment_hash, cltv_expiry)
+
+    def recv_add(self, htlc_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
+        # BOLT #2: if the id is not exactly one more than the previous one: MUST fail the channel.
+        if htlc_id != self._next_id[Side.REMOTE]:
+            raise PeerProtocolError(f"update_add_htlc id {htlc_id}, expected {self._next_id[Side.REMOTE]}")
+        return self._add(Side.REMOTE, htlc_id, amount_msat, payment_hash, cltv_expiry)
+
+    def _remove(self, proposer: Side, htlc_id: int, removal: Removal) -> LoggedHtlc:
+        # The HTLC removed by ``proposer`` was offered by the other side.
+        add = self._adds.get((proposer.other, htlc_id))
+        if add is None:
+            raise self._error(proposer, f"no HTLC {htlc_id} offered by the {proposer.other.value} side")
+        # BOLT #2: an HTLC can only be removed once it is irrevocably committed in both commitments.
+        if not self._irrevocably_committed(add):
+            raise self._error(proposer, f"HTLC {htlc_id} is not yet committed in both commitments")
+        if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):
+            raise self._error(proposer, f"HTLC {htlc_id} is already being removed")
+        self._updates.append(_Update(proposer, add.htlc, removal))
+        return add.htlc
+
+    def _error(self, proposer: Side, reason: str) -> Exception:
+        return PeerProtocolError(reason) if proposer is Side.REMOTE else UsageError(reason)
+
+    def _locked_in(self, update: _Update, owner: Side) -> bool:
+        """In ``owner``'s commitment, and the commitment before it (without it) revoked."""
+        at = update.in_commitment[owner]
+        return at is not None and at - 1 <= self.revoked[owner]
+
+    def _acked(self, update: _Update) -> bool:
+        """The other side acknowledged it: locked into the commitment the proposer signed first."""
+        return self._locked_in(update, update.proposer.other)
+
+    def _irrevocably_committed(self, update: _Update) -> bool:
+        return self._locked_in(update, Side.LOCAL) and self._locked_in(update, Side.REMOTE)
+
+    def send_fulfill(self, htlc_id: int) -> LoggedHtlc:
+        return self._remove(Side.LOCAL, htlc_id, Removal.FULFILL)
+
+    def recv_fulfill(self, htlc_id: int) -> LoggedHtlc:
+        return self._remove(Side.REMOTE, htlc_id, Removal.FULFILL)
+
+    def send_fail(self, htlc_id: int) -> LoggedHtlc:
+        return self._remove(Side.LOCAL, htlc_id, Removal.FAIL)
+
+    def recv_fail(self, htlc_id: int) -> LoggedHtlc:
+        return self._remove(Side.REMOTE, htlc_id, Removal.FAIL)
+
+    # -- committing ---------------------------------------------------------------------------
+
+    def _pending_for(self, owner: Side) -> list[_Update]:
+        """Updates that a commitment_signed for ``owner``'s commitment would newly cover."""
+        signer = owner.other
+        return [u for u in self._updates if u.in_commitment[owner] is None
+                and (u.proposer is signer or self._acked(u))]
+
+    def has_changes_to_sign(self) -> bool:
+        return bool(self._pending_for(Side.REMOTE))
+
+    def send_commitment(self) -> CommitmentView:
+        """We send commitment_signed: the remote's next commitment. Returns what it contains."""
+        if self._awaiting_revoke:
+            raise UsageError("wait for revoke_and_ack before signing another commitment")
+        pending = self._pending_for(Side.REMOTE)
+        # BOLT #2: a sending node MUST NOT send a commitment_signed message that does not include any updates.
+        if not pending:
+            raise UsageError("nothing to sign: no updates since the last commitment_signed")
+        self.ctn[Side.REMOTE] += 1
+        for update in pending:
+            update.in_commitment[Side.REMOTE] = self.ctn[Side.REMOTE]
+        self._awaiting_revoke = True
+        return self.commitment(Side.REMOTE)
+
+    def recv_commitment(self) -> CommitmentView:
+        """The remote's commitment_signed: our next commitment. Returns what it contains."""
+        if self._unacked_remote_commitment:
+            raise PeerProtocolError("commitment_signed before we revoked the previous commitment")
+        pending = self._pending_for(Side.LOCAL)
+        if not pending:
+            raise PeerProtocolError("commitment_signed without any updates")
+        self.ctn[Side.LOCAL] += 1
+        for update in pending:
+            update.in_commitment[Side.LOCAL] = self.ctn[Side.LOCAL]
+        self._unacked_remote_commitment = True
+        return self.commitment(Side.LOCAL)
+
+    def send_revoke(self) -> None:
+        """We send revoke_and_ack: every remote update in our commitment is now acknowledged."""
+        if not self._unacked_remote_commitment:
+            raise UsageError("no commitment to revoke for")
+        self._unacked_remote_commitment = False
+        self.revoked[Side.LOCAL] = self.ctn[Side.LOCAL] - 1
+
+    def recv_revoke(self) -> None:
+        """The remote's revoke_and_ack: our updates in its commitment are acknowledged."""
+        if not self._awaiting_revoke:
+            raise PeerProtocolError("revoke_and_ack without a commitment_signed to answer")
+        self._awaiting_revoke = False
+        self.revoked[Side.REMOTE] = self.ctn[Side.REMOTE] - 1
+
+    # -- views --------------------------------------------------------------------------------
+
+    def commitment(self, owner: Side, ctn: int | None = None) -> CommitmentView:
+        """HTLCs and balances of ``owner``'s commitment number ``ctn`` (default: the latest)."""
+        ctn = self.ctn[owner] if ctn is None else ctn
+        balance = dict(self._initial)
+        live: dict[tuple[Side, int], LoggedHtlc] = {}
+        for update in self._updates:
+            at = update.in_commitment[owner]
+            if at is None or at > ctn:
+                continue
+            htlc = update.htlc
+            key = (htlc.offerer, htlc.htlc_id)
+            if update.removal is None:
+                balance[htlc.offerer] -= htlc.amount_msat
+                live[key] = htlc
+            else:
+                live.pop(key, None)
+                receiver = htlc.offerer.other
+                balance[receiver if update.removal is Removal.FULFILL else htlc.offerer] += htlc.amount_msat
+        return CommitmentView(owner, ctn, balance[owner], balance[owner.other],
+                              tuple(sorted(live.values(), key=lambda h: (h.offerer.value, h.htlc_id))))
+
+    def settled(self) -> list[tuple[LoggedHtlc, Removal]]:
+        """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
+        return [(u.htlc, u.removal) for u in self._updates if u.removal is not None and self._irrevocably_committed(u)]
