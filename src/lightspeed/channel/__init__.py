@@ -22,6 +22,14 @@ from lightspeed.channel.commitment import (
     sign_commitment,
     with_funding_witness,
 )
+from lightspeed.channel.establish import (
+    ANCHORS,
+    STATIC_REMOTEKEY,
+    ChannelPolicy,
+    ChannelType,
+    check_accept_channel,
+    check_open_channel,
+)
 from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, LoggedHtlc, Removal, Side
 from lightspeed.channel.htlc_tx import (
     build_htlc_tx,
@@ -42,8 +50,12 @@ from lightspeed.channel.scripts import (
 )
 
 __all__ = [
+    "ANCHORS",
     "ANCHOR_OUTPUT_SAT",
+    "STATIC_REMOTEKEY",
     "ChannelBasepoints",
+    "ChannelPolicy",
+    "ChannelType",
     "CommitmentKeys",
     "CommitmentParams",
     "CommitmentTx",
@@ -58,6 +70,8 @@ __all__ = [
     "build_commitment_tx",
     "build_htlc_tx",
     "build_htlc_txs",
+    "check_accept_channel",
+    "check_open_channel",
     "commitment_fee_sat",
     "commitment_number_from_tx",
     "commitment_sighash",
