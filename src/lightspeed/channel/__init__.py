@@ -48,12 +48,15 @@ from lightspeed.channel.scripts import (
     to_local_script,
     to_remote_anchors_script,
 )
+from lightspeed.channel.state import Channel, ChannelConfig, HtlcFulfilled, LocalSecrets
 
 __all__ = [
     "ANCHORS",
     "ANCHOR_OUTPUT_SAT",
     "STATIC_REMOTEKEY",
+    "Channel",
     "ChannelBasepoints",
+    "ChannelConfig",
     "ChannelPolicy",
     "ChannelType",
     "CommitmentKeys",
@@ -61,8 +64,10 @@ __all__ = [
     "CommitmentTx",
     "CommitmentView",
     "Htlc",
+    "HtlcFulfilled",
     "HtlcLog",
     "HtlcOutput",
+    "LocalSecrets",
     "LoggedHtlc",
     "Removal",
     "Side",

@@ -207,14 +207,20 @@ class HtlcLog:
 
     # -- views --------------------------------------------------------------------------------
 
-    def commitment(self, owner: Side, ctn: int | None = None) -> CommitmentView:
-        """HTLCs and balances of ``owner``'s commitment number ``ctn`` (default: the latest)."""
+    def commitment(self, owner: Side, ctn: int | None = None, pending: bool = False) -> CommitmentView:
+        """HTLCs and balances of ``owner``'s commitment number ``ctn`` (default: the latest).
+
+        With ``pending``, HTLCs added but not yet committed count too (removals do not:
+        funds are not ours until the removal is committed): the worst case the BOLT 2
+        limits (balance, max_accepted_htlcs) must hold for.
+        """
         ctn = self.ctn[owner] if ctn is None else ctn
         balance = dict(self._initial)
         live: dict[tuple[Side, int], LoggedHtlc] = {}
         for update in self._updates:
             at = update.in_commitment[owner]
-            if at is None or at > ctn:
+            uncommitted_add = pending and at is None and update.removal is None
+            if (at is None or at > ctn) and not uncommitted_add:
                 continue
             htlc = update.htlc
             key = (htlc.offerer, htlc.htlc_id)

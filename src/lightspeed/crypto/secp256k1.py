@@ -74,3 +74,15 @@ def verify_compact(pubkey: bytes, signature: bytes, msg_hash: bytes) -> bool:
         return bool(PublicKey(pubkey).verify(der, msg_hash, hasher=None))
     except (ValueError, TypeError):
         return False
+
+
+def der_to_compact(der: bytes) -> bytes:
+    """A DER signature (without sighash byte) as the 64-byte ``r || s`` Lightning messages carry."""
+    from coincurve.ecdsa import der_to_cdata, serialize_compact
+
+    return bytes(serialize_compact(der_to_cdata(der)))
+
+
+def compact_to_der(signature: bytes) -> bytes:
+    """A 64-byte ``r || s`` signature as DER (raises ValueError if r or s is out of range)."""
+    return bytes(cdata_to_der(deserialize_compact(signature)))

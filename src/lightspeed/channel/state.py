@@ -1,0 +1,319 @@
+"""A channel in normal operation (BOLT 2): updates, commitment_signed, revoke_and_ack, with real signatures.
+
+Theory of operation: a :class:`Channel` is one side of an open channel. Local
+commands (``add_htlc``, ``fulfill_htlc``, ``fail_htlc``, ``sign``) return the
+message to send; ``receive(message)`` checks a peer message and returns the
+replies (a ``revoke_and_ack`` answers each ``commitment_signed``) and what
+happened. Which update is in which commitment is :class:`HtlcLog`'s job; this
+class turns those views into BOLT 3 transactions, signs the peer's commitments
+and HTLC transactions, verifies the peer's signatures on ours, and keeps the
+per-commitment secrets straight (ours from a seed, theirs in a shachain store).
+
+A protocol violation raises :class:`~lightspeed.errors.PeerProtocolError`; the
+channel must then be failed (and, with funds at stake, force-closed with
+:meth:`Channel.signed_local_commitment`). State is in memory: persisting each
+change before its message goes out is the runtime's job (issue 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lightspeed.bitcoin.sighash import SIGHASH_ALL, verify_der_signature
+from lightspeed.bitcoin.tx import Transaction
+from lightspeed.channel.commitment import (
+    ChannelBasepoints,
+    CommitmentKeys,
+    CommitmentParams,
+    CommitmentTx,
+    Htlc,
+    build_commitment_tx,
+    commitment_sighash,
+    obscuring_factor,
+    sign_commitment,
+    with_funding_witness,
+)
+from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, LoggedHtlc, Side
+from lightspeed.channel.htlc_tx import (
+    build_htlc_txs,
+    htlc_sighash,
+    remote_htlc_sighash_type,
+    sign_htlc_tx,
+)
+from lightspeed.codec.generated import (
+    CommitmentSigned,
+    RevokeAndAck,
+    UpdateAddHtlc,
+    UpdateFailHtlc,
+    UpdateFulfillHtlc,
+)
+from lightspeed.codec.message_base import WireMessage
+from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.keys import (
+    MAX_INDEX,
+    derive_privkey,
+    per_commitment_secret,
+    point_from_secret,
+)
+from lightspeed.crypto.secp256k1 import compact_to_der, der_to_compact
+from lightspeed.crypto.shachain import ShachainError, ShachainStore
+from lightspeed.errors import PeerProtocolError, UsageError
+
+ONION_SIZE = 1366
+
+
+@dataclass(frozen=True)
+class LocalSecrets:
+    """Our channel secrets: the five basepoint secrets and the per-commitment seed."""
+
+    funding: bytes
+    revocation: bytes
+    payment: bytes
+    delayed_payment: bytes
+    htlc: bytes
+    per_commitment_seed: bytes
+
+    def basepoints(self) -> ChannelBasepoints:
+        return ChannelBasepoints(*(point_from_secret(s) for s in (
+            self.funding, self.revocation, self.payment, self.delayed_payment, self.htlc)))
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """What both sides agreed on at opening (open_channel / accept_channel / funding)."""
+
+    channel_id: bytes
+    funding_txid: bytes
+    funding_output_index: int
+    funding_sat: int
+    local_is_funder: bool
+    anchors: bool
+    remote_basepoints: ChannelBasepoints
+    local_dust_limit_sat: int
+    remote_dust_limit_sat: int
+    local_to_self_delay: int  # the delay on our to_local output (set by the peer)
+    remote_to_self_delay: int  # the delay on theirs (set by us)
+    max_accepted_htlcs: int = 30  # HTLCs we accept from the peer
+    htlc_minimum_msat: int = 1  # the smallest HTLC we accept
+
+
+@dataclass(frozen=True)
+class HtlcFulfilled:
+    htlc: LoggedHtlc
+    preimage: bytes
+
+
+@dataclass
+class Channel:
+    """One side of a channel in normal operation (see the module docstring)."""
+
+    config: ChannelConfig
+    secrets: LocalSecrets
+    local_msat: int
+    remote_msat: int
+    feerate_per_kw: int
+    remote_points: dict[int, bytes]  # the peer's per-commitment points by commitment number (0 and 1 at start)
+    log: HtlcLog = field(init=False)
+    remote_secrets: ShachainStore = field(default_factory=ShachainStore)
+    preimages: dict[int, bytes] = field(default_factory=dict)  # by id of an HTLC we offered
+    _remote_signature: bytes | None = None  # the peer's signature on our latest commitment (DER)
+
+    def __post_init__(self) -> None:
+        self.log = HtlcLog(self.local_msat, self.remote_msat)
+        self._basepoints = self.secrets.basepoints()
+        funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
+                          else (self.config.remote_basepoints, self._basepoints))
+        self._obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
+
+    # -- keys and transactions -----------------------------------------------------------------
+
+    def local_point(self, ctn: int) -> bytes:
+        return point_from_secret(self.local_secret(ctn))
+
+    def local_secret(self, ctn: int) -> bytes:
+        return per_commitment_secret(self.secrets.per_commitment_seed, MAX_INDEX - ctn)
+
+    def _params(self, view: CommitmentView) -> CommitmentParams:
+        local = view.owner is Side.LOCAL
+        point = self.local_point(view.ctn) if local else self.remote_points[view.ctn]
+        owner, other = ((self._basepoints, self.config.remote_basepoints) if local
+                        else (self.config.remote_basepoints, self._basepoints))
+        return CommitmentParams(
+            funding_txid=self.config.funding_txid,
+            funding_output_index=self.config.funding_output_index,
+            funding_sat=self.config.funding_sat,
+            commitment_number=view.ctn,
+            obscuring_factor=self._obscuring,
+            to_self_delay=self.config.local_to_self_delay if local else self.config.remote_to_self_delay,
+            dust_limit_sat=self.config.local_dust_limit_sat if local else self.config.remote_dust_limit_sat,
+            feerate_per_kw=self.feerate_per_kw,
+            to_local_msat=view.to_local_msat,
+            to_remote_msat=view.to_remote_msat,
+            local_is_funder=self.config.local_is_funder == local,
+            anchors=self.config.anchors,
+            keys=CommitmentKeys.derive(point, owner, other),
+            htlcs=tuple(Htlc(h.offerer is view.owner, h.amount_msat, h.payment_hash, h.cltv_expiry)
+                        for h in view.htlcs),
+        )
+
+    def commitment(self, owner: Side, ctn: int | None = None) -> CommitmentTx:
+        return build_commitment_tx(self._params(self.log.commitment(owner, ctn)))
+
+    def _htlc_txs(self, commitment: CommitmentTx, params: CommitmentParams) -> tuple[Transaction, ...]:
+        return build_htlc_txs(commitment, params.to_self_delay, params.keys.revocation_pubkey,
+                              params.keys.local_delayed_pubkey, params.feerate_per_kw, params.anchors)
+
+    def signed_local_commitment(self) -> Transaction:
+        """Our latest commitment with both signatures: what a force close broadcasts."""
+        if self._remote_signature is None:
+            raise UsageError("no signature from the peer on our commitment yet")
+        commitment = self.commitment(Side.LOCAL)
+        return with_funding_witness(commitment, sign_commitment(commitment, self.secrets.funding),
+                                    self._remote_signature)
+
+    # -- local commands -----------------------------------------------------------------------
+
+    def add_htlc(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
+                 onion: bytes = bytes(ONION_SIZE)) -> UpdateAddHtlc:
+        view = self.log.commitment(Side.REMOTE, pending=True)
+        if amount_msat > view.to_remote_msat:  # our balance in their commitment
+            raise UsageError(f"cannot offer {amount_msat} msat: only {view.to_remote_msat} msat available")
+        htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
+        return UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
+                             payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion)
+
+    def fulfill_htlc(self, htlc_id: int, preimage: bytes) -> UpdateFulfillHtlc:
+        htlc = self._remote_offered(htlc_id)
+        if sha256(preimage) != htlc.payment_hash:
+            raise UsageError("the preimage does not match the HTLC's payment hash")
+        self.log.send_fulfill(htlc_id)
+        return UpdateFulfillHtlc(channel_id=self.config.channel_id, id=htlc_id, payment_preimage=preimage)
+
+    def fail_htlc(self, htlc_id: int, reason: bytes) -> UpdateFailHtlc:
+        self.log.send_fail(htlc_id)
+        return UpdateFailHtlc(channel_id=self.config.channel_id, id=htlc_id, reason=reason)
+
+    def _remote_offered(self, htlc_id: int) -> LoggedHtlc:
+        for htlc in self.log.commitment(Side.LOCAL).htlcs:
+            if htlc.offerer is Side.REMOTE and htlc.htlc_id == htlc_id:
+                return htlc
+        raise UsageError(f"no HTLC {htlc_id} from the peer in our commitment")
+
+    def sign(self) -> CommitmentSigned:
+        """commitment_signed for the peer's next commitment: our funding and HTLC signatures."""
+        view = self.log.send_commitment()
+        params = self._params(view)
+        commitment = build_commitment_tx(params)
+        htlc_key = derive_privkey(self.secrets.htlc, self.remote_points[view.ctn])  # ours, on their commitment
+        htlc_signatures = tuple(
+            der_to_compact(sign_htlc_tx(tx, out, htlc_key, by_owner=False, anchors=params.anchors)[:-1])
+            for tx, out in zip(self._htlc_txs(commitment, params), commitment.htlc_outputs, strict=True)
+        )
+        signature = der_to_compact(sign_commitment(commitment, self.secrets.funding)[:-1])
+        return CommitmentSigned(channel_id=self.config.channel_id, signature=signature,
+                                htlc_signature=htlc_signatures)
+
+    # -- peer messages ------------------------------------------------------------------------
+
+    def receive(self, message: WireMessage) -> tuple[list[WireMessage], list[HtlcFulfilled]]:
+        """Apply a peer message; returns (messages to send back, fulfilled HTLCs we offered)."""
+        if getattr(message, "channel_id", None) != self.config.channel_id:
+            raise PeerProtocolError("message for another channel", self.config.channel_id)
+        if isinstance(message, UpdateAddHtlc):
+            self._receive_add(message)
+        elif isinstance(message, UpdateFulfillHtlc):
+            return [], [self._receive_fulfill(message)]
+        elif isinstance(message, UpdateFailHtlc):
+            self.log.recv_fail(message.id)
+        elif isinstance(message, CommitmentSigned):
+            return [self._receive_commitment(message)], []
+        elif isinstance(message, RevokeAndAck):
+            self._receive_revoke(message)
+        else:
+            raise UsageError(f"{message.NAME} is not a normal-operation message")
+        return [], []
+
+    def _fail(self, reason: str) -> PeerProtocolError:
+        return PeerProtocolError(reason, self.config.channel_id)
+
+    def _receive_add(self, message: UpdateAddHtlc) -> None:
+        # BOLT #2: receiving an amount_msat equal to 0, or less than its own htlc_minimum_msat:
+        # SHOULD send a warning and close the connection, or send an error and fail the channel.
+        if message.amount_msat < max(1, self.config.htlc_minimum_msat):
+            raise self._fail(f"HTLC of {message.amount_msat} msat is below our htlc_minimum_msat")
+        view = self.log.commitment(Side.LOCAL, pending=True)
+        # BOLT #2: receiving an amount_msat that the sending node cannot afford at the current
+        # feerate_per_kw (while maintaining its channel reserve): SHOULD fail the channel.
+        if message.amount_msat > view.to_remote_msat:
+            raise self._fail(f"HTLC of {message.amount_msat} msat exceeds the peer's balance")
+        # BOLT #2: if a sending node adds more than receiver max_accepted_htlcs HTLCs to its
+        # local commitment transaction: SHOULD fail the channel.
+        offered = sum(1 for h in view.htlcs if h.offerer is Side.REMOTE)
+        if offered >= self.config.max_accepted_htlcs:
+            raise self._fail(f"more than max_accepted_htlcs ({self.config.max_accepted_htlcs}) HTLCs")
+        # BOLT #2: if the cltv_expiry is greater than or equal to 500000000: SHOULD fail the channel.
+        if message.cltv_expiry >= 500_000_000:
+            raise self._fail("cltv_expiry is not a block height")
+        self.log.recv_add(message.id, message.amount_msat, message.payment_hash, message.cltv_expiry)
+
+    def _receive_fulfill(self, message: UpdateFulfillHtlc) -> HtlcFulfilled:
+        htlc = next((h for h in self.log.commitment(Side.LOCAL).htlcs
+                     if h.offerer is Side.LOCAL and h.htlc_id == message.id), None)
+        if htlc is None:
+            raise self._fail(f"update_fulfill_htlc for unknown HTLC {message.id}")
+        # BOLT #2: if the payment_preimage value does not SHA256 to the corresponding HTLC
+        # payment_hash: MUST send an error and fail the channel.
+        if sha256(message.payment_preimage) != htlc.payment_hash:
+            raise self._fail("payment_preimage does not match the payment hash")
+        self.log.recv_fulfill(message.id)
+        self.preimages[message.id] = message.payment_preimage
+        return HtlcFulfilled(htlc, message.payment_preimage)
+
+    def _receive_commitment(self, message: CommitmentSigned) -> RevokeAndAck:
+        view = self.log.recv_commitment()
+        params = self._params(view)
+        commitment = build_commitment_tx(params)
+        remote_funding = self.config.remote_basepoints.funding_pubkey
+        try:
+            der = compact_to_der(message.signature)
+        except ValueError:
+            raise self._fail("commitment signature is malformed") from None
+        # BOLT #2: if signature is not valid for its local commitment transaction OR non-compliant
+        # with LOW-S-standard rule: MUST send a warning and close the connection, or fail the channel.
+        if not verify_der_signature(remote_funding, der + bytes([SIGHASH_ALL]), commitment_sighash(commitment)):
+            raise self._fail("commitment_signed signature does not verify")
+        # BOLT #2: if num_htlcs is not equal to the number of HTLC outputs in the local commitment
+        # transaction: MUST fail the channel.
+        if len(message.htlc_signature) != len(commitment.htlc_outputs):
+            raise self._fail(f"{len(message.htlc_signature)} HTLC signatures for "
+                             f"{len(commitment.htlc_outputs)} HTLC outputs")
+        sighash_type = remote_htlc_sighash_type(params.anchors)
+        for i, (tx, out, sig) in enumerate(zip(self._htlc_txs(commitment, params), commitment.htlc_outputs,
+                                               message.htlc_signature, strict=True)):
+            try:
+                der_htlc = compact_to_der(sig) + bytes([sighash_type])
+            except ValueError:
+                raise self._fail(f"HTLC signature {i} is malformed") from None
+            # BOLT #2: if any htlc_signature is not valid for the corresponding HTLC transaction:
+            # MUST send a warning and close the connection, or fail the channel.
+            if not verify_der_signature(params.keys.remote_htlc_pubkey, der_htlc, htlc_sighash(tx, out, sighash_type)):
+                raise self._fail(f"HTLC signature {i} does not verify")
+        self._remote_signature = der + bytes([SIGHASH_ALL])
+        # Revoke the previous commitment: reveal its secret, announce the point after next.
+        revoked = view.ctn - 1
+        self.log.send_revoke()
+        return RevokeAndAck(channel_id=self.config.channel_id, per_commitment_secret=self.local_secret(revoked),
+                            next_per_commitment_point=self.local_point(view.ctn + 1))
+
+    def _receive_revoke(self, message: RevokeAndAck) -> None:
+        revoked = self.log.ctn[Side.REMOTE] - 1
+        # BOLT #2: if the per_commitment_secret was not generated by the protocol in BOLT #3:
+        # MUST send an error and fail the channel.
+        if point_from_secret(message.per_commitment_secret) != self.remote_points[revoked]:
+            raise self._fail("per_commitment_secret does not match the commitment being revoked")
+        try:
+            self.remote_secrets.insert(MAX_INDEX - revoked, message.per_commitment_secret)
+        except ShachainError as exc:
+            raise self._fail(f"per_commitment_secret breaks the shachain: {exc}") from None
+        self.log.recv_revoke()
+        self.remote_points[revoked + 2] = message.next_per_commitment_point
