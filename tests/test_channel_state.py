@@ -136,3 +136,85 @@ def test_htlc_limits_are_enforced_on_receipt() -> None:
         bob.receive(add(htlc_id, 1000))
     with pytest.raises(PeerProtocolError, match="max_accepted_htlcs"):
         bob.receive(add(30, 1000))
+
+
+def test_open_fund_confirm_pay_and_force_close_on_regtest() -> None:
+    """BOLT 2 establishment end to end: open/accept checked, wallet funds, signatures exchanged
+    before broadcast, channel_ready, a payment, and a force close the chain accepts."""
+    from lightspeed.bitcoin.network import REGTEST
+    from lightspeed.bitcoin.tx import TxOut
+    from lightspeed.chain import Wallet
+    from lightspeed.channel.establish import (
+        ANCHORS,
+        ChannelPolicy,
+        check_accept_channel,
+        check_open_channel,
+    )
+    from lightspeed.channel.state import channel_id_from_funding
+    from lightspeed.codec.features import Features
+    from lightspeed.codec.generated import AcceptChannel, FundingCreated, FundingSigned, OpenChannel
+    from lightspeed.codec.messages import make_message
+
+    chain = RegtestChain(":memory:")
+    wallet = Wallet(b"alice wallet seed....", chain)
+    chain.fund(wallet.new_key().script_pubkey, 2_000_000)
+    alice_s, bob_s = _secrets(1), _secrets(21)
+    a_b, b_b = alice_s.basepoints(), bob_s.basepoints()
+    policy = ChannelPolicy(chain_hash=REGTEST.chain_hash)
+    temp_id = b"\x09" * 32
+    bob_first = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, False, True, a_b, 546, 546, 144, 144), bob_s, 0, 0, 2500, {})
+    alice_first = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, True, b_b, 546, 546, 144, 144), alice_s, 0, 0, 2500, {})
+    open_msg = make_message(
+        "open_channel", tlvs={"upfront_shutdown_script": {"shutdown_scriptpubkey": b""},
+                              "channel_type": {"type": ANCHORS.to_bytes()}},
+        chain_hash=REGTEST.chain_hash, temporary_channel_id=temp_id, funding_satoshis=FUNDING_SAT, push_msat=0,
+        dust_limit_satoshis=546, max_htlc_value_in_flight_msat=10**9, channel_reserve_satoshis=10_000,
+        htlc_minimum_msat=1, feerate_per_kw=2500, to_self_delay=144, max_accepted_htlcs=30,
+        funding_pubkey=a_b.funding_pubkey, revocation_basepoint=a_b.revocation_basepoint,
+        payment_basepoint=a_b.payment_basepoint, delayed_payment_basepoint=a_b.delayed_payment_basepoint,
+        htlc_basepoint=a_b.htlc_basepoint, first_per_commitment_point=alice_first.local_point(0), channel_flags=b"\x00")
+    open_msg = wire(open_msg)
+    assert isinstance(open_msg, OpenChannel)
+    check_open_channel(open_msg, policy, Features())
+    accept = wire(make_message(
+        "accept_channel", tlvs={"channel_type": {"type": ANCHORS.to_bytes()}}, temporary_channel_id=temp_id,
+        dust_limit_satoshis=546, max_htlc_value_in_flight_msat=10**9, channel_reserve_satoshis=10_000,
+        htlc_minimum_msat=1, minimum_depth=3, to_self_delay=144, max_accepted_htlcs=30,
+        funding_pubkey=b_b.funding_pubkey, revocation_basepoint=b_b.revocation_basepoint,
+        payment_basepoint=b_b.payment_basepoint, delayed_payment_basepoint=b_b.delayed_payment_basepoint,
+        htlc_basepoint=b_b.htlc_basepoint, first_per_commitment_point=bob_first.local_point(0)))
+    assert isinstance(accept, AcceptChannel)
+    check_accept_channel(accept, open_msg, policy)
+
+    # Alice builds (but does not yet broadcast) the funding transaction.
+    funding_tx = wallet.create_transaction([TxOut(FUNDING_SAT, p2wsh_script(funding_script(a_b.funding_pubkey, b_b.funding_pubkey)))])
+    channel_id = channel_id_from_funding(funding_tx.txid, 0)
+
+    def config(funder: bool, remote: LocalSecrets) -> ChannelConfig:
+        return ChannelConfig(channel_id, funding_tx.txid, 0, FUNDING_SAT, funder, True, remote.basepoints(),
+                             546, 546, 144, 144)
+
+    alice = Channel(config(True, bob_s), alice_s, FUNDING_SAT * 1000, 0, 2500, {0: accept.first_per_commitment_point})
+    bob = Channel(config(False, alice_s), bob_s, 0, FUNDING_SAT * 1000, 2500, {0: open_msg.first_per_commitment_point})
+    created = wire(FundingCreated(temporary_channel_id=temp_id, funding_txid=funding_tx.txid, funding_output_index=0,
+                                  signature=alice.initial_signature()))
+    assert isinstance(created, FundingCreated)
+    bob.receive_initial_signature(created.signature)
+    signed = wire(FundingSigned(channel_id=channel_id, signature=bob.initial_signature()))
+    assert isinstance(signed, FundingSigned)
+    alice.receive_initial_signature(signed.signature)  # only now is broadcasting safe
+    chain.broadcast(funding_tx)
+    chain.mine(3)
+    alice.receive_channel_ready(bob.channel_ready())
+    bob.receive_channel_ready(alice.channel_ready())
+
+    preimage = b"\x77" * 32
+    bob.receive(wire(alice.add_htlc(250_000_000, sha256(preimage), chain.tip()[0] + 40)))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    alice.receive(wire(bob.fulfill_htlc(0, preimage)))  # type: ignore[arg-type]
+    exchange_commitments(bob, alice)
+    assert bob.log.commitment(Side.LOCAL).to_local_msat == 250_000_000
+    closing = bob.signed_local_commitment()
+    chain.broadcast(closing)
+    chain.mine(1)
+    assert chain.get_transaction(closing.txid) == (closing, 1)

@@ -41,6 +41,7 @@ from lightspeed.channel.htlc_tx import (
     sign_htlc_tx,
 )
 from lightspeed.codec.generated import (
+    ChannelReady,
     CommitmentSigned,
     RevokeAndAck,
     UpdateAddHtlc,
@@ -95,6 +96,11 @@ class ChannelConfig:
     remote_to_self_delay: int  # the delay on theirs (set by us)
     max_accepted_htlcs: int = 30  # HTLCs we accept from the peer
     htlc_minimum_msat: int = 1  # the smallest HTLC we accept
+
+
+def channel_id_from_funding(funding_txid: bytes, output_index: int) -> bytes:
+    """BOLT 2: funding_txid XOR funding_output_index (big-endian, in the last two bytes)."""
+    return funding_txid[:30] + bytes(a ^ b for a, b in zip(funding_txid[30:], output_index.to_bytes(2, "big"), strict=True))
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,37 @@ class Channel:
         commitment = self.commitment(Side.LOCAL)
         return with_funding_witness(commitment, sign_commitment(commitment, self.secrets.funding),
                                     self._remote_signature)
+
+    # -- funding (BOLT 2 funding_created / funding_signed / channel_ready) --------------------
+
+    def initial_signature(self) -> bytes:
+        """Our signature on the peer's first commitment (funding_created or funding_signed)."""
+        commitment = self.commitment(Side.REMOTE, 0)
+        return der_to_compact(sign_commitment(commitment, self.secrets.funding)[:-1])
+
+    def receive_initial_signature(self, signature: bytes) -> None:
+        """Check the peer's signature on our first commitment before the funding can be relied on.
+
+        BOLT #2: the recipient of funding_created / funding_signed MUST fail the channel if the
+        signature is incorrect (and the funder MUST NOT broadcast the funding transaction then).
+        """
+        commitment = self.commitment(Side.LOCAL, 0)
+        try:
+            der = compact_to_der(signature) + bytes([SIGHASH_ALL])
+        except ValueError:
+            raise self._fail("initial commitment signature is malformed") from None
+        if not verify_der_signature(self.config.remote_basepoints.funding_pubkey, der, commitment_sighash(commitment)):
+            raise self._fail("initial commitment signature does not verify")
+        self._remote_signature = der
+
+    def channel_ready(self) -> ChannelReady:
+        """Our channel_ready: announces the point of our commitment number 1."""
+        return ChannelReady(channel_id=self.config.channel_id, second_per_commitment_point=self.local_point(1))
+
+    def receive_channel_ready(self, message: ChannelReady) -> None:
+        if message.channel_id != self.config.channel_id:
+            raise self._fail("channel_ready for another channel")
+        self.remote_points[1] = message.second_per_commitment_point
 
     # -- local commands -----------------------------------------------------------------------
 
