@@ -218,3 +218,13 @@ def test_open_fund_confirm_pay_and_force_close_on_regtest() -> None:
     chain.broadcast(closing)
     chain.mine(1)
     assert chain.get_transaction(closing.txid) == (closing, 1)
+
+
+def test_the_sender_respects_the_peers_max_accepted_htlcs() -> None:
+    from lightspeed.errors import UsageError
+
+    alice, _ = open_pair()
+    for i in range(30):
+        alice.add_htlc(1000, sha256(bytes([i]) * 32), 700)
+    with pytest.raises(UsageError, match="at most 30"):
+        alice.add_htlc(1000, sha256(b"x" * 32), 700)

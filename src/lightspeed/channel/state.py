@@ -95,6 +95,7 @@ class ChannelConfig:
     local_to_self_delay: int  # the delay on our to_local output (set by the peer)
     remote_to_self_delay: int  # the delay on theirs (set by us)
     max_accepted_htlcs: int = 30  # HTLCs we accept from the peer
+    remote_max_accepted_htlcs: int = 30  # HTLCs the peer accepts from us
     htlc_minimum_msat: int = 1  # the smallest HTLC we accept
 
 
@@ -215,6 +216,10 @@ class Channel:
         view = self.log.commitment(Side.REMOTE, pending=True)
         if amount_msat > view.to_remote_msat:  # our balance in their commitment
             raise UsageError(f"cannot offer {amount_msat} msat: only {view.to_remote_msat} msat available")
+        # BOLT #2: an offering node MUST NOT add an HTLC if that would make the remote commitment
+        # hold more than the remote's max_accepted_htlcs HTLCs offered by us.
+        if sum(1 for h in view.htlcs if h.offerer is Side.LOCAL) >= self.config.remote_max_accepted_htlcs:
+            raise UsageError(f"the peer accepts at most {self.config.remote_max_accepted_htlcs} HTLCs from us")
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
         return UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
                              payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion)
