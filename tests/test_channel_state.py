@@ -228,3 +228,36 @@ def test_the_sender_respects_the_peers_max_accepted_htlcs() -> None:
         alice.add_htlc(1000, sha256(bytes([i]) * 32), 700)
     with pytest.raises(UsageError, match="at most 30"):
         alice.add_htlc(1000, sha256(b"x" * 32), 700)
+
+
+@pytest.mark.parametrize("anchors", [True, False])
+def test_a_cheater_broadcasting_a_revoked_commitment_loses_everything(anchors: bool) -> None:
+    from lightspeed.bitcoin.script import p2wpkh_script
+    from lightspeed.channel.penalty import build_penalty_tx, revoked_commitment_number
+    from lightspeed.crypto.secp256k1 import pubkey_from_privkey
+
+    chain = RegtestChain(":memory:")
+    alice, bob = open_pair(chain, anchors)
+    height = chain.tip()[0]
+    # Alice pays Bob 300k sat with an HTLC they both commit to, leaving an HTLC in flight too.
+    preimage = b"\x66" * 32
+    bob.receive(wire(alice.add_htlc(300_000_000, sha256(preimage), height + 80)))  # type: ignore[arg-type]
+    bob.receive(wire(alice.add_htlc(50_000_000, sha256(b"z" * 32), height + 90)))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    old_bob_commitment = bob.signed_local_commitment()  # Bob keeps a copy...
+    alice.receive(wire(bob.fulfill_htlc(0, preimage)))  # type: ignore[arg-type]
+    exchange_commitments(bob, alice)  # ...which is now revoked: Alice holds its secret
+    assert revoked_commitment_number(alice, old_bob_commitment) == 1
+
+    chain.broadcast(old_bob_commitment)  # Bob cheats
+    chain.mine(1)
+    alice_wallet = p2wpkh_script(pubkey_from_privkey(b"\x44" * 32))
+    penalty = build_penalty_tx(alice, old_bob_commitment, alice_wallet, 2500)
+    chain.broadcast(penalty)  # at once: no CSV delay on the revocation branches
+    chain.mine(1)
+    assert chain.get_transaction(penalty.txid) == (penalty, 1)
+    # Bob's to_local and both HTLC outputs went to Alice: only Alice's own to_remote (and anchors) remain.
+    swept = {txin.prevout.index for txin in penalty.inputs}
+    bob_keeps = [out.value_sat for i, out in enumerate(old_bob_commitment.outputs) if i not in swept and out.value_sat > 330]
+    assert sum(bob_keeps) <= 450_000  # only Alice's own balance (800k - 350k in HTLCs - fees) is left
+    assert penalty.outputs[0].value_sat > 540_000  # Bob's 200k + both HTLCs (350k) - the penalty fee
