@@ -27,7 +27,7 @@ _INPUT_WEIGHT = 4 * 41 + 160
 
 def revoked_commitment_number(channel: Channel, tx: Transaction) -> int | None:
     """The commitment number if ``tx`` is one of the peer's commitments we hold the secret for."""
-    ctn = commitment_number_from_tx(tx, channel._obscuring)
+    ctn = commitment_number_from_tx(tx, channel.obscuring)
     if ctn is None or ctn >= channel.log.ctn[Side.REMOTE]:
         return None
     if channel.remote_secrets.get(MAX_INDEX - ctn) is None:
@@ -45,7 +45,7 @@ def build_penalty_tx(channel: Channel, revoked: Transaction, to_script: bytes, f
     rebuilt = channel.commitment(Side.REMOTE, ctn)
     if rebuilt.tx.txid != revoked.txid:
         raise UsageError("the broadcast commitment differs from the one we signed")
-    params = channel._params(channel.log.commitment(Side.REMOTE, ctn))
+    params = channel.params_for(channel.log.commitment(Side.REMOTE, ctn))
     if point_from_secret(secret) != channel.remote_points[ctn]:
         raise UsageError("stored secret does not match the commitment's point")
     revocation_key = derive_revocation_privkey(channel.secrets.revocation, secret)

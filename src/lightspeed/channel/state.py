@@ -130,7 +130,7 @@ class Channel:
         self._basepoints = self.secrets.basepoints()
         funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
                           else (self.config.remote_basepoints, self._basepoints))
-        self._obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
+        self.obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
 
     # -- keys and transactions -----------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class Channel:
     def local_secret(self, ctn: int) -> bytes:
         return per_commitment_secret(self.secrets.per_commitment_seed, MAX_INDEX - ctn)
 
-    def _params(self, view: CommitmentView) -> CommitmentParams:
+    def params_for(self, view: CommitmentView) -> CommitmentParams:
         local = view.owner is Side.LOCAL
         point = self.local_point(view.ctn) if local else self.remote_points[view.ctn]
         owner, other = ((self._basepoints, self.config.remote_basepoints) if local
@@ -150,7 +150,7 @@ class Channel:
             funding_output_index=self.config.funding_output_index,
             funding_sat=self.config.funding_sat,
             commitment_number=view.ctn,
-            obscuring_factor=self._obscuring,
+            obscuring_factor=self.obscuring,
             to_self_delay=self.config.local_to_self_delay if local else self.config.remote_to_self_delay,
             dust_limit_sat=self.config.local_dust_limit_sat if local else self.config.remote_dust_limit_sat,
             feerate_per_kw=self.feerate_per_kw,
@@ -164,7 +164,7 @@ class Channel:
         )
 
     def commitment(self, owner: Side, ctn: int | None = None) -> CommitmentTx:
-        return build_commitment_tx(self._params(self.log.commitment(owner, ctn)))
+        return build_commitment_tx(self.params_for(self.log.commitment(owner, ctn)))
 
     def _htlc_txs(self, commitment: CommitmentTx, params: CommitmentParams) -> tuple[Transaction, ...]:
         return build_htlc_txs(commitment, params.to_self_delay, params.keys.revocation_pubkey,
@@ -244,7 +244,7 @@ class Channel:
     def sign(self) -> CommitmentSigned:
         """commitment_signed for the peer's next commitment: our funding and HTLC signatures."""
         view = self.log.send_commitment()
-        params = self._params(view)
+        params = self.params_for(view)
         commitment = build_commitment_tx(params)
         htlc_key = derive_privkey(self.secrets.htlc, self.remote_points[view.ctn])  # ours, on their commitment
         htlc_signatures = tuple(
@@ -313,7 +313,7 @@ class Channel:
 
     def _receive_commitment(self, message: CommitmentSigned) -> RevokeAndAck:
         view = self.log.recv_commitment()
-        params = self._params(view)
+        params = self.params_for(view)
         commitment = build_commitment_tx(params)
         remote_funding = self.config.remote_basepoints.funding_pubkey
         try:
