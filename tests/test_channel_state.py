@@ -261,3 +261,37 @@ def test_a_cheater_broadcasting_a_revoked_commitment_loses_everything(anchors: b
     bob_keeps = [out.value_sat for i, out in enumerate(old_bob_commitment.outputs) if i not in swept and out.value_sat > 330]
     assert sum(bob_keeps) <= 450_000  # only Alice's own balance (800k - 350k in HTLCs - fees) is left
     assert penalty.outputs[0].value_sat > 540_000  # Bob's 200k + both HTLCs (350k) - the penalty fee
+
+
+@pytest.mark.parametrize(("bob_range", "agreed_fee"), [((200, 800), 500), ((600, 900), 600)])
+def test_mutual_close_negotiates_a_fee_and_confirms(bob_range: tuple[int, int], agreed_fee: int) -> None:
+    from lightspeed.bitcoin.script import p2wpkh_script
+    from lightspeed.channel.closing import ClosingNegotiation
+    from lightspeed.crypto.secp256k1 import pubkey_from_privkey
+
+    chain = RegtestChain(":memory:")
+    alice, bob = open_pair(chain)
+    preimage = b"\x12" * 32
+    bob.receive(wire(alice.add_htlc(250_000_000, sha256(preimage), chain.tip()[0] + 40)))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    alice.receive(wire(bob.fulfill_htlc(0, preimage)))  # type: ignore[arg-type]
+    exchange_commitments(bob, alice)
+    a_script, b_script = p2wpkh_script(pubkey_from_privkey(b"\x0a" * 32)), p2wpkh_script(pubkey_from_privkey(b"\x0b" * 32))
+    a_close = ClosingNegotiation.start(alice, a_script, b_script, 300, 1000)
+    b_close = ClosingNegotiation.start(bob, b_script, a_script, *bob_range)
+    message = wire(a_close.propose(500))
+    while a_close.agreed is None or b_close.agreed is None:
+        reply = b_close.receive(message)  # type: ignore[arg-type]
+        if reply is None:
+            break
+        answer = a_close.receive(wire(reply))  # type: ignore[arg-type]
+        if answer is None:
+            break
+        message = wire(answer)
+    assert a_close.agreed is not None and a_close.agreed == b_close.agreed
+    closing = a_close.agreed
+    chain.broadcast(closing)
+    chain.mine(1)
+    paid = {out.script_pubkey: out.value_sat for out in closing.outputs}
+    assert paid[b_script] == 450_000  # Bob's 200k + the 250k payment; Alice (funder) pays the fee
+    assert paid[a_script] == 550_000 - agreed_fee
