@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
+from lightspeed.cli.demo_channel import channel_lifecycle
 
 
 @dataclass
@@ -128,10 +129,11 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 8: two nodes over TCP (handshake, init, ping, echo)", two_nodes_over_tcp),
     ("BOLT 3: wallet funds a 2-of-2, signed commitment confirmed on regtest", commitment_on_chain),
     ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
+    ("BOLT 2: a channel funded, paid both ways and closed on regtest (in process)", channel_lifecycle),
 ]
 
 COMING = [
-    "channels between two nodes (BOLT 2 state machine): open, pay, close, force-close, punish",
+    "channels between two node processes over TCP, with a durable store and a REST API",
     "multi-hop payments, MPP and AMP",
     "pay-per-call: 10,000 API calls through one allowance",
 ]
