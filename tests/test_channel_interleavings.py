@@ -46,6 +46,14 @@ class ChannelPair(RuleBasedStateMachine):
         self.preimage_of[sha256(preimage)] = preimage
         self._send(who, message)
 
+    @rule(feerate=st.integers(253, 20_000))
+    def update_fee(self, feerate: int) -> None:
+        try:
+            message = self.channels["a"].update_fee(feerate)  # alice is the funder
+        except UsageError:
+            return
+        self._send("a", message)
+
     @rule(who=st.sampled_from("ab"))
     def sign(self, who: str) -> None:
         channel = self.channels[who]

@@ -295,3 +295,24 @@ def test_mutual_close_negotiates_a_fee_and_confirms(bob_range: tuple[int, int], 
     paid = {out.script_pubkey: out.value_sat for out in closing.outputs}
     assert paid[b_script] == 450_000  # Bob's 200k + the 250k payment; Alice (funder) pays the fee
     assert paid[a_script] == 550_000 - agreed_fee
+
+
+
+def test_update_fee_is_committed_like_any_update() -> None:
+    from lightspeed.codec.generated import UpdateFee
+    from lightspeed.errors import UsageError
+
+    alice, bob = open_pair()
+    with pytest.raises(UsageError, match="only the funder"):
+        bob.update_fee(5000)
+    bob.receive(wire(alice.update_fee(5000)))  # type: ignore[arg-type]
+    assert bob.log.commitment(Side.LOCAL).feerate_per_kw == 2500  # not committed yet
+    exchange_commitments(alice, bob)
+    for channel in (alice, bob):
+        for owner in Side:
+            assert channel.log.commitment(owner).feerate_per_kw == 5000
+    assert alice.commitment(Side.LOCAL).tx == bob.commitment(Side.REMOTE).tx
+    with pytest.raises(PeerProtocolError, match="does not pay the fee"):
+        alice.receive(UpdateFee(channel_id=alice.config.channel_id, feerate_per_kw=3000))
+    with pytest.raises(PeerProtocolError, match="out of bounds"):
+        bob.receive(UpdateFee(channel_id=bob.config.channel_id, feerate_per_kw=10))

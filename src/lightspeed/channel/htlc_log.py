@@ -56,9 +56,10 @@ class LoggedHtlc:
 @dataclass
 class _Update:
     proposer: Side
-    htlc: LoggedHtlc
-    removal: Removal | None  # None: this update adds the HTLC
+    htlc: LoggedHtlc | None  # None: a fee update
+    removal: Removal | None  # None: this update adds the HTLC (or changes the fee)
     in_commitment: dict[Side, int | None] = field(default_factory=lambda: {Side.LOCAL: None, Side.REMOTE: None})
+    feerate_per_kw: int | None = None  # set on update_fee entries
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,16 @@ class CommitmentView:
     to_local_msat: int  # the owner's balance
     to_remote_msat: int  # the other side's balance
     htlcs: tuple[LoggedHtlc, ...]
+    feerate_per_kw: int
 
 
 class HtlcLog:
     """The HTLC update log of one channel, kept by one side (see the module docstring)."""
 
-    def __init__(self, local_msat: int, remote_msat: int) -> None:
+    def __init__(self, local_msat: int, remote_msat: int, feerate_per_kw: int = 253) -> None:
         if local_msat < 0 or remote_msat < 0:
             raise UsageError("balances cannot be negative")
+        self._initial_feerate = feerate_per_kw
         self._initial = {Side.LOCAL: local_msat, Side.REMOTE: remote_msat}
         self.ctn = {Side.LOCAL: 0, Side.REMOTE: 0}
         self.revoked = {Side.LOCAL: -1, Side.REMOTE: -1}  # highest revoked commitment number per owner
@@ -116,12 +119,12 @@ class HtlcLog:
     def _remove(self, proposer: Side, htlc_id: int, removal: Removal) -> LoggedHtlc:
         # The HTLC removed by ``proposer`` was offered by the other side.
         add = self._adds.get((proposer.other, htlc_id))
-        if add is None:
+        if add is None or add.htlc is None:
             raise self._error(proposer, f"no HTLC {htlc_id} offered by the {proposer.other.value} side")
         # BOLT #2: an HTLC can only be removed once it is irrevocably committed in both commitments.
         if not self._irrevocably_committed(add):
             raise self._error(proposer, f"HTLC {htlc_id} is not yet committed in both commitments")
-        if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):
+        if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):  # fee updates: htlc None
             raise self._error(proposer, f"HTLC {htlc_id} is already being removed")
         self._updates.append(_Update(proposer, add.htlc, removal))
         return add.htlc
@@ -140,6 +143,13 @@ class HtlcLog:
 
     def _irrevocably_committed(self, update: _Update) -> bool:
         return self._locked_in(update, Side.LOCAL) and self._locked_in(update, Side.REMOTE)
+
+    def send_fee(self, feerate_per_kw: int) -> None:
+        """update_fee: a new feerate for the commitments, committed like any other update."""
+        self._updates.append(_Update(Side.LOCAL, None, None, feerate_per_kw=feerate_per_kw))
+
+    def recv_fee(self, feerate_per_kw: int) -> None:
+        self._updates.append(_Update(Side.REMOTE, None, None, feerate_per_kw=feerate_per_kw))
 
     def send_fulfill(self, htlc_id: int) -> LoggedHtlc:
         return self._remove(Side.LOCAL, htlc_id, Removal.FULFILL)
@@ -216,6 +226,7 @@ class HtlcLog:
         """
         ctn = self.ctn[owner] if ctn is None else ctn
         balance = dict(self._initial)
+        feerate = self._initial_feerate
         live: dict[tuple[Side, int], LoggedHtlc] = {}
         for update in self._updates:
             at = update.in_commitment[owner]
@@ -223,6 +234,11 @@ class HtlcLog:
             if (at is None or at > ctn) and not uncommitted_add:
                 continue
             htlc = update.htlc
+            if htlc is None:
+                assert update.feerate_per_kw is not None
+                if at is not None:  # a pending fee change does not apply yet
+                    feerate = update.feerate_per_kw
+                continue
             key = (htlc.offerer, htlc.htlc_id)
             if update.removal is None:
                 balance[htlc.offerer] -= htlc.amount_msat
@@ -232,8 +248,9 @@ class HtlcLog:
                 receiver = htlc.offerer.other
                 balance[receiver if update.removal is Removal.FULFILL else htlc.offerer] += htlc.amount_msat
         return CommitmentView(owner, ctn, balance[owner], balance[owner.other],
-                              tuple(sorted(live.values(), key=lambda h: (h.offerer.value, h.htlc_id))))
+                              tuple(sorted(live.values(), key=lambda h: (h.offerer.value, h.htlc_id))), feerate)
 
     def settled(self) -> list[tuple[LoggedHtlc, Removal]]:
         """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
-        return [(u.htlc, u.removal) for u in self._updates if u.removal is not None and self._irrevocably_committed(u)]
+        return [(u.htlc, u.removal) for u in self._updates
+                if u.htlc is not None and u.removal is not None and self._irrevocably_committed(u)]

@@ -46,6 +46,7 @@ from lightspeed.codec.generated import (
     RevokeAndAck,
     UpdateAddHtlc,
     UpdateFailHtlc,
+    UpdateFee,
     UpdateFulfillHtlc,
 )
 from lightspeed.codec.message_base import WireMessage
@@ -61,6 +62,8 @@ from lightspeed.crypto.shachain import ShachainError, ShachainStore
 from lightspeed.errors import PeerProtocolError, UsageError
 
 ONION_SIZE = 1366
+MIN_FEERATE_PER_KW = 253
+MAX_FEERATE_PER_KW = 100_000
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class Channel:
     _remote_signature: bytes | None = None  # the peer's signature on our latest commitment (DER)
 
     def __post_init__(self) -> None:
-        self.log = HtlcLog(self.local_msat, self.remote_msat)
+        self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
         self._basepoints = self.secrets.basepoints()
         funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
                           else (self.config.remote_basepoints, self._basepoints))
@@ -153,7 +156,7 @@ class Channel:
             obscuring_factor=self.obscuring,
             to_self_delay=self.config.local_to_self_delay if local else self.config.remote_to_self_delay,
             dust_limit_sat=self.config.local_dust_limit_sat if local else self.config.remote_dust_limit_sat,
-            feerate_per_kw=self.feerate_per_kw,
+            feerate_per_kw=view.feerate_per_kw,
             to_local_msat=view.to_local_msat,
             to_remote_msat=view.to_remote_msat,
             local_is_funder=self.config.local_is_funder == local,
@@ -224,6 +227,15 @@ class Channel:
         return UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
                              payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion)
 
+    def update_fee(self, feerate_per_kw: int) -> UpdateFee:
+        """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
+        if not self.config.local_is_funder:
+            raise UsageError("only the funder sends update_fee")
+        if feerate_per_kw < MIN_FEERATE_PER_KW:
+            raise UsageError(f"feerate_per_kw must be at least {MIN_FEERATE_PER_KW}")
+        self.log.send_fee(feerate_per_kw)
+        return UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw)
+
     def fulfill_htlc(self, htlc_id: int, preimage: bytes) -> UpdateFulfillHtlc:
         htlc = self._remote_offered(htlc_id)
         if sha256(preimage) != htlc.payment_hash:
@@ -267,6 +279,15 @@ class Channel:
             return [], [self._receive_fulfill(message)]
         elif isinstance(message, UpdateFailHtlc):
             self.log.recv_fail(message.id)
+        elif isinstance(message, UpdateFee):
+            # BOLT #2: if the sender is not responsible for paying the Bitcoin fee: MUST fail the channel.
+            if self.config.local_is_funder:
+                raise self._fail("update_fee from the node that does not pay the fee")
+            # BOLT #2: if the update_fee is too low for timely processing, or is unreasonably large:
+            # MUST send a warning and close the connection, or send an error and fail the channel.
+            if not MIN_FEERATE_PER_KW <= message.feerate_per_kw <= MAX_FEERATE_PER_KW:
+                raise self._fail(f"feerate_per_kw {message.feerate_per_kw} is out of bounds")
+            self.log.recv_fee(message.feerate_per_kw)
         elif isinstance(message, CommitmentSigned):
             return [self._receive_commitment(message)], []
         elif isinstance(message, RevokeAndAck):
