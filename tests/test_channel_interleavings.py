@@ -74,6 +74,30 @@ class ChannelPair(RuleBasedStateMachine):
             return
         self._send(who, message)
 
+    @rule(lose_a=st.booleans(), lose_b=st.booleans())
+    def reconnect(self, lose_a: bool, lose_b: bool) -> None:
+        """The connection drops (maybe losing what was in flight), then channel_reestablish."""
+        lost = {"a": lose_a, "b": lose_b}
+        for to in "ab":
+            if lost[to]:
+                self.links[to].clear()
+        while any(self.links[to] for to in "ab" if not lost[to]):
+            for to in "ab":
+                if lost[to]:
+                    self.links[to].clear()  # replies towards a lost direction are lost too
+                elif self.links[to]:
+                    self.deliver(to)
+        for to in "ab":
+            self.links[to].clear()  # nothing from the old connection arrives after it dropped
+        a, b = self.channels["a"], self.channels["b"]
+        a.disconnected()
+        b.disconnected()
+        a_msg, b_msg = a.reestablish_message(), b.reestablish_message()
+        for m in a.receive_reestablish(decode_message(encode_message(b_msg))):  # type: ignore[arg-type]
+            self._send("a", m)
+        for m in b.receive_reestablish(decode_message(encode_message(a_msg))):  # type: ignore[arg-type]
+            self._send("b", m)
+
     @rule(to=st.sampled_from("ab"))
     def deliver(self, to: str) -> None:
         if not self.links[to]:

@@ -316,3 +316,68 @@ def test_update_fee_is_committed_like_any_update() -> None:
         alice.receive(UpdateFee(channel_id=alice.config.channel_id, feerate_per_kw=3000))
     with pytest.raises(PeerProtocolError, match="out of bounds"):
         bob.receive(UpdateFee(channel_id=bob.config.channel_id, feerate_per_kw=10))
+
+
+def _reconnect(a: Channel, b: Channel) -> tuple[list[object], list[object]]:
+    """Both sides forget uncommitted updates, exchange channel_reestablish, return their retransmissions."""
+    a.disconnected()
+    b.disconnected()
+    a_msg, b_msg = wire(a.reestablish_message()), wire(b.reestablish_message())
+    return a.receive_reestablish(b_msg), b.receive_reestablish(a_msg)  # type: ignore[arg-type, return-value]
+
+
+def test_reestablish_after_a_lost_commitment_signed_retransmits_it() -> None:
+    alice, bob = open_pair()
+    preimage = b"\x31" * 32
+    add = alice.add_htlc(100_000_000, sha256(preimage), 700)
+    bob.receive(wire(add))  # type: ignore[arg-type]
+    alice.sign()  # ... lost on the way: the connection drops
+    from_alice, from_bob = _reconnect(alice, bob)
+    assert from_bob == []
+    assert [type(m).__name__ for m in from_alice] == ["UpdateAddHtlc", "CommitmentSigned"]
+    for m in from_alice:
+        replies, _ = bob.receive(wire(m))  # type: ignore[arg-type]
+        for reply in replies:
+            alice.receive(wire(reply))  # type: ignore[arg-type]
+    replies, _ = alice.receive(wire(bob.sign()))  # type: ignore[arg-type]
+    bob.receive(wire(replies[0]))  # type: ignore[arg-type]
+    assert alice.commitment(Side.LOCAL).tx == bob.commitment(Side.REMOTE).tx
+    assert [h.amount_msat for h in bob.log.commitment(Side.LOCAL).htlcs] == [100_000_000]
+
+
+def test_reestablish_after_a_lost_revoke_and_ack_retransmits_it() -> None:
+    alice, bob = open_pair()
+    bob.receive(wire(alice.add_htlc(100_000_000, sha256(b"q" * 32), 700)))  # type: ignore[arg-type]
+    bob.receive(wire(alice.sign()))  # type: ignore[arg-type]  # bob's revoke_and_ack is lost
+    from_alice, from_bob = _reconnect(alice, bob)
+    assert [type(m).__name__ for m in from_bob] == ["RevokeAndAck"] and from_alice == []
+    alice.receive(wire(from_bob[0]))  # type: ignore[arg-type]
+    replies, _ = alice.receive(wire(bob.sign()))  # type: ignore[arg-type]
+    bob.receive(wire(replies[0]))  # type: ignore[arg-type]
+    assert alice.commitment(Side.LOCAL).tx == bob.commitment(Side.REMOTE).tx
+
+
+def test_uncommitted_updates_are_forgotten_and_ids_reused() -> None:
+    alice, bob = open_pair()
+    bob.receive(wire(alice.add_htlc(5_000_000, sha256(b"r" * 32), 700)))  # type: ignore[arg-type]
+    from_alice, from_bob = _reconnect(alice, bob)  # never signed: both forget it
+    assert from_alice == from_bob == []
+    again = alice.add_htlc(6_000_000, sha256(b"s" * 32), 700)
+    assert again.id == 0
+    bob.receive(wire(again))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    assert [h.amount_msat for h in bob.log.commitment(Side.LOCAL).htlcs] == [6_000_000]
+
+
+def test_reestablish_detects_that_we_lost_data() -> None:
+    from lightspeed.channel.state import DataLossError
+
+    alice, bob = open_pair()
+    bob.receive(wire(alice.add_htlc(5_000_000, sha256(b"t" * 32), 700)))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    stale_alice, _ = open_pair()  # alice restored from an old backup: knows nothing of that
+    stale_alice.config = alice.config  # same channel
+    with pytest.raises(DataLossError):
+        stale_alice.receive_reestablish(wire(bob.reestablish_message()))  # type: ignore[arg-type]
+    with pytest.raises(PeerProtocolError, match="next_commitment_number"):
+        bob.receive_reestablish(wire(stale_alice.reestablish_message()))  # type: ignore[arg-type]

@@ -215,6 +215,27 @@ class HtlcLog:
         self._awaiting_revoke = False
         self.revoked[Side.REMOTE] = self.ctn[Side.REMOTE] - 1
 
+    def discard_uncommitted(self) -> list[LoggedHtlc | None]:
+        """On disconnection (BOLT 2): forget updates no commitment_signed covered yet.
+
+        The peer's updates that no commitment_signed from it covered, and ours that
+        we never signed, are reversed on both sides; ids restart after the last
+        kept add. Returns the HTLCs (None for fee updates) of the dropped updates.
+        """
+        kept: list[_Update] = []
+        dropped: list[_Update] = []
+        for update in self._updates:
+            signed_by_proposer = update.in_commitment[update.proposer.other] is not None
+            (kept if signed_by_proposer else dropped).append(update)
+        self._updates = kept
+        for update in dropped:
+            if update.htlc is not None and update.removal is None:
+                del self._adds[(update.htlc.offerer, update.htlc.htlc_id)]
+        for side in Side:
+            ids = [h for (offerer, h) in self._adds if offerer is side]
+            self._next_id[side] = max(ids) + 1 if ids else 0
+        return [u.htlc for u in dropped]
+
     # -- views --------------------------------------------------------------------------------
 
     def commitment(self, owner: Side, ctn: int | None = None, pending: bool = False) -> CommitmentView:

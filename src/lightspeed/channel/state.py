@@ -18,6 +18,7 @@ change before its message goes out is the runtime's job (issue 5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, verify_der_signature
 from lightspeed.bitcoin.tx import Transaction
@@ -42,6 +43,7 @@ from lightspeed.channel.htlc_tx import (
 )
 from lightspeed.codec.generated import (
     ChannelReady,
+    ChannelReestablish,
     CommitmentSigned,
     RevokeAndAck,
     UpdateAddHtlc,
@@ -60,6 +62,12 @@ from lightspeed.crypto.keys import (
 from lightspeed.crypto.secp256k1 import compact_to_der, der_to_compact
 from lightspeed.crypto.shachain import ShachainError, ShachainStore
 from lightspeed.errors import PeerProtocolError, UsageError
+
+
+class DataLossError(PeerProtocolError):
+    """The peer proved our state is older than theirs: never broadcast our commitment now."""
+
+_M = TypeVar("_M", bound=WireMessage)
 
 ONION_SIZE = 1366
 MIN_FEERATE_PER_KW = 253
@@ -127,6 +135,7 @@ class Channel:
     remote_secrets: ShachainStore = field(default_factory=ShachainStore)
     preimages: dict[int, bytes] = field(default_factory=dict)  # by id of an HTLC we offered
     _remote_signature: bytes | None = None  # the peer's signature on our latest commitment (DER)
+    _journal: list[WireMessage] = field(default_factory=list)  # sent messages that may need retransmission
 
     def __post_init__(self) -> None:
         self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
@@ -224,8 +233,8 @@ class Channel:
         if sum(1 for h in view.htlcs if h.offerer is Side.LOCAL) >= self.config.remote_max_accepted_htlcs:
             raise UsageError(f"the peer accepts at most {self.config.remote_max_accepted_htlcs} HTLCs from us")
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
-        return UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
-                             payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion)
+        return self._sent(UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
+                                        payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion))
 
     def update_fee(self, feerate_per_kw: int) -> UpdateFee:
         """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
@@ -234,18 +243,18 @@ class Channel:
         if feerate_per_kw < MIN_FEERATE_PER_KW:
             raise UsageError(f"feerate_per_kw must be at least {MIN_FEERATE_PER_KW}")
         self.log.send_fee(feerate_per_kw)
-        return UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw)
+        return self._sent(UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw))
 
     def fulfill_htlc(self, htlc_id: int, preimage: bytes) -> UpdateFulfillHtlc:
         htlc = self._remote_offered(htlc_id)
         if sha256(preimage) != htlc.payment_hash:
             raise UsageError("the preimage does not match the HTLC's payment hash")
         self.log.send_fulfill(htlc_id)
-        return UpdateFulfillHtlc(channel_id=self.config.channel_id, id=htlc_id, payment_preimage=preimage)
+        return self._sent(UpdateFulfillHtlc(channel_id=self.config.channel_id, id=htlc_id, payment_preimage=preimage))
 
     def fail_htlc(self, htlc_id: int, reason: bytes) -> UpdateFailHtlc:
         self.log.send_fail(htlc_id)
-        return UpdateFailHtlc(channel_id=self.config.channel_id, id=htlc_id, reason=reason)
+        return self._sent(UpdateFailHtlc(channel_id=self.config.channel_id, id=htlc_id, reason=reason))
 
     def _remote_offered(self, htlc_id: int) -> LoggedHtlc:
         for htlc in self.log.commitment(Side.LOCAL).htlcs:
@@ -264,8 +273,64 @@ class Channel:
             for tx, out in zip(self._htlc_txs(commitment, params), commitment.htlc_outputs, strict=True)
         )
         signature = der_to_compact(sign_commitment(commitment, self.secrets.funding)[:-1])
-        return CommitmentSigned(channel_id=self.config.channel_id, signature=signature,
-                                htlc_signature=htlc_signatures)
+        return self._sent(CommitmentSigned(channel_id=self.config.channel_id, signature=signature,
+                                           htlc_signature=htlc_signatures))
+
+    def _sent(self, message: _M) -> _M:
+        self._journal.append(message)
+        return message
+
+    # -- reconnection (BOLT 2 "Message Retransmission") ---------------------------------------
+
+    def disconnected(self) -> list[LoggedHtlc | None]:
+        """Forget uncommitted updates (ours unsigned, theirs uncovered); returns the dropped HTLCs."""
+        last_commit = max((i for i, m in enumerate(self._journal) if isinstance(m, CommitmentSigned)), default=-1)
+        self._journal = self._journal[: last_commit + 1] + [
+            m for m in self._journal[last_commit + 1 :] if isinstance(m, RevokeAndAck)]
+        return self.log.discard_uncommitted()
+
+    def reestablish_message(self) -> ChannelReestablish:
+        next_revocation = self.log.revoked[Side.REMOTE] + 1
+        last_secret = (bytes(32) if next_revocation == 0
+                       else self.remote_secrets.get(MAX_INDEX - self.log.revoked[Side.REMOTE]) or bytes(32))
+        return ChannelReestablish(channel_id=self.config.channel_id,
+                                  next_commitment_number=self.log.ctn[Side.LOCAL] + 1,
+                                  next_revocation_number=next_revocation,
+                                  your_last_per_commitment_secret=last_secret,
+                                  my_current_per_commitment_point=self.local_point(self.log.ctn[Side.LOCAL]))
+
+    def receive_reestablish(self, message: ChannelReestablish) -> list[WireMessage]:
+        """The messages to retransmit, in their original order; raises on a mismatch or data loss."""
+        if message.channel_id != self.config.channel_id:
+            raise self._fail("channel_reestablish for another channel")
+        revoked = self.log.revoked[Side.LOCAL]
+        expected_secret = bytes(32) if message.next_revocation_number == 0 else self.local_secret(message.next_revocation_number - 1)
+        if message.next_revocation_number > revoked + 1:
+            if message.your_last_per_commitment_secret == expected_secret:
+                # BOLT #2: the peer proves it saw revocations we do not remember: we lost data.
+                # MUST NOT broadcast our commitment transaction.
+                raise DataLossError("the peer is ahead of us: our channel state is outdated", self.config.channel_id)
+            raise self._fail("next_revocation_number is ahead and unproven")
+        if message.your_last_per_commitment_secret != expected_secret:
+            raise self._fail("your_last_per_commitment_secret does not match")
+        signed = self.log.ctn[Side.REMOTE]
+        resend_commit = False
+        if message.next_commitment_number == signed and self.log._awaiting_revoke:
+            resend_commit = True  # BOLT #2: MUST reuse the same commitment number: retransmit it
+        elif message.next_commitment_number != signed + 1:
+            raise self._fail(f"next_commitment_number {message.next_commitment_number}, expected {signed + 1}")
+        resend_revoke = message.next_revocation_number == revoked and revoked >= 0
+        if message.next_revocation_number not in (revoked, revoked + 1):
+            raise self._fail(f"next_revocation_number {message.next_revocation_number}, expected {revoked + 1}")
+        out: list[WireMessage] = []
+        last_commit = max((i for i, m in enumerate(self._journal) if isinstance(m, CommitmentSigned)), default=-1)
+        for i, m in enumerate(self._journal):
+            if isinstance(m, RevokeAndAck):
+                if resend_revoke and m is [r for r in self._journal if isinstance(r, RevokeAndAck)][-1]:
+                    out.append(m)
+            elif resend_commit and i <= last_commit:
+                out.append(m)
+        return out
 
     # -- peer messages ------------------------------------------------------------------------
 
@@ -365,8 +430,8 @@ class Channel:
         # Revoke the previous commitment: reveal its secret, announce the point after next.
         revoked = view.ctn - 1
         self.log.send_revoke()
-        return RevokeAndAck(channel_id=self.config.channel_id, per_commitment_secret=self.local_secret(revoked),
-                            next_per_commitment_point=self.local_point(view.ctn + 1))
+        return self._sent(RevokeAndAck(channel_id=self.config.channel_id, per_commitment_secret=self.local_secret(revoked),
+                                       next_per_commitment_point=self.local_point(view.ctn + 1)))
 
     def _receive_revoke(self, message: RevokeAndAck) -> None:
         revoked = self.log.ctn[Side.REMOTE] - 1
@@ -380,3 +445,8 @@ class Channel:
             raise self._fail(f"per_commitment_secret breaks the shachain: {exc}") from None
         self.log.recv_revoke()
         self.remote_points[revoked + 2] = message.next_per_commitment_point
+        # Everything up to the acknowledged commitment_signed is delivered for good; keep our last
+        # revoke_and_ack (the peer may still ask for it) and what came after the commitment.
+        last_commit = max(i for i, m in enumerate(self._journal) if isinstance(m, CommitmentSigned))
+        last_revoke = [m for m in self._journal[:last_commit] if isinstance(m, RevokeAndAck)][-1:]
+        self._journal = last_revoke + self._journal[last_commit + 1 :]
