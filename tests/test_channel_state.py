@@ -381,3 +381,38 @@ def test_reestablish_detects_that_we_lost_data() -> None:
         stale_alice.receive_reestablish(wire(bob.reestablish_message()))  # type: ignore[arg-type]
     with pytest.raises(PeerProtocolError, match="next_commitment_number"):
         bob.receive_reestablish(wire(stale_alice.reestablish_message()))  # type: ignore[arg-type]
+
+
+def test_reserve_in_flight_minimum_and_malformed_rules() -> None:
+    import dataclasses
+
+    from lightspeed.codec.generated import UpdateAddHtlc, UpdateFailMalformedHtlc
+    from lightspeed.errors import UsageError
+
+    alice, bob = open_pair()
+    alice.config = dataclasses.replace(alice.config, reserve_for_local_sat=600_000, remote_htlc_minimum_msat=5000,
+                                       remote_max_htlc_value_in_flight_msat=150_000_000)
+    bob.config = dataclasses.replace(bob.config, reserve_from_remote_sat=600_000)
+    with pytest.raises(UsageError, match="htlc_minimum_msat"):
+        alice.add_htlc(4999, sha256(b"m" * 32), 700)
+    with pytest.raises(UsageError, match="above our reserve"):
+        alice.add_htlc(199_000_000, sha256(b"m" * 32), 700)  # 800k - fees - 199k < 600k reserve
+    alice.add_htlc(100_000_000, sha256(b"m" * 32), 700)
+    with pytest.raises(UsageError, match="max_htlc_value_in_flight_msat"):
+        alice.add_htlc(60_000_000, sha256(b"n" * 32), 700)
+    over_reserve = UpdateAddHtlc(channel_id=bob.config.channel_id, id=0, amount_msat=199_000_000,
+                                 payment_hash=sha256(b"m" * 32), cltv_expiry=700, onion_routing_packet=bytes(1366))
+    with pytest.raises(PeerProtocolError, match="above its reserve"):
+        bob.receive(over_reserve)
+    # A malformed-onion failure must carry the BADONION bit.
+    carol, dave = open_pair()
+    dave.receive(wire(carol.add_htlc(10_000_000, sha256(b"o" * 32), 700)))  # type: ignore[arg-type]
+    exchange_commitments(carol, dave)
+    with pytest.raises(UsageError, match="BADONION"):
+        dave.fail_malformed_htlc(0, bytes(32), 0x4000 | 5)
+    carol.receive(wire(dave.fail_malformed_htlc(0, bytes(32), 0x8000 | 0x4000 | 5)))  # type: ignore[arg-type]
+    exchange_commitments(dave, carol)
+    assert carol.log.commitment(Side.LOCAL).htlcs == ()
+    bad = UpdateFailMalformedHtlc(channel_id=carol.config.channel_id, id=0, sha256_of_onion=bytes(32), failure_code=5)
+    with pytest.raises(PeerProtocolError, match="BADONION"):
+        carol.receive(bad)

@@ -29,6 +29,7 @@ from lightspeed.channel.commitment import (
     CommitmentTx,
     Htlc,
     build_commitment_tx,
+    commitment_fee_sat,
     commitment_sighash,
     obscuring_factor,
     sign_commitment,
@@ -41,6 +42,7 @@ from lightspeed.channel.htlc_tx import (
     remote_htlc_sighash_type,
     sign_htlc_tx,
 )
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.codec.generated import (
     ChannelReady,
     ChannelReestablish,
@@ -48,6 +50,7 @@ from lightspeed.codec.generated import (
     RevokeAndAck,
     UpdateAddHtlc,
     UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
     UpdateFee,
     UpdateFulfillHtlc,
 )
@@ -70,6 +73,7 @@ class DataLossError(PeerProtocolError):
 _M = TypeVar("_M", bound=WireMessage)
 
 ONION_SIZE = 1366
+BADONION = 0x8000
 MIN_FEERATE_PER_KW = 253
 MAX_FEERATE_PER_KW = 100_000
 
@@ -108,6 +112,11 @@ class ChannelConfig:
     max_accepted_htlcs: int = 30  # HTLCs we accept from the peer
     remote_max_accepted_htlcs: int = 30  # HTLCs the peer accepts from us
     htlc_minimum_msat: int = 1  # the smallest HTLC we accept
+    remote_htlc_minimum_msat: int = 1  # the smallest HTLC the peer accepts
+    reserve_from_remote_sat: int = 0  # what the peer must keep in the channel (we chose it)
+    reserve_for_local_sat: int = 0  # what we must keep (the peer chose it)
+    max_htlc_value_in_flight_msat: int = 2**64 - 1  # from the peer, in total
+    remote_max_htlc_value_in_flight_msat: int = 2**64 - 1  # from us, in total
 
 
 def channel_id_from_funding(funding_txid: bytes, output_index: int) -> bytes:
@@ -226,8 +235,18 @@ class Channel:
     def add_htlc(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
                  onion: bytes = bytes(ONION_SIZE)) -> UpdateAddHtlc:
         view = self.log.commitment(Side.REMOTE, pending=True)
-        if amount_msat > view.to_remote_msat:  # our balance in their commitment
-            raise UsageError(f"cannot offer {amount_msat} msat: only {view.to_remote_msat} msat available")
+        # BOLT #2: an offering node MUST NOT offer amount_msat below the receiver's htlc_minimum_msat,
+        # MUST NOT offer an amount it cannot pay for in the remote commitment while keeping its
+        # channel reserve, and MUST NOT exceed the receiver's max_htlc_value_in_flight_msat.
+        if amount_msat < max(1, self.config.remote_htlc_minimum_msat):
+            raise UsageError(f"{amount_msat} msat is below the peer's htlc_minimum_msat")
+        spare = view.to_remote_msat - self._fee_burden_msat(view, funder_is_offerer=self.config.local_is_funder)
+        if amount_msat > spare - self.config.reserve_for_local_sat * 1000:
+            raise UsageError(f"cannot offer {amount_msat} msat: {spare} msat spendable above our reserve of "
+                             f"{self.config.reserve_for_local_sat} sat")
+        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
+        if in_flight + amount_msat > self.config.remote_max_htlc_value_in_flight_msat:
+            raise UsageError("the peer's max_htlc_value_in_flight_msat would be exceeded")
         # BOLT #2: an offering node MUST NOT add an HTLC if that would make the remote commitment
         # hold more than the remote's max_accepted_htlcs HTLCs offered by us.
         if sum(1 for h in view.htlcs if h.offerer is Side.LOCAL) >= self.config.remote_max_accepted_htlcs:
@@ -235,6 +254,13 @@ class Channel:
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
         return self._sent(UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
                                         payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion))
+
+    def _fee_burden_msat(self, view: CommitmentView, funder_is_offerer: bool) -> int:
+        """What the offerer must also pay if it is the funder: the commitment fee with one more HTLC."""
+        if not funder_is_offerer:
+            return 0
+        fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, self.config.anchors)
+        return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
 
     def update_fee(self, feerate_per_kw: int) -> UpdateFee:
         """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
@@ -255,6 +281,14 @@ class Channel:
     def fail_htlc(self, htlc_id: int, reason: bytes) -> UpdateFailHtlc:
         self.log.send_fail(htlc_id)
         return self._sent(UpdateFailHtlc(channel_id=self.config.channel_id, id=htlc_id, reason=reason))
+
+    def fail_malformed_htlc(self, htlc_id: int, sha256_of_onion: bytes, failure_code: int) -> UpdateFailMalformedHtlc:
+        """The onion could not be parsed: we cannot create an encrypted failure, so say so."""
+        if not failure_code & BADONION:
+            raise UsageError("update_fail_malformed_htlc needs a BADONION failure code")
+        self.log.send_fail(htlc_id)
+        return self._sent(UpdateFailMalformedHtlc(channel_id=self.config.channel_id, id=htlc_id,
+                                                  sha256_of_onion=sha256_of_onion, failure_code=failure_code))
 
     def _remote_offered(self, htlc_id: int) -> LoggedHtlc:
         for htlc in self.log.commitment(Side.LOCAL).htlcs:
@@ -344,6 +378,12 @@ class Channel:
             return [], [self._receive_fulfill(message)]
         elif isinstance(message, UpdateFailHtlc):
             self.log.recv_fail(message.id)
+        elif isinstance(message, UpdateFailMalformedHtlc):
+            # BOLT #2: if the BADONION bit in failure_code is not set for update_fail_malformed_htlc:
+            # MUST send a warning and close the connection, or send an error and fail the channel.
+            if not message.failure_code & BADONION:
+                raise self._fail("update_fail_malformed_htlc without the BADONION bit")
+            self.log.recv_fail(message.id)
         elif isinstance(message, UpdateFee):
             # BOLT #2: if the sender is not responsible for paying the Bitcoin fee: MUST fail the channel.
             if self.config.local_is_funder:
@@ -372,8 +412,14 @@ class Channel:
         view = self.log.commitment(Side.LOCAL, pending=True)
         # BOLT #2: receiving an amount_msat that the sending node cannot afford at the current
         # feerate_per_kw (while maintaining its channel reserve): SHOULD fail the channel.
-        if message.amount_msat > view.to_remote_msat:
-            raise self._fail(f"HTLC of {message.amount_msat} msat exceeds the peer's balance")
+        spare = view.to_remote_msat - self._fee_burden_msat(view, funder_is_offerer=not self.config.local_is_funder)
+        if message.amount_msat > spare - self.config.reserve_from_remote_sat * 1000:
+            raise self._fail(f"HTLC of {message.amount_msat} msat exceeds the peer's balance above its reserve")
+        # BOLT #2: if a sending node adds more than receiver max_htlc_value_in_flight_msat worth of
+        # offered HTLCs to its local commitment transaction: SHOULD fail the channel.
+        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.REMOTE)
+        if in_flight + message.amount_msat > self.config.max_htlc_value_in_flight_msat:
+            raise self._fail("more than max_htlc_value_in_flight_msat offered")
         # BOLT #2: if a sending node adds more than receiver max_accepted_htlcs HTLCs to its
         # local commitment transaction: SHOULD fail the channel.
         offered = sum(1 for h in view.htlcs if h.offerer is Side.REMOTE)
