@@ -416,3 +416,43 @@ def test_reserve_in_flight_minimum_and_malformed_rules() -> None:
     bad = UpdateFailMalformedHtlc(channel_id=carol.config.channel_id, id=0, sha256_of_onion=bytes(32), failure_code=5)
     with pytest.raises(PeerProtocolError, match="BADONION"):
         carol.receive(bad)
+
+
+@pytest.mark.parametrize("anchors", [True, False])
+def test_unilateral_close_every_wait_enforced_by_the_chain(anchors: bool) -> None:
+    from lightspeed.bitcoin.script import p2wpkh_script
+    from lightspeed.channel.sweep import force_close, sweep_delayed
+    from lightspeed.crypto.secp256k1 import pubkey_from_privkey
+    from lightspeed.errors import RejectedTransaction
+
+    chain = RegtestChain(":memory:")
+    alice, bob = open_pair(chain, anchors)
+    height = chain.tip()[0]
+    mine = b"\x21" * 32  # Bob's HTLC to Alice: Alice knows the preimage
+    bob.receive(wire(alice.add_htlc(60_000_000, sha256(b"never" * 6 + b"xx"), height + 20)))  # type: ignore[arg-type]
+    exchange_commitments(alice, bob)
+    alice.receive(wire(bob.add_htlc(40_000_000, sha256(mine), height + 30)))  # type: ignore[arg-type]
+    exchange_commitments(bob, alice)
+    close = force_close(alice, {sha256(mine): mine})
+    chain.broadcast(close.commitment)
+    chain.mine(1)
+    wallet = p2wpkh_script(pubkey_from_privkey(b"\x5a" * 32))
+    timeout_tx = next(tx for out, tx in close.htlc_txs if out.htlc.offered)
+    success_tx = next(tx for out, tx in close.htlc_txs if not out.htlc.offered)
+    assert timeout_tx is not None and success_tx is not None
+    with pytest.raises(RejectedTransaction, match="locktime"):
+        chain.broadcast(timeout_tx)  # the offered HTLC cannot be timed out before its cltv_expiry
+    chain.broadcast(success_tx)  # the received one is claimed with the preimage at once
+    assert close.to_local_index is not None
+    early = sweep_delayed(alice, close, close.commitment, close.to_local_index, wallet, 2500)
+    with pytest.raises(RejectedTransaction, match="relative locktime"):
+        chain.broadcast(early)  # to_local waits to_self_delay (144) blocks
+    chain.mine(20)
+    chain.broadcast(timeout_tx)
+    chain.mine(143)
+    chain.broadcast(early)
+    chain.mine(1)
+    assert chain.get_transaction(early.txid)[1] == 1  # type: ignore[index]
+    # The HTLC-success output is itself delayed: sweepable once it has 144 confirmations.
+    sweep_success = sweep_delayed(alice, close, success_tx, 0, wallet, 2500)
+    chain.broadcast(sweep_success)

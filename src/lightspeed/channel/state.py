@@ -145,6 +145,7 @@ class Channel:
     preimages: dict[int, bytes] = field(default_factory=dict)  # by id of an HTLC we offered
     _remote_signature: bytes | None = None  # the peer's signature on our latest commitment (DER)
     _journal: list[WireMessage] = field(default_factory=list)  # sent messages that may need retransmission
+    remote_htlc_signatures: tuple[bytes, ...] = ()  # the peer's (DER + type) on our latest HTLC txs
 
     def __post_init__(self) -> None:
         self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
@@ -473,6 +474,7 @@ class Channel:
             if not verify_der_signature(params.keys.remote_htlc_pubkey, der_htlc, htlc_sighash(tx, out, sighash_type)):
                 raise self._fail(f"HTLC signature {i} does not verify")
         self._remote_signature = der + bytes([SIGHASH_ALL])
+        self.remote_htlc_signatures = tuple(compact_to_der(sig) + bytes([sighash_type]) for sig in message.htlc_signature)
         # Revoke the previous commitment: reveal its secret, announce the point after next.
         revoked = view.ctn - 1
         self.log.send_revoke()
