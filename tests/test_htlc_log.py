@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, Removal, Side
+from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, Side
 from lightspeed.errors import PeerProtocolError, UsageError
 
 CAPACITY = 10_000_000
@@ -92,7 +92,8 @@ class Pair(RuleBasedStateMachine):
     def both_sides_agree_on_every_commitment(self) -> None:
         a, b = self.logs["a"], self.logs["b"]
         for a_owner, b_owner in ((Side.LOCAL, Side.REMOTE), (Side.REMOTE, Side.LOCAL)):
-            for ctn in range(min(a.ctn[a_owner], b.ctn[b_owner]) + 1):
+            oldest = max(a.oldest_view[a_owner], b.oldest_view[b_owner])
+            for ctn in range(oldest, min(a.ctn[a_owner], b.ctn[b_owner]) + 1):
                 assert normalized(a.commitment(a_owner, ctn)) == normalized(b.commitment(b_owner, ctn))
 
     @invariant()
@@ -151,7 +152,11 @@ def test_a_payment_round_trip_moves_the_balance() -> None:
     a.recv_revoke()
     assert a.commitment(Side.LOCAL).to_local_msat == 700_000
     assert b.commitment(Side.LOCAL).to_local_msat == 300_000
-    assert a.settled() == [(htlc, Removal.FULFILL)] and a.commitment(Side.LOCAL).htlcs == ()
+    # Settled history is folded into the base: old views are gone, current ones are unchanged.
+    assert a.commitment(Side.LOCAL).htlcs == () and a.settled() == []
+    assert a.oldest_view[Side.LOCAL] >= 1
+    with pytest.raises(UsageError, match="compacted"):
+        a.commitment(Side.LOCAL, 0)
 
 
 def test_protocol_violations_are_peer_errors() -> None:

@@ -82,6 +82,9 @@ class HtlcLog:
             raise UsageError("balances cannot be negative")
         self._initial_feerate = feerate_per_kw
         self._initial = {Side.LOCAL: local_msat, Side.REMOTE: remote_msat}
+        self._total_msat = local_msat + remote_msat
+        # Views of commitments older than this were compacted away (see _compact).
+        self.oldest_view = {Side.LOCAL: 0, Side.REMOTE: 0}
         self.ctn = {Side.LOCAL: 0, Side.REMOTE: 0}
         self.revoked = {Side.LOCAL: -1, Side.REMOTE: -1}  # highest revoked commitment number per owner
         self._updates: list[_Update] = []
@@ -92,7 +95,7 @@ class HtlcLog:
 
     @property
     def capacity_msat(self) -> int:
-        return self._initial[Side.LOCAL] + self._initial[Side.REMOTE]
+        return self._total_msat
 
     # -- proposing updates ----------------------------------------------------------------------
 
@@ -207,6 +210,7 @@ class HtlcLog:
             raise UsageError("no commitment to revoke for")
         self._unacked_remote_commitment = False
         self.revoked[Side.LOCAL] = self.ctn[Side.LOCAL] - 1
+        self._compact()
 
     def recv_revoke(self) -> None:
         """The remote's revoke_and_ack: our updates in its commitment are acknowledged."""
@@ -214,6 +218,46 @@ class HtlcLog:
             raise PeerProtocolError("revoke_and_ack without a commitment_signed to answer")
         self._awaiting_revoke = False
         self.revoked[Side.REMOTE] = self.ctn[Side.REMOTE] - 1
+        self._compact()
+
+    def _compact(self) -> None:
+        """Fold settled history into the base so views stay O(live updates), not O(channel age).
+
+        An HTLC whose add and removal are both irrevocably committed, and a fee update that
+        is, affect every current and future commitment the same way: their effect moves
+        into the base balances/feerate and the entries go. Views of commitments older than
+        the folded updates are no longer available (``oldest_view``); what punishing an old
+        commitment needs is kept by the channel when it signs.
+        """
+        removed = {(u.htlc.offerer, u.htlc.htlc_id): u for u in self._updates
+                   if u.htlc is not None and u.removal is not None and self._irrevocably_committed(u)}
+        if not removed and not any(u.htlc is None and self._irrevocably_committed(u) for u in self._updates):
+            return
+        kept: list[_Update] = []
+        for update in self._updates:
+            htlc = update.htlc
+            folded = False
+            if htlc is None:
+                if self._irrevocably_committed(update):
+                    assert update.feerate_per_kw is not None
+                    self._initial_feerate = update.feerate_per_kw
+                    folded = True
+            elif (htlc.offerer, htlc.htlc_id) in removed:
+                if update.removal is None:
+                    self._initial[htlc.offerer] -= htlc.amount_msat
+                    del self._adds[(htlc.offerer, htlc.htlc_id)]
+                else:
+                    winner = htlc.offerer.other if update.removal is Removal.FULFILL else htlc.offerer
+                    self._initial[winner] += htlc.amount_msat
+                folded = True
+            if folded:
+                for side in Side:
+                    at = update.in_commitment[side]
+                    assert at is not None
+                    self.oldest_view[side] = max(self.oldest_view[side], at)
+            else:
+                kept.append(update)
+        self._updates = kept
 
     def discard_uncommitted(self) -> list[LoggedHtlc | None]:
         """On disconnection (BOLT 2): forget updates no commitment_signed covered yet.
@@ -232,8 +276,10 @@ class HtlcLog:
             if update.htlc is not None and update.removal is None:
                 del self._adds[(update.htlc.offerer, update.htlc.htlc_id)]
         for side in Side:
-            ids = [h for (offerer, h) in self._adds if offerer is side]
-            self._next_id[side] = max(ids) + 1 if ids else 0
+            dropped_ids = [u.htlc.htlc_id for u in dropped
+                           if u.htlc is not None and u.removal is None and u.htlc.offerer is side]
+            if dropped_ids:  # ids restart at the first dropped add (earlier ones may be folded away)
+                self._next_id[side] = min(dropped_ids)
         return [u.htlc for u in dropped]
 
     # -- views --------------------------------------------------------------------------------
@@ -246,6 +292,8 @@ class HtlcLog:
         limits (balance, max_accepted_htlcs) must hold for.
         """
         ctn = self.ctn[owner] if ctn is None else ctn
+        if ctn < self.oldest_view[owner]:
+            raise UsageError(f"commitment {ctn} is older than the compacted history ({self.oldest_view[owner]})")
         balance = dict(self._initial)
         feerate = self._initial_feerate
         live: dict[tuple[Side, int], LoggedHtlc] = {}
@@ -271,7 +319,7 @@ class HtlcLog:
         return CommitmentView(owner, ctn, balance[owner], balance[owner.other],
                               tuple(sorted(live.values(), key=lambda h: (h.offerer.value, h.htlc_id))), feerate)
 
-    def settled(self) -> list[tuple[LoggedHtlc, Removal]]:
+    def settled(self) -> list[tuple[LoggedHtlc, Removal]]:  # not yet compacted ones
         """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
         return [(u.htlc, u.removal) for u in self._updates
                 if u.htlc is not None and u.removal is not None and self._irrevocably_committed(u)]

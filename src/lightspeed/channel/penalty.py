@@ -12,7 +12,7 @@ from __future__ import annotations
 from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
-from lightspeed.channel.commitment import commitment_number_from_tx
+from lightspeed.channel.commitment import build_commitment_tx, commitment_number_from_tx
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.scripts import to_local_script
 from lightspeed.channel.state import Channel
@@ -42,10 +42,12 @@ def build_penalty_tx(channel: Channel, revoked: Transaction, to_script: bytes, f
         raise UsageError("this transaction is not a revoked commitment of the peer")
     secret = channel.remote_secrets.get(MAX_INDEX - ctn)
     assert secret is not None
-    rebuilt = channel.commitment(Side.REMOTE, ctn)
+    params = channel.signed_remote.get(ctn)
+    if params is None:
+        raise UsageError(f"we never signed remote commitment {ctn}")
+    rebuilt = build_commitment_tx(params)
     if rebuilt.tx.txid != revoked.txid:
         raise UsageError("the broadcast commitment differs from the one we signed")
-    params = channel.params_for(channel.log.commitment(Side.REMOTE, ctn))
     if point_from_secret(secret) != channel.remote_points[ctn]:
         raise UsageError("stored secret does not match the commitment's point")
     revocation_key = derive_revocation_privkey(channel.secrets.revocation, secret)

@@ -146,6 +146,8 @@ class Channel:
     _remote_signature: bytes | None = None  # the peer's signature on our latest commitment (DER)
     _journal: list[WireMessage] = field(default_factory=list)  # sent messages that may need retransmission
     remote_htlc_signatures: tuple[bytes, ...] = ()  # the peer's (DER + type) on our latest HTLC txs
+    # What each remote commitment we signed contained: what punishing it, once revoked, needs.
+    signed_remote: dict[int, CommitmentParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
@@ -153,20 +155,37 @@ class Channel:
         funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
                           else (self.config.remote_basepoints, self._basepoints))
         self.obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
+        self._points: dict[int, bytes] = {}
+        self._key_cache: dict[tuple[bool, int], tuple[bytes, CommitmentKeys]] = {}
 
     # -- keys and transactions -----------------------------------------------------------------
 
     def local_point(self, ctn: int) -> bytes:
-        return point_from_secret(self.local_secret(ctn))
+        point = self._points.get(ctn)
+        if point is None:
+            point = self._points[ctn] = point_from_secret(self.local_secret(ctn))
+        return point
 
     def local_secret(self, ctn: int) -> bytes:
         return per_commitment_secret(self.secrets.per_commitment_seed, MAX_INDEX - ctn)
 
+    def _keys(self, local: bool, ctn: int, point: bytes) -> CommitmentKeys:
+        """Per-commitment keys, derived once per (side, commitment): 5 EC operations each time otherwise."""
+        cached = self._key_cache.get((local, ctn))
+        if cached is not None and cached[0] == point:
+            return cached[1]
+        owner, other = ((self._basepoints, self.config.remote_basepoints) if local
+                        else (self.config.remote_basepoints, self._basepoints))
+        keys = CommitmentKeys.derive(point, owner, other)
+        if len(self._key_cache) > 16:  # only the last few commitments are ever asked for again
+            self._key_cache.clear()
+            self._points.clear()
+        self._key_cache[(local, ctn)] = (point, keys)
+        return keys
+
     def params_for(self, view: CommitmentView) -> CommitmentParams:
         local = view.owner is Side.LOCAL
         point = self.local_point(view.ctn) if local else self.remote_points[view.ctn]
-        owner, other = ((self._basepoints, self.config.remote_basepoints) if local
-                        else (self.config.remote_basepoints, self._basepoints))
         return CommitmentParams(
             funding_txid=self.config.funding_txid,
             funding_output_index=self.config.funding_output_index,
@@ -180,7 +199,7 @@ class Channel:
             to_remote_msat=view.to_remote_msat,
             local_is_funder=self.config.local_is_funder == local,
             anchors=self.config.anchors,
-            keys=CommitmentKeys.derive(point, owner, other),
+            keys=self._keys(local, view.ctn, point),
             htlcs=tuple(Htlc(h.offerer is view.owner, h.amount_msat, h.payment_hash, h.cltv_expiry)
                         for h in view.htlcs),
         )
@@ -204,8 +223,9 @@ class Channel:
 
     def initial_signature(self) -> bytes:
         """Our signature on the peer's first commitment (funding_created or funding_signed)."""
-        commitment = self.commitment(Side.REMOTE, 0)
-        return der_to_compact(sign_commitment(commitment, self.secrets.funding)[:-1])
+        params = self.params_for(self.log.commitment(Side.REMOTE, 0))
+        self.signed_remote[0] = params
+        return der_to_compact(sign_commitment(build_commitment_tx(params), self.secrets.funding)[:-1])
 
     def receive_initial_signature(self, signature: bytes) -> None:
         """Check the peer's signature on our first commitment before the funding can be relied on.
@@ -301,6 +321,7 @@ class Channel:
         """commitment_signed for the peer's next commitment: our funding and HTLC signatures."""
         view = self.log.send_commitment()
         params = self.params_for(view)
+        self.signed_remote[view.ctn] = params
         commitment = build_commitment_tx(params)
         htlc_key = derive_privkey(self.secrets.htlc, self.remote_points[view.ctn])  # ours, on their commitment
         htlc_signatures = tuple(
