@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
-from lightspeed.cli.demo_channel import channel_lifecycle
+from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp
 
 
 @dataclass
@@ -130,10 +130,11 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 3: wallet funds a 2-of-2, signed commitment confirmed on regtest", commitment_on_chain),
     ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
     ("BOLT 2: a channel funded, paid both ways and closed on regtest (in process)", channel_lifecycle),
+    ("Two nodes over TCP: open a channel, pay invoices", nodes_pay_over_tcp),
 ]
 
 COMING = [
-    "channels between two node processes over TCP, with a durable store and a REST API",
+    "node daemons (separate processes) with a durable store, a REST API and crash safety",
     "multi-hop payments, MPP and AMP",
     "pay-per-call: 10,000 API calls through one allowance",
 ]
