@@ -80,3 +80,25 @@ def test_the_payee_refuses_an_htlc_that_does_not_match_its_invoice() -> None:
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_out_of_order_message_drops_only_that_connection() -> None:
+    async def scenario() -> None:
+        from lightspeed.codec.generated import FundingCreated
+        from lightspeed.node import connect
+
+        chain = RegtestChain(":memory:")
+        bob = Node(b"\x0e" * 32, chain, b"bob wallet seed abcdef")
+        port = await bob.start()
+        rogue = await connect("127.0.0.1", port, b"\x0f" * 32, bob.node_id)
+        await rogue.send(FundingCreated(temporary_channel_id=bytes(32), funding_txid=bytes(32),
+                                        funding_output_index=0, signature=bytes(64)))
+        reason = await asyncio.wait_for(rogue.closed(), 5)
+        assert reason  # bob answered with an error and hung up
+        # bob still serves others
+        other = await connect("127.0.0.1", port, b"\x10" * 32, bob.node_id)
+        assert other.remote_pubkey == bob.node_id
+        await other.close()
+        await bob.stop()
+
+    asyncio.run(scenario())

@@ -56,7 +56,7 @@ from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import Error, make_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
-from lightspeed.errors import PaymentError, PeerProtocolError, UsageError
+from lightspeed.errors import LightspeedError, PaymentError, PeerProtocolError, UsageError
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.node.peer import Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
@@ -152,6 +152,12 @@ class Node:
                     await self._handle(peer, message)
                 except PeerProtocolError as exc:
                     await peer.send(Error(exc.channel_id or bytes(32), exc.reason.encode()))
+                    await peer.close()
+                    return
+                except (LightspeedError, KeyError, ValueError) as exc:
+                    # A message we cannot place (unknown temporary id, out-of-order funding, ...):
+                    # no input may crash the node; tell the peer and drop this connection only.
+                    await peer.send(Error(bytes(32), f"cannot process {message.NAME}: {exc}".encode()))
                     await peer.close()
                     return
 
