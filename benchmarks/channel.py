@@ -21,27 +21,15 @@ sys.path.insert(0, str(_HERE.parent))
 from coincurve import PrivateKey
 
 from benchmarks._util import median_us, report
-from lightspeed.channel import Channel, ChannelConfig, LocalSecrets
+from lightspeed.channel import Channel
+from lightspeed.channel.pair import channel_pair
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import decode_message, encode_message
 from lightspeed.crypto.hashes import sha256
 
 
 def _pair(anchors: bool) -> tuple[Channel, Channel]:
-    alice_s, bob_s = (LocalSecrets(*(os.urandom(32) for _ in range(6))) for _ in range(2))
-    txid = os.urandom(32)
-
-    def config(funder: bool, remote: LocalSecrets) -> ChannelConfig:
-        return ChannelConfig(txid, txid, 0, 10_000_000, funder, anchors, remote.basepoints(), 546, 546, 144, 144,
-                             max_accepted_htlcs=483, remote_max_accepted_htlcs=483)
-
-    probe_a = Channel(config(True, bob_s), alice_s, 0, 0, 2500, {})
-    probe_b = Channel(config(False, alice_s), bob_s, 0, 0, 2500, {})
-    alice = Channel(config(True, bob_s), alice_s, 9_000_000_000, 1_000_000_000, 2500,
-                    {0: probe_b.local_point(0), 1: probe_b.local_point(1)})
-    bob = Channel(config(False, alice_s), bob_s, 1_000_000_000, 9_000_000_000, 2500,
-                  {0: probe_a.local_point(0), 1: probe_a.local_point(1)})
-    return alice, bob
+    return channel_pair(10_000_000, 9_000_000_000, anchors=anchors, max_accepted_htlcs=483)
 
 
 def _wire(message: WireMessage) -> WireMessage:

@@ -57,7 +57,7 @@ class ChannelPair(RuleBasedStateMachine):
     @rule(who=st.sampled_from("ab"))
     def sign(self, who: str) -> None:
         channel = self.channels[who]
-        if channel.log.has_changes_to_sign() and not channel.log._awaiting_revoke:
+        if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
             self._send(who, channel.sign())
 
     @rule(who=st.sampled_from("ab"), pick=st.integers(0, 99), fulfill=st.booleans())
@@ -130,7 +130,7 @@ class ChannelPair(RuleBasedStateMachine):
                     self.deliver(who)
                     moved = True
                 channel = self.channels[who]
-                if channel.log.has_changes_to_sign() and not channel.log._awaiting_revoke:
+                if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
                     self.sign(who)
                     moved = True
             if not moved:

@@ -10,6 +10,7 @@ from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.chain import RegtestChain
 from lightspeed.channel.commitment import funding_script
 from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.pair import channel_pair
 from lightspeed.channel.state import Channel, ChannelConfig, LocalSecrets
 from lightspeed.codec.generated import CommitmentSigned
 from lightspeed.codec.messages import decode_message, encode_message
@@ -25,28 +26,14 @@ def _secrets(tag: int) -> LocalSecrets:
 
 def open_pair(chain: RegtestChain | None = None, anchors: bool = True) -> tuple[Channel, Channel]:
     alice_s, bob_s = _secrets(1), _secrets(21)
-    alice_b, bob_b = alice_s.basepoints(), bob_s.basepoints()
-    fscript = funding_script(alice_b.funding_pubkey, bob_b.funding_pubkey)
     if chain is not None:
+        fscript = funding_script(alice_s.basepoints().funding_pubkey, bob_s.basepoints().funding_pubkey)
         outpoint = chain.fund(p2wsh_script(fscript), FUNDING_SAT)
         txid, index = outpoint.txid, outpoint.index
     else:
         txid, index = os.urandom(32), 0
-    channel_id = bytes(a ^ b for a, b in zip(txid, index.to_bytes(32, "big"), strict=True))
-
-    def config(local_is_funder: bool, remote: LocalSecrets) -> ChannelConfig:
-        return ChannelConfig(channel_id=channel_id, funding_txid=txid, funding_output_index=index,
-                             funding_sat=FUNDING_SAT, local_is_funder=local_is_funder, anchors=anchors,
-                             remote_basepoints=remote.basepoints(), local_dust_limit_sat=546,
-                             remote_dust_limit_sat=546, local_to_self_delay=144, remote_to_self_delay=144)
-
-    alice_probe = Channel(config(True, bob_s), alice_s, 0, 0, 2500, {})
-    bob_probe = Channel(config(False, alice_s), bob_s, 0, 0, 2500, {})
-    alice = Channel(config(True, bob_s), alice_s, 800_000_000, 200_000_000, 2500,
-                    {0: bob_probe.local_point(0), 1: bob_probe.local_point(1)})
-    bob = Channel(config(False, alice_s), bob_s, 200_000_000, 800_000_000, 2500,
-                  {0: alice_probe.local_point(0), 1: alice_probe.local_point(1)})
-    return alice, bob
+    return channel_pair(FUNDING_SAT, 800_000_000, anchors=anchors, funding_txid=txid, funding_output_index=index,
+                        funder_secrets=alice_s, fundee_secrets=bob_s)
 
 
 def wire(message: object) -> object:

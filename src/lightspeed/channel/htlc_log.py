@@ -94,6 +94,11 @@ class HtlcLog:
         self._unacked_remote_commitment = False  # the remote signed ours; we must revoke
 
     @property
+    def awaiting_revoke(self) -> bool:
+        """We signed the peer's newest commitment and wait for its revoke_and_ack (no new signature until then)."""
+        return self._awaiting_revoke
+
+    @property
     def capacity_msat(self) -> int:
         return self._total_msat
 

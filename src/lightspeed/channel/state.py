@@ -371,7 +371,7 @@ class Channel:
             raise self._fail("your_last_per_commitment_secret does not match")
         signed = self.log.ctn[Side.REMOTE]
         resend_commit = False
-        if message.next_commitment_number == signed and self.log._awaiting_revoke:
+        if message.next_commitment_number == signed and self.log.awaiting_revoke:
             resend_commit = True  # BOLT #2: MUST reuse the same commitment number: retransmit it
         elif message.next_commitment_number != signed + 1:
             raise self._fail(f"next_commitment_number {message.next_commitment_number}, expected {signed + 1}")

@@ -342,7 +342,7 @@ class Node:
         return preimage
 
     async def _sign_if_needed(self, channel: Channel, peer: Peer) -> None:
-        if channel.log.has_changes_to_sign() and not channel.log._awaiting_revoke:
+        if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
             await peer.send(channel.sign())
 
     async def _on_channel_message(self, peer: Peer, message: WireMessage) -> None:
