@@ -167,8 +167,34 @@ def test_cli_route_contract(tmp_path: Path) -> None:
     none = runner.invoke(cli, ["route", "--graph", str(graph_file), "--source", node(1), "--target", node(4),
                                "--amount-msat", "999999999999"])
     assert none.exit_code == 2 and none.stderr.startswith("error: no route")
+    capped = runner.invoke(cli, ["route", "--graph", str(graph_file), "--source", node(1), "--target", node(4),
+                                 "--amount-msat", "1000000", "--max-fee-msat", "0"])
+    assert capped.exit_code == 2  # every path to node 4 charges a fee
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps([[node(1), node(4), 1000000], [node(1), node(4), 999999999999]]))
     lines = runner.invoke(cli, ["route", "--graph", str(graph_file), "--pairs", str(pairs)]).stdout.splitlines()
     assert json.loads(lines[0])["total_fee_msat"] == out["total_fee_msat"]
     assert json.loads(lines[1])["error"].startswith("no route")
+
+
+def test_route_hints_reach_a_private_payee_and_caps_apply() -> None:
+    from lightspeed.invoice import RouteHintHop
+
+    graph = graph_from_describegraph(GRAPH)
+    private = bytes.fromhex(node(9))
+    hint = [RouteHintHop(bytes.fromhex(node(4)), (800_000 << 40) | 1, 1000, 100, 40)]
+    with pytest.raises(NoRouteError):
+        find_route(graph, bytes.fromhex(node(1)), private, 1_000_000)
+    hinted = graph.with_route_hints([hint], private)
+    route = find_route(hinted, bytes.fromhex(node(1)), private, 1_000_000)
+    assert route.hops[-1].pubkey == private and route.hops[-1].short_channel_id == (800_000 << 40) | 1
+    assert route.hops[-2].fee_msat == 1000 + 1_000_000 * 100 // 1_000_000  # node 4's hinted policy
+    assert private not in graph.nodes  # the original graph is untouched
+    with pytest.raises(NoRouteError):
+        find_route(hinted, bytes.fromhex(node(1)), private, 1_000_000, max_fee_msat=route.total_fee_msat - 1)
+    cap = route.total_cltv_expiry_delta - 1
+    try:
+        capped = find_route(hinted, bytes.fromhex(node(1)), private, 1_000_000, max_cltv_expiry_delta=cap)
+    except NoRouteError:
+        return
+    assert capped.total_cltv_expiry_delta <= cap < route.total_cltv_expiry_delta  # another, slower path

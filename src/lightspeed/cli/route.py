@@ -57,9 +57,11 @@ def route_to_json(route: Route, elapsed_ms: float) -> dict[str, Any]:
     }
 
 
-def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat: int) -> dict[str, Any]:
+def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat: int,
+                 max_fee_msat: int | None = None, max_cltv: int | None = None) -> dict[str, Any]:
     start = time.perf_counter()
-    route = find_route(graph, source, target, amount_msat)
+    route = find_route(graph, source, target, amount_msat, max_fee_msat=max_fee_msat,
+                       max_cltv_expiry_delta=max_cltv)
     return route_to_json(route, (time.perf_counter() - start) * 1000)
 
 
@@ -69,10 +71,12 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
 @click.option("--source", help="Paying node id (hex).")
 @click.option("--target", help="Payee node id (hex).")
 @click.option("--amount-msat", type=click.IntRange(min=1), help="Amount to deliver to the target.")
+@click.option("--max-fee-msat", type=click.IntRange(min=0), help="Refuse routes charging more in fees.")
+@click.option("--max-cltv", type=click.IntRange(min=0), help="Refuse routes whose total CLTV delta is larger.")
 @click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON list of [source, target, amount_msat]: one JSON line per pair, graph loaded once.")
 def route(graph_file: Path, source: str | None, target: str | None, amount_msat: int | None,
-          pairs_file: Path | None) -> None:
+          max_fee_msat: int | None, max_cltv: int | None, pairs_file: Path | None) -> None:
     """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON."""
     try:
         graph = graph_from_describegraph(json.loads(graph_file.read_text()))
@@ -88,7 +92,8 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
     if source is None or target is None or amount_msat is None:
         _fail("give --source, --target and --amount-msat (or --pairs FILE)")
     try:
-        result = _timed_route(graph, _pubkey(source, "--source"), _pubkey(target, "--target"), amount_msat)
+        result = _timed_route(graph, _pubkey(source, "--source"), _pubkey(target, "--target"), amount_msat,
+                              max_fee_msat, max_cltv)
     except NoRouteError as exc:
         _fail(str(exc), EXIT_NO_ROUTE)
     except UsageError as exc:

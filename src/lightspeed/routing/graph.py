@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightspeed.invoice.fields import RouteHintHop
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,24 @@ class ChannelGraph:
             self.add_direction(DirectedChannel(short_channel_id, node1, node2, capacity_sat, policy1))
         if policy2 is not None:
             self.add_direction(DirectedChannel(short_channel_id, node2, node1, capacity_sat, policy2))
+
+    def with_route_hints(self, route_hints: Iterable[Iterable[RouteHintHop]], payee: bytes) -> ChannelGraph:
+        """A copy that also knows the private channels of invoice route hints (BOLT 11 ``r``).
+
+        Each hop names the node at the start of a channel and that node's policy for
+        forwarding over it; the channel leads to the next hop's node, the last to the payee.
+        Only the lists of the nodes the hints lead to are copied.
+        """
+        graph = ChannelGraph(dict(self.incoming), set(self.nodes), self.channel_count)
+        for route in route_hints:
+            hops = list(route)
+            for i, hop in enumerate(hops):
+                target = hops[i + 1].pubkey if i + 1 < len(hops) else payee
+                policy = Policy(hop.fee_base_msat, hop.fee_proportional_millionths, hop.cltv_expiry_delta)
+                channel = DirectedChannel(hop.short_channel_id, hop.pubkey, target, None, policy)
+                graph.incoming[target] = [*graph.incoming.get(target, ()), channel]
+                graph.nodes.update((hop.pubkey, target))
+        return graph
 
     def channels_into(self, node_id: bytes) -> Iterable[DirectedChannel]:
         return self.incoming.get(node_id, ())
