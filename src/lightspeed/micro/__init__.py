@@ -1,1 +1,1 @@
-"""micro: see DESIGN.md."""
+"""Lightspeed pay-per-call: allowances paid once, each API call carrying its own hash-chain token."""

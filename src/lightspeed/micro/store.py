@@ -1,0 +1,124 @@
+"""The spent-state store: the one piece of pay-per-call state that must be shared and atomic.
+
+Every API server instance that accepts tokens for an allowance must agree on how far each
+lane's hash chain has been spent, or the same token could be served twice. The store keeps,
+per allowance: the immutable terms (opaque bytes, parsed by :mod:`lightspeed.micro.terms`),
+the mutable :class:`AllowanceState`, and one :class:`LaneState` per lane.
+
+Two operations carry the safety argument and must be atomic in every implementation:
+
+* :meth:`AllowanceStore.advance` moves one lane from a known index to a higher one, only if the
+  allowance is active, the lane is still at that index, and the calls spent stay within the
+  calls paid for. Two instances racing on the same lane: exactly one wins.
+* :meth:`AllowanceStore.update_state` is a compare-and-set on ``(status, paid_calls)``:
+  activation, a paid batch and closing each happen exactly once.
+
+Implementations: :mod:`lightspeed.micro.stores.sqlite` (default, one machine),
+:mod:`~lightspeed.micro.stores.redis` and :mod:`~lightspeed.micro.stores.postgres` (many
+instances sharing one view).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lightspeed.errors import LightspeedError
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"  # created, its invoice not yet paid: no call is served
+    ACTIVE = "active"  # paid: calls are served while spent < paid_calls
+    CLOSED = "closed"  # closed by the client or expired: nothing more is served
+
+
+@dataclass(frozen=True)
+class AllowanceState:
+    """The mutable part of an allowance.
+
+    ``paid_calls`` is how many calls have been paid for (all of them for a prepaid
+    allowance; a growing multiple of the batch size for a batched one). ``spent`` is the
+    sum of the lanes' indices, maintained by ``advance`` only. ``extra`` is opaque JSON
+    text for the server's bookkeeping (the pending batch invoice, the refund).
+    """
+
+    status: Status
+    paid_calls: int
+    spent: int = 0
+    extra: str = ""
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """How far one lane's hash chain is spent: ``value`` is the link at ``index`` (0 = anchor)."""
+
+    index: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class StoredAllowance:
+    allowance_id: bytes
+    terms: bytes
+    expires_at: int
+    state: AllowanceState
+    lanes: tuple[LaneState, ...]
+
+
+class Advance(enum.Enum):
+    """The outcome of :meth:`AllowanceStore.advance`."""
+
+    OK = "ok"
+    STALE = "stale"  # the lane is no longer at the expected index: reload and check again
+    NOT_ACTIVE = "not_active"  # pending, closed, or unknown allowance
+    OVER_LIMIT = "over_limit"  # the calls spent would exceed the calls paid for
+
+
+class StoreError(LightspeedError):
+    """The store refused an operation (for example an allowance id that already exists)."""
+
+
+class AllowanceStore(Protocol):
+    """A shared, atomic record of allowances and how far their lanes are spent."""
+
+    async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
+                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+        """Insert a new allowance whose lanes start at index 0 with the given anchors.
+
+        Raises :class:`StoreError` if ``allowance_id`` exists.
+        """
+        ...
+
+    async def load(self, allowance_id: bytes) -> StoredAllowance | None:
+        """The allowance, or ``None`` if unknown."""
+        ...
+
+    async def lane(self, allowance_id: bytes, lane: int) -> LaneState | None:
+        """One lane's state, or ``None`` if the allowance or lane is unknown."""
+        ...
+
+    async def advance(self, allowance_id: bytes, lane: int, expected_index: int,
+                      new: LaneState) -> Advance:
+        """Atomically move ``lane`` from ``expected_index`` to ``new`` (``new.index`` greater).
+
+        Succeeds only if the allowance is ACTIVE, the lane is at ``expected_index``, and
+        ``spent + (new.index - expected_index) <= paid_calls``; then ``spent`` grows by
+        that difference in the same atomic step.
+        """
+        ...
+
+    async def update_state(self, allowance_id: bytes, expected: AllowanceState,
+                           new: AllowanceState) -> bool:
+        """Compare-and-set: if ``(status, paid_calls)`` equal ``expected``'s, write ``new``'s
+        ``status``, ``paid_calls`` and ``extra`` (``spent`` is left alone). True if written."""
+        ...
+
+    async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
+        """Ids of PENDING or ACTIVE allowances with ``expires_at < before`` (for the sweeper)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,1 @@
+"""Implementations of :class:`lightspeed.micro.store.AllowanceStore`."""
