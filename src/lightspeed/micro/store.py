@@ -10,7 +10,7 @@ Two operations carry the safety argument and must be atomic in every implementat
 * :meth:`AllowanceStore.advance` moves one lane from a known index to a higher one, only if the
   allowance is active, the lane is still at that index, and the calls spent stay within the
   calls paid for. Two instances racing on the same lane: exactly one wins.
-* :meth:`AllowanceStore.update_state` is a compare-and-set on ``(status, paid_calls)``:
+* :meth:`AllowanceStore.update_state` is a compare-and-set on ``(status, paid_calls, extra)``:
   activation, a paid batch and closing each happen exactly once.
 
 Implementations: :mod:`lightspeed.micro.stores.sqlite` (default, one machine),
@@ -111,8 +111,9 @@ class AllowanceStore(Protocol):
 
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,
                            new: AllowanceState) -> bool:
-        """Compare-and-set: if ``(status, paid_calls)`` equal ``expected``'s, write ``new``'s
-        ``status``, ``paid_calls`` and ``extra`` (``spent`` is left alone). True if written."""
+        """Compare-and-set: if ``(status, paid_calls, extra)`` equal ``expected``'s, write
+        ``new``'s ``status``, ``paid_calls`` and ``extra`` (``spent`` is neither compared nor
+        written). True if written."""
         ...
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
