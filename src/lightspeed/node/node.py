@@ -23,6 +23,7 @@ from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.bitcoin.tx import Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
+from lightspeed.channel.closing import ClosingNegotiation, shutdown
 from lightspeed.channel.establish import (
     ANCHORS,
     ChannelPolicy,
@@ -43,11 +44,13 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.generated import (
     AcceptChannel,
     ChannelReady,
+    ClosingSigned,
     CommitmentSigned,
     FundingCreated,
     FundingSigned,
     OpenChannel,
     RevokeAndAck,
+    Shutdown,
     UpdateAddHtlc,
     UpdateFailHtlc,
     UpdateFulfillHtlc,
@@ -56,7 +59,13 @@ from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import Error, make_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
-from lightspeed.errors import LightspeedError, PaymentError, PeerProtocolError, UsageError
+from lightspeed.errors import (
+    LightspeedError,
+    PaymentError,
+    PeerProtocolError,
+    RejectedTransaction,
+    UsageError,
+)
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.node.peer import Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
@@ -94,6 +103,19 @@ class _Opening:
     accept_msg: AcceptChannel | None = None
     channel: Channel | None = None
     funding_tx: Transaction | None = None
+
+
+@dataclass
+class _Closing:
+    """A mutual close in progress: our shutdown script, then the fee negotiation."""
+
+    local_script: bytes
+    done: asyncio.Future[Transaction]
+    shutdown_sent: bool = False
+    negotiation: ClosingNegotiation | None = None
+
+
+CLOSING_WEIGHT = 700  # a closing transaction with two P2WPKH outputs weighs about 680
 
 
 @dataclass
@@ -213,6 +235,8 @@ class Node:
         elif isinstance(message, ChannelReady):
             self.channels[message.channel_id].receive_channel_ready(message)
             self._mark_ready(message.channel_id, "received")
+        elif isinstance(message, (Shutdown, ClosingSigned)):
+            await self._on_closing_message(peer, message)
         else:
             await self._on_channel_message(peer, message)
 
@@ -410,4 +434,84 @@ class Node:
             raise PaymentError("underpaid")
         return preimage
 
+    # -- queries and commands for the REST API ---------------------------------------------------
 
+    closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
+    _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
+
+    def peer_ids(self) -> list[bytes]:
+        """Node ids of the peers we are connected to now."""
+        return [node_id for node_id, peer in self._peers.items() if not peer.session.closed]
+
+    def channel_peer_id(self, channel_id: bytes) -> bytes | None:
+        peer = self._channel_peer.get(channel_id)
+        return None if peer is None else peer.remote_pubkey
+
+    def channel_is_ready(self, channel_id: bytes) -> bool:
+        """True once channel_ready went both ways (payments may flow)."""
+        ready = self._ready.get(channel_id)
+        return ready is not None and ready.is_set()
+
+    def channel_is_closing(self, channel_id: bytes) -> bool:
+        return channel_id in self._closings
+
+    def _closing_fees(self) -> tuple[int, int]:
+        """Our acceptable closing fee range: the chain's feerate for the closing weight, up to 4x."""
+        low = CLOSING_WEIGHT * self.chain.estimate_feerate_per_kw() // 1000 + 1
+        return low, 4 * low
+
+    async def close_channel(self, channel_id: bytes, timeout: float = 30) -> Transaction:
+        """Mutual close (BOLT 2 shutdown, closing_signed): returns the broadcast closing transaction.
+
+        The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet.
+        """
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise UsageError(f"no open channel {channel_id.hex()}")
+        log = channel.log
+        if log.commitment(Side.LOCAL).htlcs or log.commitment(Side.REMOTE).htlcs or log.has_changes_to_sign():
+            raise UsageError("HTLCs or updates are still pending on this channel; close once they settle")
+        closing = self._closings.get(channel_id)
+        if closing is None:
+            done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
+            closing = self._closings[channel_id] = _Closing(self.wallet.new_key().script_pubkey, done)
+        if not closing.shutdown_sent:
+            closing.shutdown_sent = True
+            await self._channel_peer[channel_id].send(shutdown(channel, closing.local_script))
+        return await asyncio.wait_for(asyncio.shield(closing.done), timeout)
+
+    async def _on_closing_message(self, peer: Peer, message: Shutdown | ClosingSigned) -> None:
+        channel = self.channels.get(message.channel_id)
+        if channel is None or self._channel_peer.get(message.channel_id) is not peer:
+            raise PeerProtocolError(f"{message.NAME} for an unknown channel")
+        closing = self._closings.get(message.channel_id)
+        if isinstance(message, Shutdown):
+            if closing is None:
+                done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
+                closing = _Closing(self.wallet.new_key().script_pubkey, done)
+                self._closings[message.channel_id] = closing
+            if not closing.shutdown_sent:  # BOLT 2: answer a shutdown with our own
+                closing.shutdown_sent = True
+                await peer.send(shutdown(channel, closing.local_script))
+            low, high = self._closing_fees()
+            closing.negotiation = ClosingNegotiation.start(channel, closing.local_script, message.scriptpubkey,
+                                                           low, high)
+            if channel.config.local_is_funder:  # BOLT 2: the funder sends the first closing_signed
+                await peer.send(closing.negotiation.propose((low + high) // 2))
+            return
+        if closing is None or closing.negotiation is None:
+            raise PeerProtocolError("closing_signed before shutdown", message.channel_id)
+        reply = closing.negotiation.receive(message)
+        if reply is not None:
+            await peer.send(reply)
+        agreed = closing.negotiation.agreed
+        if agreed is not None and not closing.done.done():
+            try:
+                self.chain.broadcast(agreed)
+            except RejectedTransaction:
+                if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
+                    raise
+            self.channels.pop(message.channel_id, None)
+            self._channel_peer.pop(message.channel_id, None)
+            self.closed_channels[message.channel_id] = agreed
+            closing.done.set_result(agreed)
