@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from lightspeed.errors import PeerProtocolError, UsageError
 
@@ -328,3 +329,70 @@ class HtlcLog:
         """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
         return [(u.htlc, u.removal) for u in self._updates
                 if u.htlc is not None and u.removal is not None and self._irrevocably_committed(u)]
+
+    # -- persistence hooks (the store keeps these records; see channel/serialize.py) -----------
+
+    def to_record(self) -> dict[str, object]:
+        """Everything the log holds, as JSON-ready values (bytes in hex)."""
+
+        def update(u: _Update) -> dict[str, object]:
+            htlc = u.htlc
+            return {
+                "proposer": u.proposer.value,
+                "htlc": None if htlc is None else [htlc.offerer.value, htlc.htlc_id, htlc.amount_msat,
+                                                   htlc.payment_hash.hex(), htlc.cltv_expiry],
+                "removal": None if u.removal is None else u.removal.value,
+                "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
+                "feerate": u.feerate_per_kw,
+            }
+
+        def sides(values: dict[Side, int]) -> list[int]:
+            return [values[Side.LOCAL], values[Side.REMOTE]]
+
+        return {
+            "initial_feerate": self._initial_feerate,
+            "initial": sides(self._initial),
+            "total_msat": self._total_msat,
+            "oldest_view": sides(self.oldest_view),
+            "ctn": sides(self.ctn),
+            "revoked": sides(self.revoked),
+            "next_id": sides(self._next_id),
+            "awaiting_revoke": self._awaiting_revoke,
+            "unacked_remote_commitment": self._unacked_remote_commitment,
+            "updates": [update(u) for u in self._updates],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> HtlcLog:
+        """Inverse of :meth:`to_record`; a removal shares its add's HTLC object, as in a live log."""
+        r = record
+        log = cls(0, 0)
+
+        def sides(key: str) -> dict[Side, int]:
+            local, remote = r[key]
+            return {Side.LOCAL: int(local), Side.REMOTE: int(remote)}
+
+        log._initial_feerate = int(r["initial_feerate"])
+        log._initial = sides("initial")
+        log._total_msat = int(r["total_msat"])
+        log.oldest_view, log.ctn, log.revoked, log._next_id = (
+            sides("oldest_view"), sides("ctn"), sides("revoked"), sides("next_id"))
+        log._awaiting_revoke = bool(r["awaiting_revoke"])
+        log._unacked_remote_commitment = bool(r["unacked_remote_commitment"])
+        for item in r["updates"]:
+            fields = item["htlc"]
+            htlc: LoggedHtlc | None = None
+            removal = None if item["removal"] is None else Removal(item["removal"])
+            if fields is not None:
+                offerer, htlc_id = Side(fields[0]), int(fields[1])
+                if removal is not None:
+                    htlc = log._adds[(offerer, htlc_id)].htlc
+                else:
+                    htlc = LoggedHtlc(offerer, htlc_id, int(fields[2]), bytes.fromhex(fields[3]), int(fields[4]))
+            local_at, remote_at = item["in"]
+            u = _Update(Side(item["proposer"]), htlc, removal, {Side.LOCAL: local_at, Side.REMOTE: remote_at},
+                        item["feerate"])
+            log._updates.append(u)
+            if htlc is not None and removal is None:
+                log._adds[(htlc.offerer, htlc.htlc_id)] = u
+        return log
