@@ -1,8 +1,21 @@
-"""Routing: the channel graph, path finding, and loading real network snapshots."""
+"""Routing: the channel graph, path finding, learned liquidity, and loading real network snapshots."""
 
-from lightspeed.routing.graph import ChannelGraph, DirectedChannel, Policy
+from lightspeed.routing.graph import (
+    ChannelGraph,
+    DirectedChannel,
+    Policy,
+    SearchIndex,
+    directed_key,
+)
 from lightspeed.routing.lnd_json import graph_from_describegraph
 from lightspeed.routing.pathfind import MAX_HOPS, NoRouteError, Route, RouteHop, find_route
+from lightspeed.routing.scorer import (
+    Prior,
+    ProbabilisticScorer,
+    ScoreView,
+    ScoringParameters,
+    success_probability,
+)
 
 __all__ = [
     "MAX_HOPS",
@@ -10,8 +23,15 @@ __all__ = [
     "DirectedChannel",
     "NoRouteError",
     "Policy",
+    "Prior",
+    "ProbabilisticScorer",
     "Route",
     "RouteHop",
+    "ScoreView",
+    "ScoringParameters",
+    "SearchIndex",
+    "directed_key",
     "find_route",
     "graph_from_describegraph",
+    "success_probability",
 ]

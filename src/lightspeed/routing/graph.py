@@ -59,6 +59,73 @@ class DirectedChannel:
 SearchEdge = tuple[bytes, int, int, int, int, int, DirectedChannel]
 _NO_LIMIT = 1 << 63
 
+# An enabled direction as the compiled search loop reads it, every field an int:
+# (sender index, min_msat, max_msat, fee_base_msat, fee_proportional_millionths,
+#  cltv_expiry_delta, edge number, directed key, capacity_msat (else htlc_maximum_msat, else 0))
+CompiledEdge = tuple[int, int, int, int, int, int, int, int, int]
+
+
+def directed_key(short_channel_id: int, source: bytes, target: bytes) -> int:
+    """One int naming a channel direction: ``scid << 1 | direction``.
+
+    BOLT 7: direction 0 is from the node whose id is lexicographically lesser.
+    Scorers key what they learn by it, so it survives rebuilding the graph.
+    """
+    return short_channel_id << 1 | (0 if source < target else 1)
+
+
+@dataclass
+class SearchIndex:
+    """The graph compiled for path finding: nodes as ints, incoming edges as int tuples.
+
+    Built once per graph (and extended, not rebuilt, for route hints). Searching
+    with ints and preallocated tuples avoids creating objects in the inner loop.
+    """
+
+    ids: list[bytes]
+    position: dict[bytes, int]
+    incoming: list[list[CompiledEdge]]
+    channels: list[DirectedChannel]
+
+    def node(self, node_id: bytes) -> int:
+        """The index of ``node_id``, adding it (with no channels) when unknown."""
+        index = self.position.get(node_id)
+        if index is None:
+            index = len(self.ids)
+            self.position[node_id] = index
+            self.ids.append(node_id)
+            self.incoming.append([])
+        return index
+
+    def add(self, channel: DirectedChannel) -> None:
+        p = channel.policy
+        if p.disabled or channel.source == channel.target:
+            return
+        limit = _NO_LIMIT if p.htlc_maximum_msat is None else p.htlc_maximum_msat
+        capacity_msat = p.htlc_maximum_msat or 0  # what a scorer assumes when capacity is unknown
+        if channel.capacity_sat is not None:
+            capacity_msat = channel.capacity_sat * 1000
+            limit = min(limit, capacity_msat)
+        sender, target = self.node(channel.source), self.node(channel.target)
+        key = directed_key(channel.short_channel_id, channel.source, channel.target)
+        self.incoming[target].append((
+            sender, p.htlc_minimum_msat, limit, p.fee_base_msat, p.fee_proportional_millionths,
+            p.cltv_expiry_delta, len(self.channels), key, capacity_msat,
+        ))
+        self.channels.append(channel)
+
+    def extended(self, channels: Iterable[DirectedChannel]) -> SearchIndex:
+        """A copy with more channels; only the lists of their target nodes are copied."""
+        copy = SearchIndex(list(self.ids), dict(self.position), list(self.incoming), list(self.channels))
+        touched: set[int] = set()
+        for channel in channels:
+            target = copy.node(channel.target)
+            if target not in touched and target < len(self.ids):
+                copy.incoming[target] = list(copy.incoming[target])
+            touched.add(target)
+            copy.add(channel)
+        return copy
+
 
 @dataclass
 class ChannelGraph:
@@ -68,6 +135,19 @@ class ChannelGraph:
     nodes: set[bytes] = field(default_factory=set)
     channel_count: int = 0
     _search_index: dict[bytes, list[SearchEdge]] | None = field(default=None, repr=False)
+    _compiled: SearchIndex | None = field(default=None, repr=False)
+
+    def compiled(self) -> SearchIndex:
+        """The :class:`SearchIndex` of the enabled directions (built once, dropped on any change)."""
+        if self._compiled is None:
+            index = SearchIndex([], {}, [], [])
+            for node_id in sorted(self.nodes):
+                index.node(node_id)
+            for channels in self.incoming.values():
+                for channel in channels:
+                    index.add(channel)
+            self._compiled = index
+        return self._compiled
 
     def search_index(self) -> dict[bytes, list[SearchEdge]]:
         """Enabled directions as flat tuples (built once, dropped on any change).
@@ -100,6 +180,7 @@ class ChannelGraph:
         self.nodes.add(channel.target)
         self.incoming.setdefault(channel.target, []).append(channel)
         self._search_index = None
+        self._compiled = None
 
     def add_channel(
         self,
@@ -126,6 +207,7 @@ class ChannelGraph:
         Only the lists of the nodes the hints lead to are copied.
         """
         graph = ChannelGraph(dict(self.incoming), set(self.nodes), self.channel_count)
+        added = []
         for route in route_hints:
             hops = list(route)
             for i, hop in enumerate(hops):
@@ -134,6 +216,9 @@ class ChannelGraph:
                 channel = DirectedChannel(hop.short_channel_id, hop.pubkey, target, None, policy)
                 graph.incoming[target] = [*graph.incoming.get(target, ()), channel]
                 graph.nodes.update((hop.pubkey, target))
+                added.append(channel)
+        if self._compiled is not None:  # reuse the compiled base: hints must not cost a rebuild
+            graph._compiled = self._compiled.extended(added)
         return graph
 
     def channels_into(self, node_id: bytes) -> Iterable[DirectedChannel]:

@@ -10,15 +10,26 @@ fees also mean a smaller amount, and Dijkstra's greedy order stays correct.
 The payer does not charge itself: its own channel adds no fee and no CLTV
 delta, but its policy still has to allow the amount (not disabled, within the
 HTLC limits and the capacity).
+
+With a :class:`~lightspeed.routing.scorer.ScoreView` the label is one cost in msat
+instead: fees, plus a CLTV risk term (``amount * delta * risk_factor / 1e9``, as
+LND), plus the scorer's penalty for the hop's failure probability. Hops the scorer
+knows cannot carry the amount are skipped.
+
+The loop runs over the graph's :class:`~lightspeed.routing.graph.SearchIndex`: nodes
+are ints, labels live in flat lists, edges are tuples of ints made once per graph.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from lightspeed.errors import PaymentError, UsageError
-from lightspeed.routing.graph import ChannelGraph, DirectedChannel
+from lightspeed.routing.graph import ChannelGraph, DirectedChannel, SearchIndex
+from lightspeed.routing.scorer import Prior, ScoreView, success_probability
 
 MAX_HOPS = 20  # BOLT 4: a 1300-byte onion holds at most 20 minimal hop payloads
 
@@ -41,6 +52,8 @@ class RouteHop:
 @dataclass(frozen=True)
 class Route:
     hops: tuple[RouteHop, ...]
+    #: The channel direction of each hop (what a scorer learns about); empty when built by hand.
+    channels: tuple[DirectedChannel, ...] = field(default=(), compare=False)
 
     @property
     def total_amount_msat(self) -> int:
@@ -55,6 +68,10 @@ class Route:
         return sum(hop.cltv_expiry_delta for hop in self.hops)
 
 
+_INF = 1 << 80
+_NEVER = 1 << 63
+
+
 def find_route(
     graph: ChannelGraph,
     source: bytes,
@@ -64,67 +81,174 @@ def find_route(
     max_hops: int = MAX_HOPS,
     max_fee_msat: int | None = None,
     max_cltv_expiry_delta: int | None = None,
+    score: ScoreView | None = None,
+    avoid_channels: Collection[int] = (),
+    avoid_nodes: Collection[bytes] = (),
 ) -> Route:
-    """The cheapest route delivering ``amount_msat`` to ``target``; raises NoRouteError."""
+    """The cheapest route delivering ``amount_msat`` to ``target``; raises NoRouteError.
+
+    Without ``score``: cheapest by fees, then total CLTV delta, then hops (the
+    ``lightspeed route`` contract). With ``score`` (``scorer.view(now)``): cheapest by
+    fees plus CLTV risk plus failure-probability penalty. ``avoid_channels`` holds
+    directed keys (:func:`~lightspeed.routing.graph.directed_key`) and ``avoid_nodes``
+    node ids that must not forward this payment.
+    """
     if amount_msat <= 0:
         raise UsageError("amount_msat must be positive")
     if source == target:
         raise UsageError("source and target are the same node")
-    fee_cap = (1 << 63) if max_fee_msat is None else max_fee_msat
-    cltv_cap = (1 << 63) if max_cltv_expiry_delta is None else max_cltv_expiry_delta
-    index = graph.search_index()
-    # label: (fees, cltv, hops, amount the node must receive, channel it sends over)
-    labels: dict[bytes, tuple[int, int, int, int, DirectedChannel | None]] = {
-        target: (0, 0, 0, amount_msat, None)
-    }
-    heap: list[tuple[int, int, int, bytes]] = [(0, 0, 0, target)]
-    pop, push = heapq.heappop, heapq.heappush
-    while heap:
-        fee, cltv, hops, node = pop(heap)
-        label = labels[node]
-        if label[0] != fee or label[1] != cltv or label[2] != hops:
-            continue  # a better label replaced this one
-        if node == source:
-            return _assemble(labels, source, target)
-        if hops >= max_hops:
-            continue
-        carried = label[3]
-        next_hops = hops + 1
-        for sender, low, high, base, rate, delta, channel in index.get(node, ()):
-            if carried < low or carried > high:
-                continue
-            if sender == source:
-                new = (fee, cltv, next_hops, carried, channel)
-            else:
-                hop_fee = base + carried * rate // 1_000_000
-                new = (fee + hop_fee, cltv + delta, next_hops, carried + hop_fee, channel)
-                if new[0] > fee_cap or new[1] > cltv_cap:
-                    continue
-            old = labels.get(sender)
-            if old is None or new[:3] < old[:3]:
-                labels[sender] = new
-                push(heap, (new[0], new[1], next_hops, sender))
+    if max_hops < 1:
+        raise UsageError("max_hops must be at least 1")
+    index = graph.compiled()
+    src, dst = index.position.get(source), index.position.get(target)
+    if src is not None and dst is not None:
+        avoid_idx = {index.position[n] for n in avoid_nodes if n in index.position and n != source}
+        caps = (_NEVER if max_fee_msat is None else max_fee_msat,
+                _NEVER if max_cltv_expiry_delta is None else max_cltv_expiry_delta)
+        avoid = frozenset(avoid_channels)
+        if score is None:
+            found = _search_fees(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx)
+        else:
+            found = _search_scored(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, score)
+        if found is not None:
+            return _assemble(index, src, dst, *found)
     raise NoRouteError(
         f"no route from {source.hex()} to {target.hex()} for {amount_msat} msat"
     )
 
 
-def _assemble(
-    labels: dict[bytes, tuple[int, int, int, int, DirectedChannel | None]], source: bytes, target: bytes
-) -> Route:
+_Found = tuple[list[int], list[int]]  # (edge number each node sends over, amount it must receive)
+
+
+def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
+                 caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int]) -> _Found | None:
+    """Dijkstra backwards on (fees, cltv, hops); labels in flat lists indexed by node."""
+    n = len(index.ids)
+    fee_cap, cltv_cap = caps
+    fees, cltvs, hopss, carried, via = [_INF] * n, [0] * n, [0] * n, [0] * n, [-1] * n
+    fees[dst], carried[dst] = 0, amount
+    incoming = index.incoming
+    heap = [(0, 0, 0, dst)]
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        fee, cltv, hops, node = pop(heap)
+        if fee != fees[node] or cltv != cltvs[node] or hops != hopss[node]:
+            continue  # a better label replaced this one
+        if node == src:
+            return via, carried
+        if hops >= max_hops:
+            continue
+        amt = carried[node]
+        nhops = hops + 1
+        for sender, low, high, base, rate, delta, edge, key, _cap in incoming[node]:
+            if amt < low or amt > high:
+                continue
+            if avoid and key in avoid:
+                continue
+            if sender == src:
+                nfee, ncltv, namt = fee, cltv, amt
+            else:
+                if sender in avoid_nodes:
+                    continue
+                hop_fee = base + amt * rate // 1_000_000
+                nfee, ncltv, namt = fee + hop_fee, cltv + delta, amt + hop_fee
+                if nfee > fee_cap or ncltv > cltv_cap:
+                    continue
+            old = fees[sender]
+            if nfee < old or (nfee == old and (ncltv < cltvs[sender] or (
+                    ncltv == cltvs[sender] and nhops < hopss[sender]))):
+                fees[sender], cltvs[sender], hopss[sender] = nfee, ncltv, nhops
+                carried[sender], via[sender] = namt, edge
+                push(heap, (nfee, ncltv, nhops, sender))
+    return None
+
+
+def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
+                   caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int],
+                   score: ScoreView) -> _Found | None:
+    """Dijkstra backwards on fees + CLTV risk + probability penalty (one int cost per node)."""
+    n = len(index.ids)
+    fee_cap, cltv_cap = caps
+    params = score.params
+    avoid = avoid | score.banned
+    bounds = score.bounds
+    node_trust = {index.position[k]: v for k, v in score.node_probability.items() if k in index.position}
+    node_trust.pop(src, None)
+    uniform = params.prior is Prior.UNIFORM
+    unknown_capacity = params.unknown_capacity_msat
+    base_penalty, base_mult = params.base_penalty_msat, params.base_penalty_amount_multiplier_msat
+    liq_mult, liq_amount_mult = params.liquidity_penalty_multiplier_msat, params.liquidity_penalty_amount_multiplier_msat
+    risk_factor = params.cltv_risk_factor_billionths
+    log10 = math.log10
+    costs, fees, cltvs, hopss = [_INF] * n, [0] * n, [0] * n, [0] * n
+    carried, via = [0] * n, [-1] * n
+    costs[dst], carried[dst] = 0, amount
+    incoming = index.incoming
+    heap = [(0, 0, dst)]
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        cost, hops, node = pop(heap)
+        if cost != costs[node] or hops != hopss[node]:
+            continue
+        if node == src:
+            return via, carried
+        if hops >= max_hops:
+            continue
+        amt, fee, cltv = carried[node], fees[node], cltvs[node]
+        nhops = hops + 1
+        hop_base = base_penalty + (amt * base_mult >> 30)
+        liq_weight = liq_mult + (amt * liq_amount_mult >> 20)
+        for sender, low, high, base, rate, delta, edge, key, cap in incoming[node]:
+            if amt < low or amt > high:
+                continue
+            if avoid and key in avoid:
+                continue
+            capacity = cap or unknown_capacity
+            known = bounds.get(key) if bounds else None
+            if known is None and uniform:
+                p = (capacity - amt + 1) / (capacity + 1)
+            else:
+                lo, max_offset = known or (0, 0)
+                p = success_probability(amt, lo, capacity - max_offset, capacity, params.prior)
+            if node_trust and sender in node_trust:
+                p *= node_trust[sender]
+            if p <= 0.0:
+                continue
+            ncost = cost + hop_base + (int(liq_weight * -log10(p)) if p < 1.0 else 0)
+            if sender == src:
+                nfee, ncltv, namt = fee, cltv, amt
+            else:
+                if sender in avoid_nodes:
+                    continue
+                hop_fee = base + amt * rate // 1_000_000
+                nfee, ncltv, namt = fee + hop_fee, cltv + delta, amt + hop_fee
+                if nfee > fee_cap or ncltv > cltv_cap:
+                    continue
+                ncost += hop_fee + amt * delta * risk_factor // 1_000_000_000
+            old = costs[sender]
+            if ncost < old or (ncost == old and nhops < hopss[sender]):
+                costs[sender], fees[sender], cltvs[sender], hopss[sender] = ncost, nfee, ncltv, nhops
+                carried[sender], via[sender] = namt, edge
+                push(heap, (ncost, nhops, sender))
+    return None
+
+
+def _assemble(index: SearchIndex, src: int, dst: int, via: list[int], carried: list[int]) -> Route:
+    channels: list[DirectedChannel] = []
+    node = src
+    while node != dst:
+        channel = index.channels[via[node]]
+        channels.append(channel)
+        node = index.position[channel.target]
     hops = []
-    node = source
-    while node != target:
-        channel = labels[node][4]
-        assert channel is not None
-        here = labels[channel.target]
-        downstream = here[4]
+    for i, channel in enumerate(channels):
+        amount = carried[index.position[channel.target]]
+        downstream = channels[i + 1] if i + 1 < len(channels) else None
         hops.append(RouteHop(
             short_channel_id=channel.short_channel_id,
             pubkey=channel.target,
-            amount_msat=here[3],
-            fee_msat=0 if downstream is None else here[3] - labels[downstream.target][3],
+            amount_msat=amount,
+            fee_msat=0 if downstream is None else amount - carried[index.position[downstream.target]],
             cltv_expiry_delta=0 if downstream is None else downstream.policy.cltv_expiry_delta,
         ))
-        node = channel.target
-    return Route(tuple(hops))
+    return Route(tuple(hops), tuple(channels))
