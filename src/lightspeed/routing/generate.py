@@ -36,7 +36,7 @@ _MAX_INITIAL_DEGREE = 300
 def _node_ids(rng: random.Random, count: int) -> list[str]:
     """Distinct 33-byte compressed-key-shaped ids (not curve points: routing never verifies them)."""
     ids: set[str] = set()
-    out = []
+    out: list[str] = []
     while len(out) < count:
         node = ("02" if rng.getrandbits(1) else "03") + f"{rng.getrandbits(256):064x}"
         if node not in ids:
