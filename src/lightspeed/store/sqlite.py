@@ -1,0 +1,172 @@
+"""The SQLite store: WAL mode, one ``BEGIN IMMEDIATE`` transaction per state change.
+
+``synchronous=FULL`` (the default) fsyncs the write-ahead log at every commit,
+so a committed state survives a power cut, not only a process kill; ``fsync=False``
+sets ``synchronous=OFF`` (commits reach the OS, not the disk: they survive a
+``kill -9`` but not a power cut), for benchmarks. One connection per store; the
+node uses it from its event loop thread only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lightspeed.errors import UsageError
+from lightspeed.store.base import InvoiceRecord, PaymentRecord, StoredChannel
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    channel_id BLOB PRIMARY KEY, peer_id BLOB NOT NULL, state BLOB NOT NULL,
+    ready INTEGER NOT NULL, closing_txid BLOB);
+CREATE TABLE IF NOT EXISTS remote_commitments (
+    channel_id BLOB NOT NULL, ctn INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (channel_id, ctn));
+CREATE TABLE IF NOT EXISTS peers (node_id BLOB PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS invoices (
+    payment_hash BLOB PRIMARY KEY, invoice TEXT NOT NULL, preimage BLOB NOT NULL,
+    payment_secret BLOB NOT NULL, amount_msat INTEGER, status TEXT NOT NULL,
+    received_msat INTEGER NOT NULL, paid_channel_id BLOB, paid_htlc_id INTEGER);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_hash BLOB PRIMARY KEY, amount_msat INTEGER NOT NULL, status TEXT NOT NULL,
+    invoice TEXT NOT NULL, preimage BLOB, channel_id BLOB, htlc_id INTEGER, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS onions (
+    channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, onion BLOB NOT NULL,
+    PRIMARY KEY (channel_id, htlc_id));
+"""
+
+_INVOICE_COLUMNS = ("payment_hash, invoice, preimage, payment_secret, amount_msat, status, received_msat, "
+                    "paid_channel_id, paid_htlc_id")
+_PAYMENT_COLUMNS = "payment_hash, amount_msat, status, invoice, preimage, channel_id, htlc_id, reason"
+
+
+class SqliteStore:
+    """A :class:`~lightspeed.store.base.Store` in one SQLite file (``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path, fsync: bool = True) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        if self.path != ":memory:":
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise UsageError(f"{self.path}: cannot switch the store to WAL mode (got {mode})")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
+        self._depth = 0
+        with self.transaction():
+            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise UsageError(f"{self.path}: store schema version {row[0]}, this node reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        if not self._depth:
+            raise UsageError("store writes must happen inside store.transaction()")
+        self._db.execute(sql, args)
+
+    # -- channels ------------------------------------------------------------------------------
+
+    def put_channel(self, channel_id: bytes, peer_id: bytes, state: bytes, ready: bool) -> None:
+        self._write("INSERT INTO channels (channel_id, peer_id, state, ready) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (channel_id) DO UPDATE SET peer_id = excluded.peer_id, state = excluded.state, "
+                    "ready = excluded.ready", (channel_id, peer_id, state, int(ready)))
+
+    def add_remote_commitment(self, channel_id: bytes, ctn: int, record: bytes) -> None:
+        # A retransmitted commitment_signed signs the same commitment again: same record.
+        self._write("INSERT OR REPLACE INTO remote_commitments VALUES (?, ?, ?)", (channel_id, ctn, record))
+
+    def close_channel(self, channel_id: bytes, closing_txid: bytes) -> None:
+        self._write("UPDATE channels SET closing_txid = ? WHERE channel_id = ?", (closing_txid, channel_id))
+
+    def channels(self) -> list[StoredChannel]:
+        """Open channels (not yet closed), each with its remote commitments."""
+        result = []
+        rows = self._db.execute("SELECT channel_id, peer_id, state, ready FROM channels "
+                                "WHERE closing_txid IS NULL ORDER BY rowid").fetchall()
+        for channel_id, peer_id, state, ready in rows:
+            remote = dict(self._db.execute("SELECT ctn, record FROM remote_commitments WHERE channel_id = ?",
+                                           (channel_id,)).fetchall())
+            result.append(StoredChannel(channel_id, peer_id, state, remote, bool(ready)))
+        return result
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    def put_peer(self, node_id: bytes, host: str, port: int) -> None:
+        self._write("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", (node_id, host, port))
+
+    def peers(self) -> dict[bytes, tuple[str, int]]:
+        return {n: (h, p) for n, h, p in self._db.execute("SELECT node_id, host, port FROM peers")}
+
+    # -- invoices and payments -----------------------------------------------------------------
+
+    def put_invoice(self, invoice: InvoiceRecord) -> None:
+        self._write(f"INSERT OR REPLACE INTO invoices ({_INVOICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (invoice.payment_hash, invoice.invoice, invoice.preimage, invoice.payment_secret,
+                     invoice.amount_msat, invoice.status, invoice.received_msat, invoice.paid_channel_id,
+                     invoice.paid_htlc_id))
+
+    def invoice(self, payment_hash: bytes) -> InvoiceRecord | None:
+        row = self._db.execute(f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?",
+                               (payment_hash,)).fetchone()
+        return None if row is None else InvoiceRecord(*row)
+
+    def invoices(self) -> list[InvoiceRecord]:
+        return [InvoiceRecord(*row) for row in
+                self._db.execute(f"SELECT {_INVOICE_COLUMNS} FROM invoices ORDER BY rowid")]
+
+    def put_payment(self, payment: PaymentRecord) -> None:
+        self._write(f"INSERT OR REPLACE INTO payments ({_PAYMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (payment.payment_hash, payment.amount_msat, payment.status, payment.invoice,
+                     payment.preimage, payment.channel_id, payment.htlc_id, payment.reason))
+
+    def payment(self, payment_hash: bytes) -> PaymentRecord | None:
+        row = self._db.execute(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_hash = ?",
+                               (payment_hash,)).fetchone()
+        return None if row is None else PaymentRecord(*row)
+
+    def payments(self) -> list[PaymentRecord]:
+        return [PaymentRecord(*row) for row in
+                self._db.execute(f"SELECT {_PAYMENT_COLUMNS} FROM payments ORDER BY rowid")]
+
+    # -- onions --------------------------------------------------------------------------------
+
+    def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO onions VALUES (?, ?, ?)", (channel_id, htlc_id, onion))
+
+    def delete_onion(self, channel_id: bytes, htlc_id: int) -> None:
+        self._write("DELETE FROM onions WHERE channel_id = ? AND htlc_id = ?", (channel_id, htlc_id))
+
+    def onion(self, channel_id: bytes, htlc_id: int) -> bytes | None:
+        row = self._db.execute("SELECT onion FROM onions WHERE channel_id = ? AND htlc_id = ?",
+                               (channel_id, htlc_id)).fetchone()
+        return None if row is None else bytes(row[0])
