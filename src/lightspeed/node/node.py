@@ -143,6 +143,7 @@ class Node:
         self._policy = ChannelPolicy(chain_hash=self.network.chain_hash)
         self._onions: dict[tuple[bytes, int], bytes] = {}  # incoming HTLC onions by (channel, id)
         self._paid: set[bytes] = set()
+        self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self._ready_marks: dict[bytes, set[str]] = {}  # payment hashes we paid (kept: never pay one twice)
 
     # -- connections -------------------------------------------------------------------------
@@ -412,6 +413,7 @@ class Node:
             except UsageError:  # not yet irrevocably committed, or already settled: next round
                 continue
             if isinstance(message, UpdateFulfillHtlc):
+                self.settled_invoices.add(htlc.payment_hash)
                 await self.events.put(PaymentReceived(htlc.payment_hash, htlc.amount_msat))
             await peer.send(message)
 
