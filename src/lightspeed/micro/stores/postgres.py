@@ -1,0 +1,225 @@
+"""Spent-state store on PostgreSQL (psycopg 3, async): many API server instances, one view.
+
+Every operation is one statement in autocommit mode, so one round trip. ``advance`` is one
+statement whose CTEs lock the allowance row and then the lane row (``FOR NO KEY UPDATE``),
+check the three conditions on the locked, newest versions, and update the lane and ``spent``
+together. Locking first matters: under READ COMMITTED a plain conditional ``UPDATE`` that
+reads the lane from its snapshot could charge ``spent`` for a lane move a concurrent
+statement had already made. Every advance locks the allowance row before its lane, so
+advances on one allowance are serialized (they have to be: they share ``spent``) and cannot
+deadlock. The same locked rows tell a refusal's reason exactly.
+
+Connections: psycopg_pool is not a dependency, so the store keeps a small pool of its own
+(``pool_size``, default 4, opened on demand). One connection behind a lock would make every
+request of a server instance wait for the previous one's round trip; a few connections let
+concurrent requests overlap. The schema is created on first use (``CREATE ... IF NOT
+EXISTS`` under an advisory lock, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide).
+
+Unknown lanes of a known allowance give ``Advance.STALE`` (reloading the lane gives ``None``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+
+from lightspeed.errors import UsageError
+from lightspeed.micro.store import (
+    Advance,
+    AllowanceState,
+    LaneState,
+    Status,
+    StoredAllowance,
+    StoreError,
+)
+from lightspeed.micro.stores._checks import check_advance, check_create, check_state
+
+_SCHEMA_LOCK = 0x4C53_4D49  # advisory lock key ("LSMI") serializing schema creation
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS allowances (
+        id bytea PRIMARY KEY,
+        terms bytea NOT NULL,
+        expires_at bigint NOT NULL,
+        status text NOT NULL,
+        paid_calls bigint NOT NULL,
+        spent bigint NOT NULL,
+        extra text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS lanes (
+        allowance_id bytea NOT NULL REFERENCES allowances (id) ON DELETE CASCADE,
+        lane integer NOT NULL,
+        idx bigint NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (allowance_id, lane))""",
+    """CREATE INDEX IF NOT EXISTS allowances_expiring ON allowances (expires_at)
+        WHERE status <> 'closed'""",
+)
+
+_ADVANCE = """
+WITH a AS (
+    SELECT id, status, spent, paid_calls FROM allowances WHERE id = %(id)s
+    FOR NO KEY UPDATE
+), ln AS (
+    SELECT idx FROM lanes WHERE allowance_id = (SELECT id FROM a) AND lane = %(lane)s
+    FOR NO KEY UPDATE
+), go AS (
+    SELECT 1 FROM a, ln
+    WHERE a.status = 'active' AND ln.idx = %(expected)s AND a.spent + %(delta)s <= a.paid_calls
+), moved AS (
+    UPDATE lanes SET idx = %(new)s, value = %(value)s
+    WHERE allowance_id = %(id)s AND lane = %(lane)s AND EXISTS (SELECT 1 FROM go)
+    RETURNING 1
+), charged AS (
+    UPDATE allowances SET spent = spent + %(delta)s
+    WHERE id = %(id)s AND EXISTS (SELECT 1 FROM go)
+    RETURNING 1
+)
+SELECT (SELECT status FROM a), (SELECT idx FROM ln),
+       (SELECT count(*) FROM moved), (SELECT count(*) FROM charged)
+"""
+
+_LOAD = """
+SELECT a.terms, a.expires_at, a.status, a.paid_calls, a.spent, a.extra,
+       array_agg(l.idx ORDER BY l.lane), array_agg(l.value ORDER BY l.lane)
+FROM allowances a JOIN lanes l ON l.allowance_id = a.id
+WHERE a.id = %s
+GROUP BY a.id
+"""
+
+Connection = psycopg.AsyncConnection[Any]
+
+
+class PostgresAllowanceStore:
+    """:class:`~lightspeed.micro.store.AllowanceStore` on PostgreSQL (``dsn``: a libpq string)."""
+
+    def __init__(self, dsn: str, pool_size: int = 4) -> None:
+        if pool_size < 1:
+            raise UsageError(f"pool_size: must be at least 1, got {pool_size}")
+        self._dsn = dsn
+        self._size = pool_size
+        self._idle: asyncio.Queue[Connection] = asyncio.Queue()
+        self._opened = 0
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self._closed = False
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """Borrow a connection: an idle one, a new one below ``pool_size``, or wait for one."""
+        if self._closed:
+            raise UsageError("the store is closed")
+        if self._idle.empty() and self._opened < self._size:
+            self._opened += 1
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                await self._ensure_schema(conn)
+            except BaseException:
+                self._opened -= 1
+                raise
+        else:
+            conn = await self._idle.get()
+        try:
+            yield conn
+        finally:
+            if conn.broken or conn.closed or self._closed:
+                self._opened -= 1
+                await conn.close()
+            else:
+                self._idle.put_nowait(conn)
+
+    async def _ensure_schema(self, conn: Connection) -> None:
+        async with self._schema_lock:
+            if self._schema_ready:
+                return
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+            self._schema_ready = True
+
+    async def _fetchone(self, query: str, params: Any) -> tuple[Any, ...] | None:
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, params)
+            row: tuple[Any, ...] | None = await cursor.fetchone()
+            return row
+
+    async def _rowcount(self, query: str, params: Any) -> int:
+        async with self._connection() as conn:
+            return (await conn.execute(query, params)).rowcount
+
+    async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
+                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+        check_create(allowance_id, expires_at, anchors, state)
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO allowances VALUES (%s, %s, %s, %s, %s, 0, %s)",
+                        (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
+                         state.extra))
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(
+                            "INSERT INTO lanes VALUES (%s, %s, 0, %s)",
+                            [(allowance_id, lane, anchor) for lane, anchor in enumerate(anchors)])
+            except psycopg.errors.UniqueViolation:
+                raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
+
+    async def load(self, allowance_id: bytes) -> StoredAllowance | None:
+        row = await self._fetchone(_LOAD, (allowance_id,))
+        if row is None:
+            return None
+        terms, expires_at, status, paid_calls, spent, extra, indices, values = row
+        return StoredAllowance(
+            allowance_id, bytes(terms), expires_at,
+            AllowanceState(Status(status), paid_calls, spent, extra),
+            tuple(LaneState(i, bytes(v)) for i, v in zip(indices, values, strict=True)))
+
+    async def lane(self, allowance_id: bytes, lane: int) -> LaneState | None:
+        row = await self._fetchone(
+            "SELECT idx, value FROM lanes WHERE allowance_id = %s AND lane = %s",
+            (allowance_id, lane))
+        return None if row is None else LaneState(row[0], bytes(row[1]))
+
+    async def advance(self, allowance_id: bytes, lane: int, expected_index: int,
+                      new: LaneState) -> Advance:
+        delta = check_advance(lane, expected_index, new)
+        row = await self._fetchone(_ADVANCE, {
+            "id": allowance_id, "lane": lane, "expected": expected_index, "new": new.index,
+            "value": new.value, "delta": delta})
+        assert row is not None  # a SELECT of scalar subqueries always returns one row
+        status, index, moved, charged = row
+        if moved == 1 and charged == 1:
+            return Advance.OK
+        if status != Status.ACTIVE.value:
+            return Advance.NOT_ACTIVE
+        if index != expected_index:
+            return Advance.STALE
+        return Advance.OVER_LIMIT
+
+    async def update_state(self, allowance_id: bytes, expected: AllowanceState,
+                           new: AllowanceState) -> bool:
+        check_state(new)
+        written = await self._rowcount(
+            "UPDATE allowances SET status = %s, paid_calls = %s, extra = %s "
+            "WHERE id = %s AND status = %s AND paid_calls = %s",
+            (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
+             expected.paid_calls))
+        return written == 1
+
+    async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < %s "
+                "ORDER BY expires_at LIMIT %s", (before, limit))
+            return [bytes(row[0]) for row in await cursor.fetchall()]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while not self._idle.empty():
+            conn = self._idle.get_nowait()
+            self._opened -= 1
+            await conn.close()

@@ -1,0 +1,194 @@
+"""The default spent-state store: one SQLite file in WAL mode, shareable by several processes.
+
+Atomicity comes from SQLite's single writer: ``advance`` runs in a ``BEGIN IMMEDIATE``
+transaction, which takes the database's write lock before reading anything, so the checks
+(allowance active, lane at the expected index, within the calls paid for) and the two writes
+(the lane, ``spent``) see and leave one consistent state even when several processes share
+the file. A process that finds the lock held waits up to ``busy_timeout_ms``.
+
+The stdlib ``sqlite3`` module is called synchronously inside the ``async`` methods: an
+operation takes microseconds (plus one fsync per commit with ``synchronous="FULL"``), less
+than handing it to a thread would cost. The event loop does block while another process
+holds the write lock; for many busy server processes use Redis or PostgreSQL.
+
+``synchronous``: ``FULL`` (default) syncs the WAL at every commit, so an acknowledged advance
+survives power loss; ``NORMAL`` only syncs at checkpoints (an advance may be lost on power
+loss, never on a process crash: a lost advance means a token could be served once more);
+``OFF`` leaves syncing to the OS.
+
+Unknown lanes of a known allowance give ``Advance.STALE`` (reloading the lane gives ``None``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+
+from lightspeed.errors import UsageError
+from lightspeed.micro.store import (
+    Advance,
+    AllowanceState,
+    LaneState,
+    Status,
+    StoredAllowance,
+    StoreError,
+)
+from lightspeed.micro.stores._checks import check_advance, check_create, check_state
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS allowances (
+    id BLOB PRIMARY KEY,
+    terms BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    paid_calls INTEGER NOT NULL,
+    spent INTEGER NOT NULL,
+    extra TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lanes (
+    allowance_id BLOB NOT NULL,
+    lane INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (allowance_id, lane)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allowances_expiring ON allowances (expires_at)
+    WHERE status <> 'closed';
+"""
+
+# The lane moves only if every condition holds on the state the write lock protects; the
+# allowance's spent follows in the same transaction.
+_MOVE_LANE = """
+UPDATE lanes SET idx = :new, value = :value
+WHERE allowance_id = :id AND lane = :lane AND idx = :expected
+  AND EXISTS (SELECT 1 FROM allowances
+              WHERE id = :id AND status = 'active' AND spent + :delta <= paid_calls)
+"""
+
+
+class SqliteAllowanceStore:
+    """:class:`~lightspeed.micro.store.AllowanceStore` on a SQLite file (WAL mode)."""
+
+    def __init__(self, path: str | os.PathLike[str], synchronous: str = "FULL",
+                 busy_timeout_ms: int = 5000) -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise UsageError(f"synchronous: {synchronous!r} is not one of {SYNCHRONOUS_MODES}")
+        self._db = sqlite3.connect(os.fspath(path), isolation_level=None,
+                                   timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise UsageError(f"path: {path!s} cannot use WAL mode (journal_mode={mode})")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _transaction(self) -> _Immediate:
+        return _Immediate(self._db)
+
+    async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
+                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+        check_create(allowance_id, expires_at, anchors, state)
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO allowances VALUES (?, ?, ?, ?, ?, 0, ?)",
+                    (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
+                     state.extra))
+                self._db.executemany(
+                    "INSERT INTO lanes VALUES (?, ?, 0, ?)",
+                    [(allowance_id, lane, anchor) for lane, anchor in enumerate(anchors)])
+        except sqlite3.IntegrityError:
+            raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
+
+    async def load(self, allowance_id: bytes) -> StoredAllowance | None:
+        with _Read(self._db):
+            row = self._db.execute(
+                "SELECT terms, expires_at, status, paid_calls, spent, extra FROM allowances "
+                "WHERE id = ?", (allowance_id,)).fetchone()
+            if row is None:
+                return None
+            lanes = self._db.execute(
+                "SELECT idx, value FROM lanes WHERE allowance_id = ? ORDER BY lane",
+                (allowance_id,)).fetchall()
+        terms, expires_at, status, paid_calls, spent, extra = row
+        return StoredAllowance(
+            allowance_id, terms, expires_at,
+            AllowanceState(Status(status), paid_calls, spent, extra),
+            tuple(LaneState(index, value) for index, value in lanes))
+
+    async def lane(self, allowance_id: bytes, lane: int) -> LaneState | None:
+        row = self._db.execute(
+            "SELECT idx, value FROM lanes WHERE allowance_id = ? AND lane = ?",
+            (allowance_id, lane)).fetchone()
+        return None if row is None else LaneState(row[0], row[1])
+
+    async def advance(self, allowance_id: bytes, lane: int, expected_index: int,
+                      new: LaneState) -> Advance:
+        delta = check_advance(lane, expected_index, new)
+        with self._transaction():
+            moved = self._db.execute(_MOVE_LANE, {
+                "id": allowance_id, "lane": lane, "expected": expected_index,
+                "new": new.index, "value": new.value, "delta": delta}).rowcount
+            if moved == 1:
+                self._db.execute("UPDATE allowances SET spent = spent + ? WHERE id = ?",
+                                 (delta, allowance_id))
+                return Advance.OK
+            # Refused: say why, from the same locked state.
+            row = self._db.execute(
+                "SELECT a.status, a.spent, a.paid_calls, l.idx FROM allowances a "
+                "LEFT JOIN lanes l ON l.allowance_id = a.id AND l.lane = ? WHERE a.id = ?",
+                (lane, allowance_id)).fetchone()
+        if row is None or row[0] != Status.ACTIVE.value:
+            return Advance.NOT_ACTIVE
+        if row[3] != expected_index:
+            return Advance.STALE
+        return Advance.OVER_LIMIT
+
+    async def update_state(self, allowance_id: bytes, expected: AllowanceState,
+                           new: AllowanceState) -> bool:
+        check_state(new)
+        written = self._db.execute(
+            "UPDATE allowances SET status = ?, paid_calls = ?, extra = ? "
+            "WHERE id = ? AND status = ? AND paid_calls = ?",
+            (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
+             expected.paid_calls)).rowcount
+        return written == 1
+
+    async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < ? "
+            "ORDER BY expires_at LIMIT ?", (before, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+
+class _Immediate:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock up front."""
+
+    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
+        self._db = db
+        self._begin = begin
+
+    def __enter__(self) -> None:
+        self._db.execute(self._begin)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class _Read(_Immediate):
+    """A deferred transaction: several reads from one snapshot, no write lock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        super().__init__(db, "BEGIN")

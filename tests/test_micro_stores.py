@@ -1,0 +1,499 @@
+"""One conformance suite for the spent-state stores (SQLite, Redis, PostgreSQL), real servers.
+
+Every test runs against all three stores: Redis and PostgreSQL are started on loopback by
+tests/support/servers.py (once per test worker). The attack the pay-per-call design must
+survive is a double spend raced from two server instances at once: two store objects with
+their own connections advance the same lane from the same index, and exactly one may win.
+SQLite is raced from two threads and from two processes as well, and checked against a
+model by a hypothesis state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from lightspeed.errors import UsageError
+from lightspeed.micro.store import (
+    Advance,
+    AllowanceState,
+    AllowanceStore,
+    LaneState,
+    Status,
+    StoredAllowance,
+    StoreError,
+)
+from lightspeed.micro.stores.postgres import PostgresAllowanceStore
+from lightspeed.micro.stores.redis import RedisAllowanceStore
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+from tests.support.servers import postgres_server, redis_server
+
+Factory = Callable[[], AllowanceStore]
+
+ACTIVE_10 = AllowanceState(Status.ACTIVE, 10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    with postgres_server() as server:
+        yield server.dsn
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """Makes store objects that share one backing store (as separate server instances do)."""
+    if request.param == "sqlite":
+        path = tmp_path / "spent.db"
+        return lambda: SqliteAllowanceStore(path)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = f"test:{os.urandom(8).hex()}:".encode()
+        return lambda: RedisAllowanceStore(url, prefix=prefix)
+    dsn = request.getfixturevalue("postgres_dsn")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS lanes, allowances")
+    return lambda: PostgresAllowanceStore(dsn)
+
+
+@asynccontextmanager
+async def opened(factory: Factory) -> AsyncIterator[AllowanceStore]:
+    store = factory()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def run(factory: Factory, scenario: Callable[[AllowanceStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with opened(factory) as store:
+            await scenario(store)
+
+    asyncio.run(main())
+
+
+def link(lane: int, index: int) -> bytes:
+    """A stand-in chain link: the stores treat lane values as opaque bytes."""
+    return bytes([lane]) * 16 + index.to_bytes(16, "big")
+
+
+async def new_allowance(store: AllowanceStore, state: AllowanceState = ACTIVE_10,
+                        lanes: int = 2, expires_at: int = 1_000) -> bytes:
+    allowance_id = os.urandom(16)
+    anchors = [link(n, 0) for n in range(lanes)]
+    await store.create(allowance_id, b"terms " + allowance_id, expires_at, anchors, state)
+    return allowance_id
+
+
+# ---------------------------------------------------------------------------- basics
+
+
+def test_create_load_round_trip_and_reopen(new_store: Factory) -> None:
+    allowance_id = os.urandom(16)
+    anchors = [link(0, 0), link(1, 0), link(2, 0)]
+    state = AllowanceState(Status.PENDING, 1_000, extra='{"invoice": "lnbcrt1..."}')
+    expected = StoredAllowance(allowance_id, b"\x00terms\xff", 1_700_000_000, state,
+                               tuple(LaneState(0, a) for a in anchors))
+
+    async def write(store: AllowanceStore) -> None:
+        await store.create(allowance_id, b"\x00terms\xff", 1_700_000_000, anchors, state)
+        assert await store.load(allowance_id) == expected
+        assert await store.lane(allowance_id, 2) == LaneState(0, anchors[2])
+        assert await store.lane(allowance_id, 3) is None
+        assert await store.load(b"unknown") is None
+        assert await store.lane(b"unknown", 0) is None
+
+    async def read_again(store: AllowanceStore) -> None:  # a restarted server instance
+        assert await store.load(allowance_id) == expected
+
+    run(new_store, write)
+    run(new_store, read_again)
+
+
+def test_duplicate_id_is_refused_and_changes_nothing(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        allowance_id = await new_allowance(store, lanes=2)
+        before = await store.load(allowance_id)
+        with pytest.raises(StoreError, match="already exists"):
+            await store.create(allowance_id, b"other", 5, [b"x"], AllowanceState(Status.ACTIVE, 9))
+        assert await store.load(allowance_id) == before
+
+    run(new_store, scenario)
+
+
+def test_misuse_is_a_usage_error(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        allowance_id = await new_allowance(store)
+        with pytest.raises(UsageError, match=r"new\.index"):
+            await store.advance(allowance_id, 0, 3, LaneState(3, b"x"))
+        with pytest.raises(UsageError, match="lane"):
+            await store.advance(allowance_id, -1, 0, LaneState(1, b"x"))
+        with pytest.raises(UsageError, match=r"new\.index"):
+            await store.advance(allowance_id, 0, 0, LaneState(2**53, b"x"))
+        with pytest.raises(UsageError, match="anchors"):
+            await store.create(os.urandom(16), b"t", 1, [], ACTIVE_10)
+        with pytest.raises(UsageError, match="spent"):
+            await store.create(os.urandom(16), b"t", 1, [b"a"], replace(ACTIVE_10, spent=1))
+        assert (await store.load(allowance_id)) is not None
+
+    run(new_store, scenario)
+
+
+# ---------------------------------------------------------------------------- advance
+
+
+def test_advance_outcomes_follow_the_contract(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        aid = await new_allowance(store, ACTIVE_10, lanes=2)
+        assert await store.advance(aid, 0, 0, LaneState(3, link(0, 3))) is Advance.OK
+        assert await store.lane(aid, 0) == LaneState(3, link(0, 3))
+        # A replay from the old index, and a going back, are stale and change nothing.
+        assert await store.advance(aid, 0, 0, LaneState(4, link(0, 4))) is Advance.STALE
+        assert await store.advance(aid, 0, 2, LaneState(3, link(0, 3))) is Advance.STALE
+        assert await store.advance(aid, 0, 3, LaneState(4, link(0, 4))) is Advance.OK
+        # Lanes share the calls paid for: 4 spent, 7 more would be 11 > 10.
+        assert await store.advance(aid, 1, 0, LaneState(7, link(1, 7))) is Advance.OVER_LIMIT
+        assert await store.lane(aid, 1) == LaneState(0, link(1, 0))
+        assert await store.advance(aid, 1, 0, LaneState(6, link(1, 6))) is Advance.OK  # exactly 10
+        assert await store.advance(aid, 0, 4, LaneState(5, link(0, 5))) is Advance.OVER_LIMIT
+        # A stale index beats over-limit: the caller must reload before anything else.
+        assert await store.advance(aid, 0, 1, LaneState(5, link(0, 5))) is Advance.STALE
+        assert await store.advance(aid, 2, 0, LaneState(1, b"x")) is Advance.STALE  # no lane 2
+        loaded = await store.load(aid)
+        assert loaded is not None
+        assert loaded.state == AllowanceState(Status.ACTIVE, 10, spent=10)
+        assert loaded.lanes == (LaneState(4, link(0, 4)), LaneState(6, link(1, 6)))
+
+        assert await store.advance(b"unknown", 0, 0, LaneState(1, b"x")) is Advance.NOT_ACTIVE
+        for status in (Status.PENDING, Status.CLOSED):
+            other = await new_allowance(store, AllowanceState(status, 10), lanes=1)
+            # Not active wins over every other reason, and nothing moves.
+            assert await store.advance(other, 0, 0, LaneState(1, b"x")) is Advance.NOT_ACTIVE
+            assert await store.advance(other, 0, 5, LaneState(99, b"x")) is Advance.NOT_ACTIVE
+            assert await store.lane(other, 0) == LaneState(0, link(0, 0))
+
+    run(new_store, scenario)
+
+
+def test_update_state_is_compare_and_set(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        pending = AllowanceState(Status.PENDING, 10)
+        active = AllowanceState(Status.ACTIVE, 10, extra="paid")
+        aid = await new_allowance(store, pending, lanes=1)
+        assert not await store.update_state(aid, ACTIVE_10, active)  # wrong expected status
+        assert not await store.update_state(aid, AllowanceState(Status.PENDING, 9), active)
+        assert await store.update_state(aid, pending, active)
+        assert not await store.update_state(aid, pending, active)  # activation happens once
+        assert await store.advance(aid, 0, 0, LaneState(3, b"x")) is Advance.OK
+
+        # A paid batch: spent is left alone whatever the caller passes; extra is written.
+        batch = AllowanceState(Status.ACTIVE, 20, spent=999, extra="batch 2")
+        assert await store.update_state(aid, AllowanceState(Status.ACTIVE, 10, spent=3), batch)
+        loaded = await store.load(aid)
+        assert loaded is not None
+        assert loaded.state == AllowanceState(Status.ACTIVE, 20, spent=3, extra="batch 2")
+        assert await store.advance(aid, 0, 3, LaneState(20, b"y")) is Advance.OK  # 20 <= 20
+
+        closed = AllowanceState(Status.CLOSED, 20, extra="refund")
+        assert await store.update_state(aid, batch, closed)
+        assert await store.advance(aid, 0, 20, LaneState(21, b"z")) is Advance.NOT_ACTIVE
+        assert not await store.update_state(b"unknown", pending, active)
+
+    run(new_store, scenario)
+
+
+def test_expiring_lists_pending_and_active_in_expiry_order(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        a = await new_allowance(store, AllowanceState(Status.PENDING, 5), expires_at=100)
+        b = await new_allowance(store, AllowanceState(Status.ACTIVE, 5), expires_at=50)
+        await new_allowance(store, AllowanceState(Status.CLOSED, 5), expires_at=10)
+        d = await new_allowance(store, AllowanceState(Status.ACTIVE, 5), expires_at=300)
+        assert await store.expiring(200) == [b, a]
+        assert await store.expiring(50) == []  # strictly before
+        assert await store.expiring(51) == [b]
+        assert await store.expiring(1_000, limit=2) == [b, a]
+        assert await store.update_state(b, AllowanceState(Status.ACTIVE, 5),
+                                        AllowanceState(Status.CLOSED, 5))
+        assert await store.expiring(1_000) == [a, d]
+        assert await store.update_state(a, AllowanceState(Status.PENDING, 5),
+                                        AllowanceState(Status.ACTIVE, 5))
+        assert await store.expiring(1_000) == [a, d]
+
+    run(new_store, scenario)
+
+
+# ------------------------------------------------------------------- concurrent attacks
+
+
+def test_concurrent_double_spend_from_two_instances_exactly_one_wins(new_store: Factory) -> None:
+    """Two server instances (two store objects, two connections) race every index."""
+
+    async def main() -> None:
+        async with opened(new_store) as first, opened(new_store) as second:
+            aid = await new_allowance(first, AllowanceState(Status.ACTIVE, 100_000), lanes=1)
+            rng = random.Random(7)
+            index, wins = 0, []
+            for _ in range(150):
+                deltas = (rng.randint(1, 3), rng.randint(1, 3))
+                racers = [(first, 0), (second, 1)]
+                rng.shuffle(racers)
+                outcomes = await asyncio.gather(*(
+                    store.advance(aid, 0, index, LaneState(index + deltas[who], link(who, index)))
+                    for store, who in racers))
+                assert sorted(o.value for o in outcomes) == ["ok", "stale"]
+                winner = racers[outcomes.index(Advance.OK)][1]
+                wins.append(deltas[winner])
+                index += deltas[winner]
+                assert await second.lane(aid, 0) == LaneState(index, link(winner, index - deltas[winner]))
+            loaded = await first.load(aid)
+            assert loaded is not None
+            assert loaded.state.spent == sum(wins) == loaded.lanes[0].index
+
+    asyncio.run(main())
+
+
+def test_concurrent_lanes_never_spend_more_than_paid(new_store: Factory) -> None:
+    """Eight racers on four lanes through two instances: exactly the calls paid, no more."""
+
+    async def main() -> None:
+        async with opened(new_store) as first, opened(new_store) as second:
+            aid = await new_allowance(first, AllowanceState(Status.ACTIVE, 60), lanes=4)
+            wins: list[int] = []
+
+            async def racer(store: AllowanceStore, lane: int) -> None:
+                while True:
+                    current = await store.lane(aid, lane)
+                    assert current is not None
+                    outcome = await store.advance(aid, lane, current.index,
+                                                  LaneState(current.index + 1, b"v"))
+                    if outcome is Advance.OVER_LIMIT:
+                        return
+                    if outcome is Advance.OK:
+                        wins.append(lane)
+
+            await asyncio.gather(*(racer(s, lane) for s in (first, second) for lane in range(4)))
+            loaded = await second.load(aid)
+            assert loaded is not None
+            assert len(wins) == loaded.state.spent == 60
+            assert sum(lane.index for lane in loaded.lanes) == 60
+            assert [wins.count(n) for n in range(4)] == [lane.index for lane in loaded.lanes]
+
+    asyncio.run(main())
+
+
+def test_sqlite_double_spend_from_two_threads(tmp_path: Path) -> None:
+    """Two threads, each its own connection to one file, start every round together."""
+    path, rounds = tmp_path / "spent.db", 200
+    setup = SqliteAllowanceStore(path, synchronous="NORMAL")
+    aid = asyncio.run(new_allowance(setup, AllowanceState(Status.ACTIVE, rounds), lanes=1))
+    barrier = threading.Barrier(2)
+    results: dict[int, list[Advance]] = {}
+
+    def worker(who: int) -> None:
+        results[who] = asyncio.run(_race_rounds(path, aid, who, rounds, barrier.wait))
+
+    threads = [threading.Thread(target=worker, args=(who,)) for who in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    _check_races(setup, aid, rounds, results)
+
+
+@pytest.mark.slow
+def test_sqlite_double_spend_from_two_processes(tmp_path: Path) -> None:
+    """Two processes (as two server processes would), each round started together."""
+    path, rounds = tmp_path / "spent.db", 200
+    setup = SqliteAllowanceStore(path, synchronous="NORMAL")
+    aid = asyncio.run(new_allowance(setup, AllowanceState(Status.ACTIVE, rounds), lanes=1))
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    queue = context.Queue()
+    processes = [context.Process(target=_race_process, args=(str(path), aid, who, rounds,
+                                                             barrier, queue)) for who in (0, 1)]
+    for process in processes:
+        process.start()
+    results = dict(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    _check_races(setup, aid, rounds, {who: [Advance(v) for v in r] for who, r in results.items()})
+
+
+async def _race_rounds(path: Path | str, aid: bytes, who: int, rounds: int,
+                       together: Callable[[], Any]) -> list[Advance]:
+    """Round r: both racers advance lane 0 from index r to r + 1; the value says who."""
+    store = SqliteAllowanceStore(path, synchronous="NORMAL")
+    outcomes = []
+    for index in range(rounds):
+        together()
+        outcomes.append(await store.advance(aid, 0, index, LaneState(index + 1, link(who, index))))
+    await store.aclose()
+    return outcomes
+
+
+def _race_process(path: str, aid: bytes, who: int, rounds: int, barrier: Any,
+                  queue: Any) -> None:
+    outcomes = asyncio.run(_race_rounds(path, aid, who, rounds, barrier.wait))
+    queue.put((who, [o.value for o in outcomes]))
+
+
+def _check_races(store: SqliteAllowanceStore, aid: bytes, rounds: int,
+                 results: dict[int, list[Advance]]) -> None:
+    assert sorted(results) == [0, 1]
+    for index in range(rounds):
+        pair = sorted(results[who][index].value for who in (0, 1))
+        assert pair == ["ok", "stale"], f"round {index}: {pair}"
+    last_winner = 0 if results[0][-1] is Advance.OK else 1
+    loaded = asyncio.run(store.load(aid))
+    assert loaded is not None
+    assert loaded.state.spent == rounds
+    assert loaded.lanes == (LaneState(rounds, link(last_winner, rounds - 1)),)
+    asyncio.run(store.aclose())
+
+
+# --------------------------------------------------------------- SQLite against a model
+
+
+@dataclass
+class ModelAllowance:
+    status: Status
+    paid_calls: int
+    expires_at: int
+    extra: str = ""
+    lanes: list[int] = field(default_factory=list)
+
+    @property
+    def spent(self) -> int:
+        return sum(self.lanes)
+
+
+IDS = [b"a", b"b", b"c"]
+
+
+class SqliteAgainstModel(RuleBasedStateMachine):
+    """Random operations on a SQLite store and on a dict; they must always agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.directory = tempfile.mkdtemp(prefix="lightspeed-store-model-")
+        self.path = Path(self.directory) / "spent.db"
+        self.store = SqliteAllowanceStore(self.path, synchronous="OFF")
+        self.model: dict[bytes, ModelAllowance] = {}
+
+    def call(self, awaitable: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+    @initialize()
+    def start(self) -> None:
+        assert self.call(self.store.expiring(2**40)) == []
+
+    @rule(aid=st.sampled_from(IDS), lanes=st.integers(1, 3),
+          status=st.sampled_from(list(Status)), paid=st.integers(0, 12),
+          expires_at=st.integers(0, 20))
+    def create(self, aid: bytes, lanes: int, status: Status, paid: int, expires_at: int) -> None:
+        anchors = [link(n, 0) for n in range(lanes)]
+        if aid in self.model:
+            with pytest.raises(StoreError):
+                self.call(self.store.create(aid, b"t", expires_at, anchors,
+                                            AllowanceState(status, paid)))
+            return
+        self.call(self.store.create(aid, b"t", expires_at, anchors, AllowanceState(status, paid)))
+        self.model[aid] = ModelAllowance(status, paid, expires_at, lanes=[0] * lanes)
+
+    @rule(aid=st.sampled_from(IDS), lane=st.integers(0, 3), use_current=st.booleans(),
+          guess=st.integers(0, 8), delta=st.integers(1, 5))
+    def advance(self, aid: bytes, lane: int, use_current: bool, guess: int, delta: int) -> None:
+        allowance = self.model.get(aid)
+        expected = guess
+        if use_current and allowance is not None and lane < len(allowance.lanes):
+            expected = allowance.lanes[lane]
+        if allowance is None or allowance.status is not Status.ACTIVE:
+            want = Advance.NOT_ACTIVE
+        elif lane >= len(allowance.lanes) or allowance.lanes[lane] != expected:
+            want = Advance.STALE
+        elif allowance.spent + delta > allowance.paid_calls:
+            want = Advance.OVER_LIMIT
+        else:
+            want = Advance.OK
+            allowance.lanes[lane] = expected + delta
+        new = LaneState(expected + delta, link(lane, expected + delta))
+        assert self.call(self.store.advance(aid, lane, expected, new)) is want
+
+    @rule(aid=st.sampled_from(IDS), use_current=st.booleans(),
+          guess_status=st.sampled_from(list(Status)), guess_paid=st.integers(0, 12),
+          status=st.sampled_from(list(Status)), paid=st.integers(0, 12), extra=st.text(max_size=5))
+    def update_state(self, aid: bytes, use_current: bool, guess_status: Status, guess_paid: int,
+                     status: Status, paid: int, extra: str) -> None:
+        allowance = self.model.get(aid)
+        expected = AllowanceState(guess_status, guess_paid)
+        if use_current and allowance is not None:
+            expected = AllowanceState(allowance.status, allowance.paid_calls)
+        want = allowance is not None and (allowance.status, allowance.paid_calls) == (
+            expected.status, expected.paid_calls)
+        written = self.call(self.store.update_state(aid, expected, AllowanceState(
+            status, paid, extra=extra)))
+        assert written == want
+        if allowance is not None and want:
+            allowance.status, allowance.paid_calls, allowance.extra = status, paid, extra
+
+    @rule()
+    def restart(self) -> None:
+        self.call(self.store.aclose())
+        self.store = SqliteAllowanceStore(self.path, synchronous="OFF")
+
+    @rule(before=st.integers(0, 22))
+    def expiring(self, before: int) -> None:
+        got = self.call(self.store.expiring(before))
+        live = [(a.expires_at, aid) for aid, a in self.model.items()
+                if a.status is not Status.CLOSED and a.expires_at < before]
+        assert sorted(got) == sorted(aid for _, aid in live)
+        assert [self.model[aid].expires_at for aid in got] == sorted(e for e, _ in live)
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        for aid in IDS:
+            loaded = self.call(self.store.load(aid))
+            allowance = self.model.get(aid)
+            if allowance is None:
+                assert loaded is None
+                continue
+            assert loaded is not None
+            assert loaded.state == AllowanceState(allowance.status, allowance.paid_calls,
+                                                  allowance.spent, allowance.extra)
+            assert [lane.index for lane in loaded.lanes] == allowance.lanes
+            assert loaded.state.spent <= max(allowance.paid_calls, loaded.state.spent)
+
+    def teardown(self) -> None:
+        self.call(self.store.aclose())
+        self.loop.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+SqliteAgainstModel.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_sqlite_store_agrees_with_a_model = SqliteAgainstModel.TestCase
