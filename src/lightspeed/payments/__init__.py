@@ -1,1 +1,21 @@
-"""payments: see DESIGN.md."""
+"""Payments: the sender's retry loop (sans-IO); MPP, AMP, keysend and the receiver build on it."""
+
+from lightspeed.payments.attempts import (
+    Action,
+    Attempt,
+    FailureReport,
+    PaymentAttempts,
+    PaymentFailed,
+    PaymentSucceeded,
+    SendAttempt,
+)
+
+__all__ = [
+    "Action",
+    "Attempt",
+    "FailureReport",
+    "PaymentAttempts",
+    "PaymentFailed",
+    "PaymentSucceeded",
+    "SendAttempt",
+]
