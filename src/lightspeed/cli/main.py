@@ -6,23 +6,32 @@ non-zero exit status, never as a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lightspeed import __version__
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
+from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.route import route
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lightspeed")
-def cli() -> None:
+@click.option("--datadir", type=click.Path(file_okay=False, path_type=Path), envvar="LIGHTSPEED_DATADIR",
+              default="~/.lightspeed/node", show_default=True,
+              help="A node's data directory: where `node start` keeps it, where the other commands find it.")
+@click.pass_context
+def cli(ctx: click.Context, datadir: Path) -> None:
     """Lightspeed: a Lightning Network micropayment stack."""
+    ctx.ensure_object(dict)["datadir"] = datadir
 
 
 cli.add_command(demo)
 cli.add_command(invoice)
 cli.add_command(route)
+register_node_commands(cli, invoice)
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""``python -m lightspeed`` runs the ``lightspeed`` command."""
+
+from lightspeed.cli.main import main
+
+main()

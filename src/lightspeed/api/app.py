@@ -1,0 +1,207 @@
+"""The node's REST API as a Starlette app: the endpoint table, bearer-token auth, JSON errors.
+
+Every route is one :class:`~lightspeed.api.openapi.Endpoint` in :data:`ENDPOINTS`;
+the app's routes and ``GET /openapi.json`` are both built from it. Every
+request must carry ``Authorization: Bearer <token>`` (compared in constant
+time). Failures are always ``{"error": {"field"?, "reason"}}`` with a status
+that says whose move it is: 400 bad input, 401 no token, 404 unknown, 409 the
+node cannot do it now, 502 the peer failed, 504 too slow; never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lightspeed.api import handlers as h
+from lightspeed.api.handlers import ApiContext, ApiError
+from lightspeed.api.openapi import Endpoint, openapi_document
+from lightspeed.api.schema import Schema, hex_string, integer, obj, string, validate
+from lightspeed.errors import (
+    DecodeError,
+    LightspeedError,
+    PaymentError,
+    PeerProtocolError,
+    RejectedTransaction,
+    UsageError,
+)
+
+log = logging.getLogger("lightspeed.api")
+
+NODE_ID = hex_string(33, "a node id: 33-byte compressed public key in hex")
+CHANNEL_ID = hex_string(32, "a channel id: 32 bytes in hex")
+_NULLABLE_STR: Schema = {"type": ["string", "null"]}
+_NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+
+CHANNEL: Schema = {"type": "object", "properties": {
+    "channel_id": {"type": "string"}, "peer_id": _NULLABLE_STR,
+    "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed"]},
+    "funding_txid": {"type": "string"}, "funding_output_index": {"type": "integer"},
+    "capacity_sat": _NULLABLE_INT, "initiator": {"type": ["boolean", "null"]},
+    "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
+    "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR}}
+PAYMENT: Schema = {"type": "object", "properties": {
+    "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
+    "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
+    "created_at": {"type": "integer"}, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
+    "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR}}
+INVOICE: Schema = {"type": "object", "properties": {
+    "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
+    "description": _NULLABLE_STR, "created_at": {"type": "integer"}, "expires_at": {"type": "integer"},
+    "status": {"enum": ["unpaid", "paid", "expired"]}, "paid_at": _NULLABLE_INT,
+    "received_msat": _NULLABLE_INT}}
+
+
+def _list_of(key: str, item: Schema) -> Schema:
+    return {"type": "object", "properties": {key: {"type": "array", "items": item}}}
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/getinfo", "getinfo", "The node's id, network, addresses, chain tip and counts",
+             h.getinfo, {"type": "object", "properties": {
+                 "node_id": {"type": "string"}, "network": {"type": "string"}, "version": {"type": "string"},
+                 "listen": {"type": "string"}, "chain_file": _NULLABLE_STR, "block_height": {"type": "integer"},
+                 "block_hash": {"type": "string"}, "num_peers": {"type": "integer"},
+                 "num_channels": {"type": "integer"}}}),
+    Endpoint("GET", "/v1/peers", "listPeers", "Peers connected now", h.list_peers,
+             _list_of("peers", {"type": "object", "properties": {"node_id": {"type": "string"}}})),
+    Endpoint("POST", "/v1/peers", "connect", "Connect to a peer over TCP (BOLT 8 handshake, init)", h.connect,
+             {"type": "object", "properties": {"node_id": {"type": "string"}, "connected": {"type": "boolean"}}},
+             body=obj({"node_id": NODE_ID, "host": {**string("the peer's host"), "minLength": 1},
+                       "port": integer("the peer's TCP port", 1, 65535)}, ["node_id", "host", "port"])),
+    Endpoint("GET", "/v1/channels", "listChannels", "Channels, open and closed, with balances", h.list_channels,
+             _list_of("channels", CHANNEL)),
+    Endpoint("POST", "/v1/channels", "openChannel",
+             "Open a channel funded from the wallet; returns once the funding is broadcast "
+             "(state awaiting_confirmations until it has 3 confirmations)", h.open_channel, CHANNEL,
+             body=obj({"node_id": NODE_ID, "amount_sat": integer("channel capacity", 20_000, 16_777_215),
+                       "push_msat": integer("given to the peer at opening", 0)}, ["node_id", "amount_sat"]),
+             status=201),
+    Endpoint("POST", "/v1/channels/{channel_id}/close", "closeChannel",
+             "Mutual close (shutdown, closing_signed); returns the broadcast closing transaction's id",
+             h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+    Endpoint("GET", "/v1/invoices", "listInvoices", "Invoices this node issued", h.list_invoices,
+             _list_of("invoices", INVOICE)),
+    Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
+             INVOICE, status=201,
+             body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
+                       "description": string("what the payment is for"),
+                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000)},
+                      ["amount_msat"])),
+    Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
+             _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),
+    Endpoint("POST", "/v1/payments", "payInvoice",
+             "Pay a BOLT 11 invoice over a direct channel; returns once it settled (with the preimage)",
+             h.pay, PAYMENT,
+             body=obj({"invoice": {**string("a BOLT 11 invoice"), "minLength": 1},
+                       "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
+    Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
+             h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
+    Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
+             {"type": "object", "properties": {
+                 "onchain_sat": {"type": "integer"}, "onchain_confirmed_sat": {"type": "integer"},
+                 "channels_local_msat": {"type": "integer"}, "channels_remote_msat": {"type": "integer"}}}),
+)
+
+
+def error_response(status: int, reason: str, field: str | None = None) -> JSONResponse:
+    error: dict[str, str] = {"reason": reason}
+    if field is not None:
+        error = {"field": field, **error}
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def _status_of(exc: Exception) -> tuple[int, str | None]:
+    if isinstance(exc, ApiError):
+        return exc.status, exc.field
+    if isinstance(exc, DecodeError):
+        return 400, exc.field
+    if isinstance(exc, UsageError):
+        return 400, None
+    if isinstance(exc, (PaymentError, RejectedTransaction)):
+        return 409, None
+    if isinstance(exc, (PeerProtocolError, ConnectionError, OSError)):
+        return 502, None
+    if isinstance(exc, TimeoutError):
+        return 504, None
+    return 409, None  # any other LightspeedError: the node refused
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, (ApiError, DecodeError)):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "timed out"
+    if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, LightspeedError):
+        return f"cannot reach the peer: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        body: Any = None
+        try:
+            if endpoint.body is not None:
+                raw = await request.body()
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    raise DecodeError("body", "is not valid JSON") from None
+                validate(body, endpoint.body)
+            status, result = await endpoint.handler(ctx, request, body)
+        except (LightspeedError, OSError, TimeoutError) as exc:
+            status, field = _status_of(exc)
+            return error_response(status, _reason(exc), field)
+        except Exception as exc:  # a bug: log it here, never show a traceback to the client
+            log.exception("%s %s failed", endpoint.method, endpoint.path)
+            return error_response(500, f"internal error: {type(exc).__name__}")
+        return JSONResponse(result, status_code=status)
+
+    return handle
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self._expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                response = error_response(401, "missing or wrong bearer token (see DATADIR/api_token)")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(ctx: ApiContext, token: str) -> ASGIApp:
+    """The API over ``ctx.node``, requiring ``token`` on every request."""
+    if len(token) < 16:
+        raise UsageError("the API token must be at least 16 characters")
+    document = openapi_document(ENDPOINTS)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code, exc.detail)
+        return error_response(exc.status_code, reason)
+
+    routes = [Route(e.path, _route(ctx, e), methods=[e.method], name=e.operation_id) for e in ENDPOINTS]
+    routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return BearerAuth(app, token)

@@ -1,0 +1,128 @@
+"""``lightspeed node start``: one process running a Node (peers over TCP) and its REST API.
+
+Both share one asyncio loop: uvicorn serves the Starlette app on a socket we
+bind first (so port 0 works and the real address can be written to the
+datadir before anyone asks), and the handlers await the node directly. SIGINT
+and SIGTERM stop both cleanly: the API address file is removed, peers are
+closed, the chain file is released. The daemon prints one JSON line on stdout
+once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from lightspeed.api.app import create_app
+from lightspeed.api.datadir import Datadir
+from lightspeed.api.handlers import ApiContext
+from lightspeed.chain.regtest import RegtestChain
+from lightspeed.errors import UsageError
+from lightspeed.node.node import Node
+
+log = logging.getLogger("lightspeed.daemon")
+
+
+def parse_hostport(text: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); UsageError naming the option otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"{option} must be HOST:PORT (e.g. 127.0.0.1:9735), got {text!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def require_loopback(host: str, option: str) -> None:
+    """The REST API controls funds: it only listens on loopback."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(f"{option} must be a loopback address (127.0.0.1, ::1 or localhost), got {host!r}")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon stops the node and the API together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    datadir: Path
+    listen: tuple[str, int]
+    api: tuple[str, int]
+    chain_file: Path
+
+
+async def run(config: DaemonConfig) -> None:
+    """Run until SIGINT/SIGTERM."""
+    require_loopback(config.api[0], "--api")
+    datadir = Datadir(config.datadir)
+    datadir.create()
+    datadir.lock()
+    try:
+        token = datadir.ensure_token()
+        config.chain_file.parent.mkdir(parents=True, exist_ok=True)
+        chain = RegtestChain(config.chain_file)
+        try:
+            await _serve(config, datadir, chain, token)
+        finally:
+            chain.close()
+    finally:
+        datadir.remove_api_address()
+        datadir.unlock()
+
+
+async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str) -> None:
+    node = Node(datadir.node_privkey(), chain, datadir.wallet_seed())
+    host, port = config.listen
+    try:
+        port = await node.start(host, port)
+    except OSError as exc:
+        raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+    ctx = ApiContext(node, listen=f"{host}:{port}", chain_file=str(config.chain_file))
+    events = ctx.spawn(ctx.follow_events(), "event follower")
+    try:
+        sock = socket.create_server(config.api, family=socket.AF_INET6 if ":" in config.api[0] else socket.AF_INET)
+    except OSError as exc:
+        await node.stop()
+        raise UsageError(f"--api {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
+    api_host, api_port = sock.getsockname()[:2]
+    server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
+                                    access_log=False))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    datadir.write_api_address(api_host, api_port)
+    print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen, "api": f"{api_host}:{api_port}",
+                      "chain_file": str(config.chain_file)}), flush=True)
+    log.info("node %s listening on %s, API on %s:%s", node.node_id.hex(), ctx.listen, api_host, api_port)
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(serving, 5)
+    waiting.cancel()
+    events.cancel()
+    for task in list(ctx.tasks):
+        task.cancel()
+    await node.stop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    print("stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,131 @@
+"""A node's data directory: its secret, the API token and address, the daemon lock.
+
+Layout (every secret file is created with mode 0600, atomically, on first start)::
+
+    DIR/node_secret    32 random bytes; the node key and the wallet seed are derived from it
+    DIR/api_token      the bearer token every REST request must carry (hex text)
+    DIR/api_address    "HOST:PORT" of the running daemon's REST API (removed on clean exit)
+    DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
+
+One secret file rather than two keeps a backup to a single file; the derivation
+is ``HMAC-SHA256(secret, purpose)`` so the node key and the wallet seed are
+independent. The default shared chain is ``DIR/../chain.sqlite`` (see
+:func:`default_chain_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import IO
+
+from lightspeed.errors import UsageError
+
+SECRET_FILE = "node_secret"
+TOKEN_FILE = "api_token"
+ADDRESS_FILE = "api_address"
+LOCK_FILE = "daemon.lock"
+
+
+def default_chain_path(datadir: Path) -> Path:
+    """The regtest chain shared by every daemon whose datadirs are siblings.
+
+    Why a shared SQLite file rather than a chain server process: the embedded
+    chain already runs each change in one ``BEGIN IMMEDIATE`` transaction on a WAL
+    database, so SQLite's file locks serialize writers across processes and
+    readers never block; there is no extra process to start, no port to pick and
+    nothing to crash. Putting it next to the datadirs (``~/.lightspeed/alice``,
+    ``~/.lightspeed/bob`` -> ``~/.lightspeed/chain.sqlite``) makes two daemons
+    started by hand see one chain with no option at all.
+    """
+    return datadir.resolve().parent / "chain.sqlite"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 and ``data``, atomically (a crash leaves no half file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Datadir:
+    """Paths and files of one node's data directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._lock: IO[bytes] | None = None
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- secrets -------------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        path = self.path / SECRET_FILE
+        if not path.exists():
+            _write_private(path, secrets.token_bytes(32))
+        data = path.read_bytes()
+        if len(data) != 32:
+            raise UsageError(f"{path}: the node secret must be 32 bytes, found {len(data)}")
+        return data
+
+    def node_privkey(self) -> bytes:
+        return hmac.digest(self._secret(), b"lightspeed/node key", hashlib.sha256)
+
+    def wallet_seed(self) -> bytes:
+        return hmac.digest(self._secret(), b"lightspeed/wallet seed", hashlib.sha256)
+
+    def ensure_token(self) -> str:
+        path = self.path / TOKEN_FILE
+        if not path.exists():
+            _write_private(path, secrets.token_hex(32).encode())
+        return self.token()
+
+    def token(self) -> str:
+        path = self.path / TOKEN_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise UsageError(f"no API token in {self.path}: is this a node's datadir? "
+                             "(lightspeed node start creates it)") from None
+
+    # -- the running daemon --------------------------------------------------------------------
+
+    def write_api_address(self, host: str, port: int) -> None:
+        _write_private(self.path / ADDRESS_FILE, f"{host}:{port}\n".encode())
+
+    def api_address(self) -> str:
+        try:
+            return (self.path / ADDRESS_FILE).read_text().strip()
+        except FileNotFoundError:
+            raise UsageError(f"no daemon is running for {self.path} (no {ADDRESS_FILE} file); "
+                             f"start one with: lightspeed node start --datadir {self.path}") from None
+
+    def remove_api_address(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / ADDRESS_FILE).unlink()
+
+    def lock(self) -> None:
+        """Take the daemon lock, or raise if another daemon already runs on this directory."""
+        handle = open(self.path / LOCK_FILE, "ab")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(f"another daemon is already running on {self.path}") from None
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

@@ -1,0 +1,250 @@
+"""What each REST endpoint does: validated JSON in, the node's answer as JSON out.
+
+Handlers take the :class:`ApiContext` and the already validated body and return
+``(status, json)``. They check what they can before asking the node (connected?
+a ready channel? enough coins?) so a user gets a precise 409 instead of a
+timeout, and they translate bytes to hex only here, at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from lightspeed import __version__
+from lightspeed.api.ledger import Ledger
+from lightspeed.bitcoin.tx import Transaction
+from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.state import Channel
+from lightspeed.errors import DecodeError, LightspeedError
+from lightspeed.invoice import decode
+from lightspeed.node.node import Node, PaymentReceived
+
+log = logging.getLogger("lightspeed.api")
+
+OPEN_FEE_MARGIN_SAT = 2_000  # what the funding transaction's fee may take beyond the channel amount
+
+
+class ApiError(LightspeedError):
+    """A refusal with its HTTP status (409: not now; 404: no such object; ...)."""
+
+    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
+        self.status, self.reason, self.field = status, reason, field
+        super().__init__(reason)
+
+
+@dataclass
+class ApiContext:
+    """Everything the handlers reach: the node, the ledger, where things are, the clock."""
+
+    node: Node
+    listen: str = ""
+    chain_file: str | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+    clock: Callable[[], float] = time.time
+    open_timeout_s: float = 30.0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%s ended: %s", what, t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def follow_events(self) -> None:
+        """Record incoming payments as the node settles them (the API is the queue's only reader)."""
+        while True:
+            event = await self.node.events.get()
+            if isinstance(event, PaymentReceived):
+                self.ledger.received(event.payment_hash, event.amount_msat, self.now())
+
+
+def _hex_param(request: Request, name: str, length: int) -> bytes:
+    text = request.path_params[name]
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError(name, "is not valid hex") from None
+    if len(value) != length:
+        raise DecodeError(name, f"must be {length} bytes, got {len(value)}")
+    return value
+
+
+def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[str, Any]:
+    node = ctx.node
+    view = channel.log.commitment(Side.LOCAL)
+    state = ("closing" if node.channel_is_closing(channel_id) else
+             "normal" if node.channel_is_ready(channel_id) else "awaiting_confirmations")
+    peer = node.channel_peer_id(channel_id)
+    return {"channel_id": channel_id.hex(), "peer_id": None if peer is None else peer.hex(), "state": state,
+            "funding_txid": channel.config.funding_txid[::-1].hex(),
+            "funding_output_index": channel.config.funding_output_index,
+            "capacity_sat": channel.config.funding_sat, "initiator": channel.config.local_is_funder,
+            "local_balance_msat": view.to_local_msat, "remote_balance_msat": view.to_remote_msat,
+            "pending_htlcs": len(view.htlcs), "closing_txid": None}
+
+
+def closed_channel_json(channel_id: bytes, closing: Transaction) -> dict[str, Any]:
+    funding = closing.inputs[0].prevout
+    return {"channel_id": channel_id.hex(), "peer_id": None, "state": "closed",
+            "funding_txid": funding.txid[::-1].hex(), "funding_output_index": funding.index,
+            "capacity_sat": None, "initiator": None, "local_balance_msat": None, "remote_balance_msat": None,
+            "pending_htlcs": 0, "closing_txid": closing.txid_hex}
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+async def getinfo(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    node = ctx.node
+    height, block_hash = node.chain.tip()
+    return 200, {"node_id": node.node_id.hex(), "network": node.network.name, "version": __version__,
+                 "listen": ctx.listen, "chain_file": ctx.chain_file, "block_height": height,
+                 "block_hash": block_hash[::-1].hex(), "num_peers": len(node.peer_ids()),
+                 "num_channels": len(node.channels)}
+
+
+async def list_peers(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    return 200, {"peers": [{"node_id": p.hex()} for p in ctx.node.peer_ids()]}
+
+
+async def connect(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    node_id = bytes.fromhex(body["node_id"])
+    if node_id == ctx.node.node_id:
+        raise DecodeError("node_id", "is this node's own id")
+    await asyncio.wait_for(ctx.node.connect(body["host"], body["port"], node_id), 15)
+    return 200, {"node_id": node_id.hex(), "connected": True}
+
+
+async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Start opening and return once the funding transaction is broadcast (mine to confirm it)."""
+    node = ctx.node
+    node_id = bytes.fromhex(body["node_id"])
+    amount_sat, push_msat = body["amount_sat"], body.get("push_msat", 0)
+    if push_msat > amount_sat * 1000:
+        raise DecodeError("push_msat", "exceeds the channel amount")
+    if node_id not in node.peer_ids():
+        raise ApiError(409, f"not connected to {node_id.hex()}: connect first", "node_id")
+    balance = node.wallet.balance_sat()
+    if balance < amount_sat + OPEN_FEE_MARGIN_SAT:
+        raise ApiError(409, f"insufficient funds: the wallet has {balance} sat, the channel needs {amount_sat} "
+                            f"sat plus up to {OPEN_FEE_MARGIN_SAT} sat of fees", "amount_sat")
+    before = set(node.channels)
+    task = ctx.spawn(node.open_channel(node_id, amount_sat, push_msat), "channel opening")
+    deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s
+    while True:
+        new = [cid for cid in node.channels if cid not in before and node.channel_peer_id(cid) == node_id]
+        if new:
+            return 201, channel_json(ctx, new[0], node.channels[new[0]])
+        if task.done():
+            task.result()  # raises what went wrong
+            raise ApiError(409, "the channel was opened and closed again before it could be listed")
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the peer did not sign the funding in time")
+        await asyncio.sleep(0.02)
+
+
+async def list_channels(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    channels = [channel_json(ctx, cid, ch) for cid, ch in ctx.node.channels.items()]
+    channels += [closed_channel_json(cid, tx) for cid, tx in ctx.node.closed_channels.items()]
+    return 200, {"channels": channels}
+
+
+async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    channel_id = _hex_param(request, "channel_id", 32)
+    node = ctx.node
+    if channel_id in node.closed_channels:
+        raise ApiError(409, "the channel is already closed", "channel_id")
+    channel = node.channels.get(channel_id)
+    if channel is None:
+        raise ApiError(404, f"no channel {channel_id.hex()}", "channel_id")
+    if not node.channel_is_ready(channel_id):
+        raise ApiError(409, "the channel is not open yet (mine blocks to confirm its funding)", "channel_id")
+    view = channel.log.commitment(Side.LOCAL)
+    if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
+        raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
+    closing = await node.close_channel(channel_id)
+    return 200, closed_channel_json(channel_id, closing)
+
+
+async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""), body.get("expiry", 3600))
+    text = invoice.encode()
+    record = ctx.ledger.add_invoice(invoice, text)
+    return 201, record.to_json(ctx.now())
+
+
+async def list_invoices(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    now = ctx.now()
+    return 200, {"invoices": [r.to_json(now) for r in ctx.ledger.invoices.values()]}
+
+
+async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    node = ctx.node
+    try:
+        invoice = decode(body["invoice"])
+    except DecodeError as exc:
+        raise DecodeError("invoice", f"{exc.field}: {exc.reason}") from None
+    now = ctx.now()
+    if invoice.network != node.network:
+        raise DecodeError("invoice", f"is for {invoice.network.name}; this node runs on {node.network.name}")
+    if invoice.amount_msat is None:
+        raise DecodeError("invoice", "has no amount (amountless invoices are not supported yet)")
+    if invoice.is_expired(now):
+        raise ApiError(409, f"the invoice expired at {invoice.expires_at}", "invoice")
+    if invoice.payee == node.node_id:
+        raise ApiError(409, "the invoice is this node's own", "invoice")
+    for earlier in ctx.ledger.payments:
+        if earlier.direction == "sent" and earlier.payment_hash == invoice.payment_hash and earlier.status != "failed":
+            raise ApiError(409, f"this invoice is already {'paid' if earlier.status == 'succeeded' else 'being paid'}"
+                                " (paying it twice would let any hop take the second payment)", "invoice")
+    ready = [cid for cid in node.channels
+             if node.channel_peer_id(cid) == invoice.payee and node.channel_is_ready(cid)]
+    if not ready:
+        raise ApiError(409, f"no open channel to the payee {invoice.payee.hex()} (multi-hop payments come with "
+                            "issue 6)", "invoice")
+    record = ctx.ledger.start_payment(invoice, now)
+    try:
+        record.preimage = await node.pay(invoice, timeout=body.get("timeout_s", 60))
+    except TimeoutError:
+        record.failure_reason = "no answer in time; the payment may still settle"
+        raise
+    except LightspeedError as exc:
+        record.status, record.failure_reason, record.settled_at = "failed", str(exc), ctx.now()
+        raise
+    record.status, record.settled_at = "succeeded", ctx.now()
+    return 200, record.to_json()
+
+
+async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    direction = request.query_params.get("direction")
+    if direction not in (None, "sent", "received"):
+        raise DecodeError("direction", "must be sent or received")
+    return 200, {"payments": [p.to_json() for p in ctx.ledger.payments
+                              if direction is None or p.direction == direction]}
+
+
+async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    return 201, {"address": ctx.node.wallet.new_address()}
+
+
+async def balance(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    node = ctx.node
+    local = sum(ch.log.commitment(Side.LOCAL).to_local_msat for ch in node.channels.values())
+    remote = sum(ch.log.commitment(Side.LOCAL).to_remote_msat for ch in node.channels.values())
+    return 200, {"onchain_sat": node.wallet.balance_sat(), "onchain_confirmed_sat": node.wallet.balance_sat(1),
+                 "channels_local_msat": local, "channels_remote_msat": remote}

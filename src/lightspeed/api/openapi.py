@@ -1,0 +1,86 @@
+"""The OpenAPI 3.1 document of the REST API, generated from the endpoint table.
+
+Every route the app serves is an :class:`Endpoint`; this module turns the same
+table into the document, so a route cannot exist without being described.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lightspeed import __version__
+from lightspeed.api.schema import Schema
+
+ERROR_SCHEMA: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["reason"],
+        "properties": {"field": {"type": "string", "description": "the input that was wrong, if one was"},
+                       "reason": {"type": "string", "description": "what was wrong, in words a user can act on"}}}},
+}
+
+_ERRORS = {
+    "400": "the request body or a parameter is invalid (field and reason say which and why)",
+    "401": "missing or wrong bearer token",
+    "404": "no such route or object",
+    "409": "the node cannot do it now (not connected, no channel, insufficient funds, refused payment...)",
+    "502": "the peer could not be reached or broke the protocol",
+    "504": "the operation did not finish in time (it may still complete)",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: method, path, the handler, and what it takes and returns."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Callable[..., Awaitable[tuple[int, Any]]]
+    response: Schema
+    body: Schema | None = None
+    status: int = 200
+    path_params: Sequence[tuple[str, Schema]] = ()
+    query_params: Sequence[tuple[str, Schema]] = ()
+
+
+def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": endpoint.operation_id,
+            "summary": endpoint.summary,
+            "responses": {
+                str(endpoint.status): {"description": "success",
+                                       "content": {"application/json": {"schema": endpoint.response}}},
+                **{code: {"description": text, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Error"}}}} for code, text in _ERRORS.items()},
+            },
+        }
+        parameters = [{"name": name, "in": "path", "required": True, "schema": schema}
+                      for name, schema in endpoint.path_params]
+        parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
+                       for name, schema in endpoint.query_params]
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.body is not None:
+            operation["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": endpoint.body}}}
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Lightspeed node REST API", "version": __version__,
+                 "description": "Control a running Lightspeed node (lightspeed node start). Every request "
+                                "needs 'Authorization: Bearer <token>' with the token from DATADIR/api_token. "
+                                "Amounts are integer millisatoshi (*_msat) or satoshi (*_sat); "
+                                "binary values are lowercase hex."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": {"Error": ERROR_SCHEMA},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

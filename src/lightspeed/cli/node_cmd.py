@@ -1,0 +1,307 @@
+"""``lightspeed node start``, ``lightspeed chain ...`` and the subcommands that call a daemon's API.
+
+``lightspeed --datadir DIR getinfo|connect|open-channel|channels|invoice new|pay|payments|close|
+newaddress|balance|fund`` each make one REST call (httpx) to the daemon running on DIR and print
+its JSON answer on stdout. Anything that goes wrong is ``error: <reason>`` on stderr, exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from lightspeed.api.client import ApiClient
+from lightspeed.api.datadir import default_chain_path
+from lightspeed.errors import LightspeedError, UsageError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(1)
+
+
+def _errors_to_exit(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn every Lightspeed error into ``error: <reason>`` and exit 1 (no traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except LightspeedError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _datadir(ctx: click.Context) -> Path:
+    obj = ctx.find_root().obj
+    path = obj.get("datadir") if isinstance(obj, dict) else None
+    if path is None:
+        raise UsageError("give --datadir DIR (before the subcommand) or set LIGHTSPEED_DATADIR")
+    return Path(path).expanduser()
+
+
+def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
+          params: dict[str, str] | None = None) -> Any:
+    return ApiClient.from_datadir(_datadir(ctx)).call(method, path, body, params)
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+@click.group("node")
+def node_group() -> None:
+    """Run a node daemon (peers over TCP plus a REST API on loopback)."""
+
+
+@node_group.command("start")
+@click.option("--datadir", "datadir_option", type=click.Path(file_okay=False, path_type=Path),
+              help="The node's data directory (default: the global --datadir).")
+@click.option("--listen", default="127.0.0.1:9735", show_default=True, help="HOST:PORT for peers (BOLT 8).")
+@click.option("--api", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT of the REST API, loopback only (port 0: any free port; see DATADIR/api_address).")
+@click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
+@click.pass_context
+@_errors_to_exit
+def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
+          verbose: bool) -> None:
+    """Start a node daemon; stops on Ctrl-C or SIGTERM."""
+    from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    datadir = (datadir_option or _datadir(ctx)).expanduser()
+    config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
+                          (chain_file or default_chain_path(datadir)).expanduser())
+    asyncio.run(run(config))
+
+
+# -- the shared regtest chain --------------------------------------------------------------------
+
+@click.group("chain")
+@click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The regtest chain file (default: the global --datadir's ../chain.sqlite).")
+@click.pass_context
+def chain_group(ctx: click.Context, chain_file: Path | None) -> None:
+    """The regtest chain file shared by the daemons: mine, pay from the faucet, show the tip."""
+    ctx.ensure_object(dict)
+    ctx.obj["chain_file"] = chain_file
+
+
+def _open_chain(ctx: click.Context, chain_file: Path | None) -> Any:
+    from lightspeed.chain.regtest import RegtestChain
+
+    path = chain_file or (ctx.obj or {}).get("chain_file") or default_chain_path(_datadir(ctx))
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UsageError(f"no chain file at {path} (a daemon creates it; or give --chain)")
+    return RegtestChain(path)
+
+
+_chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
+                             help="The regtest chain file.")
+
+
+@chain_group.command("mine")
+@click.argument("blocks", type=click.IntRange(1, 10_000))
+@_chain_option
+@click.pass_context
+@_errors_to_exit
+def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
+    """Mine BLOCKS blocks (they confirm the whole mempool)."""
+    chain = _open_chain(ctx, chain_file)
+    hashes = chain.mine(blocks)
+    height, _tip = chain.tip()
+    chain.close()
+    _print({"mined": len(hashes), "height": height, "tip": hashes[-1][::-1].hex()})
+
+
+@chain_group.command("info")
+@_chain_option
+@click.pass_context
+@_errors_to_exit
+def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
+    """The tip and the mempool size."""
+    chain = _open_chain(ctx, chain_file)
+    height, tip = chain.tip()
+    _print({"height": height, "tip": tip[::-1].hex(), "mempool": len(chain.mempool())})
+    chain.close()
+
+
+@chain_group.command("send")
+@click.argument("address")
+@click.argument("amount_sat", type=click.IntRange(min=294))
+@_chain_option
+@click.pass_context
+@_errors_to_exit
+def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Path | None) -> None:
+    """Pay AMOUNT_SAT to ADDRESS from the faucet (mined coins) and confirm it with one block."""
+    _print(_faucet(_open_chain(ctx, chain_file), address, amount_sat))
+
+
+def _faucet(chain: Any, address: str, amount_sat: int) -> dict[str, Any]:
+    from lightspeed.bitcoin.address import address_to_script
+    from lightspeed.bitcoin.network import REGTEST
+
+    try:
+        outpoint = chain.fund(address_to_script(address, REGTEST), amount_sat)
+    finally:
+        chain.close()
+    return {"address": address, "amount_sat": amount_sat, "txid": outpoint.txid[::-1].hex(),
+            "confirmed": True}
+
+
+# -- calls to the daemon -------------------------------------------------------------------------
+
+@click.command("getinfo")
+@click.pass_context
+@_errors_to_exit
+def getinfo(ctx: click.Context) -> None:
+    """The node's id, addresses, chain tip and counts."""
+    _print(_call(ctx, "GET", "/v1/getinfo"))
+
+
+@click.command("connect")
+@click.argument("peer")
+@click.pass_context
+@_errors_to_exit
+def connect(ctx: click.Context, peer: str) -> None:
+    """Connect to PEER given as NODE_ID@HOST:PORT."""
+    from lightspeed.api.daemon import parse_hostport
+
+    node_id, sep, address = peer.partition("@")
+    if not sep:
+        raise UsageError(f"PEER must be NODE_ID@HOST:PORT, got {peer!r}")
+    host, port = parse_hostport(address, "PEER")
+    _print(_call(ctx, "POST", "/v1/peers", {"node_id": node_id, "host": host, "port": port}))
+
+
+@click.command("peers")
+@click.pass_context
+@_errors_to_exit
+def peers(ctx: click.Context) -> None:
+    """Peers connected now."""
+    _print(_call(ctx, "GET", "/v1/peers"))
+
+
+@click.command("open-channel")
+@click.argument("node_id")
+@click.argument("amount_sat", type=int)
+@click.option("--push-msat", type=int, default=0, show_default=True, help="Given to the peer at opening.")
+@click.pass_context
+@_errors_to_exit
+def open_channel(ctx: click.Context, node_id: str, amount_sat: int, push_msat: int) -> None:
+    """Open a channel of AMOUNT_SAT with NODE_ID (then mine 3 blocks to confirm it)."""
+    _print(_call(ctx, "POST", "/v1/channels",
+                 {"node_id": node_id, "amount_sat": amount_sat, "push_msat": push_msat}))
+
+
+@click.command("channels")
+@click.pass_context
+@_errors_to_exit
+def channels(ctx: click.Context) -> None:
+    """Channels with their state and balances."""
+    _print(_call(ctx, "GET", "/v1/channels"))
+
+
+@click.command("close")
+@click.argument("channel_id")
+@click.pass_context
+@_errors_to_exit
+def close(ctx: click.Context, channel_id: str) -> None:
+    """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction)."""
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close"))
+
+
+@click.command("new")
+@click.argument("amount_msat", type=int)
+@click.argument("description", default="")
+@click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
+@click.pass_context
+@_errors_to_exit
+def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int) -> None:
+    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT."""
+    _print(_call(ctx, "POST", "/v1/invoices",
+                 {"amount_msat": amount_msat, "description": description, "expiry": expiry}))
+
+
+@click.command("list")
+@click.pass_context
+@_errors_to_exit
+def invoice_list(ctx: click.Context) -> None:
+    """Invoices the running node (--datadir) issued."""
+    _print(_call(ctx, "GET", "/v1/invoices"))
+
+
+@click.command("pay")
+@click.argument("invoice")
+@click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.pass_context
+@_errors_to_exit
+def pay(ctx: click.Context, invoice: str, timeout_s: int) -> None:
+    """Pay INVOICE; prints the payment with its preimage (the proof of payment)."""
+    _print(_call(ctx, "POST", "/v1/payments", {"invoice": invoice, "timeout_s": timeout_s}))
+
+
+@click.command("payments")
+@click.option("--direction", type=click.Choice(["sent", "received"]), help="Only these.")
+@click.pass_context
+@_errors_to_exit
+def payments(ctx: click.Context, direction: str | None) -> None:
+    """Payments sent and received."""
+    _print(_call(ctx, "GET", "/v1/payments", params={"direction": direction} if direction else None))
+
+
+@click.command("newaddress")
+@click.pass_context
+@_errors_to_exit
+def newaddress(ctx: click.Context) -> None:
+    """A fresh address of the node's on-chain wallet."""
+    _print(_call(ctx, "POST", "/v1/addresses"))
+
+
+@click.command("balance")
+@click.pass_context
+@_errors_to_exit
+def balance(ctx: click.Context) -> None:
+    """On-chain and channel balances."""
+    _print(_call(ctx, "GET", "/v1/balance"))
+
+
+@click.command("fund")
+@click.argument("amount_sat", type=click.IntRange(min=294))
+@click.pass_context
+@_errors_to_exit
+def fund(ctx: click.Context, amount_sat: int) -> None:
+    """Give the running node AMOUNT_SAT on chain from the regtest faucet (confirmed by one block)."""
+    from lightspeed.chain.regtest import RegtestChain
+
+    info = _call(ctx, "GET", "/v1/getinfo")
+    if not info.get("chain_file"):
+        raise UsageError("the daemon does not report its chain file")
+    address = _call(ctx, "POST", "/v1/addresses")["address"]
+    _print(_faucet(RegtestChain(info["chain_file"]), address, amount_sat))
+
+
+def register(cli: click.Group, invoice_group: click.Group) -> None:
+    """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
+    for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, pay,
+                    payments, newaddress, balance, fund):
+        cli.add_command(command)
+    invoice_group.add_command(invoice_new)
+    invoice_group.add_command(invoice_list)
