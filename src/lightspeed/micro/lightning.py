@@ -1,0 +1,35 @@
+"""Adapters from a Lightspeed :class:`~lightspeed.node.Node` to the payee and payer roles.
+
+The server sells allowances through its node's invoices (:class:`NodePayee`) and pays
+refunds with it; the client pays allowance and batch invoices with its own node
+(:class:`NodePayer`). Any other wallet fits as long as it has the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lightspeed.invoice import Invoice
+from lightspeed.invoice.decode import decode
+
+if TYPE_CHECKING:
+    from lightspeed.node.node import Node
+
+
+class NodePayee:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def create_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
+        return self.node.create_invoice(amount_msat, description, expiry)
+
+    async def is_paid(self, payment_hash: bytes) -> bool:
+        return payment_hash in self.node.settled_invoices
+
+
+class NodePayer:
+    def __init__(self, node: Node, timeout: float = 30) -> None:
+        self.node, self.timeout = node, timeout
+
+    async def pay(self, invoice: str) -> bytes:
+        return await self.node.pay(decode(invoice), timeout=self.timeout)

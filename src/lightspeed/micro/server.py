@@ -1,0 +1,391 @@
+"""The server side of pay-per-call: sell allowances, accept tokens, close and refund.
+
+:class:`AllowanceServer` is transport-free (the ASGI middleware in :mod:`.asgi` maps it to
+HTTP). Accepting a call is one hash and one atomic ``advance`` in the store; nothing is
+signed and no node is asked. Lane states are cached in-process and the store's
+compare-and-set catches a cache made stale by another server instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lightspeed.errors import DecodeError, LightspeedError
+from lightspeed.invoice import Invoice
+from lightspeed.invoice.decode import decode
+from lightspeed.micro.hashchain import links_to
+from lightspeed.micro.store import (
+    Advance,
+    AllowanceState,
+    AllowanceStore,
+    LaneState,
+    Status,
+    StoredAllowance,
+)
+from lightspeed.micro.terms import AllowanceTerms, Price
+from lightspeed.micro.token import ALLOWANCE_ID_SIZE, MAX_LANES, AllowanceRequest, Token
+
+
+class Payee(Protocol):
+    """What the server needs from its Lightning node to be paid."""
+
+    async def create_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice: ...
+
+    async def is_paid(self, payment_hash: bytes) -> bool: ...
+
+
+class Payer(Protocol):
+    """What pays an invoice (the server's node for refunds; the client's for allowances)."""
+
+    async def pay(self, invoice: str) -> bytes: ...
+
+
+class CallRefused(LightspeedError):
+    """A call is not served. ``code`` is machine-readable; ``invoice`` is set when paying it helps."""
+
+    def __init__(self, code: str, reason: str, http_status: int = 402, invoice: str | None = None,
+                 last_index: int | None = None):
+        super().__init__(f"{code}: {reason}")
+        self.code, self.reason, self.http_status, self.invoice = code, reason, http_status, invoice
+        self.last_index = last_index  # lets a client that lost its place resynchronise a lane
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "reason": self.reason}
+        if self.invoice is not None:
+            body["invoice"] = self.invoice
+        if self.last_index is not None:
+            body["last_index"] = self.last_index
+        return body
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An accepted call: how many paid calls remain, and a batch invoice to pay ahead if due."""
+
+    allowance_id: bytes
+    remaining_calls: int
+    next_invoice: str | None = None
+
+
+@dataclass
+class ServerPolicy:
+    price: Price
+    min_calls: int = 1
+    max_calls: int = 10**9
+    max_lanes: int = 64
+    ttl_seconds: int = 7 * 24 * 3600
+    max_skip: int = 10_000  # most hashes one token may cost the server (bounds a huge index jump)
+    invoice_expiry: int = 600
+
+
+@dataclass
+class _Cached:
+    terms: AllowanceTerms
+    state: AllowanceState
+    lanes: list[LaneState]
+
+
+@dataclass
+class AllowanceServer:
+    store: AllowanceStore
+    payee: Payee
+    node_id: bytes
+    policy: ServerPolicy
+    payer: Payer | None = None  # for refunds; without one, refunds are refused
+    node_address: str | None = None  # "host:port" where the server's node takes channels
+    clock: Callable[[], float] = time.time
+    _cache: dict[bytes, _Cached] = field(default_factory=dict)
+
+    # -- selling -----------------------------------------------------------------------------
+
+    def offer(self, cost: int = 1) -> dict[str, object]:
+        """The terms a client needs to buy an allowance (the body of every 402)."""
+        p = self.policy
+        return {"version": 1, "node_id": self.node_id.hex(), "node_address": self.node_address,
+                "price": p.price.to_json(), "cost": cost, "min_calls": p.min_calls,
+                "max_calls": p.max_calls, "max_lanes": p.max_lanes, "granularity": p.price.granularity(),
+                "ttl_seconds": p.ttl_seconds, "max_skip": p.max_skip}
+
+    async def create(self, request: AllowanceRequest) -> AllowanceTerms:
+        """Register the client's lanes and invoice it; nothing is served until the invoice is paid."""
+        p = self.policy
+        total = request.total_calls
+        if len(request.anchors) > min(p.max_lanes, MAX_LANES):
+            raise CallRefused("bad_request", f"anchors: at most {p.max_lanes} lanes", 400)
+        if len(set(request.anchors)) != len(request.anchors):
+            raise CallRefused("bad_request", "anchors: two lanes share an anchor (a link would pay twice)", 400)
+        if not p.min_calls <= total <= p.max_calls:
+            raise CallRefused("bad_request", f"calls: total {total} is outside {p.min_calls}..{p.max_calls}", 400)
+        if request.batch_calls > total:
+            raise CallRefused("bad_request", "batch_calls: larger than the allowance", 400)
+        granularity = p.price.granularity()
+        for name, calls in (("calls", total), ("batch_calls", request.batch_calls)):
+            if calls % granularity:
+                raise CallRefused("bad_request", f"{name}: must be a multiple of {granularity} "
+                                  f"(at {p.price} only that many calls cost whole msat)", 400)
+        now = int(self.clock())
+        first_calls = request.batch_calls or total
+        amount = p.price.cost_msat(first_calls)
+        if amount == 0:
+            raise CallRefused("bad_request", "calls: the allowance would cost 0 msat", 400)
+        allowance_id = os.urandom(ALLOWANCE_ID_SIZE)
+        invoice = await self.payee.create_invoice(
+            amount, f"Lightspeed allowance {allowance_id.hex()}: {first_calls} calls", p.invoice_expiry)
+        terms = AllowanceTerms(allowance_id, self.node_id, p.price, len(request.anchors),
+                               request.calls_per_lane, request.batch_calls, amount, invoice.payment_hash,
+                               invoice.encode(), now, now + p.ttl_seconds)
+        await self.store.create(allowance_id, terms.to_bytes(), terms.expires_at, request.anchors,
+                                AllowanceState(Status.PENDING, 0))
+        return terms
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def spend(self, token: Token, cost: int = 1) -> Receipt:
+        """Accept ``token`` for a call costing ``cost`` links, or raise :class:`CallRefused`."""
+        entry = await self._entry(token.allowance_id)
+        terms = entry.terms
+        if token.lane >= terms.lanes:
+            raise CallRefused("bad_token", f"lane: the allowance has {terms.lanes} lanes", 401)
+        if token.index > terms.calls_per_lane:
+            raise CallRefused("exhausted", f"index: the lane has {terms.calls_per_lane} links", 402)
+        if self.clock() >= terms.expires_at:
+            raise CallRefused("expired", "the allowance has expired; buy a new one (unspent calls are refunded)")
+        reloaded = False
+        for _ in range(8):
+            last = entry.lanes[token.lane]
+            steps = token.index - last.index
+            if steps < cost:
+                if not reloaded:
+                    await self._reload(entry, token.allowance_id)
+                    reloaded = True
+                    continue
+                if steps > 0:
+                    raise CallRefused("underpaid", f"index: this call costs {cost} links, the token "
+                                      f"moves lane {token.lane} by {steps}", 402, last_index=last.index)
+                raise CallRefused("replayed", f"index: {token.index} of lane {token.lane} is already "
+                                  f"spent (last spent index {last.index})", 401, last_index=last.index)
+            if steps > self.policy.max_skip:
+                raise CallRefused("bad_token", f"index: jumps {steps} links, more than {self.policy.max_skip}", 401)
+            if not links_to(token.link, steps, last.value):
+                raise CallRefused("forged", "link: does not hash to the lane's last spent link", 401)
+            result = await self.store.advance(token.allowance_id, token.lane, last.index,
+                                              LaneState(token.index, token.link))
+            if result is Advance.OK:
+                entry.lanes[token.lane] = LaneState(token.index, token.link)
+                entry.state = AllowanceState(entry.state.status, entry.state.paid_calls,
+                                             entry.state.spent + steps, entry.state.extra)
+                return await self._receipt(token.allowance_id, entry)
+            await self._reload(entry, token.allowance_id)
+            reloaded = True
+            if result is Advance.STALE:
+                continue
+            if result is Advance.NOT_ACTIVE:
+                await self._activate_or_refuse(token.allowance_id, entry)
+            elif result is Advance.OVER_LIMIT:
+                await self._next_batch_or_refuse(token.allowance_id, entry, steps)
+        raise CallRefused("busy", "the lane kept changing under this call; retry", 409)
+
+    async def status(self, allowance_id: bytes) -> dict[str, object]:
+        entry = await self._entry(allowance_id)
+        await self._reload(entry, allowance_id)
+        if entry.state.status is Status.PENDING:
+            await self._try_activate(allowance_id, entry)
+        s = entry.state
+        return {**entry.terms.public_json(), "status": s.status.value, "paid_calls": s.paid_calls,
+                "spent": s.spent, "remaining_calls": s.paid_calls - s.spent,
+                "lanes_spent": [lane.index for lane in entry.lanes], **self._refund_view(entry)}
+
+    # -- ending ------------------------------------------------------------------------------
+
+    async def close(self, token: Token) -> int:
+        """Close the allowance; returns the refund due in msat.
+
+        Authenticated by a link past the last spent one, which only the client knows; the
+        link is checked, not spent, so an exhausted allowance can be closed too.
+        """
+        entry = await self._entry(token.allowance_id)
+        await self._reload(entry, token.allowance_id)
+        self._check_link(entry, token)  # only the client knows links past the last spent one
+        await self._apply_payments(token.allowance_id, entry)
+        if entry.state.status is not Status.CLOSED:
+            while _status(entry) is not Status.CLOSED:
+                extra = json.dumps({"refund": "due"})
+                if not await self.store.update_state(token.allowance_id, entry.state,
+                                                     AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, extra)):
+                    await self._reload(entry, token.allowance_id)
+                    continue
+                await self._reload(entry, token.allowance_id)
+        return self._refund_msat(entry)
+
+    async def refund(self, token: Token, invoice_text: str) -> bytes | None:
+        """Pay the refund of a closed allowance to the client's invoice; returns the preimage.
+
+        Authenticated by a link past the last spent one (checked, not spent: the allowance is
+        closed). The refund is paid once: the state moves due -> paying -> paid by
+        compare-and-set, so two requests cannot both pay.
+        """
+        entry = await self._entry(token.allowance_id)
+        await self._reload(entry, token.allowance_id)
+        if entry.state.status is not Status.CLOSED:
+            raise CallRefused("not_closed", "close the allowance first", 409)
+        self._check_link(entry, token)
+        due = self._refund_msat(entry)
+        refund = json.loads(entry.state.extra or "{}").get("refund")
+        if refund != "due":
+            raise CallRefused("refund_done", f"the refund is already {refund}", 409)
+        if due == 0:
+            return None
+        try:
+            invoice = decode(invoice_text)
+        except DecodeError as exc:
+            raise CallRefused("bad_request", f"invoice: {exc}", 400) from None
+        if invoice.amount_msat != due:
+            raise CallRefused("bad_request", f"invoice: amount must be exactly {due} msat", 400)
+        if self.payer is None:
+            raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
+        paying = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0,
+                                json.dumps({"refund": "paying", "invoice": invoice_text}))
+        if not await self.store.update_state(token.allowance_id, entry.state, paying):
+            raise CallRefused("busy", "the refund is being handled by another request", 409)
+        try:
+            preimage = await self.payer.pay(invoice_text)
+        except LightspeedError as exc:
+            await self.store.update_state(token.allowance_id, paying, entry.state)
+            raise CallRefused("refund_failed", f"paying the refund failed: {exc}", 502) from None
+        paid = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0,
+                              json.dumps({"refund": "paid", "invoice": invoice_text, "preimage": preimage.hex()}))
+        await self.store.update_state(token.allowance_id, paying, paid)
+        return preimage
+
+    async def expire_due(self) -> int:
+        """Close allowances past their expiry (their unspent calls become a refund due)."""
+        closed = 0
+        for allowance_id in await self.store.expiring(int(self.clock())):
+            stored = await self.store.load(allowance_id)
+            if stored is None or stored.state.status is Status.CLOSED:
+                continue
+            entry = self._cached(stored)
+            await self._apply_payments(allowance_id, entry)
+            extra = json.dumps({"refund": "due"})
+            new = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, extra)
+            if await self.store.update_state(allowance_id, entry.state, new):
+                self._cache.pop(allowance_id, None)
+                closed += 1
+        return closed
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _entry(self, allowance_id: bytes) -> _Cached:
+        entry = self._cache.get(allowance_id)
+        if entry is None:
+            stored = await self.store.load(allowance_id)
+            if stored is None:
+                raise CallRefused("unknown_allowance", "no such allowance on this server")
+            entry = self._cached(stored)
+            self._cache[allowance_id] = entry
+        return entry
+
+    @staticmethod
+    def _cached(stored: StoredAllowance) -> _Cached:
+        return _Cached(AllowanceTerms.from_bytes(stored.terms), stored.state, list(stored.lanes))
+
+    async def _reload(self, entry: _Cached, allowance_id: bytes) -> None:
+        stored = await self.store.load(allowance_id)
+        if stored is None:
+            raise CallRefused("unknown_allowance", "no such allowance on this server")
+        entry.state, entry.lanes = stored.state, list(stored.lanes)
+
+    async def _try_activate(self, allowance_id: bytes, entry: _Cached) -> None:
+        if await self.payee.is_paid(entry.terms.payment_hash):
+            new = AllowanceState(Status.ACTIVE, entry.terms.first_paid_calls)
+            await self.store.update_state(allowance_id, entry.state, new)
+            await self._reload(entry, allowance_id)
+
+    async def _apply_payments(self, allowance_id: bytes, entry: _Cached) -> None:
+        """Before closing: count an invoice paid but not yet seen, so no payment is lost."""
+        if entry.state.status is Status.PENDING:
+            await self._try_activate(allowance_id, entry)
+        pending = json.loads(entry.state.extra or "{}")
+        if (_status(entry) is Status.ACTIVE and "batch_hash" in pending
+                and await self.payee.is_paid(bytes.fromhex(pending["batch_hash"]))):
+            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, "")
+            await self.store.update_state(allowance_id, entry.state, new)
+            await self._reload(entry, allowance_id)
+
+    async def _activate_or_refuse(self, allowance_id: bytes, entry: _Cached) -> None:
+        if entry.state.status is Status.PENDING:
+            await self._try_activate(allowance_id, entry)
+        status = _status(entry)  # re-read: activation may have changed it
+        if status is Status.PENDING:
+            raise CallRefused("unpaid", "the allowance's invoice is not paid", invoice=entry.terms.invoice)
+        if status is Status.CLOSED:
+            raise CallRefused("closed", "the allowance is closed")
+
+    async def _next_batch_or_refuse(self, allowance_id: bytes, entry: _Cached, steps: int) -> None:
+        terms, state = entry.terms, entry.state
+        if not terms.batch_calls or state.paid_calls >= terms.total_calls:
+            raise CallRefused("exhausted", f"the allowance's {state.paid_calls} paid calls are spent "
+                              f"({state.paid_calls - state.spent} left, this call needs {steps})")
+        pending = json.loads(state.extra or "{}")
+        if "batch_hash" not in pending:
+            await self._ensure_batch_invoice(allowance_id, entry)
+            pending = json.loads(entry.state.extra or "{}")
+        if await self.payee.is_paid(bytes.fromhex(pending["batch_hash"])):
+            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, "")
+            await self.store.update_state(allowance_id, entry.state, new)
+            await self._reload(entry, allowance_id)
+            return
+        raise CallRefused("batch_due", "pay the next batch to go on", invoice=pending["batch_invoice"])
+
+    async def _ensure_batch_invoice(self, allowance_id: bytes, entry: _Cached) -> str:
+        """The invoice for the next batch, created once (compare-and-set on ``extra``)."""
+        while True:
+            pending = json.loads(entry.state.extra or "{}")
+            if "batch_invoice" in pending:
+                return str(pending["batch_invoice"])
+            terms, state = entry.terms, entry.state
+            calls = min(terms.batch_calls, terms.total_calls - state.paid_calls)
+            invoice = await self.payee.create_invoice(
+                terms.price.cost_msat(calls),
+                f"Lightspeed allowance {allowance_id.hex()}: calls {state.paid_calls + 1}-"
+                f"{state.paid_calls + calls}", self.policy.invoice_expiry * 6)
+            extra = json.dumps({"batch_invoice": invoice.encode(), "batch_hash": invoice.payment_hash.hex(),
+                                "paid_calls": state.paid_calls + calls})
+            new = AllowanceState(state.status, state.paid_calls, 0, extra)
+            await self.store.update_state(allowance_id, state, new)
+            await self._reload(entry, allowance_id)
+
+    async def _receipt(self, allowance_id: bytes, entry: _Cached) -> Receipt:
+        state, terms = entry.state, entry.terms
+        remaining = state.paid_calls - state.spent
+        next_invoice = None
+        # Batched: offer the next batch when half of this one is spent, so the client pays
+        # ahead and never stalls on a 402 (it then has at most two batches prepaid).
+        if terms.batch_calls and remaining * 2 <= terms.batch_calls and state.paid_calls < terms.total_calls:
+            next_invoice = await self._ensure_batch_invoice(allowance_id, entry)
+        return Receipt(allowance_id, remaining, next_invoice)
+
+    def _check_link(self, entry: _Cached, token: Token) -> None:
+        last = entry.lanes[token.lane] if token.lane < len(entry.lanes) else None
+        if last is None or token.index <= last.index or token.index - last.index > self.policy.max_skip:
+            raise CallRefused("bad_token", "lane/index: not a link past the last spent one", 401)
+        if not links_to(token.link, token.index - last.index, last.value):
+            raise CallRefused("forged", "link: does not hash to the lane's last spent link", 401)
+
+    def _refund_msat(self, entry: _Cached) -> int:
+        return entry.terms.price.refund_msat(entry.state.paid_calls - entry.state.spent)
+
+    def _refund_view(self, entry: _Cached) -> dict[str, object]:
+        if entry.state.status is not Status.CLOSED:
+            return {}
+        refund = json.loads(entry.state.extra or "{}").get("refund")
+        return {"refund_msat": self._refund_msat(entry), "refund": refund}
+
+
+def _status(entry: _Cached) -> Status:
+    return entry.state.status
