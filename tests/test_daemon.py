@@ -1,0 +1,179 @@
+"""End to end: two `lightspeed node start` processes on loopback, driven through the CLI.
+
+Each daemon is its own OS process with its own datadir; they share one regtest
+chain file. Everything a person would type is run as a subprocess: fund,
+connect, open-channel, chain mine, invoice new, pay (both ways), payments,
+close, balance. The processes are always killed by the fixture's finalizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lightspeed.api.datadir import Datadir
+
+PYTHON = sys.executable
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def lightspeed(datadir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([PYTHON, "-m", "lightspeed", "--datadir", str(datadir), *args],
+                            capture_output=True, text=True, timeout=90, env=ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lightspeed {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def call(datadir: Path, *args: str) -> Any:
+    return json.loads(lightspeed(datadir, *args).stdout)
+
+
+class Daemon:
+    def __init__(self, datadir: Path, chain: Path) -> None:
+        self.datadir = datadir
+        self.log = open(datadir.parent / f"{datadir.name}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "lightspeed", "node", "start", "--datadir", str(datadir), "--listen", "127.0.0.1:0",
+             "--api", "127.0.0.1:0", "--chain", str(chain)],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=ENV)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # the daemon's one "ready" line
+        if not line:
+            self.stop()
+            raise AssertionError(f"daemon did not start: {(datadir.parent / f'{datadir.name}.log').read_text()}")
+        self.ready: dict[str, str] = json.loads(line)
+
+    @property
+    def peer_address(self) -> str:
+        return f"{self.ready['node_id']}@{self.ready['listen']}"
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, Path]]:
+    chain = tmp_path / "chain.sqlite"
+    started: list[Daemon] = []
+    try:
+        started.append(Daemon(tmp_path / "alice", chain))
+        started.append(Daemon(tmp_path / "bob", chain))
+        yield started[0], started[1], chain
+    finally:
+        for daemon in started:
+            daemon.stop()
+
+
+@pytest.mark.slow
+def test_two_daemons_open_pay_both_ways_and_close(daemons: tuple[Daemon, Daemon, Path]) -> None:
+    alice, bob, chain = daemons
+    a, b = alice.datadir, bob.datadir
+    funded = call(a, "fund", "2000000")
+    assert funded["amount_sat"] == 2_000_000 and funded["address"].startswith("bcrt1")
+    assert call(a, "balance")["onchain_confirmed_sat"] == 2_000_000
+
+    assert call(a, "connect", bob.peer_address) == {"node_id": bob.ready["node_id"], "connected": True}
+    opened = call(a, "open-channel", bob.ready["node_id"], "1000000")
+    assert opened["state"] == "awaiting_confirmations" and opened["capacity_sat"] == 1_000_000
+    channel_id = opened["channel_id"]
+    assert call(a, "chain", "mine", "3", "--chain", str(chain))["mined"] == 3
+    deadline = time.monotonic() + 15
+    while call(b, "channels")["channels"][0]["state"] != "normal":
+        assert time.monotonic() < deadline, "the channel never became ready"
+        time.sleep(0.1)
+
+    invoice = call(b, "invoice", "new", "300000000", "a book")
+    paid = call(a, "pay", invoice["invoice"])
+    assert paid["status"] == "succeeded" and paid["payment_hash"] == invoice["payment_hash"]
+    from lightspeed.crypto.hashes import sha256
+
+    assert sha256(bytes.fromhex(paid["preimage"])).hex() == invoice["payment_hash"]  # proof of payment
+    back = call(a, "invoice", "new", "120000000", "change")
+    assert call(b, "pay", back["invoice"])["status"] == "succeeded"
+
+    twice = lightspeed(a, "pay", invoice["invoice"], check=False)  # the double-pay guard, through the CLI
+    assert twice.returncode == 1 and twice.stderr.startswith("error: invoice: this invoice is already paid")
+
+    sent = call(a, "payments", "--direction", "sent")["payments"]
+    received = call(a, "payments", "--direction", "received")["payments"]
+    assert [(p["amount_msat"], p["status"]) for p in sent] == [(300_000_000, "succeeded")]
+    assert [(p["amount_msat"], p["payment_hash"]) for p in received] == [(120_000_000, back["payment_hash"])]
+    assert [i["status"] for i in call(b, "invoice", "list")["invoices"]] == ["paid"]
+
+    time.sleep(0.3)  # let the last revoke_and_ack land on both sides
+    channel = call(b, "channels")["channels"][0]
+    assert (channel["local_balance_msat"], channel["remote_balance_msat"]) == (180_000_000, 820_000_000)
+
+    closed = call(b, "close", channel_id)  # the fundee closes; the funder pays the fee
+    assert closed["state"] == "closed"
+    call(a, "chain", "mine", "1", "--chain", str(chain))
+    deadline = time.monotonic() + 10
+    while call(b, "balance")["onchain_confirmed_sat"] != 180_000:
+        assert time.monotonic() < deadline, "bob's closing output never confirmed"
+        time.sleep(0.1)
+    alice_balance = call(a, "balance")
+    # Alice keeps what she did not fund or pay, less the funding and closing fees (a few hundred sat).
+    assert 1_819_000 < alice_balance["onchain_confirmed_sat"] < 1_820_000
+    assert alice_balance["channels_local_msat"] == 0
+    assert [c["state"] for c in call(a, "channels")["channels"]] == ["closed"]
+
+
+@pytest.mark.slow
+def test_a_daemon_needs_its_token_and_stops_cleanly(daemons: tuple[Daemon, Daemon, Path]) -> None:
+    alice, _bob, _chain = daemons
+    datadir = Datadir(alice.datadir)
+    url = f"http://{datadir.api_address()}/v1/getinfo"
+    refused = httpx.get(url, timeout=10)
+    assert refused.status_code == 401 and "token" in refused.json()["error"]["reason"]
+    wrong = httpx.get(url, headers={"Authorization": "Bearer " + "0" * 64}, timeout=10)
+    assert wrong.status_code == 401
+    info = httpx.get(url, headers={"Authorization": f"Bearer {datadir.token()}"}, timeout=10).json()
+    assert info["node_id"] == alice.ready["node_id"] and info["network"] == "regtest"
+    for name in ("node_secret", "api_token", "api_address"):
+        assert (alice.datadir / name).stat().st_mode & 0o777 == 0o600, name
+
+    second = subprocess.run([PYTHON, "-m", "lightspeed", "node", "start", "--datadir", str(alice.datadir),
+                             "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=30, env=ENV)
+    assert second.returncode == 1 and second.stderr.startswith("error: another daemon is already running")
+
+    alice.process.send_signal(signal.SIGTERM)
+    assert alice.process.wait(10) == 0
+    assert not (alice.datadir / "api_address").exists()
+    gone = lightspeed(alice.datadir, "getinfo", check=False)
+    assert gone.returncode == 1 and gone.stderr.startswith("error: no daemon is running")
+    assert "Traceback" not in gone.stderr
+
+    restarted = Daemon(alice.datadir, _chain)  # same datadir: same node key
+    try:
+        assert restarted.ready["node_id"] == alice.ready["node_id"]
+    finally:
+        restarted.stop()
+
+
+def test_the_cli_says_when_no_daemon_answers(tmp_path: Path) -> None:
+    datadir = Datadir(tmp_path / "node")
+    datadir.create()
+    datadir.ensure_token()
+    datadir.write_api_address("127.0.0.1", 1)  # a stale address file: nothing listens there
+    result = lightspeed(datadir.path, "balance", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the daemon is not running (nothing answers at http://127.0.0.1:1)")
