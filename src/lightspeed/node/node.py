@@ -1,19 +1,32 @@
-"""A Lightning node runtime: peers over TCP, channels, direct payments with onions and invoices.
+"""A Lightning node runtime: peers over TCP, durable channels, direct payments with onions and invoices.
 
 The node owns the I/O: sockets (through :mod:`lightspeed.node.peer`), the chain,
-the wallet and the clock. Every protocol decision is made by the sans-IO
-machines it drives: :class:`~lightspeed.channel.Channel` for channel state,
-:mod:`lightspeed.channel.establish` for opening, :mod:`lightspeed.onion` for the
-payment onion and :mod:`lightspeed.invoice` for the request. After any change a
-channel has to sign for, the node signs (the commitment "dance" is automatic).
+the wallet, the store and the clock. Every protocol decision is made by the
+sans-IO machines it drives: :class:`~lightspeed.channel.Channel` for channel
+state, :mod:`lightspeed.channel.establish` for opening, :mod:`lightspeed.onion`
+for the payment onion and :mod:`lightspeed.invoice` for the request. After any
+change a channel has to sign for, the node signs (the commitment "dance" is
+automatic).
 
-Not yet here (issue 5): a durable store (state is in memory), multi-hop
-forwarding, reconnection of channels after a restart.
+Persistence follows LDK's rule: every change of a channel's state is committed
+to the :class:`~lightspeed.store.Store`, in one transaction with the payment,
+invoice or onion it touches, *before* any message that depends on it is
+queued. A step is mutate, commit, queue, with no ``await`` in between, so the
+wire order is the order of the committed states even with several tasks (a
+``pay`` and the peer's messages) on one channel. A node built on a store that
+holds channels resumes them: it dials the peers it knows an address for,
+exchanges ``channel_reestablish`` (retransmitting what the peer missed), and
+pending payments then end settled or failed; a dropped connection does the
+same. An HTLC's payment is failed only once the HTLC is gone from both
+commitments without a preimage; it succeeds as soon as the preimage arrives.
+
+Not yet here: multi-hop forwarding, on-chain resolution of HTLCs after a force close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +37,7 @@ from lightspeed.bitcoin.tx import Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
+from lightspeed.channel.commitment import ChannelBasepoints
 from lightspeed.channel.establish import (
     ANCHORS,
     ChannelPolicy,
@@ -31,12 +45,17 @@ from lightspeed.channel.establish import (
     check_accept_channel,
     check_open_channel,
 )
-from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.htlc_log import LoggedHtlc, Side
 from lightspeed.channel.scripts import funding_script
+from lightspeed.channel.serialize import (
+    channel_from_record,
+    channel_to_record,
+    remote_commitment_record,
+)
 from lightspeed.channel.state import (
     Channel,
     ChannelConfig,
-    HtlcFulfilled,
+    DataLossError,
     LocalSecrets,
     channel_id_from_funding,
 )
@@ -44,6 +63,7 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.generated import (
     AcceptChannel,
     ChannelReady,
+    ChannelReestablish,
     ClosingSigned,
     CommitmentSigned,
     FundingCreated,
@@ -52,7 +72,6 @@ from lightspeed.codec.generated import (
     RevokeAndAck,
     Shutdown,
     UpdateAddHtlc,
-    UpdateFailHtlc,
     UpdateFulfillHtlc,
 )
 from lightspeed.codec.message_base import WireMessage
@@ -72,11 +91,13 @@ from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion import build_onion, peel_onion
 from lightspeed.onion.payload import HopPayload
 from lightspeed.onion.sphinx import OnionPacket
+from lightspeed.store import InvoiceRecord, PaymentRecord, SqliteStore, Store
 
 DUST_LIMIT_SAT = 546
 TO_SELF_DELAY = 144
 MIN_DEPTH = 3
 FEERATE_PER_KW = 2500
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between dials to a lost peer, then the last
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,12 @@ class PaymentSent:
     payment_hash: bytes
     preimage: bytes
     amount_msat: int
+
+
+@dataclass(frozen=True)
+class PaymentFailed:
+    payment_hash: bytes
+    reason: str
 
 
 @dataclass
@@ -118,16 +145,25 @@ class _Closing:
 CLOSING_WEIGHT = 700  # a closing transaction with two P2WPKH outputs weighs about 680
 
 
+def _in_memory_store() -> Store:
+    return SqliteStore(":memory:")
+
+
 @dataclass
 class Node:
-    """One node. ``start()`` listens; ``connect``, ``open_channel``, ``create_invoice``, ``pay``."""
+    """One node. ``start()`` listens; ``connect``, ``open_channel``, ``create_invoice``, ``pay``.
+
+    Give it a ``store`` (``lightspeed.store.open_store(datadir)``) to make it durable; the
+    default is an in-memory store, for tests and demos that need no restart.
+    """
 
     privkey: bytes
     chain: RegtestChain
     wallet_seed: bytes
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
-    events: asyncio.Queue[PaymentReceived | PaymentSent] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[PaymentReceived | PaymentSent | PaymentFailed] = field(default_factory=asyncio.Queue)
+    store: Store = field(default_factory=_in_memory_store)
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -135,54 +171,195 @@ class Node:
         self._listener = PeerListener(self.privkey, self._serve)
         self._peers: dict[bytes, Peer] = {}
         self._channel_peer: dict[bytes, Peer] = {}
+        self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
         self._ready: dict[bytes, asyncio.Event] = {}
-        self._invoices: dict[bytes, tuple[Invoice, bytes]] = {}  # payment_hash -> (invoice, preimage)
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
+        self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
         self._tasks: set[asyncio.Task[None]] = set()
         self._policy = ChannelPolicy(chain_hash=self.network.chain_hash)
-        self._onions: dict[tuple[bytes, int], bytes] = {}  # incoming HTLC onions by (channel, id)
-        self._paid: set[bytes] = set()
+        self._ready_marks: dict[bytes, set[str]] = {}
+        self._saved_ctn: dict[bytes, int] = {}  # highest remote commitment record stored, per channel
+        self._reestablished: set[bytes] = set()
+        self._dialers: set[bytes] = set()  # peers with a reconnect loop running
+        self._watching: set[bytes] = set()  # channels whose funding depth is being watched
+        self._stopping = False
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
-        self._ready_marks: dict[bytes, set[str]] = {}  # payment hashes we paid (kept: never pay one twice)
+        self._load()
+
+    def _load(self) -> None:
+        """Channels and in-flight payments from the store (nothing yet for a new node)."""
+        for stored in self.store.channels():
+            channel = channel_from_record(stored.state, stored.remote_commitments)
+            cid = stored.channel_id
+            self.channels[cid] = channel
+            self._channel_node[cid] = stored.peer_id
+            self._saved_ctn[cid] = max(stored.remote_commitments, default=-1)
+            self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
+        self.settled_invoices.update(i.payment_hash for i in self.store.invoices() if i.status == "paid")
+        for payment in self.store.payments():
+            if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
+                self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
+
+    # -- persistence: commit, then queue ------------------------------------------------------
+
+    def _save(self, channel: Channel) -> None:
+        """Write the channel's state (inside a store transaction) with the commitments it newly signed."""
+        cid = channel.config.channel_id
+        saved = self._saved_ctn.get(cid, -1)
+        for ctn in sorted(n for n in channel.signed_remote if n > saved):
+            self.store.add_remote_commitment(cid, ctn, remote_commitment_record(channel, ctn))
+            self._saved_ctn[cid] = ctn
+        ready = self._ready_marks.get(cid) == {"sent", "received"}
+        self.store.put_channel(cid, self._channel_node[cid], channel_to_record(channel), ready)
+
+    async def _send(self, peer: Peer | None, messages: list[WireMessage]) -> None:
+        """Queue every message at once (no await between them), then flush.
+
+        A connection that is gone drops them: the state they follow is committed, and
+        channel_reestablish retransmits what the peer must see again.
+        """
+        if peer is None or not messages:
+            return
+        try:
+            for message in messages[:-1]:
+                peer.session.send(message)
+            await peer.send(messages[-1])
+        except (UsageError, ConnectionError, OSError):
+            pass
 
     # -- connections -------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        return await self._listener.start(host, port)
+        """Listen, and dial every peer we have a channel with and an address for."""
+        bound = await self._listener.start(host, port)
+        known = self.store.peers()
+        for node_id in set(self._channel_node.values()):
+            if node_id in known:
+                self._keep_connected(node_id)
+        return bound
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in list(self._tasks):
             task.cancel()
         for peer in list(self._peers.values()):
             await peer.close()
         await self._listener.stop()
 
-    async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
-        peer = await connect_peer(host, port, self.privkey, node_id)
-        self._peers[node_id] = peer
-        task = asyncio.create_task(self._serve(peer))
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        peer = await connect_peer(host, port, self.privkey, node_id)
+        with self.store.transaction():
+            self.store.put_peer(node_id, host, port)  # to dial it again after a restart
+        self._adopt_connection(peer)
         return peer
+
+    def _adopt_connection(self, peer: Peer) -> None:
+        """An outbound connection: registered at once (callers use it next), then served."""
+        assert peer.remote_pubkey is not None
+        old = self._peers.get(peer.remote_pubkey)
+        self._peers[peer.remote_pubkey] = peer
+        if old is not None and old is not peer:
+            self._spawn(old.close())
+        self._spawn(self._serve(peer))
+
+    def _keep_connected(self, node_id: bytes) -> None:
+        """Dial ``node_id`` until connected, now and whenever the connection drops."""
+        if node_id in self._dialers or self._stopping:
+            return
+        self._dialers.add(node_id)
+
+        async def dial() -> None:
+            attempt = 0
+            try:
+                while not self._stopping:
+                    peer = self._peers.get(node_id)
+                    if peer is not None and not peer.session.closed:
+                        await peer.closed()
+                        attempt = 0
+                        continue
+                    address = self.store.peers().get(node_id)
+                    if address is None:
+                        return
+                    try:
+                        peer = await connect_peer(address[0], address[1], self.privkey, node_id)
+                    except (OSError, PeerProtocolError):
+                        await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+                        attempt += 1
+                        continue
+                    self._adopt_connection(peer)
+            finally:
+                self._dialers.discard(node_id)
+
+        self._spawn(dial())
 
     async def _serve(self, peer: Peer) -> None:
         assert peer.remote_pubkey is not None
-        self._peers[peer.remote_pubkey] = peer
-        async for message in peer:
-            if isinstance(message, WireMessage):
-                try:
-                    await self._handle(peer, message)
-                except PeerProtocolError as exc:
-                    await peer.send(Error(exc.channel_id or bytes(32), exc.reason.encode()))
-                    await peer.close()
-                    return
-                except (LightspeedError, KeyError, ValueError) as exc:
-                    # A message we cannot place (unknown temporary id, out-of-order funding, ...):
-                    # no input may crash the node; tell the peer and drop this connection only.
-                    await peer.send(Error(bytes(32), f"cannot process {message.NAME}: {exc}".encode()))
-                    await peer.close()
-                    return
+        node_id = peer.remote_pubkey
+        old = self._peers.get(node_id)
+        self._peers[node_id] = peer
+        if old is not None and old is not peer:
+            await old.close()  # the newest connection wins
+        try:
+            await self._on_connected(peer)
+            async for message in peer:
+                if isinstance(message, WireMessage):
+                    try:
+                        await self._handle(peer, message)
+                    except PeerProtocolError as exc:
+                        await self._send_error(peer, exc.channel_id or bytes(32), exc.reason)
+                        return
+                    except (LightspeedError, KeyError, ValueError) as exc:
+                        # A message we cannot place (unknown temporary id, out-of-order funding, ...):
+                        # no input may crash the node; tell the peer and drop this connection only.
+                        await self._send_error(peer, bytes(32), f"cannot process {message.NAME}: {exc}")
+                        return
+        finally:
+            await peer.close()
+            self._on_disconnected(peer)
+
+    async def _send_error(self, peer: Peer, channel_id: bytes, reason: str) -> None:
+        with contextlib.suppress(UsageError, ConnectionError, OSError):
+            await peer.send(Error(channel_id, reason.encode()))
+        await peer.close()
+
+    async def _on_connected(self, peer: Peer) -> None:
+        """BOLT 2: on reconnection, every channel with this peer starts with channel_reestablish."""
+        for cid, node_id in list(self._channel_node.items()):
+            if node_id != peer.remote_pubkey or cid not in self.channels:
+                continue
+            channel = self.channels[cid]
+            self._channel_peer[cid] = peer
+            self._reestablished.discard(cid)
+            self._forget_uncommitted(channel)
+            await self._send(peer, [channel.reestablish_message()])
+
+    def _on_disconnected(self, peer: Peer) -> None:
+        if self._peers.get(peer.remote_pubkey or b"") is peer:
+            del self._peers[peer.remote_pubkey or b""]
+        lost = [cid for cid, p in self._channel_peer.items() if p is peer]
+        for cid in lost:
+            del self._channel_peer[cid]
+            self._reestablished.discard(cid)
+            ready = self._ready.get(cid)
+            if ready is not None and ready.is_set():
+                self._ready[cid] = asyncio.Event()  # payments wait for the reestablish
+            if cid in self.channels:
+                self._forget_uncommitted(self.channels[cid])
+        if lost and not self._stopping and peer.remote_pubkey in self.store.peers():
+            self._keep_connected(peer.remote_pubkey)
+
+    def _forget_uncommitted(self, channel: Channel) -> None:
+        """BOLT 2: updates no commitment_signed covered are forgotten; their payments fail."""
+        channel.disconnected()
+        with self.store.transaction():
+            self._resolve_payments(channel)
+            self._save(channel)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -191,8 +368,6 @@ class Node:
 
     def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
                 channel_type: ChannelType) -> ChannelConfig:
-        from lightspeed.channel.commitment import ChannelBasepoints
-
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
@@ -234,8 +409,9 @@ class Node:
         elif isinstance(message, FundingSigned):
             await self._on_funding_signed(message)
         elif isinstance(message, ChannelReady):
-            self.channels[message.channel_id].receive_channel_ready(message)
-            self._mark_ready(message.channel_id, "received")
+            self._on_channel_ready(peer, message)
+        elif isinstance(message, ChannelReestablish):
+            await self._on_reestablish(peer, message)
         elif isinstance(message, (Shutdown, ClosingSigned)):
             await self._on_closing_message(peer, message)
         else:
@@ -273,9 +449,21 @@ class Node:
                           {0: message.first_per_commitment_point})
         opening.accept_msg, opening.channel, opening.funding_tx = message, channel, funding
         self._openings[channel_id] = opening
+        # Nothing to persist yet: until funding_signed, no funds are committed to the channel.
         await opening.peer.send(FundingCreated(temporary_channel_id=message.temporary_channel_id,
                                                funding_txid=funding.txid, funding_output_index=0,
                                                signature=channel.initial_signature()))
+
+    def _adopt(self, channel: Channel, peer: Peer) -> None:
+        """A new channel: it is resumed with this peer after a restart."""
+        cid = channel.config.channel_id
+        assert peer.remote_pubkey is not None
+        self.channels[cid] = channel
+        self._channel_peer[cid] = peer
+        self._channel_node[cid] = peer.remote_pubkey
+        self._reestablished.add(cid)
+        with self.store.transaction():
+            self._save(channel)
 
     async def _on_funding_created(self, message: FundingCreated) -> None:
         opening = self._openings.pop(message.temporary_channel_id)
@@ -289,41 +477,82 @@ class Node:
         channel = Channel(config, opening.secrets, opening.open_msg.push_msat, funding_msat - opening.open_msg.push_msat,
                           opening.open_msg.feerate_per_kw, {0: opening.open_msg.first_per_commitment_point})
         channel.receive_initial_signature(message.signature)
-        self.channels[channel_id] = channel
-        self._channel_peer[channel_id] = opening.peer
-        await opening.peer.send(FundingSigned(channel_id=channel_id, signature=channel.initial_signature()))
+        signature = channel.initial_signature()
+        self._adopt(channel, opening.peer)  # committed before funding_signed lets the funder broadcast
+        await opening.peer.send(FundingSigned(channel_id=channel_id, signature=signature))
         self._watch_funding(channel_id, message.funding_txid)
 
     async def _on_funding_signed(self, message: FundingSigned) -> None:
         opening = self._openings.pop(message.channel_id)
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
-        self.channels[message.channel_id] = opening.channel
-        self._channel_peer[message.channel_id] = opening.peer
         self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
+        self._adopt(opening.channel, opening.peer)  # committed before the funding is broadcast
         self.chain.broadcast(opening.funding_tx)
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
+
+    def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
+        channel = self.channels[message.channel_id]
+        if self._channel_peer.get(message.channel_id) is not peer:
+            raise PeerProtocolError("channel_ready for a channel with another peer", message.channel_id)
+        channel.receive_channel_ready(message)
+        self._mark_ready(message.channel_id, "received")
+        with self.store.transaction():
+            self._save(channel)
 
     def _mark_ready(self, channel_id: bytes, how: str) -> None:
         """BOLT 2: updates may flow only once channel_ready was both sent and received."""
         marks = self._ready_marks.setdefault(channel_id, set())
         marks.add(how)
-        if marks == {"sent", "received"}:
+        if marks == {"sent", "received"} and channel_id in self._reestablished:
             self._ready.setdefault(channel_id, asyncio.Event()).set()
 
-    def _watch_funding(self, channel_id: bytes, txid: bytes) -> None:
-        async def watch() -> None:
-            while True:  # poll the chain: the runtime's job, not the state machine's
-                found = self.chain.get_transaction(txid)
-                if found is not None and found[1] >= MIN_DEPTH:
-                    break
-                await asyncio.sleep(0.02)
-            await self._channel_peer[channel_id].send(self.channels[channel_id].channel_ready())
-            self._mark_ready(channel_id, "sent")
+    def _funding_depth_reached(self, channel: Channel) -> bool:
+        found = self.chain.get_transaction(channel.config.funding_txid)
+        return found is not None and found[1] >= MIN_DEPTH
 
-        task = asyncio.create_task(watch())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _watch_funding(self, channel_id: bytes, txid: bytes) -> None:
+        if channel_id in self._watching:
+            return
+        self._watching.add(channel_id)
+
+        async def watch() -> None:
+            channel = self.channels[channel_id]
+            while not self._funding_depth_reached(channel):  # poll the chain: the runtime's job
+                await asyncio.sleep(0.02)
+            while channel_id not in self._reestablished:
+                await asyncio.sleep(0.02)
+            await self._send(self._channel_peer.get(channel_id), [channel.channel_ready()])
+            self._mark_ready(channel_id, "sent")
+            if self._ready_marks[channel_id] == {"sent", "received"}:
+                with self.store.transaction():
+                    self._save(channel)
+
+        self._spawn(watch())
+
+    async def _on_reestablish(self, peer: Peer, message: ChannelReestablish) -> None:
+        cid = message.channel_id
+        channel = self.channels.get(cid)
+        if channel is None or self._channel_peer.get(cid) is not peer:
+            raise PeerProtocolError("channel_reestablish for an unknown channel", cid)
+        try:
+            retransmit = channel.receive_reestablish(message)
+        except DataLossError:
+            # BOLT 2: we lost data: never broadcast our commitment; wait for the peer to close.
+            self.channels.pop(cid, None)
+            raise
+        messages: list[WireMessage] = list(retransmit)
+        # BOLT 2: if next_commitment_number is 1 in both channel_reestablish: retransmit channel_ready.
+        if message.next_commitment_number == 1 and channel.log.ctn[Side.LOCAL] == 0 \
+                and self._funding_depth_reached(channel) and "sent" in self._ready_marks.get(cid, set()):
+            messages.append(channel.channel_ready())
+        self._reestablished.add(cid)
+        await self._send(peer, messages)
+        if self._ready_marks.get(cid) == {"sent", "received"}:
+            self._ready.setdefault(cid, asyncio.Event()).set()
+        elif "sent" not in self._ready_marks.get(cid, set()):
+            self._watch_funding(cid, channel.config.funding_txid)
+        await self._advance(channel, peer)
 
     # -- payments ----------------------------------------------------------------------------
 
@@ -332,79 +561,147 @@ class Node:
         invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
                                 payment_hash=sha256(preimage), payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None).sign(self.privkey)
-        self._invoices[invoice.payment_hash] = (invoice, preimage)
+        with self.store.transaction():
+            self.store.put_invoice(InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret,
+                                                 amount_msat))
         return invoice
 
     async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
-        """Pay over a direct channel to the payee; returns the preimage (the proof of payment)."""
-        channel_id = next((cid for cid, peer in self._channel_peer.items()
-                           if peer.remote_pubkey == invoice.payee and cid in self.channels), None)
+        """Pay over a direct channel to the payee; returns the preimage (the proof of payment).
+
+        Raises :class:`PaymentError` if the payment failed, or is still pending after
+        ``timeout`` (it then stays pending in the store and ends settled or failed later).
+        """
+        channel_id = next((cid for cid, node in self._channel_node.items()
+                           if node == invoice.payee and cid in self.channels), None)
         if channel_id is None:
             raise PaymentError("no channel to the payee (multi-hop payments come with issue 6)")
         if invoice.amount_msat is None or invoice.payment_secret is None:
             raise PaymentError("the invoice has no amount or no payment secret")
         # The double-pay guard: anyone on the first route could take a second payment to this hash.
-        if invoice.payment_hash in self._paid:
+        previous = self.store.payment(invoice.payment_hash)
+        if previous is not None and previous.status == "succeeded":
             raise PaymentError("this invoice is already paid")
-        if invoice.payment_hash in self._pending:
+        if (previous is not None and previous.status == "pending") or invoice.payment_hash in self._pending:
             raise PaymentError("this invoice is already being paid")
-        await self._ready.setdefault(channel_id, asyncio.Event()).wait()
+        try:
+            await asyncio.wait_for(self._ready.setdefault(channel_id, asyncio.Event()).wait(), timeout)
+        except TimeoutError:
+            raise PaymentError("the channel to the payee is not ready (peer offline?)") from None
+        if invoice.payment_hash in self._pending:  # another pay() got here while we waited
+            raise PaymentError("this invoice is already being paid")
         channel = self.channels[channel_id]
         height = self.chain.tip()[0]
         cltv = height + invoice.min_final_cltv_expiry + 3
         payload = HopPayload(amt_to_forward_msat=invoice.amount_msat, outgoing_cltv_value=cltv,
                              payment_secret=invoice.payment_secret, total_msat=invoice.amount_msat)
         onion = build_onion(os.urandom(32), [invoice.payee], [payload.to_bytes()], invoice.payment_hash).packet
+        try:
+            add = channel.add_htlc(invoice.amount_msat, invoice.payment_hash, cltv, onion.to_bytes())
+        except UsageError as exc:
+            raise PaymentError(f"the channel cannot carry this payment: {exc}") from None
+        messages: list[WireMessage] = [add]
+        if not channel.log.awaiting_revoke:
+            messages.append(channel.sign())
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[invoice.payment_hash] = future
-        add = channel.add_htlc(invoice.amount_msat, invoice.payment_hash, cltv, onion.to_bytes())
-        peer = self._channel_peer[channel_id]
-        await peer.send(add)
-        await self._sign_if_needed(channel, peer)
-        preimage = await asyncio.wait_for(future, timeout)
-        self._paid.add(invoice.payment_hash)
-        await self.events.put(PaymentSent(invoice.payment_hash, preimage, invoice.amount_msat))
-        return preimage
+        self._in_flight.setdefault(channel_id, {})[add.id] = invoice.payment_hash
+        with self.store.transaction():
+            self.store.put_payment(PaymentRecord(invoice.payment_hash, invoice.amount_msat, "pending",
+                                                 invoice.encode(), None, channel_id, add.id))
+            self._save(channel)
+        await self._send(self._channel_peer.get(channel_id), messages)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise PaymentError("the payment is still pending (it will end settled or failed)") from None
+        finally:
+            if self._pending.get(invoice.payment_hash) is future:
+                del self._pending[invoice.payment_hash]
 
-    async def _sign_if_needed(self, channel: Channel, peer: Peer) -> None:
-        if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
-            await peer.send(channel.sign())
+    def payment_status(self, payment_hash: bytes) -> PaymentRecord | None:
+        return self.store.payment(payment_hash)
 
     async def _on_channel_message(self, peer: Peer, message: WireMessage) -> None:
         channel_id = getattr(message, "channel_id", None)
         channel = self.channels.get(channel_id) if isinstance(channel_id, bytes) else None
-        if channel is None:
+        if channel is None or self._channel_peer.get(channel.config.channel_id) is not peer:
             raise PeerProtocolError(f"{message.NAME} for an unknown channel")
-        if isinstance(message, UpdateAddHtlc):
-            self._onions[(channel.config.channel_id, message.id)] = message.onion_routing_packet
-        if isinstance(message, UpdateFailHtlc):
-            failed = next((h for h in channel.log.commitment(Side.LOCAL).htlcs
-                           if h.offerer is Side.LOCAL and h.htlc_id == message.id), None)
-            future = self._pending.pop(failed.payment_hash, None) if failed is not None else None
-            if future is not None and not future.done():
-                future.set_exception(PaymentError("the payee refused the payment"))
+        cid = channel.config.channel_id
+        if cid not in self._reestablished:
+            raise PeerProtocolError(f"{message.NAME} before channel_reestablish", cid)
         replies, fulfilled = channel.receive(message)
-        for reply in replies:
-            await peer.send(reply)
-        for done in fulfilled:
-            self._settle_sent(done)
+        with self.store.transaction():
+            if isinstance(message, UpdateAddHtlc):
+                self.store.put_onion(cid, message.id, message.onion_routing_packet)
+            for done in fulfilled:
+                self._succeed(cid, done.htlc, done.preimage)
+            self._resolve_payments(channel)
+            self._save(channel)
+        await self._send(peer, list(replies))
         if isinstance(message, (CommitmentSigned, RevokeAndAck)):
-            await self._settle_received(channel, peer)
-            await self._sign_if_needed(channel, peer)
+            await self._advance(channel, peer)
 
-    def _settle_sent(self, done: HtlcFulfilled) -> None:
-        future = self._pending.pop(done.htlc.payment_hash, None)
+    async def _advance(self, channel: Channel, peer: Peer) -> None:
+        """Settle what we can (HTLCs to us), then sign; one commit, then the messages."""
+        messages: list[WireMessage] = []
+        received: list[PaymentReceived] = []
+        with self.store.transaction():
+            messages += self._settle_received(channel, received)
+            if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
+                messages.append(channel.sign())
+            if messages:
+                self._save(channel)
+        await self._send(peer, messages)
+        for event in received:
+            await self.events.put(event)
+
+    def _succeed(self, channel_id: bytes, htlc: LoggedHtlc, preimage: bytes) -> None:
+        """The peer fulfilled our HTLC: the payment succeeded (inside the step's transaction)."""
+        self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
+        payment = self.store.payment(htlc.payment_hash)
+        if payment is not None and payment.status != "succeeded":
+            self.store.put_payment(PaymentRecord(payment.payment_hash, payment.amount_msat, "succeeded",
+                                                 payment.invoice, preimage, channel_id, htlc.htlc_id))
+            self.events.put_nowait(PaymentSent(payment.payment_hash, preimage, payment.amount_msat))
+        future = self._pending.pop(htlc.payment_hash, None)
         if future is not None and not future.done():
-            future.set_result(done.preimage)
+            future.set_result(preimage)
 
-    async def _settle_received(self, channel: Channel, peer: Peer) -> None:
+    def _resolve_payments(self, channel: Channel) -> None:
+        """Fail payments whose HTLC left both commitments without a preimage (inside a transaction)."""
+        cid = channel.config.channel_id
+        flying = self._in_flight.get(cid)
+        if not flying:
+            return
+        live = {(h.htlc_id, h.payment_hash) for owner in Side
+                for h in channel.log.commitment(owner, pending=True).htlcs if h.offerer is Side.LOCAL}
+        for htlc_id, payment_hash in list(flying.items()):
+            if (htlc_id, payment_hash) in live:
+                continue
+            del flying[htlc_id]
+            payment = self.store.payment(payment_hash)
+            if payment is None or payment.status != "pending":
+                continue
+            reason = "the payee refused the payment"
+            self.store.put_payment(PaymentRecord(payment_hash, payment.amount_msat, "failed", payment.invoice,
+                                                 None, cid, htlc_id, reason))
+            self.events.put_nowait(PaymentFailed(payment_hash, reason))
+            future = self._pending.pop(payment_hash, None)
+            if future is not None and not future.done():
+                future.set_exception(PaymentError(reason))
+
+    def _settle_received(self, channel: Channel, received: list[PaymentReceived]) -> list[WireMessage]:
         """Fulfil HTLCs to us once irrevocably committed, after checking the onion against the invoice."""
+        cid = channel.config.channel_id
+        out: list[WireMessage] = []
         for htlc in channel.log.commitment(Side.LOCAL).htlcs:
             if htlc.offerer is not Side.REMOTE:
                 continue
             message: WireMessage
             try:
-                message = channel.fulfill_htlc(htlc.htlc_id, self._check_incoming(channel, htlc))
+                record = self._check_incoming(channel, htlc)
+                message = channel.fulfill_htlc(htlc.htlc_id, record.preimage)
             except PaymentError:
                 try:
                     message = channel.fail_htlc(htlc.htlc_id, b"incorrect_or_unknown_payment_details")
@@ -412,29 +709,40 @@ class Node:
                     continue
             except UsageError:  # not yet irrevocably committed, or already settled: next round
                 continue
-            if isinstance(message, UpdateFulfillHtlc):
+            self.store.delete_onion(cid, htlc.htlc_id)
+            if isinstance(message, UpdateFulfillHtlc) and record.status != "paid":
+                self.store.put_invoice(InvoiceRecord(
+                    record.payment_hash, record.invoice, record.preimage, record.payment_secret,
+                    record.amount_msat, "paid", htlc.amount_msat, cid, htlc.htlc_id))
                 self.settled_invoices.add(htlc.payment_hash)
-                await self.events.put(PaymentReceived(htlc.payment_hash, htlc.amount_msat))
-            await peer.send(message)
+                received.append(PaymentReceived(htlc.payment_hash, htlc.amount_msat))
+            out.append(message)
+        return out
 
-    def _check_incoming(self, channel: Channel, htlc: object) -> bytes:
-        from lightspeed.channel.htlc_log import LoggedHtlc
-
-        assert isinstance(htlc, LoggedHtlc)
-        found = self._invoices.get(htlc.payment_hash)
-        if found is None:
+    def _check_incoming(self, channel: Channel, htlc: LoggedHtlc) -> InvoiceRecord:
+        record = self.store.invoice(htlc.payment_hash)
+        if record is None:
             raise PaymentError("unknown payment hash")
-        invoice, preimage = found
-        onion_bytes = self._onions.get((channel.config.channel_id, htlc.htlc_id))
-        if onion_bytes is not None:
+        cid = channel.config.channel_id
+        if record.status == "paid":
+            # Fulfilled before (a fulfill lost in a reconnection is sent again); never a second HTLC.
+            if (record.paid_channel_id, record.paid_htlc_id) == (cid, htlc.htlc_id):
+                return record
+            raise PaymentError("invoice already paid")
+        onion_bytes = self.store.onion(cid, htlc.htlc_id)
+        if onion_bytes is None:
+            raise PaymentError("no onion for this HTLC")
+        try:
             layer = peel_onion(OnionPacket.from_bytes(onion_bytes), self.privkey, htlc.payment_hash)
             payload = HopPayload.from_bytes(layer.payload)
-            # BOLT 4 final node: payment_secret and total_msat must match the invoice, amount too.
-            if payload.payment_secret != invoice.payment_secret or payload.amt_to_forward_msat != htlc.amount_msat:
-                raise PaymentError("onion does not match the invoice")
-        if invoice.amount_msat is not None and htlc.amount_msat < invoice.amount_msat:
+        except LightspeedError as exc:
+            raise PaymentError(f"unreadable onion: {exc}") from None
+        # BOLT 4 final node: payment_secret and total_msat must match the invoice, amount too.
+        if payload.payment_secret != record.payment_secret or payload.amt_to_forward_msat != htlc.amount_msat:
+            raise PaymentError("onion does not match the invoice")
+        if record.amount_msat is not None and htlc.amount_msat < record.amount_msat:
             raise PaymentError("underpaid")
-        return preimage
+        return record
 
     # -- queries and commands for the REST API ---------------------------------------------------
 
@@ -513,6 +821,8 @@ class Node:
             except RejectedTransaction:
                 if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
                     raise
+            with self.store.transaction():
+                self.store.close_channel(message.channel_id, agreed.txid)
             self.channels.pop(message.channel_id, None)
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed
