@@ -24,6 +24,7 @@ from lightspeed.micro.token import AllowanceRequest, Token
 from tests.support.ledger import Ledger
 
 T = TypeVar("T")
+DEFAULT_PRICE = Price(2)
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -49,7 +50,7 @@ class Client:
 
 
 def make_server(store: MemoryAllowanceStore | None = None, ledger: Ledger | None = None,
-                price: Price = Price(2),  # noqa: B008 (frozen value) clock: list[float] | None = None, **policy: int) -> AllowanceServer:
+                price: Price = DEFAULT_PRICE, clock: list[float] | None = None, **policy: int) -> AllowanceServer:
     ledger = ledger or Ledger()
     now = clock if clock is not None else [time.time()]
     return AllowanceServer(store or MemoryAllowanceStore(), ledger, ledger.node_id,
