@@ -175,7 +175,9 @@ class NetworkView:
         if message.timestamp > now + self.max_future_s:
             return Outcome(Status.IGNORED, name, "timestamp is too far in the future")
         verify_channel_update(raw, self.chain_hash, channel.node_id_1, channel.node_id_2)
-        first_update = self.store.update(scid, 0) is None and self.store.update(scid, 1) is None
+        # The announcement went out with the first relayable update of the channel.
+        stored = (self.store.update(scid, 0), self.store.update(scid, 1))
+        first_update = not any(u is not None and not u.dont_forward for u in stored)
         record = UpdateRecord(
             scid, direction, message.timestamp, message.message_flags[0], message.channel_flags[0],
             message.cltv_expiry_delta, message.htlc_minimum_msat, message.htlc_maximum_msat,
