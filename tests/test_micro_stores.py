@@ -266,7 +266,8 @@ def test_concurrent_double_spend_from_two_instances_exactly_one_wins(new_store: 
                 winner = racers[outcomes.index(Advance.OK)][1]
                 wins.append(deltas[winner])
                 index += deltas[winner]
-                assert await second.lane(aid, 0) == LaneState(index, link(winner, index - deltas[winner]))
+                moved = LaneState(index, link(winner, index - deltas[winner]))
+                assert await second.lane(aid, 0) == moved
             loaded = await first.load(aid)
             assert loaded is not None
             assert loaded.state.spent == sum(wins) == loaded.lanes[0].index

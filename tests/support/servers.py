@@ -89,7 +89,8 @@ def redis_server() -> Iterator[RedisServer]:
     binary = shutil.which(REDIS_BINARY)
     if binary is None:
         raise ServerStartError(
-            "redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server)")
+            "redis-server not found on PATH: install it "
+            "(Debian/Ubuntu: apt-get install redis-server)")
     workdir = Path(tempfile.mkdtemp(prefix="lightspeed-redis-"))
     log = workdir / "redis.log"
     port = free_port()
@@ -101,7 +102,8 @@ def redis_server() -> Iterator[RedisServer]:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _redis_ping(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(f"redis-server did not start on port {port}: {_log_tail(log)}")
+                raise ServerStartError(
+                    f"redis-server did not start on port {port}: {_log_tail(log)}")
             time.sleep(0.02)
         yield RedisServer(port)
     finally:
