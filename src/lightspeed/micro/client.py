@@ -94,6 +94,7 @@ class LightspeedAuth(httpx.Auth):
         self.paid_invoices: set[str] = set()
         self._offers: dict[str, dict[str, Any]] = {}
         self._costs: dict[tuple[str, str], int] = {}  # (origin, path) -> links per call
+        self._buying: set[str] = set()  # origins with a purchase in progress
         self.spent_msat = 0
         self._sync_lock = threading.Lock()
         self._freed = threading.Condition(self._sync_lock)
@@ -133,9 +134,9 @@ class LightspeedAuth(httpx.Auth):
 
     def _flow(self, request: httpx.Request) -> Generator[Any, Any, None]:
         origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
-        if self._needs_topup(origin):
+        if self._needs_topup(origin) and origin not in self._buying:
             # Requests yielded after the call's answer would replace it, so top up before.
-            yield from self._buy(origin, self._offers[origin], request)
+            yield from self._buy_once(origin, self._offers[origin], request)
         cost = self._costs.get((origin, request.url.path), 1)
         for _attempt in range(4):
             held = self._take_lane(origin, cost)
@@ -174,7 +175,7 @@ class LightspeedAuth(httpx.Auth):
                 if allowance is not None:
                     self._retire(origin, allowance)
                 if not self._has_usable(origin, cost):
-                    yield from self._buy(origin, offer, request)
+                    yield from self._buy_once(origin, offer, request)
                 continue
             return  # a refusal we can't fix (forged, bad request): the caller sees the response
         return
@@ -198,6 +199,19 @@ class LightspeedAuth(httpx.Auth):
         with self._sync_lock:
             queue = self.allowances.get(origin, [])
             return len(queue) == 1 and queue[0].low and origin in self._offers
+
+    def _buy_once(self, origin: str, offer: dict[str, Any], original: httpx.Request) -> Generator[Any, Any, None]:
+        """Buy, unless another request to ``origin`` is already buying: then wait for it."""
+        if origin in self._buying:
+            while origin in self._buying:
+                yield ("wait",)
+            return
+        self._buying.add(origin)
+        try:
+            yield from self._buy(origin, offer, original)
+        finally:
+            self._buying.discard(origin)
+            self._wake()
 
     def _buy(self, origin: str, offer: dict[str, Any], original: httpx.Request) -> Generator[Any, Any, None]:
         """Register fresh lanes, check the invoice against the offer and budget, pay it.
@@ -258,6 +272,11 @@ class LightspeedAuth(httpx.Auth):
         with self._sync_lock:
             if not allowance.exhausted(lane):
                 allowance.free_lanes.append(lane)
+        self._wake()
+
+    def _wake(self) -> None:
+        """A lane came free or a purchase ended: let waiting requests look again."""
+        with self._sync_lock:
             self._freed.notify_all()
         if self._async_freed is not None:
             self._async_freed.set()
