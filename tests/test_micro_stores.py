@@ -156,6 +156,8 @@ def test_misuse_is_a_usage_error(new_store: Factory) -> None:
             await store.create(os.urandom(16), b"t", 1, [], ACTIVE_10)
         with pytest.raises(UsageError, match="spent"):
             await store.create(os.urandom(16), b"t", 1, [b"a"], replace(ACTIVE_10, spent=1))
+        with pytest.raises(UsageError, match="extra"):
+            await store.update_state(allowance_id, ACTIVE_10, replace(ACTIVE_10, extra="a\x00b"))
         assert (await store.load(allowance_id)) is not None
 
     run(new_store, scenario)
@@ -180,7 +182,8 @@ def test_advance_outcomes_follow_the_contract(new_store: Factory) -> None:
         assert await store.advance(aid, 0, 4, LaneState(5, link(0, 5))) is Advance.OVER_LIMIT
         # A stale index beats over-limit: the caller must reload before anything else.
         assert await store.advance(aid, 0, 1, LaneState(5, link(0, 5))) is Advance.STALE
-        assert await store.advance(aid, 2, 0, LaneState(1, b"x")) is Advance.STALE  # no lane 2
+        # No lane 2: as unknown as an unknown allowance.
+        assert await store.advance(aid, 2, 0, LaneState(1, b"x")) is Advance.NOT_ACTIVE
         loaded = await store.load(aid)
         assert loaded is not None
         assert loaded.state == AllowanceState(Status.ACTIVE, 10, spent=10)
@@ -202,18 +205,25 @@ def test_update_state_is_compare_and_set(new_store: Factory) -> None:
         pending = AllowanceState(Status.PENDING, 10)
         active = AllowanceState(Status.ACTIVE, 10, extra="paid")
         aid = await new_allowance(store, pending, lanes=1)
-        assert not await store.update_state(aid, ACTIVE_10, active)  # wrong expected status
+        # Each of status, paid_calls and extra must match.
+        assert not await store.update_state(aid, ACTIVE_10, active)
         assert not await store.update_state(aid, AllowanceState(Status.PENDING, 9), active)
+        assert not await store.update_state(aid, replace(pending, extra="x"), active)
         assert await store.update_state(aid, pending, active)
         assert not await store.update_state(aid, pending, active)  # activation happens once
         assert await store.advance(aid, 0, 0, LaneState(3, b"x")) is Advance.OK
 
-        # A paid batch: spent is left alone whatever the caller passes; extra is written.
-        batch = AllowanceState(Status.ACTIVE, 20, spent=999, extra="batch 2")
-        assert await store.update_state(aid, AllowanceState(Status.ACTIVE, 10, spent=3), batch)
+        # Only extra changes (a batch invoice set once, even if two instances race):
+        invoiced = replace(active, extra='{"batch_invoice": "lnbcrt..."}')
+        assert await store.update_state(aid, active, invoiced)
+        assert not await store.update_state(aid, active, replace(active, extra="other"))
+
+        # A paid batch: spent is neither compared nor written.
+        batch = AllowanceState(Status.ACTIVE, 20, spent=999, extra="")
+        assert await store.update_state(aid, replace(invoiced, spent=12345), batch)
         loaded = await store.load(aid)
         assert loaded is not None
-        assert loaded.state == AllowanceState(Status.ACTIVE, 20, spent=3, extra="batch 2")
+        assert loaded.state == AllowanceState(Status.ACTIVE, 20, spent=3, extra="")
         assert await store.advance(aid, 0, 3, LaneState(20, b"y")) is Advance.OK  # 20 <= 20
 
         closed = AllowanceState(Status.CLOSED, 20, extra="refund")
@@ -222,6 +232,25 @@ def test_update_state_is_compare_and_set(new_store: Factory) -> None:
         assert not await store.update_state(b"unknown", pending, active)
 
     run(new_store, scenario)
+
+
+def test_racing_compare_and_set_from_two_instances_exactly_one_wins(new_store: Factory) -> None:
+    """Two instances set different batch invoices (or pay one refund) at once: one wins."""
+
+    async def main() -> None:
+        async with opened(new_store) as first, opened(new_store) as second:
+            state = AllowanceState(Status.ACTIVE, 10)
+            aid = await new_allowance(first, state, lanes=1)
+            for round_ in range(50):
+                news = [replace(state, extra=f"{round_} by {who}") for who in (0, 1)]
+                written = await asyncio.gather(first.update_state(aid, state, news[0]),
+                                               second.update_state(aid, state, news[1]))
+                assert sorted(written) == [False, True]
+                state = news[written.index(True)]
+                loaded = await second.load(aid)
+                assert loaded is not None and loaded.state == state
+
+    asyncio.run(main())
 
 
 def test_expiring_lists_pending_and_active_in_expiry_order(new_store: Factory) -> None:
@@ -392,6 +421,7 @@ class ModelAllowance:
 
 
 IDS = [b"a", b"b", b"c"]
+EXTRAS = ["", "x", '{"refund": "due"}', "é"]
 
 
 class SqliteAgainstModel(RuleBasedStateMachine):
@@ -432,9 +462,10 @@ class SqliteAgainstModel(RuleBasedStateMachine):
         expected = guess
         if use_current and allowance is not None and lane < len(allowance.lanes):
             expected = allowance.lanes[lane]
-        if allowance is None or allowance.status is not Status.ACTIVE:
+        if (allowance is None or allowance.status is not Status.ACTIVE
+                or lane >= len(allowance.lanes)):
             want = Advance.NOT_ACTIVE
-        elif lane >= len(allowance.lanes) or allowance.lanes[lane] != expected:
+        elif allowance.lanes[lane] != expected:
             want = Advance.STALE
         elif allowance.spent + delta > allowance.paid_calls:
             want = Advance.OVER_LIMIT
@@ -446,15 +477,17 @@ class SqliteAgainstModel(RuleBasedStateMachine):
 
     @rule(aid=st.sampled_from(IDS), use_current=st.booleans(),
           guess_status=st.sampled_from(list(Status)), guess_paid=st.integers(0, 12),
-          status=st.sampled_from(list(Status)), paid=st.integers(0, 12), extra=st.text(max_size=5))
+          guess_extra=st.sampled_from(EXTRAS), status=st.sampled_from(list(Status)),
+          paid=st.integers(0, 12), extra=st.sampled_from(EXTRAS))
     def update_state(self, aid: bytes, use_current: bool, guess_status: Status, guess_paid: int,
-                     status: Status, paid: int, extra: str) -> None:
+                     guess_extra: str, status: Status, paid: int, extra: str) -> None:
         allowance = self.model.get(aid)
-        expected = AllowanceState(guess_status, guess_paid)
+        expected = AllowanceState(guess_status, guess_paid, extra=guess_extra)
         if use_current and allowance is not None:
-            expected = AllowanceState(allowance.status, allowance.paid_calls)
-        want = allowance is not None and (allowance.status, allowance.paid_calls) == (
-            expected.status, expected.paid_calls)
+            expected = AllowanceState(allowance.status, allowance.paid_calls, extra=allowance.extra)
+        want = allowance is not None and (
+            allowance.status, allowance.paid_calls, allowance.extra) == (
+            expected.status, expected.paid_calls, expected.extra)
         written = self.call(self.store.update_state(aid, expected, AllowanceState(
             status, paid, extra=extra)))
         assert written == want

@@ -26,6 +26,8 @@ def check_count(name: str, value: int) -> None:
 def check_state(state: AllowanceState) -> None:
     check_count("paid_calls", state.paid_calls)
     check_count("spent", state.spent)
+    if "\x00" in state.extra:
+        raise UsageError("extra: must not contain NUL characters (PostgreSQL text cannot)")
 
 
 def check_create(allowance_id: bytes, expires_at: int, anchors: Sequence[bytes],

@@ -15,7 +15,7 @@ request of a server instance wait for the previous one's round trip; a few conne
 concurrent requests overlap. The schema is created on first use (``CREATE ... IF NOT
 EXISTS`` under an advisory lock, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide).
 
-Unknown lanes of a known allowance give ``Advance.STALE`` (reloading the lane gives ``None``).
+An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -31,6 +31,7 @@ from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
+    AllowanceStore,
     LaneState,
     Status,
     StoredAllowance,
@@ -194,7 +195,7 @@ class PostgresAllowanceStore:
         status, index, moved, charged = row
         if moved == 1 and charged == 1:
             return Advance.OK
-        if status != Status.ACTIVE.value:
+        if status != Status.ACTIVE.value or index is None:
             return Advance.NOT_ACTIVE
         if index != expected_index:
             return Advance.STALE
@@ -205,9 +206,9 @@ class PostgresAllowanceStore:
         check_state(new)
         written = await self._rowcount(
             "UPDATE allowances SET status = %s, paid_calls = %s, extra = %s "
-            "WHERE id = %s AND status = %s AND paid_calls = %s",
+            "WHERE id = %s AND status = %s AND paid_calls = %s AND extra = %s",
             (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
-             expected.paid_calls))
+             expected.paid_calls, expected.extra))
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
@@ -223,3 +224,8 @@ class PostgresAllowanceStore:
             conn = self._idle.get_nowait()
             self._opened -= 1
             await conn.close()
+
+
+if TYPE_CHECKING:
+    def _conforms(store: PostgresAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+        return store

@@ -17,13 +17,13 @@ touch the sorted set, so all keys must live on one Redis server (not a Redis Clu
 Numbers are compared as Lua numbers, exact up to 2**53 - 1 (the stores' common cap).
 
 The client must not decode responses (ids, terms and lane values are bytes).
-Unknown lanes of a known allowance give ``Advance.STALE`` (reloading the lane gives ``None``).
+An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
 
@@ -31,6 +31,7 @@ from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
+    AllowanceStore,
     LaneState,
     Status,
     StoredAllowance,
@@ -54,8 +55,8 @@ return 1
 _ADVANCE = """
 local lane = ARGV[1]
 local now = redis.call('HMGET', KEYS[1], 'status', 'spent', 'paid_calls', 'i' .. lane)
-if now[1] ~= 'active' then return 'not_active' end
-if now[4] == false or tonumber(now[4]) ~= tonumber(ARGV[2]) then return 'stale' end
+if now[1] ~= 'active' or now[4] == false then return 'not_active' end
+if tonumber(now[4]) ~= tonumber(ARGV[2]) then return 'stale' end
 local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
 if tonumber(now[2]) + delta > tonumber(now[3]) then return 'over_limit' end
 redis.call('HSET', KEYS[1], 'i' .. lane, ARGV[3], 'v' .. lane, ARGV[4])
@@ -64,15 +65,15 @@ return 'ok'
 """
 
 # KEYS: allowance hash, expiring set. ARGV: id, expected status, expected paid_calls,
-# new status, new paid_calls, new extra.
+# expected extra, new status, new paid_calls, new extra.
 _UPDATE_STATE = """
-local now = redis.call('HMGET', KEYS[1], 'status', 'paid_calls', 'expires_at')
-if now[1] ~= ARGV[2] or now[2] ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'paid_calls', ARGV[5], 'extra', ARGV[6])
-if ARGV[4] == 'closed' then
+local now = redis.call('HMGET', KEYS[1], 'status', 'paid_calls', 'extra', 'expires_at')
+if now[1] ~= ARGV[2] or now[2] ~= ARGV[3] or now[3] ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'paid_calls', ARGV[6], 'extra', ARGV[7])
+if ARGV[5] == 'closed' then
     redis.call('ZREM', KEYS[2], ARGV[1])
 else
-    redis.call('ZADD', KEYS[2], now[3], ARGV[1])
+    redis.call('ZADD', KEYS[2], now[4], ARGV[1])
 end
 return 1
 """
@@ -149,8 +150,8 @@ class RedisAllowanceStore:
         check_state(new)
         written = await self._update_state(
             keys=[self._key(allowance_id), self._expiring_key],
-            args=[allowance_id, expected.status.value, expected.paid_calls, new.status.value,
-                  new.paid_calls, new.extra])
+            args=[allowance_id, expected.status.value, expected.paid_calls, expected.extra,
+                  new.status.value, new.paid_calls, new.extra])
         return bool(written == 1)
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
@@ -160,3 +161,8 @@ class RedisAllowanceStore:
     async def aclose(self) -> None:
         if self._owned:
             await self._redis.aclose()
+
+
+if TYPE_CHECKING:
+    def _conforms(store: RedisAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+        return store

@@ -16,7 +16,7 @@ survives power loss; ``NORMAL`` only syncs at checkpoints (an advance may be los
 loss, never on a process crash: a lost advance means a token could be served once more);
 ``OFF`` leaves syncing to the OS.
 
-Unknown lanes of a known allowance give ``Advance.STALE`` (reloading the lane gives ``None``).
+An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
+    AllowanceStore,
     LaneState,
     Status,
     StoredAllowance,
@@ -147,7 +149,7 @@ class SqliteAllowanceStore:
                 "SELECT a.status, a.spent, a.paid_calls, l.idx FROM allowances a "
                 "LEFT JOIN lanes l ON l.allowance_id = a.id AND l.lane = ? WHERE a.id = ?",
                 (lane, allowance_id)).fetchone()
-        if row is None or row[0] != Status.ACTIVE.value:
+        if row is None or row[0] != Status.ACTIVE.value or row[3] is None:
             return Advance.NOT_ACTIVE
         if row[3] != expected_index:
             return Advance.STALE
@@ -158,9 +160,9 @@ class SqliteAllowanceStore:
         check_state(new)
         written = self._db.execute(
             "UPDATE allowances SET status = ?, paid_calls = ?, extra = ? "
-            "WHERE id = ? AND status = ? AND paid_calls = ?",
+            "WHERE id = ? AND status = ? AND paid_calls = ? AND extra = ?",
             (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
-             expected.paid_calls)).rowcount
+             expected.paid_calls, expected.extra)).rowcount
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
@@ -192,3 +194,8 @@ class _Read(_Immediate):
 
     def __init__(self, db: sqlite3.Connection) -> None:
         super().__init__(db, "BEGIN")
+
+
+if TYPE_CHECKING:
+    def _conforms(store: SqliteAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+        return store
