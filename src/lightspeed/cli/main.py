@@ -13,6 +13,7 @@ import click
 from lightspeed import __version__
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
+from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.route import route
 
@@ -31,6 +32,8 @@ def cli(ctx: click.Context, datadir: Path) -> None:
 cli.add_command(demo)
 cli.add_command(invoice)
 cli.add_command(route)
+cli.add_command(serve_example)
+cli.add_command(call)
 register_node_commands(cli, invoice)
 
 

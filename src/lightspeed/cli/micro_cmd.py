@@ -1,0 +1,154 @@
+"""``lightspeed serve-example`` and ``lightspeed call``: pay-per-call from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from lightspeed.errors import LightspeedError
+
+DEFAULT_CHAIN = "~/.lightspeed/chain.sqlite"
+
+
+def _hostport(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=name)
+    return host or "127.0.0.1", int(port)
+
+
+@click.command("serve-example")
+@click.option("--listen", default="127.0.0.1:8402", show_default=True, help="HTTP address of the paid API.")
+@click.option("--node-port", default=0, type=int, help="Port of the node's BOLT 8 listener (0: any).")
+@click.option("--chain", "chain_path", default=DEFAULT_CHAIN, show_default=True,
+              help="Regtest chain file shared with the clients.")
+@click.option("--store", default="sqlite:~/.lightspeed/allowances.sqlite", show_default=True,
+              help="Spent-token store: memory, sqlite:PATH, redis://..., postgresql://...")
+@click.option("--price-msat", default=1, show_default=True, help="Price: this many msat ...")
+@click.option("--per-calls", default=1, show_default=True, help="... per this many calls.")
+def serve_example(listen: str, node_port: int, chain_path: str, store: str, price_msat: int, per_calls: int) -> None:
+    """Run a paid example API (weather) on the embedded network until interrupted."""
+    from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.micro.example import EXAMPLE_PRICES, start_paid_api
+    from lightspeed.micro.stores import open_allowance_store
+    from lightspeed.micro.terms import Price
+
+    host, port = _hostport(listen, "--listen")
+
+    async def run() -> None:
+        chain = RegtestChain(_chain_file(chain_path))
+        api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
+                                   http_host=host, http_port=port, node_port=node_port)
+        console = Console(stderr=True)
+        table = Table(title="Lightspeed example API", show_header=False)
+        table.add_row("URL", api.url)
+        table.add_row("node", f"{api.node.node_id.hex()}@{api.node_address}")
+        table.add_row("price", f"{price_msat} msat per {per_calls} call(s)")
+        table.add_row("routes", ", ".join(f"{k} ({v} link{'s' * (v > 1)})" for k, v in EXAMPLE_PRICES.items()))
+        table.add_row("chain", str(_chain_file(chain_path)))
+        console.print(table)
+        console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await api.stop()
+
+    _run(run())
+
+
+@click.command("call")
+@click.argument("url")
+@click.option("-n", "--count", default=1, show_default=True, help="How many calls to make.")
+@click.option("--concurrency", default=4, show_default=True, help="Calls in flight at once (one lane each).")
+@click.option("--chain", "chain_path", default=DEFAULT_CHAIN, show_default=True, help="Regtest chain file.")
+@click.option("--calls-per-lane", default=1000, show_default=True, help="Size of each allowance lane.")
+@click.option("--batch", default=0, show_default=True, help="Pay in batches of this many calls (0: prepay).")
+@click.option("--funding-sat", default=500_000, show_default=True, help="Channel to open to the API's node.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane: int, batch: int,
+         funding_sat: int, as_json: bool) -> None:
+    """Call a Lightspeed-paid URL COUNT times, paying as it calls (opens a channel to the API's node)."""
+    from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.micro.client import ClientPolicy, LightspeedAuth
+    from lightspeed.micro.example import open_channel_to_api
+    from lightspeed.micro.lightning import NodePayer
+    from lightspeed.node.node import Node
+
+    parsed = httpx.URL(url)
+    origin = f"{parsed.scheme}://{parsed.netloc.decode()}"
+
+    async def run() -> dict[str, Any]:
+        chain = RegtestChain(_chain_file(chain_path))
+        node = Node(os.urandom(32), chain, os.urandom(32))
+        await node.start()
+        try:
+            started = time.perf_counter()
+            offer = await open_channel_to_api(node, chain, origin, funding_sat)
+            channel_s = time.perf_counter() - started
+            policy = ClientPolicy(calls_per_lane=calls_per_lane, lanes=max(1, concurrency), batch_calls=batch)
+            auth = LightspeedAuth(NodePayer(node), policy)
+            statuses: dict[int, int] = {}
+            last: Any = None
+            limits = httpx.Limits(max_connections=concurrency)
+            async with httpx.AsyncClient(auth=auth, limits=limits, timeout=30) as http:
+                queue: asyncio.Queue[int] = asyncio.Queue()
+                for n in range(count):
+                    queue.put_nowait(n)
+                with Progress(transient=True, disable=as_json) as progress:
+                    task = progress.add_task("calling", total=count)
+
+                    async def worker() -> None:
+                        nonlocal last
+                        while not queue.empty():
+                            queue.get_nowait()
+                            response = await http.get(url)
+                            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                            last = response.json() if response.headers.get("content-type", "").startswith(
+                                "application/json") else response.text
+                            progress.advance(task)
+
+                    calls_started = time.perf_counter()
+                    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+                    elapsed = time.perf_counter() - calls_started
+            return {"url": url, "calls": count, "statuses": statuses, "channel_open_s": round(channel_s, 2),
+                    "calls_per_s": round(count / elapsed, 1) if elapsed else None,
+                    "lightning_payments": len(auth.paid_invoices), "paid_msat": auth.spent_msat,
+                    "price": offer.get("price"), "server_node": offer.get("node_id"), "last_response": last}
+        finally:
+            await node.stop()
+
+    result = _run(run())
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"lightspeed call {url}", show_header=False)
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    Console().print(table)
+
+
+def _chain_file(path: str) -> Path:
+    chain = Path(path).expanduser()
+    chain.parent.mkdir(parents=True, exist_ok=True)
+    return chain
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except (LightspeedError, httpx.HTTPError, OSError, TimeoutError) as exc:
+        click.echo(f"error: {exc or type(exc).__name__}", err=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,150 @@
+"""A paid example API on the embedded network, and a client that opens a channel to it.
+
+Used by ``lightspeed serve-example``, ``lightspeed call``, ``lightspeed demo`` and the
+paid-API benchmark. The server is a Lightspeed node (BOLT 8 listener) beside an ASGI app
+behind :class:`~lightspeed.micro.asgi.LightspeedMiddleware`; the offer in every 402 names
+the node's address, so a client can open a channel to it and pay over that channel.
+Both sides share one regtest chain (a SQLite file when they are separate processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lightspeed.chain.regtest import RegtestChain
+from lightspeed.errors import UsageError
+from lightspeed.micro.asgi import LightspeedMiddleware
+from lightspeed.micro.lightning import NodePayee, NodePayer
+from lightspeed.micro.server import AllowanceServer, ServerPolicy
+from lightspeed.micro.store import AllowanceStore
+from lightspeed.micro.terms import Price
+from lightspeed.node.node import Node
+
+EXAMPLE_PRICES = {"/weather": 1, "/forecast": 5}  # links of the allowance per call
+
+
+def _celsius(city: str, day: int = 0) -> int:
+    return hashlib.sha256(f"{city}/{day}".encode()).digest()[0] % 35 - 5
+
+
+async def _index(request: Request) -> JSONResponse:
+    return JSONResponse({"service": "Lightspeed example weather API", "prices_in_links": EXAMPLE_PRICES,
+                         "free": ["/"], "how": "GET a priced route; the 402 answer says how to pay"})
+
+
+async def _weather(request: Request) -> JSONResponse:
+    city = request.path_params["city"]
+    return JSONResponse({"city": city, "celsius": _celsius(city)})
+
+
+async def _forecast(request: Request) -> JSONResponse:
+    city = request.path_params["city"]
+    return JSONResponse({"city": city, "celsius": [_celsius(city, day) for day in range(7)]})
+
+
+def example_app() -> Starlette:
+    """The unpaid application: what any developer already has before adding Lightspeed."""
+    return Starlette(routes=[Route("/", _index), Route("/weather/{city}", _weather),
+                             Route("/forecast/{city}", _forecast)])
+
+
+def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Without NODELAY a response split in two writes waits for a delayed ACK: 40 ms a call.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+@dataclass
+class PaidApi:
+    """A running example: the server's node, its allowance server and the HTTP server."""
+
+    node: Node
+    allowances: AllowanceServer
+    url: str
+    node_address: str
+    _http: uvicorn.Server
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        self._http.should_exit = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.node.stop()
+        await self.allowances.store.aclose()
+
+
+async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Price, *,
+                         http_host: str = "127.0.0.1", http_port: int = 0, node_port: int = 0,
+                         node_key: bytes | None = None, mine_every: float | None = 0.2,
+                         app: Any = None, prices: dict[str, int] | None = None) -> PaidApi:
+    """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest)."""
+    node = Node(node_key or os.urandom(32), chain, os.urandom(32))
+    port = await node.start("127.0.0.1", node_port)
+    node_address = f"127.0.0.1:{port}"
+    allowances = AllowanceServer(store, NodePayee(node), node.node_id, ServerPolicy(price),
+                                 payer=NodePayer(node), node_address=node_address)
+    asgi = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
+    sock = loopback_socket(http_host, http_port)
+    http = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False))
+    tasks = [asyncio.create_task(http.serve(sockets=[sock]))]
+    if mine_every:
+        tasks.append(asyncio.create_task(_mine(chain, mine_every)))
+    while not http.started:
+        if tasks[0].done():
+            tasks[0].result()
+            raise UsageError("the HTTP server did not start")
+        await asyncio.sleep(0.01)
+    host, bound = sock.getsockname()[:2]
+    return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks)
+
+
+async def _mine(chain: RegtestChain, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        chain.mine(1)
+
+
+async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, funding_sat: int,
+                              timeout: float = 60) -> dict[str, Any]:
+    """Read the API's offer, connect to its node and open a channel funded from ``node``'s wallet.
+
+    Mines on the regtest chain while waiting for the confirmations. Returns the offer.
+    """
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get("/lightspeed/offer")
+    if response.status_code != 200:
+        raise UsageError(f"{base_url} does not offer Lightspeed allowances (HTTP {response.status_code})")
+    offer: dict[str, Any] = response.json()["lightspeed"]
+    address = offer.get("node_address")
+    if not isinstance(address, str) or ":" not in address:
+        raise UsageError("the offer names no node address to open a channel to")
+    host, port = address.rsplit(":", 1)
+    node_id = bytes.fromhex(offer["node_id"])
+    if node.wallet.balance_sat(min_confirmations=1) < funding_sat + 10_000:
+        chain.fund(node.wallet.new_key().script_pubkey, funding_sat + 100_000)  # the regtest faucet
+    await node.connect(host, int(port), node_id)
+    mining = asyncio.create_task(_mine(chain, 0.05))
+    try:
+        await asyncio.wait_for(node.open_channel(node_id, funding_sat), timeout)
+    finally:
+        mining.cancel()
+    return offer
