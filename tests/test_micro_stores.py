@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -271,6 +272,42 @@ def test_expiring_lists_pending_and_active_in_expiry_order(new_store: Factory) -
         assert await store.expiring(1_000) == [a, d]
 
     run(new_store, scenario)
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_store_reconnects_after_the_server_drops_its_connections(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    """A failover or restart closes idle connections: the next call goes through anyway."""
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        factory: Factory = lambda: RedisAllowanceStore(url, prefix=os.urandom(8))  # noqa: E731
+
+        def drop_connections() -> int:
+            client = redis.Redis.from_url(url)
+            try:
+                return int(client.execute_command("CLIENT KILL TYPE normal SKIPME yes"))
+            finally:
+                client.close()
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        factory = lambda: PostgresAllowanceStore(dsn)  # noqa: E731
+
+        def drop_connections() -> int:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return len(conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                ).fetchall())
+
+    async def scenario(store: AllowanceStore) -> None:
+        aid = await new_allowance(store, lanes=1)
+        assert await store.advance(aid, 0, 0, LaneState(1, b"a")) is Advance.OK
+        assert drop_connections() >= 1
+        assert await store.advance(aid, 0, 1, LaneState(2, b"b")) is Advance.OK
+        loaded = await store.load(aid)
+        assert loaded is not None and loaded.state.spent == 2
+
+    run(factory, scenario)
 
 
 # ------------------------------------------------------------------- concurrent attacks

@@ -12,7 +12,8 @@ deadlock. The same locked rows tell a refusal's reason exactly.
 Connections: psycopg_pool is not a dependency, so the store keeps a small pool of its own
 (``pool_size``, default 4, opened on demand). One connection behind a lock would make every
 request of a server instance wait for the previous one's round trip; a few connections let
-concurrent requests overlap. The schema is created on first use (``CREATE ... IF NOT
+concurrent requests overlap. A reused connection found dead (server restart, failover) is
+replaced and the statement run once more, which is safe (see ``_run``). The schema is created on first use (``CREATE ... IF NOT
 EXISTS`` under an advisory lock, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide).
 
 An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
@@ -21,9 +22,9 @@ An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -92,6 +93,7 @@ GROUP BY a.id
 """
 
 Connection = psycopg.AsyncConnection[Any]
+T = TypeVar("T")
 
 
 class PostgresAllowanceStore:
@@ -108,12 +110,34 @@ class PostgresAllowanceStore:
         self._schema_lock = asyncio.Lock()
         self._closed = False
 
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` on a pooled connection; once more on a new one if a reused one was dead.
+
+        A connection that sat idle may have been closed by the server (restart, failover,
+        idle timeout). Running the statement again is safe even if the first run committed
+        before the connection dropped: a repeated ``advance`` finds its lane moved (STALE), a
+        repeated ``update_state`` finds the state changed (False), a repeated ``create`` finds
+        the id taken (StoreError). Each fails closed; nothing is spent or written twice.
+        """
+        for attempt in range(2):
+            async with self._connection() as (conn, reused):
+                try:
+                    return await work(conn)
+                except psycopg.OperationalError:
+                    if attempt or not reused or not conn.broken:
+                        raise
+        raise AssertionError("unreachable")
+
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """Borrow a connection: an idle one, a new one below ``pool_size``, or wait for one."""
+    async def _connection(self) -> AsyncIterator[tuple[Connection, bool]]:
+        """Borrow a connection (and whether it was reused): an idle one, a new one below
+        ``pool_size``, or the next one returned."""
         if self._closed:
             raise UsageError("the store is closed")
-        if self._idle.empty() and self._opened < self._size:
+        reused = not (self._idle.empty() and self._opened < self._size)
+        if reused:
+            conn = await self._idle.get()
+        else:
             self._opened += 1
             try:
                 conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
@@ -121,10 +145,8 @@ class PostgresAllowanceStore:
             except BaseException:
                 self._opened -= 1
                 raise
-        else:
-            conn = await self._idle.get()
         try:
-            yield conn
+            yield conn, reused
         finally:
             if conn.broken or conn.closed or self._closed:
                 self._opened -= 1
@@ -142,32 +164,43 @@ class PostgresAllowanceStore:
                     await conn.execute(statement)
             self._schema_ready = True
 
-    async def _fetchone(self, query: str, params: Any) -> tuple[Any, ...] | None:
-        async with self._connection() as conn:
+    async def _fetchall(self, query: str, params: Any) -> list[tuple[Any, ...]]:
+        async def work(conn: Connection) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(query, params)
-            row: tuple[Any, ...] | None = await cursor.fetchone()
-            return row
+            rows: list[tuple[Any, ...]] = await cursor.fetchall()
+            return rows
+
+        return await self._run(work)
+
+    async def _fetchone(self, query: str, params: Any) -> tuple[Any, ...] | None:
+        rows = await self._fetchall(query, params)
+        return rows[0] if rows else None
 
     async def _rowcount(self, query: str, params: Any) -> int:
-        async with self._connection() as conn:
+        async def work(conn: Connection) -> int:
             return (await conn.execute(query, params)).rowcount
+
+        return await self._run(work)
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
                      anchors: Sequence[bytes], state: AllowanceState) -> None:
         check_create(allowance_id, expires_at, anchors, state)
-        async with self._connection() as conn:
-            try:
-                async with conn.transaction():
-                    await conn.execute(
-                        "INSERT INTO allowances VALUES (%s, %s, %s, %s, %s, 0, %s)",
-                        (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
-                         state.extra))
-                    async with conn.cursor() as cursor:
-                        await cursor.executemany(
-                            "INSERT INTO lanes VALUES (%s, %s, 0, %s)",
-                            [(allowance_id, lane, anchor) for lane, anchor in enumerate(anchors)])
-            except psycopg.errors.UniqueViolation:
-                raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
+
+        async def work(conn: Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO allowances VALUES (%s, %s, %s, %s, %s, 0, %s)",
+                    (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
+                     state.extra))
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO lanes VALUES (%s, %s, 0, %s)",
+                        [(allowance_id, lane, anchor) for lane, anchor in enumerate(anchors)])
+
+        try:
+            await self._run(work)
+        except psycopg.errors.UniqueViolation:
+            raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
 
     async def load(self, allowance_id: bytes) -> StoredAllowance | None:
         row = await self._fetchone(_LOAD, (allowance_id,))
@@ -212,11 +245,10 @@ class PostgresAllowanceStore:
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(
-                "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < %s "
-                "ORDER BY expires_at LIMIT %s", (before, limit))
-            return [bytes(row[0]) for row in await cursor.fetchall()]
+        rows = await self._fetchall(
+            "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < %s "
+            "ORDER BY expires_at LIMIT %s", (before, limit))
+        return [bytes(row[0]) for row in rows]
 
     async def aclose(self) -> None:
         self._closed = True

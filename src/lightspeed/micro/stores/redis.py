@@ -16,7 +16,11 @@ One hash per allowance keeps ``advance`` to a single key. ``create`` and ``updat
 touch the sorted set, so all keys must live on one Redis server (not a Redis Cluster).
 Numbers are compared as Lua numbers, exact up to 2**53 - 1 (the stores' common cap).
 
-The client must not decode responses (ids, terms and lane values are bytes).
+The client must not decode responses (ids, terms and lane values are bytes). A client made
+from a URL retries a command once if its connection drops. That is safe even when the first
+attempt did run: a repeated ``advance`` finds the lane moved (STALE), a repeated
+``update_state`` finds the state changed (False), a repeated ``create`` finds the id taken
+(StoreError); each fails closed, nothing is spent or written twice.
 An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
 
@@ -26,6 +30,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
@@ -89,7 +95,10 @@ class RedisAllowanceStore:
 
     def __init__(self, target: str | Redis, prefix: bytes = DEFAULT_PREFIX) -> None:
         if isinstance(target, str):
-            self._redis: Redis = Redis.from_url(target)
+            # One retry on a dropped connection (restart, failover, idle timeout): safe even
+            # if the first attempt ran, because every script fails closed when repeated (see
+            # the module docstring).
+            self._redis: Redis = Redis.from_url(target, retry=Retry(NoBackoff(), 1))
             self._owned = True
         else:
             if target.connection_pool.connection_kwargs.get("decode_responses"):
