@@ -250,3 +250,11 @@ def test_store_interface_is_swappable() -> None:
     view = NetworkView(CHAIN, utxos, store)
     view.receive(announcement(S12, 1, 2), NOW)
     assert view.store is store and list(store.node_channels(node_id(1))) == [S12]
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([256, 257, 258]), body=st.binary(max_size=500))
+def test_no_input_crashes_the_view(kind: int, body: bytes) -> None:
+    view, _ = view_with((S12, 1, 2))
+    outcome = view.receive(kind.to_bytes(2, "big") + body, NOW)
+    assert outcome.status in (Status.INVALID, Status.IGNORED)

@@ -25,6 +25,7 @@ from lightspeed.gossip.create import (
     sign_channel_announcement,
     unsigned_channel_announcement,
 )
+from lightspeed.gossip.gossiper import Gossiper, GossipStep
 from lightspeed.gossip.relay import Broadcaster, GossipItem, TimestampFilter, backlog
 from lightspeed.gossip.store import (
     ChannelRecord,
@@ -55,7 +56,9 @@ __all__ = [
     "FundingOutput",
     "GossipIgnored",
     "GossipItem",
+    "GossipStep",
     "GossipStore",
+    "Gossiper",
     "MemoryGossipStore",
     "NetworkView",
     "NodeRecord",
