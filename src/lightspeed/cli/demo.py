@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
 from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp
+from lightspeed.cli.demo_micro import paid_api_calls
 
 
 @dataclass
@@ -131,12 +132,12 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
     ("BOLT 2: a channel funded, paid both ways and closed on regtest (in process)", channel_lifecycle),
     ("Two nodes over TCP: open a channel, pay invoices", nodes_pay_over_tcp),
+    ("Pay-per-call: 10,000 HTTP calls through one allowance, one Lightning payment", paid_api_calls),
 ]
 
 COMING = [
     "node daemons (separate processes) with a durable store, a REST API and crash safety",
     "multi-hop payments, MPP and AMP",
-    "pay-per-call: 10,000 API calls through one allowance",
 ]
 
 
