@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from lightspeed.errors import UsageError
+from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+from lightspeed.micro.server import AllowanceServer, CallRefused, ServerPolicy
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
@@ -43,6 +45,9 @@ from lightspeed.micro.store import (
 from lightspeed.micro.stores.postgres import PostgresAllowanceStore
 from lightspeed.micro.stores.redis import RedisAllowanceStore
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+from lightspeed.micro.terms import AllowanceTerms, Price
+from lightspeed.micro.token import AllowanceRequest, Token
+from tests.support.ledger import Ledger
 from tests.support.servers import postgres_server, redis_server
 
 Factory = Callable[[], AllowanceStore]
@@ -366,6 +371,60 @@ def test_concurrent_lanes_never_spend_more_than_paid(new_store: Factory) -> None
             assert len(wins) == loaded.state.spent == 60
             assert sum(lane.index for lane in loaded.lanes) == 60
             assert [wins.count(n) for n in range(4)] == [lane.index for lane in loaded.lanes]
+
+    asyncio.run(main())
+
+
+class PaidAllowance:
+    """A client's paid allowance of one lane, bought from a real AllowanceServer."""
+
+    def __init__(self, terms: AllowanceTerms, tip: bytes, per_lane: int) -> None:
+        self.terms = terms
+        self.walker = ChainWalker.from_tip(tip, per_lane)
+        self.tokens: dict[int, Token] = {}  # the walker hands each link out once
+
+    @classmethod
+    async def buy(cls, server: AllowanceServer, ledger: Ledger, per_lane: int) -> PaidAllowance:
+        tip = lane_tip(os.urandom(32), 0)
+        terms = await server.create(AllowanceRequest(per_lane, (anchor(tip, per_lane),), 0))
+        ledger.pay_sync(terms.invoice)
+        return cls(terms, tip, per_lane)
+
+    def token(self, index: int) -> Token:
+        if index not in self.tokens:
+            self.tokens[index] = Token(self.terms.allowance_id, 0, index, self.walker.link(index))
+        return self.tokens[index]
+
+
+def api_server(store: AllowanceStore, ledger: Ledger) -> AllowanceServer:
+    return AllowanceServer(store, ledger, ledger.node_id, ServerPolicy(Price(2)), payer=ledger)
+
+
+def test_two_api_servers_serve_each_token_once_and_a_restart_loses_nothing(
+        new_store: Factory) -> None:
+    """The issue's attack at the server level: two API server instances, each with its own
+    store connection, get the same token at once; then a third one starts cold."""
+
+    async def main() -> None:
+        ledger = Ledger()
+        async with opened(new_store) as store_a, opened(new_store) as store_b:
+            first, second = api_server(store_a, ledger), api_server(store_b, ledger)
+            allowance = await PaidAllowance.buy(first, ledger, per_lane=60)
+            for index in range(1, 31):
+                token = allowance.token(index)
+                results = await asyncio.gather(first.spend(token), second.spend(token),
+                                               return_exceptions=True)
+                served = [r for r in results if not isinstance(r, BaseException)]
+                refusals = [r for r in results if isinstance(r, BaseException)]
+                assert len(served) == 1, results
+                assert isinstance(refusals[0], CallRefused) and refusals[0].code == "replayed"
+        async with opened(new_store) as store_c:  # restarted: cold cache, new connection
+            third = api_server(store_c, ledger)
+            with pytest.raises(CallRefused, match=r"^replayed:"):
+                await third.spend(allowance.token(30))
+            assert (await third.spend(allowance.token(31))).remaining_calls == 60 - 31
+            stored = await store_c.load(allowance.terms.allowance_id)
+            assert stored is not None and stored.state.spent == 31
 
     asyncio.run(main())
 
