@@ -290,7 +290,7 @@ def test_store_reconnects_after_the_server_drops_its_connections(
         def drop_connections() -> int:
             client = redis.Redis.from_url(url)
             try:
-                return int(client.execute_command("CLIENT KILL TYPE normal SKIPME yes"))
+                return client.client_kill_filter(_type="normal", skipme=True)
             finally:
                 client.close()
     else:
