@@ -52,31 +52,48 @@ class Utxos:
         return self.outputs.get(short_channel_id)
 
     def fund(self, short_channel_id: int, a: int, b: int, amount_sat: int = 1_000_000) -> None:
-        script = p2wsh_script(funding_script(pubkey_from_privkey(funding_key(a)), pubkey_from_privkey(funding_key(b))))
+        script = p2wsh_script(
+            funding_script(pubkey_from_privkey(funding_key(a)), pubkey_from_privkey(funding_key(b)))
+        )
         self.outputs[short_channel_id] = FundingOutput(script, amount_sat)
 
 
-def announcement(short_channel_id: int, a: int, b: int, features: bytes = b"", chain: bytes = CHAIN) -> bytes:
+def announcement(
+    short_channel_id: int, a: int, b: int, features: bytes = b"", chain: bytes = CHAIN
+) -> bytes:
     message = create_channel_announcement(
-        chain_hash=chain, short_channel_id=short_channel_id,
-        node_privkey_a=node_key(a), bitcoin_privkey_a=funding_key(a),
-        node_privkey_b=node_key(b), bitcoin_privkey_b=funding_key(b), features=features,
+        chain_hash=chain,
+        short_channel_id=short_channel_id,
+        node_privkey_a=node_key(a),
+        bitcoin_privkey_a=funding_key(a),
+        node_privkey_b=node_key(b),
+        bitcoin_privkey_b=funding_key(b),
+        features=features,
     )
     return encode_message(message)
 
 
 POLICY: dict[str, Any] = {
-    "cltv_expiry_delta": 40, "htlc_minimum_msat": 1_000, "htlc_maximum_msat": 500_000_000,
-    "fee_base_msat": 1_000, "fee_proportional_millionths": 100,
+    "cltv_expiry_delta": 40,
+    "htlc_minimum_msat": 1_000,
+    "htlc_maximum_msat": 500_000_000,
+    "fee_base_msat": 1_000,
+    "fee_proportional_millionths": 100,
 }
 
 
-def update(short_channel_id: int, a: int, b: int, timestamp: int, chain: bytes = CHAIN, **policy: Any) -> bytes:
+def update(
+    short_channel_id: int, a: int, b: int, timestamp: int, chain: bytes = CHAIN, **policy: Any
+) -> bytes:
     """``a``'s channel_update for its direction of the channel to ``b``."""
     terms = {**POLICY, **policy}
     message = create_channel_update(
-        node_key(a), chain_hash=chain, short_channel_id=short_channel_id, timestamp=timestamp,
-        direction=direction_of(node_id(a), node_id(b)), **terms,
+        node_key(a),
+        chain_hash=chain,
+        short_channel_id=short_channel_id,
+        timestamp=timestamp,
+        direction=direction_of(node_id(a), node_id(b)),
+        **terms,
     )
     return encode_message(message)
 

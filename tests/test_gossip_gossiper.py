@@ -55,7 +55,11 @@ class Net:
 
 def graph_of(view: NetworkView) -> set[tuple[int, bytes, int]]:
     graph = view.channel_graph()
-    return {(c.short_channel_id, c.source, c.policy.fee_base_msat) for n in graph.nodes for c in graph.channels_into(n)}
+    return {
+        (c.short_channel_id, c.source, c.policy.fee_base_msat)
+        for n in graph.nodes
+        for c in graph.channels_into(n)
+    }
 
 
 def seeded(net: Net, name: str) -> Gossiper:
@@ -104,8 +108,21 @@ def test_relay_through_a_middle_node_to_a_peer_without_queries() -> None:
     assert graph_of(b.view) == graph_of(net.nodes["a"].view)
     assert graph_of(c.view) == set()
     # c changes its mind with a new filter: b answers with its backlog, then relays live gossip.
-    net.apply("c", GossipStep(send=[("b", encode_message(GossipTimestampFilter(
-        chain_hash=CHAIN, first_timestamp=0, timestamp_range=0xFFFFFFFF)))]))
+    net.apply(
+        "c",
+        GossipStep(
+            send=[
+                (
+                    "b",
+                    encode_message(
+                        GossipTimestampFilter(
+                            chain_hash=CHAIN, first_timestamp=0, timestamp_range=0xFFFFFFFF
+                        )
+                    ),
+                )
+            ]
+        ),
+    )
     net.run()
     assert graph_of(c.view) == graph_of(b.view)  # the backlog again
     net.nodes["a"].publish(update(scid(300), 1, 2, NOW + 5, fee_base_msat=5), NOW + 5)
@@ -126,7 +143,9 @@ def test_peers_that_break_the_rules_get_warnings() -> None:
     end = encode_message(ReplyShortChannelIdsEnd(chain_hash=CHAIN, full_information=b"\x01"))
     assert "no query_short_channel_ids" in node.receive("x", end, NOW).warnings[0][1]
     assert "not gossip" in node.receive("x", b"\x01\x03" + bytes(10), NOW).warnings[0][1]
-    truncated = encode_message(GossipTimestampFilter(chain_hash=CHAIN, first_timestamp=0, timestamp_range=1))[:-2]
+    truncated = encode_message(
+        GossipTimestampFilter(chain_hash=CHAIN, first_timestamp=0, timestamp_range=1)
+    )[:-2]
     assert node.receive("x", truncated, NOW).warnings
     # Ignored gossip (an update for a channel nobody announced) is not a reason to warn.
     quiet = node.receive("x", update(scid(77), 1, 2, NOW), NOW)

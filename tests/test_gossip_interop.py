@@ -68,7 +68,9 @@ def openssl_key(privkey: bytes) -> ec.EllipticCurvePrivateKey:
 def openssl_verifies(pubkey: bytes, signature: bytes, signed: bytes) -> bool:
     key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), pubkey)
     h = hashlib.sha256(hashlib.sha256(signed).digest()).digest()
-    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
     try:
         key.verify(der, h, ec.ECDSA(Prehashed(hashes.SHA256())))
     except InvalidSignature:
@@ -87,25 +89,51 @@ def test_pyln_reads_our_signed_messages_and_openssl_checks_the_signatures() -> N
     ann = announcement(short_id, 1, 2)
     fields = pyln_read(ann)
     assert ShortChannelId.from_int(fields["short_channel_id"]).to_int() == short_id
-    assert str(ShortChannelId.from_int(fields["short_channel_id"])) == format_short_channel_id(short_id)
-    assert sorted((fields["node_id_1"], fields["node_id_2"])) == [fields["node_id_1"], fields["node_id_2"]]
+    assert str(ShortChannelId.from_int(fields["short_channel_id"])) == format_short_channel_id(
+        short_id
+    )
+    assert sorted((fields["node_id_1"], fields["node_id_2"])) == [
+        fields["node_id_1"],
+        fields["node_id_2"],
+    ]
     signed = ann[2 + 256 :]
-    for sig, key in (("node_signature_1", "node_id_1"), ("node_signature_2", "node_id_2"),
-                     ("bitcoin_signature_1", "bitcoin_key_1"), ("bitcoin_signature_2", "bitcoin_key_2")):
+    for sig, key in (
+        ("node_signature_1", "node_id_1"),
+        ("node_signature_2", "node_id_2"),
+        ("bitcoin_signature_1", "bitcoin_key_1"),
+        ("bitcoin_signature_2", "bitcoin_key_2"),
+    ):
         assert openssl_verifies(fields[key], fields[sig], signed), sig
     assert not openssl_verifies(fields["node_id_1"], fields["node_signature_2"], signed)
 
     upd = update(short_id, 2, 1, NOW, fee_base_msat=321, htlc_maximum_msat=7_000_000)
     fields = pyln_read(upd)
-    assert (fields["fee_base_msat"], fields["htlc_maximum_msat"], fields["timestamp"]) == (321, 7_000_000, NOW)
-    assert fields["message_flags"] == 1 and fields["channel_flags"] == (0 if node_id(2) < node_id(1) else 1)
+    assert (fields["fee_base_msat"], fields["htlc_maximum_msat"], fields["timestamp"]) == (
+        321,
+        7_000_000,
+        NOW,
+    )
+    assert fields["message_flags"] == 1 and fields["channel_flags"] == (
+        0 if node_id(2) < node_id(1) else 1
+    )
     assert openssl_verifies(node_id(2), fields["signature"], upd[66:])
 
-    node = node_announcement(3, NOW, alias="carol", rgb_color=b"\x10\x20\x30",
-                             addresses=[Address(IPV4, "192.0.2.1", 9735)])
+    node = node_announcement(
+        3,
+        NOW,
+        alias="carol",
+        rgb_color=b"\x10\x20\x30",
+        addresses=[Address(IPV4, "192.0.2.1", 9735)],
+    )
     fields = pyln_read(node)
-    assert bytes(fields["alias"]).rstrip(b"\0") == b"carol" and fields["rgb_color"] == [0x10, 0x20, 0x30]
-    assert decode_addresses(bytes(fields["addresses"])).addresses == (Address(IPV4, "192.0.2.1", 9735),)
+    assert bytes(fields["alias"]).rstrip(b"\0") == b"carol" and fields["rgb_color"] == [
+        0x10,
+        0x20,
+        0x30,
+    ]
+    assert decode_addresses(bytes(fields["addresses"])).addresses == (
+        Address(IPV4, "192.0.2.1", 9735),
+    )
     assert openssl_verifies(node_id(3), fields["signature"], node[66:])
 
 
@@ -113,35 +141,59 @@ def _pyln_announcement(short_id: int, a: int, b: int) -> bytes:
     """A channel_announcement written by pyln and signed by OpenSSL."""
     (n1, k1), (n2, k2) = sorted([(node_id(a), a), (node_id(b), b)])
     fields = {
-        "features": [], "chain_hash": CHAIN, "short_channel_id": short_id, "node_id_1": n1, "node_id_2": n2,
-        "bitcoin_key_1": openssl_pub(funding_key(k1)), "bitcoin_key_2": openssl_pub(funding_key(k2)),
+        "features": [],
+        "chain_hash": CHAIN,
+        "short_channel_id": short_id,
+        "node_id_1": n1,
+        "node_id_2": n2,
+        "bitcoin_key_1": openssl_pub(funding_key(k1)),
+        "bitcoin_key_2": openssl_pub(funding_key(k2)),
     }
     zero = bytes(64)
-    unsigned = pyln_write("channel_announcement", node_signature_1=zero, node_signature_2=zero,
-                          bitcoin_signature_1=zero, bitcoin_signature_2=zero, **fields)
+    unsigned = pyln_write(
+        "channel_announcement",
+        node_signature_1=zero,
+        node_signature_2=zero,
+        bitcoin_signature_1=zero,
+        bitcoin_signature_2=zero,
+        **fields,
+    )
     signed = unsigned[2 + 256 :]
     return pyln_write(
         "channel_announcement",
-        node_signature_1=openssl_sign(node_key(k1), signed), node_signature_2=openssl_sign(node_key(k2), signed),
+        node_signature_1=openssl_sign(node_key(k1), signed),
+        node_signature_2=openssl_sign(node_key(k2), signed),
         bitcoin_signature_1=openssl_sign(funding_key(k1), signed),
-        bitcoin_signature_2=openssl_sign(funding_key(k2), signed), **fields,
+        bitcoin_signature_2=openssl_sign(funding_key(k2), signed),
+        **fields,
     )
 
 
 def openssl_pub(privkey: bytes) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    return openssl_key(privkey).public_key().public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    return (
+        openssl_key(privkey).public_key().public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    )
 
 
 def _pyln_update(short_id: int, a: int, b: int, timestamp: int, fee_base_msat: int) -> bytes:
     fields = {
-        "chain_hash": CHAIN, "short_channel_id": short_id, "timestamp": timestamp, "message_flags": 1,
-        "channel_flags": 0 if node_id(a) < node_id(b) else 1, "cltv_expiry_delta": 34, "htlc_minimum_msat": 1,
-        "fee_base_msat": fee_base_msat, "fee_proportional_millionths": 7, "htlc_maximum_msat": 99_000_000,
+        "chain_hash": CHAIN,
+        "short_channel_id": short_id,
+        "timestamp": timestamp,
+        "message_flags": 1,
+        "channel_flags": 0 if node_id(a) < node_id(b) else 1,
+        "cltv_expiry_delta": 34,
+        "htlc_minimum_msat": 1,
+        "fee_base_msat": fee_base_msat,
+        "fee_proportional_millionths": 7,
+        "htlc_maximum_msat": 99_000_000,
     }
     unsigned = pyln_write("channel_update", signature=bytes(64), **fields)
-    return pyln_write("channel_update", signature=openssl_sign(node_key(a), unsigned[66:]), **fields)
+    return pyln_write(
+        "channel_update", signature=openssl_sign(node_key(a), unsigned[66:]), **fields
+    )
 
 
 @settings(max_examples=15, deadline=None)
@@ -156,16 +208,22 @@ def test_our_view_accepts_pyln_written_openssl_signed_gossip(fees: list[int]) ->
     for i, fee in enumerate(fees):
         assert view.receive(_pyln_update(short_id, 4, 5, NOW + i, fee), NOW).accepted
     policy = next(iter(view.channel_graph().channels_into(node_id(5)))).policy
-    assert (policy.fee_base_msat, policy.cltv_expiry_delta, policy.htlc_maximum_msat) == (fees[-1], 34, 99_000_000)
+    assert (policy.fee_base_msat, policy.cltv_expiry_delta, policy.htlc_maximum_msat) == (
+        fees[-1],
+        34,
+        99_000_000,
+    )
     # Node 5's own update with its direction bit flipped claims node 4's direction.
     signed_by_5 = _pyln_update(short_id, 5, 4, NOW + 50, 1)
     flags_at = 66 + 32 + 8 + 4 + 1  # channel_flags
-    forged = signed_by_5[:flags_at] + bytes([signed_by_5[flags_at] ^ 1]) + signed_by_5[flags_at + 1 :]
+    forged = (
+        signed_by_5[:flags_at] + bytes([signed_by_5[flags_at] ^ 1]) + signed_by_5[flags_at + 1 :]
+    )
     assert view.receive(forged, NOW).status is Status.INVALID
 
 
 def test_high_s_signature_from_openssl_is_accepted() -> None:
-    """libsecp256k1 alone refuses high S; the view normalises first, as BOLT 7's malleability note asks."""
+    """libsecp256k1 alone refuses high S; the view normalises S first (BOLT 7 malleability note)."""
     utxos = Utxos()
     short_id = scid(650_001, 1, 0)
     utxos.fund(short_id, 4, 5)
@@ -177,5 +235,7 @@ def test_high_s_signature_from_openssl_is_accepted() -> None:
             break
     else:
         pytest.fail("OpenSSL gave 200 low-S signatures in a row")
-    assert not verify_compact(node_id(4), raw[2:66], hashlib.sha256(hashlib.sha256(raw[66:]).digest()).digest())
+    assert not verify_compact(
+        node_id(4), raw[2:66], hashlib.sha256(hashlib.sha256(raw[66:]).digest()).digest()
+    )
     assert view.receive(raw, NOW).accepted

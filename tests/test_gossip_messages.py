@@ -58,8 +58,12 @@ def funded(a: int = 1, b: int = 2) -> Utxos:
 
 def unsigned(a: int = 1, b: int = 2) -> ChannelAnnouncement:
     return unsigned_channel_announcement(
-        chain_hash=CHAIN, short_channel_id=SCID, node_id_a=node_id(a), node_id_b=node_id(b),
-        bitcoin_key_a=pubkey_from_privkey(funding_key(a)), bitcoin_key_b=pubkey_from_privkey(funding_key(b)),
+        chain_hash=CHAIN,
+        short_channel_id=SCID,
+        node_id_a=node_id(a),
+        node_id_b=node_id(b),
+        bitcoin_key_a=pubkey_from_privkey(funding_key(a)),
+        bitcoin_key_b=pubkey_from_privkey(funding_key(b)),
     )
 
 
@@ -87,7 +91,9 @@ def test_announcement_signatures_exchange_in_either_order() -> None:
     two = combine_announcement_signatures(ann, from_2, from_1)
     assert one == two
     verify_channel_announcement(encode_message(one), CHAIN, funded())
-    assert (from_1.node_signature, from_1.bitcoin_signature) == sign_channel_announcement(ann, node_key(1), funding_key(1))
+    assert (from_1.node_signature, from_1.bitcoin_signature) == sign_channel_announcement(
+        ann, node_key(1), funding_key(1)
+    )
 
 
 def test_combine_rejects_foreign_or_duplicate_signatures() -> None:
@@ -95,18 +101,24 @@ def test_combine_rejects_foreign_or_duplicate_signatures() -> None:
     good = announcement_signatures(bytes(32), ann, node_key(1), funding_key(1))
     other = announcement_signatures(bytes(32), unsigned(1, 3), node_key(3), funding_key(3))
     with pytest.raises(SignatureError, match="neither node"):
-        combine_announcement_signatures(ann, good, dataclasses.replace(other, short_channel_id=ann.short_channel_id))
+        combine_announcement_signatures(
+            ann, good, dataclasses.replace(other, short_channel_id=ann.short_channel_id)
+        )
     with pytest.raises(SignatureError, match="same node"):
         combine_announcement_signatures(ann, good, good)
-    wrong_bitcoin = dataclasses.replace(announcement_signatures(bytes(32), ann, node_key(2), funding_key(2)),
-                                        bitcoin_signature=good.bitcoin_signature)
+    wrong_bitcoin = dataclasses.replace(
+        announcement_signatures(bytes(32), ann, node_key(2), funding_key(2)),
+        bitcoin_signature=good.bitcoin_signature,
+    )
     with pytest.raises(SignatureError, match="bitcoin_signature_2"):
         combine_announcement_signatures(ann, good, wrong_bitcoin)
     with pytest.raises(UsageError, match="neither node 1's nor node 2's"):
         sign_channel_announcement(ann, node_key(3), funding_key(3))
 
 
-@pytest.mark.parametrize("field", ["node_signature_1", "node_signature_2", "bitcoin_signature_1", "bitcoin_signature_2"])
+@pytest.mark.parametrize(
+    "field", ["node_signature_1", "node_signature_2", "bitcoin_signature_1", "bitcoin_signature_2"]
+)
 def test_each_bad_announcement_signature_is_named(field: str) -> None:
     message = decode_message(announcement(SCID, 1, 2))
     assert isinstance(message, ChannelAnnouncement)
@@ -118,18 +130,28 @@ def test_each_bad_announcement_signature_is_named(field: str) -> None:
 
 def test_announcement_for_another_chain_is_ignored() -> None:
     with pytest.raises(GossipIgnored, match="unknown chain"):
-        verify_channel_announcement(announcement(SCID, 1, 2, chain=BITCOIN.chain_hash), CHAIN, funded())
+        verify_channel_announcement(
+            announcement(SCID, 1, 2, chain=BITCOIN.chain_hash), CHAIN, funded()
+        )
 
 
 def test_unordered_node_ids_are_invalid_even_when_signed() -> None:
     ann = unsigned()
-    swapped = dataclasses.replace(ann, node_id_1=ann.node_id_2, node_id_2=ann.node_id_1,
-                                  bitcoin_key_1=ann.bitcoin_key_2, bitcoin_key_2=ann.bitcoin_key_1)
+    swapped = dataclasses.replace(
+        ann,
+        node_id_1=ann.node_id_2,
+        node_id_2=ann.node_id_1,
+        bitcoin_key_1=ann.bitcoin_key_2,
+        bitcoin_key_2=ann.bitcoin_key_1,
+    )
     h = signed_hash(encode_message(swapped), CHANNEL_ANNOUNCEMENT_SIGNED_FROM)
     first, second = (2, 1) if node_id(1) < node_id(2) else (1, 2)  # who is now in slot 1 / 2
     signed = dataclasses.replace(
-        swapped, node_signature_1=sign(node_key(first), h), node_signature_2=sign(node_key(second), h),
-        bitcoin_signature_1=sign(funding_key(first), h), bitcoin_signature_2=sign(funding_key(second), h),
+        swapped,
+        node_signature_1=sign(node_key(first), h),
+        node_signature_2=sign(node_key(second), h),
+        bitcoin_signature_1=sign(funding_key(first), h),
+        bitcoin_signature_2=sign(funding_key(second), h),
     )
     with pytest.raises(DecodeError, match="node_id_1: is not less than node_id_2"):
         verify_channel_announcement(encode_message(signed), CHAIN, funded())
@@ -163,15 +185,32 @@ def test_signature_covers_fields_appended_by_future_versions() -> None:
 
 
 def test_channel_update_round_trip_and_flags() -> None:
-    raw = encode_message(create_channel_update(
-        node_key(2), chain_hash=CHAIN, short_channel_id=SCID, timestamp=1_700_000_000, direction=1,
-        cltv_expiry_delta=144, htlc_minimum_msat=0, htlc_maximum_msat=10**9, fee_base_msat=0,
-        fee_proportional_millionths=1, disabled=True, dont_forward=True,
-    ))
-    message = verify_channel_update(raw, CHAIN, node_id(1), node_id(2))  # direction 1: node_id_2 signs
+    raw = encode_message(
+        create_channel_update(
+            node_key(2),
+            chain_hash=CHAIN,
+            short_channel_id=SCID,
+            timestamp=1_700_000_000,
+            direction=1,
+            cltv_expiry_delta=144,
+            htlc_minimum_msat=0,
+            htlc_maximum_msat=10**9,
+            fee_base_msat=0,
+            fee_proportional_millionths=1,
+            disabled=True,
+            dont_forward=True,
+        )
+    )
+    message = verify_channel_update(
+        raw, CHAIN, node_id(1), node_id(2)
+    )  # direction 1: node_id_2 signs
     assert message.message_flags == b"\x03"  # must_be_one | dont_forward
     assert message.channel_flags == b"\x03"  # direction 1 | disable
-    assert (message.timestamp, message.cltv_expiry_delta, message.htlc_maximum_msat) == (1_700_000_000, 144, 10**9)
+    assert (message.timestamp, message.cltv_expiry_delta, message.htlc_maximum_msat) == (
+        1_700_000_000,
+        144,
+        10**9,
+    )
 
 
 def test_channel_update_checked_against_the_direction_bit() -> None:
@@ -180,7 +219,9 @@ def test_channel_update_checked_against_the_direction_bit() -> None:
     verify_channel_update(raw, CHAIN, low, high)
     message = decode_message(raw)
     assert isinstance(message, ChannelUpdate)
-    flipped = encode_message(dataclasses.replace(message, channel_flags=bytes([message.channel_flags[0] ^ 1])))
+    flipped = encode_message(
+        dataclasses.replace(message, channel_flags=bytes([message.channel_flags[0] ^ 1]))
+    )
     with pytest.raises(SignatureError, match=r"channel_update\.signature"):
         verify_channel_update(flipped, CHAIN, low, high)
     with pytest.raises(GossipIgnored):
@@ -206,31 +247,73 @@ def test_high_s_signature_from_a_relaying_node_still_verifies() -> None:
     ],
 )
 def test_channel_update_creation_refuses_bad_values(change: dict[str, int], match: str) -> None:
-    terms = {"chain_hash": CHAIN, "short_channel_id": SCID, "timestamp": 5, "direction": 0,
-             "cltv_expiry_delta": 40, "htlc_minimum_msat": 0, "htlc_maximum_msat": 1000,
-             "fee_base_msat": 0, "fee_proportional_millionths": 0, **change}
+    terms = {
+        "chain_hash": CHAIN,
+        "short_channel_id": SCID,
+        "timestamp": 5,
+        "direction": 0,
+        "cltv_expiry_delta": 40,
+        "htlc_minimum_msat": 0,
+        "htlc_maximum_msat": 1000,
+        "fee_base_msat": 0,
+        "fee_proportional_millionths": 0,
+        **change,
+    }
     with pytest.raises(UsageError, match=match):
         create_channel_update(node_key(1), **terms)
 
 
 @settings(max_examples=30, deadline=None)
 @given(
-    timestamp=st.integers(1, 2**32 - 1), delta=st.integers(0, 0xFFFF), low=st.integers(0, 2**63),
-    extra=st.integers(0, 2**63), base=st.integers(0, 2**32 - 1), rate=st.integers(0, 2**32 - 1),
-    direction=st.integers(0, 1), disabled=st.booleans(),
+    timestamp=st.integers(1, 2**32 - 1),
+    delta=st.integers(0, 0xFFFF),
+    low=st.integers(0, 2**63),
+    extra=st.integers(0, 2**63),
+    base=st.integers(0, 2**32 - 1),
+    rate=st.integers(0, 2**32 - 1),
+    direction=st.integers(0, 1),
+    disabled=st.booleans(),
 )
-def test_channel_update_sign_verify_property(timestamp: int, delta: int, low: int, extra: int, base: int,
-                                             rate: int, direction: int, disabled: bool) -> None:
+def test_channel_update_sign_verify_property(
+    timestamp: int,
+    delta: int,
+    low: int,
+    extra: int,
+    base: int,
+    rate: int,
+    direction: int,
+    disabled: bool,
+) -> None:
     ids = sorted((node_id(1), node_id(2)))
-    signer = node_key(1) if node_id(1) == ids[direction] else node_key(2)  # direction d: ids[d] signs
-    raw = encode_message(create_channel_update(
-        signer, chain_hash=CHAIN, short_channel_id=SCID, timestamp=timestamp, direction=direction,
-        cltv_expiry_delta=delta, htlc_minimum_msat=low, htlc_maximum_msat=low + extra, fee_base_msat=base,
-        fee_proportional_millionths=rate, disabled=disabled,
-    ))
+    signer = (
+        node_key(1) if node_id(1) == ids[direction] else node_key(2)
+    )  # direction d: ids[d] signs
+    raw = encode_message(
+        create_channel_update(
+            signer,
+            chain_hash=CHAIN,
+            short_channel_id=SCID,
+            timestamp=timestamp,
+            direction=direction,
+            cltv_expiry_delta=delta,
+            htlc_minimum_msat=low,
+            htlc_maximum_msat=low + extra,
+            fee_base_msat=base,
+            fee_proportional_millionths=rate,
+            disabled=disabled,
+        )
+    )
     message = verify_channel_update(raw, CHAIN, ids[0], ids[1])
-    assert (message.timestamp, message.cltv_expiry_delta, message.htlc_minimum_msat) == (timestamp, delta, low)
-    assert (message.htlc_maximum_msat, message.fee_base_msat, message.fee_proportional_millionths) == (low + extra, base, rate)
+    assert (message.timestamp, message.cltv_expiry_delta, message.htlc_minimum_msat) == (
+        timestamp,
+        delta,
+        low,
+    )
+    assert (
+        message.htlc_maximum_msat,
+        message.fee_base_msat,
+        message.fee_proportional_millionths,
+    ) == (low + extra, base, rate)
     assert message.channel_flags[0] == direction | (2 if disabled else 0)
 
 
@@ -246,12 +329,22 @@ def test_node_announcement_round_trip_with_every_address_type() -> None:
         Address(TORV3, onion_v3_host(ONION_KEY), 9736),
         Address(IPV6, "2001:db8::1", 19735),
     ]
-    raw = node_announcement(5, 1_700_000_000, alias="ünïcode ⚡", rgb_color=b"\x01\x02\x03",
-                            addresses=addresses, features=b"\x02\x00")
+    raw = node_announcement(
+        5,
+        1_700_000_000,
+        alias="ünïcode ⚡",
+        rgb_color=b"\x01\x02\x03",
+        addresses=addresses,
+        features=b"\x02\x00",
+    )
     message, decoded = verify_node_announcement(raw)
     assert message.node_id == node_id(5)
     assert message.alias == "ünïcode ⚡".encode().ljust(32, b"\0")
-    assert (message.rgb_color, message.features, message.timestamp) == (b"\x01\x02\x03", b"\x02\x00", 1_700_000_000)
+    assert (message.rgb_color, message.features, message.timestamp) == (
+        b"\x01\x02\x03",
+        b"\x02\x00",
+        1_700_000_000,
+    )
     assert list(decoded.addresses) == sorted(addresses, key=lambda a: a.kind)  # ascending types
     assert decoded.forwardable and decoded.ignored == 0
     assert str(decoded.addresses[1]) == "[2001:db8::1]:19735"
@@ -308,18 +401,30 @@ def test_address_reader_rules() -> None:
 
 
 address_strategy = st.one_of(
-    st.builds(lambda n, p: Address(IPV4, f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", p),
-              st.integers(0, 2**32 - 1), st.integers(1, 0xFFFF)),
-    st.builds(lambda b, p: Address(IPV6, str(__import__("ipaddress").IPv6Address(b)), p),
-              st.binary(min_size=16, max_size=16), st.integers(1, 0xFFFF)),
-    st.builds(lambda k, p: Address(TORV3, onion_v3_host(k), p), st.binary(min_size=32, max_size=32),
-              st.integers(0, 0xFFFF)),
+    st.builds(
+        lambda n, p: Address(IPV4, f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", p),
+        st.integers(0, 2**32 - 1),
+        st.integers(1, 0xFFFF),
+    ),
+    st.builds(
+        lambda b, p: Address(IPV6, str(__import__("ipaddress").IPv6Address(b)), p),
+        st.binary(min_size=16, max_size=16),
+        st.integers(1, 0xFFFF),
+    ),
+    st.builds(
+        lambda k, p: Address(TORV3, onion_v3_host(k), p),
+        st.binary(min_size=32, max_size=32),
+        st.integers(0, 0xFFFF),
+    ),
 )
 
 
 @settings(max_examples=50, deadline=None)
-@given(addresses=st.lists(address_strategy, max_size=6),
-       hostname=st.none() | st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=255))
+@given(
+    addresses=st.lists(address_strategy, max_size=6),
+    hostname=st.none()
+    | st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=255),
+)
 def test_address_round_trip_property(addresses: list[Address], hostname: str | None) -> None:
     if hostname is not None:
         addresses = [*addresses, Address(DNS, hostname, 9735)]

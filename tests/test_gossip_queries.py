@@ -1,4 +1,4 @@
-"""Gossip queries: the BOLT 7 extended-queries vectors, range replies, and a full sync by queries."""
+"""Gossip queries: BOLT 7 extended-queries vectors, range replies, a full sync by queries."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ VECTORS = load_vectors("bolt07_extended_queries.json")["vectors"]
 def _vector_id(case: dict[str, Any]) -> str:
     msg = case["msg"]
     encodings = [msg.get("shortChannelIds", {}).get("encoding", "")]
-    encodings += [r["encoding"] for r in msg.get("tlvStream", {}).get("records", []) if isinstance(r, dict)]
+    encodings += [
+        r["encoding"] for r in msg.get("tlvStream", {}).get("records", []) if isinstance(r, dict)
+    ]
     return f"{msg['type']}-{'-'.join(e for e in encodings if e) or 'plain'}"
 
 
@@ -77,7 +79,10 @@ def test_extended_queries_vectors(case: dict[str, Any]) -> None:
     assert isinstance(message, (QueryChannelRange, ReplyChannelRange, QueryShortChannelIds))
     assert message.chain_hash.hex() == expected["chainHash"]
     if isinstance(message, (QueryChannelRange, ReplyChannelRange)):
-        assert (message.first_blocknum, message.number_of_blocks) == (expected["firstBlockNum"], expected["numberOfBlocks"])
+        assert (message.first_blocknum, message.number_of_blocks) == (
+            expected["firstBlockNum"],
+            expected["numberOfBlocks"],
+        )
     if isinstance(message, QueryChannelRange):
         records = expected["tlvStream"]["records"]
         flags = message.tlvs.get("query_option", {}).get("query_option_flags", 0)
@@ -89,15 +94,24 @@ def test_extended_queries_vectors(case: dict[str, Any]) -> None:
         with pytest.raises(DecodeError, match="zlib"):
             decode_short_ids(message.encoded_short_ids)
         return
-    assert decode_short_ids(message.encoded_short_ids) == [parse_short_channel_id(s) for s in ids["array"]]
+    assert decode_short_ids(message.encoded_short_ids) == [
+        parse_short_channel_id(s) for s in ids["array"]
+    ]
     if isinstance(message, ReplyChannelRange):
         assert message.sync_complete == bytes([expected["complete"]])
         if "timestamps" in expected:
             stamps = message.tlvs["timestamps_tlv"]
             pairs = decode_timestamps(stamps["encoding_type"] + stamps["encoded_timestamps"])
-            assert pairs == [(t["timestamp1"], t["timestamp2"]) for t in expected["timestamps"]["timestamps"]]
-            sums = [(c["checksum_node_id_1"], c["checksum_node_id_2"]) for c in message.tlvs["checksums_tlv"]["checksums"]]
-            assert sums == [(c["checksum1"], c["checksum2"]) for c in expected["checksums"]["checksums"]]
+            assert pairs == [
+                (t["timestamp1"], t["timestamp2"]) for t in expected["timestamps"]["timestamps"]
+            ]
+            sums = [
+                (c["checksum_node_id_1"], c["checksum_node_id_2"])
+                for c in message.tlvs["checksums_tlv"]["checksums"]
+            ]
+            assert sums == [
+                (c["checksum1"], c["checksum2"]) for c in expected["checksums"]["checksums"]
+            ]
     else:
         records = expected["tlvStream"]["records"]
         for record in records:
@@ -131,7 +145,9 @@ def test_crc32c_rfc3720_vectors() -> None:
 def test_update_checksum_ignores_signature_and_timestamp_only() -> None:
     s = scid(100)
     assert update_checksum(update(s, 1, 2, 10)) == update_checksum(update(s, 1, 2, 99))
-    assert update_checksum(update(s, 1, 2, 10)) != update_checksum(update(s, 1, 2, 10, fee_base_msat=1))
+    assert update_checksum(update(s, 1, 2, 10)) != update_checksum(
+        update(s, 1, 2, 10, fee_base_msat=1)
+    )
 
 
 # ---------------------------------------------------------------- reply_channel_range
@@ -141,14 +157,26 @@ def _store_with(ids: list[int], private: tuple[int, ...] = ()) -> MemoryGossipSt
     """Channel records straight into a store (the store never validates): only the ids matter."""
     store = MemoryGossipStore()
     for short_id in ids:
-        store.put_channel(ChannelRecord(short_id, node_id(1), node_id(2), 1000, b"",
-                                        None if short_id in private else b"announcement"))
+        store.put_channel(
+            ChannelRecord(
+                short_id,
+                node_id(1),
+                node_id(2),
+                1000,
+                b"",
+                None if short_id in private else b"announcement",
+            )
+        )
     return store
 
 
-def _check_replies(query: QueryChannelRange, replies: list[ReplyChannelRange], expected: list[int]) -> None:
+def _check_replies(
+    query: QueryChannelRange, replies: list[ReplyChannelRange], expected: list[int]
+) -> None:
     start, end = query.first_blocknum, query.first_blocknum + query.number_of_blocks
-    assert replies[0].first_blocknum <= start < replies[0].first_blocknum + replies[0].number_of_blocks
+    assert (
+        replies[0].first_blocknum <= start < replies[0].first_blocknum + replies[0].number_of_blocks
+    )
     assert replies[-1].first_blocknum + replies[-1].number_of_blocks >= end
     seen: list[int] = []
     for before, after in itertools.pairwise(replies):
@@ -157,7 +185,10 @@ def _check_replies(query: QueryChannelRange, replies: list[ReplyChannelRange], e
         assert reply.sync_complete == b"\x01" and reply.chain_hash == query.chain_hash
         assert len(encode_message(reply)) <= 65535
         ids = decode_short_ids(reply.encoded_short_ids)
-        assert all(reply.first_blocknum <= block_of(s) < reply.first_blocknum + reply.number_of_blocks for s in ids)
+        assert all(
+            reply.first_blocknum <= block_of(s) < reply.first_blocknum + reply.number_of_blocks
+            for s in ids
+        )
         seen.extend(ids)
     assert seen == expected
 
@@ -165,9 +196,13 @@ def _check_replies(query: QueryChannelRange, replies: list[ReplyChannelRange], e
 @settings(max_examples=60, deadline=None)
 @given(
     blocks=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 6)), max_size=25),
-    first=st.integers(0, 60), count=st.integers(1, 70), limit=st.integers(1, 8),
+    first=st.integers(0, 60),
+    count=st.integers(1, 70),
+    limit=st.integers(1, 8),
 )
-def test_reply_channel_range_property(blocks: list[tuple[int, int]], first: int, count: int, limit: int) -> None:
+def test_reply_channel_range_property(
+    blocks: list[tuple[int, int]], first: int, count: int, limit: int
+) -> None:
     ids = sorted({scid(b, tx) for b, n in blocks for tx in range(n)})
     store = _store_with(ids, private=tuple(ids[:1]))
     query = QueryChannelRange(chain_hash=CHAIN, first_blocknum=first, number_of_blocks=count)
@@ -182,11 +217,28 @@ def test_reply_channel_range_fits_messages_at_mainnet_scale() -> None:
     store = _store_with(ids)
     for i, short_id in enumerate(ids):
         for direction in (0, 1):
-            store.put_update(UpdateRecord(short_id, direction, NOW + i, 1, direction, 40, 1, 10**9, 1, 1,
-                                          update(short_id, 1, 2, 5) if i < 3 else bytes(130)))
+            store.put_update(
+                UpdateRecord(
+                    short_id,
+                    direction,
+                    NOW + i,
+                    1,
+                    direction,
+                    40,
+                    1,
+                    10**9,
+                    1,
+                    1,
+                    update(short_id, 1, 2, 5) if i < 3 else bytes(130),
+                )
+            )
     flags = WANT_TIMESTAMPS | WANT_CHECKSUMS
-    query = QueryChannelRange(chain_hash=CHAIN, first_blocknum=0, number_of_blocks=0xFFFFFFFF,
-                              tlvs={"query_option": {"query_option_flags": flags}})
+    query = QueryChannelRange(
+        chain_hash=CHAIN,
+        first_blocknum=0,
+        number_of_blocks=0xFFFFFFFF,
+        tlvs={"query_option": {"query_option_flags": flags}},
+    )
     replies = reply_channel_range(store, query, CHAIN)
     assert len(replies) >= -(-20_000 // max_ids_per_reply(flags)) > 1
     _check_replies(query, replies, ids)
@@ -199,19 +251,32 @@ def test_reply_channel_range_fits_messages_at_mainnet_scale() -> None:
 
 def test_reply_for_another_chain_or_an_empty_range() -> None:
     store = _store_with([scid(10)])
-    other = reply_channel_range(store, QueryChannelRange(chain_hash=BITCOIN.chain_hash, first_blocknum=0,
-                                                         number_of_blocks=100), CHAIN)
+    other = reply_channel_range(
+        store,
+        QueryChannelRange(chain_hash=BITCOIN.chain_hash, first_blocknum=0, number_of_blocks=100),
+        CHAIN,
+    )
     assert len(other) == 1 and decode_short_ids(other[0].encoded_short_ids) == []
     assert other[0].chain_hash == BITCOIN.chain_hash
-    empty = reply_channel_range(store, QueryChannelRange(chain_hash=CHAIN, first_blocknum=11, number_of_blocks=5), CHAIN)
+    empty = reply_channel_range(
+        store, QueryChannelRange(chain_hash=CHAIN, first_blocknum=11, number_of_blocks=5), CHAIN
+    )
     assert [(r.first_blocknum, r.number_of_blocks) for r in empty] == [(11, 5)]
     with pytest.raises(DecodeError, match="number_of_blocks"):
-        reply_channel_range(store, QueryChannelRange(chain_hash=CHAIN, first_blocknum=1, number_of_blocks=0), CHAIN)
+        reply_channel_range(
+            store, QueryChannelRange(chain_hash=CHAIN, first_blocknum=1, number_of_blocks=0), CHAIN
+        )
 
 
 def _reply(first: int, count: int, ids: list[int], **tlvs: Any) -> ReplyChannelRange:
-    return ReplyChannelRange(chain_hash=CHAIN, first_blocknum=first, number_of_blocks=count, sync_complete=b"\x01",
-                             encoded_short_ids=encode_short_ids(ids), tlvs=dict(tlvs))
+    return ReplyChannelRange(
+        chain_hash=CHAIN,
+        first_blocknum=first,
+        number_of_blocks=count,
+        sync_complete=b"\x01",
+        encoded_short_ids=encode_short_ids(ids),
+        tlvs=dict(tlvs),
+    )
 
 
 def test_range_query_refuses_bad_replies() -> None:
@@ -223,11 +288,24 @@ def test_range_query_refuses_bad_replies() -> None:
     with pytest.raises(DecodeError, match="outside the reply's range"):
         asker().on_reply(_reply(100, 10, [scid(120)]))
     with pytest.raises(DecodeError, match="chain"):
-        asker().on_reply(ReplyChannelRange(chain_hash=BITCOIN.chain_hash, first_blocknum=100, number_of_blocks=50,
-                                           sync_complete=b"\x01", encoded_short_ids=b"\x00"))
+        asker().on_reply(
+            ReplyChannelRange(
+                chain_hash=BITCOIN.chain_hash,
+                first_blocknum=100,
+                number_of_blocks=50,
+                sync_complete=b"\x01",
+                encoded_short_ids=b"\x00",
+            )
+        )
     with pytest.raises(DecodeError, match="one timestamp pair per id"):
-        asker().on_reply(_reply(100, 60, [scid(120)], timestamps_tlv={"encoding_type": b"\x00",
-                                                                       "encoded_timestamps": b""}))
+        asker().on_reply(
+            _reply(
+                100,
+                60,
+                [scid(120)],
+                timestamps_tlv={"encoding_type": b"\x00", "encoded_timestamps": b""},
+            )
+        )
     going = asker()
     assert not going.on_reply(_reply(90, 30, [scid(110)]))
     with pytest.raises(DecodeError, match="goes backwards"):
@@ -237,7 +315,7 @@ def test_range_query_refuses_bad_replies() -> None:
         going.on_reply(_reply(150, 1, []))
 
 
-# ---------------------------------------------------------------- query_short_channel_ids and a full sync
+# ------------------------------------------------ query_short_channel_ids and a full sync
 
 
 def _source() -> NetworkView:
@@ -257,22 +335,43 @@ def _source() -> NetworkView:
 def test_answer_short_channel_ids_with_and_without_flags() -> None:
     source = _source()
     s0, s1 = scid(200, 1), scid(201, 1)
-    full = answer_short_channel_ids(source.store, query_short_channel_ids(CHAIN, [s0, scid(999)])[0], CHAIN)
+    full = answer_short_channel_ids(
+        source.store, query_short_channel_ids(CHAIN, [s0, scid(999)])[0], CHAIN
+    )
     kinds = [type(decode_message(raw)).__name__ for raw in full]
-    assert kinds == ["ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate", "NodeAnnouncement",
-                     "NodeAnnouncement", "ReplyShortChannelIdsEnd"]
+    assert kinds == [
+        "ChannelAnnouncement",
+        "ChannelUpdate",
+        "ChannelUpdate",
+        "NodeAnnouncement",
+        "NodeAnnouncement",
+        "ReplyShortChannelIdsEnd",
+    ]
     end = decode_message(full[-1])
     assert isinstance(end, ReplyShortChannelIdsEnd) and end.full_information == b"\x01"
-    flagged = query_short_channel_ids(CHAIN, {s0: WANT_UPDATE_2, s1: WANT_ANNOUNCEMENT | WANT_NODE_1})[0]
+    flagged = query_short_channel_ids(
+        CHAIN, {s0: WANT_UPDATE_2, s1: WANT_ANNOUNCEMENT | WANT_NODE_1}
+    )[0]
     answer = [decode_message(raw) for raw in answer_short_channel_ids(source.store, flagged, CHAIN)]
-    assert [type(m).__name__ for m in answer] == ["ChannelUpdate", "ChannelAnnouncement", "NodeAnnouncement",
-                                                  "ReplyShortChannelIdsEnd"]
+    assert [type(m).__name__ for m in answer] == [
+        "ChannelUpdate",
+        "ChannelAnnouncement",
+        "NodeAnnouncement",
+        "ReplyShortChannelIdsEnd",
+    ]
     assert answer[0].channel_flags[0] & 1 == 1  # type: ignore[union-attr]
-    other = QueryShortChannelIds(chain_hash=BITCOIN.chain_hash, encoded_short_ids=encode_short_ids([s0]))
+    other = QueryShortChannelIds(
+        chain_hash=BITCOIN.chain_hash, encoded_short_ids=encode_short_ids([s0])
+    )
     reply = [decode_message(raw) for raw in answer_short_channel_ids(source.store, other, CHAIN)]
-    assert reply == [ReplyShortChannelIdsEnd(chain_hash=BITCOIN.chain_hash, full_information=b"\x00")]
-    bad = QueryShortChannelIds(chain_hash=CHAIN, encoded_short_ids=encode_short_ids([s0, s1]),
-                               tlvs={"query_flags": {"encoding_type": b"\x00", "encoded_query_flags": b"\x01"}})
+    assert reply == [
+        ReplyShortChannelIdsEnd(chain_hash=BITCOIN.chain_hash, full_information=b"\x00")
+    ]
+    bad = QueryShortChannelIds(
+        chain_hash=CHAIN,
+        encoded_short_ids=encode_short_ids([s0, s1]),
+        tlvs={"query_flags": {"encoding_type": b"\x00", "encoded_query_flags": b"\x01"}},
+    )
     with pytest.raises(DecodeError, match="one flag per short_channel_id"):
         answer_short_channel_ids(source.store, bad, CHAIN)
 
@@ -299,8 +398,15 @@ def test_full_sync_by_range_and_id_queries_then_catch_up() -> None:
                 assert fresh.receive(raw, NOW).accepted
 
     sync()
-    summary = lambda v: sorted((c.short_channel_id, c.source, c.policy) for n in v.channel_graph().nodes  # noqa: E731
-                               for c in v.channel_graph().channels_into(n))
+
+    def summary(view: NetworkView) -> list[Any]:
+        graph = view.channel_graph()
+        return sorted(
+            (c.short_channel_id, c.source, c.policy)
+            for n in graph.nodes
+            for c in graph.channels_into(n)
+        )
+
     assert summary(fresh) == summary(source)
     assert {n.node_id for n in fresh.store.nodes()} == {node_id(n) for n in range(1, 6)}
     # Only the newer update is asked for on a second sync.

@@ -45,7 +45,10 @@ def test_announcement_waits_for_its_first_update_before_relay() -> None:
     outcome = view.receive(announcement(S12, 1, 2), NOW, origin="peer-a")
     assert outcome.status is Status.ACCEPTED and outcome.relay == ()
     first = view.receive(update(S12, 1, 2, NOW - 10), NOW, origin="peer-a")
-    assert [item.key for item in first.relay] == [("channel", S12), ("update", S12, first.relay[1].key[2])]
+    assert [item.key for item in first.relay] == [
+        ("channel", S12),
+        ("update", S12, first.relay[1].key[2]),
+    ]
     assert first.relay[0].timestamp == NOW - 10  # the announcement takes its update's timestamp
     assert all(item.origin == "peer-a" for item in first.relay)
     second = view.receive(update(S12, 2, 1, NOW - 5), NOW)
@@ -136,8 +139,15 @@ def _node_with_raw_addresses(a: int, timestamp: int, addresses: bytes) -> bytes:
     from lightspeed.gossip.signing import SINGLE_SIGNATURE_SIGNED_FROM, sign, signed_hash
     from tests.gossip_network import node_key
 
-    unsigned = NodeAnnouncement(signature=bytes(64), features=b"", timestamp=timestamp, node_id=node_id(a),
-                                rgb_color=b"\0\0\0", alias=bytes(32), addresses=addresses)
+    unsigned = NodeAnnouncement(
+        signature=bytes(64),
+        features=b"",
+        timestamp=timestamp,
+        node_id=node_id(a),
+        rgb_color=b"\0\0\0",
+        alias=bytes(32),
+        addresses=addresses,
+    )
     raw = encode_message(unsigned)
     signature = sign(node_key(a), signed_hash(raw, SINGLE_SIGNATURE_SIGNED_FROM))
     return raw[:2] + signature + raw[66:]
@@ -176,8 +186,17 @@ def test_bolt7_routing_example_through_gossip() -> None:
     for short_id, x, y in links:
         for src, dst in ((x, y), (y, x)):
             delta, base, rate = terms[src]
-            raw = update(short_id, src, dst, NOW, cltv_expiry_delta=delta, fee_base_msat=base,
-                         fee_proportional_millionths=rate, htlc_minimum_msat=0, htlc_maximum_msat=10**9)
+            raw = update(
+                short_id,
+                src,
+                dst,
+                NOW,
+                cltv_expiry_delta=delta,
+                fee_base_msat=base,
+                fee_proportional_millionths=rate,
+                htlc_minimum_msat=0,
+                htlc_maximum_msat=10**9,
+            )
             assert view.receive(raw, NOW).accepted
     route = find_route(view.channel_graph(), node_id(a), node_id(c), 4_999_999)
     assert [hop.pubkey for hop in route.hops] == [node_id(b), node_id(c)]
@@ -190,17 +209,27 @@ def test_export_leaves_out_what_must_not_be_routed() -> None:
     s_feat, s_node, s_cap, s_ok = scid(10), scid(11), scid(12), scid(13)
     utxos = Utxos()
     view = NetworkView(CHAIN, utxos)
-    for short_id, x, y, features in ((s_feat, 1, 2, (1 << 100).to_bytes(13, "big")), (s_node, 2, 5, b""), (s_cap, 2, 3, b""),
-                                     (s_ok, 1, 3, b"")):
+    for short_id, x, y, features in (
+        (s_feat, 1, 2, (1 << 100).to_bytes(13, "big")),
+        (s_node, 2, 5, b""),
+        (s_cap, 2, 3, b""),
+        (s_ok, 1, 3, b""),
+    ):
         utxos.fund(short_id, x, y, 100_000)
         assert view.receive(announcement(short_id, x, y, features=features), NOW).accepted
         for src, dst in ((x, y), (y, x)):
-            assert view.receive(update(short_id, src, dst, NOW, htlc_maximum_msat=50_000_000), NOW).accepted
+            assert view.receive(
+                update(short_id, src, dst, NOW, htlc_maximum_msat=50_000_000), NOW
+            ).accepted
     # Node 5 requires an unknown even feature (bit 100).
-    assert view.receive(node_announcement(5, NOW, features=(1 << 100).to_bytes(13, "big")), NOW).accepted
-    # Node 3's direction of s_cap promises more than the capacity; disabled directions stay (flagged).
+    assert view.receive(
+        node_announcement(5, NOW, features=(1 << 100).to_bytes(13, "big")), NOW
+    ).accepted
+    # Node 3's direction of s_cap promises more than the capacity; a disabled one stays, flagged.
     assert view.receive(update(s_cap, 3, 2, NOW + 1, htlc_maximum_msat=200_000_000), NOW).accepted
-    assert view.receive(update(s_ok, 3, 1, NOW + 1, disabled=True, htlc_maximum_msat=50_000_000), NOW).accepted
+    assert view.receive(
+        update(s_ok, 3, 1, NOW + 1, disabled=True, htlc_maximum_msat=50_000_000), NOW
+    ).accepted
     graph = view.channel_graph()
     into = {n: list(graph.channels_into(node_id(n))) for n in (1, 2, 3, 5)}
     ids = {n: {ch.short_channel_id for ch in chans} for n, chans in into.items()}

@@ -78,10 +78,17 @@ def unsigned_channel_announcement(
         node_id_a, node_id_b = node_id_b, node_id_a
         bitcoin_key_a, bitcoin_key_b = bitcoin_key_b, bitcoin_key_a
     return ChannelAnnouncement(
-        node_signature_1=NO_SIGNATURE, node_signature_2=NO_SIGNATURE,
-        bitcoin_signature_1=NO_SIGNATURE, bitcoin_signature_2=NO_SIGNATURE,
-        features=features, chain_hash=chain_hash, short_channel_id=scid_to_bytes(short_channel_id),
-        node_id_1=node_id_a, node_id_2=node_id_b, bitcoin_key_1=bitcoin_key_a, bitcoin_key_2=bitcoin_key_b,
+        node_signature_1=NO_SIGNATURE,
+        node_signature_2=NO_SIGNATURE,
+        bitcoin_signature_1=NO_SIGNATURE,
+        bitcoin_signature_2=NO_SIGNATURE,
+        features=features,
+        chain_hash=chain_hash,
+        short_channel_id=scid_to_bytes(short_channel_id),
+        node_id_1=node_id_a,
+        node_id_2=node_id_b,
+        bitcoin_key_1=bitcoin_key_a,
+        bitcoin_key_2=bitcoin_key_b,
     )
 
 
@@ -95,7 +102,10 @@ def sign_channel_announcement(
 ) -> tuple[bytes, bytes]:
     """One side's ``(node_signature, bitcoin_signature)`` over the announcement."""
     node_id, bitcoin_key = pubkey_from_privkey(node_privkey), pubkey_from_privkey(bitcoin_privkey)
-    sides = ((announcement.node_id_1, announcement.bitcoin_key_1), (announcement.node_id_2, announcement.bitcoin_key_2))
+    sides = (
+        (announcement.node_id_1, announcement.bitcoin_key_1),
+        (announcement.node_id_2, announcement.bitcoin_key_2),
+    )
     if (node_id, bitcoin_key) not in sides:
         raise UsageError("the keys are neither node 1's nor node 2's keys of this announcement")
     h = channel_announcement_hash(announcement)
@@ -103,13 +113,18 @@ def sign_channel_announcement(
 
 
 def announcement_signatures(
-    channel_id: bytes, announcement: ChannelAnnouncement, node_privkey: bytes, bitcoin_privkey: bytes
+    channel_id: bytes,
+    announcement: ChannelAnnouncement,
+    node_privkey: bytes,
+    bitcoin_privkey: bytes,
 ) -> AnnouncementSignatures:
     """The ``announcement_signatures`` message one end sends the other."""
     node_sig, bitcoin_sig = sign_channel_announcement(announcement, node_privkey, bitcoin_privkey)
     return AnnouncementSignatures(
-        channel_id=channel_id, short_channel_id=announcement.short_channel_id,
-        node_signature=node_sig, bitcoin_signature=bitcoin_sig,
+        channel_id=channel_id,
+        short_channel_id=announcement.short_channel_id,
+        node_signature=node_sig,
+        bitcoin_signature=bitcoin_sig,
     )
 
 
@@ -131,15 +146,23 @@ def combine_announcement_signatures(
                 by_side[side] = sigs
                 break
         else:
-            raise SignatureError("announcement_signatures.node_signature", "matches neither node of the channel")
+            raise SignatureError(
+                "announcement_signatures.node_signature", "matches neither node of the channel"
+            )
     if len(by_side) != 2:
         raise SignatureError("announcement_signatures", "both come from the same node")
-    check_signature(announcement.bitcoin_key_1, by_side[1].bitcoin_signature, h, "bitcoin_signature_1")
-    check_signature(announcement.bitcoin_key_2, by_side[2].bitcoin_signature, h, "bitcoin_signature_2")
+    check_signature(
+        announcement.bitcoin_key_1, by_side[1].bitcoin_signature, h, "bitcoin_signature_1"
+    )
+    check_signature(
+        announcement.bitcoin_key_2, by_side[2].bitcoin_signature, h, "bitcoin_signature_2"
+    )
     return dataclasses.replace(
         announcement,
-        node_signature_1=by_side[1].node_signature, node_signature_2=by_side[2].node_signature,
-        bitcoin_signature_1=by_side[1].bitcoin_signature, bitcoin_signature_2=by_side[2].bitcoin_signature,
+        node_signature_1=by_side[1].node_signature,
+        node_signature_2=by_side[2].node_signature,
+        bitcoin_signature_1=by_side[1].bitcoin_signature,
+        bitcoin_signature_2=by_side[2].bitcoin_signature,
     )
 
 
@@ -155,9 +178,12 @@ def create_channel_announcement(
 ) -> ChannelAnnouncement:
     """A fully signed announcement when one process holds both ends' keys (tests, demos)."""
     unsigned = unsigned_channel_announcement(
-        chain_hash=chain_hash, short_channel_id=short_channel_id,
-        node_id_a=pubkey_from_privkey(node_privkey_a), node_id_b=pubkey_from_privkey(node_privkey_b),
-        bitcoin_key_a=pubkey_from_privkey(bitcoin_privkey_a), bitcoin_key_b=pubkey_from_privkey(bitcoin_privkey_b),
+        chain_hash=chain_hash,
+        short_channel_id=short_channel_id,
+        node_id_a=pubkey_from_privkey(node_privkey_a),
+        node_id_b=pubkey_from_privkey(node_privkey_b),
+        bitcoin_key_a=pubkey_from_privkey(bitcoin_privkey_a),
+        bitcoin_key_b=pubkey_from_privkey(bitcoin_privkey_b),
         features=features,
     )
     channel_id = bytes(32)
@@ -198,8 +224,12 @@ def create_node_announcement(
     if len(rgb_color) != 3:
         raise UsageError(f"rgb_color must be 3 bytes, got {len(rgb_color)}")
     unsigned = NodeAnnouncement(
-        signature=NO_SIGNATURE, features=features, timestamp=timestamp,
-        node_id=pubkey_from_privkey(node_privkey), rgb_color=rgb_color, alias=_alias_bytes(alias),
+        signature=NO_SIGNATURE,
+        features=features,
+        timestamp=timestamp,
+        node_id=pubkey_from_privkey(node_privkey),
+        rgb_color=rgb_color,
+        alias=_alias_bytes(alias),
         addresses=encode_addresses(addresses),
     )
     h = signed_hash(encode_message(unsigned), SINGLE_SIGNATURE_SIGNED_FROM)
@@ -236,7 +266,8 @@ def create_channel_update(
         raise UsageError(f"timestamp must be in 1..2^32-1, got {timestamp}")
     if not 0 <= htlc_minimum_msat <= htlc_maximum_msat <= U64_MAX:
         raise UsageError(
-            f"need 0 <= htlc_minimum_msat ({htlc_minimum_msat}) <= htlc_maximum_msat ({htlc_maximum_msat})"
+            f"need 0 <= htlc_minimum_msat ({htlc_minimum_msat})"
+            f" <= htlc_maximum_msat ({htlc_maximum_msat})"
         )
     for name, value, limit in (
         ("cltv_expiry_delta", cltv_expiry_delta, 0xFFFF),
@@ -246,12 +277,16 @@ def create_channel_update(
         if not 0 <= value <= limit:
             raise UsageError(f"{name} {value} is out of range 0..{limit}")
     unsigned = ChannelUpdate(
-        signature=NO_SIGNATURE, chain_hash=chain_hash, short_channel_id=scid_to_bytes(short_channel_id),
+        signature=NO_SIGNATURE,
+        chain_hash=chain_hash,
+        short_channel_id=scid_to_bytes(short_channel_id),
         timestamp=timestamp,
         message_flags=bytes([MUST_BE_ONE | (DONT_FORWARD if dont_forward else 0)]),
         channel_flags=bytes([direction | (DISABLE if disabled else 0)]),
-        cltv_expiry_delta=cltv_expiry_delta, htlc_minimum_msat=htlc_minimum_msat,
-        fee_base_msat=fee_base_msat, fee_proportional_millionths=fee_proportional_millionths,
+        cltv_expiry_delta=cltv_expiry_delta,
+        htlc_minimum_msat=htlc_minimum_msat,
+        fee_base_msat=fee_base_msat,
+        fee_proportional_millionths=fee_proportional_millionths,
         htlc_maximum_msat=htlc_maximum_msat,
     )
     h = signed_hash(encode_message(unsigned), SINGLE_SIGNATURE_SIGNED_FROM)

@@ -56,7 +56,9 @@ class GossipStep:
     """What one call asks the runtime to do."""
 
     send: list[tuple[PeerId, bytes]] = field(default_factory=list)
-    warnings: list[tuple[PeerId, str]] = field(default_factory=list)  # send a BOLT 1 warning, may disconnect
+    warnings: list[tuple[PeerId, str]] = field(
+        default_factory=list
+    )  # send a BOLT 1 warning, may disconnect
     outcomes: list[Outcome] = field(default_factory=list)  # for logs and tests
 
     def to(self, peer_id: PeerId, messages: list[bytes]) -> None:
@@ -104,16 +106,22 @@ class Gossiper:
             return step  # the peer follows other chains only
         if peer.queries:
             first = max(now - self.filter_window_s, 0)
-            gossip_filter = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first,
-                                                  timestamp_range=ALL_BLOCKS - first)
+            gossip_filter = GossipTimestampFilter(
+                chain_hash=self.chain_hash,
+                first_timestamp=first,
+                timestamp_range=ALL_BLOCKS - first,
+            )
         else:
             # BOLT #7: if the receiver does not offer gossip_queries: SHOULD set first_timestamp
             # to 0xFFFFFFFF and timestamp_range to 0.
-            gossip_filter = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0xFFFFFFFF,
-                                                  timestamp_range=0)
+            gossip_filter = GossipTimestampFilter(
+                chain_hash=self.chain_hash, first_timestamp=0xFFFFFFFF, timestamp_range=0
+            )
         step.to(peer_id, [encode_message(gossip_filter)])
         if peer.queries and self.sync_on_connect:
-            options = WANT_TIMESTAMPS | WANT_CHECKSUMS if features.supports("gossip_queries_ex") else 0
+            options = (
+                WANT_TIMESTAMPS | WANT_CHECKSUMS if features.supports("gossip_queries_ex") else 0
+            )
             peer.range_query = ChannelRangeQuery(self.chain_hash, 0, ALL_BLOCKS, options)
             step.to(peer_id, [encode_message(peer.range_query.message())])
         return step
@@ -152,7 +160,10 @@ class Gossiper:
         if isinstance(message, GossipTimestampFilter):
             step.to(peer_id, self.broadcaster.set_filter(peer_id, message, store))
         elif isinstance(message, QueryChannelRange):
-            step.to(peer_id, [encode_message(r) for r in reply_channel_range(store, message, self.chain_hash)])
+            step.to(
+                peer_id,
+                [encode_message(r) for r in reply_channel_range(store, message, self.chain_hash)],
+            )
         elif isinstance(message, QueryShortChannelIds):
             step.to(peer_id, answer_short_channel_ids(store, message, self.chain_hash))
         elif isinstance(message, ReplyChannelRange):
@@ -161,11 +172,15 @@ class Gossiper:
             if peer.range_query.on_reply(message):
                 wanted = peer.range_query.wanted(store)
                 peer.range_query = None
-                peer.id_queries.extend(query_short_channel_ids(self.chain_hash, wanted) if wanted else [])
+                peer.id_queries.extend(
+                    query_short_channel_ids(self.chain_hash, wanted) if wanted else []
+                )
                 self._next_id_query(peer_id, peer, step)
         elif isinstance(message, ReplyShortChannelIdsEnd):
             if peer is None or not peer.id_query_in_flight:
-                raise DecodeError("reply_short_channel_ids_end", "no query_short_channel_ids was sent")
+                raise DecodeError(
+                    "reply_short_channel_ids_end", "no query_short_channel_ids was sent"
+                )
             peer.id_query_in_flight = False
             self._next_id_query(peer_id, peer, step)
 
@@ -202,4 +217,6 @@ class Gossiper:
     def syncing(self, peer_id: PeerId) -> bool:
         """True while a range query or id queries to ``peer_id`` are unanswered."""
         peer = self._peers.get(peer_id)
-        return peer is not None and (peer.range_query is not None or peer.id_query_in_flight or bool(peer.id_queries))
+        return peer is not None and (
+            peer.range_query is not None or peer.id_query_in_flight or bool(peer.id_queries)
+        )

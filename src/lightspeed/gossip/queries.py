@@ -61,7 +61,9 @@ def _check_encoding(data: bytes, field: str) -> bytes:
 
 def encode_short_ids(short_channel_ids: Iterable[int]) -> bytes:
     """``encoded_short_ids``: encoding 0 and the ids in ascending order."""
-    return bytes([ENCODING_UNCOMPRESSED]) + b"".join(s.to_bytes(8, "big") for s in sorted(short_channel_ids))
+    return bytes([ENCODING_UNCOMPRESSED]) + b"".join(
+        s.to_bytes(8, "big") for s in sorted(short_channel_ids)
+    )
 
 
 def decode_short_ids(data: bytes, field: str = "encoded_short_ids") -> list[int]:
@@ -95,8 +97,10 @@ def decode_timestamps(data: bytes, field: str = "encoded_timestamps") -> list[tu
     body = _check_encoding(data, field)
     if len(body) % 8:
         raise DecodeError(field, f"{len(body)} bytes are not a whole number of timestamp pairs")
-    return [(int.from_bytes(body[i : i + 4], "big"), int.from_bytes(body[i + 4 : i + 8], "big"))
-            for i in range(0, len(body), 8)]
+    return [
+        (int.from_bytes(body[i : i + 4], "big"), int.from_bytes(body[i + 4 : i + 8], "big"))
+        for i in range(0, len(body), 8)
+    ]
 
 
 # ---------------------------------------------------------------- checksums
@@ -126,7 +130,9 @@ def crc32c(data: bytes) -> int:
 def update_checksum(raw_update: bytes) -> int:
     """BOLT 7: the CRC32C of this channel_update without its signature and timestamp fields."""
     timestamp_at = SINGLE_SIGNATURE_SIGNED_FROM + 32 + 8
-    return crc32c(raw_update[SINGLE_SIGNATURE_SIGNED_FROM:timestamp_at] + raw_update[timestamp_at + 4 :])
+    return crc32c(
+        raw_update[SINGLE_SIGNATURE_SIGNED_FROM:timestamp_at] + raw_update[timestamp_at + 4 :]
+    )
 
 
 # ---------------------------------------------------------------- answering range queries
@@ -189,8 +195,11 @@ def reply_channel_range(
     start = query.first_blocknum
     end = min(start + query.number_of_blocks, _U32_LIMIT)
     if query.chain_hash == chain_hash:
-        scids = sorted(r.short_channel_id for r in store.channels()
-                       if r.public and start <= block_of(r.short_channel_id) < end)
+        scids = sorted(
+            r.short_channel_id
+            for r in store.channels()
+            if r.public and start <= block_of(r.short_channel_id) < end
+        )
     else:
         scids = []  # a chain we do not follow: one empty, complete reply
     chunks = _chunks(scids, limit or max_ids_per_reply(flags))
@@ -202,16 +211,25 @@ def reply_channel_range(
         tlvs: dict[str | int, Any] = {}
         if flags & WANT_TIMESTAMPS:
             stamps = [_pair(store, s, lambda u: u.timestamp) for s in chunk]
-            tlvs["timestamps_tlv"] = {"encoding_type": bytes([ENCODING_UNCOMPRESSED]),
-                                      "encoded_timestamps": encode_timestamps(stamps)[1:]}
+            tlvs["timestamps_tlv"] = {
+                "encoding_type": bytes([ENCODING_UNCOMPRESSED]),
+                "encoded_timestamps": encode_timestamps(stamps)[1:],
+            }
         if flags & WANT_CHECKSUMS:
             sums = [_pair(store, s, lambda u: update_checksum(u.raw)) for s in chunk]
-            tlvs["checksums_tlv"] = {"checksums": [
-                {"checksum_node_id_1": a, "checksum_node_id_2": b} for a, b in sums]}
-        replies.append(ReplyChannelRange(
-            chain_hash=query.chain_hash, first_blocknum=first, number_of_blocks=stop - first,
-            sync_complete=b"\x01", encoded_short_ids=encode_short_ids(chunk), tlvs=tlvs,
-        ))
+            tlvs["checksums_tlv"] = {
+                "checksums": [{"checksum_node_id_1": a, "checksum_node_id_2": b} for a, b in sums]
+            }
+        replies.append(
+            ReplyChannelRange(
+                chain_hash=query.chain_hash,
+                first_blocknum=first,
+                number_of_blocks=stop - first,
+                sync_complete=b"\x01",
+                encoded_short_ids=encode_short_ids(chunk),
+                tlvs=tlvs,
+            )
+        )
         if not last_chunk:
             first = block_of(chunks[i + 1][0])
     return replies
@@ -242,8 +260,12 @@ class ChannelRangeQuery:
         tlvs: dict[str | int, Any] = {}
         if self.option_flags:
             tlvs["query_option"] = {"query_option_flags": self.option_flags}
-        return QueryChannelRange(chain_hash=self.chain_hash, first_blocknum=self.first_blocknum,
-                                 number_of_blocks=self.number_of_blocks, tlvs=tlvs)
+        return QueryChannelRange(
+            chain_hash=self.chain_hash,
+            first_blocknum=self.first_blocknum,
+            number_of_blocks=self.number_of_blocks,
+            tlvs=tlvs,
+        )
 
     @property
     def end(self) -> int:
@@ -261,17 +283,24 @@ class ChannelRangeQuery:
             # BOLT #7: the first reply MUST start at or before the query's first_blocknum and
             # end after it.
             if reply.first_blocknum > self.first_blocknum or reply_end <= self.first_blocknum:
-                raise DecodeError(f"{where}.first_blocknum", "the first reply does not overlap the query")
+                raise DecodeError(
+                    f"{where}.first_blocknum", "the first reply does not overlap the query"
+                )
         elif reply.first_blocknum < self._last_first:
             raise DecodeError(f"{where}.first_blocknum", "goes backwards")
         self._last_first = reply.first_blocknum
         scids = decode_short_ids(reply.encoded_short_ids)
         for scid in scids:
             if not reply.first_blocknum <= block_of(scid) < reply_end:
-                raise DecodeError(f"{where}.encoded_short_ids", f"id in block {block_of(scid)} is outside the reply's range")
+                raise DecodeError(
+                    f"{where}.encoded_short_ids",
+                    f"id in block {block_of(scid)} is outside the reply's range",
+                )
         stamps = reply.tlvs.get("timestamps_tlv")
         if isinstance(stamps, dict):
-            pairs = decode_timestamps(bytes(stamps["encoding_type"]) + bytes(stamps["encoded_timestamps"]))
+            pairs = decode_timestamps(
+                bytes(stamps["encoding_type"]) + bytes(stamps["encoded_timestamps"])
+            )
             if len(pairs) != len(scids):
                 raise DecodeError(f"{where}.timestamps_tlv", "needs one timestamp pair per id")
             self.timestamps.update(zip(scids, pairs, strict=True))
@@ -280,8 +309,10 @@ class ChannelRangeQuery:
             entries = sums["checksums"]
             if len(entries) != len(scids):
                 raise DecodeError(f"{where}.checksums_tlv", "needs one checksum pair per id")
-            self.checksums.update((s, (e["checksum_node_id_1"], e["checksum_node_id_2"]))
-                                  for s, e in zip(scids, entries, strict=True))
+            self.checksums.update(
+                (s, (e["checksum_node_id_1"], e["checksum_node_id_2"]))
+                for s, e in zip(scids, entries, strict=True)
+            )
         self.short_channel_ids.extend(scids)
         # BOLT #7: the final reply has first_blocknum plus number_of_blocks equal or greater
         # than the query's.
@@ -318,7 +349,9 @@ def max_ids_per_query(with_flags: bool) -> int:
     return (MAX_MESSAGE - fixed) // per_id
 
 
-def query_short_channel_ids(chain_hash: bytes, wanted: dict[int, int] | Sequence[int]) -> list[QueryShortChannelIds]:
+def query_short_channel_ids(
+    chain_hash: bytes, wanted: dict[int, int] | Sequence[int]
+) -> list[QueryShortChannelIds]:
     """Queries for ``wanted`` ids (a list: everything; a dict: with per-id query flags).
 
     Split so each fits a message; BOLT 7 allows one query in flight per peer, so the
@@ -334,12 +367,18 @@ def query_short_channel_ids(chain_hash: bytes, wanted: dict[int, int] | Sequence
         if isinstance(wanted, dict):
             flags = encode_query_flags(wanted[s] for s in chunk)
             tlvs["query_flags"] = {"encoding_type": flags[:1], "encoded_query_flags": flags[1:]}
-        out.append(QueryShortChannelIds(chain_hash=chain_hash, encoded_short_ids=encode_short_ids(chunk), tlvs=tlvs))
+        out.append(
+            QueryShortChannelIds(
+                chain_hash=chain_hash, encoded_short_ids=encode_short_ids(chunk), tlvs=tlvs
+            )
+        )
     return out
 
 
-def answer_short_channel_ids(store: GossipStore, query: QueryShortChannelIds, chain_hash: bytes) -> list[bytes]:
-    """The raw messages answering a ``query_short_channel_ids``, ending with ``reply_short_channel_ids_end``.
+def answer_short_channel_ids(
+    store: GossipStore, query: QueryShortChannelIds, chain_hash: bytes
+) -> list[bytes]:
+    """The raw messages answering ``query_short_channel_ids``, then ``reply_short_channel_ids_end``.
 
     BOLT #7: without query flags, each known channel's announcement and latest updates, then
     the node_announcements of its nodes; with flags, what each bit asks for. Node
@@ -347,14 +386,22 @@ def answer_short_channel_ids(store: GossipStore, query: QueryShortChannelIds, ch
     for a chain we do not follow.
     """
     if query.chain_hash != chain_hash:
-        return [encode_message(ReplyShortChannelIdsEnd(chain_hash=query.chain_hash, full_information=b"\x00"))]
+        return [
+            encode_message(
+                ReplyShortChannelIdsEnd(chain_hash=query.chain_hash, full_information=b"\x00")
+            )
+        ]
     scids = decode_short_ids(query.encoded_short_ids, "query_short_channel_ids.encoded_short_ids")
     raw_flags = query.tlvs.get("query_flags")
     if isinstance(raw_flags, dict):
-        flags = decode_query_flags(bytes(raw_flags["encoding_type"]) + bytes(raw_flags["encoded_query_flags"]),
-                                   "query_short_channel_ids.query_flags")
+        flags = decode_query_flags(
+            bytes(raw_flags["encoding_type"]) + bytes(raw_flags["encoded_query_flags"]),
+            "query_short_channel_ids.query_flags",
+        )
         if len(flags) != len(scids):
-            raise DecodeError("query_short_channel_ids.query_flags", "needs exactly one flag per short_channel_id")
+            raise DecodeError(
+                "query_short_channel_ids.query_flags", "needs exactly one flag per short_channel_id"
+            )
     else:
         flags = [WANT_ALL] * len(scids)
     out: list[bytes] = []
@@ -376,5 +423,7 @@ def answer_short_channel_ids(store: GossipStore, query: QueryShortChannelIds, ch
                 nodes_sent.add(node_id)
                 node_messages.append(node.raw)
     out.extend(node_messages)
-    out.append(encode_message(ReplyShortChannelIdsEnd(chain_hash=chain_hash, full_information=b"\x01")))
+    out.append(
+        encode_message(ReplyShortChannelIdsEnd(chain_hash=chain_hash, full_information=b"\x01"))
+    )
     return out

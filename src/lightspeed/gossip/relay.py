@@ -106,7 +106,9 @@ class Broadcaster:
     def remove_peer(self, peer_id: PeerId) -> None:
         self.peers.pop(peer_id, None)
 
-    def set_filter(self, peer_id: PeerId, message: GossipTimestampFilter, store: GossipStore) -> list[bytes]:
+    def set_filter(
+        self, peer_id: PeerId, message: GossipTimestampFilter, store: GossipStore
+    ) -> list[bytes]:
         """Apply a peer's filter (it replaces any previous one); returns its initial sync.
 
         BOLT #7: the receiver SHOULD send all gossip messages whose timestamp is in the
@@ -134,7 +136,9 @@ class Broadcaster:
 
     def next_flush_at(self) -> int:
         """When the next flush is due (a pure function of the start time and past flushes)."""
-        return self._next_flush if self._next_flush is not None else self.started_at + self.interval_s
+        return (
+            self._next_flush if self._next_flush is not None else self.started_at + self.interval_s
+        )
 
     def flush(self, now: int) -> dict[PeerId, list[bytes]]:
         """If due at ``now``: each peer's messages, in sending order; the queue empties.
@@ -175,11 +179,25 @@ def backlog(store: GossipStore, flt: TimestampFilter, chain_hash: bytes) -> list
         for direction in (0, 1):
             update = store.update(scid, direction)
             if update is not None and not update.dont_forward and flt.admits(update.timestamp):
-                chosen.append(GossipItem(("update", scid, direction), RANK_UPDATE, update.raw,
-                                         update.timestamp, chain_hash))
+                chosen.append(
+                    GossipItem(
+                        ("update", scid, direction),
+                        RANK_UPDATE,
+                        update.raw,
+                        update.timestamp,
+                        chain_hash,
+                    )
+                )
         if chosen:
-            out.append(GossipItem(("channel", scid), RANK_CHANNEL, record.announcement,
-                                  chosen[0].timestamp, chain_hash))
+            out.append(
+                GossipItem(
+                    ("channel", scid),
+                    RANK_CHANNEL,
+                    record.announcement,
+                    chosen[0].timestamp,
+                    chain_hash,
+                )
+            )
             out.extend(chosen)
     out.extend(
         GossipItem(("node", node.node_id), RANK_NODE, node.raw, node.timestamp, chain_hash)

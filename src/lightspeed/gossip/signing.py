@@ -44,6 +44,6 @@ def low_s(signature: bytes) -> bytes:
 
 
 def check_signature(pubkey: bytes, signature: bytes, msg_hash: bytes, field: str) -> None:
-    """Raise SignatureError naming ``field`` unless ``signature`` by ``pubkey`` signs ``msg_hash``."""
+    """Raise SignatureError naming ``field`` unless ``signature`` by ``pubkey`` is valid."""
     if len(signature) != 64 or not verify_compact(pubkey, low_s(signature), msg_hash):
         raise SignatureError(field, "does not verify")

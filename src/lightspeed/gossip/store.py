@@ -84,7 +84,7 @@ class NodeRecord:
 
     @property
     def alias_text(self) -> str:
-        """The alias for display: trailing zeros dropped, invalid UTF-8 replaced (it is self-signed)."""
+        """The alias to display: trailing zeros dropped, bad UTF-8 replaced (it is self-signed)."""
         return self.alias.rstrip(b"\0").decode("utf-8", errors="replace")
 
 

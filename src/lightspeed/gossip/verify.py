@@ -95,7 +95,9 @@ def verify_channel_announcement(
         # BOLT #7: if the short_channel_id's output does NOT correspond to a P2WSH (using
         # bitcoin_key_1 and bitcoin_key_2) OR the output is spent: MUST ignore the message.
         if output is None:
-            raise GossipIgnored("channel_announcement.short_channel_id", "no unspent funding output")
+            raise GossipIgnored(
+                "channel_announcement.short_channel_id", "no unspent funding output"
+            )
         expected = p2wsh_script(funding_script(message.bitcoin_key_1, message.bitcoin_key_2))
         if output.script_pubkey != expected:
             raise GossipIgnored(
@@ -103,12 +105,27 @@ def verify_channel_announcement(
                 "the output is not the P2WSH 2-of-2 of bitcoin_key_1 and bitcoin_key_2",
             )
         capacity_sat = output.amount_sat
-    # BOLT #7: MUST verify the integrity AND authenticity of the message by verifying the signatures.
+    # BOLT #7: MUST verify the integrity AND authenticity of the message by verifying the
+    # signatures.
     h = signed_hash(raw, CHANNEL_ANNOUNCEMENT_SIGNED_FROM)
-    check_signature(message.node_id_1, message.node_signature_1, h, "channel_announcement.node_signature_1")
-    check_signature(message.node_id_2, message.node_signature_2, h, "channel_announcement.node_signature_2")
-    check_signature(message.bitcoin_key_1, message.bitcoin_signature_1, h, "channel_announcement.bitcoin_signature_1")
-    check_signature(message.bitcoin_key_2, message.bitcoin_signature_2, h, "channel_announcement.bitcoin_signature_2")
+    check_signature(
+        message.node_id_1, message.node_signature_1, h, "channel_announcement.node_signature_1"
+    )
+    check_signature(
+        message.node_id_2, message.node_signature_2, h, "channel_announcement.node_signature_2"
+    )
+    check_signature(
+        message.bitcoin_key_1,
+        message.bitcoin_signature_1,
+        h,
+        "channel_announcement.bitcoin_signature_1",
+    )
+    check_signature(
+        message.bitcoin_key_2,
+        message.bitcoin_signature_2,
+        h,
+        "channel_announcement.bitcoin_signature_2",
+    )
     return VerifiedChannel(message, scid, capacity_sat)
 
 
@@ -131,7 +148,9 @@ def decode_channel_update(raw: bytes) -> ChannelUpdate:
     return message
 
 
-def verify_channel_update(raw: bytes, chain_hash: bytes, node_id_1: bytes, node_id_2: bytes) -> ChannelUpdate:
+def verify_channel_update(
+    raw: bytes, chain_hash: bytes, node_id_1: bytes, node_id_2: bytes
+) -> ChannelUpdate:
     """Decode and check a ``channel_update`` of the channel between ``node_id_1`` and ``node_id_2``.
 
     BOLT #7: the node_id for the signature verification is node_id_1 if the least-significant

@@ -116,21 +116,35 @@ class NetworkView:
             return Outcome(Status.INVALID, name, str(exc))
         raise UsageError(f"{type(message).__name__} is not a gossip message")
 
-    def _channel_announcement(self, raw: bytes, message: ChannelAnnouncement, origin: PeerId | None) -> Outcome:
+    def _channel_announcement(
+        self, raw: bytes, message: ChannelAnnouncement, origin: PeerId | None
+    ) -> Outcome:
         name = message.NAME
         scid = scid_from_bytes(message.short_channel_id)
         known = self.store.channel(scid)
         if known is not None and known.public:
             if (known.node_id_1, known.node_id_2) != (message.node_id_1, message.node_id_2):
-                # BOLT 7 would blacklist both pairs of nodes (their keys have leaked); we keep the first.
-                return Outcome(Status.IGNORED, name, "another announcement of this channel names other nodes")
+                # BOLT 7 would blacklist both pairs of nodes (their keys leaked); we keep the first.
+                return Outcome(
+                    Status.IGNORED, name, "another announcement of this channel names other nodes"
+                )
             return Outcome(Status.IGNORED, name, "channel already announced")
         verified = verify_channel_announcement(raw, self.chain_hash, self.funding)
-        if known is not None and {known.node_id_1, known.node_id_2} != {message.node_id_1, message.node_id_2}:
+        if known is not None and {known.node_id_1, known.node_id_2} != {
+            message.node_id_1,
+            message.node_id_2,
+        }:
             return Outcome(Status.IGNORED, name, "our private channel with this id has other nodes")
-        self.store.put_channel(ChannelRecord(
-            scid, message.node_id_1, message.node_id_2, verified.capacity_sat, message.features, raw,
-        ))
+        self.store.put_channel(
+            ChannelRecord(
+                scid,
+                message.node_id_1,
+                message.node_id_2,
+                verified.capacity_sat,
+                message.features,
+                raw,
+            )
+        )
         relay: tuple[GossipItem, ...] = ()
         if known is not None:  # our own channel just became public: updates may already be there
             relay = self._announcement_items(scid, origin)
@@ -142,17 +156,39 @@ class NetworkView:
         record = self.store.channel(scid)
         if record is None or record.announcement is None:
             return ()
-        updates = [u for u in (self.store.update(scid, 0), self.store.update(scid, 1))
-                   if u is not None and not u.dont_forward]
+        updates = [
+            u
+            for u in (self.store.update(scid, 0), self.store.update(scid, 1))
+            if u is not None and not u.dont_forward
+        ]
         if not updates:
             return ()
-        items = [GossipItem(("channel", scid), RANK_CHANNEL, record.announcement,
-                            updates[0].timestamp, self.chain_hash, origin)]
-        items.extend(GossipItem(("update", scid, u.direction), RANK_UPDATE, u.raw, u.timestamp,
-                                self.chain_hash, origin) for u in updates)
+        items = [
+            GossipItem(
+                ("channel", scid),
+                RANK_CHANNEL,
+                record.announcement,
+                updates[0].timestamp,
+                self.chain_hash,
+                origin,
+            )
+        ]
+        items.extend(
+            GossipItem(
+                ("update", scid, u.direction),
+                RANK_UPDATE,
+                u.raw,
+                u.timestamp,
+                self.chain_hash,
+                origin,
+            )
+            for u in updates
+        )
         return tuple(items)
 
-    def _channel_update(self, raw: bytes, message: ChannelUpdate, now: int, origin: PeerId | None) -> Outcome:
+    def _channel_update(
+        self, raw: bytes, message: ChannelUpdate, now: int, origin: PeerId | None
+    ) -> Outcome:
         name = message.NAME
         scid = scid_from_bytes(message.short_channel_id)
         channel = self.store.channel(scid)
@@ -170,8 +206,13 @@ class NetworkView:
                 # BOLT #7: equal timestamp, equal fields: SHOULD ignore; different fields:
                 # MAY blacklist the node (we only ignore the message).
                 same = _fields_after_timestamp(raw) == _fields_after_timestamp(previous.raw)
-                return Outcome(Status.IGNORED, name, "duplicate" if same else
-                               "same timestamp as the stored update but other parameters")
+                return Outcome(
+                    Status.IGNORED,
+                    name,
+                    "duplicate"
+                    if same
+                    else "same timestamp as the stored update but other parameters",
+                )
         if message.timestamp > now + self.max_future_s:
             return Outcome(Status.IGNORED, name, "timestamp is too far in the future")
         verify_channel_update(raw, self.chain_hash, channel.node_id_1, channel.node_id_2)
@@ -179,19 +220,36 @@ class NetworkView:
         stored = (self.store.update(scid, 0), self.store.update(scid, 1))
         first_update = not any(u is not None and not u.dont_forward for u in stored)
         record = UpdateRecord(
-            scid, direction, message.timestamp, message.message_flags[0], message.channel_flags[0],
-            message.cltv_expiry_delta, message.htlc_minimum_msat, message.htlc_maximum_msat,
-            message.fee_base_msat, message.fee_proportional_millionths, raw,
+            scid,
+            direction,
+            message.timestamp,
+            message.message_flags[0],
+            message.channel_flags[0],
+            message.cltv_expiry_delta,
+            message.htlc_minimum_msat,
+            message.htlc_maximum_msat,
+            message.fee_base_msat,
+            message.fee_proportional_millionths,
+            raw,
         )
         self.store.put_update(record)
         if not channel.public or record.dont_forward:
             return Outcome(Status.ACCEPTED, name)  # BOLT 7: MUST NOT forward such updates
         if first_update:
             return Outcome(Status.ACCEPTED, name, relay=self._announcement_items(scid, origin))
-        item = GossipItem(("update", scid, direction), RANK_UPDATE, raw, message.timestamp, self.chain_hash, origin)
+        item = GossipItem(
+            ("update", scid, direction),
+            RANK_UPDATE,
+            raw,
+            message.timestamp,
+            self.chain_hash,
+            origin,
+        )
         return Outcome(Status.ACCEPTED, name, relay=(item,))
 
-    def _node_announcement(self, raw: bytes, message: NodeAnnouncement, origin: PeerId | None) -> Outcome:
+    def _node_announcement(
+        self, raw: bytes, message: NodeAnnouncement, origin: PeerId | None
+    ) -> Outcome:
         name = message.NAME
         # BOLT #7: if node_id is NOT previously known from a channel_announcement message, OR
         # if timestamp is NOT greater than the last-received node_announcement: SHOULD ignore.
@@ -201,13 +259,23 @@ class NetworkView:
         if previous is not None and message.timestamp <= previous.timestamp:
             return Outcome(Status.IGNORED, name, "not newer than the stored announcement")
         message, addresses = verify_node_announcement(raw)
-        self.store.put_node(NodeRecord(
-            message.node_id, message.timestamp, message.features, message.alias, message.rgb_color,
-            addresses.addresses, addresses.forwardable, raw,
-        ))
+        self.store.put_node(
+            NodeRecord(
+                message.node_id,
+                message.timestamp,
+                message.features,
+                message.alias,
+                message.rgb_color,
+                addresses.addresses,
+                addresses.forwardable,
+                raw,
+            )
+        )
         if not addresses.forwardable:
             return Outcome(Status.ACCEPTED, name, "more than one DNS hostname: not relayed")
-        item = GossipItem(("node", message.node_id), RANK_NODE, raw, message.timestamp, self.chain_hash, origin)
+        item = GossipItem(
+            ("node", message.node_id), RANK_NODE, raw, message.timestamp, self.chain_hash, origin
+        )
         return Outcome(Status.ACCEPTED, name, relay=(item,))
 
     def _has_public_channel(self, node_id: bytes) -> bool:
@@ -219,7 +287,9 @@ class NetworkView:
 
     # ------------------------------------------------------------------ local changes
 
-    def add_local_channel(self, short_channel_id: int, node_id_a: bytes, node_id_b: bytes, capacity_sat: int) -> None:
+    def add_local_channel(
+        self, short_channel_id: int, node_id_a: bytes, node_id_b: bytes, capacity_sat: int
+    ) -> None:
         """Register one of our own channels so its peer's ``channel_update``s are accepted.
 
         BOLT #7: SHOULD accept channel_updates for its own channels (even if non-public).
@@ -247,8 +317,14 @@ class NetworkView:
         for record in self.store.channels():
             if not record.public:
                 continue
-            stamps = [u.timestamp for u in (self.store.update(record.short_channel_id, 0),
-                                            self.store.update(record.short_channel_id, 1)) if u is not None]
+            stamps = [
+                u.timestamp
+                for u in (
+                    self.store.update(record.short_channel_id, 0),
+                    self.store.update(record.short_channel_id, 1),
+                )
+                if u is not None
+            ]
             if stamps and min(stamps) < now - STALE_AFTER_S:
                 stale.append(record.short_channel_id)
         for scid in stale:
@@ -267,7 +343,11 @@ class NetworkView:
         capacity ("SHOULD ignore this channel during route considerations").
         """
         graph = ChannelGraph()
-        refused = {n.node_id for n in self.store.nodes() if Features.from_bytes(n.features).unknown_required()}
+        refused = {
+            n.node_id
+            for n in self.store.nodes()
+            if Features.from_bytes(n.features).unknown_required()
+        }
         for record in self.store.channels():
             if record.node_id_1 in refused or record.node_id_2 in refused:
                 continue
@@ -276,11 +356,23 @@ class NetworkView:
             policies = []
             for direction in (0, 1):
                 update = self.store.update(record.short_channel_id, direction)
-                usable = update is not None and update.htlc_minimum_msat <= update.htlc_maximum_msat and (
-                    record.capacity_sat is None or update.htlc_maximum_msat <= record.capacity_sat * 1000)
+                usable = (
+                    update is not None
+                    and update.htlc_minimum_msat <= update.htlc_maximum_msat
+                    and (
+                        record.capacity_sat is None
+                        or update.htlc_maximum_msat <= record.capacity_sat * 1000
+                    )
+                )
                 policies.append(update.policy() if usable and update is not None else None)
-            graph.add_channel(record.short_channel_id, record.node_id_1, record.node_id_2,
-                              record.capacity_sat, policies[0], policies[1])
+            graph.add_channel(
+                record.short_channel_id,
+                record.node_id_1,
+                record.node_id_2,
+                record.capacity_sat,
+                policies[0],
+                policies[1],
+            )
         return graph
 
 
