@@ -426,3 +426,14 @@ def test_query_split_and_flag_helpers() -> None:
     assert len(queries) == 2
     assert all(len(encode_message(q)) <= 65535 for q in queries)
     assert sum(len(decode_short_ids(q.encoded_short_ids)) for q in queries) == len(ids)
+
+
+def test_spent_channels_are_not_offered_and_open_ended_ranges_complete() -> None:
+    source = _source()
+    source.funding_spent(scid(200, 1), 1000)
+    asker = ChannelRangeQuery(CHAIN, 150, 0xFFFFFFFF)  # past the last u32 block: capped
+    replies = reply_channel_range(source.store, asker.message(), CHAIN)
+    assert [asker.on_reply(r) for r in replies][-1]
+    assert scid(200, 1) not in asker.short_channel_ids and scid(201, 1) in asker.short_channel_ids
+    query = query_short_channel_ids(CHAIN, [scid(200, 1)])[0]
+    assert len(answer_short_channel_ids(source.store, query, CHAIN)) == 1  # only the end marker

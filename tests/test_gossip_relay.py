@@ -244,3 +244,14 @@ def test_backlog_property(first: int, span: int) -> None:
     assert {e.key for e in items if e.key[0] == "update"} == expected_updates
     expected_nodes = {("node", n.node_id) for n in view.store.nodes() if flt.admits(n.timestamp)}
     assert {e.key for e in items if e.key[0] == "node"} == expected_nodes
+
+
+def test_spent_channels_leave_the_backlog() -> None:
+    view = _network()
+    view.funding_spent(scid(10), 900_000)
+    kinds = _kinds(backlog_raw(view))
+    assert ("ca", 10) not in kinds and ("cu", 10) not in kinds and ("ca", 11) in kinds
+
+
+def backlog_raw(view: NetworkView) -> list[bytes]:
+    return [i.raw for i in backlog(view.store, TimestampFilter(0, 0xFFFFFFFF), CHAIN)]

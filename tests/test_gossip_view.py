@@ -287,3 +287,17 @@ def test_no_input_crashes_the_view(kind: int, body: bytes) -> None:
     view, _ = view_with((S12, 1, 2))
     outcome = view.receive(kind.to_bytes(2, "big") + body, NOW)
     assert outcome.status in (Status.INVALID, Status.IGNORED)
+
+
+def test_spent_funding_output() -> None:
+    view, _ = view_with((S12, 1, 2), (scid(2), 2, 3))
+    assert view.receive(update(S12, 1, 2, NOW - 10), NOW).accepted
+    view.funding_spent(S12, block_height=800_000)
+    normal = view.receive(update(S12, 1, 2, NOW - 5), NOW)
+    assert (normal.status, normal.reason) == (Status.IGNORED, "funding output spent")
+    disabling = view.receive(update(S12, 2, 1, NOW - 5, disabled=True), NOW)
+    # Accepted and relayed, but without the announcement of a spent channel.
+    assert disabling.accepted and [i.key[0] for i in disabling.relay] == ["update"]
+    assert view.forget_spent(800_071) == []
+    assert view.forget_spent(800_072) == [S12]
+    assert view.store.channel(S12) is None and view.store.channel(scid(2)) is not None

@@ -198,7 +198,7 @@ def reply_channel_range(
         scids = sorted(
             r.short_channel_id
             for r in store.channels()
-            if r.public and start <= block_of(r.short_channel_id) < end
+            if r.public and r.spent_at is None and start <= block_of(r.short_channel_id) < end
         )
     else:
         scids = []  # a chain we do not follow: one empty, complete reply
@@ -269,7 +269,8 @@ class ChannelRangeQuery:
 
     @property
     def end(self) -> int:
-        return self.first_blocknum + self.number_of_blocks
+        """The first block after the range (capped where u32 block numbers end, as replies are)."""
+        return min(self.first_blocknum + self.number_of_blocks, _U32_LIMIT)
 
     def on_reply(self, reply: ReplyChannelRange) -> bool:
         """Take one reply; True once the whole range is answered. DecodeError for a bad reply."""
@@ -409,7 +410,7 @@ def answer_short_channel_ids(
     node_messages: list[bytes] = []
     for scid, flag in zip(scids, flags, strict=True):
         record = store.channel(scid)
-        if record is None or record.announcement is None:
+        if record is None or record.announcement is None or record.spent_at is not None:
             continue
         if flag & WANT_ANNOUNCEMENT:
             out.append(record.announcement)

@@ -172,8 +172,8 @@ def backlog(store: GossipStore, flt: TimestampFilter, chain_hash: bytes) -> list
     """
     out: list[GossipItem] = []
     for record in sorted(store.channels(), key=lambda r: r.short_channel_id):
-        if record.announcement is None:
-            continue
+        if record.announcement is None or record.spent_at is not None:
+            continue  # private, or (BOLT 7) funding output spent: SHOULD NOT send
         scid = record.short_channel_id
         chosen = []
         for direction in (0, 1):

@@ -28,6 +28,7 @@ class ChannelRecord:
     capacity_sat: int | None
     features: bytes = b""
     announcement: bytes | None = None  # raw channel_announcement; None: private, never relayed
+    spent_at: int | None = None  # block height at which the funding output was spent
 
     @property
     def public(self) -> bool:

@@ -24,6 +24,7 @@ signed, on-chain-backed and newer information reaches the store:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.generated import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 from lightspeed.codec.messages import decode_message
 from lightspeed.errors import DecodeError, UsageError
-from lightspeed.gossip.create import scid_from_bytes
+from lightspeed.gossip.create import DISABLE, scid_from_bytes
 from lightspeed.gossip.relay import RANK_CHANNEL, RANK_NODE, RANK_UPDATE, GossipItem, PeerId
 from lightspeed.gossip.signing import SINGLE_SIGNATURE_SIGNED_FROM
 from lightspeed.gossip.store import (
@@ -51,6 +52,7 @@ from lightspeed.gossip.verify import (
 from lightspeed.routing.graph import ChannelGraph
 
 MAX_FUTURE_S = 24 * 3600  # BOLT 7: an update "unreasonably far in the future" MAY be discarded
+SPENT_FORGET_BLOCKS = 72  # BOLT 7: forget a channel 72 blocks after its funding output is spent
 STALE_AFTER_S = 1_209_600  # BOLT 7: two weeks without a channel_update: MAY prune the channel
 # channel_update bytes after the signature up to the timestamp, and from after the timestamp on:
 _UPDATE_TIMESTAMP_AT = SINGLE_SIGNATURE_SIGNED_FROM + 32 + 8
@@ -163,16 +165,20 @@ class NetworkView:
         ]
         if not updates:
             return ()
-        items = [
-            GossipItem(
-                ("channel", scid),
-                RANK_CHANNEL,
-                record.announcement,
-                updates[0].timestamp,
-                self.chain_hash,
-                origin,
+        items = []
+        # BOLT #7: once its funding output has been spent: SHOULD NOT rebroadcast this
+        # channel_announcement.
+        if record.spent_at is None:
+            items.append(
+                GossipItem(
+                    ("channel", scid),
+                    RANK_CHANNEL,
+                    record.announcement,
+                    updates[0].timestamp,
+                    self.chain_hash,
+                    origin,
+                )
             )
-        ]
         items.extend(
             GossipItem(
                 ("update", scid, u.direction),
@@ -197,6 +203,10 @@ class NetworkView:
             # MUST ignore channel_updates that do NOT correspond to one of its own channels.
             return Outcome(Status.IGNORED, name, "unknown channel", unknown_short_channel_id=scid)
         direction = message.channel_flags[0] & 1
+        if channel.spent_at is not None and not message.channel_flags[0] & DISABLE:
+            # BOLT #7: if the channel output has been spent: MUST ignore channel_updates,
+            # unless they have the disable bit set to 1.
+            return Outcome(Status.IGNORED, name, "funding output spent")
         previous = self.store.update(scid, direction)
         if previous is not None:
             if message.timestamp < previous.timestamp:
@@ -299,6 +309,31 @@ class NetworkView:
             return
         node_1, node_2 = sorted((node_id_a, node_id_b))
         self.store.put_channel(ChannelRecord(short_channel_id, node_1, node_2, capacity_sat))
+
+    def funding_spent(self, short_channel_id: int, block_height: int) -> None:
+        """The runtime saw the channel's funding output spent in block ``block_height``.
+
+        The channel stays usable (a splice may replace it) but is no longer announced, and
+        only disabling updates are accepted until :meth:`forget_spent` drops it.
+        """
+        record = self.store.channel(short_channel_id)
+        if record is not None and record.spent_at is None:
+            self.store.put_channel(dataclasses.replace(record, spent_at=block_height))
+
+    def forget_spent(self, block_height: int) -> list[int]:
+        """Forget channels whose funding output was spent at least 72 blocks ago.
+
+        BOLT #7: once its funding output has been spent OR reorganized out: SHOULD forget a
+        channel after a 72-block delay.
+        """
+        gone = [
+            r.short_channel_id
+            for r in self.store.channels()
+            if r.spent_at is not None and block_height - r.spent_at >= SPENT_FORGET_BLOCKS
+        ]
+        for short_channel_id in gone:
+            self.forget_channel(short_channel_id)
+        return gone
 
     def forget_channel(self, short_channel_id: int) -> None:
         """Drop a closed channel (BOLT 7: 72 blocks after its funding output was spent)."""
