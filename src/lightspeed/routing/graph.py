@@ -86,6 +86,7 @@ class SearchIndex:
     position: dict[bytes, int]
     incoming: list[list[CompiledEdge]]
     channels: list[DirectedChannel]
+    max_cltv_expiry_delta: int = 0
 
     def node(self, node_id: bytes) -> int:
         """The index of ``node_id``, adding it (with no channels) when unknown."""
@@ -113,10 +114,12 @@ class SearchIndex:
             p.cltv_expiry_delta, len(self.channels), key, capacity_msat,
         ))
         self.channels.append(channel)
+        self.max_cltv_expiry_delta = max(self.max_cltv_expiry_delta, p.cltv_expiry_delta)
 
     def extended(self, channels: Iterable[DirectedChannel]) -> SearchIndex:
         """A copy with more channels; only the lists of their target nodes are copied."""
-        copy = SearchIndex(list(self.ids), dict(self.position), list(self.incoming), list(self.channels))
+        copy = SearchIndex(list(self.ids), dict(self.position), list(self.incoming), list(self.channels),
+                           self.max_cltv_expiry_delta)
         touched: set[int] = set()
         for channel in channels:
             target = copy.node(channel.target)

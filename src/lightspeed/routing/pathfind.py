@@ -122,33 +122,46 @@ _Found = tuple[list[int], list[int]]  # (edge number each node sends over, amoun
 
 def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
                  caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int]) -> _Found | None:
-    """Dijkstra backwards on (fees, cltv, hops); labels in flat lists indexed by node."""
+    """Dijkstra backwards on (fees, cltv, hops); labels in flat lists indexed by node.
+
+    A heap entry is one int, ``fees, cltv, hops, node`` packed in bit fields, so the
+    heap compares ints instead of tuples; the lists hold the label of record.
+    """
     n = len(index.ids)
     fee_cap, cltv_cap = caps
+    node_bits = max(n - 1, 1).bit_length()
+    hop_bits = (max_hops + 1).bit_length()
+    cltv_bits = min(cltv_cap, max_hops * index.max_cltv_expiry_delta).bit_length() + 1
+    hop_shift, cltv_shift = node_bits, node_bits + hop_bits
+    fee_shift = cltv_shift + cltv_bits
+    node_mask = (1 << node_bits) - 1
     fees, cltvs, hopss, carried, via = [_INF] * n, [0] * n, [0] * n, [0] * n, [-1] * n
-    fees[dst], carried[dst] = 0, amount
+    keys = [-1] * n
+    fees[dst], carried[dst], keys[dst] = 0, amount, dst
     incoming = index.incoming
-    heap = [(0, 0, 0, dst)]
+    heap = [dst]
     pop, push = heapq.heappop, heapq.heappush
     while heap:
-        fee, cltv, hops, node = pop(heap)
-        if fee != fees[node] or cltv != cltvs[node] or hops != hopss[node]:
+        entry = pop(heap)
+        node = entry & node_mask
+        if entry != keys[node]:
             continue  # a better label replaced this one
         if node == src:
             return via, carried
+        fee, cltv, hops = fees[node], cltvs[node], hopss[node]
         if hops >= max_hops:
             continue
         amt = carried[node]
         nhops = hops + 1
         for sender, low, high, base, rate, delta, edge, key, _cap in incoming[node]:
-            if amt < low or amt > high:
-                continue
+            if fees[sender] < fee or amt < low or amt > high:
+                continue  # fees never fall along a path: a sender already cheaper stays so
             if avoid and key in avoid:
                 continue
             if sender == src:
                 nfee, ncltv, namt = fee, cltv, amt
             else:
-                if sender in avoid_nodes:
+                if avoid_nodes and sender in avoid_nodes:
                     continue
                 hop_fee = base + amt * rate // 1_000_000
                 nfee, ncltv, namt = fee + hop_fee, cltv + delta, amt + hop_fee
@@ -159,7 +172,11 @@ def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: 
                     ncltv == cltvs[sender] and nhops < hopss[sender]))):
                 fees[sender], cltvs[sender], hopss[sender] = nfee, ncltv, nhops
                 carried[sender], via[sender] = namt, edge
-                push(heap, (nfee, ncltv, nhops, sender))
+                entry = nfee << fee_shift | ncltv << cltv_shift | nhops << hop_shift | sender
+                keys[sender] = entry
+                push(heap, entry)
+                if sender == src:  # a route exists: nothing dearer than it is worth exploring
+                    fee_cap = nfee
     return None
 
 
@@ -182,14 +199,20 @@ def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops
     log10 = math.log10
     costs, fees, cltvs, hopss = [_INF] * n, [0] * n, [0] * n, [0] * n
     carried, via = [0] * n, [-1] * n
-    costs[dst], carried[dst] = 0, amount
+    node_bits = max(n - 1, 1).bit_length()
+    cost_shift = node_bits + (max_hops + 1).bit_length()
+    node_mask = (1 << node_bits) - 1
+    keys = [-1] * n
+    costs[dst], carried[dst], keys[dst] = 0, amount, dst
     incoming = index.incoming
-    heap = [(0, 0, dst)]
+    heap = [dst]  # packed ints: cost, hops, node (see _search_fees)
     pop, push = heapq.heappop, heapq.heappush
     while heap:
-        cost, hops, node = pop(heap)
-        if cost != costs[node] or hops != hopss[node]:
+        entry = pop(heap)
+        node = entry & node_mask
+        if entry != keys[node]:
             continue
+        cost, hops = costs[node], hopss[node]
         if node == src:
             return via, carried
         if hops >= max_hops:
@@ -199,8 +222,8 @@ def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops
         hop_base = base_penalty + (amt * base_mult >> 30)
         liq_weight = liq_mult + (amt * liq_amount_mult >> 20)
         for sender, low, high, base, rate, delta, edge, key, cap in incoming[node]:
-            if amt < low or amt > high:
-                continue
+            if costs[sender] < cost or amt < low or amt > high:
+                continue  # costs never fall along a path: a sender already cheaper stays so
             if avoid and key in avoid:
                 continue
             capacity = cap or unknown_capacity
@@ -229,7 +252,9 @@ def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops
             if ncost < old or (ncost == old and nhops < hopss[sender]):
                 costs[sender], fees[sender], cltvs[sender], hopss[sender] = ncost, nfee, ncltv, nhops
                 carried[sender], via[sender] = namt, edge
-                push(heap, (ncost, nhops, sender))
+                entry = ncost << cost_shift | nhops << node_bits | sender
+                keys[sender] = entry
+                push(heap, entry)
     return None
 
 

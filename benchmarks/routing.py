@@ -1,0 +1,162 @@
+"""Path-finding latency on a mainnet-size graph, beside networkx and published figures.
+
+The graph is the generated one (``lightspeed.routing.generate``: 17,000 nodes,
+50,000 channels, heavy-tailed degrees, mainnet-like policies), the same in every
+run. Over many random payer/payee pairs we time one route each:
+
+* ours, fees only (the ``lightspeed route`` contract);
+* ours, fees + CLTV risk + failure-probability penalty, with a scorer that has
+  learned from a thousand earlier attempts;
+* networkx Dijkstra on the same graph in the same run (weight: each sender's fee
+  for the amount; the payer's own channel free), both its one-sided
+  ``dijkstra_path`` and ``bidirectional_dijkstra``;
+* the published figures: LDK about 40 ms per route on mainnet (Rust), LND about
+  100 ms (Go), as quoted in issue 6. They are not from this machine.
+
+``python -m benchmarks routing [--pairs N] [--amount-msat N] [--seed N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import networkx as nx
+
+from benchmarks._util import report
+from lightspeed.routing import (
+    ChannelGraph,
+    NoRouteError,
+    ProbabilisticScorer,
+    find_route,
+    graph_from_describegraph,
+)
+from lightspeed.routing.generate import generate_describegraph
+
+PUBLISHED_MS = {"LDK (Rust, mainnet, published)": 40.0, "LND (Go, mainnet, published)": 100.0}
+
+
+def _fee_digraph(graph: ChannelGraph, amount_msat: int) -> nx.DiGraph:
+    """Each usable direction weighted by its sender's fee for the amount (cheapest parallel channel)."""
+    digraph: nx.DiGraph = nx.DiGraph()
+    digraph.add_nodes_from(graph.nodes)
+    for target, channels in graph.incoming.items():
+        for channel in channels:
+            if channel.source == target or not channel.carries(amount_msat):
+                continue
+            fee = channel.policy.fee_msat(amount_msat)
+            old = digraph.get_edge_data(channel.source, target)
+            if old is None or fee < old["fee"]:
+                digraph.add_edge(channel.source, target, fee=fee)
+    return digraph
+
+
+def _experienced_scorer(graph: ChannelGraph, rng: random.Random, results: int) -> ProbabilisticScorer:
+    """A scorer that saw ``results`` attempts over random channels in the last hours."""
+    scorer = ProbabilisticScorer()
+    channels = graph.compiled().channels
+    now = 10 * 3600.0
+    for _ in range(results):
+        channel = rng.choice(channels)
+        amount = rng.randint(1, (channel.capacity_sat or 1_000_000) * 1000)
+        at = rng.uniform(0, now)
+        if rng.random() < 0.5:
+            scorer.channel_failed(channel, amount, at)
+        else:
+            scorer.channel_forwarded(channel, amount, at)
+    for node in rng.sample(sorted(graph.nodes), results // 50):
+        scorer.node_failed(node, rng.uniform(0, now))
+    return scorer
+
+
+def _time_ms(queries: list[tuple[bytes, bytes]], route: Callable[[bytes, bytes], object]) -> tuple[list[float], int]:
+    samples, found = [], 0
+    for source, target in queries:
+        start = time.perf_counter()
+        try:
+            route(source, target)
+            found += 1
+        except (NoRouteError, nx.NetworkXNoPath):
+            pass
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples, found
+
+
+def _p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[-1] if len(samples) > 1 else samples[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="path-finding latency on a mainnet-size graph")
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--amount-msat", type=int, default=100_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    amount = args.amount_msat
+
+    start = time.perf_counter()
+    data = generate_describegraph(args.seed)
+    generate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    graph = graph_from_describegraph(data)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    index = graph.compiled()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    digraph = _fee_digraph(graph, amount)
+    nx_build_s = time.perf_counter() - start
+
+    rng = random.Random(args.seed)
+    queries = [tuple(rng.sample(index.ids, 2)) for _ in range(args.pairs)]
+    view = _experienced_scorer(graph, rng, 1000).view(10 * 3600.0)
+
+    def nx_one_sided(source: bytes, target: bytes) -> object:
+        return nx.dijkstra_path(digraph, source, target, weight=lambda u, _v, d: 0 if u == source else d["fee"])
+
+    def nx_bidirectional(source: bytes, target: bytes) -> object:
+        return nx.bidirectional_dijkstra(digraph, source, target,
+                                         weight=lambda u, _v, d: 0 if u == source else d["fee"])
+
+    runs: dict[str, tuple[list[float], int]] = {
+        "ours, fees only": _time_ms(queries, lambda s, t: find_route(graph, s, t, amount)),  # type: ignore[misc]
+        "ours, fees + risk + probability": _time_ms(
+            queries, lambda s, t: find_route(graph, s, t, amount, score=view)),  # type: ignore[misc]
+        "networkx dijkstra_path": _time_ms(queries, nx_one_sided),  # type: ignore[arg-type]
+        "networkx bidirectional_dijkstra": _time_ms(queries, nx_bidirectional),  # type: ignore[arg-type]
+    }
+    ours_median = statistics.median(runs["ours, fees only"][0])
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {
+        "benchmark": "routing", "nodes": len(graph.nodes), "channels": graph.channel_count,
+        "pairs": len(queries), "amount_msat": amount, "generate_s": round(generate_s, 2),
+        "load_s": round(load_s, 2), "compile_s": round(compile_s, 2), "networkx_build_s": round(nx_build_s, 2),
+    }
+    for name, (samples, found) in runs.items():
+        median, p95 = statistics.median(samples), _p95(samples)
+        rows.append([name, round(median, 2), round(p95, 2), f"{found}/{len(queries)}",
+                     f"{median / ours_median:.2f}x"])
+        slug = name.replace(",", "").replace("+ ", "").replace(" ", "_")
+        summary[f"{slug}_median_ms"] = round(median, 2)
+        summary[f"{slug}_p95_ms"] = round(p95, 2)
+    for name, ms in PUBLISHED_MS.items():
+        rows.append([name, ms, "-", "-", f"{ms / ours_median:.2f}x"])
+    report(
+        f"Path finding on a generated mainnet-size graph ({len(graph.nodes):,} nodes, "
+        f"{graph.channel_count:,} channels), {len(queries)} random pairs, {amount:,} msat; "
+        f"graph generated in {generate_s:.1f} s, loaded in {load_s:.1f} s, compiled in {compile_s:.2f} s",
+        ["router", "median ms", "p95 ms", "routes found", "median / ours"], rows, summary)
+
+
+if __name__ == "__main__":
+    main()
