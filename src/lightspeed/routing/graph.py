@@ -87,6 +87,9 @@ class SearchIndex:
     incoming: list[list[CompiledEdge]]
     channels: list[DirectedChannel]
     max_cltv_expiry_delta: int = 0
+    #: Per node, the most one of its enabled channels can carry out (0: none): a payer
+    #: that cannot send the amount at all is answered at once, not after a whole search.
+    max_sendable_msat: list[int] = field(default_factory=list)
 
     def node(self, node_id: bytes) -> int:
         """The index of ``node_id``, adding it (with no channels) when unknown."""
@@ -96,6 +99,7 @@ class SearchIndex:
             self.position[node_id] = index
             self.ids.append(node_id)
             self.incoming.append([])
+            self.max_sendable_msat.append(0)
         return index
 
     def add(self, channel: DirectedChannel) -> None:
@@ -115,11 +119,12 @@ class SearchIndex:
         ))
         self.channels.append(channel)
         self.max_cltv_expiry_delta = max(self.max_cltv_expiry_delta, p.cltv_expiry_delta)
+        self.max_sendable_msat[sender] = max(self.max_sendable_msat[sender], limit)
 
     def extended(self, channels: Iterable[DirectedChannel]) -> SearchIndex:
         """A copy with more channels; only the lists of their target nodes are copied."""
         copy = SearchIndex(list(self.ids), dict(self.position), list(self.incoming), list(self.channels),
-                           self.max_cltv_expiry_delta)
+                           self.max_cltv_expiry_delta, list(self.max_sendable_msat))
         touched: set[int] = set()
         for channel in channels:
             target = copy.node(channel.target)

@@ -101,7 +101,7 @@ def find_route(
         raise UsageError("max_hops must be at least 1")
     index = graph.compiled()
     src, dst = index.position.get(source), index.position.get(target)
-    if src is not None and dst is not None:
+    if src is not None and dst is not None and index.max_sendable_msat[src] >= amount_msat:
         avoid_idx = {index.position[n] for n in avoid_nodes if n in index.position and n != source}
         caps = (_NEVER if max_fee_msat is None else max_fee_msat,
                 _NEVER if max_cltv_expiry_delta is None else max_cltv_expiry_delta)
