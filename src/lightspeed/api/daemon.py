@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ def require_loopback(host: str, option: str) -> None:
         raise UsageError(f"{option} must be a loopback address (127.0.0.1, ::1 or localhost), got {host!r}")
 
 
+def open_chain(path: Path, create: bool = False) -> RegtestChain:
+    """The shared regtest chain at ``path``; UsageError (naming --chain) if it cannot be opened."""
+    if not create and not path.exists():
+        raise UsageError(f"--chain {path}: no chain file there (a daemon creates it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return RegtestChain(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"--chain {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon stops the node and the API together."""
 
@@ -72,12 +84,14 @@ async def run(config: DaemonConfig) -> None:
     """Run until SIGINT/SIGTERM."""
     require_loopback(config.api[0], "--api")
     datadir = Datadir(config.datadir)
-    datadir.create()
+    try:
+        datadir.create()
+    except OSError as exc:
+        raise UsageError(f"--datadir {config.datadir}: {exc.strerror or exc}") from None
     datadir.lock()
     try:
         token = datadir.ensure_token()
-        config.chain_file.parent.mkdir(parents=True, exist_ok=True)
-        chain = RegtestChain(config.chain_file)
+        chain = open_chain(config.chain_file, create=True)
         try:
             await _serve(config, datadir, chain, token)
         finally:

@@ -144,7 +144,15 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
         raise ApiError(409, f"insufficient funds: the wallet has {balance} sat, the channel needs {amount_sat} "
                             f"sat plus up to {OPEN_FEE_MARGIN_SAT} sat of fees", "amount_sat")
     before = set(node.channels)
-    task = ctx.spawn(node.open_channel(node_id, amount_sat, push_msat), "channel opening")
+
+    async def opening() -> None:
+        try:
+            await node.open_channel(node_id, amount_sat, push_msat)
+        except TimeoutError:  # Node.open_channel stops waiting, the channel does not: it gets ready once mined
+            log.info("channel with %s: funding not confirmed yet; ready once it has enough confirmations",
+                     node_id.hex())
+
+    task = ctx.spawn(opening(), "channel opening")
     deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s
     while True:
         new = [cid for cid in node.channels if cid not in before and node.channel_peer_id(cid) == node_id]

@@ -104,13 +104,10 @@ def chain_group(ctx: click.Context, chain_file: Path | None) -> None:
 
 
 def _open_chain(ctx: click.Context, chain_file: Path | None) -> Any:
-    from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.api.daemon import open_chain
 
     path = chain_file or (ctx.obj or {}).get("chain_file") or default_chain_path(_datadir(ctx))
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UsageError(f"no chain file at {path} (a daemon creates it; or give --chain)")
-    return RegtestChain(path)
+    return open_chain(Path(path).expanduser())
 
 
 _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -289,13 +286,14 @@ def balance(ctx: click.Context) -> None:
 @_errors_to_exit
 def fund(ctx: click.Context, amount_sat: int) -> None:
     """Give the running node AMOUNT_SAT on chain from the regtest faucet (confirmed by one block)."""
-    from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.api.daemon import open_chain
 
     info = _call(ctx, "GET", "/v1/getinfo")
     if not info.get("chain_file"):
         raise UsageError("the daemon does not report its chain file")
+    chain = open_chain(Path(info["chain_file"]))
     address = _call(ctx, "POST", "/v1/addresses")["address"]
-    _print(_faucet(RegtestChain(info["chain_file"]), address, amount_sat))
+    _print(_faucet(chain, address, amount_sat))
 
 
 def register(cli: click.Group, invoice_group: click.Group) -> None:
