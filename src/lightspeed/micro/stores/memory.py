@@ -60,7 +60,8 @@ class MemoryAllowanceStore:
         if row.state.spent + delta > row.state.paid_calls:
             return Advance.OVER_LIMIT
         row.lanes[lane] = new
-        row.state = replace(row.state, spent=row.state.spent + delta)
+        state = row.state
+        row.state = AllowanceState(state.status, state.paid_calls, state.spent + delta, state.extra)
         return Advance.OK
 
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,

@@ -1,0 +1,45 @@
+"""The server process of ``benchmarks/paid_api.py``: one node, one paid and one unpaid route.
+
+``python benchmarks/_paid_api_server.py --chain FILE --store URL``: prints ``READY <url>``
+and serves until killed. Both routes run the same handler, so the difference between them
+is what Lightspeed costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lightspeed.chain.regtest import RegtestChain
+from lightspeed.micro.example import start_paid_api
+from lightspeed.micro.stores import open_allowance_store
+from lightspeed.micro.terms import Price
+
+
+async def weather(request: Request) -> JSONResponse:
+    return JSONResponse({"city": request.path_params["city"], "celsius": 21})
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chain", required=True)
+    parser.add_argument("--store", required=True)
+    args = parser.parse_args()
+    app = Starlette(routes=[Route("/weather/{city}", weather), Route("/unpaid/weather/{city}", weather)])
+    api = await start_paid_api(RegtestChain(args.chain), open_allowance_store(args.store), Price(1),
+                               app=app, prices={"/weather": 1}, mine_every=0.2)
+    print("READY", api.url, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,289 @@
+"""Paid API calls per second: unpaid vs Lightspeed-paid vs one Lightning payment per call (L402 style).
+
+One server process (uvicorn, one worker: a Starlette app behind the Lightspeed middleware,
+with its own node) serves the SAME handler on an unpaid route and a paid route. A load
+generator in this process keeps several HTTP/1.1 keep-alive connections busy with a raw
+asyncio client (a few µs per request, so the server is what is measured), each connection
+spending its own lane of one allowance that this process's node bought over a direct
+channel. The L402-style client pays every call with its own Lightning payment over that
+channel (request, 402 with an invoice, pay, retry). Repeated with the SQLite, Redis and
+PostgreSQL stores (servers started here on loopback). Also: the server's verification cost
+per call in-process, and memory per allowance.
+
+``python -m benchmarks paid_api [--seconds S] [--connections C] [--l402-calls N] [--stores LIST]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import httpx
+from tests.support.ledger import Ledger
+from tests.support.servers import postgres_server, redis_server
+
+from benchmarks._util import report
+from lightspeed.chain.regtest import RegtestChain
+from lightspeed.micro.example import open_channel_to_api
+from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip, links_to
+from lightspeed.micro.lightning import NodePayer
+from lightspeed.micro.server import AllowanceServer, ServerPolicy
+from lightspeed.micro.stores.memory import MemoryAllowanceStore
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+from lightspeed.micro.terms import Price
+from lightspeed.micro.token import AllowanceRequest, Token
+from lightspeed.node.node import Node
+
+
+class AlwaysPaid(Ledger):
+    """Invoices that count as paid at once: in-process cost measurements leave Lightning out."""
+
+    async def is_paid(self, payment_hash: bytes) -> bool:
+        return True
+
+
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client: the load generator must cost less than the server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> RawConnection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name:
+                fields[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(fields.get("content-length", "0")))
+        return status, body, fields
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(host: str, port: int, connections: int, seconds: float,
+               token_source: list[list[str]] | None) -> tuple[float, int]:
+    """Requests per second over ``connections`` busy connections; tokens per connection if paid."""
+    conns = [await RawConnection.open(host, port) for _ in range(connections)]
+    done = [0] * connections
+    failed = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def run(i: int) -> None:
+        nonlocal failed
+        conn = conns[i]
+        while time.perf_counter() < stop_at:
+            if token_source is None:
+                status, _, _ = await conn.get(f"/unpaid/weather/c{done[i]}")
+            else:
+                if done[i] >= len(token_source[i]):
+                    return
+                status, _, _ = await conn.get(f"/weather/c{done[i]}", {"Lightspeed-Token": token_source[i][done[i]]})
+            failed += status != 200
+            done[i] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    return sum(done) / elapsed, failed
+
+
+async def buy_tokens(base_url: str, payer: NodePayer, lanes: int, per_lane: int) -> list[list[str]]:
+    """One allowance of ``lanes`` x ``per_lane`` calls, paid over the channel; tokens precomputed."""
+    seed = os.urandom(32)
+    tips = [lane_tip(seed, lane) for lane in range(lanes)]
+    request = AllowanceRequest(per_lane, tuple(anchor(t, per_lane) for t in tips))
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        created = await http.post("/lightspeed/allowances", json=request.to_json())
+    allowance = created.json()["allowance"]
+    await payer.pay(allowance["invoice"])
+    allowance_id = bytes.fromhex(allowance["id"])
+    tokens = []
+    for lane, tip in enumerate(tips):
+        walker = ChainWalker.from_tip(tip, per_lane)
+        tokens.append([Token(allowance_id, lane, i, walker.link(i)).header_value() for i in range(1, per_lane + 1)])
+    return tokens
+
+
+async def l402_style(host: str, port: int, payer: NodePayer, calls: int) -> tuple[float, list[float]]:
+    """Each call paid by its own Lightning payment: ask (402 + invoice), pay over the channel, retry."""
+    conn = await RawConnection.open(host, port)
+    latencies = []
+    started = time.perf_counter()
+    for n in range(calls):
+        t0 = time.perf_counter()
+        tip = os.urandom(32)
+        ask = AllowanceRequest(1, (anchor(tip, 1),))
+        status, body, _ = await conn.get(f"/weather/c{n}", {"Lightspeed-Allowance": ask.header_value()})
+        allowance = json.loads(body)["allowance"]
+        await payer.pay(allowance["invoice"])
+        token = Token(bytes.fromhex(allowance["id"]), 0, 1, tip).header_value()
+        status, _, _ = await conn.get(f"/weather/c{n}", {"Lightspeed-Token": token})
+        assert status == 200, status
+        latencies.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return calls / elapsed, latencies
+
+
+async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    server = subprocess.Popen([sys.executable, str(_HERE / "_paid_api_server.py"), "--chain", str(chain_path),
+                               "--store", store_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError(f"the server process did not start ({store_url})")
+        base_url = line[1]
+        host, port = base_url.rsplit("/", 1)[-1].split(":")
+        chain = RegtestChain(chain_path)
+        node = Node(os.urandom(32), chain, os.urandom(32))
+        await node.start()
+        try:
+            await open_channel_to_api(node, chain, base_url, 1_000_000)
+            payer = NodePayer(node)
+            unpaid, unpaid_failed = await load(host, int(port), args.connections, args.seconds, None)
+            per_lane = int(unpaid * args.seconds * 1.5 / args.connections) + 100
+            tokens = await buy_tokens(base_url, payer, args.connections, per_lane)
+            paid, paid_failed = await load(host, int(port), args.connections, args.seconds, tokens)
+            l402, latencies = await l402_style(host, int(port), payer, args.l402_calls)
+        finally:
+            await node.stop()
+        return {"unpaid": unpaid, "paid": paid, "l402": l402, "failed": unpaid_failed + paid_failed,
+                "l402_ms": statistics.median(latencies)}
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def verification_costs() -> dict[str, float]:
+    """The server side of one call, in process: hash check, then spend() with a store."""
+    results: dict[str, float] = {}
+    tip = os.urandom(32)
+    link1 = ChainWalker.from_tip(tip, 2).link(1)
+    anchor0 = anchor(tip, 2)
+    samples = []
+    for _ in range(2000):
+        t0 = time.perf_counter_ns()
+        links_to(link1, 1, anchor0)
+        samples.append(time.perf_counter_ns() - t0)
+    results["hash check"] = statistics.median(samples) / 1000
+
+    ledger = AlwaysPaid()
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {"spend(), memory store": MemoryAllowanceStore(),
+                  "spend(), SQLite NORMAL": SqliteAllowanceStore(Path(tmp) / "n.sqlite", synchronous="NORMAL"),
+                  "spend(), SQLite FULL": SqliteAllowanceStore(Path(tmp) / "f.sqlite", synchronous="FULL")}
+        for name, store in stores.items():
+            server = AllowanceServer(store, ledger, ledger.node_id, ServerPolicy(Price(1)))
+            n = 3000
+            tip = os.urandom(32)
+            terms = await server.create(AllowanceRequest(n, (anchor(tip, n),)))
+            walker = ChainWalker.from_tip(tip, n)
+            tokens = [Token(terms.allowance_id, 0, i, walker.link(i)) for i in range(1, n + 1)]
+            samples = []
+            for token in tokens:
+                t0 = time.perf_counter_ns()
+                await server.spend(token)
+                samples.append(time.perf_counter_ns() - t0)
+            results[name] = statistics.median(samples[100:]) / 1000
+            await store.aclose()
+    return results
+
+
+async def memory_per_allowance() -> tuple[float, int]:
+    """Bytes the server keeps per active allowance (store + cache); pebbles a client keeps for 10^6 links."""
+    payee = AlwaysPaid()
+    server = AllowanceServer(MemoryAllowanceStore(), payee, payee.node_id, ServerPolicy(Price(1)))
+    count = 2000
+    prepared = []
+    for _ in range(count):
+        tip = os.urandom(32)
+        prepared.append((tip, AllowanceRequest(10, (anchor(tip, 10),))))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for tip, request in prepared:
+        terms = await server.create(request)
+        await server.spend(Token(terms.allowance_id, 0, 1, ChainWalker.from_tip(tip, 10).link(1)))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    walker = ChainWalker.from_tip(os.urandom(32), 10**6)
+    most = 0
+    for i in range(1, 20_001):
+        walker.link(i)
+        most = max(most, len(walker.pebbles))
+    return used / count, most
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--l402-calls", type=int, default=100)
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
+    args = parser.parse_args()
+    wanted = args.stores.split(",")
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {"benchmark": "paid_api", "connections": args.connections}
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        urls = {}
+        if "memory" in wanted:
+            urls["memory"] = "memory"
+        if "sqlite" in wanted:
+            urls["sqlite"] = f"sqlite:{tmp}/allowances.sqlite"
+        if "redis" in wanted:
+            urls["redis"] = stack.enter_context(redis_server()).url
+        if "postgres" in wanted:
+            urls["postgres"] = stack.enter_context(postgres_server(durable=True)).dsn
+        for name, url in urls.items():
+            result = asyncio.run(measure_store(url, Path(tmp) / f"chain-{name}.sqlite", args))
+            rows.append([f"{name}: unpaid calls/s", result["unpaid"], "1.00", ""])
+            rows.append([f"{name}: Lightspeed-paid calls/s", result["paid"], f"{result['paid'] / result['unpaid']:.2f}",
+                         "goal >= 0.9 of unpaid"])
+            rows.append([f"{name}: one Lightning payment per call (L402 style)", result["l402"],
+                         f"{result['l402'] / result['unpaid']:.3f}", f"median {result['l402_ms']:.1f} ms/call"])
+            summary[name] = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
+            summary[name]["paid_over_unpaid"] = round(result["paid"] / result["unpaid"], 3)
+            summary[name]["paid_over_l402"] = round(result["paid"] / result["l402"], 1)
+    costs = asyncio.run(verification_costs())
+    for name, us in costs.items():
+        rows.append([f"server cost per call: {name}", us, "", "µs, median, in process"])
+    per_allowance, pebbles = asyncio.run(memory_per_allowance())
+    rows.append(["server memory per active allowance", per_allowance, "", "bytes (store + cache, 1 lane)"])
+    rows.append(["client pebbles for a 10^6-link lane", float(pebbles), "", "links kept (O(log N))"])
+    summary["verify_us"] = {k: round(v, 2) for k, v in costs.items()}
+    summary["bytes_per_allowance"] = round(per_allowance)
+    summary["client_pebbles_1e6"] = pebbles
+    report("Paid API: calls per second on one uvicorn worker (same app, same server)",
+           ["measure", "value", "ratio to unpaid", "note"], rows, summary)
+
+
+if __name__ == "__main__":
+    main()
