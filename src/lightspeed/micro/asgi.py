@@ -79,7 +79,7 @@ class LightspeedMiddleware:
                     terms = await self.server.create(AllowanceRequest.parse(allowance_value.decode("latin-1")))
                     await _json(send, 402, {"error": {"code": "unpaid", "reason": "pay the invoice, then "
                                             "retry with a token"}, "lightspeed": self._offer(cost),
-                                            "allowance": terms.public_json()})
+                                            "allowance": terms.public_json()}, self.prefix)
                     return
                 raise CallRefused("no_token", f"this route costs {cost} link(s) of a Lightspeed allowance")
             receipt = await self.server.spend(Token.parse(token_value.decode("latin-1")), cost)
@@ -88,7 +88,8 @@ class LightspeedMiddleware:
                                               "reason": exc.reason}, "lightspeed": self._offer(cost)})
             return
         except CallRefused as exc:
-            await _json(send, exc.http_status, {"error": exc.to_json(), "lightspeed": self._offer(cost)})
+            await _json(send, exc.http_status, {"error": exc.to_json(), "lightspeed": self._offer(cost)},
+                        self.prefix)
             return
         extra = [(b"lightspeed-remaining", str(receipt.remaining_calls).encode())]
         if receipt.next_invoice is not None:
@@ -113,7 +114,7 @@ class LightspeedMiddleware:
             elif sub == "/allowances" and method == "POST":
                 request = AllowanceRequest.from_json(await _body(receive))
                 terms = await self.server.create(request)
-                await _json(send, 201, {"allowance": terms.public_json()})
+                await _json(send, 201, {"allowance": terms.public_json()}, self.prefix)
             elif sub.startswith("/allowances/"):
                 parts = sub.split("/")  # "", "allowances", id, [action]
                 allowance_id = _allowance_id(parts[2])
@@ -179,10 +180,10 @@ async def _body(receive: Receive) -> object:
         raise DecodeError("body", "not JSON") from None
 
 
-async def _json(send: Send, status: int, body: object) -> None:
+async def _json(send: Send, status: int, body: object, prefix: str = "/lightspeed") -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     if status == 402:
-        headers.append((b"www-authenticate", b'Lightspeed offer="/lightspeed/offer"'))
+        headers.append((b"www-authenticate", f'Lightspeed offer="{prefix}/offer"'.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
