@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -171,5 +172,29 @@ def test_batched_allowance_pays_ahead_without_stalling() -> None:
         assert len(served) == 95
         assert ledger.payments == [10] * 10  # batch by batch, never more than two ahead
         assert statuses.count(402) == 2  # the offer, then the allowance's invoice; no stall later
+
+    asyncio.run(go())
+
+
+def test_a_restarted_client_goes_on_with_its_saved_allowance(tmp_path: Path) -> None:
+    async def go() -> None:
+        app, _, ledger, served = paid_app(Price(1))
+        state = tmp_path / "allowances.json"
+        first = LightspeedAuth(ledger, ClientPolicy(calls_per_lane=100, lanes=2, low_water=0))
+        async with client(app, first) as http:
+            for n in range(30):
+                assert (await http.get(f"/api/{n}")).status_code == 200
+            first.save(state)
+            for n in range(10):  # spent after the save: the saved positions are stale
+                assert (await http.get(f"/api/late{n}")).status_code == 200
+        assert state.stat().st_mode & 0o777 == 0o600
+        second = LightspeedAuth(ledger, ClientPolicy(calls_per_lane=100, lanes=2, low_water=0))
+        second.load(state)
+        statuses: list[int] = []
+        async with client(app, second, statuses) as http:
+            for n in range(50):
+                assert (await http.get(f"/api/after{n}")).status_code == 200
+        assert ledger.payments == [200]  # no second allowance was bought
+        assert len(served) == 90 and statuses.count(401) <= 2  # one resync per stale lane
 
     asyncio.run(go())

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -78,6 +80,21 @@ class Allowance:
         """The server has this lane spent up to ``last_index`` (a request lost its answer): go on past it."""
         self.walkers[lane].skip_to(last_index + 1)
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to go on after a restart: O(lanes * log n) links, not n."""
+        return {"id": self.allowance_id.hex(), "origin": self.origin, "seed": self.seed.hex(),
+                "node_id": self.node_id.hex(), "price": self.price.to_json(),
+                "calls_per_lane": self.calls_per_lane, "remaining_calls": self.remaining_calls,
+                "walkers": [w.to_json() for w in self.walkers]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Allowance:
+        walkers = [ChainWalker.from_json(w) for w in data["walkers"]]
+        return cls(bytes.fromhex(data["id"]), data["origin"], bytes.fromhex(data["seed"]),
+                   bytes.fromhex(data["node_id"]), Price.from_json(data["price"]), data["calls_per_lane"],
+                   walkers, data["remaining_calls"],
+                   free_lanes=[i for i, w in enumerate(walkers) if w.next_index <= w.length])
+
     def exhausted(self, lane: int) -> bool:
         return self.walkers[lane].next_index > self.walkers[lane].length
 
@@ -99,6 +116,36 @@ class LightspeedAuth(httpx.Auth):
         self._sync_lock = threading.Lock()
         self._freed = threading.Condition(self._sync_lock)
         self._async_freed: asyncio.Event | None = None
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the allowances (seeds and lane positions) atomically, mode 0600: they are money."""
+        with self._sync_lock:
+            data = {"version": 1, "allowances": [a.to_json() for queue in self.allowances.values() for a in queue],
+                    "offers": self._offers, "paid_invoices": sorted(self.paid_invoices)}
+        target = Path(path)
+        temporary = target.with_suffix(target.suffix + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Take back allowances saved by :meth:`save` (in a new process, after a restart).
+
+        A lane position saved before its last calls only makes the server answer
+        ``replayed`` with the lane's real position, which the flow follows.
+        """
+        data = json.loads(Path(path).read_text())
+        with self._sync_lock:
+            for raw in data["allowances"]:
+                allowance = Allowance.from_json(raw)
+                self.allowances.setdefault(allowance.origin, []).append(allowance)
+            self._offers.update(data.get("offers", {}))
+            self.paid_invoices.update(data.get("paid_invoices", []))
 
     # -- httpx entry points ------------------------------------------------------------------
 
