@@ -53,11 +53,11 @@ CHANNEL: Schema = {"type": "object", "properties": {
 PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
-    "created_at": {"type": "integer"}, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
+    "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
     "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR}}
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
-    "description": _NULLABLE_STR, "created_at": {"type": "integer"}, "expires_at": {"type": "integer"},
+    "description": _NULLABLE_STR, "created_at": _NULLABLE_INT, "expires_at": _NULLABLE_INT,
     "status": {"enum": ["unpaid", "paid", "expired"]}, "paid_at": _NULLABLE_INT,
     "received_msat": _NULLABLE_INT}}
 

@@ -5,7 +5,9 @@ bind first (so port 0 works and the real address can be written to the
 datadir before anyone asks), and the handlers await the node directly. SIGINT
 and SIGTERM stop both cleanly: the API address file is removed, peers are
 closed, the chain file is released. The daemon prints one JSON line on stdout
-once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for.
+once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. The node's
+channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
+restarted daemon loads them and reconnects to its channels' peers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import UsageError
 from lightspeed.node.node import Node
+from lightspeed.store import open_store
 
 log = logging.getLogger("lightspeed.daemon")
 
@@ -102,7 +105,15 @@ async def run(config: DaemonConfig) -> None:
 
 
 async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str) -> None:
-    node = Node(datadir.node_privkey(), chain, datadir.wallet_seed())
+    store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
+    try:
+        await _serve_node(config, datadir, Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store),
+                          token)
+    finally:
+        store.close()
+
+
+async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str) -> None:
     host, port = config.listen
     try:
         port = await node.start(host, port)

@@ -6,6 +6,7 @@ Layout (every secret file is created with mode 0600, atomically, on first start)
     DIR/api_token      the bearer token every REST request must carry (hex text)
     DIR/api_address    "HOST:PORT" of the running daemon's REST API (removed on clean exit)
     DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
+    DIR/node.sqlite    the node's store (channels, invoices, payments; see lightspeed.store)
 
 One secret file rather than two keeps a backup to a single file; the derivation
 is ``HMAC-SHA256(secret, purpose)`` so the node key and the wallet seed are

@@ -18,13 +18,13 @@ from typing import Any
 from starlette.requests import Request
 
 from lightspeed import __version__
-from lightspeed.api.ledger import Ledger
+from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
 from lightspeed.errors import DecodeError, LightspeedError
 from lightspeed.invoice import decode
-from lightspeed.node.node import Node, PaymentReceived
+from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 
 log = logging.getLogger("lightspeed.api")
 
@@ -41,12 +41,12 @@ class ApiError(LightspeedError):
 
 @dataclass
 class ApiContext:
-    """Everything the handlers reach: the node, the ledger, where things are, the clock."""
+    """Everything the handlers reach: the node, where things are, the clock, when payments happened."""
 
     node: Node
     listen: str = ""
     chain_file: str | None = None
-    ledger: Ledger = field(default_factory=Ledger)
+    times: Timestamps = field(default_factory=Timestamps)
     clock: Callable[[], float] = time.time
     open_timeout_s: float = 30.0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -67,11 +67,11 @@ class ApiContext:
         return task
 
     async def follow_events(self) -> None:
-        """Record incoming payments as the node settles them (the API is the queue's only reader)."""
+        """Note when payments end, both ways (the API is the event queue's only reader)."""
         while True:
             event = await self.node.events.get()
-            if isinstance(event, PaymentReceived):
-                self.ledger.received(event.payment_hash, event.amount_msat, self.now())
+            if isinstance(event, (PaymentReceived, PaymentSent, PaymentFailed)):
+                self.times.settled.setdefault(event.payment_hash, self.now())
 
 
 def _hex_param(request: Request, name: str, length: int) -> bytes:
@@ -182,6 +182,9 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
         raise ApiError(404, f"no channel {channel_id.hex()}", "channel_id")
     if not node.channel_is_ready(channel_id):
         raise ApiError(409, "the channel is not open yet (mine blocks to confirm its funding)", "channel_id")
+    if node.channel_peer_id(channel_id) not in node.peer_ids():
+        raise ApiError(409, "the channel's peer is not connected (a mutual close needs it; reconnect first)",
+                       "channel_id")
     view = channel.log.commitment(Side.LOCAL)
     if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
@@ -191,14 +194,14 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
 
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""), body.get("expiry", 3600))
-    text = invoice.encode()
-    record = ctx.ledger.add_invoice(invoice, text)
-    return 201, record.to_json(ctx.now())
+    record = ctx.node.store.invoice(invoice.payment_hash)
+    assert record is not None  # create_invoice stored it
+    return 201, invoice_json(record, ctx.times, ctx.now())
 
 
 async def list_invoices(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     now = ctx.now()
-    return 200, {"invoices": [r.to_json(now) for r in ctx.ledger.invoices.values()]}
+    return 200, {"invoices": [invoice_json(r, ctx.times, now) for r in ctx.node.store.invoices()]}
 
 
 async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -216,34 +219,44 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         raise ApiError(409, f"the invoice expired at {invoice.expires_at}", "invoice")
     if invoice.payee == node.node_id:
         raise ApiError(409, "the invoice is this node's own", "invoice")
-    for earlier in ctx.ledger.payments:
-        if earlier.direction == "sent" and earlier.payment_hash == invoice.payment_hash and earlier.status != "failed":
-            raise ApiError(409, f"this invoice is already {'paid' if earlier.status == 'succeeded' else 'being paid'}"
-                                " (paying it twice would let any hop take the second payment)", "invoice")
+    earlier = node.store.payment(invoice.payment_hash)
+    if earlier is not None and earlier.status != "failed":
+        raise ApiError(409, f"this invoice is already {'paid' if earlier.status == 'succeeded' else 'being paid'}"
+                            " (paying it twice would let any hop take the second payment)", "invoice")
     ready = [cid for cid in node.channels
              if node.channel_peer_id(cid) == invoice.payee and node.channel_is_ready(cid)]
     if not ready:
-        raise ApiError(409, f"no open channel to the payee {invoice.payee.hex()} (multi-hop payments come with "
-                            "issue 6)", "invoice")
-    record = ctx.ledger.start_payment(invoice, now)
+        raise ApiError(409, f"no ready channel to the payee {invoice.payee.hex()} with the peer connected now "
+                            "(multi-hop payments come with issue 6)", "invoice")
+    if invoice.payee not in node.peer_ids():
+        raise ApiError(409, f"the payee {invoice.payee.hex()} is not connected; reconnect first", "invoice")
+    ctx.times.started[invoice.payment_hash] = now
     try:
-        record.preimage = await node.pay(invoice, timeout=body.get("timeout_s", 60))
-    except TimeoutError:
-        record.failure_reason = "no answer in time; the payment may still settle"
+        await node.pay(invoice, timeout=body.get("timeout_s", 60))
+    except (LightspeedError, TimeoutError) as exc:
+        record = node.store.payment(invoice.payment_hash)
+        if record is not None and record.status == "pending":
+            raise TimeoutError(f"{exc or 'no answer in time'}; see GET /v1/payments") from None
+        ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
         raise
-    except LightspeedError as exc:
-        record.status, record.failure_reason, record.settled_at = "failed", str(exc), ctx.now()
-        raise
-    record.status, record.settled_at = "succeeded", ctx.now()
-    return 200, record.to_json()
+    ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
+    record = node.store.payment(invoice.payment_hash)
+    assert record is not None  # pay() stored it
+    return 200, sent_json(record, ctx.times)
 
 
 async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     direction = request.query_params.get("direction")
     if direction not in (None, "sent", "received"):
         raise DecodeError("direction", "must be sent or received")
-    return 200, {"payments": [p.to_json() for p in ctx.ledger.payments
-                              if direction is None or p.direction == direction]}
+    node, times = ctx.node, ctx.times
+    payments = []
+    if direction in (None, "sent"):
+        payments += [sent_json(p, times) for p in node.store.payments()]
+    if direction in (None, "received"):
+        payments += [received_json(i, times, node.node_id) for i in node.store.invoices() if i.status == "paid"]
+    payments.sort(key=lambda p: p["created_at"] or p["settled_at"] or 0)  # unknown times: before this run
+    return 200, {"payments": payments}
 
 
 async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

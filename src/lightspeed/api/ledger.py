@@ -1,93 +1,83 @@
-"""What the REST API reports about invoices and payments, kept beside the node.
+"""Invoices and payments as the REST API shows them, read from the node's durable store.
 
-The node decides and settles payments; this ledger only remembers what the API
-asked for and what came of it, so ``GET /v1/payments`` and ``GET /v1/invoices``
-can answer. It lives in memory for the daemon's lifetime: the durable record of
-payments belongs to the node's store (issue 5, store/), which this should read
-once it exists.
+The store (``node.store``) is the record: what was paid, what is pending, which
+invoices were settled; it survives restarts. It keeps no times, so this module
+adds the times this daemon saw things happen (``Timestamps``, in memory: after
+a restart they are ``null`` for older entries; an invoice's own creation time
+always comes from the invoice).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-from lightspeed.invoice import Invoice
-
-Direction = Literal["sent", "received"]
-Status = Literal["pending", "succeeded", "failed"]
-
-
-@dataclass
-class PaymentRecord:
-    direction: Direction
-    payment_hash: bytes
-    amount_msat: int
-    status: Status
-    created_at: int
-    settled_at: int | None = None
-    preimage: bytes | None = None
-    payee: bytes | None = None
-    failure_reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "direction": self.direction,
-            "payment_hash": self.payment_hash.hex(),
-            "amount_msat": self.amount_msat,
-            "status": self.status,
-            "created_at": self.created_at,
-            "settled_at": self.settled_at,
-            "preimage": None if self.preimage is None else self.preimage.hex(),
-            "payee": None if self.payee is None else self.payee.hex(),
-            "failure_reason": self.failure_reason,
-        }
+from lightspeed.errors import DecodeError
+from lightspeed.invoice import Invoice, decode
+from lightspeed.store import InvoiceRecord, PaymentRecord
 
 
 @dataclass
-class InvoiceRecord:
-    invoice: Invoice
-    text: str
-    paid_at: int | None = None
-    received_msat: int | None = None
+class Timestamps:
+    """When this daemon saw a payment start and end, by payment hash (unix seconds)."""
 
-    def to_json(self, now: int) -> dict[str, Any]:
-        expires_at = self.invoice.timestamp + self.invoice.expiry
-        status = "paid" if self.paid_at is not None else "expired" if now >= expires_at else "unpaid"
-        return {
-            "invoice": self.text,
-            "payment_hash": self.invoice.payment_hash.hex(),
-            "amount_msat": self.invoice.amount_msat,
-            "description": self.invoice.description,
-            "created_at": self.invoice.timestamp,
-            "expires_at": expires_at,
-            "status": status,
-            "paid_at": self.paid_at,
-            "received_msat": self.received_msat,
-        }
+    started: dict[bytes, int] = field(default_factory=dict)
+    settled: dict[bytes, int] = field(default_factory=dict)
+    _decoded: dict[str, Invoice | None] = field(default_factory=dict)
+
+    def invoice(self, text: str) -> Invoice | None:
+        """The decoded invoice (cached: decoding recovers a public key)."""
+        if text not in self._decoded:
+            try:
+                self._decoded[text] = decode(text)
+            except DecodeError:
+                self._decoded[text] = None
+        return self._decoded[text]
 
 
-class Ledger:
-    """Invoices we issued and payments both ways, in the order they happened."""
+def sent_json(record: PaymentRecord, times: Timestamps) -> dict[str, Any]:
+    invoice = times.invoice(record.invoice) if record.invoice else None
+    return {
+        "direction": "sent",
+        "payment_hash": record.payment_hash.hex(),
+        "amount_msat": record.amount_msat,
+        "status": record.status,
+        "created_at": times.started.get(record.payment_hash),
+        "settled_at": times.settled.get(record.payment_hash) if record.status != "pending" else None,
+        "preimage": None if record.preimage is None else record.preimage.hex(),
+        "payee": None if invoice is None else invoice.payee.hex(),
+        "failure_reason": record.reason or None,
+    }
 
-    def __init__(self) -> None:
-        self.payments: list[PaymentRecord] = []
-        self.invoices: dict[bytes, InvoiceRecord] = {}
 
-    def add_invoice(self, invoice: Invoice, text: str) -> InvoiceRecord:
-        record = self.invoices[invoice.payment_hash] = InvoiceRecord(invoice, text)
-        return record
+def received_json(record: InvoiceRecord, times: Timestamps, node_id: bytes) -> dict[str, Any]:
+    return {
+        "direction": "received",
+        "payment_hash": record.payment_hash.hex(),
+        "amount_msat": record.received_msat,
+        "status": "succeeded",
+        "created_at": times.settled.get(record.payment_hash),
+        "settled_at": times.settled.get(record.payment_hash),
+        "preimage": record.preimage.hex(),
+        "payee": node_id.hex(),
+        "failure_reason": None,
+    }
 
-    def start_payment(self, invoice: Invoice, now: int) -> PaymentRecord:
-        assert invoice.amount_msat is not None
-        record = PaymentRecord("sent", invoice.payment_hash, invoice.amount_msat, "pending", now,
-                               payee=invoice.payee)
-        self.payments.append(record)
-        return record
 
-    def received(self, payment_hash: bytes, amount_msat: int, now: int) -> None:
-        """The node settled an incoming HTLC for one of our invoices."""
-        found = self.invoices.get(payment_hash)
-        if found is not None:
-            found.paid_at, found.received_msat = now, amount_msat
-        self.payments.append(PaymentRecord("received", payment_hash, amount_msat, "succeeded", now, now))
+def invoice_json(record: InvoiceRecord, times: Timestamps, now: int) -> dict[str, Any]:
+    invoice = times.invoice(record.invoice)
+    created_at = None if invoice is None else invoice.timestamp
+    expires_at = None if invoice is None else invoice.expires_at
+    paid = record.status == "paid"
+    status = "paid" if paid else "expired" if expires_at is not None and now > expires_at else "unpaid"
+    return {
+        "invoice": record.invoice,
+        "payment_hash": record.payment_hash.hex(),
+        "amount_msat": record.amount_msat,
+        "description": None if invoice is None else invoice.description,
+        "created_at": created_at,
+        "expires_at": expires_at,
+        "status": status,
+        "paid_at": times.settled.get(record.payment_hash) if paid else None,
+        "received_msat": record.received_msat if paid else None,
+    }
