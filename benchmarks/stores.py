@@ -52,9 +52,13 @@ class Figures:
     """Operations per second and median latency of one measured run."""
 
     def __init__(self, latencies_ns: list[int], wall_s: float) -> None:
+        self.latencies_ns = latencies_ns
         self.wall_s = wall_s
         self.per_s = len(latencies_ns) / wall_s
         self.median_us = statistics.median(latencies_ns) / 1000
+
+    def __add__(self, other: Figures) -> Figures:
+        return Figures(self.latencies_ns + other.latencies_ns, self.wall_s + other.wall_s)
 
 
 async def measure(ops: list[Op], seconds: float, into: list[int] | None = None) -> Figures:
@@ -108,14 +112,15 @@ async def advancers(store: AllowanceStore, count: int) -> list[Op]:
 
 
 Row = list[Any]
-Concurrent = Callable[[], Awaitable[Figures]]
+Concurrent = Callable[[float], Awaitable[Figures]]
+ROUNDS = 5  # advance and floors alternate, so a slow spell of the disk hits both alike
 
 
-def in_threads(setups: list[Callable[[], Awaitable[tuple[Op, Op]]]], seconds: float) -> Concurrent:
+def in_threads(setups: list[Callable[[], Awaitable[tuple[Op, Op]]]]) -> Concurrent:
     """Each setup in its own thread and event loop (as separate server processes would run):
     it returns the op to time and a closing op."""
 
-    async def concurrent() -> Figures:
+    async def concurrent(seconds: float) -> Figures:
         latencies: list[int] = []
         walls: list[float] = []
         barrier = threading.Barrier(len(setups))
@@ -147,29 +152,46 @@ def in_threads(setups: list[Callable[[], Awaitable[tuple[Op, Op]]]], seconds: fl
     return concurrent
 
 
-def in_tasks(ops: list[Op], seconds: float) -> Concurrent:
-    return lambda: measure(ops, seconds)
+def in_tasks(ops: list[Op]) -> Concurrent:
+    return lambda seconds: measure(ops, seconds)
+
+
+def add(total: Figures | None, more: Figures) -> Figures:
+    return more if total is None else total + more
 
 
 async def bench_store(name: str, label: str, store: AllowanceStore, concurrent: Concurrent,
                       floors: dict[str, tuple[Op, Concurrent]], seconds: float,
                       ) -> tuple[list[Row], dict[str, Any]]:
-    """One row per floor: the store's figures beside that floor's, sequential and concurrent."""
-    seq = await measure(await advancers(store, 1), seconds)
-    par = await concurrent()
+    """One row per floor: the store's figures beside that floor's, sequential and concurrent.
+
+    Each figure is measured in ``ROUNDS`` slices, the advance and its floors taking turns.
+    """
+    sequential = await advancers(store, 1)
+    seq = par = None
+    floor_seq: dict[str, Figures] = {}
+    floor_par: dict[str, Figures] = {}
+    for _ in range(ROUNDS):
+        seq = add(seq, await measure(sequential, seconds / ROUNDS))
+        par = add(par, await concurrent(seconds / ROUNDS))
+        for floor_name, (floor_op, floor_concurrent) in floors.items():
+            floor_seq[floor_name] = add(floor_seq.get(floor_name),
+                                        await measure([floor_op], seconds / ROUNDS))
+            floor_par[floor_name] = add(floor_par.get(floor_name),
+                                        await floor_concurrent(seconds / ROUNDS))
+    assert seq is not None and par is not None
     rows, summary = [], {f"{name}_advance_per_s": round(seq.per_s),
                          f"{name}_advance_median_us": round(seq.median_us, 1),
                          f"{name}_advance_per_s_concurrent": round(par.per_s),
                          f"{name}_concurrency": label}
-    for floor_name, (floor_op, floor_concurrent) in floors.items():
-        floor_seq = await measure([floor_op], seconds)
-        floor_par = await floor_concurrent()
-        rows.append([name, floor_name, round(seq.per_s), seq.median_us, floor_seq.median_us,
-                     f"{seq.median_us / floor_seq.median_us:.1f}x", label, round(par.per_s),
-                     round(floor_par.per_s)])
+    for floor_name in floors:
+        fseq, fpar = floor_seq[floor_name], floor_par[floor_name]
+        rows.append([name, floor_name, round(seq.per_s), seq.median_us, fseq.median_us,
+                     f"{seq.median_us / fseq.median_us:.1f}x", label, round(par.per_s),
+                     round(fpar.per_s)])
         key = floor_name.replace(" ", "_").lower()
-        summary[f"{name}_floor_{key}_median_us"] = round(floor_seq.median_us, 1)
-        summary[f"{name}_floor_{key}_per_s_concurrent"] = round(floor_par.per_s)
+        summary[f"{name}_floor_{key}_median_us"] = round(fseq.median_us, 1)
+        summary[f"{name}_floor_{key}_per_s_concurrent"] = round(fpar.per_s)
     await store.aclose()
     return rows, summary
 
@@ -213,11 +235,11 @@ async def bench_sqlite(path: Path, synchronous: str, threads: int,
         return setup
 
     db = connect()
-    floors = {name: (make(db), in_threads([floor_setup(make)] * threads, seconds))
+    floors = {name: (make(db), in_threads([floor_setup(make)] * threads))
               for name, make in (("empty txn", empty_op), ("write commit", write_op))}
     store = SqliteAllowanceStore(path, synchronous=synchronous)
     return await bench_store(f"sqlite_{synchronous.lower()}", f"{threads} thr", store,
-                             in_threads([advance_setup] * threads, seconds), floors, seconds)
+                             in_threads([advance_setup] * threads), floors, seconds)
 
 
 async def bench_redis(url: str, tasks: int, seconds: float) -> tuple[list[Row], dict[str, Any]]:
@@ -225,10 +247,10 @@ async def bench_redis(url: str, tasks: int, seconds: float) -> tuple[list[Row], 
     await client.ping()
     store = RedisAllowanceStore(url)
     ping: Op = client.ping
-    floors = {"PING": (ping, in_tasks([ping] * tasks, seconds))}
+    floors = {"PING": (ping, in_tasks([ping] * tasks))}
     try:
         return await bench_store("redis", f"{tasks} tasks", store,
-                                 in_tasks(await advancers(store, tasks), seconds), floors, seconds)
+                                 in_tasks(await advancers(store, tasks)), floors, seconds)
     finally:
         await client.aclose()
 
@@ -256,12 +278,12 @@ async def bench_postgres(dsn: str, tasks: int, pool: int,
     for k in range(tasks):
         await pooled(f"INSERT INTO floor VALUES ({k}, 0) ON CONFLICT DO NOTHING")()
         writes.append(pooled(f"UPDATE floor SET v = v + 1 WHERE k = {k}"))
-    floors = {"SELECT 1": (pooled("SELECT 1"), in_tasks([pooled("SELECT 1")] * tasks, seconds)),
-              "write commit": (writes[0], in_tasks(writes, seconds))}
+    floors = {"SELECT 1": (pooled("SELECT 1"), in_tasks([pooled("SELECT 1")] * tasks)),
+              "write commit": (writes[0], in_tasks(writes))}
     store = PostgresAllowanceStore(dsn, pool_size=pool)
     try:
         return await bench_store(f"postgres_pool{pool}", f"{tasks} tasks", store,
-                                 in_tasks(await advancers(store, tasks), seconds), floors, seconds)
+                                 in_tasks(await advancers(store, tasks)), floors, seconds)
     finally:
         for conn in connections:
             await conn.close()
