@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from lightspeed.errors import UsageError
 from lightspeed.invoice import RouteHintHop
 from lightspeed.routing import (
+    BOUND_NODES,
     ChannelGraph,
     NoRouteError,
     Policy,
@@ -29,6 +30,7 @@ from lightspeed.routing import (
     directed_key,
     find_route,
 )
+from tests.support.graphgen import scored_cost, scoring_capacity
 
 
 def nid(i: int) -> bytes:
@@ -114,7 +116,7 @@ def check_route(route: Route, case: Case, source: bytes, target: bytes, view: Sc
         if i > 0:
             assert sender not in case.avoid_nodes
         if view is not None:
-            assert view.probability(key, hop.amount_msat, _capacity(channel), channel.source if i else None) > 0
+            assert view.probability(key, hop.amount_msat, scoring_capacity(channel), channel.source if i else None) > 0
         if i + 1 < len(hops):
             onward = channels[i + 1]
             assert hop.fee_msat == onward.policy.fee_msat(hops[i + 1].amount_msat)
@@ -129,30 +131,44 @@ def check_route(route: Route, case: Case, source: bytes, target: bytes, view: Sc
     assert len({h.pubkey for h in hops}) == len(hops)  # no node visited twice
 
 
-def _capacity(channel: object) -> int:
-    from lightspeed.routing import DirectedChannel
-    assert isinstance(channel, DirectedChannel)
-    if channel.capacity_sat is not None:
-        return channel.capacity_sat * 1000
-    return channel.policy.htlc_maximum_msat or 0
-
-
-def route_or_none(case: Case, view: ScoreView | None, source: bytes, target: bytes) -> Route | None:
+def route_or_none(case: Case, view: ScoreView | None, source: bytes, target: bytes,
+                  bound_nodes: int = BOUND_NODES) -> Route | None:
     try:
         return find_route(case.graph, source, target, case.amount, max_fee_msat=case.max_fee,
                           max_cltv_expiry_delta=case.max_cltv, max_hops=case.max_hops, score=view,
-                          avoid_channels=case.avoid_channels, avoid_nodes=case.avoid_nodes)
+                          avoid_channels=case.avoid_channels, avoid_nodes=case.avoid_nodes,
+                          bound_nodes=bound_nodes)
     except NoRouteError:
         return None
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_the_forward_bound_never_changes_the_optimum(data: st.DataObject) -> None:
+    """A* with a forward search of any size returns what plain Dijkstra (0 nodes) returns."""
+    case = data.draw(cases())
+    view = data.draw(st.one_of(st.none(), views(case)))
+    source, target = nid(0), nid(case.nodes - 1)
+    plain = route_or_none(case, view, source, target, bound_nodes=0)
+    for bound_nodes in (1, 2, 4, BOUND_NODES):
+        bounded = route_or_none(case, view, source, target, bound_nodes=bound_nodes)
+        assert (plain is None) == (bounded is None)
+        if plain is None or bounded is None:
+            continue
+        if view is None:
+            label = (plain.total_fee_msat, plain.total_cltv_expiry_delta, len(plain.hops))
+            assert (bounded.total_fee_msat, bounded.total_cltv_expiry_delta, len(bounded.hops)) == label
+        else:
+            assert scored_cost(bounded, view) == scored_cost(plain, view)
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_every_route_is_sendable(data: st.DataObject) -> None:
     case = data.draw(cases())
     view = data.draw(st.one_of(st.none(), views(case)))
     source, target = nid(0), nid(case.nodes - 1)
-    route = route_or_none(case, view, source, target)
+    route = route_or_none(case, view, source, target, data.draw(st.sampled_from([0, 1, 3, BOUND_NODES])))
     if route is not None:
         check_route(route, case, source, target, view)
 

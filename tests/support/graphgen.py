@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-from lightspeed.routing import ChannelGraph, Route
+from lightspeed.routing import ChannelGraph, DirectedChannel, Route, ScoreView, directed_key
 
 
 def fee_digraph(graph: ChannelGraph, amount_msat: int) -> nx.DiGraph:
@@ -51,3 +51,25 @@ def true_fee(graph: ChannelGraph, path: list[bytes], amount_msat: int) -> int | 
 
 def route_path(source: bytes, route: Route) -> list[bytes]:
     return [source, *(hop.pubkey for hop in route.hops)]
+
+
+def scoring_capacity(channel: DirectedChannel) -> int:
+    """The capacity a scorer assumes: the channel's, else its htlc_maximum_msat, else 0 (unknown)."""
+    if channel.capacity_sat is not None:
+        return channel.capacity_sat * 1000
+    return channel.policy.htlc_maximum_msat or 0
+
+
+def scored_cost(route: Route, view: ScoreView) -> int:
+    """The cost the scored search minimises, recomputed hop by hop from its definition."""
+    p = view.params
+    cost = 0
+    for i, (hop, channel) in enumerate(zip(route.hops, route.channels, strict=True)):
+        amount = hop.amount_msat
+        key = directed_key(channel.short_channel_id, channel.source, channel.target)
+        probability = view.probability(key, amount, scoring_capacity(channel), channel.source if i else None)
+        cost += view.penalty_msat(amount, probability)
+        if i:  # forwarders charge fees and lock funds for their delta; the payer does not
+            cost += channel.policy.fee_msat(amount)
+            cost += amount * channel.policy.cltv_expiry_delta * p.cltv_risk_factor_billionths // 10**9
+    return cost

@@ -8,7 +8,14 @@ from lightspeed.routing.graph import (
     directed_key,
 )
 from lightspeed.routing.lnd_json import graph_from_describegraph
-from lightspeed.routing.pathfind import MAX_HOPS, NoRouteError, Route, RouteHop, find_route
+from lightspeed.routing.pathfind import (
+    BOUND_NODES,
+    MAX_HOPS,
+    NoRouteError,
+    Route,
+    RouteHop,
+    find_route,
+)
 from lightspeed.routing.scorer import (
     Prior,
     ProbabilisticScorer,
@@ -18,6 +25,7 @@ from lightspeed.routing.scorer import (
 )
 
 __all__ = [
+    "BOUND_NODES",
     "MAX_HOPS",
     "ChannelGraph",
     "DirectedChannel",

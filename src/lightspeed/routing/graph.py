@@ -63,6 +63,9 @@ _NO_LIMIT = 1 << 63
 # (sender index, min_msat, max_msat, fee_base_msat, fee_proportional_millionths,
 #  cltv_expiry_delta, edge number, directed key, capacity_msat (else htlc_maximum_msat, else 0))
 CompiledEdge = tuple[int, int, int, int, int, int, int, int, int]
+# The same direction seen from its sender, for the forward bound search:
+# (target index, max_msat, fee_base_msat, fee_proportional_millionths, cltv_expiry_delta)
+OutgoingEdge = tuple[int, int, int, int, int]
 
 
 def directed_key(short_channel_id: int, source: bytes, target: bytes) -> int:
@@ -76,10 +79,12 @@ def directed_key(short_channel_id: int, source: bytes, target: bytes) -> int:
 
 @dataclass
 class SearchIndex:
-    """The graph compiled for path finding: nodes as ints, incoming edges as int tuples.
+    """The graph compiled for path finding: nodes as ints, edges as int tuples.
 
     Built once per graph (and extended, not rebuilt, for route hints). Searching
     with ints and preallocated tuples avoids creating objects in the inner loop.
+    ``incoming`` serves the exact search from the payee, ``outgoing`` the short
+    forward search from the payer that bounds it.
     """
 
     ids: list[bytes]
@@ -87,6 +92,7 @@ class SearchIndex:
     incoming: list[list[CompiledEdge]]
     channels: list[DirectedChannel]
     max_cltv_expiry_delta: int = 0
+    outgoing: list[list[OutgoingEdge]] = field(default_factory=list)
     #: Per node, the most one of its enabled channels can carry out (0: none): a payer
     #: that cannot send the amount at all is answered at once, not after a whole search.
     max_sendable_msat: list[int] = field(default_factory=list)
@@ -99,6 +105,7 @@ class SearchIndex:
             self.position[node_id] = index
             self.ids.append(node_id)
             self.incoming.append([])
+            self.outgoing.append([])
             self.max_sendable_msat.append(0)
         return index
 
@@ -117,6 +124,8 @@ class SearchIndex:
             sender, p.htlc_minimum_msat, limit, p.fee_base_msat, p.fee_proportional_millionths,
             p.cltv_expiry_delta, len(self.channels), key, capacity_msat,
         ))
+        self.outgoing[sender].append((target, limit, p.fee_base_msat, p.fee_proportional_millionths,
+                                      p.cltv_expiry_delta))
         self.channels.append(channel)
         self.max_cltv_expiry_delta = max(self.max_cltv_expiry_delta, p.cltv_expiry_delta)
         self.max_sendable_msat[sender] = max(self.max_sendable_msat[sender], limit)
@@ -124,13 +133,17 @@ class SearchIndex:
     def extended(self, channels: Iterable[DirectedChannel]) -> SearchIndex:
         """A copy with more channels; only the lists of their target nodes are copied."""
         copy = SearchIndex(list(self.ids), dict(self.position), list(self.incoming), list(self.channels),
-                           self.max_cltv_expiry_delta, list(self.max_sendable_msat))
-        touched: set[int] = set()
+                           self.max_cltv_expiry_delta, list(self.outgoing), list(self.max_sendable_msat))
+        copied_in: set[int] = set()
+        copied_out: set[int] = set()
         for channel in channels:
-            target = copy.node(channel.target)
-            if target not in touched and target < len(self.ids):
+            target, sender = copy.node(channel.target), copy.node(channel.source)
+            if target not in copied_in and target < len(self.ids):
                 copy.incoming[target] = list(copy.incoming[target])
-            touched.add(target)
+                copied_in.add(target)
+            if sender not in copied_out and sender < len(self.ids):
+                copy.outgoing[sender] = list(copy.outgoing[sender])
+                copied_out.add(sender)
             copy.add(channel)
         return copy
 

