@@ -240,12 +240,15 @@ class Node:
         return bound
 
     async def stop(self) -> None:
+        """Close every connection and task; the store stays open (the caller owns it)."""
         self._stopping = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
         for peer in list(self._peers.values()):
             await peer.close()
         await self._listener.stop()
+        await asyncio.wait(tasks, timeout=5) if tasks else None
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -349,7 +352,7 @@ class Node:
             ready = self._ready.get(cid)
             if ready is not None and ready.is_set():
                 self._ready[cid] = asyncio.Event()  # payments wait for the reestablish
-            if cid in self.channels:
+            if cid in self.channels and not self._stopping:  # (a restart forgets them anyway)
                 self._forget_uncommitted(self.channels[cid])
         if lost and not self._stopping and peer.remote_pubkey in self.store.peers():
             self._keep_connected(peer.remote_pubkey)

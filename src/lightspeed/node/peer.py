@@ -61,6 +61,10 @@ class Peer:
         await self._flush()
 
     async def close(self) -> None:
+        # Closing the transport first makes a pending read end on EOF: on Python 3.11 a cancel
+        # that races with arriving data can be swallowed by wait_for (bpo-42130), and the read
+        # loop would then wait for the next keepalive deadline.
+        self._writer.close()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
