@@ -256,3 +256,70 @@ def test_on_a_generated_network_the_loop_ends_right(generated: ChannelGraph, see
         assert outcome.reason.startswith(("no route", "timed out"))
     keys = [tuple(h.short_channel_id for h in a.route.hops) for a in tried]
     assert len(set(keys)) == len(keys)  # never the same route twice
+
+
+def three_hop_payment() -> tuple[PaymentAttempts, SendAttempt]:
+    """0 pays 9 over 0 -> 1 -> 4 -> 9 (cheapest), with detours 0 -> 2 -> 4 and 1 -> 5 -> 9."""
+    graph = ChannelGraph()
+    free, dear = Policy(0, 0, 40), Policy(500, 0, 40)
+    for scid, a, b, policy in ((1, 0, 1, free), (2, 1, 4, free), (3, 4, 9, free),
+                               (4, 0, 2, free), (5, 2, 4, dear), (6, 1, 5, dear), (7, 5, 9, dear)):
+        graph.add_channel(scid, nid(a), nid(b), 1_000_000, policy, policy)
+    attempts = PaymentAttempts(graph, ProbabilisticScorer(), nid(0), nid(9), 1_000_000, 0.0)
+    action = attempts.next_action(0)
+    assert isinstance(action, SendAttempt)
+    assert [h.short_channel_id for h in action.attempt.route.hops] == [1, 2, 3]
+    return attempts, action
+
+
+@pytest.mark.parametrize(("erring_index", "code", "avoided_scids", "avoided_nodes", "final"), [
+    # the payer's own channel lacks liquidity
+    (-1, FailureCode.TEMPORARY_CHANNEL_FAILURE, {1}, set(), False),
+    # node 1 cannot forward over 1 -> 4: liquidity, disabled, gone, unknown feature, stale policy
+    (0, FailureCode.TEMPORARY_CHANNEL_FAILURE, {2}, set(), False),
+    (0, FailureCode.CHANNEL_DISABLED, {2}, set(), False),
+    (0, FailureCode.PERMANENT_CHANNEL_FAILURE, {2}, set(), False),
+    (0, FailureCode.UNKNOWN_NEXT_PEER, {2}, set(), False),
+    (0, FailureCode.REQUIRED_CHANNEL_FEATURE_MISSING, {2}, set(), False),
+    (0, FailureCode.FEE_INSUFFICIENT, {2}, set(), False),
+    (0, FailureCode.INCORRECT_CLTV_EXPIRY, {2}, set(), False),
+    (0, FailureCode.EXPIRY_TOO_SOON, {2}, set(), False),
+    (0, FailureCode.AMOUNT_BELOW_MINIMUM, {2}, set(), False),
+    (0, 0x1000 | 99, {2}, set(), False),  # unknown UPDATE code: about the channel
+    (0, 0x4000 | 99, {2}, set(), False),  # unknown PERM code: the channel is gone
+    # node 1 itself fails, or misbehaves with an answer only a payee may give
+    (0, FailureCode.TEMPORARY_NODE_FAILURE, set(), {1}, False),
+    (0, FailureCode.PERMANENT_NODE_FAILURE, set(), {1}, False),
+    (0, FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, set(), {1}, False),
+    (0, 0x2000 | 99, set(), {1}, False),  # unknown NODE code
+    # node 1 says node 4 could not read the onion (update_fail_malformed_htlc)
+    (0, FailureCode.INVALID_ONION_HMAC, set(), {4}, False),
+    # the payee's answers end the payment
+    (2, FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, set(), set(), True),
+    (2, FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, set(), set(), True),
+    (2, FailureCode.PERMANENT_NODE_FAILURE, set(), set(), True),
+    (1, FailureCode.INVALID_ONION_KEY, set(), set(), True),  # the payee cannot read the onion
+    # a corrupted return packet: nobody to blame, so none of the route is reused
+    (None, 0, {1, 2, 3}, set(), False),
+])
+def test_each_failure_teaches_the_right_lesson(erring_index: int | None, code: int, avoided_scids: set[int],
+                                                avoided_nodes: set[int], final: bool) -> None:
+    attempts, action = three_hop_payment()
+    attempts.attempt_failed(action.attempt.attempt_id, FailureReport(erring_index, code), 1)
+    route = action.attempt.route
+    keys = {directed_key(c.short_channel_id, c.source, c.target): c.short_channel_id for c in route.channels}
+    assert {keys[k] for k in attempts.avoid_channels} == avoided_scids
+    assert attempts.avoid_nodes == {nid(i) for i in avoided_nodes}
+    following = attempts.next_action(1)
+    if final:
+        assert isinstance(following, PaymentFailed) and following.attempts == 1
+        assert following.last_failure == FailureReport(erring_index, code)
+        return
+    assert isinstance(following, SendAttempt)  # a detour exists for every lesson
+    used = {directed_key(c.short_channel_id, c.source, c.target) for c in following.attempt.route.channels}
+    assert not used & attempts.avoid_channels
+    assert not {h.pubkey for h in following.attempt.route.hops[:-1]} & attempts.avoid_nodes
+    # hops before the erring node forwarded the amount: the scorer now knows they can carry it
+    if erring_index is not None:
+        for channel, hop in list(zip(route.channels, route.hops, strict=True))[: erring_index + 1]:
+            assert attempts.scorer.probability(channel, hop.amount_msat, 1) == 1.0

@@ -81,4 +81,5 @@ def graph_from_describegraph(data: Any) -> ChannelGraph:
             _policy(edge.get("node1_policy"), f"{where}.node1_policy"),
             _policy(edge.get("node2_policy"), f"{where}.node2_policy"),
         )
+    graph.compiled()  # a snapshot is searched many times: compile it as part of loading
     return graph
