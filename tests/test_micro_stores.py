@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -47,6 +48,7 @@ from lightspeed.micro.stores.redis import RedisAllowanceStore
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 from lightspeed.micro.terms import AllowanceTerms, Price
 from lightspeed.micro.token import AllowanceRequest, Token
+from tests.support import servers
 from tests.support.ledger import Ledger
 from tests.support.servers import postgres_server, redis_server
 
@@ -65,6 +67,19 @@ def redis_url() -> Iterator[str]:
 def postgres_dsn() -> Iterator[str]:
     with postgres_server() as server:
         yield server.dsn
+
+
+def test_a_test_server_that_loses_the_race_for_its_port_takes_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parallel workers pick free ports independently; a port taken meanwhile is retried."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1], servers.free_port()])
+        monkeypatch.setattr(servers, "free_port", lambda: next(ports))
+        with servers.redis_server() as server, redis.Redis.from_url(server.url) as client:
+            assert server.port != taken.getsockname()[1]
+            assert client.ping()
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
@@ -446,6 +461,35 @@ def test_sqlite_double_spend_from_two_threads(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     _check_races(setup, aid, rounds, results)
+
+
+def test_one_sqlite_store_object_shared_by_threads(tmp_path: Path) -> None:
+    """A threaded server may share one store object: its transactions must not interleave."""
+    store = SqliteAllowanceStore(tmp_path / "spent.db", synchronous="OFF")
+    aid = asyncio.run(new_allowance(store, AllowanceState(Status.ACTIVE, 10_000), lanes=4))
+    errors: list[BaseException] = []
+
+    def worker(lane: int) -> None:
+        async def spend() -> None:
+            for index in range(150):
+                outcome = await store.advance(aid, lane, index, LaneState(index + 1, b"v"))
+                assert outcome is Advance.OK, (lane, index, outcome)
+                assert await store.load(aid) is not None
+
+        try:
+            asyncio.run(spend())
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(lane,)) for lane in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    loaded = asyncio.run(store.load(aid))
+    assert loaded is not None and loaded.state.spent == 600
+    asyncio.run(store.aclose())
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,29 @@ def _stop(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def _start(name: str, launch: Callable[[int], subprocess.Popen[bytes]],
+           ready: Callable[[int], bool], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Launch on a free port until the server answers; a server that exits at once (another
+    process took the port between our check and its bind) gets a new port, twice."""
+    for attempt in range(3):
+        port = free_port()
+        process = launch(port)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready(port):
+            if process.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                _stop(process, signal.SIGKILL)
+                raise ServerStartError(f"{name} did not answer on port {port} within "
+                                       f"{START_TIMEOUT_S:.0f} s: {_log_tail(log)}")
+            time.sleep(0.02)
+        else:
+            return process, port
+        if attempt == 2:
+            raise ServerStartError(f"{name} exited at start (port {port}): {_log_tail(log)}")
+    raise AssertionError("unreachable")
 
 
 def _log_tail(path: Path) -> str:
@@ -93,21 +116,21 @@ def redis_server() -> Iterator[RedisServer]:
             "(Debian/Ubuntu: apt-get install redis-server)")
     workdir = Path(tempfile.mkdtemp(prefix="lightspeed-redis-"))
     log = workdir / "redis.log"
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-               "no", "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no"]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def launch(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    process: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _redis_ping(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"redis-server did not start on port {port}: {_log_tail(log)}")
-            time.sleep(0.02)
+        process, port = _start("redis-server", launch, _redis_ping, log)
         yield RedisServer(port)
     finally:
-        _stop(process, signal.SIGTERM)
+        if process is not None:
+            _stop(process, signal.SIGTERM)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -185,24 +208,23 @@ def postgres_server(durable: bool = False) -> Iterator[PostgresServer]:
             capture_output=True, cwd=workdir, **run_as)  # type: ignore[call-overload]
         if init.returncode != 0:
             raise ServerStartError(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
-        port = free_port()
         settings = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}",
                     "-c", "max_connections=100", "-c", "shared_buffers=32MB"]
         if not durable:
             settings += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                          "-c", "full_page_writes=off"]
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(  # type: ignore[call-overload]
-                [str(bindir / "postgres"), "-D", str(data), "-p", str(port), *settings],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=workdir,
-                start_new_session=True, **run_as)
-        server = PostgresServer(port, user)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _postgres_ready(server.dsn):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(f"postgres did not start on port {port}: {_log_tail(log)}")
-            time.sleep(0.05)
-        yield server
+
+        def launch(port: int) -> subprocess.Popen[bytes]:
+            with log.open("ab") as log_file:
+                started: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+                    [str(bindir / "postgres"), "-D", str(data), "-p", str(port), *settings],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=workdir,
+                    start_new_session=True, **run_as)
+            return started
+
+        process, port = _start("postgres", launch,
+                               lambda port: _postgres_ready(PostgresServer(port, user).dsn), log)
+        yield PostgresServer(port, user)
     finally:
         if process is not None:
             _stop(process, signal.SIGINT)  # SIGINT: PostgreSQL's "fast" shutdown

@@ -9,7 +9,8 @@ the file. A process that finds the lock held waits up to ``busy_timeout_ms``.
 The stdlib ``sqlite3`` module is called synchronously inside the ``async`` methods: an
 operation takes microseconds (plus one fsync per commit with ``synchronous="FULL"``), less
 than handing it to a thread would cost. The event loop does block while another process
-holds the write lock; for many busy server processes use Redis or PostgreSQL.
+holds the write lock; for many busy server processes use Redis or PostgreSQL. One store
+object may be shared by threads (a lock serializes its connection); each process opens its own.
 
 ``synchronous``: ``FULL`` (default) syncs the WAL at every commit, so an acknowledged advance
 survives power loss; ``NORMAL`` only syncs at checkpoints (an advance may be lost on power
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -80,6 +82,7 @@ class SqliteAllowanceStore:
             raise UsageError(f"synchronous: {synchronous!r} is not one of {SYNCHRONOUS_MODES}")
         self._db = sqlite3.connect(os.fspath(path), isolation_level=None,
                                    timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        self._lock = threading.Lock()
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
@@ -93,8 +96,8 @@ class SqliteAllowanceStore:
             self._db.close()
             raise
 
-    def _transaction(self) -> _Immediate:
-        return _Immediate(self._db)
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> _Transaction:
+        return _Transaction(self._db, self._lock, begin)
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
                      anchors: Sequence[bytes], state: AllowanceState) -> None:
@@ -112,7 +115,7 @@ class SqliteAllowanceStore:
             raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
 
     async def load(self, allowance_id: bytes) -> StoredAllowance | None:
-        with _Read(self._db):
+        with self._transaction("BEGIN"):  # deferred: one snapshot for both reads, no lock
             row = self._db.execute(
                 "SELECT terms, expires_at, status, paid_calls, spent, extra FROM allowances "
                 "WHERE id = ?", (allowance_id,)).fetchone()
@@ -128,9 +131,10 @@ class SqliteAllowanceStore:
             tuple(LaneState(index, value) for index, value in lanes))
 
     async def lane(self, allowance_id: bytes, lane: int) -> LaneState | None:
-        row = self._db.execute(
-            "SELECT idx, value FROM lanes WHERE allowance_id = ? AND lane = ?",
-            (allowance_id, lane)).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT idx, value FROM lanes WHERE allowance_id = ? AND lane = ?",
+                (allowance_id, lane)).fetchone()
         return None if row is None else LaneState(row[0], row[1])
 
     async def advance(self, allowance_id: bytes, lane: int, expected_index: int,
@@ -158,42 +162,49 @@ class SqliteAllowanceStore:
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,
                            new: AllowanceState) -> bool:
         check_state(new)
-        written = self._db.execute(
-            "UPDATE allowances SET status = ?, paid_calls = ?, extra = ? "
-            "WHERE id = ? AND status = ? AND paid_calls = ? AND extra = ?",
-            (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
-             expected.paid_calls, expected.extra)).rowcount
+        with self._lock:
+            written = self._db.execute(
+                "UPDATE allowances SET status = ?, paid_calls = ?, extra = ? "
+                "WHERE id = ? AND status = ? AND paid_calls = ? AND extra = ?",
+                (new.status.value, new.paid_calls, new.extra, allowance_id,
+                 expected.status.value, expected.paid_calls, expected.extra)).rowcount
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
-        rows = self._db.execute(
-            "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < ? "
-            "ORDER BY expires_at LIMIT ?", (before, limit)).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < ? "
+                "ORDER BY expires_at LIMIT ?", (before, limit)).fetchall()
         return [row[0] for row in rows]
 
     async def aclose(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
-class _Immediate:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock up front."""
+class _Transaction:
+    """The connection's lock, then ``begin`` ... ``COMMIT`` (``ROLLBACK`` on error).
 
-    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
-        self._db = db
-        self._begin = begin
+    ``BEGIN IMMEDIATE`` takes the database's write lock up front (waiting out other
+    processes up to the busy timeout); plain ``BEGIN`` reads one snapshot.
+    """
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, begin: str) -> None:
+        self._db, self._lock, self._begin = db, lock, begin
 
     def __enter__(self) -> None:
-        self._db.execute(self._begin)
+        self._lock.acquire()
+        try:
+            self._db.execute(self._begin)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-class _Read(_Immediate):
-    """A deferred transaction: several reads from one snapshot, no write lock."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        super().__init__(db, "BEGIN")
+        try:
+            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self._lock.release()
 
 
 if TYPE_CHECKING:
