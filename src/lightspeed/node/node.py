@@ -757,8 +757,8 @@ class Node:
         return [node_id for node_id, peer in self._peers.items() if not peer.session.closed]
 
     def channel_peer_id(self, channel_id: bytes) -> bytes | None:
-        peer = self._channel_peer.get(channel_id)
-        return None if peer is None else peer.remote_pubkey
+        """The node id of the channel's peer, connected or not (None for an unknown channel)."""
+        return self._channel_node.get(channel_id)
 
     def channel_is_ready(self, channel_id: bytes) -> bool:
         """True once channel_ready went both ways (payments may flow)."""
