@@ -1,0 +1,123 @@
+"""One durable node in its own process, driven by JSON lines on stdin (for crash tests and benchmarks).
+
+    python -m tests.support.node_runner --datadir DIR --chain FILE [--port N] [--no-fsync]
+
+The node's key and wallet seed live in DIR (created on first start), its store in
+DIR/node.sqlite, the shared regtest chain in FILE. Each command is one JSON object on
+a line; each answer is one JSON line on stdout carrying the command's ``id``. ``pay``
+answers when the payment ends, so many can be in flight. Commands: ``info``,
+``connect``, ``open``, ``invoice``, ``invoices`` (many at once), ``pay``, ``state``.
+Killing this process at any moment (``kill -9``) is what the crash tests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from lightspeed.chain import RegtestChain
+from lightspeed.channel.htlc_log import Side
+from lightspeed.errors import LightspeedError
+from lightspeed.invoice import decode
+from lightspeed.node.node import Node
+from lightspeed.store import open_store
+
+
+def _secret(path: Path) -> bytes:
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(os.urandom(32))
+        os.replace(tmp, path)
+    return path.read_bytes()
+
+
+def _state(node: Node) -> dict[str, Any]:
+    channels = {}
+    for cid, channel in node.channels.items():
+        view = channel.log.commitment(Side.LOCAL)
+        channels[cid.hex()] = {
+            "capacity_msat": channel.log.capacity_msat,
+            "local_msat": view.to_local_msat,
+            "remote_msat": view.to_remote_msat,
+            "htlc_msat": sum(h.amount_msat for h in view.htlcs),
+            "htlcs": len(view.htlcs),
+            "remote_htlcs": len(channel.log.commitment(Side.REMOTE).htlcs),
+            "pending_changes": channel.log.has_changes_to_sign() or channel.log.awaiting_revoke,
+            "ready": node.channel_is_ready(cid),
+        }
+    payments = [{"payment_hash": p.payment_hash.hex(), "status": p.status, "amount_msat": p.amount_msat}
+                for p in node.store.payments()]
+    invoices = [{"payment_hash": i.payment_hash.hex(), "status": i.status, "received_msat": i.received_msat}
+                for i in node.store.invoices()]
+    return {"channels": channels, "payments": payments, "invoices": invoices}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datadir", required=True, type=Path)
+    parser.add_argument("--chain", required=True, type=Path)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-fsync", action="store_true")
+    args = parser.parse_args()
+    args.datadir.mkdir(parents=True, exist_ok=True)
+    chain = RegtestChain(args.chain)
+    node = Node(_secret(args.datadir / "node_key"), chain, _secret(args.datadir / "wallet_seed"),
+                store=open_store(args.datadir, fsync=not args.no_fsync))
+    port = await node.start("127.0.0.1", args.port)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+
+    def answer(request: dict[str, Any], **fields: Any) -> None:
+        sys.stdout.write(json.dumps({"id": request.get("id"), **fields}) + "\n")
+        sys.stdout.flush()
+
+    async def run(request: dict[str, Any]) -> None:
+        cmd = request["cmd"]
+        try:
+            if cmd == "info":
+                answer(request, node_id=node.node_id.hex(), port=port,
+                       script=node.wallet.new_key().script_pubkey.hex())
+            elif cmd == "connect":
+                await node.connect(request["host"], request["port"], bytes.fromhex(request["node_id"]))
+                answer(request, ok=True)
+            elif cmd == "open":
+                cid = await node.open_channel(bytes.fromhex(request["node_id"]), request["funding_sat"])
+                answer(request, channel_id=cid.hex())
+            elif cmd == "invoices":
+                made = [node.create_invoice(request["amount_msat"], f"crash {i}").encode()
+                        for i in range(request["count"])]
+                answer(request, invoices=made)
+            elif cmd == "pay":
+                preimage = await node.pay(decode(request["invoice"]), timeout=request.get("timeout", 30))
+                answer(request, status="succeeded", preimage=preimage.hex())
+            elif cmd == "state":
+                answer(request, **_state(node))
+            else:
+                answer(request, error=f"unknown command {cmd}")
+        except (LightspeedError, TimeoutError, OSError, KeyError) as exc:
+            answer(request, error=f"{type(exc).__name__}: {exc}")
+
+    answer({"id": "ready"}, node_id=node.node_id.hex(), port=port)
+    tasks = set()
+    while (line := await lines.get()) is not None:
+        task = asyncio.create_task(run(json.loads(line)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await node.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
