@@ -13,6 +13,7 @@ package creates, in a directory handed over to it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
@@ -29,6 +30,7 @@ from pathlib import Path
 REDIS_BINARY = "redis-server"
 POSTGRES_GLOB = "/usr/lib/postgresql/*/bin"
 START_TIMEOUT_S = 30.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ServerStartError(RuntimeError):
@@ -53,6 +55,16 @@ def _stop(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to send ``sig`` to the server when the test process dies
+    (a killed pytest worker must not leave servers behind). Runs after the user switch, which
+    would otherwise clear it."""
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    return preexec
 
 
 def _start(name: str, launch: Callable[[int], subprocess.Popen[bytes]],
@@ -122,7 +134,7 @@ def redis_server() -> Iterator[RedisServer]:
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
              "no", "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM))
 
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -219,7 +231,8 @@ def postgres_server(durable: bool = False) -> Iterator[PostgresServer]:
                 started: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
                     [str(bindir / "postgres"), "-D", str(data), "-p", str(port), *settings],
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=workdir,
-                    start_new_session=True, **run_as)
+                    start_new_session=True, preexec_fn=_die_with_parent(signal.SIGINT),
+                    **run_as)
             return started
 
         process, port = _start("postgres", launch,
