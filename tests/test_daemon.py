@@ -112,6 +112,9 @@ def test_two_daemons_open_pay_both_ways_and_close(daemons: tuple[Daemon, Daemon,
     assert call(a, "chain", "mine", "3", "--chain", str(chain))["mined"] == 3
     wait_for("the channel never became ready", lambda: call(b, "channels")["channels"][0]["state"] == "normal")
 
+    table = lightspeed(a, "channels", "--table").stdout
+    assert "normal" in table and "1,000,000" in table and "1,000,000,000" in table
+
     invoice = call(b, "invoice", "new", "300000000", "a book")
     paid = call(a, "pay", invoice["invoice"])
     assert paid["status"] == "succeeded" and paid["payment_hash"] == invoice["payment_hash"]
@@ -199,3 +202,32 @@ def test_the_cli_says_when_no_daemon_answers(tmp_path: Path) -> None:
     result = lightspeed(datadir.path, "balance", check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: the daemon is not running (nothing answers at http://127.0.0.1:1)")
+
+
+def test_chain_commands_work_on_a_chain_file_without_a_daemon(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lightspeed.bitcoin.address import address_to_script
+    from lightspeed.bitcoin.network import REGTEST
+    from lightspeed.chain import RegtestChain, Wallet
+    from lightspeed.cli.main import cli
+
+    chain_file = tmp_path / "chain.sqlite"
+    RegtestChain(chain_file).close()
+    runner = CliRunner()
+    mined = runner.invoke(cli, ["chain", "mine", "2", "--chain", str(chain_file)])
+    assert mined.exit_code == 0 and json.loads(mined.stdout)["height"] == 2
+    wallet = Wallet(b"a wallet seed for the faucet", RegtestChain(chain_file))
+    address = wallet.new_address()
+    sent = runner.invoke(cli, ["chain", "send", address, "50000", "--chain", str(chain_file)])
+    assert sent.exit_code == 0, sent.output
+    assert json.loads(sent.stdout)["amount_sat"] == 50_000
+    assert wallet.balance_sat(1) == 50_000  # confirmed by the faucet's block
+    assert address_to_script(address, REGTEST) == wallet.utxos()[0].output.script_pubkey
+    info = json.loads(runner.invoke(cli, ["chain", "info", "--chain", str(chain_file)]).stdout)
+    assert info["mempool"] == 0 and info["height"] > 2
+    # The default chain is DATADIR/../chain.sqlite.
+    by_datadir = runner.invoke(cli, ["--datadir", str(tmp_path / "alice"), "chain", "info"])
+    assert json.loads(by_datadir.stdout)["height"] == info["height"]
+    bad = runner.invoke(cli, ["chain", "send", "bc1qnotregtest", "50000", "--chain", str(chain_file)])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: ")

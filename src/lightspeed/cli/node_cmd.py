@@ -2,7 +2,8 @@
 
 ``lightspeed --datadir DIR getinfo|connect|open-channel|channels|invoice new|pay|payments|close|
 newaddress|balance|fund`` each make one REST call (httpx) to the daemon running on DIR and print
-its JSON answer on stdout. Anything that goes wrong is ``error: <reason>`` on stderr, exit 1.
+its JSON answer on stdout (``channels`` and ``payments`` also as a table with ``--table``).
+Anything that goes wrong is ``error: <reason>`` on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -58,6 +59,31 @@ def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | Non
 
 def _print(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+_table_option = click.option("--table", is_flag=True, help="A table for people instead of JSON.")
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The same objects as the JSON, as a rich table (long hex values shortened)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column.endswith(("_msat", "_sat")) else "left",
+                         no_wrap=True)
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+            cells.append(text[:10] + "…" if column.endswith(("_id", "_hash")) and len(text) > 11 else text)
+        table.add_row(*cells)
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 # -- the daemon ----------------------------------------------------------------------------------
@@ -209,11 +235,17 @@ def open_channel(ctx: click.Context, node_id: str, amount_sat: int, push_msat: i
 
 
 @click.command("channels")
+@_table_option
 @click.pass_context
 @_errors_to_exit
-def channels(ctx: click.Context) -> None:
+def channels(ctx: click.Context, table: bool) -> None:
     """Channels with their state and balances."""
-    _print(_call(ctx, "GET", "/v1/channels"))
+    data = _call(ctx, "GET", "/v1/channels")
+    if table:
+        _print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
+                                                    "local_balance_msat", "remote_balance_msat", "pending_htlcs"])
+    else:
+        _print(data)
 
 
 @click.command("close")
@@ -257,11 +289,17 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int) -> None:
 
 @click.command("payments")
 @click.option("--direction", type=click.Choice(["sent", "received"]), help="Only these.")
+@_table_option
 @click.pass_context
 @_errors_to_exit
-def payments(ctx: click.Context, direction: str | None) -> None:
+def payments(ctx: click.Context, direction: str | None, table: bool) -> None:
     """Payments sent and received."""
-    _print(_call(ctx, "GET", "/v1/payments", params={"direction": direction} if direction else None))
+    data = _call(ctx, "GET", "/v1/payments", params={"direction": direction} if direction else None)
+    if table:
+        _print_table("payments", data["payments"], ["direction", "payment_hash", "amount_msat", "status",
+                                                    "failure_reason"])
+    else:
+        _print(data)
 
 
 @click.command("newaddress")
