@@ -1,6 +1,7 @@
 """Spent-state store on PostgreSQL (psycopg 3, async): many API server instances, one view.
 
-Every operation is one statement in autocommit mode, so one round trip. ``advance`` is one
+Every operation but ``create`` (a short transaction: the allowance, then its lanes) is one
+statement in autocommit mode, so one round trip. ``advance`` is one
 statement whose CTEs lock the allowance row and then the lane row (``FOR NO KEY UPDATE``),
 check the three conditions on the locked, newest versions, and update the lane and ``spent``
 together. Locking first matters: under READ COMMITTED a plain conditional ``UPDATE`` that
@@ -13,8 +14,9 @@ Connections: psycopg_pool is not a dependency, so the store keeps a small pool o
 (``pool_size``, default 4, opened on demand). One connection behind a lock would make every
 request of a server instance wait for the previous one's round trip; a few connections let
 concurrent requests overlap. A reused connection found dead (server restart, failover) is
-replaced and the statement run once more, which is safe (see ``_run``). The schema is created on first use (``CREATE ... IF NOT
-EXISTS`` under an advisory lock, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide).
+replaced and the statement run once more, which is safe (see ``_run``). The schema is created
+on first use (``CREATE ... IF NOT EXISTS`` under an advisory lock: concurrent ``CREATE TABLE
+IF NOT EXISTS`` statements can collide).
 
 An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
