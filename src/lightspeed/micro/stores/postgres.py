@@ -260,6 +260,6 @@ class PostgresAllowanceStore:
             await conn.close()
 
 
-if TYPE_CHECKING:
-    def _conforms(store: PostgresAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
+    def _conforms(store: PostgresAllowanceStore) -> AllowanceStore:
         return store

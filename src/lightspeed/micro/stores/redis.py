@@ -172,6 +172,6 @@ class RedisAllowanceStore:
             await self._redis.aclose()
 
 
-if TYPE_CHECKING:
-    def _conforms(store: RedisAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
+    def _conforms(store: RedisAllowanceStore) -> AllowanceStore:
         return store

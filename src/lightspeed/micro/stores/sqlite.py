@@ -207,6 +207,6 @@ class _Transaction:
             self._lock.release()
 
 
-if TYPE_CHECKING:
-    def _conforms(store: SqliteAllowanceStore) -> AllowanceStore:  # mypy checks the Protocol is met
+if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
+    def _conforms(store: SqliteAllowanceStore) -> AllowanceStore:
         return store
