@@ -96,10 +96,15 @@ class HopPayload:
             raise UsageError(str(exc)) from None
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> HopPayload:
-        """Decode the TLV stream; unknown even types and malformed values raise :class:`InvalidHopPayload`."""
+    def from_bytes(cls, data: bytes, understood: frozenset[int] = frozenset()) -> HopPayload:
+        """Decode the TLV stream; unknown even types and malformed values raise :class:`InvalidHopPayload`.
+
+        ``understood``: further (even) record types the caller interprets itself, kept in
+        ``custom_records`` instead of being refused (a final node that supports keysend
+        or AMP passes theirs).
+        """
         try:
-            records = decode_tlv_stream(data, _KNOWN, field="payload")
+            records = decode_tlv_stream(data, _KNOWN | understood, field="payload")
         except DecodeError as exc:
             raise InvalidHopPayload(exc.field, exc.reason) from None
         values: dict[str, object] = {}
