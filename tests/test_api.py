@@ -271,11 +271,16 @@ def test_open_pay_list_and_close_through_the_api() -> None:
             assert sha256(bytes.fromhex(paid["preimage"])).hex() == invoice["payment_hash"]
             again = await a.post("/v1/payments", json={"invoice": invoice["invoice"]})
             assert again.status_code == 409 and "already paid" in error(again)["reason"]
-            await asyncio.sleep(0.2)  # the payee's follower records the settled HTLC
             received = (await b.get("/v1/payments")).json()["payments"]
             assert [(p["direction"], p["amount_msat"]) for p in received] == [("received", 40_000_000)]
             assert (await b.get("/v1/invoices")).json()["invoices"][0]["status"] == "paid"
+            for _ in range(200):  # the last revoke_and_ack may still be on its way when pay returns
+                channels = [(await c.get("/v1/channels")).json()["channels"][0] for c in (a, b)]
+                if all(c["pending_htlcs"] == 0 for c in channels) and channels[1]["local_balance_msat"] == 50_000_000:
+                    break
+                await asyncio.sleep(0.02)
             assert (await b.get("/v1/balance")).json()["channels_local_msat"] == 50_000_000
+            assert isinstance((await b.get("/v1/payments")).json()["payments"][0]["settled_at"], int)
 
             closed = await a.post(f"/v1/channels/{channel['channel_id']}/close")
             assert closed.status_code == 200, closed.text
@@ -284,7 +289,6 @@ def test_open_pay_list_and_close_through_the_api() -> None:
             found = chain.get_transaction(bytes.fromhex(closing_txid)[::-1])
             assert found is not None and found[1] == 1
             assert sorted(o.value_sat for o in found[0].outputs)[0] == 50_000  # bob's side, no fee taken
-            await asyncio.sleep(0.1)
             listed = (await b.get("/v1/channels")).json()["channels"]
             assert [(c["state"], c["closing_txid"]) for c in listed] == [("closed", closing_txid)]
             assert (await b.get("/v1/balance")).json()["onchain_confirmed_sat"] == 50_000

@@ -134,9 +134,12 @@ def test_two_daemons_open_pay_both_ways_and_close(daemons: tuple[Daemon, Daemon,
     assert [(p["amount_msat"], p["payment_hash"]) for p in received] == [(120_000_000, back["payment_hash"])]
     assert [i["status"] for i in call(b, "invoice", "list")["invoices"]] == ["paid"]
 
-    time.sleep(0.3)  # let the last revoke_and_ack land on both sides
-    channel = call(b, "channels")["channels"][0]
-    assert (channel["local_balance_msat"], channel["remote_balance_msat"]) == (180_000_000, 820_000_000)
+    def settled_balances(datadir: Path) -> tuple[int, int, int]:
+        channel = call(datadir, "channels")["channels"][0]
+        return channel["local_balance_msat"], channel["remote_balance_msat"], channel["pending_htlcs"]
+
+    # the last revoke_and_ack may still be on its way when pay returns
+    wait_for("bob's balances", lambda: settled_balances(b) == (180_000_000, 820_000_000, 0))
 
     # Bob's daemon restarts on the same address: its store brings the channel and payments back,
     # Alice's node dials it again, channel_reestablish runs, and payments flow as before.
@@ -149,7 +152,8 @@ def test_two_daemons_open_pay_both_ways_and_close(daemons: tuple[Daemon, Daemon,
         (c["state"], c["local_balance_msat"]) for c in call(b, "channels")["channels"]] == [("normal", 180_000_000)])
     after = call(b, "invoice", "new", "5000000", "after the restart")
     assert call(a, "pay", after["invoice"])["status"] == "succeeded"
-    time.sleep(0.3)
+    wait_for("alice's balances", lambda: settled_balances(a) == (815_000_000, 185_000_000, 0))
+    wait_for("bob's balances", lambda: settled_balances(b) == (185_000_000, 815_000_000, 0))
 
     closed = call(b, "close", channel_id)  # the fundee closes; the funder pays the fee
     assert closed["state"] == "closed"
