@@ -335,3 +335,28 @@ def test_addresses_on_the_command_line() -> None:
     for public in ("0.0.0.0", "192.168.1.2", "example.com"):
         with pytest.raises(UsageError, match="loopback"):
             require_loopback(public, "--api")
+
+
+def test_a_bug_in_a_handler_is_a_500_without_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from lightspeed.api import app as app_module
+
+    async def broken(ctx: ApiContext, request: Any, body: Any) -> tuple[int, Any]:
+        raise RuntimeError("secret internals")
+
+    endpoints = tuple(dataclasses.replace(e, handler=broken) if e.operation_id == "balance" else e
+                      for e in app_module.ENDPOINTS)
+    monkeypatch.setattr(app_module, "ENDPOINTS", endpoints)
+
+    async def scenario() -> None:
+        async with api(make_node(RegtestChain(":memory:"), b"a")) as client:
+            response = await client.get("/v1/balance")
+            assert response.status_code == 500
+            assert error(response) == {"reason": "internal error: RuntimeError"}
+            assert "secret internals" not in response.text
+            assert (await client.get("/v1/getinfo")).status_code == 200  # the API goes on serving
+
+    run(scenario)
+    assert "secret internals" in caplog.text  # the daemon's log has it, for the operator
