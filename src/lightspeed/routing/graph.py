@@ -64,8 +64,9 @@ _NO_LIMIT = 1 << 63
 #  cltv_expiry_delta, edge number, directed key, capacity_msat (else htlc_maximum_msat, else 0))
 CompiledEdge = tuple[int, int, int, int, int, int, int, int, int]
 # The same direction seen from its sender, for the forward bound search:
-# (target index, max_msat, fee_base_msat, fee_proportional_millionths, cltv_expiry_delta)
-OutgoingEdge = tuple[int, int, int, int, int]
+# (target index, max_msat, fee_base_msat, fee_proportional_millionths, cltv_expiry_delta,
+#  directed key, capacity_msat)
+OutgoingEdge = tuple[int, int, int, int, int, int, int]
 
 
 def directed_key(short_channel_id: int, source: bytes, target: bytes) -> int:
@@ -125,7 +126,7 @@ class SearchIndex:
             p.cltv_expiry_delta, len(self.channels), key, capacity_msat,
         ))
         self.outgoing[sender].append((target, limit, p.fee_base_msat, p.fee_proportional_millionths,
-                                      p.cltv_expiry_delta))
+                                      p.cltv_expiry_delta, key, capacity_msat))
         self.channels.append(channel)
         self.max_cltv_expiry_delta = max(self.max_cltv_expiry_delta, p.cltv_expiry_delta)
         self.max_sendable_msat[sender] = max(self.max_sendable_msat[sender], limit)

@@ -22,10 +22,10 @@ every hop as if it carried just the payment amount (the least any hop carries, s
 no weight exceeds the real one). A settled node's distance, and for every other
 node the radius reached, is a lower bound of the cost still to come from the payer;
 ``min(distance, radius)`` is a consistent A* potential, so the exact backward
-search returns the same optimum while exploring a small fraction of the graph
-(on a mainnet-size graph about 5x fewer operations at the median). When the
-forward search runs out of nodes, the ones it never reached cannot reach the payee
-from the payer at all and are skipped.
+search returns the same optimum while exploring a small fraction of the graph. For
+the fee-only order the potential is the pair (fees, CLTV), compared as the labels
+are. When the forward search runs out of nodes, the ones it never reached cannot
+be reached from the payer at all and are skipped.
 
 The loops run over the graph's :class:`~lightspeed.routing.graph.SearchIndex`: nodes
 are ints, labels live in flat lists, edges are tuples of ints made once per graph,
@@ -124,13 +124,10 @@ def find_route(
                 _NEVER if max_cltv_expiry_delta is None else max_cltv_expiry_delta)
         avoid = frozenset(avoid_channels)
         if score is None:
-            bound = _lower_bounds(index, src, amount_msat, 0, 0, bound_nodes)
-            found = _search_fees(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, bound)
+            fee_bound = _fee_bounds(index, src, amount_msat, bound_nodes)
+            found = _search_fees(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, fee_bound)
         else:
-            p = score.params
-            per_hop = p.base_penalty_msat + (amount_msat * p.base_penalty_amount_multiplier_msat >> 30)
-            bound = _lower_bounds(index, src, amount_msat, per_hop, p.cltv_risk_factor_billionths,
-                                  bound_nodes)
+            bound = _cost_bounds(index, src, amount_msat, score, bound_nodes)
             found = _search_scored(index, src, dst, amount_msat, max_hops, caps, avoid, avoid_idx, score,
                                    bound)
         if found is not None:
@@ -142,23 +139,76 @@ def find_route(
 
 _Found = tuple[list[int], list[int]]  # (edge number each node sends over, amount it must receive)
 _Bound = tuple[list[int], int]  # (distance from the payer per node, radius of the settled ball)
+# (fee and CLTV distances from the payer per node, the radius as (fee, cltv), hops a bound spans)
+_FeeBound = tuple[list[int], list[int], tuple[int, int], int]
 
 
-def _lower_bounds(index: SearchIndex, src: int, amount: int, per_hop: int, risk_factor: int,
-                  limit: int) -> _Bound:
+def _fee_bounds(index: SearchIndex, src: int, amount: int, limit: int) -> _FeeBound:
+    """A* potentials for the fee-only search: forward lexicographic (fee, cltv) distances.
+
+    The exact search orders by (fees, cltv, hops), so its potential is a pair too:
+    fees on ``amount`` (a lower bound, as in :func:`_cost_bounds`) and the CLTV deltas
+    (exact). Without the CLTV part, payments so small that most fees round to
+    zero would spread over every zero-fee node before reaching the payer.
+    """
+    n = len(index.ids)
+    fees, cltvs = [_INF] * n, [0] * n
+    fees[src] = 0
+    heap = [(0, 0, src)]
+    outgoing = index.outgoing
+    pop, push = heapq.heappop, heapq.heappush
+    settled = 0
+    while heap:
+        fee, cltv, node = pop(heap)
+        if fee != fees[node] or cltv != cltvs[node]:
+            continue
+        settled += 1
+        if settled > limit:
+            return fees, cltvs, (fee, cltv), limit + 1  # every node not settled is at least this far
+        payer = node == src
+        for target, high, base, rate, delta, _key, _cap in outgoing[node]:
+            if high < amount:
+                continue
+            if payer:
+                nfee, ncltv = fee, cltv
+            else:
+                nfee, ncltv = fee + base + amount * rate // 1_000_000, cltv + delta
+            old = fees[target]
+            if nfee < old or (nfee == old and ncltv < cltvs[target]):
+                fees[target], cltvs[target] = nfee, ncltv
+                push(heap, (nfee, ncltv, target))
+    return fees, cltvs, (_INF, 0), settled
+
+
+def _cost_bounds(index: SearchIndex, src: int, amount: int, score: ScoreView | None,
+                 limit: int) -> _Bound:
     """A* potentials from a forward search of the payer's ``limit`` nearest nodes.
 
-    Each hop weighs ``per_hop`` (the least penalty any hop costs) plus, except the
-    payer's own channel, its fee and CLTV risk on ``amount``: never more than the
-    real weight, which is taken on an amount at least as large. Returns the
-    distances and the radius at which the search stopped (``_INF`` when it reached
-    every node it could).
+    Each hop weighs what the exact search would charge it if it carried just
+    ``amount`` (fee, CLTV risk and scorer penalty, none for the payer's own fee):
+    every term grows with the amount, and a hop carries at least ``amount``, so no
+    weight exceeds the real one. Returns the distances and the radius at which the
+    search stopped (``_INF`` when it reached every node it could).
     """
     dist = [_INF] * len(index.ids)
     dist[src] = 0
     heap = [(0, src)]
     outgoing = index.outgoing
     pop, push = heapq.heappop, heapq.heappush
+    risk_factor = per_hop = liq_weight = 0
+    bounds: dict[int, tuple[int, int]] = {}
+    trust: dict[bytes, float] = {}
+    unknown_capacity = 1
+    uniform = True
+    if score is not None:
+        params = score.params
+        risk_factor = params.cltv_risk_factor_billionths
+        per_hop = params.base_penalty_msat + (amount * params.base_penalty_amount_multiplier_msat >> 30)
+        liq_weight = params.liquidity_penalty_multiplier_msat + (
+            amount * params.liquidity_penalty_amount_multiplier_msat >> 20)
+        bounds, trust = score.bounds, score.node_probability
+        unknown_capacity, uniform = params.unknown_capacity_msat, params.prior is Prior.UNIFORM
+    log10 = math.log10
     settled = 0
     while heap:
         d, node = pop(heap)
@@ -168,12 +218,27 @@ def _lower_bounds(index: SearchIndex, src: int, amount: int, per_hop: int, risk_
         if settled > limit:
             return dist, d  # every node not settled yet is at least this far
         payer = node == src
-        for target, high, base, rate, delta in outgoing[node]:
+        node_trust = 1.0 if payer or not trust else trust.get(index.ids[node], 1.0)
+        for target, high, base, rate, delta, key, cap in outgoing[node]:
             if high < amount:
                 continue
             nd = d + per_hop
             if not payer:
                 nd += base + amount * rate // 1_000_000 + amount * delta * risk_factor // 1_000_000_000
+            if liq_weight:
+                capacity = cap or unknown_capacity
+                known = bounds.get(key) if bounds else None
+                if known is None and uniform:
+                    p = (capacity - amount + 1) / (capacity + 1)
+                else:
+                    lo, max_offset = known or (0, 0)
+                    p = success_probability(amount, lo, capacity - max_offset, capacity, score.params.prior
+                                            ) if score is not None else 1.0
+                p *= node_trust
+                if p <= 0.0:
+                    continue
+                if p < 1.0:
+                    nd += int(liq_weight * -log10(p))
             if nd < dist[target]:
                 dist[target] = nd
                 push(heap, (nd, target))
@@ -182,28 +247,32 @@ def _lower_bounds(index: SearchIndex, src: int, amount: int, per_hop: int, risk_
 
 def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: int,
                  caps: tuple[int, int], avoid: frozenset[int], avoid_nodes: set[int],
-                 bound: _Bound) -> _Found | None:
+                 bound: _FeeBound) -> _Found | None:
     """A* backwards on (fees, cltv, hops); labels in flat lists indexed by node.
 
-    A heap entry is one int, ``fees + potential, cltv, hops, node`` packed in bit
-    fields, so the heap compares ints instead of tuples; the lists hold the label.
+    A heap entry is one int, ``fees, cltv`` (each plus its potential), ``hops, node``
+    packed in bit fields, so the heap compares ints instead of tuples; the lists
+    hold the label itself.
     """
     n = len(index.ids)
     fee_cap, cltv_cap = caps
-    dist, radius = bound
+    bound_fees, bound_cltvs, (radius_fee, radius_cltv), bound_hops = bound
     node_bits = max(n - 1, 1).bit_length()
     hop_bits = (max_hops + 1).bit_length()
-    cltv_bits = min(cltv_cap, max_hops * index.max_cltv_expiry_delta).bit_length() + 1
+    max_delta = index.max_cltv_expiry_delta
+    cltv_bits = (min(cltv_cap, max_hops * max_delta) + bound_hops * max_delta).bit_length() + 1
     hop_shift, cltv_shift = node_bits, node_bits + hop_bits
     fee_shift = cltv_shift + cltv_bits
     node_mask = (1 << node_bits) - 1
-    potential = min(dist[dst], radius)
-    if potential >= _INF:
+    pfee, pcltv = bound_fees[dst], bound_cltvs[dst]
+    if pfee > radius_fee or (pfee == radius_fee and pcltv > radius_cltv):
+        pfee, pcltv = radius_fee, radius_cltv
+    if pfee >= _INF:
         return None  # the payer cannot reach the payee at all
     fees, cltvs, hopss, carried, via = [_INF] * n, [0] * n, [0] * n, [0] * n, [-1] * n
     keys = [-1] * n
     fees[dst], carried[dst] = 0, amount
-    keys[dst] = potential << fee_shift | dst
+    keys[dst] = pfee << fee_shift | pcltv << cltv_shift | dst
     incoming = index.incoming
     heap = [keys[dst]]
     pop, push = heapq.heappop, heapq.heappush
@@ -236,14 +305,15 @@ def _search_fees(index: SearchIndex, src: int, dst: int, amount: int, max_hops: 
             old = fees[sender]
             if nfee < old or (nfee == old and (ncltv < cltvs[sender] or (
                     ncltv == cltvs[sender] and nhops < hopss[sender]))):
-                potential = dist[sender]
-                if potential > radius:
-                    potential = radius
-                if potential >= _INF:
+                pfee, pcltv = bound_fees[sender], bound_cltvs[sender]
+                if pfee > radius_fee or (pfee == radius_fee and pcltv > radius_cltv):
+                    pfee, pcltv = radius_fee, radius_cltv
+                if pfee >= _INF:
                     continue  # unreachable from the payer
                 fees[sender], cltvs[sender], hopss[sender] = nfee, ncltv, nhops
                 carried[sender], via[sender] = namt, edge
-                entry = (nfee + potential) << fee_shift | ncltv << cltv_shift | nhops << hop_shift | sender
+                entry = ((nfee + pfee) << fee_shift | (ncltv + pcltv) << cltv_shift
+                         | nhops << hop_shift | sender)
                 keys[sender] = entry
                 push(heap, entry)
                 if sender == src:  # a route exists: nothing dearer than it is worth exploring
