@@ -6,7 +6,7 @@ The node's key and wallet seed live in DIR (created on first start), its store i
 DIR/node.sqlite, the shared regtest chain in FILE. Each command is one JSON object on
 a line; each answer is one JSON line on stdout carrying the command's ``id``. ``pay``
 answers when the payment ends, so many can be in flight. Commands: ``info``,
-``connect``, ``open``, ``invoice``, ``invoices`` (many at once), ``pay``, ``state``.
+``connect``, ``open``, ``invoice``, ``invoices`` (many at once), ``pay``, ``bench`` (pay a list, timed in-process), ``state``.
 Killing this process at any moment (``kill -9``) is what the crash tests do.
 """
 
@@ -18,13 +18,15 @@ import json
 import os
 import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from lightspeed.chain import RegtestChain
 from lightspeed.channel.htlc_log import Side
 from lightspeed.errors import LightspeedError
-from lightspeed.invoice import decode
+from lightspeed.invoice import Invoice, decode
 from lightspeed.node.node import Node
 from lightspeed.store import open_store
 
@@ -51,11 +53,33 @@ def _state(node: Node) -> dict[str, Any]:
             "pending_changes": channel.log.has_changes_to_sign() or channel.log.awaiting_revoke,
             "ready": node.channel_is_ready(cid),
         }
+    stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes}
     payments = [{"payment_hash": p.payment_hash.hex(), "status": p.status, "amount_msat": p.amount_msat}
                 for p in node.store.payments()]
     invoices = [{"payment_hash": i.payment_hash.hex(), "status": i.status, "received_msat": i.received_msat}
                 for i in node.store.invoices()]
-    return {"channels": channels, "payments": payments, "invoices": invoices}
+    return {"channels": channels, "payments": payments, "invoices": invoices, "stats": stats}
+
+
+async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str, Any]:
+    """Pay ``invoices`` with at most ``concurrency`` in flight; time it inside this process."""
+    decoded = [decode(i) for i in invoices]
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    sent_before, writes_before = Counter(node.sent_counts), node.channel_writes
+
+    async def one(invoice: Invoice) -> None:
+        async with gate:
+            began = time.perf_counter()
+            await node.pay(invoice, timeout=60)
+            latencies.append(time.perf_counter() - began)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in decoded))
+    elapsed = time.perf_counter() - start
+    sent = node.sent_counts - sent_before
+    return {"elapsed_s": elapsed, "latencies_s": latencies, "sent": dict(sent),
+            "channel_writes": node.channel_writes - writes_before}
 
 
 async def main() -> None:
@@ -103,6 +127,8 @@ async def main() -> None:
             elif cmd == "pay":
                 preimage = await node.pay(decode(request["invoice"]), timeout=request.get("timeout", 30))
                 answer(request, status="succeeded", preimage=preimage.hex())
+            elif cmd == "bench":
+                answer(request, **await _bench(node, request["invoices"], request["concurrency"]))
             elif cmd == "state":
                 answer(request, **_state(node))
             else:

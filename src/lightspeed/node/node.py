@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.network import REGTEST, Network
@@ -185,6 +186,8 @@ class Node:
         self._watching: set[bytes] = set()  # channels whose funding depth is being watched
         self._stopping = False
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
+        self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
+        self.channel_writes = 0  # channel states committed to the store (benchmarks)
         self._load()
 
     def _load(self) -> None:
@@ -211,6 +214,7 @@ class Node:
             self.store.add_remote_commitment(cid, ctn, remote_commitment_record(channel, ctn))
             self._saved_ctn[cid] = ctn
         ready = self._ready_marks.get(cid) == {"sent", "received"}
+        self.channel_writes += 1
         self.store.put_channel(cid, self._channel_node[cid], channel_to_record(channel), ready)
 
     async def _send(self, peer: Peer | None, messages: list[WireMessage]) -> None:
@@ -221,6 +225,7 @@ class Node:
         """
         if peer is None or not messages:
             return
+        self.sent_counts.update(m.NAME for m in messages)
         try:
             for message in messages[:-1]:
                 peer.session.send(message)
@@ -634,25 +639,33 @@ class Node:
         if cid not in self._reestablished:
             raise PeerProtocolError(f"{message.NAME} before channel_reestablish", cid)
         replies, fulfilled = channel.receive(message)
-        with self.store.transaction():
+        messages: list[WireMessage] = list(replies)
+        received: list[PaymentReceived] = []
+        with self.store.transaction():  # one commit for the whole step, then its messages
             if isinstance(message, UpdateAddHtlc):
                 self.store.put_onion(cid, message.id, message.onion_routing_packet)
             for done in fulfilled:
                 self._succeed(cid, done.htlc, done.preimage)
+            if isinstance(message, (CommitmentSigned, RevokeAndAck)):
+                messages += self._settle_and_sign(channel, received)
             self._resolve_payments(channel)
             self._save(channel)
-        await self._send(peer, list(replies))
-        if isinstance(message, (CommitmentSigned, RevokeAndAck)):
-            await self._advance(channel, peer)
+        await self._send(peer, messages)
+        for event in received:
+            await self.events.put(event)
+
+    def _settle_and_sign(self, channel: Channel, received: list[PaymentReceived]) -> list[WireMessage]:
+        """Settle what we can (HTLCs to us), then sign what changed (inside a store transaction)."""
+        messages = self._settle_received(channel, received)
+        if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
+            messages.append(channel.sign())
+        return messages
 
     async def _advance(self, channel: Channel, peer: Peer) -> None:
-        """Settle what we can (HTLCs to us), then sign; one commit, then the messages."""
-        messages: list[WireMessage] = []
+        """Settle and sign after a reestablish; one commit, then the messages."""
         received: list[PaymentReceived] = []
         with self.store.transaction():
-            messages += self._settle_received(channel, received)
-            if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
-                messages.append(channel.sign())
+            messages = self._settle_and_sign(channel, received)
             if messages:
                 self._save(channel)
         await self._send(peer, messages)
