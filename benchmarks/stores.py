@@ -9,9 +9,12 @@ task: latency) and with concurrent tasks (each on its own allowance, as separate
 
 Servers are started here, on loopback, as the tests start them: Redis without persistence
 (its floor and its advance alike never touch the disk), PostgreSQL durable (fsync and
-synchronous_commit on), SQLite in a temporary file with ``synchronous`` FULL and NORMAL.
+synchronous_commit on) and again with fsync off, SQLite in a temporary file with
+``synchronous`` FULL and NORMAL. The advance and its floors are measured in alternating
+slices, so a slow spell of a shared disk hits both alike; on a busy machine the fsync-bound
+figures still swing by 10x from run to run, the ratios much less.
 
-``python -m benchmarks stores [--seconds S] [--tasks N]``
+``python -m benchmarks stores [--seconds S] [--tasks N] [--threads N] [--pool N] [--only ...]``
 """
 
 from __future__ import annotations
@@ -255,7 +258,7 @@ async def bench_redis(url: str, tasks: int, seconds: float) -> tuple[list[Row], 
         await client.aclose()
 
 
-async def bench_postgres(dsn: str, tasks: int, pool: int,
+async def bench_postgres(name: str, dsn: str, tasks: int, pool: int,
                          seconds: float) -> tuple[list[Row], dict[str, Any]]:
     """Floors run ``tasks`` ops over ``pool`` connections, as the store shares its own pool."""
     idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
@@ -282,7 +285,7 @@ async def bench_postgres(dsn: str, tasks: int, pool: int,
               "write commit": (writes[0], in_tasks(writes))}
     store = PostgresAllowanceStore(dsn, pool_size=pool)
     try:
-        return await bench_store(f"postgres_pool{pool}", f"{tasks} tasks", store,
+        return await bench_store(name, f"{tasks} tasks", store,
                                  in_tasks(await advancers(store, tasks)), floors, seconds)
     finally:
         for conn in connections:
@@ -303,14 +306,17 @@ async def run(seconds: float, tasks: int, threads: int, pool: int, only: set[str
             redis = stack.enter_context(redis_server())
             results.append(await bench_redis(redis.url, tasks, seconds))
         if "postgres" in only:
-            postgres = stack.enter_context(postgres_server(durable=True))
-            results.append(await bench_postgres(postgres.dsn, tasks, pool, seconds))
+            # Durable (every commit waits for its WAL fsync), then without fsync: the second
+            # shows what the statement itself costs beside a round trip.
+            for durable in (True, False):
+                with postgres_server(durable=durable) as postgres:
+                    name = f"postgres{'' if durable else '_nofsync'}_pool{pool}"
+                    results.append(await bench_postgres(name, postgres.dsn, tasks, pool, seconds))
         for part, numbers in results:
             rows += part
             summary.update(numbers)
     report(f"Spent-state stores: atomic advances beside each backend's floor, sequential (median "
-           f"latency) and concurrent ({os.cpu_count()} CPUs; Redis without persistence, "
-           f"PostgreSQL durable)",
+           f"latency) and concurrent ({os.cpu_count()} CPUs; Redis without persistence)",
            ["store", "floor", "advance/s", "advance us", "floor us", "ratio", "concurrent",
             "advance/s", "floor/s"],
            rows, summary)
