@@ -223,8 +223,10 @@ def test_misuse_is_refused() -> None:
     assert isinstance(action, SendAttempt)
     with pytest.raises(UsageError, match="erring_index"):
         attempts.attempt_failed(action.attempt.attempt_id, FailureReport(5, FailureCode.TEMPORARY_CHANNEL_FAILURE), 0)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="amount_msat"):
         new_payment(ladder(), amount=0)
+    with pytest.raises(UsageError, match="same node"):
+        PaymentAttempts(ladder(), ProbabilisticScorer(), nid(9), nid(9), 1000, 0.0)
 
 
 @pytest.fixture(scope="module")

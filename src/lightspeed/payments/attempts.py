@@ -144,6 +144,8 @@ class PaymentAttempts:
             raise UsageError("amount_msat must be positive")
         if self.timeout_s <= 0:
             raise UsageError("timeout_s must be positive")
+        if self.source == self.target:
+            raise UsageError("source and target are the same node")
 
     @property
     def deadline(self) -> float:

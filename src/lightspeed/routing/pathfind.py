@@ -180,8 +180,7 @@ def _fee_bounds(index: SearchIndex, src: int, amount: int, limit: int) -> _FeeBo
     return fees, cltvs, (_INF, 0), settled
 
 
-def _cost_bounds(index: SearchIndex, src: int, amount: int, score: ScoreView | None,
-                 limit: int) -> _Bound:
+def _cost_bounds(index: SearchIndex, src: int, amount: int, score: ScoreView, limit: int) -> _Bound:
     """A* potentials from a forward search of the payer's ``limit`` nearest nodes.
 
     Each hop weighs what the exact search would charge it if it carried just
@@ -195,19 +194,13 @@ def _cost_bounds(index: SearchIndex, src: int, amount: int, score: ScoreView | N
     heap = [(0, src)]
     outgoing = index.outgoing
     pop, push = heapq.heappop, heapq.heappush
-    risk_factor = per_hop = liq_weight = 0
-    bounds: dict[int, tuple[int, int]] = {}
-    trust: dict[bytes, float] = {}
-    unknown_capacity = 1
-    uniform = True
-    if score is not None:
-        params = score.params
-        risk_factor = params.cltv_risk_factor_billionths
-        per_hop = params.base_penalty_msat + (amount * params.base_penalty_amount_multiplier_msat >> 30)
-        liq_weight = params.liquidity_penalty_multiplier_msat + (
-            amount * params.liquidity_penalty_amount_multiplier_msat >> 20)
-        bounds, trust = score.bounds, score.node_probability
-        unknown_capacity, uniform = params.unknown_capacity_msat, params.prior is Prior.UNIFORM
+    params = score.params
+    prior, uniform = params.prior, params.prior is Prior.UNIFORM
+    risk_factor = params.cltv_risk_factor_billionths
+    per_hop = params.base_penalty_msat + (amount * params.base_penalty_amount_multiplier_msat >> 30)
+    liq_weight = params.liquidity_penalty_multiplier_msat + (
+        amount * params.liquidity_penalty_amount_multiplier_msat >> 20)
+    bounds, trust, unknown_capacity = score.bounds, score.node_probability, params.unknown_capacity_msat
     log10 = math.log10
     settled = 0
     while heap:
@@ -225,20 +218,18 @@ def _cost_bounds(index: SearchIndex, src: int, amount: int, score: ScoreView | N
             nd = d + per_hop
             if not payer:
                 nd += base + amount * rate // 1_000_000 + amount * delta * risk_factor // 1_000_000_000
-            if liq_weight:
-                capacity = cap or unknown_capacity
-                known = bounds.get(key) if bounds else None
-                if known is None and uniform:
-                    p = (capacity - amount + 1) / (capacity + 1)
-                else:
-                    lo, max_offset = known or (0, 0)
-                    p = success_probability(amount, lo, capacity - max_offset, capacity, score.params.prior
-                                            ) if score is not None else 1.0
-                p *= node_trust
-                if p <= 0.0:
-                    continue
-                if p < 1.0:
-                    nd += int(liq_weight * -log10(p))
+            capacity = cap or unknown_capacity
+            known = bounds.get(key) if bounds else None
+            if known is None and uniform:
+                p = (capacity - amount + 1) / (capacity + 1)
+            else:
+                lo, max_offset = known or (0, 0)
+                p = success_probability(amount, lo, capacity - max_offset, capacity, prior)
+            p *= node_trust
+            if p <= 0.0:
+                continue  # the exact search skips it too: a larger amount is no likelier
+            if p < 1.0:
+                nd += int(liq_weight * -log10(p))
             if nd < dist[target]:
                 dist[target] = nd
                 push(heap, (nd, target))
