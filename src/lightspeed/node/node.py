@@ -690,8 +690,7 @@ class Node:
         flying = self._in_flight.get(cid)
         if not flying:
             return
-        live = {(h.htlc_id, h.payment_hash) for owner in Side
-                for h in channel.log.commitment(owner, pending=True).htlcs if h.offerer is Side.LOCAL}
+        live = {(h.htlc_id, h.payment_hash) for h in self._unresolved_htlcs(channel) if h.offerer is Side.LOCAL}
         for htlc_id, payment_hash in list(flying.items()):
             if (htlc_id, payment_hash) in live:
                 continue
@@ -706,6 +705,20 @@ class Node:
             future = self._pending.pop(payment_hash, None)
             if future is not None and not future.done():
                 future.set_exception(PaymentError(reason))
+
+    @staticmethod
+    def _unresolved_htlcs(channel: Channel) -> set[LoggedHtlc]:
+        """HTLCs still in some commitment not yet revoked, or added and not yet signed.
+
+        A failed HTLC is gone for good only once no unrevoked commitment holds it: until the
+        peer revokes its last commitment with the HTLC, it could still claim it on chain.
+        """
+        log = channel.log
+        found = set(log.commitment(Side.REMOTE, pending=True).htlcs) | set(log.commitment(Side.LOCAL, pending=True).htlcs)
+        for owner in Side:
+            for ctn in range(max(log.revoked[owner] + 1, log.oldest_view[owner]), log.ctn[owner]):
+                found.update(log.commitment(owner, ctn).htlcs)
+        return found
 
     def _settle_received(self, channel: Channel, received: list[PaymentReceived]) -> list[WireMessage]:
         """Fulfil HTLCs to us once irrevocably committed, after checking the onion against the invoice."""
