@@ -131,12 +131,11 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 3: wallet funds a 2-of-2, signed commitment confirmed on regtest", commitment_on_chain),
     ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
     ("BOLT 2: a channel funded, paid both ways and closed on regtest (in process)", channel_lifecycle),
-    ("Two nodes over TCP: open a channel, pay invoices", nodes_pay_over_tcp),
+    ("Two nodes over TCP: open a channel, pay both ways, close cooperatively", nodes_pay_over_tcp),
     ("Pay-per-call: 10,000 HTTP calls through one allowance, one Lightning payment", paid_api_calls),
 ]
 
 COMING = [
-    "node daemons (separate processes) with a durable store, a REST API and crash safety",
     "multi-hop payments, MPP and AMP",
 ]
 

@@ -1,8 +1,7 @@
 """Demo: a channel between two in-process parties, funded on the regtest chain, paid both ways, closed.
 
 The parties exchange real BOLT 2 messages (encoded and decoded on the wire
-format) and real signatures; the node runtime that carries them over TCP is
-the next step (issue 5).
+format) and real signatures, first in process, then as two nodes over TCP.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def channel_lifecycle() -> dict[str, Any]:
 
 
 def nodes_pay_over_tcp() -> dict[str, Any]:
-    """Two nodes over loopback TCP: open a channel, pay three invoices, each checked by the payee."""
+    """Two nodes over loopback TCP: open a channel, pay invoices both ways, close it cooperatively."""
     import asyncio
 
     from lightspeed.chain import RegtestChain
@@ -113,18 +112,26 @@ def nodes_pay_over_tcp() -> dict[str, Any]:
 
         mining = asyncio.create_task(miner())
         start = time.perf_counter()
-        await alice.open_channel(bob.node_id, 1_000_000)
+        channel_id = await alice.open_channel(bob.node_id, 1_000_000)
         open_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
         proofs = 0
-        for amount in (100_000_000, 25_000_000, 1_000):
-            invoice = decode(bob.create_invoice(amount, "demo").encode())
-            proofs += verify_payment_proof(invoice, await alice.pay(invoice))
-        pay_ms = (time.perf_counter() - start) * 1000 / 3
+        payments = [(alice, bob, 100_000_000), (bob, alice, 25_000_000), (alice, bob, 1_000)]
+        for payer, payee, amount in payments:
+            invoice = decode(payee.create_invoice(amount, "demo").encode())
+            proofs += verify_payment_proof(invoice, await payer.pay(invoice))
+        pay_ms = (time.perf_counter() - start) * 1000 / len(payments)
+        await asyncio.sleep(0.2)  # let the last revoke_and_ack land before closing
+        closing = await alice.close_channel(channel_id)
+        while (found := chain.get_transaction(closing.txid)) is None or found[1] < 1:
+            await asyncio.sleep(0.02)  # until the closing transaction is mined
         mining.cancel()
+        outputs = sorted(out.value_sat for out in closing.outputs)
         await alice.stop()
         await bob.stop()
-        return {"channel_open_ms": round(open_ms, 1), "payments": 3, "proofs_verified": proofs,
-                "ms_per_payment_over_tcp": round(pay_ms, 2)}
+        return {"channel_open_ms": round(open_ms, 1), "payments_both_ways": len(payments),
+                "proofs_verified": proofs, "ms_per_payment_over_tcp": round(pay_ms, 2),
+                "mutual_close_txid": closing.txid_hex, "closing_outputs_sat": outputs,
+                "close_confirmations": found[1]}
 
     return asyncio.run(scenario())
