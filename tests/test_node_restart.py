@@ -146,3 +146,53 @@ def test_a_payment_committed_but_never_delivered_completes_after_restart(tmp_pat
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_an_unsigned_htlc_is_forgotten_on_restart_and_its_payment_fails(tmp_path: Path) -> None:
+    """BOLT 2: an update no commitment_signed covered is forgotten on reconnection.
+
+    Alice's first payment goes out with its signature; her second waits for the peer's
+    revoke_and_ack (she cannot sign again before it), so it is an unsigned add. Nothing
+    leaves her process, she restarts: the first is retransmitted and succeeds, the
+    second is forgotten by both sides and fails, and may then be paid again.
+    """
+
+    async def scenario() -> None:
+        chain = RegtestChain(tmp_path / "chain.sqlite")
+        alice = Node(ALICE_KEY, chain, ALICE_SEED, store=open_store(tmp_path / "alice", fsync=False))
+        bob = Node(BOB_KEY, chain, BOB_SEED, store=open_store(tmp_path / "bob", fsync=False))
+        chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
+        await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
+        state: dict[str, bytes] = {}
+
+        async def open_channel() -> None:
+            state["cid"] = await alice.open_channel(bob.node_id, 1_000_000)
+
+        await _with_miner(chain, open_channel)
+        cid = state["cid"]
+        signed, unsigned = bob.create_invoice(7_000_000, "signed"), bob.create_invoice(3_000_000, "unsigned")
+        alice._channel_peer[cid].session.send = lambda message: None  # type: ignore[method-assign]
+        for invoice in (signed, unsigned):
+            with pytest.raises(PaymentError, match="pending"):
+                await alice.pay(invoice, timeout=0.1)
+        assert alice.channels[cid].log.awaiting_revoke  # the second add went out unsigned
+        await alice.stop()
+        alice.store.close()
+        alice = Node(ALICE_KEY, chain, ALICE_SEED, store=open_store(tmp_path / "alice", fsync=False))
+        await alice.start()
+
+        def status(invoice: object) -> str:
+            record = alice.store.payment(invoice.payment_hash)  # type: ignore[attr-defined]
+            return "none" if record is None else record.status
+
+        await until(lambda: status(signed) == "succeeded" and status(unsigned) == "failed")
+        assert verify_payment_proof(unsigned, await alice.pay(unsigned, timeout=10))  # paid again, once
+        await until(lambda: not bob.channels[cid].log.commitment(Side.LOCAL).htlcs)
+        assert bob.channels[cid].log.commitment(Side.LOCAL).to_local_msat == 10_000_000
+        assert {i.payment_hash: i.received_msat for i in bob.store.invoices()} == {
+            signed.payment_hash: 7_000_000, unsigned.payment_hash: 3_000_000}
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
