@@ -18,6 +18,11 @@ signed, on-chain-backed and newer information reaches the store:
 * ``node_announcement``: only for a node with a known public channel, newer
   timestamps only.
 
+Once the runtime reports a channel's funding output spent (:meth:`NetworkView.funding_spent`)
+only disabling updates are accepted and the announcement is no longer sent; 72 blocks
+later :meth:`NetworkView.forget_spent` drops it. Not done: blacklisting nodes that sign
+conflicting announcements or same-timestamp updates (such messages are only ignored).
+
 :meth:`NetworkView.channel_graph` exports the usable part as a
 :class:`~lightspeed.routing.graph.ChannelGraph` for path finding.
 """
