@@ -9,16 +9,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightspeed.bitcoin.network import BITCOIN
+from lightspeed.bitcoin.script import p2wsh_script
+from lightspeed.bitcoin.tx import OutPoint
+from lightspeed.chain.regtest import RegtestChain
+from lightspeed.channel.scripts import funding_script
 from lightspeed.codec.generated import ChannelUpdate
 from lightspeed.codec.messages import Ping, decode_message, encode_message
+from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import UsageError
-from lightspeed.gossip import DNS, Address, MemoryGossipStore, NetworkView, Status
+from lightspeed.gossip import DNS, Address, FundingOutput, MemoryGossipStore, NetworkView, Status
 from lightspeed.gossip.view import STALE_AFTER_S
 from lightspeed.routing import find_route
 from tests.gossip_network import (
     CHAIN,
     Utxos,
     announcement,
+    funding_key,
     node_announcement,
     node_id,
     scid,
@@ -301,3 +307,53 @@ def test_spent_funding_output() -> None:
     assert view.forget_spent(800_071) == []
     assert view.forget_spent(800_072) == [S12]
     assert view.store.channel(S12) is None and view.store.channel(scid(2)) is not None
+
+
+class RegtestFunding:
+    """A FundingLookup over the embedded regtest chain (as the runtime would build one).
+
+    The chain has no index from block position to transaction, so the test keeps the
+    short_channel_id -> outpoint map; depth and spentness come from the chain itself.
+    """
+
+    def __init__(self, chain: RegtestChain, min_depth: int = 6) -> None:
+        self.chain, self.min_depth = chain, min_depth
+        self.outpoints: dict[int, OutPoint] = {}
+
+    def __call__(self, short_channel_id: int) -> FundingOutput | None:
+        outpoint = self.outpoints.get(short_channel_id)
+        found = None if outpoint is None else self.chain.get_transaction(outpoint.txid)
+        if outpoint is None or found is None:
+            return None
+        tx, confirmations = found
+        if confirmations < self.min_depth or self.chain.spending_tx(outpoint) is not None:
+            return None
+        output = tx.outputs[outpoint.index]
+        return FundingOutput(output.script_pubkey, output.value_sat)
+
+
+def test_funding_checked_on_the_regtest_chain() -> None:
+    chain = RegtestChain(":memory:")
+    try:
+        funding = RegtestFunding(chain)
+        keys = [pubkey_from_privkey(funding_key(n)) for n in (1, 2)]
+        outpoint = chain.fund(p2wsh_script(funding_script(*keys)), 750_000)
+        height = chain.tip()[0]
+        short_id = scid(height, 1, outpoint.index)
+        funding.outpoints[short_id] = outpoint
+        view = NetworkView(CHAIN, funding)
+        shallow = view.receive(announcement(short_id, 1, 2), NOW)
+        assert shallow.status is Status.IGNORED and "funding" in shallow.reason
+        chain.mine(5)  # six confirmations
+        assert view.receive(announcement(short_id, 1, 2), NOW).accepted
+        assert view.store.channel(short_id).capacity_sat == 750_000  # type: ignore[union-attr]
+        # The same keys but another output (not the 2-of-2 of these keys) are refused.
+        other = chain.fund(
+            p2wsh_script(funding_script(keys[0], pubkey_from_privkey(funding_key(3)))), 1000
+        )
+        chain.mine(6)
+        funding.outpoints[scid(height + 1, 1, other.index)] = other
+        wrong = view.receive(announcement(scid(height + 1, 1, other.index), 1, 2), NOW)
+        assert wrong.status is Status.IGNORED and "2-of-2" in wrong.reason
+    finally:
+        chain.close()
