@@ -6,7 +6,11 @@ from collections import deque
 
 from lightspeed.bitcoin.network import BITCOIN
 from lightspeed.codec.features import Features
-from lightspeed.codec.generated import GossipTimestampFilter, ReplyShortChannelIdsEnd
+from lightspeed.codec.generated import (
+    GossipTimestampFilter,
+    ReplyChannelRange,
+    ReplyShortChannelIdsEnd,
+)
 from lightspeed.codec.messages import Init, decode_message, encode_message
 from lightspeed.gossip.gossiper import Gossiper, GossipStep
 from lightspeed.gossip.view import NetworkView
@@ -158,3 +162,24 @@ def test_peer_on_another_chain_gets_nothing() -> None:
     step = net.nodes["a"].connected("other", Init(networks=(BITCOIN.chain_hash,)), NOW)
     assert step.send == []
     assert net.nodes["a"].handle_timer(NOW + 60).send == []
+
+
+def test_a_bad_range_reply_ends_the_sync_with_a_warning() -> None:
+    net = Net(Utxos())
+    node = net.add("n")
+    step = node.connected("x", QUERIES, NOW)
+    assert [type(decode_message(raw)).__name__ for _, raw in step.send] == [
+        "GossipTimestampFilter",
+        "QueryChannelRange",
+    ]
+    assert node.syncing("x")
+    wrong = ReplyChannelRange(
+        chain_hash=CHAIN,
+        first_blocknum=5,  # the query started at block 0: this reply does not cover it
+        number_of_blocks=10,
+        sync_complete=b"\x01",
+        encoded_short_ids=b"\x00",
+    )
+    warnings = node.receive("x", encode_message(wrong), NOW).warnings
+    assert warnings and "does not overlap" in warnings[0][1]
+    assert not node.syncing("x")

@@ -169,7 +169,12 @@ class Gossiper:
         elif isinstance(message, ReplyChannelRange):
             if peer is None or peer.range_query is None:
                 raise DecodeError("reply_channel_range", "no query_channel_range was sent")
-            if peer.range_query.on_reply(message):
+            try:
+                complete = peer.range_query.on_reply(message)
+            except DecodeError:
+                peer.range_query = None  # a peer that answers badly is not synced from
+                raise
+            if complete:
                 wanted = peer.range_query.wanted(store)
                 peer.range_query = None
                 peer.id_queries.extend(
