@@ -253,7 +253,8 @@ class Node:
         for peer in list(self._peers.values()):
             await peer.close()
         await self._listener.stop()
-        await asyncio.wait(tasks, timeout=5) if tasks else None
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -543,6 +544,8 @@ class Node:
         channel = self.channels.get(cid)
         if channel is None or self._channel_peer.get(cid) is not peer:
             raise PeerProtocolError("channel_reestablish for an unknown channel", cid)
+        if cid in self._reestablished:
+            raise PeerProtocolError("a second channel_reestablish on one connection", cid)
         try:
             retransmit = channel.receive_reestablish(message)
         except DataLossError:
