@@ -159,3 +159,29 @@ def test_any_history_keeps_probabilities_ordered(history: list[tuple[str, int, f
 def test_parameters_are_checked() -> None:
     with pytest.raises(UsageError, match="half lives"):
         ScoringParameters(half_life_s=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(list(Prior)), st.integers(0, CAPACITY_SAT * 1000), st.data())
+def test_consistent_evidence_moves_probabilities_the_right_way(prior: Prior, liquidity: int,
+                                                               data: st.DataObject) -> None:
+    """Attempts against a hidden liquidity L: a failure (amount > L) never raises a probability,
+    a success (amount <= L) never lowers one, decay only widens the bounds, and L stays possible."""
+    scorer, ch = ProbabilisticScorer(ScoringParameters(prior=prior, half_life_s=HOUR)), channel()
+    probes = [1, liquidity, liquidity + 1, *data.draw(st.lists(st.integers(1, CAPACITY_SAT * 1000), max_size=4))]
+    now = 0.0
+    for amount in data.draw(st.lists(st.integers(1, CAPACITY_SAT * 1000), min_size=1, max_size=8)):
+        now += data.draw(st.sampled_from([0.0, 0.0, 600.0]))
+        before = [scorer.probability(ch, a, now) for a in probes]
+        if amount > liquidity:
+            scorer.channel_failed(ch, amount, now)
+            after = [scorer.probability(ch, a, now) for a in probes]
+            assert all(b >= a - 1e-12 for a, b in zip(after, before, strict=True))
+            assert scorer.probability(ch, amount, now) == 0.0
+        else:
+            scorer.channel_forwarded(ch, amount, now)
+            after = [scorer.probability(ch, a, now) for a in probes]
+            assert all(a >= b - 1e-12 for a, b in zip(after, before, strict=True))
+            assert scorer.probability(ch, amount, now) == 1.0
+        if liquidity > 0:
+            assert scorer.probability(ch, liquidity, now) > 0.0  # the truth is never ruled out

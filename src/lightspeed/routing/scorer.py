@@ -67,8 +67,10 @@ def success_probability(amount_msat: int, lo_msat: int, hi_msat: int, capacity_m
     if prior is Prior.UNIFORM:
         # +1: liquidity is an integer in [lo, hi], and exactly hi still carries hi.
         return (hi_msat - amount_msat + 1) / (hi_msat - lo_msat + 1)
-    c = float(max(capacity_msat, hi_msat, 1))
-    top = (hi_msat / c - 0.5) ** 3
+    # Liquidity is an integer in [lo, hi]: the density is integrated up to hi + 1, so
+    # exactly hi still carries hi (as the +1 of the uniform case).
+    c = float(max(capacity_msat, hi_msat) + 1)
+    top = ((hi_msat + 1) / c - 0.5) ** 3
     spread = top - (lo_msat / c - 0.5) ** 3
     if spread <= 0.0:  # bounds too close for floats: fall back to the uniform answer
         return (hi_msat - amount_msat + 1) / (hi_msat - lo_msat + 1)
