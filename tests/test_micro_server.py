@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -311,3 +312,16 @@ def test_prices_are_exact_fractions_of_a_millisatoshi() -> None:
     assert price.cost_msat(300) == 100 and price.granularity() == 3 and price.refund_msat(5) == 1
     with pytest.raises(Exception, match="not a whole number"):
         price.cost_msat(10)
+
+
+def test_stores_are_named_by_url(tmp_path: Path) -> None:
+    from lightspeed.errors import UsageError
+    from lightspeed.micro.stores import open_allowance_store
+    from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+
+    assert isinstance(open_allowance_store("memory"), MemoryAllowanceStore)
+    sqlite = open_allowance_store(f"sqlite:{tmp_path}/deep/er/allowances.sqlite")
+    assert isinstance(sqlite, SqliteAllowanceStore) and (tmp_path / "deep/er/allowances.sqlite").exists()
+    run(sqlite.aclose())
+    with pytest.raises(UsageError, match="store"):
+        open_allowance_store("mongodb://localhost")
