@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lightspeed.errors import UsageError
-from lightspeed.onion.failure import NODE, PERM, UPDATE, AttributedFailure, FailureCode
+from lightspeed.onion.failure import BADONION, NODE, PERM, UPDATE, AttributedFailure, FailureCode
 from lightspeed.routing import (
     MAX_HOPS,
     ChannelGraph,
@@ -237,7 +237,7 @@ class PaymentAttempts:
                 return None
             return f"the payee refused the payment (failure code {code:#06x})"
         node = self.source if index < 0 else hops[index].pubkey
-        if code & 0x8000:  # BADONION: the next node could not read the onion
+        if code & BADONION:  # the next node could not read the onion (update_fail_malformed_htlc)
             if index + 1 == len(hops) - 1:
                 return f"the payee could not read the onion (failure code {code:#06x})"
             self._node_failed(hops[index + 1].pubkey, now)
