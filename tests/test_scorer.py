@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.routing import (
     DirectedChannel,
     Policy,
@@ -185,3 +187,21 @@ def test_consistent_evidence_moves_probabilities_the_right_way(prior: Prior, liq
             assert scorer.probability(ch, amount, now) == 1.0
         if liquidity > 0:
             assert scorer.probability(ch, liquidity, now) > 0.0  # the truth is never ruled out
+
+
+def test_what_was_learned_survives_a_restart() -> None:
+    scorer, ch = ProbabilisticScorer(), channel()
+    scorer.channel_failed(ch, 400_000_000, now=10)
+    scorer.channel_forwarded(ch, 100_000_000, now=20)
+    scorer.node_failed(B, now=30)
+    scorer.channel_banned(channel(scid=2), now=40)
+    restored = ProbabilisticScorer.from_json(json.loads(json.dumps(scorer.to_json())))
+    assert restored.view(50) == scorer.view(50)
+    assert restored.to_json() == scorer.to_json()
+    for bad, field in (([], "scorer"), ({"liquidity": [[1, 2, 3]]}, "liquidity"),
+                       ({"liquidity": [[1, -2, 3, 0]]}, "liquidity[0]"),
+                       ({"node_failures": [["zz", 1]]}, "node_failures[0]"),
+                       ({"banned_until": [[1, "soon"]]}, "banned_until[0]")):
+        with pytest.raises(DecodeError) as excinfo:
+            ProbabilisticScorer.from_json(bad)
+        assert excinfo.value.field == field

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.routing.graph import DirectedChannel, directed_key
 
 
@@ -184,6 +185,38 @@ class ProbabilisticScorer:
         key = directed_key(channel.short_channel_id, channel.source, channel.target)
         return self.view(now).probability(key, amount_msat, self._capacity(channel), channel.source)
 
+    # -- persistence (what is learned survives a restart, as LDK persists its scorer) ------
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything learned, as JSON-ready values (parameters are configuration, not state)."""
+        return {
+            "liquidity": [[key, r.min_offset_msat, r.max_offset_msat, r.updated_at]
+                          for key, r in sorted(self._liquidity.items())],
+            "node_failures": [[node.hex(), at] for node, at in sorted(self._node_failures.items())],
+            "banned_until": [[key, until] for key, until in sorted(self._banned_until.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, params: ScoringParameters | None = None) -> ProbabilisticScorer:
+        """The scorer :meth:`to_json` described; raises DecodeError naming a bad entry."""
+        if not isinstance(data, dict):
+            raise DecodeError("scorer", "expected a JSON object")
+        scorer = cls(params or ScoringParameters())
+        for i, entry in enumerate(_entries(data, "liquidity", 4)):
+            key, lo, hi_offset = (_int(v, f"liquidity[{i}]") for v in entry[:3])
+            scorer._liquidity[key] = _Liquidity(lo, hi_offset, _time(entry[3], f"liquidity[{i}]"))
+        for i, entry in enumerate(_entries(data, "node_failures", 2)):
+            try:
+                node = bytes.fromhex(entry[0]) if isinstance(entry[0], str) else b""
+            except ValueError:
+                node = b""
+            if len(node) != 33:
+                raise DecodeError(f"node_failures[{i}]", "node id is not 33 bytes in hex")
+            scorer._node_failures[node] = _time(entry[1], f"node_failures[{i}]")
+        for i, entry in enumerate(_entries(data, "banned_until", 2)):
+            scorer._banned_until[_int(entry[0], f"banned_until[{i}]")] = _time(entry[1], f"banned_until[{i}]")
+        return scorer
+
     # -- internals -----------------------------------------------------------------------
 
     def _capacity(self, channel: DirectedChannel) -> int:
@@ -208,3 +241,22 @@ class ProbabilisticScorer:
     @staticmethod
     def _decay(elapsed_s: float, half_life_s: float) -> float:
         return 1.0 if elapsed_s <= 0 else 0.5 ** (elapsed_s / half_life_s)
+
+
+def _entries(data: dict[str, Any], name: str, width: int) -> list[list[Any]]:
+    entries = data.get(name, [])
+    if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == width for e in entries):
+        raise DecodeError(name, f"expected a list of {width}-item lists")
+    return entries
+
+
+def _int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DecodeError(field, f"{value!r} is not a non-negative integer")
+    return value
+
+
+def _time(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DecodeError(field, f"{value!r} is not a time in seconds")
+    return float(value)
