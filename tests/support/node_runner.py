@@ -28,7 +28,7 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.errors import LightspeedError
 from lightspeed.invoice import Invoice, decode
 from lightspeed.node.node import Node
-from lightspeed.store import open_store
+from lightspeed.store import SqliteStore, open_store
 
 
 def _secret(path: Path) -> bytes:
@@ -37,6 +37,11 @@ def _secret(path: Path) -> bytes:
         tmp.write_bytes(os.urandom(32))
         os.replace(tmp, path)
     return path.read_bytes()
+
+
+def _commits(node: Node) -> int:
+    assert isinstance(node.store, SqliteStore)
+    return node.store.commits
 
 
 def _state(node: Node) -> dict[str, Any]:
@@ -53,7 +58,7 @@ def _state(node: Node) -> dict[str, Any]:
             "pending_changes": channel.log.has_changes_to_sign() or channel.log.awaiting_revoke,
             "ready": node.channel_is_ready(cid),
         }
-    stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes}
+    stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes, "commits": _commits(node)}
     payments = [{"payment_hash": p.payment_hash.hex(), "status": p.status, "amount_msat": p.amount_msat}
                 for p in node.store.payments()]
     invoices = [{"payment_hash": i.payment_hash.hex(), "status": i.status, "received_msat": i.received_msat}
@@ -66,7 +71,7 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     decoded = [decode(i) for i in invoices]
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    sent_before, writes_before = Counter(node.sent_counts), node.channel_writes
+    sent_before, commits_before = Counter(node.sent_counts), _commits(node)
 
     async def one(invoice: Invoice) -> None:
         async with gate:
@@ -79,7 +84,7 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     elapsed = time.perf_counter() - start
     sent = node.sent_counts - sent_before
     return {"elapsed_s": elapsed, "latencies_s": latencies, "sent": dict(sent),
-            "channel_writes": node.channel_writes - writes_before}
+            "commits": _commits(node) - commits_before}
 
 
 async def main() -> None:

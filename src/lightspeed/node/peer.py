@@ -75,6 +75,19 @@ class Peer:
             await self._task
         return self.disconnect_reason or "closed"
 
+    def next_ready(self) -> Message | None:
+        """A message already received and not yet taken, without waiting; None at the end of a burst.
+
+        Lets the node apply a burst of channel updates under one durable commit.
+        """
+        try:
+            message = self._inbox.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if message is None:  # the end-of-connection marker (always last): leave it for the iterator
+            self._inbox.put_nowait(None)
+        return message
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._messages()
 

@@ -57,6 +57,7 @@ class SqliteStore:
                 raise UsageError(f"{self.path}: cannot switch the store to WAL mode (got {mode})")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
         self._depth = 0
+        self.commits = 0  # durable commits so far (benchmarks count them per payment)
         with self.transaction():
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self._db.execute(statement)
@@ -88,6 +89,7 @@ class SqliteStore:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+        self.commits += 1
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         if not self._depth:
