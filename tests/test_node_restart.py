@@ -70,6 +70,8 @@ def test_both_nodes_restart_from_their_stores_and_keep_paying(tmp_path: Path) ->
         bob = Node(BOB_KEY, chain, BOB_SEED, store=open_store(tmp_path / "bob", fsync=False))
         assert cid in bob.channels and bob.channels[cid].log.commitment(Side.LOCAL).to_local_msat == 100_000_000
         assert first.payment_hash in bob.settled_invoices
+        [stored] = bob.store.channels()  # secrets are derived again from the node key, not stored
+        assert all(secret.hex() not in stored.state.decode() for secret in bob.channels[cid].secrets.__dict__.values())
         await bob.start(port=bob_port)
         await until(lambda: alice.channel_is_ready(cid) and bob.channel_is_ready(cid))  # alice redialed
         second = bob.create_invoice(50_000_000, "second")

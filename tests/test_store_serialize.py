@@ -143,6 +143,18 @@ def test_a_restored_channel_continues_identically(ops: list[tuple[tuple[str, str
         assert restored.ch[side].commitment(Side.LOCAL).tx == original.ch[side].commitment(Side.LOCAL).tx
 
 
+def test_a_record_may_hold_only_the_key_index_of_our_secrets() -> None:
+    alice, _ = channel_pair(FUNDING_SAT, funder_secrets=_secrets(7))
+    record = channel_to_record(alice, key_index=7)
+    assert alice.secrets.funding.hex() not in record.decode()  # no private key in the store
+    back = channel_from_record(record, derive_secrets=_secrets)
+    assert channel_to_record(back, key_index=7) == record and back.secrets == alice.secrets
+    with pytest.raises(DecodeError, match="no way to derive"):
+        channel_from_record(record)
+    with pytest.raises(DecodeError, match="do not match"):
+        channel_from_record(record, derive_secrets=lambda index: _secrets(index + 1))
+
+
 def test_restored_channel_keeps_what_a_force_close_and_a_penalty_need() -> None:
     twin = Twin(os.urandom(32))
     for op in [("add", "a", 5, False), ("sign", "a", 0, False), ("deliver", "b", 0, False),

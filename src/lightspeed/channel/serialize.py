@@ -3,7 +3,8 @@
 The record is JSON (bytes in hex, wire messages in their wire encoding) so an
 operator can read it and a PostgreSQL store can keep it as ``jsonb``. It holds
 everything needed to continue the channel as if nothing happened: the agreed
-config, our secrets, the HTLC log with its commitment numbers, the peer's
+config, our secrets (or only the index they are derived from, so the store holds
+no private key), the HTLC log with its commitment numbers, the peer's
 per-commitment points and revealed secrets (shachain), the peer's signatures
 on our latest commitment (what a force close broadcasts) and the journal of
 sent messages that ``channel_reestablish`` may need to retransmit.
@@ -19,7 +20,7 @@ rebuilt on demand.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
@@ -67,11 +68,13 @@ def _unwire(data: str) -> WireMessage:
     return message
 
 
-def channel_to_record(channel: Channel) -> bytes:
+def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
     """The channel's state, without the remote commitments already stored one by one.
 
     Only the peer's points still needed to sign are kept here (older ones travel with
     their :func:`remote_commitment_record`), and the preimages of HTLCs still in the log.
+    With ``key_index``, our secrets are not written, only that index: whoever loads the
+    record derives them again (see :func:`channel_from_record`).
     """
     log = channel.log
     live_ids = {h.htlc_id for owner in Side for h in log.commitment(owner, pending=True).htlcs
@@ -80,7 +83,9 @@ def channel_to_record(channel: Channel) -> bytes:
     record = {
         "version": FORMAT_VERSION,
         "config": _config_record(channel.config),
-        "secrets": _hex_fields(channel.secrets, _SECRET_FIELDS),
+        "secrets": _hex_fields(channel.secrets, _SECRET_FIELDS) if key_index is None else None,
+        "key_index": key_index,
+        "local_funding_pubkey": channel._basepoints.funding_pubkey.hex(),
         "local_msat": channel.local_msat,
         "remote_msat": channel.remote_msat,
         "feerate_per_kw": channel.feerate_per_kw,
@@ -117,15 +122,27 @@ def _params_from(record: Mapping[str, Any]) -> tuple[bytes, CommitmentParams]:
     return bytes.fromhex(record["point"]), CommitmentParams(keys=keys, htlcs=htlcs, **values)
 
 
-def channel_from_record(data: bytes, remote_commitments: Mapping[int, bytes] | None = None) -> Channel:
-    """Rebuild the channel from :func:`channel_to_record` and its remote commitment records."""
+def channel_from_record(data: bytes, remote_commitments: Mapping[int, bytes] | None = None,
+                        derive_secrets: Callable[[int], LocalSecrets] | None = None) -> Channel:
+    """Rebuild the channel from :func:`channel_to_record` and its remote commitment records.
+
+    ``derive_secrets`` gives our secrets for a record that holds only their key index; the
+    secrets must match the basepoints the peer knows, which the rebuilt channel checks.
+    """
     try:
         record = json.loads(data)
         if record.get("version") != FORMAT_VERSION:
             raise DecodeError("channel record", f"unknown format version {record.get('version')!r}")
-        secrets = LocalSecrets(*(bytes.fromhex(s) for s in record["secrets"]))
+        if record["secrets"] is not None:
+            secrets = LocalSecrets(*(bytes.fromhex(s) for s in record["secrets"]))
+        elif derive_secrets is None:
+            raise DecodeError("channel record", "holds only a key index and no way to derive the secrets was given")
+        else:
+            secrets = derive_secrets(int(record["key_index"]))
         channel = Channel(_config_from(record["config"]), secrets, int(record["local_msat"]),
                           int(record["remote_msat"]), int(record["feerate_per_kw"]), {})
+        if channel._basepoints.funding_pubkey.hex() != record["local_funding_pubkey"]:
+            raise DecodeError("channel record", "our secrets do not match the channel's funding key")
         channel.log = HtlcLog.from_record(record["log"])
         for ctn, raw in sorted((remote_commitments or {}).items()):
             point, params = _params_from(json.loads(raw))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections import Counter
@@ -90,6 +91,7 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.invoice import Invoice, build_invoice
+from lightspeed.node.keys import channel_seed, derive_channel_secrets
 from lightspeed.node.peer import Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion import build_onion, peel_onion
@@ -133,6 +135,7 @@ class _Opening:
     secrets: LocalSecrets
     open_msg: OpenChannel
     funder: bool
+    key_index: int
     accept_msg: AcceptChannel | None = None
     channel: Channel | None = None
     funding_tx: Transaction | None = None
@@ -191,6 +194,8 @@ class Node:
         self._watching: set[bytes] = set()  # channels whose funding depth is being watched
         self._stopping = False
         self._held: list[tuple[Peer | None, list[WireMessage]]] | None = None  # see _handle_burst
+        self._channel_seed = channel_seed(self.privkey)
+        self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
@@ -199,8 +204,11 @@ class Node:
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
         for stored in self.store.channels():
-            channel = channel_from_record(stored.state, stored.remote_commitments)
+            channel = channel_from_record(stored.state, stored.remote_commitments, self._derive_secrets)
             cid = stored.channel_id
+            key_index = json.loads(stored.state).get("key_index")
+            if key_index is not None:
+                self._key_index[cid] = key_index
             self.channels[cid] = channel
             self._channel_node[cid] = stored.peer_id
             self._saved_ctn[cid] = max(stored.remote_commitments, default=-1)
@@ -209,6 +217,9 @@ class Node:
         for payment in self.store.payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
                 self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
+
+    def _derive_secrets(self, index: int) -> LocalSecrets:
+        return derive_channel_secrets(self._channel_seed, index)
 
     # -- persistence: commit, then queue ------------------------------------------------------
 
@@ -221,7 +232,8 @@ class Node:
             self._saved_ctn[cid] = ctn
         ready = self._ready_marks.get(cid) == {"sent", "received"}
         self.channel_writes += 1
-        self.store.put_channel(cid, self._channel_node[cid], channel_to_record(channel), ready)
+        record = channel_to_record(channel, self._key_index.get(cid))
+        self.store.put_channel(cid, self._channel_node[cid], record, ready)
 
     async def _send(self, peer: Peer | None, messages: list[WireMessage]) -> None:
         """Queue every message at once (no await between them), then flush.
@@ -422,8 +434,15 @@ class Node:
 
     # -- opening -------------------------------------------------------------------------------
 
-    def _secrets(self) -> LocalSecrets:
-        return LocalSecrets(*(os.urandom(32) for _ in range(6)))
+    def _new_secrets(self) -> tuple[int, LocalSecrets]:
+        """Fresh channel secrets, derived from the node key at an index the store hands out once."""
+        while True:
+            with self.store.transaction():
+                index = self.store.allocate_key_index()
+            try:
+                return index, derive_channel_secrets(self._channel_seed, index)
+            except UsageError:
+                continue  # a derived value that is not a valid key (about 2^-128): next index
 
     def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
                 channel_type: ChannelType) -> ChannelConfig:
@@ -436,7 +455,7 @@ class Node:
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
         peer = self._peers[node_id]
-        secrets = self._secrets()
+        key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         temp_id = os.urandom(32)
         probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
@@ -453,7 +472,7 @@ class Node:
             channel_flags=b"\x00")
         assert isinstance(open_msg, OpenChannel)
         ready = self._ready.setdefault(temp_id, asyncio.Event())
-        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True)
+        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index)
         await peer.send(open_msg)
         await asyncio.wait_for(ready.wait(), 30)
         return next(cid for cid, p in self._channel_peer.items() if p is peer and cid in self.channels)
@@ -478,7 +497,7 @@ class Node:
 
     async def _on_open(self, peer: Peer, message: OpenChannel) -> None:
         channel_type = check_open_channel(message, self._policy, Features())
-        secrets = self._secrets()
+        key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
         accept = make_message(
@@ -491,7 +510,8 @@ class Node:
             payment_basepoint=points.payment_basepoint, delayed_payment_basepoint=points.delayed_payment_basepoint,
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0))
         assert isinstance(accept, AcceptChannel)
-        self._openings[message.temporary_channel_id] = _Opening(peer, secrets, message, funder=False, accept_msg=accept)
+        self._openings[message.temporary_channel_id] = _Opening(peer, secrets, message, funder=False,
+                                                                key_index=key_index, accept_msg=accept)
         await peer.send(accept)
 
     async def _on_accept(self, message: AcceptChannel) -> None:
@@ -513,10 +533,11 @@ class Node:
                                                funding_txid=funding.txid, funding_output_index=0,
                                                signature=channel.initial_signature()))
 
-    def _adopt(self, channel: Channel, peer: Peer) -> None:
+    def _adopt(self, channel: Channel, peer: Peer, key_index: int) -> None:
         """A new channel: it is resumed with this peer after a restart."""
         cid = channel.config.channel_id
         assert peer.remote_pubkey is not None
+        self._key_index[cid] = key_index
         self.channels[cid] = channel
         self._channel_peer[cid] = peer
         self._channel_node[cid] = peer.remote_pubkey
@@ -537,7 +558,7 @@ class Node:
                           opening.open_msg.feerate_per_kw, {0: opening.open_msg.first_per_commitment_point})
         channel.receive_initial_signature(message.signature)
         signature = channel.initial_signature()
-        self._adopt(channel, opening.peer)  # committed before funding_signed lets the funder broadcast
+        self._adopt(channel, opening.peer, opening.key_index)  # committed before funding_signed lets the funder broadcast
         await opening.peer.send(FundingSigned(channel_id=channel_id, signature=signature))
         self._watch_funding(channel_id, message.funding_txid)
 
@@ -546,7 +567,7 @@ class Node:
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
         self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
-        self._adopt(opening.channel, opening.peer)  # committed before the funding is broadcast
+        self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
         self.chain.broadcast(opening.funding_tx)
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
