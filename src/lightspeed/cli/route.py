@@ -19,6 +19,7 @@ from lightspeed.routing import (
     find_route,
     graph_from_describegraph,
 )
+from lightspeed.routing.scorer import ProbabilisticScorer, ScoreView
 
 EXIT_BAD_INPUT = 1
 EXIT_NO_ROUTE = 2
@@ -58,10 +59,11 @@ def route_to_json(route: Route, elapsed_ms: float) -> dict[str, Any]:
 
 
 def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat: int,
-                 max_fee_msat: int | None = None, max_cltv: int | None = None) -> dict[str, Any]:
+                 max_fee_msat: int | None = None, max_cltv: int | None = None,
+                 score: ScoreView | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     route = find_route(graph, source, target, amount_msat, max_fee_msat=max_fee_msat,
-                       max_cltv_expiry_delta=max_cltv)
+                       max_cltv_expiry_delta=max_cltv, score=score)
     return route_to_json(route, (time.perf_counter() - start) * 1000)
 
 
@@ -75,9 +77,15 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
 @click.option("--max-cltv", type=click.IntRange(min=0), help="Refuse routes whose total CLTV delta is larger.")
 @click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON list of [source, target, amount_msat]: one JSON line per pair, graph loaded once.")
+@click.option("--scored", is_flag=True,
+              help="Cost = fees + CLTV risk + failure-probability penalty (default: fees, then CLTV, then hops).")
+@click.option("--scorer", "scorer_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --scored: liquidity learned earlier (a saved ProbabilisticScorer, JSON).")
 def route(graph_file: Path, source: str | None, target: str | None, amount_msat: int | None,
-          max_fee_msat: int | None, max_cltv: int | None, pairs_file: Path | None) -> None:
+          max_fee_msat: int | None, max_cltv: int | None, pairs_file: Path | None, scored: bool,
+          scorer_file: Path | None) -> None:
     """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON."""
+    score = _score(scored, scorer_file)
     try:
         graph = graph_from_describegraph(json.loads(graph_file.read_text()))
     except OSError as exc:
@@ -87,13 +95,13 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
     except DecodeError as exc:
         _fail(f"--graph: {exc}")
     if pairs_file is not None:
-        _route_pairs(graph, pairs_file)
+        _route_pairs(graph, pairs_file, score)
         return
     if source is None or target is None or amount_msat is None:
         _fail("give --source, --target and --amount-msat (or --pairs FILE)")
     try:
         result = _timed_route(graph, _pubkey(source, "--source"), _pubkey(target, "--target"), amount_msat,
-                              max_fee_msat, max_cltv)
+                              max_fee_msat, max_cltv, score)
     except NoRouteError as exc:
         _fail(str(exc), EXIT_NO_ROUTE)
     except UsageError as exc:
@@ -101,7 +109,23 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
     click.echo(json.dumps(result))
 
 
-def _route_pairs(graph: ChannelGraph, pairs_file: Path) -> None:
+def _score(scored: bool, scorer_file: Path | None) -> ScoreView | None:
+    if scorer_file is not None and not scored:
+        _fail("--scorer needs --scored")
+    if not scored:
+        return None
+    scorer = ProbabilisticScorer()
+    if scorer_file is not None:
+        try:
+            scorer = ProbabilisticScorer.from_json(json.loads(scorer_file.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(f"cannot read --scorer: {exc}")
+        except DecodeError as exc:
+            _fail(f"--scorer: {exc}")
+    return scorer.view(time.time())
+
+
+def _route_pairs(graph: ChannelGraph, pairs_file: Path, score: ScoreView | None = None) -> None:
     try:
         pairs = json.loads(pairs_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -117,7 +141,7 @@ def _route_pairs(graph: ChannelGraph, pairs_file: Path) -> None:
         line: dict[str, Any] = {"source": source, "target": target, "amount_msat": amount}
         try:
             line.update(_timed_route(graph, _pubkey(source, f"--pairs[{i}] source"),
-                                     _pubkey(target, f"--pairs[{i}] target"), amount))
+                                     _pubkey(target, f"--pairs[{i}] target"), amount, score=score))
         except (NoRouteError, UsageError) as exc:
             line["error"] = str(exc)
         click.echo(json.dumps(line))
