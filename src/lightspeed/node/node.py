@@ -310,8 +310,11 @@ class Node:
                 while not self._stopping:
                     peer = self._peers.get(node_id)
                     if peer is not None and not peer.session.closed:
+                        began = time.monotonic()
                         await peer.closed()
-                        attempt = 0
+                        # A connection the peer ends at once (an error) must not make us dial in a loop.
+                        attempt = 0 if time.monotonic() - began > 10 else attempt + 1
+                        await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
                         continue
                     address = self.store.peers().get(node_id)
                     if address is None:
