@@ -198,3 +198,38 @@ def test_an_unsigned_htlc_is_forgotten_on_restart_and_its_payment_fails(tmp_path
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_lost_shutdown_is_retransmitted_after_reconnecting_and_a_closed_channel_stays_closed(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        chain = RegtestChain(tmp_path / "chain.sqlite")
+        alice = Node(ALICE_KEY, chain, ALICE_SEED, store=open_store(tmp_path / "alice", fsync=False))
+        bob = Node(BOB_KEY, chain, BOB_SEED, store=open_store(tmp_path / "bob", fsync=False))
+        chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
+        await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
+        state: dict[str, bytes] = {}
+
+        async def open_channel() -> None:
+            state["cid"] = await alice.open_channel(bob.node_id, 1_000_000)
+
+        await _with_miner(chain, open_channel)
+        cid = state["cid"]
+        peer = alice._channel_peer[cid]
+        original_send = peer.session.send
+        peer.session.send = lambda message: None  # type: ignore[method-assign]
+        closing = asyncio.create_task(alice.close_channel(cid, timeout=10))
+        await asyncio.sleep(0.1)  # alice's shutdown is lost
+        peer.session.send = original_send  # type: ignore[method-assign]
+        await peer.close()  # the connection drops; alice redials and reestablishes
+        closing_tx = await closing
+        assert chain.get_transaction(closing_tx.txid) is not None
+        await until(lambda: cid not in bob.channels)
+        await bob.stop()
+        bob.store.close()
+        bob = Node(BOB_KEY, chain, BOB_SEED, store=open_store(tmp_path / "bob", fsync=False))
+        assert cid not in bob.channels  # a closed channel is not resumed
+        await alice.stop()
+
+    asyncio.run(scenario())

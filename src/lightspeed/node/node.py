@@ -631,6 +631,11 @@ class Node:
         if message.next_commitment_number == 1 and channel.log.ctn[Side.LOCAL] == 0 \
                 and self._funding_depth_reached(channel) and "sent" in self._ready_marks.get(cid, set()):
             messages.append(channel.channel_ready())
+        closing = self._closings.get(cid)
+        if closing is not None and closing.shutdown_sent:
+            # BOLT 2: a node that sent shutdown MUST retransmit it; the fee negotiation starts again.
+            closing.negotiation = None
+            messages.append(shutdown(channel, closing.local_script))
         self._reestablished.add(cid)
         await self._send(peer, messages)
         if self._ready_marks.get(cid) == {"sent", "received"}:
