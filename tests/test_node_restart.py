@@ -201,8 +201,10 @@ def test_an_unsigned_htlc_is_forgotten_on_restart_and_its_payment_fails(tmp_path
 
 
 @pytest.mark.slow
-def test_a_lost_shutdown_is_retransmitted_after_reconnecting_and_a_closed_channel_stays_closed(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_lost_shutdown_is_retransmitted_and_a_closed_channel_stays_closed(tmp_path: Path, restart: bool) -> None:
+    """Alice's shutdown is lost; after a reconnection (or her restart) she resends it and the close completes."""
+
     async def scenario() -> None:
         chain = RegtestChain(tmp_path / "chain.sqlite")
         alice = Node(ALICE_KEY, chain, ALICE_SEED, store=open_store(tmp_path / "alice", fsync=False))
@@ -222,10 +224,20 @@ def test_a_lost_shutdown_is_retransmitted_after_reconnecting_and_a_closed_channe
         closing = asyncio.create_task(alice.close_channel(cid, timeout=10))
         await asyncio.sleep(0.1)  # alice's shutdown is lost
         peer.session.send = original_send  # type: ignore[method-assign]
-        await peer.close()  # the connection drops; alice redials and reestablishes
-        closing_tx = await closing
-        assert chain.get_transaction(closing_tx.txid) is not None
-        await until(lambda: cid not in bob.channels)
+        if restart:
+            closing.cancel()
+            await alice.stop()
+            alice.store.close()
+            alice = Node(ALICE_KEY, chain, ALICE_SEED, store=open_store(tmp_path / "alice", fsync=False))
+            invoice = bob.create_invoice(1_000, "too late")
+            await alice.start()
+            assert alice.channel_is_closing(cid)  # resumed from the store
+            with pytest.raises(PaymentError, match=r"closing|no channel"):
+                await alice.pay(invoice, timeout=5)  # BOLT 2: no new HTLC once shutdown was sent
+        else:
+            await peer.close()  # the connection drops; alice redials and reestablishes
+            assert chain.get_transaction((await closing).txid) is not None
+        await until(lambda: cid not in bob.channels and cid not in alice.channels)
         await bob.stop()
         bob.store.close()
         bob = Node(BOB_KEY, chain, BOB_SEED, store=open_store(tmp_path / "bob", fsync=False))

@@ -196,6 +196,7 @@ class Node:
         self._held: list[tuple[Peer | None, list[WireMessage]]] | None = None  # see _handle_burst
         self._channel_seed = channel_seed(self.privkey)
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
+        self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
@@ -213,6 +214,8 @@ class Node:
             self._channel_node[cid] = stored.peer_id
             self._saved_ctn[cid] = max(stored.remote_commitments, default=-1)
             self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
+            if stored.shutdown_script is not None:
+                self._sent_shutdown[cid] = stored.shutdown_script
         self.settled_invoices.update(i.payment_hash for i in self.store.invoices() if i.status == "paid")
         for payment in self.store.payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
@@ -259,6 +262,9 @@ class Node:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen, and dial every peer we have a channel with and an address for."""
         bound = await self._listener.start(host, port)
+        for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
+            done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
+            self._closings[cid] = _Closing(script, done, shutdown_sent=True)
         known = self.store.peers()
         for node_id in set(self._channel_node.values()):
             if node_id in known:
@@ -680,6 +686,8 @@ class Node:
             raise PaymentError("the channel to the payee is not ready (peer offline?)") from None
         if invoice.payment_hash in self._pending:  # another pay() got here while we waited
             raise PaymentError("this invoice is already being paid")
+        if channel_id in self._closings:  # BOLT 2: no update_add_htlc after shutdown
+            raise PaymentError("the channel to the payee is closing")
         channel = self.channels[channel_id]
         height = self.chain.tip()[0]
         cltv = height + invoice.min_final_cltv_expiry + 3
@@ -898,8 +906,14 @@ class Node:
             closing = self._closings[channel_id] = _Closing(self.wallet.new_key().script_pubkey, done)
         if not closing.shutdown_sent:
             closing.shutdown_sent = True
+            self._save_shutdown(channel_id, closing.local_script)
             await self._channel_peer[channel_id].send(shutdown(channel, closing.local_script))
         return await asyncio.wait_for(asyncio.shield(closing.done), timeout)
+
+    def _save_shutdown(self, channel_id: bytes, script_pubkey: bytes) -> None:
+        """Committed before our shutdown goes out: after a restart it is resent, no HTLC added."""
+        with self.store.transaction():
+            self.store.put_shutdown(channel_id, script_pubkey)
 
     async def _on_closing_message(self, peer: Peer, message: Shutdown | ClosingSigned) -> None:
         channel = self.channels.get(message.channel_id)
@@ -913,6 +927,7 @@ class Node:
                 self._closings[message.channel_id] = closing
             if not closing.shutdown_sent:  # BOLT 2: answer a shutdown with our own
                 closing.shutdown_sent = True
+                self._save_shutdown(message.channel_id, closing.local_script)
                 await peer.send(shutdown(channel, closing.local_script))
             low, high = self._closing_fees()
             closing.negotiation = ClosingNegotiation.start(channel, closing.local_script, message.scriptpubkey,

@@ -23,7 +23,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS channels (
     channel_id BLOB PRIMARY KEY, peer_id BLOB NOT NULL, state BLOB NOT NULL,
-    ready INTEGER NOT NULL, closing_txid BLOB);
+    ready INTEGER NOT NULL, closing_txid BLOB, shutdown_script BLOB);
 CREATE TABLE IF NOT EXISTS remote_commitments (
     channel_id BLOB NOT NULL, ctn INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (channel_id, ctn));
@@ -113,18 +113,21 @@ class SqliteStore:
         # A retransmitted commitment_signed signs the same commitment again: same record.
         self._write("INSERT OR REPLACE INTO remote_commitments VALUES (?, ?, ?)", (channel_id, ctn, record))
 
+    def put_shutdown(self, channel_id: bytes, script_pubkey: bytes) -> None:
+        self._write("UPDATE channels SET shutdown_script = ? WHERE channel_id = ?", (script_pubkey, channel_id))
+
     def close_channel(self, channel_id: bytes, closing_txid: bytes) -> None:
         self._write("UPDATE channels SET closing_txid = ? WHERE channel_id = ?", (closing_txid, channel_id))
 
     def channels(self) -> list[StoredChannel]:
         """Open channels (not yet closed), each with its remote commitments."""
         result = []
-        rows = self._db.execute("SELECT channel_id, peer_id, state, ready FROM channels "
+        rows = self._db.execute("SELECT channel_id, peer_id, state, ready, shutdown_script FROM channels "
                                 "WHERE closing_txid IS NULL ORDER BY rowid").fetchall()
-        for channel_id, peer_id, state, ready in rows:
+        for channel_id, peer_id, state, ready, script in rows:
             remote = dict(self._db.execute("SELECT ctn, record FROM remote_commitments WHERE channel_id = ?",
                                            (channel_id,)).fetchall())
-            result.append(StoredChannel(channel_id, peer_id, state, remote, bool(ready)))
+            result.append(StoredChannel(channel_id, peer_id, state, remote, bool(ready), script))
         return result
 
     # -- peers ---------------------------------------------------------------------------------
