@@ -65,8 +65,9 @@ def test_kill_9_during_a_payment_stream_loses_nothing(tmp_path: Path, seed: int)
     victim_name = "payer" if seed % 2 else "payee"
     chain_path = tmp_path / "chain.sqlite"
     chain = RegtestChain(chain_path)
-    payee = RunnerProcess(tmp_path / "payee", chain_path, port=free_port())
-    payer = RunnerProcess(tmp_path / "payer", chain_path)
+    fsync = seed > 4  # the last runs commit with synchronous=FULL, the others with fsync off
+    payee = RunnerProcess(tmp_path / "payee", chain_path, port=free_port(), fsync=fsync)
+    payer = RunnerProcess(tmp_path / "payer", chain_path, fsync=fsync)
     try:
         cid = _open_channel(chain, payer, payee)
         invoices: list[str] = payee.call("invoices", amount_msat=AMOUNT_MSAT, count=PAYMENTS)["invoices"]
