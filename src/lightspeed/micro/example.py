@@ -106,6 +106,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     sock = loopback_socket(http_host, http_port)
     http = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False))
     tasks = [asyncio.create_task(http.serve(sockets=[sock]))]
+    tasks.append(asyncio.create_task(_expire(allowances)))
     if mine_every:
         tasks.append(asyncio.create_task(_mine(chain, mine_every)))
     while not http.started:
@@ -115,6 +116,13 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
         await asyncio.sleep(0.01)
     host, bound = sock.getsockname()[:2]
     return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks)
+
+
+async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
+    """Close expired allowances once a minute (their unspent calls become refunds due)."""
+    while True:
+        await asyncio.sleep(every)
+        await allowances.expire_due()
 
 
 async def _mine(chain: RegtestChain, every: float) -> None:
