@@ -325,3 +325,18 @@ def test_stores_are_named_by_url(tmp_path: Path) -> None:
     run(sqlite.aclose())
     with pytest.raises(UsageError, match="store"):
         open_allowance_store("mongodb://localhost")
+
+
+def test_the_cache_is_bounded_and_an_evicted_allowance_reloads_from_the_store() -> None:
+    async def go() -> None:
+        server = make_server()
+        server.max_cached = 2
+        clients = [await bought(server, Client(per_lane=10)) for _ in range(3)]
+        for client in clients:
+            await server.spend(client.token(1))
+        assert len(server._cache) == 2
+        assert (await server.spend(clients[0].token(2))).remaining_calls == 8  # reloaded
+        with refused("replayed"):
+            await server.spend(clients[0].token(2))
+
+    run(go())

@@ -99,6 +99,7 @@ class AllowanceServer:
     payer: Payer | None = None  # for refunds; without one, refunds are refused
     node_address: str | None = None  # "host:port" where the server's node takes channels
     clock: Callable[[], float] = time.time
+    max_cached: int = 100_000  # allowances kept in memory; the store stays the truth
     _cache: dict[bytes, _Cached] = field(default_factory=dict)
 
     # -- selling -----------------------------------------------------------------------------
@@ -289,6 +290,8 @@ class AllowanceServer:
             if stored is None:
                 raise CallRefused("unknown_allowance", "no such allowance on this server")
             entry = self._cached(stored)
+            if len(self._cache) >= self.max_cached:
+                del self._cache[next(iter(self._cache))]  # the oldest entry: it reloads if used again
             self._cache[allowance_id] = entry
         return entry
 
