@@ -335,8 +335,9 @@ def test_the_cache_is_bounded_and_an_evicted_allowance_reloads_from_the_store() 
         for client in clients:
             await server.spend(client.token(1))
         assert len(server._cache) == 2
-        assert (await server.spend(clients[0].token(2))).remaining_calls == 8  # reloaded
+        token = clients[0].token(2)
+        assert (await server.spend(token)).remaining_calls == 8  # reloaded from the store
         with refused("replayed"):
-            await server.spend(clients[0].token(2))
+            await server.spend(token)
 
     run(go())
