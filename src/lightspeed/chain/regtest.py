@@ -115,6 +115,13 @@ class RegtestChain:
         confirmations = 0 if row[1] is None else self._height() - int(row[1]) + 1
         return Transaction.parse(bytes(row[0])), confirmations
 
+    def tx_position(self, txid: bytes) -> tuple[int, int] | None:
+        """(block height, index in the block) of a confirmed transaction: a short channel id's parts."""
+        row = self._db.execute("SELECT height, position FROM txs WHERE txid = ?", (txid,)).fetchone()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return int(row[0]), int(row[1])
+
     def spending_tx(self, outpoint: OutPoint) -> Transaction | None:
         row = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
                                (outpoint.txid, outpoint.index)).fetchone()

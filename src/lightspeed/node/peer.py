@@ -60,6 +60,10 @@ class Peer:
         self.session.send(message)
         await self._flush()
 
+    async def flush(self) -> None:
+        """Write what the session has queued (messages queued with ``session.send``)."""
+        await self._flush()
+
     async def close(self) -> None:
         # Closing the transport first makes a pending read end on EOF: on Python 3.11 a cancel
         # that races with arriving data can be swallowed by wait_for (bpo-42130), and the read

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from lightspeed.store.base import (
+    IncomingHtlcRecord,
     InvoiceRecord,
     InvoiceStatus,
     PaymentRecord,
@@ -24,6 +25,7 @@ def open_store(datadir: str | Path, fsync: bool = True) -> SqliteStore:
 
 __all__ = [
     "STORE_FILE",
+    "IncomingHtlcRecord",
     "InvoiceRecord",
     "InvoiceStatus",
     "PaymentRecord",

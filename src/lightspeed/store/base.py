@@ -57,6 +57,25 @@ class PaymentRecord:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class IncomingHtlcRecord:
+    """What we decided for an incoming HTLC, kept until it leaves the channel.
+
+    Forwarded: ``out_channel_id``/``out_htlc_id`` name the outgoing HTLC it waits on
+    (committed with that HTLC's add, so a crash loses no link). Resolved: ``preimage``
+    to fulfil it with, or ``failure``, the reason (already encrypted) to fail it with.
+    """
+
+    channel_id: bytes
+    htlc_id: int
+    payment_hash: bytes
+    shared_secret: bytes
+    out_channel_id: bytes | None = None
+    out_htlc_id: int | None = None
+    preimage: bytes | None = None
+    failure: bytes | None = None
+
+
 class Store(Protocol):
     """Durable node state. Reads work anywhere; writes only inside :meth:`transaction`."""
 
@@ -93,3 +112,8 @@ class Store(Protocol):
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None: ...
     def delete_onion(self, channel_id: bytes, htlc_id: int) -> None: ...
     def onion(self, channel_id: bytes, htlc_id: int) -> bytes | None: ...
+
+    # incoming HTLCs forwarded or resolved, until they leave the channel
+    def put_incoming_htlc(self, record: IncomingHtlcRecord) -> None: ...
+    def delete_incoming_htlc(self, channel_id: bytes, htlc_id: int) -> None: ...
+    def incoming_htlcs(self) -> list[IncomingHtlcRecord]: ...

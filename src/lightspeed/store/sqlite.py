@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lightspeed.errors import UsageError
-from lightspeed.store.base import InvoiceRecord, PaymentRecord, StoredChannel
+from lightspeed.store.base import IncomingHtlcRecord, InvoiceRecord, PaymentRecord, StoredChannel
 
 SCHEMA_VERSION = 1
 
@@ -38,10 +38,16 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE TABLE IF NOT EXISTS onions (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, onion BLOB NOT NULL,
     PRIMARY KEY (channel_id, htlc_id));
+CREATE TABLE IF NOT EXISTS incoming_htlcs (
+    channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, payment_hash BLOB NOT NULL,
+    shared_secret BLOB NOT NULL, out_channel_id BLOB, out_htlc_id INTEGER, preimage BLOB, failure BLOB,
+    PRIMARY KEY (channel_id, htlc_id));
 """
 
 _INVOICE_COLUMNS = ("payment_hash, invoice, preimage, payment_secret, amount_msat, status, received_msat, "
                     "paid_channel_id, paid_htlc_id")
+_INCOMING_COLUMNS = ("channel_id, htlc_id, payment_hash, shared_secret, out_channel_id, out_htlc_id, preimage, "
+                     "failure")
 _PAYMENT_COLUMNS = "payment_hash, amount_msat, status, invoice, preimage, channel_id, htlc_id, reason"
 
 
@@ -181,3 +187,17 @@ class SqliteStore:
         row = self._db.execute("SELECT onion FROM onions WHERE channel_id = ? AND htlc_id = ?",
                                (channel_id, htlc_id)).fetchone()
         return None if row is None else bytes(row[0])
+
+    # -- incoming HTLCs forwarded or resolved ------------------------------------------------------
+
+    def put_incoming_htlc(self, record: IncomingHtlcRecord) -> None:
+        self._write(f"INSERT OR REPLACE INTO incoming_htlcs ({_INCOMING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.channel_id, record.htlc_id, record.payment_hash, record.shared_secret,
+                     record.out_channel_id, record.out_htlc_id, record.preimage, record.failure))
+
+    def delete_incoming_htlc(self, channel_id: bytes, htlc_id: int) -> None:
+        self._write("DELETE FROM incoming_htlcs WHERE channel_id = ? AND htlc_id = ?", (channel_id, htlc_id))
+
+    def incoming_htlcs(self) -> list[IncomingHtlcRecord]:
+        rows = self._db.execute(f"SELECT {_INCOMING_COLUMNS} FROM incoming_htlcs ORDER BY rowid").fetchall()
+        return [IncomingHtlcRecord(*row) for row in rows]
