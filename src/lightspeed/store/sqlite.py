@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE TABLE IF NOT EXISTS onions (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, onion BLOB NOT NULL,
     PRIMARY KEY (channel_id, htlc_id));
+CREATE TABLE IF NOT EXISTS resolutions (channel_id BLOB PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS incoming_htlcs (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, payment_hash BLOB NOT NULL,
     shared_secret BLOB NOT NULL, out_channel_id BLOB, out_htlc_id INTEGER, preimage BLOB, failure BLOB,
@@ -201,3 +202,20 @@ class SqliteStore:
     def incoming_htlcs(self) -> list[IncomingHtlcRecord]:
         rows = self._db.execute(f"SELECT {_INCOMING_COLUMNS} FROM incoming_htlcs ORDER BY rowid").fetchall()
         return [IncomingHtlcRecord(*row) for row in rows]
+
+    # -- on-chain resolutions ------------------------------------------------------------------
+
+    def channel(self, channel_id: bytes) -> StoredChannel | None:
+        row = self._db.execute("SELECT channel_id, peer_id, state, ready, shutdown_script FROM channels "
+                               "WHERE channel_id = ?", (channel_id,)).fetchone()
+        if row is None:
+            return None
+        remote = dict(self._db.execute("SELECT ctn, record FROM remote_commitments WHERE channel_id = ?",
+                                       (channel_id,)).fetchall())
+        return StoredChannel(bytes(row[0]), bytes(row[1]), bytes(row[2]), remote, bool(row[3]), row[4])
+
+    def put_resolution(self, channel_id: bytes, record: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO resolutions VALUES (?, ?)", (channel_id, record))
+
+    def resolutions(self) -> dict[bytes, bytes]:
+        return {bytes(c): bytes(r) for c, r in self._db.execute("SELECT channel_id, record FROM resolutions")}
