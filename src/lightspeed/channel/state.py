@@ -70,6 +70,10 @@ from lightspeed.errors import PeerProtocolError, UsageError
 class DataLossError(PeerProtocolError):
     """The peer proved our state is older than theirs: never broadcast our commitment now."""
 
+
+class ChannelFailure(PeerProtocolError):
+    """The peer broke a rule for which BOLT 2 says: send an error and fail the channel (force close)."""
+
 _M = TypeVar("_M", bound=WireMessage)
 
 ONION_SIZE = 1366
@@ -423,8 +427,8 @@ class Channel:
             raise UsageError(f"{message.NAME} is not a normal-operation message")
         return [], []
 
-    def _fail(self, reason: str) -> PeerProtocolError:
-        return PeerProtocolError(reason, self.config.channel_id)
+    def _fail(self, reason: str) -> ChannelFailure:
+        return ChannelFailure(reason, self.config.channel_id)
 
     def _receive_add(self, message: UpdateAddHtlc) -> None:
         # BOLT #2: receiving an amount_msat equal to 0, or less than its own htlc_minimum_msat:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.script import p2wsh_script
-from lightspeed.bitcoin.tx import Transaction, TxOut
+from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
@@ -57,6 +57,7 @@ from lightspeed.channel.serialize import (
 from lightspeed.channel.state import (
     Channel,
     ChannelConfig,
+    ChannelFailure,
     DataLossError,
     LocalSecrets,
     channel_id_from_funding,
@@ -80,7 +81,7 @@ from lightspeed.codec.generated import (
     UpdateFulfillHtlc,
 )
 from lightspeed.codec.message_base import WireMessage
-from lightspeed.codec.messages import Error, Message, make_message
+from lightspeed.codec.messages import Error, Message, Warning, make_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import (
@@ -92,12 +93,19 @@ from lightspeed.errors import (
 )
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.node.keys import channel_seed, derive_channel_secrets
+from lightspeed.node.onchain import (
+    ChannelClosedOnChain,
+    HtlcResolvedOnChain,
+    OnchainEvent,
+    OnchainWatcher,
+    ResolutionFinished,
+)
 from lightspeed.node.peer import Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion import build_onion, peel_onion
 from lightspeed.onion.payload import HopPayload
 from lightspeed.onion.sphinx import OnionPacket
-from lightspeed.store import InvoiceRecord, PaymentRecord, SqliteStore, Store
+from lightspeed.store import InvoiceRecord, PaymentRecord, SqliteStore, Store, StoredChannel
 
 DUST_LIMIT_SAT = 546
 TO_SELF_DELAY = 144
@@ -201,6 +209,7 @@ class Node:
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
         self._load()
+        self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -262,6 +271,7 @@ class Node:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen, and dial every peer we have a channel with and an address for."""
         bound = await self._listener.start(host, port)
+        self._spawn(self._watch_chain())
         for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
             self._closings[cid] = _Closing(script, done, shutdown_sent=True)
@@ -347,6 +357,8 @@ class Node:
         try:
             await self._on_connected(peer)
             async for received in peer:
+                if isinstance(received, Error):
+                    await self._on_error_message(peer, received)
                 message: Message | None = received
                 while isinstance(message, WireMessage):
                     current = message
@@ -357,7 +369,7 @@ class Node:
                             await self._handle(peer, current)
                             message = None
                     except PeerProtocolError as exc:
-                        await self._send_error(peer, exc.channel_id or bytes(32), exc.reason)
+                        await self._on_protocol_error(peer, exc)
                         return
                     except (LightspeedError, KeyError, ValueError) as exc:
                         # A message we cannot place (unknown temporary id, out-of-order funding, ...):
@@ -953,3 +965,124 @@ class Node:
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed
             closing.done.set_result(agreed)
+
+    # -- force close and on-chain resolution (lightspeed.node.onchain) --------------------------
+
+    def _new_onchain_watcher(self) -> OnchainWatcher:
+        """The chain watcher; channels it is resolving are not open channels any more."""
+        def load(stored: StoredChannel) -> Channel:
+            return channel_from_record(stored.state, stored.remote_commitments, self._derive_secrets)
+
+        def preimage_for(payment_hash: bytes) -> bytes | None:
+            invoice = self.store.invoice(payment_hash)
+            if invoice is not None and invoice.preimage:
+                return invoice.preimage
+            return next((r.preimage for r in self.store.incoming_htlcs()
+                         if r.payment_hash == payment_hash and r.preimage), None)
+
+        watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
+                                 preimage_for, load)
+        for cid in watcher.active():
+            self.channels.pop(cid, None)
+        return watcher
+
+    async def force_close_channel(self, channel_id: bytes, reason: str = "channel force closed") -> Transaction:
+        """Fail the channel (BOLT 2): broadcast our latest commitment; returns what spent the funding.
+
+        If the funding output is already spent (the peer closed first), that spend is resolved
+        instead. The watcher then sweeps our outputs as their delays expire.
+        """
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise UsageError(f"no open channel {channel_id.hex()}")
+        funding = OutPoint(channel.config.funding_txid, channel.config.funding_output_index)
+        spend = self.chain.spending_tx(funding)
+        if spend is None:
+            commitment = channel.signed_local_commitment()
+            try:
+                self.chain.broadcast(commitment)
+                spend = commitment
+            except RejectedTransaction:
+                spend = self.chain.spending_tx(funding)
+                if spend is None:
+                    raise
+        await self._on_onchain_events([self._onchain.start(channel, spend)])
+        peer = self._peers.get(self._channel_node.get(channel_id, b""))
+        if peer is not None:  # BOLT 1: the error tells the peer the channel failed
+            with contextlib.suppress(UsageError, ConnectionError, OSError):
+                await peer.send(Error(channel_id, reason.encode()))
+        return spend
+
+    async def _watch_chain(self) -> None:
+        """Poll the tip; on each new block let the watcher detect spends and broadcast claims."""
+        seen: tuple[int, bytes] | None = None
+        while not self._stopping:
+            tip = self.chain.tip()
+            if tip != seen:
+                seen = tip
+                await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+            await asyncio.sleep(0.05)
+
+    async def _on_onchain_events(self, events: list[OnchainEvent]) -> None:
+        for event in events:
+            cid = event.channel_id
+            if isinstance(event, ChannelClosedOnChain):
+                self.channels.pop(cid, None)
+                self._channel_peer.pop(cid, None)
+                self._reestablished.discard(cid)
+            elif isinstance(event, HtlcResolvedOnChain) and event.offered:
+                self._onchain_payment_outcome(cid, event.payment_hash, event.preimage)
+            elif isinstance(event, ResolutionFinished):  # what never made it on chain is lost
+                for payment_hash in list(self._in_flight.get(cid, {}).values()):
+                    self._onchain_payment_outcome(cid, payment_hash, None)
+
+    def _onchain_payment_outcome(self, channel_id: bytes, payment_hash: bytes, preimage: bytes | None) -> None:
+        """A payment whose HTLC ended on chain: the preimage proves it, a timeout refunds it."""
+        flying = self._in_flight.get(channel_id, {})
+        for htlc_id in [i for i, h in flying.items() if h == payment_hash]:
+            del flying[htlc_id]
+        payment = self.store.payment(payment_hash)
+        future = self._pending.pop(payment_hash, None)
+        if payment is None or payment.status != "pending":
+            return
+        reason = "" if preimage is not None else "the HTLC timed out on chain after a force close"
+        with self.store.transaction():
+            self.store.put_payment(PaymentRecord(
+                payment_hash, payment.amount_msat, "succeeded" if preimage is not None else "failed",
+                payment.invoice, preimage, channel_id, payment.htlc_id, reason))
+        if preimage is not None:
+            self.events.put_nowait(PaymentSent(payment_hash, preimage, payment.amount_msat))
+            if future is not None and not future.done():
+                future.set_result(preimage)
+        else:
+            self.events.put_nowait(PaymentFailed(payment_hash, reason))
+            if future is not None and not future.done():
+                future.set_exception(PaymentError(reason))
+
+    async def _on_protocol_error(self, peer: Peer, exc: PeerProtocolError) -> None:
+        """A peer broke the protocol: fail the channel where BOLT 2 says so, else warn and hang up."""
+        cid = exc.channel_id
+        if isinstance(exc, DataLossError) and cid is not None:
+            # BOLT 2: we fell behind: MUST NOT broadcast our commitment; the error asks the peer
+            # to close, and the watcher sweeps our to_remote from its commitment.
+            stored = self.store.channel(cid)
+            if stored is not None and cid not in self._onchain.resolutions:
+                self._onchain.await_peer_close(channel_from_record(stored.state, stored.remote_commitments,
+                                                                   self._derive_secrets))
+            self.channels.pop(cid, None)
+            await self._send_error(peer, cid, f"{exc.reason}: please fail the channel")
+        elif isinstance(exc, ChannelFailure) and cid is not None and cid in self.channels:
+            await self._send_error(peer, cid, exc.reason)
+            with contextlib.suppress(LightspeedError):
+                await self.force_close_channel(cid, exc.reason)
+        else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
+            with contextlib.suppress(UsageError, ConnectionError, OSError):
+                await peer.send(Warning(cid or bytes(32), exc.reason.encode()))
+            await peer.close()
+
+    async def _on_error_message(self, peer: Peer, message: Error) -> None:
+        """BOLT 1: an error naming one of our channels with this peer fails that channel."""
+        cid = message.channel_id
+        if cid in self.channels and self._channel_node.get(cid) == peer.remote_pubkey:
+            with contextlib.suppress(LightspeedError):
+                await self.force_close_channel(cid, "the peer failed the channel")

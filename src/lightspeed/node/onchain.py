@@ -1,0 +1,255 @@
+"""The chain watcher: notices a spent funding output and resolves the channel on chain (BOLT 5).
+
+The runtime calls :meth:`OnchainWatcher.poll` on every new block. For each open
+channel it asks the chain whether the funding output is spent; a spend starts a
+:class:`Resolution` (the decisions are :mod:`lightspeed.channel.resolve`'s): the
+channel is marked closed and the resolution recorded in one store transaction,
+then each claim is broadcast as soon as its locks allow, until every claim is
+confirmed or moot (its output went to the peer). A revoked commitment is
+answered with the penalty transaction on the first poll that sees it.
+
+Restart safety: the record holds only what is not derivable (the spend's txid,
+the wallet script we sweep to, the feerate, whether we are done); the claims are
+rebuilt from the channel record and the chain, byte for byte, so a restarted
+node finds the ones already broadcast by txid and carries on with the rest.
+
+Fees: the claims pay their fee from the output they spend, at the chain's
+estimate. Under option_anchors HTLC transactions carry no fee and the commitment
+pays the feerate agreed in the channel; the embedded regtest chain has no relay
+minimum, so no CPFP through the anchor is done (a real mempool would need it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lightspeed.bitcoin.tx import OutPoint, Transaction
+from lightspeed.chain.source import ChainSource
+from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_spend
+from lightspeed.channel.state import Channel
+from lightspeed.crypto.hashes import sha256
+from lightspeed.errors import DecodeError, RejectedTransaction
+from lightspeed.store.base import Store, StoredChannel
+
+
+@dataclass(frozen=True)
+class ChannelClosedOnChain:
+    """The funding output of ``channel_id`` was spent by ``spend_txid`` (``kind`` says how)."""
+
+    channel_id: bytes
+    kind: SpendKind
+    spend_txid: bytes
+
+
+@dataclass(frozen=True)
+class HtlcResolvedOnChain:
+    """An HTLC ended on chain. For one we ``offered``: ``preimage`` if the peer claimed it
+    (our payment succeeded), else None (timed out back to us: the payment failed)."""
+
+    channel_id: bytes
+    payment_hash: bytes
+    offered: bool
+    preimage: bytes | None
+
+
+@dataclass(frozen=True)
+class ResolutionFinished:
+    """Every claim of ours on ``channel_id`` is confirmed or moot: nothing left to watch."""
+
+    channel_id: bytes
+
+
+OnchainEvent = ChannelClosedOnChain | HtlcResolvedOnChain | ResolutionFinished
+
+
+@dataclass
+class Resolution:
+    """One channel being resolved; ``spend_txid`` is None while we wait for the peer to close."""
+
+    channel_id: bytes
+    channel: Channel
+    sweep_script: bytes
+    feerate_per_kw: int
+    spend_txid: bytes | None = None
+    kind: SpendKind | None = None
+    finished: bool = False
+    claims: list[Claim] = field(default_factory=list)
+    settled: set[bytes] = field(default_factory=set)  # txids of claims confirmed or moot
+
+    def to_record(self) -> bytes:
+        return json.dumps({
+            "sweep_script": self.sweep_script.hex(), "feerate_per_kw": self.feerate_per_kw,
+            "spend_txid": None if self.spend_txid is None else self.spend_txid.hex(),
+            "kind": None if self.kind is None else self.kind.value, "finished": self.finished,
+        }, sort_keys=True).encode()
+
+
+class OnchainWatcher:
+    """Watches funding outputs and drives every :class:`Resolution` (see the module docstring)."""
+
+    def __init__(self, chain: ChainSource, store: Store, new_script: Callable[[], bytes],
+                 preimage_for: Callable[[bytes], bytes | None],
+                 load_channel: Callable[[StoredChannel], Channel]) -> None:
+        self.chain, self.store = chain, store
+        self._new_script, self._preimage_for = new_script, preimage_for
+        self.resolutions: dict[bytes, Resolution] = {}
+        for cid, raw in store.resolutions().items():
+            stored = store.channel(cid)
+            if stored is None:
+                raise DecodeError("resolution record", f"channel {cid.hex()} is missing from the store")
+            try:
+                record = json.loads(raw)
+                resolution = Resolution(cid, load_channel(stored), bytes.fromhex(record["sweep_script"]),
+                                        int(record["feerate_per_kw"]), finished=bool(record["finished"]))
+                spend = record["spend_txid"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DecodeError("resolution record", f"malformed: {exc!r}") from None
+            self.resolutions[cid] = resolution
+            if spend is not None:
+                found = chain.get_transaction(bytes.fromhex(spend))
+                if found is not None:
+                    self._plan(resolution, found[0])
+
+    def active(self) -> set[bytes]:
+        """Channels under resolution: the node must not use them as open channels."""
+        return set(self.resolutions)
+
+    # -- starting a resolution ---------------------------------------------------------------
+
+    def await_peer_close(self, channel: Channel) -> None:
+        """We lost data: never broadcast our commitment, wait for the peer's and take to_remote."""
+        cid = channel.config.channel_id
+        if cid in self.resolutions:
+            return
+        resolution = Resolution(cid, channel, self._new_script(), self.chain.estimate_feerate_per_kw())
+        with self.store.transaction():
+            self.store.close_channel(cid, bytes(32))  # no longer an open channel (none to resume)
+            self.store.put_resolution(cid, resolution.to_record())
+        self.resolutions[cid] = resolution
+
+    def start(self, channel: Channel, spend: Transaction) -> ChannelClosedOnChain:
+        """``spend`` spent the funding output: record the resolution, mark the channel closed."""
+        cid = channel.config.channel_id
+        resolution = self.resolutions.get(cid)
+        if resolution is None:
+            resolution = Resolution(cid, channel, self._new_script(), self.chain.estimate_feerate_per_kw())
+            self.resolutions[cid] = resolution
+        self._plan(resolution, spend)
+        assert resolution.kind is not None
+        with self.store.transaction():
+            self.store.close_channel(cid, spend.txid)
+            self.store.put_resolution(cid, resolution.to_record())
+        return ChannelClosedOnChain(cid, resolution.kind, spend.txid)
+
+    def _plan(self, resolution: Resolution, spend: Transaction) -> None:
+        channel = resolution.channel
+        kind, _ = classify_spend(channel, spend)
+        resolution.spend_txid, resolution.kind = spend.txid, kind
+        resolution.claims = claims_for(channel, spend, kind, self._preimages(channel, spend), resolution.sweep_script,
+                                       resolution.feerate_per_kw)
+
+    def _preimages(self, channel: Channel, spend: Transaction) -> dict[bytes, bytes]:
+        """Preimages of the HTLCs offered to us that we can claim (what the node would fulfil)."""
+        hashes = {h.payment_hash for owner in Side for h in channel.log.commitment(owner).htlcs}
+        for params in channel.signed_remote.values():
+            hashes.update(h.payment_hash for h in params.htlcs)
+        found = {}
+        for payment_hash in hashes:
+            preimage = self._preimage_for(payment_hash)
+            if preimage is not None and sha256(preimage) == payment_hash:
+                found[payment_hash] = preimage
+        return found
+
+    # -- every block -------------------------------------------------------------------------
+
+    def poll(self, open_channels: Mapping[bytes, Channel], closing: Iterable[bytes] = ()) -> list[OnchainEvent]:
+        """Detect spent funding outputs, then broadcast what is ready; returns what happened.
+
+        A mutual close of a channel in ``closing`` is left to the closing negotiation.
+        """
+        events: list[OnchainEvent] = []
+        negotiating = set(closing)
+        for cid, channel in list(open_channels.items()):
+            spend = self._funding_spend(channel)
+            if spend is None or cid in self.resolutions:
+                continue
+            if cid in negotiating and classify_spend(channel, spend)[0] is SpendKind.MUTUAL:
+                continue
+            events.append(self.start(channel, spend))
+        for resolution in list(self.resolutions.values()):
+            if resolution.finished:
+                continue
+            if resolution.spend_txid is None:  # waiting for the peer's commitment (data loss)
+                spend = self._funding_spend(resolution.channel)
+                if spend is None:
+                    continue
+                events.append(self.start(resolution.channel, spend))
+            events.extend(self._advance(resolution))
+        return events
+
+    def _funding_spend(self, channel: Channel) -> Transaction | None:
+        outpoint = OutPoint(channel.config.funding_txid, channel.config.funding_output_index)
+        return self.chain.spending_tx(outpoint)
+
+    def _confirmations(self, txid: bytes) -> int | None:
+        found = self.chain.get_transaction(txid)
+        return None if found is None else found[1]
+
+    def _advance(self, resolution: Resolution) -> list[OnchainEvent]:
+        """Broadcast every claim that became valid; note the confirmed and the moot ones."""
+        assert resolution.spend_txid is not None
+        events: list[OnchainEvent] = []
+        tip = self.chain.tip()[0]
+        for claim in resolution.claims:
+            txid = claim.tx.txid
+            if txid in resolution.settled:
+                continue
+            confirmations = self._confirmations(txid)
+            if confirmations is not None:
+                if confirmations >= 1:
+                    resolution.settled.add(txid)
+                    events.extend(self._outcome(resolution, claim, None))
+                continue
+            if claim.parent_txid in resolution.settled and self._confirmations(claim.parent_txid) is None:
+                resolution.settled.add(txid)  # its parent claim lost the race: nothing to spend
+                continue
+            rival = self._rival_spend(claim)
+            if rival is not None:
+                resolution.settled.add(txid)
+                events.extend(self._outcome(resolution, claim, rival))
+                continue
+            parent = self._confirmations(claim.parent_txid)
+            if parent is not None and claim.ready(tip, parent):
+                with contextlib.suppress(RejectedTransaction):  # tried again at the next block
+                    self.chain.broadcast(claim.tx)
+        spend_confirmed = (self._confirmations(resolution.spend_txid) or 0) >= 1
+        if spend_confirmed and all(c.tx.txid in resolution.settled for c in resolution.claims):
+            resolution.finished = True
+            with self.store.transaction():
+                self.store.put_resolution(resolution.channel_id, resolution.to_record())
+            events.append(ResolutionFinished(resolution.channel_id))
+        return events
+
+    def _rival_spend(self, claim: Claim) -> Transaction | None:
+        """A transaction other than ``claim`` that spends one of its inputs, if any."""
+        for txin in claim.tx.inputs:
+            spender = self.chain.spending_tx(txin.prevout)
+            if spender is not None and spender.txid != claim.tx.txid:
+                return spender
+        return None
+
+    def _outcome(self, resolution: Resolution, claim: Claim, rival: Transaction | None) -> list[OnchainEvent]:
+        """What a settled HTLC claim means for the payment it carries."""
+        if claim.payment_hash is None:
+            return []
+        preimage = None
+        if rival is not None:  # the peer spent the HTLC output: with the preimage, if it claimed it
+            preimage = next((item for txin in rival.inputs for item in txin.witness
+                             if len(item) == 32 and sha256(item) == claim.payment_hash), None)
+        if claim.offered and rival is not None and preimage is None:
+            return []  # spent some other way (a revocation we cannot tell apart): no conclusion
+        return [HtlcResolvedOnChain(resolution.channel_id, claim.payment_hash, claim.offered, preimage)]
