@@ -1073,6 +1073,10 @@ class Node:
             await self._send_error(peer, cid, f"{exc.reason}: please fail the channel")
         elif isinstance(exc, ChannelFailure) and cid is not None and cid in self.channels:
             await self._send_error(peer, cid, exc.reason)
+            stored = self.store.channel(cid)  # the state machine may have moved before it refused:
+            if stored is not None:  # close from the last committed state, which both sides signed
+                self.channels[cid] = channel_from_record(stored.state, stored.remote_commitments,
+                                                         self._derive_secrets)
             with contextlib.suppress(LightspeedError):
                 await self.force_close_channel(cid, exc.reason)
         else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
