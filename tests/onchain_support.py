@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction
@@ -57,6 +58,17 @@ async def mine(chain: RegtestChain, blocks: int = 1, pause: float = 0.25) -> Non
     """Mine, then give the nodes' chain watchers (polling every 50 ms) time to act."""
     chain.mine(blocks)
     await asyncio.sleep(pause)
+
+
+async def mine_until(chain: RegtestChain, predicate: Callable[[], bool], max_blocks: int = 10) -> None:
+    """Mine a block at a time until ``predicate`` holds (the watchers broadcast on new blocks)."""
+    for _ in range(max_blocks):
+        await mine(chain, 1, pause=0.1)
+        for _ in range(10):
+            if predicate():
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached within {max_blocks} blocks")
 
 
 def fee_of(chain: RegtestChain, tx: Transaction) -> int:

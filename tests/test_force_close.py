@@ -18,6 +18,7 @@ from tests.onchain_support import (
     commitment_fee,
     fees_to,
     mine,
+    mine_until,
     open_paid_channel,
     wait_for,
 )
@@ -36,8 +37,8 @@ def test_force_close_by_us_sweeps_to_local_after_the_delay_and_survives_a_restar
         commitment = await alice.force_close_channel(cid)
         assert cid not in alice.channels and alice.store.channels() == []
         await wait_for(lambda: cid not in bob.channels)  # Bob saw the error (or the spend)
-        await mine(chain)
-        await mine(chain)  # Bob's to_remote waits one confirmation (option_anchors)
+        # Bob's to_remote waits one confirmation (option_anchors)
+        await mine_until(chain, lambda: bob.wallet.balance_sat() > bob_before)
         assert bob.wallet.balance_sat() - bob_before == bob_msat // 1000 - fees_to(chain, bob, commitment)
         # Alice restarts in the middle of her delay: the resolution resumes from her store.
         await alice.stop()
@@ -46,8 +47,7 @@ def test_force_close_by_us_sweeps_to_local_after_the_delay_and_survives_a_restar
         await alice.start()
         await mine(chain, TO_SELF_DELAY - 3)
         assert alice.wallet.balance_sat() == alice_before  # to_local is not spendable yet
-        await mine(chain)
-        await mine(chain)
+        await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)
         # Alice funded the channel: she pays the commitment fee and the two anchors.
         assert alice.wallet.balance_sat() - alice_before == (
             alice_msat // 1000 - commitment_fee(commitment) - ANCHORS_SAT - fees_to(chain, alice, commitment))
@@ -66,16 +66,15 @@ def test_when_the_peer_force_closes_our_to_remote_is_swept(tmp_path: Path) -> No
         alice_before, bob_before = alice.wallet.balance_sat(), bob.wallet.balance_sat()
         commitment = await bob.force_close_channel(cid)  # Bob, the fundee, closes
         await wait_for(lambda: cid not in alice.channels)
-        await mine(chain)
-        await mine(chain)
+        await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)
         resolution = alice._onchain.resolutions[cid]
         assert resolution.kind is SpendKind.REMOTE
         # Alice's to_remote: her balance minus the commitment fee and anchors (she funded), minus the sweep.
         assert alice.wallet.balance_sat() - alice_before == (
             alice_msat // 1000 - commitment_fee(commitment) - ANCHORS_SAT - fees_to(chain, alice, commitment))
         assert bob.wallet.balance_sat() == bob_before  # Bob waits for his delay
-        await mine(chain, TO_SELF_DELAY)
-        await mine(chain)
+        await mine(chain, TO_SELF_DELAY - 5)
+        await mine_until(chain, lambda: bob.wallet.balance_sat() > bob_before)
         assert bob.wallet.balance_sat() - bob_before == bob_msat // 1000 - fees_to(chain, bob, commitment)
         await alice.stop()
         await bob.stop()
@@ -107,9 +106,9 @@ def test_a_bad_commitment_signature_fails_the_channel_with_funds_intact(tmp_path
         assert found is not None
         commitment = found[0]
         await wait_for(lambda: cid not in bob.channels)  # Bob got the error and sees the spend
-        await mine(chain)
-        await mine(chain, TO_SELF_DELAY)
-        await mine(chain)
+        await mine_until(chain, lambda: bob.wallet.balance_sat() > bob_before)
+        await mine(chain, TO_SELF_DELAY - 5)
+        await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)
         assert bob.wallet.balance_sat() - bob_before == bob_msat // 1000 - fees_to(chain, bob, commitment)
         assert alice.wallet.balance_sat() - alice_before == (
             alice_msat // 1000 - commitment_fee(commitment) - ANCHORS_SAT - fees_to(chain, alice, commitment))

@@ -16,6 +16,7 @@ from tests.onchain_support import (
     commitment_fee,
     fee_of,
     mine,
+    mine_until,
     open_paid_channel,
     settle,
     wait_for,
@@ -37,8 +38,9 @@ def test_a_peer_broadcasting_a_revoked_commitment_loses_the_whole_channel(tmp_pa
         await mine(chain)
         await wait_for(lambda: cid not in alice.channels)
         assert alice._onchain.resolutions[cid].kind is SpendKind.REVOKED
-        await mine(chain)  # the penalty (no delay) and Alice's own to_remote (one block)
-        await mine(chain)
+        # the penalty (no delay) and Alice's own to_remote (one block)
+        await mine_until(chain, lambda: sum(chain.spending_tx(OutPoint(old.txid, i)) is not None
+                                            for i in range(len(old.outputs))) == 2)
         spenders = [chain.spending_tx(OutPoint(old.txid, i)) for i in range(len(old.outputs))]
         claims = {tx.txid: tx for tx in spenders if tx is not None}
         assert len(claims) == 2  # the penalty transaction and Alice's to_remote sweep
