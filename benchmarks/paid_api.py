@@ -261,7 +261,8 @@ def main() -> None:
         if "redis" in wanted:
             urls["redis"] = stack.enter_context(redis_server()).url
         if "postgres" in wanted:
-            urls["postgres"] = stack.enter_context(postgres_server(durable=True)).dsn
+            pg = stack.enter_context(postgres_server(durable=True))
+            urls["postgres"] = f"postgresql://{pg.user}@127.0.0.1:{pg.port}/postgres"
         for name, url in urls.items():
             result = asyncio.run(measure_store(url, Path(tmp) / f"chain-{name}.sqlite", args))
             rows.append([f"{name}: unpaid calls/s", result["unpaid"], "1.00", ""])
