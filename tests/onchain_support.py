@@ -15,15 +15,68 @@ FUNDING_SAT = 1_000_000
 ANCHORS_SAT = 660  # two anchor outputs of 330 sat, paid by the funder, left for anyone to sweep
 
 
-async def open_paid_channel(tmp_path: Path, tag: int, paid_msat: int = 250_000_000) -> tuple[
-        RegtestChain, Node, Node, bytes]:
-    """Alice opens a channel to Bob (durable stores in ``tmp_path``) and pays him ``paid_msat``."""
+class Proxy:
+    """A TCP relay between two nodes whose Bob-to-Alice direction can be held back.
+
+    Holding replies back freezes a commitment dance half way, deterministically: the HTLC is
+    in Bob's commitment, Alice never hears back. A real relay of real (encrypted) bytes.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, held: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if held:
+                        await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        for task in (asyncio.create_task(pump(reader, up_writer, False)),
+                     asyncio.create_task(pump(up_reader, writer, True))):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+async def open_paid_channel(tmp_path: Path, tag: int, paid_msat: int = 250_000_000,
+                            proxy: bool = False) -> tuple[RegtestChain, Node, Node, bytes]:
+    """Alice opens a channel to Bob (durable stores in ``tmp_path``) and pays him ``paid_msat``.
+
+    With ``proxy``, Alice reaches Bob through a :class:`Proxy`, left at ``alice.proxy``.
+    """
     chain = RegtestChain(":memory:")
     alice = Node(bytes([tag]) * 32, chain, b"alice wallet seed %d" % tag, store=SqliteStore(tmp_path / "alice.sqlite"))
     bob = Node(bytes([tag + 1]) * 32, chain, b"bob wallet seed %d" % tag, store=SqliteStore(tmp_path / "bob.sqlite"))
     chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
     await alice.start()
-    await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
+    port = await bob.start()
+    if proxy:
+        relay = Proxy(port)
+        port = await relay.start()
+        alice.proxy = relay  # type: ignore[attr-defined]
+    await alice.connect("127.0.0.1", port, bob.node_id)
 
     async def miner() -> None:
         while True:

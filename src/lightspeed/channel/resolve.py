@@ -16,6 +16,7 @@ so a restarted node rebuilds the same claims (same txids) and simply resumes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,6 +44,12 @@ DUST_SAT = 294  # below this a P2WPKH sweep output is not worth creating (and no
 _BASE_WEIGHT = 42 + 4 * 43 + 4 * 41
 _TO_REMOTE_WITNESS = 1 + 74 + 38
 _HTLC_WITNESS = 1 + 74 + 33 + 140
+
+
+# BOLT 2 "Risks With HTLC Timeouts": G = 2 blocks of grace after an offered HTLC's cltv_expiry;
+# an HTLC we can fulfil must be claimed on chain 2R+G+S = 18 blocks before its cltv_expiry.
+OFFERED_GRACE_BLOCKS = 2
+FULFILL_DEADLINE_BLOCKS = 18
 
 
 class SpendKind(Enum):
@@ -74,6 +81,23 @@ class Claim:
         if parent_confirmations < self.csv:
             return False
         return self.tx.locktime <= tip_height
+
+
+def htlc_deadline_passed(channel: Channel, height: int, preimage_known: Callable[[bytes], bool]) -> str | None:
+    """Why the channel must be failed now for an HTLC (BOLT 2), or None.
+
+    An offering node MUST fail the channel once an HTLC it offered is in either current
+    commitment past its timeout deadline; a fulfilling node once an HTLC it can fulfil is
+    still there past its fulfilment deadline. ``height`` is the chain tip.
+    """
+    for owner in Side:
+        for htlc in channel.log.commitment(owner).htlcs:
+            if htlc.offerer is Side.LOCAL and height >= htlc.cltv_expiry + OFFERED_GRACE_BLOCKS:
+                return f"HTLC {htlc.htlc_id} we offered timed out at block {htlc.cltv_expiry}"
+            if (htlc.offerer is Side.REMOTE and height >= htlc.cltv_expiry - FULFILL_DEADLINE_BLOCKS
+                    and preimage_known(htlc.payment_hash)):
+                return f"HTLC {htlc.htlc_id} must be claimed on chain before block {htlc.cltv_expiry}"
+    return None
 
 
 def classify_spend(channel: Channel, tx: Transaction) -> tuple[SpendKind, int | None]:

@@ -48,6 +48,7 @@ from lightspeed.channel.establish import (
     check_open_channel,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
+from lightspeed.channel.resolve import htlc_deadline_passed
 from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
@@ -973,18 +974,19 @@ class Node:
         def load(stored: StoredChannel) -> Channel:
             return channel_from_record(stored.state, stored.remote_commitments, self._derive_secrets)
 
-        def preimage_for(payment_hash: bytes) -> bytes | None:
-            invoice = self.store.invoice(payment_hash)
-            if invoice is not None and invoice.preimage:
-                return invoice.preimage
-            return next((r.preimage for r in self.store.incoming_htlcs()
-                         if r.payment_hash == payment_hash and r.preimage), None)
-
         watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
-                                 preimage_for, load)
+                                 self._known_preimage, load)
         for cid in watcher.active():
             self.channels.pop(cid, None)
         return watcher
+
+    def _known_preimage(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of an HTLC paid to us that we would fulfil: our invoice's, or a forward's."""
+        invoice = self.store.invoice(payment_hash)
+        if invoice is not None and invoice.preimage:
+            return invoice.preimage
+        return next((r.preimage for r in self.store.incoming_htlcs()
+                     if r.payment_hash == payment_hash and r.preimage), None)
 
     async def force_close_channel(self, channel_id: bytes, reason: str = "channel force closed") -> Transaction:
         """Fail the channel (BOLT 2): broadcast our latest commitment; returns what spent the funding.
@@ -1021,6 +1023,11 @@ class Node:
             if tip != seen:
                 seen = tip
                 await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+                for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
+                    reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
+                    if reason is not None:
+                        with contextlib.suppress(LightspeedError):
+                            await self.force_close_channel(cid, reason)
             await asyncio.sleep(0.05)
 
     async def _on_onchain_events(self, events: list[OnchainEvent]) -> None:
