@@ -211,3 +211,29 @@ def _fees_paid(chain: RegtestChain, script: bytes) -> int:
             spent += parent[0].outputs[txin.prevout.index].value_sat
         total += spent - sum(o.value_sat for o in tx.outputs)
     return total
+
+
+def test_a_cheater_racing_the_penalty_with_its_htlc_transaction_loses_that_output_too(tmp_path: Path) -> None:
+    """Bob broadcasts a revoked commitment and, before Alice reacts, his HTLC-success for it.
+    That input is gone from Alice's penalty, so she punishes the rest and then the revocable
+    output of Bob's HTLC-success (BOLT 5): she still ends with the whole channel."""
+    from lightspeed.channel.sweep import force_close
+
+    chain, alice, bob, to_bob, _, _ = _setup(tmp_path)
+    stale = force_close(bob, {sha256(to_bob): to_bob})  # Bob keeps his signed transactions...
+    alice.receive(_wire(bob.fulfill_htlc(0, to_bob)))  # type: ignore[arg-type]
+    _exchange(bob, alice)  # ...which are now revoked
+    chain.broadcast(stale.commitment)
+    chain.mine(1)
+    success = next(tx for out, tx in stale.htlc_txs if tx is not None and not out.htlc.offered)
+    chain.broadcast(success)  # the race: in before Alice's penalty
+    a = _Side(tmp_path, "alice", alice, chain, {})
+    _run(chain, [a], 3)
+    assert any(isinstance(e, ChannelClosedOnChain) and e.kind is SpendKind.REVOKED for e in a.events)
+    assert any(isinstance(e, ResolutionFinished) for e in a.events)
+    commitment_fee = FUNDING_SAT - sum(o.value_sat for o in stale.commitment.outputs)
+    assert sum(o.value_sat for o in success.outputs) == 60_000  # option_anchors: a zero-fee HTLC tx
+    assert a.swept_sat() == FUNDING_SAT - commitment_fee - 660 - _fees_paid(chain, a.script)
+    a.restart()  # a restarted watcher rebuilds the same claims from the chain: nothing left to do
+    _run(chain, [a], 1)
+    assert a.watcher.resolutions[alice.config.channel_id].finished

@@ -31,11 +31,16 @@ from lightspeed.channel.commitment import (
 )
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.penalty import build_penalty_tx, revoked_commitment_number
-from lightspeed.channel.scripts import to_remote_anchors_script
+from lightspeed.channel.scripts import to_local_script, to_remote_anchors_script
 from lightspeed.channel.state import Channel
 from lightspeed.channel.sweep import ForceClose, force_close, sweep_delayed
 from lightspeed.crypto.hashes import hash160, sha256
-from lightspeed.crypto.keys import derive_privkey, point_from_secret
+from lightspeed.crypto.keys import (
+    MAX_INDEX,
+    derive_privkey,
+    derive_revocation_privkey,
+    point_from_secret,
+)
 from lightspeed.errors import UsageError
 
 DUST_SAT = 294  # below this a P2WPKH sweep output is not worth creating (and not relayed)
@@ -240,15 +245,69 @@ def _direct_htlc_claims(channel: Channel, tx: Transaction, params: CommitmentPar
     return claims
 
 
-def penalty_claims(channel: Channel, tx: Transaction, to_script: bytes, feerate_per_kw: int) -> list[Claim]:
-    """A revoked commitment: the penalty (to_local and every HTLC, at once) and our to_remote."""
-    if revoked_commitment_number(channel, tx) is None:
+def penalty_claims(channel: Channel, tx: Transaction, to_script: bytes, feerate_per_kw: int,
+                   taken: dict[int, Transaction] | None = None) -> list[Claim]:
+    """A revoked commitment: the penalty (to_local and every HTLC, at once) and our to_remote.
+
+    ``taken`` maps outputs of ``tx`` the cheater already spent to the transaction that did:
+    the penalty then covers the rest, and each of the cheater's HTLC transactions is punished
+    in turn (its output is a revocable to_local script: ours with the revocation key too).
+    """
+    ctn = revoked_commitment_number(channel, tx)
+    if ctn is None:
         raise UsageError("not a revoked commitment of the peer")
+    taken = taken or {}
     claims: list[Claim] = []
-    # (UsageError: nothing of theirs to take, their balance below dust and no HTLCs)
-    with contextlib.suppress(UsageError):
-        claims.append(Claim("penalty", build_penalty_tx(channel, tx, to_script, feerate_per_kw), tx.txid))
+    if not taken:
+        # (UsageError: nothing of theirs to take, their balance below dust and no HTLCs)
+        with contextlib.suppress(UsageError):
+            claims.append(Claim("penalty", build_penalty_tx(channel, tx, to_script, feerate_per_kw), tx.txid))
+    else:
+        key, params = _revocation_key(channel, ctn)
+        rest = _revocable_outputs(tx, params, exclude=set(taken))
+        if rest:
+            claims.append(Claim("penalty (rest)", _revocation_spend(tx, rest, key, to_script, feerate_per_kw), tx.txid))
+        script = to_local_script(params.keys.revocation_pubkey, params.to_self_delay,
+                                 params.keys.local_delayed_pubkey)
+        for spender in {t.txid: t for t in taken.values()}.values():
+            outs = [(i, script, b"\x01") for i, o in enumerate(spender.outputs)
+                    if o.script_pubkey == p2wsh_script(script)]
+            if outs:
+                claims.append(Claim("penalty (second stage)",
+                                    _revocation_spend(spender, outs, key, to_script, feerate_per_kw), spender.txid))
     to_remote = to_remote_claim(channel, tx, to_script, feerate_per_kw)
     if to_remote is not None:
         claims.append(to_remote)
     return claims
+
+
+def _revocation_key(channel: Channel, ctn: int) -> tuple[bytes, CommitmentParams]:
+    secret = channel.remote_secrets.get(MAX_INDEX - ctn)
+    params = channel.signed_remote.get(ctn)
+    if secret is None or params is None:
+        raise UsageError(f"no secret or no signed record for remote commitment {ctn}")
+    return derive_revocation_privkey(channel.secrets.revocation, secret), params
+
+
+def _revocable_outputs(tx: Transaction, params: CommitmentParams,
+                       exclude: set[int]) -> list[tuple[int, bytes, bytes]]:
+    """(index, witness script, branch selector) of the cheater's outputs still unspent."""
+    keys = params.keys
+    to_local = to_local_script(keys.revocation_pubkey, params.to_self_delay, keys.local_delayed_pubkey)
+    spends = [(i, to_local, b"\x01") for i, o in enumerate(tx.outputs) if o.script_pubkey == p2wsh_script(to_local)]
+    spends += [(h.output_index, h.witness_script, keys.revocation_pubkey)
+               for h in build_commitment_tx(params).htlc_outputs]
+    return [s for s in spends if s[0] not in exclude]
+
+
+def _revocation_spend(tx: Transaction, spends: list[tuple[int, bytes, bytes]], key: bytes, to_script: bytes,
+                      feerate_per_kw: int) -> Transaction:
+    """Spend ``spends`` of ``tx`` through their revocation branches (BOLT 3 witnesses)."""
+    total = sum(tx.outputs[i].value_sat for i, _, _ in spends)
+    fee = (_BASE_WEIGHT - 4 * 41 + 4 * len(to_script) + (4 * 41 + 1 + 74 + 34 + 140) * len(spends)) \
+        * feerate_per_kw // 1000
+    out = Transaction(2, tuple(TxIn(OutPoint(tx.txid, i)) for i, _, _ in spends), (TxOut(total - fee, to_script),), 0)
+    for n, (index, script, selector) in enumerate(spends):
+        sighash = bip143_sighash(out, n, script, tx.outputs[index].value_sat, SIGHASH_ALL)
+        out = out.with_witness(n, (sign_input(key, sighash, SIGHASH_ALL), selector, script))
+    return out

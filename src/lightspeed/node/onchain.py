@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.chain.source import ChainSource
 from lightspeed.channel.htlc_log import Side
-from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_spend
+from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_spend, penalty_claims
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, RejectedTransaction
@@ -79,6 +79,8 @@ class Resolution:
     finished: bool = False
     claims: list[Claim] = field(default_factory=list)
     settled: set[bytes] = field(default_factory=set)  # txids of claims confirmed or moot
+    ours: set[bytes] = field(default_factory=set)  # txids of every claim ever planned
+    taken: dict[int, Transaction] = field(default_factory=dict)  # revoked outputs the cheater spent
 
     def to_record(self) -> bytes:
         return json.dumps({
@@ -151,6 +153,7 @@ class OnchainWatcher:
         resolution.spend_txid, resolution.kind = spend.txid, kind
         resolution.claims = claims_for(channel, spend, kind, self._preimages(channel, spend), resolution.sweep_script,
                                        resolution.feerate_per_kw)
+        resolution.ours.update(c.tx.txid for c in resolution.claims)
 
     def _preimages(self, channel: Channel, spend: Transaction) -> dict[bytes, bytes]:
         """Preimages of the HTLCs offered to us that we can claim (what the node would fulfil)."""
@@ -203,6 +206,8 @@ class OnchainWatcher:
         """Broadcast every claim that became valid; note the confirmed and the moot ones."""
         assert resolution.spend_txid is not None
         events: list[OnchainEvent] = []
+        if resolution.kind is SpendKind.REVOKED:
+            self._replan_penalty(resolution)
         tip = self.chain.tip()[0]
         for claim in resolution.claims:
             txid = claim.tx.txid
@@ -233,6 +238,33 @@ class OnchainWatcher:
                 self.store.put_resolution(resolution.channel_id, resolution.to_record())
             events.append(ResolutionFinished(resolution.channel_id))
         return events
+
+    def _replan_penalty(self, resolution: Resolution) -> None:
+        """The cheater raced our penalty with its own HTLC transactions: punish what is left.
+
+        One spent input invalidates the whole penalty transaction, so while it is unconfirmed
+        it is rebuilt over the outputs still unspent, plus the revocable outputs of the
+        cheater's HTLC transactions (BOLT 5: spend them with the revocation key too).
+        """
+        assert resolution.spend_txid is not None
+        penalties = [c for c in resolution.claims if c.label.startswith("penalty")]
+        if any((self._confirmations(c.tx.txid) or 0) >= 1 for c in penalties):
+            return
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if found is None:
+            return
+        spend = found[0]
+        taken = dict(resolution.taken)
+        for index in range(len(spend.outputs)):
+            spender = self.chain.spending_tx(OutPoint(spend.txid, index))
+            if index not in taken and spender is not None and spender.txid not in resolution.ours:
+                taken[index] = spender
+        if taken == resolution.taken:
+            return
+        resolution.taken = taken
+        resolution.claims = penalty_claims(resolution.channel, spend, resolution.sweep_script,
+                                           resolution.feerate_per_kw, taken)
+        resolution.ours.update(c.tx.txid for c in resolution.claims)
 
     def _rival_spend(self, claim: Claim) -> Transaction | None:
         """A transaction other than ``claim`` that spends one of its inputs, if any."""
