@@ -237,3 +237,27 @@ def test_a_cheater_racing_the_penalty_with_its_htlc_transaction_loses_that_outpu
     a.restart()  # a restarted watcher rebuilds the same claims from the chain: nothing left to do
     _run(chain, [a], 1)
     assert a.watcher.resolutions[alice.config.channel_id].finished
+
+
+def test_htlc_deadlines_follow_bolt2() -> None:
+    """The offerer fails the channel G blocks after cltv_expiry; a node that can fulfil an HTLC,
+    FULFILL_DEADLINE_BLOCKS before it; an HTLC we cannot fulfil never forces a close."""
+    from lightspeed.channel.resolve import (
+        FULFILL_DEADLINE_BLOCKS,
+        OFFERED_GRACE_BLOCKS,
+        htlc_deadline_passed,
+    )
+
+    alice, bob = channel_pair(FUNDING_SAT, 800_000_000)
+    preimage = b"\x31" * 32
+    bob.receive(_wire(alice.add_htlc(60_000_000, sha256(preimage), 500)))  # type: ignore[arg-type]
+    _exchange(alice, bob)
+
+    def knows(payment_hash: bytes) -> bool:
+        return payment_hash == sha256(preimage)
+
+    assert htlc_deadline_passed(alice, 500 + OFFERED_GRACE_BLOCKS - 1, knows) is None
+    assert "timed out" in (htlc_deadline_passed(alice, 500 + OFFERED_GRACE_BLOCKS, knows) or "")
+    assert htlc_deadline_passed(bob, 500 - FULFILL_DEADLINE_BLOCKS - 1, knows) is None
+    assert "on chain" in (htlc_deadline_passed(bob, 500 - FULFILL_DEADLINE_BLOCKS, knows) or "")
+    assert htlc_deadline_passed(bob, 10_000, lambda _: False) is None

@@ -51,10 +51,13 @@ _TO_REMOTE_WITNESS = 1 + 74 + 38
 _HTLC_WITNESS = 1 + 74 + 33 + 140
 
 
-# BOLT 2 "Risks With HTLC Timeouts": G = 2 blocks of grace after an offered HTLC's cltv_expiry;
-# an HTLC we can fulfil must be claimed on chain 2R+G+S = 18 blocks before its cltv_expiry.
+# BOLT 2 "Risks With HTLC Timeouts": G = 2 blocks of grace after an offered HTLC's cltv_expiry.
+# An HTLC we can fulfil goes on chain FULFILL_DEADLINE_BLOCKS before its cltv_expiry: the spec
+# calls 2R+G+S = 18 reasonable, but that equals the default min_final_cltv_expiry, so a final
+# HTLC delayed a few blocks would close the channel; 10 (LND's incoming broadcast delta) still
+# leaves the HTLC-success (one block of CSV under anchors) ample blocks to confirm.
 OFFERED_GRACE_BLOCKS = 2
-FULFILL_DEADLINE_BLOCKS = 18
+FULFILL_DEADLINE_BLOCKS = 10
 
 
 class SpendKind(Enum):
