@@ -11,10 +11,10 @@ from pathlib import Path
 
 from lightspeed.bitcoin.script import p2wpkh_script, p2wsh_script
 from lightspeed.chain import RegtestChain
-from lightspeed.channel.commitment import funding_script
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.pair import channel_pair
 from lightspeed.channel.resolve import SpendKind
+from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
