@@ -164,7 +164,7 @@ def test_htlcs_on_the_peers_commitment_are_claimed_directly_and_the_preimage_rea
     a.events.append(a.watcher.start(alice, commitment))
     _run(chain, [a, b], 3)
     won = [e for e in a.events if isinstance(e, HtlcResolvedOnChain)]
-    assert won == [HtlcResolvedOnChain(alice.config.channel_id, sha256(to_bob), True, to_bob)]
+    assert won == [HtlcResolvedOnChain(alice.config.channel_id, sha256(to_bob), True, to_bob, htlc_id=0)]
     _run(chain, [a, b], 40)
     assert chain.tip()[0] > height + 40
     assert any(isinstance(e, HtlcResolvedOnChain) and e.payment_hash == sha256(never) and e.offered

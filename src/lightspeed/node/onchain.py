@@ -54,6 +54,7 @@ class HtlcResolvedOnChain:
     payment_hash: bytes
     offered: bool
     preimage: bytes | None
+    htlc_id: int | None = None  # the channel's id for the HTLC (links a forward to its incoming HTLC)
 
 
 @dataclass(frozen=True)
@@ -284,4 +285,13 @@ class OnchainWatcher:
                              if len(item) == 32 and sha256(item) == claim.payment_hash), None)
         if claim.offered and rival is not None and preimage is None:
             return []  # spent some other way (a revocation we cannot tell apart): no conclusion
-        return [HtlcResolvedOnChain(resolution.channel_id, claim.payment_hash, claim.offered, preimage)]
+        return [HtlcResolvedOnChain(resolution.channel_id, claim.payment_hash, claim.offered, preimage,
+                                    self._htlc_id(resolution.channel, claim))]
+
+    @staticmethod
+    def _htlc_id(channel: Channel, claim: Claim) -> int | None:
+        """Which of the channel's HTLCs a claim resolved (the commitment knows only its terms)."""
+        offerer = Side.LOCAL if claim.offered else Side.REMOTE
+        views = [channel.log.commitment(owner) for owner in Side]
+        return next((h.htlc_id for view in views for h in view.htlcs
+                     if h.offerer is offerer and h.payment_hash == claim.payment_hash), None)
