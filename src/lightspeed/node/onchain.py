@@ -32,7 +32,7 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_spend, penalty_claims
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
-from lightspeed.errors import DecodeError, RejectedTransaction
+from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
 from lightspeed.store.base import Store, StoredChannel
 
 
@@ -100,6 +100,7 @@ class OnchainWatcher:
         self.chain, self.store = chain, store
         self._new_script, self._preimage_for = new_script, preimage_for
         self.resolutions: dict[bytes, Resolution] = {}
+        self.errors: dict[bytes, str] = {}  # the last failure per channel (retried at each block)
         for cid, raw in store.resolutions().items():
             stored = store.channel(cid)
             if stored is None:
@@ -178,21 +179,27 @@ class OnchainWatcher:
         events: list[OnchainEvent] = []
         negotiating = set(closing)
         for cid, channel in list(open_channels.items()):
-            spend = self._funding_spend(channel)
-            if spend is None or cid in self.resolutions:
-                continue
-            if cid in negotiating and classify_spend(channel, spend)[0] is SpendKind.MUTUAL:
-                continue
-            events.append(self.start(channel, spend))
+            try:
+                spend = self._funding_spend(channel)
+                if spend is None or cid in self.resolutions:
+                    continue
+                if cid in negotiating and classify_spend(channel, spend)[0] is SpendKind.MUTUAL:
+                    continue
+                events.append(self.start(channel, spend))
+            except LightspeedError as exc:  # one broken channel must not stop the others: next block
+                self.errors[cid] = str(exc)
         for resolution in list(self.resolutions.values()):
             if resolution.finished:
                 continue
-            if resolution.spend_txid is None:  # waiting for the peer's commitment (data loss)
-                spend = self._funding_spend(resolution.channel)
-                if spend is None:
-                    continue
-                events.append(self.start(resolution.channel, spend))
-            events.extend(self._advance(resolution))
+            try:
+                if resolution.spend_txid is None:  # waiting for the peer's commitment (data loss)
+                    spend = self._funding_spend(resolution.channel)
+                    if spend is None:
+                        continue
+                    events.append(self.start(resolution.channel, spend))
+                events.extend(self._advance(resolution))
+            except LightspeedError as exc:
+                self.errors[resolution.channel_id] = str(exc)
         return events
 
     def _funding_spend(self, channel: Channel) -> Transaction | None:
