@@ -261,3 +261,26 @@ def test_htlc_deadlines_follow_bolt2() -> None:
     assert htlc_deadline_passed(bob, 500 - FULFILL_DEADLINE_BLOCKS - 1, knows) is None
     assert "on chain" in (htlc_deadline_passed(bob, 500 - FULFILL_DEADLINE_BLOCKS, knows) or "")
     assert htlc_deadline_passed(bob, 10_000, lambda _: False) is None
+
+
+
+def test_a_mutual_close_under_negotiation_is_left_to_it_until_it_confirms(tmp_path: Path) -> None:
+    """The negotiation owns a mutual close; if its last message was lost, the confirmed
+    closing transaction still closes the channel."""
+    from lightspeed.channel.closing import ClosingNegotiation
+
+    chain = RegtestChain(":memory:")
+    alice, bob = _open(chain)
+    a = _Side(tmp_path, "alice", alice, chain, {})
+    a_script, b_script = a.script, p2wpkh_script(pubkey_from_privkey(b"\x0b" * 32))
+    a_close = ClosingNegotiation.start(alice, a_script, b_script, 300, 1000)
+    b_close = ClosingNegotiation.start(bob, b_script, a_script, 300, 1000)
+    b_close.receive(_wire(a_close.propose(500)))  # type: ignore[arg-type]
+    assert b_close.agreed is not None and a_close.agreed is None  # Bob's reply never reaches Alice
+    chain.broadcast(b_close.agreed)
+    cid = alice.config.channel_id
+    assert a.watcher.poll({cid: alice}, closing={cid}) == []  # unconfirmed: the negotiation's business
+    chain.mine(1)
+    events = a.watcher.poll({cid: alice}, closing={cid})
+    assert ChannelClosedOnChain(cid, SpendKind.MUTUAL, b_close.agreed.txid) in events
+    assert a.store.channels() == []

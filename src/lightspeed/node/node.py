@@ -48,7 +48,7 @@ from lightspeed.channel.establish import (
     check_open_channel,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
-from lightspeed.channel.resolve import htlc_deadline_passed
+from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
 from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
@@ -1037,6 +1037,12 @@ class Node:
                 self.channels.pop(cid, None)
                 self._channel_peer.pop(cid, None)
                 self._reestablished.discard(cid)
+                closing = self._closings.get(cid)
+                found = self.chain.get_transaction(event.spend_txid)
+                if event.kind is SpendKind.MUTUAL and closing is not None and found is not None:
+                    self.closed_channels[cid] = found[0]  # a close_channel() still waiting ends here
+                    if not closing.done.done():
+                        closing.done.set_result(found[0])
             elif isinstance(event, HtlcResolvedOnChain) and event.offered:
                 self._onchain_payment_outcome(cid, event.payment_hash, event.preimage)
             elif isinstance(event, ResolutionFinished):  # what never made it on chain is lost

@@ -174,7 +174,8 @@ class OnchainWatcher:
     def poll(self, open_channels: Mapping[bytes, Channel], closing: Iterable[bytes] = ()) -> list[OnchainEvent]:
         """Detect spent funding outputs, then broadcast what is ready; returns what happened.
 
-        A mutual close of a channel in ``closing`` is left to the closing negotiation.
+        A mutual close of a channel in ``closing`` is left to the closing negotiation until
+        it confirms (the last ``closing_signed`` may have been lost with the connection).
         """
         events: list[OnchainEvent] = []
         negotiating = set(closing)
@@ -183,8 +184,9 @@ class OnchainWatcher:
                 spend = self._funding_spend(channel)
                 if spend is None or cid in self.resolutions:
                     continue
-                if cid in negotiating and classify_spend(channel, spend)[0] is SpendKind.MUTUAL:
-                    continue
+                if (cid in negotiating and classify_spend(channel, spend)[0] is SpendKind.MUTUAL
+                        and not self._confirmations(spend.txid)):
+                    continue  # the negotiation finishes it; once confirmed, it is closed regardless
                 events.append(self.start(channel, spend))
             except LightspeedError as exc:  # one broken channel must not stop the others: next block
                 self.errors[cid] = str(exc)
