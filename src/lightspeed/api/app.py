@@ -90,6 +90,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/channels/{channel_id}/close", "closeChannel",
              "Mutual close (shutdown, closing_signed); returns the broadcast closing transaction's id",
              h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+    Endpoint("POST", "/v1/channels/{channel_id}/force-close", "forceCloseChannel",
+             "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
+             "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",
+             h.force_close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
     Endpoint("GET", "/v1/invoices", "listInvoices", "Invoices this node issued", h.list_invoices,
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,

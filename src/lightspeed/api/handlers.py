@@ -22,7 +22,7 @@ from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
-from lightspeed.errors import DecodeError, LightspeedError
+from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction, UsageError
 from lightspeed.invoice import decode
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 
@@ -190,6 +190,21 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
     closing = await node.close_channel(channel_id)
     return 200, closed_channel_json(channel_id, closing)
+
+
+async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Unilateral close: our latest commitment is broadcast, the node sweeps our outputs later."""
+    channel_id = _hex_param(request, "channel_id", 32)
+    node = ctx.node
+    if channel_id in node.closed_channels:
+        raise ApiError(409, "the channel is already closed", "channel_id")
+    if channel_id not in node.channels:
+        raise ApiError(404, f"no channel {channel_id.hex()}", "channel_id")
+    try:
+        spend = await node.force_close_channel(channel_id, "force closed by its operator")
+    except (UsageError, RejectedTransaction) as exc:
+        raise ApiError(409, f"cannot force close: {exc}", "channel_id") from None
+    return 200, closed_channel_json(channel_id, spend)
 
 
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -250,11 +250,16 @@ def channels(ctx: click.Context, table: bool) -> None:
 
 @click.command("close")
 @click.argument("channel_id")
+@click.option("--force", is_flag=True, help="unilateral close: broadcast our commitment (peer offline)")
 @click.pass_context
 @_errors_to_exit
-def close(ctx: click.Context, channel_id: str) -> None:
-    """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction)."""
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close"))
+def close(ctx: click.Context, channel_id: str, force: bool) -> None:
+    """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction).
+
+    With --force, broadcast our latest commitment instead; our balance returns to the wallet
+    after the peer's to_self_delay blocks (the node sweeps it).
+    """
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
 
 
 @click.command("new")

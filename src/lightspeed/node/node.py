@@ -1039,10 +1039,11 @@ class Node:
                 self._reestablished.discard(cid)
                 closing = self._closings.get(cid)
                 found = self.chain.get_transaction(event.spend_txid)
-                if event.kind is SpendKind.MUTUAL and closing is not None and found is not None:
-                    self.closed_channels[cid] = found[0]  # a close_channel() still waiting ends here
-                    if not closing.done.done():
-                        closing.done.set_result(found[0])
+                if found is not None:
+                    self.closed_channels[cid] = found[0]  # listed as closed by what spent the funding
+                if event.kind is SpendKind.MUTUAL and closing is not None and found is not None \
+                        and not closing.done.done():
+                    closing.done.set_result(found[0])  # a close_channel() still waiting ends here
             elif isinstance(event, HtlcResolvedOnChain) and event.offered:
                 self._onchain_payment_outcome(cid, event.payment_hash, event.preimage)
             elif isinstance(event, ResolutionFinished):  # what never made it on chain is lost
