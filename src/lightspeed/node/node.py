@@ -20,7 +20,10 @@ pending payments then end settled or failed; a dropped connection does the
 same. An HTLC's payment is failed only once the HTLC is gone from both
 commitments without a preimage; it succeeds as soon as the preimage arrives.
 
-Not yet here: multi-hop forwarding, on-chain resolution of HTLCs after a force close.
+A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
+(see the section at the end of :class:`Node`).
+
+Not yet here: multi-hop forwarding.
 """
 
 from __future__ import annotations
