@@ -20,20 +20,35 @@ pending payments then end settled or failed; a dropped connection does the
 same. An HTLC's payment is failed only once the HTLC is gone from both
 commitments without a preimage; it succeeds as soon as the preimage arrives.
 
+Multi-hop: an incoming HTLC whose onion names a next channel is forwarded
+(:mod:`lightspeed.node.forwarding` reads the onion, :func:`~lightspeed.payments.forward.decide_forward`
+decides); the link incoming -> outgoing is committed with the outgoing add, and the
+incoming HTLC is fulfilled with the preimage as soon as it comes back, or failed with the
+wrapped failure once the outgoing HTLC is gone. HTLCs for us go to the
+:class:`~lightspeed.payments.receiver.Receiver` (MPP sets, hold invoices, keysend, AMP);
+every decision about an incoming HTLC is committed before it is sent and re-applied after a
+reconnection or a restart. ``pay`` routes over the node's graph (its own channels as they
+are, plus the ``graph`` it is given and the invoice's route hints), retries with
+:class:`~lightspeed.payments.attempts.PaymentAttempts` and splits (MPP) when no single route
+carries the amount; ``keysend`` and ``pay_amp`` pay without an invoice.
+
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
-Not yet here: multi-hop forwarding.
+Not yet here: blinded paths; several HTLCs of one outgoing payment survive a restart
+only as its last recorded HTLC.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.network import REGTEST, Network
@@ -42,7 +57,7 @@ from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
-from lightspeed.channel.commitment import ChannelBasepoints
+from lightspeed.channel.commitment import ChannelBasepoints, commitment_fee_sat
 from lightspeed.channel.establish import (
     ANCHORS,
     ChannelPolicy,
@@ -52,7 +67,7 @@ from lightspeed.channel.establish import (
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
-from lightspeed.channel.scripts import funding_script
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
@@ -95,7 +110,17 @@ from lightspeed.errors import (
     RejectedTransaction,
     UsageError,
 )
-from lightspeed.invoice import Invoice, build_invoice
+from lightspeed.invoice import Invoice, build_invoice, decode
+from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.forwarding import (
+    DEFAULT_POLICY,
+    Final,
+    Forward,
+    Malformed,
+    Refuse,
+    read_onion,
+    short_channel_id,
+)
 from lightspeed.node.keys import channel_seed, derive_channel_secrets
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -104,17 +129,55 @@ from lightspeed.node.onchain import (
     OnchainWatcher,
     ResolutionFinished,
 )
+from lightspeed.node.paying import (
+    FinalPart,
+    HtlcOutcome,
+    LocalChannel,
+    RouteFailed,
+    decode_outcome,
+    onion_for_route,
+    routing_graph,
+)
 from lightspeed.node.peer import Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
-from lightspeed.onion import build_onion, peel_onion
-from lightspeed.onion.payload import HopPayload
-from lightspeed.onion.sphinx import OnionPacket
-from lightspeed.store import InvoiceRecord, PaymentRecord, SqliteStore, Store, StoredChannel
+from lightspeed.onion.failure import (
+    FailureCode,
+    FailureMessage,
+    create_failure_packet,
+    wrap_failure_packet,
+)
+from lightspeed.payments.amp import AMP_RECORD_TYPE, AmpPayment, AmpShard
+from lightspeed.payments.attempts import PaymentAttempts, SendAttempt
+from lightspeed.payments.attempts import PaymentFailed as AttemptsFailed
+from lightspeed.payments.forward import ForwardingPolicy, ForwardTo, OutgoingChannel, decide_forward
+from lightspeed.payments.receiver import (
+    KEYSEND_MIN_FINAL_CLTV,
+    KEYSEND_RECORD_TYPE,
+    Decision,
+    Fail,
+    Held,
+    IncomingPart,
+    Receivable,
+    Received,
+    Receiver,
+    Settle,
+)
+from lightspeed.routing import ChannelGraph, NoRouteError, ProbabilisticScorer, Route, find_route
+from lightspeed.store import (
+    IncomingHtlcRecord,
+    InvoiceRecord,
+    PaymentRecord,
+    SqliteStore,
+    Store,
+    StoredChannel,
+)
 
 DUST_LIMIT_SAT = 546
 TO_SELF_DELAY = 144
 MIN_DEPTH = 3
 FEERATE_PER_KW = 2500
+FINAL_CLTV_MARGIN = 12  # blocks added to the payee's min_final_cltv_expiry: the chain moves while we send
+MAX_PARTS = 16  # MPP: the most parts one payment is split into
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between dials to a lost peer, then the last
 _UPDATES = (UpdateAddHtlc, UpdateFulfillHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFee, CommitmentSigned,
             RevokeAndAck)
@@ -137,6 +200,18 @@ class PaymentSent:
 class PaymentFailed:
     payment_hash: bytes
     reason: str
+
+
+@dataclass(frozen=True)
+class HtlcHeld:
+    """A hold invoice's payment arrived in full: ``settle_hold`` or ``cancel_hold`` it."""
+
+    payment_hash: bytes
+    amount_msat: int
+
+
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
+HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
 @dataclass
@@ -170,6 +245,38 @@ def _in_memory_store() -> Store:
     return SqliteStore(":memory:")
 
 
+def _split(amount_msat: int, parts: int) -> list[int]:
+    """``parts`` amounts adding up to ``amount_msat`` (the remainder on the first)."""
+    share = amount_msat // parts
+    return [amount_msat - share * (parts - 1)] + [share] * (parts - 1)
+
+
+@dataclass
+class _Shards:
+    """The payment hash and final payload of each attempt of one part.
+
+    For an invoice or keysend both stay the same; for AMP every attempt is a new shard,
+    and a failed shard's share is carried by the next one (its retry).
+    """
+
+    payment_hash: bytes | None
+    final: FinalPart
+    amp: tuple[AmpPayment, AmpShard] | None
+
+    def next(self) -> tuple[bytes, FinalPart]:
+        if self.amp is None:
+            assert self.payment_hash is not None
+            return self.payment_hash, self.final
+        shard = self.amp[1]
+        final = dataclasses.replace(self.final, custom_records=((AMP_RECORD_TYPE, shard.record.to_bytes()),))
+        return shard.payment_hash, final
+
+    def failed(self) -> None:
+        if self.amp is not None:
+            payment, shard = self.amp
+            self.amp = (payment, payment.reshard(shard.record.root_share, 1)[0])
+
+
 @dataclass
 class Node:
     """One node. ``start()`` listens; ``connect``, ``open_channel``, ``create_invoice``, ``pay``.
@@ -183,8 +290,12 @@ class Node:
     wallet_seed: bytes
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
-    events: asyncio.Queue[PaymentReceived | PaymentSent | PaymentFailed] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[NodeEvent] = field(default_factory=asyncio.Queue)
     store: Store = field(default_factory=_in_memory_store)
+    #: The network as we know it (gossip or given); our own channels are taken from us, not from it.
+    graph: ChannelGraph | None = None
+    forwarding_policy: ForwardingPolicy = DEFAULT_POLICY
+    mpp_timeout: float = 60.0  # seconds an incomplete MPP set waits for its other parts
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -212,6 +323,17 @@ class Node:
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
+        self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
+        self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
+        self._incoming: dict[HtlcKey, IncomingHtlcRecord] = {}  # decided incoming HTLCs (mirrors the store)
+        self._by_out: dict[HtlcKey, HtlcKey] = {}  # outgoing HTLC we forwarded -> the incoming one
+        self._handled: set[HtlcKey] = set()  # incoming HTLCs given to the receiver in this run
+        self._part_secrets: dict[HtlcKey, bytes] = {}  # their onion shared secrets (to encrypt failures)
+        self._failures: dict[HtlcKey, HtlcOutcome] = {}  # our HTLCs the peer failed, until they are gone
+        self._waiters: dict[HtlcKey, asyncio.Future[HtlcOutcome]] = {}  # our HTLCs a sender awaits
+        self._dirty: dict[bytes, list[WireMessage]] = {}  # channels changed in this step, their updates
+        self._scid: dict[bytes, int] = {}  # channel id -> short channel id (once the funding is mined)
+        self._by_scid: dict[int, bytes] = {}
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
 
@@ -233,6 +355,21 @@ class Node:
         for payment in self.store.payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
                 self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
+        for record in self.store.incoming_htlcs():
+            self._incoming[(record.channel_id, record.htlc_id)] = record
+            if record.out_channel_id is not None and record.out_htlc_id is not None:
+                self._by_out[(record.out_channel_id, record.out_htlc_id)] = (record.channel_id, record.htlc_id)
+        for invoice in self.store.invoices():
+            if invoice.status == "paid":
+                self.receiver.settled.add(invoice.payment_hash)
+            else:
+                self.receiver.add(self._receivable(invoice))
+
+    def _receivable(self, record: InvoiceRecord) -> Receivable:
+        invoice = decode(record.invoice)
+        hold = record.preimage == b""  # a hold invoice: created from a hash, the preimage comes later
+        return Receivable(record.payment_hash, record.payment_secret, record.amount_msat,
+                          invoice.min_final_cltv_expiry, invoice.expires_at, None if hold else record.preimage, hold)
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
         return derive_channel_secrets(self._channel_seed, index)
@@ -252,23 +389,50 @@ class Node:
         self.store.put_channel(cid, self._channel_node[cid], record, ready)
 
     async def _send(self, peer: Peer | None, messages: list[WireMessage]) -> None:
-        """Queue every message at once (no await between them), then flush.
+        await self._send_all([(peer, messages)])
+
+    def _queue_all(self, batches: list[tuple[Peer | None, list[WireMessage]]]) -> list[Peer]:
+        """Queue every message of every batch at once (no await between them); the peers to flush.
 
         A connection that is gone drops them: the state they follow is committed, and
         channel_reestablish retransmits what the peer must see again.
         """
-        if peer is None or not messages:
-            return
         if self._held is not None:  # inside a burst: sent once the burst is committed
-            self._held.append((peer, messages))
-            return
-        self.sent_counts.update(m.NAME for m in messages)
-        try:
-            for message in messages[:-1]:
-                peer.session.send(message)
-            await peer.send(messages[-1])
-        except (UsageError, ConnectionError, OSError):
-            pass
+            self._held.extend(b for b in batches if b[0] is not None and b[1])
+            return []
+        peers: list[Peer] = []
+        for peer, messages in batches:
+            if peer is None or not messages:
+                continue
+            self.sent_counts.update(m.NAME for m in messages)
+            try:
+                for message in messages:
+                    peer.session.send(message)
+            except UsageError:
+                continue
+            if peer not in peers:
+                peers.append(peer)
+        return peers
+
+    async def _send_all(self, batches: list[tuple[Peer | None, list[WireMessage]]]) -> None:
+        for peer in self._queue_all(batches):
+            with contextlib.suppress(UsageError, ConnectionError, OSError):
+                await peer.flush()
+
+    def _step_batches(self) -> list[tuple[Peer | None, list[WireMessage]]]:
+        """End a step (inside its transaction): sign and save every channel it changed; their messages."""
+        batches: list[tuple[Peer | None, list[WireMessage]]] = []
+        for cid, messages in self._dirty.items():
+            channel = self.channels.get(cid)
+            if channel is None:
+                continue
+            if (cid in self._reestablished and channel.log.has_changes_to_sign()
+                    and not channel.log.awaiting_revoke):
+                messages.append(channel.sign())
+            self._save(channel)
+            batches.append((self._channel_peer.get(cid), messages))
+        self._dirty.clear()
+        return batches
 
     # -- connections -------------------------------------------------------------------------
 
@@ -276,6 +440,7 @@ class Node:
         """Listen, and dial every peer we have a channel with and an address for."""
         bound = await self._listener.start(host, port)
         self._spawn(self._watch_chain())
+        self._spawn(self._receiver_timer(min(1.0, self.mpp_timeout / 4)))
         for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
             self._closings[cid] = _Closing(script, done, shutdown_sent=True)
@@ -413,8 +578,7 @@ class Node:
                     message = after
         finally:
             self._held = None
-        for target, messages in held:
-            await self._send(target, messages)
+        await self._send_all(held)
         if error is not None:
             raise error
         return follow
@@ -451,11 +615,22 @@ class Node:
             self._keep_connected(peer.remote_pubkey)
 
     def _forget_uncommitted(self, channel: Channel) -> None:
-        """BOLT 2: updates no commitment_signed covered are forgotten; their payments fail."""
-        channel.disconnected()
+        """BOLT 2: updates no commitment_signed covered are forgotten; their payments fail.
+
+        A removal of an incoming HTLC that was dropped is decided again (a recorded decision is
+        simply re-applied after the reestablish); an outgoing forward dropped fails upstream.
+        """
+        cid = channel.config.channel_id
+        for htlc in channel.disconnected():
+            if htlc is not None and htlc.offerer is Side.REMOTE:
+                self._handled.discard((cid, htlc.htlc_id))
         with self.store.transaction():
             self._resolve_payments(channel)
-            self._save(channel)
+            self._dirty.setdefault(cid, [])
+            batches = self._step_batches()
+        peers = self._queue_all(batches)
+        for peer in peers:
+            self._spawn(peer.flush())
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -668,70 +843,239 @@ class Node:
 
     # -- payments ----------------------------------------------------------------------------
 
-    def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600) -> Invoice:
-        preimage, secret = os.urandom(32), os.urandom(32)
+    def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
+                       route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
+        """An invoice we will settle at once; ``route_hints`` reach us over private channels."""
+        preimage = os.urandom(32)
+        return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
+
+    def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
+                     route_hints: Sequence[Sequence[RouteHintHop]]) -> Invoice:
+        secret = os.urandom(32)
         invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
-                                payment_hash=sha256(preimage), payment_secret=secret, timestamp=int(time.time()),
-                                expiry=expiry, payee=None).sign(self.privkey)
+                                payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
+                                expiry=expiry, payee=None, route_hints=route_hints).sign(self.privkey)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat)
         with self.store.transaction():
-            self.store.put_invoice(InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret,
-                                                 amount_msat))
+            self.store.put_invoice(record)
+        self.receiver.add(Receivable(payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
+                                     invoice.expires_at, preimage or None, hold=not preimage))
         return invoice
 
-    async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
-        """Pay over a direct channel to the payee; returns the preimage (the proof of payment).
-
-        Raises :class:`PaymentError` if the payment failed, or is still pending after
-        ``timeout`` (it then stays pending in the store and ends settled or failed later).
-        """
-        channel_id = next((cid for cid, node in self._channel_node.items()
-                           if node == invoice.payee and cid in self.channels), None)
-        if channel_id is None:
-            raise PaymentError("no channel to the payee (multi-hop payments come with issue 6)")
-        if invoice.amount_msat is None or invoice.payment_secret is None:
-            raise PaymentError("the invoice has no amount or no payment secret")
-        # The double-pay guard: anyone on the first route could take a second payment to this hash.
-        previous = self.store.payment(invoice.payment_hash)
+    def _guard(self, payment_hash: bytes) -> None:
+        """The double-pay guard: anyone on the first route could take a second payment to this hash."""
+        previous = self.store.payment(payment_hash)
         if previous is not None and previous.status == "succeeded":
             raise PaymentError("this invoice is already paid")
-        if (previous is not None and previous.status == "pending") or invoice.payment_hash in self._pending:
+        if (previous is not None and previous.status == "pending") or payment_hash in self._pending:
             raise PaymentError("this invoice is already being paid")
-        try:
-            await asyncio.wait_for(self._ready.setdefault(channel_id, asyncio.Event()).wait(), timeout)
-        except TimeoutError:
-            raise PaymentError("the channel to the payee is not ready (peer offline?)") from None
-        if invoice.payment_hash in self._pending:  # another pay() got here while we waited
-            raise PaymentError("this invoice is already being paid")
-        if channel_id in self._closings:  # BOLT 2: no update_add_htlc after shutdown
-            raise PaymentError("the channel to the payee is closing")
-        channel = self.channels[channel_id]
-        height = self.chain.tip()[0]
-        cltv = height + invoice.min_final_cltv_expiry + 3
-        payload = HopPayload(amt_to_forward_msat=invoice.amount_msat, outgoing_cltv_value=cltv,
-                             payment_secret=invoice.payment_secret, total_msat=invoice.amount_msat)
-        onion = build_onion(os.urandom(32), [invoice.payee], [payload.to_bytes()], invoice.payment_hash).packet
-        try:
-            add = channel.add_htlc(invoice.amount_msat, invoice.payment_hash, cltv, onion.to_bytes())
-        except UsageError as exc:
-            raise PaymentError(f"the channel cannot carry this payment: {exc}") from None
-        messages: list[WireMessage] = [add]
-        if not channel.log.awaiting_revoke:
-            messages.append(channel.sign())
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[invoice.payment_hash] = future
-        self._in_flight.setdefault(channel_id, {})[add.id] = invoice.payment_hash
+
+    async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
+        """Pay an invoice over the network; returns the preimage (the proof of payment).
+
+        Routes over our channels, the graph we were given and the invoice's route hints;
+        retries around what fails and splits the amount (MPP) when no single route carries
+        it. Raises :class:`PaymentError` if the payment failed, or is still pending after
+        ``timeout`` (it then stays pending in the store and ends settled or failed later).
+        """
+        if invoice.amount_msat is None or invoice.payment_secret is None:
+            raise PaymentError("the invoice has no amount or no payment secret")
+        if invoice.payee == self.node_id:
+            raise PaymentError("the invoice is our own")
+        amount = invoice.amount_msat
+        self._guard(invoice.payment_hash)
         with self.store.transaction():
-            self.store.put_payment(PaymentRecord(invoice.payment_hash, invoice.amount_msat, "pending",
-                                                 invoice.encode(), None, channel_id, add.id))
-            self._save(channel)
-        await self._send(self._channel_peer.get(channel_id), messages)
+            self.store.put_payment(PaymentRecord(invoice.payment_hash, amount, "pending", invoice.encode()))
+        final = FinalPart(invoice.payment_secret, amount)
+        hints = invoice.route_hints
+        return await self._pay(invoice.payment_hash, invoice.payee, amount, timeout,
+                               lambda part, total: _Shards(invoice.payment_hash, final, None),
+                               invoice.min_final_cltv_expiry, hints, MAX_PARTS)
+
+    async def keysend(self, node_id: bytes, amount_msat: int, timeout: float = 30) -> bytes:
+        """A spontaneous payment: the preimage travels in the onion (record 5482373484)."""
+        if amount_msat <= 0:
+            raise UsageError("amount_msat: must be positive")
+        preimage = os.urandom(32)
+        payment_hash = sha256(preimage)
+        with self.store.transaction():
+            self.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending"))
+        final = FinalPart(custom_records=((KEYSEND_RECORD_TYPE, preimage),))
+        return await self._pay(payment_hash, node_id, amount_msat, timeout,
+                               lambda part, total: _Shards(payment_hash, final, None), KEYSEND_MIN_FINAL_CLTV,
+                               (), 1)
+
+    async def pay_amp(self, node_id: bytes, amount_msat: int, parts: int = 2, timeout: float = 30) -> bytes:
+        """A spontaneous AMP payment in ``parts`` shards; returns its set id once the payee settled.
+
+        Each shard carries an XOR share of a root secret (record 14); the payee can derive the
+        preimages only once every share arrived. A failed shard's share goes into its retry.
+        """
+        if amount_msat <= 0 or not 1 <= parts <= MAX_PARTS:
+            raise UsageError(f"amount_msat must be positive and parts between 1 and {MAX_PARTS}")
+        amp = AmpPayment.new()
+        secret = os.urandom(32)  # one payment_secret for the set (the payee groups parts by set id)
+        shards = iter(amp.shards(parts))
+        with self.store.transaction():
+            self.store.put_payment(PaymentRecord(amp.set_id, amount_msat, "pending"))
+        await self._pay(amp.set_id, node_id, amount_msat, timeout,
+                        lambda part, total: _Shards(None, FinalPart(secret, total), (amp, next(shards))),
+                        KEYSEND_MIN_FINAL_CLTV, (), parts, exact_parts=True)
+        return amp.set_id
+
+    async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
+                   shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
+                   hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False) -> bytes:
+        """Run the payment (a task that outlives ``timeout``), record its end, return the preimage."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[payment_id] = future
+
+        async def run() -> None:
+            try:
+                preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv, hints,
+                                                 max_parts, exact_parts)
+            except PaymentError as exc:
+                with self.store.transaction():
+                    payment = self.store.payment(payment_id)
+                    if payment is not None and payment.status == "pending":
+                        self.store.put_payment(dataclasses.replace(payment, status="failed", reason=str(exc)))
+                        self.events.put_nowait(PaymentFailed(payment_id, str(exc)))
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            with self.store.transaction():
+                payment = self.store.payment(payment_id)
+                if payment is not None and payment.status != "succeeded":
+                    self.store.put_payment(dataclasses.replace(payment, status="succeeded", preimage=preimage))
+                    self.events.put_nowait(PaymentSent(payment_id, preimage, payment.amount_msat))
+            if not future.done():
+                future.set_result(preimage)
+
+        self._spawn(run())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout + 0.25)  # its own errors first
         except TimeoutError:
             raise PaymentError("the payment is still pending (it will end settled or failed)") from None
         finally:
-            if self._pending.get(invoice.payment_hash) is future:
-                del self._pending[invoice.payment_hash]
+            if self._pending.get(payment_id) is future and future.done():
+                del self._pending[payment_id]
+            elif self._pending.get(payment_id) is future:
+                future.add_done_callback(lambda _: self._pending.pop(payment_id, None))
+
+    def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
+        own = []
+        for cid, channel in self.channels.items():
+            scid = self.short_channel_id(cid)
+            if scid is not None and self._usable(cid):
+                own.append(LocalChannel(scid, self._channel_node[cid], self._sendable_msat(channel)))
+        graph = routing_graph(self.graph, self.node_id, own)
+        return graph.with_route_hints(hints, target) if hints else graph
+
+    async def _wait_for_channels(self, target: bytes, deadline: float) -> None:
+        """After a start or a reconnection: wait until a channel (the one to the payee if any) is usable."""
+        direct = [cid for cid, node in self._channel_node.items() if node == target and cid in self.channels]
+        if direct and all(c in self._closings for c in direct):  # BOLT 2: no update_add_htlc after shutdown
+            raise PaymentError("the channel to the payee is closing")
+        while time.monotonic() < deadline:
+            if direct and any(self._usable(c) for c in direct):
+                return
+            if not direct and any(self._usable(c) for c in self.channels):
+                return
+            await asyncio.sleep(0.02)
+        if direct:
+            raise PaymentError("the channel to the payee is not ready (peer offline?)")
+
+    async def _pay_parts(self, target: bytes, amount_msat: int, timeout: float,
+                         shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
+                         hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool) -> bytes:
+        deadline = time.monotonic() + timeout
+        if target == self.node_id:
+            raise PaymentError("paying ourselves")
+        await self._wait_for_channels(target, deadline)
+        graph = self._graph_for(target, hints)
+        parts = max_parts if exact_parts else 1
+        while True:  # MPP: the fewest parts for which every part finds a route now
+            amounts = _split(amount_msat, parts)
+            try:
+                for amount in set(amounts):
+                    find_route(graph, self.node_id, target, amount, score=self.scorer.view(time.monotonic()))
+                break
+            except NoRouteError as exc:
+                if exact_parts or parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
+                    raise PaymentError(str(exc)) from None
+                parts *= 2
+        runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline)
+                for i, amount in enumerate(amounts)]
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, bytes):
+                return result
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, PaymentError):
+                raise result
+        first = results[0]
+        assert isinstance(first, PaymentError)
+        raise first
+
+    async def _pay_part(self, graph: ChannelGraph, target: bytes, amount_msat: int, shards: _Shards,
+                        min_final_cltv: int, deadline: float) -> bytes:
+        """One part's retry loop: route, send, learn from the failure, until success or no route."""
+        now = time.monotonic()
+        attempts = PaymentAttempts(graph, self.scorer, self.node_id, target, amount_msat, now,
+                                   timeout_s=max(deadline - now, 0.001))
+        while True:
+            action = attempts.next_action(time.monotonic())
+            if isinstance(action, AttemptsFailed):
+                raise PaymentError(action.reason)
+            assert isinstance(action, SendAttempt), action  # one attempt at a time: never None here
+            payment_hash, final = shards.next()
+            outcome, secrets = await self._send_htlc(action.attempt.route, payment_hash, final, min_final_cltv)
+            if outcome.preimage is not None:
+                attempts.attempt_succeeded(action.attempt.attempt_id, time.monotonic())
+                return outcome.preimage
+            report, _ = decode_outcome(outcome, secrets)
+            shards.failed()
+            attempts.attempt_failed(action.attempt.attempt_id, report, time.monotonic())
+
+    async def send_to_route(self, route: Route, payment_hash: bytes, payment_secret: bytes | None,
+                            total_msat: int | None = None, min_final_cltv: int = 18,
+                            custom_records: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+        """One HTLC along ``route`` (no retry); the preimage, or :class:`RouteFailed` naming who failed and why."""
+        total = route.hops[-1].amount_msat if total_msat is None else total_msat
+        final = FinalPart(payment_secret, total if payment_secret is not None else None, custom_records)
+        outcome, secrets = await self._send_htlc(route, payment_hash, final, min_final_cltv)
+        if outcome.preimage is not None:
+            return outcome.preimage
+        report, failure = decode_outcome(outcome, secrets)
+        raise RouteFailed(report, failure)
+
+    async def _send_htlc(self, route: Route, payment_hash: bytes, final: FinalPart,
+                         min_final_cltv: int) -> tuple[HtlcOutcome, tuple[bytes, ...]]:
+        """Offer the first HTLC of ``route`` and wait until it is fulfilled or gone."""
+        first = route.hops[0]
+        cid = self._by_scid.get(first.short_channel_id)
+        if cid is None or not self._usable(cid) or self._channel_node.get(cid) != first.pubkey:
+            return HtlcOutcome(), ()
+        channel = self.channels[cid]
+        height = self.chain.tip()[0]
+        built = onion_for_route(route, payment_hash, height + min_final_cltv + FINAL_CLTV_MARGIN, final,
+                                os.urandom(32))
+        try:
+            add = channel.add_htlc(first.amount_msat, payment_hash, built.first_cltv_expiry, built.onion)
+        except UsageError:
+            return HtlcOutcome(), built.shared_secrets
+        key = (cid, add.id)
+        waiter: asyncio.Future[HtlcOutcome] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = waiter
+        self._in_flight.setdefault(cid, {})[add.id] = payment_hash
+        with self.store.transaction():
+            payment = self.store.payment(payment_hash)
+            if payment is not None and payment.status == "pending":  # the HTLC to resolve after a restart
+                self.store.put_payment(dataclasses.replace(payment, channel_id=cid, htlc_id=add.id))
+            self._dirty.setdefault(cid, []).append(add)
+            batches = self._step_batches()
+        await self._send_all(batches)
+        return await waiter, built.shared_secrets
 
     def payment_status(self, payment_hash: bytes) -> PaymentRecord | None:
         return self.store.payment(payment_hash)
@@ -745,62 +1089,314 @@ class Node:
         if cid not in self._reestablished:
             raise PeerProtocolError(f"{message.NAME} before channel_reestablish", cid)
         replies, fulfilled = channel.receive(message)
-        messages: list[WireMessage] = list(replies)
-        received: list[PaymentReceived] = []
+        received: list[NodeEvent] = []
         with self.store.transaction():  # one commit for the whole step, then its messages
             if isinstance(message, UpdateAddHtlc):
                 self.store.put_onion(cid, message.id, message.onion_routing_packet)
+            elif isinstance(message, UpdateFailHtlc):
+                self._failures[(cid, message.id)] = HtlcOutcome(reason=message.reason)
+            elif isinstance(message, UpdateFailMalformedHtlc):
+                self._failures[(cid, message.id)] = HtlcOutcome(malformed_code=message.failure_code)
             for done in fulfilled:
                 self._succeed(cid, done.htlc, done.preimage)
+            mine = self._dirty.setdefault(cid, [])
             if isinstance(message, (CommitmentSigned, RevokeAndAck)):
-                messages += self._settle_and_sign(channel, received)
+                self._process_incoming(channel, received)
+            elif not mine and cid in self._dirty:
+                del self._dirty[cid]  # nothing of ours to add: only save, do not sign yet
+                self._save(channel)
             self._resolve_payments(channel)
-            self._save(channel)
-        await self._send(peer, messages)
+            batches = self._step_batches()
+        await self._send_all([(peer, list(replies)), *batches])
         for event in received:
             await self.events.put(event)
-
-    def _settle_and_sign(self, channel: Channel, received: list[PaymentReceived]) -> list[WireMessage]:
-        """Settle what we can (HTLCs to us), then sign what changed (inside a store transaction)."""
-        messages = self._settle_received(channel, received)
-        if channel.log.has_changes_to_sign() and not channel.log.awaiting_revoke:
-            messages.append(channel.sign())
-        return messages
 
     async def _advance(self, channel: Channel, peer: Peer) -> None:
-        """Settle and sign after a reestablish; one commit, then the messages."""
-        received: list[PaymentReceived] = []
+        """After a reestablish: apply what was decided meanwhile, settle and sign; one commit."""
+        received: list[NodeEvent] = []
         with self.store.transaction():
-            messages = self._settle_and_sign(channel, received)
-            if messages:
-                self._save(channel)
-        await self._send(peer, messages)
+            self._dirty.setdefault(channel.config.channel_id, [])
+            self._process_incoming(channel, received)
+            self._resolve_payments(channel)
+            batches = self._step_batches()
+        await self._send_all(batches)
         for event in received:
             await self.events.put(event)
 
+    async def _run_step(self, decide: Callable[[list[NodeEvent]], None]) -> None:
+        """A step started by us (a timer, the application): decide, commit, then send."""
+        received: list[NodeEvent] = []
+        with self.store.transaction():
+            decide(received)
+            batches = self._step_batches()
+        await self._send_all(batches)
+        for event in received:
+            await self.events.put(event)
+
+    # -- incoming HTLCs: forward, receive, or refuse ---------------------------------------------
+
+    @staticmethod
+    def _locked_incoming(channel: Channel) -> list[LoggedHtlc]:
+        """HTLCs the peer offered that are irrevocably committed (BOLT 2: only then act on them)."""
+        log = channel.log
+        local = set(log.commitment(Side.LOCAL, log.revoked[Side.LOCAL] + 1).htlcs)
+        remote = set(log.commitment(Side.REMOTE, log.revoked[Side.REMOTE] + 1).htlcs)
+        return sorted((h for h in local & remote if h.offerer is Side.REMOTE), key=lambda h: h.htlc_id)
+
+    def _process_incoming(self, channel: Channel, received: list[NodeEvent]) -> None:
+        """Decide each newly locked-in incoming HTLC; apply decisions recorded earlier (in a transaction)."""
+        cid = channel.config.channel_id
+        live = {h.htlc_id for h in self._unresolved_htlcs(channel) if h.offerer is Side.REMOTE}
+        for key in [k for k in self._incoming if k[0] == cid and k[1] not in live]:
+            record = self._incoming.pop(key)  # gone from every commitment: forget it
+            self.store.delete_incoming_htlc(*key)
+            self.store.delete_onion(*key)
+            if record.out_channel_id is not None and record.out_htlc_id is not None:
+                self._by_out.pop((record.out_channel_id, record.out_htlc_id), None)
+        for key in [k for k in self._handled if k[0] == cid and k[1] not in live]:
+            self._handled.discard(key)
+            self._part_secrets.pop(key, None)
+            self.store.delete_onion(*key)
+        if cid not in self._reestablished:
+            return
+        removing = {h.htlc_id for h, _ in channel.log.settled() if h.offerer is Side.REMOTE}
+        height = self.chain.tip()[0]
+        for htlc in self._locked_incoming(channel):
+            key = (cid, htlc.htlc_id)
+            if htlc.htlc_id in removing:
+                continue
+            decided = self._incoming.get(key)
+            if decided is not None:
+                self._apply_record(decided)
+                continue
+            if key in self._handled:
+                continue
+            self._decide_incoming(channel, htlc, height, received)
+
+    def _decide_incoming(self, channel: Channel, htlc: LoggedHtlc, height: int, received: list[NodeEvent]) -> None:
+        cid = channel.config.channel_id
+        key = (cid, htlc.htlc_id)
+        onion = self.store.onion(cid, htlc.htlc_id)
+        if onion is None:  # never stored (cannot happen after an add): nothing to decrypt a failure with
+            self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, b"",
+                                            failure=create_failure_packet(bytes(32), FailureMessage(
+                                                FailureCode.TEMPORARY_NODE_FAILURE).to_bytes())))
+            return
+        read = read_onion(onion, self.privkey, htlc.payment_hash)
+        if isinstance(read, Malformed):
+            self._handled.add(key)
+            self._dirty.setdefault(cid, []).append(
+                channel.fail_malformed_htlc(htlc.htlc_id, read.sha256_of_onion, read.code))
+        elif isinstance(read, Refuse):
+            self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret,
+                                            failure=read.reason()))
+        elif isinstance(read, Forward):
+            self._forward(channel, htlc, read, height)
+        else:
+            assert isinstance(read, Final)
+            self._handled.add(key)
+            self._part_secrets[key] = read.shared_secret
+            part = IncomingPart(cid, htlc.htlc_id, htlc.amount_msat, htlc.cltv_expiry, htlc.payment_hash,
+                                read.payload)
+            self._apply_decisions(self.receiver.receive(part, height, time.time()), received)
+
+    def _apply_decisions(self, decisions: list[Decision], received: list[NodeEvent]) -> None:
+        """The receiver's answers: record each fulfil or fail (then applied), report the events."""
+        for decision in decisions:
+            if isinstance(decision, Settle):
+                part = decision.part
+                secret = self._part_secrets.get((part.channel_id, part.htlc_id), b"")
+                self._record(IncomingHtlcRecord(part.channel_id, part.htlc_id, part.payment_hash, secret,
+                                                preimage=decision.preimage))
+            elif isinstance(decision, Fail):
+                part = decision.part
+                secret = self._part_secrets.get((part.channel_id, part.htlc_id), bytes(32))
+                self._record(IncomingHtlcRecord(part.channel_id, part.htlc_id, part.payment_hash, secret,
+                                                failure=create_failure_packet(secret, decision.failure.to_bytes())))
+            elif isinstance(decision, Received):
+                self._mark_invoice_paid(decision)
+                received.append(PaymentReceived(decision.key, decision.amount_msat))
+            elif isinstance(decision, Held):
+                received.append(HtlcHeld(decision.payment_hash, decision.amount_msat))
+
+    def _mark_invoice_paid(self, done: Received) -> None:
+        record = self.store.invoice(done.key)
+        if done.kind == "invoice" and record is not None and record.status != "paid":
+            preimage = record.preimage
+            claim = next((r for r in self._incoming.values() if r.payment_hash == done.key and r.preimage), None)
+            if claim is not None and claim.preimage is not None:
+                preimage = claim.preimage  # a hold invoice learns its preimage now
+            self.store.put_invoice(InvoiceRecord(record.payment_hash, record.invoice, preimage,
+                                                 record.payment_secret, record.amount_msat, "paid",
+                                                 done.amount_msat, claim.channel_id if claim else None,
+                                                 claim.htlc_id if claim else None))
+        self.settled_invoices.add(done.key)
+
+    def _record(self, record: IncomingHtlcRecord) -> None:
+        """Commit a decision about an incoming HTLC, then apply it if its channel can take updates now."""
+        key = (record.channel_id, record.htlc_id)
+        self._incoming[key] = record
+        self.store.put_incoming_htlc(record)
+        if record.out_channel_id is not None and record.out_htlc_id is not None:
+            self._by_out[(record.out_channel_id, record.out_htlc_id)] = key
+        self._apply_record(record)
+
+    def _apply_record(self, record: IncomingHtlcRecord) -> None:
+        """Fulfil or fail the incoming HTLC as recorded (a no-op while it waits or is being removed)."""
+        channel = self.channels.get(record.channel_id)
+        if channel is None or record.channel_id not in self._reestablished:
+            return  # applied after the reestablish
+        message: WireMessage
+        try:
+            if record.preimage is not None:
+                message = channel.fulfill_htlc(record.htlc_id, record.preimage)
+            elif record.failure is not None:
+                message = channel.fail_htlc(record.htlc_id, record.failure)
+            else:
+                return
+        except UsageError:  # already being removed, or not yet committed: a later step applies it
+            return
+        self._dirty.setdefault(record.channel_id, []).append(message)
+
+    # -- forwarding ------------------------------------------------------------------------------
+
+    def short_channel_id(self, channel_id: bytes) -> int | None:
+        """BOLT 7 short channel id of a channel whose funding transaction is mined (else None)."""
+        scid = self._scid.get(channel_id)
+        if scid is None:
+            channel = self.channels.get(channel_id)
+            position = None if channel is None else self.chain.tx_position(channel.config.funding_txid)
+            if channel is None or position is None:
+                return None
+            scid = short_channel_id(position[0], position[1], channel.config.funding_output_index)
+            self._scid[channel_id], self._by_scid[scid] = scid, channel_id
+        return scid
+
+    def _sendable_msat(self, channel: Channel) -> int:
+        """About what ``add_htlc`` lets us offer now (it checks exactly; this guides routing)."""
+        config = channel.config
+        view = channel.log.commitment(Side.REMOTE, pending=True)
+        spare = view.to_remote_msat - config.reserve_for_local_sat * 1000
+        if config.local_is_funder:
+            fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, config.anchors)
+            spare -= 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if config.anchors else 0))
+        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
+        return max(0, min(spare, config.remote_max_htlc_value_in_flight_msat - in_flight))
+
+    def _usable(self, channel_id: bytes) -> bool:
+        """Ready, reestablished with a connected peer, not closing: new HTLCs may go out on it."""
+        peer = self._channel_peer.get(channel_id)
+        return (self.channel_is_ready(channel_id) and channel_id in self._reestablished and peer is not None
+                and not peer.session.closed and channel_id not in self._closings)
+
+    def _outgoing_channels(self) -> dict[int, OutgoingChannel]:
+        out: dict[int, OutgoingChannel] = {}
+        for cid, channel in self.channels.items():
+            scid = self.short_channel_id(cid)
+            if scid is None:
+                continue
+            usable = self._usable(cid)
+            log = channel.log
+            offered = sum(1 for h in log.commitment(Side.REMOTE, pending=True).htlcs if h.offerer is Side.LOCAL)
+            slots = channel.config.remote_max_accepted_htlcs - offered if usable else 0
+            out[scid] = OutgoingChannel(scid, self.forwarding_policy,
+                                        self._sendable_msat(channel) if usable else 0, slots)
+        return out
+
+    def _forward(self, channel: Channel, htlc: LoggedHtlc, read: Forward, height: int) -> None:
+        cid = channel.config.channel_id
+        decision = decide_forward(htlc.amount_msat, htlc.cltv_expiry, read.payload, self._outgoing_channels(), height)
+        if isinstance(decision, ForwardTo):
+            out_cid = self._by_scid[decision.short_channel_id]
+            out = self.channels[out_cid]
+            try:
+                add = out.add_htlc(decision.amount_msat, htlc.payment_hash, decision.cltv_expiry, read.next_onion)
+            except UsageError:
+                decision = FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=b"")
+            else:
+                self._dirty.setdefault(out_cid, []).append(add)
+                self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret,
+                                                out_channel_id=out_cid, out_htlc_id=add.id))
+                return
+        reason = create_failure_packet(read.shared_secret, decision.to_bytes())
+        self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret, failure=reason))
+
+    def _forward_settled(self, out: HtlcKey, preimage: bytes) -> bool:
+        """An HTLC we forwarded was fulfilled: fulfil the incoming one at once (True if it was ours)."""
+        incoming = self._by_out.get(out)
+        record = self._incoming.get(incoming) if incoming is not None else None
+        if record is None:
+            return False
+        if record.preimage is None:
+            self._record(dataclasses.replace(record, preimage=preimage, failure=None))
+        return True
+
+    def _forward_failed(self, out: HtlcKey, payment_hash: bytes) -> bool:
+        """An HTLC we forwarded is gone without a preimage: fail the incoming one with its reason."""
+        incoming = self._by_out.get(out)
+        record = self._incoming.get(incoming) if incoming is not None else None
+        if record is None or record.payment_hash != payment_hash:
+            return False
+        del self._by_out[out]
+        if record.preimage is not None or record.failure is not None:
+            return True
+        outcome = self._failures.pop(out, HtlcOutcome())
+        if outcome.reason is not None:
+            reason = wrap_failure_packet(record.shared_secret, outcome.reason)
+        else:
+            # BOLT 4: a malformed answer from the next node becomes our failure with its code;
+            # an HTLC that never left us (dropped on a disconnection) a temporary channel failure.
+            failure = (FailureMessage(outcome.malformed_code, sha256_of_onion=bytes(32))
+                       if outcome.malformed_code is not None
+                       else FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=b""))
+            reason = create_failure_packet(record.shared_secret, failure.to_bytes())
+        self._record(dataclasses.replace(record, out_channel_id=None, out_htlc_id=None, failure=reason))
+        return True
+
+    # -- our own HTLCs: fulfilled or gone --------------------------------------------------------
+
     def _succeed(self, channel_id: bytes, htlc: LoggedHtlc, preimage: bytes) -> None:
-        """The peer fulfilled our HTLC: the payment succeeded (inside the step's transaction)."""
+        """The peer fulfilled our HTLC (inside the step's transaction): a forward or a payment."""
+        key = (channel_id, htlc.htlc_id)
+        if self._forward_settled(key, preimage):
+            return
         self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
         payment = self.store.payment(htlc.payment_hash)
         if payment is not None and payment.status != "succeeded":
             self.store.put_payment(PaymentRecord(payment.payment_hash, payment.amount_msat, "succeeded",
                                                  payment.invoice, preimage, channel_id, htlc.htlc_id))
             self.events.put_nowait(PaymentSent(payment.payment_hash, preimage, payment.amount_msat))
-        future = self._pending.pop(htlc.payment_hash, None)
-        if future is not None and not future.done():
-            future.set_result(preimage)
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(HtlcOutcome(preimage=preimage))
 
     def _resolve_payments(self, channel: Channel) -> None:
-        """Fail payments whose HTLC left both commitments without a preimage (inside a transaction)."""
+        """Our HTLCs that left both commitments without a preimage (inside a transaction).
+
+        A forwarded one fails its incoming HTLC; one a sender awaits is reported to it (it
+        decides whether to retry); any other (after a restart) fails its payment.
+        """
         cid = channel.config.channel_id
+        live = {(h.htlc_id, h.payment_hash) for h in self._unresolved_htlcs(channel) if h.offerer is Side.LOCAL}
+        for out, incoming in list(self._by_out.items()):
+            if out[0] != cid:
+                continue
+            record = self._incoming.get(incoming)
+            if record is not None and (out[1], record.payment_hash) not in live:
+                self._forward_failed(out, record.payment_hash)
         flying = self._in_flight.get(cid)
         if not flying:
             return
-        live = {(h.htlc_id, h.payment_hash) for h in self._unresolved_htlcs(channel) if h.offerer is Side.LOCAL}
         for htlc_id, payment_hash in list(flying.items()):
             if (htlc_id, payment_hash) in live:
                 continue
             del flying[htlc_id]
+            outcome = self._failures.pop((cid, htlc_id), HtlcOutcome())
+            waiter = self._waiters.pop((cid, htlc_id), None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(outcome)
+                continue
             payment = self.store.payment(payment_hash)
             if payment is None or payment.status != "pending":
                 continue
@@ -826,58 +1422,44 @@ class Node:
                 found.update(log.commitment(owner, ctn).htlcs)
         return found
 
-    def _settle_received(self, channel: Channel, received: list[PaymentReceived]) -> list[WireMessage]:
-        """Fulfil HTLCs to us once irrevocably committed, after checking the onion against the invoice."""
-        cid = channel.config.channel_id
-        out: list[WireMessage] = []
-        for htlc in channel.log.commitment(Side.LOCAL).htlcs:
-            if htlc.offerer is not Side.REMOTE:
-                continue
-            message: WireMessage
-            try:
-                record = self._check_incoming(channel, htlc)
-                message = channel.fulfill_htlc(htlc.htlc_id, record.preimage)
-            except PaymentError:
-                try:
-                    message = channel.fail_htlc(htlc.htlc_id, b"incorrect_or_unknown_payment_details")
-                except UsageError:
-                    continue
-            except UsageError:  # not yet irrevocably committed, or already settled: next round
-                continue
-            self.store.delete_onion(cid, htlc.htlc_id)
-            if isinstance(message, UpdateFulfillHtlc) and record.status != "paid":
-                self.store.put_invoice(InvoiceRecord(
-                    record.payment_hash, record.invoice, record.preimage, record.payment_secret,
-                    record.amount_msat, "paid", htlc.amount_msat, cid, htlc.htlc_id))
-                self.settled_invoices.add(htlc.payment_hash)
-                received.append(PaymentReceived(htlc.payment_hash, htlc.amount_msat))
-            out.append(message)
-        return out
+    # -- the receiver's timer and the application's decisions on hold invoices ------------------
 
-    def _check_incoming(self, channel: Channel, htlc: LoggedHtlc) -> InvoiceRecord:
-        record = self.store.invoice(htlc.payment_hash)
-        if record is None:
-            raise PaymentError("unknown payment hash")
-        cid = channel.config.channel_id
-        if record.status == "paid":
-            # Fulfilled before (a fulfill lost in a reconnection is sent again); never a second HTLC.
-            if (record.paid_channel_id, record.paid_htlc_id) == (cid, htlc.htlc_id):
-                return record
-            raise PaymentError("invoice already paid")
-        onion_bytes = self.store.onion(cid, htlc.htlc_id)
-        if onion_bytes is None:
-            raise PaymentError("no onion for this HTLC")
+    async def _receiver_timer(self, interval: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            height = self.chain.tip()[0]
+            decisions = self.receiver.tick(time.time(), height)
+            if decisions:
+                await self._run_step(lambda received, d=decisions: self._apply_decisions(d, received))  # type: ignore[misc]
+
+    def create_hold_invoice(self, payment_hash: bytes, amount_msat: int, description: str = "",
+                            expiry: int = 3600) -> Invoice:
+        """An invoice for a hash whose preimage we do not know yet: a payment is held (``HtlcHeld``)
+        until :meth:`settle_hold` gives the preimage or :meth:`cancel_hold` refuses it."""
+        if len(payment_hash) != 32:
+            raise UsageError("payment_hash: must be 32 bytes")
+        if self.store.invoice(payment_hash) is not None:
+            raise UsageError("payment_hash: an invoice for it exists already")
+        return self._new_invoice(payment_hash, b"", amount_msat, description, expiry, ())
+
+    async def settle_hold(self, preimage: bytes) -> None:
+        """Release a held payment: every part is fulfilled with ``preimage``."""
+        payment_hash = sha256(preimage)
         try:
-            layer = peel_onion(OnionPacket.from_bytes(onion_bytes), self.privkey, htlc.payment_hash)
-            payload = HopPayload.from_bytes(layer.payload)
-        except LightspeedError as exc:
-            raise PaymentError(f"unreadable onion: {exc}") from None
-        # BOLT 4 final node: payment_secret and total_msat must match the invoice, amount too.
-        if payload.payment_secret != record.payment_secret or payload.amt_to_forward_msat != htlc.amount_msat:
-            raise PaymentError("onion does not match the invoice")
-        if record.amount_msat is not None and htlc.amount_msat < record.amount_msat:
-            raise PaymentError("underpaid")
-        return record
+            decisions = self.receiver.settle_held(payment_hash, preimage)
+        except KeyError:
+            raise UsageError(f"payment_hash: no held payment for {payment_hash.hex()}") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        await self._run_step(lambda received: self._apply_decisions(decisions, received))
+
+    async def cancel_hold(self, payment_hash: bytes) -> None:
+        """Refuse a held payment: every part fails (incorrect_or_unknown_payment_details)."""
+        try:
+            decisions = self.receiver.cancel_held(payment_hash, self.chain.tip()[0])
+        except KeyError:
+            raise UsageError(f"payment_hash: no held payment for {payment_hash.hex()}") from None
+        await self._run_step(lambda received: self._apply_decisions(decisions, received))
 
     # -- queries and commands for the REST API ---------------------------------------------------
 
