@@ -1,0 +1,230 @@
+"""Multi-hop payments between in-process nodes over loopback TCP (tests/support/network.py).
+
+Every scenario runs real nodes: BOLT 8 connections, signed commitments, Sphinx onions, and
+failures that travel back encrypted through every hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from lightspeed.crypto.hashes import sha256
+from lightspeed.errors import PaymentError
+from lightspeed.invoice import verify_payment_proof
+from lightspeed.node.node import HtlcHeld, PaymentReceived
+from lightspeed.node.paying import RouteFailed
+from lightspeed.onion.failure import FailureCode
+from tests.support.network import (
+    claim_payment,
+    create_network,
+    next_event,
+    route_along,
+    send_payment,
+    take_offline,
+    until,
+)
+
+SAT = 1_000_000
+LINE = [(0, 1, SAT, 0), (1, 2, SAT, 0), (2, 3, SAT, 0), (3, 4, SAT, 0)]
+
+
+def run(scenario: object) -> None:
+    asyncio.run(asyncio.wait_for(scenario, 50))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_payment_crosses_four_hops_and_every_forwarder_earns_its_fee() -> None:
+    async def scenario() -> None:
+        net = await create_network(5, LINE)
+        before = [net.balance_msat(i) for i in range(5)]
+        preimage, invoice = await send_payment(net, [0, 1, 2, 3, 4], 50_000_000)
+        assert verify_payment_proof(invoice, preimage)
+        assert await next_event(net.nodes[4], PaymentReceived) == PaymentReceived(invoice.payment_hash, 50_000_000)
+        route = route_along(net, [0, 1, 2, 3, 4], 50_000_000)
+        await until(lambda: net.balance_msat(4) == before[4] + 50_000_000)
+        await until(lambda: net.balance_msat(0) == before[0] - route.total_amount_msat)
+        for i, hop in zip((1, 2, 3), route.hops, strict=False):
+            await until(lambda i=i, hop=hop: net.balance_msat(i) == before[i] + hop.fee_msat)
+        await net.stop()
+
+    run(scenario())
+
+
+async def expect_failure(coro: object) -> RouteFailed:
+    with pytest.raises(RouteFailed) as caught:
+        await asyncio.wait_for(coro, 20)  # type: ignore[arg-type]
+    return caught.value
+
+
+@pytest.mark.slow
+def test_each_failure_code_is_produced_by_the_right_hop_and_nothing_moves() -> None:
+    async def scenario() -> None:
+        net = await create_network(5, [(0, 1, SAT, 0), (1, 2, SAT, 0), (2, 3, 200_000, 0), (3, 4, SAT, 0)],
+                                   mpp_timeout=1.0)
+        before = [net.balance_msat(i) for i in range(5)]
+        path = [0, 1, 2, 3, 4]
+        payer = net.nodes[0]
+
+        async def failing(amount: int, secret: bytes | None = None, total: int | None = None,
+                          **tamper: object) -> RouteFailed:
+            invoice = net.nodes[4].create_invoice(amount, "x")
+            route = route_along(net, path, amount, **tamper)  # type: ignore[arg-type]
+            return await expect_failure(payer.send_to_route(
+                route, invoice.payment_hash, secret or invoice.payment_secret, total))
+
+        cases = [
+            (await failing(10_000_000, scid_override={1: 999 << 40}), 0, FailureCode.UNKNOWN_NEXT_PEER),
+            (await failing(10_000_000, fee_cut_msat=1), 0, FailureCode.FEE_INSUFFICIENT),
+            (await failing(10_000_000, cltv_cut=1), 0, FailureCode.INCORRECT_CLTV_EXPIRY),
+            (await failing(300_000_000), 1, FailureCode.TEMPORARY_CHANNEL_FAILURE),  # 2 -> 3 is too small
+            (await failing(10_000_000, secret=os.urandom(32)), 3, FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS),
+            (await failing(10_000_000, total=20_000_000), 3, FailureCode.MPP_TIMEOUT),  # half of a set
+        ]
+        for failure, erring, code in cases:
+            assert (failure.report.erring_index, failure.report.code) == (erring, code), failure
+        assert cases[0][0].failure is not None and cases[0][0].failure.code == FailureCode.UNKNOWN_NEXT_PEER
+        await until(lambda: [net.balance_msat(i) for i in range(5)] == before)
+        preimage, invoice = await send_payment(net, path, 10_000_000)  # the network still pays
+        assert verify_payment_proof(invoice, preimage)
+        await net.stop()
+
+    run(scenario())
+
+
+DIAMOND = [(0, 1, SAT, 0), (0, 2, SAT, 0), (1, 3, SAT, 0), (2, 3, SAT, 0)]
+
+
+@pytest.mark.slow
+def test_pay_retries_around_a_channel_without_liquidity() -> None:
+    from lightspeed.node.forwarding import DEFAULT_POLICY
+    from lightspeed.payments.forward import ForwardingPolicy
+
+    async def scenario() -> None:
+        dear = ForwardingPolicy(5_000, 100, 40, 1, DEFAULT_POLICY.htlc_maximum_msat)
+        # 3 funded the channel with 1: node 1 has nothing to send towards 3, though the graph cannot know.
+        net = await create_network(4, [(0, 1, SAT, 0), (0, 2, SAT, 0), (3, 1, SAT, 0), (2, 3, SAT, 0)],
+                                   policies={2: dear})
+        before = [net.balance_msat(i) for i in range(4)]
+        invoice = net.nodes[3].create_invoice(100_000_000, "retry")
+        # The cheapest route is through 1 (default fees); it fails there, the retry goes through 2.
+        preimage = await asyncio.wait_for(net.nodes[0].pay(invoice), 20)
+        assert verify_payment_proof(invoice, preimage)
+        await until(lambda: net.balance_msat(2) == before[2] + dear.fee_msat(100_000_000))
+        assert net.balance_msat(1) == before[1]
+        payment = net.nodes[0].payment_status(invoice.payment_hash)
+        assert payment is not None and payment.status == "succeeded"
+        await net.stop()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_pay_retries_around_an_offline_node() -> None:
+    from lightspeed.node.forwarding import DEFAULT_POLICY
+    from lightspeed.payments.forward import ForwardingPolicy
+
+    async def scenario() -> None:
+        dear = ForwardingPolicy(5_000, 100, 40, 1, DEFAULT_POLICY.htlc_maximum_msat)
+        # 0 -> 1 -> {2 (cheap), 3 (dear)} -> 4; node 2 goes offline: 1 fails the forward, 0 retries via 3.
+        net = await create_network(5, [(0, 1, SAT, 0), (1, 2, SAT, 0), (1, 3, SAT, 0), (2, 4, SAT, 0),
+                                       (3, 4, SAT, 0)], policies={3: dear})
+        await take_offline(net, 2)
+        await until(lambda: not net.nodes[1].channel_is_ready(net.channel(1, 2)))
+        before = net.balance_msat(3)
+        invoice = net.nodes[4].create_invoice(20_000_000, "offline")
+        preimage = await asyncio.wait_for(net.nodes[0].pay(invoice), 20)
+        assert verify_payment_proof(invoice, preimage)
+        await until(lambda: net.balance_msat(3) == before + dear.fee_msat(20_000_000))
+        await net.stop()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_mpp_splits_a_payment_no_single_route_carries_and_amp_settles_when_every_share_arrived() -> None:
+    async def scenario() -> None:
+        net = await create_network(4, DIAMOND)
+        amount = 1_200_000_000  # more than any single channel holds
+        invoice = net.nodes[3].create_invoice(amount, "big")
+        preimage = await asyncio.wait_for(net.nodes[0].pay(invoice), 20)
+        assert verify_payment_proof(invoice, preimage)
+        received = await next_event(net.nodes[3], PaymentReceived)
+        assert received == PaymentReceived(invoice.payment_hash, amount)
+        set_id = await asyncio.wait_for(net.nodes[0].pay_amp(net.nodes[3].node_id, 300_000_000, parts=3), 20)
+        assert await next_event(net.nodes[3], PaymentReceived) == PaymentReceived(set_id, 300_000_000)
+        await net.stop()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_an_incomplete_amp_set_times_out() -> None:
+    from lightspeed.payments.amp import AMP_RECORD_TYPE, AmpPayment
+
+    async def scenario() -> None:
+        net = await create_network(3, [(0, 1, SAT, 0), (1, 2, SAT, 0)], mpp_timeout=1.0)
+        shard = AmpPayment.new().shards(2)[0]
+        route = route_along(net, [0, 1, 2], 10_000_000)
+        failure = await expect_failure(net.nodes[0].send_to_route(
+            route, shard.payment_hash, os.urandom(32), 20_000_000,
+            custom_records=((AMP_RECORD_TYPE, shard.record.to_bytes()),)))
+        assert (failure.report.erring_index, failure.report.code) == (1, FailureCode.MPP_TIMEOUT)
+        await net.stop()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_keysend_hold_invoices_and_the_double_pay_guard() -> None:
+    async def scenario() -> None:
+        net = await create_network(3, [(0, 1, SAT, 0), (1, 2, SAT, 0)])
+        payer, payee = net.nodes[0], net.nodes[2]
+        preimage = await asyncio.wait_for(payer.keysend(payee.node_id, 7_000_000), 20)
+        assert await next_event(payee, PaymentReceived) == PaymentReceived(sha256(preimage), 7_000_000)
+
+        secret = os.urandom(32)
+        held = payee.create_hold_invoice(sha256(secret), 5_000_000, "held")
+        paying = asyncio.create_task(payer.pay(held, timeout=20))
+        assert await next_event(payee, HtlcHeld) == HtlcHeld(held.payment_hash, 5_000_000)
+        with pytest.raises(PaymentError, match="already being paid"):
+            await payer.pay(held)  # in flight: a second payment to the hash is refused
+        await claim_payment(net, 2, secret)
+        assert await paying == secret
+        with pytest.raises(PaymentError, match="already paid"):
+            await payer.pay(held)
+
+        cancelled = payee.create_hold_invoice(sha256(os.urandom(32)), 5_000_000, "cancelled")
+        paying = asyncio.create_task(payer.pay(cancelled, timeout=20))
+        await next_event(payee, HtlcHeld)
+        await payee.cancel_hold(cancelled.payment_hash)
+        with pytest.raises(PaymentError, match="refused"):
+            await paying
+        await net.stop()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_an_invoice_through_two_lsps_is_paid_through_the_second_when_the_first_is_offline() -> None:
+    from lightspeed.node.forwarding import DEFAULT_POLICY
+    from lightspeed.payments.forward import ForwardingPolicy
+
+    async def scenario() -> None:
+        dear = ForwardingPolicy(5_000, 100, 40, 1, DEFAULT_POLICY.htlc_maximum_msat)
+        # 0 -> 1 (hub) -> LSP 2 (cheap) | LSP 3 (dear) -> 4; the LSPs' channels to 4 are private.
+        net = await create_network(5, [(0, 1, SAT, 0), (1, 2, SAT, 0), (1, 3, SAT, 0), (2, 4, SAT, 0),
+                                       (3, 4, SAT, 0)], private=[(2, 4), (3, 4)], policies={3: dear})
+        invoice = net.nodes[4].create_invoice(30_000_000, "multi-node", route_hints=[net.hint(2, 4), net.hint(3, 4)])
+        assert len(invoice.route_hints) == 2
+        await take_offline(net, 2)
+        await until(lambda: not net.nodes[1].channel_is_ready(net.channel(1, 2)))
+        before = net.balance_msat(3)
+        preimage = await asyncio.wait_for(net.nodes[0].pay(invoice), 20)
+        assert verify_payment_proof(invoice, preimage)
+        await until(lambda: net.balance_msat(3) == before + dear.fee_msat(30_000_000))
+        await net.stop()
+
+    run(scenario())
