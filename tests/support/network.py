@@ -106,9 +106,8 @@ async def create_network(n: int, channels: Iterable[ChannelSpec], *, private: It
     nodes = [_make_node(chain, i, _store(datadir, i), mpp_timeout, policies.get(i, DEFAULT_POLICY))
              for i in range(n)]
     specs = list(channels)
-    for funder in {a for a, _, _, _ in specs}:
-        for _ in range(sum(1 for a, *_ in specs if a == funder)):
-            chain.fund(nodes[funder].wallet.new_key().script_pubkey, 5_000_000)
+    for funder, _, sat, _ in specs:  # one coin per channel, with room for the funding fee
+        chain.fund(nodes[funder].wallet.new_key().script_pubkey, sat + 1_000_000)
     ports = [await node.start() for node in nodes]
     net = Network(chain, nodes, ports, private=set(private), datadir=datadir)
     connected: set[frozenset[int]] = set()
