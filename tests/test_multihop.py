@@ -11,8 +11,11 @@ import os
 
 import pytest
 
+from lightspeed.codec.generated import ChannelUpdate
+from lightspeed.codec.messages import decode_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import PaymentError
+from lightspeed.gossip.create import scid_from_bytes
 from lightspeed.invoice import verify_payment_proof
 from lightspeed.node.node import HtlcHeld, PaymentReceived
 from lightspeed.node.paying import RouteFailed
@@ -85,7 +88,13 @@ def test_each_failure_code_is_produced_by_the_right_hop_and_nothing_moves() -> N
         ]
         for failure, erring, code in cases:
             assert (failure.report.erring_index, failure.report.code) == (erring, code), failure
-        assert cases[0][0].failure is not None and cases[0][0].failure.code == FailureCode.UNKNOWN_NEXT_PEER
+        # Policy and liquidity failures carry the forwarder's signed channel_update for its outgoing channel.
+        for failure, channel in ((cases[1][0], (1, 2)), (cases[3][0], (2, 3))):
+            assert failure.failure is not None and failure.failure.channel_update
+            update = decode_message(failure.failure.channel_update)
+            assert isinstance(update, ChannelUpdate)
+            assert scid_from_bytes(update.short_channel_id) == net.scid(*channel)
+            assert update.fee_base_msat == net.nodes[channel[0]].forwarding_policy.fee_base_msat
         await until(lambda: [net.balance_msat(i) for i in range(5)] == before)
         preimage, invoice = await send_payment(net, path, 10_000_000)  # the network still pays
         assert verify_payment_proof(invoice, preimage)

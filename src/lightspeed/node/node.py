@@ -100,7 +100,7 @@ from lightspeed.codec.generated import (
     UpdateFulfillHtlc,
 )
 from lightspeed.codec.message_base import WireMessage
-from lightspeed.codec.messages import Error, Message, Warning, make_message
+from lightspeed.codec.messages import Error, Message, Warning, encode_message, make_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import (
@@ -110,6 +110,7 @@ from lightspeed.errors import (
     RejectedTransaction,
     UsageError,
 )
+from lightspeed.gossip.create import create_channel_update, direction_of
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.node.forwarding import (
@@ -334,6 +335,7 @@ class Node:
         self._dirty: dict[bytes, list[WireMessage]] = {}  # channels changed in this step, their updates
         self._scid: dict[bytes, int] = {}  # channel id -> short channel id (once the funding is mined)
         self._by_scid: dict[int, bytes] = {}
+        self._updates: dict[bytes, tuple[tuple[int, bool, ForwardingPolicy], bytes]] = {}  # signed, by channel
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
 
@@ -1096,7 +1098,8 @@ class Node:
             elif isinstance(message, UpdateFailHtlc):
                 self._failures[(cid, message.id)] = HtlcOutcome(reason=message.reason)
             elif isinstance(message, UpdateFailMalformedHtlc):
-                self._failures[(cid, message.id)] = HtlcOutcome(malformed_code=message.failure_code)
+                self._failures[(cid, message.id)] = HtlcOutcome(malformed_code=message.failure_code,
+                                                                sha256_of_onion=message.sha256_of_onion)
             for done in fulfilled:
                 self._succeed(cid, done.htlc, done.preimage)
             mine = self._dirty.setdefault(cid, [])
@@ -1300,8 +1303,31 @@ class Node:
             offered = sum(1 for h in log.commitment(Side.REMOTE, pending=True).htlcs if h.offerer is Side.LOCAL)
             slots = channel.config.remote_max_accepted_htlcs - offered if usable else 0
             out[scid] = OutgoingChannel(scid, self.forwarding_policy,
-                                        self._sendable_msat(channel) if usable else 0, slots)
+                                        self._sendable_msat(channel) if usable else 0, slots,
+                                        self._channel_update(cid, scid, usable))
         return out
+
+    def _channel_update(self, channel_id: bytes, scid: int, enabled: bool) -> bytes:
+        """Our signed channel_update for the direction leaving us (type included), for failures.
+
+        Cached per channel and state: signing one for every forward would cost a signature each.
+        """
+        key = (scid, enabled, self.forwarding_policy)
+        cached = self._updates.get(channel_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        p = self.forwarding_policy
+        channel = self.channels[channel_id]
+        update = create_channel_update(
+            self.privkey, chain_hash=self.network.chain_hash, short_channel_id=scid, timestamp=int(time.time()),
+            direction=direction_of(self.node_id, self._channel_node[channel_id]),
+            cltv_expiry_delta=p.cltv_expiry_delta, htlc_minimum_msat=p.htlc_minimum_msat,
+            htlc_maximum_msat=min(p.htlc_maximum_msat, channel.config.funding_sat * 1000),
+            fee_base_msat=p.fee_base_msat, fee_proportional_millionths=p.fee_proportional_millionths,
+            disabled=not enabled)
+        encoded = encode_message(update)
+        self._updates[channel_id] = (key, encoded)
+        return encoded
 
     def _forward(self, channel: Channel, htlc: LoggedHtlc, read: Forward, height: int) -> None:
         cid = channel.config.channel_id
@@ -1312,7 +1338,8 @@ class Node:
             try:
                 add = out.add_htlc(decision.amount_msat, htlc.payment_hash, decision.cltv_expiry, read.next_onion)
             except UsageError:
-                decision = FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=b"")
+                update = self._channel_update(out_cid, decision.short_channel_id, True)
+                decision = FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=update)
             else:
                 self._dirty.setdefault(out_cid, []).append(add)
                 self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret,
@@ -1346,9 +1373,12 @@ class Node:
         else:
             # BOLT 4: a malformed answer from the next node becomes our failure with its code;
             # an HTLC that never left us (dropped on a disconnection) a temporary channel failure.
-            failure = (FailureMessage(outcome.malformed_code, sha256_of_onion=bytes(32))
+            scid = self.short_channel_id(out[0])
+            update = b"" if scid is None or out[0] not in self.channels else self._channel_update(
+                out[0], scid, self._usable(out[0]))
+            failure = (FailureMessage(outcome.malformed_code, sha256_of_onion=outcome.sha256_of_onion)
                        if outcome.malformed_code is not None
-                       else FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=b""))
+                       else FailureMessage(FailureCode.TEMPORARY_CHANNEL_FAILURE, channel_update=update))
             reason = create_failure_packet(record.shared_secret, failure.to_bytes())
         self._record(dataclasses.replace(record, out_channel_id=None, out_htlc_id=None, failure=reason))
         return True

@@ -67,6 +67,7 @@ class HtlcOutcome:
     preimage: bytes | None = None
     reason: bytes | None = None
     malformed_code: int | None = None
+    sha256_of_onion: bytes = bytes(32)
 
 
 class RouteFailed(PaymentError):
