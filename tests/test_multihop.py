@@ -237,3 +237,26 @@ def test_an_invoice_through_two_lsps_is_paid_through_the_second_when_the_first_i
         await net.stop()
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_a_ten_node_network_pays_between_many_pairs_and_no_msat_appears_or_vanishes() -> None:
+    from tests.support.network import no_htlcs
+
+    async def scenario() -> None:
+        ring = [(i, (i + 1) % 10, SAT, 400_000_000) for i in range(10)]
+        net = await create_network(10, [*ring, (0, 5, SAT, 400_000_000), (2, 7, SAT, 400_000_000)])
+        total = sum(net.balance_msat(i) for i in range(10))
+        pairs = [(0, 6), (3, 9), (8, 2), (5, 1), (7, 4), (1, 8)]
+        payments = await asyncio.gather(*(
+            asyncio.wait_for(net.nodes[a].pay(net.nodes[b].create_invoice(5_000_000 + i, f"pair {i}")), 20)
+            for i, (a, b) in enumerate(pairs)))
+        assert len(payments) == len(pairs)
+        for i, (_, b) in enumerate(pairs):
+            event = await next_event(net.nodes[b], PaymentReceived)
+            assert event.amount_msat == 5_000_000 + i  # type: ignore[union-attr]
+        await until(lambda: no_htlcs(net))
+        assert sum(net.balance_msat(i) for i in range(10)) == total
+        await net.stop()
+
+    run(scenario())

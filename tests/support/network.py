@@ -129,6 +129,12 @@ async def create_network(n: int, channels: Iterable[ChannelSpec], *, private: It
     return net
 
 
+def no_htlcs(net: Network) -> bool:
+    """No HTLC left in any commitment of any channel (every payment settled or failed)."""
+    return all(not c.log.commitment(Side.LOCAL).htlcs and not c.log.commitment(Side.REMOTE).htlcs
+               for n in net.nodes for c in n.channels.values())
+
+
 async def with_miner(chain: RegtestChain, work: Callable[[], Awaitable[None]]) -> None:
     async def miner() -> None:
         while True:
