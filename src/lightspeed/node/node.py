@@ -978,6 +978,8 @@ class Node:
         direct = [cid for cid, node in self._channel_node.items() if node == target and cid in self.channels]
         if direct and all(c in self._closings for c in direct):  # BOLT 2: no update_add_htlc after shutdown
             raise PaymentError("the channel to the payee is closing")
+        if not any(c not in self._closings for c in self.channels):
+            raise PaymentError("no open channel to pay through")
         while time.monotonic() < deadline:
             if direct and any(self._usable(c) for c in direct):
                 return
