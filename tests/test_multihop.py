@@ -20,6 +20,7 @@ from lightspeed.invoice import verify_payment_proof
 from lightspeed.node.node import HtlcHeld, PaymentReceived
 from lightspeed.node.paying import RouteFailed
 from lightspeed.onion.failure import FailureCode
+from lightspeed.routing import directed_key
 from tests.support.network import (
     claim_payment,
     create_network,
@@ -123,6 +124,10 @@ def test_pay_retries_around_a_channel_without_liquidity() -> None:
         assert verify_payment_proof(invoice, preimage)
         await until(lambda: net.balance_msat(2) == before[2] + dear.fee_msat(100_000_000))
         assert net.balance_msat(1) == before[1]
+        # The payer learned that 1 -> 3 could not carry the amount (max offset set on that direction).
+        key = directed_key(net.scid(1, 3), net.nodes[1].node_id, net.nodes[3].node_id)
+        learned = {entry[0]: entry for entry in net.nodes[0].scorer.to_json()["liquidity"]}
+        assert key in learned and learned[key][2] > 0
         payment = net.nodes[0].payment_status(invoice.payment_hash)
         assert payment is not None and payment.status == "succeeded"
         await net.stop()
