@@ -265,3 +265,23 @@ def test_a_ten_node_network_pays_between_many_pairs_and_no_msat_appears_or_vanis
         await net.stop()
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_pay_goes_around_a_forwarder_whose_fee_rose_since_the_graph_was_made() -> None:
+    from lightspeed.node.forwarding import DEFAULT_POLICY
+    from lightspeed.payments.forward import ForwardingPolicy
+
+    async def scenario() -> None:
+        dear = ForwardingPolicy(5_000, 100, 40, 1, DEFAULT_POLICY.htlc_maximum_msat)
+        net = await create_network(4, DIAMOND, policies={2: dear})
+        net.nodes[1].forwarding_policy = ForwardingPolicy(50_000, 100, 40, 1, DEFAULT_POLICY.htlc_maximum_msat)
+        before = net.balance_msat(2)
+        invoice = net.nodes[3].create_invoice(10_000_000, "stale fee")
+        # The graph still shows node 1's old fee: it answers fee_insufficient, the retry goes through 2.
+        preimage = await asyncio.wait_for(net.nodes[0].pay(invoice), 20)
+        assert verify_payment_proof(invoice, preimage)
+        await until(lambda: net.balance_msat(2) == before + dear.fee_msat(10_000_000))
+        await net.stop()
+
+    run(scenario())
