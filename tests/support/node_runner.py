@@ -6,7 +6,7 @@ The node's key and wallet seed live in DIR (created on first start), its store i
 DIR/node.sqlite, the shared regtest chain in FILE. Each command is one JSON object on
 a line; each answer is one JSON line on stdout carrying the command's ``id``. ``pay``
 answers when the payment ends, so many can be in flight. Commands: ``info``,
-``connect``, ``open``, ``invoice``, ``invoices`` (many at once), ``pay``, ``bench`` (pay a list, timed in-process), ``state``.
+``connect``, ``open``, ``graph`` (the channels to route over), ``invoice``, ``invoices`` (many at once), ``pay``, ``bench`` (pay a list, timed in-process), ``state``.
 Killing this process at any moment (``kill -9``) is what the crash tests do.
 """
 
@@ -27,7 +27,9 @@ from lightspeed.chain import RegtestChain
 from lightspeed.channel.htlc_log import Side
 from lightspeed.errors import LightspeedError
 from lightspeed.invoice import Invoice, decode
+from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
+from lightspeed.routing import ChannelGraph, Policy
 from lightspeed.store import SqliteStore, open_store
 
 
@@ -124,7 +126,15 @@ async def main() -> None:
                 answer(request, ok=True)
             elif cmd == "open":
                 cid = await node.open_channel(bytes.fromhex(request["node_id"]), request["funding_sat"])
-                answer(request, channel_id=cid.hex())
+                answer(request, channel_id=cid.hex(), short_channel_id=node.short_channel_id(cid))
+            elif cmd == "graph":  # the network to route over: [[scid, node1, node2, capacity_sat], ...]
+                graph = ChannelGraph()
+                policy = Policy(DEFAULT_POLICY.fee_base_msat, DEFAULT_POLICY.fee_proportional_millionths,
+                                DEFAULT_POLICY.cltv_expiry_delta, DEFAULT_POLICY.htlc_minimum_msat)
+                for scid, node1, node2, capacity in request["channels"]:
+                    graph.add_channel(scid, bytes.fromhex(node1), bytes.fromhex(node2), capacity, policy, policy)
+                node.graph = graph
+                answer(request, ok=True)
             elif cmd == "invoices":
                 made = [node.create_invoice(request["amount_msat"], f"crash {i}").encode()
                         for i in range(request["count"])]
