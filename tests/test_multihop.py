@@ -285,3 +285,16 @@ def test_pay_goes_around_a_forwarder_whose_fee_rose_since_the_graph_was_made() -
         await net.stop()
 
     run(scenario())
+
+
+def test_a_payment_recorded_but_never_sent_before_a_stop_fails_on_the_next_start() -> None:
+    from lightspeed.chain import RegtestChain
+    from lightspeed.node.node import Node
+    from lightspeed.store import PaymentRecord, SqliteStore
+
+    store = SqliteStore(":memory:")
+    with store.transaction():
+        store.put_payment(PaymentRecord(bytes(32), 1_000, "pending"))  # no HTLC committed for it
+    Node(b"\x01" * 32, RegtestChain(":memory:"), b"seed", store=store)
+    record = store.payment(bytes(32))
+    assert record is not None and record.status == "failed" and "stopped" in record.reason

@@ -354,9 +354,17 @@ class Node:
             if stored.shutdown_script is not None:
                 self._sent_shutdown[cid] = stored.shutdown_script
         self.settled_invoices.update(i.payment_hash for i in self.store.invoices() if i.status == "paid")
+        never_sent = []
         for payment in self.store.payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
                 self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
+            elif payment.status == "pending":
+                never_sent.append(payment)
+        if never_sent:  # stopped before any HTLC of theirs was committed: nothing can settle them now
+            with self.store.transaction():
+                for payment in never_sent:
+                    self.store.put_payment(dataclasses.replace(
+                        payment, status="failed", reason="the node stopped before the payment was sent"))
         for record in self.store.incoming_htlcs():
             self._incoming[(record.channel_id, record.htlc_id)] = record
             if record.out_channel_id is not None and record.out_htlc_id is not None:
