@@ -295,6 +295,6 @@ def test_a_payment_recorded_but_never_sent_before_a_stop_fails_on_the_next_start
     store = SqliteStore(":memory:")
     with store.transaction():
         store.put_payment(PaymentRecord(bytes(32), 1_000, "pending"))  # no HTLC committed for it
-    Node(b"\x01" * 32, RegtestChain(":memory:"), b"seed", store=store)
+    Node(b"\x01" * 32, RegtestChain(":memory:"), b"a wallet seed of 16+ bytes", store=store)
     record = store.payment(bytes(32))
     assert record is not None and record.status == "failed" and "stopped" in record.reason
