@@ -1670,33 +1670,45 @@ class Node:
                         and not closing.done.done():
                     closing.done.set_result(found[0])  # a close_channel() still waiting ends here
             elif isinstance(event, HtlcResolvedOnChain) and event.offered:
-                self._onchain_payment_outcome(cid, event.payment_hash, event.preimage)
+                await self._onchain_htlc_outcome(cid, event.htlc_id, event.payment_hash, event.preimage)
             elif isinstance(event, ResolutionFinished):  # what never made it on chain is lost
-                for payment_hash in list(self._in_flight.get(cid, {}).values()):
-                    self._onchain_payment_outcome(cid, payment_hash, None)
+                for htlc_id, payment_hash in list(self._in_flight.get(cid, {}).items()):
+                    await self._onchain_htlc_outcome(cid, htlc_id, payment_hash, None)
+                for out, incoming in list(self._by_out.items()):
+                    record = self._incoming.get(incoming)
+                    if out[0] == cid and record is not None:
+                        await self._onchain_htlc_outcome(cid, out[1], record.payment_hash, None)
 
-    def _onchain_payment_outcome(self, channel_id: bytes, payment_hash: bytes, preimage: bytes | None) -> None:
-        """A payment whose HTLC ended on chain: the preimage proves it, a timeout refunds it."""
-        flying = self._in_flight.get(channel_id, {})
-        for htlc_id in [i for i, h in flying.items() if h == payment_hash]:
-            del flying[htlc_id]
-        payment = self.store.payment(payment_hash)
-        future = self._pending.pop(payment_hash, None)
-        if payment is None or payment.status != "pending":
-            return
-        reason = "" if preimage is not None else "the HTLC timed out on chain after a force close"
+    async def _onchain_htlc_outcome(self, channel_id: bytes, htlc_id: int | None, payment_hash: bytes,
+                                    preimage: bytes | None) -> None:
+        """An HTLC we offered ended on chain: claimed with its preimage, or timed out back to us.
+
+        Settled like one the peer fulfilled or failed off chain: a forward passes the preimage
+        (or a failure) to its incoming HTLC, a sender waiting on it learns the outcome, a payment
+        left from before a restart is recorded. One store transaction, then the messages.
+        """
+        if htlc_id is None:  # not in the channel's log any more: find it by its payment hash
+            flying = self._in_flight.get(channel_id, {})
+            htlc_id = next((i for i, h in flying.items() if h == payment_hash), None)
+            if htlc_id is None:
+                return
+        key = (channel_id, htlc_id)
         with self.store.transaction():
-            self.store.put_payment(PaymentRecord(
-                payment_hash, payment.amount_msat, "succeeded" if preimage is not None else "failed",
-                payment.invoice, preimage, channel_id, payment.htlc_id, reason))
-        if preimage is not None:
-            self.events.put_nowait(PaymentSent(payment_hash, preimage, payment.amount_msat))
-            if future is not None and not future.done():
-                future.set_result(preimage)
-        else:
-            self.events.put_nowait(PaymentFailed(payment_hash, reason))
-            if future is not None and not future.done():
-                future.set_exception(PaymentError(reason))
+            if preimage is not None:
+                self._succeed(channel_id, LoggedHtlc(Side.LOCAL, htlc_id, 0, payment_hash, 0), preimage)
+            elif not self._forward_failed(key, payment_hash):
+                self._in_flight.get(channel_id, {}).pop(htlc_id, None)
+                waiter = self._waiters.pop(key, None)
+                payment = self.store.payment(payment_hash)
+                if waiter is not None:
+                    if not waiter.done():
+                        waiter.set_result(HtlcOutcome())  # the sender decides: retry elsewhere or fail
+                elif payment is not None and payment.status == "pending":
+                    reason = "the HTLC timed out on chain after a force close"
+                    self.store.put_payment(dataclasses.replace(payment, status="failed", reason=reason))
+                    self.events.put_nowait(PaymentFailed(payment_hash, reason))
+            batches = self._step_batches()
+        await self._send_all(batches)
 
     async def _on_protocol_error(self, peer: Peer, exc: PeerProtocolError) -> None:
         """A peer broke the protocol: fail the channel where BOLT 2 says so, else warn and hang up."""
