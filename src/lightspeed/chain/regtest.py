@@ -122,6 +122,16 @@ class RegtestChain:
             return None
         return int(row[0]), int(row[1])
 
+    def output_at(self, block_height: int, tx_index: int, output_index: int) -> tuple[TxOut, bool] | None:
+        """The output a short channel id names, and whether it is spent; None if there is none."""
+        row = self._db.execute(
+            "SELECT o.value, o.script, o.spent_by FROM txs t JOIN outputs o ON o.txid = t.txid "
+            "WHERE t.height = ? AND t.position = ? AND o.vout = ?", (block_height, tx_index, output_index)
+        ).fetchone()
+        if row is None:
+            return None
+        return TxOut(int(row[0]), bytes(row[1])), row[2] is not None
+
     def spending_tx(self, outpoint: OutPoint) -> Transaction | None:
         row = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
                                (outpoint.txid, outpoint.index)).fetchone()

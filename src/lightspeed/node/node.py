@@ -84,6 +84,7 @@ from lightspeed.channel.state import (
 from lightspeed.codec.features import Features
 from lightspeed.codec.generated import (
     AcceptChannel,
+    AnnouncementSignatures,
     ChannelReady,
     ChannelReestablish,
     ClosingSigned,
@@ -110,7 +111,9 @@ from lightspeed.errors import (
     RejectedTransaction,
     UsageError,
 )
+from lightspeed.gossip.addresses import IPV4, Address
 from lightspeed.gossip.create import create_channel_update, direction_of
+from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.node.forwarding import (
@@ -122,6 +125,7 @@ from lightspeed.node.forwarding import (
     read_onion,
     short_channel_id,
 )
+from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.keys import channel_seed, derive_channel_secrets
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -297,6 +301,8 @@ class Node:
     graph: ChannelGraph | None = None
     forwarding_policy: ForwardingPolicy = DEFAULT_POLICY
     mpp_timeout: float = 60.0  # seconds an incomplete MPP set waits for its other parts
+    #: Open public channels and announce them by BOLT 7 gossip (node_gossip_runtime does the work).
+    announce_channels: bool = False
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -338,6 +344,7 @@ class Node:
         self._updates: dict[bytes, tuple[tuple[int, bool, ForwardingPolicy], bytes]] = {}  # signed, by channel
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
+        self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -450,6 +457,8 @@ class Node:
         """Listen, and dial every peer we have a channel with and an address for."""
         bound = await self._listener.start(host, port)
         self._spawn(self._watch_chain())
+        self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
+        self._spawn(self.gossip.run())
         self._spawn(self._receiver_timer(min(1.0, self.mpp_timeout / 4)))
         for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
@@ -534,10 +543,15 @@ class Node:
         if old is not None and old is not peer:
             await old.close()  # the newest connection wins
         try:
+            peer.gossip_sink = self.gossip.receive
             await self._on_connected(peer)
+            await self.gossip.connected(peer)
             async for received in peer:
                 if isinstance(received, Error):
                     await self._on_error_message(peer, received)
+                if isinstance(received, WireMessage) and received.TYPE in GOSSIP_TYPES:
+                    self.gossip.receive(peer, encode_message(received))  # came before the sink was set
+                    continue
                 message: Message | None = received
                 while isinstance(message, WireMessage):
                     current = message
@@ -610,6 +624,7 @@ class Node:
             await self._send(peer, [channel.reestablish_message()])
 
     def _on_disconnected(self, peer: Peer) -> None:
+        self.gossip.disconnected(peer)
         if self._peers.get(peer.remote_pubkey or b"") is peer:
             del self._peers[peer.remote_pubkey or b""]
         lost = [cid for cid, p in self._channel_peer.items() if p is peer]
@@ -679,7 +694,7 @@ class Node:
             funding_pubkey=points.funding_pubkey, revocation_basepoint=points.revocation_basepoint,
             payment_basepoint=points.payment_basepoint, delayed_payment_basepoint=points.delayed_payment_basepoint,
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0),
-            channel_flags=b"\x00")
+            channel_flags=b"\x01" if self.announce_channels else b"\x00")
         assert isinstance(open_msg, OpenChannel)
         ready = self._ready.setdefault(temp_id, asyncio.Event())
         self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index)
@@ -702,6 +717,8 @@ class Node:
             await self._on_reestablish(peer, message)
         elif isinstance(message, (Shutdown, ClosingSigned)):
             await self._on_closing_message(peer, message)
+        elif isinstance(message, AnnouncementSignatures):
+            self.gossip.on_announcement_signatures(peer, message)
         else:
             await self._on_channel_message(peer, message)
 

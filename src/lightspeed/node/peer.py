@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from lightspeed.codec.features import Features
 from lightspeed.codec.messages import Message
 from lightspeed.errors import PeerProtocolError
+from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.transport.noise import Handshake
 from lightspeed.transport.session import (
     Connected,
@@ -31,7 +32,7 @@ from lightspeed.transport.session import (
 
 READ_SIZE = 65536
 DEFAULT_FEATURES = Features.of(required=["var_onion_optin", "payment_secret"],
-                               optional=["option_static_remotekey", "basic_mpp"])
+                               optional=["option_static_remotekey", "basic_mpp", "gossip_queries"])
 
 
 class Peer:
@@ -42,6 +43,8 @@ class Peer:
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1000)
         self._connected = asyncio.get_running_loop().create_future()
         self.disconnect_reason: str | None = None
+        #: Takes gossip messages as wire bytes (set by the node); while None they join the inbox.
+        self.gossip_sink: Callable[[Peer, bytes], None] | None = None
         self._task = asyncio.create_task(self._run())
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -110,6 +113,10 @@ class Peer:
             if isinstance(event, Connected) and not self._connected.done():
                 self._connected.set_result(event)
             elif isinstance(event, MessageReceived):
+                sink = self.gossip_sink
+                if sink is not None and event.raw and int.from_bytes(event.raw[:2], "big") in GOSSIP_TYPES:
+                    sink(self, event.raw)
+                    continue
                 await self._inbox.put(event.message)  # bounded: a slow consumer slows reading
             elif isinstance(event, Disconnected):
                 self.disconnect_reason = event.reason

@@ -59,6 +59,7 @@ class Connected:
 @dataclass(frozen=True)
 class MessageReceived:
     message: Message
+    raw: bytes = b""  # the wire bytes: signatures over gossip cover fields a re-encoding would lose
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,16 @@ class PeerSession:
             if self._ping_sent_at is None:
                 self._ping_sent_at = self.now
         self._queue(message)
+
+    def send_raw(self, raw: bytes) -> None:
+        """Queue an already encoded message as is (relayed gossip keeps its unknown fields)."""
+        if not self.ready:
+            raise UsageError("the peer has not completed the init exchange")
+        assert self._transport is not None
+        self._outbox += self._transport.send(raw)
+        if len(self._outbox) > self.limits.max_outbox_bytes:
+            self._outbox.clear()
+            self._close("peer is not reading: outbox limit exceeded")
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self._closed or not data:
@@ -245,7 +256,7 @@ class PeerSession:
             return self._warn_and_close("second init")
         if isinstance(message, UnknownMessage):
             return []  # odd and unknown: ignored (even ones fail to decode)
-        events: list[Event] = [MessageReceived(message)]
+        events: list[Event] = [MessageReceived(message, raw)]
         if isinstance(message, Error) and message.channel_id == ALL_CHANNELS:
             events.extend(self._close(f"peer sent error: {message.data.decode(errors='replace')}", by_peer=True))
         return events

@@ -1,0 +1,285 @@
+"""BOLT 7 gossip in the running node: the asyncio side of the sans-IO :class:`Gossiper`.
+
+The node hands this runtime its peers (:meth:`GossipRuntime.connected` /
+:meth:`~GossipRuntime.disconnected`), every gossip message as wire bytes
+(:meth:`~GossipRuntime.receive`) and each ``announcement_signatures``. A ticker then
+
+* announces our public channels once the funding has :data:`ANNOUNCE_DEPTH` confirmations:
+  ``announcement_signatures`` both ways, then the ``channel_announcement``, our
+  ``channel_update`` (from the node's ForwardingPolicy) and our ``node_announcement``;
+* re-signs a newer ``channel_update`` when the policy changes, when the peer has been
+  offline for ``disable_after_s`` (disabled) or the channel closes (disabled, then the
+  funding spend is reported to the view);
+* runs the staggered broadcast and keeps ``Node.graph`` equal to the view's export
+  (unless the application handed the node a graph of its own).
+
+The funding lookup reads the regtest chain: a short channel id names a block, a
+transaction position and an output (:meth:`RegtestChain.output_at`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from lightspeed.bitcoin.tx import OutPoint
+from lightspeed.channel.state import Channel
+from lightspeed.codec.generated import AnnouncementSignatures, ChannelAnnouncement
+from lightspeed.codec.messages import Warning, encode_message
+from lightspeed.errors import LightspeedError, PeerProtocolError, UsageError
+from lightspeed.gossip import (
+    FundingOutput,
+    Gossiper,
+    GossipStep,
+    Outcome,
+    announcement_signatures,
+    combine_announcement_signatures,
+    create_channel_update,
+    create_node_announcement,
+    direction_of,
+    unsigned_channel_announcement,
+)
+from lightspeed.gossip.addresses import Address
+from lightspeed.routing.graph import ChannelGraph
+
+if TYPE_CHECKING:
+    from lightspeed.node.node import Node
+    from lightspeed.node.peer import Peer
+
+ANNOUNCE_DEPTH = 6  # BOLT 7: announcement_signatures once the funding has 6 confirmations
+TICK_S = 0.05
+
+
+def _split_scid(scid: int) -> tuple[int, int, int]:
+    return scid >> 40, (scid >> 16) & 0xFFFFFF, scid & 0xFFFF
+
+
+class GossipRuntime:
+    """One node's gossip: announcing its channels, relaying others', feeding ``Node.graph``."""
+
+    def __init__(self, node: Node, *, interval_s: int = 1, disable_after_s: float = 60.0) -> None:
+        self.node = node
+        self.gossiper = Gossiper(node.network.chain_hash, self._funding, int(time.time()))
+        self.gossiper.broadcaster.interval_s = interval_s
+        self.disable_after_s = disable_after_s
+        self.alias = node.node_id[:6].hex()
+        self.rgb_color = node.node_id[1:4]
+        self.address: Address | None = None  # set by start(): announced with node_announcement
+        self.outcomes: list[Outcome] = []  # the latest received gossip's fates (logs, tests)
+        self._peers: dict[bytes, Peer] = {}
+        self._ours: dict[bytes, AnnouncementSignatures] = {}  # channel id -> what we sent
+        self._theirs: dict[bytes, AnnouncementSignatures] = {}
+        self._announced: dict[bytes, int] = {}  # channel id -> scid, once the announcement is out
+        self._published: dict[bytes, tuple[object, ...]] = {}  # channel id -> last update's terms
+        self._offline_since: dict[bytes, float] = {}
+        self._spent: set[bytes] = set()
+        self._last_timestamp = 0
+        self._exported: ChannelGraph | None = None
+        self._graph_stale = False
+
+    # ------------------------------------------------------------------ chain
+
+    def _funding(self, short_channel_id: int) -> FundingOutput | None:
+        found = self.node.chain.output_at(*_split_scid(short_channel_id))
+        if found is None or found[1]:
+            return None  # BOLT 7: the output must exist and be unspent
+        return FundingOutput(found[0].script_pubkey, found[0].value_sat)
+
+    def _timestamp(self) -> int:
+        """Strictly increasing across everything we sign (a second may hold several updates)."""
+        self._last_timestamp = max(int(time.time()), self._last_timestamp + 1)
+        return self._last_timestamp
+
+    # ------------------------------------------------------------------ peers and messages
+
+    async def connected(self, peer: Peer) -> None:
+        assert peer.remote_pubkey is not None
+        remote_init = (await peer.connected()).remote_init
+        self._peers[peer.remote_pubkey] = peer
+        self._offline_since.pop(peer.remote_pubkey, None)
+        self._send(self.gossiper.connected(peer.remote_pubkey, remote_init, int(time.time())))
+        for cid, sigs in self._ours.items():  # BOLT 7: retransmit after a reconnection
+            if self.node.channel_peer_id(cid) == peer.remote_pubkey and cid not in self._announced:
+                self._send_to(peer, [encode_message(sigs)])
+
+    def disconnected(self, peer: Peer) -> None:
+        node_id = peer.remote_pubkey
+        if node_id is None or self._peers.get(node_id) is not peer:
+            return
+        del self._peers[node_id]
+        self._offline_since[node_id] = time.monotonic()
+        self.gossiper.disconnected(node_id)
+
+    def receive(self, peer: Peer, raw: bytes) -> None:
+        """A gossip message (wire bytes) from ``peer``: verify, store, queue for relay."""
+        assert peer.remote_pubkey is not None
+        step = self.gossiper.receive(peer.remote_pubkey, raw, int(time.time()))
+        self.outcomes = (self.outcomes + step.outcomes)[-100:]
+        if any(o.accepted for o in step.outcomes):
+            self._graph_stale = True
+        self._send(step)
+
+    def on_announcement_signatures(self, peer: Peer, message: AnnouncementSignatures) -> None:
+        cid = message.channel_id
+        if self.node.channel_peer_id(cid) != peer.remote_pubkey:
+            raise PeerProtocolError("announcement_signatures for a channel with another peer", cid)
+        self._theirs[cid] = message
+        self._try_announce(cid)
+
+    # ------------------------------------------------------------------ our channels
+
+    def _unsigned(self, cid: bytes, scid: int) -> ChannelAnnouncement:
+        channel = self.node.channels[cid]
+        peer_id = self.node.channel_peer_id(cid)
+        assert peer_id is not None
+        return unsigned_channel_announcement(
+            chain_hash=self.node.network.chain_hash, short_channel_id=scid,
+            node_id_a=self.node.node_id, node_id_b=peer_id,
+            bitcoin_key_a=channel.secrets.basepoints().funding_pubkey,
+            bitcoin_key_b=channel.config.remote_basepoints.funding_pubkey,
+        )
+
+    def _announceable(self, cid: bytes) -> int | None:
+        """The scid of a channel ready to announce: deep enough, ready, peer connected."""
+        node = self.node
+        if not node.announce_channels or cid in node._closings:
+            return None
+        scid = node.short_channel_id(cid)
+        found = node.chain.get_transaction(node.channels[cid].config.funding_txid)
+        if scid is None or found is None or found[1] < ANNOUNCE_DEPTH or not node._usable(cid):
+            return None
+        return scid
+
+    def _offer_signatures(self, cid: bytes) -> None:
+        if cid in self._ours:
+            return
+        scid = self._announceable(cid)
+        if scid is None:
+            return
+        secrets = self.node.channels[cid].secrets
+        ours = announcement_signatures(cid, self._unsigned(cid, scid), self.node.privkey, secrets.funding)
+        self._ours[cid] = ours
+        peer = self._peers.get(self.node.channel_peer_id(cid) or b"")
+        if peer is not None:
+            self._send_to(peer, [encode_message(ours)])
+        self._try_announce(cid)
+
+    def _try_announce(self, cid: bytes) -> None:
+        theirs = self._theirs.get(cid)
+        if cid in self._announced or theirs is None:
+            return
+        if cid not in self._ours:
+            self._offer_signatures(cid)  # the peer went first: answer once we are deep enough too
+            return
+        scid = self.node.short_channel_id(cid)
+        assert scid is not None
+        try:
+            signed = combine_announcement_signatures(self._unsigned(cid, scid), self._ours[cid], theirs)
+        except (LightspeedError, UsageError) as exc:
+            del self._theirs[cid]
+            peer = self._peers.get(self.node.channel_peer_id(cid) or b"")
+            if peer is not None:
+                self._send_to(peer, [encode_message(Warning(cid, f"announcement_signatures: {exc}".encode()))])
+            return
+        now = int(time.time())
+        self._announced[cid] = scid
+        self.gossiper.publish(encode_message(signed), now)
+        self._publish_update(cid)
+        self._publish_node_announcement()
+
+    def _terms(self, cid: bytes) -> tuple[object, ...]:
+        node = self.node
+        peer_id = node.channel_peer_id(cid)
+        offline = self._offline_since.get(peer_id or b"")
+        enabled = (cid not in self._spent and cid not in node._closings
+                   and (offline is None or time.monotonic() - offline < self.disable_after_s))
+        return (node.forwarding_policy, enabled)
+
+    def _publish_update(self, cid: bytes) -> None:
+        node = self.node
+        terms = self._terms(cid)
+        policy, enabled = node.forwarding_policy, bool(terms[1])
+        peer_id = node.channel_peer_id(cid)
+        assert peer_id is not None
+        update = create_channel_update(
+            node.privkey, chain_hash=node.network.chain_hash, short_channel_id=self._announced[cid],
+            timestamp=self._timestamp(), direction=direction_of(node.node_id, peer_id),
+            cltv_expiry_delta=policy.cltv_expiry_delta, htlc_minimum_msat=policy.htlc_minimum_msat,
+            htlc_maximum_msat=min(policy.htlc_maximum_msat, node.channels[cid].config.funding_sat * 1000),
+            fee_base_msat=policy.fee_base_msat, fee_proportional_millionths=policy.fee_proportional_millionths,
+            disabled=not enabled)
+        outcome = self.gossiper.publish(encode_message(update), int(time.time()))
+        if outcome.accepted:
+            self._published[cid] = terms
+            self._graph_stale = True
+
+    def _publish_node_announcement(self) -> None:
+        announcement = create_node_announcement(
+            self.node.privkey, timestamp=self._timestamp(), alias=self.alias, rgb_color=self.rgb_color,
+            addresses=[] if self.address is None else [self.address])
+        self.gossiper.publish(encode_message(announcement), int(time.time()))
+
+    def _check_channels(self) -> None:
+        node = self.node
+        for cid in list(node.channels):
+            if cid not in self._announced:
+                self._offer_signatures(cid)
+                continue
+            channel = node.channels[cid]
+            closed = node.chain.spending_tx(_funding_outpoint(channel)) is not None
+            if closed and cid not in self._spent:
+                self._spent.add(cid)
+            if self._terms(cid) != self._published.get(cid):
+                self._publish_update(cid)
+                if closed:
+                    self.gossiper.view.funding_spent(self._announced[cid], node.chain.tip()[0])
+                    self._graph_stale = True
+
+    # ------------------------------------------------------------------ the ticker
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(LightspeedError):
+                self._check_channels()
+            self._send(self.gossiper.handle_timer(int(time.time())))
+            if self._graph_stale:
+                self._refresh_graph()
+            await asyncio.sleep(TICK_S)
+
+    def _refresh_graph(self) -> None:
+        """``Node.graph`` follows the view, unless the application set a graph of its own."""
+        self._graph_stale = False
+        if self.node.graph is not None and self.node.graph is not self._exported:
+            return
+        self._exported = self.gossiper.view.channel_graph()
+        self.node.graph = self._exported
+
+    def _send(self, step: GossipStep) -> None:
+        by_peer: dict[object, list[bytes]] = {}
+        for peer_id, raw in step.send:
+            by_peer.setdefault(peer_id, []).append(raw)
+        for peer_id, reason in step.warnings:
+            by_peer.setdefault(peer_id, []).append(encode_message(Warning(bytes(32), reason.encode())))
+        for peer_id, messages in by_peer.items():
+            peer = self._peers.get(peer_id) if isinstance(peer_id, bytes) else None
+            if peer is not None:
+                self._send_to(peer, messages)
+
+    def _send_to(self, peer: Peer, messages: list[bytes]) -> None:
+        try:
+            for raw in messages:
+                peer.session.send_raw(raw)
+        except UsageError:
+            return  # the connection is gone: the peer gets it all again by its filter
+        self.node._spawn(_flush(peer))
+
+
+async def _flush(peer: Peer) -> None:
+    with contextlib.suppress(UsageError, ConnectionError, OSError):
+        await peer.flush()
+
+
+def _funding_outpoint(channel: Channel) -> OutPoint:
+    return OutPoint(channel.config.funding_txid, channel.config.funding_output_index)
