@@ -151,6 +151,31 @@ def test_late_joiner_syncs_and_forged_or_stale_updates_are_refused() -> None:
     run(scenario())
 
 
+@pytest.mark.slow
+def test_offline_peer_and_closed_channel_are_announced_disabled() -> None:
+    async def scenario() -> None:
+        chain, (a, b, c), _, (ab, bc) = await line()
+        try:
+            await until(lambda: direction_policy(a, bc, b.node_id) is not None, timeout=15)
+            assert not getattr(direction_policy(a, bc, b.node_id), "disabled", True)
+            b.gossip.disable_after_s = 0.3
+            await c.stop()  # B's peer is gone for longer than disable_after_s: B disables its direction
+            await until(lambda: getattr(direction_policy(a, bc, b.node_id), "disabled", False), timeout=10)
+
+            await a.close_channel(next(iter(a.channels)))
+            chain.mine(1)
+            await until(lambda: getattr(direction_policy(a, ab, a.node_id), "disabled", False), timeout=10)
+            record = b.gossip.gossiper.view.store.channel(ab)
+            assert record is not None and record.spent_at is not None  # the spend reached B's view too
+            chain.mine(72)
+            await until(lambda: b.gossip.gossiper.view.store.channel(ab) is None, timeout=10)
+        finally:
+            for node in (a, b, c):
+                await node.stop()
+
+    run(scenario())
+
+
 def chain_hash(node: Node) -> bytes:
     return node.network.chain_hash
 

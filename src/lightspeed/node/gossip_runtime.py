@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightspeed.bitcoin.tx import OutPoint
-from lightspeed.channel.state import Channel
 from lightspeed.codec.generated import AnnouncementSignatures, ChannelAnnouncement
 from lightspeed.codec.messages import Warning, encode_message
 from lightspeed.errors import LightspeedError, PeerProtocolError, UsageError
@@ -42,6 +42,7 @@ from lightspeed.gossip import (
     unsigned_channel_announcement,
 )
 from lightspeed.gossip.addresses import Address
+from lightspeed.payments.forward import ForwardingPolicy
 from lightspeed.routing.graph import ChannelGraph
 
 if TYPE_CHECKING:
@@ -50,6 +51,17 @@ if TYPE_CHECKING:
 
 ANNOUNCE_DEPTH = 6  # BOLT 7: announcement_signatures once the funding has 6 confirmations
 TICK_S = 0.05
+
+
+@dataclass
+class _Announced:
+    """One of our announced channels: what its channel_updates need, even after it closed."""
+
+    scid: int
+    peer_id: bytes
+    capacity_sat: int
+    outpoint: OutPoint
+    closed: bool = False
 
 
 def _split_scid(scid: int) -> tuple[int, int, int]:
@@ -71,10 +83,10 @@ class GossipRuntime:
         self._peers: dict[bytes, Peer] = {}
         self._ours: dict[bytes, AnnouncementSignatures] = {}  # channel id -> what we sent
         self._theirs: dict[bytes, AnnouncementSignatures] = {}
-        self._announced: dict[bytes, int] = {}  # channel id -> scid, once the announcement is out
-        self._published: dict[bytes, tuple[object, ...]] = {}  # channel id -> last update's terms
+        self._announced: dict[bytes, _Announced] = {}  # channel id -> ours, once announced
+        self._published: dict[bytes, tuple[ForwardingPolicy, bool]] = {}  # last update's terms
         self._offline_since: dict[bytes, float] = {}
-        self._spent: set[bytes] = set()
+        self._checked_height = -1  # funding spends are looked for once per block
         self._last_timestamp = 0
         self._exported: ChannelGraph | None = None
         self._graph_stale = False
@@ -115,7 +127,10 @@ class GossipRuntime:
     def receive(self, peer: Peer, raw: bytes) -> None:
         """A gossip message (wire bytes) from ``peer``: verify, store, queue for relay."""
         assert peer.remote_pubkey is not None
-        step = self.gossiper.receive(peer.remote_pubkey, raw, int(time.time()))
+        try:
+            step = self.gossiper.receive(peer.remote_pubkey, raw, int(time.time()))
+        except LightspeedError as exc:  # no gossip may end the connection's reader task
+            step = GossipStep(warnings=[(peer.remote_pubkey, f"gossip refused: {exc}")])
         self.outcomes = (self.outcomes + step.outcomes)[-100:]
         if any(o.accepted for o in step.outcomes):
             self._graph_stale = True
@@ -184,35 +199,36 @@ class GossipRuntime:
                 self._send_to(peer, [encode_message(Warning(cid, f"announcement_signatures: {exc}".encode()))])
             return
         now = int(time.time())
-        self._announced[cid] = scid
+        peer_id = self.node.channel_peer_id(cid)
+        assert peer_id is not None
+        config = self.node.channels[cid].config
+        self._announced[cid] = _Announced(scid, peer_id, config.funding_sat,
+                                          OutPoint(config.funding_txid, config.funding_output_index))
         self.gossiper.publish(encode_message(signed), now)
         self._publish_update(cid)
         self._publish_node_announcement()
 
-    def _terms(self, cid: bytes) -> tuple[object, ...]:
-        node = self.node
-        peer_id = node.channel_peer_id(cid)
-        offline = self._offline_since.get(peer_id or b"")
-        enabled = (cid not in self._spent and cid not in node._closings
+    def _terms(self, cid: bytes) -> tuple[ForwardingPolicy, bool]:
+        """The policy and enabled flag our channel_update for ``cid`` should carry now."""
+        node, ours = self.node, self._announced[cid]
+        offline = self._offline_since.get(ours.peer_id)
+        enabled = (not ours.closed and cid in node.channels and cid not in node._closings
                    and (offline is None or time.monotonic() - offline < self.disable_after_s))
-        return (node.forwarding_policy, enabled)
+        return node.forwarding_policy, enabled
 
     def _publish_update(self, cid: bytes) -> None:
-        node = self.node
-        terms = self._terms(cid)
-        policy, enabled = node.forwarding_policy, bool(terms[1])
-        peer_id = node.channel_peer_id(cid)
-        assert peer_id is not None
+        node, ours = self.node, self._announced[cid]
+        policy, enabled = terms = self._terms(cid)
         update = create_channel_update(
-            node.privkey, chain_hash=node.network.chain_hash, short_channel_id=self._announced[cid],
-            timestamp=self._timestamp(), direction=direction_of(node.node_id, peer_id),
+            node.privkey, chain_hash=node.network.chain_hash, short_channel_id=ours.scid,
+            timestamp=self._timestamp(), direction=direction_of(node.node_id, ours.peer_id),
             cltv_expiry_delta=policy.cltv_expiry_delta, htlc_minimum_msat=policy.htlc_minimum_msat,
-            htlc_maximum_msat=min(policy.htlc_maximum_msat, node.channels[cid].config.funding_sat * 1000),
+            htlc_maximum_msat=min(policy.htlc_maximum_msat, ours.capacity_sat * 1000),
             fee_base_msat=policy.fee_base_msat, fee_proportional_millionths=policy.fee_proportional_millionths,
             disabled=not enabled)
         outcome = self.gossiper.publish(encode_message(update), int(time.time()))
+        self._published[cid] = terms  # even if refused (a spent channel): not re-signed every tick
         if outcome.accepted:
-            self._published[cid] = terms
             self._graph_stale = True
 
     def _publish_node_announcement(self) -> None:
@@ -222,20 +238,30 @@ class GossipRuntime:
         self.gossiper.publish(encode_message(announcement), int(time.time()))
 
     def _check_channels(self) -> None:
+        """Offer signatures for new channels; re-sign our updates whose terms changed."""
         node = self.node
         for cid in list(node.channels):
             if cid not in self._announced:
                 self._offer_signatures(cid)
-                continue
-            channel = node.channels[cid]
-            closed = node.chain.spending_tx(_funding_outpoint(channel)) is not None
-            if closed and cid not in self._spent:
-                self._spent.add(cid)
+        for cid, ours in self._announced.items():
+            if not ours.closed and node.chain.spending_tx(ours.outpoint) is not None:
+                ours.closed = True
             if self._terms(cid) != self._published.get(cid):
                 self._publish_update(cid)
-                if closed:
-                    self.gossiper.view.funding_spent(self._announced[cid], node.chain.tip()[0])
-                    self._graph_stale = True
+
+    def _check_spends(self) -> None:
+        """Once per block: channels of the view whose funding output was spent, and old ones to forget."""
+        height = self.node.chain.tip()[0]
+        if height == self._checked_height:
+            return
+        self._checked_height = height
+        view = self.gossiper.view
+        for record in list(view.store.channels()):
+            if record.spent_at is None and self._funding(record.short_channel_id) is None:
+                view.funding_spent(record.short_channel_id, height)
+                self._graph_stale = True
+        if view.forget_spent(height):
+            self._graph_stale = True
 
     # ------------------------------------------------------------------ the ticker
 
@@ -243,6 +269,7 @@ class GossipRuntime:
         while True:
             with contextlib.suppress(LightspeedError):
                 self._check_channels()
+                self._check_spends()
             self._send(self.gossiper.handle_timer(int(time.time())))
             if self._graph_stale:
                 self._refresh_graph()
@@ -281,5 +308,3 @@ async def _flush(peer: Peer) -> None:
         await peer.flush()
 
 
-def _funding_outpoint(channel: Channel) -> OutPoint:
-    return OutPoint(channel.config.funding_txid, channel.config.funding_output_index)
