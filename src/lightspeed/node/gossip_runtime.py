@@ -159,7 +159,10 @@ class GossipRuntime:
     def _announceable(self, cid: bytes) -> int | None:
         """The scid of a channel ready to announce: deep enough, ready, peer connected."""
         node = self.node
-        if not node.announce_channels or cid in node._closings:
+        # The funder decides (open_channel's announce_channel bit): an accepter answers the
+        # funder's announcement_signatures even when it would open private channels itself.
+        wanted = node.announce_channels or (cid in self._theirs and not node.channels[cid].config.local_is_funder)
+        if not wanted or cid in node._closings:
             return None
         scid = node.short_channel_id(cid)
         found = node.chain.get_transaction(node.channels[cid].config.funding_txid)
