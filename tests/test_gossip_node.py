@@ -18,6 +18,7 @@ from lightspeed.chain import RegtestChain
 from lightspeed.codec.messages import Warning, encode_message
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.gossip import Status, create_channel_update, direction_of
+from lightspeed.gossip.signing import SINGLE_SIGNATURE_SIGNED_FROM, sign, signed_hash
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
 from lightspeed.node.peer import connect as connect_peer
@@ -145,6 +146,20 @@ def test_late_joiner_syncs_and_forged_or_stale_updates_are_refused() -> None:
             assert after is not None and after.raw == seen_by_a.raw
             kept = b.gossip.gossiper.view.store.update(bc, direction_of(c.node_id, b.node_id))
             assert kept is not None and kept.raw == stored.raw
+
+            # A valid update with a field this node does not know: verified and relayed as
+            # received (a re-encoding would drop the field and break C's signature).
+            extended = with_unknown_field(
+                encode_message(create_channel_update(node_key(2), timestamp=stored.timestamp + 1, **terms)),
+                node_key(2))
+            relay = await connect_peer("127.0.0.1", ports[1], node_key(98), b.node_id)
+            try:
+                relay.session.send_raw(extended)
+                await relay.flush()
+                await until(lambda: getattr(a.gossip.gossiper.view.store.update(
+                    bc, direction_of(c.node_id, b.node_id)), "raw", b"") == extended, timeout=10)
+            finally:
+                await relay.close()
         finally:
             for node in (a, b, c, late):
                 await node.stop()
@@ -175,6 +190,13 @@ def test_offline_peer_and_closed_channel_are_announced_disabled() -> None:
                 await node.stop()
 
     run(scenario())
+
+
+def with_unknown_field(raw_update: bytes, privkey: bytes) -> bytes:
+    """``raw_update`` plus an unknown odd TLV at its end, signed again by ``privkey``."""
+    extended = raw_update + bytes([101, 2]) + b"ok"
+    signature = sign(privkey, signed_hash(extended, SINGLE_SIGNATURE_SIGNED_FROM))
+    return extended[:2] + signature + extended[2 + len(signature):]
 
 
 def chain_hash(node: Node) -> bytes:
