@@ -9,7 +9,9 @@ never reach other peers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.payments.forward import ForwardingPolicy
+from lightspeed.routing import Policy
 from tests.support.network import node_key, until, with_miner
 
 SAT = 1_000_000
@@ -59,7 +62,7 @@ async def line() -> tuple[RegtestChain, list[Node], list[int], list[int]]:
     return chain, nodes, ports, [s for s in scids if s is not None]
 
 
-def direction_policy(node: Node, scid: int, source: bytes) -> object:
+def direction_policy(node: Node, scid: int, source: bytes) -> Policy | None:
     graph = node.graph
     if graph is None:
         return None
@@ -79,8 +82,8 @@ def test_line_announces_routes_and_follows_policy_changes() -> None:
             await until(lambda: direction_policy(a, bc, c.node_id) is not None, timeout=15)
             policy = direction_policy(a, bc, c.node_id)
             assert policy is not None
-            assert (policy.fee_base_msat, policy.fee_proportional_millionths,  # type: ignore[attr-defined]
-                    policy.cltv_expiry_delta) == (2_500, 300, 60)  # type: ignore[attr-defined]
+            assert (policy.fee_base_msat, policy.fee_proportional_millionths,
+                    policy.cltv_expiry_delta) == (2_500, 300, 60)
             assert direction_policy(a, bc, b.node_id) is not None
             assert direction_policy(a, ab, b.node_id) is not None
             record = a.gossip.gossiper.view.store.node(c.node_id)
@@ -88,7 +91,7 @@ def test_line_announces_routes_and_follows_policy_changes() -> None:
 
             invoice = c.create_invoice(50_000_000, "over gossip")
             preimage = await a.pay(invoice, timeout=15)
-            assert invoice.payment_hash == __import__("hashlib").sha256(preimage).digest()
+            assert invoice.payment_hash == hashlib.sha256(preimage).digest()
 
             # A new policy at C goes out as a newer channel_update and reaches A through B.
             c.forwarding_policy = ForwardingPolicy(fee_base_msat=9_000, fee_proportional_millionths=5,
@@ -120,7 +123,7 @@ def test_late_joiner_syncs_and_forged_or_stale_updates_are_refused() -> None:
             assert stored is not None
             seen_by_a = a.gossip.gossiper.view.store.update(bc, direction_of(c.node_id, b.node_id))
             assert seen_by_a is not None and seen_by_a.timestamp == stored.timestamp
-            terms = {"chain_hash": chain_hash(b), "short_channel_id": bc,
+            terms: dict[str, Any] = {"chain_hash": chain_hash(b), "short_channel_id": bc,
                      "direction": direction_of(c.node_id, b.node_id), "cltv_expiry_delta": 1,
                      "htlc_minimum_msat": 1, "htlc_maximum_msat": 1000, "fee_base_msat": 0,
                      "fee_proportional_millionths": 0}

@@ -28,7 +28,8 @@ wrapped failure once the outgoing HTLC is gone. HTLCs for us go to the
 :class:`~lightspeed.payments.receiver.Receiver` (MPP sets, hold invoices, keysend, AMP);
 every decision about an incoming HTLC is committed before it is sent and re-applied after a
 reconnection or a restart. ``pay`` routes over the node's graph (its own channels as they
-are, plus the ``graph`` it is given and the invoice's route hints), retries with
+are, plus the ``graph`` it is given or learned by BOLT 7 gossip (:mod:`lightspeed.node.gossip_runtime`,
+which also announces our channels when ``announce_channels``) and the invoice's route hints), retries with
 :class:`~lightspeed.payments.attempts.PaymentAttempts` and splits (MPP) when no single route
 carries the amount; ``keysend`` and ``pay_amp`` pay without an invoice.
 
