@@ -89,7 +89,7 @@ def daemons(tmp_path: Path, started: list[Daemon]) -> tuple[Daemon, Daemon, Path
     return started[0], started[1], chain
 
 
-def wait_for(what: str, check: Any, seconds: float = 15) -> None:
+def wait_for(what: str, check: Any, seconds: float = 45) -> None:  # generous: CI machines are slow
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, what
