@@ -40,12 +40,12 @@ def call(datadir: Path, *args: str) -> Any:
 
 
 class Daemon:
-    def __init__(self, datadir: Path, chain: Path, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, datadir: Path, chain: Path, listen: str = "127.0.0.1:0", *extra: str) -> None:
         self.datadir = datadir
         self.log = open(datadir.parent / f"{datadir.name}.log", "a")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [PYTHON, "-m", "lightspeed", "node", "start", "--datadir", str(datadir), "--listen", listen,
-             "--api", "127.0.0.1:0", "--chain", str(chain)],
+             "--api", "127.0.0.1:0", "--chain", str(chain), *extra],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=ENV)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # the daemon's one "ready" line
@@ -235,3 +235,37 @@ def test_chain_commands_work_on_a_chain_file_without_a_daemon(tmp_path: Path) ->
     assert json.loads(by_datadir.stdout)["height"] == info["height"]
     bad = runner.invoke(cli, ["chain", "send", "bc1qnotregtest", "50000", "--chain", str(chain_file)])
     assert bad.exit_code == 1 and bad.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_three_daemons_learn_the_graph_by_gossip_and_pay_over_two_hops(tmp_path: Path,
+                                                                        started: list[Daemon]) -> None:
+    chain = tmp_path / "chain.sqlite"
+    for name in ("alice", "bob", "carol"):
+        started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
+    alice, bob, carol = started
+    a, b, c = alice.datadir, bob.datadir, carol.datadir
+    call(a, "fund", "2000000")
+    call(b, "fund", "2000000")
+    call(a, "connect", bob.peer_address)
+    call(b, "connect", carol.peer_address)
+    call(a, "open-channel", bob.ready["node_id"], "1000000")
+    call(b, "open-channel", carol.ready["node_id"], "1000000")
+    call(a, "chain", "mine", "7", "--chain", str(chain))  # 6 confirmations: the channels get announced
+    wait_for("alice's channel never became ready", lambda: call(a, "channels")["channels"][0]["state"] == "normal")
+    wait_for("bob's channels never became ready",
+             lambda: [ch["state"] for ch in call(b, "channels")["channels"]] == ["normal", "normal"])
+    invoice = call(c, "invoice", "new", "50000000", "over two hops")
+
+    def paid() -> bool:  # alice learns bob-carol from gossip; until then there is no route
+        sent = call(a, "payments", "--direction", "sent")["payments"]
+        if any(p["payment_hash"] == invoice["payment_hash"] and p["status"] == "succeeded" for p in sent):
+            return True
+        if any(p["payment_hash"] == invoice["payment_hash"] and p["status"] == "pending" for p in sent):
+            return False  # an attempt is still under way: let it finish
+        attempt = lightspeed(a, "pay", invoice["invoice"], check=False)
+        return attempt.returncode == 0 and json.loads(attempt.stdout)["status"] == "succeeded"
+
+    wait_for("alice never paid carol through bob", paid, seconds=60)
+    received = call(c, "payments", "--direction", "received")["payments"]
+    assert [(p["amount_msat"], p["payment_hash"]) for p in received] == [(50_000_000, invoice["payment_hash"])]

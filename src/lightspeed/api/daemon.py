@@ -81,6 +81,7 @@ class DaemonConfig:
     listen: tuple[str, int]
     api: tuple[str, int]
     chain_file: Path
+    announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
 
 
 async def run(config: DaemonConfig) -> None:
@@ -107,8 +108,9 @@ async def run(config: DaemonConfig) -> None:
 async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
-        await _serve_node(config, datadir, Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store),
-                          token)
+        node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                    announce_channels=config.announce_channels)
+        await _serve_node(config, datadir, node, token)
     finally:
         store.close()
 

@@ -101,11 +101,13 @@ def node_group() -> None:
               help="HOST:PORT of the REST API, loopback only (port 0: any free port; see DATADIR/api_address).")
 @click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
               help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
+@click.option("--announce-channels", is_flag=True,
+              help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          verbose: bool) -> None:
+          announce_channels: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM."""
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
@@ -113,7 +115,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
-                          (chain_file or default_chain_path(datadir)).expanduser())
+                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels)
     asyncio.run(run(config))
 
 
