@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
-from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp
+from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp, three_nodes_multihop
 from lightspeed.cli.demo_micro import paid_api_calls
 
 
@@ -132,11 +132,12 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("BOLT 4: 5-hop onion built and peeled hop by hop", onion_five_hops),
     ("BOLT 2: a channel funded, paid both ways and closed on regtest (in process)", channel_lifecycle),
     ("Two nodes over TCP: open a channel, pay both ways, close cooperatively", nodes_pay_over_tcp),
+    ("Three nodes: channels announced by gossip, paid over two hops, keysend", three_nodes_multihop),
     ("Pay-per-call: 10,000 HTTP calls through one allowance, one Lightning payment", paid_api_calls),
 ]
 
 COMING = [
-    "multi-hop payments, MPP and AMP",
+    "asynchronous payments through an LSP, streaming payments, private refunds",
 ]
 
 

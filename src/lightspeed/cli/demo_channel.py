@@ -135,3 +135,47 @@ def nodes_pay_over_tcp() -> dict[str, Any]:
                 "close_confirmations": found[1]}
 
     return asyncio.run(scenario())
+
+
+def three_nodes_multihop() -> dict[str, Any]:
+    """Alice, Bob, Carol over TCP: public channels announced by gossip; Alice pays Carol through Bob."""
+    import asyncio
+
+    from lightspeed.chain import RegtestChain
+    from lightspeed.invoice import decode, verify_payment_proof
+    from lightspeed.node import Node
+
+    async def scenario() -> dict[str, Any]:
+        chain = RegtestChain(":memory:")
+        alice, bob, carol = (Node(os.urandom(32), chain, os.urandom(32), announce_channels=True) for _ in range(3))
+        for funder in (alice, bob):
+            chain.fund(funder.wallet.new_key().script_pubkey, 3_000_000)
+        await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
+        await bob.connect("127.0.0.1", await carol.start(), carol.node_id)
+        await alice.start()
+
+        async def miner() -> None:
+            while True:
+                await asyncio.sleep(0.02)
+                chain.mine(1)
+
+        mining = asyncio.create_task(miner())
+        try:
+            await asyncio.gather(alice.open_channel(bob.node_id, 1_000_000), bob.open_channel(carol.node_id, 1_000_000))
+            start = time.perf_counter()
+            while alice.graph is None or not list(alice.graph.channels_into(carol.node_id)):  # gossip
+                await asyncio.sleep(0.05)
+            gossip_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            invoice = decode(carol.create_invoice(40_000_000, "two hops").encode())
+            proof = verify_payment_proof(invoice, await alice.pay(invoice))
+            await alice.keysend(carol.node_id, 5_000_000)  # spontaneous, no invoice
+            pay_ms = (time.perf_counter() - start) * 1000 / 2
+        finally:
+            mining.cancel()
+            for node in (alice, bob, carol):
+                await node.stop()
+        return {"graph_learned_by_gossip_ms": round(gossip_ms, 1), "paid_over_two_hops": proof,
+                "keysend": True, "ms_per_multihop_payment": round(pay_ms, 1)}
+
+    return asyncio.run(scenario())
