@@ -117,6 +117,7 @@ from lightspeed.gossip.create import create_channel_update, direction_of
 from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
     Final,
@@ -296,7 +297,7 @@ class Node:
     wallet_seed: bytes
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
-    events: asyncio.Queue[NodeEvent] = field(default_factory=asyncio.Queue)
+    events: EventBus[NodeEvent] = field(default_factory=EventBus)  # async for e in node.events(): ...
     store: Store = field(default_factory=_in_memory_store)
     #: The network as we know it (gossip or given); our own channels are taken from us, not from it.
     graph: ChannelGraph | None = None
