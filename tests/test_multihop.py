@@ -16,7 +16,7 @@ from lightspeed.codec.messages import decode_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import PaymentError
 from lightspeed.gossip.create import scid_from_bytes
-from lightspeed.invoice import verify_payment_proof
+from lightspeed.invoice import decode, verify_payment_proof
 from lightspeed.node.node import HtlcHeld, PaymentReceived
 from lightspeed.node.paying import RouteFailed
 from lightspeed.onion.failure import FailureCode
@@ -298,3 +298,21 @@ def test_a_payment_recorded_but_never_sent_before_a_stop_fails_on_the_next_start
     Node(b"\x01" * 32, RegtestChain(":memory:"), b"a wallet seed of 16+ bytes", store=store)
     record = store.payment(bytes(32))
     assert record is not None and record.status == "failed" and "stopped" in record.reason
+
+
+@pytest.mark.slow
+def test_an_amp_invoice_is_paid_by_shards_over_two_hops_and_only_once() -> None:
+    async def scenario() -> None:
+        net = await create_network(3, [(0, 1, SAT, 0), (1, 2, SAT, 0)])
+        payer, payee = net.nodes[0], net.nodes[2]
+        invoice = decode(payee.create_amp_invoice(30_000_000, "an AMP invoice").encode())  # via the string
+        assert invoice.has_feature("amp")
+        set_id = await asyncio.wait_for(payer.pay(invoice), 20)  # pay() sees the feature and sends AMP shards
+        assert await next_event(payee, PaymentReceived) == PaymentReceived(set_id, 30_000_000)
+        record = payee.store.invoice(invoice.payment_hash)
+        assert record is not None and record.status == "paid" and record.received_msat == 30_000_000
+        with pytest.raises(PaymentError, match="already paid"):
+            await payer.pay(invoice)
+        await net.stop()
+
+    run(scenario())

@@ -251,3 +251,22 @@ def test_amp_record_decoder_raises_only_decode_errors(data: bytes) -> None:
 def test_shares_xor_to_the_secret(count: int) -> None:
     secret = os.urandom(32)
     assert combine(split(secret, count)) == secret
+
+
+def test_an_amp_invoice_is_paid_once_and_only_by_amp_shards() -> None:
+    receiver = Receiver()
+    secret = os.urandom(32)
+    placeholder = os.urandom(32)  # an AMP invoice's payment_hash: nobody knows a preimage
+    receiver.add(Receivable(placeholder, secret, 90_000, 18, int(NOW) + 3600, None, amp=True))
+    plain = part(placeholder, 90_000, 90_000, secret)
+    assert codes(receiver.receive(plain, HEIGHT, NOW)) == [FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS]
+    [underpaid] = amp_parts(AmpPayment.new(), [40_000], secret)  # the set promises less than 90,000
+    assert codes(receiver.receive(underpaid, HEIGHT, NOW)) == [FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS]
+    payment = AmpPayment.new()
+    decisions: list[Decision] = []
+    for p in amp_parts(payment, [50_000, 40_000], secret):
+        decisions += receiver.receive(p, HEIGHT, NOW)
+    assert sum(isinstance(d, Settle) for d in decisions) == 2
+    assert decisions[-1] == Received(payment.set_id, 90_000, 2, "amp", placeholder)
+    again = amp_parts(AmpPayment.new(), [90_000], secret)[0]
+    assert codes(receiver.receive(again, HEIGHT, NOW)) == [FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS]

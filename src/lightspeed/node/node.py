@@ -116,6 +116,7 @@ from lightspeed.gossip.addresses import IPV4, Address
 from lightspeed.gossip.create import create_channel_update, direction_of
 from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
+from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
@@ -153,7 +154,7 @@ from lightspeed.onion.failure import (
     create_failure_packet,
     wrap_failure_packet,
 )
-from lightspeed.payments.amp import AMP_RECORD_TYPE, AmpPayment, AmpShard
+from lightspeed.payments.amp import AMP_FEATURE_BITS, AMP_RECORD_TYPE, AmpPayment, AmpShard
 from lightspeed.payments.attempts import PaymentAttempts, SendAttempt
 from lightspeed.payments.attempts import PaymentFailed as AttemptsFailed
 from lightspeed.payments.forward import ForwardingPolicy, ForwardTo, OutgoingChannel, decide_forward
@@ -386,9 +387,11 @@ class Node:
 
     def _receivable(self, record: InvoiceRecord) -> Receivable:
         invoice = decode(record.invoice)
-        hold = record.preimage == b""  # a hold invoice: created from a hash, the preimage comes later
+        amp = AMP_FEATURE_BITS[0] in invoice.features  # paid only by AMP shards; no preimage of its own
+        hold = record.preimage == b"" and not amp  # a hold invoice: created from a hash, the preimage later
         return Receivable(record.payment_hash, record.payment_secret, record.amount_msat,
-                          invoice.min_final_cltv_expiry, invoice.expires_at, None if hold else record.preimage, hold)
+                          invoice.min_final_cltv_expiry, invoice.expires_at,
+                          None if hold or amp else record.preimage, hold, amp)
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
         return derive_channel_secrets(self._channel_seed, index)
@@ -878,6 +881,24 @@ class Node:
         preimage = os.urandom(32)
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
 
+    def create_amp_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
+                           route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
+        """An AMP invoice (feature 30, as LND): paid once by AMP shards, each with its own hash.
+
+        Its payment_hash is a random placeholder nobody has a preimage for; the shards are
+        matched to it by its payment_secret.
+        """
+        secret = os.urandom(32)
+        invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
+                                payment_hash=os.urandom(32), payment_secret=secret, timestamp=int(time.time()),
+                                expiry=expiry, payee=None, route_hints=route_hints,
+                                features=DEFAULT_INVOICE_FEATURES | {AMP_FEATURE_BITS[0]}).sign(self.privkey)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), b"", secret, amount_msat)
+        with self.store.transaction():
+            self.store.put_invoice(record)
+        self.receiver.add(self._receivable(record))
+        return invoice
+
     def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
                      route_hints: Sequence[Sequence[RouteHintHop]]) -> Invoice:
         secret = os.urandom(32)
@@ -902,6 +923,9 @@ class Node:
     async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
         """Pay an invoice over the network; returns the preimage (the proof of payment).
 
+        An AMP invoice (feature 30) is paid with AMP shards and returns the set id instead:
+        each shard has its own preimage, and no single one proves the whole payment.
+
         Routes over our channels, the graph we were given and the invoice's route hints;
         retries around what fails and splits the amount (MPP) when no single route carries
         it. Raises :class:`PaymentError` if the payment failed, or is still pending after
@@ -911,6 +935,8 @@ class Node:
             raise PaymentError("the invoice has no amount or no payment secret")
         if invoice.payee == self.node_id:
             raise PaymentError("the invoice is our own")
+        if AMP_FEATURE_BITS[0] in invoice.features:
+            return await self.pay_amp(invoice.payee, invoice.amount_msat, timeout=timeout, invoice=invoice)
         amount = invoice.amount_msat
         self._guard(invoice.payment_hash)
         with self.store.transaction():
@@ -934,22 +960,33 @@ class Node:
                                lambda part, total: _Shards(payment_hash, final, None), KEYSEND_MIN_FINAL_CLTV,
                                (), 1)
 
-    async def pay_amp(self, node_id: bytes, amount_msat: int, parts: int = 2, timeout: float = 30) -> bytes:
-        """A spontaneous AMP payment in ``parts`` shards; returns its set id once the payee settled.
+    async def pay_amp(self, node_id: bytes, amount_msat: int, parts: int = 2, timeout: float = 30,
+                      invoice: Invoice | None = None) -> bytes:
+        """An AMP payment in ``parts`` shards; returns its set id once the payee settled.
 
         Each shard carries an XOR share of a root secret (record 14); the payee can derive the
         preimages only once every share arrived. A failed shard's share goes into its retry.
+        Spontaneous without ``invoice``; with an AMP invoice, the shards carry its payment
+        secret, its final CLTV and its route hints, and the double-pay guard covers it.
         """
         if amount_msat <= 0 or not 1 <= parts <= MAX_PARTS:
             raise UsageError(f"amount_msat must be positive and parts between 1 and {MAX_PARTS}")
         amp = AmpPayment.new()
         secret = os.urandom(32)  # one payment_secret for the set (the payee groups parts by set id)
+        payment_id, min_final = amp.set_id, KEYSEND_MIN_FINAL_CLTV
+        hints: Sequence[Sequence[RouteHintHop]] = ()
+        encoded = ""
+        if invoice is not None:
+            assert invoice.payment_secret is not None
+            self._guard(invoice.payment_hash)
+            secret, payment_id, min_final = invoice.payment_secret, invoice.payment_hash, invoice.min_final_cltv_expiry
+            hints, encoded = invoice.route_hints, invoice.encode()
         shards = iter(amp.shards(parts))
         with self.store.transaction():
-            self.store.put_payment(PaymentRecord(amp.set_id, amount_msat, "pending"))
-        await self._pay(amp.set_id, node_id, amount_msat, timeout,
+            self.store.put_payment(PaymentRecord(payment_id, amount_msat, "pending", encoded))
+        await self._pay(payment_id, node_id, amount_msat, timeout,
                         lambda part, total: _Shards(None, FinalPart(secret, total), (amp, next(shards))),
-                        KEYSEND_MIN_FINAL_CLTV, (), parts, exact_parts=True)
+                        min_final, hints, parts, exact_parts=True)
         return amp.set_id
 
     async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
@@ -1252,6 +1289,11 @@ class Node:
                 received.append(HtlcHeld(decision.payment_hash, decision.amount_msat))
 
     def _mark_invoice_paid(self, done: Received) -> None:
+        if done.kind == "amp" and done.invoice_hash is not None:  # an AMP invoice paid by this set
+            amp_record = self.store.invoice(done.invoice_hash)
+            if amp_record is not None and amp_record.status != "paid":
+                self.store.put_invoice(dataclasses.replace(amp_record, status="paid", received_msat=done.amount_msat))
+                self.settled_invoices.add(done.invoice_hash)
         record = self.store.invoice(done.key)
         if done.kind == "invoice" and record is not None and record.status != "paid":
             preimage = record.preimage

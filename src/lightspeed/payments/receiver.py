@@ -54,6 +54,7 @@ class Receivable:
     expires_at: int
     preimage: bytes | None
     hold: bool = False
+    amp: bool = False  # an AMP invoice: paid only by AMP shards (its payment_hash is a placeholder)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Received:
     amount_msat: int
     parts: int
     kind: str
+    invoice_hash: bytes | None = None  # the AMP invoice an AMP payment paid, if any
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class _Set:
     first_arrival: float
     parts: list[IncomingPart] = field(default_factory=list)
     held: bool = False
+    invoice_hash: bytes | None = None  # AMP sets paying an AMP invoice
 
     @property
     def amount_msat(self) -> int:
@@ -146,8 +149,8 @@ class Receiver:
         total = final_total_msat(payload)
         # BOLT #4: unknown hash, wrong or missing payment_secret, amount too low, expiry too
         # near: incorrect_or_unknown_payment_details (one code, so probing learns nothing).
-        if (invoice is None or part.payment_hash in self.settled or payload.payment_secret != invoice.payment_secret
-                or total is None or now >= invoice.expires_at
+        if (invoice is None or invoice.amp or part.payment_hash in self.settled
+                or payload.payment_secret != invoice.payment_secret or total is None or now >= invoice.expires_at
                 or part.cltv_expiry < height + invoice.min_final_cltv_expiry):
             return [self._unknown(part, height)]
         if invoice.amount_msat is not None and not invoice.amount_msat <= total <= 2 * invoice.amount_msat:
@@ -155,10 +158,10 @@ class Receiver:
         return self._add_to_set(part.payment_hash, part, total, height, now, invoice)
 
     def _add_to_set(self, key: bytes, part: IncomingPart, total: int, height: int, now: float,
-                    invoice: Receivable | None) -> list[Decision]:
+                    invoice: Receivable | None, invoice_hash: bytes | None = None) -> list[Decision]:
         htlc_set = self._sets.get(key)
         if htlc_set is None:
-            htlc_set = self._sets[key] = _Set(total, now)
+            htlc_set = self._sets[key] = _Set(total, now, invoice_hash=invoice_hash)
         if htlc_set.held:
             return [self._unknown(part, height)]  # already complete and waiting: no more parts
         if htlc_set.total_msat != total:
@@ -185,11 +188,16 @@ class Receiver:
         if not self.accept_amp or record.set_id in self.settled or total is None or payload.payment_secret is None:
             return [self._unknown(part, height)]
         invoice = next((i for i in self.invoices.values() if i.payment_secret == payload.payment_secret), None)
-        if invoice is not None and invoice.amount_msat is not None and total < invoice.amount_msat:
+        # Paying an AMP invoice: the set pays it once, by its amount rules, before it expires.
+        if invoice is not None and (
+                not invoice.amp or invoice.payment_hash in self.settled or now >= invoice.expires_at
+                or (invoice.amount_msat is not None
+                    and not invoice.amount_msat <= total <= 2 * invoice.amount_msat)):
             return [self._unknown(part, height)]
         if part.cltv_expiry < height + (invoice.min_final_cltv_expiry if invoice else KEYSEND_MIN_FINAL_CLTV):
             return [self._unknown(part, height)]
-        return self._add_to_set(record.set_id, part, total, height, now, None)
+        return self._add_to_set(record.set_id, part, total, height, now, None,
+                                invoice.payment_hash if invoice else None)
 
     def _complete_amp(self, set_id: bytes, htlc_set: _Set, height: int) -> list[Decision]:
         records = [AmpRecord.from_bytes(dict(p.payload.custom_records)[AMP_RECORD_TYPE]) for p in htlc_set.parts]
@@ -199,8 +207,11 @@ class Receiver:
         if any(sha256(pre) != p.payment_hash for pre, p in zip(preimages, htlc_set.parts, strict=True)):
             return [self._unknown(p, height) for p in htlc_set.parts]  # shares do not add up
         self.settled.add(set_id)
+        if htlc_set.invoice_hash is not None:
+            self.settled.add(htlc_set.invoice_hash)
         decisions: list[Decision] = [Settle(p, pre) for p, pre in zip(htlc_set.parts, preimages, strict=True)]
-        return [*decisions, Received(set_id, htlc_set.amount_msat, len(htlc_set.parts), "amp")]
+        return [*decisions, Received(set_id, htlc_set.amount_msat, len(htlc_set.parts), "amp",
+                                     htlc_set.invoice_hash)]
 
     def _settle_set(self, key: bytes, htlc_set: _Set, preimage: bytes, kind: str) -> list[Decision]:
         del self._sets[key]
