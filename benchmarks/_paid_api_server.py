@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.micro.example import start_paid_api
+from lightspeed.cli.paid_example import start_paid_api
 from lightspeed.micro.stores import open_allowance_store
 from lightspeed.micro.terms import Price
 

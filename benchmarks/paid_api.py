@@ -39,7 +39,7 @@ from tests.support.servers import postgres_server, redis_server
 
 from benchmarks._util import report
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.micro.example import open_channel_to_api
+from lightspeed.cli.paid_example import open_channel_to_api
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip, links_to
 from lightspeed.micro.lightning import NodePayer
 from lightspeed.micro.server import AllowanceServer, ServerPolicy

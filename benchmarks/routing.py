@@ -34,6 +34,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import networkx as nx
+from tests.support.graphgen import fee_digraph
 
 from benchmarks._util import report
 from lightspeed.routing import (
@@ -49,17 +50,9 @@ PUBLISHED_MS = {"LDK (Rust, mainnet, published)": 40.0, "LND (Go, mainnet, publi
 
 
 def _fee_digraph(graph: ChannelGraph, amount_msat: int) -> nx.DiGraph:
-    """Each usable direction weighted by its sender's fee for the amount (cheapest parallel channel)."""
-    digraph: nx.DiGraph = nx.DiGraph()
+    """The tests' fee-weighted digraph, with every node present (so a missing path is NoPath)."""
+    digraph = fee_digraph(graph, amount_msat)
     digraph.add_nodes_from(graph.nodes)
-    for target, channels in graph.incoming.items():
-        for channel in channels:
-            if channel.source == target or not channel.carries(amount_msat):
-                continue
-            fee = channel.policy.fee_msat(amount_msat)
-            old = digraph.get_edge_data(channel.source, target)
-            if old is None or fee < old["fee"]:
-                digraph.add_edge(channel.source, target, fee=fee)
     return digraph
 
 

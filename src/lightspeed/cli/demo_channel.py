@@ -97,6 +97,7 @@ def nodes_pay_over_tcp() -> dict[str, Any]:
     from lightspeed.chain import RegtestChain
     from lightspeed.invoice import decode, verify_payment_proof
     from lightspeed.node import Node
+    from lightspeed.node.regtest import mine_forever
 
     async def scenario() -> dict[str, Any]:
         chain = RegtestChain(":memory:")
@@ -105,12 +106,7 @@ def nodes_pay_over_tcp() -> dict[str, Any]:
         chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
         await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
 
-        async def miner() -> None:
-            while True:
-                await asyncio.sleep(0.02)
-                chain.mine(1)
-
-        mining = asyncio.create_task(miner())
+        mining = asyncio.create_task(mine_forever(chain, 0.02))
         start = time.perf_counter()
         channel_id = await alice.open_channel(bob.node_id, 1_000_000)
         open_ms = (time.perf_counter() - start) * 1000
@@ -144,6 +140,7 @@ def three_nodes_multihop() -> dict[str, Any]:
     from lightspeed.chain import RegtestChain
     from lightspeed.invoice import decode, verify_payment_proof
     from lightspeed.node import Node
+    from lightspeed.node.regtest import mine_forever
 
     async def scenario() -> dict[str, Any]:
         chain = RegtestChain(":memory:")
@@ -154,12 +151,7 @@ def three_nodes_multihop() -> dict[str, Any]:
         await bob.connect("127.0.0.1", await carol.start(), carol.node_id)
         await alice.start()
 
-        async def miner() -> None:
-            while True:
-                await asyncio.sleep(0.02)
-                chain.mine(1)
-
-        mining = asyncio.create_task(miner())
+        mining = asyncio.create_task(mine_forever(chain, 0.02))
         try:
             await asyncio.gather(alice.open_channel(bob.node_id, 1_000_000), bob.open_channel(carol.node_id, 1_000_000))
             start = time.perf_counter()

@@ -13,8 +13,8 @@ def paid_api_calls(calls: int = 10_000, lanes: int = 8) -> dict[str, Any]:
     import httpx
 
     from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.cli.paid_example import open_channel_to_api, start_paid_api
     from lightspeed.micro.client import ClientPolicy, LightspeedAuth
-    from lightspeed.micro.example import open_channel_to_api, start_paid_api
     from lightspeed.micro.lightning import NodePayer
     from lightspeed.micro.stores.memory import MemoryAllowanceStore
     from lightspeed.micro.terms import Price

@@ -40,7 +40,7 @@ def _hostport(value: str, name: str) -> tuple[str, int]:
 def serve_example(listen: str, node_port: int, chain_path: str, store: str, price_msat: int, per_calls: int) -> None:
     """Run a paid example API (weather) on the embedded network until interrupted."""
     from lightspeed.chain.regtest import RegtestChain
-    from lightspeed.micro.example import EXAMPLE_PRICES, start_paid_api
+    from lightspeed.cli.paid_example import EXAMPLE_PRICES, start_paid_api
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
 
@@ -82,8 +82,8 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
          funding_sat: int, as_json: bool) -> None:
     """Call a Lightspeed-paid URL COUNT times, paying as it calls (opens a channel to the API's node)."""
     from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.cli.paid_example import open_channel_to_api
     from lightspeed.micro.client import ClientPolicy, LightspeedAuth
-    from lightspeed.micro.example import open_channel_to_api
     from lightspeed.micro.lightning import NodePayer
     from lightspeed.node.node import Node
 

@@ -90,12 +90,9 @@ class ChainWalker:
         while stack and stack[-1][0] < index:
             stack.pop()
         top_index, top_value = stack[-1]
-        sha256 = hashlib.sha256
         while top_index > index:
             mid = (index + top_index) // 2
-            value = top_value
-            for _ in range(top_index - mid):
-                value = sha256(value).digest()
+            value = hash_times(top_value, top_index - mid)
             self.hashes += top_index - mid
             stack.append((mid, value))
             top_index, top_value = mid, value

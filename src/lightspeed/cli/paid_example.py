@@ -1,5 +1,8 @@
 """A paid example API on the embedded network, and a client that opens a channel to it.
 
+It lives in ``cli`` because it composes a node with the pay-per-call layer (``micro`` is
+below ``node`` and must not import it).
+
 Used by ``lightspeed serve-example``, ``lightspeed call``, ``lightspeed demo`` and the
 paid-API benchmark. The server is a Lightspeed node (BOLT 8 listener) beside an ASGI app
 behind :class:`~lightspeed.micro.asgi.LightspeedMiddleware`; the offer in every 402 names
@@ -32,6 +35,7 @@ from lightspeed.micro.server import AllowanceServer, ServerPolicy
 from lightspeed.micro.store import AllowanceStore
 from lightspeed.micro.terms import Price
 from lightspeed.node.node import Node
+from lightspeed.node.regtest import mine_forever
 
 EXAMPLE_PRICES = {"/weather": 1, "/forecast": 5}  # links of the allowance per call
 
@@ -108,7 +112,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     tasks = [asyncio.create_task(http.serve(sockets=[sock]))]
     tasks.append(asyncio.create_task(_expire(allowances)))
     if mine_every:
-        tasks.append(asyncio.create_task(_mine(chain, mine_every)))
+        tasks.append(asyncio.create_task(mine_forever(chain, mine_every)))
     while not http.started:
         if tasks[0].done():
             tasks[0].result()
@@ -123,12 +127,6 @@ async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
     while True:
         await asyncio.sleep(every)
         await allowances.expire_due()
-
-
-async def _mine(chain: RegtestChain, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        chain.mine(1)
 
 
 async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, funding_sat: int,
@@ -150,7 +148,7 @@ async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, fu
     if node.wallet.balance_sat(min_confirmations=1) < funding_sat + 10_000:
         chain.fund(node.wallet.new_key().script_pubkey, funding_sat + 100_000)  # the regtest faucet
     await node.connect(host, int(port), node_id)
-    mining = asyncio.create_task(_mine(chain, 0.05))
+    mining = asyncio.create_task(mine_forever(chain, 0.05))
     try:
         await asyncio.wait_for(node.open_channel(node_id, funding_sat), timeout)
     finally:
