@@ -31,8 +31,15 @@ from lightspeed.transport.session import (
 )
 
 READ_SIZE = 65536
-DEFAULT_FEATURES = Features.of(required=["var_onion_optin", "payment_secret"],
-                               optional=["option_static_remotekey", "basic_mpp", "gossip_queries"])
+# What we implement, as BOLT 9 asks: required (even) where we cannot work without the feature
+# (we have no legacy onion, no payments without a secret, no pre-static_remotekey channels, and
+# our channel_reestablish always carries the data-loss fields), optional (odd) otherwise. The
+# ASSUMED bits are still set: Electrum 4.3 and LND refuse a peer that does not set
+# option_data_loss_protect. option_channel_type stays odd: a peer that does not know it is
+# still served (its open_channel without channel_type is accepted, see channel.establish).
+DEFAULT_FEATURES = Features.of(
+    required=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
+    optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type"])
 
 
 class Peer:
@@ -157,11 +164,15 @@ async def connect(
     remote_pubkey: bytes,
     features: Features = DEFAULT_FEATURES,
     limits: SessionLimits | None = None,
+    networks: tuple[bytes, ...] | None = None,
 ) -> Peer:
-    """Open a connection, run the handshake and init exchange, return the connected peer."""
+    """Open a connection, run the handshake and init exchange, return the connected peer.
+
+    ``networks``: the chain hashes our ``init`` names (BOLT 1: SHOULD set them).
+    """
     reader, writer = await asyncio.open_connection(host, port)
     session = PeerSession(Handshake.initiator(local_privkey, remote_pubkey), features, time.monotonic(),
-                          limits=limits or SessionLimits())
+                          networks=networks, limits=limits or SessionLimits())
     peer = Peer(reader, writer, session)
     await peer.connected()
     return peer
@@ -176,8 +187,10 @@ class PeerListener:
         on_peer: Callable[[Peer], Awaitable[None]],
         features: Features = DEFAULT_FEATURES,
         limits: SessionLimits | None = None,
+        networks: tuple[bytes, ...] | None = None,
     ) -> None:
         self._key, self._on_peer, self._features = local_privkey, on_peer, features
+        self._networks = networks  # the chains our init names
         self._limits = limits or SessionLimits()
         self._server: asyncio.Server | None = None
         self.peers: set[Peer] = set()
@@ -189,7 +202,7 @@ class PeerListener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = PeerSession(Handshake.responder(self._key, os.urandom(32)), self._features, time.monotonic(),
-                              limits=self._limits)
+                              networks=self._networks, limits=self._limits)
         peer = Peer(reader, writer, session)
         try:
             await peer.connected()
