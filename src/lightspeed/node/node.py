@@ -909,6 +909,10 @@ class Node:
         preimage = os.urandom(32)
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
 
+    def private_route_hints(self) -> list[list[RouteHintHop]]:
+        """``route_hints`` for an invoice: our ready channels not announced, each with its peer's fees."""
+        return self.gossip.route_hints()
+
     def create_amp_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
                            route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
         """An AMP invoice (feature 30, as LND): paid once by AMP shards, each with its own hash.
