@@ -8,6 +8,7 @@ something unknown, or follows another chain, is told why and disconnected.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 from typing import Any
 
@@ -31,6 +32,7 @@ from lightspeed.codec.messages import Warning, decode_message, encode_message, m
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import PeerProtocolError
+from lightspeed.invoice import build_invoice
 from lightspeed.node.peer import DEFAULT_FEATURES
 from lightspeed.transport import Connected, Disconnected, Handshake, MessageReceived, PeerSession
 
@@ -258,3 +260,33 @@ def test_channel_reestablish_carries_the_data_loss_protect_fields_electrum_check
             # The point of the sender's commitment it would close with (its latest, signed by the peer).
             assert message.my_current_per_commitment_point == sender.local_point(message.next_commitment_number - 1)
             assert receiver.receive_reestablish(message) == []  # and our own checks accept it
+
+
+def test_for_context_keeps_the_bits_a_field_may_carry() -> None:
+    node_ann = DEFAULT_FEATURES.for_context("N")
+    assert node_ann.bits == {0, 8, 12, 14, 11, 17, 23, 45}  # gossip_queries (7) has no N context
+    assert DEFAULT_FEATURES.for_context("9").bits == {0, 8, 12, 14, 17, 45}
+    assert Features(frozenset({101, 23})).for_context("N").bits == {23}  # unknown bits are not ours to set
+
+
+INVOICE_CHECK = """
+import sys
+from electrum import constants
+constants.set_regtest()
+from electrum.lnaddr import lndecode
+from electrum.lnutil import validate_features
+features = lndecode(sys.argv[1]).get_features()
+validate_features(features)
+print(sorted(features.get_names()))
+"""
+
+
+def test_our_invoices_features_pass_electrums_checks() -> None:
+    """invoice.encode's DEFAULT_FEATURES: var_onion_optin and payment_secret required, basic_mpp optional."""
+    invoice = build_invoice(network=REGTEST, amount_msat=10_000, description="electrum", payment_hash=os.urandom(32),
+                            payment_secret=os.urandom(32), timestamp=1_700_000_000, expiry=3600, payee=None,
+                            route_hints=()).sign(b"\x01" * 32)
+    done = subprocess.run(["/usr/bin/python3", "-c", INVOICE_CHECK, invoice.encode()],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['BASIC_MPP_OPT', 'PAYMENT_SECRET_REQ', 'VAR_ONION_REQ']"

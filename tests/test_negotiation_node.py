@@ -17,6 +17,8 @@ from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import PeerProtocolError
 from lightspeed.node.node import Node
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, connect
+from tests.support.network import until
+from tests.test_gossip_node import line
 from tests.test_negotiation_features import ELECTRUM_4_3_4
 
 RAW_KEY = b"\x21" * 32
@@ -104,3 +106,22 @@ def test_an_open_the_nodes_features_rule_out_is_refused() -> None:
         assert isinstance(reply, (Warning, Error)) and b"no channel_type" in reply.data
 
     run_with_node(scenario, Features(ELECTRUM_4_3_4))
+
+
+def test_the_node_announcement_carries_our_node_context_features() -> None:
+    async def scenario() -> None:
+        _, (a, b, c), _, _ = await line()
+        try:
+            await until(lambda: a.gossip.gossiper.view.store.node(b.node_id) is not None, timeout=15)
+            record = a.gossip.gossiper.view.store.node(b.node_id)
+            assert record is not None
+            announced = Features.from_bytes(record.features)
+            # BOLT 9: the features whose Context has N, and the ASSUMED ones; gossip_queries has no context.
+            assert announced == DEFAULT_FEATURES.for_context("N")
+            assert announced.supports("option_anchors") and announced.supports("basic_mpp")
+            assert announced.supports("option_data_loss_protect") and not announced.supports("gossip_queries")
+        finally:
+            for node in (a, b, c):
+                await node.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 40))

@@ -9,6 +9,7 @@ HTLC-success transaction, and a revoked commitment punished.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.penalty import revoked_commitment_number
 from lightspeed.channel.resolve import FULFILL_DEADLINE_BLOCKS, SpendKind
 from lightspeed.codec.features import Features
-from lightspeed.invoice import verify_payment_proof
+from lightspeed.errors import PaymentError
+from lightspeed.invoice import build_invoice, verify_payment_proof
 from lightspeed.node.node import Node
 from lightspeed.node.peer import DEFAULT_FEATURES
 from lightspeed.store import SqliteStore
@@ -204,6 +206,40 @@ def test_a_revoked_static_remotekey_commitment_is_punished(tmp_path: Path) -> No
         assert alice.wallet.balance_sat() - alice_before == FUNDING_SAT - commitment_fee(old) - fees
         await mine(chain, 200)
         assert bob.wallet.balance_sat() == bob_before  # the cheater got nothing
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_unclaimable_htlc_times_out_from_the_peers_static_remotekey_commitment(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        chain, alice, bob, cid = await open_channel(tmp_path, 0x7B, ELECTRUM_4_3_4, DEFAULT, proxy=True)
+        alice.proxy.flowing.clear()  # type: ignore[attr-defined]
+        # An invoice Bob signed whose preimage nobody knows: Bob can never claim the HTLC.
+        unknown = build_invoice(payment_hash=os.urandom(32), payment_secret=os.urandom(32), timestamp=0,
+                                expiry=10**9, network=bob.network, amount_msat=50_000_000,
+                                description="unclaimable").sign(bob.privkey)
+        paying = asyncio.create_task(alice.pay(unknown, timeout=60))
+        await wait_for(lambda: bool(bob.channels[cid].log.commitment(Side.LOCAL).htlcs))
+        htlc = bob.channels[cid].log.commitment(Side.LOCAL).htlcs[0]
+        alice_msat = alice.channels[cid].log.commitment(Side.REMOTE).to_remote_msat  # in Bob's commitment
+        alice_before = alice.wallet.balance_sat()
+        commitment = await bob.force_close_channel(cid)  # Bob's commitment holds the HTLC
+        await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)  # to_remote: no CSV
+        chain.mine(htlc.cltv_expiry - chain.tip()[0] - 1)
+        await mine_until(chain, lambda: paying.done(), max_blocks=5)
+        with pytest.raises(PaymentError):
+            await paying
+        await mine_until(chain, lambda: alice._onchain.resolutions[cid].finished)
+        index = next(i for i, o in enumerate(commitment.outputs) if o.value_sat == 50_000)
+        timeout_claim = chain.spending_tx(OutPoint(commitment.txid, index))
+        assert timeout_claim is not None
+        # BOLT 3 without anchors: spent straight from the commitment, nSequence not final, locktime = expiry.
+        assert timeout_claim.locktime == htlc.cltv_expiry and timeout_claim.inputs[0].sequence == 0xFFFFFFFE
+        assert alice.wallet.balance_sat() - alice_before == (
+            alice_msat // 1000 + 50_000 - commitment_fee(commitment) - fees_to(chain, alice, commitment))
+        await alice.proxy.stop()  # type: ignore[attr-defined]
         await alice.stop()
         await bob.stop()
 

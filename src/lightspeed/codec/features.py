@@ -122,6 +122,16 @@ class Features:
         """Even bits BOLT 9 does not assign."""
         return sorted(b for b in self.bits if b % 2 == 0 and b not in NAME_BY_BIT)
 
+    def for_context(self, context: str) -> Features:
+        """The bits of known features that belong in a field of ``context`` (I, N, C, 9, B or T).
+
+        BOLT #9: MUST NOT set feature bits in fields not specified by the table. ASSUMED
+        features are kept: older peers still look for them (LND and Core Lightning set them
+        in node_announcement too).
+        """
+        return Features(frozenset(b for b in self.bits if (b & ~1) in NAME_BY_BIT and (
+            FEATURES[NAME_BY_BIT[b & ~1]].assumed or context in FEATURES[NAME_BY_BIT[b & ~1]].contexts)))
+
     def __or__(self, other: Features) -> Features:
         return Features(self.bits | other.bits)
 

@@ -320,7 +320,8 @@ class GossipRuntime:
     def _publish_node_announcement(self) -> None:
         announcement = create_node_announcement(
             self.node.privkey, timestamp=self._timestamp(), alias=self.alias, rgb_color=self.rgb_color,
-            addresses=[] if self.address is None else [self.address])
+            addresses=[] if self.address is None else [self.address],
+            features=self.node.features.for_context("N").to_bytes())  # BOLT 9: the N-context features
         self.gossiper.publish(encode_message(announcement), int(time.time()))
 
     def _check_channels(self) -> None:
