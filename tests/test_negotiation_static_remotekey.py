@@ -127,11 +127,14 @@ def test_a_static_remotekey_force_close_sweeps_every_output(tmp_path: Path, clos
         closing, other = (alice, bob) if closer == "funder" else (bob, alice)
         commitment = await closing.force_close_channel(cid)
         await wait_for(lambda: cid not in other.channels)
-        # The other side's to_remote is a P2WPKH: swept in the first block, no CSV.
-        other_before = other.wallet.balance_sat()
-        await mine(chain, 1, pause=0.3)
-        await mine(chain, 1, pause=0.3)
-        assert other.wallet.balance_sat() > other_before
+        # The other side's to_remote is a P2WPKH of its payment basepoint: swept without any CSV.
+        other_before = bob_before if other is bob else alice_before
+        await mine_until(chain, lambda: other.wallet.balance_sat() > other_before, max_blocks=3)
+        payment_key = other.channels.get(cid) or other._onchain.resolutions[cid].channel
+        index = next(i for i, o in enumerate(commitment.outputs)
+                     if o.script_pubkey == p2wpkh_script(payment_key.secrets.basepoints().payment_basepoint))
+        sweep = chain.spending_tx(OutPoint(commitment.txid, index))
+        assert sweep is not None and sweep.inputs[0].sequence == 0xFFFFFFFF  # no relative lock (anchors: 1)
         assert other._onchain.resolutions[cid].kind is SpendKind.REMOTE
         assert closing._onchain.resolutions[cid].kind is SpendKind.LOCAL
         closing_before = closing.wallet.balance_sat()

@@ -141,14 +141,15 @@ class GossipRuntime:
     def receive(self, peer: Peer, raw: bytes) -> None:
         """A gossip message (wire bytes) from ``peer``: verify, store, queue for relay."""
         assert peer.remote_pubkey is not None
+        own = False
         if int.from_bytes(raw[:2], "big") == CHANNEL_UPDATE_TYPE and len(raw) >= _SCID_AT + 8:
-            self._register_own_channel(peer.remote_pubkey, scid_from_bytes(raw[_SCID_AT:_SCID_AT + 8]))
+            own = self._register_own_channel(peer.remote_pubkey, scid_from_bytes(raw[_SCID_AT:_SCID_AT + 8]))
         try:
             step = self.gossiper.receive(peer.remote_pubkey, raw, int(time.time()))
         except LightspeedError as exc:  # no gossip may end the connection's reader task
             step = GossipStep(warnings=[(peer.remote_pubkey, f"gossip refused: {exc}")])
         self.outcomes = (self.outcomes + step.outcomes)[-100:]
-        if any(o.accepted for o in step.outcomes):
+        if any(o.accepted for o in step.outcomes) and not own:  # (routing takes our channels from us)
             self._graph_stale = True
         self._send(step)
 
@@ -161,17 +162,19 @@ class GossipRuntime:
 
     # ------------------------------------------------------------------ private channels
 
-    def _register_own_channel(self, peer_id: bytes, scid: int) -> None:
+    def _register_own_channel(self, peer_id: bytes, scid: int) -> bool:
         """Let the view accept ``peer_id``'s updates for our channel ``scid`` (a private one too).
 
         Done when the update arrives: gossip skips the inbox, so it may overtake the
-        ``channel_ready`` that came before it on the wire.
+        ``channel_ready`` that came before it on the wire. True if ``scid`` is our private channel.
         """
         node = self.node
         for cid, channel in list(node.channels.items()):
             if node.channel_peer_id(cid) == peer_id and node.short_channel_id(cid) == scid:
                 self.gossiper.view.add_local_channel(scid, node.node_id, peer_id, channel.config.funding_sat)
-                return
+                record = self.gossiper.view.store.channel(scid)
+                return record is not None and not record.public
+        return False
 
     def _private_update_due(self, cid: bytes) -> tuple[Peer, int] | None:
         """The peer and scid if our update for ``cid`` must go (again) to the peer only."""
