@@ -92,13 +92,19 @@ def assert_static_remotekey(alice: Node, bob: Node, cid: bytes) -> None:
 def test_without_anchors_on_one_side_the_channel_is_static_remotekey_and_pays_both_ways(
         tmp_path: Path, funder: Features, fundee: Features) -> None:
     async def scenario() -> None:
-        _, alice, bob, cid = await open_channel(tmp_path, 0x71, funder, fundee)
+        chain, alice, bob, cid = await open_channel(tmp_path, 0x71, funder, fundee)
         assert_static_remotekey(alice, bob, cid)
         preimage = await asyncio.wait_for(bob.pay(alice.create_invoice(40_000_000, "back")), 30)
         assert len(preimage) == 32
         await settle(alice, bob, cid)
         assert alice.channels[cid].log.commitment(Side.LOCAL).to_remote_msat == 210_000_000
         assert bob.channels[cid].log.commitment(Side.LOCAL).to_local_msat == 210_000_000
+        # Alice restarts from her store and redials Bob: still static_remotekey, still paying.
+        await alice.stop()
+        alice = Node(alice.privkey, chain, alice.wallet_seed, features=alice.features, store=alice.store)
+        await alice.start()
+        assert not alice.channels[cid].config.anchors
+        await asyncio.wait_for(bob.pay(alice.create_invoice(10_000_000, "after a restart")), 30)
         await alice.stop()
         await bob.stop()
 
