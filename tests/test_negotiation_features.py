@@ -100,6 +100,9 @@ ours = int(sys.argv[1], 16)
 validate_features(ours)  # raises on an even bit Electrum does not implement, or a missing dependency
 ln_compare_features(LNWALLET_FEATURES, ours)  # raises if either side lacks what the other requires
 print(int(LNWALLET_FEATURES))
+from electrum import constants
+constants.set_regtest()
+print(constants.net.rev_genesis_bytes().hex())  # the chain its init's networks TLV names
 """
 
 
@@ -108,7 +111,9 @@ def test_electrum_4_3_4_itself_accepts_our_init_features() -> None:
     done = subprocess.run(["/usr/bin/python3", "-c", ELECTRUM_CHECK, DEFAULT_FEATURES.to_bytes().hex()],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    electrum_bits = int(done.stdout.strip())
+    bits_line, regtest_chain = done.stdout.split()
+    assert bytes.fromhex(regtest_chain) == REGTEST.chain_hash  # our networks check lets Electrum in
+    electrum_bits = int(bits_line)
     assert Features(frozenset(i for i in range(electrum_bits.bit_length()) if electrum_bits >> i & 1)) == Features(
         ELECTRUM_4_3_4)
 

@@ -33,6 +33,11 @@ which also announces our channels when ``announce_channels``) and the invoice's 
 :class:`~lightspeed.payments.attempts.PaymentAttempts` and splits (MPP) when no single route
 carries the amount; ``keysend`` and ``pay_amp`` pay without an invoice.
 
+Opening: the funder proposes the channel type both ``init`` feature sets allow (anchors when
+both offer ``option_anchors``, else ``option_static_remotekey``); the fundee checks it against
+its own features (or derives it, for a peer without ``option_channel_type``) and builds
+commitments of exactly that type (:mod:`lightspeed.channel.establish`).
+
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
