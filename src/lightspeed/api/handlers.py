@@ -32,10 +32,14 @@ OPEN_FEE_MARGIN_SAT = 2_000  # what the funding transaction's fee may take beyon
 
 
 class ApiError(LightspeedError):
-    """A refusal with its HTTP status (409: not now; 404: no such object; ...)."""
+    """A refusal with its HTTP status (409: not now; 404: no such object; ...).
 
-    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
-        self.status, self.reason, self.field = status, reason, field
+    ``details`` join the JSON error beside ``field`` and ``reason`` (a pending payment's hash).
+    """
+
+    def __init__(self, status: int, reason: str, field: str | None = None,
+                 details: dict[str, str] | None = None) -> None:
+        self.status, self.reason, self.field, self.details = status, reason, field, details
         super().__init__(reason)
 
 
@@ -74,15 +78,9 @@ class ApiContext:
                 self.times.settled.setdefault(event.payment_hash, self.now())
 
 
-def _hex_param(request: Request, name: str, length: int) -> bytes:
-    text = request.path_params[name]
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise DecodeError(name, "is not valid hex") from None
-    if len(value) != length:
-        raise DecodeError(name, f"must be {length} bytes, got {len(value)}")
-    return value
+def _hex_param(request: Request, name: str) -> bytes:
+    """A path parameter the app already checked against its hex schema (exact length, no whitespace)."""
+    return bytes.fromhex(request.path_params[name])
 
 
 def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[str, Any]:
@@ -173,7 +171,7 @@ async def list_channels(ctx: ApiContext, request: Request, body: Any) -> tuple[i
 
 
 async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    channel_id = _hex_param(request, "channel_id", 32)
+    channel_id = _hex_param(request, "channel_id")
     node = ctx.node
     if channel_id in node.closed_channels:
         raise ApiError(409, "the channel is already closed", "channel_id")
@@ -194,7 +192,7 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
 
 async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     """Unilateral close: our latest commitment is broadcast, the node sweeps our outputs later."""
-    channel_id = _hex_param(request, "channel_id", 32)
+    channel_id = _hex_param(request, "channel_id")
     node = ctx.node
     if channel_id in node.closed_channels:
         raise ApiError(409, "the channel is already closed", "channel_id")
@@ -246,12 +244,17 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
     ctx.times.started[invoice.payment_hash] = now
+    timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=body.get("timeout_s", 60))
-    except (LightspeedError, TimeoutError) as exc:
+        await node.pay(invoice, timeout=timeout_s)
+    except (LightspeedError, TimeoutError):
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":
-            raise TimeoutError(f"{exc or 'no answer in time'}; see GET /v1/payments") from None
+            # Not a failure: the HTLCs are out and may still settle (or fail) at any time.
+            payment_hash = invoice.payment_hash.hex()
+            raise ApiError(504, f"the payment is still pending after {timeout_s} s; it will end settled or "
+                                f"failed: look it up by payment_hash {payment_hash} in GET /v1/payments",
+                           details={"payment_hash": payment_hash}) from None
         ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
         raise
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
@@ -261,9 +264,7 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
 
 
 async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    direction = request.query_params.get("direction")
-    if direction not in (None, "sent", "received"):
-        raise DecodeError("direction", "must be sent or received")
+    direction = request.query_params.get("direction")  # checked against its schema: sent or received
     node, times = ctx.node, ctx.times
     payments = []
     if direction in (None, "sent"):
