@@ -24,7 +24,7 @@ from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.network import REGTEST
 from lightspeed.chain import RegtestChain
 from lightspeed.crypto.hashes import sha256
-from lightspeed.errors import PaymentError
+from lightspeed.errors import PaymentError, UsageError
 from lightspeed.node.node import Node
 
 TOKEN = "p" * 32
@@ -308,6 +308,18 @@ def test_a_payment_still_pending_is_a_504_with_its_hash() -> None:
                     break
                 await asyncio.sleep(0.02)
             assert listed[0]["status"] == "succeeded"  # it was pending, not failed
+
+            refused_hash = sha256(b"\x43" * 32)
+            refused = bob.create_hold_invoice(refused_hash, 10_000_000, "refused").encode()
+            paying = asyncio.create_task(a.post("/v1/payments", json={"invoice": refused, "timeout_s": 20}))
+            for _ in range(500):  # the payee refuses the payment once it is held
+                try:
+                    await bob.cancel_hold(refused_hash)
+                    break
+                except UsageError:
+                    await asyncio.sleep(0.02)
+            field, reason = refusal(await paying, 409)  # a failed payment: the node's refusal, about the invoice
+            assert field == "invoice" and reason, reason
 
             server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
             closed_port = int(server.sockets[0].getsockname()[1])

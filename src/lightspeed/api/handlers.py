@@ -22,7 +22,13 @@ from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
-from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction, UsageError
+from lightspeed.errors import (
+    DecodeError,
+    LightspeedError,
+    PaymentError,
+    RejectedTransaction,
+    UsageError,
+)
 from lightspeed.invoice import decode
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 
@@ -149,6 +155,10 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
         except TimeoutError:  # Node.open_channel stops waiting, the channel does not: it gets ready once mined
             log.info("channel with %s: funding not confirmed yet; ready once it has enough confirmations",
                      node_id.hex())
+        except KeyError:  # the peer went away between the check above and the opening
+            raise ApiError(409, f"not connected to {node_id.hex()} any more: connect again", "node_id") from None
+        except (PaymentError, UsageError, RejectedTransaction) as exc:
+            raise ApiError(409, f"cannot open the channel: {exc}", "node_id") from None
 
     task = ctx.spawn(opening(), "channel opening")
     deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s
@@ -158,7 +168,7 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
             return 201, channel_json(ctx, new[0], node.channels[new[0]])
         if task.done():
             task.result()  # raises what went wrong
-            raise ApiError(409, "the channel was opened and closed again before it could be listed")
+            raise ApiError(409, "the channel was opened and closed again before it could be listed", "node_id")
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("the peer did not sign the funding in time")
         await asyncio.sleep(0.02)
@@ -186,7 +196,10 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     view = channel.log.commitment(Side.LOCAL)
     if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
-    closing = await node.close_channel(channel_id)
+    try:
+        closing = await node.close_channel(channel_id)
+    except (UsageError, RejectedTransaction) as exc:
+        raise ApiError(409, f"cannot close: {exc}", "channel_id") from None
     return 200, closed_channel_json(channel_id, closing)
 
 
@@ -247,7 +260,7 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     timeout_s = body.get("timeout_s", 60)
     try:
         await node.pay(invoice, timeout=timeout_s)
-    except (LightspeedError, TimeoutError):
+    except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":
             # Not a failure: the HTLCs are out and may still settle (or fail) at any time.
@@ -256,6 +269,8 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
                                 f"failed: look it up by payment_hash {payment_hash} in GET /v1/payments",
                            details={"payment_hash": payment_hash}) from None
         ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
+        if isinstance(exc, (PaymentError, UsageError)):
+            raise ApiError(409, str(exc), "invoice") from None
         raise
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
     record = node.store.payment(invoice.payment_hash)
