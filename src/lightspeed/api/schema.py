@@ -126,7 +126,6 @@ def validate(value: Any, schema: Schema, path: str = "") -> None:
     wrong_type = kind is not None and (not isinstance(value, _TYPES[kind])
                                        or (kind == "integer" and isinstance(value, bool)))
     if wrong_type:
-        assert kind is not None
         raise DecodeError(field, f"must be {_article(kind)} {kind}")
     if "enum" in schema and not any(type(value) is type(v) and value == v for v in schema["enum"]):
         raise DecodeError(field, "must be one of " + ", ".join(str(v) for v in schema["enum"]))
