@@ -121,11 +121,9 @@ def validate(value: Any, schema: Schema, path: str = "") -> None:
     if unknown:
         raise AssertionError(f"unsupported schema keywords {sorted(unknown)}")
     field = path or "body"
-    kind = schema.get("type")
+    kind: str | None = schema.get("type")
     # JSON has no separate booleans-as-integers: True is not an amount.
-    wrong_type = kind is not None and (not isinstance(value, _TYPES[kind])
-                                       or (kind == "integer" and isinstance(value, bool)))
-    if wrong_type:
+    if kind is not None and (not isinstance(value, _TYPES[kind]) or (kind == "integer" and isinstance(value, bool))):
         raise DecodeError(field, f"must be {_article(kind)} {kind}")
     if "enum" in schema and not any(type(value) is type(v) and value == v for v in schema["enum"]):
         raise DecodeError(field, "must be one of " + ", ".join(str(v) for v in schema["enum"]))
