@@ -217,8 +217,8 @@ def test_the_node_says_why_it_cannot_do_something() -> None:
             response = await client.post(f"/v1/channels/{'ab' * 32}/close")
             assert response.status_code == 404 and error(response)["field"] == "channel_id"
             response = await client.post("/v1/channels/xyz/close")
-            assert response.status_code == 400 and error(response) == {"field": "channel_id",
-                                                                        "reason": "is not valid hex"}
+            assert response.status_code == 400 and error(response) == {
+                "field": "channel_id", "reason": "a channel id: 32 bytes in hex"}
         await alice.stop()
         await bob.stop()
 

@@ -207,7 +207,7 @@ def getinfo(ctx: click.Context) -> None:
 @_errors_to_exit
 def connect(ctx: click.Context, peer: str) -> None:
     """Connect to PEER given as NODE_ID@HOST:PORT."""
-    from lightspeed.api.daemon import parse_hostport
+    from lightspeed.api.address import parse_hostport
 
     node_id, sep, address = peer.partition("@")
     if not sep:
