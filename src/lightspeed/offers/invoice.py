@@ -85,6 +85,10 @@ class Invoice:
     unknown_records: tuple[tuple[int, bytes], ...] = ()
     signature: bytes | None = None
 
+    def __post_init__(self) -> None:
+        # Records are kept in type order, as on the wire, so equal messages compare equal.
+        object.__setattr__(self, "unknown_records", tuple(sorted(self.unknown_records)))
+
     @property
     def feature_bits(self) -> frozenset[int]:
         return feature_bits(self.features or b"")

@@ -34,6 +34,10 @@ class InvoiceError:
     suggested_value: bytes | None = None
     unknown_records: tuple[tuple[int, bytes], ...] = ()
 
+    def __post_init__(self) -> None:
+        # Records are kept in type order, as on the wire, so equal messages compare equal.
+        object.__setattr__(self, "unknown_records", tuple(sorted(self.unknown_records)))
+
     def to_tlv(self) -> bytes:
         # BOLT #12: if it sets `erroneous_field`: MAY set `suggested_value`; otherwise: MUST NOT
         # set `suggested_value`.
@@ -58,7 +62,7 @@ class InvoiceError:
         accepts re-encodes byte for byte.
         """
         records = read_records(data, "invoice_error")
-        check_unknown_even(records, _KNOWN)
+        check_unknown_even(records, _KNOWN, lambda t: f"type {t}")
         error: str | None = None
         erroneous: int | None = None
         suggested: bytes | None = None

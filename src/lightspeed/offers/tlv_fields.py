@@ -9,7 +9,7 @@ Every reader fails with a :class:`DecodeError` naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from coincurve import PublicKey
@@ -137,12 +137,13 @@ def read_records(stream: bytes, field: str = "tlv_stream") -> tuple[TlvRecord, .
     return tuple(records)
 
 
-def check_unknown_even(records: Sequence[TlvRecord], known: Iterable[int]) -> None:
+def check_unknown_even(records: Sequence[TlvRecord], known: Iterable[int],
+                       name: Callable[[int], str] = field_name) -> None:
     """BOLT #1: if `type` is not known: if `type` is even: MUST fail to parse the tlv_stream."""
     known_set = frozenset(known)
     for record in records:
         if record.type % 2 == 0 and record.type not in known_set:
-            raise DecodeError(field_name(record.type), "unknown even TLV type")
+            raise DecodeError(name(record.type), "unknown even TLV type")
 
 
 def write_records(records: Iterable[tuple[int, bytes]]) -> bytes:
