@@ -270,7 +270,8 @@ def invoice_request_from_records(records: Sequence[TlvRecord], *, check_signatur
         # NOT include one; when present anyway it must still be correct.)
         if invreq.signature is None and not invreq.is_refund:
             raise DecodeError("signature", "missing")
-        if invreq.signature is not None and not invreq.signature_valid():
+        if invreq.signature is not None and not verify_merkle_root(
+                MESSAGE_NAME, merkle_root_of_records(records), invreq.signature, invreq.payer_id or b""):
             raise DecodeError("signature", "does not verify with invreq_payer_id")
     return invreq
 

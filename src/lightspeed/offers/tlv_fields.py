@@ -90,7 +90,10 @@ MPP_OPTIONAL = 17
 
 
 def in_ranges(tlv_type: int, ranges: Iterable[tuple[int, int]]) -> bool:
-    return any(low <= tlv_type <= high for low, high in ranges)
+    for low, high in ranges:  # noqa: SIM110 (a plain loop: this runs for every record of every message)
+        if low <= tlv_type <= high:
+            return True
+    return False
 
 
 def is_signature_type(tlv_type: int) -> bool:
@@ -122,8 +125,17 @@ def read_records(stream: bytes, field: str = "tlv_stream") -> tuple[TlvRecord, .
     last = -1
     while offset < len(stream):
         start = offset
-        tlv_type, offset = decode_bigsize(stream, offset, f"{field} type")
-        length, offset = decode_bigsize(stream, offset, f"{field} length")
+        # One-byte BigSize values (below 0xFD) are the common case: read them inline.
+        tlv_type = stream[offset]
+        if tlv_type < 0xFD:
+            offset += 1
+        else:
+            tlv_type, offset = decode_bigsize(stream, offset, f"{field} type")
+        if offset < len(stream) and stream[offset] < 0xFD:
+            length = stream[offset]
+            offset += 1
+        else:
+            length, offset = decode_bigsize(stream, offset, f"{field} length")
         # BOLT #1: if decoded `type`s are not strictly-increasing (including situations where
         # two or more occurrences of the same `type` are met): MUST fail to parse the tlv_stream.
         if tlv_type <= last:
