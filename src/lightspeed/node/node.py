@@ -58,7 +58,7 @@ from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
-from lightspeed.channel.commitment import ChannelBasepoints, commitment_fee_sat
+from lightspeed.channel.commitment import ChannelBasepoints
 from lightspeed.channel.establish import (
     ANCHORS,
     ChannelPolicy,
@@ -68,7 +68,7 @@ from lightspeed.channel.establish import (
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
-from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, funding_script
+from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
@@ -674,13 +674,25 @@ class Node:
             except UsageError:
                 continue  # a derived value that is not a valid key (about 2^-128): next index
 
-    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
-                channel_type: ChannelType) -> ChannelConfig:
+    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, local: OpenChannel | AcceptChannel,
+                remote: OpenChannel | AcceptChannel, channel_type: ChannelType) -> ChannelConfig:
+        """The agreed config: each side's limits are what it announced in the message it sent.
+
+        BOLT #2: channel_reserve_satoshis is what the *sender* requires the other side to keep;
+        htlc_minimum_msat, max_htlc_value_in_flight_msat and max_accepted_htlcs limit what the
+        sender accepts.
+        """
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
-                             basepoints, DUST_LIMIT_SAT, remote.dust_limit_satoshis, remote.to_self_delay,
-                             TO_SELF_DELAY, max_accepted_htlcs=30, remote_max_accepted_htlcs=remote.max_accepted_htlcs)
+                             basepoints, local.dust_limit_satoshis, remote.dust_limit_satoshis, remote.to_self_delay,
+                             local.to_self_delay, max_accepted_htlcs=local.max_accepted_htlcs,
+                             remote_max_accepted_htlcs=remote.max_accepted_htlcs,
+                             htlc_minimum_msat=local.htlc_minimum_msat, remote_htlc_minimum_msat=remote.htlc_minimum_msat,
+                             reserve_from_remote_sat=local.channel_reserve_satoshis,
+                             reserve_for_local_sat=remote.channel_reserve_satoshis,
+                             max_htlc_value_in_flight_msat=local.max_htlc_value_in_flight_msat,
+                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat)
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
@@ -753,7 +765,7 @@ class Node:
         script = p2wsh_script(funding_script(points.funding_pubkey, message.funding_pubkey))
         funding = self.wallet.create_transaction([TxOut(opening.open_msg.funding_satoshis, script)])
         channel_id = channel_id_from_funding(funding.txid, 0)
-        config = self._config(channel_id, funding, True, message, channel_type)
+        config = self._config(channel_id, funding, True, opening.open_msg, message, channel_type)
         funding_msat = opening.open_msg.funding_satoshis * 1000
         channel = Channel(config, opening.secrets, funding_msat - opening.open_msg.push_msat,
                           opening.open_msg.push_msat, opening.open_msg.feerate_per_kw,
@@ -782,7 +794,7 @@ class Node:
         assert opening.accept_msg is not None
         tx = Transaction(2, (), (TxOut(opening.open_msg.funding_satoshis, b""),), 0)  # only txid/amount used
         channel_id = channel_id_from_funding(message.funding_txid, message.funding_output_index)
-        config = self._config(channel_id, tx, False, opening.open_msg, ANCHORS)
+        config = self._config(channel_id, tx, False, opening.accept_msg, opening.open_msg, ANCHORS)
         config = ChannelConfig(**{**config.__dict__, "funding_txid": message.funding_txid,
                                   "funding_output_index": message.funding_output_index})
         funding_msat = opening.open_msg.funding_satoshis * 1000
@@ -1347,15 +1359,8 @@ class Node:
         return scid
 
     def _sendable_msat(self, channel: Channel) -> int:
-        """About what ``add_htlc`` lets us offer now (it checks exactly; this guides routing)."""
-        config = channel.config
-        view = channel.log.commitment(Side.REMOTE, pending=True)
-        spare = view.to_remote_msat - config.reserve_for_local_sat * 1000
-        if config.local_is_funder:
-            fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, config.anchors)
-            spare -= 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if config.anchors else 0))
-        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
-        return max(0, min(spare, config.remote_max_htlc_value_in_flight_msat - in_flight))
+        """Exactly the largest HTLC ``add_htlc`` accepts now (BOLT 2 limits, reserve, fees: channel/limits.py)."""
+        return channel.sendable_msat()
 
     def _usable(self, channel_id: bytes) -> bool:
         """Ready, reestablished with a connected peer, not closing: new HTLCs may go out on it."""
