@@ -315,6 +315,7 @@ class Node:
         self._channel_peer: dict[bytes, Peer] = {}
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
+        self._opened: dict[bytes, bytes] = {}  # temporary id -> channel id, for open_channel's caller
         self._ready: dict[bytes, asyncio.Event] = {}
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
@@ -696,7 +697,9 @@ class Node:
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
-        peer = self._peers[node_id]
+        peer = self._peers.get(node_id)
+        if peer is None or peer.session.closed:
+            raise UsageError(f"node_id: not connected to {node_id.hex()}")
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         temp_id = os.urandom(32)
@@ -716,8 +719,14 @@ class Node:
         ready = self._ready.setdefault(temp_id, asyncio.Event())
         self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index)
         await peer.send(open_msg)
-        await asyncio.wait_for(ready.wait(), 30)
-        return next(cid for cid, p in self._channel_peer.items() if p is peer and cid in self.channels)
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+        finally:
+            channel_id = self._opened.pop(temp_id, None)
+        # By the temporary id: the connection may have been replaced meanwhile (a reconnect), and
+        # an earlier channel with the same peer is not this one.
+        assert channel_id is not None  # ready is set only once funding_signed named the channel
+        return channel_id
 
     async def _handle(self, peer: Peer, message: WireMessage) -> None:
         if isinstance(message, OpenChannel):
@@ -810,7 +819,9 @@ class Node:
         opening = self._openings.pop(message.channel_id)
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
-        self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
+        temp_id = opening.open_msg.temporary_channel_id
+        self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
+        self._opened[temp_id] = message.channel_id
         self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
         self.chain.broadcast(opening.funding_tx)
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
