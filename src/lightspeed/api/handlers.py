@@ -22,7 +22,13 @@ from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
-from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction, UsageError
+from lightspeed.errors import (
+    DecodeError,
+    LightspeedError,
+    PaymentError,
+    RejectedTransaction,
+    UsageError,
+)
 from lightspeed.invoice import decode
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 
@@ -253,6 +259,8 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         if record is not None and record.status == "pending":
             raise TimeoutError(f"{exc or 'no answer in time'}; see GET /v1/payments") from None
         ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
+        if isinstance(exc, PaymentError):  # e.g. "can send at most N msat": this invoice cannot be paid
+            raise ApiError(409, str(exc), "invoice") from None
         raise
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
     record = node.store.payment(invoice.payment_hash)

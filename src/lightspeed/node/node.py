@@ -1083,6 +1083,11 @@ class Node:
         if target == self.node_id:
             raise PaymentError("paying ourselves")
         await self._wait_for_channels(target, deadline)
+        # What every usable channel could add now, in total: more cannot leave us, whatever the split
+        # (without this, parts that each fit one channel went out and the rest waited for the timeout).
+        can_send = sum(self._sendable_msat(c) for cid, c in self.channels.items() if self._usable(cid))
+        if amount_msat > can_send:
+            raise PaymentError(f"can send at most {can_send} msat")
         graph = self._graph_for(target, hints)
         parts = max_parts if exact_parts else 1
         while True:  # MPP: the fewest parts for which every part finds a route now
