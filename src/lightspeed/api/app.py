@@ -55,6 +55,7 @@ log = logging.getLogger("lightspeed.api")
 
 NODE_ID = node_id("a node id: 33-byte compressed public key in hex")
 CHANNEL_ID = hex_string(32, "a channel id: 32 bytes in hex")
+PAYMENT_HASH = hex_string(32, "a payment hash: 32 bytes in hex")
 MAX_INVOICE_LENGTH = 7089  # the most a QR code holds; BOLT 11 sets no bound, a server must
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
 _NULLABLE_INT: Schema = {"type": ["integer", "null"]}
@@ -111,6 +112,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
              "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",
              h.force_close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+    Endpoint("POST", "/v1/channels/{channel_id}/fee", "updateChannelFee",
+             "As the channel's funder, move its commitments to a new feerate (update_fee); refused when the "
+             "fee would take our balance below the reserve the peer asked for",
+             h.update_fee, CHANNEL, path_params=(("channel_id", CHANNEL_ID),),
+             body=obj({"feerate_per_kw": integer("the new commitment feerate, sat per 1000 weight", 253, 100_000)},
+                      ["feerate_per_kw"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/settle", "settleInvoice",
+             "Release a payment held by a hold invoice: its preimage fulfils every part",
+             h.settle_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),),
+             body=obj({"preimage": hex_string(32, "the payment preimage: 32 bytes in hex")}, ["preimage"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/cancel", "cancelInvoice",
+             "Refuse a payment held by a hold invoice: every part fails back to the payer",
+             h.cancel_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),)),
     Endpoint("GET", "/v1/invoices", "listInvoices", "Invoices this node issued", h.list_invoices,
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
@@ -118,7 +132,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
                        # BOLT #11: a tagged field holds at most 1023 5-bit words: 639 whole bytes.
                        "description": string("what the payment is for", max_utf8_bytes=639),
-                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000)},
+                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000),
+                       "payment_hash": hex_string(32, "makes a hold invoice: the payment is held until settled "
+                                                      "with the preimage of this hash (or cancelled)")},
                       ["amount_msat"])),
     Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
              _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),

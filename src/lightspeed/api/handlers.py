@@ -22,6 +22,7 @@ from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
+from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import (
     DecodeError,
     LightspeedError,
@@ -218,11 +219,69 @@ async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> t
     return 200, closed_channel_json(channel_id, spend)
 
 
+async def update_fee(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """As the funder, move the channel to a new feerate (update_fee + commitment_signed)."""
+    channel_id = _hex_param(request, "channel_id")
+    node = ctx.node
+    if channel_id not in node.channels or channel_id in node.closed_channels:
+        raise ApiError(404, f"no open channel {channel_id.hex()}", "channel_id")
+    try:
+        await node.update_fee(channel_id, body["feerate_per_kw"])
+    except UsageError as exc:
+        raise _refused(exc, "feerate_per_kw") from None
+    return 200, channel_json(ctx, channel_id, node.channels[channel_id])
+
+
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""), body.get("expiry", 3600))
+    if body.get("payment_hash") is not None:  # a hold invoice: the preimage comes later (settle)
+        try:
+            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), body["amount_msat"],
+                                                   body.get("description", ""), body.get("expiry", 3600))
+        except UsageError as exc:
+            raise _refused(exc, "payment_hash") from None
+    else:
+        invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""),
+                                          body.get("expiry", 3600))
     record = ctx.node.store.invoice(invoice.payment_hash)
     assert record is not None  # create_invoice stored it
     return 201, invoice_json(record, ctx.times, ctx.now())
+
+
+async def settle_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Release a held payment with its preimage (the preimage must hash to the path's payment_hash)."""
+    payment_hash, preimage = _hex_param(request, "payment_hash"), bytes.fromhex(body["preimage"])
+    if sha256(preimage) != payment_hash:
+        raise ApiError(400, "does not hash to the invoice's payment_hash", "preimage")
+    try:
+        await ctx.node.settle_hold(preimage)
+    except UsageError as exc:
+        raise _refused(exc, "payment_hash") from None
+    return 200, _invoice_after(ctx, payment_hash)
+
+
+async def cancel_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Refuse a held payment: every part fails back to the payer."""
+    payment_hash = _hex_param(request, "payment_hash")
+    try:
+        await ctx.node.cancel_hold(payment_hash)
+    except UsageError as exc:
+        raise _refused(exc, "payment_hash") from None
+    return 200, _invoice_after(ctx, payment_hash)
+
+
+def _refused(exc: UsageError, default_field: str) -> ApiError:
+    """409 for a command the node refused; the field is the one its message starts with ("field: ...")."""
+    field_, sep, reason = str(exc).partition(": ")
+    if sep and field_.isidentifier():
+        return ApiError(409, reason, field_)
+    return ApiError(409, str(exc), default_field)
+
+
+def _invoice_after(ctx: ApiContext, payment_hash: bytes) -> dict[str, Any]:
+    record = ctx.node.store.invoice(payment_hash)
+    if record is None:
+        raise ApiError(404, f"no invoice {payment_hash.hex()}", "payment_hash")
+    return invoice_json(record, ctx.times, ctx.now())
 
 
 async def list_invoices(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -1599,6 +1599,20 @@ class Node:
             raise UsageError(f"payment_hash: no held payment for {payment_hash.hex()}") from None
         await self._run_step(lambda received: self._apply_decisions(decisions, received))
 
+    async def update_fee(self, channel_id: bytes, feerate_per_kw: int) -> None:
+        """As the funder, move the channel's commitments to a new feerate (update_fee, then signed)."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel_id in self.closed_channels:
+            raise UsageError(f"channel_id: no open channel {channel_id.hex()}")
+        if not self._usable(channel_id):
+            raise UsageError("channel_id: the channel is not ready or its peer is not connected")
+        message = channel.update_fee(feerate_per_kw)  # raises UsageError: not the funder, unaffordable
+
+        def decide(received: list[NodeEvent]) -> None:
+            self._dirty.setdefault(channel_id, []).append(message)
+
+        await self._run_step(decide)
+
     # -- queries and commands for the REST API ---------------------------------------------------
 
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
