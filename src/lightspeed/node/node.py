@@ -137,7 +137,7 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import channel_seed, derive_channel_secrets
+from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_index
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -685,7 +685,7 @@ class Node:
         """Fresh channel secrets, derived from the node key at an index the store hands out once."""
         while True:
             with self.store.transaction():
-                index = self.store.allocate_key_index()
+                index = new_key_index(self.store.allocate_key_index())
             try:
                 return index, derive_channel_secrets(self._channel_seed, index)
             except UsageError:
