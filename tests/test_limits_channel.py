@@ -22,7 +22,7 @@ from lightspeed.channel.pair import channel_pair
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.channel.serialize import channel_from_record, channel_to_record
 from lightspeed.channel.state import Channel, ChannelFailure
-from lightspeed.codec.generated import UpdateAddHtlc, UpdateFee
+from lightspeed.codec.generated import UpdateAddHtlc
 from lightspeed.codec.messages import decode_message, encode_message
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import UsageError
@@ -170,17 +170,6 @@ def test_the_fundee_does_not_offer_what_the_funder_cannot_pay_the_fee_for() -> N
     _deliver(fundee, funder, fundee.sendable_msat())  # a trimmed HTLC adds no fee: fine
     _exchange(fundee, funder)
     assert _funder_above_reserve_msat(funder) >= 0
-
-
-def test_update_fee_the_funder_cannot_afford_is_refused_both_ways() -> None:
-    funder, fundee = channel_pair(FUNDING_SAT, anchors=True, reserve_sat=RESERVE_SAT)
-    _deliver(funder, fundee, funder.sendable_msat())
-    _exchange(funder, fundee)
-    with pytest.raises(UsageError, match="feerate_per_kw"):
-        funder.update_fee(20_000)
-    funder.update_fee(2000)  # lowering is always affordable
-    with pytest.raises(ChannelFailure, match="feerate_per_kw 20000"):
-        fundee.receive(UpdateFee(channel_id=fundee.config.channel_id, feerate_per_kw=20_000))
 
 
 # -- sendable_msat is exact: what we offer at the edge, the peer accepts, and one msat more is refused --

@@ -217,19 +217,3 @@ def max_offer_msat(config: ChannelConfig, views: Views, offerer: Side, *, fee_sp
         if best >= low and offer_problem(config, views, offerer, best, fee_spike_buffer=fee_spike_buffer) is None:
             return best
     return 0
-
-
-def fee_update_problem(config: ChannelConfig, view: CommitmentView, feerate_per_kw: int) -> str | None:
-    """Why the funder cannot afford ``feerate_per_kw`` on ``view``'s commitment above its reserve, or None.
-
-    Only a raise is refused: a lower feerate never leaves the funder worse off.
-    """
-    if feerate_per_kw <= view.feerate_per_kw:
-        return None
-    payer = funder(config)
-    cost = funder_cost_msat(config, _untrimmed(config, view, feerate_per_kw), feerate_per_kw)
-    spare = _balance_msat(view, payer) - reserve_msat(config, payer) - cost
-    if spare < 0:
-        return (f"feerate_per_kw {feerate_per_kw} costs the funder {cost} msat, "
-                f"{-spare} msat more than it has above its reserve")
-    return None

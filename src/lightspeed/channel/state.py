@@ -29,6 +29,7 @@ from lightspeed.channel.commitment import (
     CommitmentTx,
     Htlc,
     build_commitment_tx,
+    commitment_fee_sat,
     commitment_sighash,
     obscuring_factor,
     sign_commitment,
@@ -41,7 +42,8 @@ from lightspeed.channel.htlc_tx import (
     remote_htlc_sighash_type,
     sign_htlc_tx,
 )
-from lightspeed.channel.limits import fee_update_problem, max_offer_msat, offer_problem
+from lightspeed.channel.limits import max_offer_msat, offer_problem
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.codec.generated import (
     ChannelReady,
     ChannelReestablish,
@@ -279,17 +281,24 @@ class Channel:
         """Why ``add_htlc`` would refuse ``amount_msat`` now, or None."""
         return offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)
 
+    def _fee_at_msat(self, feerate_per_kw: int, htlcs: int) -> int:
+        """What the funder pays on a commitment: the fee (every HTLC counted) and the two anchors."""
+        fee = commitment_fee_sat(feerate_per_kw, htlcs, self.config.anchors)
+        return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
+
     def update_fee(self, feerate_per_kw: int) -> UpdateFee:
         """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
         if not self.config.local_is_funder:
             raise UsageError("only the funder sends update_fee")
-        if feerate_per_kw < MIN_FEERATE_PER_KW:
-            raise UsageError(f"feerate_per_kw must be at least {MIN_FEERATE_PER_KW}")
-        # BOLT #2: the funder SHOULD NOT send update_fee if it could not pay the new fee on the remote
-        # commitment while maintaining its channel reserve (and anchors).
-        problem = fee_update_problem(self.config, self.log.commitment(Side.REMOTE, pending=True), feerate_per_kw)
-        if problem is not None:
-            raise UsageError(f"cannot send update_fee: {problem}")
+        if not MIN_FEERATE_PER_KW <= feerate_per_kw <= MAX_FEERATE_PER_KW:
+            raise UsageError(f"feerate_per_kw must be within {MIN_FEERATE_PER_KW}..{MAX_FEERATE_PER_KW}")
+        # BOLT #2: the funder SHOULD NOT send update_fee it cannot afford on the peer's commitment
+        # (the receiver SHOULD fail the channel then); we also keep our reserve.
+        view = self.log.commitment(Side.REMOTE, pending=True)
+        fee_msat = self._fee_at_msat(feerate_per_kw, len(view.htlcs))
+        if fee_msat + self.config.reserve_for_local_sat * 1000 > view.to_remote_msat:
+            raise UsageError(f"feerate_per_kw {feerate_per_kw}: the commitment fee of {fee_msat // 1000} sat would "
+                             f"take our balance below the reserve of {self.config.reserve_for_local_sat} sat")
         self.log.send_fee(feerate_per_kw)
         return self._sent(UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw))
 
@@ -417,10 +426,9 @@ class Channel:
                 raise self._fail(f"feerate_per_kw {message.feerate_per_kw} is out of bounds")
             # BOLT #2: if the sender cannot afford the new fee rate on the receiving node's current
             # commitment transaction: SHOULD send a warning and close the connection, or fail the channel.
-            problem = fee_update_problem(self.config, self.log.commitment(Side.LOCAL, pending=True),
-                                         message.feerate_per_kw)
-            if problem is not None:
-                raise self._fail(problem)
+            view = self.log.commitment(Side.LOCAL, pending=True)
+            if self._fee_at_msat(message.feerate_per_kw, len(view.htlcs)) > view.to_remote_msat:
+                raise self._fail(f"update_fee {message.feerate_per_kw}: the funder cannot afford the fee")
             self.log.recv_fee(message.feerate_per_kw)
         elif isinstance(message, CommitmentSigned):
             return [self._receive_commitment(message)], []
