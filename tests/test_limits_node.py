@@ -147,3 +147,32 @@ def test_a_peer_breaking_a_limit_gets_the_channel_failed_and_our_funds_stay(tmp_
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_forward_below_the_next_peer_s_minimum_is_amount_below_minimum_with_its_real_minimum() -> None:
+    """BOLT 7: our channel_update names the minimum HTLC the channel peer accepts; BOLT 4: below it,
+    amount_below_minimum (not a temporary_channel_failure the payer cannot learn from)."""
+    async def scenario() -> None:
+        from lightspeed.codec.generated import ChannelUpdate
+        from lightspeed.codec.messages import decode_message
+
+        net = await create_network(3, [(0, 1, 2 * SAT, 0), (1, 2, SAT, 0)])
+        hop, cid = net.nodes[1], net.channel(1, 2)
+        # As if node 2 had announced htlc_minimum_msat 5000 and max_htlc_value_in_flight_msat 70,000,000.
+        hop.channels[cid].config = dataclasses.replace(hop.channels[cid].config, remote_htlc_minimum_msat=5000,
+                                                       remote_max_htlc_value_in_flight_msat=70_000_000)
+        invoice = net.nodes[2].create_invoice(4999, "one msat below the minimum")
+        with pytest.raises(RouteFailed) as caught:
+            await asyncio.wait_for(net.nodes[0].send_to_route(route_along(net, [0, 1, 2], 4999), invoice.payment_hash,
+                                                              invoice.payment_secret), 20)
+        assert (caught.value.report.erring_index, caught.value.report.code) == (0, FailureCode.AMOUNT_BELOW_MINIMUM)
+        assert caught.value.failure is not None
+        update = decode_message(caught.value.failure.channel_update)
+        assert isinstance(update, ChannelUpdate)
+        assert (update.htlc_minimum_msat, update.htlc_maximum_msat) == (5000, 70_000_000)
+        invoice = net.nodes[2].create_invoice(5000, "the minimum")
+        await asyncio.wait_for(net.nodes[0].send_to_route(route_along(net, [0, 1, 2], 5000), invoice.payment_hash,
+                                                          invoice.payment_secret), 20)
+        await net.stop()
+
+    asyncio.run(scenario())

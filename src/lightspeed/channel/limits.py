@@ -217,3 +217,14 @@ def max_offer_msat(config: ChannelConfig, views: Views, offerer: Side, *, fee_sp
         if best >= low and offer_problem(config, views, offerer, best, fee_spike_buffer=fee_spike_buffer) is None:
             return best
     return 0
+
+
+def advertised_htlc_range(config: ChannelConfig, minimum_msat: int, maximum_msat: int) -> tuple[int, int]:
+    """The HTLC amounts our channel_update may promise for this channel, given our policy's range.
+
+    BOLT #7: htlc_minimum_msat is the minimum HTLC value the channel peer will accept, and
+    htlc_maximum_msat MUST NOT exceed the channel capacity (and SHOULD NOT the peer's
+    max_htlc_value_in_flight_msat).
+    """
+    high = min(maximum_msat, config.funding_sat * 1000, config.remote_max_htlc_value_in_flight_msat)
+    return min(max(minimum_msat, config.remote_htlc_minimum_msat), high), high

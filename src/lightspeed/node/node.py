@@ -75,6 +75,7 @@ from lightspeed.channel.establish import (
     implied_channel_type,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
+from lightspeed.channel.limits import advertised_htlc_range
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
 from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
@@ -1431,10 +1432,16 @@ class Node:
             log = channel.log
             offered = sum(1 for h in log.commitment(Side.REMOTE, pending=True).htlcs if h.offerer is Side.LOCAL)
             slots = channel.config.remote_max_accepted_htlcs - offered if usable else 0
-            out[scid] = OutgoingChannel(scid, self.forwarding_policy,
+            out[scid] = OutgoingChannel(scid, self._channel_policy(channel),
                                         self._sendable_msat(channel) if usable else 0, slots,
                                         self._channel_update(cid, scid, usable))
         return out
+
+    def _channel_policy(self, channel: Channel) -> ForwardingPolicy:
+        """Our forwarding policy narrowed to the HTLC amounts this channel's peer agreed to take."""
+        p = self.forwarding_policy
+        low, high = advertised_htlc_range(channel.config, p.htlc_minimum_msat, p.htlc_maximum_msat)
+        return dataclasses.replace(p, htlc_minimum_msat=low, htlc_maximum_msat=high)
 
     def _channel_update(self, channel_id: bytes, scid: int, enabled: bool) -> bytes:
         """Our signed channel_update for the direction leaving us (type included), for failures.
@@ -1445,13 +1452,12 @@ class Node:
         cached = self._updates.get(channel_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        p = self.forwarding_policy
-        channel = self.channels[channel_id]
+        p = self._channel_policy(self.channels[channel_id])
         update = create_channel_update(
             self.privkey, chain_hash=self.network.chain_hash, short_channel_id=scid, timestamp=int(time.time()),
             direction=direction_of(self.node_id, self._channel_node[channel_id]),
             cltv_expiry_delta=p.cltv_expiry_delta, htlc_minimum_msat=p.htlc_minimum_msat,
-            htlc_maximum_msat=min(p.htlc_maximum_msat, channel.config.funding_sat * 1000),
+            htlc_maximum_msat=p.htlc_maximum_msat,
             fee_base_msat=p.fee_base_msat, fee_proportional_millionths=p.fee_proportional_millionths,
             disabled=not enabled)
         encoded = encode_message(update)
