@@ -176,3 +176,28 @@ def test_a_forward_below_the_next_peer_s_minimum_is_amount_below_minimum_with_it
         await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_right_after_a_restart_pay_counts_the_channels_still_reestablishing() -> None:
+    """'can send at most' must not be said while a channel with a connected (or redialed) peer is
+    still coming back: the payment needs both channels, and waits the moment it takes."""
+    async def scenario() -> None:
+        from tests.support.network import bring_online, take_offline
+
+        net = await create_network(3, [(0, 1, SAT, 0), (0, 2, SAT, 0), (2, 1, SAT, 0)])
+        amount = net.nodes[0].channels[net.channel(0, 1)].sendable_msat() + 100_000_000
+        invoice = net.nodes[1].create_invoice(amount, "needs both channels")
+        await take_offline(net, 0)
+        await take_offline(net, 2)
+        payer = await bring_online(net, 0)
+        try:
+            await until(lambda: payer.channel_is_ready(net.channel(0, 1)))
+            paying = asyncio.create_task(payer.pay(invoice, timeout=20))
+            await asyncio.sleep(0.3)  # node 2 is still away: the payer redials it
+            assert not paying.done(), paying
+            await bring_online(net, 2)
+            await asyncio.wait_for(paying, 25)
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())

@@ -231,6 +231,10 @@ NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
+#: How long pay() waits for channels still reestablishing before it says how much it can send.
+REESTABLISH_GRACE_S = 3.0
+
+
 @dataclass
 class _Opening:
     """A channel being opened: the messages exchanged so far."""
@@ -1089,6 +1093,20 @@ class Node:
             elif self._pending.get(payment_id) is future:
                 future.add_done_callback(lambda _: self._pending.pop(payment_id, None))
 
+    def _can_send_msat(self) -> int:
+        return sum(self._sendable_msat(c) for cid, c in self.channels.items() if self._usable(cid))
+
+    def _reestablishing(self) -> bool:
+        """Some ready channel is not usable now, but its peer is connected or being redialed."""
+        for cid in self.channels:
+            node_id = self._channel_node.get(cid, b"")
+            peer = self._peers.get(node_id)
+            coming = (peer is not None and not peer.session.closed) or node_id in self._dialers
+            if (coming and cid not in self._closings and self._ready_marks.get(cid) == {"sent", "received"}
+                    and not self._usable(cid)):
+                return True
+        return False
+
     def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
         own = []
         for cid, channel in self.channels.items():
@@ -1123,7 +1141,11 @@ class Node:
         await self._wait_for_channels(target, deadline)
         # What every usable channel could add now, in total: more cannot leave us, whatever the split
         # (without this, parts that each fit one channel went out and the rest waited for the timeout).
-        can_send = sum(self._sendable_msat(c) for cid, c in self.channels.items() if self._usable(cid))
+        can_send = self._can_send_msat()
+        grace = min(deadline, time.monotonic() + REESTABLISH_GRACE_S)
+        while amount_msat > can_send and self._reestablishing() and time.monotonic() < grace:
+            await asyncio.sleep(0.02)  # a channel coming back (reconnect, reestablish): a moment for it
+            can_send = self._can_send_msat()
         if amount_msat > can_send:
             raise PaymentError(f"can send at most {can_send} msat")
         graph = self._graph_for(target, hints)
