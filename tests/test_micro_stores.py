@@ -94,7 +94,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
         return lambda: RedisAllowanceStore(url, prefix=prefix)
     dsn = request.getfixturevalue("postgres_dsn")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS lanes, allowances")
+        conn.execute("DROP TABLE IF EXISTS refunds, unpaid, lanes, allowances")
     return lambda: PostgresAllowanceStore(dsn)
 
 

@@ -17,15 +17,21 @@ from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import PaymentError
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.refunds import PaymentState, PaymentStatus
 
 
 class Ledger:
-    def __init__(self) -> None:
+    def __init__(self, network: Ledger | None = None) -> None:
         self.privkey = os.urandom(32)
         self.node_id = pubkey_from_privkey(self.privkey)
-        self.preimages: dict[bytes, bytes] = {}
-        self.paid: dict[bytes, int] = {}
-        self.payments: list[int] = []  # amounts paid, in order
+        # One settlement shared by every ledger of a network (see ``peer``).
+        self.preimages: dict[bytes, bytes] = network.preimages if network else {}
+        self.paid: dict[bytes, int] = network.paid if network else {}
+        self.payments: list[int] = network.payments if network else []  # amounts paid, in order
+
+    def peer(self) -> Ledger:
+        """Another node on the same settlement (a client's, to invoice the server's refunds)."""
+        return Ledger(self)
 
     async def create_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
         preimage = os.urandom(32)
@@ -49,6 +55,15 @@ class Ledger:
 
     async def pay(self, invoice_text: str) -> bytes:
         return self.pay_sync(invoice_text)
+
+    async def pay_once(self, invoice_text: str) -> bytes:
+        """The refund payer's role: a payment hash is paid at most once (paid here at once)."""
+        return self.pay_sync(invoice_text)
+
+    async def payment_status(self, payment_hash: bytes) -> PaymentStatus:
+        if payment_hash in self.paid:
+            return PaymentStatus(PaymentState.SUCCEEDED, self.preimages[payment_hash])
+        return PaymentStatus(PaymentState.UNKNOWN)
 
 
 class SyncPayer:
