@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -123,10 +124,17 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
 
 
 async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
-    """Close expired allowances once a minute (their unspent calls become refunds due)."""
+    """Once a minute: close expired allowances (their unspent calls become refunds due),
+    forget unpaid ones whose invoice can no longer be paid, and record how refunds left in
+    flight ended (first at start: a refund in flight when the server stopped)."""
     while True:
+        try:
+            await allowances.resolve_refunds()
+            await allowances.forget_unpaid()
+            await allowances.expire_due()
+        except Exception:  # the store or the node unreachable for now: the next round retries
+            logging.getLogger(__name__).exception("allowance sweep failed")
         await asyncio.sleep(every)
-        await allowances.expire_due()
 
 
 async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, funding_sat: int,
