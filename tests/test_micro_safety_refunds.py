@@ -158,32 +158,37 @@ def refused(code: str) -> pytest.RaisesContext[CallRefused]:
 
 def test_a_refund_pending_at_the_timeout_stays_in_flight_and_no_second_invoice_is_paid(
         every_store: Factory) -> None:
-    async def scenario(store: AllowanceStore) -> None:
+    """The issue's attack: the payee holds the refund past the payer's timeout, then asks
+    again (here through a second server instance) with a second invoice."""
+
+    async def main() -> None:
         scene = Scene()
-        server = scene.server(store)
-        buyer = await Buyer().buy(server)
-        await server.spend(buyer.token(30))
-        due = await server.close(buyer.token())
-        assert due == 7 * 70
-        first, second = await scene.invoice(due), await scene.invoice(due)
+        async with opened(every_store) as store_a, opened(every_store) as store_b:
+            server, other = scene.server(store_a), scene.server(store_b)
+            buyer = await Buyer().buy(server)
+            await server.spend(buyer.token(30))
+            due = await server.close(buyer.token())
+            assert due == 7 * 70
+            first, second = await scene.invoice(due), await scene.invoice(due)
 
-        held = await server.refund(buyer.token(), first)  # the payee holds it past the timeout
-        assert (held.status, held.invoice) == ("in_flight", first)
-        again = await server.refund(buyer.token(), second)
-        assert (again.status, again.invoice) == ("in_flight", first)
-        assert scene.payer.calls == [decode(first).payment_hash]  # the second was never paid
-        status = await server.status(buyer.id)
-        assert (status["refund"], status["refund_invoice"]) == ("in_flight", first)
+            held = await server.refund(buyer.token(), first)  # the payee holds it past the timeout
+            assert (held.status, held.invoice) == ("in_flight", first)
+            for instance in (server, other):
+                again = await instance.refund(buyer.token(), second)
+                assert (again.status, again.invoice) == ("in_flight", first)
+            assert set(scene.payer.calls) == {decode(first).payment_hash}  # never the second
+            status = await other.status(buyer.id)
+            assert (status["refund"], status["refund_invoice"]) == ("in_flight", first)
 
-        scene.payer.release(decode(first).payment_hash)
-        done = await server.refund(buyer.token(), second)
-        assert (done.status, done.invoice, done.amount_msat) == ("paid", first, due)
-        assert done.preimage == scene.ledger.preimages[decode(first).payment_hash]
-        assert scene.ledger.payments.count(due) == 1 and scene.payer.paid_msat == due
-        assert (await server.refund(buyer.token(), second)).status == "paid"
-        assert len(scene.payer.calls) == 1
+            scene.payer.release(decode(first).payment_hash)
+            done = await other.refund(buyer.token(), second)
+            assert (done.status, done.invoice, done.amount_msat) == ("paid", first, due)
+            assert done.preimage == scene.ledger.preimages[decode(first).payment_hash]
+            assert scene.ledger.payments.count(due) == 1 and scene.payer.paid_msat == due
+            assert (await server.refund(buyer.token(), second)).status == "paid"
+            assert set(scene.payer.calls) == {decode(first).payment_hash}
 
-    run(every_store, scenario)
+    asyncio.run(main())
 
 
 def test_a_definitively_failed_refund_lets_exactly_one_new_invoice_be_paid(
