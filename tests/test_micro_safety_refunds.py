@@ -21,7 +21,7 @@ from lightspeed.errors import PaymentError
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.micro.refunds import PaymentState, PaymentStatus
-from lightspeed.micro.server import UNPAID_GRACE_SECONDS, AllowanceServer, CallRefused, ServerPolicy
+from lightspeed.micro.server import AllowanceServer, CallRefused, ServerPolicy
 from lightspeed.micro.store import AllowanceState, AllowanceStore, Refund, RefundStatus, Status
 from lightspeed.micro.stores.memory import MemoryAllowanceStore
 from lightspeed.micro.terms import AllowanceTerms, Price
@@ -95,7 +95,6 @@ class Scene:
                  **policy: object) -> None:
         self.price = price
         self.ledger = Ledger()
-        self.client_node = self.ledger.peer()
         self.payer = HoldingPayer(self.ledger, hold=hold)
         self.clock = clock if clock is not None else [time.time()]
         self.policy = policy
@@ -106,7 +105,7 @@ class Scene:
                                payer=self.payer, clock=lambda: self.clock[0])
 
     async def invoice(self, amount_msat: int) -> str:
-        text = (await self.client_node.create_invoice(amount_msat, "refund", 86_400)).encode()
+        text = (await self.ledger.create_client_invoice(amount_msat, "refund", 86_400)).encode()
         self.payer.issued.append(text)
         return text
 
@@ -384,7 +383,7 @@ def test_a_batch_invoice_never_paid_stops_holding_the_refund_once_expired() -> N
         stored = await server.store.load(buyer.id)
         assert stored is not None
         until = json.loads(stored.state.extra)["late_until"]
-        clock[0] = until + UNPAID_GRACE_SECONDS - 1  # one second before it is surely unpayable
+        clock[0] = until + server.policy.unpaid_grace - 1  # one second before it is surely unpayable
         with refused("refund_not_ready") as caught:
             await server.refund(buyer.token(), await scene.invoice(7 * 4))
         assert caught.value.retry_after == 1
@@ -404,7 +403,7 @@ def test_a_refund_invoice_that_the_payer_would_refuse_is_refused_before_recordin
         buyer = await Buyer().buy(server)
         due = await server.close(buyer.token())
         own = (await scene.ledger.create_invoice(due, "to ourselves", 3600)).encode()
-        short = (await scene.client_node.create_invoice(due, "expiring", 30)).encode()
+        short = (await scene.ledger.create_client_invoice(due, "expiring", 30)).encode()
         for invoice, reason in ((own, "own node"), (short, "expires in less than"),
                                 ("lnbc1garbage", "invoice")):
             with pytest.raises(CallRefused, match=reason):

@@ -24,13 +24,14 @@ from lightspeed.errors import UsageError
 from lightspeed.micro.asgi import LightspeedMiddleware
 from lightspeed.micro.hashchain import anchor, lane_tip
 from lightspeed.micro.ratelimit import RateLimiter, client_key
-from lightspeed.micro.server import UNPAID_GRACE_SECONDS, AllowanceServer, CallRefused, ServerPolicy
+from lightspeed.micro.server import AllowanceServer, CallRefused, ServerPolicy
 from lightspeed.micro.store import Status
 from lightspeed.micro.stores.memory import MemoryAllowanceStore
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 from lightspeed.micro.terms import Price
 from lightspeed.micro.token import AllowanceRequest, Token
 from tests.support.ledger import Ledger
+from tests.test_micro_server import Client, bought
 
 START = 1_800_000_000.0
 
@@ -73,16 +74,16 @@ def refused(code: str) -> pytest.RaisesContext[CallRefused]:
 def test_at_most_max_unpaid_allowances_wait_for_their_payment() -> None:
     async def go() -> None:
         clock = [START]
-        server = make_server(clock, max_unpaid=3, create_burst=100)
+        server = make_server(clock, max_unpaid=3, creates_per_minute=100)
         async with http(app_for(server)) as client:
             made = [await client.post("/lightspeed/allowances", json=body()) for _ in range(3)]
             assert [r.status_code for r in made] == [201, 201, 201]
             full = await client.post("/lightspeed/allowances", json=body())
             assert full.status_code == 503 and full.headers["retry-after"] == "60"
-            assert full.json()["error"]["code"] == "too_many_unpaid"
+            assert full.json()["error"]["code"] == "busy"
             header = await client.get("/api/x", headers={
                 "Lightspeed-Allowance": request().header_value()})  # the same cap on the header path
-            assert header.status_code == 503 and header.json()["error"]["code"] == "too_many_unpaid"
+            assert header.status_code == 503 and header.json()["error"]["code"] == "busy"
             # One is paid: once the server sees it, it no longer counts.
             first = made[0].json()["allowance"]
             assert isinstance(server.payee, Ledger)
@@ -100,7 +101,7 @@ def test_a_full_server_first_forgets_the_unpaid_ones_whose_time_is_up() -> None:
         clock = [START]
         server = make_server(clock, max_unpaid=2)
         stale = [await server.create(request()) for _ in range(2)]
-        with refused("too_many_unpaid"):
+        with refused("busy"):
             await server.create(request())
         clock[0] += server.policy.unpaid_ttl + 1
         fresh = await server.create(request())
@@ -120,7 +121,7 @@ def test_unpaid_allowances_are_deleted_after_their_ttl_and_paid_ones_are_kept(tm
         clock = [START]
         store = SqliteAllowanceStore(tmp_path / "allowances.db")
         server = make_server(clock, store=store)
-        assert server.policy.unpaid_ttl == 600 + UNPAID_GRACE_SECONDS  # invoice expiry + grace
+        assert server.policy.unpaid_ttl == 600 + 600  # invoice expiry + grace
         tip = lane_tip(os.urandom(32), 0)
         unpaid = await server.create(AllowanceRequest(10, (anchor(tip, 10),)))
         paid = await server.create(request())
@@ -160,12 +161,13 @@ def test_an_expired_never_paid_allowance_is_deleted_not_closed_forever() -> None
     asyncio.run(go())
 
 
-def test_the_unpaid_ttl_cannot_be_shorter_than_the_invoice_can_be_paid() -> None:
-    ServerPolicy(Price(1), invoice_expiry=100, unpaid_ttl_seconds=100 + UNPAID_GRACE_SECONDS)
-    with pytest.raises(UsageError, match="unpaid_ttl_seconds"):
-        ServerPolicy(Price(1), invoice_expiry=100, unpaid_ttl_seconds=100 + UNPAID_GRACE_SECONDS - 1)
-    with pytest.raises(UsageError, match="max_unpaid"):
-        ServerPolicy(Price(1), max_unpaid=0)
+def test_the_unpaid_grace_cannot_be_shorter_than_a_minute() -> None:
+    assert ServerPolicy(Price(1), invoice_expiry=100, unpaid_grace=60).unpaid_ttl == 160
+    with pytest.raises(UsageError, match="unpaid_grace"):
+        ServerPolicy(Price(1), unpaid_grace=59)
+    for policy in ({"max_unpaid": 0}, {"creates_per_minute": 0}):
+        with pytest.raises(UsageError, match="at least 1"):
+            ServerPolicy(Price(1), **policy)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------- the rate limit
@@ -174,19 +176,19 @@ def test_the_unpaid_ttl_cannot_be_shorter_than_the_invoice_can_be_paid() -> None
 def test_one_client_gets_a_burst_then_429_with_retry_after_and_others_are_not_affected() -> None:
     async def go() -> None:
         clock = [START]
-        server = make_server(clock, create_burst=3, create_interval_seconds=10)
+        server = make_server(clock, creates_per_minute=3)  # a burst of 3, then one every 20 s
         app = app_for(server)
         async with http(app, "198.51.100.7") as mallory, http(app, "203.0.113.9") as alice:
             answers = [await mallory.post("/lightspeed/allowances", json=body()) for _ in range(3)]
             assert [a.status_code for a in answers] == [201, 201, 201]
             limited = await mallory.post("/lightspeed/allowances", json=body())
-            assert limited.status_code == 429 and limited.headers["retry-after"] == "10"
+            assert limited.status_code == 429 and limited.headers["retry-after"] == "20"
             error = limited.json()["error"]
-            assert error["code"] == "rate_limited" and error["retry_after"] == 10
+            assert error["code"] == "rate_limited" and error["retry_after"] == 20
             via_header = await mallory.get("/api/x", headers={"Lightspeed-Allowance": request().header_value()})
-            assert via_header.status_code == 429 and via_header.headers["retry-after"] == "10"
+            assert via_header.status_code == 429 and via_header.headers["retry-after"] == "20"
             assert (await alice.post("/lightspeed/allowances", json=body())).status_code == 201
-            clock[0] += 9.5  # half a second short of the next one
+            clock[0] += 19.5  # half a second short of the next one
             short = await mallory.post("/lightspeed/allowances", json=body())
             assert short.status_code == 429 and short.headers["retry-after"] == "1"
             clock[0] += 0.5
@@ -204,7 +206,7 @@ def test_one_client_gets_a_burst_then_429_with_retry_after_and_others_are_not_af
 def test_ipv6_clients_are_limited_by_their_64_prefix() -> None:
     async def go() -> None:
         clock = [START]
-        server = make_server(clock, create_burst=2)
+        server = make_server(clock, creates_per_minute=2)
         app = app_for(server)
         async with http(app, "2001:db8:1:2::1") as one, http(app, "2001:db8:1:2:ffff::9") as same_64, \
                 http(app, "2001:db8:1:3::1") as other_64:
@@ -224,24 +226,95 @@ def test_client_keys() -> None:
 
 
 def test_the_rate_limiter_keeps_at_most_max_clients_buckets() -> None:
-    limiter = RateLimiter(burst=1, interval=100, max_clients=3)
+    limiter = RateLimiter(per_minute=1, max_clients=3)
     for n in range(5):
         assert limiter.take(f"client {n}", START) == 0
-    assert limiter.take("client 4", START) == 100  # still remembered: empty bucket
+    assert limiter.take("client 4", START) == 60  # still remembered: empty bucket
     assert len(limiter._buckets) == 3
     assert limiter.take("client 0", START) == 0  # forgotten (the least recently seen): full again
-    assert limiter.take("client 0", START + 50) == 50
+    assert limiter.take("client 0", START + 30) == 30
     with pytest.raises(UsageError):
-        RateLimiter(burst=0, interval=1)
+        RateLimiter(per_minute=0)
 
 
 def test_a_burst_of_concurrent_creates_from_one_client_stops_at_the_burst() -> None:
     async def go() -> None:
-        server = make_server([time.time()], create_burst=5, create_interval_seconds=60)
+        server = make_server([time.time()], creates_per_minute=5)
         app = app_for(server)
         async with http(app) as client:
             answers = await asyncio.gather(*(client.post("/lightspeed/allowances", json=body())
                                              for _ in range(12)))
         assert sorted(a.status_code for a in answers) == [201] * 5 + [429] * 7
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------ the same limits, as first written on main
+
+def _server(tmp_path: Path, now: list[float], **policy: int) -> tuple[AllowanceServer, Ledger]:
+    ledger = Ledger()
+    store = SqliteAllowanceStore(tmp_path / "allowances.db")
+    return AllowanceServer(store, ledger, ledger.node_id, ServerPolicy(Price(1), **policy), payer=ledger,
+                           clock=lambda: now[0]), ledger
+
+
+def test_at_most_max_unpaid_allowances_wait_for_payment(tmp_path: Path) -> None:
+    async def go() -> None:
+        now = [1_000_000.0]
+        server, _ = _server(tmp_path, now, max_unpaid=3)
+        clients = [await bought(server, Client(), pay=False) for _ in range(3)]
+        with refused("busy"):
+            await bought(server, Client(), pay=False)  # the fourth unpaid one
+        assert server.payee.pay_sync(clients[0].terms.invoice)  # type: ignore[attr-defined, union-attr]
+        await server.status(clients[0].terms.allowance_id)  # type: ignore[union-attr]  # activated: no longer unpaid
+        await bought(server, Client(), pay=False)  # so there is room for one more
+        with refused("busy"):
+            await bought(server, Client(), pay=False)
+
+    asyncio.run(go())
+
+
+def test_unpaid_allowances_are_forgotten_after_expiry_and_grace_but_a_late_payment_keeps_its_own(
+        tmp_path: Path) -> None:
+    async def go() -> None:
+        now = [1_000_000.0]
+        server, ledger = _server(tmp_path, now, invoice_expiry=600, unpaid_grace=600)
+        never, late = await bought(server, Client(), pay=False), await bought(server, Client(), pay=False)
+        now[0] += 1_199
+        assert await server.forget_unpaid() == 0  # not yet past expiry + grace
+        ledger.pay_sync(late.terms.invoice)  # type: ignore[union-attr]  # paid, but nobody asked since
+        now[0] += 2
+        assert await server.forget_unpaid() == 1
+        assert await server.store.load(never.terms.allowance_id) is None  # type: ignore[union-attr]
+        status = await server.status(late.terms.allowance_id)  # type: ignore[union-attr]
+        assert status["status"] == "active" and status["paid_calls"] == 100
+        assert await server.forget_unpaid() == 0
+
+    asyncio.run(go())
+
+
+def test_the_rate_limiter_refills_at_its_rate() -> None:
+    limiter = RateLimiter(per_minute=6, max_clients=2)
+    assert [limiter.take("a", 0.0) for _ in range(6)] == [0.0] * 6
+    assert limiter.take("a", 0.0) == 10.0  # one token every 10 s
+    assert limiter.take("a", 10.0) == 0.0
+    assert limiter.take("b", 10.0) == 0.0 and limiter.take("c", 10.0) == 0.0  # "a" dropped: memory bounded
+    assert limiter.take("a", 10.0) == 0.0
+
+
+def test_a_client_asking_for_too_many_allowances_gets_429_with_retry_after(tmp_path: Path) -> None:
+    async def go() -> None:
+        server, _ = _server(tmp_path, [1_000_000.0], creates_per_minute=5)
+        app = LightspeedMiddleware(Starlette(routes=[Route("/api/x", ok)]), server, {"/api": 1})
+        body = Client().request.to_json()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app, client=("10.0.0.1", 1)),
+                                     base_url="http://api") as one, \
+                httpx.AsyncClient(transport=httpx.ASGITransport(app, client=("10.0.0.2", 1)),
+                                  base_url="http://api") as other:
+            statuses = [(await one.post("/lightspeed/allowances", json=body)).status_code for _ in range(6)]
+            assert statuses == [201] * 5 + [429]
+            refused_ = await one.post("/lightspeed/allowances", json=body)
+            assert refused_.json()["error"]["code"] == "rate_limited" and int(refused_.headers["retry-after"]) >= 1
+            assert (await other.post("/lightspeed/allowances", json=body)).status_code == 201  # per address
 
     asyncio.run(go())

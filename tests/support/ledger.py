@@ -21,23 +21,26 @@ from lightspeed.micro.refunds import PaymentState, PaymentStatus
 
 
 class Ledger:
-    def __init__(self, network: Ledger | None = None) -> None:
+    def __init__(self) -> None:
         self.privkey = os.urandom(32)
+        self.client_privkey = os.urandom(32)  # signs the clients' refund invoices (not the server's node)
         self.node_id = pubkey_from_privkey(self.privkey)
-        # One settlement shared by every ledger of a network (see ``peer``).
-        self.preimages: dict[bytes, bytes] = network.preimages if network else {}
-        self.paid: dict[bytes, int] = network.paid if network else {}
-        self.payments: list[int] = network.payments if network else []  # amounts paid, in order
-
-    def peer(self) -> Ledger:
-        """Another node on the same settlement (a client's, to invoice the server's refunds)."""
-        return Ledger(self)
+        self.preimages: dict[bytes, bytes] = {}
+        self.paid: dict[bytes, int] = {}
+        self.payments: list[int] = []  # amounts paid, in order
 
     async def create_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
+        return self._invoice(amount_msat, description, expiry, self.privkey)
+
+    async def create_client_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
+        """An invoice of a client's node (a refund is never payable to the server's own node)."""
+        return self._invoice(amount_msat, description, expiry, self.client_privkey)
+
+    def _invoice(self, amount_msat: int, description: str, expiry: int, key: bytes) -> Invoice:
         preimage = os.urandom(32)
         invoice = build_invoice(network=REGTEST, amount_msat=amount_msat, description=description,
                                 payment_hash=sha256(preimage), payment_secret=os.urandom(32),
-                                timestamp=int(time.time()), expiry=expiry, payee=None).sign(self.privkey)
+                                timestamp=int(time.time()), expiry=expiry, payee=None).sign(key)
         self.preimages[invoice.payment_hash] = preimage
         return invoice
 
@@ -57,8 +60,7 @@ class Ledger:
         return self.pay_sync(invoice_text)
 
     async def pay_once(self, invoice_text: str) -> bytes:
-        """The refund payer's role: a payment hash is paid at most once (paid here at once)."""
-        return self.pay_sync(invoice_text)
+        return self.pay_sync(invoice_text)  # refuses an invoice it paid already
 
     async def payment_status(self, payment_hash: bytes) -> PaymentStatus:
         if payment_hash in self.paid:

@@ -58,5 +58,5 @@ class NodePayer:
         if record.status == "succeeded":
             return PaymentStatus(PaymentState.SUCCEEDED, record.preimage or b"")
         if record.status == "failed":
-            return PaymentStatus(PaymentState.FAILED, reason=record.reason)
+            return PaymentStatus(PaymentState.FAILED, reason=record.reason or "the payment failed")
         return PaymentStatus(PaymentState.PENDING)

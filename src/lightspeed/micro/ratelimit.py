@@ -1,13 +1,13 @@
 """A per-client token bucket for the one thing anyone can ask for free: a new allowance.
 
-Creating an allowance costs the server an invoice on its node and about 5 KB in its store
-before anything is paid, so one client must not be able to create them as fast as it can
-send requests. Time is an input (``now``), as everywhere below ``node``.
+Creating an allowance costs the server an invoice on its node and a store row (about 5 KB)
+before anything is paid, so each client gets ``per_minute`` of them, with bursts up to the
+same number. Sans-IO: the caller passes the time.
 
-Clients are keyed by remote address; IPv6 addresses by their /64 prefix (one subscriber
-usually holds a whole /64). Memory is bounded: past ``max_clients`` the least recently seen
-client's bucket is dropped (it starts again full), so an attacker needs that many addresses
-to wipe a throttled client's record.
+Clients are keyed by remote address (:func:`client_key`); IPv6 addresses by their /64 prefix
+(one subscriber usually holds a whole /64). Memory is bounded: past ``max_clients`` the least
+recently seen client's bucket is dropped (it starts again full, which only errs towards
+serving), so an attacker needs that many addresses to wipe a throttled client's record.
 """
 
 from __future__ import annotations
@@ -36,27 +36,24 @@ def client_key(host: str | None) -> str:
 
 @dataclass
 class RateLimiter:
-    """``burst`` requests at once, then one more every ``interval`` seconds, per client."""
-
-    burst: int
-    interval: float
+    per_minute: int
     max_clients: int = 100_000
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)  # client -> (tokens, at)
 
     def __post_init__(self) -> None:
-        if self.burst < 1 or self.interval <= 0 or self.max_clients < 1:
-            raise UsageError("rate limit: burst and max_clients must be >= 1, interval > 0")
+        if self.per_minute < 1 or self.max_clients < 1:
+            raise UsageError("rate limit: per_minute and max_clients must be at least 1")
 
-    def take(self, key: str, now: float) -> float:
-        """Take one request from ``key``'s bucket: 0.0 if allowed, else the seconds to wait."""
-        tokens, at = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + max(0.0, now - at) / self.interval)
-        wait = 0.0
+    def take(self, client: str, now: float) -> float:
+        """Spend one token of ``client``'s bucket: 0 if allowed, else seconds until one is back."""
+        tokens, at = self._buckets.pop(client, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + max(0.0, now - at) * self.per_minute / 60)
         if tokens >= 1:
-            tokens -= 1
+            self._buckets[client] = (tokens - 1, now)  # the most recently seen goes last
+            wait = 0.0
         else:
-            wait = (1 - tokens) * self.interval
-        self._buckets[key] = (tokens, now)  # the most recently seen goes last
+            self._buckets[client] = (tokens, now)
+            wait = (1 - tokens) * 60 / self.per_minute
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
         return wait

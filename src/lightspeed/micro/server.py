@@ -49,7 +49,14 @@ class Payee(Protocol):
     async def is_paid(self, payment_hash: bytes) -> bool: ...
 
 
-UNPAID_GRACE_SECONDS = 120  # after an invoice's expiry, before nothing can be paid to it any more
+class Payer(Protocol):
+    """What pays an invoice (a client's node paying allowances); refunds need a
+    :class:`~lightspeed.micro.refunds.RefundPayer`."""
+
+    async def pay(self, invoice: str) -> bytes: ...
+
+
+MIN_UNPAID_GRACE = 60  # seconds past an invoice's expiry before it is treated as never payable
 FULL_RETRY_SECONDS = 60  # Retry-After when the unpaid allowances are at their cap
 
 
@@ -92,31 +99,28 @@ class ServerPolicy:
     ttl_seconds: int = 7 * 24 * 3600
     max_skip: int = 10_000  # most hashes one token may cost the server (bounds a huge index jump)
     invoice_expiry: int = 600
-    # Unpaid allowances: at most ``max_unpaid`` in the store (about 5 KB each); each is
-    # deleted ``unpaid_ttl_seconds`` after creation if still unpaid (default: its invoice's
-    # expiry plus a grace period, after which the node refuses any payment to it).
+    #: Anyone can ask for allowances, so the unpaid ones are capped and forgotten: at most this
+    #: many wait for their payment (503 ``busy`` beyond; about 5 KB each in the store), each for
+    #: its invoice's expiry plus ``unpaid_grace`` seconds (an HTLC that arrived in time may settle
+    #: a little later; past that the node refuses any payment to it).
     max_unpaid: int = 10_000
-    unpaid_ttl_seconds: int | None = None
-    # Per client (remote address): ``create_burst`` allowances at once, then one more every
-    # ``create_interval_seconds``; beyond, 429 with Retry-After. In-process, per instance.
-    create_burst: int = 20
-    create_interval_seconds: float = 3.0
+    unpaid_grace: int = 600
+    #: Allowances one client (remote address, IPv6 by /64) may ask for per minute, in bursts up
+    #: to as many (429 ``rate_limited`` with Retry-After beyond). Per server process.
+    creates_per_minute: int = 60
     rate_limited_clients: int = 100_000  # buckets kept in memory
 
     def __post_init__(self) -> None:
-        if self.unpaid_ttl_seconds is None:
-            self.unpaid_ttl_seconds = self.invoice_expiry + UNPAID_GRACE_SECONDS
-        if self.unpaid_ttl_seconds < self.invoice_expiry + UNPAID_GRACE_SECONDS:
-            raise UsageError(f"unpaid_ttl_seconds: must be at least invoice_expiry + "
-                             f"{UNPAID_GRACE_SECONDS} s (an unpaid allowance is deleted only once "
-                             f"its invoice can no longer be paid)")
-        if self.max_unpaid < 1:
-            raise UsageError("max_unpaid: must be at least 1")
+        if self.unpaid_grace < MIN_UNPAID_GRACE:
+            raise UsageError(f"unpaid_grace: must be at least {MIN_UNPAID_GRACE} s (an unpaid "
+                             "allowance is deleted only once its invoice can no longer be paid)")
+        if self.max_unpaid < 1 or self.creates_per_minute < 1:
+            raise UsageError("max_unpaid and creates_per_minute: must be at least 1")
 
     @property
     def unpaid_ttl(self) -> int:
-        assert self.unpaid_ttl_seconds is not None  # set by __post_init__
-        return self.unpaid_ttl_seconds
+        """Seconds after its creation an unpaid allowance is deleted."""
+        return self.invoice_expiry + self.unpaid_grace
 
 
 @dataclass
@@ -141,7 +145,7 @@ class AllowanceServer:
 
     def __post_init__(self) -> None:
         p = self.policy
-        self._limiter = RateLimiter(p.create_burst, p.create_interval_seconds, p.rate_limited_clients)
+        self._limiter = RateLimiter(p.creates_per_minute, p.rate_limited_clients)
 
     # -- selling -----------------------------------------------------------------------------
 
@@ -203,8 +207,8 @@ class AllowanceServer:
         return terms
 
     def _full(self) -> CallRefused:
-        return CallRefused("too_many_unpaid", f"{self.policy.max_unpaid} allowances are waiting for "
-                           "their payment; retry later", 503, retry_after=FULL_RETRY_SECONDS)
+        return CallRefused("busy", f"{self.policy.max_unpaid} allowances wait for payment already: "
+                           "pay yours, or retry later", 503, retry_after=FULL_RETRY_SECONDS)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -318,7 +322,7 @@ class AllowanceServer:
             await self._count_late_payment(token.allowance_id, entry)
             until = json.loads(entry.state.extra or "{}").get("late_until")
             if until is not None:
-                wait = max(1, math.ceil(until + UNPAID_GRACE_SECONDS - self.clock()))
+                wait = max(1, math.ceil(until + self.policy.unpaid_grace - self.clock()))
                 raise CallRefused("refund_not_ready", "the batch invoice offered before closing can "
                                   "still be paid; pay it (it is refunded too) or retry once it "
                                   "expires", 409, retry_after=wait)
@@ -351,7 +355,7 @@ class AllowanceServer:
         return closed
 
     async def forget_unpaid(self, limit: int = 1000) -> int:
-        """Delete unpaid allowances past ``unpaid_ttl_seconds`` (run periodically).
+        """Delete unpaid allowances past their invoice's expiry plus ``unpaid_grace`` (run periodically).
 
         Each one's invoice has expired by then, past a grace period, so the node refuses any
         payment to it: asking ``is_paid`` once more and then deleting (only if still PENDING,
@@ -517,7 +521,7 @@ class AllowanceServer:
         paid_calls = entry.state.paid_calls
         if await self.payee.is_paid(bytes.fromhex(late["late_hash"])):
             paid_calls = late["late_paid_calls"]
-        elif self.clock() < late["late_until"] + UNPAID_GRACE_SECONDS:
+        elif self.clock() < late["late_until"] + self.policy.unpaid_grace:
             return  # still payable: decided later
         new = AllowanceState(Status.CLOSED, paid_calls, 0, json.dumps({"refund": "due"}))
         await self.store.update_state(allowance_id, entry.state, new)
