@@ -118,6 +118,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
@@ -218,7 +219,7 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
@@ -348,6 +349,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -800,7 +802,8 @@ class Node:
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
         self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
         self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
-        self.chain.broadcast(opening.funding_tx)
+        # The peer signed: the funding must reach the chain (retried while the chain file is locked).
+        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
