@@ -1,5 +1,5 @@
 """Real blocks (issue 12): Bitcoin Core's regtest genesis, valid headers with proof of work, wall-clock
-times; old chain files refused clearly; the faucet funds large amounts (issue 11, item 7)."""
+times; old chain files refused clearly."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from lightspeed.chain.blocks import (
     root_from_branch,
     script_num,
 )
-from lightspeed.chain.regtest import COINBASE_MATURITY, FAUCET_MAX_SAT, SUBSIDY_SAT
+from lightspeed.chain.regtest import COINBASE_MATURITY
 from lightspeed.cli.main import cli
 from lightspeed.crypto.hashes import sha256d
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
-from lightspeed.errors import ChainError, UsageError
+from lightspeed.errors import ChainError
 
 SPK = p2wpkh_script(pubkey_from_privkey(b"\x51" * 32))
 # Bitcoin Core's regtest genesis block header (chainparams.cpp: CreateGenesisBlock(1296688602, 2, 0x207fffff, 1, 50 * COIN)).
@@ -152,36 +152,3 @@ def test_a_new_chain_file_reopens(tmp_path: Path) -> None:
     RegtestChain(path).mine(2)
     again = RegtestChain(path)
     assert again.tip()[0] == 2 and again.index.header(0) == CORE_REGTEST_GENESIS_HEADER
-
-
-@pytest.mark.timeout(60)
-def test_the_faucet_pays_more_than_one_coinbase() -> None:
-    chain = RegtestChain(":memory:")
-    for amount in (SUBSIDY_SAT, 3 * SUBSIDY_SAT + 1):  # a whole coinbase is not enough (fee); three and a bit
-        outpoint = chain.fund(SPK, amount)
-        tx, confirmations = chain.get_transaction(outpoint.txid)  # type: ignore[misc]
-        assert confirmations == 1 and tx.outputs[0] == TxOut(amount, SPK)
-        assert len(tx.inputs) >= 2
-    assert sum(u.output.value_sat for u in chain.unspent([SPK])) == 4 * SUBSIDY_SAT + 1
-
-
-@pytest.mark.timeout(120)
-def test_the_faucet_limit_is_exact() -> None:
-    chain = RegtestChain(":memory:")
-    with pytest.raises(UsageError, match=r"amount: the faucet pays 1 sat to 10,000 BTC .* asked for 1,000,000,000,001 sat"):
-        chain.fund(SPK, FAUCET_MAX_SAT + 1)
-    with pytest.raises(UsageError, match="asked for 0 sat"):
-        chain.fund(SPK, 0)
-    assert chain.tip()[0] == 0  # refused before mining anything
-    outpoint = chain.fund(SPK, FAUCET_MAX_SAT)
-    assert chain.unspent([SPK])[0].outpoint == outpoint
-    assert chain.unspent([SPK])[0].output.value_sat == FAUCET_MAX_SAT
-
-
-def test_the_cli_faucet_refuses_above_the_limit_with_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "chain.sqlite"
-    RegtestChain(path).close()
-    address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
-    result = CliRunner().invoke(cli, ["chain", "send", address, str(FAUCET_MAX_SAT + 1), "--chain", str(path)])
-    assert result.exit_code == 1
-    assert "error: amount: the faucet pays 1 sat to 10,000 BTC" in result.output

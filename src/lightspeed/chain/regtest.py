@@ -62,7 +62,14 @@ __all__ = ["COINBASE_MATURITY", "FAUCET_MAX_SAT", "SUBSIDY_SAT", "RegtestChain",
 
 COINBASE_MATURITY = 100
 SUBSIDY_SAT = 50 * 100_000_000  # every block: no halving (Bitcoin Core's regtest halves every 150)
-FAUCET_MAX_SAT = 10_000 * 100_000_000  # one faucet payment spends at most 200 coinbases
+FAUCET_MAX_SAT = 21_000 * 100_000_000  # 420 coinbases: a bound on the blocks one faucet call mines
+
+
+def _faucet_fee(inputs: int) -> int:
+    """The faucet's fee: about 2 sat/vbyte for a transaction with this many P2WPKH inputs."""
+    return 1000 + 150 * inputs
+
+
 DEFAULT_FEERATE_PER_KW = 253  # the floor most implementations use (1 sat/vbyte)
 DEFAULT_BUSY_TIMEOUT_S = 0.5
 FIXED_BLOCK_INTERVAL_S = 600
@@ -379,46 +386,40 @@ class RegtestChain:
     # -- faucet ------------------------------------------------------------------------------
 
     def fund(self, script_pubkey: bytes, value_sat: int, confirm: bool = True) -> OutPoint:
-        """Pay ``value_sat`` to ``script_pubkey`` from mined coins, mining as many blocks as it takes.
+        """Pay ``value_sat`` to ``script_pubkey`` from mined coins (mining to maturity if needed).
 
-        One payment spends as many mature coinbases as the amount needs, up to
-        :data:`FAUCET_MAX_SAT` (UsageError above it).
+        Large amounts are paid from several coinbases at once (one input each), so any amount up to
+        :data:`FAUCET_MAX_SAT` takes a bounded number of blocks.
         """
-        if not 0 < value_sat <= FAUCET_MAX_SAT:
-            raise UsageError(f"amount: the faucet pays 1 sat to {FAUCET_MAX_SAT // 100_000_000:,} BTC "
-                             f"({FAUCET_MAX_SAT:,} sat) at a time, asked for {value_sat:,} sat")
+        if not 1 <= value_sat <= FAUCET_MAX_SAT:
+            raise UsageError(f"amount_sat: the faucet pays 1 to {FAUCET_MAX_SAT} sat at once, not {value_sat}")
         miner_pub = pubkey_from_privkey(self.miner_key)
         while True:
             height = self._height()
-            coins = sorted((u for u in self.unspent([self.miner_script]) if u.height is not None
-                            and height + 1 - u.height >= COINBASE_MATURITY), key=lambda u: -u.output.value_sat)
-            selected: list[Utxo] = []
-            total = 0
+            coins = sorted((u for u in self.unspent([self.miner_script])
+                            if u.height is not None and height + 1 - u.height >= COINBASE_MATURITY),
+                           key=lambda u: u.output.value_sat, reverse=True)
+            chosen: list[Utxo] = []
             for coin in coins:
-                selected.append(coin)
-                total += coin.output.value_sat
-                if total >= value_sat + self._faucet_fee(len(selected)):
+                chosen.append(coin)
+                if sum(c.output.value_sat for c in chosen) >= value_sat + _faucet_fee(len(chosen)):
                     break
-            shortfall = value_sat + self._faucet_fee(max(1, len(selected))) - total
-            if shortfall <= 0:
-                break
-            # Each block adds a coinbase, mature 100 blocks later: mine to maturity, then one block per 50 BTC short.
-            self.mine(max(0, COINBASE_MATURITY - height) + -(-shortfall // SUBSIDY_SAT))
-        change = total - value_sat - self._faucet_fee(len(selected))
+            else:
+                missing = value_sat + _faucet_fee(len(coins) + 1) - sum(c.output.value_sat for c in coins)
+                more = -(-missing // SUBSIDY_SAT)  # coinbases still needed, each matures after 100 blocks
+                self.mine(more + (COINBASE_MATURITY if height < COINBASE_MATURITY else 0))
+                continue
+            break
+        change = sum(c.output.value_sat for c in chosen) - value_sat - _faucet_fee(len(chosen))
         outputs = [TxOut(value_sat, script_pubkey)]
         if change > 0:
             outputs.append(TxOut(change, self.miner_script))
-        tx = Transaction(2, tuple(TxIn(c.outpoint, sequence=0xFFFFFFFD) for c in selected), tuple(outputs), 0)
+        tx = Transaction(2, tuple(TxIn(c.outpoint, sequence=0xFFFFFFFD) for c in chosen), tuple(outputs), 0)
         script_code = p2pkh_script_code(hash160(miner_pub))
-        for i, coin in enumerate(selected):
+        for i, coin in enumerate(chosen):
             sighash = bip143_sighash(tx, i, script_code, coin.output.value_sat, SIGHASH_ALL)
             tx = tx.with_witness(i, (sign_input(self.miner_key, sighash, SIGHASH_ALL), miner_pub))
         self.broadcast(tx)
         if confirm:
             self.mine(1)
         return OutPoint(tx.txid, 0)
-
-    @staticmethod
-    def _faucet_fee(inputs: int) -> int:
-        """1,000 sat for one input, 100 sat (about 1 sat/vbyte) for each further one."""
-        return 1000 + 100 * (inputs - 1)
