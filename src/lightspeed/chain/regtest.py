@@ -58,7 +58,7 @@ from lightspeed.crypto.hashes import hash160, sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import ChainError, RejectedTransaction, UsageError
 
-__all__ = ["COINBASE_MATURITY", "FAUCET_MAX_SAT", "SUBSIDY_SAT", "RegtestChain", "merkle_root"]
+__all__ = ["COINBASE_MATURITY", "FAUCET_MAX_SAT", "SUBSIDY_SAT", "PackageRejected", "RegtestChain", "merkle_root"]
 
 COINBASE_MATURITY = 100
 SUBSIDY_SAT = 50 * 100_000_000  # every block: no halving (Bitcoin Core's regtest halves every 150)
@@ -93,6 +93,14 @@ CREATE INDEX IF NOT EXISTS txs_mempool ON txs (height) WHERE height IS NULL;
 CREATE INDEX IF NOT EXISTS txs_block ON txs (height, position);
 CREATE INDEX IF NOT EXISTS history_txid ON history (txid)
 """
+
+
+class PackageRejected(RejectedTransaction):
+    """A member of a package broke a rule: ``txid`` and ``reason``."""
+
+    def __init__(self, txid: bytes, reason: str) -> None:
+        super().__init__(f"{txid[::-1].hex()}: {reason}")
+        self.txid, self.reason = txid, reason
 
 
 class RegtestChain:
@@ -140,6 +148,10 @@ class RegtestChain:
 
     def close(self) -> None:
         self._db.close()
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's lock (a command line may wait longer than a daemon)."""
+        self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -237,6 +249,21 @@ class RegtestChain:
         with self._write():
             self._accept(tx)
         return tx.txid
+
+    def broadcast_package(self, txs: list[Transaction]) -> list[bytes]:
+        """Accept a package (parents first, child last) whole or not at all; known members are skipped.
+
+        PackageRejected names the first member the chain refused (then none was accepted).
+        """
+        with self._write():
+            for tx in txs:
+                if self._db.execute("SELECT 1 FROM txs WHERE txid = ?", (tx.txid,)).fetchone():
+                    continue
+                try:
+                    self._accept(tx)
+                except RejectedTransaction as exc:
+                    raise PackageRejected(tx.txid, str(exc)) from None
+        return [tx.txid for tx in txs]
 
     def _accept(self, tx: Transaction) -> None:
         txid = tx.txid
