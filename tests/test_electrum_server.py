@@ -216,11 +216,11 @@ def test_broadcast_goes_through_full_validation() -> None:
     assert chain.get_transaction(tx.txid) == (tx, 0)
     assert call(session, "blockchain.transaction.broadcast", tx.serialize().hex()) == tx.txid_hex  # known: fine
     double = spend_p2wpkh(coin, 100_000, [TxOut(98_000, SPK2)])
-    with pytest.raises(Failure, match=r"rejected by network rules.\n\ninput 0: .* already spent in the mempool") as info:
+    with pytest.raises(Failure, match=r"rejected by network rules.\n\ntxn-mempool-conflict \(input 0: .* already spent in the mempool") as info:
         call(session, "blockchain.transaction.broadcast", double.serialize().hex())
     assert info.value.code == 2
     bad_sig = spend_p2wpkh(OutPoint(tx.txid, 0), 99_000, [TxOut(98_000, SPK2)])  # signed with the wrong key
-    with pytest.raises(Failure, match="input 0: "):
+    with pytest.raises(Failure, match=r"mandatory-script-verify-flag-failed \(input 0: "):
         call(session, "blockchain.transaction.broadcast", bad_sig.serialize().hex())
     with pytest.raises(Failure, match="TX decode failed") as info:
         call(session, "blockchain.transaction.broadcast", "0200000001")
@@ -229,8 +229,25 @@ def test_broadcast_goes_through_full_validation() -> None:
         call(session, "blockchain.transaction.broadcast", "zz")
     assert info.value.code == -32602
     chain.mine(1)
-    with pytest.raises(Failure, match="already in block chain"):
+    with pytest.raises(Failure, match="Transaction already in block chain"):
         call(session, "blockchain.transaction.broadcast", tx.serialize().hex())
+
+
+def test_rejections_carry_bitcoinds_reject_reason_then_ours() -> None:
+    chain = RegtestChain(":memory:", clock=None)
+    coin = chain.fund(SPK, 100_000)
+    session = session_for(chain)
+    height = chain.tip()[0]
+    cases = [
+        (spend_p2wpkh(OutPoint(b"\x42" * 32, 0), 1, [TxOut(1, SPK2)]), "bad-txns-inputs-missingorspent (input 0: "),
+        (spend_p2wpkh(coin, 100_000, [TxOut(100_001, SPK2)]), "bad-txns-in-belowout (outputs (100001 sat)"),
+        (spend_p2wpkh(coin, 100_000, [TxOut(1, SPK2)], locktime=height + 5, sequence=0), "non-final (locktime "),
+        (spend_p2wpkh(coin, 100_000, [TxOut(1, SPK2)], sequence=5), "non-BIP68-final (input 0: relative locktime"),
+    ]
+    for tx, reason in cases:
+        with pytest.raises(Failure) as info:
+            call(session, "blockchain.transaction.broadcast", tx.serialize().hex())
+        assert info.value.message.startswith("the transaction was rejected by network rules.\n\n" + reason)
 
 
 def test_broadcast_package_is_child_with_parents_and_all_or_nothing() -> None:
@@ -243,7 +260,7 @@ def test_broadcast_package_is_child_with_parents_and_all_or_nothing() -> None:
     bad_child = spend_p2wpkh(OutPoint(parent.txid, 0), 100_000, [TxOut(100_001, SPK2)])
     result = call(session, "blockchain.transaction.broadcast_package", [parent.serialize().hex(), bad_child.serialize().hex()])
     assert result == {"success": False, "errors": [{"txid": bad_child.txid_hex,
-                                                    "error": "outputs (100001 sat) exceed inputs (100000 sat)"}]}
+                                                    "error": "bad-txns-in-belowout (outputs (100001 sat) exceed inputs (100000 sat))"}]}
     assert chain.get_transaction(parent.txid) is None  # nothing of a rejected package is kept
     with pytest.raises(Failure, match="package topology disallowed"):
         unrelated = spend_p2wpkh(other, 50_000, [TxOut(49_000, SPK2)])

@@ -60,6 +60,32 @@ MIN_RELAY_SAT_PER_KVB = 1000
 REJECTED = "the transaction was rejected by network rules.\n\n"
 
 
+# Our rejection reasons, tagged with the reject reason bitcoind gives for the same rule: wallets
+# (Electrum) show the server's message only when it holds one of bitcoind's tokens.
+_BITCOIND_REASONS = (
+    ("already known", "txn-already-known"),
+    ("at least one input and one output", "bad-txns-vin-empty"),
+    ("coinbase transactions only come from mining", "coinbase"),
+    ("spent twice within", "bad-txns-inputs-duplicate"),
+    ("exceed 21 million", "bad-txns-txouttotal-toolarge"),
+    ("out of range", "bad-txns-vout-toolarge"),
+    ("relative", "non-BIP68-final"),
+    ("locktime", "non-final"),
+    ("already spent in the mempool", "txn-mempool-conflict"),
+    ("already spent in the chain", "bad-txns-inputs-missingorspent"),
+    ("does not exist", "bad-txns-inputs-missingorspent"),
+    ("immature", "bad-txns-premature-spend-of-coinbase"),
+    ("exceed inputs", "bad-txns-in-belowout"),
+    ("input ", "mandatory-script-verify-flag-failed"),  # the witness failed: what is left
+)
+
+
+def rejection(reason: str) -> RpcError:
+    """A chain rejection as ElectrumX words it: bitcoind's reject reason, then ours in full."""
+    token = next((t for needle, t in _BITCOIND_REASONS if needle in reason), "rejected")
+    return RpcError(DAEMON_ERROR, f"{REJECTED}{token} ({reason})")
+
+
 def _btc(sat: int) -> float:
     """Satoshi as the protocol's fee fields want them: a number of whole coins (the JSON edge only)."""
     return sat / 100_000_000
@@ -398,7 +424,7 @@ class ElectrumSession:
         try:
             return Transaction.parse(raw)
         except DecodeError as exc:
-            raise RpcError(DAEMON_ERROR, f"{REJECTED}TX decode failed: {exc}") from None
+            raise RpcError(DAEMON_ERROR, f"{REJECTED}TX decode failed ({exc})") from None
 
     def _broadcast(self, request: Request) -> str:
         (raw_tx,) = bind(request, ("raw_tx",), 1)
@@ -406,12 +432,12 @@ class ElectrumSession:
         known = self.chain.index.raw_transaction(tx.txid)
         if known is not None:
             if known[1] is not None:
-                raise RpcError(DAEMON_ERROR, f"{REJECTED}transaction already in block chain")
+                raise RpcError(DAEMON_ERROR, f"{REJECTED}Transaction already in block chain")
             return tx.txid_hex  # already in the mempool: what Bitcoin Core answers too
         try:
             self.chain.broadcast(tx)
         except RejectedTransaction as exc:
-            raise RpcError(DAEMON_ERROR, f"{REJECTED}{exc}") from None
+            raise rejection(str(exc)) from None
         return tx.txid_hex
 
     def _broadcast_package(self, request: Request) -> dict[str, Any]:
@@ -431,7 +457,7 @@ class ElectrumSession:
         try:
             self.chain.broadcast_package(txs)
         except PackageRejected as exc:
-            return {"success": False, "errors": [{"txid": exc.txid[::-1].hex(), "error": exc.reason}]}
+            return {"success": False, "errors": [{"txid": exc.txid[::-1].hex(), "error": rejection(exc.reason).message[len(REJECTED):]}]}
         return {"success": True}
 
     # -- notifications ---------------------------------------------------------------------------
