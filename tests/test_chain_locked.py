@@ -95,6 +95,10 @@ def test_writes_to_a_locked_file_fail_fast_with_chain_busy_and_reads_go_on(tmp_p
         assert chain.get_transaction(coin.txid) is not None  # WAL: readers never wait for the writer
         assert chain.tip()[0] == tip[0] + 1
         assert chain.get_transaction(tx.txid) is None  # nothing was written
+        started = time.monotonic()
+        another = RegtestChain(path)  # opening a set-up file only reads: a daemon starts meanwhile
+        assert another.tip() == chain.tip() and time.monotonic() - started < 0.4
+        another.close()
     assert chain.broadcast(tx) == tx.txid  # the same call, retried, succeeds
     chain.close()
 

@@ -126,25 +126,37 @@ class RegtestChain:
         self.miner_script = p2wpkh_script(pubkey_from_privkey(self.miner_key))
 
     def _open(self) -> None:
-        """Create the schema and the genesis block, or check that the file is of this format."""
+        """Check that the file is of this format; create the schema and the genesis block in a new one.
+
+        A file already set up is only read (no write lock: opening never waits for another writer).
+        """
+        if self._check_format():
+            return
         with self._write():
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            has_blocks = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blocks'").fetchone() is not None
-            if has_blocks and version != SCHEMA_VERSION:
-                raise ChainError(
-                    f"{self.path}: a chain file of an older format (schema {version}, its genesis block is "
-                    f"not Bitcoin Core's regtest genesis); this version reads schema {SCHEMA_VERSION}. "
-                    "Delete it (regtest coins are worthless) and let a daemon create a new one")
+            if self._check_format():  # another process set it up meanwhile
+                return
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            row = self._db.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()
-            if row is None:
-                self._add_genesis()
-            elif bytes(row[0]) != GENESIS_HASH:
-                raise ChainError(f"{self.path}: its genesis block {bytes(row[0])[::-1].hex()} is not Bitcoin "
-                                 f"Core's regtest genesis {GENESIS_HASH[::-1].hex()}")
+            self._add_genesis()
+
+    def _check_format(self) -> bool:
+        """True if the file holds a chain of this format; False if it is new; ChainError otherwise."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        has_blocks = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blocks'").fetchone() is not None
+        if not has_blocks:
+            return False
+        if version != SCHEMA_VERSION:
+            raise ChainError(
+                f"{self.path}: a chain file of an older format (schema {version}, its genesis block is "
+                f"not Bitcoin Core's regtest genesis); this version reads schema {SCHEMA_VERSION}. "
+                "Delete it (regtest coins are worthless) and let a daemon create a new one")
+        row = self._db.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()
+        if row is None or bytes(row[0]) != GENESIS_HASH:
+            found = "no genesis block" if row is None else f"genesis block {bytes(row[0])[::-1].hex()}"
+            raise ChainError(f"{self.path}: {found}, not Bitcoin Core's regtest genesis {GENESIS_HASH[::-1].hex()}")
+        return True
 
     def close(self) -> None:
         self._db.close()
