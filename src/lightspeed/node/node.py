@@ -127,6 +127,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
@@ -227,7 +228,7 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
@@ -366,6 +367,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -861,7 +863,8 @@ class Node:
         self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
         self._opened[temp_id] = message.channel_id
         self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
-        self.chain.broadcast(opening.funding_tx)
+        # The peer signed: the funding must reach the chain (retried while the chain file is locked).
+        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
