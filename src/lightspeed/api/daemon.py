@@ -8,6 +8,12 @@ closed, the chain file is released. The daemon prints one JSON line on stdout
 once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. The node's
 channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
 restarted daemon loads them and reconnects to its channels' peers.
+
+A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
+(the node ran before; its channels were in that store): starting anyway would make a
+node that knows nothing of them. ``--fresh-store`` starts it anyway, as a new node. A
+store that cannot be read is refused with ``node.sqlite is not a valid Lightspeed store:
+<reason>``.
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ from pathlib import Path
 import uvicorn
 
 from lightspeed.api.app import create_app
-from lightspeed.api.datadir import Datadir
+from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import open_store
+from lightspeed.store import STORE_FILE, SqliteStore, StoreCorrupt, open_store, store_exists
 
 log = logging.getLogger("lightspeed.daemon")
 
@@ -82,6 +88,7 @@ class DaemonConfig:
     api: tuple[str, int]
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
+    fresh_store: bool = False  # start although node_secret exists and the store is missing or empty
 
 
 async def run(config: DaemonConfig) -> None:
@@ -105,11 +112,29 @@ async def run(config: DaemonConfig) -> None:
         datadir.unlock()
 
 
+def open_node_store(datadir: Datadir, fresh_store: bool) -> SqliteStore:
+    """DIR/node.sqlite, refused if the node ran before and its store is gone (see the module docstring)."""
+    if (datadir.path / SECRET_FILE).exists() and not store_exists(datadir.path):
+        if not fresh_store:
+            raise UsageError(
+                f"{datadir.path / STORE_FILE} is missing or empty, but {datadir.path / SECRET_FILE} exists: this "
+                "node ran before and its channels were in that store. Restore node.sqlite (with its -wal file, "
+                "if any) from your latest backup into the datadir and start again. To start anyway as a new node "
+                "that knows none of the old channels (their funds come back only if the peers force-close them), "
+                "pass --fresh-store.")
+        log.warning("starting with a fresh store although %s exists (--fresh-store): channels in a lost store "
+                    "are unknown to this node", datadir.path / SECRET_FILE)
+    return open_store(datadir.path)
+
+
 async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str) -> None:
-    store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
+    store = open_node_store(datadir, config.fresh_store)  # channels, invoices, payments survive restarts
     try:
-        node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
-                    announce_channels=config.announce_channels)
+        try:
+            node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                        announce_channels=config.announce_channels)
+        except DecodeError as exc:  # a record in the store that cannot be read back
+            raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         await _serve_node(config, datadir, node, token)
     finally:
         store.close()

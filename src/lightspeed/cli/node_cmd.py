@@ -103,11 +103,14 @@ def node_group() -> None:
               help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
 @click.option("--announce-channels", is_flag=True,
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
+@click.option("--fresh-store", is_flag=True,
+              help="Start although DATADIR/node_secret exists and node.sqlite is missing or empty: as a new "
+                   "node that knows none of the old store's channels (restore the store instead if you can).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, verbose: bool) -> None:
+          announce_channels: bool, fresh_store: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM."""
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
@@ -115,7 +118,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
-                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels)
+                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
+                          fresh_store)
     asyncio.run(run(config))
 
 
