@@ -8,8 +8,9 @@ schema in :mod:`lightspeed.api.schema` before a handler runs, and bodies are
 bounded by :mod:`lightspeed.api.guard`. Failures are always
 ``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
 400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
-body too large, 502 the peer failed, 504 too slow (a payment still pending adds
-its ``payment_hash``); never a traceback.
+body too large, 502 the peer failed, 503 the node's store failed (the node
+stopped: every command is refused until it is restarted), 504 too slow (a payment
+still pending adds its ``payment_hash``); never a traceback.
 """
 
 from __future__ import annotations
@@ -50,22 +51,28 @@ from lightspeed.errors import (
     RejectedTransaction,
     UsageError,
 )
+from lightspeed.store import StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger("lightspeed.api")
 
 NODE_ID = node_id("a node id: 33-byte compressed public key in hex")
 CHANNEL_ID = hex_string(32, "a channel id: 32 bytes in hex")
+PAYMENT_HASH = hex_string(32, "a payment hash: 32 bytes in hex")
 MAX_INVOICE_LENGTH = 7089  # the most a QR code holds; BOLT 11 sets no bound, a server must
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
 _NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+_SWEEP: Schema = {"type": "object", "properties": {
+    "label": {"type": "string"}, "amount_sat": {"type": "integer"}, "maturity_height": _NULLABLE_INT}}
 
 CHANNEL: Schema = {"type": "object", "properties": {
     "channel_id": {"type": "string"}, "peer_id": _NULLABLE_STR,
     "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed"]},
-    "funding_txid": {"type": "string"}, "funding_output_index": {"type": "integer"},
+    "funding_txid": _NULLABLE_STR, "funding_output_index": _NULLABLE_INT,
     "capacity_sat": _NULLABLE_INT, "initiator": {"type": ["boolean", "null"]},
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
-    "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR}}
+    "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR,
+    "close_type": {"enum": ["mutual", "local", "remote", "revoked", "data_loss", None]},
+    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP}}}
 PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
@@ -111,6 +118,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
              "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",
              h.force_close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+    Endpoint("POST", "/v1/channels/{channel_id}/fee", "updateChannelFee",
+             "As the channel's funder, move its commitments to a new feerate (update_fee); refused when the "
+             "fee would take our balance below the reserve the peer asked for",
+             h.update_fee, CHANNEL, path_params=(("channel_id", CHANNEL_ID),),
+             body=obj({"feerate_per_kw": integer("the new commitment feerate, sat per 1000 weight", 253, 100_000)},
+                      ["feerate_per_kw"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/settle", "settleInvoice",
+             "Release a payment held by a hold invoice: its preimage fulfils every part",
+             h.settle_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),),
+             body=obj({"preimage": hex_string(32, "the payment preimage: 32 bytes in hex")}, ["preimage"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/cancel", "cancelInvoice",
+             "Refuse a payment held by a hold invoice: every part fails back to the payer",
+             h.cancel_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),)),
     Endpoint("GET", "/v1/invoices", "listInvoices", "Invoices this node issued", h.list_invoices,
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
@@ -118,7 +138,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
                        # BOLT #11: a tagged field holds at most 1023 5-bit words: 639 whole bytes.
                        "description": string("what the payment is for", max_utf8_bytes=639),
-                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000)},
+                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000),
+                       "payment_hash": hex_string(32, "makes a hold invoice: the payment is held until settled "
+                                                      "with the preimage of this hash (or cancelled)")},
                       ["amount_msat"])),
     Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
              _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),
@@ -132,7 +154,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {
                  "onchain_sat": {"type": "integer"}, "onchain_confirmed_sat": {"type": "integer"},
-                 "channels_local_msat": {"type": "integer"}, "channels_remote_msat": {"type": "integer"}}}),
+                 "channels_local_msat": {"type": "integer"}, "channels_remote_msat": {"type": "integer"},
+                 "limbo_sat": {"type": "integer"},
+                 "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
+                     **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
 )
 
 
@@ -152,6 +177,8 @@ def _printable(text: str) -> str:
 def _status_of(exc: Exception) -> tuple[int, str | None]:
     if isinstance(exc, ApiError):
         return exc.status, exc.field
+    if isinstance(exc, (StoreUnavailable, StoreCorrupt)):
+        return 503, None
     if isinstance(exc, DecodeError):
         return 400, exc.field
     if isinstance(exc, UsageError):
@@ -193,6 +220,8 @@ def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable
     async def handle(request: Request) -> Response:
         body: Any = None
         try:
+            if endpoint.method != "GET" and ctx.node.store_failure is not None:  # the node stopped
+                raise StoreUnavailable(ctx.node.store_failure)
             _parameters(endpoint, request)
             if endpoint.body is not None:
                 body = parse_json_body(await request.body())  # BodyLimit bounded its size

@@ -8,6 +8,12 @@ closed, the chain file is released. The daemon prints one JSON line on stdout
 once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. The node's
 channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
 restarted daemon loads them and reconnects to its channels' peers.
+
+A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
+(the node ran before; its channels were in that store): starting anyway would make a
+node that knows nothing of them. ``--fresh-store`` starts it anyway, as a new node. A
+store that cannot be read is refused with ``node.sqlite is not a valid Lightspeed store:
+<reason>``.
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ import uvicorn
 
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
-from lightspeed.api.datadir import Datadir
+from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import open_store
+from lightspeed.store import STORE_FILE, StoreCorrupt, open_store
 
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
@@ -78,6 +84,7 @@ class DaemonConfig:
     api: tuple[str, int]
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
+    new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -86,6 +93,25 @@ def _bind(address: tuple[str, int], option: str) -> socket.socket:
         return socket.create_server(address, family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
         raise UsageError(f"{option} {format_hostport(host, port)}: {exc.strerror or exc}") from None
+
+
+def _require_store(datadir: Datadir) -> None:
+    """A node key without its store is a restored or damaged datadir: never start it as new by accident.
+
+    The store holds the channels (what we owe and are owed, the peers' revocation secrets); a node
+    that starts afresh beside its old key forgets them. Starting anew is an explicit decision.
+    """
+    if not (datadir.path / SECRET_FILE).exists():
+        return
+    store = datadir.path / STORE_FILE
+    if store.exists() and store.stat().st_size > 0:
+        return
+    datadir.unlock()
+    raise UsageError(
+        f"--datadir {datadir.path}: it has a node_secret but {'an empty' if store.exists() else 'no'} "
+        f"{STORE_FILE}: the node's channels are not here. Restore {STORE_FILE} from your backup; or, to "
+        "start again as a new node that forgets every channel of the old store (their peers must force "
+        "close them), pass --new-store")
 
 
 @dataclass
@@ -108,6 +134,8 @@ async def run(config: DaemonConfig) -> None:
         raise UsageError(f"--datadir {config.datadir}: not a directory")
     if existed:
         datadir.lock()  # "another daemon runs here" is the clearer error, before any port
+        if not config.new_store:
+            _require_store(datadir)
     startup = _Startup()
     try:
         api_sock = _bind(config.api, "--api")
@@ -142,8 +170,11 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, to
                  api_sock: socket.socket, startup: _Startup) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
-        node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
-                    announce_channels=config.announce_channels)
+        try:
+            node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                        announce_channels=config.announce_channels)
+        except DecodeError as exc:  # a record in the store that cannot be read back
+            raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
         store.close()
