@@ -20,11 +20,14 @@ from pyln.proto.onion import RoutingOnion, SphinxHop, SphinxPath
 from pyln.proto.primitives import PrivateKey as PylnPrivateKey
 from pyln.proto.primitives import PublicKey as PylnPublicKey
 from pyln.proto.primitives import Secret
+from tests.support import pyln_compat
 
 from benchmarks._util import median_us, report
 from lightspeed.codec.bigsize import encode_bigsize
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.onion import HopPayload, OnionPacket, build_onion, peel_onion
+
+pyln_compat.install()  # pyln-proto on cryptography >= 51 (see the module)
 
 SESSION = b"\x41" * 32
 ASSOC = b"\x42" * 32

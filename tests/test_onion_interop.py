@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pyln.proto.onion
 import pytest
 from pyln.proto.onion import RoutingOnion, SphinxHop, SphinxPath
 from pyln.proto.primitives import PrivateKey as PylnPrivateKey
@@ -19,8 +20,15 @@ from lightspeed.codec.bigsize import encode_bigsize
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import OnionError
 from lightspeed.onion import HopPayload, OnionPacket, build_onion, peel_onion
+from tests.support.pyln_compat import chacha20_stream_out_of_place
 
 ASSOC = bytes(range(32))
+
+
+@pytest.fixture(autouse=True)
+def _pyln_works_on_current_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    """See tests/support/pyln_compat.py."""
+    monkeypatch.setattr(pyln.proto.onion, "chacha20_stream", chacha20_stream_out_of_place)
 
 
 def route(rng: random.Random, hops: int) -> tuple[list[bytes], list[bytes]]:

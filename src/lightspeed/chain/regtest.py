@@ -40,10 +40,16 @@ from lightspeed.bitcoin.tx import MAX_MONEY_SAT, OutPoint, Transaction, TxIn, Tx
 from lightspeed.chain.source import Utxo
 from lightspeed.crypto.hashes import hash160, sha256, sha256d
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
-from lightspeed.errors import ChainError, RejectedTransaction
+from lightspeed.errors import ChainError, RejectedTransaction, UsageError
 
 COINBASE_MATURITY = 100
 SUBSIDY_SAT = 50 * 100_000_000
+FAUCET_MAX_SAT = 21_000 * 100_000_000  # 420 coinbases: a bound on the blocks one faucet call mines
+
+
+def _faucet_fee(inputs: int) -> int:
+    """The faucet's fee: about 2 sat/vbyte for a transaction with this many P2WPKH inputs."""
+    return 1000 + 150 * inputs
 GENESIS_TIME = 1_296_688_602  # regtest genesis timestamp
 DEFAULT_FEERATE_PER_KW = 253  # the floor most implementations use (1 sat/vbyte)
 _NULL_OUTPOINT = OutPoint(bytes(32), 0xFFFFFFFF)
@@ -305,25 +311,39 @@ class RegtestChain:
     # -- faucet ------------------------------------------------------------------------------
 
     def fund(self, script_pubkey: bytes, value_sat: int, confirm: bool = True) -> OutPoint:
-        """Pay ``value_sat`` to ``script_pubkey`` from mined coins (mining to maturity if needed)."""
+        """Pay ``value_sat`` to ``script_pubkey`` from mined coins (mining to maturity if needed).
+
+        Large amounts are paid from several coinbases at once (one input each), so any amount up to
+        :data:`FAUCET_MAX_SAT` takes a bounded number of blocks.
+        """
+        if not 1 <= value_sat <= FAUCET_MAX_SAT:
+            raise UsageError(f"amount_sat: the faucet pays 1 to {FAUCET_MAX_SAT} sat at once, not {value_sat}")
         miner_pub = pubkey_from_privkey(self.miner_key)
-        fee = 1000
         while True:
             height = self._height()
-            coins = [u for u in self.unspent([self.miner_script])
-                     if u.height is not None and height + 1 - u.height >= COINBASE_MATURITY
-                     and u.output.value_sat >= value_sat + fee]
-            if coins:
-                break
-            self.mine(COINBASE_MATURITY + 1 if height < COINBASE_MATURITY else 1)
-        coin = coins[0]
-        change = coin.output.value_sat - value_sat - fee
+            coins = sorted((u for u in self.unspent([self.miner_script])
+                            if u.height is not None and height + 1 - u.height >= COINBASE_MATURITY),
+                           key=lambda u: u.output.value_sat, reverse=True)
+            chosen: list[Utxo] = []
+            for coin in coins:
+                chosen.append(coin)
+                if sum(c.output.value_sat for c in chosen) >= value_sat + _faucet_fee(len(chosen)):
+                    break
+            else:
+                missing = value_sat + _faucet_fee(len(coins) + 1) - sum(c.output.value_sat for c in coins)
+                more = -(-missing // SUBSIDY_SAT)  # coinbases still needed, each matures after 100 blocks
+                self.mine(more + (COINBASE_MATURITY if height < COINBASE_MATURITY else 0))
+                continue
+            break
+        change = sum(c.output.value_sat for c in chosen) - value_sat - _faucet_fee(len(chosen))
         outputs = [TxOut(value_sat, script_pubkey)]
         if change > 0:
             outputs.append(TxOut(change, self.miner_script))
-        tx = Transaction(2, (TxIn(coin.outpoint, sequence=0xFFFFFFFD),), tuple(outputs), 0)
-        sighash = bip143_sighash(tx, 0, p2pkh_script_code(hash160(miner_pub)), coin.output.value_sat, SIGHASH_ALL)
-        tx = tx.with_witness(0, (sign_input(self.miner_key, sighash, SIGHASH_ALL), miner_pub))
+        tx = Transaction(2, tuple(TxIn(c.outpoint, sequence=0xFFFFFFFD) for c in chosen), tuple(outputs), 0)
+        script_code = p2pkh_script_code(hash160(miner_pub))
+        for i, coin in enumerate(chosen):
+            sighash = bip143_sighash(tx, i, script_code, coin.output.value_sat, SIGHASH_ALL)
+            tx = tx.with_witness(i, (sign_input(self.miner_key, sighash, SIGHASH_ALL), miner_pub))
         self.broadcast(tx)
         if confirm:
             self.mine(1)

@@ -287,12 +287,24 @@ class Channel:
         fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, self.config.anchors)
         return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
 
+    def _fee_at_msat(self, feerate_per_kw: int, htlcs: int) -> int:
+        """What the funder pays on a commitment: the fee (every HTLC counted) and the two anchors."""
+        fee = commitment_fee_sat(feerate_per_kw, htlcs, self.config.anchors)
+        return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
+
     def update_fee(self, feerate_per_kw: int) -> UpdateFee:
         """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
         if not self.config.local_is_funder:
             raise UsageError("only the funder sends update_fee")
-        if feerate_per_kw < MIN_FEERATE_PER_KW:
-            raise UsageError(f"feerate_per_kw must be at least {MIN_FEERATE_PER_KW}")
+        if not MIN_FEERATE_PER_KW <= feerate_per_kw <= MAX_FEERATE_PER_KW:
+            raise UsageError(f"feerate_per_kw must be within {MIN_FEERATE_PER_KW}..{MAX_FEERATE_PER_KW}")
+        # BOLT #2: the funder SHOULD NOT send update_fee it cannot afford on the peer's commitment
+        # (the receiver SHOULD fail the channel then); we also keep our reserve.
+        view = self.log.commitment(Side.REMOTE, pending=True)
+        fee_msat = self._fee_at_msat(feerate_per_kw, len(view.htlcs))
+        if fee_msat + self.config.reserve_for_local_sat * 1000 > view.to_remote_msat:
+            raise UsageError(f"feerate_per_kw {feerate_per_kw}: the commitment fee of {fee_msat // 1000} sat would "
+                             f"take our balance below the reserve of {self.config.reserve_for_local_sat} sat")
         self.log.send_fee(feerate_per_kw)
         return self._sent(UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw))
 
@@ -418,6 +430,11 @@ class Channel:
             # MUST send a warning and close the connection, or send an error and fail the channel.
             if not MIN_FEERATE_PER_KW <= message.feerate_per_kw <= MAX_FEERATE_PER_KW:
                 raise self._fail(f"feerate_per_kw {message.feerate_per_kw} is out of bounds")
+            # BOLT #2: if the sender cannot afford the new fee rate on the receiving node's current
+            # commitment transaction: SHOULD send a warning and close the connection, or fail the channel.
+            view = self.log.commitment(Side.LOCAL, pending=True)
+            if self._fee_at_msat(message.feerate_per_kw, len(view.htlcs)) > view.to_remote_msat:
+                raise self._fail(f"update_fee {message.feerate_per_kw}: the funder cannot afford the fee")
             self.log.recv_fee(message.feerate_per_kw)
         elif isinstance(message, CommitmentSigned):
             return [self._receive_commitment(message)], []

@@ -103,14 +103,13 @@ def node_group() -> None:
               help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
 @click.option("--announce-channels", is_flag=True,
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
-@click.option("--fresh-store", is_flag=True,
-              help="Start although DATADIR/node_secret exists and node.sqlite is missing or empty: as a new "
-                   "node that knows none of the old store's channels (restore the store instead if you can).")
+@click.option("--new-store", is_flag=True,
+              help="Start with a new, empty store beside an existing node key (its old channels are forgotten).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, fresh_store: bool, verbose: bool) -> None:
+          announce_channels: bool, new_store: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM."""
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
@@ -119,7 +118,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
-                          fresh_store)
+                          new_store)
     asyncio.run(run(config))
 
 
@@ -211,7 +210,7 @@ def getinfo(ctx: click.Context) -> None:
 @_errors_to_exit
 def connect(ctx: click.Context, peer: str) -> None:
     """Connect to PEER given as NODE_ID@HOST:PORT."""
-    from lightspeed.api.daemon import parse_hostport
+    from lightspeed.api.address import parse_hostport
 
     node_id, sep, address = peer.partition("@")
     if not sep:
@@ -268,16 +267,55 @@ def close(ctx: click.Context, channel_id: str, force: bool) -> None:
     _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
 
 
+@click.command("update-fee")
+@click.argument("channel_id")
+@click.argument("feerate_per_kw", type=int)
+@click.pass_context
+@_errors_to_exit
+def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
+    """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
+
+
 @click.command("new")
 @click.argument("amount_msat", type=int)
 @click.argument("description", default="")
 @click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
+@click.option("--hold", "payment_hash", metavar="PAYMENT_HASH",
+              help="A hold invoice for this hash: payments wait for `invoice settle PREIMAGE` or `invoice cancel`.")
 @click.pass_context
 @_errors_to_exit
-def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int) -> None:
+def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
+                payment_hash: str | None) -> None:
     """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT."""
-    _print(_call(ctx, "POST", "/v1/invoices",
-                 {"amount_msat": amount_msat, "description": description, "expiry": expiry}))
+    body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
+    if payment_hash is not None:
+        body["payment_hash"] = payment_hash
+    _print(_call(ctx, "POST", "/v1/invoices", body))
+
+
+@click.command("settle")
+@click.argument("preimage")
+@click.pass_context
+@_errors_to_exit
+def invoice_settle(ctx: click.Context, preimage: str) -> None:
+    """Release the payment held by a hold invoice, with its PREIMAGE."""
+    from lightspeed.crypto.hashes import sha256
+
+    try:
+        payment_hash = sha256(bytes.fromhex(preimage)).hex()
+    except ValueError:
+        raise UsageError("PREIMAGE must be 32 bytes in hex") from None
+    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/settle", {"preimage": preimage}))
+
+
+@click.command("cancel")
+@click.argument("payment_hash")
+@click.pass_context
+@_errors_to_exit
+def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
+    """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
+    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
 
 
 @click.command("list")
@@ -347,8 +385,8 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
-    for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, pay,
-                    payments, newaddress, balance, fund):
+    for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
+                    pay, payments, newaddress, balance, fund):
         cli.add_command(command)
-    invoice_group.add_command(invoice_new)
-    invoice_group.add_command(invoice_list)
+    for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
+        invoice_group.add_command(sub)

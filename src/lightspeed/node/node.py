@@ -33,6 +33,11 @@ which also announces our channels when ``announce_channels``) and the invoice's 
 :class:`~lightspeed.payments.attempts.PaymentAttempts` and splits (MPP) when no single route
 carries the amount; ``keysend`` and ``pay_amp`` pay without an invoice.
 
+Opening: the funder proposes the channel type both ``init`` feature sets allow (anchors when
+both offer ``option_anchors``, else ``option_static_remotekey``); the fundee checks it against
+its own features (or derives it, for a peer without ``option_channel_type``) and builds
+commitments of exactly that type (:mod:`lightspeed.channel.establish`).
+
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
@@ -62,10 +67,13 @@ from lightspeed.channel.closing import ClosingNegotiation, shutdown
 from lightspeed.channel.commitment import ChannelBasepoints, commitment_fee_sat
 from lightspeed.channel.establish import (
     ANCHORS,
+    STATIC_REMOTEKEY,
     ChannelPolicy,
     ChannelType,
     check_accept_channel,
     check_open_channel,
+    choose_channel_type,
+    implied_channel_type,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
@@ -131,7 +139,7 @@ from lightspeed.node.forwarding import (
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
-from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_id
+from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_index
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -151,7 +159,7 @@ from lightspeed.node.paying import (
     onion_for_route,
     routing_graph,
 )
-from lightspeed.node.peer import Peer, PeerListener
+from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion.failure import (
     FailureCode,
@@ -243,6 +251,7 @@ class _Opening:
     accept_msg: AcceptChannel | None = None
     channel: Channel | None = None
     funding_tx: Transaction | None = None
+    channel_type: ChannelType | None = None  # agreed (the fundee learns it from open_channel)
 
 
 @dataclass
@@ -315,11 +324,13 @@ class Node:
     mpp_timeout: float = 60.0  # seconds an incomplete MPP set waits for its other parts
     #: Open public channels and announce them by BOLT 7 gossip (node_gossip_runtime does the work).
     announce_channels: bool = False
+    #: Our init features (BOLT 9); the channel types we propose and accept follow from them.
+    features: Features = DEFAULT_FEATURES
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
         self.wallet = Wallet(self.wallet_seed, self.chain, self.network)
-        self._listener = PeerListener(self.privkey, self._serve)
+        self._listener = PeerListener(self.privkey, self._serve, self.features, networks=self._networks())
         self._peers: dict[bytes, Peer] = {}
         self._channel_peer: dict[bytes, Peer] = {}
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
@@ -328,7 +339,8 @@ class Node:
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
         self._tasks: set[asyncio.Task[None]] = set()
-        self._policy = ChannelPolicy(chain_hash=self.network.chain_hash)
+        self._policy = ChannelPolicy(chain_hash=self.network.chain_hash, channel_types=(
+            (ANCHORS, STATIC_REMOTEKEY) if self.features.supports("option_anchors") else (STATIC_REMOTEKEY,)))
         self._ready_marks: dict[bytes, set[str]] = {}
         self._saved_ctn: dict[bytes, int] = {}  # highest remote commitment record stored, per channel
         self._reestablished: set[bytes] = set()
@@ -546,9 +558,13 @@ class Node:
         if self.store_failure is not None:
             raise StoreUnavailable(self.store_failure)
 
+    def _networks(self) -> tuple[bytes, ...]:
+        """The chains our init names (BOLT 1: SHOULD set networks to all chains it will gossip or open channels for)."""
+        return (self.network.chain_hash,)
+
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
         self._require_store()
-        peer = await connect_peer(host, port, self.privkey, node_id)
+        peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
         self._adopt_connection(peer)
@@ -585,7 +601,8 @@ class Node:
                     if address is None:
                         return
                     try:
-                        peer = await connect_peer(address[0], address[1], self.privkey, node_id)
+                        peer = await connect_peer(address[0], address[1], self.privkey, node_id, self.features,
+                                                  networks=self._networks())
                     except (OSError, PeerProtocolError):
                         await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
                         attempt += 1
@@ -723,19 +740,14 @@ class Node:
     # -- opening -------------------------------------------------------------------------------
 
     def _new_secrets(self) -> tuple[int, LocalSecrets]:
-        """Fresh channel secrets, from the node key and a random id kept in the channel's record.
-
-        Random, not a counter in the store: a node restored with an empty or old store must
-        never reuse an earlier channel's keys (see :mod:`lightspeed.node.keys`). Nothing is
-        committed here: the id is stored with the channel before the peer can fund it.
-        """
-        self._require_store()
+        """Fresh channel secrets, derived from the node key at an index the store hands out once."""
         while True:
-            key_id = new_key_id()
+            with self.store.transaction():
+                index = new_key_index(self.store.allocate_key_index())
             try:
-                return key_id, derive_channel_secrets(self._channel_seed, key_id)
+                return index, derive_channel_secrets(self._channel_seed, index)
             except UsageError:
-                continue  # a derived value that is not a valid key (about 2^-128): another id
+                continue  # a derived value that is not a valid key (about 2^-128): next index
 
     def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
                 channel_type: ChannelType) -> ChannelConfig:
@@ -748,13 +760,16 @@ class Node:
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
         peer = self._peers[node_id]
+        # BOLT 2: the type it wants, of features both support (anchors if both offer them).
+        channel_type = choose_channel_type(self.features, await self._remote_features(peer))
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         temp_id = os.urandom(32)
-        probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
+        probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, channel_type.anchors, points, 0, 0, 0, 0),
+                        secrets, 0, 0, 1, {})
         open_msg = make_message(
             "open_channel", tlvs={"upfront_shutdown_script": {"shutdown_scriptpubkey": b""},
-                                  "channel_type": {"type": ANCHORS.to_bytes()}},
+                                  "channel_type": {"type": channel_type.to_bytes()}},
             chain_hash=self.network.chain_hash, temporary_channel_id=temp_id, funding_satoshis=funding_sat,
             push_msat=push_msat, dust_limit_satoshis=DUST_LIMIT_SAT, max_htlc_value_in_flight_msat=funding_sat * 1000,
             channel_reserve_satoshis=max(DUST_LIMIT_SAT, funding_sat // 100), htlc_minimum_msat=1,
@@ -765,7 +780,8 @@ class Node:
             channel_flags=b"\x01" if self.announce_channels else b"\x00")
         assert isinstance(open_msg, OpenChannel)
         ready = self._ready.setdefault(temp_id, asyncio.Event())
-        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index)
+        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index,
+                                           channel_type=channel_type)
         await peer.send(open_msg)
         await asyncio.wait_for(ready.wait(), 30)
         return next(cid for cid, p in self._channel_peer.items() if p is peer and cid in self.channels)
@@ -790,13 +806,22 @@ class Node:
         else:
             await self._on_channel_message(peer, message)
 
+    async def _remote_features(self, peer: Peer) -> Features:
+        """The peer's init features (both fields combined)."""
+        return (await peer.connected()).remote_init.all_features
+
     async def _on_open(self, peer: Peer, message: OpenChannel) -> None:
-        channel_type = check_open_channel(message, self._policy, Features())
+        implied = implied_channel_type(self.features, await self._remote_features(peer))
+        channel_type = check_open_channel(message, self._policy, self.features, implied)
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
-        probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
+        probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, channel_type.anchors, points, 0, 0, 0, 0),
+                        secrets, 0, 0, 1, {})
+        tlvs: dict[str | int, object] = {"upfront_shutdown_script": {"shutdown_scriptpubkey": b""}}
+        if "channel_type" in message.tlvs:  # BOLT 2: MUST set channel_type to the channel_type from open_channel
+            tlvs["channel_type"] = {"type": channel_type.to_bytes()}
         accept = make_message(
-            "accept_channel", tlvs={"channel_type": {"type": channel_type.to_bytes()}},
+            "accept_channel", tlvs=tlvs,
             temporary_channel_id=message.temporary_channel_id, dust_limit_satoshis=DUST_LIMIT_SAT,
             max_htlc_value_in_flight_msat=message.funding_satoshis * 1000,
             channel_reserve_satoshis=max(DUST_LIMIT_SAT, message.funding_satoshis // 100), htlc_minimum_msat=1,
@@ -806,12 +831,14 @@ class Node:
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0))
         assert isinstance(accept, AcceptChannel)
         self._openings[message.temporary_channel_id] = _Opening(peer, secrets, message, funder=False,
-                                                                key_index=key_index, accept_msg=accept)
+                                                                key_index=key_index, accept_msg=accept,
+                                                                channel_type=channel_type)
         await peer.send(accept)
 
     async def _on_accept(self, message: AcceptChannel) -> None:
         opening = self._openings[message.temporary_channel_id]
-        channel_type = check_accept_channel(message, opening.open_msg, self._policy)
+        implied = implied_channel_type(self.features, await self._remote_features(opening.peer))
+        channel_type = check_accept_channel(message, opening.open_msg, self._policy, implied)
         points = opening.secrets.basepoints()
         script = p2wsh_script(funding_script(points.funding_pubkey, message.funding_pubkey))
         funding = self.wallet.create_transaction([TxOut(opening.open_msg.funding_satoshis, script)])
@@ -842,10 +869,11 @@ class Node:
 
     async def _on_funding_created(self, message: FundingCreated) -> None:
         opening = self._openings.pop(message.temporary_channel_id)
-        assert opening.accept_msg is not None
+        assert opening.accept_msg is not None and opening.channel_type is not None
         tx = Transaction(2, (), (TxOut(opening.open_msg.funding_satoshis, b""),), 0)  # only txid/amount used
         channel_id = channel_id_from_funding(message.funding_txid, message.funding_output_index)
-        config = self._config(channel_id, tx, False, opening.open_msg, ANCHORS)
+        # BOLT 2: MUST use the negotiated channel_type for all commitment transactions.
+        config = self._config(channel_id, tx, False, opening.open_msg, opening.channel_type)
         config = ChannelConfig(**{**config.__dict__, "funding_txid": message.funding_txid,
                                   "funding_output_index": message.funding_output_index})
         funding_msat = opening.open_msg.funding_satoshis * 1000
@@ -943,6 +971,10 @@ class Node:
         """An invoice we will settle at once; ``route_hints`` reach us over private channels."""
         preimage = os.urandom(32)
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
+
+    def private_route_hints(self) -> list[list[RouteHintHop]]:
+        """``route_hints`` for an invoice: our ready channels not announced, each with its peer's fees."""
+        return self.gossip.route_hints()
 
     def create_amp_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
                            route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
@@ -1634,6 +1666,20 @@ class Node:
         except KeyError:
             raise UsageError(f"payment_hash: no held payment for {payment_hash.hex()}") from None
         await self._run_step(lambda received: self._apply_decisions(decisions, received))
+
+    async def update_fee(self, channel_id: bytes, feerate_per_kw: int) -> None:
+        """As the funder, move the channel's commitments to a new feerate (update_fee, then signed)."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel_id in self.closed_channels:
+            raise UsageError(f"channel_id: no open channel {channel_id.hex()}")
+        if not self._usable(channel_id):
+            raise UsageError("channel_id: the channel is not ready or its peer is not connected")
+        message = channel.update_fee(feerate_per_kw)  # raises UsageError: not the funder, unaffordable
+
+        def decide(received: list[NodeEvent]) -> None:
+            self._dirty.setdefault(channel_id, []).append(message)
+
+        await self._run_step(decide)
 
     # -- queries and commands for the REST API ---------------------------------------------------
 
