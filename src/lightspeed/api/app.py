@@ -8,9 +8,9 @@ schema in :mod:`lightspeed.api.schema` before a handler runs, and bodies are
 bounded by :mod:`lightspeed.api.guard`. Failures are always
 ``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
 400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
-body too large, 502 the peer failed, 503 the node's store failed (the node stopped:
-every command is refused until it is restarted), 504 too slow (a payment still
-pending adds its ``payment_hash``); never a traceback.
+body too large, 502 the peer failed, 503 the node's store failed (the node
+stopped: every command is refused until it is restarted), 504 too slow (a payment
+still pending adds its ``payment_hash``); never a traceback.
 """
 
 from __future__ import annotations

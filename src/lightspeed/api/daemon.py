@@ -7,8 +7,13 @@ and SIGTERM stop both cleanly: the API address file is removed, peers are
 closed, the chain file is released. The daemon prints one JSON line on stdout
 once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. The node's
 channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
-restarted daemon loads them and reconnects to its channels' peers. A store that cannot be
-read stops the start with ``node.sqlite is not a valid Lightspeed store: <reason>``.
+restarted daemon loads them and reconnects to its channels' peers.
+
+A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
+(the node ran before; its channels were in that store): starting anyway would make a
+node that knows nothing of them. ``--fresh-store`` starts it anyway, as a new node. A
+store that cannot be read is refused with ``node.sqlite is not a valid Lightspeed store:
+<reason>``.
 """
 
 from __future__ import annotations

@@ -267,12 +267,6 @@ class SqliteStore:
 
     # -- channels ------------------------------------------------------------------------------
 
-    def allocate_key_index(self) -> int:
-        row = self._one("SELECT value FROM meta WHERE key = 'next_key_index'")
-        index = 0 if row is None else int(row[0])
-        self._write("INSERT OR REPLACE INTO meta VALUES ('next_key_index', ?)", (str(index + 1),))
-        return index
-
     def put_channel(self, channel_id: bytes, peer_id: bytes, state: bytes, ready: bool) -> None:
         self._write("INSERT INTO channels (channel_id, peer_id, state, ready) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (channel_id) DO UPDATE SET peer_id = excluded.peer_id, state = excluded.state, "
