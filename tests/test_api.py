@@ -102,7 +102,7 @@ def test_the_openapi_document_describes_every_route() -> None:
         described = {(method.upper(), path) for path, operations in document["paths"].items()
                      for method in operations}
         assert served == described
-        assert len(served) == 13
+        assert len(served) == 16
         ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
         assert len(ids) == len(set(ids))
         for path, operations in document["paths"].items():
@@ -217,8 +217,8 @@ def test_the_node_says_why_it_cannot_do_something() -> None:
             response = await client.post(f"/v1/channels/{'ab' * 32}/close")
             assert response.status_code == 404 and error(response)["field"] == "channel_id"
             response = await client.post("/v1/channels/xyz/close")
-            assert response.status_code == 400 and error(response) == {"field": "channel_id",
-                                                                        "reason": "is not valid hex"}
+            assert response.status_code == 400 and error(response) == {
+                "field": "channel_id", "reason": "a channel id: 32 bytes in hex"}
         await alice.stop()
         await bob.stop()
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lightspeed.codec.features import FEATURES, NAME_BY_BIT, Features, negotiate
+from lightspeed.codec.features import ASSUMED, FEATURES, NAME_BY_BIT, Features, negotiate
 from lightspeed.errors import DecodeError, PeerProtocolError
 from tests.support.vectors import load_vectors
 
@@ -94,10 +94,13 @@ def test_negotiate_fails_on_required_bits_we_lack_or_missing_dependencies() -> N
         negotiate(OURS, Features(frozenset({200})))
     with pytest.raises(PeerProtocolError, match="option_splice"):
         negotiate(OURS, Features.of(required=["option_splice"]))
-    with pytest.raises(PeerProtocolError, match="dependency payment_secret"):
-        negotiate(OURS, Features.of(optional=["basic_mpp"]))
+    with pytest.raises(PeerProtocolError, match="dependency option_scid_alias"):
+        negotiate(OURS, Features.of(optional=["option_zeroconf"]))
+    # A dependency on an ASSUMED feature holds even when its bit is not set (BOLT 9).
+    assert negotiate(OURS, Features.of(optional=["basic_mpp"])).names() == [
+        "var_onion_optin", "payment_secret", "basic_mpp"]
     # Unknown odd bits are fine ("it's OK to be odd").
-    assert negotiate(OURS, Features(frozenset({201, 9}))).names() == ["var_onion_optin"]
+    assert negotiate(OURS, Features(frozenset({201, 9}))).names() == ["var_onion_optin", "payment_secret"]
 
 
 @given(st.frozensets(st.integers(0, 80)), st.frozensets(st.integers(0, 80)))
@@ -105,12 +108,12 @@ def test_negotiate_is_a_subset_of_ours_or_fails_cleanly(local: frozenset[int], r
     try:
         common = negotiate(Features(local), Features(remote))
     except PeerProtocolError:
-        assert any(b % 2 == 0 and b not in local and b + 1 not in local for b in remote) or Features(
-            remote
-        ).missing_dependencies()
+        assert any(b % 2 == 0 and b not in local and b + 1 not in local and b not in ASSUMED
+                   for b in remote) or Features(remote).missing_dependencies()
         return
     assert common.bits <= local
-    assert {b & ~1 for b in common.bits} <= {b & ~1 for b in remote}
+    # BOLT 1: negotiated = offered by both, or offered as even by us; ASSUMED ones always.
+    assert {b & ~1 for b in common.bits} <= {b & ~1 for b in remote} | {b for b in local if b % 2 == 0} | ASSUMED
 
 
 def test_init_combines_both_feature_fields() -> None:

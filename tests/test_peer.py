@@ -47,7 +47,7 @@ def test_features_negotiation() -> None:
     with pytest.raises(PeerProtocolError, match="do not support"):
         negotiate(ours, b"", Features.of(required=["option_splice"]).to_bytes())
     with pytest.raises(PeerProtocolError, match="dependency"):
-        negotiate(ours, b"", Features(frozenset({17})).to_bytes())  # basic_mpp without payment_secret
+        negotiate(ours, b"", Features(frozenset({51})).to_bytes())  # option_zeroconf without option_scid_alias
     assert negotiate(ours, b"", Features(frozenset({101})).to_bytes()).bits <= ours.bits  # unknown odd: ignored
 
 
@@ -137,8 +137,10 @@ def test_peers_over_tcp_and_a_bad_client_does_not_hurt_others() -> None:
         w.close()
 
         # 4. A client that requires a feature nobody supports gets a warning and is cut off.
-        with pytest.raises(PeerProtocolError):
-            await connect("127.0.0.1", port, b"\x08" * 32, SERVER_PUB, features=Features.of(required=["option_splice"]))
+        bad = await connect("127.0.0.1", port, b"\x08" * 32, SERVER_PUB, features=Features.of(required=["option_splice"]))
+        warning = await asyncio.wait_for(bad.__aiter__().__anext__(), 5)
+        assert isinstance(warning, Warning) and b"62 (option_splice)" in warning.data
+        await asyncio.wait_for(bad.closed(), 5)
 
         # The first peer is unaffected.
         await peer.send(Ping(num_pong_bytes=0))

@@ -3,30 +3,45 @@
 Every route is one :class:`~lightspeed.api.openapi.Endpoint` in :data:`ENDPOINTS`;
 the app's routes and ``GET /openapi.json`` are both built from it. Every
 request must carry ``Authorization: Bearer <token>`` (compared in constant
-time). Failures are always ``{"error": {"field"?, "reason"}}`` with a status
-that says whose move it is: 400 bad input, 401 no token, 404 unknown, 409 the
-node cannot do it now, 502 the peer failed, 504 too slow; never a traceback.
+time). Every input (body, path and query parameters) is checked against its
+schema in :mod:`lightspeed.api.schema` before a handler runs, and bodies are
+bounded by :mod:`lightspeed.api.guard`. Failures are always
+``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
+400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
+body too large, 502 the peer failed, 504 too slow (a payment still pending adds
+its ``payment_hash``); never a traceback.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightspeed.api import handlers as h
+from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.api.openapi import Endpoint, openapi_document
-from lightspeed.api.schema import Schema, hex_string, integer, obj, string, validate
+from lightspeed.api.schema import (
+    Schema,
+    field_name,
+    hex_string,
+    host,
+    integer,
+    node_id,
+    obj,
+    string,
+    validate,
+)
 from lightspeed.errors import (
     DecodeError,
     LightspeedError,
@@ -38,8 +53,10 @@ from lightspeed.errors import (
 
 log = logging.getLogger("lightspeed.api")
 
-NODE_ID = hex_string(33, "a node id: 33-byte compressed public key in hex")
+NODE_ID = node_id("a node id: 33-byte compressed public key in hex")
 CHANNEL_ID = hex_string(32, "a channel id: 32 bytes in hex")
+PAYMENT_HASH = hex_string(32, "a payment hash: 32 bytes in hex")
+MAX_INVOICE_LENGTH = 7089  # the most a QR code holds; BOLT 11 sets no bound, a server must
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
 _NULLABLE_INT: Schema = {"type": ["integer", "null"]}
 
@@ -77,7 +94,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              _list_of("peers", {"type": "object", "properties": {"node_id": {"type": "string"}}})),
     Endpoint("POST", "/v1/peers", "connect", "Connect to a peer over TCP (BOLT 8 handshake, init)", h.connect,
              {"type": "object", "properties": {"node_id": {"type": "string"}, "connected": {"type": "boolean"}}},
-             body=obj({"node_id": NODE_ID, "host": {**string("the peer's host"), "minLength": 1},
+             body=obj({"node_id": NODE_ID, "host": host("the peer's host: an IP address or a DNS name"),
                        "port": integer("the peer's TCP port", 1, 65535)}, ["node_id", "host", "port"])),
     Endpoint("GET", "/v1/channels", "listChannels", "Channels, open and closed, with balances", h.list_channels,
              _list_of("channels", CHANNEL)),
@@ -85,7 +102,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Open a channel funded from the wallet; returns once the funding is broadcast "
              "(state awaiting_confirmations until it has 3 confirmations)", h.open_channel, CHANNEL,
              body=obj({"node_id": NODE_ID, "amount_sat": integer("channel capacity", 20_000, 16_777_215),
-                       "push_msat": integer("given to the peer at opening", 0)}, ["node_id", "amount_sat"]),
+                       "push_msat": integer("given to the peer at opening", 0, 16_777_215_000)},
+                      ["node_id", "amount_sat"]),
              status=201),
     Endpoint("POST", "/v1/channels/{channel_id}/close", "closeChannel",
              "Mutual close (shutdown, closing_signed); returns the broadcast closing transaction's id",
@@ -94,20 +112,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
              "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",
              h.force_close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+    Endpoint("POST", "/v1/channels/{channel_id}/fee", "updateChannelFee",
+             "As the channel's funder, move its commitments to a new feerate (update_fee); refused when the "
+             "fee would take our balance below the reserve the peer asked for",
+             h.update_fee, CHANNEL, path_params=(("channel_id", CHANNEL_ID),),
+             body=obj({"feerate_per_kw": integer("the new commitment feerate, sat per 1000 weight", 253, 100_000)},
+                      ["feerate_per_kw"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/settle", "settleInvoice",
+             "Release a payment held by a hold invoice: its preimage fulfils every part",
+             h.settle_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),),
+             body=obj({"preimage": hex_string(32, "the payment preimage: 32 bytes in hex")}, ["preimage"])),
+    Endpoint("POST", "/v1/invoices/{payment_hash}/cancel", "cancelInvoice",
+             "Refuse a payment held by a hold invoice: every part fails back to the payer",
+             h.cancel_invoice, INVOICE, path_params=(("payment_hash", PAYMENT_HASH),)),
     Endpoint("GET", "/v1/invoices", "listInvoices", "Invoices this node issued", h.list_invoices,
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
              INVOICE, status=201,
              body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
-                       "description": string("what the payment is for"),
-                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000)},
+                       # BOLT #11: a tagged field holds at most 1023 5-bit words: 639 whole bytes.
+                       "description": string("what the payment is for", max_utf8_bytes=639),
+                       "expiry": integer("seconds until the invoice expires", 1, 31_536_000),
+                       "payment_hash": hex_string(32, "makes a hold invoice: the payment is held until settled "
+                                                      "with the preimage of this hash (or cancelled)")},
                       ["amount_msat"])),
     Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
              _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),
     Endpoint("POST", "/v1/payments", "payInvoice",
              "Pay a BOLT 11 invoice over a direct channel; returns once it settled (with the preimage)",
              h.pay, PAYMENT,
-             body=obj({"invoice": {**string("a BOLT 11 invoice"), "minLength": 1},
+             body=obj({"invoice": string("a BOLT 11 invoice", 1, MAX_INVOICE_LENGTH),
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
     Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
              h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
@@ -118,11 +152,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-def error_response(status: int, reason: str, field: str | None = None) -> JSONResponse:
-    error: dict[str, str] = {"reason": reason}
+def error_response(status: int, reason: str, field: str | None = None,
+                   details: dict[str, str] | None = None) -> JSONResponse:
+    error: dict[str, str] = {"reason": _printable(reason)}
     if field is not None:
-        error = {"field": field, **error}
-    return JSONResponse({"error": error}, status_code=status)
+        error = {"field": _printable(field), **error}
+    return JSONResponse({"error": {**error, **(details or {})}}, status_code=status)
+
+
+def _printable(text: str) -> str:
+    """An error text the JSON encoder cannot choke on (a reason may quote what the client sent)."""
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 def _status_of(exc: Exception) -> tuple[int, str | None]:
@@ -134,10 +174,10 @@ def _status_of(exc: Exception) -> tuple[int, str | None]:
         return 400, None
     if isinstance(exc, (PaymentError, RejectedTransaction)):
         return 409, None
+    if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one, but it is no peer failure
+        return 504, None
     if isinstance(exc, (PeerProtocolError, ConnectionError, OSError)):
         return 502, None
-    if isinstance(exc, TimeoutError):
-        return 504, None
     return 409, None  # any other LightspeedError: the node refused
 
 
@@ -151,21 +191,32 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def _parameters(endpoint: Endpoint, request: Request) -> None:
+    """Check the path and query parameters against their schemas (unknown or repeated ones too)."""
+    for name, schema in endpoint.path_params:
+        validate(request.path_params[name], schema, name)
+    declared = dict(endpoint.query_params)
+    for name in request.query_params:
+        if name not in declared:
+            raise DecodeError(field_name(name), "is not a known query parameter")
+        values = request.query_params.getlist(name)
+        if len(values) > 1:
+            raise DecodeError(name, "is given more than once")
+        validate(values[0], declared[name], name)
+
+
 def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         body: Any = None
         try:
+            _parameters(endpoint, request)
             if endpoint.body is not None:
-                raw = await request.body()
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    raise DecodeError("body", "is not valid JSON") from None
+                body = parse_json_body(await request.body())  # BodyLimit bounded its size
                 validate(body, endpoint.body)
             status, result = await endpoint.handler(ctx, request, body)
         except (LightspeedError, OSError, TimeoutError) as exc:
             status, field = _status_of(exc)
-            return error_response(status, _reason(exc), field)
+            return error_response(status, _reason(exc), field, getattr(exc, "details", None))
         except Exception as exc:  # a bug: log it here, never show a traceback to the client
             log.exception("%s %s failed", endpoint.method, endpoint.path)
             return error_response(500, f"internal error: {type(exc).__name__}")
@@ -207,5 +258,7 @@ def create_app(ctx: ApiContext, token: str) -> ASGIApp:
 
     routes = [Route(e.path, _route(ctx, e), methods=[e.method], name=e.operation_id) for e in ENDPOINTS]
     routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # Auth first: a client without the token gets its 401 before a byte of its body is read.
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
+                    middleware=[Middleware(BodyLimit, refuse=error_response)])
     return BearerAuth(app, token)

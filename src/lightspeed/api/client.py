@@ -29,8 +29,7 @@ class ApiClient:
     @classmethod
     def from_datadir(cls, path: str | Any) -> ApiClient:
         datadir = Datadir(path)
-        address = datadir.api_address()
-        return cls(f"http://{address}", datadir.token())
+        return cls(datadir.api_url(), datadir.token())
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> Any:

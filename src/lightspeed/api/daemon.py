@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import shutil
 import signal
 import socket
 import sqlite3
@@ -27,23 +28,18 @@ from pathlib import Path
 
 import uvicorn
 
+from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
-from lightspeed.api.datadir import Datadir
+from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import open_store
+from lightspeed.store import STORE_FILE, open_store
+
+__all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
 log = logging.getLogger("lightspeed.daemon")
-
-
-def parse_hostport(text: str, option: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); UsageError naming the option otherwise."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"{option} must be HOST:PORT (e.g. 127.0.0.1:9735), got {text!r}")
-    return host.strip("[]"), int(port_text)
 
 
 def require_loopback(host: str, option: str) -> None:
@@ -82,63 +78,122 @@ class DaemonConfig:
     api: tuple[str, int]
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
+    new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
+
+
+def _bind(address: tuple[str, int], option: str) -> socket.socket:
+    host, port = address
+    try:
+        return socket.create_server(address, family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise UsageError(f"{option} {format_hostport(host, port)}: {exc.strerror or exc}") from None
+
+
+def _require_store(datadir: Datadir) -> None:
+    """A node key without its store is a restored or damaged datadir: never start it as new by accident.
+
+    The store holds the channels (what we owe and are owed, the peers' revocation secrets); a node
+    that starts afresh beside its old key forgets them. Starting anew is an explicit decision.
+    """
+    if not (datadir.path / SECRET_FILE).exists():
+        return
+    store = datadir.path / STORE_FILE
+    if store.exists() and store.stat().st_size > 0:
+        return
+    datadir.unlock()
+    raise UsageError(
+        f"--datadir {datadir.path}: it has a node_secret but {'an empty' if store.exists() else 'no'} "
+        f"{STORE_FILE}: the node's channels are not here. Restore {STORE_FILE} from your backup; or, to "
+        "start again as a new node that forgets every channel of the old store (their peers must force "
+        "close them), pass --new-store")
+
+
+@dataclass
+class _Startup:
+    ready: bool = False  # the daemon served: from here on the datadir is real (it may hold funds)
 
 
 async def run(config: DaemonConfig) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT/SIGTERM.
+
+    Both ports are taken (the API's) or tried (the peers') before anything is
+    written, so a busy port fails with a clear error and leaves no datadir
+    behind; should starting fail later anyway, a datadir this run created is
+    removed again (it holds nothing of value yet: a fresh key nobody knows).
+    """
     require_loopback(config.api[0], "--api")
     datadir = Datadir(config.datadir)
+    existed = datadir.path.exists()
+    if existed and not datadir.path.is_dir():
+        raise UsageError(f"--datadir {config.datadir}: not a directory")
+    if existed:
+        datadir.lock()  # "another daemon runs here" is the clearer error, before any port
+        if not config.new_store:
+            _require_store(datadir)
+    startup = _Startup()
     try:
-        datadir.create()
-    except OSError as exc:
-        raise UsageError(f"--datadir {config.datadir}: {exc.strerror or exc}") from None
-    datadir.lock()
-    try:
-        token = datadir.ensure_token()
-        chain = open_chain(config.chain_file, create=True)
+        api_sock = _bind(config.api, "--api")
         try:
-            await _serve(config, datadir, chain, token)
+            if config.listen[1] != 0:
+                _bind(config.listen, "--listen").close()  # the node binds it again (SO_REUSEADDR)
+            if not existed:
+                try:
+                    datadir.create()
+                except OSError as exc:
+                    raise UsageError(f"--datadir {config.datadir}: {exc.strerror or exc}") from None
+                datadir.lock()
+            token = datadir.ensure_token()
+            chain = open_chain(config.chain_file, create=True)
+            try:
+                await _serve(config, datadir, chain, token, api_sock, startup)
+            finally:
+                chain.close()
         finally:
-            chain.close()
+            api_sock.close()
+    except BaseException:
+        if not existed and not startup.ready:
+            datadir.unlock()
+            shutil.rmtree(datadir.path, ignore_errors=True)
+        raise
     finally:
         datadir.remove_api_address()
         datadir.unlock()
 
 
-async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str) -> None:
+async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str,
+                 api_sock: socket.socket, startup: _Startup) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
         node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
                     announce_channels=config.announce_channels)
-        await _serve_node(config, datadir, node, token)
+        await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
         store.close()
 
 
-async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str) -> None:
+async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str,
+                      api_sock: socket.socket, startup: _Startup) -> None:
     host, port = config.listen
     try:
         port = await node.start(host, port)
     except OSError as exc:
-        raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=f"{host}:{port}", chain_file=str(config.chain_file))
-    events = ctx.spawn(ctx.follow_events(), "event follower")
-    try:
-        sock = socket.create_server(config.api, family=socket.AF_INET6 if ":" in config.api[0] else socket.AF_INET)
-    except OSError as exc:
         await node.stop()
-        raise UsageError(f"--api {config.api[0]}:{config.api[1]}: {exc.strerror or exc}") from None
-    api_host, api_port = sock.getsockname()[:2]
+        raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
+    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file))
+    events = ctx.spawn(ctx.follow_events(), "event follower")
+    api_host, api_port = api_sock.getsockname()[:2]
     server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
                                     access_log=False))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    serving = asyncio.create_task(server.serve(sockets=[api_sock]))
     datadir.write_api_address(api_host, api_port)
-    print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen, "api": f"{api_host}:{api_port}",
-                      "chain_file": str(config.chain_file)}), flush=True)
+    startup.ready = True
+    print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen,
+                      "api": format_hostport(api_host, api_port), "chain_file": str(config.chain_file)}),
+          flush=True)
     log.info("node %s listening on %s, API on %s:%s", node.node_id.hex(), ctx.listen, api_host, api_port)
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -4,7 +4,7 @@ Layout (every secret file is created with mode 0600, atomically, on first start)
 
     DIR/node_secret    32 random bytes; the node key and the wallet seed are derived from it
     DIR/api_token      the bearer token every REST request must carry (hex text)
-    DIR/api_address    "HOST:PORT" of the running daemon's REST API (removed on clean exit)
+    DIR/api_address    "HOST:PORT" of the running daemon's REST API ("[v6]:PORT"; removed on clean exit)
     DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
     DIR/node.sqlite    the node's store (channels, invoices, payments; see lightspeed.store)
 
@@ -25,6 +25,7 @@ import secrets
 from pathlib import Path
 from typing import IO
 
+from lightspeed.api.address import format_hostport
 from lightspeed.errors import UsageError
 
 SECRET_FILE = "node_secret"
@@ -103,7 +104,7 @@ class Datadir:
     # -- the running daemon --------------------------------------------------------------------
 
     def write_api_address(self, host: str, port: int) -> None:
-        _write_private(self.path / ADDRESS_FILE, f"{host}:{port}\n".encode())
+        _write_private(self.path / ADDRESS_FILE, f"{format_hostport(host, port)}\n".encode())
 
     def api_address(self) -> str:
         try:
@@ -111,6 +112,16 @@ class Datadir:
         except FileNotFoundError:
             raise UsageError(f"no daemon is running for {self.path} (no {ADDRESS_FILE} file); "
                              f"start one with: lightspeed node start --datadir {self.path}") from None
+
+    def api_url(self) -> str:
+        """``http://HOST:PORT`` of the running daemon (an IPv6 host in brackets)."""
+        address = self.api_address()
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not (port.isascii() and port.isdigit()):
+            raise UsageError(f"{self.path / ADDRESS_FILE}: not HOST:PORT but {address!r}")
+        if ":" in host and not host.startswith("["):  # written unbracketed by an older daemon
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
 
     def remove_api_address(self) -> None:
         with contextlib.suppress(FileNotFoundError):

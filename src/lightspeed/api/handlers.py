@@ -22,7 +22,14 @@ from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
-from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction, UsageError
+from lightspeed.crypto.hashes import sha256
+from lightspeed.errors import (
+    DecodeError,
+    LightspeedError,
+    PaymentError,
+    RejectedTransaction,
+    UsageError,
+)
 from lightspeed.invoice import decode
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 
@@ -32,10 +39,14 @@ OPEN_FEE_MARGIN_SAT = 2_000  # what the funding transaction's fee may take beyon
 
 
 class ApiError(LightspeedError):
-    """A refusal with its HTTP status (409: not now; 404: no such object; ...)."""
+    """A refusal with its HTTP status (409: not now; 404: no such object; ...).
 
-    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
-        self.status, self.reason, self.field = status, reason, field
+    ``details`` join the JSON error beside ``field`` and ``reason`` (a pending payment's hash).
+    """
+
+    def __init__(self, status: int, reason: str, field: str | None = None,
+                 details: dict[str, str] | None = None) -> None:
+        self.status, self.reason, self.field, self.details = status, reason, field, details
         super().__init__(reason)
 
 
@@ -74,15 +85,9 @@ class ApiContext:
                 self.times.settled.setdefault(event.payment_hash, self.now())
 
 
-def _hex_param(request: Request, name: str, length: int) -> bytes:
-    text = request.path_params[name]
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise DecodeError(name, "is not valid hex") from None
-    if len(value) != length:
-        raise DecodeError(name, f"must be {length} bytes, got {len(value)}")
-    return value
+def _hex_param(request: Request, name: str) -> bytes:
+    """A path parameter the app already checked against its hex schema (exact length, no whitespace)."""
+    return bytes.fromhex(request.path_params[name])
 
 
 def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[str, Any]:
@@ -151,6 +156,10 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
         except TimeoutError:  # Node.open_channel stops waiting, the channel does not: it gets ready once mined
             log.info("channel with %s: funding not confirmed yet; ready once it has enough confirmations",
                      node_id.hex())
+        except KeyError:  # the peer went away between the check above and the opening
+            raise ApiError(409, f"not connected to {node_id.hex()} any more: connect again", "node_id") from None
+        except (PaymentError, UsageError, RejectedTransaction) as exc:
+            raise ApiError(409, f"cannot open the channel: {exc}", "node_id") from None
 
     task = ctx.spawn(opening(), "channel opening")
     deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s
@@ -160,7 +169,7 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
             return 201, channel_json(ctx, new[0], node.channels[new[0]])
         if task.done():
             task.result()  # raises what went wrong
-            raise ApiError(409, "the channel was opened and closed again before it could be listed")
+            raise ApiError(409, "the channel was opened and closed again before it could be listed", "node_id")
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("the peer did not sign the funding in time")
         await asyncio.sleep(0.02)
@@ -173,7 +182,7 @@ async def list_channels(ctx: ApiContext, request: Request, body: Any) -> tuple[i
 
 
 async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    channel_id = _hex_param(request, "channel_id", 32)
+    channel_id = _hex_param(request, "channel_id")
     node = ctx.node
     if channel_id in node.closed_channels:
         raise ApiError(409, "the channel is already closed", "channel_id")
@@ -188,13 +197,16 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     view = channel.log.commitment(Side.LOCAL)
     if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
-    closing = await node.close_channel(channel_id)
+    try:
+        closing = await node.close_channel(channel_id)
+    except (UsageError, RejectedTransaction) as exc:
+        raise ApiError(409, f"cannot close: {exc}", "channel_id") from None
     return 200, closed_channel_json(channel_id, closing)
 
 
 async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     """Unilateral close: our latest commitment is broadcast, the node sweeps our outputs later."""
-    channel_id = _hex_param(request, "channel_id", 32)
+    channel_id = _hex_param(request, "channel_id")
     node = ctx.node
     if channel_id in node.closed_channels:
         raise ApiError(409, "the channel is already closed", "channel_id")
@@ -207,11 +219,69 @@ async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> t
     return 200, closed_channel_json(channel_id, spend)
 
 
+async def update_fee(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """As the funder, move the channel to a new feerate (update_fee + commitment_signed)."""
+    channel_id = _hex_param(request, "channel_id")
+    node = ctx.node
+    if channel_id not in node.channels or channel_id in node.closed_channels:
+        raise ApiError(404, f"no open channel {channel_id.hex()}", "channel_id")
+    try:
+        await node.update_fee(channel_id, body["feerate_per_kw"])
+    except UsageError as exc:
+        raise _refused(exc, "feerate_per_kw") from None
+    return 200, channel_json(ctx, channel_id, node.channels[channel_id])
+
+
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""), body.get("expiry", 3600))
+    if body.get("payment_hash") is not None:  # a hold invoice: the preimage comes later (settle)
+        try:
+            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), body["amount_msat"],
+                                                   body.get("description", ""), body.get("expiry", 3600))
+        except UsageError as exc:
+            raise _refused(exc, "payment_hash") from None
+    else:
+        invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""),
+                                          body.get("expiry", 3600))
     record = ctx.node.store.invoice(invoice.payment_hash)
     assert record is not None  # create_invoice stored it
     return 201, invoice_json(record, ctx.times, ctx.now())
+
+
+async def settle_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Release a held payment with its preimage (the preimage must hash to the path's payment_hash)."""
+    payment_hash, preimage = _hex_param(request, "payment_hash"), bytes.fromhex(body["preimage"])
+    if sha256(preimage) != payment_hash:
+        raise ApiError(400, "does not hash to the invoice's payment_hash", "preimage")
+    try:
+        await ctx.node.settle_hold(preimage)
+    except UsageError as exc:
+        raise _refused(exc, "payment_hash") from None
+    return 200, _invoice_after(ctx, payment_hash)
+
+
+async def cancel_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Refuse a held payment: every part fails back to the payer."""
+    payment_hash = _hex_param(request, "payment_hash")
+    try:
+        await ctx.node.cancel_hold(payment_hash)
+    except UsageError as exc:
+        raise _refused(exc, "payment_hash") from None
+    return 200, _invoice_after(ctx, payment_hash)
+
+
+def _refused(exc: UsageError, default_field: str) -> ApiError:
+    """409 for a command the node refused; the field is the one its message starts with ("field: ...")."""
+    field_, sep, reason = str(exc).partition(": ")
+    if sep and field_.isidentifier():
+        return ApiError(409, reason, field_)
+    return ApiError(409, str(exc), default_field)
+
+
+def _invoice_after(ctx: ApiContext, payment_hash: bytes) -> dict[str, Any]:
+    record = ctx.node.store.invoice(payment_hash)
+    if record is None:
+        raise ApiError(404, f"no invoice {payment_hash.hex()}", "payment_hash")
+    return invoice_json(record, ctx.times, ctx.now())
 
 
 async def list_invoices(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -246,13 +316,20 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
     ctx.times.started[invoice.payment_hash] = now
+    timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=body.get("timeout_s", 60))
+        await node.pay(invoice, timeout=timeout_s)
     except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":
-            raise TimeoutError(f"{exc or 'no answer in time'}; see GET /v1/payments") from None
+            # Not a failure: the HTLCs are out and may still settle (or fail) at any time.
+            payment_hash = invoice.payment_hash.hex()
+            raise ApiError(504, f"the payment is still pending after {timeout_s} s; it will end settled or "
+                                f"failed: look it up by payment_hash {payment_hash} in GET /v1/payments",
+                           details={"payment_hash": payment_hash}) from None
         ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
+        if isinstance(exc, (PaymentError, UsageError)):
+            raise ApiError(409, str(exc), "invoice") from None
         raise
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
     record = node.store.payment(invoice.payment_hash)
@@ -261,9 +338,7 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
 
 
 async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    direction = request.query_params.get("direction")
-    if direction not in (None, "sent", "received"):
-        raise DecodeError("direction", "must be sent or received")
+    direction = request.query_params.get("direction")  # checked against its schema: sent or received
     node, times = ctx.node, ctx.times
     payments = []
     if direction in (None, "sent"):

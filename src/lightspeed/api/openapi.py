@@ -19,7 +19,9 @@ ERROR_SCHEMA: Schema = {
     "properties": {"error": {
         "type": "object", "required": ["reason"],
         "properties": {"field": {"type": "string", "description": "the input that was wrong, if one was"},
-                       "reason": {"type": "string", "description": "what was wrong, in words a user can act on"}}}},
+                       "reason": {"type": "string", "description": "what was wrong, in words a user can act on"},
+                       "payment_hash": {"type": "string",
+                                        "description": "504 on a payment: it is still pending; look it up"}}}},
 }
 
 _ERRORS = {
@@ -27,6 +29,7 @@ _ERRORS = {
     "401": "missing or wrong bearer token",
     "404": "no such route or object",
     "409": "the node cannot do it now (not connected, no channel, insufficient funds, refused payment...)",
+    "413": "the request body is larger than the API accepts (64 KiB)",
     "502": "the peer could not be reached or broke the protocol",
     "504": "the operation did not finish in time (it may still complete)",
 }

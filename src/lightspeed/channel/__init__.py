@@ -29,6 +29,8 @@ from lightspeed.channel.establish import (
     ChannelType,
     check_accept_channel,
     check_open_channel,
+    choose_channel_type,
+    implied_channel_type,
 )
 from lightspeed.channel.htlc_log import CommitmentView, HtlcLog, LoggedHtlc, Removal, Side
 from lightspeed.channel.htlc_tx import (
@@ -77,6 +79,7 @@ __all__ = [
     "build_htlc_txs",
     "check_accept_channel",
     "check_open_channel",
+    "choose_channel_type",
     "commitment_fee_sat",
     "commitment_number_from_tx",
     "commitment_sighash",
@@ -84,6 +87,7 @@ __all__ = [
     "htlc_sighash",
     "htlc_success_fee_sat",
     "htlc_timeout_fee_sat",
+    "implied_channel_type",
     "is_trimmed",
     "obscuring_factor",
     "offered_htlc_script",

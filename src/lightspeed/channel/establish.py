@@ -58,6 +58,30 @@ def is_defined_channel_type(channel_type: ChannelType) -> bool:
     return any(base <= channel_type.bits and channel_type.bits - base <= _OPTIONAL for base in _BASES)
 
 
+def choose_channel_type(local: Features, remote: Features) -> ChannelType:
+    """The commitment format to propose to a peer, from both ``init`` feature sets.
+
+    option_anchors when both support it (the superior format, BOLT 2 rationale), else
+    option_static_remotekey (ASSUMED: every peer has it). BOLT #2: the sender SHOULD NOT
+    set channel_type to a type containing a feature which was not negotiated.
+    """
+    return ANCHORS if local.supports("option_anchors") and remote.supports("option_anchors") else STATIC_REMOTEKEY
+
+
+def implied_channel_type(local: Features, remote: Features) -> ChannelType | None:
+    """The type an open without ``channel_type`` means, or None when the TLV is mandatory.
+
+    A peer that offered option_channel_type must send the TLV (BOLT #2: if the message
+    doesn't include a channel_type: MUST fail the channel). A peer that did not offer it
+    follows the revisions before option_channel_type was ASSUMED, which define: "if
+    option_anchors was negotiated: the channel_type is option_anchors and
+    option_static_remotekey; otherwise: the channel_type is option_static_remotekey".
+    """
+    if remote.supports("option_channel_type"):
+        return None
+    return choose_channel_type(local, remote)
+
+
 @dataclass(frozen=True)
 class ChannelPolicy:
     """What this node accepts from a peer opening a channel (the spec's MAY-fail knobs)."""
@@ -89,11 +113,13 @@ def _check_basepoints(msg: OpenChannel | AcceptChannel, cid: bytes) -> None:
             raise _fail(f"{name} is not a valid compressed secp256k1 public key", cid)
 
 
-def _channel_type(msg: OpenChannel | AcceptChannel, cid: bytes) -> ChannelType:
+def _channel_type(msg: OpenChannel | AcceptChannel, cid: bytes, implied: ChannelType | None) -> ChannelType:
     record = msg.tlvs.get("channel_type")
-    # BOLT #2: if the message doesn't include a channel_type: MUST fail the channel.
     if record is None:
-        raise _fail("no channel_type", cid)
+        if implied is not None:  # a peer without option_channel_type: see implied_channel_type
+            return implied
+        # BOLT #2: if the message doesn't include a channel_type: MUST fail the channel.
+        raise _fail("no channel_type (the peer offered option_channel_type)", cid)
     return ChannelType.from_bytes(record["type"])
 
 
@@ -116,8 +142,14 @@ def _check_common(msg: OpenChannel | AcceptChannel, policy: ChannelPolicy, cid: 
     _check_basepoints(msg, cid)
 
 
-def check_open_channel(msg: OpenChannel, policy: ChannelPolicy, local_features: Features) -> ChannelType:
-    """The receiver's checks on ``open_channel``; returns the channel type to use."""
+def check_open_channel(msg: OpenChannel, policy: ChannelPolicy, local_features: Features,
+                       implied: ChannelType | None = None) -> ChannelType:
+    """The receiver's checks on ``open_channel``; returns the channel type to use.
+
+    ``implied`` is :func:`implied_channel_type` for this peer: the type of an open without
+    the channel_type TLV (None: the TLV is required). A type is suitable when it is one of
+    ``policy.channel_types`` (the node lists ANCHORS there only if it offers option_anchors).
+    """
     cid = msg.temporary_channel_id
     # BOLT #2: MUST fail the channel if the chain_hash value is set to a hash of a chain
     # that is unknown to the receiver.
@@ -140,7 +172,7 @@ def check_open_channel(msg: OpenChannel, policy: ChannelPolicy, local_features: 
     if msg.dust_limit_satoshis > msg.channel_reserve_satoshis:
         raise _fail("dust_limit_satoshis is greater than channel_reserve_satoshis", cid)
     _check_common(msg, policy, cid)
-    channel_type = _channel_type(msg, cid)
+    channel_type = _channel_type(msg, cid, implied)
     # BOLT #2: MUST fail the channel if the channel_type is not suitable.
     if not is_defined_channel_type(channel_type) or not any(
         channel_type.bits - _OPTIONAL == t.bits for t in policy.channel_types
@@ -165,8 +197,13 @@ def check_open_channel(msg: OpenChannel, policy: ChannelPolicy, local_features: 
     return channel_type
 
 
-def check_accept_channel(accept: AcceptChannel, sent: OpenChannel, policy: ChannelPolicy) -> ChannelType:
-    """The funder's checks on ``accept_channel`` for the ``open_channel`` it sent."""
+def check_accept_channel(accept: AcceptChannel, sent: OpenChannel, policy: ChannelPolicy,
+                         implied: ChannelType | None = None) -> ChannelType:
+    """The funder's checks on ``accept_channel`` for the ``open_channel`` it sent.
+
+    ``implied`` as for :func:`check_open_channel`: a peer without option_channel_type may
+    answer without the TLV, and the type is then the one implied by both features.
+    """
     cid = sent.temporary_channel_id
     if accept.temporary_channel_id != cid:
         raise _fail("accept_channel for another temporary_channel_id", cid)
@@ -182,9 +219,10 @@ def check_accept_channel(accept: AcceptChannel, sent: OpenChannel, policy: Chann
     if sent.channel_reserve_satoshis < accept.dust_limit_satoshis:
         raise _fail("dust_limit_satoshis is above the reserve we asked for", cid)
     _check_common(accept, policy, cid)
-    channel_type = _channel_type(accept, cid)
+    channel_type = _channel_type(accept, cid, implied)
     # BOLT #2: if channel_type does not match the channel_type from open_channel: MUST fail.
     sent_type = sent.tlvs.get("channel_type")
-    if sent_type is None or ChannelType.from_bytes(sent_type["type"]) != channel_type:
-        raise _fail("channel_type differs from the one in open_channel", cid)
+    proposed = implied if sent_type is None else ChannelType.from_bytes(sent_type["type"])
+    if proposed != channel_type:
+        raise _fail(f"channel_type {sorted(channel_type.bits)} differs from the one in open_channel", cid)
     return channel_type

@@ -103,11 +103,13 @@ def node_group() -> None:
               help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
 @click.option("--announce-channels", is_flag=True,
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
+@click.option("--new-store", is_flag=True,
+              help="Start with a new, empty store beside an existing node key (its old channels are forgotten).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, verbose: bool) -> None:
+          announce_channels: bool, new_store: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM."""
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
@@ -115,7 +117,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
-                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels)
+                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
+                          new_store)
     asyncio.run(run(config))
 
 
@@ -131,11 +134,16 @@ def chain_group(ctx: click.Context, chain_file: Path | None) -> None:
     ctx.obj["chain_file"] = chain_file
 
 
-def _open_chain(ctx: click.Context, chain_file: Path | None) -> Any:
+CLI_BUSY_TIMEOUT_S = 10.0  # a command waits out another process's write lock longer than a daemon would
+
+
+def _open_chain(ctx: click.Context, chain_file: Path | None, create: bool = False) -> Any:
     from lightspeed.api.daemon import open_chain
 
     path = chain_file or (ctx.obj or {}).get("chain_file") or default_chain_path(_datadir(ctx))
-    return open_chain(Path(path).expanduser())
+    chain = open_chain(Path(path).expanduser(), create=create)
+    chain.set_busy_timeout(CLI_BUSY_TIMEOUT_S)
+    return chain
 
 
 _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -179,6 +187,35 @@ def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Pa
     _print(_faucet(_open_chain(ctx, chain_file), address, amount_sat))
 
 
+@chain_group.command("serve-electrum")
+@_chain_option
+@click.option("--listen", default="127.0.0.1:50001", show_default=True,
+              help="HOST:PORT to serve the Electrum protocol on (port 0: any free port).")
+@click.option("-v", "--verbose", is_flag=True, help="Log connections and requests on stderr.")
+@click.pass_context
+@_errors_to_exit
+def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
+    """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
+
+    Once listening it prints one JSON line {"electrum_server": "HOST:PORT:t"}: the server string
+    an Electrum wallet takes (electrum --regtest setconfig server HOST:PORT:t, oneserver true).
+    """
+    from lightspeed.api.daemon import parse_hostport
+    from lightspeed.node.electrum_server import serve_until_signalled
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    host, port = parse_hostport(listen, "--listen")
+    chain = _open_chain(ctx, chain_file, create=True)
+    try:
+        asyncio.run(serve_until_signalled(chain, host, port,
+                                          lambda server: click.echo(json.dumps({"electrum_server": server}))))
+    except OSError as exc:
+        raise UsageError(f"--listen {listen}: {exc.strerror or exc}") from None
+    finally:
+        chain.close()
+
+
 def _faucet(chain: Any, address: str, amount_sat: int) -> dict[str, Any]:
     from lightspeed.bitcoin.address import address_to_script
     from lightspeed.bitcoin.network import REGTEST
@@ -207,7 +244,7 @@ def getinfo(ctx: click.Context) -> None:
 @_errors_to_exit
 def connect(ctx: click.Context, peer: str) -> None:
     """Connect to PEER given as NODE_ID@HOST:PORT."""
-    from lightspeed.api.daemon import parse_hostport
+    from lightspeed.api.address import parse_hostport
 
     node_id, sep, address = peer.partition("@")
     if not sep:
@@ -264,16 +301,55 @@ def close(ctx: click.Context, channel_id: str, force: bool) -> None:
     _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
 
 
+@click.command("update-fee")
+@click.argument("channel_id")
+@click.argument("feerate_per_kw", type=int)
+@click.pass_context
+@_errors_to_exit
+def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
+    """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
+
+
 @click.command("new")
 @click.argument("amount_msat", type=int)
 @click.argument("description", default="")
 @click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
+@click.option("--hold", "payment_hash", metavar="PAYMENT_HASH",
+              help="A hold invoice for this hash: payments wait for `invoice settle PREIMAGE` or `invoice cancel`.")
 @click.pass_context
 @_errors_to_exit
-def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int) -> None:
+def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
+                payment_hash: str | None) -> None:
     """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT."""
-    _print(_call(ctx, "POST", "/v1/invoices",
-                 {"amount_msat": amount_msat, "description": description, "expiry": expiry}))
+    body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
+    if payment_hash is not None:
+        body["payment_hash"] = payment_hash
+    _print(_call(ctx, "POST", "/v1/invoices", body))
+
+
+@click.command("settle")
+@click.argument("preimage")
+@click.pass_context
+@_errors_to_exit
+def invoice_settle(ctx: click.Context, preimage: str) -> None:
+    """Release the payment held by a hold invoice, with its PREIMAGE."""
+    from lightspeed.crypto.hashes import sha256
+
+    try:
+        payment_hash = sha256(bytes.fromhex(preimage)).hex()
+    except ValueError:
+        raise UsageError("PREIMAGE must be 32 bytes in hex") from None
+    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/settle", {"preimage": preimage}))
+
+
+@click.command("cancel")
+@click.argument("payment_hash")
+@click.pass_context
+@_errors_to_exit
+def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
+    """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
+    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
 
 
 @click.command("list")
@@ -343,8 +419,8 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
-    for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, pay,
-                    payments, newaddress, balance, fund):
+    for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
+                    pay, payments, newaddress, balance, fund):
         cli.add_command(command)
-    invoice_group.add_command(invoice_new)
-    invoice_group.add_command(invoice_list)
+    for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
+        invoice_group.add_command(sub)

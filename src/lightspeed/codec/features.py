@@ -56,6 +56,8 @@ _TABLE = (
 )
 FEATURES: dict[str, FeatureInfo] = {info.name: info for info in _TABLE}
 NAME_BY_BIT: dict[int, str] = {info.bit: info.name for info in _TABLE}
+#: Even bits of the features BOLT 9 marks ASSUMED: every node has them.
+ASSUMED: frozenset[int] = frozenset(info.bit for info in _TABLE if info.assumed)
 CONTEXTS = frozenset("INC9BT")
 
 
@@ -120,6 +122,16 @@ class Features:
         """Even bits BOLT 9 does not assign."""
         return sorted(b for b in self.bits if b % 2 == 0 and b not in NAME_BY_BIT)
 
+    def for_context(self, context: str) -> Features:
+        """The bits of known features that belong in a field of ``context`` (I, N, C, 9, B or T).
+
+        BOLT #9: MUST NOT set feature bits in fields not specified by the table. ASSUMED
+        features are kept: older peers still look for them (LND and Core Lightning set them
+        in node_announcement too).
+        """
+        return Features(frozenset(b for b in self.bits if (b & ~1) in NAME_BY_BIT and (
+            FEATURES[NAME_BY_BIT[b & ~1]].assumed or context in FEATURES[NAME_BY_BIT[b & ~1]].contexts)))
+
     def __or__(self, other: Features) -> Features:
         return Features(self.bits | other.bits)
 
@@ -157,26 +169,39 @@ class Features:
 
 
 def negotiate(local: Features, globalfeatures: bytes | Features, features: bytes = b"") -> Features:
-    """Check a peer's ``init`` features against ours; returns the features both support.
+    """Check a peer's ``init`` features against ours; returns the features negotiated.
 
     Pass the remote ``init``'s two fields, or one already combined :class:`Features`.
     BOLT #1: the receiving node MUST combine (bitwise OR) the two feature bitmaps;
-    upon receiving unknown even feature bits that are non-zero: MUST fail the
+    upon receiving unknown even feature bits that are non-zero: MUST close the
     connection; if the feature vector does not set all known, transitive
-    dependencies: MUST fail the connection. Raises PeerProtocolError then.
+    dependencies: MUST close the connection. Raises PeerProtocolError then, naming
+    the bits. A known feature the peer requires and we do not implement ends the
+    connection too (we could not honour it).
+
+    ASSUMED features (BOLT #9: "ASSUMED to be present by all nodes, and can be safely
+    ignored") are never a reason to refuse: a peer may require them (Electrum and LND
+    require option_data_loss_protect) and a peer that leaves them out still has them,
+    also as a dependency (basic_mpp without payment_secret).
+
+    BOLT #1: a feature is *negotiated* if either both peers offered it, or the local
+    node offered it as even. The result holds our bits of every negotiated feature,
+    ASSUMED ones included.
     """
     if isinstance(globalfeatures, Features):
         remote = globalfeatures | Features.from_bytes(features)
     else:
         remote = Features.from_bytes(globalfeatures) | Features.from_bytes(features)
     ours = {bit & ~1 for bit in local.bits}
-    unsupported = sorted(bit for bit in remote.bits if bit % 2 == 0 and bit not in ours)
-    if unsupported:
-        names = ", ".join(f"{b} ({NAME_BY_BIT.get(b, 'unknown')})" for b in unsupported)
+    required = sorted(bit for bit in remote.bits if bit % 2 == 0 and bit not in ours and bit not in ASSUMED)
+    if required:
+        names = ", ".join(f"{b} ({NAME_BY_BIT.get(b, 'unknown')})" for b in required)
         raise PeerProtocolError(f"peer requires feature bits we do not support: {names}")
-    missing = remote.missing_dependencies()
+    missing = [(f, dep) for f, dep in remote.missing_dependencies() if FEATURES[dep].bit not in ASSUMED]
     if missing:
         feature, dep = missing[0]
         raise PeerProtocolError(f"peer sets {feature} without its dependency {dep}")
-    common = {pair for pair in {b & ~1 for b in remote.bits} if pair in ours}
+    offered = {b & ~1 for b in remote.bits}
+    ours_required = {b for b in local.bits if b % 2 == 0}
+    common = {pair for pair in ours if pair in offered or pair in ours_required or pair in ASSUMED}
     return Features(frozenset(b for b in local.bits if b & ~1 in common))

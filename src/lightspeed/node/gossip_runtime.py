@@ -11,7 +11,14 @@ The node hands this runtime its peers (:meth:`GossipRuntime.connected` /
   offline for ``disable_after_s`` (disabled) or the channel closes (disabled, then the
   funding spend is reported to the view);
 * runs the staggered broadcast and keeps ``Node.graph`` equal to the view's export
-  (unless the application handed the node a graph of its own).
+  (unless the application handed the node a graph of its own);
+* sends the peer of each channel not (yet) announced our ``channel_update`` for it
+  (``dont_forward``, the real short channel id) once the channel is ready, again after
+  every reconnection and whenever the policy changes: a peer that puts the channel in
+  its invoices' route hints must know our fees, or payments through us first fail with
+  ``fee_insufficient``. The peer's own update for such a channel is accepted into the
+  view (BOLT 7: SHOULD accept channel_updates for its own channels, even if non-public)
+  and feeds :meth:`GossipRuntime.route_hints`.
 
 The funding lookup reads the regtest chain: a short channel id names a block, a
 transaction position and an output (:meth:`RegtestChain.output_at`).
@@ -42,6 +49,8 @@ from lightspeed.gossip import (
     unsigned_channel_announcement,
 )
 from lightspeed.gossip.addresses import Address
+from lightspeed.gossip.create import scid_from_bytes
+from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.payments.forward import ForwardingPolicy
 from lightspeed.routing.graph import ChannelGraph
 
@@ -51,6 +60,8 @@ if TYPE_CHECKING:
 
 ANNOUNCE_DEPTH = 6  # BOLT 7: announcement_signatures once the funding has 6 confirmations
 TICK_S = 0.05
+CHANNEL_UPDATE_TYPE = 258
+_SCID_AT = 2 + 64 + 32  # channel_update: type, signature, chain_hash, then short_channel_id
 
 
 @dataclass
@@ -86,6 +97,7 @@ class GossipRuntime:
         self._announced: dict[bytes, _Announced] = {}  # channel id -> ours, once announced
         self._published: dict[bytes, tuple[ForwardingPolicy, bool]] = {}  # last update's terms
         self._offline_since: dict[bytes, float] = {}
+        self._sent_private: dict[bytes, tuple[int, ForwardingPolicy]] = {}  # channel id -> (scid, policy) sent
         self._checked_height = -1  # funding spends are looked for once per block
         self._last_timestamp = 0
         self._exported: ChannelGraph | None = None
@@ -122,17 +134,22 @@ class GossipRuntime:
             return
         del self._peers[node_id]
         self._offline_since[node_id] = time.monotonic()
+        for cid in [c for c in self._sent_private if self.node.channel_peer_id(c) == node_id]:
+            del self._sent_private[cid]  # sent again after the reconnection
         self.gossiper.disconnected(node_id)
 
     def receive(self, peer: Peer, raw: bytes) -> None:
         """A gossip message (wire bytes) from ``peer``: verify, store, queue for relay."""
         assert peer.remote_pubkey is not None
+        own = False
+        if int.from_bytes(raw[:2], "big") == CHANNEL_UPDATE_TYPE and len(raw) >= _SCID_AT + 8:
+            own = self._register_own_channel(peer.remote_pubkey, scid_from_bytes(raw[_SCID_AT:_SCID_AT + 8]))
         try:
             step = self.gossiper.receive(peer.remote_pubkey, raw, int(time.time()))
         except LightspeedError as exc:  # no gossip may end the connection's reader task
             step = GossipStep(warnings=[(peer.remote_pubkey, f"gossip refused: {exc}")])
         self.outcomes = (self.outcomes + step.outcomes)[-100:]
-        if any(o.accepted for o in step.outcomes):
+        if any(o.accepted for o in step.outcomes) and not own:  # (routing takes our channels from us)
             self._graph_stale = True
         self._send(step)
 
@@ -142,6 +159,75 @@ class GossipRuntime:
             raise PeerProtocolError("announcement_signatures for a channel with another peer", cid)
         self._theirs[cid] = message
         self._try_announce(cid)
+
+    # ------------------------------------------------------------------ private channels
+
+    def _register_own_channel(self, peer_id: bytes, scid: int) -> bool:
+        """Let the view accept ``peer_id``'s updates for our channel ``scid`` (a private one too).
+
+        Done when the update arrives: gossip skips the inbox, so it may overtake the
+        ``channel_ready`` that came before it on the wire. True if ``scid`` is our private channel.
+        """
+        node = self.node
+        for cid, channel in list(node.channels.items()):
+            if node.channel_peer_id(cid) == peer_id and node.short_channel_id(cid) == scid:
+                self.gossiper.view.add_local_channel(scid, node.node_id, peer_id, channel.config.funding_sat)
+                record = self.gossiper.view.store.channel(scid)
+                return record is not None and not record.public
+        return False
+
+    def _private_update_due(self, cid: bytes) -> tuple[Peer, int] | None:
+        """The peer and scid if our update for ``cid`` must go (again) to the peer only."""
+        node = self.node
+        scid = node.short_channel_id(cid)
+        peer = self._peers.get(node.channel_peer_id(cid) or b"")
+        # BOLT 7: MUST NOT send a created channel_update before channel_ready has been received.
+        if cid in self._announced or scid is None or peer is None or not node._usable(cid):
+            return None
+        if self._sent_private.get(cid) == (scid, node.forwarding_policy):
+            return None
+        return peer, scid
+
+    def _send_private_update(self, cid: bytes, peer: Peer, scid: int) -> None:
+        """BOLT 7: MAY create a channel_update to communicate the channel parameters to the channel
+        peer, even though the channel has not yet been announced: MUST set the short_channel_id to
+        either an alias it has received from the peer, or the real short_channel_id; MUST set
+        dont_forward."""
+        node, policy = self.node, self.node.forwarding_policy
+        config = node.channels[cid].config
+        # BOLT 7: htlc_minimum_msat: the minimum HTLC value the channel peer will accept;
+        # htlc_maximum_msat at most the capacity and the peer's max_htlc_value_in_flight_msat.
+        low = max(policy.htlc_minimum_msat, config.remote_htlc_minimum_msat)
+        high = min(policy.htlc_maximum_msat, config.funding_sat * 1000, config.remote_max_htlc_value_in_flight_msat)
+        self._sent_private[cid] = (scid, policy)
+        if low > high:
+            return  # no HTLC fits: nothing truthful to announce
+        update = create_channel_update(
+            node.privkey, chain_hash=node.network.chain_hash, short_channel_id=scid, timestamp=self._timestamp(),
+            direction=direction_of(node.node_id, peer.remote_pubkey or b""),
+            cltv_expiry_delta=policy.cltv_expiry_delta, htlc_minimum_msat=low, htlc_maximum_msat=high,
+            fee_base_msat=policy.fee_base_msat, fee_proportional_millionths=policy.fee_proportional_millionths,
+            dont_forward=True)
+        self._send_to(peer, [encode_message(update)])
+
+    def route_hints(self) -> list[list[RouteHintHop]]:
+        """One single-hop route hint per ready channel not announced, with the peer's fees.
+
+        The fees and CLTV delta are those of the peer's own channel_update for the direction
+        towards us; a channel whose peer has sent none is left out (guessed fees would only
+        make payments fail with fee_insufficient).
+        """
+        node, hints = self.node, []
+        for cid in list(node.channels):
+            scid, peer_id = node.short_channel_id(cid), node.channel_peer_id(cid)
+            if cid in self._announced or scid is None or peer_id is None or not node.channel_is_ready(cid):
+                continue
+            update = self.gossiper.view.store.update(scid, direction_of(peer_id, node.node_id))
+            if update is None or update.disabled:
+                continue
+            hints.append([RouteHintHop(peer_id, scid, update.fee_base_msat, update.fee_proportional_millionths,
+                                       update.cltv_expiry_delta)])
+        return hints
 
     # ------------------------------------------------------------------ our channels
 
@@ -237,7 +323,8 @@ class GossipRuntime:
     def _publish_node_announcement(self) -> None:
         announcement = create_node_announcement(
             self.node.privkey, timestamp=self._timestamp(), alias=self.alias, rgb_color=self.rgb_color,
-            addresses=[] if self.address is None else [self.address])
+            addresses=[] if self.address is None else [self.address],
+            features=self.node.features.for_context("N").to_bytes())  # BOLT 9: the N-context features
         self.gossiper.publish(encode_message(announcement), int(time.time()))
 
     def _check_channels(self) -> None:
@@ -246,6 +333,9 @@ class GossipRuntime:
         for cid in list(node.channels):
             if cid not in self._announced:
                 self._offer_signatures(cid)
+            due = self._private_update_due(cid)
+            if due is not None:
+                self._send_private_update(cid, *due)
         for cid, ours in self._announced.items():
             if not ours.closed and node.chain.spending_tx(ours.outpoint) is not None:
                 ours.closed = True

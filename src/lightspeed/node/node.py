@@ -33,6 +33,11 @@ which also announces our channels when ``announce_channels``) and the invoice's 
 :class:`~lightspeed.payments.attempts.PaymentAttempts` and splits (MPP) when no single route
 carries the amount; ``keysend`` and ``pay_amp`` pay without an invoice.
 
+Opening: the funder proposes the channel type both ``init`` feature sets allow (anchors when
+both offer ``option_anchors``, else ``option_static_remotekey``); the fundee checks it against
+its own features (or derives it, for a peer without ``option_channel_type``) and builds
+commitments of exactly that type (:mod:`lightspeed.channel.establish`).
+
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
@@ -58,17 +63,21 @@ from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
-from lightspeed.channel.commitment import ChannelBasepoints, commitment_fee_sat
+from lightspeed.channel.commitment import ChannelBasepoints
 from lightspeed.channel.establish import (
     ANCHORS,
+    STATIC_REMOTEKEY,
     ChannelPolicy,
     ChannelType,
     check_accept_channel,
     check_open_channel,
+    choose_channel_type,
+    implied_channel_type,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
+from lightspeed.channel.limits import advertised_htlc_range
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
-from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, funding_script
+from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
@@ -118,6 +127,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice, decode
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
@@ -129,7 +139,7 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import channel_seed, derive_channel_secrets
+from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_index
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -146,7 +156,7 @@ from lightspeed.node.paying import (
     onion_for_route,
     routing_graph,
 )
-from lightspeed.node.peer import Peer, PeerListener
+from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion.failure import (
     FailureCode,
@@ -218,8 +228,12 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
+
+
+#: How long pay() waits for channels still reestablishing before it says how much it can send.
+REESTABLISH_GRACE_S = 3.0
 
 
 @dataclass
@@ -234,6 +248,7 @@ class _Opening:
     accept_msg: AcceptChannel | None = None
     channel: Channel | None = None
     funding_tx: Transaction | None = None
+    channel_type: ChannelType | None = None  # agreed (the fundee learns it from open_channel)
 
 
 @dataclass
@@ -306,20 +321,24 @@ class Node:
     mpp_timeout: float = 60.0  # seconds an incomplete MPP set waits for its other parts
     #: Open public channels and announce them by BOLT 7 gossip (node_gossip_runtime does the work).
     announce_channels: bool = False
+    #: Our init features (BOLT 9); the channel types we propose and accept follow from them.
+    features: Features = DEFAULT_FEATURES
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
         self.wallet = Wallet(self.wallet_seed, self.chain, self.network)
-        self._listener = PeerListener(self.privkey, self._serve)
+        self._listener = PeerListener(self.privkey, self._serve, self.features, networks=self._networks())
         self._peers: dict[bytes, Peer] = {}
         self._channel_peer: dict[bytes, Peer] = {}
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
+        self._opened: dict[bytes, bytes] = {}  # temporary id -> channel id, for open_channel's caller
         self._ready: dict[bytes, asyncio.Event] = {}
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
         self._tasks: set[asyncio.Task[None]] = set()
-        self._policy = ChannelPolicy(chain_hash=self.network.chain_hash)
+        self._policy = ChannelPolicy(chain_hash=self.network.chain_hash, channel_types=(
+            (ANCHORS, STATIC_REMOTEKEY) if self.features.supports("option_anchors") else (STATIC_REMOTEKEY,)))
         self._ready_marks: dict[bytes, set[str]] = {}
         self._saved_ctn: dict[bytes, int] = {}  # highest remote commitment record stored, per channel
         self._reestablished: set[bytes] = set()
@@ -348,6 +367,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -491,8 +511,12 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _networks(self) -> tuple[bytes, ...]:
+        """The chains our init names (BOLT 1: SHOULD set networks to all chains it will gossip or open channels for)."""
+        return (self.network.chain_hash,)
+
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
-        peer = await connect_peer(host, port, self.privkey, node_id)
+        peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
         self._adopt_connection(peer)
@@ -529,7 +553,8 @@ class Node:
                     if address is None:
                         return
                     try:
-                        peer = await connect_peer(address[0], address[1], self.privkey, node_id)
+                        peer = await connect_peer(address[0], address[1], self.privkey, node_id, self.features,
+                                                  networks=self._networks())
                     except (OSError, PeerProtocolError):
                         await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
                         attempt += 1
@@ -668,30 +693,47 @@ class Node:
         """Fresh channel secrets, derived from the node key at an index the store hands out once."""
         while True:
             with self.store.transaction():
-                index = self.store.allocate_key_index()
+                index = new_key_index(self.store.allocate_key_index())
             try:
                 return index, derive_channel_secrets(self._channel_seed, index)
             except UsageError:
                 continue  # a derived value that is not a valid key (about 2^-128): next index
 
-    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
-                channel_type: ChannelType) -> ChannelConfig:
+    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, local: OpenChannel | AcceptChannel,
+                remote: OpenChannel | AcceptChannel, channel_type: ChannelType) -> ChannelConfig:
+        """The agreed config: each side's limits are what it announced in the message it sent.
+
+        BOLT #2: channel_reserve_satoshis is what the *sender* requires the other side to keep;
+        htlc_minimum_msat, max_htlc_value_in_flight_msat and max_accepted_htlcs limit what the
+        sender accepts.
+        """
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
-                             basepoints, DUST_LIMIT_SAT, remote.dust_limit_satoshis, remote.to_self_delay,
-                             TO_SELF_DELAY, max_accepted_htlcs=30, remote_max_accepted_htlcs=remote.max_accepted_htlcs)
+                             basepoints, local.dust_limit_satoshis, remote.dust_limit_satoshis, remote.to_self_delay,
+                             local.to_self_delay, max_accepted_htlcs=local.max_accepted_htlcs,
+                             remote_max_accepted_htlcs=remote.max_accepted_htlcs,
+                             htlc_minimum_msat=local.htlc_minimum_msat, remote_htlc_minimum_msat=remote.htlc_minimum_msat,
+                             reserve_from_remote_sat=local.channel_reserve_satoshis,
+                             reserve_for_local_sat=remote.channel_reserve_satoshis,
+                             max_htlc_value_in_flight_msat=local.max_htlc_value_in_flight_msat,
+                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat)
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
-        peer = self._peers[node_id]
+        peer = self._peers.get(node_id)
+        if peer is None or peer.session.closed:
+            raise UsageError(f"node_id: not connected to {node_id.hex()}")
+        # BOLT 2: the type it wants, of features both support (anchors if both offer them).
+        channel_type = choose_channel_type(self.features, await self._remote_features(peer))
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         temp_id = os.urandom(32)
-        probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
+        probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, channel_type.anchors, points, 0, 0, 0, 0),
+                        secrets, 0, 0, 1, {})
         open_msg = make_message(
             "open_channel", tlvs={"upfront_shutdown_script": {"shutdown_scriptpubkey": b""},
-                                  "channel_type": {"type": ANCHORS.to_bytes()}},
+                                  "channel_type": {"type": channel_type.to_bytes()}},
             chain_hash=self.network.chain_hash, temporary_channel_id=temp_id, funding_satoshis=funding_sat,
             push_msat=push_msat, dust_limit_satoshis=DUST_LIMIT_SAT, max_htlc_value_in_flight_msat=funding_sat * 1000,
             channel_reserve_satoshis=max(DUST_LIMIT_SAT, funding_sat // 100), htlc_minimum_msat=1,
@@ -702,10 +744,17 @@ class Node:
             channel_flags=b"\x01" if self.announce_channels else b"\x00")
         assert isinstance(open_msg, OpenChannel)
         ready = self._ready.setdefault(temp_id, asyncio.Event())
-        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index)
+        self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index,
+                                           channel_type=channel_type)
         await peer.send(open_msg)
-        await asyncio.wait_for(ready.wait(), 30)
-        return next(cid for cid, p in self._channel_peer.items() if p is peer and cid in self.channels)
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+        finally:
+            channel_id = self._opened.pop(temp_id, None)
+        # By the temporary id: the connection may have been replaced meanwhile (a reconnect), and
+        # an earlier channel with the same peer is not this one.
+        assert channel_id is not None  # ready is set only once funding_signed named the channel
+        return channel_id
 
     async def _handle(self, peer: Peer, message: WireMessage) -> None:
         if isinstance(message, OpenChannel):
@@ -727,13 +776,22 @@ class Node:
         else:
             await self._on_channel_message(peer, message)
 
+    async def _remote_features(self, peer: Peer) -> Features:
+        """The peer's init features (both fields combined)."""
+        return (await peer.connected()).remote_init.all_features
+
     async def _on_open(self, peer: Peer, message: OpenChannel) -> None:
-        channel_type = check_open_channel(message, self._policy, Features())
+        implied = implied_channel_type(self.features, await self._remote_features(peer))
+        channel_type = check_open_channel(message, self._policy, self.features, implied)
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
-        probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, True, points, 0, 0, 0, 0), secrets, 0, 0, 1, {})
+        probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, channel_type.anchors, points, 0, 0, 0, 0),
+                        secrets, 0, 0, 1, {})
+        tlvs: dict[str | int, object] = {"upfront_shutdown_script": {"shutdown_scriptpubkey": b""}}
+        if "channel_type" in message.tlvs:  # BOLT 2: MUST set channel_type to the channel_type from open_channel
+            tlvs["channel_type"] = {"type": channel_type.to_bytes()}
         accept = make_message(
-            "accept_channel", tlvs={"channel_type": {"type": channel_type.to_bytes()}},
+            "accept_channel", tlvs=tlvs,
             temporary_channel_id=message.temporary_channel_id, dust_limit_satoshis=DUST_LIMIT_SAT,
             max_htlc_value_in_flight_msat=message.funding_satoshis * 1000,
             channel_reserve_satoshis=max(DUST_LIMIT_SAT, message.funding_satoshis // 100), htlc_minimum_msat=1,
@@ -743,17 +801,19 @@ class Node:
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0))
         assert isinstance(accept, AcceptChannel)
         self._openings[message.temporary_channel_id] = _Opening(peer, secrets, message, funder=False,
-                                                                key_index=key_index, accept_msg=accept)
+                                                                key_index=key_index, accept_msg=accept,
+                                                                channel_type=channel_type)
         await peer.send(accept)
 
     async def _on_accept(self, message: AcceptChannel) -> None:
         opening = self._openings[message.temporary_channel_id]
-        channel_type = check_accept_channel(message, opening.open_msg, self._policy)
+        implied = implied_channel_type(self.features, await self._remote_features(opening.peer))
+        channel_type = check_accept_channel(message, opening.open_msg, self._policy, implied)
         points = opening.secrets.basepoints()
         script = p2wsh_script(funding_script(points.funding_pubkey, message.funding_pubkey))
         funding = self.wallet.create_transaction([TxOut(opening.open_msg.funding_satoshis, script)])
         channel_id = channel_id_from_funding(funding.txid, 0)
-        config = self._config(channel_id, funding, True, message, channel_type)
+        config = self._config(channel_id, funding, True, opening.open_msg, message, channel_type)
         funding_msat = opening.open_msg.funding_satoshis * 1000
         channel = Channel(config, opening.secrets, funding_msat - opening.open_msg.push_msat,
                           opening.open_msg.push_msat, opening.open_msg.feerate_per_kw,
@@ -779,10 +839,11 @@ class Node:
 
     async def _on_funding_created(self, message: FundingCreated) -> None:
         opening = self._openings.pop(message.temporary_channel_id)
-        assert opening.accept_msg is not None
+        assert opening.accept_msg is not None and opening.channel_type is not None
         tx = Transaction(2, (), (TxOut(opening.open_msg.funding_satoshis, b""),), 0)  # only txid/amount used
         channel_id = channel_id_from_funding(message.funding_txid, message.funding_output_index)
-        config = self._config(channel_id, tx, False, opening.open_msg, ANCHORS)
+        # BOLT 2: MUST use the negotiated channel_type for all commitment transactions.
+        config = self._config(channel_id, tx, False, opening.accept_msg, opening.open_msg, opening.channel_type)
         config = ChannelConfig(**{**config.__dict__, "funding_txid": message.funding_txid,
                                   "funding_output_index": message.funding_output_index})
         funding_msat = opening.open_msg.funding_satoshis * 1000
@@ -798,9 +859,12 @@ class Node:
         opening = self._openings.pop(message.channel_id)
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
-        self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
+        temp_id = opening.open_msg.temporary_channel_id
+        self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
+        self._opened[temp_id] = message.channel_id
         self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
-        self.chain.broadcast(opening.funding_tx)
+        # The peer signed: the funding must reach the chain (retried while the chain file is locked).
+        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
@@ -880,6 +944,10 @@ class Node:
         """An invoice we will settle at once; ``route_hints`` reach us over private channels."""
         preimage = os.urandom(32)
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
+
+    def private_route_hints(self) -> list[list[RouteHintHop]]:
+        """``route_hints`` for an invoice: our ready channels not announced, each with its peer's fees."""
+        return self.gossip.route_hints()
 
     def create_amp_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
                            route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
@@ -1028,6 +1096,20 @@ class Node:
             elif self._pending.get(payment_id) is future:
                 future.add_done_callback(lambda _: self._pending.pop(payment_id, None))
 
+    def _can_send_msat(self) -> int:
+        return sum(self._sendable_msat(c) for cid, c in self.channels.items() if self._usable(cid))
+
+    def _reestablishing(self) -> bool:
+        """Some ready channel is not usable now, but its peer is connected or being redialed."""
+        for cid in self.channels:
+            node_id = self._channel_node.get(cid, b"")
+            peer = self._peers.get(node_id)
+            coming = (peer is not None and not peer.session.closed) or node_id in self._dialers
+            if (coming and cid not in self._closings and self._ready_marks.get(cid) == {"sent", "received"}
+                    and not self._usable(cid)):
+                return True
+        return False
+
     def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
         own = []
         for cid, channel in self.channels.items():
@@ -1060,6 +1142,15 @@ class Node:
         if target == self.node_id:
             raise PaymentError("paying ourselves")
         await self._wait_for_channels(target, deadline)
+        # What every usable channel could add now, in total: more cannot leave us, whatever the split
+        # (without this, parts that each fit one channel went out and the rest waited for the timeout).
+        can_send = self._can_send_msat()
+        grace = min(deadline, time.monotonic() + REESTABLISH_GRACE_S)
+        while amount_msat > can_send and self._reestablishing() and time.monotonic() < grace:
+            await asyncio.sleep(0.02)  # a channel coming back (reconnect, reestablish): a moment for it
+            can_send = self._can_send_msat()
+        if amount_msat > can_send:
+            raise PaymentError(f"can send at most {can_send} msat")
         graph = self._graph_for(target, hints)
         parts = max_parts if exact_parts else 1
         while True:  # MPP: the fewest parts for which every part finds a route now
@@ -1347,15 +1438,8 @@ class Node:
         return scid
 
     def _sendable_msat(self, channel: Channel) -> int:
-        """About what ``add_htlc`` lets us offer now (it checks exactly; this guides routing)."""
-        config = channel.config
-        view = channel.log.commitment(Side.REMOTE, pending=True)
-        spare = view.to_remote_msat - config.reserve_for_local_sat * 1000
-        if config.local_is_funder:
-            fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, config.anchors)
-            spare -= 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if config.anchors else 0))
-        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
-        return max(0, min(spare, config.remote_max_htlc_value_in_flight_msat - in_flight))
+        """Exactly the largest HTLC ``add_htlc`` accepts now (BOLT 2 limits, reserve, fees: channel/limits.py)."""
+        return channel.sendable_msat()
 
     def _usable(self, channel_id: bytes) -> bool:
         """Ready, reestablished with a connected peer, not closing: new HTLCs may go out on it."""
@@ -1373,10 +1457,16 @@ class Node:
             log = channel.log
             offered = sum(1 for h in log.commitment(Side.REMOTE, pending=True).htlcs if h.offerer is Side.LOCAL)
             slots = channel.config.remote_max_accepted_htlcs - offered if usable else 0
-            out[scid] = OutgoingChannel(scid, self.forwarding_policy,
+            out[scid] = OutgoingChannel(scid, self._channel_policy(channel),
                                         self._sendable_msat(channel) if usable else 0, slots,
                                         self._channel_update(cid, scid, usable))
         return out
+
+    def _channel_policy(self, channel: Channel) -> ForwardingPolicy:
+        """Our forwarding policy narrowed to the HTLC amounts this channel's peer agreed to take."""
+        p = self.forwarding_policy
+        low, high = advertised_htlc_range(channel.config, p.htlc_minimum_msat, p.htlc_maximum_msat)
+        return dataclasses.replace(p, htlc_minimum_msat=low, htlc_maximum_msat=high)
 
     def _channel_update(self, channel_id: bytes, scid: int, enabled: bool) -> bytes:
         """Our signed channel_update for the direction leaving us (type included), for failures.
@@ -1387,13 +1477,12 @@ class Node:
         cached = self._updates.get(channel_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        p = self.forwarding_policy
-        channel = self.channels[channel_id]
+        p = self._channel_policy(self.channels[channel_id])
         update = create_channel_update(
             self.privkey, chain_hash=self.network.chain_hash, short_channel_id=scid, timestamp=int(time.time()),
             direction=direction_of(self.node_id, self._channel_node[channel_id]),
             cltv_expiry_delta=p.cltv_expiry_delta, htlc_minimum_msat=p.htlc_minimum_msat,
-            htlc_maximum_msat=min(p.htlc_maximum_msat, channel.config.funding_sat * 1000),
+            htlc_maximum_msat=p.htlc_maximum_msat,
             fee_base_msat=p.fee_base_msat, fee_proportional_millionths=p.fee_proportional_millionths,
             disabled=not enabled)
         encoded = encode_message(update)
@@ -1561,6 +1650,20 @@ class Node:
         except KeyError:
             raise UsageError(f"payment_hash: no held payment for {payment_hash.hex()}") from None
         await self._run_step(lambda received: self._apply_decisions(decisions, received))
+
+    async def update_fee(self, channel_id: bytes, feerate_per_kw: int) -> None:
+        """As the funder, move the channel's commitments to a new feerate (update_fee, then signed)."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel_id in self.closed_channels:
+            raise UsageError(f"channel_id: no open channel {channel_id.hex()}")
+        if not self._usable(channel_id):
+            raise UsageError("channel_id: the channel is not ready or its peer is not connected")
+        message = channel.update_fee(feerate_per_kw)  # raises UsageError: not the funder, unaffordable
+
+        def decide(received: list[NodeEvent]) -> None:
+            self._dirty.setdefault(channel_id, []).append(message)
+
+        await self._run_step(decide)
 
     # -- queries and commands for the REST API ---------------------------------------------------
 

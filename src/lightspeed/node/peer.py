@@ -3,18 +3,22 @@
 This module only moves bytes and time: it reads the socket, feeds the session,
 writes what the session wants sent, and wakes it at its deadlines. Every
 protocol decision (init, ping/pong, warnings, when to hang up) lives in
-:mod:`lightspeed.transport.session`. A :class:`PeerListener` serves any number of
-connections; one misbehaving peer only ends its own connection.
+:mod:`lightspeed.transport.session`. A :class:`PeerListener` serves many
+connections, within :class:`ListenerLimits`; one misbehaving peer only ends its
+own connection, and a flood of connections is closed as it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from lightspeed.codec.features import Features
 from lightspeed.codec.messages import Message
@@ -31,8 +35,15 @@ from lightspeed.transport.session import (
 )
 
 READ_SIZE = 65536
-DEFAULT_FEATURES = Features.of(required=["var_onion_optin", "payment_secret"],
-                               optional=["option_static_remotekey", "basic_mpp", "gossip_queries"])
+# What we implement, as BOLT 9 asks: required (even) where we cannot work without the feature
+# (we have no legacy onion, no payments without a secret, no pre-static_remotekey channels, and
+# our channel_reestablish always carries the data-loss fields), optional (odd) otherwise. The
+# ASSUMED bits are still set: Electrum 4.3 and LND refuse a peer that does not set
+# option_data_loss_protect. option_channel_type stays odd: a peer that does not know it is
+# still served (its open_channel without channel_type is accepted, see channel.establish).
+DEFAULT_FEATURES = Features.of(
+    required=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
+    optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type"])
 
 
 class Peer:
@@ -157,18 +168,56 @@ async def connect(
     remote_pubkey: bytes,
     features: Features = DEFAULT_FEATURES,
     limits: SessionLimits | None = None,
+    networks: tuple[bytes, ...] | None = None,
 ) -> Peer:
-    """Open a connection, run the handshake and init exchange, return the connected peer."""
+    """Open a connection, run the handshake and init exchange, return the connected peer.
+
+    ``networks``: the chain hashes our ``init`` names (BOLT 1: SHOULD set them).
+    """
     reader, writer = await asyncio.open_connection(host, port)
     session = PeerSession(Handshake.initiator(local_privkey, remote_pubkey), features, time.monotonic(),
-                          limits=limits or SessionLimits())
+                          networks=networks, limits=limits or SessionLimits())
     peer = Peer(reader, writer, session)
     await peer.connected()
     return peer
 
 
+@dataclass(frozen=True)
+class ListenerLimits:
+    """How many inbound connections a :class:`PeerListener` holds at once.
+
+    Before its handshake a connection is anonymous and costs a socket and a
+    task; without bounds a flood of them runs the process out of file
+    descriptors and nothing (REST API included) can accept anything. A new
+    connection past any limit is closed at once; established peers are never
+    touched. A pending handshake ends after ``SessionLimits.handshake_timeout``
+    (20 s by default), freeing its place. Addresses count per IPv4 address and
+    per IPv6 /64 (one host usually holds a whole /64).
+    """
+
+    max_connections: int = 256  # pending and established, all addresses (well under a 1,024-descriptor limit)
+    max_per_address: int = 32  # pending and established from one address
+    max_pending_handshakes: int = 64  # connections that have not finished the handshake and init yet
+
+
+def address_key(host: str) -> str:
+    """What connections are counted by: the IPv4 address, or the IPv6 /64 it is in."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class PeerListener:
-    """Accepts connections on ``host:port`` and hands each connected peer to ``on_peer``."""
+    """Accepts connections on ``host:port`` and hands each connected peer to ``on_peer``.
+
+    Inbound connections are bounded by ``listener_limits`` (see :class:`ListenerLimits`).
+    """
 
     def __init__(
         self,
@@ -176,27 +225,65 @@ class PeerListener:
         on_peer: Callable[[Peer], Awaitable[None]],
         features: Features = DEFAULT_FEATURES,
         limits: SessionLimits | None = None,
+        networks: tuple[bytes, ...] | None = None,
+        listener_limits: ListenerLimits | None = None,
     ) -> None:
         self._key, self._on_peer, self._features = local_privkey, on_peer, features
+        self._networks = networks  # the chains our init names
         self._limits = limits or SessionLimits()
+        self.listener_limits = listener_limits or ListenerLimits()
         self._server: asyncio.Server | None = None
         self.peers: set[Peer] = set()
         self.failed_connections = 0
+        self.refused_connections = 0  # closed at once: over a limit
+        self._open = 0
+        self._pending = 0
+        self._per_address: Counter[str] = Counter()
+        self._handshaking: set[Peer] = set()  # connections still in the handshake (closed by stop too)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncio.start_server(self._accept, host, port)
         return int(self._server.sockets[0].getsockname()[1])
 
+    def _over_limit(self, key: str) -> bool:
+        limits = self.listener_limits
+        return (self._open >= limits.max_connections or self._pending >= limits.max_pending_handshakes
+                or self._per_address[key] >= limits.max_per_address)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = PeerSession(Handshake.responder(self._key, os.urandom(32)), self._features, time.monotonic(),
-                              limits=self._limits)
-        peer = Peer(reader, writer, session)
-        try:
-            await peer.connected()
-        except PeerProtocolError:
-            self.failed_connections += 1
-            await peer.closed()
+        peername = writer.get_extra_info("peername")
+        key = address_key(str(peername[0])) if peername else "?"
+        if self._over_limit(key):
+            self.refused_connections += 1
+            writer.transport.abort()  # no lingering close: a flood must not hold descriptors
             return
+        self._open += 1
+        self._pending += 1
+        self._per_address[key] += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._open -= 1
+            self._per_address[key] -= 1
+            if not self._per_address[key]:
+                del self._per_address[key]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            session = PeerSession(Handshake.responder(self._key, os.urandom(32)), self._features,
+                                  time.monotonic(), networks=self._networks, limits=self._limits)
+            peer = Peer(reader, writer, session)
+            self._handshaking.add(peer)
+            try:
+                await peer.connected()
+            except PeerProtocolError:
+                self.failed_connections += 1
+                await peer.closed()
+                return
+            finally:
+                self._handshaking.discard(peer)
+        finally:
+            self._pending -= 1
         self.peers.add(peer)
         try:
             await self._on_peer(peer)
@@ -208,5 +295,7 @@ class PeerListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for peer in list(self.peers):
+        # Pending handshakes too: left to the loop's final cancel, their read could swallow it
+        # (bpo-42130, see Peer.close) and hold the process until the handshake timeout.
+        for peer in [*self._handshaking, *self.peers]:
             await peer.close()

@@ -9,7 +9,9 @@ Rules enforced here (BOLT 1 and 8):
 
 * each side sends ``init`` first and ignores nothing before the peer's ``init``:
   any other first message fails the connection;
-* feature negotiation follows :func:`lightspeed.codec.features.negotiate`;
+* feature negotiation follows :func:`lightspeed.codec.features.negotiate`; our
+  ``init`` carries ``networks`` (our chains), and a peer whose ``networks`` names
+  none of them gets a warning and is disconnected;
 * a ``ping`` with ``num_pong_bytes`` < 65532 is answered by a ``pong`` of that
   size; a ``pong`` nobody asked for, or of the wrong size, fails the connection;
 * after ``ping_interval`` seconds without traffic we ping; no pong within
@@ -236,6 +238,12 @@ class PeerSession:
                 common = negotiate(self.local_features, message.globalfeatures, message.features)
             except PeerProtocolError as exc:
                 return self._warn_and_close(exc.reason)
+            # BOLT #1: upon receiving networks containing no common chains: MAY close the connection.
+            if message.networks is not None and self.networks is not None \
+                    and not set(message.networks) & set(self.networks):
+                theirs = ", ".join(chain.hex() for chain in message.networks) or "none"
+                return self._warn_and_close(f"no common chain: the peer follows {theirs}, "
+                                            f"we follow {', '.join(c.hex() for c in self.networks)}")
             self._remote_init = message
             assert self.handshake.remote_pubkey is not None
             return [Connected(self.handshake.remote_pubkey, message, common)]
