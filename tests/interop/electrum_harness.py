@@ -500,9 +500,11 @@ def interop_network(release: ElectrumRelease, root: Path, *, fund_electrum_sat: 
             for future in [pool.submit(alice.create, server.address, listen=False),
                            pool.submit(bob.create, server.address, listen=True)]:
                 future.result()
-            started += [alice.stop, bob.stop]
-            for future in [pool.submit(alice.start), pool.submit(bob.start)]:
-                future.result()
+        started += [alice.stop, bob.stop]
+        # Started from this thread: PR_SET_PDEATHSIG kills a child when the *thread* that forked it
+        # ends, so a daemon spawned by a pool thread dies with the pool.
+        alice.start()
+        bob.start()
         net = InteropNet(release, root, chain, server, lightspeed, alice, bob)
         for wallet in (alice, bob):
             chain.send(wallet.address(), fund_electrum_sat)
