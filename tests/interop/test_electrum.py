@@ -19,6 +19,7 @@ import pytest
 
 from lightspeed.bitcoin.tx import Transaction
 from tests.interop.electrum_harness import (
+    LIGHTSPEED_TO_SELF_DELAY,
     ElectrumWallet,
     InteropNet,
     interop_network,
@@ -77,8 +78,9 @@ def settled(net: InteropNet, wallet: ElectrumWallet, point: str, electrum_local_
     wait_for(f"{wallet.name}'s view of {point} to be {want_el}", electrum_settled, 30)
 
 
-def open_from_electrum(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT) -> str:
-    point = wallet.open_channel(net.lightspeed.peer_address, amount_sat)
+def open_from_electrum(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT,
+                       push_sat: int = 0) -> str:
+    point = wallet.open_channel(net.lightspeed.peer_address, amount_sat, push_sat)
     wait_for("the funding transaction in the mempool", lambda: point.split(":")[0] in net.chain.mempool(), 30)
     net.mine(3)
     wait_for(f"{wallet.name}'s channel to open", lambda: wallet.channel(point)["state"] == "OPEN", 60)
@@ -86,9 +88,10 @@ def open_from_electrum(net: InteropNet, wallet: ElectrumWallet, amount_sat: int 
     return point
 
 
-def open_from_lightspeed(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT) -> str:
+def open_from_lightspeed(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT,
+                         push_sat: int = 0) -> str:
     net.lightspeed.call("connect", wallet.peer_address)
-    opened = net.lightspeed.call("open-channel", wallet.node_id, str(amount_sat))
+    opened = net.lightspeed.call("open-channel", wallet.node_id, str(amount_sat), "--push-msat", str(push_sat * 1000))
     point = f"{opened['funding_txid']}:{opened['funding_output_index']}"
     net.mine(3)
     wait_for("Lightspeed's channel to be ready", lambda: net.lightspeed.channel(point)["state"] == "normal", 60)
@@ -198,11 +201,10 @@ def test_channel_type_is_agreed(net: InteropNet, channels: Pair) -> None:
         anchors = [o for o in ctx.outputs if o.value_sat == ANCHOR_SAT]
         mains = [o for o in ctx.outputs if o.value_sat != ANCHOR_SAT]
         assert len(mains) == 2, ctx.outputs
-        fee_sat = CAPACITY_SAT - sum(o.value_sat for o in ctx.outputs)
-        # BOLT 3: fee = feerate_per_kw * weight // 1000, weight 724 (1124 with anchors) with no HTLCs
-        weight = 1124 if net.release.anchors else 724
-        assert any(rate * weight // 1000 == fee_sat for rate in range(253, 100_001)), fee_sat
         ls_sat, el_sat = local_msat // 1000, remote_msat // 1000
+        # what the outputs lack of the capacity: the fee, and the msat the two balances' rounding drops
+        fee_sat = CAPACITY_SAT - sum(o.value_sat for o in ctx.outputs) - (CAPACITY_SAT - ls_sat - el_sat)
+        assert 0 < fee_sat < 50_000, fee_sat
         funder_pays = fee_sat + len(anchors) * ANCHOR_SAT
         want_to_remote = ls_sat - funder_pays if ls["initiator"] else ls_sat
         want_to_local = el_sat if ls["initiator"] else el_sat - funder_pays
@@ -315,3 +317,57 @@ def test_mutual_close_started_by_each_side(net: InteropNet) -> None:
         wait_for(f"{wallet.name} to see {point} closed", lambda p=point, w=wallet: w.channel(p)["state"]
                  in ("CLOSED", "REDEEMED"))
         assert net.lightspeed.channel(point)["state"] == "closed"
+
+
+# -- force close ------------------------------------------------------------------------------------
+
+def output_paying(tx: Transaction, value_sat: int) -> int:
+    """The index of ``tx``'s one output of exactly ``value_sat``."""
+    found = [i for i, o in enumerate(tx.outputs) if o.value_sat == value_sat]
+    assert len(found) == 1, (value_sat, tx.outputs)
+    return found[0]
+
+
+def swept(net: InteropNet, txid: str, index: int, seconds: float = 60) -> Transaction:
+    """The transaction spending ``txid:index`` once it shows up (then confirmed by a block)."""
+    sweep: Transaction = wait_for(f"a sweep of {txid}:{index}", lambda: net.chain.spender(txid, index), seconds)
+    net.mine(1)
+    return sweep
+
+
+def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
+    """alice broadcasts her commitment: Lightspeed gets its balance at once, alice hers after the delay."""
+    # the balance is pushed at opening: a payment could take the other channel alice has with Lightspeed
+    a = open_from_electrum(net, net.alice, push_sat=300_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    alice_before = net.alice.balance()["confirmed"]
+
+    commitment_txid = net.alice.close_channel(a, force=True)
+    wait_for("alice's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, commitment_txid)
+    assert commitment.inputs[0].prevout.txid[::-1].hex() == a.split(":")[0]
+    to_remote = output_paying(commitment, 300_000)  # Lightspeed's balance, exactly: alice paid the fee
+    to_local = next(i for i in range(len(commitment.outputs)) if i != to_remote
+                    and commitment.outputs[i].value_sat != ANCHOR_SAT)
+    to_local_sat = commitment.outputs[to_local].value_sat
+    assert to_local_sat < CAPACITY_SAT - 300_000
+    ls_sweep = swept(net, commitment_txid, to_remote)
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+
+    # alice's to_local waits Lightspeed's to_self_delay (CSV) before Electrum can sweep it
+    # BIP 68: after DELAY - 2 confirmations the next block is DELAY - 1 deep, too early for the sweep
+    net.mine(LIGHTSPEED_TO_SELF_DELAY - 3)
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    alice_sweep = swept(net, commitment_txid, to_local)
+    # Electrum's sweep fee is its own choice (about 21,800 sat at its regtest fallback feerate)
+    assert len(alice_sweep.outputs) == 1 and to_local_sat - 25_000 < alice_sweep.outputs[0].value_sat < to_local_sat
+    wait_for("alice's wallet to get her sweep", lambda: net.alice.balance()["confirmed"]
+             == alice_before + alice_sweep.outputs[0].value_sat)
+    assert net.lightspeed.channel(a)["state"] == "closed"
+    wait_for("alice to see the channel redeemed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
+
