@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -124,7 +125,7 @@ from lightspeed.errors import (
 from lightspeed.gossip.addresses import IPV4, Address
 from lightspeed.gossip.create import create_channel_update, direction_of
 from lightspeed.gossip.gossiper import GOSSIP_TYPES
-from lightspeed.invoice import Invoice, build_invoice, decode
+from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
@@ -139,13 +140,17 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_index
+from lightspeed.node.invoices import InvoiceBook
+from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_id
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
     OnchainEvent,
     OnchainWatcher,
+    PendingSweep,
     ResolutionFinished,
+    backfill_close_summaries,
+    close_summary,
 )
 from lightspeed.node.paying import (
     FinalPart,
@@ -182,13 +187,17 @@ from lightspeed.payments.receiver import (
 )
 from lightspeed.routing import ChannelGraph, NoRouteError, ProbabilisticScorer, Route, find_route
 from lightspeed.store import (
+    ClosedChannel,
     IncomingHtlcRecord,
     InvoiceRecord,
     PaymentRecord,
     SqliteStore,
     Store,
     StoredChannel,
+    StoreUnavailable,
 )
+
+log = logging.getLogger("lightspeed.node")
 
 DUST_LIMIT_SAT = 546
 TO_SELF_DELAY = 144
@@ -354,6 +363,10 @@ class Node:
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
+        self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
+        self.store_failure: str | None = None  # set when a commit failed: the node stopped (see _on_store_failure)
+        self._halting: asyncio.Task[None] | None = None
+        self.store.add_failure_listener(self._on_store_failure)
         self._incoming: dict[HtlcKey, IncomingHtlcRecord] = {}  # decided incoming HTLCs (mirrors the store)
         self._by_out: dict[HtlcKey, HtlcKey] = {}  # outgoing HTLC we forwarded -> the incoming one
         self._handled: set[HtlcKey] = set()  # incoming HTLCs given to the receiver in this run
@@ -383,9 +396,8 @@ class Node:
             self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
             if stored.shutdown_script is not None:
                 self._sent_shutdown[cid] = stored.shutdown_script
-        self.settled_invoices.update(i.payment_hash for i in self.store.invoices() if i.status == "paid")
         never_sent = []
-        for payment in self.store.payments():
+        for payment in self.store.pending_payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
                 self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
             elif payment.status == "pending":
@@ -399,19 +411,14 @@ class Node:
             self._incoming[(record.channel_id, record.htlc_id)] = record
             if record.out_channel_id is not None and record.out_htlc_id is not None:
                 self._by_out[(record.out_channel_id, record.out_htlc_id)] = (record.channel_id, record.htlc_id)
-        for invoice in self.store.invoices():
-            if invoice.status == "paid":
-                self.receiver.settled.add(invoice.payment_hash)
-            else:
-                self.receiver.add(self._receivable(invoice))
+        # Invoices are not decoded here: the receiver gets each when an HTLC names it (node.invoices).
+        self.invoices.start(time.time(), self._invoice_hashes_in_channels())
+        self.settled_invoices.update(self.receiver.settled)
 
-    def _receivable(self, record: InvoiceRecord) -> Receivable:
-        invoice = decode(record.invoice)
-        amp = AMP_FEATURE_BITS[0] in invoice.features  # paid only by AMP shards; no preimage of its own
-        hold = record.preimage == b"" and not amp  # a hold invoice: created from a hash, the preimage later
-        return Receivable(record.payment_hash, record.payment_secret, record.amount_msat,
-                          invoice.min_final_cltv_expiry, invoice.expires_at,
-                          None if hold or amp else record.preimage, hold, amp)
+    def _invoice_hashes_in_channels(self) -> set[bytes]:
+        """Payment hashes of HTLCs the peers offered us, still in a channel: their invoices are not pruned."""
+        return {h.payment_hash for channel in self.channels.values()
+                for h in self._unresolved_htlcs(channel) if h.offerer is Side.REMOTE}
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
         return derive_channel_secrets(self._channel_seed, index)
@@ -441,6 +448,8 @@ class Node:
         """
         if self._held is not None:  # inside a burst: sent once the burst is committed
             self._held.extend(b for b in batches if b[0] is not None and b[1])
+            return []
+        if self.store_failure is not None:  # memory may be ahead of the store: nothing more goes out
             return []
         peers: list[Peer] = []
         for peer, messages in batches:
@@ -509,13 +518,60 @@ class Node:
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Retrieving the exception marks it seen: a task ended by the store failure (already logged
+        once by _on_store_failure) must not print its traceback too; any other still does."""
+        self._tasks.discard(task)
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None and not isinstance(error, StoreUnavailable):
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "node task failed", "exception": error, "task": task})
+
+    # -- a store that cannot commit ---------------------------------------------------------------
+
+    def _on_store_failure(self, error: StoreUnavailable) -> None:
+        """The store refused a commit (full disk, read-only file): stop the node, once.
+
+        The change that failed may already be applied in memory (a channel advanced by a
+        peer's message, an HTLC added), so memory and store are apart, and the rule "commit,
+        then send" can only hold if nothing more is sent: every connection is closed without
+        the messages that would follow, timers and redials stop, and every command raises
+        :class:`StoreUnavailable` from now on. Nothing is lost: the peers still hold what we
+        last committed, and a node restarted on the repaired store resumes from it
+        (channel_reestablish retransmits what either side missed).
+        """
+        if self.store_failure is not None:
+            return
+        self.store_failure = error.reason
+        self._stopping = True
+        log.error("%s: the node stopped (connections closed, no new payments, invoices or channels); "
+                  "free the disk or fix the store's permissions, then restart it", error)
+        with contextlib.suppress(RuntimeError):  # no running loop (a failure while loading): nothing to close
+            loop = asyncio.get_running_loop()
+            self._halting = loop.create_task(self._halt())
+
+    async def _halt(self) -> None:
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        for peer in list(self._peers.values()):
+            await peer.close()
+        await self._listener.stop()
+
+    def _require_store(self) -> None:
+        """Refuse new work once the store failed (see :meth:`_on_store_failure`)."""
+        if self.store_failure is not None:
+            raise StoreUnavailable(self.store_failure)
 
     def _networks(self) -> tuple[bytes, ...]:
         """The chains our init names (BOLT 1: SHOULD set networks to all chains it will gossip or open channels for)."""
         return (self.network.chain_hash,)
 
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        self._require_store()
         peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
@@ -594,6 +650,8 @@ class Node:
                     except PeerProtocolError as exc:
                         await self._on_protocol_error(peer, exc)
                         return
+                    except StoreUnavailable:
+                        return  # the node stops (_on_store_failure): no error to the peer, its channels live on
                     except (LightspeedError, KeyError, ValueError) as exc:
                         # A message we cannot place (unknown temporary id, out-of-order funding, ...):
                         # no input may crash the node; tell the peer and drop this connection only.
@@ -690,14 +748,19 @@ class Node:
     # -- opening -------------------------------------------------------------------------------
 
     def _new_secrets(self) -> tuple[int, LocalSecrets]:
-        """Fresh channel secrets, derived from the node key at an index the store hands out once."""
+        """Fresh channel secrets, from the node key and a random id kept in the channel's record.
+
+        Random, not a counter in the store: a node restored with an empty or old store must
+        never reuse an earlier channel's keys (see :mod:`lightspeed.node.keys`). Nothing is
+        committed here: the id is stored with the channel before the peer can fund it.
+        """
+        self._require_store()
         while True:
-            with self.store.transaction():
-                index = new_key_index(self.store.allocate_key_index())
+            key_id = new_key_id()
             try:
-                return index, derive_channel_secrets(self._channel_seed, index)
+                return key_id, derive_channel_secrets(self._channel_seed, key_id)
             except UsageError:
-                continue  # a derived value that is not a valid key (about 2^-128): next index
+                continue  # a derived value that is not a valid key (about 2^-128): another id
 
     def _config(self, channel_id: bytes, funding: Transaction, funder: bool, local: OpenChannel | AcceptChannel,
                 remote: OpenChannel | AcceptChannel, channel_type: ChannelType) -> ChannelConfig:
@@ -961,10 +1024,12 @@ class Node:
                                 payment_hash=os.urandom(32), payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints,
                                 features=DEFAULT_INVOICE_FEATURES | {AMP_FEATURE_BITS[0]}).sign(self.privkey)
-        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), b"", secret, amount_msat)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), b"", secret, amount_msat,
+                               expires_at=invoice.expires_at)
         with self.store.transaction():
             self.store.put_invoice(record)
-        self.receiver.add(self._receivable(record))
+        self.invoices.added(Receivable(invoice.payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
+                                       invoice.expires_at, None, amp=True))
         return invoice
 
     def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
@@ -973,11 +1038,12 @@ class Node:
         invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
                                 payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints).sign(self.privkey)
-        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat,
+                               expires_at=invoice.expires_at)
         with self.store.transaction():
             self.store.put_invoice(record)
-        self.receiver.add(Receivable(payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
-                                     invoice.expires_at, preimage or None, hold=not preimage))
+        self.invoices.added(Receivable(payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
+                                       invoice.expires_at, preimage or None, hold=not preimage))
         return invoice
 
     def _guard(self, payment_hash: bytes) -> None:
@@ -1068,6 +1134,10 @@ class Node:
             try:
                 preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv, hints,
                                                  max_parts, exact_parts)
+            except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
+                if not future.done():
+                    future.set_exception(exc)
+                return
             except PaymentError as exc:
                 with self.store.transaction():
                     payment = self.store.payment(payment_id)
@@ -1358,6 +1428,8 @@ class Node:
             self._part_secrets[key] = read.shared_secret
             part = IncomingPart(cid, htlc.htlc_id, htlc.amount_msat, htlc.cltv_expiry, htlc.payment_hash,
                                 read.payload)
+            amp = any(t == AMP_RECORD_TYPE for t, _ in read.payload.custom_records)
+            self.invoices.load_for(htlc.payment_hash, read.payload.payment_secret, amp)
             self._apply_decisions(self.receiver.receive(part, height, time.time()), received)
 
     def _apply_decisions(self, decisions: list[Decision], received: list[NodeEvent]) -> None:
@@ -1618,6 +1690,7 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(interval)
             height = self.chain.tip()[0]
+            self.invoices.maybe_prune(time.time(), self._invoice_hashes_in_channels())
             decisions = self.receiver.tick(time.time(), height)
             if decisions:
                 await self._run_step(lambda received, d=decisions: self._apply_decisions(d, received))  # type: ignore[misc]
@@ -1686,6 +1759,14 @@ class Node:
     def channel_is_closing(self, channel_id: bytes) -> bool:
         return channel_id in self._closings
 
+    def closed_channel_records(self) -> list[ClosedChannel]:
+        """Closed channels as the store keeps them (they outlive restarts), oldest first."""
+        return self.store.closed_channels()
+
+    def pending_sweeps(self) -> list[PendingSweep]:
+        """Funds of closed channels not yet swept to the wallet (force closes), with their maturity."""
+        return self._onchain.pending_sweeps()
+
     def _closing_fees(self) -> tuple[int, int]:
         """Our acceptable closing fee range: the chain's feerate for the closing weight, up to 4x."""
         low = CLOSING_WEIGHT * self.chain.estimate_feerate_per_kw() // 1000 + 1
@@ -1750,7 +1831,7 @@ class Node:
                 if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
                     raise
             with self.store.transaction():
-                self.store.close_channel(message.channel_id, agreed.txid)
+                self.store.close_channel(message.channel_id, agreed.txid, close_summary(channel, "mutual"))
             self.channels.pop(message.channel_id, None)
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed
@@ -1765,6 +1846,7 @@ class Node:
 
         watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
                                  self._known_preimage, load)
+        backfill_close_summaries(self.store, load)  # closed under an older version: listed like the others
         for cid in watcher.active():
             self.channels.pop(cid, None)
         return watcher
@@ -1783,6 +1865,7 @@ class Node:
         If the funding output is already spent (the peer closed first), that spend is resolved
         instead. The watcher then sweeps our outputs as their delays expire.
         """
+        self._require_store()
         channel = self.channels.get(channel_id)
         if channel is None:
             raise UsageError(f"no open channel {channel_id.hex()}")
