@@ -1,22 +1,35 @@
-"""Channel secrets derived from the node key, so the store keeps an index and no private key.
+"""Where a channel's secrets come from: a pluggable provider, derived from the node key by default.
 
-Each channel gets a fresh index from the store (allocated in a committed transaction,
-so a crash never hands one out twice) and its six secrets are
-``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index || purpose)`` with
-``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``. The node
-key in the data directory is then the only secret to back up beside the store.
+The node asks a :class:`ChannelKeys` provider for the secrets of channel number ``index``
+(LDK's ``SignerProvider``, reduced to what the node needs); the index comes from the store,
+allocated in a committed transaction, so a crash never hands one out twice, and a restart
+asks the provider again for the secrets of every stored channel.
+
+The default, :class:`DerivedChannelKeys`, keeps no private key in the store: channel
+``index``'s six secrets are ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index ||
+purpose)`` with ``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``, so
+the node key in the data directory is the only secret to back up beside the store.
+
+:class:`FixedChannelKeys` gives every channel the same given secrets. Conformance suites
+need that (lnprototest computes and checks our commitment signatures from keys it knows in
+advance, as Core Lightning's ``--dev-force-channel-secrets``); anywhere else it would let
+anyone who knows the keys take the funds, so it refuses every network but regtest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
+from typing import Protocol
 
+from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.channel.state import LocalSecrets
 from lightspeed.crypto.secp256k1 import CURVE_ORDER
 from lightspeed.errors import UsageError
 
 _PURPOSES = (b"funding", b"revocation", b"payment", b"delayed_payment", b"htlc", b"per_commitment_seed")
+_KEY_NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc")
 
 
 def channel_seed(node_privkey: bytes) -> bytes:
@@ -31,3 +44,58 @@ def derive_channel_secrets(seed: bytes, index: int) -> LocalSecrets:
         if not 0 < int.from_bytes(value, "big") < CURVE_ORDER:  # about 2^-128: take the next index
             raise UsageError(f"channel key index {index}: {purpose.decode()} secret is not a valid key")
     return LocalSecrets(*values)
+
+
+class ChannelKeys(Protocol):
+    """A source of channel secrets (see the module docstring)."""
+
+    def channel_secrets(self, index: int) -> LocalSecrets:
+        """The secrets of channel number ``index``: always the same for one index.
+
+        UsageError if this index gives no valid key (the node then takes the next index).
+        """
+        ...
+
+    def check_network(self, network: Network) -> None:
+        """UsageError if this source must not be used on ``network``."""
+        ...
+
+
+@dataclass(frozen=True)
+class DerivedChannelKeys:
+    """Secrets derived from a seed and the channel index (the node's default)."""
+
+    seed: bytes
+
+    @classmethod
+    def from_node_key(cls, node_privkey: bytes) -> DerivedChannelKeys:
+        return cls(channel_seed(node_privkey))
+
+    def channel_secrets(self, index: int) -> LocalSecrets:
+        return derive_channel_secrets(self.seed, index)
+
+    def check_network(self, network: Network) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class FixedChannelKeys:
+    """The same secrets for every channel: for conformance tests, and refused off regtest."""
+
+    secrets: LocalSecrets
+
+    def __post_init__(self) -> None:
+        for name in _KEY_NAMES:
+            value = getattr(self.secrets, name)
+            if len(value) != 32 or not 0 < int.from_bytes(value, "big") < CURVE_ORDER:
+                raise UsageError(f"{name} secret: not a valid private key (32 bytes, 1 to n-1)")
+        if len(self.secrets.per_commitment_seed) != 32:
+            raise UsageError("per_commitment_seed: must be 32 bytes")
+
+    def channel_secrets(self, index: int) -> LocalSecrets:
+        return self.secrets
+
+    def check_network(self, network: Network) -> None:
+        if network != REGTEST:
+            raise UsageError(f"fixed channel keys are for regtest only, not {network.name}: "
+                             "anyone who knows them could take the channel's funds")

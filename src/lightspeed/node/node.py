@@ -137,7 +137,7 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import channel_seed, derive_channel_secrets
+from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -317,6 +317,8 @@ class Node:
     announce_channels: bool = False
     #: Our init features (BOLT 9); the channel types we propose and accept follow from them.
     features: Features = DEFAULT_FEATURES
+    #: Where channel secrets come from (node.keys); None: derived from ``privkey``.
+    channel_keys: ChannelKeys | None = None
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -339,7 +341,9 @@ class Node:
         self._watching: set[bytes] = set()  # channels whose funding depth is being watched
         self._stopping = False
         self._held: list[tuple[Peer | None, list[WireMessage]]] | None = None  # see _handle_burst
-        self._channel_seed = channel_seed(self.privkey)
+        if self.channel_keys is None:
+            self.channel_keys = DerivedChannelKeys.from_node_key(self.privkey)
+        self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
@@ -406,7 +410,8 @@ class Node:
                           None if hold or amp else record.preimage, hold, amp)
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
-        return derive_channel_secrets(self._channel_seed, index)
+        assert self.channel_keys is not None  # set by __post_init__
+        return self.channel_keys.channel_secrets(index)
 
     # -- persistence: commit, then queue ------------------------------------------------------
 
@@ -682,12 +687,12 @@ class Node:
     # -- opening -------------------------------------------------------------------------------
 
     def _new_secrets(self) -> tuple[int, LocalSecrets]:
-        """Fresh channel secrets, derived from the node key at an index the store hands out once."""
+        """Fresh channel secrets, from the key provider at an index the store hands out once."""
         while True:
             with self.store.transaction():
                 index = self.store.allocate_key_index()
             try:
-                return index, derive_channel_secrets(self._channel_seed, index)
+                return index, self._derive_secrets(index)
             except UsageError:
                 continue  # a derived value that is not a valid key (about 2^-128): next index
 
@@ -909,9 +914,16 @@ class Node:
     # -- payments ----------------------------------------------------------------------------
 
     def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
-                       route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
-        """An invoice we will settle at once; ``route_hints`` reach us over private channels."""
-        preimage = os.urandom(32)
+                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None) -> Invoice:
+        """An invoice we will settle at once; ``route_hints`` reach us over private channels.
+
+        ``preimage``: the payment preimage to use (a fresh random one by default), for a caller
+        that must know it in advance (a conformance test); 32 bytes.
+        """
+        if preimage is None:
+            preimage = os.urandom(32)
+        elif len(preimage) != 32:
+            raise UsageError(f"preimage: must be 32 bytes, not {len(preimage)}")
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
 
     def private_route_hints(self) -> list[list[RouteHintHop]]:
