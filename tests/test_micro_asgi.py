@@ -95,7 +95,7 @@ def test_the_rest_endpoints_sell_report_close_and_refund() -> None:
             close = await http.post(f"/lightspeed/allowances/{allowance['id']}/close",
                                     json={"token": f"{allowance['id']}.0.2.{links[2].hex()}"})
             assert close.json() == {"refund_msat": 55}
-            invoice = (await ledger.create_invoice(55, "refund", 600)).encode()
+            invoice = (await ledger.create_client_invoice(55, "refund", 600)).encode()
             refund = await http.post(f"/lightspeed/allowances/{allowance['id']}/refund",
                                      json={"token": f"{allowance['id']}.0.2.{links[2].hex()}", "invoice": invoice})
             assert refund.json()["status"] == "paid" and ledger.payments[-1] == 55

@@ -180,18 +180,23 @@ def test_close_refunds_exactly_the_unspent_calls_once() -> None:
         assert refund == 7 * (40 - 5 - 3)
         with refused("closed"):
             await server.spend(client.token(7, lane=0))
-        wrong = await ledger.create_invoice(refund + 1, "refund", 600)
+        wrong = await ledger.create_client_invoice(refund + 1, "refund", 600)
         with refused("bad_request"):
             await server.refund(client.token(8, lane=0), wrong.encode())
-        right = await ledger.create_invoice(refund, "refund", 600)
-        assert await server.refund(client.token(9, lane=0), right.encode()) is not None
+        own = await ledger.create_invoice(refund, "refund", 600)  # payable to the server's own node
+        with refused("bad_request"):
+            await server.refund(client.token(9, lane=0), own.encode())
+        right = await ledger.create_client_invoice(refund, "refund", 600)
+        paid = await server.refund(client.token(10, lane=0), right.encode())
+        assert (paid.status, paid.invoice) == ("paid", right.encode()) and paid.preimage is not None
         assert ledger.payments[-1] == refund
-        again = await ledger.create_invoice(refund, "refund", 600)
-        with refused("refund_done"):
-            await server.refund(client.token(10, lane=0), again.encode())
+        payments = len(ledger.payments)
+        again = await ledger.create_client_invoice(refund, "refund", 600)
+        answer = await server.refund(client.token(11, lane=0), again.encode())  # the same answer, no payment
+        assert (answer.status, answer.invoice) == ("paid", right.encode()) and len(ledger.payments) == payments
         assert client.terms is not None
         with refused("forged"):
-            await server.close(Token(client.terms.allowance_id, 0, 11, os.urandom(32)))
+            await server.close(Token(client.terms.allowance_id, 0, 12, os.urandom(32)))
 
     run(go())
 

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import UsageError
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.micro.server import AllowanceServer, CallRefused, ServerPolicy
@@ -39,6 +40,8 @@ from lightspeed.micro.store import (
     AllowanceState,
     AllowanceStore,
     LaneState,
+    Refund,
+    RefundStatus,
     Status,
     StoredAllowance,
     StoreError,
@@ -94,7 +97,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
         return lambda: RedisAllowanceStore(url, prefix=prefix)
     dsn = request.getfixturevalue("postgres_dsn")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS lanes, allowances")
+        conn.execute("DROP TABLE IF EXISTS refunds, unpaid, lanes, allowances")
     return lambda: PostgresAllowanceStore(dsn)
 
 
@@ -671,3 +674,45 @@ SqliteAgainstModel.TestCase.settings = settings(
     max_examples=40, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_sqlite_store_agrees_with_a_model = SqliteAgainstModel.TestCase
+
+
+# ---------------------------------------------------------------------------- refunds (issue 11, item 2)
+
+
+def _refund(status: RefundStatus, attempt: int = 1, tag: bytes = b"a") -> Refund:
+    return Refund(status, attempt, 5_000, sha256(tag), f"lnbcrt-invoice-{tag.decode()}")
+
+
+def test_the_refund_record_is_compare_and_set_and_only_for_closed_allowances(new_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        active = await new_allowance(store, ACTIVE_10, lanes=1)
+        assert not await store.set_refund(active, None, _refund(RefundStatus.IN_FLIGHT))  # not closed
+        closed = await new_allowance(store, AllowanceState(Status.CLOSED, 10), lanes=1)
+        assert await store.refund(closed) is None
+        in_flight = _refund(RefundStatus.IN_FLIGHT)
+        assert await store.set_refund(closed, None, in_flight)
+        assert not await store.set_refund(closed, None, _refund(RefundStatus.IN_FLIGHT, tag=b"b"))
+        assert await store.refund(closed) == in_flight
+        assert await store.refunds_in_flight() == [closed]
+        paid = replace(in_flight, status=RefundStatus.PAID, preimage=b"\x01" * 32)
+        other_attempt = replace(in_flight, attempt=2)
+        assert not await store.set_refund(closed, other_attempt, paid)  # the attempt must match too
+        assert await store.set_refund(closed, in_flight, paid)
+        assert await store.refund(closed) == paid and await store.refunds_in_flight() == []
+        assert not await store.set_refund(closed, in_flight, replace(in_flight, status=RefundStatus.FAILED))
+
+    run(new_store, scenario)
+
+
+def test_two_instances_claiming_one_refund_record_it_exactly_once(new_store: Factory) -> None:
+    async def main() -> None:
+        async with opened(new_store) as first, opened(new_store) as second:
+            for round_ in range(20):
+                aid = await new_allowance(first, AllowanceState(Status.CLOSED, 10), lanes=1)
+                claims = [_refund(RefundStatus.IN_FLIGHT, tag=f"{round_}-{who}".encode()) for who in (0, 1)]
+                written = await asyncio.gather(first.set_refund(aid, None, claims[0]),
+                                               second.set_refund(aid, None, claims[1]))
+                assert sorted(written) == [False, True]
+                assert await second.refund(aid) == claims[written.index(True)]
+
+    asyncio.run(main())

@@ -17,21 +17,30 @@ from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import PaymentError
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.refunds import PaymentState, PaymentStatus
 
 
 class Ledger:
     def __init__(self) -> None:
         self.privkey = os.urandom(32)
+        self.client_privkey = os.urandom(32)  # signs the clients' refund invoices (not the server's node)
         self.node_id = pubkey_from_privkey(self.privkey)
         self.preimages: dict[bytes, bytes] = {}
         self.paid: dict[bytes, int] = {}
         self.payments: list[int] = []  # amounts paid, in order
 
     async def create_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
+        return self._invoice(amount_msat, description, expiry, self.privkey)
+
+    async def create_client_invoice(self, amount_msat: int, description: str, expiry: int) -> Invoice:
+        """An invoice of a client's node (a refund is never payable to the server's own node)."""
+        return self._invoice(amount_msat, description, expiry, self.client_privkey)
+
+    def _invoice(self, amount_msat: int, description: str, expiry: int, key: bytes) -> Invoice:
         preimage = os.urandom(32)
         invoice = build_invoice(network=REGTEST, amount_msat=amount_msat, description=description,
                                 payment_hash=sha256(preimage), payment_secret=os.urandom(32),
-                                timestamp=int(time.time()), expiry=expiry, payee=None).sign(self.privkey)
+                                timestamp=int(time.time()), expiry=expiry, payee=None).sign(key)
         self.preimages[invoice.payment_hash] = preimage
         return invoice
 
@@ -49,6 +58,14 @@ class Ledger:
 
     async def pay(self, invoice_text: str) -> bytes:
         return self.pay_sync(invoice_text)
+
+    async def pay_once(self, invoice_text: str) -> bytes:
+        return self.pay_sync(invoice_text)  # refuses an invoice it paid already
+
+    async def payment_status(self, payment_hash: bytes) -> PaymentStatus:
+        if payment_hash in self.paid:
+            return PaymentStatus(PaymentState.SUCCEEDED, self.preimages[payment_hash])
+        return PaymentStatus(PaymentState.UNKNOWN)
 
 
 class SyncPayer:

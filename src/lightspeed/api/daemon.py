@@ -30,12 +30,12 @@ import uvicorn
 
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
-from lightspeed.api.datadir import Datadir
+from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import open_store
+from lightspeed.store import STORE_FILE, open_store
 
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
@@ -78,6 +78,7 @@ class DaemonConfig:
     api: tuple[str, int]
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
+    new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -86,6 +87,25 @@ def _bind(address: tuple[str, int], option: str) -> socket.socket:
         return socket.create_server(address, family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
         raise UsageError(f"{option} {format_hostport(host, port)}: {exc.strerror or exc}") from None
+
+
+def _require_store(datadir: Datadir) -> None:
+    """A node key without its store is a restored or damaged datadir: never start it as new by accident.
+
+    The store holds the channels (what we owe and are owed, the peers' revocation secrets); a node
+    that starts afresh beside its old key forgets them. Starting anew is an explicit decision.
+    """
+    if not (datadir.path / SECRET_FILE).exists():
+        return
+    store = datadir.path / STORE_FILE
+    if store.exists() and store.stat().st_size > 0:
+        return
+    datadir.unlock()
+    raise UsageError(
+        f"--datadir {datadir.path}: it has a node_secret but {'an empty' if store.exists() else 'no'} "
+        f"{STORE_FILE}: the node's channels are not here. Restore {STORE_FILE} from your backup; or, to "
+        "start again as a new node that forgets every channel of the old store (their peers must force "
+        "close them), pass --new-store")
 
 
 @dataclass
@@ -108,6 +128,8 @@ async def run(config: DaemonConfig) -> None:
         raise UsageError(f"--datadir {config.datadir}: not a directory")
     if existed:
         datadir.lock()  # "another daemon runs here" is the clearer error, before any port
+        if not config.new_store:
+            _require_store(datadir)
     startup = _Startup()
     try:
         api_sock = _bind(config.api, "--api")

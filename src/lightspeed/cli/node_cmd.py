@@ -103,11 +103,13 @@ def node_group() -> None:
               help="The shared regtest chain file (default: DATADIR/../chain.sqlite).")
 @click.option("--announce-channels", is_flag=True,
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
+@click.option("--new-store", is_flag=True,
+              help="Start with a new, empty store beside an existing node key (its old channels are forgotten).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, verbose: bool) -> None:
+          announce_channels: bool, new_store: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM."""
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
@@ -115,7 +117,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
-                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels)
+                          (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
+                          new_store)
     asyncio.run(run(config))
 
 

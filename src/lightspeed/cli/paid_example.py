@@ -123,10 +123,13 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
 
 
 async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
-    """Close expired allowances once a minute (their unspent calls become refunds due)."""
+    """Once a minute: close expired allowances (their unspent calls become refunds due), forget
+    unpaid ones, and record how refunds in flight ended."""
     while True:
         await asyncio.sleep(every)
         await allowances.expire_due()
+        await allowances.forget_unpaid()  # invoices never paid, past their expiry
+        await allowances.resolve_refunds()  # refunds left in flight (a restart, a held payment)
 
 
 async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, funding_sat: int,

@@ -20,11 +20,15 @@ Endpoints under ``prefix`` (default ``/lightspeed``):
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from lightspeed.errors import DecodeError
+from lightspeed.micro.ratelimit import RateLimiter
 from lightspeed.micro.server import AllowanceServer, CallRefused
+from lightspeed.micro.terms import AllowanceTerms
 from lightspeed.micro.token import ALLOWANCE_HEADER, TOKEN_HEADER, AllowanceRequest, Token
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +50,7 @@ class LightspeedMiddleware:
         if any(cost < 1 for cost in prices.values()):
             raise ValueError("prices: every priced route costs at least one link")
         self.app, self.server, self.prefix = app, server, prefix.rstrip("/")
+        self._creates = RateLimiter(server.policy.creates_per_minute)
         # Longest prefix first, so "/api/premium" wins over "/api".
         self._prices = sorted(prices.items(), key=lambda item: -len(item[0]))
 
@@ -76,7 +81,7 @@ class LightspeedMiddleware:
         try:
             if token_value is None:
                 if allowance_value is not None:
-                    terms = await self.server.create(AllowanceRequest.parse(allowance_value.decode("latin-1")))
+                    terms = await self._create(scope, AllowanceRequest.parse(allowance_value.decode("latin-1")))
                     await _json(send, 402, {"error": {"code": "unpaid", "reason": "pay the invoice, then "
                                             "retry with a token"}, "lightspeed": self._offer(cost),
                                             "allowance": terms.public_json()}, self.prefix)
@@ -89,7 +94,7 @@ class LightspeedMiddleware:
             return
         except CallRefused as exc:
             await _json(send, exc.http_status, {"error": exc.to_json(), "lightspeed": self._offer(cost)},
-                        self.prefix)
+                        self.prefix, exc.retry_after)
             return
         extra = [(b"lightspeed-remaining", str(receipt.remaining_calls).encode())]
         if receipt.next_invoice is not None:
@@ -103,6 +108,15 @@ class LightspeedMiddleware:
 
         await self.app(scope, receive, send_with_receipt)
 
+    async def _create(self, scope: Scope, request: AllowanceRequest) -> AllowanceTerms:
+        """Sell an allowance, within the client address's rate (each costs an invoice and a row)."""
+        client = scope.get("client")
+        wait = self._creates.take(str(client[0]) if client else "?", time.monotonic())
+        if wait:
+            raise CallRefused("rate_limited", "too many allowances asked for from this address; retry later",
+                              429, retry_after=max(1, math.ceil(wait)))
+        return await self.server.create(request)
+
     def _offer(self, cost: int) -> dict[str, object]:
         return {**self.server.offer(cost), "allowances_url": f"{self.prefix}/allowances"}
 
@@ -113,7 +127,7 @@ class LightspeedMiddleware:
                 await _json(send, 200, {"lightspeed": self._offer(1)})
             elif sub == "/allowances" and method == "POST":
                 request = AllowanceRequest.from_json(await _body(receive))
-                terms = await self.server.create(request)
+                terms = await self._create(scope, request)
                 await _json(send, 201, {"allowance": terms.public_json()}, self.prefix)
             elif sub.startswith("/allowances/"):
                 parts = sub.split("/")  # "", "allowances", id, [action]
@@ -129,9 +143,11 @@ class LightspeedMiddleware:
                     invoice = body.get("invoice") if isinstance(body, dict) else None
                     if not isinstance(invoice, str):
                         raise DecodeError("invoice", "expected a BOLT 11 invoice string")
-                    preimage = await self.server.refund(_token_for(body, allowance_id), invoice)
-                    await _json(send, 200, {"status": "paid",
-                                            "preimage": preimage.hex() if preimage else None})
+                    refund = await self.server.refund(_token_for(body, allowance_id), invoice)
+                    # 202: in flight (it may still settle: ask again, never with hope of a second
+                    # payment); 502: definitively failed (a new invoice may be tried); else 200.
+                    code = {"in_flight": 202, "failed": 502}.get(refund.status, 200)
+                    await _json(send, code, refund.to_json())
                 else:
                     await _json(send, 404, {"error": {"code": "not_found", "reason": sub}})
             else:
@@ -139,7 +155,7 @@ class LightspeedMiddleware:
         except DecodeError as exc:
             await _json(send, 400, {"error": {"code": "bad_request", "field": exc.field, "reason": exc.reason}})
         except CallRefused as exc:
-            await _json(send, exc.http_status, {"error": exc.to_json()})
+            await _json(send, exc.http_status, {"error": exc.to_json()}, self.prefix, exc.retry_after)
 
 
 def _allowance_id(text: str) -> bytes:
@@ -180,9 +196,12 @@ async def _body(receive: Receive) -> object:
         raise DecodeError("body", "not JSON") from None
 
 
-async def _json(send: Send, status: int, body: object, prefix: str = "/lightspeed") -> None:
+async def _json(send: Send, status: int, body: object, prefix: str = "/lightspeed",
+                retry_after: int | None = None) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     if status == 402:
         headers.append((b"www-authenticate", f'Lightspeed offer="{prefix}/offer"'.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lightspeed.errors import PaymentError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.refunds import PaymentState, PaymentStatus
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
@@ -33,3 +35,21 @@ class NodePayer:
 
     async def pay(self, invoice: str) -> bytes:
         return await self.node.pay(decode(invoice), timeout=self.timeout)
+
+    async def pay_once(self, invoice: str) -> bytes:
+        """Pay ``invoice`` unless a payment to its hash was ever started (then raise, paying nothing)."""
+        decoded = decode(invoice)
+        if self.node.payment_status(decoded.payment_hash) is not None:
+            raise PaymentError(f"a payment to {decoded.payment_hash.hex()} was started before")
+        return await self.node.pay(decoded, timeout=self.timeout)
+
+    async def payment_status(self, payment_hash: bytes) -> PaymentStatus:
+        """The node's record of the payment: ``failed`` only once no HTLC of it can settle."""
+        record = self.node.payment_status(payment_hash)
+        if record is None:
+            return PaymentStatus(PaymentState.UNKNOWN)
+        if record.status == "succeeded":
+            return PaymentStatus(PaymentState.SUCCEEDED, record.preimage or b"")
+        if record.status == "failed":
+            return PaymentStatus(PaymentState.FAILED, reason=record.reason or "the payment failed")
+        return PaymentStatus(PaymentState.PENDING)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lightspeed.errors import DecodeError, LightspeedError
+from lightspeed.errors import LightspeedError
 from lightspeed.invoice import Invoice
-from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import links_to
+from lightspeed.micro.refunds import RefundDesk, RefundPayer, RefundRefused, RefundView
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
@@ -26,6 +26,7 @@ from lightspeed.micro.store import (
     LaneState,
     Status,
     StoredAllowance,
+    StoreFull,
 )
 from lightspeed.micro.terms import AllowanceTerms, Price
 from lightspeed.micro.token import ALLOWANCE_ID_SIZE, MAX_LANES, AllowanceRequest, Token
@@ -49,9 +50,10 @@ class CallRefused(LightspeedError):
     """A call is not served. ``code`` is machine-readable; ``invoice`` is set when paying it helps."""
 
     def __init__(self, code: str, reason: str, http_status: int = 402, invoice: str | None = None,
-                 last_index: int | None = None):
+                 last_index: int | None = None, retry_after: int | None = None):
         super().__init__(f"{code}: {reason}")
         self.code, self.reason, self.http_status, self.invoice = code, reason, http_status, invoice
+        self.retry_after = retry_after  # seconds (429 and 503 answers carry it as Retry-After)
         self.last_index = last_index  # lets a client that lost its place resynchronise a lane
 
     def to_json(self) -> dict[str, object]:
@@ -81,6 +83,13 @@ class ServerPolicy:
     ttl_seconds: int = 7 * 24 * 3600
     max_skip: int = 10_000  # most hashes one token may cost the server (bounds a huge index jump)
     invoice_expiry: int = 600
+    #: Anyone can ask for allowances, so the unpaid ones are capped and forgotten: at most this many
+    #: exist at once (a new one is refused with 503 ``busy``), each for its invoice's expiry plus
+    #: ``unpaid_grace`` seconds (an HTLC that arrived in time may settle a little later).
+    max_unpaid: int = 10_000
+    unpaid_grace: int = 600
+    #: Allowances one client address may ask for per minute (429 ``rate_limited`` beyond).
+    creates_per_minute: int = 60
 
 
 @dataclass
@@ -96,7 +105,7 @@ class AllowanceServer:
     payee: Payee
     node_id: bytes
     policy: ServerPolicy
-    payer: Payer | None = None  # for refunds; without one, refunds are refused
+    payer: RefundPayer | None = None  # pays refunds (at most once per payment hash); without one, refused
     node_address: str | None = None  # "host:port" where the server's node takes channels
     clock: Callable[[], float] = time.time
     max_cached: int = 100_000  # allowances kept in memory; the store stays the truth
@@ -140,9 +149,32 @@ class AllowanceServer:
         terms = AllowanceTerms(allowance_id, self.node_id, p.price, len(request.anchors),
                                request.calls_per_lane, request.batch_calls, amount, invoice.payment_hash,
                                invoice.encode(), now, now + p.ttl_seconds)
-        await self.store.create(allowance_id, terms.to_bytes(), terms.expires_at, request.anchors,
-                                AllowanceState(Status.PENDING, 0))
+        try:
+            await self.store.create(allowance_id, terms.to_bytes(), terms.expires_at, request.anchors,
+                                    AllowanceState(Status.PENDING, 0),
+                                    unpaid_until=now + p.invoice_expiry + p.unpaid_grace, max_unpaid=p.max_unpaid)
+        except StoreFull:
+            raise CallRefused("busy", f"{p.max_unpaid} allowances wait for payment already: pay yours, or "
+                              "retry in a few minutes", 503, retry_after=60) from None
         return terms
+
+    async def forget_unpaid(self) -> int:
+        """Delete allowances whose invoice was never paid, past their expiry and grace; how many.
+
+        Each is asked of the payee once more first: a payment that settled late activates it
+        (and an active allowance is never deleted: the store only deletes a PENDING one).
+        """
+        forgotten = 0
+        for allowance_id in await self.store.unpaid_due(int(self.clock())):
+            stored = await self.store.load(allowance_id)
+            if stored is None:
+                continue
+            entry = self._cached(stored)
+            await self._try_activate(allowance_id, entry)
+            if entry.state.status is Status.PENDING and await self.store.delete_unpaid(allowance_id):
+                self._cache.pop(allowance_id, None)
+                forgotten += 1
+        return forgotten
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -201,7 +233,7 @@ class AllowanceServer:
         s = entry.state
         return {**entry.terms.public_json(), "status": s.status.value, "paid_calls": s.paid_calls,
                 "spent": s.spent, "remaining_calls": s.paid_calls - s.spent,
-                "lanes_spent": [lane.index for lane in entry.lanes], **self._refund_view(entry)}
+                "lanes_spent": [lane.index for lane in entry.lanes], **await self._refund_view(allowance_id, entry)}
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -225,45 +257,35 @@ class AllowanceServer:
                 await self._reload(entry, token.allowance_id)
         return self._refund_msat(entry)
 
-    async def refund(self, token: Token, invoice_text: str) -> bytes | None:
-        """Pay the refund of a closed allowance to the client's invoice; returns the preimage.
+    async def refund(self, token: Token, invoice_text: str) -> RefundView:
+        """Pay the refund of a closed allowance to the client's invoice, at most once.
 
         Authenticated by a link past the last spent one (checked, not spent: the allowance is
-        closed). The refund is paid once: the state moves due -> paying -> paid by
-        compare-and-set, so two requests cannot both pay.
+        closed). The refund is recorded in flight before it is paid and ends paid or
+        definitively failed (:mod:`lightspeed.micro.refunds`): while it is in flight every
+        request is answered with the invoice being paid, whatever invoice it brings.
         """
         entry = await self._entry(token.allowance_id)
         await self._reload(entry, token.allowance_id)
         if entry.state.status is not Status.CLOSED:
             raise CallRefused("not_closed", "close the allowance first", 409)
         self._check_link(entry, token)
-        due = self._refund_msat(entry)
-        refund = json.loads(entry.state.extra or "{}").get("refund")
-        if refund != "due":
-            raise CallRefused("refund_done", f"the refund is already {refund}", 409)
-        if due == 0:
-            return None
-        try:
-            invoice = decode(invoice_text)
-        except DecodeError as exc:
-            raise CallRefused("bad_request", f"invoice: {exc}", 400) from None
-        if invoice.amount_msat != due:
-            raise CallRefused("bad_request", f"invoice: amount must be exactly {due} msat", 400)
         if self.payer is None:
             raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
-        paying = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0,
-                                json.dumps({"refund": "paying", "invoice": invoice_text}))
-        if not await self.store.update_state(token.allowance_id, entry.state, paying):
-            raise CallRefused("busy", "the refund is being handled by another request", 409)
         try:
-            preimage = await self.payer.pay(invoice_text)
-        except LightspeedError as exc:
-            await self.store.update_state(token.allowance_id, paying, entry.state)
-            raise CallRefused("refund_failed", f"paying the refund failed: {exc}", 502) from None
-        paid = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0,
-                              json.dumps({"refund": "paid", "invoice": invoice_text, "preimage": preimage.hex()}))
-        await self.store.update_state(token.allowance_id, paying, paid)
-        return preimage
+            return await self._refund_desk(self.payer).claim(token.allowance_id, self._refund_msat(entry),
+                                                             invoice_text)
+        except RefundRefused as exc:
+            raise CallRefused("bad_request", str(exc), 400) from None
+
+    async def resolve_refunds(self) -> int:
+        """Settle the records of refunds left in flight (after a restart; run it periodically)."""
+        if self.payer is None:
+            return 0
+        return await self._refund_desk(self.payer).resolve_all()
+
+    def _refund_desk(self, payer: RefundPayer) -> RefundDesk:
+        return RefundDesk(self.store, payer, self.node_id, self.clock)
 
     async def expire_due(self) -> int:
         """Close allowances past their expiry (their unspent calls become a refund due)."""
@@ -385,11 +407,18 @@ class AllowanceServer:
     def _refund_msat(self, entry: _Cached) -> int:
         return entry.terms.price.refund_msat(entry.state.paid_calls - entry.state.spent)
 
-    def _refund_view(self, entry: _Cached) -> dict[str, object]:
+    async def _refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
         if entry.state.status is not Status.CLOSED:
             return {}
-        refund = json.loads(entry.state.extra or "{}").get("refund")
-        return {"refund_msat": self._refund_msat(entry), "refund": refund}
+        record = await self.store.refund(allowance_id)
+        if record is None:
+            due = self._refund_msat(entry)
+            return {"refund_msat": due, "refund": "due" if due else "none"}
+        view: dict[str, object] = {"refund_msat": record.amount_msat, "refund": record.status.value,
+                                   "refund_invoice": record.invoice}
+        if record.preimage:
+            view["refund_preimage"] = record.preimage.hex()
+        return view
 
 
 def _status(entry: _Cached) -> Status:

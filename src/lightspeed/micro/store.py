@@ -12,6 +12,14 @@ Two operations carry the safety argument and must be atomic in every implementat
   calls paid for. Two instances racing on the same lane: exactly one wins.
 * :meth:`AllowanceStore.update_state` is a compare-and-set on ``(status, paid_calls, extra)``:
   activation, a paid batch and closing each happen exactly once.
+* :meth:`AllowanceStore.set_refund` is a compare-and-set on a closed allowance's
+  :class:`Refund` record: a refund is recorded in flight, with the payment hash of the one
+  invoice being paid, before any payment starts, so two requests or two instances can never
+  pay it twice (see :mod:`lightspeed.micro.refunds`).
+* :meth:`AllowanceStore.create` counts the unpaid (PENDING) allowances in the same atomic step
+  as the insert when given ``max_unpaid``, and :meth:`AllowanceStore.delete_unpaid` removes one
+  only while it is still PENDING: anyone can ask for allowances, so the unpaid ones are
+  capped and forgotten after ``unpaid_until``.
 
 Implementations: :mod:`lightspeed.micro.stores.sqlite` (default, one machine),
 :mod:`~lightspeed.micro.stores.redis` and :mod:`~lightspeed.micro.stores.postgres` (many
@@ -67,6 +75,28 @@ class StoredAllowance:
     lanes: tuple[LaneState, ...]
 
 
+class RefundStatus(enum.StrEnum):
+    IN_FLIGHT = "in_flight"  # recorded before paying: its invoice is the only one ever paid
+    PAID = "paid"  # the payer has the preimage (final)
+    FAILED = "failed"  # definitively: no HTLC of it can settle any more; a new invoice may be paid
+
+
+@dataclass(frozen=True)
+class Refund:
+    """One attempt at paying a closed allowance's refund (``attempt`` counts from 1).
+
+    A new attempt (a new invoice) is only ever made after the previous one FAILED.
+    """
+
+    status: RefundStatus
+    attempt: int
+    amount_msat: int
+    payment_hash: bytes
+    invoice: str
+    preimage: bytes = b""
+    reason: str = ""
+
+
 class Advance(enum.Enum):
     """The outcome of :meth:`AllowanceStore.advance`."""
 
@@ -80,14 +110,22 @@ class StoreError(LightspeedError):
     """The store refused an operation (for example an allowance id that already exists)."""
 
 
+class StoreFull(StoreError):
+    """``create`` with ``max_unpaid``: that many unpaid allowances exist already."""
+
+
 class AllowanceStore(Protocol):
     """A shared, atomic record of allowances and how far their lanes are spent."""
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
-                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+                     anchors: Sequence[bytes], state: AllowanceState, *,
+                     unpaid_until: int | None = None, max_unpaid: int | None = None) -> None:
         """Insert a new allowance whose lanes start at index 0 with the given anchors.
 
-        Raises :class:`StoreError` if ``allowance_id`` exists.
+        A PENDING allowance is listed as unpaid until ``unpaid_until`` (default
+        ``expires_at``), and leaves the list when ``update_state`` moves it out of PENDING.
+        Raises :class:`StoreError` if ``allowance_id`` exists, :class:`StoreFull` (writing
+        nothing) if ``max_unpaid`` is given and that many unpaid allowances exist.
         """
         ...
 
@@ -118,6 +156,34 @@ class AllowanceStore(Protocol):
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
         """Ids of PENDING or ACTIVE allowances with ``expires_at < before`` (for the sweeper)."""
+        ...
+
+    async def unpaid_count(self) -> int:
+        """How many allowances are PENDING (unpaid)."""
+        ...
+
+    async def unpaid_due(self, before: int, limit: int = 100) -> list[bytes]:
+        """Ids of PENDING allowances with ``unpaid_until < before``, earliest first."""
+        ...
+
+    async def delete_unpaid(self, allowance_id: bytes) -> bool:
+        """Atomically delete the allowance (terms, lanes) if it is still PENDING. True if deleted."""
+        ...
+
+    async def refund(self, allowance_id: bytes) -> Refund | None:
+        """The allowance's refund record, or ``None`` (no refund started, or unknown allowance)."""
+        ...
+
+    async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
+        """Compare-and-set the refund record of a CLOSED allowance.
+
+        Written only if the allowance is CLOSED and its current record matches ``expected``
+        on ``(status, attempt, payment_hash)`` (``None``: no record yet). True if written.
+        """
+        ...
+
+    async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:
+        """Ids of allowances whose refund is IN_FLIGHT (to resolve after a restart)."""
         ...
 
     async def aclose(self) -> None:

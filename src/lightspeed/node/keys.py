@@ -1,14 +1,22 @@
 """Where a channel's secrets come from: a pluggable provider, derived from the node key by default.
 
 The node asks a :class:`ChannelKeys` provider for the secrets of channel number ``index``
-(LDK's ``SignerProvider``, reduced to what the node needs); the index comes from the store,
-allocated in a committed transaction, so a crash never hands one out twice, and a restart
-asks the provider again for the secrets of every stored channel.
+(LDK's ``SignerProvider``, reduced to what the node needs); the index is allocated by the
+store in a committed transaction, and a restart asks the provider again for the secrets of
+every stored channel.
 
-The default, :class:`DerivedChannelKeys`, keeps no private key in the store: channel
-``index``'s six secrets are ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index ||
-purpose)`` with ``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``, so
-the node key in the data directory is the only secret to back up beside the store.
+The default, :class:`DerivedChannelKeys`, keeps no private key in the store: each channel's
+six secrets are ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index || purpose)`` with
+``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``. The node key in the
+data directory is then the only secret to back up beside the store.
+
+An index must never be handed out twice for one node key: the first peer holds the old
+revocation secrets of a channel, and a second channel on the same keys would let it take
+that channel's funds. A store counter alone is not enough (a lost or wiped ``node.sqlite``
+restarts it at 0), so an index is ``random 128 bits (top bit set) || 64-bit store counter``:
+unique within one store by the counter, and across stores (a restore, a wiped file) by the
+random part. Indexes below 2^64 are the counter-only ones of earlier versions; they still
+derive exactly as before.
 
 :class:`FixedChannelKeys` gives every channel the same given secrets. Conformance suites
 need that (lnprototest computes and checks our commitment signatures from keys it knows in
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,10 +45,20 @@ def channel_seed(node_privkey: bytes) -> bytes:
     return hmac.digest(node_privkey, b"lightspeed/channel keys", hashlib.sha256)
 
 
+_COUNTER_BITS = 64
+
+
+def new_key_index(counter: int) -> int:
+    """A key index for the store's ``counter``: never the same twice, even after the store is lost."""
+    if not 0 <= counter < 1 << _COUNTER_BITS:
+        raise UsageError(f"key counter {counter} is out of range")
+    return ((secrets.randbits(127) | 1 << 127) << _COUNTER_BITS) | counter
+
+
 def derive_channel_secrets(seed: bytes, index: int) -> LocalSecrets:
     """The secrets of channel number ``index``; the same seed and index always give the same."""
-    values = [hmac.digest(seed, b"lightspeed/channel/" + index.to_bytes(8, "big") + p, hashlib.sha256)
-              for p in _PURPOSES]
+    encoded = index.to_bytes(8 if index < 1 << _COUNTER_BITS else 24, "big")  # 8 bytes: earlier versions
+    values = [hmac.digest(seed, b"lightspeed/channel/" + encoded + p, hashlib.sha256) for p in _PURPOSES]
     for purpose, value in zip(_PURPOSES[:5], values[:5], strict=True):
         if not 0 < int.from_bytes(value, "big") < CURVE_ORDER:  # about 2^-128: take the next index
             raise UsageError(f"channel key index {index}: {purpose.decode()} secret is not a valid key")

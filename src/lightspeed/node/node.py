@@ -137,7 +137,7 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys
+from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_index
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -690,7 +690,7 @@ class Node:
         """Fresh channel secrets, from the key provider at an index the store hands out once."""
         while True:
             with self.store.transaction():
-                index = self.store.allocate_key_index()
+                index = new_key_index(self.store.allocate_key_index())
             try:
                 return index, self._derive_secrets(index)
             except UsageError:

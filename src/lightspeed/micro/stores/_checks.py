@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lightspeed.errors import UsageError
-from lightspeed.micro.store import AllowanceState, LaneState
+from lightspeed.micro.store import AllowanceState, LaneState, Refund
 
 MAX_COUNT = 2**53 - 1
 
@@ -52,3 +52,22 @@ def check_advance(lane: int, expected_index: int, new: LaneState) -> int:
         raise UsageError(f"new.index: {new.index} must be greater than expected_index "
                          f"{expected_index}")
     return new.index - expected_index
+
+
+def check_create_limits(unpaid_until: int | None, max_unpaid: int | None) -> None:
+    if unpaid_until is not None:
+        check_count("unpaid_until", unpaid_until)
+    if max_unpaid is not None:
+        check_count("max_unpaid", max_unpaid)
+
+
+def check_refund(refund: Refund) -> None:
+    if refund.attempt < 1:
+        raise UsageError(f"attempt: counts from 1, got {refund.attempt}")
+    check_count("attempt", refund.attempt)
+    check_count("amount_msat", refund.amount_msat)
+    if len(refund.payment_hash) != 32:
+        raise UsageError("payment_hash: must be 32 bytes")
+    for name in ("invoice", "reason"):
+        if "\x00" in getattr(refund, name):
+            raise UsageError(f"{name}: must not contain NUL characters (PostgreSQL text cannot)")

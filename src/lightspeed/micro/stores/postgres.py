@@ -1,7 +1,8 @@
 """Spent-state store on PostgreSQL (psycopg 3, async): many API server instances, one view.
 
-Every operation but ``create`` (a short transaction: the allowance, then its lanes) is one
-statement in autocommit mode, so one round trip. ``advance`` is one
+Every operation but ``create`` (a short transaction: the allowance, its lanes, its unpaid
+entry; a create capped by ``max_unpaid`` first takes an advisory lock so that the count and
+the insert are one step) is one statement in autocommit mode, so one round trip. ``advance`` is one
 statement whose CTEs lock the allowance row and then the lane row (``FOR NO KEY UPDATE``),
 check the three conditions on the locked, newest versions, and update the lane and ``spent``
 together. Locking first matters: under READ COMMITTED a plain conditional ``UPDATE`` that
@@ -36,11 +37,20 @@ from lightspeed.micro.store import (
     AllowanceState,
     AllowanceStore,
     LaneState,
+    Refund,
+    RefundStatus,
     Status,
     StoredAllowance,
     StoreError,
+    StoreFull,
 )
-from lightspeed.micro.stores._checks import check_advance, check_create, check_state
+from lightspeed.micro.stores._checks import (
+    check_advance,
+    check_create,
+    check_create_limits,
+    check_refund,
+    check_state,
+)
 
 _SCHEMA_LOCK = 0x4C53_4D49  # advisory lock key ("LSMI") serializing schema creation
 
@@ -61,7 +71,56 @@ _SCHEMA = (
         PRIMARY KEY (allowance_id, lane))""",
     """CREATE INDEX IF NOT EXISTS allowances_expiring ON allowances (expires_at)
         WHERE status <> 'closed'""",
+    """CREATE TABLE IF NOT EXISTS unpaid (
+        id bytea PRIMARY KEY REFERENCES allowances (id) ON DELETE CASCADE,
+        until bigint NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS unpaid_until ON unpaid (until)",
+    """INSERT INTO unpaid SELECT id, expires_at FROM allowances WHERE status = 'pending'
+        ON CONFLICT DO NOTHING""",
+    """CREATE TABLE IF NOT EXISTS refunds (
+        allowance_id bytea PRIMARY KEY REFERENCES allowances (id) ON DELETE CASCADE,
+        status text NOT NULL,
+        attempt bigint NOT NULL,
+        amount_msat bigint NOT NULL,
+        payment_hash bytea NOT NULL,
+        invoice text NOT NULL,
+        preimage bytea NOT NULL,
+        reason text NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (allowance_id)
+        WHERE status = 'in_flight'""",
 )
+
+_UNPAID_LOCK = 0x4C53_554E  # advisory lock key ("LSUN") serializing capped creates
+
+# One statement: the compare-and-set, and the unpaid list following the status.
+_UPDATE_STATE = """
+WITH u AS (
+    UPDATE allowances SET status = %(new_status)s, paid_calls = %(new_paid)s, extra = %(new_extra)s
+    WHERE id = %(id)s AND status = %(status)s AND paid_calls = %(paid)s AND extra = %(extra)s
+    RETURNING id, expires_at
+), gone AS (
+    DELETE FROM unpaid WHERE id IN (SELECT id FROM u) AND %(new_status)s::text <> 'pending'
+), back AS (
+    INSERT INTO unpaid SELECT id, expires_at FROM u WHERE %(new_status)s::text = 'pending'
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM u
+"""
+
+_INSERT_REFUND = """
+INSERT INTO refunds
+SELECT %(id)s, %(status)s, %(attempt)s, %(amount)s, %(hash)s, %(invoice)s, %(preimage)s, %(reason)s
+WHERE EXISTS (SELECT 1 FROM allowances WHERE id = %(id)s AND status = 'closed')
+ON CONFLICT (allowance_id) DO NOTHING
+"""
+
+_UPDATE_REFUND = """
+UPDATE refunds SET status = %(status)s, attempt = %(attempt)s, amount_msat = %(amount)s,
+    payment_hash = %(hash)s, invoice = %(invoice)s, preimage = %(preimage)s, reason = %(reason)s
+WHERE allowance_id = %(id)s AND status = %(old_status)s AND attempt = %(old_attempt)s
+  AND payment_hash = %(old_hash)s
+  AND EXISTS (SELECT 1 FROM allowances WHERE id = %(id)s AND status = 'closed')
+"""
 
 _ADVANCE = """
 WITH a AS (
@@ -185,11 +244,21 @@ class PostgresAllowanceStore:
         return await self._run(work)
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
-                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+                     anchors: Sequence[bytes], state: AllowanceState, *,
+                     unpaid_until: int | None = None, max_unpaid: int | None = None) -> None:
         check_create(allowance_id, expires_at, anchors, state)
+        check_create_limits(unpaid_until, max_unpaid)
+        pending = state.status is Status.PENDING
 
         async def work(conn: Connection) -> None:
             async with conn.transaction():
+                if pending and max_unpaid is not None:
+                    # Capped creates take turns, so the count and the insert are one step.
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_UNPAID_LOCK,))
+                    cursor = await conn.execute("SELECT count(*) FROM unpaid")
+                    row = await cursor.fetchone()
+                    if row is not None and row[0] >= max_unpaid:
+                        raise StoreFull(f"{max_unpaid} unpaid allowances exist already")
                 await conn.execute(
                     "INSERT INTO allowances VALUES (%s, %s, %s, %s, %s, 0, %s)",
                     (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
@@ -198,6 +267,9 @@ class PostgresAllowanceStore:
                     await cursor.executemany(
                         "INSERT INTO lanes VALUES (%s, %s, 0, %s)",
                         [(allowance_id, lane, anchor) for lane, anchor in enumerate(anchors)])
+                if pending:
+                    await conn.execute("INSERT INTO unpaid VALUES (%s, %s)", (
+                        allowance_id, expires_at if unpaid_until is None else unpaid_until))
 
         try:
             await self._run(work)
@@ -239,17 +311,58 @@ class PostgresAllowanceStore:
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,
                            new: AllowanceState) -> bool:
         check_state(new)
-        written = await self._rowcount(
-            "UPDATE allowances SET status = %s, paid_calls = %s, extra = %s "
-            "WHERE id = %s AND status = %s AND paid_calls = %s AND extra = %s",
-            (new.status.value, new.paid_calls, new.extra, allowance_id, expected.status.value,
-             expected.paid_calls, expected.extra))
-        return written == 1
+        row = await self._fetchone(_UPDATE_STATE, {
+            "id": allowance_id, "status": expected.status.value, "paid": expected.paid_calls,
+            "extra": expected.extra, "new_status": new.status.value, "new_paid": new.paid_calls,
+            "new_extra": new.extra})
+        return row is not None and row[0] == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
         rows = await self._fetchall(
             "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < %s "
             "ORDER BY expires_at LIMIT %s", (before, limit))
+        return [bytes(row[0]) for row in rows]
+
+    async def unpaid_count(self) -> int:
+        row = await self._fetchone("SELECT count(*) FROM unpaid", ())
+        return 0 if row is None else int(row[0])
+
+    async def unpaid_due(self, before: int, limit: int = 100) -> list[bytes]:
+        rows = await self._fetchall(
+            "SELECT id FROM unpaid WHERE until < %s ORDER BY until LIMIT %s", (before, limit))
+        return [bytes(row[0]) for row in rows]
+
+    async def delete_unpaid(self, allowance_id: bytes) -> bool:
+        # The lanes, the unpaid entry and any refund go with it (ON DELETE CASCADE).
+        deleted = await self._rowcount(
+            "DELETE FROM allowances WHERE id = %s AND status = 'pending'", (allowance_id,))
+        return deleted == 1
+
+    async def refund(self, allowance_id: bytes) -> Refund | None:
+        row = await self._fetchone(
+            "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason "
+            "FROM refunds WHERE allowance_id = %s", (allowance_id,))
+        if row is None:
+            return None
+        status, attempt, amount, payment_hash, invoice, preimage, reason = row
+        return Refund(RefundStatus(status), attempt, amount, bytes(payment_hash), invoice,
+                      bytes(preimage), reason)
+
+    async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
+        check_refund(new)
+        params: dict[str, Any] = {
+            "id": allowance_id, "status": new.status.value, "attempt": new.attempt,
+            "amount": new.amount_msat, "hash": new.payment_hash, "invoice": new.invoice,
+            "preimage": new.preimage, "reason": new.reason}
+        if expected is None:  # the unique key lets one of two racing inserts through
+            return await self._rowcount(_INSERT_REFUND, params) == 1
+        params.update(old_status=expected.status.value, old_attempt=expected.attempt,
+                      old_hash=expected.payment_hash)
+        return await self._rowcount(_UPDATE_REFUND, params) == 1
+
+    async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:
+        rows = await self._fetchall(
+            "SELECT allowance_id FROM refunds WHERE status = 'in_flight' LIMIT %s", (limit,))
         return [bytes(row[0]) for row in rows]
 
     async def aclose(self) -> None:

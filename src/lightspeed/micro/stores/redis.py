@@ -1,6 +1,6 @@
 """Spent-state store on Redis: many API server instances share one view, one round trip a call.
 
-``advance``, ``update_state`` and ``create`` are Lua scripts. Redis runs a script to the end
+``advance``, ``update_state``, ``create``, ``delete_unpaid`` and ``set_refund`` are Lua scripts. Redis runs a script to the end
 before serving any other command, so each is atomic; redis-py sends them with ``EVALSHA``
 (falling back to loading the script once after a server restart), one round trip per call.
 
@@ -11,6 +11,11 @@ Key layout (``prefix`` defaults to ``lightspeed:micro:``; binary allowance ids a
   number of lanes), and per lane ``n``: ``i{n}`` (its index, decimal) and ``v{n}`` (its value).
 * ``{prefix}expiring``: a sorted set of the ids of PENDING and ACTIVE allowances, scored by
   ``expires_at``; ``update_state`` removes an id when it closes.
+* ``{prefix}unpaid``: a sorted set of the ids of PENDING allowances, scored by ``unpaid_until``
+  (its size is the unpaid count ``create`` checks against ``max_unpaid`` in the same script).
+* ``{prefix}r:{allowance_id}``: a hash, the refund record (``status``, ``attempt``,
+  ``amount_msat``, ``payment_hash``, ``invoice``, ``preimage``, ``reason``), and
+  ``{prefix}refunding``: a sorted set of the ids whose refund is in flight.
 
 One hash per allowance keeps ``advance`` to a single key. ``create`` and ``update_state`` also
 touch the sorted set, so all keys must live on one Redis server (not a Redis Cluster).
@@ -19,8 +24,9 @@ Numbers are compared as Lua numbers, exact up to 2**53 - 1 (the stores' common c
 The client must not decode responses (ids, terms and lane values are bytes). A client made
 from a URL retries a command once if its connection drops. That is safe even when the first
 attempt did run: a repeated ``advance`` finds the lane moved (STALE), a repeated
-``update_state`` finds the state changed (False), a repeated ``create`` finds the id taken
-(StoreError); each fails closed, nothing is spent or written twice.
+``update_state`` or ``set_refund`` finds the state changed (False), a repeated ``create``
+finds the id taken (StoreError), a repeated ``delete_unpaid`` finds nothing (False); each
+fails closed, nothing is spent or written twice (the server reloads after a False).
 An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 """
 
@@ -39,18 +45,32 @@ from lightspeed.micro.store import (
     AllowanceState,
     AllowanceStore,
     LaneState,
+    Refund,
+    RefundStatus,
     Status,
     StoredAllowance,
     StoreError,
+    StoreFull,
 )
-from lightspeed.micro.stores._checks import check_advance, check_create, check_state
+from lightspeed.micro.stores._checks import (
+    check_advance,
+    check_create,
+    check_create_limits,
+    check_refund,
+    check_state,
+)
 
 DEFAULT_PREFIX = b"lightspeed:micro:"
 
-# KEYS: allowance hash, expiring set. ARGV: id, status, expires_at, then field/value pairs.
+# KEYS: allowance hash, expiring set, unpaid set. ARGV: id, status, expires_at, unpaid_until,
+# max_unpaid ('' for no cap), then field/value pairs.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for first = 4, #ARGV, 200 do
+if ARGV[2] == 'pending' then
+    if ARGV[5] ~= '' and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return -1 end
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+end
+for first = 6, #ARGV, 200 do
     redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 199, #ARGV)))
 end
 if ARGV[2] ~= 'closed' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
@@ -70,8 +90,8 @@ redis.call('HINCRBY', KEYS[1], 'spent', delta)
 return 'ok'
 """
 
-# KEYS: allowance hash, expiring set. ARGV: id, expected status, expected paid_calls,
-# expected extra, new status, new paid_calls, new extra.
+# KEYS: allowance hash, expiring set, unpaid set. ARGV: id, expected status, expected
+# paid_calls, expected extra, new status, new paid_calls, new extra.
 _UPDATE_STATE = """
 local now = redis.call('HMGET', KEYS[1], 'status', 'paid_calls', 'extra', 'expires_at')
 if now[1] ~= ARGV[2] or now[2] ~= ARGV[3] or now[3] ~= ARGV[4] then return 0 end
@@ -80,6 +100,40 @@ if ARGV[5] == 'closed' then
     redis.call('ZREM', KEYS[2], ARGV[1])
 else
     redis.call('ZADD', KEYS[2], now[4], ARGV[1])
+end
+if ARGV[5] == 'pending' then
+    redis.call('ZADD', KEYS[3], 'NX', now[4], ARGV[1])
+else
+    redis.call('ZREM', KEYS[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: allowance hash, expiring set, unpaid set, refund hash. ARGV: id.
+_DELETE_UNPAID = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: allowance hash, refund hash, refunding set. ARGV: id, expected status ('' for no
+# record), expected attempt, expected payment hash, then the new record's seven fields.
+_SET_REFUND = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'closed' then return 0 end
+local now = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'payment_hash')
+if ARGV[2] == '' then
+    if now[1] then return 0 end
+elseif now[1] ~= ARGV[2] or now[2] ~= ARGV[3] or now[3] ~= ARGV[4] then
+    return 0
+end
+redis.call('HSET', KEYS[2], 'status', ARGV[5], 'attempt', ARGV[6], 'amount_msat', ARGV[7],
+           'payment_hash', ARGV[8], 'invoice', ARGV[9], 'preimage', ARGV[10], 'reason', ARGV[11])
+if ARGV[5] == 'in_flight' then
+    redis.call('ZADD', KEYS[3], 0, ARGV[1])
+else
+    redis.call('ZREM', KEYS[3], ARGV[1])
 end
 return 1
 """
@@ -108,16 +162,25 @@ class RedisAllowanceStore:
             self._owned = False
         self._prefix = prefix
         self._expiring_key = prefix + b"expiring"
+        self._unpaid_key = prefix + b"unpaid"
+        self._refunding_key = prefix + b"refunding"
         self._create = self._redis.register_script(_CREATE)
         self._advance = self._redis.register_script(_ADVANCE)
         self._update_state = self._redis.register_script(_UPDATE_STATE)
+        self._delete_unpaid = self._redis.register_script(_DELETE_UNPAID)
+        self._set_refund = self._redis.register_script(_SET_REFUND)
 
     def _key(self, allowance_id: bytes) -> bytes:
         return self._prefix + b"a:" + allowance_id
 
+    def _refund_key(self, allowance_id: bytes) -> bytes:
+        return self._prefix + b"r:" + allowance_id
+
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
-                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+                     anchors: Sequence[bytes], state: AllowanceState, *,
+                     unpaid_until: int | None = None, max_unpaid: int | None = None) -> None:
         check_create(allowance_id, expires_at, anchors, state)
+        check_create_limits(unpaid_until, max_unpaid)
         fields: list[bytes | str | int] = [
             "terms", terms, "expires_at", expires_at, "status", state.status.value,
             "paid_calls", state.paid_calls, "spent", 0, "extra", state.extra,
@@ -125,8 +188,12 @@ class RedisAllowanceStore:
         for lane, anchor in enumerate(anchors):
             fields += [f"i{lane}", 0, f"v{lane}", anchor]
         created = await self._create(
-            keys=[self._key(allowance_id), self._expiring_key],
-            args=[allowance_id, state.status.value, expires_at, *fields])
+            keys=[self._key(allowance_id), self._expiring_key, self._unpaid_key],
+            args=[allowance_id, state.status.value, expires_at,
+                  expires_at if unpaid_until is None else unpaid_until,
+                  "" if max_unpaid is None else max_unpaid, *fields])
+        if created == -1:
+            raise StoreFull(f"{max_unpaid} unpaid allowances exist already")
         if created != 1:
             raise StoreError(f"allowance_id: {allowance_id.hex()} already exists")
 
@@ -158,7 +225,7 @@ class RedisAllowanceStore:
                            new: AllowanceState) -> bool:
         check_state(new)
         written = await self._update_state(
-            keys=[self._key(allowance_id), self._expiring_key],
+            keys=[self._key(allowance_id), self._expiring_key, self._unpaid_key],
             args=[allowance_id, expected.status.value, expected.paid_calls, expected.extra,
                   new.status.value, new.paid_calls, new.extra])
         return bool(written == 1)
@@ -166,6 +233,40 @@ class RedisAllowanceStore:
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
         return cast(list[bytes], await self._redis.zrangebyscore(
             self._expiring_key, "-inf", f"({before}", start=0, num=limit))
+
+    async def unpaid_count(self) -> int:
+        return int(await self._redis.zcard(self._unpaid_key))
+
+    async def unpaid_due(self, before: int, limit: int = 100) -> list[bytes]:
+        return cast(list[bytes], await self._redis.zrangebyscore(
+            self._unpaid_key, "-inf", f"({before}", start=0, num=limit))
+
+    async def delete_unpaid(self, allowance_id: bytes) -> bool:
+        deleted = await self._delete_unpaid(
+            keys=[self._key(allowance_id), self._expiring_key, self._unpaid_key,
+                  self._refund_key(allowance_id)], args=[allowance_id])
+        return bool(deleted == 1)
+
+    async def refund(self, allowance_id: bytes) -> Refund | None:
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(self._refund_key(allowance_id)))
+        if not raw:
+            return None
+        return Refund(RefundStatus(raw[b"status"].decode()), int(raw[b"attempt"]),
+                      int(raw[b"amount_msat"]), raw[b"payment_hash"], raw[b"invoice"].decode(),
+                      raw[b"preimage"], raw[b"reason"].decode())
+
+    async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
+        check_refund(new)
+        want: list[bytes | str | int] = ["", "", ""] if expected is None else [
+            expected.status.value, expected.attempt, expected.payment_hash]
+        written = await self._set_refund(
+            keys=[self._key(allowance_id), self._refund_key(allowance_id), self._refunding_key],
+            args=[allowance_id, *want, new.status.value, new.attempt, new.amount_msat,
+                  new.payment_hash, new.invoice, new.preimage, new.reason])
+        return bool(written == 1)
+
+    async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:
+        return cast(list[bytes], await self._redis.zrange(self._refunding_key, 0, limit - 1))
 
     async def aclose(self) -> None:
         if self._owned:

@@ -34,11 +34,20 @@ from lightspeed.micro.store import (
     AllowanceState,
     AllowanceStore,
     LaneState,
+    Refund,
+    RefundStatus,
     Status,
     StoredAllowance,
     StoreError,
+    StoreFull,
 )
-from lightspeed.micro.stores._checks import check_advance, check_create, check_state
+from lightspeed.micro.stores._checks import (
+    check_advance,
+    check_create,
+    check_create_limits,
+    check_refund,
+    check_state,
+)
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 
@@ -61,6 +70,23 @@ CREATE TABLE IF NOT EXISTS lanes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS allowances_expiring ON allowances (expires_at)
     WHERE status <> 'closed';
+CREATE TABLE IF NOT EXISTS unpaid (
+    id BLOB PRIMARY KEY,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS unpaid_until ON unpaid (until);
+INSERT OR IGNORE INTO unpaid SELECT id, expires_at FROM allowances WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS refunds (
+    allowance_id BLOB PRIMARY KEY,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    payment_hash BLOB NOT NULL,
+    invoice TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (status) WHERE status = 'in_flight';
 """
 
 # The lane moves only if every condition holds on the state the write lock protects; the
@@ -100,10 +126,19 @@ class SqliteAllowanceStore:
         return _Transaction(self._db, self._lock, begin)
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
-                     anchors: Sequence[bytes], state: AllowanceState) -> None:
+                     anchors: Sequence[bytes], state: AllowanceState, *,
+                     unpaid_until: int | None = None, max_unpaid: int | None = None) -> None:
         check_create(allowance_id, expires_at, anchors, state)
+        check_create_limits(unpaid_until, max_unpaid)
         try:
             with self._transaction():
+                if state.status is Status.PENDING:
+                    # Counted under the write lock: the cap holds across processes.
+                    count = self._db.execute("SELECT count(*) FROM unpaid").fetchone()[0]
+                    if max_unpaid is not None and count >= max_unpaid:
+                        raise StoreFull(f"{max_unpaid} unpaid allowances exist already")
+                    self._db.execute("INSERT INTO unpaid VALUES (?, ?)", (
+                        allowance_id, expires_at if unpaid_until is None else unpaid_until))
                 self._db.execute(
                     "INSERT INTO allowances VALUES (?, ?, ?, ?, ?, 0, ?)",
                     (allowance_id, terms, expires_at, state.status.value, state.paid_calls,
@@ -162,12 +197,17 @@ class SqliteAllowanceStore:
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,
                            new: AllowanceState) -> bool:
         check_state(new)
-        with self._lock:
+        with self._transaction():
             written = self._db.execute(
                 "UPDATE allowances SET status = ?, paid_calls = ?, extra = ? "
                 "WHERE id = ? AND status = ? AND paid_calls = ? AND extra = ?",
                 (new.status.value, new.paid_calls, new.extra, allowance_id,
                  expected.status.value, expected.paid_calls, expected.extra)).rowcount
+            if written == 1 and new.status is Status.PENDING:
+                self._db.execute("INSERT OR IGNORE INTO unpaid SELECT id, expires_at FROM "
+                                 "allowances WHERE id = ?", (allowance_id,))
+            elif written == 1:
+                self._db.execute("DELETE FROM unpaid WHERE id = ?", (allowance_id,))
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
@@ -175,6 +215,60 @@ class SqliteAllowanceStore:
             rows = self._db.execute(
                 "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < ? "
                 "ORDER BY expires_at LIMIT ?", (before, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    async def unpaid_count(self) -> int:
+        with self._lock:
+            count: int = self._db.execute("SELECT count(*) FROM unpaid").fetchone()[0]
+        return count
+
+    async def unpaid_due(self, before: int, limit: int = 100) -> list[bytes]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM unpaid WHERE until < ? ORDER BY until LIMIT ?",
+                                    (before, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    async def delete_unpaid(self, allowance_id: bytes) -> bool:
+        with self._transaction():
+            deleted = self._db.execute("DELETE FROM allowances WHERE id = ? AND status = 'pending'",
+                                       (allowance_id,)).rowcount
+            if deleted:
+                for table, column in (("lanes", "allowance_id"), ("unpaid", "id"),
+                                      ("refunds", "allowance_id")):
+                    self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (allowance_id,))
+        return deleted == 1
+
+    async def refund(self, allowance_id: bytes) -> Refund | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason "
+                "FROM refunds WHERE allowance_id = ?", (allowance_id,)).fetchone()
+        if row is None:
+            return None
+        status, attempt, amount, payment_hash, invoice, preimage, reason = row
+        return Refund(RefundStatus(status), attempt, amount, payment_hash, invoice, preimage, reason)
+
+    async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
+        check_refund(new)
+        with self._transaction():  # the write lock: the comparison and the write are one step
+            closed = self._db.execute("SELECT 1 FROM allowances WHERE id = ? AND status = 'closed'",
+                                      (allowance_id,)).fetchone()
+            current = self._db.execute(
+                "SELECT status, attempt, payment_hash FROM refunds WHERE allowance_id = ?",
+                (allowance_id,)).fetchone()
+            want = None if expected is None else (
+                expected.status.value, expected.attempt, expected.payment_hash)
+            if closed is None or current != want:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+                allowance_id, new.status.value, new.attempt, new.amount_msat, new.payment_hash,
+                new.invoice, new.preimage, new.reason))
+        return True
+
+    async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:
+        with self._lock:
+            rows = self._db.execute("SELECT allowance_id FROM refunds WHERE status = 'in_flight' "
+                                    "LIMIT ?", (limit,)).fetchall()
         return [row[0] for row in rows]
 
     async def aclose(self) -> None:
