@@ -1854,6 +1854,11 @@ class Node:
                                                          self._derive_secrets)
             with contextlib.suppress(LightspeedError):
                 await self.force_close_channel(cid, exc.reason)
+        elif isinstance(exc, ChannelFailure) and cid is not None:
+            # A channel being opened (BOLT 2: MUST fail the channel): an error for its temporary
+            # id; nothing was funded, so nothing to close.
+            self._openings.pop(cid, None)
+            await self._send_error(peer, cid, exc.reason)
         else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
             with contextlib.suppress(UsageError, ConnectionError, OSError):
                 await peer.send(Warning(cid or bytes(32), exc.reason.encode()))
