@@ -36,7 +36,8 @@ async def main() -> None:
     args = parser.parse_args()
     app = Starlette(routes=[Route("/weather/{city}", weather), Route("/unpaid/weather/{city}", weather)])
     api = await start_paid_api(RegtestChain(args.chain), open_allowance_store(args.store), Price(1),
-                               app=app, prices={"/weather": 1}, mine_every=0.2)
+                               app=app, prices={"/weather": 1}, mine_every=0.2,
+                               creates_per_minute=10**6)  # the L402 baseline buys one allowance per call
     print("READY", api.url, flush=True)
     await asyncio.Event().wait()
 

@@ -120,6 +120,12 @@ class HeldLog:
         self._task.cancel()
 
 
+def succeeded(node: Node, payment_hash: bytes) -> bool:
+    """The node (the server's, paying the refund) has the preimage of this payment."""
+    record = node.payment_status(payment_hash)
+    return record is not None and record.status == "succeeded"
+
+
 async def closed_allowance(net: Network, db: Path) -> tuple[Buyer, HeldLog]:
     client, server_node = net.nodes[0], net.nodes[1]
     buyer = Buyer(client)
@@ -159,8 +165,7 @@ def test_a_refund_held_past_the_timeout_is_not_paid_again_to_a_second_invoice(tm
 
             # The client releases the payment it holds: the refund ends paid, with its proof.
             await client.settle_hold(first_secret)
-            await until(lambda: getattr(net.nodes[1].payment_status(first.payment_hash), "status", None)
-                        == "succeeded")  # the server's node has the preimage
+            await until(lambda: succeeded(net.nodes[1], first.payment_hash))
             done = await buyer.ask_refund(api.http, second.encode())
             assert done.status_code == 200, done.text
             assert done.json() == {"status": "paid", "invoice": first.encode(), "amount_msat": REFUND,
@@ -201,8 +206,7 @@ def test_after_a_server_restart_an_in_flight_refund_is_resolved_by_asking_its_no
 
             await client.settle_hold(secret)
             await until(lambda: held_invoice.payment_hash in client.settled_invoices)
-            await until(lambda: getattr(server_node.payment_status(held_invoice.payment_hash),
-                                        "status", None) == "succeeded")
+            await until(lambda: succeeded(server_node, held_invoice.payment_hash))
             assert await api.server.resolve_refunds() == 1
             status = (await api.http.get(buyer.url)).json()
             assert status["refund"] == "paid" and status["refund_preimage"] == secret.hex()

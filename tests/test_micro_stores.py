@@ -45,7 +45,9 @@ from lightspeed.micro.store import (
     Status,
     StoredAllowance,
     StoreError,
+    StoreFull,
 )
+from lightspeed.micro.stores.memory import MemoryAllowanceStore
 from lightspeed.micro.stores.postgres import PostgresAllowanceStore
 from lightspeed.micro.stores.redis import RedisAllowanceStore
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
@@ -88,10 +90,17 @@ def test_a_test_server_that_loses_the_race_for_its_port_takes_another(
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     """Makes store objects that share one backing store (as separate server instances do)."""
-    if request.param == "sqlite":
+    return store_factory(request.param, request, tmp_path)
+
+
+def store_factory(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    if kind == "memory":  # one object stands for every instance of one process
+        shared = MemoryAllowanceStore()
+        return lambda: shared
+    if kind == "sqlite":
         path = tmp_path / "spent.db"
         return lambda: SqliteAllowanceStore(path)
-    if request.param == "redis":
+    if kind == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = f"test:{os.urandom(8).hex()}:".encode()
         return lambda: RedisAllowanceStore(url, prefix=prefix)
@@ -393,6 +402,159 @@ def test_concurrent_lanes_never_spend_more_than_paid(new_store: Factory) -> None
     asyncio.run(main())
 
 
+# ------------------------------------------------- refunds and unpaid allowances (all four)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+def every_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """As ``new_store``, and the in-memory store too."""
+    return store_factory(request.param, request, tmp_path)
+
+
+def refund(status: RefundStatus, attempt: int = 1, payment_hash: bytes = b"h" * 32,
+           **fields: Any) -> Refund:
+    return Refund(status, attempt, 1_234, payment_hash, f"lnbcrt-{attempt}", **fields)
+
+
+CLOSED = AllowanceState(Status.CLOSED, 10, extra='{"refund": "due"}')
+
+
+def test_the_refund_record_is_a_compare_and_set_on_closed_allowances(every_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        active = await new_allowance(store, ACTIVE_10)
+        first = refund(RefundStatus.IN_FLIGHT)
+        assert not await store.set_refund(active, None, first)  # not closed: nothing to refund
+        assert not await store.set_refund(b"unknown", None, first)
+        assert await store.refund(active) is None and await store.refund(b"unknown") is None
+
+        aid = await new_allowance(store, CLOSED)
+        assert await store.set_refund(aid, None, first)
+        assert not await store.set_refund(aid, None, refund(RefundStatus.IN_FLIGHT, payment_hash=b"x" * 32))
+        assert await store.refund(aid) == first
+        assert await store.refunds_in_flight() == [aid]
+        # Each of status, attempt and payment hash must match the record.
+        failed = refund(RefundStatus.FAILED, reason="no route: é")
+        for wrong in (refund(RefundStatus.FAILED), refund(RefundStatus.IN_FLIGHT, attempt=2),
+                      refund(RefundStatus.IN_FLIGHT, payment_hash=b"x" * 32)):
+            assert not await store.set_refund(aid, wrong, failed)
+        assert await store.refund(aid) == first
+        assert await store.set_refund(aid, first, failed)
+        assert not await store.set_refund(aid, first, failed)  # it ends once
+        assert await store.refunds_in_flight() == []
+        second = refund(RefundStatus.IN_FLIGHT, attempt=2, payment_hash=b"y" * 32)
+        assert await store.set_refund(aid, failed, second)
+        paid = replace(second, status=RefundStatus.PAID, preimage=b"p" * 32)
+        assert await store.set_refund(aid, second, paid)
+        assert await store.refund(aid) == paid and await store.refunds_in_flight() == []
+        # The allowance itself is untouched.
+        loaded = await store.load(aid)
+        assert loaded is not None and loaded.state == CLOSED
+
+        with pytest.raises(UsageError, match="attempt"):
+            await store.set_refund(aid, paid, replace(paid, attempt=0))
+        with pytest.raises(UsageError, match="payment_hash"):
+            await store.set_refund(aid, paid, replace(paid, payment_hash=b"short"))
+        with pytest.raises(UsageError, match="invoice"):
+            await store.set_refund(aid, paid, replace(paid, invoice="ln\x00bc"))
+        assert await store.refund(aid) == paid
+
+    run(every_store, scenario)
+
+
+def test_racing_refund_claims_from_two_instances_exactly_one_wins(every_store: Factory) -> None:
+    """Two instances record different invoices for one refund at once; then end it two ways."""
+
+    async def main() -> None:
+        async with opened(every_store) as first, opened(every_store) as second:
+            for _ in range(20):
+                aid = await new_allowance(first, CLOSED)
+                claims = [refund(RefundStatus.IN_FLIGHT, payment_hash=bytes([who]) * 32) for who in (1, 2)]
+                won = await asyncio.gather(first.set_refund(aid, None, claims[0]),
+                                           second.set_refund(aid, None, claims[1]))
+                assert sorted(won) == [False, True]
+                winner = claims[won.index(True)]
+                assert await second.refund(aid) == winner
+                ends = [replace(winner, status=RefundStatus.PAID, preimage=b"p" * 32),
+                        replace(winner, status=RefundStatus.FAILED, reason="gone")]
+                won = await asyncio.gather(first.set_refund(aid, winner, ends[0]),
+                                           second.set_refund(aid, winner, ends[1]))
+                assert sorted(won) == [False, True]
+                assert await first.refund(aid) == ends[won.index(True)]
+
+    asyncio.run(main())
+
+
+PENDING = AllowanceState(Status.PENDING, 0)
+
+
+def test_unpaid_allowances_are_capped_listed_and_deleted_only_while_pending(
+        every_store: Factory) -> None:
+    async def scenario(store: AllowanceStore) -> None:
+        a = os.urandom(16)
+        await store.create(a, b"t", 900, [link(0, 0)], PENDING, unpaid_until=50, max_unpaid=2)
+        b = await new_allowance(store, PENDING, expires_at=40)  # listed until its expiry
+        assert await store.unpaid_count() == 2
+        refused = os.urandom(16)
+        with pytest.raises(StoreFull):  # 2 unpaid: the third is refused and nothing is written
+            await store.create(refused, b"t", 900, [link(0, 0)], PENDING, max_unpaid=2)
+        assert await store.load(refused) is None and await store.unpaid_count() == 2
+        await store.create(os.urandom(16), b"t", 900, [link(0, 0)], ACTIVE_10, max_unpaid=2)  # paid ones don't count
+        assert await store.unpaid_due(60) == [b, a]
+        assert await store.unpaid_due(50) == [b]  # strictly before
+        assert await store.unpaid_due(60, limit=1) == [b]
+
+        assert await store.update_state(b, PENDING, AllowanceState(Status.ACTIVE, 10))  # paid
+        assert await store.unpaid_count() == 1 and await store.unpaid_due(60) == [a]
+        assert not await store.delete_unpaid(b)  # paid: never deleted
+        assert await store.load(b) is not None
+        c = os.urandom(16)
+        await store.create(c, b"t", 900, [link(0, 0), link(1, 0)], PENDING, unpaid_until=70,
+                           max_unpaid=2)
+        assert await store.delete_unpaid(c)
+        assert await store.load(c) is None and await store.lane(c, 1) is None
+        assert not await store.delete_unpaid(c)
+        assert await store.unpaid_count() == 1 and await store.unpaid_due(1_000) == [a]
+        expiring = await store.expiring(1_000)
+        assert c not in expiring and {a, b} <= set(expiring)  # the deleted one is gone from there too
+        with pytest.raises(UsageError, match="max_unpaid"):
+            await store.create(os.urandom(16), b"t", 9, [b"a"], PENDING, max_unpaid=-1)
+
+    run(every_store, scenario)
+
+
+def test_racing_creates_stay_under_the_unpaid_cap(every_store: Factory) -> None:
+    async def main() -> None:
+        async with opened(every_store) as first, opened(every_store) as second:
+            async def create(store: AllowanceStore) -> bool:
+                try:
+                    await store.create(os.urandom(16), b"t", 900, [link(0, 0)], PENDING, max_unpaid=5)
+                except StoreFull:
+                    return False
+                return True
+
+            made = await asyncio.gather(*(create(s) for s in (first, second) * 10))
+            assert sum(made) == 5 and await second.unpaid_count() == 5
+
+    asyncio.run(main())
+
+
+def test_deleting_an_unpaid_allowance_racing_its_activation_does_one_of_the_two(
+        every_store: Factory) -> None:
+    async def main() -> None:
+        async with opened(every_store) as first, opened(every_store) as second:
+            for _ in range(20):
+                aid = await new_allowance(first, PENDING)
+                deleted, activated = await asyncio.gather(
+                    first.delete_unpaid(aid),
+                    second.update_state(aid, PENDING, AllowanceState(Status.ACTIVE, 10)))
+                assert deleted != activated
+                loaded = await second.load(aid)
+                assert (loaded is None) == deleted
+                assert loaded is None or loaded.state.status is Status.ACTIVE
+
+    asyncio.run(main())
+
+
 class PaidAllowance:
     """A client's paid allowance of one lane, bought from a real AllowanceServer."""
 
@@ -649,6 +811,12 @@ class SqliteAgainstModel(RuleBasedStateMachine):
                 if a.status is not Status.CLOSED and a.expires_at < before]
         assert sorted(got) == sorted(aid for _, aid in live)
         assert [self.model[aid].expires_at for aid in got] == sorted(e for e, _ in live)
+
+    @invariant()
+    def unpaid_are_the_pending_ones(self) -> None:
+        pending = sorted(aid for aid, a in self.model.items() if a.status is Status.PENDING)
+        assert self.call(self.store.unpaid_count()) == len(pending)
+        assert sorted(self.call(self.store.unpaid_due(2**40))) == pending
 
     @invariant()
     def agrees_with_model(self) -> None:

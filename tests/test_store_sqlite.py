@@ -82,19 +82,6 @@ def test_kill_9_inside_a_transaction_keeps_the_committed_and_drops_the_rest(tmp_
     assert store.channels() == []
 
 
-def test_key_indices_are_never_handed_out_twice_even_across_reopening(tmp_path: Path) -> None:
-    store = open_store(tmp_path, fsync=False)
-    with store.transaction():
-        first = [store.allocate_key_index(), store.allocate_key_index()]
-    with pytest.raises(RuntimeError), store.transaction():  # rolled back: may be handed out again
-        store.allocate_key_index()
-        raise RuntimeError("crash")
-    store.close()
-    again = open_store(tmp_path, fsync=False)
-    with again.transaction():
-        assert [*first, again.allocate_key_index()] == [0, 1, 2]
-
-
 def test_channel_secrets_derive_from_the_node_key_and_index() -> None:
     from lightspeed.node.keys import channel_seed, derive_channel_secrets
 

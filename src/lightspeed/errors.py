@@ -69,5 +69,9 @@ class ChainError(LightspeedError):
     """A chain backend could not answer (unknown block, missing transaction, ...)."""
 
 
+class ChainBusy(ChainError):
+    """The chain is held locked by another process: nothing was done, the same call can be retried."""
+
+
 class PaymentError(LightspeedError):
     """A payment could not be made or was refused (e.g. the double-pay guard)."""

@@ -8,8 +8,9 @@ schema in :mod:`lightspeed.api.schema` before a handler runs, and bodies are
 bounded by :mod:`lightspeed.api.guard`. Failures are always
 ``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
 400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
-body too large, 502 the peer failed, 504 too slow (a payment still pending adds
-its ``payment_hash``); never a traceback.
+body too large, 502 the peer failed, 503 the node's store failed (the node
+stopped: every command is refused until it is restarted), 504 too slow (a payment
+still pending adds its ``payment_hash``); never a traceback.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from lightspeed.errors import (
     RejectedTransaction,
     UsageError,
 )
+from lightspeed.store import StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger("lightspeed.api")
 
@@ -59,14 +61,18 @@ PAYMENT_HASH = hex_string(32, "a payment hash: 32 bytes in hex")
 MAX_INVOICE_LENGTH = 7089  # the most a QR code holds; BOLT 11 sets no bound, a server must
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
 _NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+_SWEEP: Schema = {"type": "object", "properties": {
+    "label": {"type": "string"}, "amount_sat": {"type": "integer"}, "maturity_height": _NULLABLE_INT}}
 
 CHANNEL: Schema = {"type": "object", "properties": {
     "channel_id": {"type": "string"}, "peer_id": _NULLABLE_STR,
     "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed"]},
-    "funding_txid": {"type": "string"}, "funding_output_index": {"type": "integer"},
+    "funding_txid": _NULLABLE_STR, "funding_output_index": _NULLABLE_INT,
     "capacity_sat": _NULLABLE_INT, "initiator": {"type": ["boolean", "null"]},
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
-    "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR}}
+    "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR,
+    "close_type": {"enum": ["mutual", "local", "remote", "revoked", "data_loss", None]},
+    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP}}}
 PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
@@ -148,7 +154,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {
                  "onchain_sat": {"type": "integer"}, "onchain_confirmed_sat": {"type": "integer"},
-                 "channels_local_msat": {"type": "integer"}, "channels_remote_msat": {"type": "integer"}}}),
+                 "channels_local_msat": {"type": "integer"}, "channels_remote_msat": {"type": "integer"},
+                 "limbo_sat": {"type": "integer"},
+                 "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
+                     **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
 )
 
 
@@ -168,6 +177,8 @@ def _printable(text: str) -> str:
 def _status_of(exc: Exception) -> tuple[int, str | None]:
     if isinstance(exc, ApiError):
         return exc.status, exc.field
+    if isinstance(exc, (StoreUnavailable, StoreCorrupt)):
+        return 503, None
     if isinstance(exc, DecodeError):
         return 400, exc.field
     if isinstance(exc, UsageError):
@@ -209,6 +220,8 @@ def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable
     async def handle(request: Request) -> Response:
         body: Any = None
         try:
+            if endpoint.method != "GET" and ctx.node.store_failure is not None:  # the node stopped
+                raise StoreUnavailable(ctx.node.store_failure)
             _parameters(endpoint, request)
             if endpoint.body is not None:
                 body = parse_json_body(await request.body())  # BodyLimit bounded its size

@@ -8,6 +8,12 @@ closed, the chain file is released. The daemon prints one JSON line on stdout
 once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. The node's
 channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
 restarted daemon loads them and reconnects to its channels' peers.
+
+A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
+(the node ran before; its channels were in that store): starting anyway would make a
+node that knows nothing of them. ``--fresh-store`` starts it anyway, as a new node. A
+store that cannot be read is refused with ``node.sqlite is not a valid Lightspeed store:
+<reason>``.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from lightspeed.api.app import create_app
 from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import STORE_FILE, open_store
+from lightspeed.store import STORE_FILE, StoreCorrupt, open_store
 
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
@@ -164,8 +170,11 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, to
                  api_sock: socket.socket, startup: _Startup) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
-        node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
-                    announce_channels=config.announce_channels)
+        try:
+            node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                        announce_channels=config.announce_channels)
+        except DecodeError as exc:  # a record in the store that cannot be read back
+            raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
         store.close()

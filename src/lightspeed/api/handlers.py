@@ -32,6 +32,8 @@ from lightspeed.errors import (
 )
 from lightspeed.invoice import decode
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
+from lightspeed.node.onchain import PendingSweep
+from lightspeed.store import ClosedChannel
 
 log = logging.getLogger("lightspeed.api")
 
@@ -101,15 +103,49 @@ def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[s
             "funding_output_index": channel.config.funding_output_index,
             "capacity_sat": channel.config.funding_sat, "initiator": channel.config.local_is_funder,
             "local_balance_msat": view.to_local_msat, "remote_balance_msat": view.to_remote_msat,
-            "pending_htlcs": len(view.htlcs), "closing_txid": None}
+            "pending_htlcs": len(view.htlcs), "closing_txid": None, "close_type": None, "limbo_sat": 0,
+            "limbo_sweeps": []}
 
 
-def closed_channel_json(channel_id: bytes, closing: Transaction) -> dict[str, Any]:
-    funding = closing.inputs[0].prevout
-    return {"channel_id": channel_id.hex(), "peer_id": None, "state": "closed",
-            "funding_txid": funding.txid[::-1].hex(), "funding_output_index": funding.index,
-            "capacity_sat": None, "initiator": None, "local_balance_msat": None, "remote_balance_msat": None,
-            "pending_htlcs": 0, "closing_txid": closing.txid_hex}
+def _sweep_json(sweep: PendingSweep) -> dict[str, Any]:
+    return {"label": sweep.label, "amount_sat": sweep.amount_sat, "maturity_height": sweep.maturity_height}
+
+
+def closed_channel_json(ctx: ApiContext, record: ClosedChannel, sweeps: list[PendingSweep]) -> dict[str, Any]:
+    """A closed channel from the store (it outlives restarts); ``local_balance_msat`` is ours when it
+    closed, ``limbo_sat`` what force-close claims will still sweep to the wallet (``limbo_sweeps``
+    says from which block each may be mined; null until the transaction it spends confirms)."""
+    summary = record.summary
+    mine = [s for s in sweeps if s.channel_id == record.channel_id]
+    entry: dict[str, Any] = {
+        "channel_id": record.channel_id.hex(), "peer_id": record.peer_id.hex(), "state": "closed",
+        "funding_txid": None, "funding_output_index": None, "capacity_sat": None, "initiator": None,
+        "local_balance_msat": None, "remote_balance_msat": None, "pending_htlcs": 0,
+        "closing_txid": None if record.closing_txid is None else record.closing_txid[::-1].hex(),
+        "close_type": None if summary is None else summary.kind,
+        "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine]}
+    if summary is not None:
+        entry.update({"funding_txid": summary.funding_txid[::-1].hex(),
+                      "funding_output_index": summary.funding_output_index, "capacity_sat": summary.capacity_sat,
+                      "initiator": summary.initiator, "local_balance_msat": summary.local_balance_msat,
+                      "remote_balance_msat": summary.remote_balance_msat})
+    elif record.closing_txid is not None:  # closed before summaries were kept: the funding from the chain
+        found = ctx.node.chain.get_transaction(record.closing_txid)
+        if found is not None:
+            funding = found[0].inputs[0].prevout
+            entry.update({"funding_txid": funding.txid[::-1].hex(), "funding_output_index": funding.index})
+    return entry
+
+
+def _closed(ctx: ApiContext, channel_id: bytes) -> ClosedChannel | None:
+    return next((c for c in ctx.node.closed_channel_records() if c.channel_id == channel_id), None)
+
+
+def _closed_now(ctx: ApiContext, channel_id: bytes, closing: Transaction) -> dict[str, Any]:
+    """The answer of a close: the channel as now recorded closed."""
+    record = _closed(ctx, channel_id) or ClosedChannel(channel_id, ctx.node.channel_peer_id(channel_id) or b"",
+                                                       closing.txid, None)
+    return closed_channel_json(ctx, record, ctx.node.pending_sweeps())
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -177,14 +213,16 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
 
 async def list_channels(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     channels = [channel_json(ctx, cid, ch) for cid, ch in ctx.node.channels.items()]
-    channels += [closed_channel_json(cid, tx) for cid, tx in ctx.node.closed_channels.items()]
+    sweeps = ctx.node.pending_sweeps()
+    channels += [closed_channel_json(ctx, c, sweeps) for c in ctx.node.closed_channel_records()
+                 if c.channel_id not in ctx.node.channels]
     return 200, {"channels": channels}
 
 
 async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     channel_id = _hex_param(request, "channel_id")
     node = ctx.node
-    if channel_id in node.closed_channels:
+    if channel_id in node.closed_channels or _closed(ctx, channel_id) is not None:
         raise ApiError(409, "the channel is already closed", "channel_id")
     channel = node.channels.get(channel_id)
     if channel is None:
@@ -201,14 +239,14 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
         closing = await node.close_channel(channel_id)
     except (UsageError, RejectedTransaction) as exc:
         raise ApiError(409, f"cannot close: {exc}", "channel_id") from None
-    return 200, closed_channel_json(channel_id, closing)
+    return 200, _closed_now(ctx, channel_id, closing)
 
 
 async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     """Unilateral close: our latest commitment is broadcast, the node sweeps our outputs later."""
     channel_id = _hex_param(request, "channel_id")
     node = ctx.node
-    if channel_id in node.closed_channels:
+    if channel_id in node.closed_channels or _closed(ctx, channel_id) is not None:
         raise ApiError(409, "the channel is already closed", "channel_id")
     if channel_id not in node.channels:
         raise ApiError(404, f"no channel {channel_id.hex()}", "channel_id")
@@ -216,7 +254,7 @@ async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> t
         spend = await node.force_close_channel(channel_id, "force closed by its operator")
     except (UsageError, RejectedTransaction) as exc:
         raise ApiError(409, f"cannot force close: {exc}", "channel_id") from None
-    return 200, closed_channel_json(channel_id, spend)
+    return 200, _closed_now(ctx, channel_id, spend)
 
 
 async def update_fee(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -357,5 +395,8 @@ async def balance(ctx: ApiContext, request: Request, body: Any) -> tuple[int, An
     node = ctx.node
     local = sum(ch.log.commitment(Side.LOCAL).to_local_msat for ch in node.channels.values())
     remote = sum(ch.log.commitment(Side.LOCAL).to_remote_msat for ch in node.channels.values())
+    sweeps = node.pending_sweeps()  # force-closed funds still on their way to the wallet
     return 200, {"onchain_sat": node.wallet.balance_sat(), "onchain_confirmed_sat": node.wallet.balance_sat(1),
-                 "channels_local_msat": local, "channels_remote_msat": remote}
+                 "channels_local_msat": local, "channels_remote_msat": remote,
+                 "limbo_sat": sum(s.amount_sat for s in sweeps),
+                 "limbo_sweeps": [{"channel_id": s.channel_id.hex(), **_sweep_json(s)} for s in sweeps]}

@@ -1,30 +1,36 @@
-"""The embedded regtest chain: real transactions, real validation, kept in SQLite.
+"""The embedded regtest chain: real blocks, real transactions, real validation, kept in SQLite.
 
-An honest stand-in for bitcoind's regtest where none can be installed. Blocks
-have real headers (previous hash, merkle root of the txids), coinbases pay the
-subsidy plus fees, and every transaction is validated before it enters the
-mempool: inputs exist and are unspent (mempool included), values are in range
-and conserved, coinbase outputs mature after 100 blocks, absolute locktimes
-(nLockTime) and BIP 68 relative locktimes hold against block height and time,
-and every witness is executed by :mod:`lightspeed.bitcoin.interpreter`. There
-is no proof of work: blocks come from :meth:`RegtestChain.mine`.
+An honest stand-in for bitcoind's regtest where none can be installed. The genesis block is
+Bitcoin Core's regtest genesis; every later block has a real header (previous hash, merkle
+root of the txids, time, regtest bits, a nonce meeting the target: :mod:`.blocks`), so light
+clients such as Electrum accept it. Coinbases pay the subsidy plus fees, and every
+transaction is validated before it enters the mempool: inputs exist and are unspent (mempool
+included), values are in range and conserved, coinbase outputs mature after 100 blocks,
+absolute locktimes (nLockTime) and BIP 68 relative locktimes hold against block height and
+time, and every witness is executed by :mod:`lightspeed.bitcoin.interpreter`. Blocks come
+from :meth:`RegtestChain.mine` (no competing miners, so no reorganisations).
 
-Sharing between processes: every state change runs in one ``BEGIN IMMEDIATE``
-SQLite transaction on a WAL database with a busy timeout, so several daemons on
-one machine can point at the same file and see one chain (SQLite's file locks
-serialize writers; readers never block).
+Sharing between processes: every state change runs in one ``BEGIN IMMEDIATE`` SQLite
+transaction on a WAL database, so several daemons on one machine can point at the same file
+and see one chain (SQLite's file locks serialize writers; readers never block). The busy
+timeout is short and bounded: a file held locked by another process makes a write fail with
+:class:`~lightspeed.errors.ChainBusy` after ``busy_timeout_s`` instead of freezing the
+caller's event loop; the caller retries (nothing was written).
 
-Block times are not read from a clock: each block is 10 minutes after the
-previous one unless a time is passed to :meth:`mine`.
+Block times: ``max(previous + 1, now)`` from the injected ``clock`` (wall-clock time by
+default, as wallets judge a tip's freshness by it); ``clock=None`` gives deterministic times,
+600 s apart, for tests. The file also indexes every output and transaction by script hash
+(SHA-256 of the output script) for the Electrum server (:mod:`.index`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lightspeed.bitcoin.interpreter import (
     LOCKTIME_THRESHOLD,
@@ -37,72 +43,146 @@ from lightspeed.bitcoin.interpreter import (
 from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import MAX_MONEY_SAT, OutPoint, Transaction, TxIn, TxOut
+from lightspeed.chain.blocks import (
+    GENESIS_COINBASE,
+    GENESIS_HASH,
+    GENESIS_HEADER,
+    NULL_OUTPOINT,
+    coinbase,
+    merkle_root,
+    mine_header,
+)
+from lightspeed.chain.index import ChainIndex, busy_errors
 from lightspeed.chain.source import Utxo
-from lightspeed.crypto.hashes import hash160, sha256, sha256d
+from lightspeed.crypto.hashes import hash160, sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import ChainError, RejectedTransaction, UsageError
 
+__all__ = ["COINBASE_MATURITY", "FAUCET_MAX_SAT", "SUBSIDY_SAT", "PackageRejected", "RegtestChain", "merkle_root"]
+
 COINBASE_MATURITY = 100
-SUBSIDY_SAT = 50 * 100_000_000
+SUBSIDY_SAT = 50 * 100_000_000  # every block: no halving (Bitcoin Core's regtest halves every 150)
 FAUCET_MAX_SAT = 21_000 * 100_000_000  # 420 coinbases: a bound on the blocks one faucet call mines
 
 
 def _faucet_fee(inputs: int) -> int:
     """The faucet's fee: about 2 sat/vbyte for a transaction with this many P2WPKH inputs."""
     return 1000 + 150 * inputs
-GENESIS_TIME = 1_296_688_602  # regtest genesis timestamp
+
+
 DEFAULT_FEERATE_PER_KW = 253  # the floor most implementations use (1 sat/vbyte)
-_NULL_OUTPOINT = OutPoint(bytes(32), 0xFFFFFFFF)
+DEFAULT_BUSY_TIMEOUT_S = 0.5
+FIXED_BLOCK_INTERVAL_S = 600
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 with blocks = a file of the pre-genesis-fix format
+
+Clock = Callable[[], float]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
     height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, header BLOB NOT NULL, time INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS txs (
-    txid BLOB PRIMARY KEY, raw BLOB NOT NULL, height INTEGER, position INTEGER);
+    txid BLOB PRIMARY KEY, raw BLOB NOT NULL, height INTEGER, position INTEGER, fee INTEGER, vsize INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (
     txid BLOB NOT NULL, vout INTEGER NOT NULL, value INTEGER NOT NULL, script BLOB NOT NULL,
-    coinbase INTEGER NOT NULL, spent_by BLOB, PRIMARY KEY (txid, vout));
+    scripthash BLOB NOT NULL, coinbase INTEGER NOT NULL, spent_by BLOB, PRIMARY KEY (txid, vout));
+CREATE TABLE IF NOT EXISTS history (scripthash BLOB NOT NULL, txid BLOB NOT NULL, PRIMARY KEY (scripthash, txid));
 CREATE INDEX IF NOT EXISTS outputs_script ON outputs (script) WHERE spent_by IS NULL;
+CREATE INDEX IF NOT EXISTS outputs_scripthash ON outputs (scripthash);
+CREATE INDEX IF NOT EXISTS outputs_spent_by ON outputs (spent_by) WHERE spent_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS txs_mempool ON txs (height) WHERE height IS NULL;
+CREATE INDEX IF NOT EXISTS txs_block ON txs (height, position);
+CREATE INDEX IF NOT EXISTS history_txid ON history (txid)
 """
 
 
-def merkle_root(txids: list[bytes]) -> bytes:
-    level = list(txids)
-    while len(level) > 1:
-        if len(level) % 2:
-            level.append(level[-1])
-        level = [sha256d(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
+class PackageRejected(RejectedTransaction):
+    """A member of a package broke a rule: ``txid`` and ``reason``."""
+
+    def __init__(self, txid: bytes, reason: str) -> None:
+        super().__init__(f"{txid[::-1].hex()}: {reason}")
+        self.txid, self.reason = txid, reason
 
 
 class RegtestChain:
     """A validating regtest chain in one SQLite file (``":memory:"`` for a throwaway one)."""
 
-    def __init__(self, path: str | Path, miner_seed: bytes = b"lightspeed regtest miner") -> None:
-        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, path: str | Path, miner_seed: bytes = b"lightspeed regtest miner", *,
+                 clock: Clock | None = time.time, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+        try:
+            with busy_errors(self.path):
+                if self.path != ":memory:":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._open()
+        except BaseException:
+            self._db.close()
+            raise
+        self.index = ChainIndex(self._db, self.path)
         self.miner_key = sha256(miner_seed)
         self.miner_script = p2wpkh_script(pubkey_from_privkey(self.miner_key))
+
+    def _open(self) -> None:
+        """Check that the file is of this format; create the schema and the genesis block in a new one.
+
+        A file already set up is only read (no write lock: opening never waits for another writer).
+        """
+        if self._check_format():
+            return
         with self._write():
-            if self._height() < 0:
-                self._add_block([], GENESIS_TIME, self.miner_script)
+            if self._check_format():  # another process set it up meanwhile
+                return
+            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._add_genesis()
+
+    def _check_format(self) -> bool:
+        """True if the file holds a chain of this format; False if it is new; ChainError otherwise."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        has_blocks = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blocks'").fetchone() is not None
+        if not has_blocks:
+            return False
+        if version != SCHEMA_VERSION:
+            raise ChainError(
+                f"{self.path}: a chain file of an older format (schema {version}, its genesis block is "
+                f"not Bitcoin Core's regtest genesis); this version reads schema {SCHEMA_VERSION}. "
+                "Delete it (regtest coins are worthless) and let a daemon create a new one")
+        row = self._db.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()
+        if row is None or bytes(row[0]) != GENESIS_HASH:
+            found = "no genesis block" if row is None else f"genesis block {bytes(row[0])[::-1].hex()}"
+            raise ChainError(f"{self.path}: {found}, not Bitcoin Core's regtest genesis {GENESIS_HASH[::-1].hex()}")
+        return True
 
     def close(self) -> None:
         self._db.close()
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's lock (a command line may wait longer than a daemon)."""
+        self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with busy_errors(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        with busy_errors(self.path):
+            return self._db.execute(sql, args).fetchall()
+
+    def _read_one(self, sql: str, args: tuple[object, ...] = ()) -> Any:
+        rows = self._read(sql, args)
+        return rows[0] if rows else None
 
     # -- ChainSource -------------------------------------------------------------------------
 
@@ -111,36 +191,37 @@ class RegtestChain:
         return -1 if row[0] is None else int(row[0])
 
     def tip(self) -> tuple[int, bytes]:
-        row = self._db.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        row = self._read_one("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")
+        assert row is not None  # the genesis block always exists
         return int(row[0]), bytes(row[1])
 
     def get_transaction(self, txid: bytes) -> tuple[Transaction, int] | None:
-        row = self._db.execute("SELECT raw, height FROM txs WHERE txid = ?", (txid,)).fetchone()
-        if row is None:
-            return None
-        confirmations = 0 if row[1] is None else self._height() - int(row[1]) + 1
+        with busy_errors(self.path):
+            row = self._db.execute("SELECT raw, height FROM txs WHERE txid = ?", (txid,)).fetchone()
+            if row is None:
+                return None
+            confirmations = 0 if row[1] is None else self._height() - int(row[1]) + 1
         return Transaction.parse(bytes(row[0])), confirmations
 
     def tx_position(self, txid: bytes) -> tuple[int, int] | None:
         """(block height, index in the block) of a confirmed transaction: a short channel id's parts."""
-        row = self._db.execute("SELECT height, position FROM txs WHERE txid = ?", (txid,)).fetchone()
+        row = self._read_one("SELECT height, position FROM txs WHERE txid = ?", (txid,))
         if row is None or row[0] is None or row[1] is None:
             return None
         return int(row[0]), int(row[1])
 
     def output_at(self, block_height: int, tx_index: int, output_index: int) -> tuple[TxOut, bool] | None:
         """The output a short channel id names, and whether it is spent; None if there is none."""
-        row = self._db.execute(
+        row = self._read_one(
             "SELECT o.value, o.script, o.spent_by FROM txs t JOIN outputs o ON o.txid = t.txid "
-            "WHERE t.height = ? AND t.position = ? AND o.vout = ?", (block_height, tx_index, output_index)
-        ).fetchone()
+            "WHERE t.height = ? AND t.position = ? AND o.vout = ?", (block_height, tx_index, output_index))
         if row is None:
             return None
         return TxOut(int(row[0]), bytes(row[1])), row[2] is not None
 
     def spending_tx(self, outpoint: OutPoint) -> Transaction | None:
-        row = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
-                               (outpoint.txid, outpoint.index)).fetchone()
+        row = self._read_one("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
+                             (outpoint.txid, outpoint.index))
         if row is None or row[0] is None:
             return None
         found = self.get_transaction(bytes(row[0]))
@@ -148,22 +229,24 @@ class RegtestChain:
 
     def unspent(self, script_pubkeys: list[bytes]) -> list[Utxo]:
         out: list[Utxo] = []
-        for script in script_pubkeys:
-            rows = self._db.execute(
-                "SELECT o.txid, o.vout, o.value, t.height FROM outputs o JOIN txs t ON t.txid = o.txid "
-                "WHERE o.script = ? AND o.spent_by IS NULL ORDER BY t.height, o.txid, o.vout", (script,)
-            ).fetchall()
-            out.extend(Utxo(OutPoint(bytes(r[0]), r[1]), TxOut(r[2], script), r[3]) for r in rows)
+        with busy_errors(self.path):
+            for script in script_pubkeys:
+                rows = self._db.execute(
+                    "SELECT o.txid, o.vout, o.value, t.height FROM outputs o JOIN txs t ON t.txid = o.txid "
+                    "WHERE o.script = ? AND o.spent_by IS NULL ORDER BY t.height, o.txid, o.vout", (script,)
+                ).fetchall()
+                out.extend(Utxo(OutPoint(bytes(r[0]), r[1]), TxOut(r[2], script), r[3]) for r in rows)
         return out
 
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
         return DEFAULT_FEERATE_PER_KW
 
     def mempool(self) -> list[bytes]:
-        return [bytes(r[0]) for r in self._db.execute("SELECT txid FROM txs WHERE height IS NULL ORDER BY rowid")]
+        rows = self._read("SELECT txid FROM txs WHERE height IS NULL ORDER BY rowid")
+        return [bytes(r[0]) for r in rows]
 
     def block_time(self, height: int) -> int:
-        row = self._db.execute("SELECT time FROM blocks WHERE height = ?", (height,)).fetchone()
+        row = self._read_one("SELECT time FROM blocks WHERE height = ?", (height,))
         if row is None:
             raise ChainError(f"no block at height {height}")
         return int(row[0])
@@ -171,10 +254,28 @@ class RegtestChain:
     # -- validation --------------------------------------------------------------------------
 
     def broadcast(self, tx: Transaction) -> bytes:
-        """Validate ``tx`` against the chain and the mempool and accept it, or raise RejectedTransaction."""
+        """Validate ``tx`` against the chain and the mempool and accept it, or raise RejectedTransaction.
+
+        ChainBusy (nothing written) if the file stays locked by another process for the busy timeout.
+        """
         with self._write():
             self._accept(tx)
         return tx.txid
+
+    def broadcast_package(self, txs: list[Transaction]) -> list[bytes]:
+        """Accept a package (parents first, child last) whole or not at all; known members are skipped.
+
+        PackageRejected names the first member the chain refused (then none was accepted).
+        """
+        with self._write():
+            for tx in txs:
+                if self._db.execute("SELECT 1 FROM txs WHERE txid = ?", (tx.txid,)).fetchone():
+                    continue
+                try:
+                    self._accept(tx)
+                except RejectedTransaction as exc:
+                    raise PackageRejected(tx.txid, str(exc)) from None
+        return [tx.txid for tx in txs]
 
     def _accept(self, tx: Transaction) -> None:
         txid = tx.txid
@@ -182,7 +283,7 @@ class RegtestChain:
             raise RejectedTransaction(f"transaction {tx.txid_hex} is already known")
         if not tx.inputs or not tx.outputs:
             raise RejectedTransaction("a transaction needs at least one input and one output")
-        if tx.is_coinbase or any(txin.prevout == _NULL_OUTPOINT for txin in tx.inputs):
+        if tx.is_coinbase or any(txin.prevout == NULL_OUTPOINT for txin in tx.inputs):
             raise RejectedTransaction("coinbase transactions only come from mining")
         if len({txin.prevout for txin in tx.inputs}) != len(tx.inputs):
             raise RejectedTransaction("the same output is spent twice within the transaction")
@@ -212,13 +313,13 @@ class RegtestChain:
             ).fetchone()
             if row is None:
                 raise RejectedTransaction(f"input {i}: output {txin.prevout} does not exist")
-            value, script, coinbase, spent_by, height = row
+            value, script, is_coinbase, spent_by, height = row
             if spent_by is not None:
                 spender = self._db.execute("SELECT height FROM txs WHERE txid = ?", (spent_by,)).fetchone()
                 where = "in the mempool" if spender[0] is None else "in the chain"
                 raise RejectedTransaction(
                     f"input {i}: output {txin.prevout} is already spent {where} by {bytes(spent_by)[::-1].hex()}")
-            if coinbase and next_height - height < COINBASE_MATURITY:
+            if is_coinbase and next_height - height < COINBASE_MATURITY:
                 raise RejectedTransaction(f"input {i}: coinbase output is immature ({next_height - height} of {COINBASE_MATURITY} blocks)")
             self._check_relative_locktime(tx, i, height, next_height, tip_time)
             total_in += value
@@ -230,7 +331,7 @@ class RegtestChain:
                 verify_input(tx, i, output)
             except ScriptError as exc:
                 raise RejectedTransaction(f"input {i}: {exc}") from None
-        self._store(tx, None, coinbase=False)
+        self._store(tx, None, is_coinbase=False, fee=total_in - total_out)
 
     def _check_relative_locktime(self, tx: Transaction, i: int, height: int | None, next_height: int,
                                  tip_time: int) -> None:
@@ -251,62 +352,75 @@ class RegtestChain:
             raise RejectedTransaction(
                 f"input {i}: relative locktime of {value} blocks not reached ({next_height - height} so far)")
 
-    def _store(self, tx: Transaction, height: int | None, coinbase: bool, position: int | None = None) -> None:
+    def _store(self, tx: Transaction, height: int | None, is_coinbase: bool, fee: int | None,
+               position: int | None = None) -> None:
+        """Record ``tx``, mark what it spends, add its outputs, and index both by script hash."""
         txid = tx.txid
-        self._db.execute("INSERT INTO txs (txid, raw, height, position) VALUES (?, ?, ?, ?)",
-                         (txid, tx.serialize(), height, position))
-        if not coinbase:
+        self._db.execute("INSERT INTO txs (txid, raw, height, position, fee, vsize) VALUES (?, ?, ?, ?, ?, ?)",
+                         (txid, tx.serialize(), height, position, fee, tx.vsize))
+        touched: set[bytes] = set()
+        if not is_coinbase:
             for txin in tx.inputs:
                 self._db.execute("UPDATE outputs SET spent_by = ? WHERE txid = ? AND vout = ?",
                                  (txid, txin.prevout.txid, txin.prevout.index))
+                row = self._db.execute("SELECT scripthash FROM outputs WHERE txid = ? AND vout = ?",
+                                       (txin.prevout.txid, txin.prevout.index)).fetchone()
+                touched.add(bytes(row[0]))
+        rows = []
+        for n, out in enumerate(tx.outputs):
+            scripthash = sha256(out.script_pubkey)
+            touched.add(scripthash)
+            rows.append((txid, n, out.value_sat, out.script_pubkey, scripthash, int(is_coinbase)))
         self._db.executemany(
-            "INSERT INTO outputs (txid, vout, value, script, coinbase, spent_by) VALUES (?, ?, ?, ?, ?, NULL)",
-            [(txid, n, out.value_sat, out.script_pubkey, int(coinbase)) for n, out in enumerate(tx.outputs)],
-        )
+            "INSERT INTO outputs (txid, vout, value, script, scripthash, coinbase, spent_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL)", rows)
+        self._db.executemany("INSERT INTO history (scripthash, txid) VALUES (?, ?)",
+                             [(scripthash, txid) for scripthash in touched])
 
     # -- mining ------------------------------------------------------------------------------
 
     def mine(self, blocks: int = 1, to_script: bytes | None = None, block_time: int | None = None) -> list[bytes]:
-        """Mine ``blocks`` blocks holding the whole mempool; returns their hashes."""
+        """Mine ``blocks`` blocks holding the whole mempool; returns their hashes.
+
+        A block's time is ``block_time`` if given, else ``max(previous + 1, clock())``
+        (previous + 600 without a clock).
+        """
         hashes = []
         for _ in range(blocks):
             with self._write():
-                height = self._height()
-                time = block_time if block_time is not None else self.block_time(height) + 600
-                hashes.append(self._add_block(self.mempool(), time, to_script or self.miner_script))
+                prev_time = self.block_time(self._height())
+                if block_time is not None:
+                    when = block_time
+                elif self.clock is None:
+                    when = prev_time + FIXED_BLOCK_INTERVAL_S
+                else:
+                    when = max(prev_time + 1, int(self.clock()))
+                hashes.append(self._add_block(when, to_script or self.miner_script))
         return hashes
 
-    def _add_block(self, mempool_txids: list[bytes], time: int, to_script: bytes) -> bytes:
-        height = self._height() + 1
-        fees = 0
-        txs = []
-        for txid in mempool_txids:
-            found = self.get_transaction(txid)
-            assert found is not None
-            tx = found[0]
-            txs.append(tx)
-            fees += sum(self._output_value(txin.prevout) for txin in tx.inputs) - sum(o.value_sat for o in tx.outputs)
-        coinbase = Transaction(
-            version=2,
-            inputs=(TxIn(_NULL_OUTPOINT, script_sig=struct.pack("<BI", 4, height), sequence=0xFFFFFFFF),),
-            outputs=(TxOut(SUBSIDY_SAT + fees, to_script),),
-            locktime=0,
-        )
-        txids = [coinbase.txid, *(tx.txid for tx in txs)]
-        prev = self.tip()[1] if height > 0 else bytes(32)
-        header = struct.pack("<i", 0x20000000) + prev + merkle_root(txids) + struct.pack("<III", time, 0x207FFFFF, 0)
-        block_hash = sha256d(header)
-        self._db.execute("INSERT INTO blocks (height, hash, header, time) VALUES (?, ?, ?, ?)",
-                         (height, block_hash, header, time))
-        self._store(coinbase, height, coinbase=True, position=0)
-        for position, tx in enumerate(txs, start=1):
-            self._db.execute("UPDATE txs SET height = ?, position = ? WHERE txid = ?", (height, position, tx.txid))
-        return block_hash
+    def _add_genesis(self) -> None:
+        """Bitcoin Core's regtest genesis; its coinbase output is unspendable, so it is not an output here."""
+        self._db.execute("INSERT INTO blocks (height, hash, header, time) VALUES (0, ?, ?, ?)",
+                         (GENESIS_HASH, GENESIS_HEADER.serialize(), GENESIS_HEADER.time))
+        self._db.execute("INSERT INTO txs (txid, raw, height, position, fee, vsize) VALUES (?, ?, 0, 0, NULL, ?)",
+                         (GENESIS_COINBASE.txid, GENESIS_COINBASE.serialize(), GENESIS_COINBASE.vsize))
 
-    def _output_value(self, outpoint: OutPoint) -> int:
-        row = self._db.execute("SELECT value FROM outputs WHERE txid = ? AND vout = ?",
-                               (outpoint.txid, outpoint.index)).fetchone()
-        return int(row[0])
+    def _add_block(self, time: int, to_script: bytes) -> bytes:
+        height = self._height() + 1
+        rows = self._db.execute("SELECT txid, raw, fee FROM txs WHERE height IS NULL ORDER BY rowid").fetchall()
+        txs = [Transaction.parse(bytes(raw)) for _txid, raw, _fee in rows]  # parents before children
+        fees = sum(int(fee) for _txid, _raw, fee in rows)
+        has_witness = any(txin.witness for tx in txs for txin in tx.inputs)
+        coinbase_tx = coinbase(height, SUBSIDY_SAT + fees, to_script,
+                               [tx.wtxid for tx in txs] if has_witness else None)
+        header = mine_header(self.tip()[1], [coinbase_tx.txid, *(tx.txid for tx in txs)], time)
+        block_hash = header.hash
+        self._db.execute("INSERT INTO blocks (height, hash, header, time) VALUES (?, ?, ?, ?)",
+                         (height, block_hash, header.serialize(), time))
+        self._store(coinbase_tx, height, is_coinbase=True, fee=None, position=0)
+        self._db.executemany("UPDATE txs SET height = ?, position = ? WHERE txid = ?",
+                             [(height, position, bytes(txid)) for position, (txid, _raw, _fee) in enumerate(rows, 1)])
+        return block_hash
 
     # -- faucet ------------------------------------------------------------------------------
 

@@ -26,7 +26,10 @@ class ChainSource(Protocol):
         ...
 
     def broadcast(self, tx: Transaction) -> bytes:
-        """Submit ``tx``; returns its txid or raises RejectedTransaction with the rule it broke."""
+        """Submit ``tx``; returns its txid or raises RejectedTransaction with the rule it broke.
+
+        ChainBusy (nothing done) when the chain cannot be written now: the same call may be retried.
+        """
         ...
 
     def get_transaction(self, txid: bytes) -> tuple[Transaction, int] | None:

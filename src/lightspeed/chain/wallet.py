@@ -55,6 +55,7 @@ class Wallet:
         self._keys: list[WalletKey] = []
         self._by_script: dict[bytes, WalletKey] = {}
         self.next_index = 0
+        self._unbroadcast: dict[bytes, Transaction] = {}  # txid -> signed, must reach the chain, not there yet
         self._derive(gap)
         self._rescan()
 
@@ -107,9 +108,30 @@ class Wallet:
         key = self.new_key()
         return segwit_address(0, key.script_pubkey[2:], self.network)
 
+    def hold(self, tx: Transaction) -> None:
+        """``tx`` is signed and will be broadcast (retried until the chain takes it): count it as sent.
+
+        Until the chain knows it, its inputs are not ours to spend or count, and its outputs to
+        us count as unconfirmed coins (a channel's funding inputs must not be counted both in
+        the wallet and in the channel).
+        """
+        self._unbroadcast[tx.txid] = tx
+
+    def release(self, txid: bytes) -> None:
+        """The held transaction is in the chain (or was rejected): the chain's view is the truth again."""
+        self._unbroadcast.pop(txid, None)
+
     def utxos(self, min_confirmations: int = 0) -> list[Utxo]:
         tip = self.chain.tip()[0]
         coins = self.chain.unspent(list(self._by_script))
+        for txid in [t for t in self._unbroadcast if self.chain.get_transaction(t) is not None]:
+            del self._unbroadcast[txid]
+        if self._unbroadcast:
+            held = {txin.prevout for tx in self._unbroadcast.values() for txin in tx.inputs}
+            coins = [u for u in coins if u.outpoint not in held]
+            coins += [Utxo(tx.outpoint(n), out, None) for tx in self._unbroadcast.values()
+                      for n, out in enumerate(tx.outputs)
+                      if out.script_pubkey in self._by_script and tx.outpoint(n) not in held]
         return [u for u in coins
                 if min_confirmations == 0 or (u.height is not None and tip - u.height + 1 >= min_confirmations)]
 
@@ -126,7 +148,8 @@ class Wallet:
         base_weight = TX_OVERHEAD_WEIGHT + sum(output_weight(o.script_pubkey) for o in outputs)
         selected: list[Utxo] = []
         total = 0
-        for coin in sorted(self.utxos(min_confirmations), key=lambda u: -u.output.value_sat):
+        spendable = [u for u in self.utxos(min_confirmations) if u.outpoint.txid not in self._unbroadcast]
+        for coin in sorted(spendable, key=lambda u: -u.output.value_sat):
             selected.append(coin)
             total += coin.output.value_sat
             fee = (base_weight + P2WPKH_INPUT_WEIGHT * len(selected)) * feerate // 1000
@@ -160,7 +183,7 @@ class Wallet:
 
     def sweep(self, to_script: bytes, feerate_per_kw: int | None = None) -> Transaction:
         """Send every coin to ``to_script`` (one output, fee deducted)."""
-        coins = self.utxos()
+        coins = [u for u in self.utxos() if u.outpoint.txid not in self._unbroadcast]
         if not coins:
             raise PaymentError("nothing to sweep")
         feerate = feerate_per_kw or self.chain.estimate_feerate_per_kw()

@@ -27,8 +27,12 @@ def channel_pair(
     fundee_secrets: LocalSecrets | None = None,
     feerate_per_kw: int = 2500,
     max_accepted_htlcs: int = 30,
+    reserve_sat: int = 0,
+    htlc_minimum_msat: int = 1,
+    max_htlc_value_in_flight_msat: int = 2**64 - 1,
+    dust_limit_sat: int = 546,
 ) -> tuple[Channel, Channel]:
-    """(funder, fundee); ``funder_msat`` defaults to the whole channel."""
+    """(funder, fundee); ``funder_msat`` defaults to the whole channel. The limits are the same both ways."""
     txid = funding_txid or os.urandom(32)
     funder_s, fundee_s = funder_secrets or random_secrets(), fundee_secrets or random_secrets()
     channel_id = channel_id_from_funding(txid, funding_output_index)
@@ -37,8 +41,12 @@ def channel_pair(
 
     def config(is_funder: bool, remote: LocalSecrets) -> ChannelConfig:
         return ChannelConfig(channel_id, txid, funding_output_index, funding_sat, is_funder, anchors,
-                             remote.basepoints(), 546, 546, 144, 144, max_accepted_htlcs=max_accepted_htlcs,
-                             remote_max_accepted_htlcs=max_accepted_htlcs)
+                             remote.basepoints(), dust_limit_sat, dust_limit_sat, 144, 144,
+                             max_accepted_htlcs=max_accepted_htlcs, remote_max_accepted_htlcs=max_accepted_htlcs,
+                             htlc_minimum_msat=htlc_minimum_msat, remote_htlc_minimum_msat=htlc_minimum_msat,
+                             reserve_from_remote_sat=reserve_sat, reserve_for_local_sat=reserve_sat,
+                             max_htlc_value_in_flight_msat=max_htlc_value_in_flight_msat,
+                             remote_max_htlc_value_in_flight_msat=max_htlc_value_in_flight_msat)
 
     funder = Channel(config(True, fundee_s), funder_s, funder_msat, total - funder_msat, feerate_per_kw, {})
     fundee = Channel(config(False, funder_s), fundee_s, total - funder_msat, funder_msat, feerate_per_kw, {})

@@ -52,7 +52,10 @@ def _config_record(config: ChannelConfig) -> dict[str, object]:
 
 
 def _config_from(record: Mapping[str, Any]) -> ChannelConfig:
-    values: dict[str, Any] = {n: bytes.fromhex(record[n]) if n in _BYTES_CONFIG else record[n] for n in _CONFIG_FIELDS}
+    # A record written before a field existed lacks it: the field's default is what that channel
+    # ran under (e.g. the negotiated limits, stored since issue 11, default to 0 / 1 / unlimited).
+    values: dict[str, Any] = {n: bytes.fromhex(record[n]) if n in _BYTES_CONFIG else record[n]
+                              for n in _CONFIG_FIELDS if n in record}
     basepoints = ChannelBasepoints(*(bytes.fromhex(p) for p in record["remote_basepoints"]))
     return ChannelConfig(remote_basepoints=basepoints, **values)
 

@@ -42,6 +42,7 @@ from lightspeed.channel.htlc_tx import (
     remote_htlc_sighash_type,
     sign_htlc_tx,
 )
+from lightspeed.channel.limits import max_offer_msat, offer_problem
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.codec.generated import (
     ChannelReady,
@@ -259,33 +260,26 @@ class Channel:
 
     def add_htlc(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
                  onion: bytes = bytes(ONION_SIZE)) -> UpdateAddHtlc:
-        view = self.log.commitment(Side.REMOTE, pending=True)
-        # BOLT #2: an offering node MUST NOT offer amount_msat below the receiver's htlc_minimum_msat,
-        # MUST NOT offer an amount it cannot pay for in the remote commitment while keeping its
-        # channel reserve, and MUST NOT exceed the receiver's max_htlc_value_in_flight_msat.
-        if amount_msat < max(1, self.config.remote_htlc_minimum_msat):
-            raise UsageError(f"{amount_msat} msat is below the peer's htlc_minimum_msat")
-        spare = view.to_remote_msat - self._fee_burden_msat(view, funder_is_offerer=self.config.local_is_funder)
-        if amount_msat > spare - self.config.reserve_for_local_sat * 1000:
-            raise UsageError(f"cannot offer {amount_msat} msat: {spare} msat spendable above our reserve of "
-                             f"{self.config.reserve_for_local_sat} sat")
-        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
-        if in_flight + amount_msat > self.config.remote_max_htlc_value_in_flight_msat:
-            raise UsageError("the peer's max_htlc_value_in_flight_msat would be exceeded")
-        # BOLT #2: an offering node MUST NOT add an HTLC if that would make the remote commitment
-        # hold more than the remote's max_accepted_htlcs HTLCs offered by us.
-        if sum(1 for h in view.htlcs if h.offerer is Side.LOCAL) >= self.config.remote_max_accepted_htlcs:
-            raise UsageError(f"the peer accepts at most {self.config.remote_max_accepted_htlcs} HTLCs from us")
+        # BOLT #2: an offering node MUST respect the receiver's htlc_minimum_msat, max_accepted_htlcs
+        # and max_htlc_value_in_flight_msat, keep its reserve and (funder) pay the fee: see limits.py.
+        problem = offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)
+        if problem is not None:
+            raise UsageError(f"cannot offer this HTLC: {problem}")
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
         return self._sent(UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
                                         payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion))
 
-    def _fee_burden_msat(self, view: CommitmentView, funder_is_offerer: bool) -> int:
-        """What the offerer must also pay if it is the funder: the commitment fee with one more HTLC."""
-        if not funder_is_offerer:
-            return 0
-        fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, self.config.anchors)
-        return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
+    def _views(self) -> dict[Side, CommitmentView]:
+        """Both commitments as the next update would find them (unsigned updates included)."""
+        return {owner: self.log.commitment(owner, pending=True) for owner in Side}
+
+    def sendable_msat(self) -> int:
+        """The largest HTLC ``add_htlc`` accepts now: what routing and forwarding may count on."""
+        return max_offer_msat(self.config, self._views(), Side.LOCAL, fee_spike_buffer=True)
+
+    def offer_problem(self, amount_msat: int) -> str | None:
+        """Why ``add_htlc`` would refuse ``amount_msat`` now, or None."""
+        return offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)
 
     def _fee_at_msat(self, feerate_per_kw: int, htlcs: int) -> int:
         """What the funder pays on a commitment: the fee (every HTLC counted) and the two anchors."""
@@ -448,26 +442,12 @@ class Channel:
         return ChannelFailure(reason, self.config.channel_id)
 
     def _receive_add(self, message: UpdateAddHtlc) -> None:
-        # BOLT #2: receiving an amount_msat equal to 0, or less than its own htlc_minimum_msat:
-        # SHOULD send a warning and close the connection, or send an error and fail the channel.
-        if message.amount_msat < max(1, self.config.htlc_minimum_msat):
-            raise self._fail(f"HTLC of {message.amount_msat} msat is below our htlc_minimum_msat")
-        view = self.log.commitment(Side.LOCAL, pending=True)
-        # BOLT #2: receiving an amount_msat that the sending node cannot afford at the current
-        # feerate_per_kw (while maintaining its channel reserve): SHOULD fail the channel.
-        spare = view.to_remote_msat - self._fee_burden_msat(view, funder_is_offerer=not self.config.local_is_funder)
-        if message.amount_msat > spare - self.config.reserve_from_remote_sat * 1000:
-            raise self._fail(f"HTLC of {message.amount_msat} msat exceeds the peer's balance above its reserve")
-        # BOLT #2: if a sending node adds more than receiver max_htlc_value_in_flight_msat worth of
-        # offered HTLCs to its local commitment transaction: SHOULD fail the channel.
-        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.REMOTE)
-        if in_flight + message.amount_msat > self.config.max_htlc_value_in_flight_msat:
-            raise self._fail("more than max_htlc_value_in_flight_msat offered")
-        # BOLT #2: if a sending node adds more than receiver max_accepted_htlcs HTLCs to its
-        # local commitment transaction: SHOULD fail the channel.
-        offered = sum(1 for h in view.htlcs if h.offerer is Side.REMOTE)
-        if offered >= self.config.max_accepted_htlcs:
-            raise self._fail(f"more than max_accepted_htlcs ({self.config.max_accepted_htlcs}) HTLCs")
+        # BOLT #2: a receiving node, receiving an amount_msat of 0 or below its htlc_minimum_msat, that
+        # the sender cannot afford (reserve and anchors kept), or adding more than its
+        # max_accepted_htlcs or max_htlc_value_in_flight_msat: SHOULD send an error and fail the channel.
+        problem = offer_problem(self.config, self._views(), Side.REMOTE, message.amount_msat, as_receiver=True)
+        if problem is not None:
+            raise self._fail(problem)
         # BOLT #2: if the cltv_expiry is greater than or equal to 500000000: SHOULD fail the channel.
         if message.cltv_expiry >= 500_000_000:
             raise self._fail("cltv_expiry is not a block height")

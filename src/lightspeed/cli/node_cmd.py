@@ -134,11 +134,16 @@ def chain_group(ctx: click.Context, chain_file: Path | None) -> None:
     ctx.obj["chain_file"] = chain_file
 
 
-def _open_chain(ctx: click.Context, chain_file: Path | None) -> Any:
+CLI_BUSY_TIMEOUT_S = 10.0  # a command waits out another process's write lock longer than a daemon would
+
+
+def _open_chain(ctx: click.Context, chain_file: Path | None, create: bool = False) -> Any:
     from lightspeed.api.daemon import open_chain
 
     path = chain_file or (ctx.obj or {}).get("chain_file") or default_chain_path(_datadir(ctx))
-    return open_chain(Path(path).expanduser())
+    chain = open_chain(Path(path).expanduser(), create=create)
+    chain.set_busy_timeout(CLI_BUSY_TIMEOUT_S)
+    return chain
 
 
 _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -180,6 +185,35 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Path | None) -> None:
     """Pay AMOUNT_SAT to ADDRESS from the faucet (mined coins) and confirm it with one block."""
     _print(_faucet(_open_chain(ctx, chain_file), address, amount_sat))
+
+
+@chain_group.command("serve-electrum")
+@_chain_option
+@click.option("--listen", default="127.0.0.1:50001", show_default=True,
+              help="HOST:PORT to serve the Electrum protocol on (port 0: any free port).")
+@click.option("-v", "--verbose", is_flag=True, help="Log connections and requests on stderr.")
+@click.pass_context
+@_errors_to_exit
+def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
+    """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
+
+    Once listening it prints one JSON line {"electrum_server": "HOST:PORT:t"}: the server string
+    an Electrum wallet takes (electrum --regtest setconfig server HOST:PORT:t, oneserver true).
+    """
+    from lightspeed.api.daemon import parse_hostport
+    from lightspeed.node.electrum_server import serve_until_signalled
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    host, port = parse_hostport(listen, "--listen")
+    chain = _open_chain(ctx, chain_file, create=True)
+    try:
+        asyncio.run(serve_until_signalled(chain, host, port,
+                                          lambda server: click.echo(json.dumps({"electrum_server": server}))))
+    except OSError as exc:
+        raise UsageError(f"--listen {listen}: {exc.strerror or exc}") from None
+    finally:
+        chain.close()
 
 
 def _faucet(chain: Any, address: str, amount_sat: int) -> dict[str, Any]:

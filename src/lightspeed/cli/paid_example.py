@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -99,12 +100,20 @@ class PaidApi:
 async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Price, *,
                          http_host: str = "127.0.0.1", http_port: int = 0, node_port: int = 0,
                          node_key: bytes | None = None, mine_every: float | None = 0.2,
-                         app: Any = None, prices: dict[str, int] | None = None) -> PaidApi:
-    """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest)."""
+                         app: Any = None, prices: dict[str, int] | None = None,
+                         creates_per_minute: int | None = None) -> PaidApi:
+    """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest).
+
+    ``creates_per_minute`` overrides the per-client limit on new allowances (a benchmark that
+    buys one allowance per call from one address needs more than the default).
+    """
     node = Node(node_key or os.urandom(32), chain, os.urandom(32))
     port = await node.start("127.0.0.1", node_port)
     node_address = f"127.0.0.1:{port}"
-    allowances = AllowanceServer(store, NodePayee(node), node.node_id, ServerPolicy(price),
+    policy = ServerPolicy(price)
+    if creates_per_minute is not None:
+        policy = ServerPolicy(price, creates_per_minute=creates_per_minute)
+    allowances = AllowanceServer(store, NodePayee(node), node.node_id, policy,
                                  payer=NodePayer(node), node_address=node_address)
     asgi = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
     sock = loopback_socket(http_host, http_port)
@@ -123,13 +132,17 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
 
 
 async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
-    """Once a minute: close expired allowances (their unspent calls become refunds due), forget
-    unpaid ones, and record how refunds in flight ended."""
+    """Once a minute: close expired allowances (their unspent calls become refunds due),
+    forget unpaid ones whose invoice can no longer be paid, and record how refunds left in
+    flight ended (first at start: a refund in flight when the server stopped)."""
     while True:
+        try:
+            await allowances.resolve_refunds()
+            await allowances.forget_unpaid()
+            await allowances.expire_due()
+        except Exception:  # the store or the node unreachable for now: the next round retries
+            logging.getLogger(__name__).exception("allowance sweep failed")
         await asyncio.sleep(every)
-        await allowances.expire_due()
-        await allowances.forget_unpaid()  # invoices never paid, past their expiry
-        await allowances.resolve_refunds()  # refunds left in flight (a restart, a held payment)
 
 
 async def open_channel_to_api(node: Node, chain: RegtestChain, base_url: str, funding_sat: int,

@@ -5,7 +5,12 @@ Wraps any ASGI application (Starlette, FastAPI, Litestar, ...). A priced request
 hash, one store update) and passes the request on, adding ``Lightspeed-Remaining`` (and
 ``Lightspeed-Invoice`` when a batch is due soon) to the response. Anything else gets a
 JSON refusal: 402 with the offer (and an invoice when paying one helps), 401 for a
-replayed or forged token, 400 for a malformed one.
+replayed or forged token, 400 for a malformed one (naming the header), 429 with
+``Retry-After`` when a client asks for allowances too fast.
+
+Header values are checked here, never echoed: a value with stray spaces or control
+characters is a 400 ``bad_token``, and nothing the client sent goes into a response header
+(an HTTP library refuses to write such a header, and the request would fail with a 500).
 
 Endpoints under ``prefix`` (default ``/lightspeed``):
 
@@ -14,21 +19,23 @@ Endpoints under ``prefix`` (default ``/lightspeed``):
   allowance and its invoice.
 * ``GET  {prefix}/allowances/{id}``: status, paid and spent calls, refund.
 * ``POST {prefix}/allowances/{id}/close``: body ``{token}``; the refund due.
-* ``POST {prefix}/allowances/{id}/refund``: body ``{token, invoice}``; pays the refund.
+* ``POST {prefix}/allowances/{id}/refund``: body ``{token, invoice}``; pays the refund: 200
+  when paid, 202 while in flight (with the invoice being paid), 502 when it failed.
+
+Rate limits key clients by ``client_key(scope)``: by default the remote address (IPv6 by
+/64). Behind a reverse proxy every client has the proxy's address: pass a ``client_key``
+that reads the forwarded address the proxy sets (and only from that proxy).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from lightspeed.errors import DecodeError
-from lightspeed.micro.ratelimit import RateLimiter
+from lightspeed.micro.ratelimit import client_key as address_key
 from lightspeed.micro.server import AllowanceServer, CallRefused
-from lightspeed.micro.terms import AllowanceTerms
 from lightspeed.micro.token import ALLOWANCE_HEADER, TOKEN_HEADER, AllowanceRequest, Token
 
 Scope = MutableMapping[str, Any]
@@ -40,17 +47,37 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 64 * 1024
 _TOKEN = TOKEN_HEADER.encode()
 _ALLOWANCE = ALLOWANCE_HEADER.encode()
+_HEADER_NAMES = {_TOKEN: "Lightspeed-Token", _ALLOWANCE: "Lightspeed-Allowance"}
+_REFUND_HTTP = {"paid": 200, "none": 200, "in_flight": 202, "due": 202, "failed": 502}
+
+
+class HeaderError(DecodeError):
+    """A Lightspeed request header that cannot be used; ``header`` names it."""
+
+    def __init__(self, header: str, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.header = header
+
+
+def remote_address(scope: Scope) -> str:
+    """The default client key: the peer's address from the ASGI scope (IPv6 by /64)."""
+    client = scope.get("client")
+    return address_key(client[0] if client else None)
 
 
 class LightspeedMiddleware:
     """Charge ``prices[path prefix]`` links per request; unpriced paths pass through free."""
 
     def __init__(self, app: ASGIApp, server: AllowanceServer, prices: Mapping[str, int],
-                 prefix: str = "/lightspeed") -> None:
+                 prefix: str = "/lightspeed",
+                 client_key: Callable[[Scope], str] = remote_address) -> None:
         if any(cost < 1 for cost in prices.values()):
             raise ValueError("prices: every priced route costs at least one link")
+        if not prefix.startswith("/") or not prefix.isascii() or not prefix.isprintable() or any(
+                c in prefix for c in ' "\\'):
+            raise ValueError("prefix: a path starting with / (it goes into the WWW-Authenticate header)")
         self.app, self.server, self.prefix = app, server, prefix.rstrip("/")
-        self._creates = RateLimiter(server.policy.creates_per_minute)
+        self.client_key = client_key
         # Longest prefix first, so "/api/premium" wins over "/api".
         self._prices = sorted(prices.items(), key=lambda item: -len(item[0]))
 
@@ -72,24 +99,21 @@ class LightspeedMiddleware:
         if cost is None:
             await self.app(scope, receive, send)
             return
-        token_value = allowance_value = None
-        for name, value in scope["headers"]:
-            if name == _TOKEN:
-                token_value = value
-            elif name == _ALLOWANCE:
-                allowance_value = value
         try:
+            token_value, allowance_value = _lightspeed_headers(scope["headers"])
             if token_value is None:
                 if allowance_value is not None:
-                    terms = await self._create(scope, AllowanceRequest.parse(allowance_value.decode("latin-1")))
+                    request = _parse(ALLOWANCE_HEADER, AllowanceRequest.parse, allowance_value)
+                    terms = await self.server.create(request, self.client_key(scope))
                     await _json(send, 402, {"error": {"code": "unpaid", "reason": "pay the invoice, then "
                                             "retry with a token"}, "lightspeed": self._offer(cost),
                                             "allowance": terms.public_json()}, self.prefix)
                     return
                 raise CallRefused("no_token", f"this route costs {cost} link(s) of a Lightspeed allowance")
-            receipt = await self.server.spend(Token.parse(token_value.decode("latin-1")), cost)
-        except DecodeError as exc:
-            await _json(send, 400, {"error": {"code": "bad_token", "field": exc.field,
+            receipt = await self.server.spend(_parse(TOKEN_HEADER, Token.parse, token_value), cost)
+        except HeaderError as exc:
+            code = "bad_token" if exc.header == _HEADER_NAMES[_TOKEN] else "bad_request"
+            await _json(send, 400, {"error": {"code": code, "header": exc.header, "field": exc.field,
                                               "reason": exc.reason}, "lightspeed": self._offer(cost)})
             return
         except CallRefused as exc:
@@ -108,15 +132,6 @@ class LightspeedMiddleware:
 
         await self.app(scope, receive, send_with_receipt)
 
-    async def _create(self, scope: Scope, request: AllowanceRequest) -> AllowanceTerms:
-        """Sell an allowance, within the client address's rate (each costs an invoice and a row)."""
-        client = scope.get("client")
-        wait = self._creates.take(str(client[0]) if client else "?", time.monotonic())
-        if wait:
-            raise CallRefused("rate_limited", "too many allowances asked for from this address; retry later",
-                              429, retry_after=max(1, math.ceil(wait)))
-        return await self.server.create(request)
-
     def _offer(self, cost: int) -> dict[str, object]:
         return {**self.server.offer(cost), "allowances_url": f"{self.prefix}/allowances"}
 
@@ -127,7 +142,7 @@ class LightspeedMiddleware:
                 await _json(send, 200, {"lightspeed": self._offer(1)})
             elif sub == "/allowances" and method == "POST":
                 request = AllowanceRequest.from_json(await _body(receive))
-                terms = await self._create(scope, request)
+                terms = await self.server.create(request, self.client_key(scope))
                 await _json(send, 201, {"allowance": terms.public_json()}, self.prefix)
             elif sub.startswith("/allowances/"):
                 parts = sub.split("/")  # "", "allowances", id, [action]
@@ -143,11 +158,12 @@ class LightspeedMiddleware:
                     invoice = body.get("invoice") if isinstance(body, dict) else None
                     if not isinstance(invoice, str):
                         raise DecodeError("invoice", "expected a BOLT 11 invoice string")
-                    refund = await self.server.refund(_token_for(body, allowance_id), invoice)
-                    # 202: in flight (it may still settle: ask again, never with hope of a second
-                    # payment); 502: definitively failed (a new invoice may be tried); else 200.
-                    code = {"in_flight": 202, "failed": 502}.get(refund.status, 200)
-                    await _json(send, code, refund.to_json())
+                    view = await self.server.refund(_token_for(body, allowance_id), invoice)
+                    answer = view.to_json()
+                    if view.status == "failed":
+                        answer["error"] = {"code": "refund_failed", "reason": view.reason or "the "
+                                           "payment failed; post a new invoice to try again"}
+                    await _json(send, _REFUND_HTTP[view.status], answer)
                 else:
                     await _json(send, 404, {"error": {"code": "not_found", "reason": sub}})
             else:
@@ -196,13 +212,38 @@ async def _body(receive: Receive) -> object:
         raise DecodeError("body", "not JSON") from None
 
 
+def _lightspeed_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The token and allowance header values; either sent twice is refused (which one counts
+    would depend on the proxy in between)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _HEADER_NAMES:
+            if name in found:
+                raise HeaderError(_HEADER_NAMES[name], "header", "sent more than once")
+            found[name] = value
+    return found.get(_TOKEN), found.get(_ALLOWANCE)
+
+
+def _parse(header: str, parse: Callable[[str], Any], value: bytes) -> Any:
+    """Parse a header value; any fault is a :class:`HeaderError` naming the header."""
+    name = _HEADER_NAMES[header.encode()]
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise HeaderError(name, "header", "not ASCII") from None
+    try:
+        return parse(text)
+    except DecodeError as exc:
+        raise HeaderError(name, exc.field, exc.reason) from None
+
+
 async def _json(send: Send, status: int, body: object, prefix: str = "/lightspeed",
                 retry_after: int | None = None) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
     if status == 402:
         headers.append((b"www-authenticate", f'Lightspeed offer="{prefix}/offer"'.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

@@ -1,8 +1,9 @@
 """Adapters from a Lightspeed :class:`~lightspeed.node.Node` to the payee and payer roles.
 
 The server sells allowances through its node's invoices (:class:`NodePayee`) and pays
-refunds with it; the client pays allowance and batch invoices with its own node
-(:class:`NodePayer`). Any other wallet fits as long as it has the same methods.
+refunds with it (:class:`NodePayer`'s ``pay_once`` and ``payment_status``, the
+:class:`~lightspeed.micro.refunds.RefundPayer` role); the client pays allowance and batch
+invoices with its own node (``pay``). Any other wallet fits as long as it has the same methods.
 """
 
 from __future__ import annotations
@@ -37,14 +38,20 @@ class NodePayer:
         return await self.node.pay(decode(invoice), timeout=self.timeout)
 
     async def pay_once(self, invoice: str) -> bytes:
-        """Pay ``invoice`` unless a payment to its hash was ever started (then raise, paying nothing)."""
+        """Pay, unless the node ever started a payment to this hash (even one that failed).
+
+        The check and the node's record of the new payment happen with no ``await`` between
+        them (``Node.pay`` records the payment before its first one), so on one event loop no
+        other caller can slip in: a payment hash is paid at most once.
+        """
         decoded = decode(invoice)
         if self.node.payment_status(decoded.payment_hash) is not None:
-            raise PaymentError(f"a payment to {decoded.payment_hash.hex()} was started before")
+            raise PaymentError("a payment to this hash was started before: not paying it again")
         return await self.node.pay(decoded, timeout=self.timeout)
 
     async def payment_status(self, payment_hash: bytes) -> PaymentStatus:
-        """The node's record of the payment: ``failed`` only once no HTLC of it can settle."""
+        """From the node's payment record. The node marks a payment failed only once none of
+        its HTLCs is in any unrevoked commitment (nothing can settle it any more)."""
         record = self.node.payment_status(payment_hash)
         if record is None:
             return PaymentStatus(PaymentState.UNKNOWN)

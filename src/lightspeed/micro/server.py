@@ -4,26 +4,35 @@
 HTTP). Accepting a call is one hash and one atomic ``advance`` in the store; nothing is
 signed and no node is asked. Lane states are cached in-process and the store's
 compare-and-set catches a cache made stale by another server instance.
+
+Creating an allowance is the one thing anyone can do for free, so it is bounded: a
+per-client rate limit, a cap on the unpaid allowances in the store, and unpaid ones are
+forgotten (deleted) once their invoice can no longer be paid (:meth:`forget_unpaid`).
+Refunds are paid exactly once by :class:`~lightspeed.micro.refunds.RefundDesk`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lightspeed.errors import LightspeedError
+from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.invoice import Invoice
+from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import links_to
+from lightspeed.micro.ratelimit import RateLimiter
 from lightspeed.micro.refunds import RefundDesk, RefundPayer, RefundRefused, RefundView
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
     AllowanceStore,
     LaneState,
+    RefundStatus,
     Status,
     StoredAllowance,
     StoreFull,
@@ -41,9 +50,14 @@ class Payee(Protocol):
 
 
 class Payer(Protocol):
-    """What pays an invoice (the server's node for refunds; the client's for allowances)."""
+    """What pays an invoice (a client's node paying allowances); refunds need a
+    :class:`~lightspeed.micro.refunds.RefundPayer`."""
 
     async def pay(self, invoice: str) -> bytes: ...
+
+
+MIN_UNPAID_GRACE = 60  # seconds past an invoice's expiry before it is treated as never payable
+FULL_RETRY_SECONDS = 60  # Retry-After when the unpaid allowances are at their cap
 
 
 class CallRefused(LightspeedError):
@@ -53,8 +67,8 @@ class CallRefused(LightspeedError):
                  last_index: int | None = None, retry_after: int | None = None):
         super().__init__(f"{code}: {reason}")
         self.code, self.reason, self.http_status, self.invoice = code, reason, http_status, invoice
-        self.retry_after = retry_after  # seconds (429 and 503 answers carry it as Retry-After)
         self.last_index = last_index  # lets a client that lost its place resynchronise a lane
+        self.retry_after = retry_after  # seconds (the Retry-After header of a 429 or 503)
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"code": self.code, "reason": self.reason}
@@ -62,6 +76,8 @@ class CallRefused(LightspeedError):
             body["invoice"] = self.invoice
         if self.last_index is not None:
             body["last_index"] = self.last_index
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
         return body
 
 
@@ -83,13 +99,28 @@ class ServerPolicy:
     ttl_seconds: int = 7 * 24 * 3600
     max_skip: int = 10_000  # most hashes one token may cost the server (bounds a huge index jump)
     invoice_expiry: int = 600
-    #: Anyone can ask for allowances, so the unpaid ones are capped and forgotten: at most this many
-    #: exist at once (a new one is refused with 503 ``busy``), each for its invoice's expiry plus
-    #: ``unpaid_grace`` seconds (an HTLC that arrived in time may settle a little later).
+    #: Anyone can ask for allowances, so the unpaid ones are capped and forgotten: at most this
+    #: many wait for their payment (503 ``busy`` beyond; about 5 KB each in the store), each for
+    #: its invoice's expiry plus ``unpaid_grace`` seconds (an HTLC that arrived in time may settle
+    #: a little later; past that the node refuses any payment to it).
     max_unpaid: int = 10_000
     unpaid_grace: int = 600
-    #: Allowances one client address may ask for per minute (429 ``rate_limited`` beyond).
+    #: Allowances one client (remote address, IPv6 by /64) may ask for per minute, in bursts up
+    #: to as many (429 ``rate_limited`` with Retry-After beyond). Per server process.
     creates_per_minute: int = 60
+    rate_limited_clients: int = 100_000  # buckets kept in memory
+
+    def __post_init__(self) -> None:
+        if self.unpaid_grace < MIN_UNPAID_GRACE:
+            raise UsageError(f"unpaid_grace: must be at least {MIN_UNPAID_GRACE} s (an unpaid "
+                             "allowance is deleted only once its invoice can no longer be paid)")
+        if self.max_unpaid < 1 or self.creates_per_minute < 1:
+            raise UsageError("max_unpaid and creates_per_minute: must be at least 1")
+
+    @property
+    def unpaid_ttl(self) -> int:
+        """Seconds after its creation an unpaid allowance is deleted."""
+        return self.invoice_expiry + self.unpaid_grace
 
 
 @dataclass
@@ -105,11 +136,16 @@ class AllowanceServer:
     payee: Payee
     node_id: bytes
     policy: ServerPolicy
-    payer: RefundPayer | None = None  # pays refunds (at most once per payment hash); without one, refused
+    payer: RefundPayer | None = None  # for refunds; without one, refunds are refused
     node_address: str | None = None  # "host:port" where the server's node takes channels
     clock: Callable[[], float] = time.time
     max_cached: int = 100_000  # allowances kept in memory; the store stays the truth
     _cache: dict[bytes, _Cached] = field(default_factory=dict)
+    _limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.policy
+        self._limiter = RateLimiter(p.creates_per_minute, p.rate_limited_clients)
 
     # -- selling -----------------------------------------------------------------------------
 
@@ -121,9 +157,18 @@ class AllowanceServer:
                 "max_calls": p.max_calls, "max_lanes": p.max_lanes, "granularity": p.price.granularity(),
                 "ttl_seconds": p.ttl_seconds, "max_skip": p.max_skip}
 
-    async def create(self, request: AllowanceRequest) -> AllowanceTerms:
-        """Register the client's lanes and invoice it; nothing is served until the invoice is paid."""
+    async def create(self, request: AllowanceRequest, client: str | None = None) -> AllowanceTerms:
+        """Register the client's lanes and invoice it; nothing is served until the invoice is paid.
+
+        ``client`` (a remote address key, see :func:`~lightspeed.micro.ratelimit.client_key`)
+        is rate-limited; ``None`` is not (a caller that is not a network peer).
+        """
         p = self.policy
+        if client is not None:
+            wait = self._limiter.take(client, self.clock())
+            if wait > 0:
+                raise CallRefused("rate_limited", f"too many allowances asked from {client}; "
+                                  f"retry in {math.ceil(wait)} s", 429, retry_after=math.ceil(wait))
         total = request.total_calls
         if len(request.anchors) > min(p.max_lanes, MAX_LANES):
             raise CallRefused("bad_request", f"anchors: at most {p.max_lanes} lanes", 400)
@@ -143,38 +188,27 @@ class AllowanceServer:
         amount = p.price.cost_msat(first_calls)
         if amount == 0:
             raise CallRefused("bad_request", "calls: the allowance would cost 0 msat", 400)
+        if await self.store.unpaid_count() >= p.max_unpaid:  # before making an invoice for nothing
+            await self.forget_unpaid()
+            if await self.store.unpaid_count() >= p.max_unpaid:
+                raise self._full()
         allowance_id = os.urandom(ALLOWANCE_ID_SIZE)
         invoice = await self.payee.create_invoice(
             amount, f"Lightspeed allowance {allowance_id.hex()}: {first_calls} calls", p.invoice_expiry)
         terms = AllowanceTerms(allowance_id, self.node_id, p.price, len(request.anchors),
                                request.calls_per_lane, request.batch_calls, amount, invoice.payment_hash,
                                invoice.encode(), now, now + p.ttl_seconds)
-        try:
+        try:  # the store counts again, atomically with the insert: racing creates stay under the cap
             await self.store.create(allowance_id, terms.to_bytes(), terms.expires_at, request.anchors,
-                                    AllowanceState(Status.PENDING, 0),
-                                    unpaid_until=now + p.invoice_expiry + p.unpaid_grace, max_unpaid=p.max_unpaid)
+                                    AllowanceState(Status.PENDING, 0), unpaid_until=now + p.unpaid_ttl,
+                                    max_unpaid=p.max_unpaid)
         except StoreFull:
-            raise CallRefused("busy", f"{p.max_unpaid} allowances wait for payment already: pay yours, or "
-                              "retry in a few minutes", 503, retry_after=60) from None
+            raise self._full() from None
         return terms
 
-    async def forget_unpaid(self) -> int:
-        """Delete allowances whose invoice was never paid, past their expiry and grace; how many.
-
-        Each is asked of the payee once more first: a payment that settled late activates it
-        (and an active allowance is never deleted: the store only deletes a PENDING one).
-        """
-        forgotten = 0
-        for allowance_id in await self.store.unpaid_due(int(self.clock())):
-            stored = await self.store.load(allowance_id)
-            if stored is None:
-                continue
-            entry = self._cached(stored)
-            await self._try_activate(allowance_id, entry)
-            if entry.state.status is Status.PENDING and await self.store.delete_unpaid(allowance_id):
-                self._cache.pop(allowance_id, None)
-                forgotten += 1
-        return forgotten
+    def _full(self) -> CallRefused:
+        return CallRefused("busy", f"{self.policy.max_unpaid} allowances wait for payment already: "
+                           "pay yours, or retry later", 503, retry_after=FULL_RETRY_SECONDS)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -230,10 +264,13 @@ class AllowanceServer:
         await self._reload(entry, allowance_id)
         if entry.state.status is Status.PENDING:
             await self._try_activate(allowance_id, entry)
+        if entry.state.status is Status.CLOSED:
+            await self._count_late_payment(allowance_id, entry)
         s = entry.state
         return {**entry.terms.public_json(), "status": s.status.value, "paid_calls": s.paid_calls,
                 "spent": s.spent, "remaining_calls": s.paid_calls - s.spent,
-                "lanes_spent": [lane.index for lane in entry.lanes], **await self._refund_view(allowance_id, entry)}
+                "lanes_spent": [lane.index for lane in entry.lanes],
+                **await self._refund_view(allowance_id, entry)}
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -241,54 +278,67 @@ class AllowanceServer:
         """Close the allowance; returns the refund due in msat.
 
         Authenticated by a link past the last spent one, which only the client knows; the
-        link is checked, not spent, so an exhausted allowance can be closed too.
+        link is checked, not spent, so an exhausted allowance can be closed too. An unpaid
+        allowance is not closed (its invoice could still be paid after): it is forgotten
+        once its invoice has expired.
         """
         entry = await self._entry(token.allowance_id)
         await self._reload(entry, token.allowance_id)
         self._check_link(entry, token)  # only the client knows links past the last spent one
         await self._apply_payments(token.allowance_id, entry)
-        if entry.state.status is not Status.CLOSED:
-            while _status(entry) is not Status.CLOSED:
-                extra = json.dumps({"refund": "due"})
-                if not await self.store.update_state(token.allowance_id, entry.state,
-                                                     AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, extra)):
-                    await self._reload(entry, token.allowance_id)
-                    continue
+        while _status(entry) is not Status.CLOSED:
+            if _status(entry) is Status.PENDING:
+                raise CallRefused("unpaid", "the allowance's invoice is not paid: nothing to close "
+                                  "(it is forgotten once the invoice expires)", 409)
+            closed = self._closed_state(entry)
+            if not await self.store.update_state(token.allowance_id, entry.state, closed):
                 await self._reload(entry, token.allowance_id)
+                await self._apply_payments(token.allowance_id, entry)
+                continue
+            await self._reload(entry, token.allowance_id)
+        # The amount comes from the store's state once closed: no call can be spent any more.
         return self._refund_msat(entry)
 
     async def refund(self, token: Token, invoice_text: str) -> RefundView:
-        """Pay the refund of a closed allowance to the client's invoice, at most once.
+        """Pay the refund of a closed allowance to the client's invoice, exactly once.
 
-        Authenticated by a link past the last spent one (checked, not spent: the allowance is
-        closed). The refund is recorded in flight before it is paid and ends paid or
-        definitively failed (:mod:`lightspeed.micro.refunds`): while it is in flight every
-        request is answered with the invoice being paid, whatever invoice it brings.
+        Authenticated by a link past the last spent one (checked, not spent: the allowance
+        is closed). The refund is recorded in flight with this invoice before it is paid;
+        while in flight, or once paid, every request gets that refund's view (its own
+        invoice) and nothing more is paid. Only a definitively failed refund lets a new
+        invoice be paid. See :mod:`lightspeed.micro.refunds`.
         """
         entry = await self._entry(token.allowance_id)
         await self._reload(entry, token.allowance_id)
         if entry.state.status is not Status.CLOSED:
             raise CallRefused("not_closed", "close the allowance first", 409)
         self._check_link(entry, token)
-        if self.payer is None:
-            raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
+        desk = self._desk()
+        record = await self.store.refund(token.allowance_id)
+        if record is None:
+            legacy = json.loads(entry.state.extra or "{}").get("refund")
+            if legacy not in (None, "due"):  # recorded by an earlier version: never pay it again
+                raise CallRefused("refund_done", f"the refund is already {legacy}", 409)
+            await self._count_late_payment(token.allowance_id, entry)
+            until = json.loads(entry.state.extra or "{}").get("late_until")
+            if until is not None:
+                wait = max(1, math.ceil(until + self.policy.unpaid_grace - self.clock()))
+                raise CallRefused("refund_not_ready", "the batch invoice offered before closing can "
+                                  "still be paid; pay it (it is refunded too) or retry once it "
+                                  "expires", 409, retry_after=wait)
         try:
-            return await self._refund_desk(self.payer).claim(token.allowance_id, self._refund_msat(entry),
-                                                             invoice_text)
+            return await desk.claim(token.allowance_id, self._refund_msat(entry), invoice_text)
         except RefundRefused as exc:
             raise CallRefused("bad_request", str(exc), 400) from None
 
     async def resolve_refunds(self) -> int:
-        """Settle the records of refunds left in flight (after a restart; run it periodically)."""
-        if self.payer is None:
-            return 0
-        return await self._refund_desk(self.payer).resolve_all()
-
-    def _refund_desk(self, payer: RefundPayer) -> RefundDesk:
-        return RefundDesk(self.store, payer, self.node_id, self.clock)
+        """Resolve in-flight refunds with the payer (run after a start and periodically);
+        returns how many ended (paid or definitively failed)."""
+        return await self._desk().resolve_all() if self.payer is not None else 0
 
     async def expire_due(self) -> int:
-        """Close allowances past their expiry (their unspent calls become a refund due)."""
+        """Close allowances past their expiry (their unspent calls become a refund due); an
+        expired allowance that was never paid is deleted instead."""
         closed = 0
         for allowance_id in await self.store.expiring(int(self.clock())):
             stored = await self.store.load(allowance_id)
@@ -296,12 +346,32 @@ class AllowanceServer:
                 continue
             entry = self._cached(stored)
             await self._apply_payments(allowance_id, entry)
-            extra = json.dumps({"refund": "due"})
-            new = AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, extra)
-            if await self.store.update_state(allowance_id, entry.state, new):
-                self._cache.pop(allowance_id, None)
+            if entry.state.status is Status.PENDING:  # never paid: deleted once it cannot be paid
+                if self.clock() >= entry.terms.created_at + self.policy.unpaid_ttl:
+                    await self.store.delete_unpaid(allowance_id)
+            elif await self.store.update_state(allowance_id, entry.state, self._closed_state(entry)):
                 closed += 1
+            self._cache.pop(allowance_id, None)
         return closed
+
+    async def forget_unpaid(self, limit: int = 1000) -> int:
+        """Delete unpaid allowances past their invoice's expiry plus ``unpaid_grace`` (run periodically).
+
+        Each one's invoice has expired by then, past a grace period, so the node refuses any
+        payment to it: asking ``is_paid`` once more and then deleting (only if still PENDING,
+        atomically) cannot lose a payment. One found paid is activated instead.
+        """
+        forgotten = 0
+        for allowance_id in await self.store.unpaid_due(int(self.clock()), limit):
+            stored = await self.store.load(allowance_id)
+            if stored is None:
+                continue
+            entry = self._cached(stored)
+            await self._try_activate(allowance_id, entry)
+            if entry.state.status is Status.PENDING and await self.store.delete_unpaid(allowance_id):
+                forgotten += 1
+            self._cache.pop(allowance_id, None)
+        return forgotten
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -411,14 +481,51 @@ class AllowanceServer:
         if entry.state.status is not Status.CLOSED:
             return {}
         record = await self.store.refund(allowance_id)
+        if record is not None and record.status is RefundStatus.IN_FLIGHT and self.payer is not None:
+            record = await self._desk().resolve(allowance_id, record, resume=False)
         if record is None:
             due = self._refund_msat(entry)
-            return {"refund_msat": due, "refund": "due" if due else "none"}
-        view: dict[str, object] = {"refund_msat": record.amount_msat, "refund": record.status.value,
+            legacy = json.loads(entry.state.extra or "{}").get("refund")
+            status = legacy if legacy not in (None, "due") else ("due" if due else "none")
+            return {"refund_msat": due, "refund": status}
+        view = RefundView.of(record)
+        body: dict[str, object] = {"refund_msat": record.amount_msat, "refund": view.status,
                                    "refund_invoice": record.invoice}
-        if record.preimage:
-            view["refund_preimage"] = record.preimage.hex()
-        return view
+        if view.preimage is not None:
+            body["refund_preimage"] = view.preimage.hex()
+        if view.reason:
+            body["refund_reason"] = view.reason
+        return body
+
+    def _desk(self) -> RefundDesk:
+        if self.payer is None:
+            raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
+        return RefundDesk(self.store, self.payer, self.node_id, self.clock)
+
+    def _closed_state(self, entry: _Cached) -> AllowanceState:
+        """CLOSED with the calls paid so far; a batch invoice that could still be paid is kept,
+        so that a payment arriving after the close is counted in the refund, not lost."""
+        extra: dict[str, object] = {"refund": "due"}
+        pending = json.loads(entry.state.extra or "{}")
+        if "batch_hash" in pending:
+            extra.update(late_hash=pending["batch_hash"], late_paid_calls=pending["paid_calls"],
+                         late_until=decode(pending["batch_invoice"]).expires_at)
+        return AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, json.dumps(extra))
+
+    async def _count_late_payment(self, allowance_id: bytes, entry: _Cached) -> None:
+        """A closed allowance's batch invoice paid after the close adds its calls (refunded);
+        one that can no longer be paid is dropped. Before any refund is recorded only."""
+        late = json.loads(entry.state.extra or "{}")
+        if "late_hash" not in late or await self.store.refund(allowance_id) is not None:
+            return
+        paid_calls = entry.state.paid_calls
+        if await self.payee.is_paid(bytes.fromhex(late["late_hash"])):
+            paid_calls = late["late_paid_calls"]
+        elif self.clock() < late["late_until"] + self.policy.unpaid_grace:
+            return  # still payable: decided later
+        new = AllowanceState(Status.CLOSED, paid_calls, 0, json.dumps({"refund": "due"}))
+        await self.store.update_state(allowance_id, entry.state, new)
+        await self._reload(entry, allowance_id)
 
 
 def _status(entry: _Cached) -> Status:

@@ -10,6 +10,7 @@ the invoice for it, so buying costs no extra request.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lightspeed.errors import DecodeError
@@ -19,6 +20,8 @@ TOKEN_HEADER = "lightspeed-token"
 ALLOWANCE_HEADER = "lightspeed-allowance"
 ALLOWANCE_ID_SIZE = 16
 MAX_LANES = 256
+OWS = " \t"  # RFC 9110 optional whitespace around a field value: the only thing stripped
+_HEX = re.compile(r"[0-9a-fA-F]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ class Token:
 
     @classmethod
     def parse(cls, value: str) -> Token:
-        parts = value.strip().split(".")
+        parts = value.strip(OWS).split(".")
         if len(parts) != 4:
             raise DecodeError("token", "expected <allowance id>.<lane>.<index>.<link>")
         allowance_id = _hex(parts[0], ALLOWANCE_ID_SIZE, "token.allowance_id")
@@ -88,10 +91,12 @@ class AllowanceRequest:
     def parse(cls, value: str) -> AllowanceRequest:
         fields: dict[str, str] = {}
         for item in value.split(";"):
-            key, sep, val = item.strip().partition("=")
+            key, sep, val = item.strip(OWS).partition("=")
             if not sep:
-                raise DecodeError("allowance", f"expected key=value, got {item.strip()[:40]!r}")
-            fields[key.strip()] = val.strip()
+                raise DecodeError("allowance", f"expected key=value, got {item.strip(OWS)[:40]!r}")
+            if key.strip(OWS) in fields:
+                raise DecodeError("allowance", f"{key.strip(OWS)[:40]!r} given twice")
+            fields[key.strip(OWS)] = val.strip(OWS)
         anchors = fields.get("anchors")
         if anchors is None or "calls" not in fields:
             raise DecodeError("allowance", "calls and anchors are required")
@@ -103,10 +108,9 @@ class AllowanceRequest:
 def _hex(text: str, size: int, name: str) -> bytes:
     if len(text) != 2 * size:
         raise DecodeError(name, f"expected {size} bytes as {2 * size} hex digits")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise DecodeError(name, "not hexadecimal") from None
+    if not _HEX.fullmatch(text):  # bytes.fromhex alone would skip spaces and decode fewer bytes
+        raise DecodeError(name, "not hexadecimal")
+    return bytes.fromhex(text)
 
 
 def _uint(text: str, name: str) -> int:

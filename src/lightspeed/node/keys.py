@@ -1,27 +1,32 @@
-"""Where a channel's secrets come from: a pluggable provider, derived from the node key by default.
+"""Channel secrets derived from the node key and a random per-channel id stored with the channel.
 
-The node asks a :class:`ChannelKeys` provider for the secrets of channel number ``index``
-(LDK's ``SignerProvider``, reduced to what the node needs); the index is allocated by the
-store in a committed transaction, and a restart asks the provider again for the secrets of
-every stored channel.
+Why not a counter: the secrets of channel *n* were once derived from index *n* handed out
+by a counter in the store. A node restored with its key but an empty, missing or old store
+counted from 0 again, so its next channel reused the keys of an earlier one, whose old
+revocation secrets that channel's peer holds: the new peer could be robbed by anyone who
+learns them. An id that only the store remembers cannot be made unique by the store.
 
-The default, :class:`DerivedChannelKeys`, keeps no private key in the store: each channel's
-six secrets are ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index || purpose)`` with
-``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``. The node key in the
-data directory is then the only secret to back up beside the store.
+The scheme: each channel draws a fresh 255-bit random id when it is opened
+(:func:`new_key_id`), kept in the channel's record (``key_index``, as an integer; no
+secret is stored), and its six secrets are
+``HMAC-SHA256(channel_seed, "lightspeed/channel-id/" || id (32 bytes) || purpose)`` with
+``channel_seed = HMAC-SHA256(node_privkey, "lightspeed/channel keys")``. Two channels
+collide only if two random draws do (probability about n^2 / 2^256): whatever the store
+forgot, a new channel never gets an old channel's keys. The node key in the data
+directory stays the only secret to back up beside the store.
 
-An index must never be handed out twice for one node key: the first peer holds the old
-revocation secrets of a channel, and a second channel on the same keys would let it take
-that channel's funds. A store counter alone is not enough (a lost or wiped ``node.sqlite``
-restarts it at 0), so an index is ``random 128 bits (top bit set) || 64-bit store counter``:
-unique within one store by the counter, and across stores (a restore, a wiped file) by the
-random part. Indexes below 2^64 are the counter-only ones of earlier versions; they still
-derive exactly as before.
+Records written before this (a counter index, below 2^64) still load: their secrets
+are derived the old way, ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index (8 bytes)
+|| purpose)``. New ids are at least 2^255, so the two ranges never meet.
 
-:class:`FixedChannelKeys` gives every channel the same given secrets. Conformance suites
-need that (lnprototest computes and checks our commitment signatures from keys it knows in
-advance, as Core Lightning's ``--dev-force-channel-secrets``); anywhere else it would let
-anyone who knows the keys take the funds, so it refuses every network but regtest.
+Where the secrets come from is pluggable: the node asks a :class:`ChannelKeys` provider for
+the secrets of a key id (LDK's ``SignerProvider``, reduced to what the node needs), at an
+opening and again for every stored channel after a restart. :class:`DerivedChannelKeys`, the
+default, is the scheme above. :class:`FixedChannelKeys` gives every channel the same given
+secrets: conformance suites need that (lnprototest computes and checks our commitment
+signatures from keys it knows in advance, as Core Lightning's ``--dev-force-channel-secrets``);
+anywhere else it would let anyone who knows the keys take the funds, so it refuses every
+network but regtest.
 """
 
 from __future__ import annotations
@@ -39,39 +44,41 @@ from lightspeed.errors import UsageError
 
 _PURPOSES = (b"funding", b"revocation", b"payment", b"delayed_payment", b"htlc", b"per_commitment_seed")
 _KEY_NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc")
+LEGACY_INDEX_LIMIT = 1 << 64  # counter indices of records written by earlier versions are below this
+_RANDOM_ID_BIT = 1 << 255  # set in every random id: the ranges never overlap
 
 
 def channel_seed(node_privkey: bytes) -> bytes:
     return hmac.digest(node_privkey, b"lightspeed/channel keys", hashlib.sha256)
 
 
-_COUNTER_BITS = 64
+def new_key_id() -> int:
+    """A fresh channel key id: 255 random bits (from the OS), never one of an earlier channel."""
+    return _RANDOM_ID_BIT | secrets.randbits(255)
 
 
-def new_key_index(counter: int) -> int:
-    """A key index for the store's ``counter``: never the same twice, even after the store is lost."""
-    if not 0 <= counter < 1 << _COUNTER_BITS:
-        raise UsageError(f"key counter {counter} is out of range")
-    return ((secrets.randbits(127) | 1 << 127) << _COUNTER_BITS) | counter
-
-
-def derive_channel_secrets(seed: bytes, index: int) -> LocalSecrets:
-    """The secrets of channel number ``index``; the same seed and index always give the same."""
-    encoded = index.to_bytes(8 if index < 1 << _COUNTER_BITS else 24, "big")  # 8 bytes: earlier versions
-    values = [hmac.digest(seed, b"lightspeed/channel/" + encoded + p, hashlib.sha256) for p in _PURPOSES]
+def derive_channel_secrets(seed: bytes, key_id: int) -> LocalSecrets:
+    """The secrets of the channel with ``key_id``; the same seed and id always give the same."""
+    if key_id < 0 or key_id >= 1 << 256:
+        raise UsageError(f"channel key id {key_id}: out of range")
+    if key_id < LEGACY_INDEX_LIMIT:  # a counter index (records of earlier versions)
+        prefix = b"lightspeed/channel/" + key_id.to_bytes(8, "big")
+    else:
+        prefix = b"lightspeed/channel-id/" + key_id.to_bytes(32, "big")
+    values = [hmac.digest(seed, prefix + p, hashlib.sha256) for p in _PURPOSES]
     for purpose, value in zip(_PURPOSES[:5], values[:5], strict=True):
-        if not 0 < int.from_bytes(value, "big") < CURVE_ORDER:  # about 2^-128: take the next index
-            raise UsageError(f"channel key index {index}: {purpose.decode()} secret is not a valid key")
+        if not 0 < int.from_bytes(value, "big") < CURVE_ORDER:  # about 2^-128: draw another id
+            raise UsageError(f"channel key id {key_id}: {purpose.decode()} secret is not a valid key")
     return LocalSecrets(*values)
 
 
 class ChannelKeys(Protocol):
     """A source of channel secrets (see the module docstring)."""
 
-    def channel_secrets(self, index: int) -> LocalSecrets:
-        """The secrets of channel number ``index``: always the same for one index.
+    def channel_secrets(self, key_id: int) -> LocalSecrets:
+        """The secrets of the channel with ``key_id``: always the same for one id.
 
-        UsageError if this index gives no valid key (the node then takes the next index).
+        UsageError if this id gives no valid key (the node then draws another id).
         """
         ...
 
@@ -82,7 +89,7 @@ class ChannelKeys(Protocol):
 
 @dataclass(frozen=True)
 class DerivedChannelKeys:
-    """Secrets derived from a seed and the channel index (the node's default)."""
+    """Secrets derived from a seed and the channel's key id (the node's default)."""
 
     seed: bytes
 
@@ -90,8 +97,8 @@ class DerivedChannelKeys:
     def from_node_key(cls, node_privkey: bytes) -> DerivedChannelKeys:
         return cls(channel_seed(node_privkey))
 
-    def channel_secrets(self, index: int) -> LocalSecrets:
-        return derive_channel_secrets(self.seed, index)
+    def channel_secrets(self, key_id: int) -> LocalSecrets:
+        return derive_channel_secrets(self.seed, key_id)
 
     def check_network(self, network: Network) -> None:
         return None
@@ -111,7 +118,7 @@ class FixedChannelKeys:
         if len(self.secrets.per_commitment_seed) != 32:
             raise UsageError("per_commitment_seed: must be 32 bytes")
 
-    def channel_secrets(self, index: int) -> LocalSecrets:
+    def channel_secrets(self, key_id: int) -> LocalSecrets:
         return self.secrets
 
     def check_network(self, network: Network) -> None:

@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -63,7 +64,7 @@ from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
-from lightspeed.channel.commitment import ChannelBasepoints, commitment_fee_sat
+from lightspeed.channel.commitment import ChannelBasepoints
 from lightspeed.channel.establish import (
     ANCHORS,
     STATIC_REMOTEKEY,
@@ -75,8 +76,9 @@ from lightspeed.channel.establish import (
     implied_channel_type,
 )
 from lightspeed.channel.htlc_log import LoggedHtlc, Side
+from lightspeed.channel.limits import advertised_htlc_range
 from lightspeed.channel.resolve import SpendKind, htlc_deadline_passed
-from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, funding_script
+from lightspeed.channel.scripts import funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
@@ -123,9 +125,10 @@ from lightspeed.errors import (
 from lightspeed.gossip.addresses import IPV4, Address
 from lightspeed.gossip.create import create_channel_update, direction_of
 from lightspeed.gossip.gossiper import GOSSIP_TYPES
-from lightspeed.invoice import Invoice, build_invoice, decode
+from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
@@ -137,13 +140,17 @@ from lightspeed.node.forwarding import (
     short_channel_id,
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
-from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_index
+from lightspeed.node.invoices import InvoiceBook
+from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_id
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
     OnchainEvent,
     OnchainWatcher,
+    PendingSweep,
     ResolutionFinished,
+    backfill_close_summaries,
+    close_summary,
 )
 from lightspeed.node.paying import (
     FinalPart,
@@ -180,13 +187,17 @@ from lightspeed.payments.receiver import (
 )
 from lightspeed.routing import ChannelGraph, NoRouteError, ProbabilisticScorer, Route, find_route
 from lightspeed.store import (
+    ClosedChannel,
     IncomingHtlcRecord,
     InvoiceRecord,
     PaymentRecord,
     SqliteStore,
     Store,
     StoredChannel,
+    StoreUnavailable,
 )
+
+log = logging.getLogger("lightspeed.node")
 
 DUST_LIMIT_SAT = 546
 TO_SELF_DELAY = 144
@@ -226,8 +237,12 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
+
+
+#: How long pay() waits for channels still reestablishing before it says how much it can send.
+REESTABLISH_GRACE_S = 3.0
 
 
 @dataclass
@@ -328,6 +343,7 @@ class Node:
         self._channel_peer: dict[bytes, Peer] = {}
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
+        self._opened: dict[bytes, bytes] = {}  # temporary id -> channel id, for open_channel's caller
         self._ready: dict[bytes, asyncio.Event] = {}
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
@@ -351,6 +367,10 @@ class Node:
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
+        self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
+        self.store_failure: str | None = None  # set when a commit failed: the node stopped (see _on_store_failure)
+        self._halting: asyncio.Task[None] | None = None
+        self.store.add_failure_listener(self._on_store_failure)
         self._incoming: dict[HtlcKey, IncomingHtlcRecord] = {}  # decided incoming HTLCs (mirrors the store)
         self._by_out: dict[HtlcKey, HtlcKey] = {}  # outgoing HTLC we forwarded -> the incoming one
         self._handled: set[HtlcKey] = set()  # incoming HTLCs given to the receiver in this run
@@ -364,6 +384,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -379,9 +400,8 @@ class Node:
             self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
             if stored.shutdown_script is not None:
                 self._sent_shutdown[cid] = stored.shutdown_script
-        self.settled_invoices.update(i.payment_hash for i in self.store.invoices() if i.status == "paid")
         never_sent = []
-        for payment in self.store.payments():
+        for payment in self.store.pending_payments():
             if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
                 self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
             elif payment.status == "pending":
@@ -395,19 +415,14 @@ class Node:
             self._incoming[(record.channel_id, record.htlc_id)] = record
             if record.out_channel_id is not None and record.out_htlc_id is not None:
                 self._by_out[(record.out_channel_id, record.out_htlc_id)] = (record.channel_id, record.htlc_id)
-        for invoice in self.store.invoices():
-            if invoice.status == "paid":
-                self.receiver.settled.add(invoice.payment_hash)
-            else:
-                self.receiver.add(self._receivable(invoice))
+        # Invoices are not decoded here: the receiver gets each when an HTLC names it (node.invoices).
+        self.invoices.start(time.time(), self._invoice_hashes_in_channels())
+        self.settled_invoices.update(self.receiver.settled)
 
-    def _receivable(self, record: InvoiceRecord) -> Receivable:
-        invoice = decode(record.invoice)
-        amp = AMP_FEATURE_BITS[0] in invoice.features  # paid only by AMP shards; no preimage of its own
-        hold = record.preimage == b"" and not amp  # a hold invoice: created from a hash, the preimage later
-        return Receivable(record.payment_hash, record.payment_secret, record.amount_msat,
-                          invoice.min_final_cltv_expiry, invoice.expires_at,
-                          None if hold or amp else record.preimage, hold, amp)
+    def _invoice_hashes_in_channels(self) -> set[bytes]:
+        """Payment hashes of HTLCs the peers offered us, still in a channel: their invoices are not pruned."""
+        return {h.payment_hash for channel in self.channels.values()
+                for h in self._unresolved_htlcs(channel) if h.offerer is Side.REMOTE}
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
         assert self.channel_keys is not None  # set by __post_init__
@@ -438,6 +453,8 @@ class Node:
         """
         if self._held is not None:  # inside a burst: sent once the burst is committed
             self._held.extend(b for b in batches if b[0] is not None and b[1])
+            return []
+        if self.store_failure is not None:  # memory may be ahead of the store: nothing more goes out
             return []
         peers: list[Peer] = []
         for peer, messages in batches:
@@ -506,13 +523,60 @@ class Node:
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Retrieving the exception marks it seen: a task ended by the store failure (already logged
+        once by _on_store_failure) must not print its traceback too; any other still does."""
+        self._tasks.discard(task)
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None and not isinstance(error, StoreUnavailable):
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "node task failed", "exception": error, "task": task})
+
+    # -- a store that cannot commit ---------------------------------------------------------------
+
+    def _on_store_failure(self, error: StoreUnavailable) -> None:
+        """The store refused a commit (full disk, read-only file): stop the node, once.
+
+        The change that failed may already be applied in memory (a channel advanced by a
+        peer's message, an HTLC added), so memory and store are apart, and the rule "commit,
+        then send" can only hold if nothing more is sent: every connection is closed without
+        the messages that would follow, timers and redials stop, and every command raises
+        :class:`StoreUnavailable` from now on. Nothing is lost: the peers still hold what we
+        last committed, and a node restarted on the repaired store resumes from it
+        (channel_reestablish retransmits what either side missed).
+        """
+        if self.store_failure is not None:
+            return
+        self.store_failure = error.reason
+        self._stopping = True
+        log.error("%s: the node stopped (connections closed, no new payments, invoices or channels); "
+                  "free the disk or fix the store's permissions, then restart it", error)
+        with contextlib.suppress(RuntimeError):  # no running loop (a failure while loading): nothing to close
+            loop = asyncio.get_running_loop()
+            self._halting = loop.create_task(self._halt())
+
+    async def _halt(self) -> None:
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        for peer in list(self._peers.values()):
+            await peer.close()
+        await self._listener.stop()
+
+    def _require_store(self) -> None:
+        """Refuse new work once the store failed (see :meth:`_on_store_failure`)."""
+        if self.store_failure is not None:
+            raise StoreUnavailable(self.store_failure)
 
     def _networks(self) -> tuple[bytes, ...]:
         """The chains our init names (BOLT 1: SHOULD set networks to all chains it will gossip or open channels for)."""
         return (self.network.chain_hash,)
 
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        self._require_store()
         peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
@@ -591,6 +655,8 @@ class Node:
                     except PeerProtocolError as exc:
                         await self._on_protocol_error(peer, exc)
                         return
+                    except StoreUnavailable:
+                        return  # the node stops (_on_store_failure): no error to the peer, its channels live on
                     except (LightspeedError, KeyError, ValueError) as exc:
                         # A message we cannot place (unknown temporary id, out-of-order funding, ...):
                         # no input may crash the node; tell the peer and drop this connection only.
@@ -687,26 +753,45 @@ class Node:
     # -- opening -------------------------------------------------------------------------------
 
     def _new_secrets(self) -> tuple[int, LocalSecrets]:
-        """Fresh channel secrets, from the key provider at an index the store hands out once."""
-        while True:
-            with self.store.transaction():
-                index = new_key_index(self.store.allocate_key_index())
-            try:
-                return index, self._derive_secrets(index)
-            except UsageError:
-                continue  # a derived value that is not a valid key (about 2^-128): next index
+        """Fresh channel secrets, from the key provider and a random id kept in the channel's record.
 
-    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, remote: OpenChannel | AcceptChannel,
-                channel_type: ChannelType) -> ChannelConfig:
+        Random, not a counter in the store: a node restored with an empty or old store must
+        never reuse an earlier channel's keys (see :mod:`lightspeed.node.keys`). Nothing is
+        committed here: the id is stored with the channel before the peer can fund it.
+        """
+        self._require_store()
+        while True:
+            key_id = new_key_id()
+            try:
+                return key_id, self._derive_secrets(key_id)
+            except UsageError:
+                continue  # a derived value that is not a valid key (about 2^-128): another id
+
+    def _config(self, channel_id: bytes, funding: Transaction, funder: bool, local: OpenChannel | AcceptChannel,
+                remote: OpenChannel | AcceptChannel, channel_type: ChannelType) -> ChannelConfig:
+        """The agreed config: each side's limits are what it announced in the message it sent.
+
+        BOLT #2: channel_reserve_satoshis is what the *sender* requires the other side to keep;
+        htlc_minimum_msat, max_htlc_value_in_flight_msat and max_accepted_htlcs limit what the
+        sender accepts.
+        """
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
-                             basepoints, DUST_LIMIT_SAT, remote.dust_limit_satoshis, remote.to_self_delay,
-                             TO_SELF_DELAY, max_accepted_htlcs=30, remote_max_accepted_htlcs=remote.max_accepted_htlcs)
+                             basepoints, local.dust_limit_satoshis, remote.dust_limit_satoshis, remote.to_self_delay,
+                             local.to_self_delay, max_accepted_htlcs=local.max_accepted_htlcs,
+                             remote_max_accepted_htlcs=remote.max_accepted_htlcs,
+                             htlc_minimum_msat=local.htlc_minimum_msat, remote_htlc_minimum_msat=remote.htlc_minimum_msat,
+                             reserve_from_remote_sat=local.channel_reserve_satoshis,
+                             reserve_for_local_sat=remote.channel_reserve_satoshis,
+                             max_htlc_value_in_flight_msat=local.max_htlc_value_in_flight_msat,
+                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat)
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
-        peer = self._peers[node_id]
+        peer = self._peers.get(node_id)
+        if peer is None or peer.session.closed:
+            raise UsageError(f"node_id: not connected to {node_id.hex()}")
         # BOLT 2: the type it wants, of features both support (anchors if both offer them).
         channel_type = choose_channel_type(self.features, await self._remote_features(peer))
         key_index, secrets = self._new_secrets()
@@ -730,8 +815,14 @@ class Node:
         self._openings[temp_id] = _Opening(peer, secrets, open_msg, funder=True, key_index=key_index,
                                            channel_type=channel_type)
         await peer.send(open_msg)
-        await asyncio.wait_for(ready.wait(), 30)
-        return next(cid for cid, p in self._channel_peer.items() if p is peer and cid in self.channels)
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+        finally:
+            channel_id = self._opened.pop(temp_id, None)
+        # By the temporary id: the connection may have been replaced meanwhile (a reconnect), and
+        # an earlier channel with the same peer is not this one.
+        assert channel_id is not None  # ready is set only once funding_signed named the channel
+        return channel_id
 
     async def _handle(self, peer: Peer, message: WireMessage) -> None:
         if isinstance(message, OpenChannel):
@@ -790,7 +881,7 @@ class Node:
         script = p2wsh_script(funding_script(points.funding_pubkey, message.funding_pubkey))
         funding = self.wallet.create_transaction([TxOut(opening.open_msg.funding_satoshis, script)])
         channel_id = channel_id_from_funding(funding.txid, 0)
-        config = self._config(channel_id, funding, True, message, channel_type)
+        config = self._config(channel_id, funding, True, opening.open_msg, message, channel_type)
         funding_msat = opening.open_msg.funding_satoshis * 1000
         channel = Channel(config, opening.secrets, funding_msat - opening.open_msg.push_msat,
                           opening.open_msg.push_msat, opening.open_msg.feerate_per_kw,
@@ -820,7 +911,7 @@ class Node:
         tx = Transaction(2, (), (TxOut(opening.open_msg.funding_satoshis, b""),), 0)  # only txid/amount used
         channel_id = channel_id_from_funding(message.funding_txid, message.funding_output_index)
         # BOLT 2: MUST use the negotiated channel_type for all commitment transactions.
-        config = self._config(channel_id, tx, False, opening.open_msg, opening.channel_type)
+        config = self._config(channel_id, tx, False, opening.accept_msg, opening.open_msg, opening.channel_type)
         config = ChannelConfig(**{**config.__dict__, "funding_txid": message.funding_txid,
                                   "funding_output_index": message.funding_output_index})
         funding_msat = opening.open_msg.funding_satoshis * 1000
@@ -836,9 +927,12 @@ class Node:
         opening = self._openings.pop(message.channel_id)
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
-        self._ready[message.channel_id] = self._ready.pop(opening.open_msg.temporary_channel_id, asyncio.Event())
+        temp_id = opening.open_msg.temporary_channel_id
+        self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
+        self._opened[temp_id] = message.channel_id
         self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
-        self.chain.broadcast(opening.funding_tx)
+        # The peer signed: the funding must reach the chain (retried while the chain file is locked).
+        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
@@ -942,10 +1036,12 @@ class Node:
                                 payment_hash=os.urandom(32), payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints,
                                 features=DEFAULT_INVOICE_FEATURES | {AMP_FEATURE_BITS[0]}).sign(self.privkey)
-        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), b"", secret, amount_msat)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), b"", secret, amount_msat,
+                               expires_at=invoice.expires_at)
         with self.store.transaction():
             self.store.put_invoice(record)
-        self.receiver.add(self._receivable(record))
+        self.invoices.added(Receivable(invoice.payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
+                                       invoice.expires_at, None, amp=True))
         return invoice
 
     def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
@@ -954,11 +1050,12 @@ class Node:
         invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
                                 payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints).sign(self.privkey)
-        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat)
+        record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat,
+                               expires_at=invoice.expires_at)
         with self.store.transaction():
             self.store.put_invoice(record)
-        self.receiver.add(Receivable(payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
-                                     invoice.expires_at, preimage or None, hold=not preimage))
+        self.invoices.added(Receivable(payment_hash, secret, amount_msat, invoice.min_final_cltv_expiry,
+                                       invoice.expires_at, preimage or None, hold=not preimage))
         return invoice
 
     def _guard(self, payment_hash: bytes) -> None:
@@ -1049,6 +1146,10 @@ class Node:
             try:
                 preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv, hints,
                                                  max_parts, exact_parts)
+            except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
+                if not future.done():
+                    future.set_exception(exc)
+                return
             except PaymentError as exc:
                 with self.store.transaction():
                     payment = self.store.payment(payment_id)
@@ -1076,6 +1177,20 @@ class Node:
                 del self._pending[payment_id]
             elif self._pending.get(payment_id) is future:
                 future.add_done_callback(lambda _: self._pending.pop(payment_id, None))
+
+    def _can_send_msat(self) -> int:
+        return sum(self._sendable_msat(c) for cid, c in self.channels.items() if self._usable(cid))
+
+    def _reestablishing(self) -> bool:
+        """Some ready channel is not usable now, but its peer is connected or being redialed."""
+        for cid in self.channels:
+            node_id = self._channel_node.get(cid, b"")
+            peer = self._peers.get(node_id)
+            coming = (peer is not None and not peer.session.closed) or node_id in self._dialers
+            if (coming and cid not in self._closings and self._ready_marks.get(cid) == {"sent", "received"}
+                    and not self._usable(cid)):
+                return True
+        return False
 
     def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
         own = []
@@ -1109,6 +1224,15 @@ class Node:
         if target == self.node_id:
             raise PaymentError("paying ourselves")
         await self._wait_for_channels(target, deadline)
+        # What every usable channel could add now, in total: more cannot leave us, whatever the split
+        # (without this, parts that each fit one channel went out and the rest waited for the timeout).
+        can_send = self._can_send_msat()
+        grace = min(deadline, time.monotonic() + REESTABLISH_GRACE_S)
+        while amount_msat > can_send and self._reestablishing() and time.monotonic() < grace:
+            await asyncio.sleep(0.02)  # a channel coming back (reconnect, reestablish): a moment for it
+            can_send = self._can_send_msat()
+        if amount_msat > can_send:
+            raise PaymentError(f"can send at most {can_send} msat")
         graph = self._graph_for(target, hints)
         parts = max_parts if exact_parts else 1
         while True:  # MPP: the fewest parts for which every part finds a route now
@@ -1316,6 +1440,8 @@ class Node:
             self._part_secrets[key] = read.shared_secret
             part = IncomingPart(cid, htlc.htlc_id, htlc.amount_msat, htlc.cltv_expiry, htlc.payment_hash,
                                 read.payload)
+            amp = any(t == AMP_RECORD_TYPE for t, _ in read.payload.custom_records)
+            self.invoices.load_for(htlc.payment_hash, read.payload.payment_secret, amp)
             self._apply_decisions(self.receiver.receive(part, height, time.time()), received)
 
     def _apply_decisions(self, decisions: list[Decision], received: list[NodeEvent]) -> None:
@@ -1396,15 +1522,8 @@ class Node:
         return scid
 
     def _sendable_msat(self, channel: Channel) -> int:
-        """About what ``add_htlc`` lets us offer now (it checks exactly; this guides routing)."""
-        config = channel.config
-        view = channel.log.commitment(Side.REMOTE, pending=True)
-        spare = view.to_remote_msat - config.reserve_for_local_sat * 1000
-        if config.local_is_funder:
-            fee = commitment_fee_sat(view.feerate_per_kw, len(view.htlcs) + 1, config.anchors)
-            spare -= 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if config.anchors else 0))
-        in_flight = sum(h.amount_msat for h in view.htlcs if h.offerer is Side.LOCAL)
-        return max(0, min(spare, config.remote_max_htlc_value_in_flight_msat - in_flight))
+        """Exactly the largest HTLC ``add_htlc`` accepts now (BOLT 2 limits, reserve, fees: channel/limits.py)."""
+        return channel.sendable_msat()
 
     def _usable(self, channel_id: bytes) -> bool:
         """Ready, reestablished with a connected peer, not closing: new HTLCs may go out on it."""
@@ -1422,10 +1541,16 @@ class Node:
             log = channel.log
             offered = sum(1 for h in log.commitment(Side.REMOTE, pending=True).htlcs if h.offerer is Side.LOCAL)
             slots = channel.config.remote_max_accepted_htlcs - offered if usable else 0
-            out[scid] = OutgoingChannel(scid, self.forwarding_policy,
+            out[scid] = OutgoingChannel(scid, self._channel_policy(channel),
                                         self._sendable_msat(channel) if usable else 0, slots,
                                         self._channel_update(cid, scid, usable))
         return out
+
+    def _channel_policy(self, channel: Channel) -> ForwardingPolicy:
+        """Our forwarding policy narrowed to the HTLC amounts this channel's peer agreed to take."""
+        p = self.forwarding_policy
+        low, high = advertised_htlc_range(channel.config, p.htlc_minimum_msat, p.htlc_maximum_msat)
+        return dataclasses.replace(p, htlc_minimum_msat=low, htlc_maximum_msat=high)
 
     def _channel_update(self, channel_id: bytes, scid: int, enabled: bool) -> bytes:
         """Our signed channel_update for the direction leaving us (type included), for failures.
@@ -1436,13 +1561,12 @@ class Node:
         cached = self._updates.get(channel_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        p = self.forwarding_policy
-        channel = self.channels[channel_id]
+        p = self._channel_policy(self.channels[channel_id])
         update = create_channel_update(
             self.privkey, chain_hash=self.network.chain_hash, short_channel_id=scid, timestamp=int(time.time()),
             direction=direction_of(self.node_id, self._channel_node[channel_id]),
             cltv_expiry_delta=p.cltv_expiry_delta, htlc_minimum_msat=p.htlc_minimum_msat,
-            htlc_maximum_msat=min(p.htlc_maximum_msat, channel.config.funding_sat * 1000),
+            htlc_maximum_msat=p.htlc_maximum_msat,
             fee_base_msat=p.fee_base_msat, fee_proportional_millionths=p.fee_proportional_millionths,
             disabled=not enabled)
         encoded = encode_message(update)
@@ -1578,6 +1702,7 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(interval)
             height = self.chain.tip()[0]
+            self.invoices.maybe_prune(time.time(), self._invoice_hashes_in_channels())
             decisions = self.receiver.tick(time.time(), height)
             if decisions:
                 await self._run_step(lambda received, d=decisions: self._apply_decisions(d, received))  # type: ignore[misc]
@@ -1646,6 +1771,14 @@ class Node:
     def channel_is_closing(self, channel_id: bytes) -> bool:
         return channel_id in self._closings
 
+    def closed_channel_records(self) -> list[ClosedChannel]:
+        """Closed channels as the store keeps them (they outlive restarts), oldest first."""
+        return self.store.closed_channels()
+
+    def pending_sweeps(self) -> list[PendingSweep]:
+        """Funds of closed channels not yet swept to the wallet (force closes), with their maturity."""
+        return self._onchain.pending_sweeps()
+
     def _closing_fees(self) -> tuple[int, int]:
         """Our acceptable closing fee range: the chain's feerate for the closing weight, up to 4x."""
         low = CLOSING_WEIGHT * self.chain.estimate_feerate_per_kw() // 1000 + 1
@@ -1710,7 +1843,7 @@ class Node:
                 if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
                     raise
             with self.store.transaction():
-                self.store.close_channel(message.channel_id, agreed.txid)
+                self.store.close_channel(message.channel_id, agreed.txid, close_summary(channel, "mutual"))
             self.channels.pop(message.channel_id, None)
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed
@@ -1725,6 +1858,7 @@ class Node:
 
         watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
                                  self._known_preimage, load)
+        backfill_close_summaries(self.store, load)  # closed under an older version: listed like the others
         for cid in watcher.active():
             self.channels.pop(cid, None)
         return watcher
@@ -1743,6 +1877,7 @@ class Node:
         If the funding output is already spent (the peer closed first), that spend is resolved
         instead. The watcher then sweeps our outputs as their delays expire.
         """
+        self._require_store()
         channel = self.channels.get(channel_id)
         if channel is None:
             raise UsageError(f"no open channel {channel_id.hex()}")

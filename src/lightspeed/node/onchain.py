@@ -13,6 +13,10 @@ the wallet script we sweep to, the feerate, whether we are done); the claims are
 rebuilt from the channel record and the chain, byte for byte, so a restarted
 node finds the ones already broadcast by txid and carries on with the rest.
 
+Funds in limbo: until a claim of ours confirms, what it sweeps to the wallet is listed by
+:meth:`OnchainWatcher.pending_sweeps` with the height from which the chain accepts it, so a
+force-closed balance is never invisible while its delay runs.
+
 Fees: the claims pay their fee from the output they spend, at the chain's
 estimate. Under option_anchors HTLC transactions carry no fee and the commitment
 pays the feerate agreed in the channel; the embedded regtest chain has no relay
@@ -33,7 +37,62 @@ from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_sp
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
-from lightspeed.store.base import Store, StoredChannel
+from lightspeed.store.base import CloseKind, CloseSummary, Store, StoredChannel
+
+_CLOSE_KINDS: dict[SpendKind, CloseKind] = {SpendKind.LOCAL: "local", SpendKind.REMOTE: "remote",
+                                            SpendKind.REVOKED: "revoked", SpendKind.MUTUAL: "mutual"}
+
+
+def close_summary(channel: Channel, kind: CloseKind) -> CloseSummary:
+    """What the channel was when it closed (listed after a restart without rebuilding it)."""
+    view = channel.log.commitment(Side.LOCAL)
+    config = channel.config
+    return CloseSummary(kind, config.funding_txid, config.funding_output_index, config.funding_sat,
+                        config.local_is_funder, view.to_local_msat, view.to_remote_msat)
+
+
+def backfill_close_summaries(store: Store, load_channel: Callable[[StoredChannel], Channel]) -> int:
+    """Summaries for channels closed before they were kept (older stores): once, at start.
+
+    How it closed comes from its resolution record if it has one (a force close), else it
+    was a mutual close. A record that cannot be read is left without a summary.
+    """
+    missing = [c for c in store.closed_channels() if c.summary is None]
+    if not missing:
+        return 0
+    resolutions = store.resolutions()
+    done = 0
+    with store.transaction():
+        for closed in missing:
+            stored = store.channel(closed.channel_id)
+            try:
+                if stored is None:
+                    continue
+                channel = load_channel(stored)
+                raw = resolutions.get(closed.channel_id)
+                kind: CloseKind = "mutual"
+                if raw is not None:
+                    spend_kind = json.loads(raw).get("kind")
+                    kind = "data_loss" if spend_kind is None else _CLOSE_KINDS[SpendKind(spend_kind)]
+            except (LightspeedError, ValueError, KeyError):
+                continue
+            store.close_channel(closed.channel_id, closed.closing_txid or bytes(32), close_summary(channel, kind))
+            done += 1
+    return done
+
+
+@dataclass(frozen=True)
+class PendingSweep:
+    """Funds of a closed channel on their way to the wallet: a claim of ours not yet broadcast.
+
+    ``maturity_height`` is the first block that may include the claim, None while the
+    transaction it spends is unconfirmed (its relative delay has not started).
+    """
+
+    channel_id: bytes
+    label: str
+    amount_sat: int
+    maturity_height: int | None
 
 
 @dataclass(frozen=True)
@@ -131,7 +190,8 @@ class OnchainWatcher:
             return
         resolution = Resolution(cid, channel, self._new_script(), self.chain.estimate_feerate_per_kw())
         with self.store.transaction():
-            self.store.close_channel(cid, bytes(32))  # no longer an open channel (none to resume)
+            # no longer an open channel (none to resume); the closing transaction is not known yet
+            self.store.close_channel(cid, bytes(32), close_summary(channel, "data_loss"))
             self.store.put_resolution(cid, resolution.to_record())
         self.resolutions[cid] = resolution
 
@@ -145,7 +205,7 @@ class OnchainWatcher:
         self._plan(resolution, spend)
         assert resolution.kind is not None
         with self.store.transaction():
-            self.store.close_channel(cid, spend.txid)
+            self.store.close_channel(cid, spend.txid, close_summary(channel, _CLOSE_KINDS[resolution.kind]))
             self.store.put_resolution(cid, resolution.to_record())
         return ChannelClosedOnChain(cid, resolution.kind, spend.txid)
 
@@ -168,6 +228,34 @@ class OnchainWatcher:
             if preimage is not None and sha256(preimage) == payment_hash:
                 found[payment_hash] = preimage
         return found
+
+    # -- funds in limbo ----------------------------------------------------------------------
+
+    def pending_sweeps(self) -> list[PendingSweep]:
+        """What our unsettled claims will bring to the wallet, and from which height.
+
+        A claim already in the mempool is left out: the wallet counts its output already.
+        Only outputs paying our sweep script count (a first-stage HTLC transaction pays a
+        delayed output that its own sweep claims later; that sweep is what is listed).
+        """
+        tip = self.chain.tip()[0]
+        pending: list[PendingSweep] = []
+        for resolution in self.resolutions.values():
+            if resolution.finished or resolution.spend_txid is None:
+                continue
+            for claim in resolution.claims:
+                txid = claim.tx.txid
+                amount = sum(o.value_sat for o in claim.tx.outputs if o.script_pubkey == resolution.sweep_script)
+                if txid in resolution.settled or amount == 0 or self._confirmations(txid) is not None:
+                    continue
+                parent = self._confirmations(claim.parent_txid)
+                maturity = None
+                if parent is not None and parent >= 1:
+                    parent_height = tip - parent + 1
+                    # BIP 68: csv blocks after the parent's; the absolute lock: a block above locktime.
+                    maturity = max(parent_height + claim.csv, claim.tx.locktime + 1)
+                pending.append(PendingSweep(resolution.channel_id, claim.label, amount, maturity))
+        return pending
 
     # -- every block -------------------------------------------------------------------------
 

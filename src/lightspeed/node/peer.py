@@ -239,6 +239,7 @@ class PeerListener:
         self._open = 0
         self._pending = 0
         self._per_address: Counter[str] = Counter()
+        self._handshaking: set[Peer] = set()  # connections still in the handshake (closed by stop too)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncio.start_server(self._accept, host, port)
@@ -272,12 +273,15 @@ class PeerListener:
             session = PeerSession(Handshake.responder(self._key, os.urandom(32)), self._features,
                                   time.monotonic(), networks=self._networks, limits=self._limits)
             peer = Peer(reader, writer, session)
+            self._handshaking.add(peer)
             try:
                 await peer.connected()
             except PeerProtocolError:
                 self.failed_connections += 1
                 await peer.closed()
                 return
+            finally:
+                self._handshaking.discard(peer)
         finally:
             self._pending -= 1
         self.peers.add(peer)
@@ -291,5 +295,7 @@ class PeerListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for peer in list(self.peers):
+        # Pending handshakes too: left to the loop's final cancel, their read could swallow it
+        # (bpo-42130, see Peer.close) and hold the process until the handshake timeout.
+        for peer in [*self._handshaking, *self.peers]:
             await peer.close()

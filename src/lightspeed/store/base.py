@@ -6,16 +6,46 @@ state change (the channel record, the remote commitment it signed, the payment
 or invoice it settles, the onion it received) in one :meth:`Store.transaction`;
 writes outside a transaction are refused, so a forgotten transaction is a bug
 found at once rather than a half-written state found after a crash.
+
+A store that cannot commit (full disk, read-only file, I/O error) raises
+:class:`StoreUnavailable` and stays failed: every later transaction is refused
+at once, because the caller's memory may already be ahead of what is durable.
+Listeners (:meth:`Store.add_failure_listener`) hear of it once, so the node can
+stop before anything that depends on the lost commit leaves it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from lightspeed.errors import LightspeedError
+
 PaymentStatus = Literal["pending", "succeeded", "failed"]
 InvoiceStatus = Literal["unpaid", "paid"]
+#: How a channel closed: ``mutual`` (closing_signed), ``local``/``remote`` (our/their latest commitment
+#: went on chain), ``revoked`` (the peer broadcast a revoked commitment; we took it all), ``data_loss``
+#: (we fell behind and wait for the peer's commitment).
+CloseKind = Literal["mutual", "local", "remote", "revoked", "data_loss"]
+
+
+class StoreUnavailable(LightspeedError):
+    """The store cannot take writes (or answer reads): full disk, read-only file, I/O error.
+
+    Raised by the failing operation and, once a write failed, by every later
+    transaction of that store object (memory may be ahead of it: only a restart,
+    which reloads what is durable, clears it).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"store unavailable: {reason}")
+
+
+class StoreCorrupt(LightspeedError):
+    """The file is not a store this node can read (not SQLite, damaged, another program's)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,30 @@ class StoredChannel:
 
 
 @dataclass(frozen=True)
+class CloseSummary:
+    """What a closed channel was, kept when it closes so it can be listed without its state record."""
+
+    kind: CloseKind
+    funding_txid: bytes
+    funding_output_index: int
+    capacity_sat: int
+    initiator: bool  # we funded it
+    local_balance_msat: int  # our balance in our latest commitment when it closed (HTLCs aside)
+    remote_balance_msat: int
+
+
+@dataclass(frozen=True)
+class ClosedChannel:
+    """A closed channel. ``closing_txid`` is None while we wait for the peer to close (data loss);
+    ``summary`` is None for a channel closed before summaries were kept."""
+
+    channel_id: bytes
+    peer_id: bytes
+    closing_txid: bytes | None
+    summary: CloseSummary | None
+
+
+@dataclass(frozen=True)
 class InvoiceRecord:
     payment_hash: bytes
     invoice: str  # the BOLT 11 string we handed out
@@ -41,6 +95,7 @@ class InvoiceRecord:
     received_msat: int = 0
     paid_channel_id: bytes | None = None  # the HTLC we fulfilled for it (re-fulfilled, never another)
     paid_htlc_id: int | None = None
+    expires_at: int | None = None  # unix time (decoded from ``invoice``; None: not known yet)
 
 
 @dataclass(frozen=True)
@@ -85,16 +140,20 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    # channels
-    def allocate_key_index(self) -> int:
-        """A channel key index never handed out before (inside a transaction: durable once committed)."""
+    def add_failure_listener(self, listener: Callable[[StoreUnavailable], None]) -> None:
+        """Call ``listener`` once, when the store first fails a write (before the error is raised)."""
         ...
 
+    # channels
     def put_channel(self, channel_id: bytes, peer_id: bytes, state: bytes, ready: bool) -> None: ...
     def add_remote_commitment(self, channel_id: bytes, ctn: int, record: bytes) -> None: ...
     def put_shutdown(self, channel_id: bytes, script_pubkey: bytes) -> None: ...
-    def close_channel(self, channel_id: bytes, closing_txid: bytes) -> None: ...
+    def close_channel(self, channel_id: bytes, closing_txid: bytes, summary: CloseSummary | None = None) -> None:
+        """Mark the channel closed (``closing_txid`` all zero: closed, transaction not known yet)."""
+        ...
+
     def channels(self) -> list[StoredChannel]: ...
+    def closed_channels(self) -> list[ClosedChannel]: ...
 
     # peers we have channels with, and where to reach them
     def put_peer(self, node_id: bytes, host: str, port: int) -> None: ...
@@ -104,9 +163,28 @@ class Store(Protocol):
     def put_invoice(self, invoice: InvoiceRecord) -> None: ...
     def invoice(self, payment_hash: bytes) -> InvoiceRecord | None: ...
     def invoices(self) -> list[InvoiceRecord]: ...
+
+    def invoice_by_secret(self, payment_secret: bytes) -> InvoiceRecord | None:
+        """The invoice with this payment secret (AMP shards carry the secret, not the invoice's hash)."""
+        ...
+
+    def paid_invoice_hashes(self) -> set[bytes]: ...
+
+    def invoices_without_expiry(self) -> list[InvoiceRecord]:
+        """Unpaid invoices whose ``expires_at`` is not recorded (written by an older version)."""
+        ...
+
+    def set_invoice_expiry(self, payment_hash: bytes, expires_at: int) -> None: ...
+
+    def prune_invoices(self, expired_before: int, keep: Collection[bytes] = ()) -> int:
+        """Delete unpaid invoices that expired before ``expired_before`` (not those in ``keep``);
+        returns how many. Paid invoices are kept: they prove what was received."""
+        ...
+
     def put_payment(self, payment: PaymentRecord) -> None: ...
     def payment(self, payment_hash: bytes) -> PaymentRecord | None: ...
     def payments(self) -> list[PaymentRecord]: ...
+    def pending_payments(self) -> list[PaymentRecord]: ...
 
     # onions of incoming HTLCs, until the HTLC is settled
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None: ...
