@@ -54,6 +54,7 @@ from lightspeed.errors import LightspeedError
 from lightspeed.node.keys import FixedChannelKeys
 from lightspeed.node.node import Node
 from lightspeed.node.peer import DEFAULT_FEATURES
+from lightspeed.node.settings import ChannelSettings
 from lightspeed.routing.pathfind import Route, RouteHop
 from lightspeed.testing.harness import NodeThread
 
@@ -62,6 +63,10 @@ NODE_PRIVKEY = bytes(31) + b"\x01"
 FUNDING_PRIVKEY = bytes(31) + b"\x10"
 BASEPOINT_SECRETS = tuple(bytes(31) + bytes([n]) for n in (0x11, 0x12, 0x13, 0x14))
 SHACHAIN_SEED = b"\xff" * 32
+# The suite's commitments assume both dust limits are 546 (Commit(local_dust_limit=546, ...)),
+# its accept_channel checks a 1% reserve (9,998 sat of 999,800), and lnprototest.Runner asks
+# for minimum_depth 3. Our defaults today, set here so that a change of default breaks nothing.
+SUITE_CHANNEL_SETTINGS = ChannelSettings(dust_limit_sat=546, reserve_ppm=10_000, minimum_depth=3)
 WALLET_UTXOS = range(5)  # utxo(0..4) are the node's; 5 and 6 are the suite's own
 WARNING_TYPE, ERROR_TYPE, PING_TYPE = 1, 17, 18
 # What the suite's ExpectMsg skips by default (ExpectMsg.ignore_gossip_queries): not answers.
@@ -171,7 +176,7 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]  # lnprototest has no ty
         def make() -> Node:
             node = Node(privkey=NODE_PRIVKEY, chain=chain, wallet_seed=b"lnprototest wallet seed",
                         network=REGTEST, announce_channels=True, features=self.features,
-                        channel_keys=_suite_keys())
+                        channel_keys=_suite_keys(), channel_settings=SUITE_CHANNEL_SETTINGS)
             for index in WALLET_UTXOS:
                 node.wallet.import_key(bytes.fromhex(utxo(index)[3]))
             return node
