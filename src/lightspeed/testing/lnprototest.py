@@ -155,7 +155,8 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]  # lnprototest has no ty
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.features: Features = DEFAULT_FEATURES  # the bits the node runs with: options answer from these
-        self.startup_flags: list[str] = list(config.getoption("runner_args") or [])
+        for flag in config.getoption("runner_args") or []:
+            self.add_startup_flag(flag)
         self._thread: NodeThread | None = None
         self._chain: RegtestChain | None = None
         self._starts = 0
