@@ -10,10 +10,9 @@ channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed
 restarted daemon loads them and reconnects to its channels' peers.
 
 A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
-(the node ran before; its channels were in that store): starting anyway would make a
-node that knows nothing of them. ``--fresh-store`` starts it anyway, as a new node. A
-store that cannot be read is refused with ``node.sqlite is not a valid Lightspeed store:
-<reason>``.
+(the node ran before; its channels were in that store): ``--new-store`` starts it anyway,
+as a new node. A store that cannot be read is refused with ``node.sqlite is not a valid
+Lightspeed store: <reason>``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from lightspeed.api.handlers import ApiContext
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.node import Node
-from lightspeed.store import STORE_FILE, StoreCorrupt, open_store
+from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
 
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
@@ -103,9 +102,9 @@ def _require_store(datadir: Datadir) -> None:
     """
     if not (datadir.path / SECRET_FILE).exists():
         return
-    store = datadir.path / STORE_FILE
-    if store.exists() and store.stat().st_size > 0:
+    if store_exists(datadir.path):  # the file, or what is committed to its write-ahead log
         return
+    store = datadir.path / STORE_FILE
     datadir.unlock()
     raise UsageError(
         f"--datadir {datadir.path}: it has a node_secret but {'an empty' if store.exists() else 'no'} "

@@ -15,6 +15,7 @@ from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
+from lightspeed.cli.offer import offer
 from lightspeed.cli.route import route
 
 
@@ -31,6 +32,7 @@ def cli(ctx: click.Context, datadir: Path) -> None:
 
 cli.add_command(demo)
 cli.add_command(invoice)
+cli.add_command(offer)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)

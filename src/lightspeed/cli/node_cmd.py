@@ -282,7 +282,8 @@ def channels(ctx: click.Context, table: bool) -> None:
     data = _call(ctx, "GET", "/v1/channels")
     if table:
         _print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
-                                                    "local_balance_msat", "remote_balance_msat", "pending_htlcs"])
+                                                    "local_balance_msat", "remote_balance_msat", "pending_htlcs",
+                                                    "close_type", "limbo_sat"])
     else:
         _print(data)
 

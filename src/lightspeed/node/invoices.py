@@ -99,9 +99,10 @@ class InvoiceBook:
         while len(invoices) > self.cache_size:
             del invoices[next(iter(invoices))]
 
-    def maybe_prune(self, now: float, keep: Collection[bytes]) -> None:
+    def maybe_prune(self, now: float, keep: Callable[[], Collection[bytes]]) -> None:
+        """Prune if the last prune is ``PRUNE_INTERVAL_S`` old (``keep`` is asked only then)."""
         if self._last_prune is None or now - self._last_prune >= PRUNE_INTERVAL_S:
-            self.prune(now, keep)
+            self.prune(now, keep())
 
     def prune(self, now: float, keep: Collection[bytes]) -> int:
         """Delete unpaid invoices expired more than ``grace_s`` ago, except those in ``keep``."""

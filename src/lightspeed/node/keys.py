@@ -15,9 +15,10 @@ collide only if two random draws do (probability about n^2 / 2^256): whatever th
 forgot, a new channel never gets an old channel's keys. The node key in the data
 directory stays the only secret to back up beside the store.
 
-Records written before this (a counter index, below 2^64) still load: their secrets
-are derived the old way, ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index (8 bytes)
-|| purpose)``. New ids are at least 2^255, so the two ranges never meet.
+Records written before this still load, each range the way it was written: a counter
+index (below 2^64) as ``HMAC-SHA256(channel_seed, "lightspeed/channel/" || index (8 bytes)
+|| purpose)``, and the interim ``random 128 bits || counter`` index (from 2^191 up to 2^192)
+the same with 24 bytes. New ids are at least 2^255, so the ranges never meet.
 
 Where the secrets come from is pluggable: the node asks a :class:`ChannelKeys` provider for
 the secrets of a key id (LDK's ``SignerProvider``, reduced to what the node needs), at an
@@ -45,6 +46,7 @@ from lightspeed.errors import UsageError
 _PURPOSES = (b"funding", b"revocation", b"payment", b"delayed_payment", b"htlc", b"per_commitment_seed")
 _KEY_NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc")
 LEGACY_INDEX_LIMIT = 1 << 64  # counter indices of records written by earlier versions are below this
+_INTERIM_INDEXES = range(1 << 191, 1 << 192)  # random 128 bits (top bit set) || 64-bit counter, briefly used
 _RANDOM_ID_BIT = 1 << 255  # set in every random id: the ranges never overlap
 
 
@@ -63,8 +65,12 @@ def derive_channel_secrets(seed: bytes, key_id: int) -> LocalSecrets:
         raise UsageError(f"channel key id {key_id}: out of range")
     if key_id < LEGACY_INDEX_LIMIT:  # a counter index (records of earlier versions)
         prefix = b"lightspeed/channel/" + key_id.to_bytes(8, "big")
-    else:
+    elif key_id in _INTERIM_INDEXES:
+        prefix = b"lightspeed/channel/" + key_id.to_bytes(24, "big")
+    elif key_id >= _RANDOM_ID_BIT:
         prefix = b"lightspeed/channel-id/" + key_id.to_bytes(32, "big")
+    else:  # never written by any version: refuse rather than derive keys nobody agreed on
+        raise UsageError(f"channel key id {key_id}: not an id any version of Lightspeed writes")
     values = [hmac.digest(seed, prefix + p, hashlib.sha256) for p in _PURPOSES]
     for purpose, value in zip(_PURPOSES[:5], values[:5], strict=True):
         if not 0 < int.from_bytes(value, "big") < CURVE_ORDER:  # about 2^-128: draw another id

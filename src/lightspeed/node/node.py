@@ -1705,7 +1705,7 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(interval)
             height = self.chain.tip()[0]
-            self.invoices.maybe_prune(time.time(), self._invoice_hashes_in_channels())
+            self.invoices.maybe_prune(time.time(), self._invoice_hashes_in_channels)
             decisions = self.receiver.tick(time.time(), height)
             if decisions:
                 await self._run_step(lambda received, d=decisions: self._apply_decisions(d, received))  # type: ignore[misc]

@@ -1,0 +1,372 @@
+"""Lightspeed against Electrum as a live Lightning peer, over TCP, on one regtest chain.
+
+Per Electrum release (4.3.4: static_remotekey channels; 4.8.1: anchor channels) one network runs
+for the whole module (see :mod:`tests.interop.electrum_harness`): a Lightspeed daemon, an Electrum
+server over the chain file and two Electrum wallets, alice (opens channels to Lightspeed) and bob
+(accepts Lightspeed's). Each case checks both sides' views of its channels and, when it ends on
+chain, what every party got, to the satoshi. The cases open the channels they change, so each
+runs alone too; the channels the payment cases share are opened once (``channels``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lightspeed.bitcoin.tx import Transaction
+from tests.interop.electrum_harness import (
+    LIGHTSPEED_TO_SELF_DELAY,
+    ElectrumWallet,
+    InteropNet,
+    interop_network,
+    release_or_skip,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(600)]
+
+CAPACITY_SAT = 1_000_000
+ANCHOR_SAT = 330
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("4.3.4", marks=pytest.mark.xdist_group("electrum-4.3.4")),
+])
+def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteropNet]:
+    release = release_or_skip(request.param)
+    with interop_network(release, tmp_path_factory.mktemp(f"electrum-{release.version}")) as network:
+        yield network
+
+
+@dataclass(frozen=True)
+class Pair:
+    """alice's channel to Lightspeed and Lightspeed's channel to bob (funding outpoints)."""
+
+    alice: str
+    bob: str
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def ls_view(net: InteropNet, point: str) -> tuple[int, int, int]:
+    """Lightspeed's (local_msat, remote_msat, pending HTLCs) on the channel at ``point``."""
+    channel = net.lightspeed.channel(point)
+    return channel["local_balance_msat"], channel["remote_balance_msat"], channel["pending_htlcs"]
+
+
+def electrum_view(wallet: ElectrumWallet, point: str) -> tuple[int, int]:
+    channel = wallet.channel(point)
+    return channel["local_balance"], channel["remote_balance"]
+
+
+def settled(net: InteropNet, wallet: ElectrumWallet, point: str, electrum_local_msat: int) -> None:
+    """Both sides agree that ``wallet`` owns ``electrum_local_msat`` and nothing is in flight."""
+    capacity_msat = net.lightspeed.channel(point)["capacity_sat"] * 1000
+    want_ls = (capacity_msat - electrum_local_msat, electrum_local_msat, 0)
+    wait_for(f"Lightspeed's view of {point} to be {want_ls}", lambda: ls_view(net, point) == want_ls, 30)
+    want_el = (electrum_local_msat // 1000, (capacity_msat - electrum_local_msat) // 1000)
+
+    def electrum_settled() -> bool:
+        channel = wallet.channel(point)
+        return ((channel["local_balance"], channel["remote_balance"]) == want_el
+                and channel["local_unsettled_sent"] == 0 and channel["remote_unsettled_sent"] == 0)
+
+    wait_for(f"{wallet.name}'s view of {point} to be {want_el}", electrum_settled, 30)
+
+
+def open_from_electrum(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT,
+                       push_sat: int = 0) -> str:
+    point = wallet.open_channel(net.lightspeed.peer_address, amount_sat, push_sat)
+    wait_for("the funding transaction in the mempool", lambda: point.split(":")[0] in net.chain.mempool(), 30)
+    net.mine(3)
+    wait_for(f"{wallet.name}'s channel to open", lambda: wallet.channel(point)["state"] == "OPEN", 60)
+    wait_for("Lightspeed's channel to be ready", lambda: net.lightspeed.channel(point)["state"] == "normal", 60)
+    return point
+
+
+def open_from_lightspeed(net: InteropNet, wallet: ElectrumWallet, amount_sat: int = CAPACITY_SAT,
+                         push_sat: int = 0) -> str:
+    net.lightspeed.call("connect", wallet.peer_address)
+    opened = net.lightspeed.call("open-channel", wallet.node_id, str(amount_sat), "--push-msat", str(push_sat * 1000))
+    point = f"{opened['funding_txid']}:{opened['funding_output_index']}"
+    net.mine(3)
+    wait_for("Lightspeed's channel to be ready", lambda: net.lightspeed.channel(point)["state"] == "normal", 60)
+    wait_for(f"{wallet.name}'s channel to open", lambda: wallet.channel(point)["state"] == "OPEN", 60)
+    return point
+
+
+def ls_invoice(net: InteropNet, amount_msat: int, memo: str) -> dict[str, Any]:
+    return dict(net.lightspeed.call("invoice", "new", str(amount_msat), memo))
+
+
+def electrum_pays(wallet: ElectrumWallet, invoice: str) -> dict[str, Any]:
+    paid = wallet.pay(invoice)
+    assert paid["success"], f"{wallet.name} could not pay: {paid}"
+    return paid
+
+
+def ls_pays(net: InteropNet, invoice: str) -> dict[str, Any]:
+    paid = dict(net.lightspeed.call("pay", invoice))
+    assert paid["status"] == "succeeded", paid
+    return paid
+
+
+def proves(preimage_hex: str, payment_hash_hex: str) -> bool:
+    return hashlib.sha256(bytes.fromhex(preimage_hex)).hexdigest() == payment_hash_hex
+
+
+def tx_of(net: InteropNet, txid: str) -> Transaction:
+    found = net.chain.transaction(txid)
+    assert found is not None, f"transaction {txid} is not on the chain"
+    tx: Transaction = found[0]
+    return tx
+
+
+def ctx_of(wallet: ElectrumWallet, point: str) -> Transaction:
+    """Electrum's latest signed commitment transaction (what a force close would broadcast)."""
+    raw = wallet.rpc("get_channel_ctx", channel_point=point, iknowwhatimdoing=True)
+    return Transaction.parse(bytes.fromhex(raw))
+
+
+# -- the cases --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def channels(net: InteropNet) -> Pair:
+    return Pair(open_from_electrum(net, net.alice), open_from_lightspeed(net, net.bob))
+
+
+def test_open_both_directions(net: InteropNet, channels: Pair) -> None:
+    """Electrum opens a channel to Lightspeed and Lightspeed opens one to Electrum: both agree."""
+    for point, wallet, lightspeed_funds in ((channels.alice, net.alice, False), (channels.bob, net.bob, True)):
+        ls = net.lightspeed.channel(point)
+        assert (ls["state"], ls["capacity_sat"], ls["initiator"]) == ("normal", CAPACITY_SAT, lightspeed_funds)
+        assert ls["peer_id"] == wallet.node_id
+        funder_msat = CAPACITY_SAT * 1000
+        assert (ls["local_balance_msat"], ls["remote_balance_msat"]) == (
+            (funder_msat, 0) if lightspeed_funds else (0, funder_msat))
+        el = wallet.channel(point)
+        assert (el["state"], el["remote_pubkey"]) == ("OPEN", net.lightspeed.node_id)
+        assert (el["local_balance"], el["remote_balance"]) == ((0, CAPACITY_SAT) if lightspeed_funds
+                                                              else (CAPACITY_SAT, 0))
+        txid, _, index = point.partition(":")
+        funding, height = net.chain.transaction(txid)
+        assert height is not None and funding.outputs[int(index)].value_sat == CAPACITY_SAT
+        assert len(funding.outputs[int(index)].script_pubkey) == 34  # P2WSH of the 2-of-2
+
+
+def test_payments_both_ways_on_both_channels(net: InteropNet, channels: Pair) -> None:
+    """Electrum pays Lightspeed and Lightspeed pays Electrum, on the channel each side opened."""
+    for point, wallet in ((channels.alice, net.alice), (channels.bob, net.bob)):
+        before = net.lightspeed.channel(point)["remote_balance_msat"]
+        if before == 0:  # Lightspeed funded it: it pays first, then gets some back
+            invoice = wallet.invoice(200_000, "from lightspeed")
+            paid = ls_pays(net, invoice)
+            assert proves(paid["preimage"], paid["payment_hash"])
+            settled(net, wallet, point, before + 200_000_000)
+            before += 200_000_000
+        ours = ls_invoice(net, 70_000_123, f"from {wallet.name}")  # not a whole satoshi: msat precision
+        paid = electrum_pays(wallet, ours["invoice"])
+        assert paid["payment_hash"] == ours["payment_hash"] and proves(paid["preimage"], ours["payment_hash"])
+        settled(net, wallet, point, before - 70_000_123)
+        theirs = wallet.invoice(30_000, f"to {wallet.name}")
+        paid = ls_pays(net, theirs)
+        assert proves(paid["preimage"], paid["payment_hash"])
+        settled(net, wallet, point, before - 70_000_123 + 30_000_000)
+        invoices = {i["payment_hash"]: i["status"] for i in net.lightspeed.call("invoice", "list")["invoices"]}
+        assert invoices[ours["payment_hash"]] == "paid"
+
+
+def test_channel_type_is_agreed(net: InteropNet, channels: Pair) -> None:
+    """4.3.4 runs static_remotekey commitments, 4.8.1 anchors: Electrum's signed commitment has that form.
+
+    Electrum's commitment pays Electrum's balance to its to_local (P2WSH) and Lightspeed's to its
+    to_remote (P2WPKH under static_remotekey, a CSV-1 P2WSH under anchors); the funder's output
+    carries the commitment fee (and the two 330 sat anchors), the other one is its balance exactly.
+    """
+    for point, wallet in ((channels.alice, net.alice), (channels.bob, net.bob)):
+        ls = net.lightspeed.channel(point)
+        local_msat, remote_msat, _ = ls_view(net, point)
+        if not local_msat:  # run alone: give the non-funder a balance, for both main outputs
+            electrum_pays(wallet, ls_invoice(net, 100_000_000, "both outputs")["invoice"])
+            settled(net, wallet, point, remote_msat - 100_000_000)
+        elif not remote_msat:
+            ls_pays(net, wallet.invoice(100_000, "both outputs"))
+            settled(net, wallet, point, 100_000_000)
+        local_msat, remote_msat, _ = ls_view(net, point)
+        ctx = ctx_of(wallet, point)
+        anchors = [o for o in ctx.outputs if o.value_sat == ANCHOR_SAT]
+        mains = [o for o in ctx.outputs if o.value_sat != ANCHOR_SAT]
+        assert len(mains) == 2, ctx.outputs
+        ls_sat, el_sat = local_msat // 1000, remote_msat // 1000
+        # what the outputs lack of the capacity: the fee, and the msat the two balances' rounding drops
+        fee_sat = CAPACITY_SAT - sum(o.value_sat for o in ctx.outputs) - (CAPACITY_SAT - ls_sat - el_sat)
+        assert 0 < fee_sat < 50_000, fee_sat
+        funder_pays = fee_sat + len(anchors) * ANCHOR_SAT
+        want_to_remote = ls_sat - funder_pays if ls["initiator"] else ls_sat
+        want_to_local = el_sat if ls["initiator"] else el_sat - funder_pays
+        to_remote = [o for o in mains if o.value_sat == want_to_remote]
+        to_local = [o for o in mains if o.value_sat == want_to_local]
+        assert to_remote and to_local, (ctx.outputs, local_msat, remote_msat, fee_sat)
+        assert len(to_local[0].script_pubkey) == 34  # P2WSH: revocation or CSV delay
+        if net.release.anchors:
+            assert len(anchors) == 2 and len(to_remote[0].script_pubkey) == 34
+        else:
+            assert not anchors and len(to_remote[0].script_pubkey) == 22
+        assert electrum_view(wallet, point) == (el_sat, ls_sat)
+
+
+def test_multihop_both_ways(net: InteropNet, channels: Pair) -> None:
+    """alice -> Lightspeed -> bob and back: Lightspeed forwards, at its advertised fee, first try."""
+    amount_msat = 50_000_000
+    fee_msat = 1000 + amount_msat // 1_000_000  # Lightspeed's policy: 1000 msat + 1 ppm
+    for payer, payee, payer_point, payee_point in ((net.alice, net.bob, channels.alice, channels.bob),
+                                                   (net.bob, net.alice, channels.bob, channels.alice)):
+        payer_before = ls_view(net, payer_point)[1]
+        payee_before = ls_view(net, payee_point)[1]
+        invoice = payee.invoice(amount_msat // 1000, f"{payer.name} to {payee.name}")
+        paid = electrum_pays(payer, invoice)
+        assert proves(paid["preimage"], paid["payment_hash"])
+        # BOLT 4: the route hint carried Lightspeed's channel_update, so no fee_insufficient round trip
+        assert len(paid["log"]) == 1, f"{payer.name} needed more than one attempt: {paid['log']}"
+        settled(net, payer, payer_point, payer_before - amount_msat - fee_msat)
+        settled(net, payee, payee_point, payee_before + amount_msat)
+
+
+def test_mpp_from_electrum(net: InteropNet, channels: Pair) -> None:
+    """alice pays more than any one of her channels can carry: she splits it, Lightspeed takes the set."""
+    second = open_from_electrum(net, net.alice, 600_000)
+    first_sendable = ls_view(net, channels.alice)[1]
+    amount_msat = first_sendable - 20_000_000 + 300_000_000  # more than either channel alone
+    first_before, second_before = ls_view(net, channels.alice)[1], ls_view(net, second)[1]
+    ours = ls_invoice(net, amount_msat, "needs two channels")
+    paid = electrum_pays(net.alice, ours["invoice"])
+    assert proves(paid["preimage"], ours["payment_hash"])
+    wait_for("both channels to settle", lambda: ls_view(net, channels.alice)[2] == ls_view(net, second)[2] == 0)
+    spent = (first_before - ls_view(net, channels.alice)[1]) + (second_before - ls_view(net, second)[1])
+    assert spent == amount_msat
+    assert ls_view(net, second)[1] < second_before and ls_view(net, channels.alice)[1] < first_before
+    net.alice.close_channel(second)
+    net.mine(1)
+
+
+def test_restart_and_reestablish(net: InteropNet, channels: Pair) -> None:
+    """Each side restarts mid-channel: channel_reestablish brings the channel back, payments flow."""
+    point, wallet = channels.alice, net.alice
+    electrum_msat = ls_view(net, point)[1]
+    net.lightspeed.stop()
+    net.lightspeed.start()
+    wait_for("Lightspeed's channel back", lambda: net.lightspeed.channel(point)["state"] == "normal", 30)
+    wait_for("alice reconnected", lambda: wallet.channel(point)["peer_state"] == "GOOD", 60)
+    ours = ls_invoice(net, 10_000_000, "after lightspeed restarted")
+    electrum_pays(wallet, ours["invoice"])
+    settled(net, wallet, point, electrum_msat - 10_000_000)
+
+    wallet.stop()
+    wallet.start()
+    wait_for("alice reconnected", lambda: wallet.channel(point)["peer_state"] == "GOOD", 60)
+    theirs = wallet.invoice(4_000, "after alice restarted")
+    ls_pays(net, theirs)
+    settled(net, wallet, point, electrum_msat - 10_000_000 + 4_000_000)
+
+
+# -- closing ----------------------------------------------------------------------------------------
+
+def closing_outputs(net: InteropNet, closing_txid: str) -> dict[bytes, int]:
+    tx = tx_of(net, closing_txid)
+    return {o.script_pubkey: o.value_sat for o in tx.outputs}
+
+
+def test_mutual_close_started_by_each_side(net: InteropNet) -> None:
+    """alice closes her channel, Lightspeed closes bob's: each gets its balance, the funder pays the fee."""
+    # balances pushed at opening: a payment could take the other channel each wallet has with Lightspeed
+    a = open_from_electrum(net, net.alice, push_sat=123_456)
+    b = open_from_lightspeed(net, net.bob, push_sat=234_567)
+    settled(net, net.alice, a, (CAPACITY_SAT - 123_456) * 1000)
+    settled(net, net.bob, b, 234_567_000)
+
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    alice_before, bob_before = net.alice.balance(), net.bob.balance()
+    closing_a = net.alice.close_channel(a)
+    closed = net.lightspeed.call("close", net.lightspeed.channel(b)["channel_id"])
+    closing_b = closed["closing_txid"]
+    net.mine(1)
+    for point, txid in ((a, closing_a), (b, closing_b)):
+        tx = tx_of(net, txid)
+        assert tx.inputs[0].prevout.txid[::-1].hex() == point.split(":")[0]
+    # a: alice funded it. Lightspeed gets exactly its 123,456 sat; alice the rest less the fee.
+    tx_a = tx_of(net, closing_a)
+    values_a = sorted(o.value_sat for o in tx_a.outputs)
+    fee_a = CAPACITY_SAT - sum(values_a)
+    assert 123_456 in values_a and CAPACITY_SAT - 123_456 - fee_a in values_a and 0 < fee_a < 20_000
+    # b: Lightspeed funded it. bob gets exactly 234,567 sat.
+    tx_b = tx_of(net, closing_b)
+    values_b = sorted(o.value_sat for o in tx_b.outputs)
+    fee_b = CAPACITY_SAT - sum(values_b)
+    assert 234_567 in values_b and CAPACITY_SAT - 234_567 - fee_b in values_b and 0 < fee_b < 20_000
+    wait_for("Lightspeed's wallet to have both outputs", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + 123_456 + CAPACITY_SAT - 234_567 - fee_b)
+    wait_for("alice's wallet", lambda: net.alice.balance()["confirmed"]
+             == alice_before["confirmed"] + CAPACITY_SAT - 123_456 - fee_a)
+    wait_for("bob's wallet", lambda: net.bob.balance()["confirmed"] == bob_before["confirmed"] + 234_567)
+    for point, wallet in ((a, net.alice), (b, net.bob)):
+        wait_for(f"{wallet.name} to see {point} closed", lambda p=point, w=wallet: w.channel(p)["state"]
+                 in ("CLOSED", "REDEEMED"))
+        assert net.lightspeed.channel(point)["state"] == "closed"
+
+
+# -- force close ------------------------------------------------------------------------------------
+
+def output_paying(tx: Transaction, value_sat: int) -> int:
+    """The index of ``tx``'s one output of exactly ``value_sat``."""
+    found = [i for i, o in enumerate(tx.outputs) if o.value_sat == value_sat]
+    assert len(found) == 1, (value_sat, tx.outputs)
+    return found[0]
+
+
+def swept(net: InteropNet, txid: str, index: int, seconds: float = 60) -> Transaction:
+    """The transaction spending ``txid:index`` once it shows up (then confirmed by a block)."""
+    sweep: Transaction = wait_for(f"a sweep of {txid}:{index}", lambda: net.chain.spender(txid, index), seconds)
+    net.mine(1)
+    return sweep
+
+
+def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
+    """alice broadcasts her commitment: Lightspeed gets its balance at once, alice hers after the delay."""
+    # the balance is pushed at opening: a payment could take the other channel alice has with Lightspeed
+    a = open_from_electrum(net, net.alice, push_sat=300_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    alice_before = net.alice.balance()["confirmed"]
+
+    commitment_txid = net.alice.close_channel(a, force=True)
+    wait_for("alice's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, commitment_txid)
+    assert commitment.inputs[0].prevout.txid[::-1].hex() == a.split(":")[0]
+    to_remote = output_paying(commitment, 300_000)  # Lightspeed's balance, exactly: alice paid the fee
+    to_local = next(i for i in range(len(commitment.outputs)) if i != to_remote
+                    and commitment.outputs[i].value_sat != ANCHOR_SAT)
+    to_local_sat = commitment.outputs[to_local].value_sat
+    assert to_local_sat < CAPACITY_SAT - 300_000
+    ls_sweep = swept(net, commitment_txid, to_remote)
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+
+    # alice's to_local waits Lightspeed's to_self_delay (CSV) before Electrum can sweep it
+    # BIP 68: after DELAY - 2 confirmations the next block is DELAY - 1 deep, too early for the sweep
+    net.mine(LIGHTSPEED_TO_SELF_DELAY - 3)
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    alice_sweep = swept(net, commitment_txid, to_local)
+    # Electrum's sweep fee is its own choice (about 21,800 sat at its regtest fallback feerate)
+    assert len(alice_sweep.outputs) == 1 and to_local_sat - 25_000 < alice_sweep.outputs[0].value_sat < to_local_sat
+    wait_for("alice's wallet to get her sweep", lambda: net.alice.balance()["confirmed"]
+             == alice_before + alice_sweep.outputs[0].value_sat)
+    assert net.lightspeed.channel(a)["state"] == "closed"
+    wait_for("alice to see the channel redeemed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
+
