@@ -73,5 +73,9 @@ class ChainBusy(ChainError):
     """The chain is held locked by another process: nothing was done, the same call can be retried."""
 
 
+class RejectedBlock(LightspeedError):
+    """The chain refused a submitted block or a reorganisation; the message names the rule. Nothing changed."""
+
+
 class PaymentError(LightspeedError):
     """A payment could not be made or was refused (e.g. the double-pay guard)."""

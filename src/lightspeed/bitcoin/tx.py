@@ -127,7 +127,16 @@ class Transaction:
     @classmethod
     def parse(cls, data: bytes) -> Transaction:
         """Parse a (segwit or legacy) transaction; raises DecodeError naming the field."""
+        tx, end = cls.parse_prefix(data, 0)
+        if end != len(data):
+            raise DecodeError("transaction", f"{len(data) - end} trailing bytes")
+        return tx
+
+    @classmethod
+    def parse_prefix(cls, data: bytes, start: int) -> tuple[Transaction, int]:
+        """The transaction serialized at ``data[start:]`` and where it ends (a block holds several)."""
         reader = _Reader(data)
+        reader.pos = start
         version = struct.unpack("<i", reader.take(4, "version"))[0]
         segwit = reader.peek(2) == b"\x00\x01"
         if segwit:
@@ -152,9 +161,7 @@ class Transaction:
             if not any(txin.witness for txin in inputs):
                 raise DecodeError("transaction witness", "segwit marker with no witness data")
         locktime = reader.u32("locktime")
-        if reader.pos != len(data):
-            raise DecodeError("transaction", f"{len(data) - reader.pos} trailing bytes")
-        return cls(version, tuple(inputs), tuple(outputs), locktime)
+        return cls(version, tuple(inputs), tuple(outputs), locktime), reader.pos
 
 
 class _Reader:

@@ -8,7 +8,9 @@ transaction is validated before it enters the mempool: inputs exist and are unsp
 included), values are in range and conserved, coinbase outputs mature after 100 blocks,
 absolute locktimes (nLockTime) and BIP 68 relative locktimes hold against block height and
 time, and every witness is executed by :mod:`lightspeed.bitcoin.interpreter`. Blocks come
-from :meth:`RegtestChain.mine` (no competing miners, so no reorganisations).
+from :meth:`RegtestChain.mine`, or from elsewhere (:meth:`RegtestChain.submit_block`, checked
+as a node checks a block), and :meth:`RegtestChain.trim_blocks` reorganises back to a height
+(:mod:`.submit`).
 
 Sharing between processes: every state change runs in one ``BEGIN IMMEDIATE`` SQLite
 transaction on a WAL database, so several daemons on one machine can point at the same file
@@ -43,11 +45,13 @@ from lightspeed.bitcoin.interpreter import (
 from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import MAX_MONEY_SAT, OutPoint, Transaction, TxIn, TxOut
+from lightspeed.chain import submit
 from lightspeed.chain.blocks import (
     GENESIS_COINBASE,
     GENESIS_HASH,
     GENESIS_HEADER,
     NULL_OUTPOINT,
+    BlockHeader,
     coinbase,
     merkle_root,
     mine_header,
@@ -421,6 +425,51 @@ class RegtestChain:
         self._db.executemany("UPDATE txs SET height = ?, position = ? WHERE txid = ?",
                              [(height, position, bytes(txid)) for position, (txid, _raw, _fee) in enumerate(rows, 1)])
         return block_hash
+
+    # -- blocks from elsewhere, reorganisations (the checks are in chain.submit) ---------------
+
+    def submit_block(self, raw: bytes) -> bytes:
+        """Check a serialized block and make it the new tip; its hash, or RejectedBlock (nothing changed)."""
+        return submit.submit_block(self, raw)
+
+    def trim_blocks(self, height: int) -> list[bytes]:
+        """Reorganise back to ``height``: later blocks go, their transactions return to the mempool
+        (the txids of those that no longer fit are returned, dropped)."""
+        return submit.trim_blocks(self, height)
+
+    def _mempool_fee(self, txid: bytes) -> int | None:
+        row = self._db.execute("SELECT fee FROM txs WHERE txid = ? AND height IS NULL", (txid,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _connect_block(self, header: BlockHeader, txs: list[Transaction], height: int) -> None:
+        """Inside a write: ``header`` is the new tip; its coinbase is new, its other transactions are in the mempool."""
+        self._db.execute("INSERT INTO blocks (height, hash, header, time) VALUES (?, ?, ?, ?)",
+                         (height, header.hash, header.serialize(), header.time))
+        self._store(txs[0], height, is_coinbase=True, fee=None, position=0)
+        self._db.executemany("UPDATE txs SET height = ?, position = ? WHERE txid = ?",
+                             [(height, position, tx.txid) for position, tx in enumerate(txs[1:], start=1)])
+
+    def _disconnect_to(self, height: int) -> list[bytes]:
+        """Inside a write: drop the blocks above ``height``; their transactions and the mempool's are
+        validated again, in order, against the shorter chain. Returns the txids that no longer fit."""
+        rows = self._db.execute(
+            "SELECT txid, raw, position FROM txs WHERE height > ? OR height IS NULL "
+            "ORDER BY height IS NULL, height, position, rowid", (height,)).fetchall()
+        for txid, _raw, _position in rows:
+            self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
+            self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
+            self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+            self._db.execute("DELETE FROM txs WHERE txid = ?", (txid,))
+        self._db.execute("DELETE FROM blocks WHERE height > ?", (height,))
+        dropped = []
+        for txid, raw, position in rows:
+            if position == 0:
+                continue  # a coinbase goes with its block
+            try:
+                self._accept(Transaction.parse(bytes(raw)))
+            except RejectedTransaction:
+                dropped.append(bytes(txid))
+        return dropped
 
     # -- faucet ------------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ Keys are derived from the wallet seed as ``HMAC-SHA256(seed, "lightspeed/wallet/
 keys). The wallet keeps no UTXO database of its own: it asks the chain which of
 its scripts hold unspent outputs, so a restart or a restore from the seed
 simply finds the coins again (it scans ``gap`` keys past the last one used).
+
+On regtest a test can also give the wallet a key of its own (:meth:`Wallet.import_key`):
+conformance suites fund the node from outputs whose keys they fixed in advance.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def output_weight(script_pubkey: bytes) -> int:
 
 @dataclass(frozen=True)
 class WalletKey:
-    index: int
+    index: int  # -1 for an imported key
     privkey: bytes
     pubkey: bytes
     script_pubkey: bytes
@@ -74,10 +77,26 @@ class Wallet:
 
     def _rescan(self) -> None:
         """Find the last used key (it holds or held coins) so new addresses are fresh."""
-        used = [self._by_script[u.output.script_pubkey].index for u in self.chain.unspent(list(self._by_script))]
+        used = [self._by_script[u.output.script_pubkey].index for u in self.chain.unspent(list(self._by_script))
+                if self._by_script[u.output.script_pubkey].index >= 0]
         if used:
             self.next_index = max(self.next_index, max(used) + 1)
             self._derive(self.next_index + self.gap)
+
+    def import_key(self, privkey: bytes) -> WalletKey:
+        """Spend (and watch) the P2WPKH output of ``privkey`` too; regtest only.
+
+        A key from outside the seed is not backed up by it: on a real network that is how
+        coins get lost, so only test networks' wallets take one.
+        """
+        if self.network != REGTEST:
+            raise UsageError(f"importing a key: only a regtest wallet takes one, not a {self.network.name} wallet")
+        if len(privkey) != 32 or not 0 < int.from_bytes(privkey, "big") < CURVE_ORDER:
+            raise UsageError("privkey: not a valid private key (32 bytes, 1 to n-1)")
+        pubkey = pubkey_from_privkey(privkey)
+        key = WalletKey(-1, privkey, pubkey, p2wpkh_script(pubkey))
+        self._by_script.setdefault(key.script_pubkey, key)
+        return self._by_script[key.script_pubkey]
 
     def new_key(self) -> WalletKey:
         key = self._keys[self.next_index]

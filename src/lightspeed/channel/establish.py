@@ -3,9 +3,9 @@
 Every "MUST fail the channel" of BOLT 2 for these messages is enforced here and
 quoted; the "MAY fail" ones are decisions of a :class:`ChannelPolicy`, so a
 node operator can tune them. A failed check raises
-:class:`~lightspeed.errors.PeerProtocolError` naming the rule, which the node
-turns into an ``error`` for the temporary channel id. Pure functions: the chain
-hash and the fee estimate are inputs.
+:class:`~lightspeed.channel.state.ChannelFailure` naming the rule, which the node
+turns into an ``error`` for the temporary channel id (BOLT 1: failing a channel is
+sending an error for it). Pure functions: the chain hash and the fee estimate are inputs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from lightspeed.channel.commitment import commitment_fee_sat
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
+from lightspeed.channel.state import ChannelFailure
 from lightspeed.codec.features import Features
 from lightspeed.codec.generated import AcceptChannel, OpenChannel
 from lightspeed.crypto.secp256k1 import is_valid_pubkey
-from lightspeed.errors import PeerProtocolError
 
 MAX_ACCEPTED_HTLCS = 483
 MIN_DUST_LIMIT_SAT = 354  # BOLT 2 / BOLT 3 "Dust Limits"
@@ -100,8 +100,8 @@ class ChannelPolicy:
     accept_zeroconf: bool = False
 
 
-def _fail(reason: str, channel_id: bytes) -> PeerProtocolError:
-    return PeerProtocolError(reason, channel_id)
+def _fail(reason: str, channel_id: bytes) -> ChannelFailure:
+    return ChannelFailure(reason, channel_id)
 
 
 def _check_basepoints(msg: OpenChannel | AcceptChannel, cid: bytes) -> None:

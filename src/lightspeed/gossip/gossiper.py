@@ -11,6 +11,11 @@ Per peer it follows BOLT 7: on connecting it sends a ``gossip_timestamp_filter``
 for gossip from ``filter_window_s`` back, or for none from a peer that does not offer
 ``gossip_queries``) and, optionally, a ``query_channel_range`` over all blocks followed
 by ``query_short_channel_ids`` for what it lacks, one query in flight at a time.
+
+Older peers: until 2024 BOLT 9 had ``initial_routing_sync`` (bit 3), with which a peer
+that does not offer ``gossip_queries`` asked for a full dump of the gossip at connection
+(there was no filter to ask with). Such a peer gets what a filter admitting everything
+would get, the stored gossip now and the relayed gossip later (LDK does the same).
 Received announcements and updates go through the :class:`NetworkView`; accepted ones
 are rebroadcast by the staggered :class:`Broadcaster`.
 
@@ -49,6 +54,9 @@ GOSSIP_TYPES = frozenset(range(256, 266)) - {259}  # 259 announcement_signatures
 _ANNOUNCEMENTS = frozenset((256, 257, 258))
 FILTER_WINDOW_S = 14 * 24 * 3600  # ask for the last two weeks: older channels may be pruned anyway
 ALL_BLOCKS = 0xFFFFFFFF
+# BOLT 9 until bolts commit fc687e8 (2024): | 3 | initial_routing_sync | Sending node needs a
+# complete routing information dump | I |. Only meaningful without gossip_queries.
+INITIAL_ROUTING_SYNC = 3
 
 
 @dataclass
@@ -118,6 +126,10 @@ class Gossiper:
                 chain_hash=self.chain_hash, first_timestamp=0xFFFFFFFF, timestamp_range=0
             )
         step.to(peer_id, [encode_message(gossip_filter)])
+        if not peer.queries and INITIAL_ROUTING_SYNC in features.bits:
+            # An old peer asking for everything: as if it had sent a filter admitting it all.
+            dump = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0, timestamp_range=ALL_BLOCKS)
+            step.to(peer_id, self.broadcaster.set_filter(peer_id, dump, self.view.store))
         if peer.queries and self.sync_on_connect:
             options = (
                 WANT_TIMESTAMPS | WANT_CHECKSUMS if features.supports("gossip_queries_ex") else 0

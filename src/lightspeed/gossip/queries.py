@@ -39,7 +39,11 @@ MAX_MESSAGE = 65535  # BOLT 8: the largest message a peer can send
 _REPLY_FIXED = 2 + 32 + 4 + 4 + 1 + 2 + 1  # type, chain, first, count, sync_complete, len, encoding
 _TLV_OVERHEAD = 1 + 3  # type and a 3-byte BigSize length, per TLV record
 _QUERY_FIXED = 2 + 32 + 2 + 1
-_U32_LIMIT = 1 << 32
+# Where a block range ends at the latest: first_blocknum + number_of_blocks must fit the u32
+# both fields are (a query for "everything from 109" asks 109 + 0xFFFFFFFF blocks). A reply
+# reaching 2^32 would wrap to 0 for a peer adding the two in u32 arithmetic; LDK and Core
+# Lightning end such replies at 0xFFFFFFFF, and read ours the same way.
+_RANGE_END = 0xFFFFFFFF
 
 
 def block_of(short_channel_id: int) -> int:
@@ -193,7 +197,7 @@ def reply_channel_range(
         raise DecodeError("query_channel_range.number_of_blocks", "must be 1 or greater")
     flags = _option_flags(query)
     start = query.first_blocknum
-    end = min(start + query.number_of_blocks, _U32_LIMIT)
+    end = max(min(start + query.number_of_blocks, _RANGE_END), start + 1)  # never an empty range
     if query.chain_hash == chain_hash:
         scids = sorted(
             r.short_channel_id
@@ -269,8 +273,8 @@ class ChannelRangeQuery:
 
     @property
     def end(self) -> int:
-        """The first block after the range (capped where u32 block numbers end, as replies are)."""
-        return min(self.first_blocknum + self.number_of_blocks, _U32_LIMIT)
+        """The first block after the range (capped so that it fits a u32, as replies are)."""
+        return max(min(self.first_blocknum + self.number_of_blocks, _RANGE_END), self.first_blocknum + 1)
 
     def on_reply(self, reply: ReplyChannelRange) -> bool:
         """Take one reply; True once the whole range is answered. DecodeError for a bad reply."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightspeed.bitcoin.tx import OutPoint
+from lightspeed.channel.state import ChannelFailure
 from lightspeed.codec.generated import AnnouncementSignatures, ChannelAnnouncement
 from lightspeed.codec.messages import Warning, encode_message
 from lightspeed.errors import LightspeedError, PeerProtocolError, UsageError
@@ -154,6 +155,7 @@ class GossipRuntime:
         self._send(step)
 
     def on_announcement_signatures(self, peer: Peer, message: AnnouncementSignatures) -> None:
+        """The peer's signatures; ChannelFailure if they are wrong (see :meth:`_try_announce`)."""
         cid = message.channel_id
         if self.node.channel_peer_id(cid) != peer.remote_pubkey:
             raise PeerProtocolError("announcement_signatures for a channel with another peer", cid)
@@ -268,9 +270,19 @@ class GossipRuntime:
         peer = self._peers.get(self.node.channel_peer_id(cid) or b"")
         if peer is not None:
             self._send_to(peer, [encode_message(ours)])
-        self._try_announce(cid)
+        try:
+            self._try_announce(cid)
+        except ChannelFailure as exc:  # their signatures came first and are wrong: fail it from here
+            if peer is not None:
+                self.node._spawn(self.node._on_protocol_error(peer, exc))
 
     def _try_announce(self, cid: bytes) -> None:
+        """Announce once both signatures are in; ChannelFailure if the peer's are not correct.
+
+        BOLT 7: if the node_signature OR the bitcoin_signature is NOT correct: MAY send a
+        warning and close the connection, or send an error and fail the channel. We fail the
+        channel: a reconnection would only bring the same signatures again.
+        """
         theirs = self._theirs.get(cid)
         if cid in self._announced or theirs is None:
             return
@@ -283,10 +295,7 @@ class GossipRuntime:
             signed = combine_announcement_signatures(self._unsigned(cid, scid), self._ours[cid], theirs)
         except (LightspeedError, UsageError) as exc:
             del self._theirs[cid]
-            peer = self._peers.get(self.node.channel_peer_id(cid) or b"")
-            if peer is not None:
-                self._send_to(peer, [encode_message(Warning(cid, f"announcement_signatures: {exc}".encode()))])
-            return
+            raise ChannelFailure(f"announcement_signatures: {exc}", cid) from None
         now = int(time.time())
         peer_id = self.node.channel_peer_id(cid)
         assert peer_id is not None
@@ -331,11 +340,13 @@ class GossipRuntime:
         """Offer signatures for new channels; re-sign our updates whose terms changed."""
         node = self.node
         for cid in list(node.channels):
-            if cid not in self._announced:
-                self._offer_signatures(cid)
+            # Our channel_update first: the peer learns our fees as soon as the channel is
+            # ready, before (and whether or not) the announcement completes.
             due = self._private_update_due(cid)
             if due is not None:
                 self._send_private_update(cid, *due)
+            if cid not in self._announced:
+                self._offer_signatures(cid)
         for cid, ours in self._announced.items():
             if not ours.closed and node.chain.spending_tx(ours.outpoint) is not None:
                 ours.closed = True

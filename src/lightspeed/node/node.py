@@ -141,7 +141,7 @@ from lightspeed.node.forwarding import (
 )
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
-from lightspeed.node.keys import channel_seed, derive_channel_secrets, new_key_id
+from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_id
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -163,6 +163,7 @@ from lightspeed.node.paying import (
 )
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
+from lightspeed.node.settings import DEFAULT_CHANNEL_SETTINGS, ChannelSettings
 from lightspeed.onion.failure import (
     FailureCode,
     FailureMessage,
@@ -199,10 +200,6 @@ from lightspeed.store import (
 
 log = logging.getLogger("lightspeed.node")
 
-DUST_LIMIT_SAT = 546
-TO_SELF_DELAY = 144
-MIN_DEPTH = 3
-FEERATE_PER_KW = 2500
 FINAL_CLTV_MARGIN = 12  # blocks added to the payee's min_final_cltv_expiry: the chain moves while we send
 MAX_PARTS = 16  # MPP: the most parts one payment is split into
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between dials to a lost peer, then the last
@@ -332,6 +329,10 @@ class Node:
     announce_channels: bool = False
     #: Our init features (BOLT 9); the channel types we propose and accept follow from them.
     features: Features = DEFAULT_FEATURES
+    #: Where channel secrets come from (node.keys); None: derived from ``privkey``.
+    channel_keys: ChannelKeys | None = None
+    #: What we ask of peers in open_channel / accept_channel (node.settings).
+    channel_settings: ChannelSettings = DEFAULT_CHANNEL_SETTINGS
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -355,7 +356,9 @@ class Node:
         self._watching: set[bytes] = set()  # channels whose funding depth is being watched
         self._stopping = False
         self._held: list[tuple[Peer | None, list[WireMessage]]] | None = None  # see _handle_burst
-        self._channel_seed = channel_seed(self.privkey)
+        if self.channel_keys is None:
+            self.channel_keys = DerivedChannelKeys.from_node_key(self.privkey)
+        self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
@@ -421,7 +424,8 @@ class Node:
                 for h in self._unresolved_htlcs(channel) if h.offerer is Side.REMOTE}
 
     def _derive_secrets(self, index: int) -> LocalSecrets:
-        return derive_channel_secrets(self._channel_seed, index)
+        assert self.channel_keys is not None  # set by __post_init__
+        return self.channel_keys.channel_secrets(index)
 
     # -- persistence: commit, then queue ------------------------------------------------------
 
@@ -748,7 +752,7 @@ class Node:
     # -- opening -------------------------------------------------------------------------------
 
     def _new_secrets(self) -> tuple[int, LocalSecrets]:
-        """Fresh channel secrets, from the node key and a random id kept in the channel's record.
+        """Fresh channel secrets, from the key provider and a random id kept in the channel's record.
 
         Random, not a counter in the store: a node restored with an empty or old store must
         never reuse an earlier channel's keys (see :mod:`lightspeed.node.keys`). Nothing is
@@ -758,7 +762,7 @@ class Node:
         while True:
             key_id = new_key_id()
             try:
-                return key_id, derive_channel_secrets(self._channel_seed, key_id)
+                return key_id, self._derive_secrets(key_id)
             except UsageError:
                 continue  # a derived value that is not a valid key (about 2^-128): another id
 
@@ -792,15 +796,17 @@ class Node:
         key_index, secrets = self._new_secrets()
         points = secrets.basepoints()
         temp_id = os.urandom(32)
+        ours = self.channel_settings
         probe = Channel(ChannelConfig(temp_id, bytes(32), 0, 1, True, channel_type.anchors, points, 0, 0, 0, 0),
                         secrets, 0, 0, 1, {})
         open_msg = make_message(
             "open_channel", tlvs={"upfront_shutdown_script": {"shutdown_scriptpubkey": b""},
                                   "channel_type": {"type": channel_type.to_bytes()}},
             chain_hash=self.network.chain_hash, temporary_channel_id=temp_id, funding_satoshis=funding_sat,
-            push_msat=push_msat, dust_limit_satoshis=DUST_LIMIT_SAT, max_htlc_value_in_flight_msat=funding_sat * 1000,
-            channel_reserve_satoshis=max(DUST_LIMIT_SAT, funding_sat // 100), htlc_minimum_msat=1,
-            feerate_per_kw=FEERATE_PER_KW, to_self_delay=TO_SELF_DELAY, max_accepted_htlcs=30,
+            push_msat=push_msat, dust_limit_satoshis=ours.dust_limit_sat, max_htlc_value_in_flight_msat=funding_sat * 1000,
+            channel_reserve_satoshis=ours.reserve_sat(funding_sat), htlc_minimum_msat=ours.htlc_minimum_msat,
+            feerate_per_kw=ours.feerate_per_kw, to_self_delay=ours.to_self_delay,
+            max_accepted_htlcs=ours.max_accepted_htlcs,
             funding_pubkey=points.funding_pubkey, revocation_basepoint=points.revocation_basepoint,
             payment_basepoint=points.payment_basepoint, delayed_payment_basepoint=points.delayed_payment_basepoint,
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0),
@@ -850,15 +856,17 @@ class Node:
         points = secrets.basepoints()
         probe = Channel(ChannelConfig(bytes(32), bytes(32), 0, 1, False, channel_type.anchors, points, 0, 0, 0, 0),
                         secrets, 0, 0, 1, {})
+        ours = self.channel_settings
         tlvs: dict[str | int, object] = {"upfront_shutdown_script": {"shutdown_scriptpubkey": b""}}
         if "channel_type" in message.tlvs:  # BOLT 2: MUST set channel_type to the channel_type from open_channel
             tlvs["channel_type"] = {"type": channel_type.to_bytes()}
         accept = make_message(
             "accept_channel", tlvs=tlvs,
-            temporary_channel_id=message.temporary_channel_id, dust_limit_satoshis=DUST_LIMIT_SAT,
+            temporary_channel_id=message.temporary_channel_id, dust_limit_satoshis=ours.dust_limit_sat,
             max_htlc_value_in_flight_msat=message.funding_satoshis * 1000,
-            channel_reserve_satoshis=max(DUST_LIMIT_SAT, message.funding_satoshis // 100), htlc_minimum_msat=1,
-            minimum_depth=MIN_DEPTH, to_self_delay=TO_SELF_DELAY, max_accepted_htlcs=30,
+            channel_reserve_satoshis=ours.reserve_sat(message.funding_satoshis),
+            htlc_minimum_msat=ours.htlc_minimum_msat, minimum_depth=ours.minimum_depth,
+            to_self_delay=ours.to_self_delay, max_accepted_htlcs=ours.max_accepted_htlcs,
             funding_pubkey=points.funding_pubkey, revocation_basepoint=points.revocation_basepoint,
             payment_basepoint=points.payment_basepoint, delayed_payment_basepoint=points.delayed_payment_basepoint,
             htlc_basepoint=points.htlc_basepoint, first_per_commitment_point=probe.local_point(0))
@@ -948,7 +956,7 @@ class Node:
 
     def _funding_depth_reached(self, channel: Channel) -> bool:
         found = self.chain.get_transaction(channel.config.funding_txid)
-        return found is not None and found[1] >= MIN_DEPTH
+        return found is not None and found[1] >= self.channel_settings.minimum_depth
 
     def _watch_funding(self, channel_id: bytes, txid: bytes) -> None:
         if channel_id in self._watching:
@@ -1003,9 +1011,16 @@ class Node:
     # -- payments ----------------------------------------------------------------------------
 
     def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
-                       route_hints: Sequence[Sequence[RouteHintHop]] = ()) -> Invoice:
-        """An invoice we will settle at once; ``route_hints`` reach us over private channels."""
-        preimage = os.urandom(32)
+                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None) -> Invoice:
+        """An invoice we will settle at once; ``route_hints`` reach us over private channels.
+
+        ``preimage``: the payment preimage to use (a fresh random one by default), for a caller
+        that must know it in advance (a conformance test); 32 bytes.
+        """
+        if preimage is None:
+            preimage = os.urandom(32)
+        elif len(preimage) != 32:
+            raise UsageError(f"preimage: must be 32 bytes, not {len(preimage)}")
         return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
 
     def private_route_hints(self) -> list[list[RouteHintHop]]:
@@ -1977,6 +1992,11 @@ class Node:
                                                          self._derive_secrets)
             with contextlib.suppress(LightspeedError):
                 await self.force_close_channel(cid, exc.reason)
+        elif isinstance(exc, ChannelFailure) and cid is not None:
+            # A channel being opened (BOLT 2: MUST fail the channel): an error for its temporary
+            # id; nothing was funded, so nothing to close.
+            self._openings.pop(cid, None)
+            await self._send_error(peer, cid, exc.reason)
         else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
             with contextlib.suppress(UsageError, ConnectionError, OSError):
                 await peer.send(Warning(cid or bytes(32), exc.reason.encode()))
