@@ -102,6 +102,7 @@ from lightspeed.codec.generated import (
     CommitmentSigned,
     FundingCreated,
     FundingSigned,
+    OnionMessage,
     OpenChannel,
     RevokeAndAck,
     Shutdown,
@@ -152,6 +153,7 @@ from lightspeed.node.onchain import (
     backfill_close_summaries,
     close_summary,
 )
+from lightspeed.node.onion_messenger import OnionMessenger
 from lightspeed.node.paying import (
     FinalPart,
     HtlcOutcome,
@@ -383,6 +385,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.onion_messages = OnionMessenger(self)  # BOLT 4 onion messages: relay, receive, send
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
@@ -642,6 +645,9 @@ class Node:
                 if isinstance(received, WireMessage) and received.TYPE in GOSSIP_TYPES:
                     self.gossip.receive(peer, encode_message(received))  # came before the sink was set
                     continue
+                if isinstance(received, OnionMessage):  # never an error to the peer: dropped or not
+                    await self.onion_messages.receive(peer, received)
+                    continue
                 message: Message | None = received
                 while isinstance(message, WireMessage):
                     current = message
@@ -717,6 +723,8 @@ class Node:
 
     def _on_disconnected(self, peer: Peer) -> None:
         self.gossip.disconnected(peer)
+        if peer.remote_pubkey is not None:
+            self.onion_messages.forget_peer(peer.remote_pubkey)
         if self._peers.get(peer.remote_pubkey or b"") is peer:
             del self._peers[peer.remote_pubkey or b""]
         lost = [cid for cid, p in self._channel_peer.items() if p is peer]

@@ -1,0 +1,120 @@
+"""Onion messages between real nodes over loopback TCP (issue 13: onion messages in the node).
+
+A line of four nodes A-B-C-D with channels (tests.support.network) that know each other's
+node_announcement features: messages are routed over the graph to nodes that relay onion
+messages, replies come back over the reply path, blinded paths are followed (with us as the
+introduction node too), and hostile input and floods are dropped without touching anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from lightspeed.codec.features import Features
+from lightspeed.codec.generated import OnionMessage as WireOnionMessage
+from lightspeed.gossip.store import NodeRecord
+from lightspeed.node.node import Node
+from lightspeed.node.onion_messenger import PING_TYPE, PONG_TYPE, OnionMessenger
+from lightspeed.node.onion_ratelimit import OnionMessageLimits, PeerRateLimiter
+from lightspeed.node.peer import DEFAULT_FEATURES, Peer
+from lightspeed.node.peer import connect as connect_peer
+from lightspeed.onion.blinding import EncryptedDataTlv, create_blinded_path
+from lightspeed.onion.message import OnionMessagePayload, build_onion_message, create_reply_path
+from tests.support.network import Network, create_network, until
+
+SAT = 1_000_000
+
+
+def _announce(net: Network, *, without: tuple[int, ...] = ()) -> None:
+    """Give every node the node_announcement features of every other (what gossip would tell)."""
+    for node in net.nodes:
+        store = node.gossip.gossiper.view.store
+        for i, other in enumerate(net.nodes):
+            features = other.features if i not in without else Features(other.features.bits - {38, 39})
+            store.put_node(NodeRecord(other.node_id, 1, features.for_context("N").to_bytes(), b"", b"\0\0\0",
+                                      (), True, b""))
+
+
+async def _line() -> Network:
+    net = await create_network(4, [(0, 1, SAT, 0), (1, 2, SAT, 0), (2, 3, SAT, 0)])
+    _announce(net)
+    return net
+
+
+def _ping_to(node: Node, value: bytes = b"ping") -> tuple[bytes, WireOnionMessage]:
+    """A valid one-hop message for ``node`` (no reply path)."""
+    path = create_blinded_path(os.urandom(32), [node.node_id], [EncryptedDataTlv()])
+    first, message = build_onion_message(os.urandom(32), path, OnionMessagePayload(records=((PING_TYPE, value),)))
+    return first, WireOnionMessage(message.path_key, message.onion_message_packet)
+
+
+async def _raw_peer(net: Network, i: int, features: Features = DEFAULT_FEATURES) -> Peer:
+    return await connect_peer("127.0.0.1", net.ports[i], os.urandom(32), net.nodes[i].node_id, features)
+
+
+def test_a_request_crosses_three_hops_and_the_reply_comes_back_over_the_reply_path() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, b, c, d = net.nodes
+        try:
+            began = time.monotonic()
+            reply = await a.onion_messages.request(d.node_id, [(PING_TYPE, b"hello D")], timeout=10)
+            assert reply.is_reply and reply.records == ((PONG_TYPE, b"hello D"),)
+            assert time.monotonic() - began < 5
+            # A -> B -> C -> D, and D's pong D -> C -> B (the reply path's introduction) -> A.
+            assert b.onion_messages.counts["relayed"] == 2 and c.onion_messages.counts["relayed"] == 2
+            assert d.onion_messages.stats()["received"] == 1 and a.onion_messages.stats()["replies"] == 1
+            assert sum(n.onion_messages.stats()["dropped"] for n in net.nodes) == 0
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_path_avoids_nodes_that_do_not_relay_onion_messages() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, _, _, d = net.nodes
+        try:
+            _announce(net, without=(2,))  # C no longer announces option_onion_messages
+            with pytest.raises(Exception, match="no path of onion-message nodes"):
+                await a.onion_messages.send(d.node_id, [(PING_TYPE, b"x")])
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_blinded_paths_through_a_peer_and_with_us_as_introduction_node() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, _, c, d = net.nodes
+        try:
+            path, path_id = d.onion_messages.blinded_path_to_us()  # D's peer C introduces it
+            assert path.first_node_id == c.node_id
+            got: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+            async def handler(message: object) -> None:
+                await got.put(getattr(message, "path_id", None))
+
+            d.onion_messages.register(77_777, handler)
+            sent = await a.onion_messages.send(path, [(77_777, b"to a blinded path")])
+            assert sent.first_hop == net.nodes[1].node_id and sent.hops == 3  # B (ours), then C and D (blinded by D)
+            assert await asyncio.wait_for(got.get(), 5) == path_id  # the handler sees which path it came by
+            # C is the introduction node of the same kind of path: it opens its own hop and sends on.
+            sent = await c.onion_messages.send(d.onion_messages.blinded_path_to_us()[0], [(77_777, b"x")])
+            assert sent.first_hop == d.node_id and not sent.delivered_locally
+            assert (await asyncio.wait_for(got.get(), 5)) is not None
+            # A blinded path that ends at the sender (it introduces itself) is delivered at once.
+            own = create_reply_path(os.urandom(32), [a.node_id], b"own path")
+            a.onion_messages.register(77_777, handler)
+            assert (await a.onion_messages.send(own, [(77_777, b"")])).delivered_locally
+            assert await asyncio.wait_for(got.get(), 5) == b"own path"
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
