@@ -16,6 +16,9 @@ import pytest
 
 from lightspeed.codec.features import Features
 from lightspeed.codec.generated import OnionMessage as WireOnionMessage
+from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.secp256k1 import pubkey_from_privkey
+from lightspeed.errors import UsageError
 from lightspeed.gossip.store import NodeRecord
 from lightspeed.node.node import Node
 from lightspeed.node.onion_messenger import PING_TYPE, PONG_TYPE, OnionMessenger
@@ -24,7 +27,7 @@ from lightspeed.node.peer import DEFAULT_FEATURES, Peer
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion.blinding import EncryptedDataTlv, create_blinded_path
 from lightspeed.onion.message import OnionMessagePayload, build_onion_message, create_reply_path
-from tests.support.network import Network, create_network, until
+from tests.support.network import Network, create_network, send_payment, until
 
 SAT = 1_000_000
 
@@ -52,8 +55,11 @@ def _ping_to(node: Node, value: bytes = b"ping") -> tuple[bytes, WireOnionMessag
     return first, WireOnionMessage(message.path_key, message.onion_message_packet)
 
 
-async def _raw_peer(net: Network, i: int, features: Features = DEFAULT_FEATURES) -> Peer:
-    return await connect_peer("127.0.0.1", net.ports[i], os.urandom(32), net.nodes[i].node_id, features)
+async def _raw_peer(net: Network, i: int, features: Features = DEFAULT_FEATURES) -> tuple[Peer, bytes]:
+    """A bare connection to node ``i`` (a peer we script by hand) and its node id."""
+    key = os.urandom(32)
+    peer = await connect_peer("127.0.0.1", net.ports[i], key, net.nodes[i].node_id, features)
+    return peer, pubkey_from_privkey(key)
 
 
 def test_a_request_crosses_three_hops_and_the_reply_comes_back_over_the_reply_path() -> None:
@@ -81,7 +87,7 @@ def test_a_path_avoids_nodes_that_do_not_relay_onion_messages() -> None:
         a, _, _, d = net.nodes
         try:
             _announce(net, without=(2,))  # C no longer announces option_onion_messages
-            with pytest.raises(Exception, match="no path of onion-message nodes"):
+            with pytest.raises(UsageError, match="no path of onion-message nodes"):
                 await a.onion_messages.send(d.node_id, [(PING_TYPE, b"x")])
         finally:
             await net.stop()
@@ -114,6 +120,110 @@ def test_blinded_paths_through_a_peer_and_with_us_as_introduction_node() -> None
             a.onion_messages.register(77_777, handler)
             assert (await a.onion_messages.send(own, [(77_777, b"")])).delivered_locally
             assert await asyncio.wait_for(got.get(), 5) == b"own path"
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_hostile_onion_messages_are_dropped_and_the_connection_stays_up() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        b = net.nodes[1]
+        try:
+            peer, _ = await _raw_peer(net, 1)
+            _, good = _ping_to(b)
+            packet = good.onion_message_packet
+            garbage = WireOnionMessage(good.path_key, bytes([0]) + os.urandom(len(packet) - 1))
+            wrong_hmac = WireOnionMessage(good.path_key, packet[:-1] + bytes([packet[-1] ^ 1]))
+            oversized = WireOnionMessage(good.path_key, packet + bytes(40_000 - len(packet)))
+            bad_version = WireOnionMessage(good.path_key, b"\x01" + packet[1:])
+            for message in (garbage, wrong_hmac, oversized, bad_version):
+                await peer.send(message)
+            await peer.send(good)  # after all that, the same connection still delivers
+            await until(lambda: b.onion_messages.counts["received"] == 1, 5)
+            stats = b.onion_messages.stats()
+            assert stats["dropped_by_reason"] == {"invalid": 3, "oversized": 1}
+            assert stats["recent"][-1]["records"] == [{"type": PING_TYPE, "hex": b"ping".hex()}]
+            assert not peer.session.closed and peer.remote_pubkey is not None
+            assert net.nodes[0].node_id in b.peer_ids()
+            await peer.close()
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_did_not_offer_onion_messages_is_sent_none_and_heard_not() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        b = net.nodes[1]
+        try:
+            plain = Features(DEFAULT_FEATURES.bits - {38, 39})
+            peer, peer_id = await _raw_peer(net, 1, plain)
+            await until(lambda: peer_id in b.peer_ids(), 5)
+            _, good = _ping_to(b)
+            await peer.send(good)
+            await until(lambda: b.onion_messages.dropped["not_negotiated"] == 1, 5)
+            assert b.onion_messages.counts["received"] == 0 and not peer.session.closed
+            # Nor does B route through it: it is no first hop for an onion message.
+            with pytest.raises(UsageError, match="no path of onion-message nodes"):
+                await b.onion_messages.send(peer_id, [(PING_TYPE, b"x")])
+            await peer.close()
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_flooding_peer_is_throttled_while_other_messages_and_payments_go_on() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, b, _, d = net.nodes
+        burst = 20
+        b.onion_messages.limiter = PeerRateLimiter(OnionMessageLimits(burst=burst, per_second=1))
+        try:
+            flooder, flooder_id = await _raw_peer(net, 1)
+            _, message = _ping_to(b)
+            began = time.monotonic()
+            for _ in range(3 * burst):
+                flooder.session.send(message)
+            await flooder.flush()
+            counts = b.onion_messages.counts
+            await until(lambda: counts["received"] + b.onion_messages.dropped["rate_limited"] == 3 * burst, 10)
+            refilled = int(time.monotonic() - began) + 1  # tokens that came back meanwhile (1 a second)
+            assert burst <= counts["received"] <= burst + refilled
+            assert b.onion_messages.stats()["rate_limited_by_peer"] == {
+                flooder_id.hex(): 3 * burst - counts["received"]}
+            # A's own bucket at B is untouched: its request crosses B both ways, and a payment too.
+            reply = await a.onion_messages.request(d.node_id, [(PING_TYPE, b"still here")], timeout=10)
+            assert reply.records == ((PONG_TYPE, b"still here"),)
+            preimage, invoice = await send_payment(net, [0, 1, 2, 3], 10_000)
+            assert invoice.payment_hash == sha256(preimage)
+            assert not flooder.session.closed  # throttled, not disconnected
+            await flooder.close()
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_request_times_out_after_its_attempts_and_a_late_reply_is_dropped() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, _, _, d = net.nodes
+        d.onion_messages.answer_pings = False
+        try:
+            began = time.monotonic()
+            with pytest.raises(TimeoutError, match="2 attempts"):
+                await a.onion_messages.request(d.node_id, [(PING_TYPE, b"x")], timeout=0.6, attempts=2)
+            assert 0.6 <= time.monotonic() - began < 3
+            assert d.onion_messages.counts["received"] == 2  # one message per attempt
+            # A reply through the reply path of an attempt that ended is dropped, not handed to handlers.
+            late = d.onion_messages.recent[-1]
+            await d.onion_messages.reply(late, [(PONG_TYPE, b"late")])
+            await until(lambda: a.onion_messages.dropped["reply_path_not_awaited"] == 1, 5)
+            assert a.onion_messages.counts["received"] == 0
         finally:
             await net.stop()
 

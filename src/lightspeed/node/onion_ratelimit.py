@@ -43,10 +43,11 @@ class PeerRateLimiter:
         burst = float(self.limits.burst)
         tokens, at = self._buckets.get(peer_id, (burst, now))
         tokens = min(burst, tokens + max(0.0, now - at) * self.limits.per_second)
+        at = max(at, now)  # a clock that steps back neither refills nor re-counts the same interval
         if tokens >= 1.0:
-            self._buckets[peer_id] = (tokens - 1.0, now)
+            self._buckets[peer_id] = (tokens - 1.0, at)
             return True
-        self._buckets[peer_id] = (tokens, now)
+        self._buckets[peer_id] = (tokens, at)
         self.dropped[peer_id] += 1
         return False
 
