@@ -21,7 +21,7 @@ from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import UsageError
 from lightspeed.gossip.store import NodeRecord
 from lightspeed.node.node import Node
-from lightspeed.node.onion_messenger import PING_TYPE, PONG_TYPE, OnionMessenger
+from lightspeed.node.onion_messenger import PING_TYPE, PONG_TYPE
 from lightspeed.node.onion_ratelimit import OnionMessageLimits, PeerRateLimiter
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer
 from lightspeed.node.peer import connect as connect_peer
