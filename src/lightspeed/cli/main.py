@@ -16,6 +16,7 @@ from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
+from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.route import route
 
 
@@ -33,6 +34,7 @@ def cli(ctx: click.Context, datadir: Path) -> None:
 cli.add_command(demo)
 cli.add_command(invoice)
 cli.add_command(offer)
+cli.add_command(onion_message)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)
