@@ -168,7 +168,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                                        "description": "a node id or a blinded_path, in hex"},
                        "tlv_type": integer("the final-hop payload field's type (BOLT 4: 64 and above)",
                                            64, 2**64 - 1),
-                       "value": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$", "maxLength": 2 * 30_000,
+                       "value": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$", "maxLength": 2 * 16_000,
                                  "description": "the payload field's value, in hex"},
                        "reply_path": {"type": "boolean", "description": "add a reply path and wait for the reply"},
                        "timeout_s": integer("how long to wait for a reply, all attempts together", 1, 120),

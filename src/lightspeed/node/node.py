@@ -143,6 +143,7 @@ from lightspeed.node.forwarding import (
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_id
+from lightspeed.node.offers_flow import OffersFlow
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -386,6 +387,7 @@ class Node:
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
         self.onion_messages = OnionMessenger(self)  # BOLT 4 onion messages: relay, receive, send
+        self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
     def _load(self) -> None:
