@@ -228,3 +228,29 @@ def test_request_times_out_after_its_attempts_and_a_late_reply_is_dropped() -> N
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_next_peer_that_stops_reading_holds_up_no_one_else() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, b, _, d = net.nodes
+        try:
+            x_key = os.urandom(32)
+            x_id = pubkey_from_privkey(x_key)
+            stalled = await connect_peer("127.0.0.1", net.ports[1], x_key, b.node_id)
+            await until(lambda: x_id in b.peer_ids(), 5)
+            path = create_blinded_path(os.urandom(32), [b.node_id, x_id],
+                                       [EncryptedDataTlv(next_node_id=x_id), EncryptedDataTlv()])
+            stalled._writer.transport.pause_reading()  # type: ignore[attr-defined]  # X reads no more
+            for _ in range(150):  # ~5 MB through B towards X: far more than the sockets buffer
+                await a.onion_messages.send(path, [(77_777, bytes(20_000))])
+            # B keeps serving A: a request through B to D and back, and a payment over B.
+            reply = await a.onion_messages.request(d.node_id, [(PING_TYPE, b"not stuck")], timeout=5, attempts=1)
+            assert reply.records == ((PONG_TYPE, b"not stuck"),)
+            preimage, invoice = await send_payment(net, [0, 1, 2, 3], 10_000)
+            assert invoice.payment_hash == sha256(preimage)
+            await stalled.close()
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())

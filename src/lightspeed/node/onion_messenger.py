@@ -148,6 +148,7 @@ class OnionMessenger:
         self._awaiting: dict[bytes, asyncio.Future[InboundOnionMessage]] = {}  # path_id -> the request
         self._published: OrderedDict[bytes, None] = OrderedDict()  # reply-path path_ids we handed out
         self._round = 0  # rotates the introduction node of reply paths between requests
+        self._flushing: dict[Peer, bool] = {}  # peers a flush task writes to -> more queued meanwhile
 
     # -- registry and operator surface --------------------------------------------------------
 
@@ -228,8 +229,11 @@ class OnionMessenger:
             return
         # BOLT #4: SHOULD forward the message using `onion_message` to the *next peer*; MUST set
         # `path_key` in the forwarded `onion_message` to the next `path_key` (peel_onion_message did).
-        if await self._send_to_peer(peer, result.message):
+        # Queued, not awaited: a next peer that reads slowly must not hold up the peer this came
+        # from (its channel messages wait behind this one); its outbox bound ends such a peer.
+        if self._queue_for_peer(peer, result.message):
             self.counts["relayed"] += 1
+            self._flush_soon(peer)
 
     def _deliver(self, inbound: InboundOnionMessage) -> None:
         path_id = inbound.path_id
@@ -364,6 +368,35 @@ class OnionMessenger:
         if peer is None or peer.session.closed or not self._speaks_onion_messages(peer):
             return None
         return peer
+
+    def _queue_for_peer(self, peer: Peer, message: OnionMessage) -> bool:
+        try:
+            peer.session.send(WireOnionMessage(message.path_key, message.onion_message_packet))
+        except UsageError:
+            self._drop("send_failed")
+            return False
+        return True
+
+    def _flush_soon(self, peer: Peer) -> None:
+        """Write ``peer``'s queued messages from a task of its own (one per peer at a time)."""
+        if peer in self._flushing:
+            self._flushing[peer] = True  # more came while it writes: it writes again
+            return
+        self._flushing[peer] = False
+
+        async def flush() -> None:
+            try:
+                while True:
+                    await peer.flush()
+                    if not self._flushing.get(peer):
+                        return
+                    self._flushing[peer] = False
+            except (UsageError, ConnectionError, OSError):
+                return  # the connection is gone: onion messages are unreliable
+            finally:
+                self._flushing.pop(peer, None)
+
+        self.node._spawn(flush())
 
     async def _send_to_peer(self, peer: Peer, message: OnionMessage) -> bool:
         try:
