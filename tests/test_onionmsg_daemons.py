@@ -92,6 +92,16 @@ def test_four_daemons_relay_reply_follow_blinded_paths_drop_garbage_and_survive_
     assert call(b, "onion-message", "stats")["relayed"] >= 2  # the ping and the pong both crossed B
     assert call(c, "onion-message", "stats")["relayed"] >= 2
 
+    # BOLT 12 over the same three hops: D's offer, A fetches and checks an invoice for it.
+    offer = call(d, "offer", "create", "25000", "a book", "--quantity-max", "3")["offer"]
+    invoice = call(a, "offer", "fetch-invoice", offer, "--quantity", "2", "--payer-note", "for the shelf")
+    assert invoice["amount_msat"] == 50_000 and invoice["node_id"] == ids[3]
+    decoded = call(a, "offer", "decode", invoice["invoice"])
+    assert decoded["type"] == "invoice" and decoded["signature_valid"] is True
+    expired = call(d, "offer", "create", "any", "too late", "--absolute-expiry", "1")["offer"]
+    refused = lightspeed(a, "offer", "fetch-invoice", expired, "--amount-msat", "1000", check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: offer_absolute_expiry: ")
+
     # D hands out a blinded path (its peer C introduces it); A sends to it over B.
     path = call(d, "onion-message", "blinded-path")
     assert path["introduction_node"] == ids[2]

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightspeed.api import handlers as h
+from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
@@ -187,6 +188,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  "replies": {"type": "integer"}, "unhandled": {"type": "integer"}, "dropped": {"type": "integer"},
                  "dropped_by_reason": {"type": "object"}, "rate_limited_by_peer": {"type": "object"},
                  "recent": {"type": "array", "items": {"type": "object"}}}}),
+    Endpoint("POST", "/v1/offers", "createOffer",
+             "Make a BOLT 12 offer of this node (offer_issuer_id is the node id); invoice requests for it "
+             "are answered over onion messages, also after a restart (the offer's metadata authenticates it)",
+             of.create_offer, {"type": "object", "properties": {
+                 "offer": {"type": "string"}, "amount_msat": _NULLABLE_INT, "description": _NULLABLE_STR,
+                 "absolute_expiry": _NULLABLE_INT, "quantity_max": _NULLABLE_INT, "issuer_id": {"type": "string"}}},
+             status=201,
+             body=obj({"description": string("what the offer is for", 1, max_utf8_bytes=639),
+                       "amount_msat": integer("price per item (absent: the payer chooses)", 1, 2**53),
+                       "absolute_expiry": integer("unix seconds after which the offer is refused", 0, 2**63 - 1),
+                       "quantity_max": integer("most items one invoice may be for (0: no limit)", 0, 2**63 - 1),
+                       "issuer": string("who makes the offer", 1, max_utf8_bytes=639)},
+                      ["description"])),
+    Endpoint("POST", "/v1/offers/fetch-invoice", "fetchInvoice",
+             "Request an invoice for a BOLT 12 offer over onion messages (with retries) and check it against "
+             "the request; the payee's invoice_error is a 409 naming its reason",
+             of.fetch_invoice, {"type": "object", "properties": {
+                 "invoice": {"type": "string"}, "amount_msat": {"type": "integer"},
+                 "payment_hash": {"type": "string"}, "node_id": {"type": "string"},
+                 "created_at": {"type": "integer"}, "expires_at": {"type": "integer"},
+                 "quantity": _NULLABLE_INT, "payer_note": _NULLABLE_STR, "elapsed_ms": {"type": "integer"}}},
+             body=obj({"offer": string("a BOLT 12 offer (lno1...)", 1, 7089),
+                       "amount_msat": integer("the amount to request (required when the offer has none)", 1, 2**53),
+                       "quantity": integer("items, for an offer with offer_quantity_max", 1, 2**63 - 1),
+                       "payer_note": string("a note for the payee", 0, max_utf8_bytes=639),
+                       "timeout_s": integer("how long to wait for the invoice, all attempts together", 1, 120),
+                       "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
+                      ["offer"])),
     Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
              h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
