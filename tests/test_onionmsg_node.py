@@ -89,6 +89,9 @@ def test_a_path_avoids_nodes_that_do_not_relay_onion_messages() -> None:
             _announce(net, without=(2,))  # C no longer announces option_onion_messages
             with pytest.raises(UsageError, match="no path of onion-message nodes"):
                 await a.onion_messages.send(d.node_id, [(PING_TYPE, b"x")])
+            _announce(net, without=(3,))  # C relays again, but D announces no onion messages
+            with pytest.raises(UsageError, match="does not support onion messages"):
+                await a.onion_messages.send(d.node_id, [(PING_TYPE, b"x")])
         finally:
             await net.stop()
 
@@ -167,7 +170,7 @@ def test_a_peer_that_did_not_offer_onion_messages_is_sent_none_and_heard_not() -
             await until(lambda: b.onion_messages.dropped["not_negotiated"] == 1, 5)
             assert b.onion_messages.counts["received"] == 0 and not peer.session.closed
             # Nor does B route through it: it is no first hop for an onion message.
-            with pytest.raises(UsageError, match="no path of onion-message nodes"):
+            with pytest.raises(UsageError, match="does not support onion messages"):
                 await b.onion_messages.send(peer_id, [(PING_TYPE, b"x")])
             await peer.close()
         finally:
@@ -250,6 +253,41 @@ def test_a_next_peer_that_stops_reading_holds_up_no_one_else() -> None:
             preimage, invoice = await send_payment(net, [0, 1, 2, 3], 10_000)
             assert invoice.payment_hash == sha256(preimage)
             await stalled.close()
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_hops_named_by_short_channel_id_and_dummy_hops_at_the_recipient() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, _, c, d = net.nodes
+        got: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def handler(message: object) -> None:
+            await got.put(getattr(message, "path_id", None))
+
+        d.onion_messages.register(77_777, handler)
+        try:
+            # BOLT #4: if `short_channel_id` is present and corresponds to ... a channel: the next
+            # peer is the peer at the other end of that channel.
+            by_scid = create_blinded_path(os.urandom(32), [c.node_id, d.node_id], [
+                EncryptedDataTlv(short_channel_id=net.scid(2, 3)), EncryptedDataTlv(path_id=b"scid")])
+            await a.onion_messages.send(by_scid, [(77_777, b"")])
+            assert await asyncio.wait_for(got.get(), 5) == b"scid"
+            # A dummy hop: D's own hop names D again; D peels it too and reads the final payload.
+            dummy = create_blinded_path(os.urandom(32), [c.node_id, d.node_id, d.node_id], [
+                EncryptedDataTlv(next_node_id=d.node_id), EncryptedDataTlv(next_node_id=d.node_id),
+                EncryptedDataTlv(path_id=b"dummy")])
+            await a.onion_messages.send(dummy, [(77_777, b"")])
+            assert await asyncio.wait_for(got.get(), 5) == b"dummy"
+            # A channel C does not have: ignored there (BOLT #4: otherwise: MUST ignore the message).
+            unknown = create_blinded_path(os.urandom(32), [c.node_id, d.node_id], [
+                EncryptedDataTlv(short_channel_id=net.scid(0, 1)), EncryptedDataTlv()])
+            await a.onion_messages.send(unknown, [(77_777, b"")])
+            await until(lambda: c.onion_messages.dropped["unknown_next_channel"] == 1, 5)
+            assert got.empty()
         finally:
             await net.stop()
 

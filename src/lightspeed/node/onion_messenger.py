@@ -419,8 +419,19 @@ class OnionMessenger:
             return False
         return Features.from_bytes(record.features).supports(FEATURE)
 
+    def _known_not_to_support(self, node_id: bytes) -> bool:
+        """Its init (a peer) or its node_announcement leaves out option_onion_messages."""
+        peer = self.node._peers.get(node_id)
+        connected = peer.connected_now() if peer is not None and not peer.session.closed else None
+        if connected is not None:
+            return not connected.remote_init.all_features.supports(FEATURE)
+        record = self.node.gossip.gossiper.view.store.node(node_id)
+        return record is not None and not Features.from_bytes(record.features).supports(FEATURE)
+
     def _route_to(self, target: bytes) -> list[bytes]:
         """Node ids from a connected onion-message peer to ``target``; UsageError if there is none."""
+        if self._known_not_to_support(target):
+            raise UsageError(f"{target.hex()} does not support onion messages (option_onion_messages)")
         first_hops = [p for p in self.node._peers if self._onion_peer(p) is not None]
         graph = self.node.graph
         neighbours = graph_neighbours(graph) if graph is not None else {}
