@@ -2,9 +2,10 @@
 
 Four daemons A-B-C-D with announced channels learn the graph by gossip; the operator's
 `lightspeed onion-message send` crosses three hops and gets the pong back over the reply
-path, reaches D over a blinded path D handed out (its peer C introduces it), hostile packets
-sent to B by a scripted peer are dropped without ending that connection, and after C restarts
-(its channels reconnect) the messages go through again.
+path, fetches an invoice for D's BOLT 12 offer over the same hops, reaches D over a blinded path D handed out (its peer C introduces it), hostile packets
+sent to B by a scripted peer are dropped without ending that connection, and after C
+and D restart (their channels reconnect) the messages go through again and the offer D made
+before its restart is still answered.
 """
 
 from __future__ import annotations
@@ -116,9 +117,14 @@ def test_four_daemons_relay_reply_follow_blinded_paths_drop_garbage_and_survive_
     asyncio.run(_hostile(started[1]))
     assert _ping_with_reply(a, ids[3], b"after the garbage") is not None  # B relays as before
 
-    listen = started[2].ready["listen"]
-    started[2].stop()  # C restarts (same address): its channel peers dial it again and messages flow
-    started[2] = Daemon(tmp_path / "c", chain, listen, "--announce-channels")
+    listens = [started[i].ready["listen"] for i in (2, 3)]
+    for i in (2, 3):  # C and D restart (same addresses): channel peers dial them again
+        started[i].stop()
+    for i, listen in zip((2, 3), listens, strict=True):
+        started[i] = Daemon(tmp_path / "cd"[i - 2], chain, listen, "--announce-channels")
     replies.clear()
-    wait_for("no reply through the restarted C", lambda: answered_with(b"again"), seconds=60)
+    wait_for("no reply through the restarted C and D", lambda: answered_with(b"again"), seconds=60)
     assert replies[0]["records"] == [{"type": PONG_TYPE, "hex": b"again".hex()}]
+    # D's offer, made before its restart, is still answered (nothing was stored for it).
+    fetched = call(a, "offer", "fetch-invoice", offer, "--quantity", "1")
+    assert fetched["amount_msat"] == 25_000 and fetched["node_id"] == ids[3]
