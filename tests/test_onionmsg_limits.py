@@ -95,3 +95,13 @@ def test_only_one_final_payload_field_of_type_64_or_more_may_be_sent() -> None:
 def test_peeling_arbitrary_bytes_raises_only_lightspeed_errors(path_key: bytes, packet: bytes) -> None:
     with contextlib.suppress(LightspeedError):
         peel_onion_message(hashlib.sha256(b"k").digest(), OnionMessage(path_key, packet))
+
+
+def test_a_node_takes_its_onion_message_limits_from_its_settings() -> None:
+    from lightspeed.chain import RegtestChain
+    from lightspeed.crypto.hashes import sha256
+    from lightspeed.node.node import Node
+
+    node = Node(sha256(b"limited"), RegtestChain(":memory:"), sha256(b"w"),
+                onion_message_limits=OnionMessageLimits(burst=2, per_second=1))
+    assert [node.onion_messages.limiter.allow(A, 0.0) for _ in range(3)] == [True, True, False]

@@ -155,6 +155,7 @@ from lightspeed.node.onchain import (
     close_summary,
 )
 from lightspeed.node.onion_messenger import OnionMessenger
+from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.paying import (
     FinalPart,
     HtlcOutcome,
@@ -336,6 +337,8 @@ class Node:
     channel_keys: ChannelKeys | None = None
     #: What we ask of peers in open_channel / accept_channel (node.settings).
     channel_settings: ChannelSettings = DEFAULT_CHANNEL_SETTINGS
+    #: How many onion messages each peer may send us (node.onion_ratelimit); past it they are dropped.
+    onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -386,7 +389,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
-        self.onion_messages = OnionMessenger(self)  # BOLT 4 onion messages: relay, receive, send
+        self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
 
