@@ -105,3 +105,15 @@ def test_a_node_takes_its_onion_message_limits_from_its_settings() -> None:
     node = Node(sha256(b"limited"), RegtestChain(":memory:"), sha256(b"w"),
                 onion_message_limits=OnionMessageLimits(burst=2, per_second=1))
     assert [node.onion_messages.limiter.allow(A, 0.0) for _ in range(3)] == [True, True, False]
+
+
+def test_drop_counts_are_kept_for_a_bounded_number_of_peers() -> None:
+    from lightspeed.node.onion_ratelimit import MAX_COUNTED_PEERS
+
+    limiter = PeerRateLimiter(OnionMessageLimits(burst=1, per_second=1))
+    peers = [i.to_bytes(33, "big") for i in range(MAX_COUNTED_PEERS + 1)]
+    for peer in peers:
+        limiter.allow(peer, 0.0)
+        limiter.allow(peer, 0.0)  # dropped: counted
+    assert len(limiter.dropped) == MAX_COUNTED_PEERS  # N counted, the N+1th pushed the first out
+    assert peers[0] not in limiter.dropped and limiter.dropped[peers[-1]] == 1

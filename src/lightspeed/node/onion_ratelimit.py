@@ -7,7 +7,8 @@ nothing is paid for it, so each peer gets a bucket of ``burst`` tokens refilled 
 ``per_second``; a message finding its peer's bucket empty is dropped and counted against that
 peer only. Other peers and the peer's channel messages are never throttled. Memory is bounded
 by the number of connected peers: a bucket is forgotten when its peer disconnects (it comes back
-full, which only errs towards serving).
+full, which only errs towards serving), and drops are counted for the latest
+:data:`MAX_COUNTED_PEERS` peers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lightspeed.errors import UsageError
+
+#: Peers whose drops are counted by id (the oldest counted goes first past this).
+MAX_COUNTED_PEERS = 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class PeerRateLimiter:
             return True
         self._buckets[peer_id] = (tokens, at)
         self.dropped[peer_id] += 1
+        if len(self.dropped) > MAX_COUNTED_PEERS:  # peers with fresh keys must not grow this forever
+            del self.dropped[next(iter(self.dropped))]
         return False
 
     def forget(self, peer_id: bytes) -> None:
