@@ -774,6 +774,9 @@ class Node:
         htlc_minimum_msat, max_htlc_value_in_flight_msat and max_accepted_htlcs limit what the
         sender accepts.
         """
+        accept = remote if isinstance(remote, AcceptChannel) else local
+        opening = local if isinstance(local, OpenChannel) else remote
+        assert isinstance(accept, AcceptChannel) and isinstance(opening, OpenChannel)
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
@@ -784,7 +787,9 @@ class Node:
                              reserve_from_remote_sat=local.channel_reserve_satoshis,
                              reserve_for_local_sat=remote.channel_reserve_satoshis,
                              max_htlc_value_in_flight_msat=local.max_htlc_value_in_flight_msat,
-                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat)
+                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat,
+                             minimum_depth=accept.minimum_depth,
+                             announce_channel=bool(opening.channel_flags[0] & 1))
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
@@ -955,8 +960,16 @@ class Node:
             self._ready.setdefault(channel_id, asyncio.Event()).set()
 
     def _funding_depth_reached(self, channel: Channel) -> bool:
+        """BOLT 2 (channel_ready): MUST wait until the funding transaction has reached minimum_depth.
+
+        That is accept_channel's minimum_depth, for the funder and the accepter alike: the
+        accepter asked for it (the funder's own setting only applies when it accepts).
+        """
+        depth = channel.config.minimum_depth
+        if depth is None:  # a channel stored before the agreed depth was kept
+            depth = self.channel_settings.minimum_depth
         found = self.chain.get_transaction(channel.config.funding_txid)
-        return found is not None and found[1] >= self.channel_settings.minimum_depth
+        return found is not None and found[1] >= depth
 
     def _watch_funding(self, channel_id: bytes, txid: bytes) -> None:
         if channel_id in self._watching:
