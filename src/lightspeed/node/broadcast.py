@@ -9,6 +9,11 @@ never blocking the event loop for longer than the chain's bounded busy timeout p
 the chain rejects (a rule it breaks) is reported as a :class:`BroadcastRejected` event and
 logged. Meanwhile the wallet holds the transaction (:meth:`Wallet.hold`): its inputs are
 spent, its change is an unconfirmed coin.
+
+With a store, every transaction is committed to it before the first try (:meth:`Broadcaster.keep`
+lets the caller commit it in the same transaction as the state that depends on it, e.g. the
+channel its funding opens) and deleted once the chain has it or refused it; :meth:`Broadcaster.resume`,
+at start, submits again whatever a stopped or killed process left unbroadcast.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from lightspeed.bitcoin.tx import Transaction
 from lightspeed.chain.source import ChainSource
 from lightspeed.chain.wallet import Wallet
 from lightspeed.errors import ChainBusy, RejectedTransaction
+from lightspeed.store.base import Store
 
 log = logging.getLogger("lightspeed.node.broadcast")
 
@@ -44,13 +50,35 @@ class Broadcaster:
 
     def __init__(self, chain: ChainSource, wallet: Wallet,
                  spawn: Callable[[Coroutine[Any, Any, None]], None],
-                 report: Callable[[BroadcastRejected], None]) -> None:
+                 report: Callable[[BroadcastRejected], None], store: Store | None = None) -> None:
         self.chain, self.wallet, self._spawn, self._report = chain, wallet, spawn, report
+        self.store = store
         self.pending: dict[bytes, Transaction] = {}  # txid -> still to broadcast (retrying)
         self.rejected: dict[bytes, BroadcastRejected] = {}
+        self._kept: set[bytes] = set()  # txids in the store
+
+    def keep(self, tx: Transaction, what: str) -> None:
+        """Write ``tx`` to the store (inside the caller's store transaction): it survives a crash."""
+        if self.store is not None:
+            self.store.put_broadcast(tx.txid, tx.serialize(), what)
+            self._kept.add(tx.txid)
+
+    def resume(self) -> None:
+        """Submit again every transaction the store holds (left by a process that stopped first)."""
+        if self.store is None:
+            return
+        for txid, raw, what in self.store.broadcasts():
+            self._kept.add(txid)
+            self.submit(Transaction.parse(raw), what)
 
     def submit(self, tx: Transaction, what: str) -> bool:
-        """Broadcast ``tx`` now if the chain allows, else keep retrying; True once it is broadcast."""
+        """Broadcast ``tx`` now if the chain allows, else keep retrying; True once it is broadcast.
+
+        Committed to the store first (unless :meth:`keep` did), so a crash never loses it.
+        """
+        if self.store is not None and tx.txid not in self._kept:
+            with self.store.transaction():
+                self.keep(tx, what)
         self.wallet.hold(tx)
         if self._attempt(tx, what):
             return True
@@ -73,21 +101,25 @@ class Broadcaster:
             except ChainBusy:
                 return False
             if known:  # already in the chain or the mempool (another process broadcast it too)
-                self._done(tx)
+                self._forget(tx)
                 return True
-            self.wallet.release(tx.txid)
-            self.pending.pop(tx.txid, None)
+            self._forget(tx)
             rejected = BroadcastRejected(tx.txid, what, str(exc))
             self.rejected[tx.txid] = rejected
             log.error("%s (%s) rejected by the chain: %s", what, tx.txid_hex, exc)
             self._report(rejected)
             return True
-        self._done(tx)
+        self._forget(tx)
         return True
 
-    def _done(self, tx: Transaction) -> None:
+    def _forget(self, tx: Transaction) -> None:
+        """The chain has it or refused it: nothing to retry, now or after a restart."""
         self.pending.pop(tx.txid, None)
         self.wallet.release(tx.txid)
+        if self.store is not None and tx.txid in self._kept:
+            with self.store.transaction():
+                self.store.delete_broadcast(tx.txid)
+            self._kept.discard(tx.txid)
 
     async def _retry(self, tx: Transaction, what: str) -> None:
         pause = FIRST_RETRY_S

@@ -306,6 +306,10 @@ class _Shards:
             self.amp = (payment, payment.reshard(shard.record.root_share, 1)[0])
 
 
+def _funding_what(channel_id: bytes) -> str:
+    return f"funding of channel {channel_id.hex()}"
+
+
 @dataclass
 class Node:
     """One node. ``start()`` listens; ``connect``, ``open_channel``, ``create_invoice``, ``pay``.
@@ -383,7 +387,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
-        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -498,6 +502,7 @@ class Node:
         self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
         self._spawn(self.gossip.run())
         self._spawn(self._receiver_timer(min(1.0, self.mpp_timeout / 4)))
+        self.broadcaster.resume()  # fundings and closes a stopped (or killed) run left unbroadcast
         for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
             self._closings[cid] = _Closing(script, done, shutdown_sent=True)
@@ -901,8 +906,9 @@ class Node:
                                                funding_txid=funding.txid, funding_output_index=0,
                                                signature=channel.initial_signature()))
 
-    def _adopt(self, channel: Channel, peer: Peer, key_index: int) -> None:
-        """A new channel: it is resumed with this peer after a restart."""
+    def _adopt(self, channel: Channel, peer: Peer, key_index: int, funding: Transaction | None = None) -> None:
+        """A new channel: it is resumed with this peer after a restart (and its ``funding``, ours to
+        broadcast, is committed with it: rebroadcast after a restart if it had not reached the chain)."""
         cid = channel.config.channel_id
         assert peer.remote_pubkey is not None
         self._key_index[cid] = key_index
@@ -912,6 +918,8 @@ class Node:
         self._reestablished.add(cid)
         with self.store.transaction():
             self._save(channel)
+            if funding is not None:
+                self.broadcaster.keep(funding, _funding_what(cid))
 
     async def _on_funding_created(self, message: FundingCreated) -> None:
         opening = self._openings.pop(message.temporary_channel_id)
@@ -938,9 +946,10 @@ class Node:
         temp_id = opening.open_msg.temporary_channel_id
         self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
         self._opened[temp_id] = message.channel_id
-        self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
+        # Committed (the funding too) before the broadcast: a crash in between loses neither.
+        self._adopt(opening.channel, opening.peer, opening.key_index, opening.funding_tx)
         # The peer signed: the funding must reach the chain (retried while the chain file is locked).
-        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
+        self.broadcaster.submit(opening.funding_tx, _funding_what(message.channel_id))
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
@@ -1801,7 +1810,10 @@ class Node:
         return low, 4 * low
 
     async def close_channel(self, channel_id: bytes, timeout: float = 30) -> Transaction:
-        """Mutual close (BOLT 2 shutdown, closing_signed): returns the broadcast closing transaction.
+        """Mutual close (BOLT 2 shutdown, closing_signed): returns the agreed closing transaction.
+
+        It is committed, then broadcast through :class:`Broadcaster` (retried while the chain is
+        busy, rebroadcast after a restart): it may still be on its way to the chain.
 
         The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet.
         """
@@ -1853,13 +1865,13 @@ class Node:
             await peer.send(reply)
         agreed = closing.negotiation.agreed
         if agreed is not None and not closing.done.done():
-            try:
-                self.chain.broadcast(agreed)
-            except RejectedTransaction:
-                if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
-                    raise
-            with self.store.transaction():
+            what = f"mutual close of channel {message.channel_id.hex()}"
+            with self.store.transaction():  # the close and its transaction, committed before the broadcast
                 self.store.close_channel(message.channel_id, agreed.txid, close_summary(channel, "mutual"))
+                self.broadcaster.keep(agreed, what)
+            # Retried while the chain is busy, rebroadcast after a restart; a refusal is a
+            # BroadcastRejected event (the peer's broadcast of the same transaction is no refusal).
+            self.broadcaster.submit(agreed, what)
             self.channels.pop(message.channel_id, None)
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed

@@ -18,6 +18,8 @@ raises :class:`~lightspeed.store.base.StoreCorrupt` naming the reason.
 
 Schema versions: 1 (the first), 2 (invoice expiry for pruning, the payment-secret
 index, closed-channel summaries). A version-1 store is upgraded in place on open.
+The ``pending_broadcasts`` table (transactions still to reach the chain) is created on
+open in any version: an older Lightspeed ignores it, so it needs no new version.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS onions (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, onion BLOB NOT NULL,
     PRIMARY KEY (channel_id, htlc_id));
 CREATE TABLE IF NOT EXISTS resolutions (channel_id BLOB PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_broadcasts (txid BLOB PRIMARY KEY, tx BLOB NOT NULL, what TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incoming_htlcs (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, payment_hash BLOB NOT NULL,
     shared_secret BLOB NOT NULL, out_channel_id BLOB, out_htlc_id INTEGER, preimage BLOB, failure BLOB,
@@ -422,3 +425,14 @@ class SqliteStore:
 
     def resolutions(self) -> dict[bytes, bytes]:
         return {bytes(c): bytes(r) for c, r in self._read("SELECT channel_id, record FROM resolutions")}
+
+    # -- transactions still to broadcast (node.broadcast) ---------------------------------------
+
+    def put_broadcast(self, txid: bytes, tx: bytes, what: str) -> None:
+        self._write("INSERT OR REPLACE INTO pending_broadcasts VALUES (?, ?, ?)", (txid, tx, what))
+
+    def delete_broadcast(self, txid: bytes) -> None:
+        self._write("DELETE FROM pending_broadcasts WHERE txid = ?", (txid,))
+
+    def broadcasts(self) -> list[tuple[bytes, bytes, str]]:
+        return [(bytes(t), bytes(x), str(w)) for t, x, w in self._read("SELECT txid, tx, what FROM pending_broadcasts")]
