@@ -41,8 +41,11 @@ commitments of exactly that type (:mod:`lightspeed.channel.establish`).
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
-Not yet here: blinded paths; several HTLCs of one outgoing payment survive a restart
-only as its last recorded HTLC.
+Every HTLC of an outgoing payment (each part of an MPP payment) is recorded while in flight: after
+a restart the payment succeeds as soon as one part brings the preimage, and fails only once all
+its parts failed.
+
+Not yet here: blinded paths.
 """
 
 from __future__ import annotations
@@ -405,9 +408,15 @@ class Node:
                 self._sent_shutdown[cid] = stored.shutdown_script
         never_sent = []
         for payment in self.store.pending_payments():
-            if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
-                self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
-            elif payment.status == "pending":
+            if payment.status != "pending":
+                continue
+            # Every part still in flight (a store written before parts were kept: the last HTLC).
+            parts = self.store.payment_parts(payment.payment_hash)
+            if not parts and payment.channel_id is not None and payment.htlc_id is not None:
+                parts = [(payment.channel_id, payment.htlc_id)]
+            for channel_id, htlc_id in parts:
+                self._in_flight.setdefault(channel_id, {})[htlc_id] = payment.payment_hash
+            if not parts:
                 never_sent.append(payment)
         if never_sent:  # stopped before any HTLC of theirs was committed: nothing can settle them now
             with self.store.transaction():
@@ -1338,6 +1347,7 @@ class Node:
             payment = self.store.payment(payment_hash)
             if payment is not None and payment.status == "pending":  # the HTLC to resolve after a restart
                 self.store.put_payment(dataclasses.replace(payment, channel_id=cid, htlc_id=add.id))
+                self.store.put_payment_part(payment_hash, cid, add.id)  # one of maybe several (MPP)
             self._dirty.setdefault(cid, []).append(add)
             batches = self._step_batches()
         await self._send_all(batches)
@@ -1660,6 +1670,7 @@ class Node:
         if self._forward_settled(key, preimage):
             return
         self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
+        self.store.delete_payment_part(channel_id, htlc.htlc_id)
         payment = self.store.payment(htlc.payment_hash)
         if payment is not None and payment.status != "succeeded":
             self.store.put_payment(PaymentRecord(payment.payment_hash, payment.amount_msat, "succeeded",
@@ -1690,6 +1701,7 @@ class Node:
             if (htlc_id, payment_hash) in live:
                 continue
             del flying[htlc_id]
+            self.store.delete_payment_part(cid, htlc_id)
             outcome = self._failures.pop((cid, htlc_id), HtlcOutcome())
             waiter = self._waiters.pop((cid, htlc_id), None)
             if waiter is not None:
@@ -1697,8 +1709,8 @@ class Node:
                     waiter.set_result(outcome)
                 continue
             payment = self.store.payment(payment_hash)
-            if payment is None or payment.status != "pending":
-                continue
+            if payment is None or payment.status != "pending" or self.store.payment_parts(payment_hash):
+                continue  # settled already, or other parts still in flight: the last one decides
             reason = "the payee refused the payment"
             self.store.put_payment(PaymentRecord(payment_hash, payment.amount_msat, "failed", payment.invoice,
                                                  None, cid, htlc_id, reason))
@@ -1985,12 +1997,13 @@ class Node:
                 self._succeed(channel_id, LoggedHtlc(Side.LOCAL, htlc_id, 0, payment_hash, 0), preimage)
             elif not self._forward_failed(key, payment_hash):
                 self._in_flight.get(channel_id, {}).pop(htlc_id, None)
+                self.store.delete_payment_part(channel_id, htlc_id)
                 waiter = self._waiters.pop(key, None)
                 payment = self.store.payment(payment_hash)
                 if waiter is not None:
                     if not waiter.done():
                         waiter.set_result(HtlcOutcome())  # the sender decides: retry elsewhere or fail
-                elif payment is not None and payment.status == "pending":
+                elif payment is not None and payment.status == "pending" and not self.store.payment_parts(payment_hash):
                     reason = "the HTLC timed out on chain after a force close"
                     self.store.put_payment(dataclasses.replace(payment, status="failed", reason=reason))
                     self.events.put_nowait(PaymentFailed(payment_hash, reason))

@@ -100,7 +100,11 @@ class InvoiceRecord:
 
 @dataclass(frozen=True)
 class PaymentRecord:
-    """An outgoing payment; ``channel_id``/``htlc_id`` name its HTLC while it is in flight."""
+    """An outgoing payment; ``channel_id``/``htlc_id`` name its latest HTLC.
+
+    Every HTLC of it still in flight (all the parts of a multi-part payment) is a
+    :meth:`Store.put_payment_part` row: it fails only once all of them failed.
+    """
 
     payment_hash: bytes
     amount_msat: int
@@ -185,6 +189,10 @@ class Store(Protocol):
     def payment(self, payment_hash: bytes) -> PaymentRecord | None: ...
     def payments(self) -> list[PaymentRecord]: ...
     def pending_payments(self) -> list[PaymentRecord]: ...
+    # Every HTLC of an outgoing payment while it is in flight (a multi-part payment has several).
+    def put_payment_part(self, payment_hash: bytes, channel_id: bytes, htlc_id: int) -> None: ...
+    def delete_payment_part(self, channel_id: bytes, htlc_id: int) -> None: ...
+    def payment_parts(self, payment_hash: bytes) -> list[tuple[bytes, int]]: ...
 
     # onions of incoming HTLCs, until the HTLC is settled
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None: ...
