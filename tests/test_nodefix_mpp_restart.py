@@ -20,7 +20,14 @@ import pytest
 from lightspeed.channel.htlc_log import Side
 from lightspeed.crypto.hashes import sha256
 from lightspeed.node.node import HtlcHeld, Node
-from tests.support.network import Network, bring_online, create_network, next_event, take_offline, until
+from tests.support.network import (
+    Network,
+    bring_online,
+    create_network,
+    next_event,
+    take_offline,
+    until,
+)
 
 SAT = 1_000_000
 AMOUNT_MSAT = 1_200_000 * 1000  # more than the direct channel carries: two parts

@@ -4,7 +4,8 @@ A funding transaction the peer has already signed for must be broadcast: the cha
 from that moment, and a funding that never reaches the chain leaves the channel waiting
 forever with its coins counted twice (in the channel and, unspent, in the wallet). So a
 broadcast that fails for a transient reason (the chain file is locked by another process:
-:class:`~lightspeed.errors.ChainBusy`) is retried in the background with a growing pause,
+:class:`~lightspeed.errors.ChainBusy`; its disk is full or it is read-only:
+:class:`~lightspeed.errors.ChainUnavailable`) is retried in the background with a growing pause,
 never blocking the event loop for longer than the chain's bounded busy timeout per try; one
 the chain rejects (a rule it breaks) is reported as a :class:`BroadcastRejected` event and
 logged. Meanwhile the wallet holds the transaction (:meth:`Wallet.hold`): its inputs are
@@ -27,7 +28,7 @@ from typing import Any
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.chain.source import ChainSource
 from lightspeed.chain.wallet import Wallet
-from lightspeed.errors import ChainBusy, RejectedTransaction
+from lightspeed.errors import ChainBusy, ChainUnavailable, RejectedTransaction
 from lightspeed.store.base import Store
 
 log = logging.getLogger("lightspeed.node.broadcast")
@@ -92,13 +93,13 @@ class Broadcaster:
         """One try: True when done (broadcast, already there, or rejected), False to retry."""
         try:
             self.chain.broadcast(tx)
-        except ChainBusy as exc:
+        except (ChainBusy, ChainUnavailable) as exc:  # locked, full, read-only: it may pass later
             log.warning("%s (%s): chain busy, will retry: %s", what, tx.txid_hex, exc)
             return False
         except RejectedTransaction as exc:
             try:
                 known = self.chain.get_transaction(tx.txid) is not None
-            except ChainBusy:
+            except (ChainBusy, ChainUnavailable):
                 return False
             if known:  # already in the chain or the mempool (another process broadcast it too)
                 self._forget(tx)
