@@ -15,8 +15,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.chain import RegtestChain, Wallet
 from lightspeed.node.node import Node
@@ -90,7 +88,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.slow
 def test_funding_not_broadcast_when_killed_is_broadcast_after_the_restart(tmp_path: Path) -> None:
     path = tmp_path / "chain.sqlite"
     seed = "nodefix killed funder"

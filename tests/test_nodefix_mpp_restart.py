@@ -15,8 +15,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
-
 from lightspeed.channel.htlc_log import Side
 from lightspeed.crypto.hashes import sha256
 from lightspeed.node.node import HtlcHeld, Node
@@ -81,7 +79,6 @@ async def _scenario(tmp_path: Path) -> None:
         await net.stop()
 
 
-@pytest.mark.slow
 def test_mpp_payment_is_pending_while_a_part_is_in_flight_after_a_restart_and_fails_when_all_failed(
         tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_scenario(tmp_path), 90))
