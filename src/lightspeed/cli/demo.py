@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from lightspeed.cli.common import json_text
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
 from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp, three_nodes_multihop
 from lightspeed.cli.demo_micro import paid_api_calls
@@ -160,7 +158,7 @@ def demo(as_json: bool) -> None:
     """Run the embedded network end to end and show what happened."""
     results = run_scenarios()
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "scenarios": [
                 {"name": r.name, "ok": r.ok, "elapsed_ms": round(r.elapsed_ms, 3), **r.details}
                 for r in results
@@ -168,6 +166,9 @@ def demo(as_json: bool) -> None:
             "coming": COMING,
         }))
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         console = Console()
         table = Table(title="Lightspeed demo")
         table.add_column("scenario")
