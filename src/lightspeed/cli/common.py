@@ -17,8 +17,12 @@ the subcommand, Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -124,15 +128,41 @@ def with_example(*lines: str) -> Callable[[F], F]:
 # -- Ctrl-C --------------------------------------------------------------------------------------
 
 class LightspeedGroup(click.Group):
-    """The root group: Ctrl-C anywhere in a command is one line on stderr and exit 130."""
+    """The root group: Ctrl-C anywhere in a command is one line on stderr and exit 130.
+
+    Why a SIGINT handler that exits at once rather than unwinding KeyboardInterrupt: an event loop
+    interrupted mid-way logs its pending tasks ("Task was destroyed", CancelledError tracebacks)
+    while it unwinds; a command has nothing to lose by stopping now (the daemon keeps its own
+    state; SQLite files are atomic). The daemons (``node start``, ``serve-example``, ``chain
+    serve-electrum``) install their own handler while they serve: Ctrl-C stops them cleanly.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _on_sigint) if in_main else None
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # raised before the handler was in place, or by the command itself
             _interrupted(ctx.meta.get(INTERRUPT_HINT))
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+
+
+def graceful_interrupt() -> None:
+    """For a daemon command: Ctrl-C is KeyboardInterrupt again (asyncio.run cancels the main task and
+    the daemon's own cleanup runs) until the daemon installs its own stop handler."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _on_sigint(_signum: int, _frame: Any) -> None:
+    ctx = click.get_current_context(silent=True)
+    _interrupted(ctx.meta.get(INTERRUPT_HINT) if ctx is not None else None)
 
 
 def _interrupted(hint: str | None) -> NoReturn:
-    click.echo("interrupted" + (f": {hint}" if hint else ""), err=True)
-    sys.exit(EXIT_INTERRUPTED)
+    with contextlib.suppress(Exception):  # the interrupted code may hold stdout's lock
+        sys.stdout.flush()
+    os.write(2, ("interrupted" + (f": {hint}" if hint else "") + "\n").encode())
+    os._exit(EXIT_INTERRUPTED)

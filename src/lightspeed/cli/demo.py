@@ -139,9 +139,16 @@ COMING = [
 ]
 
 
-def run_scenarios() -> list[ScenarioResult]:
+def run_scenarios(progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
+    """Run every scenario; ``progress`` hears of each as it starts and ends (the demo takes a while).
+
+    Ctrl-C is not a scenario's failure: KeyboardInterrupt (asyncio.run turns the cancelled main
+    task into one) is not an ``Exception`` and stops the demo.
+    """
     results = []
-    for name, scenario in SCENARIOS:
+    for i, (name, scenario) in enumerate(SCENARIOS, 1):
+        if progress:
+            progress(f"[{i}/{len(SCENARIOS)}] {name} ...")
         start = time.perf_counter()
         try:
             details = scenario()
@@ -149,14 +156,23 @@ def run_scenarios() -> list[ScenarioResult]:
         except Exception as exc:  # a demo reports failures, it does not crash
             details, ok = {"error": f"{type(exc).__name__}: {exc}"}, False
         results.append(ScenarioResult(name, ok, (time.perf_counter() - start) * 1000, details))
+        if progress:
+            progress(f"[{i}/{len(SCENARIOS)}] {'ok' if ok else 'FAILED'} in {results[-1].elapsed_ms:,.0f} ms")
     return results
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def demo(as_json: bool) -> None:
-    """Run the embedded network end to end and show what happened."""
-    results = run_scenarios()
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def demo(as_json: bool, quiet: bool) -> None:
+    """Run the embedded network end to end and show what happened (progress on stderr as it runs).
+
+    \b
+    Example:
+      lightspeed demo
+      lightspeed demo --json -q | python3 -m json.tool
+    """
+    results = run_scenarios(None if quiet else lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json_text({
             "scenarios": [

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lightspeed.cli.common import Amount, json_text, with_example
+from lightspeed.cli.common import Amount, graceful_interrupt, json_text, with_example
 from lightspeed.errors import LightspeedError
 
 DEFAULT_CHAIN = "~/.lightspeed/chain.sqlite"
@@ -51,6 +51,7 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
     from lightspeed.micro.terms import Price
 
     host, port = _hostport(listen, "--listen")
+    graceful_interrupt()
 
     async def run() -> None:
         chain = RegtestChain(_chain_file(chain_path))

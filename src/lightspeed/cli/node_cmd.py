@@ -20,7 +20,14 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from lightspeed.api.datadir import ADDRESS_FILE, default_chain_path
-from lightspeed.cli.common import INTERRUPT_HINT, Amount, datadir_option, print_json, with_example
+from lightspeed.cli.common import (
+    INTERRUPT_HINT,
+    Amount,
+    datadir_option,
+    graceful_interrupt,
+    print_json,
+    with_example,
+)
 from lightspeed.cli.tables import print_table
 from lightspeed.errors import LightspeedError, UsageError
 
@@ -97,6 +104,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     import asyncio
 
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
+
+    graceful_interrupt()
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -226,6 +235,7 @@ def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, ver
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host, port = parse_hostport(listen, "--listen")
+    graceful_interrupt()
     chain = _open_chain(ctx, chain_file, create=True)
     try:
         asyncio.run(serve_until_signalled(chain, host, port,
