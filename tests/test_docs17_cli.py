@@ -157,7 +157,7 @@ def test_the_cli_network_names_are_the_library_s() -> None:
     from lightspeed.bitcoin.network import NETWORKS
     from lightspeed.cli.invoice import NETWORK_NAMES
 
-    assert NETWORK_NAMES == tuple(n.name for n in NETWORKS)
+    assert tuple(n.name for n in NETWORKS) == NETWORK_NAMES
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------------------
