@@ -368,3 +368,27 @@ def test_tables_at_80_columns_never_cut_a_number(paid_pair: tuple[Path, Path, Pa
     payment = ok_json("payments", "--datadir", str(alice))["payments"][0]
     shown = run_in_terminal(["payments", "--table", "--datadir", str(alice)], 80)
     assert whole(payment["amount_msat"], shown) and payment["status"] in shown, shown
+
+
+def test_the_demo_table_at_80_columns_keeps_every_number_whole() -> None:
+    import io
+
+    from rich.console import Console
+
+    from lightspeed.cli.demo import ScenarioResult, results_table
+
+    results = [  # details as the scenarios return them (see `lightspeed demo --json`)
+        ScenarioResult("Two nodes over TCP: open a channel, pay both ways, close cooperatively", True, 25_473.125,
+                       {"channel_open_ms": 74.7, "payments_both_ways": 3, "ms_per_payment_over_tcp": 14.35,
+                        "mutual_close_txid": "cd" * 32, "closing_outputs_sat": [75_001, 924_554],
+                        "close_confirmations": 1}),
+        ScenarioResult("Pay-per-call: 10,000 HTTP calls through one allowance", True, 3_261.5,
+                       {"calls_served": 10_000, "lightning_payments": 1, "paid_msat": 1_000, "calls_per_s": 3_925}),
+    ]
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    with console.capture() as capture:
+        console.print(results_table(results))
+    shown = capture.get()
+    assert all(len(line) <= 80 for line in shown.splitlines()), shown
+    for number in ("14.35", "75001", "924554", "74.7", "25,473.1", "3,261.5", "10000", "3925"):
+        assert re.search(rf"(?<![0-9.,]){re.escape(number)}(?![0-9.,]*[0-9…])", shown), (number, shown)

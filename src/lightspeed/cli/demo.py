@@ -161,6 +161,33 @@ def run_scenarios(progress: Callable[[str], None] | None = None) -> list[Scenari
     return results
 
 
+def _detail(value: Any) -> str:
+    """A value for people: long hex shortened (the JSON has it whole), lists with spaces."""
+    if isinstance(value, str) and len(value) > 16 and all(c in "0123456789abcdef" for c in value):
+        return value[:10] + "…"
+    if isinstance(value, list):
+        return "[" + ", ".join(_detail(v) for v in value) + "]"
+    return str(value)
+
+
+def results_table(results: list[ScenarioResult]) -> Any:
+    """The demo's table. A detail is "name: value" so that a narrow terminal wraps between
+    the two, never inside a number (rich shortens or folds a word wider than its column)."""
+    from rich.table import Table
+
+    table = Table(title="Lightspeed demo")
+    table.add_column("scenario")
+    table.add_column("outcome", no_wrap=True)
+    elapsed = [f"{r.elapsed_ms:,.1f}" for r in results]
+    table.add_column("ms", justify="right", no_wrap=True, min_width=max(map(len, elapsed), default=2))
+    table.add_column("what happened", overflow="fold")
+    for r, ms in zip(results, elapsed, strict=True):
+        outcome = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        details = ", ".join(f"{k}: {_detail(v)}" for k, v in r.details.items() if k != "invoice")
+        table.add_row(r.name, outcome, ms, details)
+    return table
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
@@ -183,19 +210,9 @@ def demo(as_json: bool, quiet: bool) -> None:
         }))
     else:
         from rich.console import Console
-        from rich.table import Table
 
         console = Console()
-        table = Table(title="Lightspeed demo")
-        table.add_column("scenario")
-        table.add_column("outcome")
-        table.add_column("ms", justify="right")
-        table.add_column("what happened")
-        for r in results:
-            outcome = "[green]ok[/]" if r.ok else "[red]failed[/]"
-            details = ", ".join(f"{k}={v}" for k, v in r.details.items() if k != "invoice")
-            table.add_row(r.name, outcome, f"{r.elapsed_ms:.1f}", details)
-        console.print(table)
+        console.print(results_table(results))
         for r in results:
             if "invoice" in r.details:
                 console.print(f"[bold]{r.name}[/]: {r.details['invoice']}", soft_wrap=True)
