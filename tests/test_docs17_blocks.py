@@ -21,6 +21,7 @@ this checkout's) and ``PYTHONPATH`` is inherited.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -121,13 +122,18 @@ class Session:
             command, cwd = [sys.executable, str(script)], self.work
         else:
             command, cwd = ["bash", "-e", "-o", "pipefail", "-c", block.code], ROOT
+        process = subprocess.Popen(command, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
         try:
-            result = subprocess.run(command, cwd=cwd, env=self.env, capture_output=True, text=True,
-                                    timeout=BLOCK_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"{block} did not finish within {BLOCK_TIMEOUT_S} s: {exc.stderr!r}") from None
-        assert result.returncode == 0, f"{block} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        assert "Traceback" not in result.stderr, f"{block}:\n{result.stderr}"
+            out, err = process.communicate(timeout=BLOCK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{block} did not finish within {BLOCK_TIMEOUT_S} s") from None
+        finally:  # whatever the block started goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        assert process.returncode == 0, f"{block} failed ({process.returncode}):\n{out}\n{err}"
+        assert "Traceback" not in err, f"{block}:\n{err}"
 
     def start(self, block: Block) -> None:
         for line in block.code.splitlines():
