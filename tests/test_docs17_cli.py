@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -126,13 +127,17 @@ def test_datadir_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
 
 # -- help: examples, fast start -------------------------------------------------------------------
 
-MAIN_COMMANDS = [[], ["getinfo"], ["connect"], ["open-channel"], ["channels"], ["close"], ["pay"], ["payments"],
-                 ["fund"], ["chain"], ["invoice", "new"], ["invoice", "decode"], ["invoice", "create"],
-                 ["invoice", "encode"], ["offer", "decode"], ["route"], ["demo"], ["serve-example"], ["call"]]
+def every_command(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    yield list(path)
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+        else:
+            yield [*path, name]
 
 
-@pytest.mark.parametrize("command", MAIN_COMMANDS, ids=lambda c: " ".join(c) or "lightspeed")
-def test_main_commands_help_shows_an_example(command: list[str]) -> None:
+@pytest.mark.parametrize("command", list(every_command()), ids=lambda c: " ".join(c) or "lightspeed")
+def test_every_command_s_help_ends_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0, result.output
     example = result.output.split("Example:\n", 1)

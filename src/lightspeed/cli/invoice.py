@@ -44,7 +44,13 @@ def _hex_option(name: str, value: str | None, length: int) -> bytes | None:
 @click.group()
 @datadir_option
 def invoice() -> None:
-    """BOLT 11 invoices: decode, encode, create offline; new, list, settle, cancel on a daemon."""
+    """BOLT 11 invoices: decode, encode, create offline; new, list, settle, cancel on a daemon.
+
+    \b
+    Example:
+      lightspeed invoice decode lnbcrt2500u1p...
+      lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat "a book"
+    """
 
 
 @invoice.command("decode")

@@ -77,7 +77,12 @@ _table_option = click.option("--table", is_flag=True, help="A table for people i
 
 @click.group("node")
 def node_group() -> None:
-    """Run a node daemon (peers over TCP plus a REST API on loopback)."""
+    """Run a node daemon (peers over TCP plus a REST API on loopback).
+
+    \b
+    Example:
+      lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735
+    """
 
 
 @node_group.command("start")
@@ -95,6 +100,7 @@ def node_group() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
@@ -179,6 +185,7 @@ _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=F
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice chain mine 3")
 def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
     """Mine BLOCKS blocks (they confirm the whole mempool)."""
     chain = _open_chain(ctx, chain_file)
@@ -193,6 +200,7 @@ def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain info --chain ~/.lightspeed/chain.sqlite")
 def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
     """The tip and the mempool size."""
     chain = _open_chain(ctx, chain_file)
@@ -208,6 +216,7 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain send bcrt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqdku202 100000sat --chain ~/.lightspeed/chain.sqlite")
 def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Path | None) -> None:
     """Pay AMOUNT_SAT to ADDRESS from the faucet (mined coins) and confirm it with one block."""
     _print(_faucet(_open_chain(ctx, chain_file), address, amount_sat))
@@ -221,6 +230,7 @@ def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Pa
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain serve-electrum --chain ~/.lightspeed/chain.sqlite --listen 127.0.0.1:50001")
 def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
     """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
 
@@ -291,6 +301,7 @@ def connect(ctx: click.Context, peer: str) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice peers")
 def peers(ctx: click.Context) -> None:
     """Peers connected now."""
     _print(_call(ctx, "GET", "/v1/peers"))
@@ -351,6 +362,7 @@ def close(ctx: click.Context, channel_id: str, force: bool) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice update-fee $CHANNEL 2500")
 def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
     """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
     _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
@@ -381,6 +393,7 @@ def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: 
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice settle $PREIMAGE")
 def invoice_settle(ctx: click.Context, preimage: str) -> None:
     """Release the payment held by a hold invoice, with its PREIMAGE."""
     from lightspeed.crypto.hashes import sha256
@@ -397,6 +410,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice cancel $PAYMENT_HASH")
 def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
     """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
     _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
@@ -406,6 +420,7 @@ def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice list")
 def invoice_list(ctx: click.Context) -> None:
     """Invoices the running node (--datadir) issued."""
     _print(_call(ctx, "GET", "/v1/invoices"))
@@ -448,6 +463,7 @@ def payments(ctx: click.Context, direction: str | None, table: bool) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice newaddress")
 def newaddress(ctx: click.Context) -> None:
     """A fresh address of the node's on-chain wallet."""
     _print(_call(ctx, "POST", "/v1/addresses"))
@@ -457,6 +473,7 @@ def newaddress(ctx: click.Context) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice balance")
 def balance(ctx: click.Context) -> None:
     """On-chain and channel balances."""
     _print(_call(ctx, "GET", "/v1/balance"))

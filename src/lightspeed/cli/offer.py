@@ -12,7 +12,12 @@ from lightspeed.errors import LightspeedError
 
 @click.group()
 def offer() -> None:
-    """BOLT 12 offers, invoice requests and invoices."""
+    """BOLT 12 offers, invoice requests and invoices.
+
+    \b
+    Example:
+      lightspeed offer decode lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2...
+    """
 
 
 @offer.command("decode")
