@@ -381,7 +381,7 @@ def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None
               "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount")
 def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
                 payment_hash: str | None) -> None:
-    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT."""
+    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT (msat, or with a sat suffix)."""
     body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
     if payment_hash is not None:
         body["payment_hash"] = payment_hash
