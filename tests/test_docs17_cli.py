@@ -397,3 +397,22 @@ def test_the_demo_table_at_80_columns_keeps_every_number_whole() -> None:
     assert all(len(line) <= 80 for line in shown.splitlines()), shown
     for number in ("14.35", "75001", "924554", "74.7", "25,473.1", "3,261.5", "10000", "3925"):
         assert re.search(rf"(?<![0-9.,]){re.escape(number)}(?![0-9.,]*[0-9…])", shown), (number, shown)
+
+
+def test_ctrl_c_in_process_is_exit_130_and_leaves_the_caller_running() -> None:
+    """Under CliRunner (in a test's process) an interrupted command must not end the process."""
+    from lightspeed.cli.common import INTERRUPT_HINT, LightspeedGroup
+
+    @click.group(cls=LightspeedGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    @click.pass_context
+    def wait(ctx: click.Context) -> None:
+        ctx.meta[INTERRUPT_HINT] = "it goes on"
+        raise KeyboardInterrupt
+
+    result = CliRunner().invoke(group, ["wait"])
+    assert result.exit_code == 130 and "interrupted: it goes on" in result.output
+    assert "Aborted" not in result.output

@@ -135,10 +135,13 @@ class LightspeedGroup(click.Group):
     while it unwinds; a command has nothing to lose by stopping now (the daemon keeps its own
     state; SQLite files are atomic). The daemons (``node start``, ``serve-example``, ``chain
     serve-electrum``) install their own handler while they serve: Ctrl-C stops them cleanly.
+
+    Only the ``lightspeed`` program itself (:func:`run_as_program`) exits at once; called in
+    a process of its own (a test's CliRunner) it raises ``SystemExit(130)`` instead.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        in_main = threading.current_thread() is threading.main_thread()
+        in_main = _as_program and threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, _on_sigint) if in_main else None
         try:
             return super().invoke(ctx)
@@ -149,10 +152,20 @@ class LightspeedGroup(click.Group):
                 signal.signal(signal.SIGINT, previous)
 
 
+_as_program = False
+
+
+def run_as_program(group: click.Group) -> None:
+    """Run ``group`` as the process's program: Ctrl-C ends the process at once (see LightspeedGroup)."""
+    global _as_program
+    _as_program = True
+    group()
+
+
 def graceful_interrupt() -> None:
     """For a daemon command: Ctrl-C is KeyboardInterrupt again (asyncio.run cancels the main task and
     the daemon's own cleanup runs) until the daemon installs its own stop handler."""
-    if threading.current_thread() is threading.main_thread():
+    if _as_program and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -164,5 +177,9 @@ def _on_sigint(_signum: int, _frame: Any) -> None:
 def _interrupted(hint: str | None) -> NoReturn:
     with contextlib.suppress(Exception):  # the interrupted code may hold stdout's lock
         sys.stdout.flush()
-    os.write(2, ("interrupted" + (f": {hint}" if hint else "") + "\n").encode())
+    message = "interrupted" + (f": {hint}" if hint else "")
+    if not _as_program:
+        click.echo(message, err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    os.write(2, (message + "\n").encode())
     os._exit(EXIT_INTERRUPTED)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from lightspeed import __version__
-from lightspeed.cli.common import LightspeedGroup
+from lightspeed.cli.common import LightspeedGroup, run_as_program
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
@@ -55,4 +55,4 @@ register_node_commands(cli, invoice)
 
 
 def main() -> None:
-    cli()
+    run_as_program(cli)
