@@ -30,3 +30,11 @@ def test_send_without_a_daemon_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--datadir", str(tmp_path), "onion-message", "send", "02" + "11" * 32,
                                       "--tlv", "64=00"])
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+def test_the_cli_ping_type_is_the_node_s() -> None:
+    """The CLI repeats the ping type so that `--help` does not import the node: they must agree."""
+    from lightspeed.cli import onion_cmd
+    from lightspeed.node import onion_messenger
+
+    assert onion_cmd.PING_TYPE == onion_messenger.PING_TYPE

@@ -11,11 +11,13 @@ from typing import Any
 
 import click
 
+from lightspeed.cli.common import parse_amount, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 from lightspeed.errors import UsageError
 
 
 @click.command("create")
+@with_example('lightspeed offer create 250000msat "a coffee"', 'lightspeed offer create any "tips"')
 @click.argument("amount")
 @click.argument("description")
 @click.option("--absolute-expiry", type=int, help="Unix time after which the offer is refused.")
@@ -25,12 +27,16 @@ from lightspeed.errors import UsageError
 @_errors_to_exit
 def offer_create(ctx: click.Context, amount: str, description: str, absolute_expiry: int | None,
                  quantity_max: int | None, issuer: str | None) -> None:
-    """Make an offer of AMOUNT msat (or "any": the payer chooses) for DESCRIPTION; prints lno1..."""
+    """Make an offer of AMOUNT (msat, or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
     body: dict[str, Any] = {"description": description}
     if amount != "any":
-        if not amount.isdigit() or int(amount) < 1:
-            raise UsageError(f"AMOUNT {amount!r}: a positive number of msat, or 'any'")
-        body["amount_msat"] = int(amount)
+        try:
+            amount_msat = parse_amount(amount, "msat")
+        except ValueError as exc:
+            raise UsageError(f"AMOUNT: {exc}, or 'any'") from None
+        if amount_msat < 1:
+            raise UsageError(f"AMOUNT {amount!r}: must be at least 1 msat, or 'any'")
+        body["amount_msat"] = amount_msat
     for key, value in (("absolute_expiry", absolute_expiry), ("quantity_max", quantity_max), ("issuer", issuer)):
         if value is not None:
             body[key] = value
@@ -38,6 +44,7 @@ def offer_create(ctx: click.Context, amount: str, description: str, absolute_exp
 
 
 @click.command("fetch-invoice")
+@with_example("lightspeed offer fetch-invoice $OFFER --payer-note 'thanks'")
 @click.argument("offer")
 @click.option("--amount-msat", type=click.IntRange(min=1), help="Required when the offer names no amount.")
 @click.option("--quantity", type=click.IntRange(min=1), help="Items, for an offer with a quantity.")

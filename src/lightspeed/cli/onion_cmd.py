@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import click
 
+from lightspeed.cli.common import with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 from lightspeed.errors import UsageError
-from lightspeed.node.onion_messenger import PING_TYPE
+
+#: Lightspeed's ping payload type (odd: other nodes ignore it); node.onion_messenger.PING_TYPE,
+#: repeated here so that `--help` does not import the node.
+PING_TYPE = 77701
 
 
 def parse_tlv(text: str) -> tuple[int, str]:
@@ -30,11 +34,14 @@ def parse_tlv(text: str) -> tuple[int, str]:
 
 
 @click.group("onion-message")
+@with_example("lightspeed onion-message send $NODE_ID --reply-path")
 def onion_message() -> None:
     """Send onion messages (BOLT 4) and see what the node received, relayed and dropped."""
 
 
 @onion_message.command("send")
+@with_example("lightspeed onion-message send $NODE_ID --reply-path",
+              "lightspeed onion-message send $NODE_ID --tlv 77701=6869")
 @click.argument("destination")
 @click.option("--tlv", "tlvs", multiple=True, metavar="TYPE=HEX",
               help=f"The payload field (type >= 64; one per message). Default: a ping ({PING_TYPE}=) that "
@@ -59,6 +66,7 @@ def send(ctx: click.Context, destination: str, tlvs: tuple[str, ...], reply_path
 
 
 @onion_message.command("stats")
+@with_example("lightspeed onion-message stats --datadir ~/.lightspeed/alice")
 @click.pass_context
 @_errors_to_exit
 def stats(ctx: click.Context) -> None:
@@ -67,6 +75,7 @@ def stats(ctx: click.Context) -> None:
 
 
 @onion_message.command("blinded-path")
+@with_example("lightspeed onion-message blinded-path --datadir ~/.lightspeed/bob")
 @click.pass_context
 @_errors_to_exit
 def blinded_path(ctx: click.Context) -> None:
