@@ -575,7 +575,17 @@ class Node:
         return (self.network.chain_hash,)
 
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        """The connection to ``node_id``: the live one if there is one, else a new one to ``host:port``.
+
+        Idempotent: a peer may keep its existing connection and drop a second one right after the
+        handshake (Electrum 4.8.1 does), so dialing again would fail although we are connected.
+        """
         self._require_store()
+        live = self._peers.get(node_id)
+        if live is not None and not live.session.closed:
+            with self.store.transaction():
+                self.store.put_peer(node_id, host, port)  # the address given is the one to dial next time
+            return live
         peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
