@@ -35,6 +35,7 @@ ANCHOR_SAT = 330
 
 @pytest.fixture(scope="module", params=[
     pytest.param("4.3.4", marks=pytest.mark.xdist_group("electrum-4.3.4")),
+    pytest.param("4.8.1", marks=pytest.mark.xdist_group("electrum-4.8.1")),
 ])
 def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteropNet]:
     release = release_or_skip(request.param)
