@@ -410,7 +410,7 @@ class Chain:
         return self.reader.tip()[0]
 
     def transaction(self, txid_hex: str) -> Any:
-        """(Transaction, height or None if in the mempool), or None."""
+        """(Transaction, confirmations or None if in the mempool), or None."""
         return self.reader.get_transaction(bytes.fromhex(txid_hex)[::-1])
 
     def spender(self, txid_hex: str, index: int) -> Any:

@@ -10,6 +10,7 @@ runs alone too; the channels the payment cases share are opened once (``channels
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 
 from lightspeed.bitcoin.tx import Transaction
 from tests.interop.electrum_harness import (
+    ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
     ElectrumWallet,
     InteropNet,
@@ -371,3 +373,121 @@ def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
     assert net.lightspeed.channel(a)["state"] == "closed"
     wait_for("alice to see the channel redeemed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
 
+
+
+# -- anchor channels (Electrum 4.8.1) -----------------------------------------------------------------
+
+# The cases below need Electrum 4.8.1: 4.3.4 opens no anchor channel and, on regtest, keeps one
+# hard-coded feerate (it sends no update_fee for a changed estimate).
+only_481 = pytest.mark.parametrize("net", [pytest.param("4.8.1", marks=pytest.mark.xdist_group("electrum-4.8.1"))],
+                                   indirect=True)
+# BOLT 3: the weight of a commitment under option_anchors with no HTLC output.
+ANCHOR_COMMITMENT_WEIGHT = 1124
+ELECTRUM_FEE_TARGETS = (1, 2, 5, 10, 25, 144, 1008)  # the block targets Electrum keeps an estimate for
+SERVER_SAT_PER_KVB = 253 * 4  # what our Electrum server answers to blockchain.estimatefee (the chain's 253 sat/kw)
+
+
+@contextlib.contextmanager
+def fee_estimate(wallet: ElectrumWallet, sat_per_kvb: int) -> Iterator[None]:
+    """Electrum believes the chain's fee estimate is ``sat_per_kvb`` at every target (regtest commands).
+
+    Electrum reacts as to a real change: update_fee on the channels it funded, CPFP of a commitment
+    of its own that now pays too little. Afterwards it gets the server's estimate back.
+    """
+    wallet.rpc("setconfig", key="test_disable_automatic_fee_eta_update", value="true")
+    wallet.rpc("test_inject_fee_etas", fee_est=str(dict.fromkeys(ELECTRUM_FEE_TARGETS, sat_per_kvb)))
+    try:
+        yield
+    finally:
+        wallet.rpc("test_inject_fee_etas", fee_est=str(dict.fromkeys(ELECTRUM_FEE_TARGETS, SERVER_SAT_PER_KVB)))
+        wallet.rpc("setconfig", key="test_disable_automatic_fee_eta_update", value="false")
+
+
+def commitment_fee(tx: Transaction) -> int:
+    """The fee of a commitment of a CAPACITY_SAT channel (the funding output is its one input)."""
+    return CAPACITY_SAT - sum(o.value_sat for o in tx.outputs)
+
+
+def anchor_indexes(tx: Transaction) -> list[int]:
+    return [i for i, o in enumerate(tx.outputs) if o.value_sat == ANCHOR_SAT]
+
+
+@only_481
+def test_update_fee_from_electrum_then_force_close_by_lightspeed(net: InteropNet) -> None:
+    """alice raises the feerate (update_fee): Lightspeed accepts it, both commitments carry it;
+    Lightspeed then broadcasts its commitment and each side sweeps its output after its CSV delay."""
+    a = open_from_electrum(net, net.alice, push_sat=300_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+    start_fee = commitment_fee(ctx_of(net.alice, a))
+    # Electrum's anchor-channel feerate: the 1008-block estimate (at least 5 sat/vB) in sat/kw, plus half
+    feerate_per_kw = 40_000 // 4 * 3 // 2
+    want_fee = feerate_per_kw * ANCHOR_COMMITMENT_WEIGHT // 1000
+    assert start_fee < want_fee
+    with fee_estimate(net.alice, 40_000):
+        # Electrum's commitment at the new feerate, signed by Lightspeed, comes after Lightspeed's
+        # revoke_and_ack of its own commitment at that feerate (BOLT 2 update order)
+        wait_for("alice's commitment at the new feerate", lambda: commitment_fee(ctx_of(net.alice, a)) == want_fee, 30)
+        settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+        ls_before = net.lightspeed.call("balance")["onchain_sat"]
+        alice_before = net.alice.balance()["confirmed"]
+        closed = net.lightspeed.call("close", net.lightspeed.channel(a)["channel_id"], "--force")
+        commitment_txid = closed["closing_txid"]
+        commitment = tx_of(net, commitment_txid)
+        # Lightspeed's commitment: the same feerate; its balance exactly; alice's less fee and anchors
+        assert commitment_fee(commitment) == want_fee
+        assert len(anchor_indexes(commitment)) == 2
+        to_local = output_paying(commitment, 300_000)
+        to_remote_sat = CAPACITY_SAT - 300_000 - want_fee - 2 * ANCHOR_SAT
+        to_remote = output_paying(commitment, to_remote_sat)
+        net.mine(1)
+        # alice's to_remote is a P2WSH with a 1-block CSV under anchors: swept once the commitment confirmed
+        alice_sweep = swept(net, commitment_txid, to_remote)
+        spending = next(i for i in alice_sweep.inputs if i.prevout.txid[::-1].hex() == commitment_txid)
+        assert spending.sequence == 1
+        assert len(alice_sweep.outputs) == 1 and to_remote_sat - 25_000 < alice_sweep.outputs[0].value_sat < to_remote_sat
+        wait_for("alice's wallet to get her sweep", lambda: net.alice.balance()["confirmed"]
+                 == alice_before + alice_sweep.outputs[0].value_sat)
+    # Lightspeed's to_local waits alice's to_self_delay: BIP 68 lets the sweep into the block that
+    # gives the commitment DELAY confirmations, so with DELAY - 1 none may be in the mempool yet
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    ls_sweep = swept(net, commitment_txid, to_local)
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+    wait_for("alice to see the channel closed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
+
+
+@only_481
+def test_electrum_cpfps_its_commitment_through_its_anchor(net: InteropNet) -> None:
+    """alice force-closes; her commitment then pays less than her fee estimate: she spends her anchor
+    in a child that pays for both (CPFP), and the chain mines the two together."""
+    a = open_from_electrum(net, net.alice, push_sat=200_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 200_000) * 1000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    commitment_txid = net.alice.close_channel(a, force=True)
+    wait_for("alice's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    commitment = tx_of(net, commitment_txid)
+    parent_fee = commitment_fee(commitment)
+    anchors = anchor_indexes(commitment)
+    assert len(anchors) == 2
+    with fee_estimate(net.alice, 40_000):  # 40 sat/vB: the commitment pays about 7.5
+        assert parent_fee * 1000 // commitment.vsize < 40_000
+
+        def cpfp() -> Transaction | None:
+            return next((s for i in anchors if (s := net.chain.spender(commitment_txid, i)) is not None), None)
+
+        child: Transaction = wait_for("alice's CPFP through her anchor", cpfp, 60)
+    spent = [net.chain.transaction(i.prevout.txid[::-1].hex())[0].outputs[i.prevout.index].value_sat
+             for i in child.inputs]
+    child_fee = sum(spent) - sum(o.value_sat for o in child.outputs)
+    assert len(child.inputs) >= 2  # the anchor's 330 sat cannot pay: a wallet coin joins it
+    package_rate = (parent_fee + child_fee) * 1000 // (commitment.vsize + child.vsize)
+    assert package_rate > parent_fee * 1000 // commitment.vsize, (parent_fee, child_fee)
+    net.mine(1)
+    assert net.chain.transaction(commitment_txid)[1] == net.chain.transaction(child.txid_hex)[1] == 1  # confirmations
+    ls_sweep = swept(net, commitment_txid, output_paying(commitment, 200_000))
+    assert len(ls_sweep.outputs) == 1 and 200_000 - 5_000 < ls_sweep.outputs[0].value_sat < 200_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
