@@ -128,6 +128,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.anchor_cpfp import broadcast_commitment
 from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
@@ -1898,8 +1899,9 @@ class Node:
         spend = self.chain.spending_tx(funding)
         if spend is None:
             commitment = channel.signed_local_commitment()
-            try:
-                self.chain.broadcast(commitment)
+            try:  # with a CPFP child through our anchor if the commitment pays less than the chain asks
+                broadcast_commitment(self.chain, self.wallet, channel, commitment,
+                                     self.chain.estimate_feerate_per_kw())
                 spend = commitment
             except RejectedTransaction:
                 spend = self.chain.spending_tx(funding)
