@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from lightspeed.bitcoin.tx import Transaction
+from lightspeed.node.settings import ChannelSettings
 from tests.interop.electrum_harness import (
     ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
@@ -491,3 +492,51 @@ def test_electrum_cpfps_its_commitment_through_its_anchor(net: InteropNet) -> No
     assert len(ls_sweep.outputs) == 1 and 200_000 - 5_000 < ls_sweep.outputs[0].value_sat < 200_000
     wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before + ls_sweep.outputs[0].value_sat)
+
+
+@only_481
+def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> None:
+    """Lightspeed signed its commitment to bob at 2,500 sat/kw, then the chain asks 5,000: its force close
+    sends the commitment with a child spending its anchor (one package, mined together); bob sweeps his
+    to_remote after its 1-block CSV, Lightspeed its to_local after bob's to_self_delay."""
+    b = open_from_lightspeed(net, net.bob, push_sat=200_000)
+    settled(net, net.bob, b, 200_000_000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    target = 5_000
+    net.chain.set_feerate(target)
+    try:
+        closed = net.lightspeed.call("close", net.lightspeed.channel(b)["channel_id"], "--force")
+        commitment_txid = closed["closing_txid"]
+        commitment = tx_of(net, commitment_txid)
+        parent_fee = commitment_fee(commitment)
+        # BOLT 3: the fee at the feerate Lightspeed opened with, below what the chain asks now
+        assert parent_fee == ChannelSettings().feerate_per_kw * ANCHOR_COMMITMENT_WEIGHT // 1000
+        assert ChannelSettings().feerate_per_kw < target
+        # Lightspeed's child is in the mempool with its parent at once (bob may add his own later)
+        children = [s for i in anchor_indexes(commitment) if (s := net.chain.spender(commitment_txid, i))]
+        assert len(children) == 1, children
+        child = children[0]
+        spent = [tx_of(net, i.prevout.txid[::-1].hex()).outputs[i.prevout.index].value_sat for i in child.inputs]
+        child_fee = sum(spent) - sum(o.value_sat for o in child.outputs)
+        assert target * (commitment.weight + child.weight) <= (parent_fee + child_fee) * 1000
+        net.mine(1)
+        assert net.chain.transaction(commitment_txid)[1] == net.chain.transaction(child.txid_hex)[1] == 1
+        wait_for("Lightspeed's wallet after the CPFP", lambda: net.lightspeed.call("balance")["onchain_sat"]
+                 == ls_before - child_fee + ANCHOR_SAT)
+        to_remote = output_paying(commitment, 200_000)  # bob's balance exactly: Lightspeed funded the channel
+        to_local_sat = CAPACITY_SAT - 200_000 - parent_fee - 2 * ANCHOR_SAT
+        to_local = output_paying(commitment, to_local_sat)
+        bob_sweep = swept(net, commitment_txid, to_remote)
+        assert len(bob_sweep.outputs) == 1 and 200_000 - 25_000 < bob_sweep.outputs[0].value_sat < 200_000
+        wait_for("bob's wallet to get his sweep", lambda: net.bob.balance()["confirmed"]
+                 >= bob_before + bob_sweep.outputs[0].value_sat)
+    finally:
+        net.chain.set_feerate(0)
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    ls_sweep = swept(net, commitment_txid, to_local)
+    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before - child_fee + ANCHOR_SAT + ls_sweep.outputs[0].value_sat)
