@@ -216,8 +216,9 @@ def test_channel_type_is_agreed(net: InteropNet, channels: Pair) -> None:
         to_local = [o for o in mains if o.value_sat == want_to_local]
         assert to_remote and to_local, (ctx.outputs, local_msat, remote_msat, fee_sat)
         assert len(to_local[0].script_pubkey) == 34  # P2WSH: revocation or CSV delay
-        if net.release.anchors:
+        if net.release.anchors:  # BOLT 3 option_anchors: to_remote is a CSV-1 P2WSH, two P2WSH anchors
             assert len(anchors) == 2 and len(to_remote[0].script_pubkey) == 34
+            assert all(len(a.script_pubkey) == 34 and a.script_pubkey[:2] == b"\x00\x20" for a in anchors)
         else:
             assert not anchors and len(to_remote[0].script_pubkey) == 22
         assert electrum_view(wallet, point) == (el_sat, ls_sat)
