@@ -84,3 +84,28 @@ def test_the_chain_fee_estimate_is_set_for_every_reader_and_refused_out_of_range
     assert reader.estimate_feerate_per_kw() == 253
     writer.close()
     reader.close()
+
+
+def test_chain_set_feerate_command(tmp_path: Path) -> None:
+    """``lightspeed chain set-feerate``: what every process on the file then estimates; 0 resets; a bad value is refused."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lightspeed.cli.main import cli
+
+    path = tmp_path / "chain.sqlite"
+    RegtestChain(path).close()
+    runner = CliRunner()
+    done = runner.invoke(cli, ["chain", "set-feerate", "5000", "--chain", str(path)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"feerate_per_kw": 5000}
+    reader = RegtestChain(path)
+    assert reader.estimate_feerate_per_kw() == 5000
+    done = runner.invoke(cli, ["chain", "set-feerate", "252", "--chain", str(path)])
+    assert done.exit_code != 0 and "feerate_per_kw: 252 is outside 253..10000000" in done.output
+    assert "Traceback" not in done.output
+    done = runner.invoke(cli, ["chain", "set-feerate", "0", "--chain", str(path)])
+    assert done.exit_code == 0 and json.loads(done.output) == {"feerate_per_kw": 253}
+    assert reader.estimate_feerate_per_kw() == 253
+    reader.close()
