@@ -531,7 +531,7 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
         bob_sweep = swept(net, commitment_txid, to_remote)
         assert len(bob_sweep.outputs) == 1 and 200_000 - 25_000 < bob_sweep.outputs[0].value_sat < 200_000
         wait_for("bob's wallet to get his sweep", lambda: net.bob.balance()["confirmed"]
-                 >= bob_before + bob_sweep.outputs[0].value_sat)
+                 == bob_before + bob_sweep.outputs[0].value_sat)
     finally:
         net.chain.set_feerate(0)
     net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
