@@ -209,6 +209,22 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
     chain.close()
 
 
+@chain_group.command("set-feerate")
+@click.argument("feerate_per_kw", type=click.IntRange(min=0))
+@_chain_option
+@click.pass_context
+@_errors_to_exit
+def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
+    """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
+
+    A regtest chain has no fee market: this plays one for tests (fees are not enforced when mining).
+    """
+    chain = _open_chain(ctx, chain_file)
+    chain.set_fee_estimate(feerate_per_kw or None)
+    _print({"feerate_per_kw": chain.estimate_feerate_per_kw()})
+    chain.close()
+
+
 @chain_group.command("send")
 @click.argument("address")
 @click.argument("amount_sat", type=Amount("sat", minimum=294))

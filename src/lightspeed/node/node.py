@@ -132,6 +132,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.anchor_cpfp import broadcast_commitment
 from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
@@ -597,7 +598,17 @@ class Node:
         return (self.network.chain_hash,)
 
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        """The connection to ``node_id``: the live one if there is one, else a new one to ``host:port``.
+
+        Idempotent: a peer may keep its existing connection and drop a second one right after the
+        handshake (Electrum 4.8.1 does), so dialing again would fail although we are connected.
+        """
         self._require_store()
+        live = self._peers.get(node_id)
+        if live is not None and not live.session.closed:
+            with self.store.transaction():
+                self.store.put_peer(node_id, host, port)  # the address given is the one to dial next time
+            return live
         peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
@@ -1938,8 +1949,9 @@ class Node:
         spend = self.chain.spending_tx(funding)
         if spend is None:
             commitment = channel.signed_local_commitment()
-            try:
-                self.chain.broadcast(commitment)
+            try:  # with a CPFP child through our anchor if the commitment pays less than the chain asks
+                broadcast_commitment(self.chain, self.wallet, channel, commitment,
+                                     self.chain.estimate_feerate_per_kw())
                 spend = commitment
             except RejectedTransaction:
                 spend = self.chain.spending_tx(funding)
