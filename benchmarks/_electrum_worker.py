@@ -22,13 +22,18 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from _timing import time_loop
-from electrum import constants
-from electrum import ecc
+from electrum import constants, ecc
 from electrum.lnaddr import LnAddr, lndecode, lnencode
-from electrum.lnonion import OnionHopsDataSingle, OnionPacket, new_onion_packet, process_onion_packet
+from electrum.lnonion import (
+    OnionHopsDataSingle,
+    OnionPacket,
+    new_onion_packet,
+    process_onion_packet,
+)
 from electrum.lntransport import LNResponderTransport, LNTransport
-from electrum.lnutil import LNPeerAddr, LnFeatures
+from electrum.lnutil import LnFeatures, LNPeerAddr
+
+from _timing import time_loop
 
 constants.set_mainnet()
 
@@ -135,7 +140,7 @@ def _in_memory_pair() -> tuple[Any, Any]:
 
 def bolt8_handshake(params: dict[str, Any]) -> Any:
     def run() -> bytes:
-        initiator, responder = _in_memory_pair()
+        initiator, _ = _in_memory_pair()
         return bytes(initiator.sk)
     return run
 

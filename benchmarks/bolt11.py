@@ -24,7 +24,18 @@ from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from coincurve import PrivateKey, PublicKey
 from pyln.proto.invoice import Invoice as PylnInvoice
 
-from benchmarks._compare import Electrum, Operation, Side, count, done, local, machine, measure, parse_args, report
+from benchmarks._compare import (
+    Electrum,
+    Operation,
+    Side,
+    count,
+    done,
+    local,
+    machine,
+    measure,
+    parse_args,
+    report,
+)
 from lightspeed.crypto.hashes import sha256
 from lightspeed.invoice import build_invoice, decode
 

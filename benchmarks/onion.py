@@ -25,7 +25,18 @@ from pyln.proto.primitives import PublicKey as PylnPublicKey
 from pyln.proto.primitives import Secret
 from tests.support import pyln_compat
 
-from benchmarks._compare import Electrum, Operation, Side, count, done, local, machine, measure, parse_args, report
+from benchmarks._compare import (
+    Electrum,
+    Operation,
+    Side,
+    count,
+    done,
+    local,
+    machine,
+    measure,
+    parse_args,
+    report,
+)
 from lightspeed.codec.bigsize import encode_bigsize
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.onion import HopPayload, OnionPacket, build_onion, peel_onion
