@@ -222,9 +222,12 @@ def report(benchmark: str, title: str, operations: list[Operation], results: lis
                           _ratio(ratio["wall"]) if ratio else "1", _ratio(ratio["cpu"]) if ratio else "1",
                           end_section=i == len(op.sides) - 1)
     console.print(table)
+    notes: dict[str, list[str]] = {}
     for op in operations:
         if op.note:
-            console.print(f"[dim]{op.name}: {op.note}[/dim]")
+            notes.setdefault(op.note, []).append(op.name)
+    for note, names in notes.items():
+        console.print(f"[dim]{'; '.join(names)}: {note}[/dim]")
     return doc
 
 
