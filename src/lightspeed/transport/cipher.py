@@ -109,9 +109,11 @@ class NoiseTransport:
     """Encrypts outgoing messages and reassembles incoming ones.
 
     ``send(message)`` returns the bytes to write (``send_all`` one buffer for
-    many); ``receive_data(data)`` buffers what arrived and ``next_message()``
-    (or iteration) yields complete plaintext messages. A bad MAC raises
-    :class:`DecodeError`; the connection is then unusable and must be closed.
+    many); ``receive(data)`` takes what arrived and returns the plaintext
+    messages it completed (``receive_data`` then ``next_message()`` or
+    iteration do the same in steps). A bad MAC or an oversized length raises
+    :class:`FrameError` (a :class:`DecodeError`); the connection is then
+    unusable and must be closed.
 
     Every message uses two nonces (length, body), so a direction's nonce is even
     between messages and the rotation at 1000 always falls after a body.
