@@ -84,6 +84,7 @@ OTHERS = {
     "chain": (),
     "channel": ("--quick",),
     "network": ("--quick",),
+    "onion_messages": (),
     "routing": ("--pairs", "2"),
     "stores": ("--seconds", "0.05", "--only", "sqlite"),
     "paid_api": ("--seconds", "0.2", "--l402-calls", "2", "--stores", "memory"),

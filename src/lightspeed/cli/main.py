@@ -16,6 +16,8 @@ from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
+from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice
+from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.route import route
 
 
@@ -33,6 +35,9 @@ def cli(ctx: click.Context, datadir: Path) -> None:
 cli.add_command(demo)
 cli.add_command(invoice)
 cli.add_command(offer)
+cli.add_command(onion_message)
+offer.add_command(offer_create)
+offer.add_command(offer_fetch_invoice)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)
