@@ -119,8 +119,8 @@ class NoiseTransport:
     between messages and the rotation at 1000 always falls after a body.
     """
 
-    __slots__ = ("_body_length", "_buffer", "_failed", "_open", "_pos", "_receive", "_rn", "_seal", "_send",
-                 "_sn", "max_message_size")
+    __slots__ = ("_body_length", "_buffer", "_failed", "_idle", "_open", "_pos", "_receive", "_rn", "_seal",
+                 "_send", "_sn", "max_message_size")
 
     def __init__(self, send_key: bytes, receive_key: bytes, chaining_key: bytes,
                  max_message_size: int = MAX_MESSAGE_SIZE) -> None:
@@ -138,6 +138,7 @@ class NoiseTransport:
         self._pos = 0
         self._body_length = -1  # the decrypted length of the frame being read, -1 before its header
         self._failed = False
+        self._idle = True  # nothing unread, no header pending, not failed: receive()'s fast path
 
     @property
     def send_key(self) -> bytes:
@@ -171,6 +172,9 @@ class NoiseTransport:
     def receive_data(self, data: bytes) -> None:
         if self._failed:
             raise UsageError("the transport failed; close the connection")
+        if not data:
+            return
+        self._idle = False
         buffer = self._buffer
         if self._pos == len(buffer):
             # Nothing unread: frames are read straight out of the received bytes, uncopied.
@@ -197,41 +201,42 @@ class NoiseTransport:
         The runtime's path: one call per read. A bad frame raises :class:`FrameError`,
         carrying the messages completed before it.
         """
-        if self._failed:
-            raise UsageError("the transport failed; close the connection")
-        if data:
-            if self._pos == len(self._buffer) and type(data) is bytes:
-                if len(data) >= LENGTH_FRAME_SIZE + MAC_SIZE and self._body_length < 0:
-                    # The common case, one whole frame per read: no buffer bookkeeping at all.
-                    rn = self._rn
+        if self._idle and type(data) is bytes:
+            size = len(data)
+            if size >= LENGTH_FRAME_SIZE + MAC_SIZE:
+                # The common case, one whole frame per read: no buffer bookkeeping at all.
+                rn, decrypt = self._rn, self._open
+                try:
+                    header = decrypt(_NONCES[rn], data[:LENGTH_FRAME_SIZE], None)
+                except InvalidTag:
+                    self._fail()
+                    raise FrameError("message length", "bad MAC on the encrypted length prefix", []) from None
+                length = _from_bytes(header, "big")
+                if size == length + LENGTH_FRAME_SIZE + MAC_SIZE and length <= self.max_message_size:
                     try:
-                        header = self._open(_NONCES[rn], data[:LENGTH_FRAME_SIZE], None)
+                        message = decrypt(_NONCES[rn + 1], data[LENGTH_FRAME_SIZE:], None)
                     except InvalidTag:
-                        self._failed = True
-                        raise FrameError("message length", "bad MAC on the encrypted length prefix", []) from None
-                    length = _from_bytes(header, "big")
-                    if len(data) == length + LENGTH_FRAME_SIZE + MAC_SIZE and length <= self.max_message_size:
-                        try:
-                            message = self._open(_NONCES[rn + 1], data[LENGTH_FRAME_SIZE:], None)
-                        except InvalidTag:
-                            self._failed = True
-                            raise FrameError("message body", "bad MAC on the encrypted message", []) from None
-                        if rn == ROTATE_AFTER - 2:
-                            self._rn = 0
-                            self._receive.rotate()
-                            self._open = self._receive._aead.decrypt
-                        else:
-                            self._rn = rn + 2
-                        return [message]
-                    self._body_length = length  # longer or shorter: the general path takes it on
-                    self._buffer, self._pos = data, LENGTH_FRAME_SIZE
-                    if length > self.max_message_size:
-                        self._failed = True
-                        raise FrameError("message length",
-                                         f"{length} bytes exceeds our limit of {self.max_message_size}", [])
-                else:
-                    self._buffer, self._pos = data, 0
+                        self._fail()
+                        raise FrameError("message body", "bad MAC on the encrypted message", []) from None
+                    if rn == ROTATE_AFTER - 2:
+                        self._rn = 0
+                        self._receive.rotate()
+                        self._open = self._receive._aead.decrypt
+                    else:
+                        self._rn = rn + 2
+                    return [message]
+                # Longer or shorter than this frame: the general path goes on from its body.
+                self._buffer, self._pos, self._body_length = data, LENGTH_FRAME_SIZE, length
+                if length > self.max_message_size:
+                    self._fail()
+                    raise FrameError("message length",
+                                     f"{length} bytes exceeds our limit of {self.max_message_size}", [])
             else:
+                self._buffer, self._pos = data, 0
+        else:
+            if self._failed:
+                raise UsageError("the transport failed; close the connection")
+            if data:
                 self.receive_data(data)
         buffer, pos, length, rn, decrypt = self._buffer, self._pos, self._body_length, self._rn, self._open
         size = len(buffer)
@@ -243,13 +248,13 @@ class NoiseTransport:
                 try:
                     header = decrypt(_NONCES[rn], buffer[pos:pos + LENGTH_FRAME_SIZE], None)
                 except InvalidTag:
-                    self._failed = True
+                    self._fail()
                     raise FrameError("message length", "bad MAC on the encrypted length prefix", out) from None
                 pos += LENGTH_FRAME_SIZE
                 length = _from_bytes(header, "big")
                 if length > self.max_message_size:
                     # Refuse before buffering: a peer must not make us hold frames we will not accept.
-                    self._failed = True
+                    self._fail()
                     raise FrameError("message length",
                                      f"{length} bytes exceeds our limit of {self.max_message_size}", out)
             end = pos + length + MAC_SIZE
@@ -258,7 +263,7 @@ class NoiseTransport:
             try:
                 out.append(decrypt(_NONCES[rn + 1], buffer[pos:end], None))
             except InvalidTag:
-                self._failed = True
+                self._fail()
                 raise FrameError("message body", "bad MAC on the encrypted message", out) from None
             pos, length = end, -1
             if rn == ROTATE_AFTER - 2:
@@ -270,7 +275,11 @@ class NoiseTransport:
             if len(out) == limit:
                 break
         self._pos, self._body_length, self._rn = pos, length, rn
+        self._idle = pos == size and length < 0
         return out
+
+    def _fail(self) -> None:
+        self._failed, self._idle = True, False
 
     def messages(self) -> Iterator[bytes]:
         """Every complete message buffered so far."""
