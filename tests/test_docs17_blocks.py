@@ -43,8 +43,10 @@ NOT_CODE = {"text", "json"}
 FLAGS = {"no-run", "background"}
 # Blocks that cannot run by nature, per document: change this only with the reason in the text.
 EXPECTED_NO_RUN = {
-    "README.md": 2,              # pip install from PyPI into a fresh venv; the whole test suite
+    "README.md": 3,              # pip install from PyPI into a fresh venv; the whole test suite; the onion-message
+                                 # tour (needs a four-node network: tests/test_onionmsg_daemons.py runs it)
     "docs/lnprototest.md": 1,    # builds its own venv from PyPI, then ~45 s of conformance tests
+    "docs/interop-electrum.md": 1,  # starts Electrum daemons: the interop suite itself (minutes)
     "docs/probing.md": 1,        # runs the probe families of this very suite
 }
 BLOCK_TIMEOUT_S = 180

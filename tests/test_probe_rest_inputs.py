@@ -24,6 +24,7 @@ from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.network import REGTEST
 from lightspeed.chain import RegtestChain
 from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import PaymentError, UsageError
 from lightspeed.node.node import Node
 
@@ -325,7 +326,9 @@ def test_a_payment_still_pending_is_a_504_with_its_hash() -> None:
             closed_port = int(server.sockets[0].getsockname()[1])
             server.close()
             await server.wait_closed()
-            refused = await a.post("/v1/peers", json={"node_id": bob.node_id.hex(), "host": "127.0.0.1",
+            # A node we are not connected to (connecting to bob again returns the live connection).
+            stranger = pubkey_from_privkey(b"\x55" * 32).hex()
+            refused = await a.post("/v1/peers", json={"node_id": stranger, "host": "127.0.0.1",
                                                       "port": closed_port})
             assert refused.status_code == 502 and refused.json()["error"]["reason"].startswith("cannot reach")
         await alice.stop()

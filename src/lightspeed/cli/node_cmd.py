@@ -210,6 +210,7 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 
 
 @chain_group.command("set-feerate")
+@with_example("lightspeed chain set-feerate 5000     # the regtest chain's fee estimate, in sat/kw")
 @click.argument("feerate_per_kw", type=click.IntRange(min=0))
 @_chain_option
 @click.pass_context
