@@ -203,3 +203,20 @@ def test_right_after_a_restart_pay_counts_the_channels_still_reestablishing() ->
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_more_payments_in_flight_than_the_peer_takes_htlcs_wait_for_a_slot() -> None:
+    """Our own HTLCs holding the peer's 30 slots are no reason to fail a payment: it waits for one
+    to settle (40 at once failed some with "no route ... after 1 attempts" before)."""
+    async def scenario() -> None:
+        net = await create_network(2, [(0, 1, 5 * SAT, 0)])
+        alice, bob = net.nodes
+        cid = net.channel(0, 1)
+        assert alice.channels[cid].config.remote_max_accepted_htlcs == 30
+        invoices = [bob.create_invoice(1_000_000, f"call {i}") for i in range(40)]
+        preimages = await asyncio.wait_for(asyncio.gather(*(alice.pay(i, timeout=30) for i in invoices)), 60)
+        assert [sha256(p) for p in preimages] == [i.payment_hash for i in invoices]
+        await until(lambda: not alice.channels[cid].log.commitment(Side.LOCAL).htlcs)
+        await net.stop()
+
+    asyncio.run(scenario())

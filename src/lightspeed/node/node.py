@@ -390,6 +390,7 @@ class Node:
         self._part_secrets: dict[HtlcKey, bytes] = {}  # their onion shared secrets (to encrypt failures)
         self._failures: dict[HtlcKey, HtlcOutcome] = {}  # our HTLCs the peer failed, until they are gone
         self._waiters: dict[HtlcKey, asyncio.Future[HtlcOutcome]] = {}  # our HTLCs a sender awaits
+        self._revoked_waiters: list[asyncio.Future[None]] = []  # senders waiting for a channel slot to free
         self._dirty: dict[bytes, list[WireMessage]] = {}  # channels changed in this step, their updates
         self._scid: dict[bytes, int] = {}  # channel id -> short channel id (once the funding is mined)
         self._by_scid: dict[int, bytes] = {}
@@ -1328,7 +1329,8 @@ class Node:
                 raise PaymentError(action.reason)
             assert isinstance(action, SendAttempt), action  # one attempt at a time: never None here
             payment_hash, final = shards.next()
-            outcome, secrets = await self._send_htlc(action.attempt.route, payment_hash, final, min_final_cltv)
+            outcome, secrets = await self._send_htlc(action.attempt.route, payment_hash, final, min_final_cltv,
+                                                     deadline)
             if outcome.preimage is not None:
                 attempts.attempt_succeeded(action.attempt.attempt_id, time.monotonic())
                 return outcome.preimage
@@ -1348,9 +1350,22 @@ class Node:
         report, failure = decode_outcome(outcome, secrets)
         raise RouteFailed(report, failure)
 
-    async def _send_htlc(self, route: Route, payment_hash: bytes, final: FinalPart,
-                         min_final_cltv: int) -> tuple[HtlcOutcome, tuple[bytes, ...]]:
-        """Offer the first HTLC of ``route`` and wait until it is fulfilled or gone."""
+    async def _next_revocation(self, timeout: float) -> bool:
+        """Wait for the next revoke_and_ack on any channel (it may free HTLC slots); False on timeout."""
+        if timeout <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._revoked_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _send_htlc(self, route: Route, payment_hash: bytes, final: FinalPart, min_final_cltv: int,
+                         deadline: float | None = None) -> tuple[HtlcOutcome, tuple[bytes, ...]]:
+        """Offer the first HTLC of ``route`` and wait until it is fulfilled or gone; until ``deadline``
+        for a slot our own HTLCs hold on the channel."""
         first = route.hops[0]
         cid = self._by_scid.get(first.short_channel_id)
         if cid is None or not self._usable(cid) or self._channel_node.get(cid) != first.pubkey:
@@ -1359,10 +1374,19 @@ class Node:
         height = self.chain.tip()[0]
         built = onion_for_route(route, payment_hash, height + min_final_cltv + FINAL_CLTV_MARGIN, final,
                                 os.urandom(32))
-        try:
-            add = channel.add_htlc(first.amount_msat, payment_hash, built.first_cltv_expiry, built.onion)
-        except UsageError:
-            return HtlcOutcome(), built.shared_secrets
+        while True:
+            try:
+                add = channel.add_htlc(first.amount_msat, payment_hash, built.first_cltv_expiry, built.onion)
+                break
+            except UsageError:
+                # Other payments' HTLCs on this channel hold the slots or the balance it lacks: they
+                # settle soon, so wait for one rather than fail a payment that fits the channel (seen
+                # with 25 payments in flight over a channel taking 30 HTLCs, removed ones not yet
+                # revoked). Never for this payment's own parts: the payee holds those until all arrive.
+                others = [h for h in self._in_flight.get(cid, {}).values() if h != payment_hash]
+                if (deadline is None or not others or not self._usable(cid)
+                        or not await self._next_revocation(deadline - time.monotonic())):
+                    return HtlcOutcome(), built.shared_secrets
         key = (cid, add.id)
         waiter: asyncio.Future[HtlcOutcome] = asyncio.get_running_loop().create_future()
         self._waiters[key] = waiter
@@ -1409,6 +1433,11 @@ class Node:
             self._resolve_payments(channel)
             batches = self._step_batches()
         await self._send_all([(peer, list(replies)), *batches])
+        if isinstance(message, RevokeAndAck) and self._revoked_waiters:
+            waiters, self._revoked_waiters = self._revoked_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         for event in received:
             await self.events.put(event)
 
