@@ -19,6 +19,7 @@ import pytest
 
 from lightspeed.bitcoin.tx import Transaction
 from tests.interop.electrum_harness import (
+    ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
     ElectrumWallet,
     InteropNet,
@@ -369,4 +370,55 @@ def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
              == alice_before + alice_sweep.outputs[0].value_sat)
     assert net.lightspeed.channel(a)["state"] == "closed"
     wait_for("alice to see the channel redeemed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
+
+
+
+def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
+    """Lightspeed broadcasts its commitment: bob gets his balance, Lightspeed sweeps after bob's delay."""
+    b = open_from_lightspeed(net, net.bob, push_sat=250_000)
+    settled(net, net.bob, b, 250_000_000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    bob_ctx = ctx_of(net.bob, b)  # bob's commitment: same feerate, same outputs, so the same fee
+
+    closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+    commitment_txid = closed["closing_txid"]
+    wait_for("Lightspeed's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, commitment_txid)
+    assert commitment.inputs[0].prevout.txid[::-1].hex() == b.split(":")[0]
+    to_remote = output_paying(commitment, 250_000)  # bob's balance, exactly: Lightspeed paid the fee
+    to_local = next(i for i in range(len(commitment.outputs)) if i != to_remote
+                    and commitment.outputs[i].value_sat != ANCHOR_SAT)
+    to_local_sat = commitment.outputs[to_local].value_sat
+    # Lightspeed funded the channel: its output carries the commitment fee (and the anchors)
+    assert sum(o.value_sat for o in commitment.outputs) == sum(o.value_sat for o in bob_ctx.outputs)
+    assert sorted(o.value_sat for o in commitment.outputs) == sorted(o.value_sat for o in bob_ctx.outputs)
+    assert 0 < CAPACITY_SAT - 250_000 - to_local_sat < 50_000
+    if net.release.anchors:  # to_remote is a CSV-1 P2WSH: bob sweeps it
+        bob_sweep = swept(net, commitment_txid, to_remote)
+        assert len(bob_sweep.outputs) == 1 and 250_000 - 5_000 < bob_sweep.outputs[0].value_sat < 250_000
+        bob_gets = bob_sweep.outputs[0].value_sat
+    else:  # static_remotekey: to_remote pays a key of bob's wallet, his as it is
+        assert len(commitment.outputs[to_remote].script_pubkey) == 22
+        bob_gets = 250_000
+    wait_for("bob's wallet to get his balance", lambda: net.bob.balance()["confirmed"] == bob_before + bob_gets)
+
+    # Lightspeed's to_local waits the to_self_delay Electrum asked for (not Lightspeed's own), BIP 68:
+    # it may be mined DELAY blocks after the commitment's block, and Lightspeed says so while it waits
+    commitment_height = net.chain.height() - net.chain.transaction(commitment_txid)[1] + 1
+    maturity = commitment_height + ELECTRUM_TO_SELF_DELAY
+    limbo = net.lightspeed.channel(b)["limbo_sweeps"]
+    assert [(s["label"], s["maturity_height"]) for s in limbo] == [("to_local", maturity)], limbo
+    net.mine(maturity - 2 - net.chain.height())
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)  # the next block is the first that may hold the sweep: Lightspeed broadcasts it now
+    ls_sweep = swept(net, commitment_txid, to_local, 30)
+    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
+    assert ls_sweep.outputs[0].value_sat == limbo[0]["amount_sat"]  # what it said would come
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+    closed_view = net.lightspeed.channel(b)
+    assert (closed_view["state"], closed_view["close_type"], closed_view["limbo_sweeps"]) == ("closed", "local", [])
+    wait_for("bob to see the channel redeemed", lambda: net.bob.channel(b)["state"] in ("CLOSED", "REDEEMED"))
 
