@@ -11,7 +11,9 @@ runs alone too; the channels the payment cases share are opened once (``channels
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -422,3 +424,116 @@ def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
     assert (closed_view["state"], closed_view["close_type"], closed_view["limbo_sweeps"]) == ("closed", "local", [])
     wait_for("bob to see the channel redeemed", lambda: net.bob.channel(b)["state"] in ("CLOSED", "REDEEMED"))
 
+
+
+# -- update_fee ---------------------------------------------------------------------------------------
+
+def commitment_fee(tx: Transaction) -> int:
+    """What a commitment of a CAPACITY_SAT channel leaves unspent, its anchors counted as outputs."""
+    return CAPACITY_SAT - sum(o.value_sat for o in tx.outputs)
+
+
+def bolt3_fee(net: InteropNet, feerate_per_kw: int, htlcs: int = 0) -> int:
+    # BOLT #3: commitment_weight = 724 (1124 with option_anchors) + 172 per HTLC output;
+    # fee = feerate_per_kw * weight / 1000, rounded down
+    return feerate_per_kw * ((1124 if net.release.anchors else 724) + 172 * htlcs) // 1000
+
+
+def test_update_fee_from_lightspeed(net: InteropNet) -> None:
+    """Lightspeed, the funder, moves the feerate: Electrum signs it, both commitments pay the same fee."""
+    b = open_from_lightspeed(net, net.bob, push_sat=300_000)
+    settled(net, net.bob, b, 300_000_000)
+    feerate = 7_531
+    want_fee = bolt3_fee(net, feerate) + (2 * ANCHOR_SAT if net.release.anchors else 0)
+    assert commitment_fee(ctx_of(net.bob, b)) != want_fee
+    net.lightspeed.call("update-fee", net.lightspeed.channel(b)["channel_id"], str(feerate))
+    wait_for(f"bob's commitment to pay {want_fee} sat", lambda: commitment_fee(ctx_of(net.bob, b)) == want_fee, 30)
+    # Electrum holds Lightspeed's signature for it: its outputs are the balances, less the new fee
+    ctx = ctx_of(net.bob, b)
+    assert sorted(o.value_sat for o in ctx.outputs if o.value_sat != ANCHOR_SAT) == sorted(
+        [300_000, CAPACITY_SAT - 300_000 - want_fee])
+    # (no payment here: it could take the other channel bob has with Lightspeed)
+    # Lightspeed's commitment (bob's signature on it: the chain checks it) pays the same fee to the satoshi
+    closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+    wait_for("Lightspeed's commitment in the mempool", lambda: closed["closing_txid"] in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, closed["closing_txid"])
+    assert commitment_fee(commitment) == want_fee
+    output_paying(commitment, 300_000)
+    output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee)
+    wait_for("bob to see the channel closed", lambda: net.bob.channel(b)["state"] in (
+        "FORCE_CLOSING", "CLOSED", "REDEEMED"))
+
+
+# -- a breach -----------------------------------------------------------------------------------------
+
+def paying_in_background(pool: ThreadPoolExecutor, wallet: ElectrumWallet, invoice: str) -> Future[dict[str, Any]]:
+    """``wallet`` pays ``invoice`` in a thread: lnpay answers only once the HTLC is settled or failed."""
+    return pool.submit(wallet.pay, invoice, 120)
+
+
+def hold_invoice(net: InteropNet, amount_msat: int, memo: str) -> tuple[bytes, str]:
+    """A Lightspeed hold invoice: (its preimage, which only the test knows, the invoice)."""
+    preimage = os.urandom(32)
+    made = net.lightspeed.call("invoice", "new", str(amount_msat), memo, "--hold", hashlib.sha256(preimage).hexdigest())
+    return preimage, str(made["invoice"])
+
+
+def non_anchor_values(tx: Transaction) -> list[int]:
+    return sorted(o.value_sat for o in tx.outputs if o.value_sat != ANCHOR_SAT)
+
+
+def with_htlcs(ctx: Transaction, htlcs: int) -> Transaction | None:
+    """``ctx`` if it carries ``htlcs`` HTLC outputs beside both main outputs (a wait_for check)."""
+    return ctx if len(non_anchor_values(ctx)) == 2 + htlcs else None
+
+
+def test_breach_by_electrum_is_punished(net: InteropNet) -> None:
+    """bob broadcasts a commitment he revoked (one with an HTLC in it): Lightspeed takes every output.
+
+    bob pays a hold invoice of Lightspeed's; his commitment with the HTLC in flight is saved, the
+    invoice is settled (bob revokes that commitment), then bob broadcasts the saved one. BOLT 5:
+    Lightspeed spends his to_local and the HTLC output with the revocation key, and sweeps its own.
+    """
+    b = open_from_lightspeed(net, net.bob, push_sat=600_000)
+    settled(net, net.bob, b, 600_000_000)
+    preimage, invoice = hold_invoice(net, 400_000_000, "to be revoked")
+    with ThreadPoolExecutor(1) as pool:
+        paying = paying_in_background(pool, net.bob, invoice)
+        revoked = wait_for("bob's commitment with the HTLC", lambda: with_htlcs(ctx_of(net.bob, b), 1), 60)
+        assert ls_view(net, b)[2] == 1
+        net.lightspeed.call("invoice", "settle", preimage.hex())
+        paid = paying.result(timeout=120)
+    assert paid["success"] and proves(paid["preimage"], hashlib.sha256(preimage).hexdigest()), paid
+    settled(net, net.bob, b, 200_000_000)  # (the 400,000 sat could only go through this channel)
+    assert ctx_of(net.bob, b).txid != revoked.txid
+    # the revoked commitment: bob's 200,000 sat (to_local), the 400,000 sat HTLC, Lightspeed's rest less the fee
+    revoked_fee = commitment_fee(revoked)
+    assert non_anchor_values(revoked) == sorted([200_000, 400_000, CAPACITY_SAT - 600_000 - revoked_fee
+                                                 - (2 * ANCHOR_SAT if net.release.anchors else 0)])
+
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    net.bob.rpc("broadcast", tx=revoked.serialize().hex())
+    wait_for("the revoked commitment in the mempool", lambda: revoked.txid_hex in net.chain.mempool(), 30)
+    net.mine(1)  # Lightspeed reacts to the block that confirms it: the penalty needs no delay
+    mains = [i for i, o in enumerate(revoked.outputs) if o.value_sat != ANCHOR_SAT]
+    claims = {i: wait_for(f"Lightspeed's claim on output {i}", lambda i=i: net.chain.spender(revoked.txid_hex, i), 30)
+              for i in mains}
+    net.mine(1)
+    by_txid = {c.txid: c for c in claims.values()}
+    bob_outputs = {revoked.outputs.index(o) for o in revoked.outputs if o.value_sat in (200_000, 400_000)}
+    penalty = {claims[i].txid for i in bob_outputs}
+    assert len(penalty) == 1, "bob's to_local and the HTLC are taken by one penalty transaction"
+    taken_sat = 0
+    for claim in by_txid.values():
+        assert all(txin.prevout.txid == revoked.txid for txin in claim.inputs) and len(claim.outputs) == 1
+        claimed_sat = sum(revoked.outputs[txin.prevout.index].value_sat for txin in claim.inputs)
+        assert 0 < claimed_sat - claim.outputs[0].value_sat < 5_000, "a claim's fee"
+        taken_sat += claim.outputs[0].value_sat
+    wait_for("Lightspeed's wallet to hold the whole channel", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + taken_sat)
+    assert sum(revoked.outputs[i].value_sat for i in mains) - taken_sat < 10_000
+    view = net.lightspeed.channel(b)
+    assert (view["state"], view["close_type"], view["limbo_sat"]) == ("closed", "revoked", 0)
+    assert net.bob.balance()["confirmed"] == bob_before, "bob got nothing from the channel"
