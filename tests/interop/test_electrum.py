@@ -11,6 +11,7 @@ runs alone too; the channels the payment cases share are opened once (``channels
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -537,3 +538,115 @@ def test_breach_by_electrum_is_punished(net: InteropNet) -> None:
     view = net.lightspeed.channel(b)
     assert (view["state"], view["close_type"], view["limbo_sat"]) == ("closed", "revoked", 0)
     assert net.bob.balance()["confirmed"] == bob_before, "bob got nothing from the channel"
+
+
+# -- HTLCs in flight on chain -------------------------------------------------------------------------
+
+def only_through(net: InteropNet, wallet: ElectrumWallet, sat: int, side: str) -> int:
+    """An amount above ``sat`` that no other channel of ``wallet``'s with Lightspeed can carry from
+    ``side`` ("lightspeed" or "electrum"): the payment then takes the channel the case opened."""
+    key = "local_balance_msat" if side == "lightspeed" else "remote_balance_msat"
+    others = [c[key] // 1000 for c in net.lightspeed.channels()
+              if c["peer_id"] == wallet.node_id and c["state"] == "normal"]
+    return max([sat, *(o + 50_000 for o in others)])
+
+
+def ls_pays_in_background(pool: ThreadPoolExecutor, net: InteropNet, invoice: str) -> Future[dict[str, Any]]:
+    """``lightspeed pay`` in a thread: it answers once the payment ends (on chain, here)."""
+    def pay() -> dict[str, Any]:
+        done = net.lightspeed.run("pay", invoice, "--timeout", "600", check=False, timeout=660)
+        return dict(json.loads(done.stdout)) if done.returncode == 0 else {"status": "error", "error": done.stderr}
+    return pool.submit(pay)
+
+
+def feerate_of(net: InteropNet, fee_sat: int, htlcs: int) -> int:
+    """The feerate a commitment with ``htlcs`` HTLC outputs paying ``fee_sat`` was built at (BOLT 3)."""
+    anchors_sat = 2 * ANCHOR_SAT if net.release.anchors else 0
+    found = [f for f in range(253, 100_000) if bolt3_fee(net, f, htlcs) + anchors_sat == fee_sat]
+    assert found, f"no feerate gives a fee of {fee_sat} sat"
+    return found[0]
+
+
+def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
+    """Lightspeed force closes with an HTLC in flight each way; each side claims the one it is paid with the
+    preimage: bob straight from Lightspeed's commitment, Lightspeed through its HTLC-success transaction,
+    whose output it sweeps after bob's to_self_delay, with its to_local.
+
+    bob holds the HTLC to him (``enable_htlc_settle false``: he knows the preimage, does not fulfil);
+    Lightspeed's hold invoice is settled only after the close, so its preimage is learned on a closed
+    channel (the node must still claim the HTLC on chain: BOLT 5).
+    """
+    out_sat = only_through(net, net.bob, 150_000, "lightspeed")  # Lightspeed -> bob
+    in_sat = only_through(net, net.bob, 120_000, "electrum")  # bob -> Lightspeed
+    capacity = out_sat + in_sat + 400_000
+    push = in_sat + 100_000
+    b = open_from_lightspeed(net, net.bob, capacity, push_sat=push)
+    settled(net, net.bob, b, push * 1000)
+    net.bob.rpc("enable_htlc_settle", b=False)
+    preimage, held = hold_invoice(net, in_sat * 1000, "settled after the close")
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            ls_paying = ls_pays_in_background(pool, net, net.bob.invoice(out_sat, "claimed on chain"))
+            wait_for("the HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
+            bob_paying = paying_in_background(pool, net.bob, held)
+
+            def both_committed() -> bool:
+                el = net.bob.channel(b)
+                return (ls_view(net, b)[2] == 2 and with_htlcs(ctx_of(net.bob, b), 2) is not None
+                        and el["local_unsettled_sent"] == in_sat and el["remote_unsettled_sent"] == out_sat)
+
+            wait_for("both HTLCs in both commitments", both_committed, 60)
+            bob_ctx = ctx_of(net.bob, b)
+            ls_before = net.lightspeed.call("balance")["onchain_sat"]
+            bob_before = net.bob.balance()["confirmed"]
+            closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+            txid = closed["closing_txid"]
+            wait_for("Lightspeed's commitment in the mempool", lambda: txid in net.chain.mempool(), 30)
+            net.mine(1)
+            commitment = tx_of(net, txid)
+            fee = capacity - sum(o.value_sat for o in commitment.outputs)
+            assert fee == capacity - sum(o.value_sat for o in bob_ctx.outputs)  # same feerate, same HTLCs
+            feerate = feerate_of(net, fee, 2)
+            to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
+            output_paying(commitment, push - in_sat)  # bob's balance, exactly
+            to_local = output_paying(commitment, capacity - push - out_sat - fee)
+
+            # Lightspeed learns the preimage now; its HTLC-success goes out at the next block
+            wait_for("the held payment to settle", lambda: net.lightspeed.run(
+                "invoice", "settle", preimage.hex(), check=False).returncode == 0, 30)
+            net.mine(1)
+            success = swept(net, txid, to_ls, 30)
+            assert preimage in success.inputs[0].witness
+            # BOLT 3: the HTLC-success fee is 703 weight units at the commitment's feerate (0 with anchors)
+            htlc_fee = 0 if net.release.anchors else 703 * feerate // 1000
+            assert [o.value_sat for o in success.outputs] == [in_sat - htlc_fee]
+            paid_in = bob_paying.result(timeout=120)
+
+            # bob claims his HTLC from Lightspeed's commitment with the preimage: Lightspeed's payment succeeds
+            bob_claim = swept(net, txid, to_bob, 60)
+            # (its fee is Electrum's choice: 36,000 sat at 4.3.4's fixed regtest feerate)
+            assert len(bob_claim.outputs) == 1 and out_sat - 50_000 < bob_claim.outputs[0].value_sat < out_sat
+            paid_out = ls_paying.result(timeout=120)
+        finally:
+            net.bob.rpc("enable_htlc_settle", b=True)
+    assert paid_out["status"] == "succeeded" and proves(paid_out["preimage"], paid_out["payment_hash"]), paid_out
+    assert any(paid_out["preimage"] == item.hex() for item in bob_claim.inputs[0].witness)
+    assert paid_in["success"] and paid_in["preimage"] == preimage.hex(), paid_in
+
+    # Lightspeed's to_local and its HTLC-success output each wait bob's to_self_delay
+    limbo = {s["label"]: s for s in net.lightspeed.channel(b)["limbo_sweeps"]}
+    assert set(limbo) == {"to_local", f"htlc_success {to_ls} output"}, limbo
+    last = max(s["maturity_height"] for s in limbo.values())
+    net.mine(last - 1 - net.chain.height())
+    sweeps = [swept(net, txid, to_local, 30), swept(net, success.txid_hex, 0, 30)]
+    for sweep in sweeps:
+        assert len(sweep.outputs) == 1
+    assert sorted(s.outputs[0].value_sat for s in sweeps) == sorted(s["amount_sat"] for s in limbo.values())
+    ls_got = sum(s.outputs[0].value_sat for s in sweeps)
+    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_got)
+    bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat
+    wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
+             == bob_before + bob_got)
+    view = net.lightspeed.channel(b)
+    assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
