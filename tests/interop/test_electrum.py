@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from lightspeed.bitcoin.tx import Transaction
+from lightspeed.invoice.decode import decode
+from lightspeed.node.node import FINAL_CLTV_MARGIN
 from tests.interop.electrum_harness import (
     ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
@@ -648,5 +650,81 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
     bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat
     wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
              == bob_before + bob_got)
+    view = net.lightspeed.channel(b)
+    assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
+
+
+def test_htlcs_time_out_on_chain(net: InteropNet) -> None:
+    """Nobody claims either HTLC: Lightspeed times out the one it offered through its HTLC-timeout
+    transaction (and sweeps that after bob's delay), bob times out his straight from Lightspeed's commitment.
+
+    bob holds the HTLC to him and is offline from before the close until Lightspeed's HTLC-timeout is
+    confirmed (he knows the preimage: online, he would claim it); Lightspeed's hold invoice is never settled.
+    """
+    out_sat = only_through(net, net.bob, 160_000, "lightspeed")  # Lightspeed -> bob, timed out by Lightspeed
+    in_sat = only_through(net, net.bob, 110_000, "electrum")  # bob -> Lightspeed, timed out by bob
+    capacity = out_sat + in_sat + 400_000
+    push = in_sat + 100_000
+    b = open_from_lightspeed(net, net.bob, capacity, push_sat=push)
+    settled(net, net.bob, b, push * 1000)
+    _, held = hold_invoice(net, in_sat * 1000, "never settled")
+    bob_invoice = net.bob.invoice(out_sat, "timed out on chain")
+    # Lightspeed's HTLC expires the payee's min_final_cltv_expiry (plus its margin) after the send
+    cltv_out = net.chain.height() + decode(bob_invoice).min_final_cltv_expiry + FINAL_CLTV_MARGIN
+    net.bob.rpc("enable_htlc_settle", b=False)
+    with ThreadPoolExecutor(2) as pool:
+        ls_paying = ls_pays_in_background(pool, net, bob_invoice)
+        wait_for("the HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
+        bob_paying = paying_in_background(pool, net.bob, held)
+
+        def both_committed() -> bool:
+            el = net.bob.channel(b)
+            return (ls_view(net, b)[2] == 2 and with_htlcs(ctx_of(net.bob, b), 2) is not None
+                    and el["local_unsettled_sent"] == in_sat and el["remote_unsettled_sent"] == out_sat)
+
+        wait_for("both HTLCs in both commitments", both_committed, 60)
+        bob_before = net.bob.balance()["confirmed"]
+        net.bob.stop()
+        bob_paying.exception(timeout=60)  # bob's lnpay ended with his daemon
+        ls_before = net.lightspeed.call("balance")["onchain_sat"]
+        closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+        txid = closed["closing_txid"]
+        wait_for("Lightspeed's commitment in the mempool", lambda: txid in net.chain.mempool(), 30)
+        net.mine(1)
+        commitment = tx_of(net, txid)
+        fee = capacity - sum(o.value_sat for o in commitment.outputs)
+        feerate = feerate_of(net, fee, 2)
+        to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
+        output_paying(commitment, push - in_sat)
+        to_local = output_paying(commitment, capacity - push - out_sat - fee)
+
+        # BIP 65/BOLT 3: the HTLC-timeout's nLockTime is the cltv_expiry; Lightspeed sends it once the tip is there
+        net.mine(cltv_out - net.chain.height())
+        timeout_tx = swept(net, txid, to_bob, 30)
+        assert timeout_tx.locktime == cltv_out
+        htlc_fee = 0 if net.release.anchors else 663 * feerate // 1000  # BOLT 3: HTLC-timeout weight 663
+        assert [o.value_sat for o in timeout_tx.outputs] == [out_sat - htlc_fee]
+        paid_out = ls_paying.result(timeout=120)
+    # the attempt failed when its HTLC timed out on chain; the channel is gone, so no other route
+    assert paid_out["status"] == "error" and "no route" in paid_out["error"] and "after 1 attempts" in paid_out["error"]
+    assert net.chain.spender(txid, to_ls) is None  # Lightspeed never learned that preimage: not its to take
+
+    # the HTLC-timeout's output waits bob's to_self_delay; to_local matured long ago
+    limbo = {s["label"]: s for s in net.lightspeed.channel(b)["limbo_sweeps"]}
+    label = f"htlc_timeout {to_bob} output"
+    assert set(limbo) <= {"to_local", label} and label in limbo, limbo
+    net.mine(limbo[label]["maturity_height"] - 1 - net.chain.height())
+    sweeps = [swept(net, txid, to_local, 30), swept(net, timeout_tx.txid_hex, 0, 30)]
+    assert sweeps[1].outputs[0].value_sat == limbo[label]["amount_sat"]
+    ls_got = sum(s.outputs[0].value_sat for s in sweeps)
+    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_got)
+
+    # bob comes back: his HTLC expired long ago, he takes it back from Lightspeed's commitment
+    net.bob.start()
+    refund = swept(net, txid, to_ls, 120)
+    assert len(refund.outputs) == 1 and in_sat - 50_000 < refund.outputs[0].value_sat < in_sat
+    wait_for("bob's wallet to get his balance and his refund", lambda: net.bob.balance()["confirmed"]
+             == bob_before + push - in_sat + refund.outputs[0].value_sat, 60)
     view = net.lightspeed.channel(b)
     assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
