@@ -463,9 +463,11 @@ def test_update_fee_from_lightspeed(net: InteropNet) -> None:
     commitment = tx_of(net, closed["closing_txid"])
     assert commitment_fee(commitment) == want_fee
     output_paying(commitment, 300_000)
-    output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee)
-    wait_for("bob to see the channel closed", lambda: net.bob.channel(b)["state"] in (
-        "FORCE_CLOSING", "CLOSED", "REDEEMED"))
+    to_local = output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee)
+    # Lightspeed sweeps its to_local after bob's delay: nothing of this case reaches a later one's wallet
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1)
+    swept(net, closed["closing_txid"], to_local, 30)
+    wait_for("Lightspeed's resolution to end", lambda: net.lightspeed.channel(b)["limbo_sweeps"] == [], 30)
 
 
 # -- a breach -----------------------------------------------------------------------------------------
@@ -706,7 +708,7 @@ def test_htlcs_time_out_on_chain(net: InteropNet) -> None:
         assert [o.value_sat for o in timeout_tx.outputs] == [out_sat - htlc_fee]
         paid_out = ls_paying.result(timeout=120)
     # the attempt failed when its HTLC timed out on chain; the channel is gone, so no other route
-    assert paid_out["status"] == "error" and "no route" in paid_out["error"] and "after 1 attempts" in paid_out["error"]
+    assert paid_out["status"] == "error" and "no route" in paid_out["error"], paid_out
     assert net.chain.spender(txid, to_ls) is None  # Lightspeed never learned that preimage: not its to take
 
     # the HTLC-timeout's output waits bob's to_self_delay; to_local matured long ago
