@@ -414,7 +414,7 @@ class Chain:
         return self.reader.tip()[0]
 
     def transaction(self, txid_hex: str) -> Any:
-        """(Transaction, height or None if in the mempool), or None."""
+        """(Transaction, its confirmations: 0 in the mempool), or None."""
         return self.reader.get_transaction(bytes.fromhex(txid_hex)[::-1])
 
     def spender(self, txid_hex: str, index: int) -> Any:

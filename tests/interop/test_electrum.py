@@ -159,8 +159,8 @@ def test_open_both_directions(net: InteropNet, channels: Pair) -> None:
         assert (el["local_balance"], el["remote_balance"]) == ((0, CAPACITY_SAT) if lightspeed_funds
                                                               else (CAPACITY_SAT, 0))
         txid, _, index = point.partition(":")
-        funding, height = net.chain.transaction(txid)
-        assert height is not None and funding.outputs[int(index)].value_sat == CAPACITY_SAT
+        funding, confirmations = net.chain.transaction(txid)
+        assert confirmations >= 3 and funding.outputs[int(index)].value_sat == CAPACITY_SAT
         assert len(funding.outputs[int(index)].script_pubkey) == 34  # P2WSH of the 2-of-2
 
 
