@@ -105,6 +105,7 @@ from lightspeed.codec.generated import (
     CommitmentSigned,
     FundingCreated,
     FundingSigned,
+    OnionMessage,
     OpenChannel,
     RevokeAndAck,
     Shutdown,
@@ -145,6 +146,7 @@ from lightspeed.node.forwarding import (
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_id
+from lightspeed.node.offers_flow import OffersFlow
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -155,6 +157,8 @@ from lightspeed.node.onchain import (
     backfill_close_summaries,
     close_summary,
 )
+from lightspeed.node.onion_messenger import OnionMessenger
+from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.paying import (
     FinalPart,
     HtlcOutcome,
@@ -340,6 +344,8 @@ class Node:
     channel_keys: ChannelKeys | None = None
     #: What we ask of peers in open_channel / accept_channel (node.settings).
     channel_settings: ChannelSettings = DEFAULT_CHANNEL_SETTINGS
+    #: How many onion messages each peer may send us (node.onion_ratelimit); past it they are dropped.
+    onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -390,6 +396,8 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
+        self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
 
     def _load(self) -> None:
@@ -656,6 +664,9 @@ class Node:
                 if isinstance(received, WireMessage) and received.TYPE in GOSSIP_TYPES:
                     self.gossip.receive(peer, encode_message(received))  # came before the sink was set
                     continue
+                if isinstance(received, OnionMessage):  # never an error to the peer: dropped or not
+                    await self.onion_messages.receive(peer, received)
+                    continue
                 message: Message | None = received
                 while isinstance(message, WireMessage):
                     current = message
@@ -731,6 +742,8 @@ class Node:
 
     def _on_disconnected(self, peer: Peer) -> None:
         self.gossip.disconnected(peer)
+        if peer.remote_pubkey is not None:
+            self.onion_messages.forget_peer(peer.remote_pubkey)
         if self._peers.get(peer.remote_pubkey or b"") is peer:
             del self._peers[peer.remote_pubkey or b""]
         lost = [cid for cid, p in self._channel_peer.items() if p is peer]
