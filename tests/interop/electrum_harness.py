@@ -226,6 +226,10 @@ class ElectrumWallet:
                 time.sleep(0.1)
         self.rpc("load_wallet")
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         """Ask the daemon to stop (it saves the wallet), then end it by pid if it lingers."""
         if self.process is None or self.process.poll() is not None:
@@ -414,7 +418,7 @@ class Chain:
         return self.reader.tip()[0]
 
     def transaction(self, txid_hex: str) -> Any:
-        """(Transaction, confirmations or None if in the mempool), or None."""
+        """(Transaction, its confirmations: 0 in the mempool), or None."""
         return self.reader.get_transaction(bytes.fromhex(txid_hex)[::-1])
 
     def spender(self, txid_hex: str, index: int) -> Any:
@@ -472,9 +476,9 @@ class InteropNet:
         return "\n".join(parts)
 
     def wait_synced(self, seconds: float = 60) -> int:
-        """Until both Electrum wallets have seen the chain's tip; the tip height."""
+        """Until both Electrum wallets (those running) have seen the chain's tip; the tip height."""
         tip = self.chain.height()
-        for wallet in (self.alice, self.bob):
+        for wallet in (w for w in (self.alice, self.bob) if w.running):
             wait_for(f"{wallet.name} to reach height {tip}", lambda w=wallet: w.height() >= tip, seconds)
         return tip
 

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from lightspeed.bitcoin.tx import Transaction
+from lightspeed.invoice.decode import decode
+from lightspeed.node.node import FINAL_CLTV_MARGIN
 from lightspeed.node.settings import ChannelSettings
 from tests.interop.electrum_harness import (
     ELECTRUM_TO_SELF_DELAY,
@@ -157,8 +162,8 @@ def test_open_both_directions(net: InteropNet, channels: Pair) -> None:
         assert (el["local_balance"], el["remote_balance"]) == ((0, CAPACITY_SAT) if lightspeed_funds
                                                               else (CAPACITY_SAT, 0))
         txid, _, index = point.partition(":")
-        funding, height = net.chain.transaction(txid)
-        assert height is not None and funding.outputs[int(index)].value_sat == CAPACITY_SAT
+        funding, confirmations = net.chain.transaction(txid)
+        assert confirmations >= 3 and funding.outputs[int(index)].value_sat == CAPACITY_SAT
         assert len(funding.outputs[int(index)].script_pubkey) == 34  # P2WSH of the 2-of-2
 
 
@@ -541,3 +546,360 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
     assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
     wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before - child_fee + ANCHOR_SAT + ls_sweep.outputs[0].value_sat)
+
+
+def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
+    """Lightspeed broadcasts its commitment: bob gets his balance, Lightspeed sweeps after bob's delay."""
+    b = open_from_lightspeed(net, net.bob, push_sat=250_000)
+    settled(net, net.bob, b, 250_000_000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    bob_ctx = ctx_of(net.bob, b)  # bob's commitment: same feerate, same outputs, so the same fee
+
+    closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+    commitment_txid = closed["closing_txid"]
+    wait_for("Lightspeed's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, commitment_txid)
+    assert commitment.inputs[0].prevout.txid[::-1].hex() == b.split(":")[0]
+    to_remote = output_paying(commitment, 250_000)  # bob's balance, exactly: Lightspeed paid the fee
+    to_local = next(i for i in range(len(commitment.outputs)) if i != to_remote
+                    and commitment.outputs[i].value_sat != ANCHOR_SAT)
+    to_local_sat = commitment.outputs[to_local].value_sat
+    # Lightspeed funded the channel: its output carries the commitment fee (and the anchors)
+    assert sum(o.value_sat for o in commitment.outputs) == sum(o.value_sat for o in bob_ctx.outputs)
+    assert sorted(o.value_sat for o in commitment.outputs) == sorted(o.value_sat for o in bob_ctx.outputs)
+    assert 0 < CAPACITY_SAT - 250_000 - to_local_sat < 50_000
+    if net.release.anchors:  # to_remote is a CSV-1 P2WSH: bob sweeps it
+        bob_sweep = swept(net, commitment_txid, to_remote)
+        assert len(bob_sweep.outputs) == 1 and 250_000 - 5_000 < bob_sweep.outputs[0].value_sat < 250_000
+        bob_gets = bob_sweep.outputs[0].value_sat
+    else:  # static_remotekey: to_remote pays a key of bob's wallet, his as it is
+        assert len(commitment.outputs[to_remote].script_pubkey) == 22
+        bob_gets = 250_000
+    wait_for("bob's wallet to get his balance", lambda: net.bob.balance()["confirmed"] == bob_before + bob_gets)
+
+    # Lightspeed's to_local waits the to_self_delay Electrum asked for (not Lightspeed's own), BIP 68:
+    # it may be mined DELAY blocks after the commitment's block, and Lightspeed says so while it waits
+    commitment_height = net.chain.height() - net.chain.transaction(commitment_txid)[1] + 1
+    maturity = commitment_height + ELECTRUM_TO_SELF_DELAY
+    limbo = net.lightspeed.channel(b)["limbo_sweeps"]
+    assert [(s["label"], s["maturity_height"]) for s in limbo] == [("to_local", maturity)], limbo
+    net.mine(maturity - 2 - net.chain.height())
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)  # the next block is the first that may hold the sweep: Lightspeed broadcasts it now
+    ls_sweep = swept(net, commitment_txid, to_local, 30)
+    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
+    assert ls_sweep.outputs[0].value_sat == limbo[0]["amount_sat"]  # what it said would come
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+    closed_view = net.lightspeed.channel(b)
+    assert (closed_view["state"], closed_view["close_type"], closed_view["limbo_sweeps"]) == ("closed", "local", [])
+    wait_for("bob to see the channel redeemed", lambda: net.bob.channel(b)["state"] in ("CLOSED", "REDEEMED"))
+
+
+# -- update_fee ---------------------------------------------------------------------------------------
+
+
+def bolt3_fee(net: InteropNet, feerate_per_kw: int, htlcs: int = 0) -> int:
+    # BOLT #3: commitment_weight = 724 (1124 with option_anchors) + 172 per HTLC output;
+    # fee = feerate_per_kw * weight / 1000, rounded down
+    return feerate_per_kw * ((1124 if net.release.anchors else 724) + 172 * htlcs) // 1000
+
+
+def test_update_fee_from_lightspeed(net: InteropNet) -> None:
+    """Lightspeed, the funder, moves the feerate: Electrum signs it, both commitments pay the same fee."""
+    b = open_from_lightspeed(net, net.bob, push_sat=300_000)
+    settled(net, net.bob, b, 300_000_000)
+    feerate = 7_531
+    want_fee = bolt3_fee(net, feerate) + (2 * ANCHOR_SAT if net.release.anchors else 0)
+    assert commitment_fee(ctx_of(net.bob, b)) != want_fee
+    net.lightspeed.call("update-fee", net.lightspeed.channel(b)["channel_id"], str(feerate))
+    wait_for(f"bob's commitment to pay {want_fee} sat", lambda: commitment_fee(ctx_of(net.bob, b)) == want_fee, 30)
+    # Electrum holds Lightspeed's signature for it: its outputs are the balances, less the new fee
+    ctx = ctx_of(net.bob, b)
+    assert sorted(o.value_sat for o in ctx.outputs if o.value_sat != ANCHOR_SAT) == sorted(
+        [300_000, CAPACITY_SAT - 300_000 - want_fee])
+    # (no payment here: it could take the other channel bob has with Lightspeed)
+    # Lightspeed's commitment (bob's signature on it: the chain checks it) pays the same fee to the satoshi
+    closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+    wait_for("Lightspeed's commitment in the mempool", lambda: closed["closing_txid"] in net.chain.mempool(), 30)
+    net.mine(1)
+    commitment = tx_of(net, closed["closing_txid"])
+    assert commitment_fee(commitment) == want_fee
+    output_paying(commitment, 300_000)
+    to_local = output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee)
+    # Lightspeed sweeps its to_local after bob's delay: nothing of this case reaches a later one's wallet
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1)
+    swept(net, closed["closing_txid"], to_local, 30)
+    wait_for("Lightspeed's resolution to end", lambda: net.lightspeed.channel(b)["limbo_sweeps"] == [], 30)
+
+
+# -- a breach -----------------------------------------------------------------------------------------
+
+def paying_in_background(pool: ThreadPoolExecutor, wallet: ElectrumWallet, invoice: str) -> Future[dict[str, Any]]:
+    """``wallet`` pays ``invoice`` in a thread: lnpay answers only once the HTLC is settled or failed."""
+    return pool.submit(wallet.pay, invoice, 120)
+
+
+def hold_invoice(net: InteropNet, amount_msat: int, memo: str) -> tuple[bytes, str]:
+    """A Lightspeed hold invoice: (its preimage, which only the test knows, the invoice)."""
+    preimage = os.urandom(32)
+    made = net.lightspeed.call("invoice", "new", str(amount_msat), memo, "--hold", hashlib.sha256(preimage).hexdigest())
+    return preimage, str(made["invoice"])
+
+
+def non_anchor_values(tx: Transaction) -> list[int]:
+    return sorted(o.value_sat for o in tx.outputs if o.value_sat != ANCHOR_SAT)
+
+
+def with_htlcs(ctx: Transaction, htlcs: int) -> Transaction | None:
+    """``ctx`` if it carries ``htlcs`` HTLC outputs beside both main outputs (a wait_for check)."""
+    return ctx if len(non_anchor_values(ctx)) == 2 + htlcs else None
+
+
+def test_breach_by_electrum_is_punished(net: InteropNet) -> None:
+    """bob broadcasts a commitment he revoked (one with an HTLC in it): Lightspeed takes every output.
+
+    bob pays a hold invoice of Lightspeed's; his commitment with the HTLC in flight is saved, the
+    invoice is settled (bob revokes that commitment), then bob broadcasts the saved one. BOLT 5:
+    Lightspeed spends his to_local and the HTLC output with the revocation key, and sweeps its own.
+    """
+    b = open_from_lightspeed(net, net.bob, push_sat=600_000)
+    settled(net, net.bob, b, 600_000_000)
+    preimage, invoice = hold_invoice(net, 400_000_000, "to be revoked")
+    with ThreadPoolExecutor(1) as pool:
+        paying = paying_in_background(pool, net.bob, invoice)
+        revoked = wait_for("bob's commitment with the HTLC", lambda: with_htlcs(ctx_of(net.bob, b), 1), 60)
+        assert ls_view(net, b)[2] == 1
+        net.lightspeed.call("invoice", "settle", preimage.hex())
+        paid = paying.result(timeout=120)
+    assert paid["success"] and proves(paid["preimage"], hashlib.sha256(preimage).hexdigest()), paid
+    settled(net, net.bob, b, 200_000_000)  # (the 400,000 sat could only go through this channel)
+    assert ctx_of(net.bob, b).txid != revoked.txid
+    # the revoked commitment: bob's 200,000 sat (to_local), the 400,000 sat HTLC, Lightspeed's rest less the fee
+    revoked_fee = commitment_fee(revoked)
+    assert non_anchor_values(revoked) == sorted([200_000, 400_000, CAPACITY_SAT - 600_000 - revoked_fee
+                                                 - (2 * ANCHOR_SAT if net.release.anchors else 0)])
+
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    net.bob.rpc("broadcast", tx=revoked.serialize().hex())
+    wait_for("the revoked commitment in the mempool", lambda: revoked.txid_hex in net.chain.mempool(), 30)
+    net.mine(1)  # Lightspeed reacts to the block that confirms it: the penalty needs no delay
+    mains = [i for i, o in enumerate(revoked.outputs) if o.value_sat != ANCHOR_SAT]
+    claims = {i: wait_for(f"Lightspeed's claim on output {i}", lambda i=i: net.chain.spender(revoked.txid_hex, i), 30)
+              for i in mains}
+    net.mine(1)
+    by_txid = {c.txid: c for c in claims.values()}
+    bob_outputs = {revoked.outputs.index(o) for o in revoked.outputs if o.value_sat in (200_000, 400_000)}
+    penalty = {claims[i].txid for i in bob_outputs}
+    assert len(penalty) == 1, "bob's to_local and the HTLC are taken by one penalty transaction"
+    taken_sat = 0
+    for claim in by_txid.values():
+        assert all(txin.prevout.txid == revoked.txid for txin in claim.inputs) and len(claim.outputs) == 1
+        claimed_sat = sum(revoked.outputs[txin.prevout.index].value_sat for txin in claim.inputs)
+        assert 0 < claimed_sat - claim.outputs[0].value_sat < 5_000, "a claim's fee"
+        taken_sat += claim.outputs[0].value_sat
+    wait_for("Lightspeed's wallet to hold the whole channel", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + taken_sat)
+    assert sum(revoked.outputs[i].value_sat for i in mains) - taken_sat < 10_000
+    view = net.lightspeed.channel(b)
+    assert (view["state"], view["close_type"], view["limbo_sat"]) == ("closed", "revoked", 0)
+    assert net.bob.balance()["confirmed"] == bob_before, "bob got nothing from the channel"
+
+
+# -- HTLCs in flight on chain -------------------------------------------------------------------------
+
+def only_through(net: InteropNet, wallet: ElectrumWallet, sat: int, side: str) -> int:
+    """An amount above ``sat`` that no other channel of ``wallet``'s with Lightspeed can carry from
+    ``side`` ("lightspeed" or "electrum"): the payment then takes the channel the case opened."""
+    key = "local_balance_msat" if side == "lightspeed" else "remote_balance_msat"
+    others = [c[key] // 1000 for c in net.lightspeed.channels()
+              if c["peer_id"] == wallet.node_id and c["state"] == "normal"]
+    return max([sat, *(o + 50_000 for o in others)])
+
+
+def ls_pays_in_background(pool: ThreadPoolExecutor, net: InteropNet, invoice: str) -> Future[dict[str, Any]]:
+    """``lightspeed pay`` in a thread: it answers once the payment ends (on chain, here)."""
+    def pay() -> dict[str, Any]:
+        done = net.lightspeed.run("pay", invoice, "--timeout", "600", check=False, timeout=660)
+        return dict(json.loads(done.stdout)) if done.returncode == 0 else {"status": "error", "error": done.stderr}
+    return pool.submit(pay)
+
+
+def feerate_of(net: InteropNet, fee_sat: int, htlcs: int) -> int:
+    """The feerate a commitment with ``htlcs`` HTLC outputs paying ``fee_sat`` was built at (BOLT 3)."""
+    anchors_sat = 2 * ANCHOR_SAT if net.release.anchors else 0
+    found = [f for f in range(253, 100_000) if bolt3_fee(net, f, htlcs) + anchors_sat == fee_sat]
+    assert found, f"no feerate gives a fee of {fee_sat} sat"
+    return found[0]
+
+
+def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
+    """Lightspeed force closes with an HTLC in flight each way; each side claims the one it is paid with the
+    preimage: bob straight from Lightspeed's commitment, Lightspeed through its HTLC-success transaction,
+    whose output it sweeps after bob's to_self_delay, with its to_local.
+
+    bob holds the HTLC to him (``enable_htlc_settle false``: he knows the preimage, does not fulfil);
+    Lightspeed's hold invoice is settled only after the close, so its preimage is learned on a closed
+    channel (the node must still claim the HTLC on chain: BOLT 5).
+    """
+    out_sat = only_through(net, net.bob, 150_000, "lightspeed")  # Lightspeed -> bob
+    in_sat = only_through(net, net.bob, 120_000, "electrum")  # bob -> Lightspeed
+    capacity = out_sat + in_sat + 400_000
+    push = in_sat + 100_000
+    b = open_from_lightspeed(net, net.bob, capacity, push_sat=push)
+    settled(net, net.bob, b, push * 1000)
+    net.bob.rpc("enable_htlc_settle", b=False)
+    preimage, held = hold_invoice(net, in_sat * 1000, "settled after the close")
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            ls_paying = ls_pays_in_background(pool, net, net.bob.invoice(out_sat, "claimed on chain"))
+            wait_for("the HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
+            bob_paying = paying_in_background(pool, net.bob, held)
+
+            def both_committed() -> bool:
+                el = net.bob.channel(b)
+                return (ls_view(net, b)[2] == 2 and with_htlcs(ctx_of(net.bob, b), 2) is not None
+                        and el["local_unsettled_sent"] == in_sat and el["remote_unsettled_sent"] == out_sat)
+
+            wait_for("both HTLCs in both commitments", both_committed, 60)
+            bob_ctx = ctx_of(net.bob, b)
+            ls_before = net.lightspeed.call("balance")["onchain_sat"]
+            bob_before = net.bob.balance()["confirmed"]
+            closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+            txid = closed["closing_txid"]
+            wait_for("Lightspeed's commitment in the mempool", lambda: txid in net.chain.mempool(), 30)
+            net.mine(1)
+            commitment = tx_of(net, txid)
+            fee = capacity - sum(o.value_sat for o in commitment.outputs)
+            assert fee == capacity - sum(o.value_sat for o in bob_ctx.outputs)  # same feerate, same HTLCs
+            feerate = feerate_of(net, fee, 2)
+            to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
+            output_paying(commitment, push - in_sat)  # bob's balance, exactly
+            to_local = output_paying(commitment, capacity - push - out_sat - fee)
+
+            # Lightspeed learns the preimage now; its HTLC-success goes out at the next block
+            wait_for("the held payment to settle", lambda: net.lightspeed.run(
+                "invoice", "settle", preimage.hex(), check=False).returncode == 0, 30)
+            net.mine(1)
+            success = swept(net, txid, to_ls, 30)
+            assert preimage in success.inputs[0].witness
+            # BOLT 3: the HTLC-success fee is 703 weight units at the commitment's feerate (0 with anchors)
+            htlc_fee = 0 if net.release.anchors else 703 * feerate // 1000
+            assert [o.value_sat for o in success.outputs] == [in_sat - htlc_fee]
+            paid_in = bob_paying.result(timeout=120)
+
+            # bob claims his HTLC from Lightspeed's commitment with the preimage: Lightspeed's payment succeeds
+            bob_claim = swept(net, txid, to_bob, 60)
+            # (its fee is Electrum's choice: 36,000 sat at 4.3.4's fixed regtest feerate)
+            assert len(bob_claim.outputs) == 1 and out_sat - 50_000 < bob_claim.outputs[0].value_sat < out_sat
+            paid_out = ls_paying.result(timeout=120)
+        finally:
+            net.bob.rpc("enable_htlc_settle", b=True)
+    assert paid_out["status"] == "succeeded" and proves(paid_out["preimage"], paid_out["payment_hash"]), paid_out
+    assert any(paid_out["preimage"] == item.hex() for item in bob_claim.inputs[0].witness)
+    assert paid_in["success"] and paid_in["preimage"] == preimage.hex(), paid_in
+
+    # Lightspeed's to_local and its HTLC-success output each wait bob's to_self_delay
+    limbo = {s["label"]: s for s in net.lightspeed.channel(b)["limbo_sweeps"]}
+    assert set(limbo) == {"to_local", f"htlc_success {to_ls} output"}, limbo
+    last = max(s["maturity_height"] for s in limbo.values())
+    net.mine(last - 1 - net.chain.height())
+    sweeps = [swept(net, txid, to_local, 30), swept(net, success.txid_hex, 0, 30)]
+    for sweep in sweeps:
+        assert len(sweep.outputs) == 1
+    assert sorted(s.outputs[0].value_sat for s in sweeps) == sorted(s["amount_sat"] for s in limbo.values())
+    ls_got = sum(s.outputs[0].value_sat for s in sweeps)
+    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_got)
+    bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat
+    wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
+             == bob_before + bob_got)
+    view = net.lightspeed.channel(b)
+    assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
+
+
+def test_htlcs_time_out_on_chain(net: InteropNet) -> None:
+    """Nobody claims either HTLC: Lightspeed times out the one it offered through its HTLC-timeout
+    transaction (and sweeps that after bob's delay), bob times out his straight from Lightspeed's commitment.
+
+    bob holds the HTLC to him and is offline from before the close until Lightspeed's HTLC-timeout is
+    confirmed (he knows the preimage: online, he would claim it); Lightspeed's hold invoice is never settled.
+    """
+    try:
+        htlcs_time_out(net)
+    finally:  # bob is stopped for a while: a failure there must not leave him down for the next case
+        if not net.bob.running:
+            net.bob.start()
+
+
+def htlcs_time_out(net: InteropNet) -> None:
+    out_sat = only_through(net, net.bob, 160_000, "lightspeed")  # Lightspeed -> bob, timed out by Lightspeed
+    in_sat = only_through(net, net.bob, 110_000, "electrum")  # bob -> Lightspeed, timed out by bob
+    capacity = out_sat + in_sat + 400_000
+    push = in_sat + 100_000
+    b = open_from_lightspeed(net, net.bob, capacity, push_sat=push)
+    settled(net, net.bob, b, push * 1000)
+    _, held = hold_invoice(net, in_sat * 1000, "never settled")
+    bob_invoice = net.bob.invoice(out_sat, "timed out on chain")
+    # Lightspeed's HTLC expires the payee's min_final_cltv_expiry (plus its margin) after the send
+    cltv_out = net.chain.height() + decode(bob_invoice).min_final_cltv_expiry + FINAL_CLTV_MARGIN
+    net.bob.rpc("enable_htlc_settle", b=False)
+    with ThreadPoolExecutor(2) as pool:
+        ls_paying = ls_pays_in_background(pool, net, bob_invoice)
+        wait_for("the HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
+        bob_paying = paying_in_background(pool, net.bob, held)
+
+        def both_committed() -> bool:
+            el = net.bob.channel(b)
+            return (ls_view(net, b)[2] == 2 and with_htlcs(ctx_of(net.bob, b), 2) is not None
+                    and el["local_unsettled_sent"] == in_sat and el["remote_unsettled_sent"] == out_sat)
+
+        wait_for("both HTLCs in both commitments", both_committed, 60)
+        bob_before = net.bob.balance()["confirmed"]
+        net.bob.stop()
+        bob_paying.exception(timeout=60)  # bob's lnpay ended with his daemon
+        ls_before = net.lightspeed.call("balance")["onchain_sat"]
+        closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
+        txid = closed["closing_txid"]
+        wait_for("Lightspeed's commitment in the mempool", lambda: txid in net.chain.mempool(), 30)
+        net.mine(1)
+        commitment = tx_of(net, txid)
+        fee = capacity - sum(o.value_sat for o in commitment.outputs)
+        feerate = feerate_of(net, fee, 2)
+        to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
+        output_paying(commitment, push - in_sat)
+        to_local = output_paying(commitment, capacity - push - out_sat - fee)
+
+        # BIP 65/BOLT 3: the HTLC-timeout's nLockTime is the cltv_expiry; Lightspeed sends it once the tip is there
+        net.mine(cltv_out - net.chain.height())
+        timeout_tx = swept(net, txid, to_bob, 30)
+        assert timeout_tx.locktime == cltv_out
+        htlc_fee = 0 if net.release.anchors else 663 * feerate // 1000  # BOLT 3: HTLC-timeout weight 663
+        assert [o.value_sat for o in timeout_tx.outputs] == [out_sat - htlc_fee]
+        paid_out = ls_paying.result(timeout=120)
+    # the attempt failed when its HTLC timed out on chain; the channel is gone, so no other route
+    assert paid_out["status"] == "error" and "no route" in paid_out["error"], paid_out
+    assert net.chain.spender(txid, to_ls) is None  # Lightspeed never learned that preimage: not its to take
+
+    # the HTLC-timeout's output waits bob's to_self_delay; to_local matured long ago
+    limbo = {s["label"]: s for s in net.lightspeed.channel(b)["limbo_sweeps"]}
+    label = f"htlc_timeout {to_bob} output"
+    assert set(limbo) <= {"to_local", label} and label in limbo, limbo
+    net.mine(limbo[label]["maturity_height"] - 1 - net.chain.height())
+    sweeps = [swept(net, txid, to_local, 30), swept(net, timeout_tx.txid_hex, 0, 30)]
+    assert sweeps[1].outputs[0].value_sat == limbo[label]["amount_sat"]
+    ls_got = sum(s.outputs[0].value_sat for s in sweeps)
+    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_got)
+
+    # bob comes back: his HTLC expired long ago, he takes it back from Lightspeed's commitment
+    net.bob.start()
+    refund = swept(net, txid, to_ls, 120)
+    assert len(refund.outputs) == 1 and in_sat - 50_000 < refund.outputs[0].value_sat < in_sat
+    wait_for("bob's wallet to get his balance and his refund", lambda: net.bob.balance()["confirmed"]
+             == bob_before + push - in_sat + refund.outputs[0].value_sat, 60)
+    view = net.lightspeed.channel(b)
+    assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])

@@ -141,6 +141,7 @@ class Resolution:
     settled: set[bytes] = field(default_factory=set)  # txids of claims confirmed or moot
     ours: set[bytes] = field(default_factory=set)  # txids of every claim ever planned
     taken: dict[int, Transaction] = field(default_factory=dict)  # revoked outputs the cheater spent
+    preimage_hashes: frozenset[bytes] = frozenset()  # the HTLCs to us the claims were planned to claim
 
     def to_record(self) -> bytes:
         return json.dumps({
@@ -213,9 +214,28 @@ class OnchainWatcher:
         channel = resolution.channel
         kind, _ = classify_spend(channel, spend)
         resolution.spend_txid, resolution.kind = spend.txid, kind
-        resolution.claims = claims_for(channel, spend, kind, self._preimages(channel, spend), resolution.sweep_script,
+        preimages = self._preimages(channel, spend)
+        resolution.preimage_hashes = frozenset(preimages)
+        resolution.claims = claims_for(channel, spend, kind, preimages, resolution.sweep_script,
                                        resolution.feerate_per_kw)
         resolution.ours.update(c.tx.txid for c in resolution.claims)
+
+    def _learn_preimages(self, resolution: Resolution) -> None:
+        """Plan again when a preimage became known after the close (a hold invoice settled, the
+        outgoing HTLC of a forward fulfilled): the HTLC to us is claimed with it.
+
+        BOLT #5: "if it receives (or already possesses) a payment preimage for an unresolved HTLC
+        output that it has been offered [...]: MUST *resolve* the output by spending it". The claims
+        already planned come out byte for byte the same (deterministic signatures), so the ones
+        broadcast or settled keep their txids.
+        """
+        if resolution.kind not in (SpendKind.LOCAL, SpendKind.REMOTE) or resolution.spend_txid is None:
+            return
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if found is None:
+            return
+        if not set(self._preimages(resolution.channel, found[0])) <= resolution.preimage_hashes:
+            self._plan(resolution, found[0])
 
     def _preimages(self, channel: Channel, spend: Transaction) -> dict[bytes, bytes]:
         """Preimages of the HTLCs offered to us that we can claim (what the node would fulfil)."""
@@ -306,6 +326,8 @@ class OnchainWatcher:
         events: list[OnchainEvent] = []
         if resolution.kind is SpendKind.REVOKED:
             self._replan_penalty(resolution)
+        else:
+            self._learn_preimages(resolution)
         tip = self.chain.tip()[0]
         for claim in resolution.claims:
             txid = claim.tx.txid
