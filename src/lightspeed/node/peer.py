@@ -43,7 +43,8 @@ READ_SIZE = 65536
 # still served (its open_channel without channel_type is accepted, see channel.establish).
 DEFAULT_FEATURES = Features.of(
     required=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
-    optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type"])
+    optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type",
+              "option_route_blinding"])
 
 
 class Peer:
