@@ -22,7 +22,14 @@ from lightspeed.invoice.encode import DEFAULT_FEATURES as INVOICE_FEATURES
 from lightspeed.node.node import Node, PaymentReceived
 from lightspeed.node.peer import DEFAULT_FEATURES
 from lightspeed.onion.blinding import BlindedHop, PaymentRelay
-from lightspeed.payments.blinded import PathTerms, RelayHop, build_payment_path
+from lightspeed.payments.blinded import (
+    PathTerms,
+    RelayHop,
+    amount_at_introduction,
+    blinded_onion,
+    build_payment_path,
+)
+from lightspeed.routing import Route, RouteHop
 from tests.support.network import (
     Network,
     create_network,
@@ -225,6 +232,44 @@ def test_a_bolt11_invoice_requiring_route_blinding_is_refused_only_by_a_node_wit
             await without.pay_blinded([], 1000, bytes(32))
         preimage = await a.pay(invoice, timeout=15)  # BOLT 11 carries no blinded path: paid as usual
         assert sha256(preimage) == invoice.payment_hash
+        await net.stop()
+
+    run(scenario())
+
+
+def test_the_payee_restarts_between_two_parts_and_settles_both(tmp_path: Path) -> None:
+    """Part one reaches D over B's path and waits in D's MPP set; D crashes and restarts (the
+    HTLC's onion and its path_key come back from the store, the part is read again); part two
+    arrives over C's path and both settle."""
+
+    async def scenario() -> None:
+        net = await create_network(4, DIAMOND, datadir=tmp_path)
+        a, b, c, d = net.nodes
+        request = d.blinded_payment_paths(40_000_000, via=[[b.node_id], [c.node_id]])
+        height = net.chain.tip()[0]
+
+        def part(index: int) -> asyncio.Task[object]:
+            blinded, info = request.paths[index]
+            intro = net.nodes[index + 1]
+            at_intro = amount_at_introduction(info, 20_000_000)
+            route = Route((RouteHop(net.scid(0, index + 1), intro.node_id, at_intro, 0, 0),))
+            built = blinded_onion(route, blinded, info, 20_000_000, 40_000_000, height + 12, request.payment_hash,
+                                  os.urandom(32))
+            return asyncio.ensure_future(a._offer_htlc(route.hops[0].short_channel_id, intro.node_id, at_intro,
+                                                       request.payment_hash, built.first_cltv_expiry, built.onion,
+                                                       built.shared_secrets))
+
+        first = part(0)
+        await until(lambda: len(d._handled) == 1)  # in D's receiver, waiting for the rest of the set
+        d = await restart_from_disk(net, 3)
+        await until(lambda: len(d._handled) == 1)  # read again from the stored onion and path_key
+        second = part(1)
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second), 20)
+        assert all(o[0].preimage is not None and sha256(o[0].preimage) == request.payment_hash  # type: ignore[index]
+                   for o in outcomes)
+        await until(lambda: no_htlcs(net))
+        record = d.store.invoice(request.payment_hash)
+        assert record is not None and record.status == "paid" and record.received_msat == 40_000_000
         await net.stop()
 
     run(scenario())

@@ -111,6 +111,7 @@ class BlindedPayments:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._roles: dict[tuple[bytes, int], _Incoming] = {}  # incoming HTLCs inside a blinded path
+        self._plain: set[tuple[bytes, int]] = set()  # incoming HTLCs found outside any (after a restart)
 
     # -- building paths to us ------------------------------------------------------------------
 
@@ -274,7 +275,7 @@ class BlindedPayments:
     def role_of(self, key: tuple[bytes, int], payment_hash: bytes) -> _Incoming | None:
         """The blinded role of an incoming HTLC (read again from its stored onion after a restart)."""
         known = self._roles.get(key)
-        if known is not None:
+        if known is not None or key in self._plain:
             return known
         node = self.node
         stored = node.store.onion(*key)
@@ -291,6 +292,7 @@ class BlindedPayments:
             return self._roles[key]
         if isinstance(read, BlindedFailure) and path_key is not None:
             return _Incoming("inside", read.failure.sha256_of_onion or bytes(32), b"")
+        self._plain.add(key)  # not blinded: never read again
         return None
 
     def failure_record(self, key: tuple[bytes, int], payment_hash: bytes,
@@ -306,6 +308,7 @@ class BlindedPayments:
 
     def forget(self, key: tuple[bytes, int]) -> None:
         self._roles.pop(key, None)
+        self._plain.discard(key)
 
     # -- paying to blinded paths -----------------------------------------------------------------
 
