@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightspeed.api import handlers as h
+from lightspeed.api.blinded import endpoints as blinded_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.api.openapi import Endpoint, openapi_document
@@ -158,6 +159,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  "limbo_sat": {"type": "integer"},
                  "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
+    *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
 )
 
 
