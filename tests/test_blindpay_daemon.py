@@ -37,11 +37,11 @@ def flip_last_byte_of_last_hop(path_hex: str) -> str:
 
 
 @pytest.mark.slow
-def test_four_daemons_pay_over_blinded_paths(tmp_path: Path, started: list[Daemon]) -> None:  # noqa: F811
+def test_four_daemons_pay_over_blinded_paths(tmp_path: Path, started: list[Daemon]) -> None:
     chain = tmp_path / "chain.sqlite"
     for name in ("alice", "bob", "carol", "dave"):
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
-    alice, bob, carol, dave = started
+    _alice, bob, carol, dave = started
     a, b, c, d = (x.datadir for x in started)
     B, C = bob.ready["node_id"], carol.ready["node_id"]
     call(a, "fund", "3000000")
