@@ -20,7 +20,9 @@ from lightspeed.errors import PaymentError
 from lightspeed.invoice import build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as INVOICE_FEATURES
 from lightspeed.node.node import Node, PaymentReceived
+from lightspeed.node.paying import decode_outcome
 from lightspeed.node.peer import DEFAULT_FEATURES
+from lightspeed.onion.failure import FailureCode
 from lightspeed.onion.blinding import BlindedHop, PaymentRelay
 from lightspeed.payments.blinded import (
     PathTerms,
@@ -270,6 +272,35 @@ def test_the_payee_restarts_between_two_parts_and_settles_both(tmp_path: Path) -
         await until(lambda: no_htlcs(net))
         record = d.store.invoice(request.payment_hash)
         assert record is not None and record.status == "paid" and record.received_msat == 40_000_000
+        await net.stop()
+
+    run(scenario())
+
+
+def test_the_introduction_node_restarted_mid_payment_still_answers_as_introduction_node(tmp_path: Path) -> None:
+    """B forwards A's part into the path and restarts; D's MPP set times out and fails inside the path
+    (malformed); B, reading its role again from the stored onion, answers A with update_fail_htlc
+    invalid_onion_blinding naming the onion B received (not C's)."""
+
+    async def scenario() -> None:
+        net = await create_network(4, LINE, datadir=tmp_path, mpp_timeout=2.0)
+        a, b, c, d = net.nodes
+        request = d.blinded_payment_paths(20_000_000, via=[[b.node_id, c.node_id]])
+        (blinded, info), = request.paths
+        at_intro = amount_at_introduction(info, 10_000_000)
+        route = Route((RouteHop(net.scid(0, 1), b.node_id, at_intro, 0, 0),))
+        built = blinded_onion(route, blinded, info, 10_000_000, 20_000_000, net.chain.tip()[0] + 12,
+                              request.payment_hash, os.urandom(32))  # half of the total: D waits for more
+        sending = asyncio.ensure_future(a._offer_htlc(net.scid(0, 1), b.node_id, at_intro, request.payment_hash,
+                                                      built.first_cltv_expiry, built.onion, built.shared_secrets))
+        await until(lambda: len(d._handled) == 1)
+        b = await restart_from_disk(net, 1)
+        outcome, secrets = await asyncio.wait_for(sending, 20)
+        report, failure = decode_outcome(outcome, secrets)
+        assert report.erring_index == 0 and report.code == FailureCode.INVALID_ONION_BLINDING
+        assert failure is not None and failure.sha256_of_onion == sha256(built.onion)
+        assert b.sent_counts["update_fail_htlc"] == 1
+        await until(lambda: no_htlcs(net))
         await net.stop()
 
     run(scenario())

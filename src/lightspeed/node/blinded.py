@@ -19,6 +19,7 @@ The node calls in at four places and this module does the rest (the sans-IO part
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import os
 import time
@@ -290,8 +291,11 @@ class BlindedPayments:
         if isinstance(read, (BlindedForward, BlindedFinal)):
             self._roles[key] = _Incoming(read.role, read.sha256_of_onion, read.shared_secret)
             return self._roles[key]
-        if isinstance(read, BlindedFailure) and path_key is not None:
-            return _Incoming("inside", read.failure.sha256_of_onion or bytes(32), b"")
+        if isinstance(read, BlindedFailure):  # it reads as failing now (amount or expiry unknown): keep the role
+            role: Role = "inside" if read.malformed else (
+                "intro" if read.failure.code == FailureCode.INVALID_ONION_BLINDING else "intro_final")
+            self._roles[key] = _Incoming(role, hashlib.sha256(onion).digest(), read.shared_secret or b"")
+            return self._roles[key]
         self._plain.add(key)  # not blinded: never read again
         return None
 
