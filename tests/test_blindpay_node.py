@@ -22,8 +22,8 @@ from lightspeed.invoice.encode import DEFAULT_FEATURES as INVOICE_FEATURES
 from lightspeed.node.node import Node, PaymentReceived
 from lightspeed.node.paying import decode_outcome
 from lightspeed.node.peer import DEFAULT_FEATURES
-from lightspeed.onion.failure import FailureCode
 from lightspeed.onion.blinding import BlindedHop, PaymentRelay
+from lightspeed.onion.failure import FailureCode
 from lightspeed.payments.blinded import (
     PathTerms,
     RelayHop,
