@@ -8,13 +8,16 @@
 # checkout's src/ (PYTHONPATH), so the cache serves any clone.
 #
 # Environment: LNPROTOTEST_VENV (the cached venv), LNPROTOTEST_TESTS (the suite's tests,
-# default: the vendored copy in interop/lnprototest/tests), LNPROTOTEST_MIN_PASS (32),
+# default: ../shared/interop/lnprototest/tests, else the vendored copy in interop/lnprototest/tests), LNPROTOTEST_MIN_PASS (32),
 # LIGHTSPEED_LNPROTOTEST_TIMEOUT (seconds the runner waits for one message, 30).
 # Extra arguments go to pytest (e.g. -k init, -x).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${LNPROTOTEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lightspeed/lnprototest-venv}"
-tests="${LNPROTOTEST_TESTS:-$root/interop/lnprototest/tests}"
+# The unmodified suite from ../shared when it is beside the checkout (as in CI), else the vendored copy.
+shared_tests="$root/../shared/interop/lnprototest/tests"
+if [[ -d "$shared_tests" ]]; then default_tests="$(cd "$shared_tests" && pwd)"; else default_tests="$root/interop/lnprototest/tests"; fi
+tests="${LNPROTOTEST_TESTS:-$default_tests}"
 min_pass="${LNPROTOTEST_MIN_PASS:-32}"
 
 # The project's own runtime dependencies (from pyproject.toml), then the suite's (its README).

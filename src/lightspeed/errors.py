@@ -65,6 +65,17 @@ class RejectedTransaction(LightspeedError):
     """The chain refused a transaction; the message says exactly which rule failed."""
 
 
+class StorageUnavailable(LightspeedError):
+    """A file that holds state cannot be read or written: the disk is full, the file is read-only,
+    an I/O error. ``path`` names the file and ``reason`` says why; the operation did nothing and
+    can be retried once the operator fixed the file (the REST APIs answer 503).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
 class ChainError(LightspeedError):
     """A chain backend could not answer (unknown block, missing transaction, ...)."""
 
@@ -73,9 +84,27 @@ class ChainBusy(ChainError):
     """The chain is held locked by another process: nothing was done, the same call can be retried."""
 
 
+class ChainUnavailable(ChainError, StorageUnavailable):
+    """The chain file cannot take a write (full disk, read-only file, I/O error): nothing was done."""
+
+
 class RejectedBlock(LightspeedError):
     """The chain refused a submitted block or a reorganisation; the message names the rule. Nothing changed."""
 
 
 class PaymentError(LightspeedError):
     """A payment could not be made or was refused (e.g. the double-pay guard)."""
+
+
+_STORAGE_FAULTS = (("SQLITE_FULL", "the disk is full"), ("SQLITE_READONLY", "the file is read-only"),
+                   ("SQLITE_IOERR", "an I/O error"), ("SQLITE_CANTOPEN", "the file cannot be opened"),
+                   ("SQLITE_PERM", "permission denied"))
+
+
+def storage_fault(exc: Exception) -> str | None:
+    """The reason an SQLite error means its file cannot be used as it is (full, read-only, I/O), else None."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, reason in _STORAGE_FAULTS:
+        if name.startswith(prefix):
+            return f"{reason} ({exc})"
+    return None

@@ -9,7 +9,8 @@ bounded by :mod:`lightspeed.api.guard`. Failures are always
 ``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
 400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
 body too large, 502 the peer failed, 503 the node's store failed (the node
-stopped: every command is refused until it is restarted), 504 too slow (a payment
+stopped: every command is refused until it is restarted) or the chain file cannot be
+written (full disk, read-only: the reason names it), 504 too slow (a payment
 still pending adds its ``payment_hash``); never a traceback.
 """
 
@@ -50,6 +51,7 @@ from lightspeed.errors import (
     PaymentError,
     PeerProtocolError,
     RejectedTransaction,
+    StorageUnavailable,
     UsageError,
 )
 from lightspeed.store import StoreCorrupt, StoreUnavailable
@@ -179,7 +181,7 @@ def _printable(text: str) -> str:
 def _status_of(exc: Exception) -> tuple[int, str | None]:
     if isinstance(exc, ApiError):
         return exc.status, exc.field
-    if isinstance(exc, (StoreUnavailable, StoreCorrupt)):
+    if isinstance(exc, (StoreUnavailable, StoreCorrupt, StorageUnavailable)):  # a file the node needs (chain)
         return 503, None
     if isinstance(exc, DecodeError):
         return 400, exc.field

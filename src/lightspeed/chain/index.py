@@ -15,21 +15,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from lightspeed.errors import ChainBusy, ChainError
+from lightspeed.errors import ChainBusy, ChainError, ChainUnavailable, storage_fault
 
 
 @contextmanager
 def busy_errors(path: str) -> Iterator[None]:
-    """SQLite errors as ChainError; a lock held past the busy timeout as ChainBusy (retry later)."""
+    """SQLite errors as ChainError; a lock held past the busy timeout as ChainBusy (retry later); a full
+    disk or a read-only file as ChainUnavailable (naming the file and the reason)."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        fault = storage_fault(exc)
+        if fault is not None:  # a full disk, a read-only file: the operator's to fix, then retry
+            raise ChainUnavailable(path, fault) from None
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             raise ChainBusy(f"{path}: the chain file is locked by another process ({text}); retry") from None
         raise ChainError(f"{path}: {text}") from None
-    except sqlite3.Error as exc:
-        raise ChainError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,11 @@ class ChannelConfig:
     reserve_for_local_sat: int = 0  # what we must keep (the peer chose it)
     max_htlc_value_in_flight_msat: int = 2**64 - 1  # from the peer, in total
     remote_max_htlc_value_in_flight_msat: int = 2**64 - 1  # from us, in total
+    # accept_channel's minimum_depth: both sides wait for it before channel_ready (None: a record
+    # stored before it was kept; the node then uses its own setting, as it did then).
+    minimum_depth: int | None = None
+    # open_channel's announce_channel bit (None: a record stored before it was kept).
+    announce_channel: bool | None = None
 
 
 def channel_id_from_funding(funding_txid: bytes, output_index: int) -> bytes:

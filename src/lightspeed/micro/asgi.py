@@ -6,7 +6,8 @@ hash, one store update) and passes the request on, adding ``Lightspeed-Remaining
 ``Lightspeed-Invoice`` when a batch is due soon) to the response. Anything else gets a
 JSON refusal: 402 with the offer (and an invoice when paying one helps), 401 for a
 replayed or forged token, 400 for a malformed one (naming the header), 429 with
-``Retry-After`` when a client asks for allowances too fast.
+``Retry-After`` when a client asks for allowances too fast, 503 ``store_unavailable`` (naming
+the file and the reason) while the spent-state store cannot be used (full disk, read-only file).
 
 Header values are checked here, never echoed: a value with stray spaces or control
 characters is a 400 ``bad_token``, and nothing the client sent goes into a response header
@@ -33,7 +34,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, StorageUnavailable
 from lightspeed.micro.ratelimit import client_key as address_key
 from lightspeed.micro.server import AllowanceServer, CallRefused
 from lightspeed.micro.token import ALLOWANCE_HEADER, TOKEN_HEADER, AllowanceRequest, Token
@@ -45,6 +46,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 64 * 1024
+STORE_RETRY_SECONDS = 30  # Retry-After of a 503 while the store's file cannot be used
 _TOKEN = TOKEN_HEADER.encode()
 _ALLOWANCE = ALLOWANCE_HEADER.encode()
 _HEADER_NAMES = {_TOKEN: "Lightspeed-Token", _ALLOWANCE: "Lightspeed-Allowance"}
@@ -120,6 +122,9 @@ class LightspeedMiddleware:
             await _json(send, exc.http_status, {"error": exc.to_json(), "lightspeed": self._offer(cost)},
                         self.prefix, exc.retry_after)
             return
+        except StorageUnavailable as exc:
+            await _store_unavailable(send, exc)
+            return
         extra = [(b"lightspeed-remaining", str(receipt.remaining_calls).encode())]
         if receipt.next_invoice is not None:
             extra.append((b"lightspeed-invoice", receipt.next_invoice.encode()))
@@ -172,6 +177,8 @@ class LightspeedMiddleware:
             await _json(send, 400, {"error": {"code": "bad_request", "field": exc.field, "reason": exc.reason}})
         except CallRefused as exc:
             await _json(send, exc.http_status, {"error": exc.to_json()}, self.prefix, exc.retry_after)
+        except StorageUnavailable as exc:
+            await _store_unavailable(send, exc)
 
 
 def _allowance_id(text: str) -> bytes:
@@ -235,6 +242,12 @@ def _parse(header: str, parse: Callable[[str], Any], value: bytes) -> Any:
         return parse(text)
     except DecodeError as exc:
         raise HeaderError(name, exc.field, exc.reason) from None
+
+
+async def _store_unavailable(send: Send, exc: StorageUnavailable) -> None:
+    """503: the spent-state store cannot be used now (full disk, read-only file); nothing was spent."""
+    await _json(send, 503, {"error": {"code": "store_unavailable", "reason": str(exc)}},
+                retry_after=STORE_RETRY_SECONDS)
 
 
 async def _json(send: Send, status: int, body: object, prefix: str = "/lightspeed",

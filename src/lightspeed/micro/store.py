@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lightspeed.errors import LightspeedError
+from lightspeed.errors import LightspeedError, StorageUnavailable
 
 
 class Status(enum.StrEnum):
@@ -108,6 +108,13 @@ class Advance(enum.Enum):
 
 class StoreError(LightspeedError):
     """The store refused an operation (for example an allowance id that already exists)."""
+
+
+class AllowanceStoreUnavailable(StoreError, StorageUnavailable):
+    """The store's file cannot be used (full disk, read-only file, I/O error): nothing was written.
+
+    Names the file and the reason; the server answers 503 until the operator fixes it.
+    """
 
 
 class StoreFull(StoreError):

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightspeed.bitcoin.tx import OutPoint
-from lightspeed.channel.state import ChannelFailure
+from lightspeed.channel.limits import advertised_htlc_range
+from lightspeed.channel.state import ChannelConfig, ChannelFailure
 from lightspeed.codec.generated import AnnouncementSignatures, ChannelAnnouncement
 from lightspeed.codec.messages import Warning, encode_message
 from lightspeed.errors import LightspeedError, PeerProtocolError, UsageError
@@ -71,7 +72,7 @@ class _Announced:
 
     scid: int
     peer_id: bytes
-    capacity_sat: int
+    config: ChannelConfig  # the agreed limits our updates' HTLC range must respect
     outpoint: OutPoint
     closed: bool = False
 
@@ -247,9 +248,13 @@ class GossipRuntime:
     def _announceable(self, cid: bytes) -> int | None:
         """The scid of a channel ready to announce: deep enough, ready, peer connected."""
         node = self.node
-        # The funder decides (open_channel's announce_channel bit): an accepter answers the
-        # funder's announcement_signatures even when it would open private channels itself.
-        wanted = node.announce_channels or (cid in self._theirs and not node.channels[cid].config.local_is_funder)
+        # BOLT 7: if the open_channel message has the announce_channel bit set AND a shutdown
+        # message has not been sent: ... MUST send announcement_signatures; otherwise: MUST NOT
+        # send the announcement_signatures message. The funder decided at opening, for both sides.
+        config = node.channels[cid].config
+        wanted = config.announce_channel
+        if wanted is None:  # a channel stored before the bit was kept: the rule it was opened under
+            wanted = node.announce_channels or (cid in self._theirs and not config.local_is_funder)
         if not wanted or cid in node._closings:
             return None
         scid = node.short_channel_id(cid)
@@ -300,7 +305,7 @@ class GossipRuntime:
         peer_id = self.node.channel_peer_id(cid)
         assert peer_id is not None
         config = self.node.channels[cid].config
-        self._announced[cid] = _Announced(scid, peer_id, config.funding_sat,
+        self._announced[cid] = _Announced(scid, peer_id, config,
                                           OutPoint(config.funding_txid, config.funding_output_index))
         self.gossiper.publish(encode_message(signed), now)
         self._publish_update(cid)
@@ -317,11 +322,14 @@ class GossipRuntime:
     def _publish_update(self, cid: bytes) -> None:
         node, ours = self.node, self._announced[cid]
         policy, enabled = terms = self._terms(cid)
+        # BOLT 7: MUST set htlc_minimum_msat to the minimum HTLC value (in millisatoshi) that the
+        # channel peer will accept (its open/accept_channel's), and htlc_maximum_msat to at most
+        # the capacity: the same range forwarding over this channel enforces.
+        low, high = advertised_htlc_range(ours.config, policy.htlc_minimum_msat, policy.htlc_maximum_msat)
         update = create_channel_update(
             node.privkey, chain_hash=node.network.chain_hash, short_channel_id=ours.scid,
             timestamp=self._timestamp(), direction=direction_of(node.node_id, ours.peer_id),
-            cltv_expiry_delta=policy.cltv_expiry_delta, htlc_minimum_msat=policy.htlc_minimum_msat,
-            htlc_maximum_msat=min(policy.htlc_maximum_msat, ours.capacity_sat * 1000),
+            cltv_expiry_delta=policy.cltv_expiry_delta, htlc_minimum_msat=low, htlc_maximum_msat=high,
             fee_base_msat=policy.fee_base_msat, fee_proportional_millionths=policy.fee_proportional_millionths,
             disabled=not enabled)
         outcome = self.gossiper.publish(encode_message(update), int(time.time()))

@@ -46,8 +46,9 @@ Blinded paths (BOLT 4 route blinding): :mod:`lightspeed.node.blinded` builds the
 ``path_key``, or our payload naming us the introduction node) and pays to them
 (:meth:`Node.pay_blinded`); the node only hands it those HTLCs and their failures.
 
-Not yet here: several HTLCs of one outgoing payment survive a restart
-only as its last recorded HTLC.
+Every HTLC of an outgoing payment (each part of an MPP payment) is recorded while in flight: after
+a restart the payment succeeds as soon as one part brings the preimage, and fails only once all
+its parts failed.
 """
 
 from __future__ import annotations
@@ -322,6 +323,10 @@ class _Shards:
             self.amp = (payment, payment.reshard(shard.record.root_share, 1)[0])
 
 
+def _funding_what(channel_id: bytes) -> str:
+    return f"funding of channel {channel_id.hex()}"
+
+
 @dataclass
 class Node:
     """One node. ``start()`` listens; ``connect``, ``open_channel``, ``create_invoice``, ``pay``.
@@ -399,7 +404,7 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
-        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait)
+        self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
 
     def _load(self) -> None:
@@ -418,9 +423,15 @@ class Node:
                 self._sent_shutdown[cid] = stored.shutdown_script
         never_sent = []
         for payment in self.store.pending_payments():
-            if payment.status == "pending" and payment.channel_id is not None and payment.htlc_id is not None:
-                self._in_flight.setdefault(payment.channel_id, {})[payment.htlc_id] = payment.payment_hash
-            elif payment.status == "pending":
+            if payment.status != "pending":
+                continue
+            # Every part still in flight (a store written before parts were kept: the last HTLC).
+            parts = self.store.payment_parts(payment.payment_hash)
+            if not parts and payment.channel_id is not None and payment.htlc_id is not None:
+                parts = [(payment.channel_id, payment.htlc_id)]
+            for channel_id, htlc_id in parts:
+                self._in_flight.setdefault(channel_id, {})[htlc_id] = payment.payment_hash
+            if not parts:
                 never_sent.append(payment)
         if never_sent:  # stopped before any HTLC of theirs was committed: nothing can settle them now
             with self.store.transaction():
@@ -515,6 +526,7 @@ class Node:
         self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
         self._spawn(self.gossip.run())
         self._spawn(self._receiver_timer(min(1.0, self.mpp_timeout / 4)))
+        self.broadcaster.resume()  # fundings and closes a stopped (or killed) run left unbroadcast
         for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
             self._closings[cid] = _Closing(script, done, shutdown_sent=True)
@@ -791,6 +803,9 @@ class Node:
         htlc_minimum_msat, max_htlc_value_in_flight_msat and max_accepted_htlcs limit what the
         sender accepts.
         """
+        accept = remote if isinstance(remote, AcceptChannel) else local
+        opening = local if isinstance(local, OpenChannel) else remote
+        assert isinstance(accept, AcceptChannel) and isinstance(opening, OpenChannel)
         basepoints = ChannelBasepoints(remote.funding_pubkey, remote.revocation_basepoint, remote.payment_basepoint,
                                        remote.delayed_payment_basepoint, remote.htlc_basepoint)
         return ChannelConfig(channel_id, funding.txid, 0, funding.outputs[0].value_sat, funder, channel_type.anchors,
@@ -801,7 +816,9 @@ class Node:
                              reserve_from_remote_sat=local.channel_reserve_satoshis,
                              reserve_for_local_sat=remote.channel_reserve_satoshis,
                              max_htlc_value_in_flight_msat=local.max_htlc_value_in_flight_msat,
-                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat)
+                             remote_max_htlc_value_in_flight_msat=remote.max_htlc_value_in_flight_msat,
+                             minimum_depth=accept.minimum_depth,
+                             announce_channel=bool(opening.channel_flags[0] & 1))
 
     async def open_channel(self, node_id: bytes, funding_sat: int, push_msat: int = 0) -> bytes:
         """Open, fund (wallet) and wait until the channel is ready; returns the channel id."""
@@ -913,8 +930,9 @@ class Node:
                                                funding_txid=funding.txid, funding_output_index=0,
                                                signature=channel.initial_signature()))
 
-    def _adopt(self, channel: Channel, peer: Peer, key_index: int) -> None:
-        """A new channel: it is resumed with this peer after a restart."""
+    def _adopt(self, channel: Channel, peer: Peer, key_index: int, funding: Transaction | None = None) -> None:
+        """A new channel: it is resumed with this peer after a restart (and its ``funding``, ours to
+        broadcast, is committed with it: rebroadcast after a restart if it had not reached the chain)."""
         cid = channel.config.channel_id
         assert peer.remote_pubkey is not None
         self._key_index[cid] = key_index
@@ -924,6 +942,8 @@ class Node:
         self._reestablished.add(cid)
         with self.store.transaction():
             self._save(channel)
+            if funding is not None:
+                self.broadcaster.keep(funding, _funding_what(cid))
 
     async def _on_funding_created(self, message: FundingCreated) -> None:
         opening = self._openings.pop(message.temporary_channel_id)
@@ -950,9 +970,10 @@ class Node:
         temp_id = opening.open_msg.temporary_channel_id
         self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
         self._opened[temp_id] = message.channel_id
-        self._adopt(opening.channel, opening.peer, opening.key_index)  # committed before the broadcast
+        # Committed (the funding too) before the broadcast: a crash in between loses neither.
+        self._adopt(opening.channel, opening.peer, opening.key_index, opening.funding_tx)
         # The peer signed: the funding must reach the chain (retried while the chain file is locked).
-        self.broadcaster.submit(opening.funding_tx, f"funding of channel {message.channel_id.hex()}")
+        self.broadcaster.submit(opening.funding_tx, _funding_what(message.channel_id))
         self._watch_funding(message.channel_id, opening.funding_tx.txid)
 
     def _on_channel_ready(self, peer: Peer, message: ChannelReady) -> None:
@@ -972,8 +993,16 @@ class Node:
             self._ready.setdefault(channel_id, asyncio.Event()).set()
 
     def _funding_depth_reached(self, channel: Channel) -> bool:
+        """BOLT 2 (channel_ready): MUST wait until the funding transaction has reached minimum_depth.
+
+        That is accept_channel's minimum_depth, for the funder and the accepter alike: the
+        accepter asked for it (the funder's own setting only applies when it accepts).
+        """
+        depth = channel.config.minimum_depth
+        if depth is None:  # a channel stored before the agreed depth was kept
+            depth = self.channel_settings.minimum_depth
         found = self.chain.get_transaction(channel.config.funding_txid)
-        return found is not None and found[1] >= self.channel_settings.minimum_depth
+        return found is not None and found[1] >= depth
 
     def _watch_funding(self, channel_id: bytes, txid: bytes) -> None:
         if channel_id in self._watching:
@@ -1365,6 +1394,7 @@ class Node:
             payment = self.store.payment(payment_hash)
             if payment is not None and payment.status == "pending":  # the HTLC to resolve after a restart
                 self.store.put_payment(dataclasses.replace(payment, channel_id=cid, htlc_id=add.id))
+                self.store.put_payment_part(payment_hash, cid, add.id)  # one of maybe several (MPP)
             self._dirty.setdefault(cid, []).append(add)
             batches = self._step_batches()
         await self._send_all(batches)
@@ -1702,6 +1732,7 @@ class Node:
         if self._forward_settled(key, preimage):
             return
         self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
+        self.store.delete_payment_part(channel_id, htlc.htlc_id)
         payment = self.store.payment(htlc.payment_hash)
         if payment is not None and payment.status != "succeeded":
             self.store.put_payment(PaymentRecord(payment.payment_hash, payment.amount_msat, "succeeded",
@@ -1732,6 +1763,7 @@ class Node:
             if (htlc_id, payment_hash) in live:
                 continue
             del flying[htlc_id]
+            self.store.delete_payment_part(cid, htlc_id)
             outcome = self._failures.pop((cid, htlc_id), HtlcOutcome())
             waiter = self._waiters.pop((cid, htlc_id), None)
             if waiter is not None:
@@ -1739,8 +1771,8 @@ class Node:
                     waiter.set_result(outcome)
                 continue
             payment = self.store.payment(payment_hash)
-            if payment is None or payment.status != "pending":
-                continue
+            if payment is None or payment.status != "pending" or self.store.payment_parts(payment_hash):
+                continue  # settled already, or other parts still in flight: the last one decides
             reason = "the payee refused the payment"
             self.store.put_payment(PaymentRecord(payment_hash, payment.amount_msat, "failed", payment.invoice,
                                                  None, cid, htlc_id, reason))
@@ -1852,7 +1884,10 @@ class Node:
         return low, 4 * low
 
     async def close_channel(self, channel_id: bytes, timeout: float = 30) -> Transaction:
-        """Mutual close (BOLT 2 shutdown, closing_signed): returns the broadcast closing transaction.
+        """Mutual close (BOLT 2 shutdown, closing_signed): returns the agreed closing transaction.
+
+        It is committed, then broadcast through :class:`Broadcaster` (retried while the chain is
+        busy, rebroadcast after a restart): it may still be on its way to the chain.
 
         The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet.
         """
@@ -1904,13 +1939,13 @@ class Node:
             await peer.send(reply)
         agreed = closing.negotiation.agreed
         if agreed is not None and not closing.done.done():
-            try:
-                self.chain.broadcast(agreed)
-            except RejectedTransaction:
-                if self.chain.get_transaction(agreed.txid) is None:  # the peer's broadcast is fine
-                    raise
-            with self.store.transaction():
+            what = f"mutual close of channel {message.channel_id.hex()}"
+            with self.store.transaction():  # the close and its transaction, committed before the broadcast
                 self.store.close_channel(message.channel_id, agreed.txid, close_summary(channel, "mutual"))
+                self.broadcaster.keep(agreed, what)
+            # Retried while the chain is busy, rebroadcast after a restart; a refusal is a
+            # BroadcastRejected event (the peer's broadcast of the same transaction is no refusal).
+            self.broadcaster.submit(agreed, what)
             self.channels.pop(message.channel_id, None)
             self._channel_peer.pop(message.channel_id, None)
             self.closed_channels[message.channel_id] = agreed
@@ -2024,12 +2059,13 @@ class Node:
                 self._succeed(channel_id, LoggedHtlc(Side.LOCAL, htlc_id, 0, payment_hash, 0), preimage)
             elif not self._forward_failed(key, payment_hash):
                 self._in_flight.get(channel_id, {}).pop(htlc_id, None)
+                self.store.delete_payment_part(channel_id, htlc_id)
                 waiter = self._waiters.pop(key, None)
                 payment = self.store.payment(payment_hash)
                 if waiter is not None:
                     if not waiter.done():
                         waiter.set_result(HtlcOutcome())  # the sender decides: retry elsewhere or fail
-                elif payment is not None and payment.status == "pending":
+                elif payment is not None and payment.status == "pending" and not self.store.payment_parts(payment_hash):
                     reason = "the HTLC timed out on chain after a force close"
                     self.store.put_payment(dataclasses.replace(payment, status="failed", reason=reason))
                     self.events.put_nowait(PaymentFailed(payment_hash, reason))

@@ -22,7 +22,7 @@ class ChannelSettings:
     dust_limit_sat: int = 546  # the P2PKH dust threshold: our outputs below it are trimmed
     reserve_ppm: int = 10_000  # the reserve we ask of the peer: 1% of the channel (BOLT 2: SHOULD be)
     to_self_delay: int = 144  # blocks the peer waits for its own funds after a force close
-    minimum_depth: int = 3  # confirmations of the funding before channel_ready (as fundee)
+    minimum_depth: int = 3  # confirmations we ask for in accept_channel (both sides wait for them)
     max_accepted_htlcs: int = 30
     htlc_minimum_msat: int = 1
     feerate_per_kw: int = 2500  # the funder's initial commitment feerate

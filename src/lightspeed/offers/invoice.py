@@ -12,6 +12,21 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from lightspeed.errors import DecodeError, UsageError
+from lightspeed.offers.field_table import (
+    BLINDEDPAY,
+    FALLBACKS,
+    PATHS,
+    POINT,
+    RAW,
+    SHA256,
+    SIGNATURE_64,
+    TU32,
+    TU64,
+    Field,
+    TlvMessage,
+    read_fields,
+    write_fields,
+)
 from lightspeed.offers.invoice_request import (
     InvoiceRequest,
     expected_amount_msat,
@@ -40,23 +55,11 @@ from lightspeed.offers.tlv_fields import (
     FallbackAddress,
     TlvRecord,
     check_features,
-    check_point,
     check_unknown_even,
-    feature_bits,
     feature_field,
-    field_name,
     in_ranges,
-    read_blindedpay,
-    read_fallbacks,
-    read_fixed,
-    read_paths,
-    read_point,
     read_records,
-    read_tu32,
-    read_tu64,
-    write_paths,
     write_records,
-    write_tu,
 )
 from lightspeed.onion.blinding import BlindedPath
 
@@ -67,7 +70,7 @@ DEFAULT_RELATIVE_EXPIRY = 7200
 
 
 @dataclass(frozen=True)
-class Invoice:
+class Invoice(TlvMessage):
     """A BOLT 12 ``invoice``. ``request`` holds the copied offer and invoice request fields
     (types 0-159 and 1000000000-2999999999, no signature); the rest are the invoice's own.
     ``unknown_records`` are unknown odd records outside the request's ranges."""
@@ -84,14 +87,6 @@ class Invoice:
     features: bytes | None = None
     unknown_records: tuple[tuple[int, bytes], ...] = ()
     signature: bytes | None = None
-
-    def __post_init__(self) -> None:
-        # Records are kept in type order, as on the wire, so equal messages compare equal.
-        object.__setattr__(self, "unknown_records", tuple(sorted(self.unknown_records)))
-
-    @property
-    def feature_bits(self) -> frozenset[int]:
-        return feature_bits(self.features or b"")
 
     @property
     def expires_at(self) -> int:
@@ -115,25 +110,7 @@ class Invoice:
         return tuple(f for f in self.fallbacks or () if f.usable)
 
     def records(self) -> list[tuple[int, bytes]]:
-        out = self.request.records(signatures=False)
-        out += list(self.unknown_records)
-        out.append((INVOICE_PATHS, write_paths(self.paths, "invoice_paths")))
-        out.append((INVOICE_BLINDEDPAY, b"".join(info.to_bytes() for info in self.blindedpay)))
-        out.append((INVOICE_CREATED_AT, write_tu(self.created_at, 8, "invoice_created_at")))
-        if self.relative_expiry is not None:
-            out.append((INVOICE_RELATIVE_EXPIRY, write_tu(self.relative_expiry, 4, "invoice_relative_expiry")))
-        if len(self.payment_hash) != 32:
-            raise UsageError("invoice_payment_hash is 32 bytes")
-        out.append((INVOICE_PAYMENT_HASH, self.payment_hash))
-        out.append((INVOICE_AMOUNT, write_tu(self.amount_msat, 8, "invoice_amount")))
-        if self.fallbacks is not None:
-            out.append((INVOICE_FALLBACKS, b"".join(f.to_bytes() for f in self.fallbacks)))
-        if self.features is not None:
-            out.append((INVOICE_FEATURES, self.features))
-        out.append((INVOICE_NODE_ID, check_point(self.node_id, "invoice_node_id")))
-        if self.signature is not None:
-            out.append((SIGNATURE, self.signature))
-        return out
+        return self.request.records(signatures=False) + list(self.unknown_records) + write_fields(self, INVOICE_FIELDS)
 
     def to_tlv(self) -> bytes:
         return write_records(self.records())
@@ -161,6 +138,21 @@ class Invoice:
         return replace(unsigned, signature=sign_merkle_root(MESSAGE_NAME, root, node_key, aux_rand=aux_rand))
 
 
+#: The invoice's own fields and its signature, in type order.
+INVOICE_FIELDS: tuple[Field, ...] = (
+    Field(INVOICE_PATHS, "paths", PATHS),
+    Field(INVOICE_BLINDEDPAY, "blindedpay", BLINDEDPAY),
+    Field(INVOICE_CREATED_AT, "created_at", TU64),
+    Field(INVOICE_RELATIVE_EXPIRY, "relative_expiry", TU32),
+    Field(INVOICE_PAYMENT_HASH, "payment_hash", SHA256),
+    Field(INVOICE_AMOUNT, "amount_msat", TU64),
+    Field(INVOICE_FALLBACKS, "fallbacks", FALLBACKS),
+    Field(INVOICE_FEATURES, "features", RAW),
+    Field(INVOICE_NODE_ID, "node_id", POINT),
+    Field(SIGNATURE, "signature", SIGNATURE_64),
+)
+
+
 def _require(values: dict[str, object], key: str, name: str) -> None:
     if key not in values:
         raise DecodeError(name, "missing")
@@ -174,35 +166,7 @@ def parse_invoice(records: Sequence[TlvRecord]) -> Invoice:
     if `invoice_node_id` is not present.
     """
     request = parse_invoice_request_fields(r for r in records if in_ranges(r.type, INVREQ_RANGES))
-    values: dict[str, object] = {}
-    unknown: list[tuple[int, bytes]] = []
-    for record in records:
-        t, v = record.type, record.value
-        if in_ranges(t, INVREQ_RANGES):
-            continue
-        name = field_name(t)
-        if t == INVOICE_PATHS:
-            values["paths"] = read_paths(v, name)
-        elif t == INVOICE_BLINDEDPAY:
-            values["blindedpay"] = read_blindedpay(v, name)
-        elif t == INVOICE_CREATED_AT:
-            values["created_at"] = read_tu64(v, name)
-        elif t == INVOICE_RELATIVE_EXPIRY:
-            values["relative_expiry"] = read_tu32(v, name)
-        elif t == INVOICE_PAYMENT_HASH:
-            values["payment_hash"] = read_fixed(v, 32, name)
-        elif t == INVOICE_AMOUNT:
-            values["amount_msat"] = read_tu64(v, name)
-        elif t == INVOICE_FALLBACKS:
-            values["fallbacks"] = read_fallbacks(v, name)
-        elif t == INVOICE_FEATURES:
-            values["features"] = v
-        elif t == INVOICE_NODE_ID:
-            values["node_id"] = read_point(v, name)
-        elif t == SIGNATURE:
-            values["signature"] = read_fixed(v, 64, name)
-        else:
-            unknown.append((t, v))
+    values, unknown = read_fields(records, INVOICE_FIELDS, skip=lambda t: in_ranges(t, INVREQ_RANGES))
     _require(values, "amount_msat", "invoice_amount")
     _require(values, "created_at", "invoice_created_at")
     _require(values, "payment_hash", "invoice_payment_hash")
@@ -212,7 +176,7 @@ def parse_invoice(records: Sequence[TlvRecord]) -> Invoice:
         raise DecodeError("invoice_paths", "missing or empty")
     # BOLT #12: MUST reject the invoice if `invoice_blindedpay` is not present.
     _require(values, "blindedpay", "invoice_blindedpay")
-    return Invoice(request=request, unknown_records=tuple(unknown), **values)  # type: ignore[arg-type]
+    return Invoice(request=request, unknown_records=unknown, **values)
 
 
 def check_invoice(invoice: Invoice) -> None:

@@ -16,6 +16,20 @@ from dataclasses import dataclass, field, replace
 
 from lightspeed.bitcoin.network import BITCOIN
 from lightspeed.errors import DecodeError, UsageError
+from lightspeed.offers.field_table import (
+    BIP353_NAME,
+    PATHS,
+    POINT,
+    RAW,
+    SHA256,
+    SIGNATURE_64,
+    TU64,
+    UTF8,
+    Field,
+    TlvMessage,
+    read_fields,
+    write_fields,
+)
 from lightspeed.offers.merkle import merkle_root_of_records
 from lightspeed.offers.offer import Offer, check_offer, parse_offer_fields
 from lightspeed.offers.sign import public_key_of, sign_merkle_root, verify_merkle_root
@@ -40,21 +54,12 @@ from lightspeed.offers.tlv_fields import (
     check_features,
     check_point,
     check_unknown_even,
-    feature_bits,
     feature_field,
     field_name,
     in_ranges,
     is_signature_type,
-    read_bip353_name,
-    read_fixed,
-    read_paths,
-    read_point,
     read_records,
-    read_tu64,
-    read_utf8,
-    write_paths,
     write_records,
-    write_tu,
 )
 from lightspeed.onion.blinding import BlindedPath
 
@@ -64,7 +69,7 @@ INVREQ_KNOWN_FEATURES: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
-class InvoiceRequest:
+class InvoiceRequest(TlvMessage):
     """An ``invoice_request``: the mirrored ``offer`` fields plus the ``invreq_*`` fields.
 
     ``unknown_records`` holds unknown odd records outside the offer ranges (invreq range
@@ -85,14 +90,6 @@ class InvoiceRequest:
     unknown_records: tuple[tuple[int, bytes], ...] = ()
     signature: bytes | None = None
 
-    def __post_init__(self) -> None:
-        # Records are kept in type order, as on the wire, so equal messages compare equal.
-        object.__setattr__(self, "unknown_records", tuple(sorted(self.unknown_records)))
-
-    @property
-    def feature_bits(self) -> frozenset[int]:
-        return feature_bits(self.features or b"")
-
     @property
     def is_refund(self) -> bool:
         """BOLT #12: no `offer_issuer_id` or `offer_paths`: not a response to an offer."""
@@ -107,26 +104,9 @@ class InvoiceRequest:
         """All records; ``signatures=False`` leaves out the signature range (240-1000)."""
         out = self.offer.records()
         out += [(t, v) for t, v in self.unknown_records if signatures or not is_signature_type(t)]
-        if self.metadata is not None:
-            out.append((INVREQ_METADATA, self.metadata))
-        if self.chain is not None:
-            out.append((INVREQ_CHAIN, self.chain))
-        if self.amount_msat is not None:
-            out.append((INVREQ_AMOUNT, write_tu(self.amount_msat, 8, "invreq_amount")))
-        if self.features is not None:
-            out.append((INVREQ_FEATURES, self.features))
-        if self.quantity is not None:
-            out.append((INVREQ_QUANTITY, write_tu(self.quantity, 8, "invreq_quantity")))
-        if self.payer_id is not None:
-            out.append((INVREQ_PAYER_ID, check_point(self.payer_id, "invreq_payer_id")))
-        if self.payer_note is not None:
-            out.append((INVREQ_PAYER_NOTE, self.payer_note.encode()))
-        if self.paths is not None:
-            out.append((INVREQ_PATHS, write_paths(self.paths, "invreq_paths")))
-        if self.bip_353_name is not None:
-            out.append((INVREQ_BIP_353_NAME, self.bip_353_name.to_bytes()))
+        out += write_fields(self, INVREQ_FIELDS)
         if self.signature is not None and signatures:
-            out.append((SIGNATURE, self.signature))
+            out.append((SIGNATURE, SIGNATURE_64.write(self.signature, "signature")))
         return out
 
     def to_tlv(self) -> bytes:
@@ -162,39 +142,27 @@ class InvoiceRequest:
         return replace(unsigned, signature=sign_merkle_root(MESSAGE_NAME, root, payer_key, aux_rand=aux_rand))
 
 
+#: The invoice request's own fields and its signature, in type order.
+INVREQ_FIELDS: tuple[Field, ...] = (
+    Field(INVREQ_METADATA, "metadata", RAW),
+    Field(INVREQ_CHAIN, "chain", SHA256),
+    Field(INVREQ_AMOUNT, "amount_msat", TU64),
+    Field(INVREQ_FEATURES, "features", RAW),
+    Field(INVREQ_QUANTITY, "quantity", TU64),
+    Field(INVREQ_PAYER_ID, "payer_id", POINT),
+    Field(INVREQ_PAYER_NOTE, "payer_note", UTF8),
+    Field(INVREQ_PATHS, "paths", PATHS),
+    Field(INVREQ_BIP_353_NAME, "bip_353_name", BIP353_NAME),
+)
+_SIGNATURE_FIELD = Field(SIGNATURE, "signature", SIGNATURE_64)
+
+
 def parse_invoice_request_fields(records: Iterable[TlvRecord]) -> InvoiceRequest:
     """Read the offer and invoice request records field by field (no message rules)."""
     records = list(records)
-    values: dict[str, object] = {"offer": parse_offer_fields(records)}
-    unknown: list[tuple[int, bytes]] = []
-    for record in records:
-        t, v = record.type, record.value
-        if in_ranges(t, OFFER_RANGES):
-            continue
-        name = field_name(t)
-        if t == INVREQ_METADATA:
-            values["metadata"] = v
-        elif t == INVREQ_CHAIN:
-            values["chain"] = read_fixed(v, 32, name)
-        elif t == INVREQ_AMOUNT:
-            values["amount_msat"] = read_tu64(v, name)
-        elif t == INVREQ_FEATURES:
-            values["features"] = v
-        elif t == INVREQ_QUANTITY:
-            values["quantity"] = read_tu64(v, name)
-        elif t == INVREQ_PAYER_ID:
-            values["payer_id"] = read_point(v, name)
-        elif t == INVREQ_PAYER_NOTE:
-            values["payer_note"] = read_utf8(v, name)
-        elif t == INVREQ_PATHS:
-            values["paths"] = read_paths(v, name)
-        elif t == INVREQ_BIP_353_NAME:
-            values["bip_353_name"] = read_bip353_name(v, name)
-        elif t == SIGNATURE:
-            values["signature"] = read_fixed(v, 64, name)
-        else:
-            unknown.append((t, v))
-    return InvoiceRequest(unknown_records=tuple(unknown), **values)  # type: ignore[arg-type]
+    values, unknown = read_fields(records, (*INVREQ_FIELDS, _SIGNATURE_FIELD),
+                                  skip=lambda t: in_ranges(t, OFFER_RANGES))
+    return InvoiceRequest(offer=parse_offer_fields(records), unknown_records=unknown, **values)
 
 
 def check_invoice_request(invreq: InvoiceRequest) -> None:

@@ -16,6 +16,18 @@ from dataclasses import dataclass
 
 from lightspeed.bitcoin.network import BITCOIN
 from lightspeed.errors import DecodeError, UsageError
+from lightspeed.offers.field_table import (
+    CHAIN_HASHES,
+    PATHS,
+    POINT,
+    RAW,
+    TU64,
+    UTF8,
+    Field,
+    TlvMessage,
+    read_fields,
+    write_fields,
+)
 from lightspeed.offers.strings import HRP_OFFER, decode_string, encode_string
 from lightspeed.offers.tlv_fields import (
     OFFER_ABSOLUTE_EXPIRY,
@@ -33,21 +45,12 @@ from lightspeed.offers.tlv_fields import (
     OFFER_TYPES,
     TlvRecord,
     check_features,
-    check_point,
     check_unknown_even,
-    feature_bits,
     feature_field,
     field_name,
     in_ranges,
-    read_chain_hashes,
-    read_paths,
-    read_point,
     read_records,
-    read_tu64,
-    read_utf8,
-    write_paths,
     write_records,
-    write_tu,
 )
 from lightspeed.onion.blinding import BlindedPath
 
@@ -57,7 +60,7 @@ _ISO4217 = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
-class Offer:
+class Offer(TlvMessage):
     """The offer fields (types 1-79 and 1000000000-1999999999); ``None`` means absent.
 
     ``amount`` is in ``currency`` units (ISO 4217, minor units) when ``currency`` is set,
@@ -80,14 +83,6 @@ class Offer:
     issuer_id: bytes | None = None
     unknown_records: tuple[tuple[int, bytes], ...] = ()
 
-    def __post_init__(self) -> None:
-        # Records are kept in type order, as on the wire, so equal messages compare equal.
-        object.__setattr__(self, "unknown_records", tuple(sorted(self.unknown_records)))
-
-    @property
-    def feature_bits(self) -> frozenset[int]:
-        return feature_bits(self.features or b"")
-
     @property
     def amount_msat(self) -> int | None:
         """The amount in millisatoshi, or ``None`` when absent or in a fiat currency."""
@@ -109,32 +104,7 @@ class Offer:
 
     def records(self) -> list[tuple[int, bytes]]:
         """The TLV records of the offer fields (unsorted; the stream writer sorts)."""
-        out = list(self.unknown_records)
-        if self.chains is not None:
-            if any(len(c) != 32 for c in self.chains):
-                raise UsageError("offer_chains: every chain hash is 32 bytes")
-            out.append((OFFER_CHAINS, b"".join(self.chains)))
-        if self.metadata is not None:
-            out.append((OFFER_METADATA, self.metadata))
-        if self.currency is not None:
-            out.append((OFFER_CURRENCY, self.currency.encode()))
-        if self.amount is not None:
-            out.append((OFFER_AMOUNT, write_tu(self.amount, 8, "offer_amount")))
-        if self.description is not None:
-            out.append((OFFER_DESCRIPTION, self.description.encode()))
-        if self.features is not None:
-            out.append((OFFER_FEATURES, self.features))
-        if self.absolute_expiry is not None:
-            out.append((OFFER_ABSOLUTE_EXPIRY, write_tu(self.absolute_expiry, 8, "offer_absolute_expiry")))
-        if self.paths is not None:
-            out.append((OFFER_PATHS, write_paths(self.paths, "offer_paths")))
-        if self.issuer is not None:
-            out.append((OFFER_ISSUER, self.issuer.encode()))
-        if self.quantity_max is not None:
-            out.append((OFFER_QUANTITY_MAX, write_tu(self.quantity_max, 8, "offer_quantity_max")))
-        if self.issuer_id is not None:
-            out.append((OFFER_ISSUER_ID, check_point(self.issuer_id, "offer_issuer_id")))
-        return out
+        return list(self.unknown_records) + write_fields(self, OFFER_FIELDS)
 
     def to_tlv(self) -> bytes:
         return write_records(self.records())
@@ -144,40 +114,26 @@ class Offer:
         return encode_string(HRP_OFFER, self.to_tlv())
 
 
+#: The offer fields, in type order (BOLT #12 "TLV Fields for Offers").
+OFFER_FIELDS: tuple[Field, ...] = (
+    Field(OFFER_CHAINS, "chains", CHAIN_HASHES),
+    Field(OFFER_METADATA, "metadata", RAW),
+    Field(OFFER_CURRENCY, "currency", UTF8),
+    Field(OFFER_AMOUNT, "amount", TU64),
+    Field(OFFER_DESCRIPTION, "description", UTF8),
+    Field(OFFER_FEATURES, "features", RAW),
+    Field(OFFER_ABSOLUTE_EXPIRY, "absolute_expiry", TU64),
+    Field(OFFER_PATHS, "paths", PATHS),
+    Field(OFFER_ISSUER, "issuer", UTF8),
+    Field(OFFER_QUANTITY_MAX, "quantity_max", TU64),
+    Field(OFFER_ISSUER_ID, "issuer_id", POINT),
+)
+
+
 def parse_offer_fields(records: Iterable[TlvRecord]) -> Offer:
     """Read the offer-range records (others are ignored) into an :class:`Offer`, field by field."""
-    values: dict[str, object] = {}
-    unknown: list[tuple[int, bytes]] = []
-    for record in records:
-        t, v = record.type, record.value
-        if not in_ranges(t, OFFER_RANGES):
-            continue
-        name = field_name(t)
-        if t == OFFER_CHAINS:
-            values["chains"] = read_chain_hashes(v, name)
-        elif t == OFFER_METADATA:
-            values["metadata"] = v
-        elif t == OFFER_CURRENCY:
-            values["currency"] = read_utf8(v, name)
-        elif t == OFFER_AMOUNT:
-            values["amount"] = read_tu64(v, name)
-        elif t == OFFER_DESCRIPTION:
-            values["description"] = read_utf8(v, name)
-        elif t == OFFER_FEATURES:
-            values["features"] = v
-        elif t == OFFER_ABSOLUTE_EXPIRY:
-            values["absolute_expiry"] = read_tu64(v, name)
-        elif t == OFFER_PATHS:
-            values["paths"] = read_paths(v, name)
-        elif t == OFFER_ISSUER:
-            values["issuer"] = read_utf8(v, name)
-        elif t == OFFER_QUANTITY_MAX:
-            values["quantity_max"] = read_tu64(v, name)
-        elif t == OFFER_ISSUER_ID:
-            values["issuer_id"] = read_point(v, name)
-        else:
-            unknown.append((t, v))
-    return Offer(unknown_records=tuple(unknown), **values)  # type: ignore[arg-type]
+    values, unknown = read_fields(records, OFFER_FIELDS, skip=lambda t: not in_ranges(t, OFFER_RANGES))
+    return Offer(unknown_records=unknown, **values)
 
 
 def check_offer(offer: Offer) -> None:

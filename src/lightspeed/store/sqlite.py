@@ -18,6 +18,9 @@ raises :class:`~lightspeed.store.base.StoreCorrupt` naming the reason.
 
 Schema versions: 1 (the first), 2 (invoice expiry for pruning, the payment-secret
 index, closed-channel summaries). A version-1 store is upgraded in place on open.
+The ``pending_broadcasts`` table (transactions still to reach the chain) and ``payment_parts``
+(every HTLC of an outgoing payment still in flight) are created on open in any version: an
+older Lightspeed ignores them (and tracks a payment by its last HTLC), so they need no new version.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ CREATE TABLE IF NOT EXISTS onions (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, onion BLOB NOT NULL,
     PRIMARY KEY (channel_id, htlc_id));
 CREATE TABLE IF NOT EXISTS resolutions (channel_id BLOB PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_broadcasts (txid BLOB PRIMARY KEY, tx BLOB NOT NULL, what TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS payment_parts (
+    channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, payment_hash BLOB NOT NULL,
+    PRIMARY KEY (channel_id, htlc_id));
 CREATE TABLE IF NOT EXISTS incoming_htlcs (
     channel_id BLOB NOT NULL, htlc_id INTEGER NOT NULL, payment_hash BLOB NOT NULL,
     shared_secret BLOB NOT NULL, out_channel_id BLOB, out_htlc_id INTEGER, preimage BLOB, failure BLOB,
@@ -82,7 +89,8 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS invoices_by_secret ON invoices (payment_secret);
 CREATE INDEX IF NOT EXISTS unpaid_invoices_by_expiry ON invoices (expires_at) WHERE status = 'unpaid';
-CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status)
+CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status);
+CREATE INDEX IF NOT EXISTS payment_parts_by_hash ON payment_parts (payment_hash)
 """
 
 _INVOICE_COLUMNS = ("payment_hash, invoice, preimage, payment_secret, amount_msat, status, received_msat, "
@@ -381,6 +389,16 @@ class SqliteStore:
         return [PaymentRecord(*row) for row in self._read(
             f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' ORDER BY rowid")]
 
+    def put_payment_part(self, payment_hash: bytes, channel_id: bytes, htlc_id: int) -> None:
+        self._write("INSERT OR REPLACE INTO payment_parts VALUES (?, ?, ?)", (channel_id, htlc_id, payment_hash))
+
+    def delete_payment_part(self, channel_id: bytes, htlc_id: int) -> None:
+        self._write("DELETE FROM payment_parts WHERE channel_id = ? AND htlc_id = ?", (channel_id, htlc_id))
+
+    def payment_parts(self, payment_hash: bytes) -> list[tuple[bytes, int]]:
+        return [(bytes(c), int(h)) for c, h in self._read(
+            "SELECT channel_id, htlc_id FROM payment_parts WHERE payment_hash = ? ORDER BY rowid", (payment_hash,))]
+
     # -- onions --------------------------------------------------------------------------------
 
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None:
@@ -422,3 +440,14 @@ class SqliteStore:
 
     def resolutions(self) -> dict[bytes, bytes]:
         return {bytes(c): bytes(r) for c, r in self._read("SELECT channel_id, record FROM resolutions")}
+
+    # -- transactions still to broadcast (node.broadcast) ---------------------------------------
+
+    def put_broadcast(self, txid: bytes, tx: bytes, what: str) -> None:
+        self._write("INSERT OR REPLACE INTO pending_broadcasts VALUES (?, ?, ?)", (txid, tx, what))
+
+    def delete_broadcast(self, txid: bytes) -> None:
+        self._write("DELETE FROM pending_broadcasts WHERE txid = ?", (txid,))
+
+    def broadcasts(self) -> list[tuple[bytes, bytes, str]]:
+        return [(bytes(t), bytes(x), str(w)) for t, x, w in self._read("SELECT txid, tx, what FROM pending_broadcasts")]

@@ -18,21 +18,28 @@ loss, never on a process crash: a lost advance means a token could be served onc
 ``OFF`` leaves syncing to the OS.
 
 An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
+
+A full disk, a read-only file or an I/O error raises :class:`AllowanceStoreUnavailable` naming
+the file and the reason (the transaction is rolled back: nothing was written), never a raw
+``sqlite3`` error; the ASGI middleware answers 503.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from lightspeed.errors import UsageError
+from lightspeed.errors import UsageError, storage_fault
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
     AllowanceStore,
+    AllowanceStoreUnavailable,
     LaneState,
     Refund,
     RefundStatus,
@@ -106,14 +113,17 @@ class SqliteAllowanceStore:
                  busy_timeout_ms: int = 5000) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise UsageError(f"synchronous: {synchronous!r} is not one of {SYNCHRONOUS_MODES}")
-        self._db = sqlite3.connect(os.fspath(path), isolation_level=None,
-                                   timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        self.path = os.fspath(path)
+        with _faults(self.path):
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       timeout=busy_timeout_ms / 1000, check_same_thread=False)
         self._lock = threading.Lock()
         try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise UsageError(f"path: {path!s} cannot use WAL mode (journal_mode={mode})")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            with _faults(self.path):
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":
+                    raise UsageError(f"path: {path!s} cannot use WAL mode (journal_mode={mode})")
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
             with self._transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -123,7 +133,13 @@ class SqliteAllowanceStore:
             raise
 
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> _Transaction:
-        return _Transaction(self._db, self._lock, begin)
+        return _Transaction(self._db, self._lock, begin, self.path)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The connection's lock for a single read; file faults as AllowanceStoreUnavailable."""
+        with self._lock, _faults(self.path):
+            yield
 
     async def create(self, allowance_id: bytes, terms: bytes, expires_at: int,
                      anchors: Sequence[bytes], state: AllowanceState, *,
@@ -166,7 +182,7 @@ class SqliteAllowanceStore:
             tuple(LaneState(index, value) for index, value in lanes))
 
     async def lane(self, allowance_id: bytes, lane: int) -> LaneState | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT idx, value FROM lanes WHERE allowance_id = ? AND lane = ?",
                 (allowance_id, lane)).fetchone()
@@ -211,19 +227,19 @@ class SqliteAllowanceStore:
         return written == 1
 
     async def expiring(self, before: int, limit: int = 100) -> list[bytes]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT id FROM allowances WHERE status <> 'closed' AND expires_at < ? "
                 "ORDER BY expires_at LIMIT ?", (before, limit)).fetchall()
         return [row[0] for row in rows]
 
     async def unpaid_count(self) -> int:
-        with self._lock:
+        with self._reading():
             count: int = self._db.execute("SELECT count(*) FROM unpaid").fetchone()[0]
         return count
 
     async def unpaid_due(self, before: int, limit: int = 100) -> list[bytes]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute("SELECT id FROM unpaid WHERE until < ? ORDER BY until LIMIT ?",
                                     (before, limit)).fetchall()
         return [row[0] for row in rows]
@@ -239,7 +255,7 @@ class SqliteAllowanceStore:
         return deleted == 1
 
     async def refund(self, allowance_id: bytes) -> Refund | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason "
                 "FROM refunds WHERE allowance_id = ?", (allowance_id,)).fetchone()
@@ -266,7 +282,7 @@ class SqliteAllowanceStore:
         return True
 
     async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute("SELECT allowance_id FROM refunds WHERE status = 'in_flight' "
                                     "LIMIT ?", (limit,)).fetchall()
         return [row[0] for row in rows]
@@ -276,29 +292,61 @@ class SqliteAllowanceStore:
             self._db.close()
 
 
+@contextmanager
+def _faults(path: str) -> Iterator[None]:
+    """An SQLite error that says the file cannot be used (full, read-only, I/O) as AllowanceStoreUnavailable."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise AllowanceStoreUnavailable(path, fault) from None
+
+
 class _Transaction:
     """The connection's lock, then ``begin`` ... ``COMMIT`` (``ROLLBACK`` on error).
 
     ``BEGIN IMMEDIATE`` takes the database's write lock up front (waiting out other
-    processes up to the busy timeout); plain ``BEGIN`` reads one snapshot.
+    processes up to the busy timeout); plain ``BEGIN`` reads one snapshot. A file fault
+    (in the body or at the commit) rolls back and raises AllowanceStoreUnavailable.
     """
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, begin: str) -> None:
-        self._db, self._lock, self._begin = db, lock, begin
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, begin: str, path: str) -> None:
+        self._db, self._lock, self._begin, self._path = db, lock, begin, path
 
     def __enter__(self) -> None:
         self._lock.acquire()
         try:
-            self._db.execute(self._begin)
+            with _faults(self._path):
+                self._db.execute(self._begin)
         except BaseException:
             self._lock.release()
             raise
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, *_: object) -> None:
         try:
-            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+            if kind is None:
+                try:
+                    with _faults(self._path):
+                        self._db.execute("COMMIT")
+                    return
+                except BaseException:
+                    self._rollback()
+                    raise
+            self._rollback()
+            if isinstance(error, sqlite3.Error):
+                fault = storage_fault(error)
+                if fault is not None:
+                    raise AllowanceStoreUnavailable(self._path, fault) from None
         finally:
             self._lock.release()
+
+    def _rollback(self) -> None:
+        """SQLite may have rolled back by itself (a full disk): then there is nothing to undo."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
