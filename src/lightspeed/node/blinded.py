@@ -330,9 +330,7 @@ class BlindedPayments:
         node._guard(payment_hash)
         with node.store.transaction():
             node.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending"))
-        return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout,
-                               lambda part, total: None,  # type: ignore[arg-type,return-value]
-                               0, (), max_parts,
+        return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout, None, 0, (), max_parts,
                                runner=lambda: self._pay_parts(usable, amount_msat, payment_hash, timeout, max_parts))
 
     def _plan(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amounts: list[int],

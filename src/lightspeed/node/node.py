@@ -1188,7 +1188,7 @@ class Node:
         return amp.set_id
 
     async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
-                   shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
+                   shards_for: Callable[[int, int], _Shards] | None, min_final_cltv: int,
                    hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False,
                    runner: Callable[[], Awaitable[bytes]] | None = None) -> bytes:
         """Run the payment (a task that outlives ``timeout``), record its end, return the preimage.
@@ -1200,8 +1200,12 @@ class Node:
 
         async def run() -> None:
             try:
-                preimage = await (runner() if runner is not None else self._pay_parts(
-                    target, amount_msat, timeout, shards_for, min_final_cltv, hints, max_parts, exact_parts))
+                if runner is not None:
+                    preimage = await runner()
+                else:
+                    assert shards_for is not None
+                    preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv,
+                                                     hints, max_parts, exact_parts)
             except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
                 if not future.done():
                     future.set_exception(exc)
