@@ -115,6 +115,18 @@ def _open(chain: RegtestChain, payer: RunnerProcess, payee: RunnerProcess) -> No
         return
 
 
+def _wait_ready(*nodes: RunnerProcess, timeout: float = 60.0) -> None:
+    """Until every node sees its channels ready (a fixed sleep was too short on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [node.call("state")["channels"] for node in nodes]
+        if all(channels and all(c["ready"] for c in channels.values()) for channels in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"channels not ready after {timeout:.0f} s: {states}")
+        time.sleep(0.05)
+
+
 def two_processes(fsync: bool, counts: dict[str, int]) -> dict[str, dict[str, float]]:
     """Payments/s, latency and per-payment costs between two node processes, sequential and in flight."""
     results: dict[str, dict[str, float]] = {}
@@ -125,7 +137,7 @@ def two_processes(fsync: bool, counts: dict[str, int]) -> dict[str, dict[str, fl
         payer = RunnerProcess(Path(tmp) / "payer", chain_path, fsync=fsync)
         try:
             _open(chain, payer, payee)
-            time.sleep(0.2)  # let channel_ready settle both ways
+            _wait_ready(payer, payee)
             for mode, concurrency in (("sequential", 1), ("in_flight", IN_FLIGHT)):
                 count = counts[mode]
                 invoices = payee.call("invoices", amount_msat=TWO_PROCESS_AMOUNT_MSAT, count=count)["invoices"]

@@ -1,16 +1,19 @@
-"""BOLT 4: build a 5-hop and a 20-hop onion and peel one hop, Lightspeed vs pyln-proto in the same run.
+"""BOLT 4: build a 5-hop and a 20-hop onion and peel one hop, Lightspeed vs pyln-proto vs Electrum.
 
 Every hop payload has the same size, because pyln-proto only builds valid
-packets then (its filler is wrong for unequal sizes). Both builders produce
-byte-identical packets here, which the benchmark checks before timing.
+packets then (its filler is wrong for unequal sizes). All builders produce
+byte-identical packets here and all peelers the same next packet, which the
+benchmark checks before timing. Electrum runs in Debian's interpreter in a
+worker process (see ``_compare``); it encodes its hop payloads from dicts inside
+the timed call, as its payment code does.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -22,7 +25,18 @@ from pyln.proto.primitives import PublicKey as PylnPublicKey
 from pyln.proto.primitives import Secret
 from tests.support import pyln_compat
 
-from benchmarks._util import median_us, report
+from benchmarks._compare import (
+    Electrum,
+    Operation,
+    Side,
+    count,
+    done,
+    local,
+    machine,
+    measure,
+    parse_args,
+    report,
+)
 from lightspeed.codec.bigsize import encode_bigsize
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.onion import HopPayload, OnionPacket, build_onion, peel_onion
@@ -33,13 +47,14 @@ SESSION = b"\x41" * 32
 ASSOC = b"\x42" * 32
 
 
-def route(hops: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+def route(hops: int) -> tuple[list[bytes], list[bytes], list[bytes], list[dict[str, int]]]:
     privs = [bytes([i + 1]) * 32 for i in range(hops)]
     # a realistic intermediate payload: amount, expiry, channel (about 21 bytes each)
-    payloads = [HopPayload(amt_to_forward_msat=1_000_000 + i, outgoing_cltv_value=800_000 + i,
-                           short_channel_id=(700_000 << 40) | (i << 16)).to_bytes() for i in range(hops)]
+    fields = [{"amt_to_forward_msat": 1_000_000 + i, "outgoing_cltv_value": 800_000 + i,
+               "short_channel_id": (700_000 << 40) | (i << 16)} for i in range(hops)]
+    payloads = [HopPayload(**f).to_bytes() for f in fields]
     assert len({len(p) for p in payloads}) == 1
-    return privs, [pubkey_from_privkey(p) for p in privs], payloads
+    return privs, [pubkey_from_privkey(p) for p in privs], payloads, fields
 
 
 def ours_build(pubkeys: list[bytes], payloads: list[bytes]) -> Callable[[], bytes]:
@@ -58,30 +73,53 @@ def pyln_build(pubkeys: list[bytes], payloads: list[bytes]) -> Callable[[], byte
 
 
 def main() -> None:
-    rows: list[list[object]] = []
-    summary: dict[str, object] = {"benchmark": "onion"}
+    args = parse_args(__doc__.splitlines()[0])
+    start = machine()
+    electrum = None if args.no_electrum else Electrum()
+    use_electrum = electrum is not None and electrum.available
+    s = args.scale
+    ops: list[Operation] = []
     for hops in (5, 20):
-        _, pubkeys, payloads = route(hops)
+        _, pubkeys, payloads, fields = route(hops)
         ours, theirs = ours_build(pubkeys, payloads), pyln_build(pubkeys, payloads)
-        assert ours() == theirs(), "builders disagree"
-        t_ours = median_us(ours, 300)
-        t_pyln = median_us(theirs, 100 if hops == 20 else 200)
-        rows.append([f"build, {hops} hops", t_ours, t_pyln, f"{t_pyln / t_ours:.1f}x"])
-        summary[f"build_{hops}_hops_us"] = {"lightspeed": round(t_ours, 1), "pyln_proto": round(t_pyln, 1),
-                                            "ratio_pyln_over_ours": round(t_pyln / t_ours, 2)}
-    privs, pubkeys, payloads = route(5)
+        packet = ours()
+        assert theirs() == packet, "pyln-proto's packet differs from ours"
+        sides = [Side("lightspeed", local(ours), count(100, s)),
+                 Side("pyln-proto", local(theirs), count(20 if hops == 20 else 40, s))]
+        if use_electrum:
+            assert electrum is not None
+            params: dict[str, Any] = {"pubkeys": [k.hex() for k in pubkeys], "session_key": SESSION.hex(),
+                                      "associated_data": ASSOC.hex(), "hops": fields}
+            assert electrum.output("onion_build", params) == packet, "Electrum's packet differs from ours"
+            sides.append(electrum.side("onion_build", params, count(20 if hops == 20 else 40, s)))
+        ops.append(Operation(f"build, {hops} hops", sides))
+    privs, pubkeys, payloads, _ = route(5)
     raw = build_onion(SESSION, pubkeys, payloads, ASSOC).packet.to_bytes()
-    packet = OnionPacket.from_bytes(raw)
     pyln_packet, pyln_key = RoutingOnion.from_bin(raw), PylnPrivateKey(privs[0])
-    assert peel_onion(packet, privs[0], ASSOC).payload == payloads[0]
-    t_ours = median_us(lambda: peel_onion(OnionPacket.from_bytes(raw), privs[0], ASSOC), 2000, warmup=50)
-    t_pyln = median_us(lambda: pyln_packet.unwrap(pyln_key, ASSOC), 2000, warmup=50)
-    rows.append(["peel one hop (parse + unwrap)", t_ours, t_pyln, f"{t_pyln / t_ours:.1f}x"])
-    summary["peel_one_hop_us"] = {"lightspeed": round(t_ours, 1), "pyln_proto": round(t_pyln, 1),
-                                  "ratio_pyln_over_ours": round(t_pyln / t_ours, 2)}
-    summary["cpu_count"] = os.cpu_count()
-    report("BOLT 4 onion, median µs (equal-size payloads so pyln-proto's packet is valid)",
-           ["operation", "lightspeed", "pyln-proto", "pyln/ours"], rows, summary)
+    peeled = peel_onion(OnionPacket.from_bytes(raw), privs[0], ASSOC)
+    assert peeled.payload == payloads[0] and peeled.next_packet is not None
+    next_packet = peeled.next_packet.to_bytes()
+    sides = [Side("lightspeed", local(lambda: peel_onion(OnionPacket.from_bytes(raw), privs[0], ASSOC)), count(1000, s)),
+             Side("pyln-proto", local(lambda: pyln_packet.unwrap(pyln_key, ASSOC)), count(1000, s))]
+    if use_electrum:
+        assert electrum is not None
+        params = {"packet": raw.hex(), "privkey": privs[0].hex(), "associated_data": ASSOC.hex()}
+        assert electrum.output("onion_peel", params) == next_packet, "Electrum's next packet differs from ours"
+        sides.append(electrum.side("onion_peel", params, count(300, s)))
+    ops.append(Operation("peel one hop (parse + unwrap)", sides,
+                         "pyln-proto's unwrap takes a packet parsed before the loop; the others parse in it"))
+    results = measure(ops, args.windows)
+    peers = {"pyln-proto": _version("pyln-proto")}
+    if electrum is not None:
+        peers["electrum"] = electrum.version or f"left out: {electrum.unavailable}"
+    report("onion", "BOLT 4 onion: µs per packet (equal-size payloads so pyln-proto's packet is valid)",
+           ops, results, start, args, peers=peers)
+    done(electrum)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+    return version(dist)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,10 @@ def valid_value(schema: dict[str, Any], name: str, harness: Harness) -> st.Searc
         return st.sampled_from([harness.peer_port, harness.closed_port])
     if name == "invoice":
         return st.one_of(st.sampled_from(harness.invoices), st.text(min_size=1, max_size=80))
+    if name == "destination":  # an onion message's: node ids no path leads to, and bytes of any length
+        return st.one_of(_point_hex(), st.binary(min_size=1, max_size=300).map(bytes.hex))
+    if schema.get("type") == "boolean":
+        return st.booleans()
     if "pattern" in schema:
         size = int(re.search(r"\{(\d+)\}", schema["pattern"]).group(1)) // 2  # type: ignore[union-attr]
         return st.binary(min_size=size, max_size=size).map(bytes.hex)
@@ -236,4 +240,4 @@ def test_no_request_makes_the_api_fail(harness: Harness, method: str, path: str,
 
 def test_every_operation_is_probed() -> None:
     """The fuzz covers what the document lists, and the document lists every route (test_api checks that)."""
-    assert len(OPERATIONS) == len(ENDPOINTS) == 18  # with the two route-blinding routes (api/blinded.py)
+    assert len(OPERATIONS) == len(ENDPOINTS) == 23  # 21 + the two route-blinding routes (api/blinded.py)

@@ -396,6 +396,10 @@ class Chain:
         """Mine ``blocks`` blocks (they confirm the mempool); the new height."""
         return int(self._cli("mine", str(blocks))["height"])
 
+    def set_feerate(self, feerate_per_kw: int) -> None:
+        """The chain's fee estimate for every process (our Electrum server answers it too); 0: the default."""
+        self._cli("set-feerate", str(feerate_per_kw))
+
     def send(self, address: str, amount_sat: int) -> str:
         """Pay ``address`` from the faucet, confirmed by one block; the txid."""
         return str(self._cli("send", address, str(amount_sat))["txid"])
@@ -410,7 +414,7 @@ class Chain:
         return self.reader.tip()[0]
 
     def transaction(self, txid_hex: str) -> Any:
-        """(Transaction, height or None if in the mempool), or None."""
+        """(Transaction, confirmations or None if in the mempool), or None."""
         return self.reader.get_transaction(bytes.fromhex(txid_hex)[::-1])
 
     def spender(self, txid_hex: str, index: int) -> Any:

@@ -10,6 +10,7 @@ runs alone too; the channels the payment cases share are opened once (``channels
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from lightspeed.bitcoin.tx import Transaction
+from lightspeed.node.settings import ChannelSettings
 from tests.interop.electrum_harness import (
+    ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
     ElectrumWallet,
     InteropNet,
@@ -35,6 +38,7 @@ ANCHOR_SAT = 330
 
 @pytest.fixture(scope="module", params=[
     pytest.param("4.3.4", marks=pytest.mark.xdist_group("electrum-4.3.4")),
+    pytest.param("4.8.1", marks=pytest.mark.xdist_group("electrum-4.8.1")),
 ])
 def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteropNet]:
     release = release_or_skip(request.param)
@@ -212,8 +216,9 @@ def test_channel_type_is_agreed(net: InteropNet, channels: Pair) -> None:
         to_local = [o for o in mains if o.value_sat == want_to_local]
         assert to_remote and to_local, (ctx.outputs, local_msat, remote_msat, fee_sat)
         assert len(to_local[0].script_pubkey) == 34  # P2WSH: revocation or CSV delay
-        if net.release.anchors:
+        if net.release.anchors:  # BOLT 3 option_anchors: to_remote is a CSV-1 P2WSH, two P2WSH anchors
             assert len(anchors) == 2 and len(to_remote[0].script_pubkey) == 34
+            assert all(len(a.script_pubkey) == 34 and a.script_pubkey[:2] == b"\x00\x20" for a in anchors)
         else:
             assert not anchors and len(to_remote[0].script_pubkey) == 22
         assert electrum_view(wallet, point) == (el_sat, ls_sat)
@@ -370,3 +375,169 @@ def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
     assert net.lightspeed.channel(a)["state"] == "closed"
     wait_for("alice to see the channel redeemed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
 
+
+
+# -- anchor channels (Electrum 4.8.1) -----------------------------------------------------------------
+
+# The cases below need Electrum 4.8.1: 4.3.4 opens no anchor channel and, on regtest, keeps one
+# hard-coded feerate (it sends no update_fee for a changed estimate).
+only_481 = pytest.mark.parametrize("net", [pytest.param("4.8.1", marks=pytest.mark.xdist_group("electrum-4.8.1"))],
+                                   indirect=True)
+# BOLT 3: the weight of a commitment under option_anchors with no HTLC output.
+ANCHOR_COMMITMENT_WEIGHT = 1124
+ELECTRUM_FEE_TARGETS = (1, 2, 5, 10, 25, 144, 1008)  # the block targets Electrum keeps an estimate for
+SERVER_SAT_PER_KVB = 253 * 4  # what our Electrum server answers to blockchain.estimatefee (the chain's 253 sat/kw)
+
+
+@contextlib.contextmanager
+def fee_estimate(wallet: ElectrumWallet, sat_per_kvb: int) -> Iterator[None]:
+    """Electrum believes the chain's fee estimate is ``sat_per_kvb`` at every target (regtest commands).
+
+    Electrum reacts as to a real change: update_fee on the channels it funded, CPFP of a commitment
+    of its own that now pays too little. Afterwards it gets the server's estimate back.
+    """
+    wallet.rpc("setconfig", key="test_disable_automatic_fee_eta_update", value="true")
+    wallet.rpc("test_inject_fee_etas", fee_est=str(dict.fromkeys(ELECTRUM_FEE_TARGETS, sat_per_kvb)))
+    try:
+        yield
+    finally:
+        wallet.rpc("test_inject_fee_etas", fee_est=str(dict.fromkeys(ELECTRUM_FEE_TARGETS, SERVER_SAT_PER_KVB)))
+        wallet.rpc("setconfig", key="test_disable_automatic_fee_eta_update", value="false")
+
+
+def commitment_fee(tx: Transaction) -> int:
+    """The fee of a commitment of a CAPACITY_SAT channel (the funding output is its one input)."""
+    return CAPACITY_SAT - sum(o.value_sat for o in tx.outputs)
+
+
+def anchor_indexes(tx: Transaction) -> list[int]:
+    return [i for i, o in enumerate(tx.outputs) if o.value_sat == ANCHOR_SAT]
+
+
+@only_481
+def test_update_fee_from_electrum_then_force_close_by_lightspeed(net: InteropNet) -> None:
+    """alice raises the feerate (update_fee): Lightspeed accepts it, both commitments carry it;
+    Lightspeed then broadcasts its commitment and each side sweeps its output after its CSV delay."""
+    a = open_from_electrum(net, net.alice, push_sat=300_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+    start_fee = commitment_fee(ctx_of(net.alice, a))
+    # Electrum's anchor-channel feerate: the 1008-block estimate (at least 5 sat/vB) in sat/kw, plus half
+    feerate_per_kw = 40_000 // 4 * 3 // 2
+    want_fee = feerate_per_kw * ANCHOR_COMMITMENT_WEIGHT // 1000
+    assert start_fee < want_fee
+    with fee_estimate(net.alice, 40_000):
+        # Electrum's commitment at the new feerate, signed by Lightspeed, comes after Lightspeed's
+        # revoke_and_ack of its own commitment at that feerate (BOLT 2 update order)
+        wait_for("alice's commitment at the new feerate", lambda: commitment_fee(ctx_of(net.alice, a)) == want_fee, 30)
+        settled(net, net.alice, a, (CAPACITY_SAT - 300_000) * 1000)
+        ls_before = net.lightspeed.call("balance")["onchain_sat"]
+        alice_before = net.alice.balance()["confirmed"]
+        closed = net.lightspeed.call("close", net.lightspeed.channel(a)["channel_id"], "--force")
+        commitment_txid = closed["closing_txid"]
+        commitment = tx_of(net, commitment_txid)
+        # Lightspeed's commitment: the same feerate; its balance exactly; alice's less fee and anchors
+        assert commitment_fee(commitment) == want_fee
+        assert len(anchor_indexes(commitment)) == 2
+        to_local = output_paying(commitment, 300_000)
+        to_remote_sat = CAPACITY_SAT - 300_000 - want_fee - 2 * ANCHOR_SAT
+        to_remote = output_paying(commitment, to_remote_sat)
+        net.mine(1)
+        # alice's to_remote is a P2WSH with a 1-block CSV under anchors: swept once the commitment confirmed
+        alice_sweep = swept(net, commitment_txid, to_remote)
+        spending = next(i for i in alice_sweep.inputs if i.prevout.txid[::-1].hex() == commitment_txid)
+        assert spending.sequence == 1
+        assert len(alice_sweep.outputs) == 1 and to_remote_sat - 25_000 < alice_sweep.outputs[0].value_sat < to_remote_sat
+        wait_for("alice's wallet to get her sweep", lambda: net.alice.balance()["confirmed"]
+                 == alice_before + alice_sweep.outputs[0].value_sat)
+    # Lightspeed's to_local waits alice's to_self_delay: BIP 68 lets the sweep into the block that
+    # gives the commitment DELAY confirmations, so with DELAY - 1 none may be in the mempool yet
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    ls_sweep = swept(net, commitment_txid, to_local)
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+    wait_for("alice to see the channel closed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
+
+
+@only_481
+def test_electrum_cpfps_its_commitment_through_its_anchor(net: InteropNet) -> None:
+    """alice force-closes; her commitment then pays less than her fee estimate: she spends her anchor
+    in a child that pays for both (CPFP), and the chain mines the two together."""
+    a = open_from_electrum(net, net.alice, push_sat=200_000)
+    settled(net, net.alice, a, (CAPACITY_SAT - 200_000) * 1000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    commitment_txid = net.alice.close_channel(a, force=True)
+    wait_for("alice's commitment in the mempool", lambda: commitment_txid in net.chain.mempool(), 30)
+    commitment = tx_of(net, commitment_txid)
+    parent_fee = commitment_fee(commitment)
+    anchors = anchor_indexes(commitment)
+    assert len(anchors) == 2
+    with fee_estimate(net.alice, 40_000):  # 40 sat/vB: the commitment pays about 7.5
+        assert parent_fee * 1000 // commitment.vsize < 40_000
+
+        def cpfp() -> Transaction | None:
+            return next((s for i in anchors if (s := net.chain.spender(commitment_txid, i)) is not None), None)
+
+        child: Transaction = wait_for("alice's CPFP through her anchor", cpfp, 60)
+    spent = [net.chain.transaction(i.prevout.txid[::-1].hex())[0].outputs[i.prevout.index].value_sat
+             for i in child.inputs]
+    child_fee = sum(spent) - sum(o.value_sat for o in child.outputs)
+    assert len(child.inputs) >= 2  # the anchor's 330 sat cannot pay: a wallet coin joins it
+    package_rate = (parent_fee + child_fee) * 1000 // (commitment.vsize + child.vsize)
+    assert package_rate > parent_fee * 1000 // commitment.vsize, (parent_fee, child_fee)
+    net.mine(1)
+    assert net.chain.transaction(commitment_txid)[1] == net.chain.transaction(child.txid_hex)[1] == 1  # confirmations
+    ls_sweep = swept(net, commitment_txid, output_paying(commitment, 200_000))
+    assert len(ls_sweep.outputs) == 1 and 200_000 - 5_000 < ls_sweep.outputs[0].value_sat < 200_000
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before + ls_sweep.outputs[0].value_sat)
+
+
+@only_481
+def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> None:
+    """Lightspeed signed its commitment to bob at 2,500 sat/kw, then the chain asks 5,000: its force close
+    sends the commitment with a child spending its anchor (one package, mined together); bob sweeps his
+    to_remote after its 1-block CSV, Lightspeed its to_local after bob's to_self_delay."""
+    b = open_from_lightspeed(net, net.bob, push_sat=200_000)
+    settled(net, net.bob, b, 200_000_000)
+    ls_before = net.lightspeed.call("balance")["onchain_sat"]
+    bob_before = net.bob.balance()["confirmed"]
+    target = 5_000
+    net.chain.set_feerate(target)
+    try:
+        closed = net.lightspeed.call("close", net.lightspeed.channel(b)["channel_id"], "--force")
+        commitment_txid = closed["closing_txid"]
+        commitment = tx_of(net, commitment_txid)
+        parent_fee = commitment_fee(commitment)
+        # BOLT 3: the fee at the feerate Lightspeed opened with, below what the chain asks now
+        assert parent_fee == ChannelSettings().feerate_per_kw * ANCHOR_COMMITMENT_WEIGHT // 1000
+        assert ChannelSettings().feerate_per_kw < target
+        # Lightspeed's child is in the mempool with its parent at once (bob may add his own later)
+        children = [s for i in anchor_indexes(commitment) if (s := net.chain.spender(commitment_txid, i))]
+        assert len(children) == 1, children
+        child = children[0]
+        spent = [tx_of(net, i.prevout.txid[::-1].hex()).outputs[i.prevout.index].value_sat for i in child.inputs]
+        child_fee = sum(spent) - sum(o.value_sat for o in child.outputs)
+        assert target * (commitment.weight + child.weight) <= (parent_fee + child_fee) * 1000
+        net.mine(1)
+        assert net.chain.transaction(commitment_txid)[1] == net.chain.transaction(child.txid_hex)[1] == 1
+        wait_for("Lightspeed's wallet after the CPFP", lambda: net.lightspeed.call("balance")["onchain_sat"]
+                 == ls_before - child_fee + ANCHOR_SAT)
+        to_remote = output_paying(commitment, 200_000)  # bob's balance exactly: Lightspeed funded the channel
+        to_local_sat = CAPACITY_SAT - 200_000 - parent_fee - 2 * ANCHOR_SAT
+        to_local = output_paying(commitment, to_local_sat)
+        bob_sweep = swept(net, commitment_txid, to_remote)
+        assert len(bob_sweep.outputs) == 1 and 200_000 - 25_000 < bob_sweep.outputs[0].value_sat < 200_000
+        wait_for("bob's wallet to get his sweep", lambda: net.bob.balance()["confirmed"]
+                 == bob_before + bob_sweep.outputs[0].value_sat)
+    finally:
+        net.chain.set_feerate(0)
+    net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
+    assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
+    net.mine(1)
+    ls_sweep = swept(net, commitment_txid, to_local)
+    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
+    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
+             == ls_before - child_fee + ANCHOR_SAT + ls_sweep.outputs[0].value_sat)

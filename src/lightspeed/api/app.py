@@ -30,6 +30,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightspeed.api import handlers as h
+from lightspeed.api import offer_handlers as of
+from lightspeed.api import onion_handlers as om
 from lightspeed.api.blinded import endpoints as blinded_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
@@ -86,6 +88,15 @@ INVOICE: Schema = {"type": "object", "properties": {
     "description": _NULLABLE_STR, "created_at": _NULLABLE_INT, "expires_at": _NULLABLE_INT,
     "status": {"enum": ["unpaid", "paid", "expired"]}, "paid_at": _NULLABLE_INT,
     "received_msat": _NULLABLE_INT}}
+
+
+ONION_RECORD: Schema = {"type": "object", "properties": {"type": {"type": "integer"}, "hex": {"type": "string"}}}
+ONION_SENT: Schema = {"type": "object", "properties": {
+    "first_hop": _NULLABLE_STR, "hops": _NULLABLE_INT, "delivered_locally": {"type": "boolean"},
+    "reply": {"type": ["object", "null"], "properties": {
+        "records": {"type": "array", "items": ONION_RECORD}, "path_id": _NULLABLE_STR,
+        "reply_path": _NULLABLE_STR, "is_reply": {"type": "boolean"}}}}}
+MAX_BLINDED_PATH_BYTES = 32_768  # far above any path that fits in an onion message
 
 
 def _list_of(key: str, item: Schema) -> Schema:
@@ -152,6 +163,62 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              h.pay, PAYMENT,
              body=obj({"invoice": string("a BOLT 11 invoice", 1, MAX_INVOICE_LENGTH),
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
+    Endpoint("POST", "/v1/onion-messages", "sendOnionMessage",
+             "Send an onion message (BOLT 4) to a node id (routed over nodes that relay onion messages) or "
+             "along a blinded path; with reply_path, wait up to timeout_s for the reply (null if none came)",
+             om.send_onion_message, ONION_SENT,
+             body=obj({"destination": {"type": "string", "pattern": "^([0-9a-fA-F]{2})+$",
+                                       "maxLength": 2 * MAX_BLINDED_PATH_BYTES,
+                                       "description": "a node id or a blinded_path, in hex"},
+                       "tlv_type": integer("the final-hop payload field's type (BOLT 4: 64 and above)",
+                                           64, 2**64 - 1),
+                       "value": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$", "maxLength": 2 * 16_000,
+                                 "description": "the payload field's value, in hex"},
+                       "reply_path": {"type": "boolean", "description": "add a reply path and wait for the reply"},
+                       "timeout_s": integer("how long to wait for a reply, all attempts together", 1, 120),
+                       "attempts": integer("messages sent (each with a new reply path) until one is answered",
+                                           1, 10)},
+                      ["destination", "tlv_type"])),
+    Endpoint("POST", "/v1/onion-messages/blinded-path", "createOnionMessagePath",
+             "A blinded path through one of our peers to this node, for others to send onion messages to",
+             om.blinded_path, {"type": "object", "properties": {
+                 "blinded_path": {"type": "string"}, "introduction_node": {"type": "string"},
+                 "path_id": {"type": "string"}}}, status=201),
+    Endpoint("GET", "/v1/onion-messages/stats", "onionMessageStats",
+             "Onion messages received, relayed, sent and dropped (by reason, and rate-limited by peer), "
+             "and the latest received", om.onion_message_stats, {"type": "object", "properties": {
+                 "received": {"type": "integer"}, "relayed": {"type": "integer"}, "sent": {"type": "integer"},
+                 "replies": {"type": "integer"}, "unhandled": {"type": "integer"}, "dropped": {"type": "integer"},
+                 "dropped_by_reason": {"type": "object"}, "rate_limited_by_peer": {"type": "object"},
+                 "recent": {"type": "array", "items": {"type": "object"}}}}),
+    Endpoint("POST", "/v1/offers", "createOffer",
+             "Make a BOLT 12 offer of this node (offer_issuer_id is the node id); invoice requests for it "
+             "are answered over onion messages, also after a restart (the offer's metadata authenticates it)",
+             of.create_offer, {"type": "object", "properties": {
+                 "offer": {"type": "string"}, "amount_msat": _NULLABLE_INT, "description": _NULLABLE_STR,
+                 "absolute_expiry": _NULLABLE_INT, "quantity_max": _NULLABLE_INT, "issuer_id": {"type": "string"}}},
+             status=201,
+             body=obj({"description": string("what the offer is for", 1, max_utf8_bytes=639),
+                       "amount_msat": integer("price per item (absent: the payer chooses)", 1, 2**53),
+                       "absolute_expiry": integer("unix seconds after which the offer is refused", 0, 2**63 - 1),
+                       "quantity_max": integer("most items one invoice may be for (0: no limit)", 0, 2**63 - 1),
+                       "issuer": string("who makes the offer", 1, max_utf8_bytes=639)},
+                      ["description"])),
+    Endpoint("POST", "/v1/offers/fetch-invoice", "fetchInvoice",
+             "Request an invoice for a BOLT 12 offer over onion messages (with retries) and check it against "
+             "the request; the payee's invoice_error is a 409 naming its reason",
+             of.fetch_invoice, {"type": "object", "properties": {
+                 "invoice": {"type": "string"}, "amount_msat": {"type": "integer"},
+                 "payment_hash": {"type": "string"}, "node_id": {"type": "string"},
+                 "created_at": {"type": "integer"}, "expires_at": {"type": "integer"},
+                 "quantity": _NULLABLE_INT, "payer_note": _NULLABLE_STR, "elapsed_ms": {"type": "integer"}}},
+             body=obj({"offer": string("a BOLT 12 offer (lno1...)", 1, 7089),
+                       "amount_msat": integer("the amount to request (required when the offer has none)", 1, 2**53),
+                       "quantity": integer("items, for an offer with offer_quantity_max", 1, 2**63 - 1),
+                       "payer_note": string("a note for the payee", 0, max_utf8_bytes=639),
+                       "timeout_s": integer("how long to wait for the invoice, all attempts together", 1, 120),
+                       "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
+                      ["offer"])),
     Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
              h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,

@@ -81,6 +81,7 @@ FIXED_BLOCK_INTERVAL_S = 600
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0 with blocks = a file of the pre-genesis-fix format
 
 Clock = Callable[[], float]
+_HAS_SETTINGS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -247,7 +248,26 @@ class RegtestChain:
         return out
 
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
-        return DEFAULT_FEERATE_PER_KW
+        """DEFAULT_FEERATE_PER_KW, or what :meth:`set_fee_estimate` put in the file (for every target)."""
+        with busy_errors(self.path):
+            if self._db.execute(_HAS_SETTINGS).fetchone() is None:  # no estimate was ever set
+                return DEFAULT_FEERATE_PER_KW
+            row = self._db.execute("SELECT value FROM settings WHERE key = 'feerate_per_kw'").fetchone()
+        return DEFAULT_FEERATE_PER_KW if row is None else int(row[0])
+
+    def set_fee_estimate(self, feerate_per_kw: int | None) -> None:
+        """Make every process on this file estimate ``feerate_per_kw`` (None: the default again).
+
+        A regtest chain has no fee market; this is how a test plays one (a commitment that pays
+        less than the estimate, a peer's update_fee). Fees are still not enforced when mining.
+        """
+        if feerate_per_kw is not None and not 253 <= feerate_per_kw <= 10_000_000:
+            raise UsageError(f"feerate_per_kw: {feerate_per_kw} is outside 253..10000000")
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            db.execute("DELETE FROM settings WHERE key = 'feerate_per_kw'")
+            if feerate_per_kw is not None:
+                db.execute("INSERT INTO settings (key, value) VALUES ('feerate_per_kw', ?)", (feerate_per_kw,))
 
     def mempool(self) -> list[bytes]:
         rows = self._read("SELECT txid FROM txs WHERE height IS NULL ORDER BY rowid")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from lightspeed.cli.common import json_text
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
 from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp, three_nodes_multihop
 from lightspeed.cli.demo_micro import paid_api_calls
@@ -141,9 +139,16 @@ COMING = [
 ]
 
 
-def run_scenarios() -> list[ScenarioResult]:
+def run_scenarios(progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
+    """Run every scenario; ``progress`` hears of each as it starts and ends (the demo takes a while).
+
+    Ctrl-C is not a scenario's failure: KeyboardInterrupt (asyncio.run turns the cancelled main
+    task into one) is not an ``Exception`` and stops the demo.
+    """
     results = []
-    for name, scenario in SCENARIOS:
+    for i, (name, scenario) in enumerate(SCENARIOS, 1):
+        if progress:
+            progress(f"[{i}/{len(SCENARIOS)}] {name} ...")
         start = time.perf_counter()
         try:
             details = scenario()
@@ -151,16 +156,52 @@ def run_scenarios() -> list[ScenarioResult]:
         except Exception as exc:  # a demo reports failures, it does not crash
             details, ok = {"error": f"{type(exc).__name__}: {exc}"}, False
         results.append(ScenarioResult(name, ok, (time.perf_counter() - start) * 1000, details))
+        if progress:
+            progress(f"[{i}/{len(SCENARIOS)}] {'ok' if ok else 'FAILED'} in {results[-1].elapsed_ms:,.0f} ms")
     return results
+
+
+def _detail(value: Any) -> str:
+    """A value for people: long hex shortened (the JSON has it whole), lists with spaces."""
+    if isinstance(value, str) and len(value) > 16 and all(c in "0123456789abcdef" for c in value):
+        return value[:10] + "…"
+    if isinstance(value, list):
+        return "[" + ", ".join(_detail(v) for v in value) + "]"
+    return str(value)
+
+
+def results_table(results: list[ScenarioResult]) -> Any:
+    """The demo's table. A detail is "name: value" so that a narrow terminal wraps between
+    the two, never inside a number (rich shortens or folds a word wider than its column)."""
+    from rich.table import Table
+
+    table = Table(title="Lightspeed demo")
+    table.add_column("scenario")
+    table.add_column("outcome", no_wrap=True)
+    elapsed = [f"{r.elapsed_ms:,.1f}" for r in results]
+    table.add_column("ms", justify="right", no_wrap=True, min_width=max(map(len, elapsed), default=2))
+    table.add_column("what happened", overflow="fold")
+    for r, ms in zip(results, elapsed, strict=True):
+        outcome = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        details = ", ".join(f"{k}: {_detail(v)}" for k, v in r.details.items() if k != "invoice")
+        table.add_row(r.name, outcome, ms, details)
+    return table
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def demo(as_json: bool) -> None:
-    """Run the embedded network end to end and show what happened."""
-    results = run_scenarios()
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def demo(as_json: bool, quiet: bool) -> None:
+    """Run the embedded network end to end and show what happened (progress on stderr as it runs).
+
+    \b
+    Example:
+      lightspeed demo
+      lightspeed demo --json -q | python3 -m json.tool
+    """
+    results = run_scenarios(None if quiet else lambda line: click.echo(line, err=True))
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "scenarios": [
                 {"name": r.name, "ok": r.ok, "elapsed_ms": round(r.elapsed_ms, 3), **r.details}
                 for r in results
@@ -168,17 +209,10 @@ def demo(as_json: bool) -> None:
             "coming": COMING,
         }))
     else:
+        from rich.console import Console
+
         console = Console()
-        table = Table(title="Lightspeed demo")
-        table.add_column("scenario")
-        table.add_column("outcome")
-        table.add_column("ms", justify="right")
-        table.add_column("what happened")
-        for r in results:
-            outcome = "[green]ok[/]" if r.ok else "[red]failed[/]"
-            details = ", ".join(f"{k}={v}" for k, v in r.details.items() if k != "invoice")
-            table.add_row(r.name, outcome, f"{r.elapsed_ms:.1f}", details)
-        console.print(table)
+        console.print(results_table(results))
         for r in results:
             if "invoice" in r.details:
                 console.print(f"[bold]{r.name}[/]: {r.details['invoice']}", soft_wrap=True)

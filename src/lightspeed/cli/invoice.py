@@ -1,27 +1,22 @@
-"""``lightspeed invoice``: decode, encode and create BOLT 11 invoices (JSON at the edge)."""
+"""``lightspeed invoice``: decode, encode and create BOLT 11 invoices (JSON at the edge).
+
+The invoice code is imported when a subcommand runs, not when ``lightspeed`` starts.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import NoReturn
 
 import click
 
-from lightspeed.bitcoin.network import NETWORKS, network_by_name
-from lightspeed.crypto.hashes import sha256
+from lightspeed.cli.common import Amount, datadir_option, fail, print_json, with_example
 from lightspeed.errors import LightspeedError
-from lightspeed.invoice import build_invoice, decode
-from lightspeed.invoice.encode import DEFAULT_FEATURES
-from lightspeed.invoice.jsonfmt import invoice_to_json, unsigned_from_json
 
+NETWORK_NAMES = ("bitcoin", "testnet", "signet", "regtest")  # lightspeed.bitcoin.network.NETWORKS
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: <message>`` on stderr and exit: the CLI's only way to report bad input."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+__all__ = ["fail", "invoice"]
 
 
 def _privkey(hex_text: str) -> bytes:
@@ -47,27 +42,44 @@ def _hex_option(name: str, value: str | None, length: int) -> bytes | None:
 
 
 @click.group()
+@datadir_option
 def invoice() -> None:
-    """BOLT 11 invoices: decode, encode, create."""
+    """BOLT 11 invoices: decode, encode, create offline; new, list, settle, cancel on a daemon.
+
+    \b
+    Example:
+      lightspeed invoice decode lnbcrt2500u1p...
+      lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat "a book"
+    """
 
 
 @invoice.command("decode")
 @click.argument("text")
+@with_example("lightspeed invoice decode lnbcrt2500u1p...",
+              "lightspeed invoice decode - < invoice.txt")
 def decode_command(text: str) -> None:
     """Decode INVOICE and print it as one JSON object ("-" reads it from stdin)."""
+    from lightspeed.invoice import decode
+    from lightspeed.invoice.jsonfmt import invoice_to_json
+
     if text == "-":
         text = sys.stdin.read()
     try:
         decoded = decode(text)
     except LightspeedError as exc:
         fail(str(exc))
-    click.echo(json.dumps(invoice_to_json(decoded)))
+    print_json(invoice_to_json(decoded))
 
 
 @invoice.command("encode")
 @click.option("--privkey", required=True, help="The payee's 32-byte private key, hex.")
+@with_example("lightspeed invoice decode $INVOICE | lightspeed invoice encode --privkey $KEY")
 def encode_command(privkey: str) -> None:
     """Read invoice JSON (as printed by decode) on stdin and print the signed invoice."""
+    import json
+
+    from lightspeed.invoice.jsonfmt import unsigned_from_json
+
     key = _privkey(privkey)
     try:
         obj = json.loads(sys.stdin.read())
@@ -81,7 +93,8 @@ def encode_command(privkey: str) -> None:
 
 @invoice.command("create")
 @click.option("--privkey", required=True, help="The payee's 32-byte private key, hex.")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Amount; omit for any amount.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="Amount (msat, or with a sat suffix); omit for any amount.")
 @click.option("--description", help="What the payment is for (the d field).")
 @click.option("--description-hash", help="SHA256 of a long description, hex (the h field).")
 @click.option("--hash-description", is_flag=True, help="Put SHA256(--description) in h instead of d.")
@@ -90,7 +103,7 @@ def encode_command(privkey: str) -> None:
 @click.option("--payment-secret", help="32-byte payment secret, hex (random by default).")
 @click.option("--expiry", type=click.IntRange(min=0), help="Seconds until expiry (default 3600).")
 @click.option("--min-final-cltv-expiry", type=click.IntRange(min=0), help="Blocks (default 18).")
-@click.option("--network", type=click.Choice([n.name for n in NETWORKS]), default="regtest", show_default=True)
+@click.option("--network", type=click.Choice(NETWORK_NAMES), default="regtest", show_default=True)
 @click.option("--timestamp", type=click.IntRange(min=0, max=(1 << 35) - 1), help="Unix seconds (default now).")
 @click.option("--metadata", help="Payment metadata, hex (the m field).")
 @click.option("--feature", "features", type=int, multiple=True, help="Feature bit to set (repeatable); default 8, 14, 17.")
@@ -101,7 +114,17 @@ def create_command(
     expiry: int | None, min_final_cltv_expiry: int | None, network: str, timestamp: int | None,
     metadata: str | None, features: tuple[int, ...], include_payee: bool,
 ) -> None:
-    """Create and sign a new invoice; prints JSON with the invoice, its preimage and secret."""
+    """Create and sign a new invoice; prints JSON with the invoice, its preimage and secret.
+
+    \b
+    Example:
+      lightspeed invoice create --privkey $KEY --amount-msat 250000 --description coffee
+    """
+    from lightspeed.bitcoin.network import network_by_name
+    from lightspeed.crypto.hashes import sha256
+    from lightspeed.invoice import build_invoice
+    from lightspeed.invoice.encode import DEFAULT_FEATURES
+
     key = _privkey(privkey)
     if (description is None) == (description_hash is None):
         fail("give exactly one of --description and --description-hash")
@@ -132,10 +155,10 @@ def create_command(
         signed = unsigned.sign(key)
     except (LightspeedError, ValueError) as exc:
         fail(str(exc))
-    click.echo(json.dumps({
+    print_json({
         "invoice": signed.encode(),
         "payment_hash": signed.payment_hash.hex(),
         "preimage": preimage_bytes.hex() if preimage_bytes else None,
         "payment_secret": secret.hex(),
         "payee": signed.payee.hex(),
-    }))
+    })

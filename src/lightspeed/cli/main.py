@@ -1,7 +1,10 @@
 """The ``lightspeed`` command: a click group whose subcommands live in sibling modules.
 
 Errors the user can fix are printed as ``error: <reason>`` on stderr with a
-non-zero exit status, never as a traceback.
+non-zero exit status, never as a traceback; Ctrl-C is one line and exit 130; output,
+amounts and ``--datadir`` follow one scheme (:mod:`lightspeed.cli.common`). The
+subcommand modules import their heavy dependencies when they run, so ``--help``
+starts fast.
 """
 
 from __future__ import annotations
@@ -11,28 +14,45 @@ from pathlib import Path
 import click
 
 from lightspeed import __version__
+from lightspeed.cli.common import LightspeedGroup, run_as_program
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
+from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice
+from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.route import route
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LightspeedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lightspeed")
 @click.option("--datadir", type=click.Path(file_okay=False, path_type=Path), envvar="LIGHTSPEED_DATADIR",
               default="~/.lightspeed/node", show_default=True,
-              help="A node's data directory: where `node start` keeps it, where the other commands find it.")
+              help="A node's data directory: where `node start` keeps it, where the other commands find it "
+                   "(also accepted after the subcommand).")
 @click.pass_context
 def cli(ctx: click.Context, datadir: Path) -> None:
-    """Lightspeed: a Lightning Network micropayment stack."""
+    """Lightspeed: a Lightning Network micropayment stack.
+
+    Every command prints JSON (indented); errors are "error: <reason>" on stderr, exit 1.
+    Amounts are in the unit their name says (AMOUNT_MSAT, AMOUNT_SAT) or carry it:
+    250000msat, 250sat.
+
+    \b
+    Example:
+      lightspeed node start --datadir ~/.lightspeed/alice     # in its own terminal
+      lightspeed getinfo --datadir ~/.lightspeed/alice
+    """
     ctx.ensure_object(dict)["datadir"] = datadir
 
 
 cli.add_command(demo)
 cli.add_command(invoice)
 cli.add_command(offer)
+cli.add_command(onion_message)
+offer.add_command(offer_create)
+offer.add_command(offer_fetch_invoice)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)
@@ -40,4 +60,4 @@ register_node_commands(cli, invoice)
 
 
 def main() -> None:
-    cli()
+    run_as_program(cli)

@@ -1,8 +1,10 @@
-"""``lightspeed serve-example`` and ``lightspeed call``: pay-per-call from the command line."""
+"""``lightspeed serve-example`` and ``lightspeed call``: pay-per-call from the command line.
+
+httpx, rich and the node are imported when a command runs, not when ``lightspeed`` starts.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -11,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
+from lightspeed.cli.common import Amount, graceful_interrupt, json_text, with_example
 from lightspeed.errors import LightspeedError
 
 DEFAULT_CHAIN = "~/.lightspeed/chain.sqlite"
@@ -35,16 +34,24 @@ def _hostport(value: str, name: str) -> tuple[str, int]:
               help="Regtest chain file shared with the clients.")
 @click.option("--store", default="sqlite:~/.lightspeed/allowances.sqlite", show_default=True,
               help="Spent-token store: memory, sqlite:PATH, redis://..., postgresql://...")
-@click.option("--price-msat", default=1, show_default=True, help="Price: this many msat ...")
+@click.option("--price-msat", type=Amount("msat", minimum=1), default=1, show_default=True,
+              help="Price: this many msat ...")
 @click.option("--per-calls", default=1, show_default=True, help="... per this many calls.")
+@with_example("lightspeed serve-example --listen 127.0.0.1:8402 --chain /tmp/ls/chain.sqlite")
 def serve_example(listen: str, node_port: int, chain_path: str, store: str, price_msat: int, per_calls: int) -> None:
-    """Run a paid example API (weather) on the embedded network until interrupted."""
+    """Run a paid example API (weather) on the embedded network until Ctrl-C or SIGTERM (exit 0)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.paid_example import EXAMPLE_PRICES, start_paid_api
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
 
     host, port = _hostport(listen, "--listen")
+    graceful_interrupt()
 
     async def run() -> None:
         chain = RegtestChain(_chain_file(chain_path))
@@ -76,11 +83,24 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
 @click.option("--chain", "chain_path", default=DEFAULT_CHAIN, show_default=True, help="Regtest chain file.")
 @click.option("--calls-per-lane", default=1000, show_default=True, help="Size of each allowance lane.")
 @click.option("--batch", default=0, show_default=True, help="Pay in batches of this many calls (0: prepay).")
-@click.option("--funding-sat", default=500_000, show_default=True, help="Channel to open to the API's node.")
+@click.option("--funding-sat", type=Amount("sat", minimum=1), default=500_000, show_default=True,
+              help="Channel to open to the API's node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane: int, batch: int,
          funding_sat: int, as_json: bool) -> None:
-    """Call a Lightspeed-paid URL COUNT times, paying as it calls (opens a channel to the API's node)."""
+    """Call a Lightspeed-paid URL COUNT times, paying as it calls (opens a channel to the API's node).
+
+    \b
+    Example:
+      lightspeed call http://127.0.0.1:8402/weather/lisbon -n 1000 --chain /tmp/ls/chain.sqlite
+    """
+    import asyncio
+
+    import httpx
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.paid_example import open_channel_to_api
     from lightspeed.micro.client import ClientPolicy, LightspeedAuth
@@ -132,7 +152,7 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
 
     result = _run(run())
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json_text(result))
         return
     table = Table(title=f"lightspeed call {url}", show_header=False)
     for key, value in result.items():
@@ -147,6 +167,10 @@ def _chain_file(path: str) -> Path:
 
 
 def _run(coro: Any) -> Any:
+    import asyncio
+
+    import httpx
+
     try:
         return asyncio.run(coro)
     except (LightspeedError, httpx.HTTPError, OSError, TimeoutError) as exc:

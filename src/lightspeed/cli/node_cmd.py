@@ -3,12 +3,13 @@
 ``lightspeed --datadir DIR getinfo|connect|open-channel|channels|invoice new|pay|payments|close|
 newaddress|balance|fund`` each make one REST call (httpx) to the daemon running on DIR and print
 its JSON answer on stdout (``channels`` and ``payments`` also as a table with ``--table``).
-Anything that goes wrong is ``error: <reason>`` on stderr, exit 1.
+Anything that goes wrong is ``error: <reason>`` on stderr, exit 1. ``--datadir`` may also follow
+the subcommand; amounts take ``msat``/``sat`` suffixes (:mod:`lightspeed.cli.common`). httpx and
+the node are imported only when a command runs: ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -18,8 +19,16 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from lightspeed.api.client import ApiClient
-from lightspeed.api.datadir import default_chain_path
+from lightspeed.api.datadir import ADDRESS_FILE, default_chain_path
+from lightspeed.cli.common import (
+    INTERRUPT_HINT,
+    Amount,
+    datadir_option,
+    graceful_interrupt,
+    print_json,
+    with_example,
+)
+from lightspeed.cli.tables import print_table
 from lightspeed.errors import LightspeedError, UsageError
 
 P = ParamSpec("P")
@@ -48,49 +57,32 @@ def _datadir(ctx: click.Context) -> Path:
     obj = ctx.find_root().obj
     path = obj.get("datadir") if isinstance(obj, dict) else None
     if path is None:
-        raise UsageError("give --datadir DIR (before the subcommand) or set LIGHTSPEED_DATADIR")
+        raise UsageError("give --datadir DIR or set LIGHTSPEED_DATADIR")
     return Path(path).expanduser()
 
 
 def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
           params: dict[str, str] | None = None) -> Any:
+    from lightspeed.api.client import ApiClient
+
     return ApiClient.from_datadir(_datadir(ctx)).call(method, path, body, params)
 
 
-def _print(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
-
+_print = print_json
 
 _table_option = click.option("--table", is_flag=True, help="A table for people instead of JSON.")
-
-
-def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The same objects as the JSON, as a rich table (long hex values shortened)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="right" if column.endswith(("_msat", "_sat")) else "left",
-                         no_wrap=True)
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-            cells.append(text[:10] + "…" if column.endswith(("_id", "_hash")) and len(text) > 11 else text)
-        table.add_row(*cells)
-    console = Console()
-    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(table)
 
 
 # -- the daemon ----------------------------------------------------------------------------------
 
 @click.group("node")
 def node_group() -> None:
-    """Run a node daemon (peers over TCP plus a REST API on loopback)."""
+    """Run a node daemon (peers over TCP plus a REST API on loopback).
+
+    \b
+    Example:
+      lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735
+    """
 
 
 @node_group.command("start")
@@ -108,10 +100,18 @@ def node_group() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, verbose: bool) -> None:
-    """Start a node daemon; stops on Ctrl-C or SIGTERM."""
+    """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
+
+    Once serving it prints one JSON line: node_id, listen, api (a daemon's ready line).
+    """
+    import asyncio
+
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
+
+    graceful_interrupt()
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -126,10 +126,21 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
 
 @click.group("chain")
 @click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="The regtest chain file (default: the global --datadir's ../chain.sqlite).")
+              help="The regtest chain file (default: the chain of the daemon running on --datadir, "
+                   "else DATADIR/../chain.sqlite).")
+@datadir_option
 @click.pass_context
 def chain_group(ctx: click.Context, chain_file: Path | None) -> None:
-    """The regtest chain file shared by the daemons: mine, pay from the faucet, show the tip."""
+    """The regtest chain file shared by the daemons: mine, pay from the faucet, show the tip.
+
+    Without --chain, a subcommand works on the chain of the daemon running on --datadir (its own
+    --chain), or on DATADIR/../chain.sqlite when none runs.
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/alice chain mine 3
+      lightspeed chain info --chain /tmp/ls/chain.sqlite
+    """
     ctx.ensure_object(dict)
     ctx.obj["chain_file"] = chain_file
 
@@ -140,10 +151,28 @@ CLI_BUSY_TIMEOUT_S = 10.0  # a command waits out another process's write lock lo
 def _open_chain(ctx: click.Context, chain_file: Path | None, create: bool = False) -> Any:
     from lightspeed.api.daemon import open_chain
 
-    path = chain_file or (ctx.obj or {}).get("chain_file") or default_chain_path(_datadir(ctx))
+    path = chain_file or (ctx.obj or {}).get("chain_file") or _daemon_chain_file(_datadir(ctx))
     chain = open_chain(Path(path).expanduser(), create=create)
     chain.set_busy_timeout(CLI_BUSY_TIMEOUT_S)
     return chain
+
+
+def _daemon_chain_file(datadir: Path) -> Path:
+    """The chain of the daemon running on ``datadir`` (it may have its own ``--chain``), else the default."""
+    if (datadir / ADDRESS_FILE).exists():
+        try:
+            chain_file = _call_datadir(datadir, "GET", "/v1/getinfo").get("chain_file")
+        except LightspeedError:  # a stale address file: no daemon runs there
+            chain_file = None
+        if chain_file:
+            return Path(chain_file)
+    return default_chain_path(datadir)
+
+
+def _call_datadir(datadir: Path, method: str, path: str) -> Any:
+    from lightspeed.api.client import ApiClient
+
+    return ApiClient.from_datadir(datadir).call(method, path)
 
 
 _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -153,8 +182,10 @@ _chain_option = click.option("--chain", "chain_file", type=click.Path(dir_okay=F
 @chain_group.command("mine")
 @click.argument("blocks", type=click.IntRange(1, 10_000))
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice chain mine 3")
 def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
     """Mine BLOCKS blocks (they confirm the whole mempool)."""
     chain = _open_chain(ctx, chain_file)
@@ -166,8 +197,10 @@ def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
 
 @chain_group.command("info")
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain info --chain ~/.lightspeed/chain.sqlite")
 def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
     """The tip and the mempool size."""
     chain = _open_chain(ctx, chain_file)
@@ -176,12 +209,30 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
     chain.close()
 
 
-@chain_group.command("send")
-@click.argument("address")
-@click.argument("amount_sat", type=click.IntRange(min=294))
+@chain_group.command("set-feerate")
+@click.argument("feerate_per_kw", type=click.IntRange(min=0))
 @_chain_option
 @click.pass_context
 @_errors_to_exit
+def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
+    """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
+
+    A regtest chain has no fee market: this plays one for tests (fees are not enforced when mining).
+    """
+    chain = _open_chain(ctx, chain_file)
+    chain.set_fee_estimate(feerate_per_kw or None)
+    _print({"feerate_per_kw": chain.estimate_feerate_per_kw()})
+    chain.close()
+
+
+@chain_group.command("send")
+@click.argument("address")
+@click.argument("amount_sat", type=Amount("sat", minimum=294))
+@_chain_option
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain send bcrt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqdku202 100000sat --chain ~/.lightspeed/chain.sqlite")
 def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Path | None) -> None:
     """Pay AMOUNT_SAT to ADDRESS from the faucet (mined coins) and confirm it with one block."""
     _print(_faucet(_open_chain(ctx, chain_file), address, amount_sat))
@@ -192,20 +243,25 @@ def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Pa
 @click.option("--listen", default="127.0.0.1:50001", show_default=True,
               help="HOST:PORT to serve the Electrum protocol on (port 0: any free port).")
 @click.option("-v", "--verbose", is_flag=True, help="Log connections and requests on stderr.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain serve-electrum --chain ~/.lightspeed/chain.sqlite --listen 127.0.0.1:50001")
 def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
     """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
 
     Once listening it prints one JSON line {"electrum_server": "HOST:PORT:t"}: the server string
     an Electrum wallet takes (electrum --regtest setconfig server HOST:PORT:t, oneserver true).
     """
+    import asyncio
+
     from lightspeed.api.daemon import parse_hostport
     from lightspeed.node.electrum_server import serve_until_signalled
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host, port = parse_hostport(listen, "--listen")
+    graceful_interrupt()
     chain = _open_chain(ctx, chain_file, create=True)
     try:
         asyncio.run(serve_until_signalled(chain, host, port,
@@ -231,8 +287,10 @@ def _faucet(chain: Any, address: str, amount_sat: int) -> dict[str, Any]:
 # -- calls to the daemon -------------------------------------------------------------------------
 
 @click.command("getinfo")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed getinfo --datadir ~/.lightspeed/alice")
 def getinfo(ctx: click.Context) -> None:
     """The node's id, addresses, chain tip and counts."""
     _print(_call(ctx, "GET", "/v1/getinfo"))
@@ -240,8 +298,10 @@ def getinfo(ctx: click.Context) -> None:
 
 @click.command("connect")
 @click.argument("peer")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice connect $BOB@127.0.0.1:9736")
 def connect(ctx: click.Context, peer: str) -> None:
     """Connect to PEER given as NODE_ID@HOST:PORT."""
     from lightspeed.api.address import parse_hostport
@@ -254,8 +314,10 @@ def connect(ctx: click.Context, peer: str) -> None:
 
 
 @click.command("peers")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice peers")
 def peers(ctx: click.Context) -> None:
     """Peers connected now."""
     _print(_call(ctx, "GET", "/v1/peers"))
@@ -263,10 +325,14 @@ def peers(ctx: click.Context) -> None:
 
 @click.command("open-channel")
 @click.argument("node_id")
-@click.argument("amount_sat", type=int)
-@click.option("--push-msat", type=int, default=0, show_default=True, help="Given to the peer at opening.")
+@click.argument("amount_sat", type=Amount("sat", minimum=1))
+@click.option("--push-msat", type=Amount("msat"), default=0, show_default=True,
+              help="Given to the peer at opening (msat, or with a sat suffix).")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice open-channel $BOB 1000000",
+              "lightspeed --datadir ~/.lightspeed/alice open-channel $BOB 1000000sat --push-msat 10sat")
 def open_channel(ctx: click.Context, node_id: str, amount_sat: int, push_msat: int) -> None:
     """Open a channel of AMOUNT_SAT with NODE_ID (then mine 3 blocks to confirm it)."""
     _print(_call(ctx, "POST", "/v1/channels",
@@ -275,15 +341,17 @@ def open_channel(ctx: click.Context, node_id: str, amount_sat: int, push_msat: i
 
 @click.command("channels")
 @_table_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice channels --table")
 def channels(ctx: click.Context, table: bool) -> None:
     """Channels with their state and balances."""
     data = _call(ctx, "GET", "/v1/channels")
     if table:
-        _print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
-                                                    "local_balance_msat", "remote_balance_msat", "pending_htlcs",
-                                                    "close_type", "limbo_sat"])
+        print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
+                                                   "local_balance_msat", "remote_balance_msat", "pending_htlcs",
+                                                   "close_type", "limbo_sat"])
     else:
         _print(data)
 
@@ -291,8 +359,10 @@ def channels(ctx: click.Context, table: bool) -> None:
 @click.command("close")
 @click.argument("channel_id")
 @click.option("--force", is_flag=True, help="unilateral close: broadcast our commitment (peer offline)")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL")
 def close(ctx: click.Context, channel_id: str, force: bool) -> None:
     """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction).
 
@@ -305,24 +375,29 @@ def close(ctx: click.Context, channel_id: str, force: bool) -> None:
 @click.command("update-fee")
 @click.argument("channel_id")
 @click.argument("feerate_per_kw", type=int)
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice update-fee $CHANNEL 2500")
 def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
     """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
     _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
 
 
 @click.command("new")
-@click.argument("amount_msat", type=int)
+@click.argument("amount_msat", type=Amount("msat", minimum=1))
 @click.argument("description", default="")
 @click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
 @click.option("--hold", "payment_hash", metavar="PAYMENT_HASH",
               help="A hold invoice for this hash: payments wait for `invoice settle PREIMAGE` or `invoice cancel`.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice new 250000000 \"a book\"",
+              "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount")
 def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
                 payment_hash: str | None) -> None:
-    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT."""
+    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT (msat, or with a sat suffix)."""
     body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
     if payment_hash is not None:
         body["payment_hash"] = payment_hash
@@ -331,8 +406,10 @@ def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: 
 
 @click.command("settle")
 @click.argument("preimage")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice settle $PREIMAGE")
 def invoice_settle(ctx: click.Context, preimage: str) -> None:
     """Release the payment held by a hold invoice, with its PREIMAGE."""
     from lightspeed.crypto.hashes import sha256
@@ -346,16 +423,20 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
 
 @click.command("cancel")
 @click.argument("payment_hash")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice cancel $PAYMENT_HASH")
 def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
     """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
     _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
 
 
 @click.command("list")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob invoice list")
 def invoice_list(ctx: click.Context) -> None:
     """Invoices the running node (--datadir) issued."""
     _print(_call(ctx, "GET", "/v1/invoices"))
@@ -364,48 +445,62 @@ def invoice_list(ctx: click.Context) -> None:
 @click.command("pay")
 @click.argument("invoice")
 @click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE")
 def pay(ctx: click.Context, invoice: str, timeout_s: int) -> None:
-    """Pay INVOICE; prints the payment with its preimage (the proof of payment)."""
+    """Pay INVOICE; prints the payment with its preimage (the proof of payment).
+
+    Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
+    """
+    ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
     _print(_call(ctx, "POST", "/v1/payments", {"invoice": invoice, "timeout_s": timeout_s}))
 
 
 @click.command("payments")
 @click.option("--direction", type=click.Choice(["sent", "received"]), help="Only these.")
 @_table_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice payments --direction sent --table")
 def payments(ctx: click.Context, direction: str | None, table: bool) -> None:
     """Payments sent and received."""
     data = _call(ctx, "GET", "/v1/payments", params={"direction": direction} if direction else None)
     if table:
-        _print_table("payments", data["payments"], ["direction", "payment_hash", "amount_msat", "status",
-                                                    "failure_reason"])
+        print_table("payments", data["payments"], ["direction", "payment_hash", "amount_msat", "status",
+                                                   "failure_reason"])
     else:
         _print(data)
 
 
 @click.command("newaddress")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice newaddress")
 def newaddress(ctx: click.Context) -> None:
     """A fresh address of the node's on-chain wallet."""
     _print(_call(ctx, "POST", "/v1/addresses"))
 
 
 @click.command("balance")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice balance")
 def balance(ctx: click.Context) -> None:
     """On-chain and channel balances."""
     _print(_call(ctx, "GET", "/v1/balance"))
 
 
 @click.command("fund")
-@click.argument("amount_sat", type=click.IntRange(min=294))
+@click.argument("amount_sat", type=Amount("sat", minimum=294))
+@datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice fund 2000000")
 def fund(ctx: click.Context, amount_sat: int) -> None:
     """Give the running node AMOUNT_SAT on chain from the regtest faucet (confirmed by one block)."""
     from lightspeed.api.daemon import open_chain

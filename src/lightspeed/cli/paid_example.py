@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,15 @@ class PaidApi:
         await self.allowances.store.aclose()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn that leaves SIGINT alone: Ctrl-C belongs to the command that started the API (uvicorn's
+    own handler would stop only the server, and the command's calls would fail with ReadError)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Price, *,
                          http_host: str = "127.0.0.1", http_port: int = 0, node_port: int = 0,
                          node_key: bytes | None = None, mine_every: float | None = 0.2,
@@ -117,7 +127,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
                                  payer=NodePayer(node), node_address=node_address)
     asgi = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
     sock = loopback_socket(http_host, http_port)
-    http = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False))
+    http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False))
     tasks = [asyncio.create_task(http.serve(sockets=[sock]))]
     tasks.append(asyncio.create_task(_expire(allowances)))
     if mine_every:

@@ -6,20 +6,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from lightspeed.cli.common import Amount, print_json
 from lightspeed.errors import DecodeError, UsageError
-from lightspeed.invoice import format_short_channel_id
-from lightspeed.routing import (
-    ChannelGraph,
-    NoRouteError,
-    Route,
-    find_route,
-    graph_from_describegraph,
-)
-from lightspeed.routing.scorer import ProbabilisticScorer, ScoreView
+
+if TYPE_CHECKING:  # imported when the command runs: `lightspeed --help` does not load the router
+    from lightspeed.routing import ChannelGraph, Route
+    from lightspeed.routing.scorer import ScoreView
 
 EXIT_BAD_INPUT = 1
 EXIT_NO_ROUTE = 2
@@ -41,6 +37,8 @@ def _pubkey(text: str, name: str) -> bytes:
 
 
 def route_to_json(route: Route, elapsed_ms: float) -> dict[str, Any]:
+    from lightspeed.invoice import format_short_channel_id
+
     return {
         "hops": [
             {
@@ -61,6 +59,8 @@ def route_to_json(route: Route, elapsed_ms: float) -> dict[str, Any]:
 def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat: int,
                  max_fee_msat: int | None = None, max_cltv: int | None = None,
                  score: ScoreView | None = None) -> dict[str, Any]:
+    from lightspeed.routing import find_route
+
     start = time.perf_counter()
     route = find_route(graph, source, target, amount_msat, max_fee_msat=max_fee_msat,
                        max_cltv_expiry_delta=max_cltv, score=score)
@@ -72,8 +72,9 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
               help="Channel graph in `lncli describegraph` JSON.")
 @click.option("--source", help="Paying node id (hex).")
 @click.option("--target", help="Payee node id (hex).")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Amount to deliver to the target.")
-@click.option("--max-fee-msat", type=click.IntRange(min=0), help="Refuse routes charging more in fees.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="Amount to deliver to the target (msat, or with a sat suffix).")
+@click.option("--max-fee-msat", type=Amount("msat"), help="Refuse routes charging more in fees.")
 @click.option("--max-cltv", type=click.IntRange(min=0), help="Refuse routes whose total CLTV delta is larger.")
 @click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON list of [source, target, amount_msat]: one JSON line per pair, graph loaded once.")
@@ -84,7 +85,16 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
 def route(graph_file: Path, source: str | None, target: str | None, amount_msat: int | None,
           max_fee_msat: int | None, max_cltv: int | None, pairs_file: Path | None, scored: bool,
           scorer_file: Path | None) -> None:
-    """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON."""
+    """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON.
+
+    With --pairs, one compact JSON object per line (JSON Lines: a stream, one result per pair).
+
+    \b
+    Example:
+      lightspeed route --graph graph.json --source $ALICE --target $CAROL --amount-msat 100000
+    """
+    from lightspeed.routing import NoRouteError, graph_from_describegraph
+
     score = _score(scored, scorer_file)
     try:
         graph = graph_from_describegraph(json.loads(graph_file.read_text()))
@@ -106,12 +116,14 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
         _fail(str(exc), EXIT_NO_ROUTE)
     except UsageError as exc:
         _fail(str(exc))
-    click.echo(json.dumps(result))
+    print_json(result)
 
 
 def _score(scored: bool, scorer_file: Path | None) -> ScoreView | None:
     if scorer_file is not None and not scored:
         _fail("--scorer needs --scored")
+    from lightspeed.routing.scorer import ProbabilisticScorer
+
     if not scored:
         return None
     scorer = ProbabilisticScorer()
@@ -126,6 +138,8 @@ def _score(scored: bool, scorer_file: Path | None) -> ScoreView | None:
 
 
 def _route_pairs(graph: ChannelGraph, pairs_file: Path, score: ScoreView | None = None) -> None:
+    from lightspeed.routing import NoRouteError
+
     try:
         pairs = json.loads(pairs_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -108,6 +108,7 @@ from lightspeed.codec.generated import (
     CommitmentSigned,
     FundingCreated,
     FundingSigned,
+    OnionMessage,
     OpenChannel,
     RevokeAndAck,
     Shutdown,
@@ -134,6 +135,7 @@ from lightspeed.gossip.gossiper import GOSSIP_TYPES
 from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
+from lightspeed.node.anchor_cpfp import broadcast_commitment
 from lightspeed.node.blinded import BlindedInvoice, BlindedPayments, parse_malformed
 from lightspeed.node.blinded_incoming import (
     BlindedFailure,
@@ -156,6 +158,7 @@ from lightspeed.node.forwarding import (
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys, new_key_id
+from lightspeed.node.offers_flow import OffersFlow
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
     HtlcResolvedOnChain,
@@ -166,6 +169,8 @@ from lightspeed.node.onchain import (
     backfill_close_summaries,
     close_summary,
 )
+from lightspeed.node.onion_messenger import OnionMessenger
+from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.paying import (
     FinalPart,
     HtlcOutcome,
@@ -354,6 +359,8 @@ class Node:
     channel_keys: ChannelKeys | None = None
     #: What we ask of peers in open_channel / accept_channel (node.settings).
     channel_settings: ChannelSettings = DEFAULT_CHANNEL_SETTINGS
+    #: How many onion messages each peer may send us (node.onion_ratelimit); past it they are dropped.
+    onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
 
     def __post_init__(self) -> None:
         self.node_id = pubkey_from_privkey(self.privkey)
@@ -404,6 +411,8 @@ class Node:
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
+        self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
+        self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
 
@@ -604,7 +613,17 @@ class Node:
         return (self.network.chain_hash,)
 
     async def connect(self, host: str, port: int, node_id: bytes) -> Peer:
+        """The connection to ``node_id``: the live one if there is one, else a new one to ``host:port``.
+
+        Idempotent: a peer may keep its existing connection and drop a second one right after the
+        handshake (Electrum 4.8.1 does), so dialing again would fail although we are connected.
+        """
         self._require_store()
+        live = self._peers.get(node_id)
+        if live is not None and not live.session.closed:
+            with self.store.transaction():
+                self.store.put_peer(node_id, host, port)  # the address given is the one to dial next time
+            return live
         peer = await connect_peer(host, port, self.privkey, node_id, self.features, networks=self._networks())
         with self.store.transaction():
             self.store.put_peer(node_id, host, port)  # to dial it again after a restart
@@ -670,6 +689,9 @@ class Node:
                     await self._on_error_message(peer, received)
                 if isinstance(received, WireMessage) and received.TYPE in GOSSIP_TYPES:
                     self.gossip.receive(peer, encode_message(received))  # came before the sink was set
+                    continue
+                if isinstance(received, OnionMessage):  # never an error to the peer: dropped or not
+                    await self.onion_messages.receive(peer, received)
                     continue
                 message: Message | None = received
                 while isinstance(message, WireMessage):
@@ -746,6 +768,8 @@ class Node:
 
     def _on_disconnected(self, peer: Peer) -> None:
         self.gossip.disconnected(peer)
+        if peer.remote_pubkey is not None:
+            self.onion_messages.forget_peer(peer.remote_pubkey)
         if self._peers.get(peer.remote_pubkey or b"") is peer:
             del self._peers[peer.remote_pubkey or b""]
         lost = [cid for cid, p in self._channel_peer.items() if p is peer]
@@ -1991,8 +2015,9 @@ class Node:
         spend = self.chain.spending_tx(funding)
         if spend is None:
             commitment = channel.signed_local_commitment()
-            try:
-                self.chain.broadcast(commitment)
+            try:  # with a CPFP child through our anchor if the commitment pays less than the chain asks
+                broadcast_commitment(self.chain, self.wallet, channel, commitment,
+                                     self.chain.estimate_feerate_per_kw())
                 spend = commitment
             except RejectedTransaction:
                 spend = self.chain.spending_tx(funding)

@@ -41,10 +41,12 @@ READ_SIZE = 65536
 # ASSUMED bits are still set: Electrum 4.3 and LND refuse a peer that does not set
 # option_data_loss_protect. option_channel_type stays odd: a peer that does not know it is
 # still served (its open_channel without channel_type is accepted, see channel.establish).
+# option_onion_messages is odd: we relay and answer onion messages (node.onion_messenger), and a
+# peer without them is still served (it is sent none).
 DEFAULT_FEATURES = Features.of(
     required=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
     optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type",
-              "option_route_blinding"])
+              "option_route_blinding", "option_onion_messages"])
 
 
 class Peer:
@@ -69,6 +71,13 @@ class Peer:
     async def connected(self) -> Connected:
         """Wait for the handshake and the init exchange; raises PeerProtocolError if they fail."""
         result: Connected = await self._connected
+        return result
+
+    def connected_now(self) -> Connected | None:
+        """The init exchange's outcome if it is done (without waiting), else None."""
+        if not self._connected.done() or self._connected.cancelled() or self._connected.exception():
+            return None
+        result: Connected = self._connected.result()
         return result
 
     async def send(self, message: Message) -> None:

@@ -1,6 +1,6 @@
 """BOLT 8 transport: the Noise_XK handshake and the encrypted message framing (sans-IO)."""
 
-from lightspeed.transport.cipher import MAX_MESSAGE_SIZE, CipherState, NoiseTransport
+from lightspeed.transport.cipher import MAX_MESSAGE_SIZE, CipherState, FrameError, NoiseTransport
 from lightspeed.transport.noise import Handshake, Role
 from lightspeed.transport.session import (
     Connected,
@@ -15,6 +15,7 @@ __all__ = [
     "CipherState",
     "Connected",
     "Disconnected",
+    "FrameError",
     "Handshake",
     "MessageReceived",
     "NoiseTransport",

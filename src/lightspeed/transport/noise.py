@@ -11,14 +11,23 @@ handshake is then dead and the caller must close the connection without
 sending anything further (BOLT 8: "MUST terminate the connection without any
 further messages"). Ephemeral keys can be injected for the spec's test vectors;
 otherwise they come from ``os.urandom``.
+
+Speed: a handshake is six ECDHs and two ephemeral public keys; everything else
+should be noise beside them. So the secp256k1 calls go straight to
+libsecp256k1 (coincurve's ``PrivateKey`` computes two public keys on creation,
+twice what an ephemeral key needs), the static public key is derived once per
+node key, and a received point is parsed once, which is also its validity check.
 """
 
 from __future__ import annotations
 
 import os
 from enum import Enum
+from functools import lru_cache
+from typing import Any
 
-from coincurve import PrivateKey, PublicKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
 from cryptography.exceptions import InvalidTag
 
 from lightspeed.crypto.hashes import sha256
@@ -50,19 +59,41 @@ class _Step(Enum):
     FAILED = 6
 
 
-def _ecdh(privkey: PrivateKey, pubkey: bytes) -> bytes:
-    """BOLT 8 ECDH: SHA256 of the compressed shared point (coincurve's default)."""
-    return bytes(privkey.ecdh(pubkey))
+_CTX = GLOBAL_CONTEXT.ctx
 
 
-def _parse_point(data: bytes, act: str) -> bytes:
+def _public_key(secret: bytes) -> bytes:
+    """The compressed public key of a 32-byte secret (UsageError if it is not a valid key)."""
+    point = ffi.new("secp256k1_pubkey *")
+    if not lib.secp256k1_ec_pubkey_create(_CTX, point, secret):
+        raise UsageError("private key is zero or not below the curve order")
+    out, size = ffi.new("unsigned char [33]"), ffi.new("size_t *", 33)
+    lib.secp256k1_ec_pubkey_serialize(_CTX, out, size, point, lib.SECP256K1_EC_COMPRESSED)
+    return bytes(ffi.buffer(out, 33))
+
+
+@lru_cache(maxsize=16)
+def _static_public_key(secret: bytes) -> bytes:
+    """A node key's public key: every handshake of the node uses the same one."""
+    return _public_key(secret)
+
+
+def _parse_point(data: bytes, act: str, what: str) -> Any:
+    """Parse a received compressed point once (it is then used for one or two ECDHs)."""
+    point = ffi.new("secp256k1_pubkey *")
     if data[0] not in (2, 3):
-        raise HandshakeError(act, "ephemeral key is not a compressed public key")
-    try:
-        PublicKey(data)
-    except ValueError:
-        raise HandshakeError(act, "ephemeral key is not a point on secp256k1") from None
-    return data
+        raise HandshakeError(act, f"{what} is not a compressed public key")
+    if not lib.secp256k1_ec_pubkey_parse(_CTX, point, data, 33):
+        raise HandshakeError(act, f"{what} is not a point on secp256k1")
+    return point
+
+
+def _ecdh(secret: bytes, point: Any) -> bytes:
+    """BOLT 8 ECDH: SHA256 of the compressed shared point (libsecp256k1's default hash)."""
+    out = ffi.new("unsigned char [32]")
+    if not lib.secp256k1_ecdh(_CTX, out, point, secret, ffi.NULL, ffi.NULL):
+        raise UsageError("private key is zero or not below the curve order")
+    return bytes(ffi.buffer(out, 32))
 
 
 class Handshake:
@@ -78,16 +109,22 @@ class Handshake:
         if len(local_privkey) != 32:
             raise UsageError("local_privkey must be 32 bytes")
         self.role = role
-        self._static = PrivateKey(local_privkey)
-        self.local_pubkey = self._static.public_key.format()
-        self._ephemeral = PrivateKey(ephemeral_privkey or os.urandom(32))
+        self._static = local_privkey
+        self.local_pubkey = _static_public_key(local_privkey)
+        self._ephemeral = ephemeral_privkey or os.urandom(32)
+        if len(self._ephemeral) != 32:
+            raise UsageError("ephemeral_privkey must be 32 bytes")
+        self._ephemeral_pub = _public_key(self._ephemeral)
         self._ck = _INITIAL_CK
         self._buffer = bytearray()
         self._temp_k2 = b""
-        self._remote_ephemeral = b""
         if role is Role.INITIATOR:
             if remote_pubkey is None or len(remote_pubkey) != 33:
                 raise UsageError("the initiator must know the responder's 33-byte static key")
+            try:
+                self._remote_static = _parse_point(remote_pubkey, "", "remote_pubkey")
+            except HandshakeError as exc:
+                raise UsageError(exc.reason) from None
             self.remote_pubkey: bytes | None = remote_pubkey
             # BOLT 8: the initiator mixes in the responder's static public key.
             self._h = sha256(_INITIAL_H + remote_pubkey)
@@ -126,10 +163,9 @@ class Handshake:
         """Initiator only: act one, the first 50 bytes on the wire."""
         if self._step is not _Step.SEND_ACT_ONE:
             raise UsageError("start() is for an initiator that has not sent act one")
-        assert self.remote_pubkey is not None
-        e_pub = self._ephemeral.public_key.format()
+        e_pub = self._ephemeral_pub
         self._mix_hash(e_pub)
-        self._ck, temp_k1 = hkdf2(self._ck, _ecdh(self._ephemeral, self.remote_pubkey))
+        self._ck, temp_k1 = hkdf2(self._ck, _ecdh(self._ephemeral, self._remote_static))
         c = aead_encrypt(temp_k1, 0, self._h, b"")
         self._mix_hash(c)
         self._step = _Step.RECV_ACT_TWO
@@ -187,20 +223,20 @@ class Handshake:
 
     def _receive_act_one(self, act: bytes) -> bytes:
         self._check_version(act, "act 1")
-        re = _parse_point(act[1:34], "act 1")
+        re = act[1:34]
+        point = _parse_point(re, "act 1", "ephemeral key")
         self._mix_hash(re)
-        self._ck, temp_k1 = hkdf2(self._ck, _ecdh(self._static, re))
+        self._ck, temp_k1 = hkdf2(self._ck, _ecdh(self._static, point))
         try:
             aead_decrypt(temp_k1, 0, self._h, act[34:])
         except InvalidTag:
             # BOLT 8: the initiator does not know our static key: terminate without a reply.
             raise HandshakeError("act 1", "bad MAC (the initiator does not know our node key)") from None
         self._mix_hash(act[34:])
-        self._remote_ephemeral = re
         # Act two.
-        e_pub = self._ephemeral.public_key.format()
+        e_pub = self._ephemeral_pub
         self._mix_hash(e_pub)
-        self._ck, self._temp_k2 = hkdf2(self._ck, _ecdh(self._ephemeral, re))
+        self._ck, self._temp_k2 = hkdf2(self._ck, _ecdh(self._ephemeral, point))
         c = aead_encrypt(self._temp_k2, 0, self._h, b"")
         self._mix_hash(c)
         self._step = _Step.RECV_ACT_THREE
@@ -208,9 +244,10 @@ class Handshake:
 
     def _receive_act_two(self, act: bytes) -> bytes:
         self._check_version(act, "act 2")
-        re = _parse_point(act[1:34], "act 2")
+        re = act[1:34]
+        point = _parse_point(re, "act 2", "ephemeral key")
         self._mix_hash(re)
-        self._ck, temp_k2 = hkdf2(self._ck, _ecdh(self._ephemeral, re))
+        self._ck, temp_k2 = hkdf2(self._ck, _ecdh(self._ephemeral, point))
         try:
             aead_decrypt(temp_k2, 0, self._h, act[34:])
         except InvalidTag:
@@ -219,7 +256,7 @@ class Handshake:
         # Act three.
         c = aead_encrypt(temp_k2, 1, self._h, self.local_pubkey)
         self._mix_hash(c)
-        self._ck, temp_k3 = hkdf2(self._ck, _ecdh(self._static, re))
+        self._ck, temp_k3 = hkdf2(self._ck, _ecdh(self._static, point))
         t = aead_encrypt(temp_k3, 0, self._h, b"")
         sk, rk = hkdf2(self._ck, b"")
         self._transport = NoiseTransport(sk, rk, self._ck)
@@ -233,14 +270,9 @@ class Handshake:
             rs = aead_decrypt(self._temp_k2, 1, self._h, c)
         except InvalidTag:
             raise HandshakeError("act 3", "bad MAC on the encrypted static key") from None
-        if rs[0] not in (2, 3):
-            raise HandshakeError("act 3", "initiator static key is not a compressed public key")
-        try:
-            PublicKey(rs)
-        except ValueError:
-            raise HandshakeError("act 3", "initiator static key is not a point on secp256k1") from None
+        point = _parse_point(rs, "act 3", "initiator static key")
         self._mix_hash(c)
-        self._ck, temp_k3 = hkdf2(self._ck, _ecdh(self._ephemeral, rs))
+        self._ck, temp_k3 = hkdf2(self._ck, _ecdh(self._ephemeral, point))
         try:
             aead_decrypt(temp_k3, 0, self._h, t)
         except InvalidTag:

@@ -43,7 +43,7 @@ from lightspeed.codec.messages import (
     encode_message,
 )
 from lightspeed.errors import DecodeError, HandshakeError, PeerProtocolError, UsageError
-from lightspeed.transport.cipher import NoiseTransport
+from lightspeed.transport.cipher import FrameError, NoiseTransport
 from lightspeed.transport.noise import Handshake, Role
 
 ALL_CHANNELS = bytes(32)
@@ -96,7 +96,9 @@ class PeerSession:
 
     def __post_init__(self) -> None:
         self._transport: NoiseTransport | None = None
-        self._outbox = bytearray()
+        # Frames waiting to be written, joined once per write (one frame: no copy at all).
+        self._outbox: list[bytes] = []
+        self._outbox_size = 0
         self._remote_init: Init | None = None
         self._closed = False
         self._pending_pongs: list[int] = []
@@ -104,7 +106,7 @@ class PeerSession:
         self._last_activity = self.now
         self._started = self.now
         if self.handshake.role is Role.INITIATOR:
-            self._outbox += self.handshake.start()
+            self._outbox.append(self.handshake.start())
 
     # -- runtime interface ------------------------------------------------------------------
 
@@ -121,8 +123,9 @@ class PeerSession:
         return self.handshake.remote_pubkey if self.handshake.complete else None
 
     def data_to_send(self) -> bytes:
-        data = bytes(self._outbox)
+        data = b"".join(self._outbox)
         self._outbox.clear()
+        self._outbox_size = 0
         return data
 
     def send(self, message: Message) -> None:
@@ -140,10 +143,7 @@ class PeerSession:
         if not self.ready:
             raise UsageError("the peer has not completed the init exchange")
         assert self._transport is not None
-        self._outbox += self._transport.send(raw)
-        if len(self._outbox) > self.limits.max_outbox_bytes:
-            self._outbox.clear()
-            self._close("peer is not reading: outbox limit exceeded")
+        self._push(self._transport.send(raw))
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self._closed or not data:
@@ -153,7 +153,7 @@ class PeerSession:
         events: list[Event] = []
         if self._transport is None:
             try:
-                self._outbox += self.handshake.receive_data(data)
+                self._outbox.append(self.handshake.receive_data(data))
             except HandshakeError as exc:
                 return self._close(f"handshake failed: {exc}")
             if not self.handshake.complete:
@@ -162,16 +162,19 @@ class PeerSession:
             self._transport.max_message_size = self.limits.max_message_size
             init = Init(features=self.local_features.to_bytes(), networks=self.networks)
             self._queue(init)
-        else:
-            self._transport.receive_data(data)
+            data = b""  # what followed act three is already in the transport
+        failure: FrameError | None = None
         try:
-            for raw in self._transport.messages():
-                events.extend(self._on_message(raw))
-                if self._closed:
-                    break
-        except DecodeError as exc:
+            raws = self._transport.receive(data)
+        except FrameError as exc:
+            raws, failure = exc.messages, exc
+        for raw in raws:
+            events.extend(self._on_message(raw))
+            if self._closed:
+                return events
+        if failure is not None:
             # A bad MAC: nothing further can be read or trusted; close without a reply.
-            return [*events, *self._close(f"transport failure: {exc}")]
+            events.extend(self._close(f"transport failure: {failure}"))
         return events
 
     def receive_eof(self) -> list[Event]:
@@ -212,9 +215,14 @@ class PeerSession:
 
     def _queue(self, message: Message) -> None:
         assert self._transport is not None
-        self._outbox += self._transport.send(encode_message(message))
-        if len(self._outbox) > self.limits.max_outbox_bytes:
+        self._push(self._transport.send(encode_message(message)))
+
+    def _push(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._outbox_size += len(frame)
+        if self._outbox_size > self.limits.max_outbox_bytes:
             self._outbox.clear()
+            self._outbox_size = 0
             self._close("peer is not reading: outbox limit exceeded")
 
     def _close(self, reason: str, by_peer: bool = False) -> list[Event]:

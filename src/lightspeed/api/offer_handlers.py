@@ -1,0 +1,49 @@
+"""REST handlers for BOLT 12 over onion messages: make an offer, fetch an invoice for one.
+
+Paying the fetched invoice (over its blinded paths) is the node's blinded-payment side; this
+returns the invoice checked against our request, which with its preimage is the proof of payment.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+
+from lightspeed.api.handlers import ApiContext, ApiError
+from lightspeed.errors import PaymentError, UsageError
+from lightspeed.offers import Invoice, decode_offer
+
+
+def invoice_json(invoice: Invoice) -> dict[str, Any]:
+    return {"invoice": invoice.encode(), "amount_msat": invoice.amount_msat,
+            "payment_hash": invoice.payment_hash.hex(), "node_id": invoice.node_id.hex(),
+            "created_at": invoice.created_at, "expires_at": invoice.expires_at,
+            "quantity": invoice.request.quantity, "payer_note": invoice.request.payer_note}
+
+
+async def create_offer(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    try:
+        offer = ctx.node.offers.create_offer(
+            body["description"], body.get("amount_msat"), absolute_expiry=body.get("absolute_expiry"),
+            quantity_max=body.get("quantity_max"), issuer=body.get("issuer"))
+    except UsageError as exc:
+        raise ApiError(400, str(exc), "offer") from None
+    return 201, {"offer": offer.encode(), "amount_msat": offer.amount_msat, "description": offer.description,
+                 "absolute_expiry": offer.absolute_expiry, "quantity_max": offer.quantity_max,
+                 "issuer_id": ctx.node.node_id.hex()}
+
+
+async def fetch_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    offer = decode_offer(body["offer"])  # DecodeError names the field: 400
+    began = time.monotonic()
+    try:
+        fetched = await ctx.node.offers.fetch_invoice(
+            offer, amount_msat=body.get("amount_msat"), quantity=body.get("quantity"),
+            payer_note=body.get("payer_note"), timeout=body.get("timeout_s", 30), attempts=body.get("attempts", 3))
+    except UsageError as exc:  # a request the offer does not allow, or no path to the issuer now
+        raise ApiError(409, str(exc), "offer") from None
+    except PaymentError as exc:  # the payee refused, or its invoice does not match our request
+        raise ApiError(409, str(exc), "offer") from None
+    return 200, {**invoice_json(fetched.invoice), "elapsed_ms": round((time.monotonic() - began) * 1000)}
