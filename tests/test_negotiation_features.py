@@ -119,7 +119,7 @@ def test_electrum_4_3_4_itself_accepts_our_init_features() -> None:
 
 
 def test_our_init_advertises_what_we_implement_with_the_right_parity() -> None:
-    assert DEFAULT_FEATURES.bits == {0, 8, 12, 14, 7, 11, 17, 23, 39, 45}  # 39: option_onion_messages
+    assert DEFAULT_FEATURES.bits == {0, 8, 12, 14, 7, 11, 17, 23, 25, 39, 45}  # 25: route blinding, 39: onion messages
     # Required only what we cannot work without, every ASSUMED feature among them or offered.
     assert {b & ~1 for b in DEFAULT_FEATURES.bits} >= ASSUMED
     DEFAULT_FEATURES.check("I")  # contexts, one bit per pair, dependencies
@@ -269,8 +269,8 @@ def test_channel_reestablish_carries_the_data_loss_protect_fields_electrum_check
 
 def test_for_context_keeps_the_bits_a_field_may_carry() -> None:
     node_ann = DEFAULT_FEATURES.for_context("N")
-    assert node_ann.bits == {0, 8, 12, 14, 11, 17, 23, 39, 45}  # gossip_queries (7) has no N context
-    assert DEFAULT_FEATURES.for_context("9").bits == {0, 8, 12, 14, 17, 45}
+    assert node_ann.bits == {0, 8, 12, 14, 11, 17, 23, 25, 39, 45}  # gossip_queries (7) has no N context
+    assert DEFAULT_FEATURES.for_context("9").bits == {0, 8, 12, 14, 17, 25, 45}
     assert Features(frozenset({101, 23})).for_context("N").bits == {23}  # unknown bits are not ours to set
 
 

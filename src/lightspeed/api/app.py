@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
+from lightspeed.api.blinded import endpoints as blinded_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.api.openapi import Endpoint, openapi_document
@@ -227,6 +228,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  "limbo_sat": {"type": "integer"},
                  "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
+    *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
 )
 
 

@@ -264,7 +264,8 @@ class Channel:
     # -- local commands -----------------------------------------------------------------------
 
     def add_htlc(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
-                 onion: bytes = bytes(ONION_SIZE)) -> UpdateAddHtlc:
+                 onion: bytes = bytes(ONION_SIZE), path_key: bytes | None = None) -> UpdateAddHtlc:
+        """Offer an HTLC; ``path_key`` when relaying inside a blinded path (BOLT 2: MUST set it)."""
         # BOLT #2: an offering node MUST respect the receiver's htlc_minimum_msat, max_accepted_htlcs
         # and max_htlc_value_in_flight_msat, keep its reserve and (funder) pay the fee: see limits.py.
         problem = offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)
@@ -272,7 +273,8 @@ class Channel:
             raise UsageError(f"cannot offer this HTLC: {problem}")
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
         return self._sent(UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
-                                        payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion))
+                                        payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion,
+                                        tlvs={} if path_key is None else {"blinded_path": {"path_key": path_key}}))
 
     def _views(self) -> dict[Side, CommitmentView]:
         """Both commitments as the next update would find them (unsigned updates included)."""

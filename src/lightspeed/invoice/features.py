@@ -39,7 +39,9 @@ FEATURE_NAMES: dict[int, str] = {
 _BIT_BY_NAME = {name: bit for bit, name in FEATURE_NAMES.items()}
 
 # Features an invoice may carry that a Lightspeed payer understands (both bits of each pair).
-UNDERSTOOD = frozenset({8, 9, 14, 15, 16, 17, 30, 31, 48, 49})
+# option_route_blinding (24/25): BOLT 11 carries no blinded path, so an invoice requiring it is
+# paid over a normal route by a payer that supports route blinding (node.pay checks ours).
+UNDERSTOOD = frozenset({8, 9, 14, 15, 16, 17, 24, 25, 30, 31, 48, 49})
 
 
 def feature_name(bit: int) -> str:

@@ -1,6 +1,7 @@
 """The JSON form of an invoice (the ``lightspeed invoice decode`` contract) and back.
 
-Besides the contract fields (see DESIGN.md) the JSON carries ``hrp`` and
+Besides the contract fields (see DESIGN.md) the JSON carries ``required_features`` (the even
+feature bits by BOLT 9 name), ``hrp`` and
 ``tagged_fields`` (every field as ``{"tag", "data"}`` in wire order, data in
 bech32 characters). :func:`unsigned_from_json` uses them as a layout: fields
 whose value is unchanged are written back exactly as they were, unknown and
@@ -19,6 +20,7 @@ from lightspeed.errors import DecodeError, UsageError
 from lightspeed.invoice.amount import format_amount, parse_amount
 from lightspeed.invoice.decode import SKIPPED, interpret_field, parse_hrp
 from lightspeed.invoice.encode import build_invoice
+from lightspeed.invoice.features import feature_name
 from lightspeed.invoice.fields import (
     DEFAULT_EXPIRY,
     DEFAULT_MIN_FINAL_CLTV_EXPIRY,
@@ -55,6 +57,8 @@ def invoice_to_json(invoice: Invoice) -> dict[str, Any]:
         "expiry": invoice.expiry,
         "min_final_cltv_expiry": invoice.min_final_cltv_expiry,
         "features": sorted(invoice.features),
+        # the even (required) bits by BOLT 9 name: what a payer must support to pay it
+        "required_features": [feature_name(b) for b in sorted(invoice.features) if b % 2 == 0],
         "payee": invoice.payee.hex(),
         "fallback_addresses": invoice.fallback_addresses,
         "route_hints": [[_hop_to_json(hop) for hop in route] for route in invoice.route_hints],

@@ -5,8 +5,9 @@ acts on: :class:`Malformed` (answer ``update_fail_malformed_htlc``), :class:`Ref
 ``update_fail_htlc`` with this failure, encrypted for the payer), :class:`Forward` (ask
 :func:`~lightspeed.payments.forward.decide_forward`) or :class:`Final` (hand to the
 :class:`~lightspeed.payments.receiver.Receiver`). The final node understands the keysend and
-AMP records; a forwarding node understands none beyond BOLT 4's. Blinded paths are not
-forwarded yet: such a payload is refused as ``invalid_onion_payload``.
+AMP records; a forwarding node understands none beyond BOLT 4's. An HTLC inside a blinded path
+(a ``path_key`` in ``update_add_htlc``, or ``encrypted_recipient_data`` in our payload) is read
+by :func:`~lightspeed.node.blinded_incoming.read_blinded` instead.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import hashlib
 from dataclasses import dataclass
 
 from lightspeed.errors import OnionError
+from lightspeed.node.blinded_incoming import BlindedRead, read_blinded
 from lightspeed.onion.failure import FailureCode, FailureMessage, create_failure_packet
 from lightspeed.onion.payload import (
-    ENCRYPTED_RECIPIENT_DATA,
     HopPayload,
     InvalidHopPayload,
     check_hop_payload,
@@ -67,8 +68,15 @@ class Final:
 Incoming = Malformed | Refuse | Forward | Final
 
 
-def read_onion(onion: bytes, node_privkey: bytes, payment_hash: bytes) -> Incoming:
-    """Peel our layer of an incoming HTLC's onion and say what it asks (never raises)."""
+def read_onion(onion: bytes, node_privkey: bytes, payment_hash: bytes, path_key: bytes | None = None,
+               amount_msat: int = 0, cltv_expiry: int = 0, node_id: bytes = b"") -> Incoming | BlindedRead:
+    """Peel our layer of an incoming HTLC's onion and say what it asks (never raises).
+
+    ``path_key``, ``amount_msat``, ``cltv_expiry`` and ``node_id`` (ours) matter only inside a
+    blinded path, where the recipient's ``payment_relay`` sets the forwarded amount and expiry.
+    """
+    if path_key is not None:
+        return read_blinded(onion, node_privkey, node_id, payment_hash, amount_msat, cltv_expiry, path_key)
     try:
         peeled = peel_onion(OnionPacket.from_bytes(onion), node_privkey, payment_hash)
     except OnionError as exc:
@@ -78,9 +86,9 @@ def read_onion(onion: bytes, node_privkey: bytes, payment_hash: bytes) -> Incomi
     final = peeled.next_packet is None
     try:
         payload = HopPayload.from_bytes(peeled.payload, understood=UNDERSTOOD_RECORDS if final else frozenset())
-        if payload.encrypted_recipient_data is not None:
-            raise InvalidHopPayload("encrypted_recipient_data", "blinded paths are not supported here",
-                                    ENCRYPTED_RECIPIENT_DATA)
+        if payload.encrypted_recipient_data is not None:  # we are the introduction node of a blinded path
+            return read_blinded(onion, node_privkey, node_id, payment_hash, amount_msat, cltv_expiry, None,
+                                payload, peeled.next_packet, peeled.shared_secret)
         check_hop_payload(payload, is_final=final, update_path_key=False)
     except InvalidHopPayload as exc:
         failure = FailureMessage(FailureCode.INVALID_ONION_PAYLOAD, tlv_type=exc.tlv_type or 0, offset=0)

@@ -26,6 +26,7 @@ from lightspeed.payments.amp import AMP_FEATURE_BITS
 from lightspeed.payments.receiver import Receivable, Receiver
 from lightspeed.store.base import InvoiceRecord, Store
 
+ROUTE_BLINDING_BIT = 24  # set (required) in the stored record of a payment made for blinded paths
 CACHE_SIZE = 1024  # unpaid invoices kept decoded in the receiver
 PRUNE_GRACE_S = 24 * 3600  # an unpaid invoice stays this long after it expired
 PRUNE_INTERVAL_S = 3600
@@ -36,9 +37,10 @@ def receivable(record: InvoiceRecord) -> Receivable:
     invoice = decode(record.invoice)
     amp = AMP_FEATURE_BITS[0] in invoice.features  # paid only by AMP shards; no preimage of its own
     hold = record.preimage == b"" and not amp  # a hold invoice: created from a hash, the preimage later
+    blinded = ROUTE_BLINDING_BIT in invoice.features  # node.blinded: paid only over our blinded paths
     return Receivable(record.payment_hash, record.payment_secret, record.amount_msat,
                       invoice.min_final_cltv_expiry, invoice.expires_at,
-                      None if hold or amp else record.preimage, hold, amp)
+                      None if hold or amp else record.preimage, hold, amp, blinded)
 
 
 class InvoiceBook:

@@ -41,11 +41,14 @@ commitments of exactly that type (:mod:`lightspeed.channel.establish`).
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
 (see the section at the end of :class:`Node`).
 
+Blinded paths (BOLT 4 route blinding): :mod:`lightspeed.node.blinded` builds them to us
+(:meth:`Node.blinded_payment_paths`), receives and forwards over them (an ``update_add_htlc`` with
+``path_key``, or our payload naming us the introduction node) and pays to them
+(:meth:`Node.pay_blinded`); the node only hands it those HTLCs and their failures.
+
 Every HTLC of an outgoing payment (each part of an MPP payment) is recorded while in flight: after
 a restart the payment succeeds as soon as one part brings the preimage, and fails only once all
 its parts failed.
-
-Not yet here: blinded paths.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.network import REGTEST, Network
@@ -133,6 +136,14 @@ from lightspeed.invoice import Invoice, build_invoice
 from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATURES
 from lightspeed.invoice.fields import RouteHintHop
 from lightspeed.node.anchor_cpfp import broadcast_commitment
+from lightspeed.node.blinded import BlindedInvoice, BlindedPayments, parse_malformed
+from lightspeed.node.blinded_incoming import (
+    BlindedFailure,
+    BlindedFinal,
+    BlindedForward,
+    pack_onion,
+    unpack_onion,
+)
 from lightspeed.node.broadcast import Broadcaster, BroadcastRejected
 from lightspeed.node.events import EventBus
 from lightspeed.node.forwarding import (
@@ -172,6 +183,8 @@ from lightspeed.node.paying import (
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.node.settings import DEFAULT_CHANNEL_SETTINGS, ChannelSettings
+from lightspeed.offers.tlv_fields import BlindedPayInfo
+from lightspeed.onion.blinding import BlindedPath
 from lightspeed.onion.failure import (
     FailureCode,
     FailureMessage,
@@ -208,6 +221,7 @@ from lightspeed.store import (
 
 log = logging.getLogger("lightspeed.node")
 
+ROUTE_BLINDING_REQUIRED = 24  # BOLT 9 option_route_blinding, even (required) bit
 FINAL_CLTV_MARGIN = 12  # blocks added to the payee's min_final_cltv_expiry: the chain moves while we send
 MAX_PARTS = 16  # MPP: the most parts one payment is split into
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between dials to a lost peer, then the last
@@ -401,6 +415,7 @@ class Node:
         self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
+        self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""
@@ -1140,6 +1155,9 @@ class Node:
             raise PaymentError("the invoice has no amount or no payment secret")
         if invoice.payee == self.node_id:
             raise PaymentError("the invoice is our own")
+        if ROUTE_BLINDING_REQUIRED in invoice.features and not self.features.supports("option_route_blinding"):
+            raise PaymentError("the invoice requires option_route_blinding (feature 24), which this node does not "
+                               "support (its features setting leaves it out)")
         if AMP_FEATURE_BITS[0] in invoice.features:
             return await self.pay_amp(invoice.payee, invoice.amount_msat, timeout=timeout, invoice=invoice)
         amount = invoice.amount_msat
@@ -1195,16 +1213,24 @@ class Node:
         return amp.set_id
 
     async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
-                   shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
-                   hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False) -> bytes:
-        """Run the payment (a task that outlives ``timeout``), record its end, return the preimage."""
+                   shards_for: Callable[[int, int], _Shards] | None, min_final_cltv: int,
+                   hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False,
+                   runner: Callable[[], Awaitable[bytes]] | None = None) -> bytes:
+        """Run the payment (a task that outlives ``timeout``), record its end, return the preimage.
+
+        ``runner``: sends the parts instead of :meth:`_pay_parts` (blinded paths).
+        """
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[payment_id] = future
 
         async def run() -> None:
             try:
-                preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv, hints,
-                                                 max_parts, exact_parts)
+                if runner is not None:
+                    preimage = await runner()
+                else:
+                    assert shards_for is not None
+                    preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv,
+                                                     hints, max_parts, exact_parts)
             except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
                 if not future.done():
                     future.set_exception(exc)
@@ -1338,6 +1364,25 @@ class Node:
             shards.failed()
             attempts.attempt_failed(action.attempt.attempt_id, report, time.monotonic())
 
+    def blinded_payment_paths(self, amount_msat: int | None, description: str = "", expiry: int = 3600,
+                              via: Sequence[Sequence[bytes]] | None = None, dummy_hops: int = 1,
+                              preimage: bytes | None = None, max_paths: int = 3) -> BlindedInvoice:
+        """A payment to us, payable only over the returned blinded paths (BOLT 4 route blinding).
+
+        ``via``: node lists (introduction node first, ending at one of our peers); by default one
+        path per peer we have a ready channel with. Each path gets ``dummy_hops`` dummy hops. The
+        result's ``paths`` are (BlindedPath, BlindedPayInfo) pairs, as a BOLT 12 invoice carries them.
+        """
+        return self.blinded.payment_paths(amount_msat, description, expiry, via, dummy_hops, preimage, max_paths)
+
+    async def pay_blinded(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
+                          payment_hash: bytes, timeout: float = 30, max_parts: int = MAX_PARTS) -> bytes:
+        """Pay over blinded paths; returns the preimage. Splits across paths (MPP) when one
+        cannot carry the amount, and moves a failed part to another path."""
+        if not self.features.supports("option_route_blinding"):
+            raise PaymentError("paying to blinded paths needs option_route_blinding in our features")
+        return await self.blinded.pay(paths, amount_msat, payment_hash, timeout, max_parts)
+
     async def send_to_route(self, route: Route, payment_hash: bytes, payment_secret: bytes | None,
                             total_msat: int | None = None, min_final_cltv: int = 18,
                             custom_records: tuple[tuple[int, bytes], ...] = ()) -> bytes:
@@ -1364,19 +1409,26 @@ class Node:
 
     async def _send_htlc(self, route: Route, payment_hash: bytes, final: FinalPart, min_final_cltv: int,
                          deadline: float | None = None) -> tuple[HtlcOutcome, tuple[bytes, ...]]:
-        """Offer the first HTLC of ``route`` and wait until it is fulfilled or gone; until ``deadline``
-        for a slot our own HTLCs hold on the channel."""
+        """Offer the first HTLC of ``route`` and wait until it is fulfilled or gone (see :meth:`_offer_htlc`)."""
         first = route.hops[0]
-        cid = self._by_scid.get(first.short_channel_id)
-        if cid is None or not self._usable(cid) or self._channel_node.get(cid) != first.pubkey:
-            return HtlcOutcome(), ()
-        channel = self.channels[cid]
         height = self.chain.tip()[0]
         built = onion_for_route(route, payment_hash, height + min_final_cltv + FINAL_CLTV_MARGIN, final,
                                 os.urandom(32))
+        return await self._offer_htlc(first.short_channel_id, first.pubkey, first.amount_msat, payment_hash,
+                                      built.first_cltv_expiry, built.onion, built.shared_secrets, deadline)
+
+    async def _offer_htlc(self, scid: int, peer_id: bytes, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
+                          onion: bytes, shared_secrets: tuple[bytes, ...],
+                          deadline: float | None = None) -> tuple[HtlcOutcome, tuple[bytes, ...]]:
+        """Add our HTLC on channel ``scid`` (to ``peer_id``), commit, send, wait until fulfilled or gone;
+        until ``deadline`` for a slot other payments' HTLCs hold on the channel."""
+        cid = self._by_scid.get(scid)
+        if cid is None or not self._usable(cid) or self._channel_node.get(cid) != peer_id:
+            return HtlcOutcome(), ()
+        channel = self.channels[cid]
         while True:
             try:
-                add = channel.add_htlc(first.amount_msat, payment_hash, built.first_cltv_expiry, built.onion)
+                add = channel.add_htlc(amount_msat, payment_hash, cltv_expiry, onion)
                 break
             except UsageError:
                 # Other payments' HTLCs on this channel hold the slots or the balance it lacks: they
@@ -1386,7 +1438,7 @@ class Node:
                 others = [h for h in self._in_flight.get(cid, {}).values() if h != payment_hash]
                 if (deadline is None or not others or not self._usable(cid)
                         or not await self._next_revocation(deadline - time.monotonic())):
-                    return HtlcOutcome(), built.shared_secrets
+                    return HtlcOutcome(), shared_secrets
         key = (cid, add.id)
         waiter: asyncio.Future[HtlcOutcome] = asyncio.get_running_loop().create_future()
         self._waiters[key] = waiter
@@ -1399,7 +1451,7 @@ class Node:
             self._dirty.setdefault(cid, []).append(add)
             batches = self._step_batches()
         await self._send_all(batches)
-        return await waiter, built.shared_secrets
+        return await waiter, shared_secrets
 
     def payment_status(self, payment_hash: bytes) -> PaymentRecord | None:
         return self.store.payment(payment_hash)
@@ -1416,7 +1468,8 @@ class Node:
         received: list[NodeEvent] = []
         with self.store.transaction():  # one commit for the whole step, then its messages
             if isinstance(message, UpdateAddHtlc):
-                self.store.put_onion(cid, message.id, message.onion_routing_packet)
+                path_key = message.tlvs.get("blinded_path", {}).get("path_key")  # BOLT 2: inside a blinded path
+                self.store.put_onion(cid, message.id, pack_onion(message.onion_routing_packet, path_key))
             elif isinstance(message, UpdateFailHtlc):
                 self._failures[(cid, message.id)] = HtlcOutcome(reason=message.reason)
             elif isinstance(message, UpdateFailMalformedHtlc):
@@ -1479,6 +1532,7 @@ class Node:
         live = {h.htlc_id for h in self._unresolved_htlcs(channel) if h.offerer is Side.REMOTE}
         for key in [k for k in self._incoming if k[0] == cid and k[1] not in live]:
             record = self._incoming.pop(key)  # gone from every commitment: forget it
+            self.blinded.forget(key)
             self.store.delete_incoming_htlc(*key)
             self.store.delete_onion(*key)
             if record.out_channel_id is not None and record.out_htlc_id is not None:
@@ -1512,8 +1566,12 @@ class Node:
                                             failure=create_failure_packet(bytes(32), FailureMessage(
                                                 FailureCode.TEMPORARY_NODE_FAILURE).to_bytes())))
             return
-        read = read_onion(onion, self.privkey, htlc.payment_hash)
-        if isinstance(read, Malformed):
+        onion, path_key = unpack_onion(onion)
+        read = read_onion(onion, self.privkey, htlc.payment_hash, path_key, htlc.amount_msat, htlc.cltv_expiry,
+                          self.node_id)
+        if isinstance(read, (BlindedFailure, BlindedForward, BlindedFinal)):
+            self.blinded.decide(channel, htlc, read, height, received)
+        elif isinstance(read, Malformed):
             self._handled.add(key)
             self._dirty.setdefault(cid, []).append(
                 channel.fail_malformed_htlc(htlc.htlc_id, read.sha256_of_onion, read.code))
@@ -1543,8 +1601,11 @@ class Node:
             elif isinstance(decision, Fail):
                 part = decision.part
                 secret = self._part_secrets.get((part.channel_id, part.htlc_id), bytes(32))
+                blinded = self.blinded.failure_record((part.channel_id, part.htlc_id), part.payment_hash,
+                                                      decision.failure) if part.blinded else None
                 self._record(IncomingHtlcRecord(part.channel_id, part.htlc_id, part.payment_hash, secret,
-                                                failure=create_failure_packet(secret, decision.failure.to_bytes())))
+                                                failure=blinded or create_failure_packet(
+                                                    secret, decision.failure.to_bytes())))
             elif isinstance(decision, Received):
                 self._mark_invoice_paid(decision)
                 received.append(PaymentReceived(decision.key, decision.amount_msat))
@@ -1585,8 +1646,11 @@ class Node:
             return  # applied after the reestablish
         message: WireMessage
         try:
+            malformed = parse_malformed(record.failure) if record.failure is not None else None
             if record.preimage is not None:
                 message = channel.fulfill_htlc(record.htlc_id, record.preimage)
+            elif malformed is not None:  # inside a blinded path (node.blinded)
+                message = channel.fail_malformed_htlc(record.htlc_id, malformed[1], malformed[0])
             elif record.failure is not None:
                 message = channel.fail_htlc(record.htlc_id, record.failure)
             else:
@@ -1700,7 +1764,10 @@ class Node:
         if record.preimage is not None or record.failure is not None:
             return True
         outcome = self._failures.pop(out, HtlcOutcome())
-        if outcome.reason is not None:
+        blinded = self.blinded.failure_record(incoming, record.payment_hash, None) if incoming is not None else None
+        if blinded is not None:  # BOLT 2: inside a blinded path every downstream error is invalid_onion_blinding
+            reason = blinded
+        elif outcome.reason is not None:
             reason = wrap_failure_packet(record.shared_secret, outcome.reason)
         else:
             # BOLT 4: a malformed answer from the next node becomes our failure with its code;

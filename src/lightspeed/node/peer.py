@@ -46,7 +46,7 @@ READ_SIZE = 65536
 DEFAULT_FEATURES = Features.of(
     required=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
     optional=["gossip_queries", "gossip_queries_ex", "basic_mpp", "option_anchors", "option_channel_type",
-              "option_onion_messages"])
+              "option_route_blinding", "option_onion_messages"])
 
 
 class Peer:

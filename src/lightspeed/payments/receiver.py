@@ -41,6 +41,8 @@ class IncomingPart:
     cltv_expiry: int
     payment_hash: bytes
     payload: HopPayload
+    #: arrived over one of our blinded paths (its ``path_id`` gave ``payload.payment_secret``)
+    blinded: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Receivable:
     preimage: bytes | None
     hold: bool = False
     amp: bool = False  # an AMP invoice: paid only by AMP shards (its payment_hash is a placeholder)
+    blinded: bool = False  # paid only over the blinded paths we made for it (never handed out as BOLT 11)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class Receiver:
         total = final_total_msat(payload)
         # BOLT #4: unknown hash, wrong or missing payment_secret, amount too low, expiry too
         # near: incorrect_or_unknown_payment_details (one code, so probing learns nothing).
-        if (invoice is None or invoice.amp or part.payment_hash in self.settled
+        if (invoice is None or invoice.amp or invoice.blinded != part.blinded or part.payment_hash in self.settled
                 or payload.payment_secret != invoice.payment_secret or total is None or now >= invoice.expires_at
                 or part.cltv_expiry < height + invoice.min_final_cltv_expiry):
             return [self._unknown(part, height)]
