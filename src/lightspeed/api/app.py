@@ -76,7 +76,12 @@ CHANNEL: Schema = {"type": "object", "properties": {
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
     "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR,
     "close_type": {"enum": ["mutual", "local", "remote", "revoked", "data_loss", None]},
-    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP}}}
+    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP},
+    "short_channel_id": _NULLABLE_STR, "active": {"type": "boolean"}, "spendable_msat": {"type": "integer"},
+    "receivable_msat": {"type": "integer"}, "local_reserve_sat": _NULLABLE_INT, "remote_reserve_sat": _NULLABLE_INT,
+    "private": {"type": ["boolean", "null"]}}}
+FEATURES: Schema = {"type": "array", "items": {"type": "object", "properties": {
+    "bit": {"type": "integer"}, "name": _NULLABLE_STR, "required": {"type": "boolean"}}}}
 PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
@@ -105,12 +110,18 @@ def _list_of(key: str, item: Schema) -> Schema:
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/getinfo", "getinfo", "The node's id, network, addresses, chain tip and counts",
              h.getinfo, {"type": "object", "properties": {
-                 "node_id": {"type": "string"}, "network": {"type": "string"}, "version": {"type": "string"},
-                 "listen": {"type": "string"}, "chain_file": _NULLABLE_STR, "block_height": {"type": "integer"},
-                 "block_hash": {"type": "string"}, "num_peers": {"type": "integer"},
-                 "num_channels": {"type": "integer"}}}),
-    Endpoint("GET", "/v1/peers", "listPeers", "Peers connected now", h.list_peers,
-             _list_of("peers", {"type": "object", "properties": {"node_id": {"type": "string"}}})),
+                 "node_id": {"type": "string"}, "alias": {"type": "string"}, "color": {"type": "string"},
+                 "network": {"type": "string"}, "version": {"type": "string"},
+                 "listen": {"type": "string"}, "uris": {"type": "array", "items": {"type": "string"}},
+                 "chain_file": _NULLABLE_STR, "block_height": {"type": "integer"},
+                 "block_hash": {"type": "string"}, "synced_to_chain": {"type": "boolean"},
+                 "num_peers": {"type": "integer"}, "num_channels": {"type": "integer"},
+                 "num_active_channels": {"type": "integer"}, "num_pending_channels": {"type": "integer"},
+                 "num_inactive_channels": {"type": "integer"}, "features": FEATURES}}),
+    Endpoint("GET", "/v1/peers", "listPeers", "Peers connected now: address, init features, channels",
+             h.list_peers, _list_of("peers", {"type": "object", "properties": {
+                 "node_id": {"type": "string"}, "address": _NULLABLE_STR, "features": FEATURES,
+                 "channels": {"type": "array", "items": {"type": "string"}}}})),
     Endpoint("POST", "/v1/peers", "connect", "Connect to a peer over TCP (BOLT 8 handshake, init)", h.connect,
              {"type": "object", "properties": {"node_id": {"type": "string"}, "connected": {"type": "boolean"}}},
              body=obj({"node_id": NODE_ID, "host": host("the peer's host: an IP address or a DNS name"),

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 
 from lightspeed import __version__
+from lightspeed.api.address import format_hostport
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
@@ -31,6 +32,7 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.invoice import decode
+from lightspeed.node import queries
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.store import ClosedChannel
@@ -104,7 +106,19 @@ def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[s
             "capacity_sat": channel.config.funding_sat, "initiator": channel.config.local_is_funder,
             "local_balance_msat": view.to_local_msat, "remote_balance_msat": view.to_remote_msat,
             "pending_htlcs": len(view.htlcs), "closing_txid": None, "close_type": None, "limbo_sat": 0,
-            "limbo_sweeps": []}
+            "limbo_sweeps": [], **liquidity_json(queries.liquidity(node, channel_id))}
+
+
+def liquidity_json(liquidity: queries.Liquidity | None) -> dict[str, Any]:
+    """The operator fields of a channel (null for a closed one)."""
+    scid = None if liquidity is None else liquidity.short_channel_id
+    return {"short_channel_id": None if scid is None else queries.format_scid(scid),
+            "active": liquidity is not None and liquidity.active,
+            "spendable_msat": 0 if liquidity is None else liquidity.spendable_msat,
+            "receivable_msat": 0 if liquidity is None else liquidity.receivable_msat,
+            "local_reserve_sat": None if liquidity is None else liquidity.local_reserve_sat,
+            "remote_reserve_sat": None if liquidity is None else liquidity.remote_reserve_sat,
+            "private": None if liquidity is None else liquidity.private}
 
 
 def _sweep_json(sweep: PendingSweep) -> dict[str, Any]:
@@ -123,7 +137,8 @@ def closed_channel_json(ctx: ApiContext, record: ClosedChannel, sweeps: list[Pen
         "local_balance_msat": None, "remote_balance_msat": None, "pending_htlcs": 0,
         "closing_txid": None if record.closing_txid is None else record.closing_txid[::-1].hex(),
         "close_type": None if summary is None else summary.kind,
-        "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine]}
+        "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine],
+        **liquidity_json(None)}
     if summary is not None:
         entry.update({"funding_txid": summary.funding_txid[::-1].hex(),
                       "funding_output_index": summary.funding_output_index, "capacity_sat": summary.capacity_sat,
@@ -153,14 +168,31 @@ def _closed_now(ctx: ApiContext, channel_id: bytes, closing: Transaction) -> dic
 async def getinfo(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     node = ctx.node
     height, block_hash = node.chain.tip()
-    return 200, {"node_id": node.node_id.hex(), "network": node.network.name, "version": __version__,
-                 "listen": ctx.listen, "chain_file": ctx.chain_file, "block_height": height,
-                 "block_hash": block_hash[::-1].hex(), "num_peers": len(node.peer_ids()),
-                 "num_channels": len(node.channels)}
+    counts = queries.channel_counts(node)
+    return 200, {"node_id": node.node_id.hex(), "alias": node.gossip.alias, "color": "#" + node.gossip.rgb_color.hex(),
+                 "network": node.network.name, "version": __version__, "listen": ctx.listen,
+                 "uris": [f"{node.node_id.hex()}@{ctx.listen}"] if ctx.listen else [],
+                 "chain_file": ctx.chain_file, "block_height": height, "block_hash": block_hash[::-1].hex(),
+                 "synced_to_chain": queries.is_synced(node), "num_peers": len(node.peer_ids()),
+                 "num_channels": len(node.channels), "num_active_channels": counts.active,
+                 "num_pending_channels": counts.pending, "num_inactive_channels": counts.inactive,
+                 "features": queries.features_json(node.features)}
 
 
 async def list_peers(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    return 200, {"peers": [{"node_id": p.hex()} for p in ctx.node.peer_ids()]}
+    node = ctx.node
+    peers = []
+    for peer_id in node.peer_ids():
+        peer = node.peer(peer_id)
+        connected = None if peer is None else peer.connected_now()
+        address = None if peer is None else peer.remote_address
+        channels = [cid for cid in node.channels if node.channel_peer_id(cid) == peer_id
+                    and cid not in node.closed_channels]
+        peers.append({"node_id": peer_id.hex(),
+                      "address": None if address is None else format_hostport(*address),
+                      "features": [] if connected is None else queries.features_json(connected.remote_init.all_features),
+                      "channels": [cid.hex() for cid in channels]})
+    return 200, {"peers": peers}
 
 
 async def connect(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -381,6 +381,7 @@ class Node:
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
         self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
+        self.synced_tip: tuple[int, bytes] | None = None  # the chain tip _watch_chain last handled
         self.store_failure: str | None = None  # set when a commit failed: the node stopped (see _on_store_failure)
         self._halting: asyncio.Task[None] | None = None
         self.store.add_failure_listener(self._on_store_failure)
@@ -1816,6 +1817,11 @@ class Node:
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
+    def peer(self, node_id: bytes) -> Peer | None:
+        """The live connection to ``node_id``, if any (operator queries: node.queries)."""
+        peer = self._peers.get(node_id)
+        return None if peer is None or peer.session.closed else peer
+
     def peer_ids(self) -> list[bytes]:
         """Node ids of the peers we are connected to now."""
         return [node_id for node_id, peer in self._peers.items() if not peer.session.closed]
@@ -1972,6 +1978,7 @@ class Node:
             if tip != seen:
                 seen = tip
                 await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+                self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
                 for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                     reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
                     if reason is not None:
