@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
+from lightspeed.api import ops_routes
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.api.openapi import Endpoint, openapi_document
@@ -229,6 +230,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "timeout_s": integer("how long to wait for the invoice, all attempts together", 1, 120),
                        "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
                       ["offer"])),
+    *ops_routes.endpoints(CHANNEL),
     Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
              h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,

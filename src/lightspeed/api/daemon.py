@@ -193,6 +193,7 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
                                     access_log=False))
     stop = asyncio.Event()
+    ctx.request_stop = stop.set  # POST /v1/stop: exits as SIGTERM does
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -65,6 +65,7 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     open_timeout_s: float = 30.0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
 
     def now(self) -> int:
         return int(self.clock())

@@ -357,18 +357,25 @@ def channels(ctx: click.Context, table: bool) -> None:
 
 
 @click.command("close")
-@click.argument("channel_id")
+@click.argument("channel")
 @click.option("--force", is_flag=True, help="unilateral close: broadcast our commitment (peer offline)")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL")
-def close(ctx: click.Context, channel_id: str, force: bool) -> None:
-    """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction).
+@with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL",
+              "lightspeed --datadir ~/.lightspeed/alice close 103x1x0 --force")
+def close(ctx: click.Context, channel: str, force: bool) -> None:
+    """Close CHANNEL cooperatively (then mine a block to confirm the closing transaction).
+
+    CHANNEL is a channel id, a short channel id (BLOCKxTXxOUTPUT), a funding outpoint
+    (TXID:INDEX) or the node id of a peer with one open channel.
 
     With --force, broadcast our latest commitment instead; our balance returns to the wallet
     after the peer's to_self_delay blocks (the node sweeps it).
     """
+    from lightspeed.cli.ops_cmd import resolve_channel
+
+    channel_id = resolve_channel(ctx, channel)
     _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
 
 
