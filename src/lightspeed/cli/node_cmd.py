@@ -214,6 +214,7 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 @_chain_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
 def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 
