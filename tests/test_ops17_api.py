@@ -138,7 +138,7 @@ def test_force_closed_funds_wait_in_pendingchannels_and_the_close_outlives_a_res
 @pytest.mark.slow
 def test_keysend_amp_track_invoice_lookup_and_wait(tmp_path: Path) -> None:
     async def scenario() -> None:
-        chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x55)
+        _chain, alice, bob, _cid = await open_paid_channel(tmp_path, 0x55)
         async with api(alice) as a, api(bob) as b:
             sent = ok(await a.post("/v1/keysend", json={"node_id": bob.node_id.hex(), "amount_msat": 7_000_000}))
             assert sent["status"] == "succeeded" and sha256(bytes.fromhex(sent["preimage"])).hex() == sent[
@@ -203,7 +203,7 @@ def test_disconnect_drops_a_peer_without_channels_and_refuses_one_with_channels(
 @pytest.mark.slow
 def test_disconnect_is_refused_while_a_channel_is_open(tmp_path: Path) -> None:
     async def scenario() -> None:
-        chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x57)
+        _chain, alice, bob, _cid = await open_paid_channel(tmp_path, 0x57)
         async with api(alice) as a:
             reason = refused(await a.post(f"/v1/peers/{bob.node_id.hex()}/disconnect"), 409, "node_id")
             assert "1 open channel" in reason
