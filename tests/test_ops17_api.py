@@ -16,6 +16,7 @@ from lightspeed.api.app import create_app
 from lightspeed.api.handlers import ApiContext
 from lightspeed.chain import RegtestChain
 from lightspeed.crypto.hashes import sha256
+from lightspeed.invoice import decode
 from lightspeed.node.node import Node
 from lightspeed.node.queries import format_scid, parse_scid
 from lightspeed.store import SqliteStore
@@ -233,6 +234,43 @@ def test_an_open_channel_waits_in_pending_open_until_its_funding_is_deep_enough(
             assert ok(await a.get("/v1/channels/pending"))["pending_open"] == []
             info = ok(await a.get("/v1/getinfo"))
             assert (info["num_active_channels"], info["num_pending_channels"]) == (1, 0)
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_amountless_private_and_description_hash_invoices(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        _chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x59)
+        async with api(alice) as a, api(bob) as b:
+            anything = ok(await b.post("/v1/invoices", json={"description": "tips"}), 201)
+            assert anything["amount_msat"] is None and decode(anything["invoice"]).amount_msat is None
+            reason = refused(await a.post("/v1/payments", json={"invoice": anything["invoice"]}), 400, "amount_msat")
+            assert "names no amount" in reason
+            paid = ok(await a.post("/v1/payments", json={"invoice": anything["invoice"], "amount_msat": 3_000_001}))
+            assert paid["status"] == "succeeded" and paid["amount_msat"] == 3_000_001
+            looked = ok(await b.get(f"/v1/invoices/{anything['payment_hash']}"))
+            assert (looked["status"], looked["received_msat"]) == ("paid", 3_000_001)
+
+            priced = ok(await b.post("/v1/invoices", json={"amount_msat": 1000}), 201)
+            assert "differs from the invoice's own amount (1000 msat)" in refused(
+                await a.post("/v1/payments", json={"invoice": priced["invoice"], "amount_msat": 999}),
+                400, "amount_msat")
+
+            terms = b"a long text of terms kept on a web page"
+            hashed = ok(await b.post("/v1/invoices", json={"amount_msat": 5000,
+                                                           "description_hash": sha256(terms).hex()}), 201)
+            decoded = decode(hashed["invoice"])
+            assert decoded.description is None and decoded.description_hash == sha256(terms)
+
+            plain = decode(ok(await b.post("/v1/invoices", json={"amount_msat": 5000}), 201)["invoice"])
+            private = decode(ok(await b.post("/v1/invoices", json={"amount_msat": 5000, "private": True}),
+                                201)["invoice"])
+            assert plain.route_hints == ()
+            ((hop,),) = private.route_hints  # one hint: Alice's side of the unannounced channel
+            assert hop.pubkey == alice.node_id and hop.short_channel_id == bob.short_channel_id(cid)
         await alice.stop()
         await bob.stop()
 

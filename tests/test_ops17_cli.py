@@ -39,6 +39,10 @@ def test_operator_commands_against_real_daemons(tmp_path: Path) -> None:
         sent = ok_json("keysend", bob_id, "5000sat", "--datadir", a)
         assert sent["status"] == "succeeded" and sent["amount_msat"] == 5_000_000
         assert ok_json("trackpayment", sent["payment_hash"], "--timeout", "1", "--datadir", a)["status"] == "succeeded"
+        anything = ok_json("invoice", "new", "any", "tips", "--private", "--datadir", b)
+        assert anything["amount_msat"] is None
+        paid = ok_json("pay", anything["invoice"], "--amount-msat", "1sat", "--datadir", a)
+        assert (paid["status"], paid["amount_msat"]) == ("succeeded", 1000)
         invoice = ok_json("invoice", "new", "2000sat", "tea", "--datadir", b)
         waiter = lightspeed_async("invoice", "wait", invoice["payment_hash"], "--timeout", "60", "--datadir", b)
         assert ok_json("invoice", "lookup", invoice["payment_hash"], "--datadir", b)["status"] == "unpaid"

@@ -160,19 +160,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
              INVOICE, status=201,
-             body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
+             body=obj({"amount_msat": integer("amount to receive (absent: the payer chooses)", 1, 2**53),
                        # BOLT #11: a tagged field holds at most 1023 5-bit words: 639 whole bytes.
                        "description": string("what the payment is for", max_utf8_bytes=639),
+                       "description_hash": hex_string(32, "sha256 of a description kept elsewhere (BOLT 11 h), "
+                                                          "instead of description"),
+                       "private": {"type": "boolean", "description": "add route hints for our private channels"},
                        "expiry": integer("seconds until the invoice expires", 1, 31_536_000),
                        "payment_hash": hex_string(32, "makes a hold invoice: the payment is held until settled "
-                                                      "with the preimage of this hash (or cancelled)")},
-                      ["amount_msat"])),
+                                                      "with the preimage of this hash (or cancelled)")})),
     Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
              _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),
     Endpoint("POST", "/v1/payments", "payInvoice",
              "Pay a BOLT 11 invoice over a direct channel; returns once it settled (with the preimage)",
              h.pay, PAYMENT,
              body=obj({"invoice": string("a BOLT 11 invoice", 1, MAX_INVOICE_LENGTH),
+                       "amount_msat": integer("the amount to pay, for an invoice that names none", 1, 2**53),
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
     Endpoint("POST", "/v1/onion-messages", "sendOnionMessage",
              "Send an onion message (BOLT 4) to a node id (routed over nodes that relay onion messages) or "

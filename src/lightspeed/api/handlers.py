@@ -304,15 +304,24 @@ async def update_fee(ctx: ApiContext, request: Request, body: Any) -> tuple[int,
 
 
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    amount_msat, description = body.get("amount_msat"), body.get("description", "")
+    description_hash = body.get("description_hash")
+    if description_hash is not None and description:
+        raise DecodeError("description_hash", "give description or description_hash, not both")
+    hints = ctx.node.private_route_hints() if body.get("private") else ()
     if body.get("payment_hash") is not None:  # a hold invoice: the preimage comes later (settle)
+        if amount_msat is None or description_hash is not None or hints:
+            raise DecodeError("payment_hash", "a hold invoice needs amount_msat, and takes no description_hash "
+                                              "or private")
         try:
-            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), body["amount_msat"],
-                                                   body.get("description", ""), body.get("expiry", 3600))
+            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), amount_msat,
+                                                   description, body.get("expiry", 3600))
         except UsageError as exc:
             raise _refused(exc, "payment_hash") from None
     else:
-        invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""),
-                                          body.get("expiry", 3600))
+        invoice = ctx.node.create_invoice(amount_msat, description, body.get("expiry", 3600), route_hints=hints,
+                                          description_hash=None if description_hash is None
+                                          else bytes.fromhex(description_hash))
     record = ctx.node.store.invoice(invoice.payment_hash)
     assert record is not None  # create_invoice stored it
     return 201, invoice_json(record, ctx.times, ctx.now())
@@ -369,8 +378,11 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     now = ctx.now()
     if invoice.network != node.network:
         raise DecodeError("invoice", f"is for {invoice.network.name}; this node runs on {node.network.name}")
-    if invoice.amount_msat is None:
-        raise DecodeError("invoice", "has no amount (amountless invoices are not supported yet)")
+    amount_msat = body.get("amount_msat")
+    if invoice.amount_msat is None and amount_msat is None:
+        raise DecodeError("amount_msat", "is required: the invoice names no amount")
+    if invoice.amount_msat is not None and amount_msat not in (None, invoice.amount_msat):
+        raise DecodeError("amount_msat", f"differs from the invoice's own amount ({invoice.amount_msat} msat)")
     if invoice.is_expired(now):
         raise ApiError(409, f"the invoice expired at {invoice.expires_at}", "invoice")
     if invoice.payee == node.node_id:
@@ -389,7 +401,7 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     ctx.times.started[invoice.payment_hash] = now
     timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=timeout_s)
+        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat)
     except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":

@@ -393,22 +393,40 @@ def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None
 
 
 @click.command("new")
-@click.argument("amount_msat", type=Amount("msat", minimum=1))
+@click.argument("amount")
 @click.argument("description", default="")
 @click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
 @click.option("--hold", "payment_hash", metavar="PAYMENT_HASH",
               help="A hold invoice for this hash: payments wait for `invoice settle PREIMAGE` or `invoice cancel`.")
+@click.option("--private", is_flag=True, help="Add route hints for our private (unannounced) channels.")
+@click.option("--description-hash", metavar="SHA256",
+              help="The sha256 (hex) of a description kept elsewhere, instead of DESCRIPTION (BOLT 11 h).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice new 250000000 \"a book\"",
-              "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount")
-def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
-                payment_hash: str | None) -> None:
-    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT (msat, or with a sat suffix)."""
-    body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
+              "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount",
+              "lightspeed --datadir ~/.lightspeed/bob invoice new any \"tips\" --private")
+def invoice_new(ctx: click.Context, amount: str, description: str, expiry: int, payment_hash: str | None,
+                private: bool, description_hash: str | None) -> None:
+    """Ask the running node (--datadir) for an invoice of AMOUNT (msat, or with a sat suffix; "any": the payer
+    chooses)."""
+    from lightspeed.cli.common import parse_amount
+
+    body: dict[str, Any] = {"description": description, "expiry": expiry}
+    if amount != "any":
+        try:
+            body["amount_msat"] = parse_amount(amount, "msat")
+        except ValueError as exc:
+            raise UsageError(f"AMOUNT: {exc}, or 'any'") from None
+        if body["amount_msat"] < 1:
+            raise UsageError(f"AMOUNT {amount!r}: must be at least 1 msat, or 'any'")
     if payment_hash is not None:
         body["payment_hash"] = payment_hash
+    if private:
+        body["private"] = True
+    if description_hash is not None:
+        body["description_hash"] = description_hash
     _print(_call(ctx, "POST", "/v1/invoices", body))
 
 
@@ -453,17 +471,23 @@ def invoice_list(ctx: click.Context) -> None:
 @click.command("pay")
 @click.argument("invoice")
 @click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="The amount, for an invoice that names none (msat, or with a sat suffix).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE")
-def pay(ctx: click.Context, invoice: str, timeout_s: int) -> None:
+@with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE",
+              "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat")
+def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment).
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
     """
     ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
-    _print(_call(ctx, "POST", "/v1/payments", {"invoice": invoice, "timeout_s": timeout_s}))
+    body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
+    if amount_msat is not None:
+        body["amount_msat"] = amount_msat
+    _print(_call(ctx, "POST", "/v1/payments", body))
 
 
 @click.command("payments")

@@ -1066,10 +1066,13 @@ class Node:
 
     # -- payments ----------------------------------------------------------------------------
 
-    def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
-                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None) -> Invoice:
+    def create_invoice(self, amount_msat: int | None, description: str, expiry: int = 3600,
+                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None,
+                       description_hash: bytes | None = None) -> Invoice:
         """An invoice we will settle at once; ``route_hints`` reach us over private channels.
 
+        ``amount_msat`` None: the payer chooses (any amount settles it). ``description_hash``
+        (32 bytes) replaces the description (BOLT 11 ``h``: for descriptions too long for a QR code).
         ``preimage``: the payment preimage to use (a fresh random one by default), for a caller
         that must know it in advance (a conformance test); 32 bytes.
         """
@@ -1077,7 +1080,8 @@ class Node:
             preimage = os.urandom(32)
         elif len(preimage) != 32:
             raise UsageError(f"preimage: must be 32 bytes, not {len(preimage)}")
-        return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
+        return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints,
+                                 description_hash)
 
     def private_route_hints(self) -> list[list[RouteHintHop]]:
         """``route_hints`` for an invoice: our ready channels not announced, each with its peer's fees."""
@@ -1103,11 +1107,13 @@ class Node:
                                        invoice.expires_at, None, amp=True))
         return invoice
 
-    def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
-                     route_hints: Sequence[Sequence[RouteHintHop]]) -> Invoice:
+    def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int | None, description: str,
+                     expiry: int, route_hints: Sequence[Sequence[RouteHintHop]],
+                     description_hash: bytes | None = None) -> Invoice:
         secret = os.urandom(32)
-        invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
-                                payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
+        invoice = build_invoice(network=self.network, amount_msat=amount_msat,
+                                description=None if description_hash is not None else description,
+                                description_hash=description_hash, payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints).sign(self.privkey)
         record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat,
                                expires_at=invoice.expires_at)
@@ -1125,7 +1131,7 @@ class Node:
         if (previous is not None and previous.status == "pending") or payment_hash in self._pending:
             raise PaymentError("this invoice is already being paid")
 
-    async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
+    async def pay(self, invoice: Invoice, timeout: float = 30, amount_msat: int | None = None) -> bytes:
         """Pay an invoice over the network; returns the preimage (the proof of payment).
 
         An AMP invoice (feature 30) is paid with AMP shards and returns the set id instead:
@@ -1136,13 +1142,17 @@ class Node:
         it. Raises :class:`PaymentError` if the payment failed, or is still pending after
         ``timeout`` (it then stays pending in the store and ends settled or failed later).
         """
-        if invoice.amount_msat is None or invoice.payment_secret is None:
-            raise PaymentError("the invoice has no amount or no payment secret")
+        if invoice.payment_secret is None:
+            raise PaymentError("the invoice has no payment secret")
+        amount = invoice.amount_msat if invoice.amount_msat is not None else amount_msat
+        if amount is None or amount <= 0:
+            raise PaymentError("the invoice has no amount: give amount_msat")
+        if invoice.amount_msat is not None and amount_msat not in (None, invoice.amount_msat):
+            raise UsageError("amount_msat: the invoice names its own amount")
         if invoice.payee == self.node_id:
             raise PaymentError("the invoice is our own")
         if AMP_FEATURE_BITS[0] in invoice.features:
-            return await self.pay_amp(invoice.payee, invoice.amount_msat, timeout=timeout, invoice=invoice)
-        amount = invoice.amount_msat
+            return await self.pay_amp(invoice.payee, amount, timeout=timeout, invoice=invoice)
         self._guard(invoice.payment_hash)
         with self.store.transaction():
             self.store.put_payment(PaymentRecord(invoice.payment_hash, amount, "pending", invoice.encode()))
