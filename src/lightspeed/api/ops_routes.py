@@ -6,6 +6,7 @@ includes these, so they are served, validated and published in ``/openapi.json``
 
 from __future__ import annotations
 
+from lightspeed.api import graph_handlers as gr
 from lightspeed.api import ops_handlers as ops
 from lightspeed.api.openapi import Endpoint
 from lightspeed.api.ops_handlers import MAX_WAIT_S
@@ -21,7 +22,22 @@ WAIT = ("timeout_s", {"type": "string", "pattern": "^[1-9][0-9]{0,3}$",
 MAX_MESSAGE_BYTES = 65_535  # Core Lightning's limit on signmessage
 
 # The shapes are the ones app.py publishes (kept loose here: app.py owns CHANNEL, PAYMENT, INVOICE).
-_OBJECT: Schema = {"type": "object"}
+_POLICY_JSON: Schema = {"type": ["object", "null"], "properties": {
+    "time_lock_delta": {"type": "integer"}, "min_htlc": {"type": "string"}, "fee_base_msat": {"type": "string"},
+    "fee_rate_milli_msat": {"type": "string"}, "disabled": {"type": "boolean"}, "max_htlc_msat": {"type": "string"}}}
+_EDGE: Schema = {"type": "object", "properties": {
+    "channel_id": {"type": "string"}, "scid": {"type": "string"}, "node1_pub": {"type": "string"},
+    "node2_pub": {"type": "string"}, "capacity": {"type": "string"}, "node1_policy": _POLICY_JSON,
+    "node2_policy": _POLICY_JSON}}
+_FEES: Schema = {"type": "object", "properties": {
+    "fee_base_msat": {"type": "integer"}, "fee_ppm": {"type": "integer"}, "cltv_delta": {"type": "integer"},
+    "htlc_minimum_msat": {"type": "integer"}, "htlc_maximum_msat": {"type": "integer"}}}
+_HOP: Schema = {"type": "object", "properties": {
+    "short_channel_id": {"type": "string"}, "pubkey": {"type": "string"}, "amount_msat": {"type": "integer"},
+    "fee_msat": {"type": "integer"}, "cltv_expiry_delta": {"type": "integer"}}}
+SCID: Schema = {"type": "string", "pattern": "^([0-9]{1,20}|[0-9]{1,8}x[0-9]{1,8}x[0-9]{1,5})$",
+                "description": "a short channel id: BLOCKxTXxOUTPUT, or LND's integer chan_id"}
+U32 = 2**32 - 1
 _PAYMENT: Schema = {"type": "object", "properties": {
     "payment_hash": {"type": "string"}, "amount_msat": {"type": "integer"},
     "status": {"enum": ["pending", "succeeded", "failed"]}, "preimage": _NULLABLE_STR,
@@ -83,6 +99,42 @@ def endpoints(channel: Schema) -> tuple[Endpoint, ...]:
                                          "description": "a zbase32 signature (104 characters)"},
                            "pubkey": node_id("the node id the signature must be from")},
                           ["message", "signature"])),
+        Endpoint("GET", "/v1/graph", "describeGraph",
+                 "The network graph this node knows from gossip, as LND's describegraph JSON (lightspeed route "
+                 "--graph reads it)", gr.describe_graph, {"type": "object", "properties": {
+                     "nodes": {"type": "array", "items": {"type": "object"}},
+                     "edges": {"type": "array", "items": _EDGE}}}),
+        Endpoint("GET", "/v1/graph/nodes/{node_id}", "getNodeInfo", "A node of the graph and its channels",
+                 gr.node_info, {"type": "object", "properties": {
+                     "node": {"type": "object"}, "num_channels": {"type": "integer"},
+                     "total_capacity": {"type": "string"}, "channels": {"type": "array", "items": _EDGE}}},
+                 path_params=(("node_id", node_id("a node id: 33-byte compressed public key in hex")),)),
+        Endpoint("GET", "/v1/graph/channels/{short_channel_id}", "getChanInfo",
+                 "A channel of the graph with both sides' policies", gr.channel_info, _EDGE,
+                 path_params=(("short_channel_id", SCID),)),
+        Endpoint("POST", "/v1/graph/routes", "queryRoutes",
+                 "The route a payment would take first, on the live graph and our channels as they are now",
+                 gr.query_routes, {"type": "object", "properties": {"routes": {"type": "array", "items": {
+                     "type": "object", "properties": {
+                         "hops": {"type": "array", "items": _HOP}, "total_amount_msat": {"type": "integer"},
+                         "total_fee_msat": {"type": "integer"}, "total_cltv_expiry_delta": {"type": "integer"}}}}}},
+                 body=obj({"node_id": node_id("the destination"),
+                           "amount_msat": integer("the amount to deliver", 1, 2**53),
+                           "max_fee_msat": integer("the most the route may cost in fees", 0, 2**53)},
+                          ["node_id", "amount_msat"])),
+        Endpoint("GET", "/v1/fees", "feeReport", "What this node charges to forward, per channel",
+                 gr.fee_report, {"type": "object", "properties": {
+                     "policy": _FEES, "channels": {"type": "array", "items": _FEES}}}),
+        Endpoint("POST", "/v1/fees", "updateChannelPolicy",
+                 "Change the forwarding fees, CLTV delta and HTLC bounds of every channel; a new channel_update "
+                 "goes out for each", gr.update_policy, {"type": "object", "properties": {"policy": _FEES}},
+                 body=obj({"fee_base_msat": integer("base fee per forwarded HTLC", 0, U32),
+                           "fee_ppm": integer("proportional fee, millionths of the amount", 0, U32),
+                           # BOLT 7 channel_update: cltv_expiry_delta is a u16.
+                           "cltv_delta": integer("blocks we ask between incoming and outgoing HTLC expiry",
+                                                 1, 2**16 - 1),
+                           "htlc_minimum_msat": integer("smallest HTLC we forward", 0, 2**53),
+                           "htlc_maximum_msat": integer("largest HTLC we forward", 1, 2**53)})),
     )
 
 

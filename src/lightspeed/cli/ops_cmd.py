@@ -177,9 +177,91 @@ def verify_message(ctx: click.Context, message: str, signature: str, pubkey: str
     _print(_call(ctx, "POST", "/v1/messages/verify", body))
 
 
+@click.command("describegraph")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice describegraph > graph.json",
+              "lightspeed route --graph graph.json $ALICE $CAROL 1000sat")
+def describe_graph(ctx: click.Context) -> None:
+    """The network graph the node knows from gossip, as LND's describegraph JSON."""
+    _print(_call(ctx, "GET", "/v1/graph"))
+
+
+@click.command("getnodeinfo")
+@click.argument("node_id")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice getnodeinfo $CAROL")
+def get_node_info(ctx: click.Context, node_id: str) -> None:
+    """NODE_ID as the graph knows it: its channels and their capacity."""
+    _print(_call(ctx, "GET", f"/v1/graph/nodes/{node_id}"))
+
+
+@click.command("getchaninfo")
+@click.argument("short_channel_id")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice getchaninfo 103x1x0")
+def get_chan_info(ctx: click.Context, short_channel_id: str) -> None:
+    """The graph's channel SHORT_CHANNEL_ID (BLOCKxTXxOUTPUT or an integer) with both policies."""
+    _print(_call(ctx, "GET", f"/v1/graph/channels/{short_channel_id}"))
+
+
+@click.command("queryroutes")
+@click.argument("node_id")
+@click.argument("amount_msat", type=Amount("msat", minimum=1))
+@click.option("--max-fee-msat", type=Amount("msat"), help="The most the route may cost in fees.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/alice queryroutes $CAROL 5000sat")
+def query_routes(ctx: click.Context, node_id: str, amount_msat: int, max_fee_msat: int | None) -> None:
+    """The route a payment of AMOUNT_MSAT to NODE_ID would take first, on the live graph."""
+    body: dict[str, Any] = {"node_id": node_id, "amount_msat": amount_msat}
+    if max_fee_msat is not None:
+        body["max_fee_msat"] = max_fee_msat
+    _print(_call(ctx, "POST", "/v1/graph/routes", body))
+
+
+@click.command("feereport")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob feereport")
+def fee_report(ctx: click.Context) -> None:
+    """What the node charges to forward, per channel."""
+    _print(_call(ctx, "GET", "/v1/fees"))
+
+
+@click.command("updatechanpolicy")
+@click.option("--base-fee-msat", "fee_base_msat", type=Amount("msat"), help="Base fee per forwarded HTLC.")
+@click.option("--fee-ppm", type=click.IntRange(0, 2**32 - 1), help="Proportional fee in millionths.")
+@click.option("--cltv-delta", type=click.IntRange(1, 2**16 - 1), help="CLTV expiry delta in blocks.")
+@click.option("--min-htlc-msat", "htlc_minimum_msat", type=Amount("msat"), help="Smallest HTLC forwarded.")
+@click.option("--max-htlc-msat", "htlc_maximum_msat", type=Amount("msat", minimum=1), help="Largest HTLC forwarded.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob updatechanpolicy --base-fee-msat 1000 --fee-ppm 250")
+def update_chan_policy(ctx: click.Context, fee_base_msat: int | None, fee_ppm: int | None, cltv_delta: int | None,
+                       htlc_minimum_msat: int | None, htlc_maximum_msat: int | None) -> None:
+    """Change the forwarding terms of every channel (a new channel_update goes out for each)."""
+    terms = {"fee_base_msat": fee_base_msat, "fee_ppm": fee_ppm, "cltv_delta": cltv_delta,
+             "htlc_minimum_msat": htlc_minimum_msat, "htlc_maximum_msat": htlc_maximum_msat}
+    body = {key: value for key, value in terms.items() if value is not None}
+    if not body:
+        raise UsageError("give at least one of --base-fee-msat, --fee-ppm, --cltv-delta, --min-htlc-msat, "
+                         "--max-htlc-msat")
+    _print(_call(ctx, "POST", "/v1/fees", body))
+
+
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     for command in (pending_channels, closed_channels, disconnect, stop, track_payment, keysend, sign_message,
-                    verify_message):
+                    verify_message, describe_graph, get_node_info, get_chan_info, query_routes, fee_report,
+                    update_chan_policy):
         cli.add_command(command)
     for sub in (invoice_lookup, invoice_wait):
         invoice_group.add_command(sub)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lightspeed.codec.features import NAME_BY_BIT, Features
+from lightspeed.invoice import format_short_channel_id
+from lightspeed.invoice.fields import parse_short_channel_id
 from lightspeed.node.node import Node
 
 DEFAULT_MINIMUM_DEPTH = 3  # what a channel record from before minimum_depth was kept waited for
@@ -36,22 +38,18 @@ class ChannelCounts:
 
 def format_scid(scid: int) -> str:
     """BOLT 7's human-readable short channel id: ``BLOCKxTXxOUTPUT``."""
-    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+    return format_short_channel_id(scid)
 
 
 def parse_scid(text: str) -> int | None:
     """``BLOCKxTXxOUTPUT`` (or LND's integer ``chan_id``) as the 64-bit short channel id; None if it is neither."""
-    parts = text.split("x")
+    if text.isdigit():
+        value = int(text)
+        return value if value < 2**64 else None
     try:
-        if len(parts) == 1:
-            value = int(parts[0])
-            return value if 0 <= value < 2**64 else None
-        block, tx, out = (int(p) for p in parts)
+        return parse_short_channel_id(text)
     except ValueError:
         return None
-    if not (0 <= block < 2**24 and 0 <= tx < 2**24 and 0 <= out < 2**16):
-        return None
-    return block << 40 | tx << 16 | out
 
 
 def features_json(features: Features) -> list[dict[str, object]]:
