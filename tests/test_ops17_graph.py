@@ -114,3 +114,39 @@ def test_graph_queries_and_fee_policy_on_a_live_network(tmp_path: Path) -> None:
                 await node.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.slow
+def test_pay_within_a_fee_budget_over_a_chosen_channel_reports_the_fee(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        _chain, (a, b, c), _ports, (ab, bc) = await line()
+        try:
+            await until(lambda: direction_policy(a, bc, b.node_id) is not None, timeout=15)
+            fee = b.forwarding_policy.fee_msat(20_000_000)  # B's fee to forward 20,000 sat to C
+            assert fee > 0
+            async with api(a) as client, api(c) as payee:
+                async def invoice() -> str:
+                    created = await payee.post("/v1/invoices", json={"amount_msat": 20_000_000})
+                    assert created.status_code == 201
+                    text: str = created.json()["invoice"]
+                    return text
+
+                first = await invoice()
+                over = await client.post("/v1/payments", json={"invoice": first, "max_fee_msat": fee - 1})
+                assert over.status_code == 409 and over.json()["error"]["field"] == "invoice"
+                ppm = fee * 1_000_000 // 20_000_000  # the ppm budget just below the fee
+                over = await client.post("/v1/payments", json={"invoice": first, "max_fee_ppm": ppm - 1})
+                assert over.status_code == 409, over.text
+                nowhere = await client.post("/v1/payments", json={"invoice": first, "outgoing_channel": "9x9x9"})
+                assert nowhere.status_code == 409 and nowhere.json()["error"]["field"] == "outgoing_channel"
+                paid = ok(await client.post("/v1/payments", json={
+                    "invoice": first, "max_fee_msat": fee, "outgoing_channel": format_short_channel_id(ab),
+                    "max_parts": 1}))
+                assert paid["status"] == "succeeded" and paid["fee_msat"] == fee
+                tracked = ok(await client.get(f"/v1/payments/{paid['payment_hash']}/track"))
+                assert tracked["fee_msat"] == fee
+        finally:
+            for node in (a, b, c):
+                await node.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -87,7 +87,8 @@ PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
-    "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR}}
+    "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
+    "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
     "description": _NULLABLE_STR, "created_at": _NULLABLE_INT, "expires_at": _NULLABLE_INT,
@@ -176,6 +177,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              h.pay, PAYMENT,
              body=obj({"invoice": string("a BOLT 11 invoice", 1, MAX_INVOICE_LENGTH),
                        "amount_msat": integer("the amount to pay, for an invoice that names none", 1, 2**53),
+                       "max_fee_msat": integer("the most the routing fees may be, all parts together", 0, 2**53),
+                       "max_fee_ppm": integer("the most the routing fees may be, in millionths of the amount",
+                                              0, 1_000_000),
+                       "outgoing_channel": ops_routes.SCID,
+                       "max_parts": integer("split into at most this many parts (MPP)", 1, 16),
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
     Endpoint("POST", "/v1/onion-messages", "sendOnionMessage",
              "Send an onion message (BOLT 4) to a node id (routed over nodes that relay onion messages) or "

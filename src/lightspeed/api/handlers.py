@@ -35,6 +35,7 @@ from lightspeed.invoice import decode
 from lightspeed.node import queries
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
+from lightspeed.node.paying import PayLimits
 from lightspeed.store import ClosedChannel
 
 log = logging.getLogger("lightspeed.api")
@@ -398,10 +399,11 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         # there is nothing to try.
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
+    limits = _pay_limits(ctx, body, invoice.amount_msat or amount_msat or 0)
     ctx.times.started[invoice.payment_hash] = now
     timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat)
+        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat, limits=limits)
     except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":
@@ -417,7 +419,29 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
     record = node.store.payment(invoice.payment_hash)
     assert record is not None  # pay() stored it
-    return 200, sent_json(record, ctx.times)
+    return 200, with_fee(ctx, sent_json(record, ctx.times))
+
+
+def with_fee(ctx: ApiContext, entry: dict[str, Any]) -> dict[str, Any]:
+    """A sent payment with the routing fee it paid (known for payments settled since the daemon started)."""
+    return {**entry, "fee_msat": ctx.node.payment_fees.get(bytes.fromhex(entry["payment_hash"]))}
+
+
+def _pay_limits(ctx: ApiContext, body: dict[str, Any], amount_msat: int) -> PayLimits:
+    """``max_fee_msat``/``max_fee_ppm`` (the smaller wins), ``outgoing_channel``, ``max_parts``."""
+    budgets = [body[k] for k in ("max_fee_msat",) if k in body]
+    if "max_fee_ppm" in body:
+        budgets.append(amount_msat * body["max_fee_ppm"] // 1_000_000)
+    outgoing = None
+    if "outgoing_channel" in body:
+        outgoing = queries.parse_scid(body["outgoing_channel"])
+        ours = {ctx.node.short_channel_id(cid): cid for cid in ctx.node.channels}
+        if outgoing is None or outgoing not in ours:
+            raise ApiError(409, f"no channel of ours is {body['outgoing_channel']}", "outgoing_channel")
+        if not queries.is_active(ctx.node, ours[outgoing]):
+            raise ApiError(409, f"the channel {body['outgoing_channel']} is not active (peer offline, closing, "
+                                "or not open yet)", "outgoing_channel")
+    return PayLimits(min(budgets) if budgets else None, outgoing, body.get("max_parts"))
 
 
 async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

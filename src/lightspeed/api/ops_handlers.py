@@ -17,6 +17,7 @@ from lightspeed.api.handlers import (
     _hex_param,
     channel_json,
     closed_channel_json,
+    with_fee,
 )
 from lightspeed.api.ledger import invoice_json, sent_json
 from lightspeed.crypto.hashes import sha256
@@ -126,7 +127,7 @@ async def track_payment(ctx: ApiContext, request: Request, body: Any) -> tuple[i
         if record is None:
             raise ApiError(404, f"no payment {payment_hash.hex()}", "payment_hash")
         if record.status != "pending" or asyncio.get_running_loop().time() >= deadline:
-            return 200, sent_json(record, ctx.times)
+            return 200, with_fee(ctx, sent_json(record, ctx.times))
         await asyncio.sleep(POLL_S)
 
 
@@ -153,7 +154,7 @@ async def keysend(ctx: ApiContext, request: Request, body: Any) -> tuple[int, An
     if record is None:
         raise LightspeedError("the payment left no record")
     ctx.times.settled.setdefault(payment_id, ctx.now())
-    return 200, sent_json(record, ctx.times)
+    return 200, with_fee(ctx, sent_json(record, ctx.times))
 
 
 async def sign(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -41,7 +41,7 @@ U32 = 2**32 - 1
 _PAYMENT: Schema = {"type": "object", "properties": {
     "payment_hash": {"type": "string"}, "amount_msat": {"type": "integer"},
     "status": {"enum": ["pending", "succeeded", "failed"]}, "preimage": _NULLABLE_STR,
-    "failure_reason": _NULLABLE_STR}}
+    "failure_reason": _NULLABLE_STR, "fee_msat": _NULLABLE_INT}}
 _INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
     "status": {"enum": ["unpaid", "paid", "expired"]}, "received_msat": _NULLABLE_INT}}

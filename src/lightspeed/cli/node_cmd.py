@@ -473,13 +473,20 @@ def invoice_list(ctx: click.Context) -> None:
 @click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
 @click.option("--amount-msat", type=Amount("msat", minimum=1),
               help="The amount, for an invoice that names none (msat, or with a sat suffix).")
+@click.option("--max-fee-msat", type=Amount("msat"), help="The most the routing fees may be, all parts together.")
+@click.option("--max-fee-percent", type=click.FloatRange(0, 100),
+              help="The most the routing fees may be, in percent of the amount (with --max-fee-msat: the smaller).")
+@click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
+@click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE",
-              "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat")
-def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None) -> None:
-    """Pay INVOICE; prints the payment with its preimage (the proof of payment).
+              "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
+              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
+def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
+        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
+    """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
     """
@@ -487,6 +494,12 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
+    if max_fee_percent is not None:  # a percentage is no amount: as parts per million of it, an integer
+        body["max_fee_ppm"] = round(max_fee_percent * 10_000)
+    for key, value in (("max_fee_msat", max_fee_msat), ("outgoing_channel", outgoing_channel),
+                       ("max_parts", max_parts)):
+        if value is not None:
+            body[key] = value
     _print(_call(ctx, "POST", "/v1/payments", body))
 
 

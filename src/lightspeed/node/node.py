@@ -161,9 +161,11 @@ from lightspeed.node.onchain import (
 from lightspeed.node.onion_messenger import OnionMessenger
 from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.paying import (
+    NO_LIMITS,
     FinalPart,
     HtlcOutcome,
     LocalChannel,
+    PayLimits,
     RouteFailed,
     decode_outcome,
     onion_for_route,
@@ -381,6 +383,7 @@ class Node:
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
         self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
+        self.payment_fees: dict[bytes, int] = {}  # routing fees our settled payments paid (this run)
         self.synced_tip: tuple[int, bytes] | None = None  # the chain tip _watch_chain last handled
         self.store_failure: str | None = None  # set when a commit failed: the node stopped (see _on_store_failure)
         self._halting: asyncio.Task[None] | None = None
@@ -1131,7 +1134,8 @@ class Node:
         if (previous is not None and previous.status == "pending") or payment_hash in self._pending:
             raise PaymentError("this invoice is already being paid")
 
-    async def pay(self, invoice: Invoice, timeout: float = 30, amount_msat: int | None = None) -> bytes:
+    async def pay(self, invoice: Invoice, timeout: float = 30, amount_msat: int | None = None,
+                  limits: PayLimits = NO_LIMITS) -> bytes:
         """Pay an invoice over the network; returns the preimage (the proof of payment).
 
         An AMP invoice (feature 30) is paid with AMP shards and returns the set id instead:
@@ -1141,6 +1145,7 @@ class Node:
         retries around what fails and splits the amount (MPP) when no single route carries
         it. Raises :class:`PaymentError` if the payment failed, or is still pending after
         ``timeout`` (it then stays pending in the store and ends settled or failed later).
+        ``limits``: the fee budget, the first channel, the most parts (``payment_fees`` has the fee paid).
         """
         if invoice.payment_secret is None:
             raise PaymentError("the invoice has no payment secret")
@@ -1160,7 +1165,8 @@ class Node:
         hints = invoice.route_hints
         return await self._pay(invoice.payment_hash, invoice.payee, amount, timeout,
                                lambda part, total: _Shards(invoice.payment_hash, final, None),
-                               invoice.min_final_cltv_expiry, hints, MAX_PARTS)
+                               invoice.min_final_cltv_expiry, hints, min(MAX_PARTS, limits.max_parts or MAX_PARTS),
+                               limits=limits)
 
     async def keysend(self, node_id: bytes, amount_msat: int, timeout: float = 30) -> bytes:
         """A spontaneous payment: the preimage travels in the onion (record 5482373484)."""
@@ -1206,15 +1212,18 @@ class Node:
 
     async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
                    shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
-                   hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False) -> bytes:
+                   hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False,
+                   limits: PayLimits = NO_LIMITS) -> bytes:
         """Run the payment (a task that outlives ``timeout``), record its end, return the preimage."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[payment_id] = future
+        fees: list[int] = []  # the fee of each part that settled
 
         async def run() -> None:
             try:
                 preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv, hints,
-                                                 max_parts, exact_parts)
+                                                 max_parts, exact_parts, limits, fees)
+                self.payment_fees[payment_id] = sum(fees)
             except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
                 if not future.done():
                     future.set_exception(exc)
@@ -1261,11 +1270,12 @@ class Node:
                 return True
         return False
 
-    def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
+    def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]],
+                   outgoing_scid: int | None = None) -> ChannelGraph:
         own = []
         for cid, channel in self.channels.items():
             scid = self.short_channel_id(cid)
-            if scid is not None and self._usable(cid):
+            if scid is not None and self._usable(cid) and outgoing_scid in (None, scid):
                 own.append(LocalChannel(scid, self._channel_node[cid], self._sendable_msat(channel)))
         graph = routing_graph(self.graph, self.node_id, own)
         return graph.with_route_hints(hints, target) if hints else graph
@@ -1288,7 +1298,8 @@ class Node:
 
     async def _pay_parts(self, target: bytes, amount_msat: int, timeout: float,
                          shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
-                         hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool) -> bytes:
+                         hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool,
+                         limits: PayLimits, fees: list[int]) -> bytes:
         deadline = time.monotonic() + timeout
         if target == self.node_id:
             raise PaymentError("paying ourselves")
@@ -1302,19 +1313,21 @@ class Node:
             can_send = self._can_send_msat()
         if amount_msat > can_send:
             raise PaymentError(f"can send at most {can_send} msat")
-        graph = self._graph_for(target, hints)
+        graph = self._graph_for(target, hints, limits.outgoing_scid)
         parts = max_parts if exact_parts else 1
         while True:  # MPP: the fewest parts for which every part finds a route now
             amounts = _split(amount_msat, parts)
             try:
                 for amount in set(amounts):
-                    find_route(graph, self.node_id, target, amount, score=self.scorer.view(time.monotonic()))
+                    find_route(graph, self.node_id, target, amount, score=self.scorer.view(time.monotonic()),
+                               max_fee_msat=limits.part_fee_msat(amount, amount_msat))
                 break
             except NoRouteError as exc:
                 if exact_parts or parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                     raise PaymentError(str(exc)) from None
                 parts *= 2
-        runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline)
+        runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline,
+                               limits.part_fee_msat(amount, amount_msat), fees)
                 for i, amount in enumerate(amounts)]
         results = await asyncio.gather(*runs, return_exceptions=True)
         for result in results:
@@ -1328,11 +1341,12 @@ class Node:
         raise first
 
     async def _pay_part(self, graph: ChannelGraph, target: bytes, amount_msat: int, shards: _Shards,
-                        min_final_cltv: int, deadline: float) -> bytes:
+                        min_final_cltv: int, deadline: float, max_fee_msat: int | None = None,
+                        fees: list[int] | None = None) -> bytes:
         """One part's retry loop: route, send, learn from the failure, until success or no route."""
         now = time.monotonic()
         attempts = PaymentAttempts(graph, self.scorer, self.node_id, target, amount_msat, now,
-                                   timeout_s=max(deadline - now, 0.001))
+                                   timeout_s=max(deadline - now, 0.001), max_fee_msat=max_fee_msat)
         while True:
             action = attempts.next_action(time.monotonic())
             if isinstance(action, AttemptsFailed):
@@ -1342,6 +1356,8 @@ class Node:
             outcome, secrets = await self._send_htlc(action.attempt.route, payment_hash, final, min_final_cltv)
             if outcome.preimage is not None:
                 attempts.attempt_succeeded(action.attempt.attempt_id, time.monotonic())
+                if fees is not None:
+                    fees.append(action.attempt.route.total_fee_msat)
                 return outcome.preimage
             report, _ = decode_outcome(outcome, secrets)
             shards.failed()
