@@ -14,13 +14,16 @@ import pytest
 
 from lightspeed.api.app import create_app
 from lightspeed.api.handlers import ApiContext
+from lightspeed.bitcoin.address import address_to_script, segwit_address
+from lightspeed.bitcoin.network import REGTEST
 from lightspeed.chain import RegtestChain
+from lightspeed.channel.htlc_log import Side
 from lightspeed.crypto.hashes import sha256
 from lightspeed.invoice import decode
-from lightspeed.node.node import Node
+from lightspeed.node.node import CLOSING_WEIGHT, Node
 from lightspeed.node.queries import format_scid, parse_scid
 from lightspeed.store import SqliteStore
-from tests.onchain_support import mine, open_paid_channel, wait_for
+from tests.onchain_support import FUNDING_SAT, mine, open_paid_channel, settle, wait_for
 
 TOKEN = "o" * 32
 
@@ -271,6 +274,37 @@ def test_amountless_private_and_description_hash_invoices(tmp_path: Path) -> Non
             assert plain.route_hints == ()
             ((hop,),) = private.route_hints  # one hint: Alice's side of the unannounced channel
             assert hop.pubkey == alice.node_id and hop.short_channel_id == bob.short_channel_id(cid)
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_close_pays_the_given_address_at_the_given_feerate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x5B)
+        await settle(alice, bob, cid)
+        elsewhere = segwit_address(0, bytes(range(20)), REGTEST)  # a P2WPKH outside Alice's wallet
+        async with api(alice) as a:
+            taproot = segwit_address(1, bytes(32), REGTEST)
+            assert "P2PKH, P2SH, P2WPKH or P2WSH" in refused(
+                await a.post(f"/v1/channels/{cid.hex()}/close", json={"address": taproot}), 400, "address")
+            assert "is not a regtest address" in refused(
+                await a.post(f"/v1/channels/{cid.hex()}/close", json={"address": "bc1qnotanaddress"}),
+                400, "address")
+            assert refused(await a.post(f"/v1/channels/{cid.hex()}/close", json={"feerate_per_kw": 252}),
+                           400, "feerate_per_kw") == "must be at least 253"
+            local_sat = alice.channels[cid].log.commitment(Side.LOCAL).to_local_msat // 1000
+            closed = ok(await a.post(f"/v1/channels/{cid.hex()}/close",
+                                     json={"address": elsewhere, "feerate_per_kw": 800}))
+        found = chain.get_transaction(bytes.fromhex(closed["closing_txid"])[::-1])
+        assert found is not None
+        closing = found[0]
+        fee = CLOSING_WEIGHT * 800 // 1000 + 1
+        assert FUNDING_SAT - sum(o.value_sat for o in closing.outputs) == fee  # the funder (Alice) pays it
+        ours = [o for o in closing.outputs if o.script_pubkey == address_to_script(elsewhere, REGTEST)]
+        assert [o.value_sat for o in ours] == [local_sat - fee]
         await alice.stop()
         await bob.stop()
 

@@ -139,7 +139,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              status=201),
     Endpoint("POST", "/v1/channels/{channel_id}/close", "closeChannel",
              "Mutual close (shutdown, closing_signed); returns the broadcast closing transaction's id",
-             h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+             h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),),
+             body=obj({"feerate_per_kw": integer("the closing transaction's feerate, sat per 1000 weight (else "
+                                                 "the chain's estimate); the peer must accept it", 253, 100_000),
+                       "address": string("where our balance goes (else a fresh address of the wallet)", 1, 90)})),
     Endpoint("POST", "/v1/channels/{channel_id}/force-close", "forceCloseChannel",
              "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
              "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from lightspeed import __version__
 from lightspeed.api.address import format_hostport
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
+from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
@@ -269,11 +270,31 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     view = channel.log.commitment(Side.LOCAL)
     if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
+    script = None
+    if "address" in body:
+        try:
+            script = address_to_script(body["address"], node.network)
+        except (DecodeError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else str(exc)
+            raise DecodeError("address", f"is not a {node.network.name} address: {reason}") from None
+        if not _shutdown_script_ok(script):
+            raise DecodeError("address", "must be P2PKH, P2SH, P2WPKH or P2WSH (the forms BOLT 2 allows in "
+                                         "shutdown without option_shutdown_anysegwit)")
     try:
-        closing = await node.close_channel(channel_id)
+        closing = await node.close_channel(channel_id, script_pubkey=script, feerate_per_kw=body.get("feerate_per_kw"))
     except (UsageError, RejectedTransaction) as exc:
         raise ApiError(409, f"cannot close: {exc}", "channel_id") from None
     return 200, _closed_now(ctx, channel_id, closing)
+
+
+def _shutdown_script_ok(script: bytes) -> bool:
+    # BOLT #2 shutdown: the sender MUST set scriptpubkey in one of the following forms:
+    # OP_DUP OP_HASH160 20 20-bytes OP_EQUALVERIFY OP_CHECKSIG (P2PKH), OP_HASH160 20 20-bytes OP_EQUAL
+    # (P2SH), OP_0 20 20-bytes (P2WPKH), OP_0 32 32-bytes (P2WSH); others only with anysegwit (not ours).
+    return ((len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac")
+            or (len(script) == 23 and script[:2] == b"\xa9\x14" and script[22:] == b"\x87")
+            or (len(script) == 22 and script[:2] == b"\x00\x14")
+            or (len(script) == 34 and script[:2] == b"\x00\x20"))
 
 
 async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -360,12 +360,16 @@ def channels(ctx: click.Context, table: bool) -> None:
 @click.command("close")
 @click.argument("channel")
 @click.option("--force", is_flag=True, help="unilateral close: broadcast our commitment (peer offline)")
+@click.option("--feerate", "feerate_per_kw", type=click.IntRange(253, 100_000),
+              help="The closing transaction's feerate in sat per 1000 weight (the peer must accept it).")
+@click.option("--address", help="Where our balance goes (default: a fresh address of the node's wallet).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL",
-              "lightspeed --datadir ~/.lightspeed/alice close 103x1x0 --force")
-def close(ctx: click.Context, channel: str, force: bool) -> None:
+              "lightspeed --datadir ~/.lightspeed/alice close 103x1x0 --feerate 2500 --address $ADDRESS",
+              "lightspeed --datadir ~/.lightspeed/alice close $BOB --force")
+def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | None, address: str | None) -> None:
     """Close CHANNEL cooperatively (then mine a block to confirm the closing transaction).
 
     CHANNEL is a channel id, a short channel id (BLOCKxTXxOUTPUT), a funding outpoint
@@ -376,8 +380,19 @@ def close(ctx: click.Context, channel: str, force: bool) -> None:
     """
     from lightspeed.cli.ops_cmd import resolve_channel
 
+    if force and (feerate_per_kw is not None or address is not None):
+        raise UsageError("--feerate and --address are for a mutual close: a force close spends our commitment, "
+                         "whose fee is fixed, and sweeps to the wallet")
     channel_id = resolve_channel(ctx, channel)
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
+    if force:
+        _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/force-close"))
+        return
+    body: dict[str, Any] = {}
+    if feerate_per_kw is not None:
+        body["feerate_per_kw"] = feerate_per_kw
+    if address is not None:
+        body["address"] = address
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close", body))
 
 
 @click.command("update-fee")

@@ -274,6 +274,7 @@ class _Closing:
     local_script: bytes
     done: asyncio.Future[Transaction]
     shutdown_sent: bool = False
+    fee_range: tuple[int, int] | None = None  # the operator's closing fee (close --feerate), else the chain's
     negotiation: ClosingNegotiation | None = None
 
 
@@ -1877,13 +1878,16 @@ class Node:
         low = CLOSING_WEIGHT * self.chain.estimate_feerate_per_kw() // 1000 + 1
         return low, 4 * low
 
-    async def close_channel(self, channel_id: bytes, timeout: float = 30) -> Transaction:
+    async def close_channel(self, channel_id: bytes, timeout: float = 30, script_pubkey: bytes | None = None,
+                            feerate_per_kw: int | None = None) -> Transaction:
         """Mutual close (BOLT 2 shutdown, closing_signed): returns the agreed closing transaction.
 
         It is committed, then broadcast through :class:`Broadcaster` (retried while the chain is
         busy, rebroadcast after a restart): it may still be on its way to the chain.
 
-        The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet.
+        The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet,
+        or ``script_pubkey`` (close --address). ``feerate_per_kw``: the closing fee we offer and
+        accept (else the chain's estimate, up to 4x).
         """
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -1894,7 +1898,12 @@ class Node:
         closing = self._closings.get(channel_id)
         if closing is None:
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
-            closing = self._closings[channel_id] = _Closing(self.wallet.new_key().script_pubkey, done)
+            fee_range = None
+            if feerate_per_kw is not None:
+                fee = CLOSING_WEIGHT * feerate_per_kw // 1000 + 1
+                fee_range = (fee, fee)
+            closing = self._closings[channel_id] = _Closing(script_pubkey or self.wallet.new_key().script_pubkey,
+                                                            done, fee_range=fee_range)
         if not closing.shutdown_sent:
             closing.shutdown_sent = True
             self._save_shutdown(channel_id, closing.local_script)
@@ -1920,7 +1929,7 @@ class Node:
                 closing.shutdown_sent = True
                 self._save_shutdown(message.channel_id, closing.local_script)
                 await peer.send(shutdown(channel, closing.local_script))
-            low, high = self._closing_fees()
+            low, high = closing.fee_range or self._closing_fees()
             closing.negotiation = ClosingNegotiation.start(channel, closing.local_script, message.scriptpubkey,
                                                            low, high)
             if channel.config.local_is_funder:  # BOLT 2: the funder sends the first closing_signed
