@@ -64,6 +64,17 @@ def test_operator_commands_against_real_daemons(tmp_path: Path) -> None:
         assert bob.process.wait(15) == 0  # exits cleanly, as on SIGTERM
         gone = lightspeed("getinfo", "--datadir", b)
         assert gone.returncode == 1 and "no daemon is running" in gone.stderr
+
+        # A fee policy set by the operator outlives a restart.
+        nothing = lightspeed("updatechanpolicy", "--datadir", a)
+        assert nothing.returncode == 1 and "give at least one of" in nothing.stderr
+        set_ = ok_json("updatechanpolicy", "--base-fee-msat", "1234", "--fee-ppm", "7", "--datadir", a)
+        assert (set_["policy"]["fee_base_msat"], set_["policy"]["fee_ppm"]) == (1234, 7)
+        ok_json("stop", "--datadir", a)
+        assert alice.process.wait(15) == 0
+        daemons.append(Daemon(alice.datadir, chain))
+        report = ok_json("feereport", "--datadir", a)
+        assert (report["policy"]["fee_base_msat"], report["policy"]["fee_ppm"]) == (1234, 7)
     finally:
         for daemon in daemons:
             daemon.stop()

@@ -83,7 +83,7 @@ async def update_policy(ctx: ApiContext, request: Request, body: Any) -> tuple[i
         policy = graph_queries.update_policy(
             ctx.node, fee_base_msat=body.get("fee_base_msat"), fee_ppm=body.get("fee_ppm"),
             cltv_delta=body.get("cltv_delta"), htlc_minimum_msat=body.get("htlc_minimum_msat"),
-            htlc_maximum_msat=body.get("htlc_maximum_msat"))
+            htlc_maximum_msat=body.get("htlc_maximum_msat"), save=ctx.save_policy)
     except UsageError as exc:
         field, _, reason = str(exc).partition(": ")
         raise DecodeError(field, reason) from None

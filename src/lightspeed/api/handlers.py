@@ -37,6 +37,7 @@ from lightspeed.node import queries
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.node.paying import PayLimits
+from lightspeed.payments.forward import ForwardingPolicy
 from lightspeed.store import ClosedChannel
 
 log = logging.getLogger("lightspeed.api")
@@ -68,6 +69,7 @@ class ApiContext:
     open_timeout_s: float = 30.0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
+    save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
 
     def now(self) -> int:
         return int(self.clock())

@@ -10,6 +10,7 @@ reads back, so ``lightspeed route --graph`` can route over the daemon's own grap
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from lightspeed.codec.features import Features
@@ -97,9 +98,11 @@ def query_route(node: Node, target: bytes, amount_msat: int, max_fee_msat: int |
 
 def update_policy(node: Node, *, fee_base_msat: int | None = None, fee_ppm: int | None = None,
                   cltv_delta: int | None = None, htlc_minimum_msat: int | None = None,
-                  htlc_maximum_msat: int | None = None) -> ForwardingPolicy:
+                  htlc_maximum_msat: int | None = None,
+                  save: Callable[[ForwardingPolicy], None] | None = None) -> ForwardingPolicy:
     """Change what we charge to forward over every channel; the gossip runtime sees the new terms
-    and signs and sends a new channel_update for each channel (BOLT 7)."""
+    and signs and sends a new channel_update for each channel (BOLT 7). ``save`` keeps the new
+    terms first (so a restart announces what the network was told)."""
     old = node.forwarding_policy
     policy = dataclasses.replace(
         old, fee_base_msat=old.fee_base_msat if fee_base_msat is None else fee_base_msat,
@@ -110,5 +113,7 @@ def update_policy(node: Node, *, fee_base_msat: int | None = None, fee_ppm: int 
     if policy.htlc_minimum_msat > policy.htlc_maximum_msat:
         raise UsageError(f"htlc_minimum_msat: {policy.htlc_minimum_msat} is above htlc_maximum_msat "
                          f"({policy.htlc_maximum_msat})")
+    if save is not None:
+        save(policy)
     node.forwarding_policy = policy
     return policy
