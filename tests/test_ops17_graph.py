@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from lightspeed.api.app import create_app
+from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
 from lightspeed.cli.main import cli
 from lightspeed.crypto.hashes import sha256
@@ -145,6 +146,49 @@ def test_pay_within_a_fee_budget_over_a_chosen_channel_reports_the_fee(tmp_path:
                 assert paid["status"] == "succeeded" and paid["fee_msat"] == fee
                 tracked = ok(await client.get(f"/v1/payments/{paid['payment_hash']}/track"))
                 assert tracked["fee_msat"] == fee
+        finally:
+            for node in (a, b, c):
+                await node.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.slow
+def test_fwdinghistory_lists_what_the_middle_node_earned_and_keeps_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        _chain, (a, b, c), _ports, (ab, bc) = await line()
+        try:
+            await until(lambda: direction_policy(a, bc, b.node_id) is not None, timeout=15)
+            log_file = tmp_path / FORWARDS_FILE
+            ctx = ApiContext(b, forwards=ForwardLog(log_file), clock=lambda: 1_800_000_000)
+            follower = ctx.spawn(ctx.follow_events(), "events")
+            transport = httpx.ASGITransport(app=create_app(ctx, TOKEN))
+            async with httpx.AsyncClient(transport=transport, base_url="http://node",
+                                         headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+                assert ok(await client.get("/v1/forwards")) == {"forwarding_events": [], "total_fee_msat": 0}
+                invoice = c.create_invoice(30_000_000, "through b")
+                await a.pay(invoice, timeout=15)
+                await until(lambda: len(ctx.forwards.entries) == 1, timeout=5)
+                history = ok(await client.get("/v1/forwards"))
+                (event,) = history["forwarding_events"]
+                fee = b.forwarding_policy.fee_msat(30_000_000)
+                assert (event["chan_id_in"], event["chan_id_out"]) == (format_short_channel_id(ab),
+                                                                      format_short_channel_id(bc))
+                assert (event["amt_in_msat"], event["amt_out_msat"], event["fee_msat"]) == (
+                    30_000_000 + fee, 30_000_000, fee)
+                assert event["payment_hash"] == invoice.payment_hash.hex() and history["total_fee_msat"] == fee
+                # The time window: from its timestamp on it is listed, from one second later not.
+                assert len(ok(await client.get("/v1/forwards", params={"start_time": "1800000000"}))[
+                    "forwarding_events"]) == 1
+                assert ok(await client.get("/v1/forwards", params={"start_time": "1800000001"}))[
+                    "forwarding_events"] == []
+                assert ok(await client.get("/v1/forwards", params={"end_time": "1800000000"}))[
+                    "forwarding_events"] == []
+                too_many = await client.get("/v1/forwards", params={"max_events": "10001"})
+                assert too_many.status_code == 400 and too_many.json()["error"]["field"] == "max_events"
+            follower.cancel()
+            # What the daemon wrote is there after a restart.
+            assert ForwardLog(log_file).entries == [event]
         finally:
             for node in (a, b, c):
                 await node.stop()

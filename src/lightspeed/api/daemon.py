@@ -36,6 +36,7 @@ import uvicorn
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
 from lightspeed.api.datadir import SECRET_FILE, Datadir
+from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
 from lightspeed.api.policy_file import load_policy, save_policy
 from lightspeed.chain.regtest import RegtestChain
@@ -190,7 +191,8 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     except OSError as exc:
         await node.stop()
         raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file))
+    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file),
+                     forwards=ForwardLog(datadir.path / FORWARDS_FILE))
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
     server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",

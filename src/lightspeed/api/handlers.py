@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from lightspeed import __version__
 from lightspeed.api.address import format_hostport
+from lightspeed.api.forwards import ForwardLog
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
 from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.tx import Transaction
@@ -34,6 +35,7 @@ from lightspeed.errors import (
 )
 from lightspeed.invoice import decode
 from lightspeed.node import queries
+from lightspeed.node.forwarding import ForwardSettled
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.node.paying import PayLimits
@@ -70,6 +72,7 @@ class ApiContext:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
     save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
+    forwards: ForwardLog = field(default_factory=ForwardLog)  # the daemon's is kept in DATADIR/forwards.jsonl
 
     def now(self) -> int:
         return int(self.clock())
@@ -92,6 +95,19 @@ class ApiContext:
             event = await self.node.events.get()
             if isinstance(event, (PaymentReceived, PaymentSent, PaymentFailed)):
                 self.times.settled.setdefault(event.payment_hash, self.now())
+            elif isinstance(event, ForwardSettled):
+                self.forwards.add(self._forward_json(event))
+
+    def _forward_json(self, event: ForwardSettled) -> dict[str, Any]:
+        def scid(channel_id: bytes) -> str | None:
+            value = self.node.short_channel_id(channel_id)
+            return None if value is None else queries.format_scid(value)
+
+        return {"timestamp": self.now(), "chan_id_in": scid(event.in_channel_id),
+                "chan_id_out": scid(event.out_channel_id), "channel_id_in": event.in_channel_id.hex(),
+                "channel_id_out": event.out_channel_id.hex(), "amt_in_msat": event.in_msat,
+                "amt_out_msat": event.out_msat, "fee_msat": event.in_msat - event.out_msat,
+                "payment_hash": event.payment_hash.hex()}
 
 
 def _hex_param(request: Request, name: str) -> bytes:

@@ -27,6 +27,7 @@ from lightspeed.node import queries
 
 POLL_S = 0.05
 MAX_WAIT_S = 3600  # the most a wait or track request holds its connection
+MAX_FORWARD_EVENTS = 10_000  # the most forwards one fwdinghistory answer lists
 
 
 def _query_timeout(request: Request, default: int) -> int:
@@ -175,3 +176,14 @@ async def verify(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any
             known |= node.graph.nodes
         valid = signer in known
     return 200, {"valid": valid, "pubkey": signer.hex()}
+
+
+async def forwarding_history(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """Settled forwards between ``start_time`` and ``end_time`` (unix seconds), oldest first."""
+    params = request.query_params  # checked against their digit patterns
+    start, end = params.get("start_time"), params.get("end_time")
+    limit = int(params.get("max_events", "100"))
+    if not 1 <= limit <= MAX_FORWARD_EVENTS:
+        raise DecodeError("max_events", f"must be between 1 and {MAX_FORWARD_EVENTS}")
+    events = ctx.forwards.query(None if start is None else int(start), None if end is None else int(end), limit)
+    return 200, {"forwarding_events": events, "total_fee_msat": sum(e.get("fee_msat", 0) for e in events)}

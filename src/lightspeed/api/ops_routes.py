@@ -38,6 +38,7 @@ _HOP: Schema = {"type": "object", "properties": {
 SCID: Schema = {"type": "string", "pattern": "^([0-9]{1,20}|[0-9]{1,8}x[0-9]{1,8}x[0-9]{1,5})$",
                 "description": "a short channel id: BLOCKxTXxOUTPUT, or LND's integer chan_id"}
 U32 = 2**32 - 1
+_UNIX: Schema = {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "unix seconds"}
 _PAYMENT: Schema = {"type": "object", "properties": {
     "payment_hash": {"type": "string"}, "amount_msat": {"type": "integer"},
     "status": {"enum": ["pending", "succeeded", "failed"]}, "preimage": _NULLABLE_STR,
@@ -99,6 +100,18 @@ def endpoints(channel: Schema) -> tuple[Endpoint, ...]:
                                          "description": "a zbase32 signature (104 characters)"},
                            "pubkey": node_id("the node id the signature must be from")},
                           ["message", "signature"])),
+        Endpoint("GET", "/v1/forwards", "forwardingHistory",
+                 "HTLCs this node forwarded that settled, with the fee each earned (kept across restarts)",
+                 ops.forwarding_history, {"type": "object", "properties": {
+                     "forwarding_events": {"type": "array", "items": {"type": "object", "properties": {
+                         "timestamp": {"type": "integer"}, "chan_id_in": _NULLABLE_STR, "chan_id_out": _NULLABLE_STR,
+                         "channel_id_in": {"type": "string"}, "channel_id_out": {"type": "string"},
+                         "amt_in_msat": {"type": "integer"}, "amt_out_msat": {"type": "integer"},
+                         "fee_msat": {"type": "integer"}, "payment_hash": {"type": "string"}}}},
+                     "total_fee_msat": {"type": "integer"}}},
+                 query_params=(("start_time", _UNIX), ("end_time", _UNIX),
+                               ("max_events", {"type": "string", "pattern": "^[1-9][0-9]{0,4}$",
+                                               "description": "at most this many events, 1 to 10000 (default 100)"}))),
         Endpoint("GET", "/v1/graph", "describeGraph",
                  "The network graph this node knows from gossip, as LND's describegraph JSON (lightspeed route "
                  "--graph reads it)", gr.describe_graph, {"type": "object", "properties": {

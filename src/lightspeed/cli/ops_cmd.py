@@ -258,10 +258,27 @@ def update_chan_policy(ctx: click.Context, fee_base_msat: int | None, fee_ppm: i
     _print(_call(ctx, "POST", "/v1/fees", body))
 
 
+@click.command("fwdinghistory")
+@click.option("--start-time", type=click.IntRange(min=0), help="Unix seconds: forwards from then on.")
+@click.option("--end-time", type=click.IntRange(min=0), help="Unix seconds: forwards before then.")
+@click.option("--max-events", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob fwdinghistory --start-time 1733400000")
+def forwarding_history(ctx: click.Context, start_time: int | None, end_time: int | None, max_events: int) -> None:
+    """HTLCs the node forwarded that settled, with the fee each earned."""
+    params = {"max_events": str(max_events)}
+    for key, value in (("start_time", start_time), ("end_time", end_time)):
+        if value is not None:
+            params[key] = str(value)
+    _print(_call(ctx, "GET", "/v1/forwards", params=params))
+
+
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     for command in (pending_channels, closed_channels, disconnect, stop, track_payment, keysend, sign_message,
                     verify_message, describe_graph, get_node_info, get_chan_info, query_routes, fee_report,
-                    update_chan_policy):
+                    update_chan_policy, forwarding_history):
         cli.add_command(command)
     for sub in (invoice_lookup, invoice_wait):
         invoice_group.add_command(sub)

@@ -139,6 +139,7 @@ from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
     Final,
     Forward,
+    ForwardSettled,
     Malformed,
     Refuse,
     read_onion,
@@ -244,7 +245,7 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected | ForwardSettled
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
@@ -1679,14 +1680,20 @@ class Node:
         reason = create_failure_packet(read.shared_secret, decision.to_bytes())
         self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret, failure=reason))
 
-    def _forward_settled(self, out: HtlcKey, preimage: bytes) -> bool:
+    def _forward_settled(self, out: HtlcKey, preimage: bytes, out_msat: int) -> bool:
         """An HTLC we forwarded was fulfilled: fulfil the incoming one at once (True if it was ours)."""
         incoming = self._by_out.get(out)
         record = self._incoming.get(incoming) if incoming is not None else None
-        if record is None:
+        if record is None or incoming is None:
             return False
         if record.preimage is None:
             self._record(dataclasses.replace(record, preimage=preimage, failure=None))
+            channel = self.channels.get(incoming[0])
+            in_msat = None if channel is None else next(
+                (h.amount_msat for h in channel.log.commitment(Side.LOCAL, pending=True).htlcs
+                 if h.offerer is Side.REMOTE and h.htlc_id == incoming[1]), None)
+            if in_msat is not None:
+                self.events.put_nowait(ForwardSettled(incoming[0], out[0], in_msat, out_msat, record.payment_hash))
         return True
 
     def _forward_failed(self, out: HtlcKey, payment_hash: bytes) -> bool:
@@ -1719,7 +1726,7 @@ class Node:
     def _succeed(self, channel_id: bytes, htlc: LoggedHtlc, preimage: bytes) -> None:
         """The peer fulfilled our HTLC (inside the step's transaction): a forward or a payment."""
         key = (channel_id, htlc.htlc_id)
-        if self._forward_settled(key, preimage):
+        if self._forward_settled(key, preimage, htlc.amount_msat):
             return
         self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
         self.store.delete_payment_part(channel_id, htlc.htlc_id)
