@@ -73,6 +73,7 @@ def harness() -> Iterator[Harness]:
         return port
 
     ctx = ApiContext(node, listen="127.0.0.1:0", open_timeout_s=2)
+    ctx.request_stop = lambda: None  # as in a daemon (POST /v1/stop); stopping one is test_ops17_cli's
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx, TOKEN)),
                                base_url="http://node", headers={"Authorization": f"Bearer {TOKEN}"})
     invoices = [peer.create_invoice(1000, "fuzz").encode(), node.create_invoice(5000, "own").encode()]
@@ -126,6 +127,8 @@ def valid_value(schema: dict[str, Any], name: str, harness: Harness) -> st.Searc
         return st.one_of(_point_hex(), st.binary(min_size=1, max_size=300).map(bytes.hex))
     if schema.get("type") == "boolean":
         return st.booleans()
+    if "pattern" in schema and not re.search(r"\{(\d+)\}", schema["pattern"]):  # not hex of a fixed size
+        return st.from_regex(schema["pattern"], fullmatch=True)
     if "pattern" in schema:
         size = int(re.search(r"\{(\d+)\}", schema["pattern"]).group(1)) // 2  # type: ignore[union-attr]
         return st.binary(min_size=size, max_size=size).map(bytes.hex)
@@ -240,4 +243,4 @@ def test_no_request_makes_the_api_fail(harness: Harness, method: str, path: str,
 
 def test_every_operation_is_probed() -> None:
     """The fuzz covers what the document lists, and the document lists every route (test_api checks that)."""
-    assert len(OPERATIONS) == len(ENDPOINTS) == 23  # 21 + the two route-blinding routes (api/blinded.py)
+    assert len(OPERATIONS) == len(ENDPOINTS) == 40  # ops_routes' 38 + route blinding's 2

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
+from lightspeed.api import ops_routes
 from lightspeed.api.blinded import endpoints as blinded_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
@@ -77,12 +78,18 @@ CHANNEL: Schema = {"type": "object", "properties": {
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
     "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR,
     "close_type": {"enum": ["mutual", "local", "remote", "revoked", "data_loss", None]},
-    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP}}}
+    "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP},
+    "short_channel_id": _NULLABLE_STR, "active": {"type": "boolean"}, "spendable_msat": {"type": "integer"},
+    "receivable_msat": {"type": "integer"}, "local_reserve_sat": _NULLABLE_INT, "remote_reserve_sat": _NULLABLE_INT,
+    "private": {"type": ["boolean", "null"]}}}
+FEATURES: Schema = {"type": "array", "items": {"type": "object", "properties": {
+    "bit": {"type": "integer"}, "name": _NULLABLE_STR, "required": {"type": "boolean"}}}}
 PAYMENT: Schema = {"type": "object", "properties": {
     "direction": {"enum": ["sent", "received"]}, "payment_hash": {"type": "string"},
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
-    "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR}}
+    "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
+    "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
     "description": _NULLABLE_STR, "created_at": _NULLABLE_INT, "expires_at": _NULLABLE_INT,
@@ -106,12 +113,18 @@ def _list_of(key: str, item: Schema) -> Schema:
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/getinfo", "getinfo", "The node's id, network, addresses, chain tip and counts",
              h.getinfo, {"type": "object", "properties": {
-                 "node_id": {"type": "string"}, "network": {"type": "string"}, "version": {"type": "string"},
-                 "listen": {"type": "string"}, "chain_file": _NULLABLE_STR, "block_height": {"type": "integer"},
-                 "block_hash": {"type": "string"}, "num_peers": {"type": "integer"},
-                 "num_channels": {"type": "integer"}}}),
-    Endpoint("GET", "/v1/peers", "listPeers", "Peers connected now", h.list_peers,
-             _list_of("peers", {"type": "object", "properties": {"node_id": {"type": "string"}}})),
+                 "node_id": {"type": "string"}, "alias": {"type": "string"}, "color": {"type": "string"},
+                 "network": {"type": "string"}, "version": {"type": "string"},
+                 "listen": {"type": "string"}, "uris": {"type": "array", "items": {"type": "string"}},
+                 "chain_file": _NULLABLE_STR, "block_height": {"type": "integer"},
+                 "block_hash": {"type": "string"}, "synced_to_chain": {"type": "boolean"},
+                 "num_peers": {"type": "integer"}, "num_channels": {"type": "integer"},
+                 "num_active_channels": {"type": "integer"}, "num_pending_channels": {"type": "integer"},
+                 "num_inactive_channels": {"type": "integer"}, "features": FEATURES}}),
+    Endpoint("GET", "/v1/peers", "listPeers", "Peers connected now: address, init features, channels",
+             h.list_peers, _list_of("peers", {"type": "object", "properties": {
+                 "node_id": {"type": "string"}, "address": _NULLABLE_STR, "features": FEATURES,
+                 "channels": {"type": "array", "items": {"type": "string"}}}})),
     Endpoint("POST", "/v1/peers", "connect", "Connect to a peer over TCP (BOLT 8 handshake, init)", h.connect,
              {"type": "object", "properties": {"node_id": {"type": "string"}, "connected": {"type": "boolean"}}},
              body=obj({"node_id": NODE_ID, "host": host("the peer's host: an IP address or a DNS name"),
@@ -127,7 +140,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              status=201),
     Endpoint("POST", "/v1/channels/{channel_id}/close", "closeChannel",
              "Mutual close (shutdown, closing_signed); returns the broadcast closing transaction's id",
-             h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),)),
+             h.close_channel, CHANNEL, path_params=(("channel_id", CHANNEL_ID),),
+             body=obj({"feerate_per_kw": integer("the closing transaction's feerate, sat per 1000 weight (else "
+                                                 "the chain's estimate); the peer must accept it", 253, 100_000),
+                       "address": string("where our balance goes (else a fresh address of the wallet)", 1, 90)})),
     Endpoint("POST", "/v1/channels/{channel_id}/force-close", "forceCloseChannel",
              "Unilateral close: broadcast our latest commitment (closing_txid); the node sweeps our outputs "
              "to the wallet as their delays expire (to_local after the peer's to_self_delay blocks)",
@@ -149,19 +165,27 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              _list_of("invoices", INVOICE)),
     Endpoint("POST", "/v1/invoices", "createInvoice", "Create and sign a BOLT 11 invoice", h.create_invoice,
              INVOICE, status=201,
-             body=obj({"amount_msat": integer("amount to receive", 1, 2**53),
+             body=obj({"amount_msat": integer("amount to receive (absent: the payer chooses)", 1, 2**53),
                        # BOLT #11: a tagged field holds at most 1023 5-bit words: 639 whole bytes.
                        "description": string("what the payment is for", max_utf8_bytes=639),
+                       "description_hash": hex_string(32, "sha256 of a description kept elsewhere (BOLT 11 h), "
+                                                          "instead of description"),
+                       "private": {"type": "boolean", "description": "add route hints for our private channels"},
                        "expiry": integer("seconds until the invoice expires", 1, 31_536_000),
                        "payment_hash": hex_string(32, "makes a hold invoice: the payment is held until settled "
-                                                      "with the preimage of this hash (or cancelled)")},
-                      ["amount_msat"])),
+                                                      "with the preimage of this hash (or cancelled)")})),
     Endpoint("GET", "/v1/payments", "listPayments", "Payments sent and received, oldest first", h.list_payments,
              _list_of("payments", PAYMENT), query_params=(("direction", {"enum": ["sent", "received"]}),)),
     Endpoint("POST", "/v1/payments", "payInvoice",
              "Pay a BOLT 11 invoice over a direct channel; returns once it settled (with the preimage)",
              h.pay, PAYMENT,
              body=obj({"invoice": string("a BOLT 11 invoice", 1, MAX_INVOICE_LENGTH),
+                       "amount_msat": integer("the amount to pay, for an invoice that names none", 1, 2**53),
+                       "max_fee_msat": integer("the most the routing fees may be, all parts together", 0, 2**53),
+                       "max_fee_ppm": integer("the most the routing fees may be, in millionths of the amount",
+                                              0, 1_000_000),
+                       "outgoing_channel": ops_routes.SCID,
+                       "max_parts": integer("split into at most this many parts (MPP)", 1, 16),
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
     Endpoint("POST", "/v1/onion-messages", "sendOnionMessage",
              "Send an onion message (BOLT 4) to a node id (routed over nodes that relay onion messages) or "
@@ -219,6 +243,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "timeout_s": integer("how long to wait for the invoice, all attempts together", 1, 120),
                        "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
                       ["offer"])),
+    *ops_routes.endpoints(CHANNEL),
     Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
              h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,

@@ -36,9 +36,12 @@ import uvicorn
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
 from lightspeed.api.datadir import SECRET_FILE, Datadir
+from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
+from lightspeed.api.policy_file import load_policy, save_policy
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import DecodeError, UsageError
+from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
 from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
 
@@ -171,7 +174,8 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, to
     try:
         try:
             node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
-                        announce_channels=config.announce_channels)
+                        announce_channels=config.announce_channels,
+                        forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
         except DecodeError as exc:  # a record in the store that cannot be read back
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         await _serve_node(config, datadir, node, token, api_sock, startup)
@@ -187,12 +191,15 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     except OSError as exc:
         await node.stop()
         raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file))
+    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file),
+                     forwards=ForwardLog(datadir.path / FORWARDS_FILE))
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
     server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
                                     access_log=False))
     stop = asyncio.Event()
+    ctx.request_stop = stop.set  # POST /v1/stop: exits as SIGTERM does
+    ctx.save_policy = lambda policy: save_policy(datadir.path, policy)  # updatechanpolicy outlives restarts
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

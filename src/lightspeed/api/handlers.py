@@ -18,7 +18,10 @@ from typing import Any
 from starlette.requests import Request
 
 from lightspeed import __version__
+from lightspeed.api.address import format_hostport
+from lightspeed.api.forwards import ForwardLog
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
+from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
@@ -31,8 +34,12 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.invoice import decode
+from lightspeed.node import queries
+from lightspeed.node.forwarding import ForwardSettled
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
+from lightspeed.node.paying import PayLimits
+from lightspeed.payments.forward import ForwardingPolicy
 from lightspeed.store import ClosedChannel
 
 log = logging.getLogger("lightspeed.api")
@@ -63,6 +70,9 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     open_timeout_s: float = 30.0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
+    save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
+    forwards: ForwardLog = field(default_factory=ForwardLog)  # the daemon's is kept in DATADIR/forwards.jsonl
 
     def now(self) -> int:
         return int(self.clock())
@@ -85,6 +95,19 @@ class ApiContext:
             event = await self.node.events.get()
             if isinstance(event, (PaymentReceived, PaymentSent, PaymentFailed)):
                 self.times.settled.setdefault(event.payment_hash, self.now())
+            elif isinstance(event, ForwardSettled):
+                self.forwards.add(self._forward_json(event))
+
+    def _forward_json(self, event: ForwardSettled) -> dict[str, Any]:
+        def scid(channel_id: bytes) -> str | None:
+            value = self.node.short_channel_id(channel_id)
+            return None if value is None else queries.format_scid(value)
+
+        return {"timestamp": self.now(), "chan_id_in": scid(event.in_channel_id),
+                "chan_id_out": scid(event.out_channel_id), "channel_id_in": event.in_channel_id.hex(),
+                "channel_id_out": event.out_channel_id.hex(), "amt_in_msat": event.in_msat,
+                "amt_out_msat": event.out_msat, "fee_msat": event.in_msat - event.out_msat,
+                "payment_hash": event.payment_hash.hex()}
 
 
 def _hex_param(request: Request, name: str) -> bytes:
@@ -104,7 +127,19 @@ def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[s
             "capacity_sat": channel.config.funding_sat, "initiator": channel.config.local_is_funder,
             "local_balance_msat": view.to_local_msat, "remote_balance_msat": view.to_remote_msat,
             "pending_htlcs": len(view.htlcs), "closing_txid": None, "close_type": None, "limbo_sat": 0,
-            "limbo_sweeps": []}
+            "limbo_sweeps": [], **liquidity_json(queries.liquidity(node, channel_id))}
+
+
+def liquidity_json(liquidity: queries.Liquidity | None) -> dict[str, Any]:
+    """The operator fields of a channel (null for a closed one)."""
+    scid = None if liquidity is None else liquidity.short_channel_id
+    return {"short_channel_id": None if scid is None else queries.format_scid(scid),
+            "active": liquidity is not None and liquidity.active,
+            "spendable_msat": 0 if liquidity is None else liquidity.spendable_msat,
+            "receivable_msat": 0 if liquidity is None else liquidity.receivable_msat,
+            "local_reserve_sat": None if liquidity is None else liquidity.local_reserve_sat,
+            "remote_reserve_sat": None if liquidity is None else liquidity.remote_reserve_sat,
+            "private": None if liquidity is None else liquidity.private}
 
 
 def _sweep_json(sweep: PendingSweep) -> dict[str, Any]:
@@ -123,7 +158,8 @@ def closed_channel_json(ctx: ApiContext, record: ClosedChannel, sweeps: list[Pen
         "local_balance_msat": None, "remote_balance_msat": None, "pending_htlcs": 0,
         "closing_txid": None if record.closing_txid is None else record.closing_txid[::-1].hex(),
         "close_type": None if summary is None else summary.kind,
-        "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine]}
+        "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine],
+        **liquidity_json(None)}
     if summary is not None:
         entry.update({"funding_txid": summary.funding_txid[::-1].hex(),
                       "funding_output_index": summary.funding_output_index, "capacity_sat": summary.capacity_sat,
@@ -153,14 +189,31 @@ def _closed_now(ctx: ApiContext, channel_id: bytes, closing: Transaction) -> dic
 async def getinfo(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     node = ctx.node
     height, block_hash = node.chain.tip()
-    return 200, {"node_id": node.node_id.hex(), "network": node.network.name, "version": __version__,
-                 "listen": ctx.listen, "chain_file": ctx.chain_file, "block_height": height,
-                 "block_hash": block_hash[::-1].hex(), "num_peers": len(node.peer_ids()),
-                 "num_channels": len(node.channels)}
+    counts = queries.channel_counts(node)
+    return 200, {"node_id": node.node_id.hex(), "alias": node.gossip.alias, "color": "#" + node.gossip.rgb_color.hex(),
+                 "network": node.network.name, "version": __version__, "listen": ctx.listen,
+                 "uris": [f"{node.node_id.hex()}@{ctx.listen}"] if ctx.listen else [],
+                 "chain_file": ctx.chain_file, "block_height": height, "block_hash": block_hash[::-1].hex(),
+                 "synced_to_chain": queries.is_synced(node), "num_peers": len(node.peer_ids()),
+                 "num_channels": len(node.channels), "num_active_channels": counts.active,
+                 "num_pending_channels": counts.pending, "num_inactive_channels": counts.inactive,
+                 "features": queries.features_json(node.features)}
 
 
 async def list_peers(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    return 200, {"peers": [{"node_id": p.hex()} for p in ctx.node.peer_ids()]}
+    node = ctx.node
+    peers = []
+    for peer_id in node.peer_ids():
+        peer = node.peer(peer_id)
+        connected = None if peer is None else peer.connected_now()
+        address = None if peer is None else peer.remote_address
+        channels = [cid for cid in node.channels if node.channel_peer_id(cid) == peer_id
+                    and cid not in node.closed_channels]
+        peers.append({"node_id": peer_id.hex(),
+                      "address": None if address is None else format_hostport(*address),
+                      "features": [] if connected is None else queries.features_json(connected.remote_init.all_features),
+                      "channels": [cid.hex() for cid in channels]})
+    return 200, {"peers": peers}
 
 
 async def connect(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -235,11 +288,31 @@ async def close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     view = channel.log.commitment(Side.LOCAL)
     if view.htlcs or channel.log.commitment(Side.REMOTE).htlcs or channel.log.has_changes_to_sign():
         raise ApiError(409, "payments are in flight on this channel; close once they settle", "channel_id")
+    script = None
+    if "address" in body:
+        try:
+            script = address_to_script(body["address"], node.network)
+        except (DecodeError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else str(exc)
+            raise DecodeError("address", f"is not a {node.network.name} address: {reason}") from None
+        if not _shutdown_script_ok(script):
+            raise DecodeError("address", "must be P2PKH, P2SH, P2WPKH or P2WSH (the forms BOLT 2 allows in "
+                                         "shutdown without option_shutdown_anysegwit)")
     try:
-        closing = await node.close_channel(channel_id)
+        closing = await node.close_channel(channel_id, script_pubkey=script, feerate_per_kw=body.get("feerate_per_kw"))
     except (UsageError, RejectedTransaction) as exc:
         raise ApiError(409, f"cannot close: {exc}", "channel_id") from None
     return 200, _closed_now(ctx, channel_id, closing)
+
+
+def _shutdown_script_ok(script: bytes) -> bool:
+    # BOLT #2 shutdown: the sender MUST set scriptpubkey in one of the following forms:
+    # OP_DUP OP_HASH160 20 20-bytes OP_EQUALVERIFY OP_CHECKSIG (P2PKH), OP_HASH160 20 20-bytes OP_EQUAL
+    # (P2SH), OP_0 20 20-bytes (P2WPKH), OP_0 32 32-bytes (P2WSH); others only with anysegwit (not ours).
+    return ((len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac")
+            or (len(script) == 23 and script[:2] == b"\xa9\x14" and script[22:] == b"\x87")
+            or (len(script) == 22 and script[:2] == b"\x00\x14")
+            or (len(script) == 34 and script[:2] == b"\x00\x20"))
 
 
 async def force_close_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -271,15 +344,24 @@ async def update_fee(ctx: ApiContext, request: Request, body: Any) -> tuple[int,
 
 
 async def create_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    amount_msat, description = body.get("amount_msat"), body.get("description", "")
+    description_hash = body.get("description_hash")
+    if description_hash is not None and description:
+        raise DecodeError("description_hash", "give description or description_hash, not both")
+    hints = ctx.node.private_route_hints() if body.get("private") else ()
     if body.get("payment_hash") is not None:  # a hold invoice: the preimage comes later (settle)
+        if amount_msat is None or description_hash is not None or hints:
+            raise DecodeError("payment_hash", "a hold invoice needs amount_msat, and takes no description_hash "
+                                              "or private")
         try:
-            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), body["amount_msat"],
-                                                   body.get("description", ""), body.get("expiry", 3600))
+            invoice = ctx.node.create_hold_invoice(bytes.fromhex(body["payment_hash"]), amount_msat,
+                                                   description, body.get("expiry", 3600))
         except UsageError as exc:
             raise _refused(exc, "payment_hash") from None
     else:
-        invoice = ctx.node.create_invoice(body["amount_msat"], body.get("description", ""),
-                                          body.get("expiry", 3600))
+        invoice = ctx.node.create_invoice(amount_msat, description, body.get("expiry", 3600), route_hints=hints,
+                                          description_hash=None if description_hash is None
+                                          else bytes.fromhex(description_hash))
     record = ctx.node.store.invoice(invoice.payment_hash)
     assert record is not None  # create_invoice stored it
     return 201, invoice_json(record, ctx.times, ctx.now())
@@ -336,8 +418,11 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     now = ctx.now()
     if invoice.network != node.network:
         raise DecodeError("invoice", f"is for {invoice.network.name}; this node runs on {node.network.name}")
-    if invoice.amount_msat is None:
-        raise DecodeError("invoice", "has no amount (amountless invoices are not supported yet)")
+    amount_msat = body.get("amount_msat")
+    if invoice.amount_msat is None and amount_msat is None:
+        raise DecodeError("amount_msat", "is required: the invoice names no amount")
+    if invoice.amount_msat is not None and amount_msat not in (None, invoice.amount_msat):
+        raise DecodeError("amount_msat", f"differs from the invoice's own amount ({invoice.amount_msat} msat)")
     if invoice.is_expired(now):
         raise ApiError(409, f"the invoice expired at {invoice.expires_at}", "invoice")
     if invoice.payee == node.node_id:
@@ -353,10 +438,11 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         # there is nothing to try.
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
+    limits = _pay_limits(ctx, body, invoice.amount_msat or amount_msat or 0)
     ctx.times.started[invoice.payment_hash] = now
     timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=timeout_s)
+        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat, limits=limits)
     except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":
@@ -372,7 +458,29 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
     record = node.store.payment(invoice.payment_hash)
     assert record is not None  # pay() stored it
-    return 200, sent_json(record, ctx.times)
+    return 200, with_fee(ctx, sent_json(record, ctx.times))
+
+
+def with_fee(ctx: ApiContext, entry: dict[str, Any]) -> dict[str, Any]:
+    """A sent payment with the routing fee it paid (known for payments settled since the daemon started)."""
+    return {**entry, "fee_msat": ctx.node.payment_fees.get(bytes.fromhex(entry["payment_hash"]))}
+
+
+def _pay_limits(ctx: ApiContext, body: dict[str, Any], amount_msat: int) -> PayLimits:
+    """``max_fee_msat``/``max_fee_ppm`` (the smaller wins), ``outgoing_channel``, ``max_parts``."""
+    budgets = [body[k] for k in ("max_fee_msat",) if k in body]
+    if "max_fee_ppm" in body:
+        budgets.append(amount_msat * body["max_fee_ppm"] // 1_000_000)
+    outgoing = None
+    if "outgoing_channel" in body:
+        outgoing = queries.parse_scid(body["outgoing_channel"])
+        ours = {ctx.node.short_channel_id(cid): cid for cid in ctx.node.channels}
+        if outgoing is None or outgoing not in ours:
+            raise ApiError(409, f"no channel of ours is {body['outgoing_channel']}", "outgoing_channel")
+        if not queries.is_active(ctx.node, ours[outgoing]):
+            raise ApiError(409, f"the channel {body['outgoing_channel']} is not active (peer offline, closing, "
+                                "or not open yet)", "outgoing_channel")
+    return PayLimits(min(budgets) if budgets else None, outgoing, body.get("max_parts"))
 
 
 async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -284,6 +284,10 @@ class Channel:
         """The largest HTLC ``add_htlc`` accepts now: what routing and forwarding may count on."""
         return max_offer_msat(self.config, self._views(), Side.LOCAL, fee_spike_buffer=True)
 
+    def receivable_msat(self) -> int:
+        """The largest HTLC the peer could offer us now (its balance, reserve, fees and our limits)."""
+        return max_offer_msat(self.config, self._views(), Side.REMOTE)
+
     def offer_problem(self, amount_msat: int) -> str | None:
         """Why ``add_htlc`` would refuse ``amount_msat`` now, or None."""
         return offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)

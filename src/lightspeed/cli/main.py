@@ -22,6 +22,7 @@ from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
 from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice
 from lightspeed.cli.onion_cmd import onion_message
+from lightspeed.cli.ops_cmd import register as register_ops_commands
 from lightspeed.cli.route import route
 
 
@@ -57,6 +58,7 @@ cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)
 register_node_commands(cli, invoice)
+register_ops_commands(cli, invoice)
 
 
 def main() -> None:

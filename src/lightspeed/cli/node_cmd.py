@@ -215,6 +215,7 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 @_chain_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
 def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 
@@ -358,19 +359,41 @@ def channels(ctx: click.Context, table: bool) -> None:
 
 
 @click.command("close")
-@click.argument("channel_id")
+@click.argument("channel")
 @click.option("--force", is_flag=True, help="unilateral close: broadcast our commitment (peer offline)")
+@click.option("--feerate", "feerate_per_kw", type=click.IntRange(253, 100_000),
+              help="The closing transaction's feerate in sat per 1000 weight (the peer must accept it).")
+@click.option("--address", help="Where our balance goes (default: a fresh address of the node's wallet).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL")
-def close(ctx: click.Context, channel_id: str, force: bool) -> None:
-    """Close CHANNEL_ID cooperatively (then mine a block to confirm the closing transaction).
+@with_example("lightspeed --datadir ~/.lightspeed/alice close $CHANNEL",
+              "lightspeed --datadir ~/.lightspeed/alice close 103x1x0 --feerate 2500 --address $ADDRESS",
+              "lightspeed --datadir ~/.lightspeed/alice close $BOB --force")
+def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | None, address: str | None) -> None:
+    """Close CHANNEL cooperatively (then mine a block to confirm the closing transaction).
+
+    CHANNEL is a channel id, a short channel id (BLOCKxTXxOUTPUT), a funding outpoint
+    (TXID:INDEX) or the node id of a peer with one open channel.
 
     With --force, broadcast our latest commitment instead; our balance returns to the wallet
     after the peer's to_self_delay blocks (the node sweeps it).
     """
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/{'force-close' if force else 'close'}"))
+    from lightspeed.cli.ops_cmd import resolve_channel
+
+    if force and (feerate_per_kw is not None or address is not None):
+        raise UsageError("--feerate and --address are for a mutual close: a force close spends our commitment, "
+                         "whose fee is fixed, and sweeps to the wallet")
+    channel_id = resolve_channel(ctx, channel)
+    if force:
+        _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/force-close"))
+        return
+    body: dict[str, Any] = {}
+    if feerate_per_kw is not None:
+        body["feerate_per_kw"] = feerate_per_kw
+    if address is not None:
+        body["address"] = address
+    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close", body))
 
 
 @click.command("update-fee")
@@ -386,22 +409,40 @@ def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None
 
 
 @click.command("new")
-@click.argument("amount_msat", type=Amount("msat", minimum=1))
+@click.argument("amount")
 @click.argument("description", default="")
 @click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds until it expires.")
 @click.option("--hold", "payment_hash", metavar="PAYMENT_HASH",
               help="A hold invoice for this hash: payments wait for `invoice settle PREIMAGE` or `invoice cancel`.")
+@click.option("--private", is_flag=True, help="Add route hints for our private (unannounced) channels.")
+@click.option("--description-hash", metavar="SHA256",
+              help="The sha256 (hex) of a description kept elsewhere, instead of DESCRIPTION (BOLT 11 h).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice new 250000000 \"a book\"",
-              "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount")
-def invoice_new(ctx: click.Context, amount_msat: int, description: str, expiry: int,
-                payment_hash: str | None) -> None:
-    """Ask the running node (--datadir) for an invoice of AMOUNT_MSAT (msat, or with a sat suffix)."""
-    body: dict[str, Any] = {"amount_msat": amount_msat, "description": description, "expiry": expiry}
+              "lightspeed --datadir ~/.lightspeed/bob invoice new 250000sat \"a book\"   # the same amount",
+              "lightspeed --datadir ~/.lightspeed/bob invoice new any \"tips\" --private")
+def invoice_new(ctx: click.Context, amount: str, description: str, expiry: int, payment_hash: str | None,
+                private: bool, description_hash: str | None) -> None:
+    """Ask the running node (--datadir) for an invoice of AMOUNT (msat, or with a sat suffix; "any": the payer
+    chooses)."""
+    from lightspeed.cli.common import parse_amount
+
+    body: dict[str, Any] = {"description": description, "expiry": expiry}
+    if amount != "any":
+        try:
+            body["amount_msat"] = parse_amount(amount, "msat")
+        except ValueError as exc:
+            raise UsageError(f"AMOUNT: {exc}, or 'any'") from None
+        if body["amount_msat"] < 1:
+            raise UsageError(f"AMOUNT {amount!r}: must be at least 1 msat, or 'any'")
     if payment_hash is not None:
         body["payment_hash"] = payment_hash
+    if private:
+        body["private"] = True
+    if description_hash is not None:
+        body["description_hash"] = description_hash
     _print(_call(ctx, "POST", "/v1/invoices", body))
 
 
@@ -446,17 +487,36 @@ def invoice_list(ctx: click.Context) -> None:
 @click.command("pay")
 @click.argument("invoice")
 @click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="The amount, for an invoice that names none (msat, or with a sat suffix).")
+@click.option("--max-fee-msat", type=Amount("msat"), help="The most the routing fees may be, all parts together.")
+@click.option("--max-fee-percent", type=click.FloatRange(0, 100),
+              help="The most the routing fees may be, in percent of the amount (with --max-fee-msat: the smaller).")
+@click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
+@click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE")
-def pay(ctx: click.Context, invoice: str, timeout_s: int) -> None:
-    """Pay INVOICE; prints the payment with its preimage (the proof of payment).
+@with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE",
+              "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
+              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
+def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
+        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
+    """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
     """
     ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
-    _print(_call(ctx, "POST", "/v1/payments", {"invoice": invoice, "timeout_s": timeout_s}))
+    body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
+    if amount_msat is not None:
+        body["amount_msat"] = amount_msat
+    if max_fee_percent is not None:  # a percentage is no amount: as parts per million of it, an integer
+        body["max_fee_ppm"] = round(max_fee_percent * 10_000)
+    for key, value in (("max_fee_msat", max_fee_msat), ("outgoing_channel", outgoing_channel),
+                       ("max_parts", max_parts)):
+        if value is not None:
+            body[key] = value
+    _print(_call(ctx, "POST", "/v1/payments", body))
 
 
 @click.command("payments")

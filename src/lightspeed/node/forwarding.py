@@ -53,6 +53,17 @@ class Refuse:
 
 
 @dataclass(frozen=True)
+class ForwardSettled:
+    """An HTLC we forwarded was fulfilled: we earned ``in_msat - out_msat`` (fwdinghistory)."""
+
+    in_channel_id: bytes
+    out_channel_id: bytes
+    in_msat: int
+    out_msat: int
+    payment_hash: bytes
+
+
+@dataclass(frozen=True)
 class Forward:
     shared_secret: bytes
     payload: HopPayload

@@ -150,6 +150,7 @@ from lightspeed.node.forwarding import (
     DEFAULT_POLICY,
     Final,
     Forward,
+    ForwardSettled,
     Malformed,
     Refuse,
     read_onion,
@@ -172,9 +173,11 @@ from lightspeed.node.onchain import (
 from lightspeed.node.onion_messenger import OnionMessenger
 from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.paying import (
+    NO_LIMITS,
     FinalPart,
     HtlcOutcome,
     LocalChannel,
+    PayLimits,
     RouteFailed,
     decode_outcome,
     onion_for_route,
@@ -256,7 +259,7 @@ class HtlcHeld:
     amount_msat: int
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected | ForwardSettled
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
 
 
@@ -286,6 +289,7 @@ class _Closing:
     local_script: bytes
     done: asyncio.Future[Transaction]
     shutdown_sent: bool = False
+    fee_range: tuple[int, int] | None = None  # the operator's closing fee (close --feerate), else the chain's
     negotiation: ClosingNegotiation | None = None
 
 
@@ -395,6 +399,8 @@ class Node:
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
         self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
+        self.payment_fees: dict[bytes, int] = {}  # routing fees our settled payments paid (this run)
+        self.synced_tip: tuple[int, bytes] | None = None  # the chain tip _watch_chain last handled
         self.store_failure: str | None = None  # set when a commit failed: the node stopped (see _on_store_failure)
         self._halting: asyncio.Task[None] | None = None
         self.store.add_failure_listener(self._on_store_failure)
@@ -1081,10 +1087,13 @@ class Node:
 
     # -- payments ----------------------------------------------------------------------------
 
-    def create_invoice(self, amount_msat: int, description: str, expiry: int = 3600,
-                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None) -> Invoice:
+    def create_invoice(self, amount_msat: int | None, description: str, expiry: int = 3600,
+                       route_hints: Sequence[Sequence[RouteHintHop]] = (), preimage: bytes | None = None,
+                       description_hash: bytes | None = None) -> Invoice:
         """An invoice we will settle at once; ``route_hints`` reach us over private channels.
 
+        ``amount_msat`` None: the payer chooses (any amount settles it). ``description_hash``
+        (32 bytes) replaces the description (BOLT 11 ``h``: for descriptions too long for a QR code).
         ``preimage``: the payment preimage to use (a fresh random one by default), for a caller
         that must know it in advance (a conformance test); 32 bytes.
         """
@@ -1092,7 +1101,8 @@ class Node:
             preimage = os.urandom(32)
         elif len(preimage) != 32:
             raise UsageError(f"preimage: must be 32 bytes, not {len(preimage)}")
-        return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints)
+        return self._new_invoice(sha256(preimage), preimage, amount_msat, description, expiry, route_hints,
+                                 description_hash)
 
     def private_route_hints(self) -> list[list[RouteHintHop]]:
         """``route_hints`` for an invoice: our ready channels not announced, each with its peer's fees."""
@@ -1118,11 +1128,13 @@ class Node:
                                        invoice.expires_at, None, amp=True))
         return invoice
 
-    def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int, description: str, expiry: int,
-                     route_hints: Sequence[Sequence[RouteHintHop]]) -> Invoice:
+    def _new_invoice(self, payment_hash: bytes, preimage: bytes, amount_msat: int | None, description: str,
+                     expiry: int, route_hints: Sequence[Sequence[RouteHintHop]],
+                     description_hash: bytes | None = None) -> Invoice:
         secret = os.urandom(32)
-        invoice = build_invoice(network=self.network, amount_msat=amount_msat, description=description,
-                                payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
+        invoice = build_invoice(network=self.network, amount_msat=amount_msat,
+                                description=None if description_hash is not None else description,
+                                description_hash=description_hash, payment_hash=payment_hash, payment_secret=secret, timestamp=int(time.time()),
                                 expiry=expiry, payee=None, route_hints=route_hints).sign(self.privkey)
         record = InvoiceRecord(invoice.payment_hash, invoice.encode(), preimage, secret, amount_msat,
                                expires_at=invoice.expires_at)
@@ -1140,7 +1152,8 @@ class Node:
         if (previous is not None and previous.status == "pending") or payment_hash in self._pending:
             raise PaymentError("this invoice is already being paid")
 
-    async def pay(self, invoice: Invoice, timeout: float = 30) -> bytes:
+    async def pay(self, invoice: Invoice, timeout: float = 30, amount_msat: int | None = None,
+                  limits: PayLimits = NO_LIMITS) -> bytes:
         """Pay an invoice over the network; returns the preimage (the proof of payment).
 
         An AMP invoice (feature 30) is paid with AMP shards and returns the set id instead:
@@ -1150,17 +1163,22 @@ class Node:
         retries around what fails and splits the amount (MPP) when no single route carries
         it. Raises :class:`PaymentError` if the payment failed, or is still pending after
         ``timeout`` (it then stays pending in the store and ends settled or failed later).
+        ``limits``: the fee budget, the first channel, the most parts (``payment_fees`` has the fee paid).
         """
-        if invoice.amount_msat is None or invoice.payment_secret is None:
-            raise PaymentError("the invoice has no amount or no payment secret")
+        if invoice.payment_secret is None:
+            raise PaymentError("the invoice has no payment secret")
+        amount = invoice.amount_msat if invoice.amount_msat is not None else amount_msat
+        if amount is None or amount <= 0:
+            raise PaymentError("the invoice has no amount: give amount_msat")
+        if invoice.amount_msat is not None and amount_msat not in (None, invoice.amount_msat):
+            raise UsageError("amount_msat: the invoice names its own amount")
         if invoice.payee == self.node_id:
             raise PaymentError("the invoice is our own")
         if ROUTE_BLINDING_REQUIRED in invoice.features and not self.features.supports("option_route_blinding"):
             raise PaymentError("the invoice requires option_route_blinding (feature 24), which this node does not "
                                "support (its features setting leaves it out)")
         if AMP_FEATURE_BITS[0] in invoice.features:
-            return await self.pay_amp(invoice.payee, invoice.amount_msat, timeout=timeout, invoice=invoice)
-        amount = invoice.amount_msat
+            return await self.pay_amp(invoice.payee, amount, timeout=timeout, invoice=invoice)
         self._guard(invoice.payment_hash)
         with self.store.transaction():
             self.store.put_payment(PaymentRecord(invoice.payment_hash, amount, "pending", invoice.encode()))
@@ -1168,7 +1186,8 @@ class Node:
         hints = invoice.route_hints
         return await self._pay(invoice.payment_hash, invoice.payee, amount, timeout,
                                lambda part, total: _Shards(invoice.payment_hash, final, None),
-                               invoice.min_final_cltv_expiry, hints, MAX_PARTS)
+                               invoice.min_final_cltv_expiry, hints, min(MAX_PARTS, limits.max_parts or MAX_PARTS),
+                               limits=limits)
 
     async def keysend(self, node_id: bytes, amount_msat: int, timeout: float = 30) -> bytes:
         """A spontaneous payment: the preimage travels in the onion (record 5482373484)."""
@@ -1215,6 +1234,7 @@ class Node:
     async def _pay(self, payment_id: bytes, target: bytes, amount_msat: int, timeout: float,
                    shards_for: Callable[[int, int], _Shards] | None, min_final_cltv: int,
                    hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False,
+                   limits: PayLimits = NO_LIMITS,
                    runner: Callable[[], Awaitable[bytes]] | None = None) -> bytes:
         """Run the payment (a task that outlives ``timeout``), record its end, return the preimage.
 
@@ -1222,6 +1242,7 @@ class Node:
         """
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[payment_id] = future
+        fees: list[int] = []  # the fee of each part that settled
 
         async def run() -> None:
             try:
@@ -1230,7 +1251,8 @@ class Node:
                 else:
                     assert shards_for is not None
                     preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv,
-                                                     hints, max_parts, exact_parts)
+                                                     hints, max_parts, exact_parts, limits, fees)
+                self.payment_fees[payment_id] = sum(fees)
             except StoreUnavailable as exc:  # the node stopped; the payment ends after the restart
                 if not future.done():
                     future.set_exception(exc)
@@ -1277,11 +1299,12 @@ class Node:
                 return True
         return False
 
-    def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]]) -> ChannelGraph:
+    def _graph_for(self, target: bytes, hints: Sequence[Sequence[RouteHintHop]],
+                   outgoing_scid: int | None = None) -> ChannelGraph:
         own = []
         for cid, channel in self.channels.items():
             scid = self.short_channel_id(cid)
-            if scid is not None and self._usable(cid):
+            if scid is not None and self._usable(cid) and outgoing_scid in (None, scid):
                 own.append(LocalChannel(scid, self._channel_node[cid], self._sendable_msat(channel)))
         graph = routing_graph(self.graph, self.node_id, own)
         return graph.with_route_hints(hints, target) if hints else graph
@@ -1304,7 +1327,8 @@ class Node:
 
     async def _pay_parts(self, target: bytes, amount_msat: int, timeout: float,
                          shards_for: Callable[[int, int], _Shards], min_final_cltv: int,
-                         hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool) -> bytes:
+                         hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool,
+                         limits: PayLimits, fees: list[int]) -> bytes:
         deadline = time.monotonic() + timeout
         if target == self.node_id:
             raise PaymentError("paying ourselves")
@@ -1318,19 +1342,21 @@ class Node:
             can_send = self._can_send_msat()
         if amount_msat > can_send:
             raise PaymentError(f"can send at most {can_send} msat")
-        graph = self._graph_for(target, hints)
+        graph = self._graph_for(target, hints, limits.outgoing_scid)
         parts = max_parts if exact_parts else 1
         while True:  # MPP: the fewest parts for which every part finds a route now
             amounts = _split(amount_msat, parts)
             try:
                 for amount in set(amounts):
-                    find_route(graph, self.node_id, target, amount, score=self.scorer.view(time.monotonic()))
+                    find_route(graph, self.node_id, target, amount, score=self.scorer.view(time.monotonic()),
+                               max_fee_msat=limits.part_fee_msat(amount, amount_msat))
                 break
             except NoRouteError as exc:
                 if exact_parts or parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                     raise PaymentError(str(exc)) from None
                 parts *= 2
-        runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline)
+        runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline,
+                               limits.part_fee_msat(amount, amount_msat), fees)
                 for i, amount in enumerate(amounts)]
         results = await asyncio.gather(*runs, return_exceptions=True)
         for result in results:
@@ -1344,11 +1370,12 @@ class Node:
         raise first
 
     async def _pay_part(self, graph: ChannelGraph, target: bytes, amount_msat: int, shards: _Shards,
-                        min_final_cltv: int, deadline: float) -> bytes:
+                        min_final_cltv: int, deadline: float, max_fee_msat: int | None = None,
+                        fees: list[int] | None = None) -> bytes:
         """One part's retry loop: route, send, learn from the failure, until success or no route."""
         now = time.monotonic()
         attempts = PaymentAttempts(graph, self.scorer, self.node_id, target, amount_msat, now,
-                                   timeout_s=max(deadline - now, 0.001))
+                                   timeout_s=max(deadline - now, 0.001), max_fee_msat=max_fee_msat)
         while True:
             action = attempts.next_action(time.monotonic())
             if isinstance(action, AttemptsFailed):
@@ -1359,6 +1386,8 @@ class Node:
                                                      deadline)
             if outcome.preimage is not None:
                 attempts.attempt_succeeded(action.attempt.attempt_id, time.monotonic())
+                if fees is not None:
+                    fees.append(action.attempt.route.total_fee_msat)
                 return outcome.preimage
             report, _ = decode_outcome(outcome, secrets)
             shards.failed()
@@ -1744,14 +1773,20 @@ class Node:
         reason = create_failure_packet(read.shared_secret, decision.to_bytes())
         self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret, failure=reason))
 
-    def _forward_settled(self, out: HtlcKey, preimage: bytes) -> bool:
+    def _forward_settled(self, out: HtlcKey, preimage: bytes, out_msat: int) -> bool:
         """An HTLC we forwarded was fulfilled: fulfil the incoming one at once (True if it was ours)."""
         incoming = self._by_out.get(out)
         record = self._incoming.get(incoming) if incoming is not None else None
-        if record is None:
+        if record is None or incoming is None:
             return False
         if record.preimage is None:
             self._record(dataclasses.replace(record, preimage=preimage, failure=None))
+            channel = self.channels.get(incoming[0])
+            in_msat = None if channel is None else next(
+                (h.amount_msat for h in channel.log.commitment(Side.LOCAL, pending=True).htlcs
+                 if h.offerer is Side.REMOTE and h.htlc_id == incoming[1]), None)
+            if in_msat is not None:
+                self.events.put_nowait(ForwardSettled(incoming[0], out[0], in_msat, out_msat, record.payment_hash))
         return True
 
     def _forward_failed(self, out: HtlcKey, payment_hash: bytes) -> bool:
@@ -1787,7 +1822,7 @@ class Node:
     def _succeed(self, channel_id: bytes, htlc: LoggedHtlc, preimage: bytes) -> None:
         """The peer fulfilled our HTLC (inside the step's transaction): a forward or a payment."""
         key = (channel_id, htlc.htlc_id)
-        if self._forward_settled(key, preimage):
+        if self._forward_settled(key, preimage, htlc.amount_msat):
             return
         self._in_flight.get(channel_id, {}).pop(htlc.htlc_id, None)
         self.store.delete_payment_part(channel_id, htlc.htlc_id)
@@ -1912,6 +1947,11 @@ class Node:
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
+    def peer(self, node_id: bytes) -> Peer | None:
+        """The live connection to ``node_id``, if any (operator queries: node.queries)."""
+        peer = self._peers.get(node_id)
+        return None if peer is None or peer.session.closed else peer
+
     def peer_ids(self) -> list[bytes]:
         """Node ids of the peers we are connected to now."""
         return [node_id for node_id, peer in self._peers.items() if not peer.session.closed]
@@ -1941,13 +1981,16 @@ class Node:
         low = CLOSING_WEIGHT * self.chain.estimate_feerate_per_kw() // 1000 + 1
         return low, 4 * low
 
-    async def close_channel(self, channel_id: bytes, timeout: float = 30) -> Transaction:
+    async def close_channel(self, channel_id: bytes, timeout: float = 30, script_pubkey: bytes | None = None,
+                            feerate_per_kw: int | None = None) -> Transaction:
         """Mutual close (BOLT 2 shutdown, closing_signed): returns the agreed closing transaction.
 
         It is committed, then broadcast through :class:`Broadcaster` (retried while the chain is
         busy, rebroadcast after a restart): it may still be on its way to the chain.
 
-        The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet.
+        The closing output pays a fresh wallet key, so the balance returns to the on-chain wallet,
+        or ``script_pubkey`` (close --address). ``feerate_per_kw``: the closing fee we offer and
+        accept (else the chain's estimate, up to 4x).
         """
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -1958,7 +2001,12 @@ class Node:
         closing = self._closings.get(channel_id)
         if closing is None:
             done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
-            closing = self._closings[channel_id] = _Closing(self.wallet.new_key().script_pubkey, done)
+            fee_range = None
+            if feerate_per_kw is not None:
+                fee = CLOSING_WEIGHT * feerate_per_kw // 1000 + 1
+                fee_range = (fee, fee)
+            closing = self._closings[channel_id] = _Closing(script_pubkey or self.wallet.new_key().script_pubkey,
+                                                            done, fee_range=fee_range)
         if not closing.shutdown_sent:
             closing.shutdown_sent = True
             self._save_shutdown(channel_id, closing.local_script)
@@ -1984,7 +2032,7 @@ class Node:
                 closing.shutdown_sent = True
                 self._save_shutdown(message.channel_id, closing.local_script)
                 await peer.send(shutdown(channel, closing.local_script))
-            low, high = self._closing_fees()
+            low, high = closing.fee_range or self._closing_fees()
             closing.negotiation = ClosingNegotiation.start(channel, closing.local_script, message.scriptpubkey,
                                                            low, high)
             if channel.config.local_is_funder:  # BOLT 2: the funder sends the first closing_signed
@@ -2068,6 +2116,7 @@ class Node:
             if tip != seen:
                 seen = tip
                 await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+                self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
                 for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                     reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
                     if reason is not None:

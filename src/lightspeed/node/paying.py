@@ -101,6 +101,22 @@ def decode_outcome(outcome: HtlcOutcome, shared_secrets: tuple[bytes, ...]) -> t
 
 
 @dataclass(frozen=True)
+class PayLimits:
+    """What an operator allows one payment (``pay --max-fee-msat --outgoing-channel --max-parts``)."""
+
+    max_fee_msat: int | None = None  # all parts together; each part gets its share of it
+    outgoing_scid: int | None = None  # the first hop must be this channel of ours
+    max_parts: int | None = None  # MPP: split into at most this many parts
+
+    def part_fee_msat(self, part_msat: int, total_msat: int) -> int | None:
+        """A part's share of the fee budget (rounded down: the parts never exceed it together)."""
+        return None if self.max_fee_msat is None else self.max_fee_msat * part_msat // total_msat
+
+
+NO_LIMITS = PayLimits()
+
+
+@dataclass(frozen=True)
 class LocalChannel:
     """One of our channels as the sender's router sees it: what we can send over it now."""
 

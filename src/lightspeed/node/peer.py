@@ -54,6 +54,9 @@ class Peer:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: PeerSession) -> None:
         self._reader, self._writer, self.session = reader, writer, session
+        peername = writer.get_extra_info("peername")
+        #: The other end's (host, port) as the socket sees it (for operators: ``peers``).
+        self.remote_address: tuple[str, int] | None = (str(peername[0]), int(peername[1])) if peername else None
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1000)
         self._connected = asyncio.get_running_loop().create_future()
         self.disconnect_reason: str | None = None
