@@ -4,7 +4,7 @@ Called on the event loop, a SQLite commit blocks it for the fsync (and for as lo
 process holds the write lock): measured under load, 46% of the store's time went to stalls
 over 1 ms. Here the event loop only queues a write and awaits its future; a thread runs every
 write queued meanwhile in ONE ``BEGIN IMMEDIATE`` transaction, each in a savepoint of its
-own, and commits once. The batch forms by itself: whatever arrived during the previous
+own where it may refuse after writing (a create), and commits once. The batch forms by itself: whatever arrived during the previous
 commit's fsync goes in the next one, so an idle store adds no delay and a busy one pays one
 fsync for many calls.
 
@@ -37,10 +37,11 @@ Write = Callable[[sqlite3.Connection], Any]
 
 
 class _Job:
-    __slots__ = ("failed", "future", "loop", "outcome", "write")
+    __slots__ = ("alone", "failed", "future", "loop", "outcome", "write")
 
-    def __init__(self, write: Write, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.write, self.future, self.loop = write, future, loop
+    def __init__(self, write: Write, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop,
+                 alone: bool) -> None:
+        self.write, self.future, self.loop, self.alone = write, future, loop, alone
         self.outcome: Any = None
         self.failed = False
 
@@ -55,13 +56,18 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer {path}", daemon=True)
         self._thread.start()
 
-    async def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
-        """``write(db)`` inside a transaction; its result once that transaction is committed."""
+    async def run(self, write: Callable[[sqlite3.Connection], T], may_refuse: bool = False) -> T:
+        """``write(db)`` inside a transaction; its result once that transaction is committed.
+
+        ``may_refuse``: the write may raise (a duplicate id, a full cap) after writing part of
+        its rows; it then runs in a savepoint and fails alone. Any other write that raises
+        fails its whole batch (nothing of it committed).
+        """
         if self._closed:
             raise StoreError(f"{self._path}: the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(write, future, loop))
+        self._queue.put(_Job(write, future, loop, may_refuse))
         return await future
 
     async def aclose(self) -> None:
@@ -102,6 +108,9 @@ class GroupCommitter:
         db.execute("BEGIN IMMEDIATE")
         try:
             for job in batch:
+                if not job.alone:  # a conditional update: it refuses by changing nothing
+                    job.outcome = job.write(db)
+                    continue
                 db.execute("SAVEPOINT write")
                 try:
                     job.outcome = job.write(db)

@@ -173,7 +173,7 @@ class SqliteAllowanceStore:
             except sqlite3.IntegrityError:
                 raise StoreError(f"allowance_id: {allowance_id.hex()} already exists") from None
 
-        await self._writer.run(write)
+        await self._writer.run(write, may_refuse=True)
 
     async def load(self, allowance_id: bytes) -> StoredAllowance | None:
         with self._reading() as db:
