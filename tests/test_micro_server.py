@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable
@@ -334,8 +335,7 @@ def test_stores_are_named_by_url(tmp_path: Path) -> None:
 
 def test_the_cache_is_bounded_and_an_evicted_allowance_reloads_from_the_store() -> None:
     async def go() -> None:
-        server = make_server()
-        server.max_cached = 2
+        server = dataclasses.replace(make_server(), max_cached=2)
         clients = [await bought(server, Client(per_lane=10)) for _ in range(3)]
         for client in clients:
             await server.spend(client.token(1))

@@ -24,6 +24,7 @@ from typing import Protocol
 from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.cache import DEFAULT_CACHE_BYTES, LruCache, entry_bytes
 from lightspeed.micro.hashchain import links_to
 from lightspeed.micro.ratelimit import RateLimiter
 from lightspeed.micro.refunds import RefundDesk, RefundPayer, RefundRefused, RefundView
@@ -139,13 +140,17 @@ class AllowanceServer:
     payer: RefundPayer | None = None  # for refunds; without one, refunds are refused
     node_address: str | None = None  # "host:port" where the server's node takes channels
     clock: Callable[[], float] = time.time
-    max_cached: int = 100_000  # allowances kept in memory; the store stays the truth
-    _cache: dict[bytes, _Cached] = field(default_factory=dict)
+    #: Memory for cached allowances (least recently used out; the store stays the truth), and
+    #: optionally a cap on their number.
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_cached: int | None = None
+    _cache: LruCache[_Cached] = field(init=False)
     _limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         p = self.policy
         self._limiter = RateLimiter(p.creates_per_minute, p.rate_limited_clients)
+        self._cache = LruCache(self.cache_bytes, self.max_cached)
 
     # -- selling -----------------------------------------------------------------------------
 
@@ -351,7 +356,7 @@ class AllowanceServer:
                     await self.store.delete_unpaid(allowance_id)
             elif await self.store.update_state(allowance_id, entry.state, self._closed_state(entry)):
                 closed += 1
-            self._cache.pop(allowance_id, None)
+            self._cache.pop(allowance_id)
         return closed
 
     async def forget_unpaid(self, limit: int = 1000) -> int:
@@ -370,7 +375,7 @@ class AllowanceServer:
             await self._try_activate(allowance_id, entry)
             if entry.state.status is Status.PENDING and await self.store.delete_unpaid(allowance_id):
                 forgotten += 1
-            self._cache.pop(allowance_id, None)
+            self._cache.pop(allowance_id)
         return forgotten
 
     # -- internals ---------------------------------------------------------------------------
@@ -382,9 +387,7 @@ class AllowanceServer:
             if stored is None:
                 raise CallRefused("unknown_allowance", "no such allowance on this server")
             entry = self._cached(stored)
-            if len(self._cache) >= self.max_cached:
-                del self._cache[next(iter(self._cache))]  # the oldest entry: it reloads if used again
-            self._cache[allowance_id] = entry
+            self._cache.put(allowance_id, entry, entry_bytes(len(entry.lanes)))
         return entry
 
     @staticmethod

@@ -1,0 +1,47 @@
+-- wrk script for benchmarks/paid_api.py: one thread and one keep-alive connection per lane
+-- (run with -t C -c C), each walking its lane's tokens in order, as a real client does.
+-- Arguments after "--": "unpaid", or the directory holding lane-<n>.txt (one token per line).
+local next_lane = 0
+local threads = {}
+
+function setup(thread)
+   thread:set("lane", next_lane)
+   next_lane = next_lane + 1
+   table.insert(threads, thread)
+end
+
+function init(args)
+   mode = args[1] or "unpaid"
+   tokens = {}
+   if mode ~= "unpaid" then
+      for line in io.lines(mode .. "/lane-" .. lane .. ".txt") do
+         tokens[#tokens + 1] = line
+      end
+   end
+   i = 0
+   failed = 0
+end
+
+function request()
+   i = i + 1
+   if mode == "unpaid" then
+      return wrk.format("GET", "/unpaid/weather/c" .. i)
+   end
+   -- Past the last token the server refuses the call: counted as failed, never served.
+   return wrk.format("GET", "/weather/c" .. i, {["Lightspeed-Token"] = tokens[i] or "none"})
+end
+
+function response(status, headers, body)
+   if status ~= 200 then
+      failed = failed + 1
+   end
+end
+
+function done(summary, latency, requests)
+   local total = 0
+   for _, thread in ipairs(threads) do
+      total = total + thread:get("failed")
+   end
+   io.write(string.format("LIGHTSPEED requests=%d failed=%d seconds=%.3f\n",
+                          summary.requests, total, summary.duration / 1e6))
+end

@@ -1,0 +1,157 @@
+"""Group commit for the SQLite store: one writer thread, one transaction and one fsync per batch.
+
+Called on the event loop, a SQLite commit blocks it for the fsync (and for as long as another
+process holds the write lock): measured under load, 46% of the store's time went to stalls
+over 1 ms. Here the event loop only queues a write and awaits its future; a thread runs every
+write queued meanwhile in ONE ``BEGIN IMMEDIATE`` transaction, each in a savepoint of its
+own where it may refuse after writing (a create), and commits once. The batch forms by itself: whatever arrived during the previous
+commit's fsync goes in the next one, so an idle store adds no delay and a busy one pays one
+fsync for many calls.
+
+The guarantee is unchanged: every write still runs atomically under the database's write
+lock, in arrival order, and no caller learns its result before the COMMIT that made it
+durable has returned. A write that fails on its own (a duplicate id, a full cap) is rolled
+back to its savepoint and fails alone. A file fault (full disk, read-only file, I/O error) at
+any point, in a statement or at the commit, rolls back the whole batch and fails every write
+in it: none of them is acknowledged, so none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lightspeed.errors import storage_fault
+from lightspeed.micro.store import AllowanceStoreUnavailable, StoreError
+
+T = TypeVar("T")
+
+MAX_BATCH = 512  # writes in one transaction (bounds how long the write lock is held)
+
+Write = Callable[[sqlite3.Connection], Any]
+
+
+class _Job:
+    __slots__ = ("alone", "failed", "future", "loop", "outcome", "write")
+
+    def __init__(self, write: Write, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop,
+                 alone: bool) -> None:
+        self.write, self.future, self.loop, self.alone = write, future, loop, alone
+        self.outcome: Any = None
+        self.failed = False
+
+
+class GroupCommitter:
+    """Runs writes on ``db`` in a thread of its own, many per transaction (see the module)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db, self._path = db, path
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer {path}", daemon=True)
+        self._thread.start()
+
+    async def run(self, write: Callable[[sqlite3.Connection], T], may_refuse: bool = False) -> T:
+        """``write(db)`` inside a transaction; its result once that transaction is committed.
+
+        ``may_refuse``: the write may raise (a duplicate id, a full cap) after writing part of
+        its rows; it then runs in a savepoint and fails alone. Any other write that raises
+        fails its whole batch (nothing of it committed).
+        """
+        if self._closed:
+            raise StoreError(f"{self._path}: the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(write, future, loop, may_refuse))
+        return await future
+
+    async def aclose(self) -> None:
+        """Finish the queued writes, then stop the thread (the connection stays open)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            try:
+                self._commit(batch)
+            except BaseException as exc:
+                error = _as_fault(exc, self._path)
+                for job in batch:
+                    job.outcome, job.failed = error, True
+            _deliver(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for job in batch:
+                if not job.alone:  # a conditional update: it refuses by changing nothing
+                    job.outcome = job.write(db)
+                    continue
+                db.execute("SAVEPOINT write")
+                try:
+                    job.outcome = job.write(db)
+                except Exception as exc:
+                    if storage_fault(exc) is not None or not db.in_transaction:
+                        raise  # the file is unusable (or SQLite undid the batch): fail them all
+                    db.execute("ROLLBACK TO write")
+                    job.outcome, job.failed = exc, True
+                db.execute("RELEASE write")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+
+def _as_fault(exc: BaseException, path: str) -> BaseException:
+    """A file fault as AllowanceStoreUnavailable (naming the file and why); others unchanged."""
+    if isinstance(exc, sqlite3.Error):
+        fault = storage_fault(exc)
+        if fault is not None:
+            return AllowanceStoreUnavailable(path, fault)
+    return exc
+
+
+def _deliver(batch: list[_Job]) -> None:
+    """Hand the outcomes to their event loops: one wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in batch:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, jobs)
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():  # the caller was cancelled: its write stands, nobody to tell
+            continue
+        if job.failed:
+            job.future.set_exception(job.outcome)
+        else:
+            job.future.set_result(job.outcome)

@@ -1,0 +1,119 @@
+"""The SQLite store's group commit: the event loop never waits for a commit, and nothing
+acknowledged is lost when the process is killed (kill -9) in the middle of busy batches."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+
+AID = b"k" * 16
+LANES = 8
+
+
+def test_a_write_waiting_for_another_process_lock_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    """Before the writer thread, the loop sat in SQLite's busy wait for the whole 0.4 s."""
+    path = tmp_path / "s.sqlite"
+
+    async def go() -> None:
+        store = SqliteAllowanceStore(path)
+        await store.create(AID, b"t", 2**40, [b"\x00" * 32], AllowanceState(Status.ACTIVE, 10))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.4)
+            other.execute("COMMIT")
+
+        tick_task = asyncio.create_task(ticker())
+        release = asyncio.create_task(release_later())
+        started = time.perf_counter()
+        assert await store.advance(AID, 0, 0, LaneState(1, b"\x01" * 32)) is Advance.OK
+        waited = time.perf_counter() - started
+        await release
+        tick_task.cancel()
+        other.close()
+        assert waited >= 0.35  # it did wait for the lock...
+        assert ticks >= 15, ticks  # ...while the loop went on (about 40 ticks of 10 ms)
+        assert (await store.lane(AID, 0)) == LaneState(1, b"\x01" * 32)
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+_SPENDER = """
+import asyncio, sys
+from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+
+async def main(path):
+    store = SqliteAllowanceStore(path)  # synchronous=FULL, as in production
+    await store.create(b"k" * 16, b"t", 2**40, [bytes(32)] * 8, AllowanceState(Status.ACTIVE, 10**9))
+    print("READY", flush=True)
+
+    async def lane(n):
+        i = 0
+        while True:
+            result = await store.advance(b"k" * 16, n, i, LaneState(i + 1, (i + 1).to_bytes(32, "big")))
+            assert result is Advance.OK, result
+            i += 1
+            sys.stdout.write(f"{n} {i}\\n")  # acknowledged: the call would be served now
+            sys.stdout.flush()
+
+    await asyncio.gather(*(lane(n) for n in range(8)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_kill_9_during_group_commits_loses_no_acknowledged_advance(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _SPENDER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    acked = [0] * LANES
+    deadline = time.monotonic() + 1.0
+    lines = 0
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lane, index = map(int, line.split())
+        acked[lane] = max(acked[lane], index)
+        lines += 1
+    os.kill(proc.pid, signal.SIGKILL)  # mid-batch: writes queued, one transaction in flight
+    proc.wait()
+    for line in proc.stdout:  # acknowledgements written before the kill, not yet read
+        if line.count(" ") == 1 and line.endswith("\n"):
+            lane, index = map(int, line.split())
+            acked[lane] = max(acked[lane], index)
+    assert lines > 50 and all(acked), acked  # the batches were busy when killed
+
+    async def check() -> None:
+        store = SqliteAllowanceStore(path)
+        stored = await store.load(AID)
+        assert stored is not None
+        indices = [lane.index for lane in stored.lanes]
+        for n in range(LANES):
+            # Every acknowledged advance is on disk; at most the one in flight beyond it.
+            assert acked[n] <= indices[n] <= acked[n] + 1, (n, acked[n], indices[n])
+            assert stored.lanes[n].value == indices[n].to_bytes(32, "big")
+        assert stored.state.spent == sum(indices)  # lane and spent committed together
+        await store.aclose()
+
+    asyncio.run(check())
