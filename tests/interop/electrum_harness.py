@@ -49,6 +49,8 @@ COIN = 100_000_000
 ELECTRUM_TO_SELF_DELAY = 10
 # Lightspeed's to_self_delay for Electrum's outputs (node.TO_SELF_DELAY): Electrum sweeps after it.
 LIGHTSPEED_TO_SELF_DELAY = 144
+# The block targets Electrum keeps a fee estimate for (4.8.1's fee_policy.FEE_ETA_TARGETS).
+ELECTRUM_FEE_TARGETS = (1, 2, 5, 10, 25, 144, 1008)
 PR_SET_PDEATHSIG = 1
 
 
@@ -485,6 +487,21 @@ class InteropNet:
     def mine(self, blocks: int = 1) -> int:
         self.chain.mine(blocks)
         return self.wait_synced()
+
+    def set_feerate(self, feerate_per_kw: int) -> None:
+        """The chain's fee estimate (0: its default) for every process, the running 4.8.1 wallets at once.
+
+        Electrum asks its server for estimates once a minute: a wallet left alone acts on the
+        previous estimate for up to a minute after a change, and 4.8.1 spends its anchor to CPFP a
+        commitment paying less than the estimate it holds (a stale 20 sat/vB made bob CPFP a
+        commitment that paid twice the chain's estimate in the next case).
+        """
+        self.chain.set_feerate(feerate_per_kw)
+        if not self.release.anchors:  # 4.3.4 keeps a hard-coded feerate on regtest
+            return
+        sat_per_kvb = self.chain.reader.estimate_feerate_per_kw() * 4  # as our server answers estimatefee
+        for wallet in (w for w in (self.alice, self.bob) if w.running):
+            wallet.rpc("test_inject_fee_etas", fee_est=str(dict.fromkeys(ELECTRUM_FEE_TARGETS, sat_per_kvb)))
 
 
 @contextlib.contextmanager

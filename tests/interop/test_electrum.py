@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from lightspeed.bitcoin.address import script_to_address
+from lightspeed.bitcoin.network import REGTEST
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.invoice.decode import decode
 from lightspeed.node.node import FINAL_CLTV_MARGIN
@@ -337,6 +339,36 @@ def output_paying(tx: Transaction, value_sat: int) -> int:
     return found[0]
 
 
+def anchor_children(net: InteropNet, wallet: ElectrumWallet, commitment: Transaction) -> tuple[list[Transaction], int]:
+    """``wallet``'s spends of an anchor of ``commitment`` (Electrum 4.8.1), and what they changed in its
+    wallet: their outputs, every one of them the wallet's, less the wallet coins they spent.
+
+    4.8.1 spends its anchor with a wallet coin (CPFP) whenever it sees a commitment, its own or the
+    peer's, paying less than its estimate, judged on the commitment's own fee, before the commitment
+    is confirmed and verified: it may do so beside a package that already pays enough, and the 330 sat
+    it gets back cost it more. A check of its balance to the satoshi counts them.
+    """
+    children, change = [], 0
+    for index in anchor_indexes(commitment):
+        child = net.chain.spender(commitment.txid_hex, index)
+        if child is None or not all(wallet.rpc("ismine", address=script_to_address(o.script_pubkey, REGTEST))
+                                    for o in child.outputs):
+            continue
+        coins = [i for i in child.inputs if i.prevout.txid != commitment.txid]
+        spent = sum(tx_of(net, i.prevout.txid[::-1].hex()).outputs[i.prevout.index].value_sat for i in coins)
+        children.append(child)
+        change += sum(o.value_sat for o in child.outputs) - spent
+    return children, change
+
+
+def confirmed_anchor_change(net: InteropNet, wallet: ElectrumWallet, commitment: Transaction) -> int:
+    """What ``wallet``'s anchor spends of ``commitment`` changed in its confirmed balance (all mined)."""
+    children, change = anchor_children(net, wallet, commitment)
+    for child in children:
+        assert net.chain.transaction(child.txid_hex)[1] >= 1, f"{wallet.name}'s anchor spend is not mined"
+    return change
+
+
 def swept(net: InteropNet, txid: str, index: int, seconds: float = 60) -> Transaction:
     """The transaction spending ``txid:index`` once it shows up (then confirmed by a block)."""
     sweep: Transaction = wait_for(f"a sweep of {txid}:{index}", lambda: net.chain.spender(txid, index), seconds)
@@ -510,7 +542,7 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
     ls_before = net.lightspeed.call("balance")["onchain_sat"]
     bob_before = net.bob.balance()["confirmed"]
     target = 5_000
-    net.chain.set_feerate(target)
+    net.set_feerate(target)
     try:
         closed = net.lightspeed.call("close", net.lightspeed.channel(b)["channel_id"], "--force")
         commitment_txid = closed["closing_txid"]
@@ -519,8 +551,10 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
         # BOLT 3: the fee at the feerate Lightspeed opened with, below what the chain asks now
         assert parent_fee == ChannelSettings().feerate_per_kw * ANCHOR_COMMITMENT_WEIGHT // 1000
         assert ChannelSettings().feerate_per_kw < target
-        # Lightspeed's child is in the mempool with its parent at once (bob may add his own later)
-        children = [s for i in anchor_indexes(commitment) if (s := net.chain.spender(commitment_txid, i))]
+        # Lightspeed's child is in the mempool with its parent at once (bob may add his own: anchor_children)
+        bobs = {c.txid for c in anchor_children(net, net.bob, commitment)[0]}
+        children = [s for i in anchor_indexes(commitment) if (s := net.chain.spender(commitment_txid, i))
+                    and s.txid not in bobs]
         assert len(children) == 1, children
         child = children[0]
         spent = [tx_of(net, i.prevout.txid[::-1].hex()).outputs[i.prevout.index].value_sat for i in child.inputs]
@@ -535,10 +569,11 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
         to_local = output_paying(commitment, to_local_sat)
         bob_sweep = swept(net, commitment_txid, to_remote)
         assert len(bob_sweep.outputs) == 1 and 200_000 - 25_000 < bob_sweep.outputs[0].value_sat < 200_000
+        bob_change = confirmed_anchor_change(net, net.bob, commitment)
         wait_for("bob's wallet to get his sweep", lambda: net.bob.balance()["confirmed"]
-                 == bob_before + bob_sweep.outputs[0].value_sat)
+                 == bob_before + bob_sweep.outputs[0].value_sat + bob_change)
     finally:
-        net.chain.set_feerate(0)
+        net.set_feerate(0)
     net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
     assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
     net.mine(1)
@@ -577,6 +612,7 @@ def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
     else:  # static_remotekey: to_remote pays a key of bob's wallet, his as it is
         assert len(commitment.outputs[to_remote].script_pubkey) == 22
         bob_gets = 250_000
+    bob_gets += confirmed_anchor_change(net, net.bob, commitment)
     wait_for("bob's wallet to get his balance", lambda: net.bob.balance()["confirmed"] == bob_before + bob_gets)
 
     # Lightspeed's to_local waits the to_self_delay Electrum asked for (not Lightspeed's own), BIP 68:
@@ -612,14 +648,16 @@ def test_update_fee_from_lightspeed(net: InteropNet) -> None:
     b = open_from_lightspeed(net, net.bob, push_sat=300_000)
     settled(net, net.bob, b, 300_000_000)
     feerate = 7_531
-    want_fee = bolt3_fee(net, feerate) + (2 * ANCHOR_SAT if net.release.anchors else 0)
+    want_fee = bolt3_fee(net, feerate)  # what the miner gets; the funder also pays the two anchors (4.8.1)
+    anchors_sat = 2 * ANCHOR_SAT if net.release.anchors else 0
     assert commitment_fee(ctx_of(net.bob, b)) != want_fee
     net.lightspeed.call("update-fee", net.lightspeed.channel(b)["channel_id"], str(feerate))
     wait_for(f"bob's commitment to pay {want_fee} sat", lambda: commitment_fee(ctx_of(net.bob, b)) == want_fee, 30)
     # Electrum holds Lightspeed's signature for it: its outputs are the balances, less the new fee
     ctx = ctx_of(net.bob, b)
     assert sorted(o.value_sat for o in ctx.outputs if o.value_sat != ANCHOR_SAT) == sorted(
-        [300_000, CAPACITY_SAT - 300_000 - want_fee])
+        [300_000, CAPACITY_SAT - 300_000 - want_fee - anchors_sat])
+    assert len(anchor_indexes(ctx)) == anchors_sat // ANCHOR_SAT
     # (no payment here: it could take the other channel bob has with Lightspeed)
     # Lightspeed's commitment (bob's signature on it: the chain checks it) pays the same fee to the satoshi
     closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
@@ -628,7 +666,7 @@ def test_update_fee_from_lightspeed(net: InteropNet) -> None:
     commitment = tx_of(net, closed["closing_txid"])
     assert commitment_fee(commitment) == want_fee
     output_paying(commitment, 300_000)
-    to_local = output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee)
+    to_local = output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee - anchors_sat)
     # Lightspeed sweeps its to_local after bob's delay: nothing of this case reaches a later one's wallet
     net.mine(ELECTRUM_TO_SELF_DELAY - 1)
     swept(net, closed["closing_txid"], to_local, 30)
@@ -706,7 +744,8 @@ def test_breach_by_electrum_is_punished(net: InteropNet) -> None:
     assert sum(revoked.outputs[i].value_sat for i in mains) - taken_sat < 10_000
     view = net.lightspeed.channel(b)
     assert (view["state"], view["close_type"], view["limbo_sat"]) == ("closed", "revoked", 0)
-    assert net.bob.balance()["confirmed"] == bob_before, "bob got nothing from the channel"
+    # bob got nothing from the channel (what a CPFP of his through his anchor cost him is his own)
+    assert net.bob.balance()["confirmed"] == bob_before + confirmed_anchor_change(net, net.bob, revoked)
 
 
 # -- HTLCs in flight on chain -------------------------------------------------------------------------
@@ -729,9 +768,9 @@ def ls_pays_in_background(pool: ThreadPoolExecutor, net: InteropNet, invoice: st
 
 
 def feerate_of(net: InteropNet, fee_sat: int, htlcs: int) -> int:
-    """The feerate a commitment with ``htlcs`` HTLC outputs paying ``fee_sat`` was built at (BOLT 3)."""
-    anchors_sat = 2 * ANCHOR_SAT if net.release.anchors else 0
-    found = [f for f in range(253, 100_000) if bolt3_fee(net, f, htlcs) + anchors_sat == fee_sat]
+    """The feerate a commitment with ``htlcs`` HTLC outputs paying ``fee_sat`` (to the miner: its anchors are
+    outputs) was built at (BOLT 3)."""
+    found = [f for f in range(253, 100_000) if bolt3_fee(net, f, htlcs) == fee_sat]
     assert found, f"no feerate gives a fee of {fee_sat} sat"
     return found[0]
 
@@ -778,7 +817,9 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
             feerate = feerate_of(net, fee, 2)
             to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
             output_paying(commitment, push - in_sat)  # bob's balance, exactly
-            to_local = output_paying(commitment, capacity - push - out_sat - fee)
+            # Lightspeed funded it: its to_local carries the fee and, under anchors, both anchors
+            to_local = output_paying(commitment, capacity - push - out_sat - fee - len(anchor_indexes(commitment))
+                                     * ANCHOR_SAT)
 
             # Lightspeed learns the preimage now; its HTLC-success goes out at the next block
             wait_for("the held payment to settle", lambda: net.lightspeed.run(
@@ -814,7 +855,7 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
     ls_got = sum(s.outputs[0].value_sat for s in sweeps)
     wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before + ls_got)
-    bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat
+    bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat + confirmed_anchor_change(net, net.bob, commitment)
     wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
              == bob_before + bob_got)
     view = net.lightspeed.channel(b)
@@ -871,7 +912,8 @@ def htlcs_time_out(net: InteropNet) -> None:
         feerate = feerate_of(net, fee, 2)
         to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
         output_paying(commitment, push - in_sat)
-        to_local = output_paying(commitment, capacity - push - out_sat - fee)
+        to_local = output_paying(commitment, capacity - push - out_sat - fee - len(anchor_indexes(commitment))
+                                 * ANCHOR_SAT)
 
         # BIP 65/BOLT 3: the HTLC-timeout's nLockTime is the cltv_expiry; Lightspeed sends it once the tip is there
         net.mine(cltv_out - net.chain.height())
