@@ -767,6 +767,26 @@ def ls_pays_in_background(pool: ThreadPoolExecutor, net: InteropNet, invoice: st
     return pool.submit(pay)
 
 
+def claimed_from(commitment: Transaction, tx: Transaction) -> int:
+    """What ``tx`` spends of ``commitment``'s outputs."""
+    return sum(commitment.outputs[i.prevout.index].value_sat for i in tx.inputs if i.prevout.txid == commitment.txid)
+
+
+def electrum_takes(net: InteropNet, commitment: Transaction, to_remote: int, claims: list[Transaction]) -> int:
+    """What Electrum's wallet gets from Lightspeed's ``commitment``: its ``claims`` (their one output each)
+    and its to_remote, its wallet's as it is under static_remotekey, a CSV-1 P2WSH it sweeps under anchors
+    (alone or batched into a claim)."""
+    txs = {c.txid: c for c in claims}
+    if net.release.anchors:
+        sweep = swept(net, commitment.txid_hex, to_remote) if not any(
+            i.prevout.txid == commitment.txid and i.prevout.index == to_remote for c in claims for i in c.inputs) else None
+        if sweep is not None:
+            assert len(sweep.outputs) == 1 and claimed_from(commitment, sweep) - 5_000 < sweep.outputs[0].value_sat
+            txs[sweep.txid] = sweep
+        return sum(o.value_sat for tx in txs.values() for o in tx.outputs)
+    return commitment.outputs[to_remote].value_sat + sum(o.value_sat for tx in txs.values() for o in tx.outputs)
+
+
 def feerate_of(net: InteropNet, fee_sat: int, htlcs: int) -> int:
     """The feerate a commitment with ``htlcs`` HTLC outputs paying ``fee_sat`` (to the miner: its anchors are
     outputs) was built at (BOLT 3)."""
@@ -816,7 +836,7 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
             assert fee == capacity - sum(o.value_sat for o in bob_ctx.outputs)  # same feerate, same HTLCs
             feerate = feerate_of(net, fee, 2)
             to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
-            output_paying(commitment, push - in_sat)  # bob's balance, exactly
+            to_remote = output_paying(commitment, push - in_sat)  # bob's balance, exactly
             # Lightspeed funded it: its to_local carries the fee and, under anchors, both anchors
             to_local = output_paying(commitment, capacity - push - out_sat - fee - len(anchor_indexes(commitment))
                                      * ANCHOR_SAT)
@@ -835,12 +855,13 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
             # bob claims his HTLC from Lightspeed's commitment with the preimage: Lightspeed's payment succeeds
             bob_claim = swept(net, txid, to_bob, 60)
             # (its fee is Electrum's choice: 36,000 sat at 4.3.4's fixed regtest feerate)
-            assert len(bob_claim.outputs) == 1 and out_sat - 50_000 < bob_claim.outputs[0].value_sat < out_sat
+            claimed = claimed_from(commitment, bob_claim)  # (4.8.1 may batch his to_remote into it)
+            assert len(bob_claim.outputs) == 1 and claimed - 50_000 < bob_claim.outputs[0].value_sat < claimed
             paid_out = ls_paying.result(timeout=120)
         finally:
             net.bob.rpc("enable_htlc_settle", b=True)
     assert paid_out["status"] == "succeeded" and proves(paid_out["preimage"], paid_out["payment_hash"]), paid_out
-    assert any(paid_out["preimage"] == item.hex() for item in bob_claim.inputs[0].witness)
+    assert any(paid_out["preimage"] == item.hex() for txin in bob_claim.inputs for item in txin.witness)
     assert paid_in["success"] and paid_in["preimage"] == preimage.hex(), paid_in
 
     # Lightspeed's to_local and its HTLC-success output each wait bob's to_self_delay
@@ -855,7 +876,7 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
     ls_got = sum(s.outputs[0].value_sat for s in sweeps)
     wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before + ls_got)
-    bob_got = (push - in_sat) + bob_claim.outputs[0].value_sat + confirmed_anchor_change(net, net.bob, commitment)
+    bob_got = electrum_takes(net, commitment, to_remote, [bob_claim]) + confirmed_anchor_change(net, net.bob, commitment)
     wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
              == bob_before + bob_got)
     view = net.lightspeed.channel(b)
@@ -911,7 +932,7 @@ def htlcs_time_out(net: InteropNet) -> None:
         fee = capacity - sum(o.value_sat for o in commitment.outputs)
         feerate = feerate_of(net, fee, 2)
         to_bob, to_ls = output_paying(commitment, out_sat), output_paying(commitment, in_sat)
-        output_paying(commitment, push - in_sat)
+        to_remote = output_paying(commitment, push - in_sat)
         to_local = output_paying(commitment, capacity - push - out_sat - fee - len(anchor_indexes(commitment))
                                  * ANCHOR_SAT)
 
@@ -940,8 +961,10 @@ def htlcs_time_out(net: InteropNet) -> None:
     # bob comes back: his HTLC expired long ago, he takes it back from Lightspeed's commitment
     net.bob.start()
     refund = swept(net, txid, to_ls, 120)
-    assert len(refund.outputs) == 1 and in_sat - 50_000 < refund.outputs[0].value_sat < in_sat
+    claimed = claimed_from(commitment, refund)  # (4.8.1 may batch his to_remote into it)
+    assert len(refund.outputs) == 1 and claimed - 50_000 < refund.outputs[0].value_sat < claimed
+    bob_got = electrum_takes(net, commitment, to_remote, [refund])
     wait_for("bob's wallet to get his balance and his refund", lambda: net.bob.balance()["confirmed"]
-             == bob_before + push - in_sat + refund.outputs[0].value_sat, 60)
+             == bob_before + bob_got, 60)
     view = net.lightspeed.channel(b)
     assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
