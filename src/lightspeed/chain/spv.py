@@ -5,8 +5,8 @@ Every header links to the previous one, meets the target its ``bits`` claim, and
 ``bits`` the network's rules demand at that height (Bitcoin Core's ``GetNextWorkRequired``:
 every 2016 blocks the target scales with the time the last period took, clamped to 4x either
 way; testnet's 20-minute minimum-difficulty rule; regtest never retargets). Its time must exceed
-the median of the 11 before it. The chain starts at a per-network checkpoint (a retarget
-boundary whose hash is compiled in) or at the genesis block, so a server cannot feed a history
+the median of the 11 before it. The chain starts at a per-network checkpoint (the end of a
+difficulty period, its hash compiled in) or at the genesis block, so a server cannot feed a history
 of its own. A competing branch replaces ours only when it carries more work, and never below
 the checkpoint. A transaction is confirmed when its merkle branch leads to the merkle root of a
 header in this chain.
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lightspeed.bitcoin.network import BITCOIN, REGTEST, SIGNET, TESTNET
 from lightspeed.chain.blocks import HEADER_SIZE, BlockHeader, bits_to_target, root_from_branch
 from lightspeed.errors import DecodeError
 
@@ -55,10 +56,15 @@ def work_of(bits: int) -> int:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A block whose hash is compiled in; at a retarget boundary (height % 2016 == 0)."""
+    """Where header sync starts: a block whose hash is compiled in (the last of a difficulty period),
+    and the hash of the last block of the next period, which pins every header in between (so the
+    bits of that period's first block, whose retarget needs headers from before the start, are
+    fixed too)."""
 
     height: int
     block_hash: bytes  # internal byte order
+    pin_height: int | None = None
+    pin_hash: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,10 @@ class ChainParams:
     """One network's header rules (Bitcoin Core's ``chainparams.cpp`` consensus fields)."""
 
     name: str
-    genesis_hash: bytes  # internal byte order
+    genesis_hash: bytes  # internal byte order (= the BOLT chain_hash of lightspeed.bitcoin.network)
     pow_limit: int
     retargets: bool  # False: fPowNoRetargeting (regtest)
     min_difficulty_blocks: bool  # fPowAllowMinDifficultyBlocks (testnet: 20 minutes without a block)
-    bip94: bool = False  # testnet4: a retarget starts from the period's first block's bits
     checkpoint: Checkpoint | None = None  # where header sync starts; None: the genesis block
 
     @property
@@ -82,26 +87,40 @@ def _hash(display_hex: str) -> bytes:
     return bytes.fromhex(display_hex)[::-1]
 
 
+def _checkpoint(height: int, block_hash: str, pin_hash: str) -> Checkpoint:
+    return Checkpoint(height, _hash(block_hash), height + RETARGET_INTERVAL, _hash(pin_hash))
+
+
 _MAIN_LIMIT = 0x00000000FFFF0000000000000000000000000000000000000000000000000000
-# Genesis hashes: Bitcoin Core, src/kernel/chainparams.cpp (consensus.hashGenesisBlock asserts).
+# Checkpoints: the last two entries of Electrum's electrum/chains/{mainnet,testnet,signet}/checkpoints.json
+# (github.com/spesmilo/electrum at 9ebabef3839e37af2fce13dc016bc9491da781ad): entry i is the hash of
+# block (i + 1) * 2016 - 1. Header sync starts there: tens of thousands of headers, not millions.
 BITCOIN_PARAMS = ChainParams(
-    "bitcoin", _hash("000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"), _MAIN_LIMIT,
+    "bitcoin", BITCOIN.chain_hash, _MAIN_LIMIT, retargets=True, min_difficulty_blocks=False,
+    checkpoint=_checkpoint(951551, "0000000000000000000195dd7790358834443ede81e6800d8c497aa58040790d",
+                           "00000000000000000001b315e72169bef4867bf780527aa97c625ee9c001dc5d"))
+TESTNET_PARAMS = ChainParams(  # testnet3, the chain BOLT's testnet chain_hash names
+    "testnet", TESTNET.chain_hash, _MAIN_LIMIT, retargets=True, min_difficulty_blocks=True,
+    checkpoint=_checkpoint(5009759, "0000000000003ac332c3ac91aac2f9c7b5991ee81c9af86897eb6e922f617439",
+                           "000000000000041b511bf0b926371d5045f70bbc30d36b66f1c84ed30d765886"))
+SIGNET_PARAMS = ChainParams(  # the default signet (Bitcoin Core: powLimit 00000377ae...)
+    "signet", SIGNET.chain_hash, 0x00000377AE000000000000000000000000000000000000000000000000000000,
     retargets=True, min_difficulty_blocks=False,
-    # Block 556416 (a retarget boundary), from tests/vectors/chain16_mainnet_headers.json: header
-    # sync starts here, so a mainnet node fetches about 200 headers per day since then.
-    checkpoint=Checkpoint(556416, _hash("0000000000000000002a531985d49cdb5adcd1db0578845a233a3a2cfdefdf8f")))
-TESTNET_PARAMS = ChainParams(  # testnet4 (BIP 94): testnet3 is deprecated and too long to sync from genesis
-    "testnet", _hash("00000000da84f2bafbbc53dee25a72ae507ff4914b867c565be350b0da8bf043"), _MAIN_LIMIT,
-    retargets=True, min_difficulty_blocks=True, bip94=True)
-SIGNET_PARAMS = ChainParams(  # the default signet (its challenge is the public one)
-    "signet", _hash("00000008819873e925422c1ff0f99f7cc9bbb232af63a077a480a3633bee1ef6"),
-    0x00000377AE000000000000000000000000000000000000000000000000000000,
-    retargets=True, min_difficulty_blocks=False)
+    checkpoint=_checkpoint(306431, "00000006f04e877d3793db457a61de7f11df44552a9c18fc3484604b59158ebf",
+                           "0000000fce481bd689af96794ea36ad8e80bc4635f068104aeff53bc17326ecf"))
 REGTEST_PARAMS = ChainParams(
-    "regtest", _hash("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"),
-    0x7FFFFF0000000000000000000000000000000000000000000000000000000000,
+    "regtest", REGTEST.chain_hash, 0x7FFFFF0000000000000000000000000000000000000000000000000000000000,
     retargets=False, min_difficulty_blocks=True)
 PARAMS = {p.name: p for p in (BITCOIN_PARAMS, TESTNET_PARAMS, SIGNET_PARAMS, REGTEST_PARAMS)}
+
+
+def retarget_bits(params: ChainParams, first: BlockHeader, last: BlockHeader) -> int:
+    """Bitcoin Core's CalculateNextWorkRequired: the bits of the block after ``last``, the last block
+    of a period that began with ``first``. The target scales by the time the period took against two
+    weeks, clamped to a factor of 4 either way, and never exceeds the network's limit."""
+    timespan = min(max(last.time - first.time, TARGET_TIMESPAN_S // 4), TARGET_TIMESPAN_S * 4)
+    target = min(bits_to_target(last.bits) * timespan // TARGET_TIMESPAN_S, params.pow_limit)
+    return target_to_bits(target)
 
 
 def parse_header(data: bytes, field: str = "header") -> BlockHeader:
@@ -226,6 +245,10 @@ class HeaderChain:
         if not self._meets_target(header):
             raise HeaderError("bits", f"{where}: its hash {header.hash[::-1].hex()} does not meet "
                                       f"the target of bits {header.bits:#010x} (proof of work)")
+        start = self.params.start
+        if height == start.pin_height and header.hash != start.pin_hash:
+            raise HeaderError("headers", f"{where} is {header.hash[::-1].hex()}, the {self.params.name} "
+                                         f"checkpoint says {(start.pin_hash or b'')[::-1].hex()}")
         expected = self._required_bits(view, height, header)
         if expected is not None and header.bits != expected:
             raise HeaderError("bits", f"{where} has bits {header.bits:#010x}, the difficulty rules "
@@ -256,11 +279,8 @@ class HeaderChain:
             return prev.bits
         first = view.header(height - RETARGET_INTERVAL)
         if first is None:
-            return None  # the period started before our checkpoint: the checkpoint vouches for it
-        timespan = min(max(prev.time - first.time, TARGET_TIMESPAN_S // 4), TARGET_TIMESPAN_S * 4)
-        old_bits = first.bits if params.bip94 else prev.bits
-        target = min(bits_to_target(old_bits) * timespan // TARGET_TIMESPAN_S, params.pow_limit)
-        return target_to_bits(target)
+            return None  # the period started before our checkpoint: its pinned hash vouches for it
+        return retarget_bits(params, first, prev)
 
 
 class _View:

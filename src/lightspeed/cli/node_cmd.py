@@ -195,6 +195,27 @@ def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
     _print({"mined": len(hashes), "height": height, "tip": hashes[-1][::-1].hex()})
 
 
+@chain_group.command("reorg")
+@click.argument("depth", type=click.IntRange(1, 1_000))
+@click.option("--empty", is_flag=True, help="The new blocks hold no transactions: the replaced ones wait in the mempool.")
+@_chain_option
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain reorg 2 --empty --chain ~/.lightspeed/chain.sqlite")
+def reorg(ctx: click.Context, depth: int, empty: bool, chain_file: Path | None) -> None:
+    """Replace the last DEPTH blocks by DEPTH+1 new ones (a reorganisation, for tests); Electrum
+    clients of `chain serve-electrum` are told the new tip and switch to it (it has more work)."""
+    chain = _open_chain(ctx, chain_file)
+    try:
+        dropped = chain.reorg(depth, empty=empty)
+        height, tip = chain.tip()
+    finally:
+        chain.close()
+    _print({"replaced": depth, "height": height, "tip": tip[::-1].hex(),
+            "dropped": [txid[::-1].hex() for txid in dropped], "mempool_kept": empty})
+
+
 @chain_group.command("info")
 @_chain_option
 @datadir_option

@@ -23,6 +23,8 @@ writes (broadcasts) raise :class:`~lightspeed.errors.ChainBusy`, which the node 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import ssl
 import threading
@@ -164,30 +166,39 @@ class ElectrumChainSource:
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="electrum-client", daemon=True)
-        self._main: asyncio.Future[None] | None = None
-        self._synced = asyncio.Event()
+        self._main: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Connect and sync headers; ChainError naming every server's failure if none got there in time."""
         self._thread.start()
-        self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)  # type: ignore[assignment]
+        self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
         if not self._ready.wait(timeout_s):
             reasons = "; ".join(f"{s}: {r}" for s, r in self.dropped[-len(self.servers):]) or "no answer"
             self.close()
             raise ChainError(f"no Electrum server synced the {self.network} headers in {timeout_s:g} s ({reasons})")
 
     def close(self) -> None:
+        """Stop the session and the client thread (idempotent)."""
         if not self._thread.is_alive():
             return
-        if self._main is not None:
-            self._loop.call_soon_threadsafe(self._main.cancel)
-        conn = self._conn
-        if conn is not None:
-            self._loop.call_soon_threadsafe(conn.close)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+        if self._conn is not None:
+            self._conn.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the session loop (client thread) --------------------------------------------------------
 
