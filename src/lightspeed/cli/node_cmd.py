@@ -97,16 +97,33 @@ def node_group() -> None:
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
 @click.option("--new-store", is_flag=True,
               help="Start with a new, empty store beside an existing node key (its old channels are forgotten).")
+@click.option("--network", type=click.Choice(["bitcoin", "testnet", "signet", "regtest"]), default="regtest",
+              show_default=True, help="The Bitcoin network (anything but regtest needs --electrum).")
+@click.option("--electrum", "electrum", multiple=True, metavar="HOST:PORT:s|t",
+              help="An Electrum server (s: TLS, t: plain TCP); repeat for fallbacks. Without it: the "
+                   "embedded regtest chain file (--chain).")
+@click.option("--electrum-cafile", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Trust this certificate or CA bundle for TLS servers (default: the system's CAs).")
+@click.option("--i-accept-the-risk", "accept_risk", is_flag=True,
+              help="Required with --network bitcoin: real money, on software that is not ready for it (README).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, new_store: bool, verbose: bool) -> None:
+          announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
+          electrum_cafile: Path | None, accept_risk: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (a daemon's ready line).
     """
+    if network == "bitcoin" and not accept_risk:
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no BIP 39 wallet "
+                         "or backups, no fee bumping; see README). Pass --i-accept-the-risk to run anyway")
+    if network != "regtest" and not electrum:
+        raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
+    if electrum and chain_file is not None:
+        raise UsageError("--chain and --electrum: choose one chain (the file, or Electrum servers)")
     import asyncio
 
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
@@ -118,7 +135,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
-                          new_store)
+                          new_store, network, electrum, electrum_cafile)
     asyncio.run(run(config))
 
 
@@ -589,7 +606,9 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
     info = _call(ctx, "GET", "/v1/getinfo")
     if not info.get("chain_file"):
-        raise UsageError("the daemon does not report its chain file")
+        raise UsageError("this node follows Electrum servers, not a chain file with a faucet: pay its "
+                         "address (`lightspeed newaddress`) from a wallet, or on regtest run "
+                         "`lightspeed chain send ADDRESS AMOUNT --chain FILE` on the server's chain file")
     chain = open_chain(Path(info["chain_file"]))
     address = _call(ctx, "POST", "/v1/addresses")["address"]
     _print(_faucet(chain, address, amount_sat))
