@@ -230,10 +230,7 @@ class HeaderChain:
     # -- rules -----------------------------------------------------------------------------------
 
     def _meets_target(self, header: BlockHeader) -> bool:
-        target = bits_to_target(header.bits)
-        if header.bits & 0x00800000 or target == 0 or target > self.params.pow_limit:
-            return False  # Bitcoin Core's CheckProofOfWork: negative, zero or above the limit
-        return int.from_bytes(header.hash, "little") <= target
+        return meets_target(self.params, header)
 
     def _check(self, view: _View, height: int, header: BlockHeader) -> None:
         where = f"block {height}"
@@ -281,6 +278,15 @@ class HeaderChain:
         if first is None:
             return None  # the period started before our checkpoint: its pinned hash vouches for it
         return retarget_bits(params, first, prev)
+
+
+def meets_target(params: ChainParams, header: BlockHeader) -> bool:
+    """Bitcoin Core's CheckProofOfWork: the bits are a positive target within the network's limit,
+    and the header's hash does not exceed it."""
+    target = bits_to_target(header.bits)
+    if header.bits & 0x00800000 or target == 0 or target > params.pow_limit:
+        return False
+    return int.from_bytes(header.hash, "little") <= target
 
 
 class _View:

@@ -49,6 +49,8 @@ from lightspeed.chain.spv import (
     HeaderChain,
     HeaderError,
     WeakerBranch,
+    meets_target,
+    parse_header,
     verify_merkle,
 )
 from lightspeed.crypto.hashes import sha256d
@@ -63,6 +65,7 @@ REQUEST_TIMEOUT_S = 30.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
 FEE_REFRESH_S = 60.0
 PING_S = 60.0
+MAX_SYNC_ROUNDS = 10_000  # header batches per tip: 2016 each, and a fork search doubling back
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,10 @@ class _Connection:
             raise reply.error
         return reply.result
 
+    def fail(self, exc: BaseException) -> None:
+        """A lie found outside the session loop (in a call for the node): end the session with it."""
+        self.notifications.put_nowait(exc)
+
     def close(self) -> None:
         self.task.cancel()
         self.writer.close()
@@ -161,6 +168,7 @@ class ElectrumChainSource:
         self.last_error: str | None = None  # why the last server was dropped
         self.dropped: list[tuple[str, str]] = []  # (server, reason), most recent last (bounded)
         self._cache = _Cache()
+        self._unproven: dict[bytes, int] = {}  # txid -> height of a block whose header we lack yet
         self._lock = threading.RLock()
         self._conn: _Connection | None = None
         self._ready = threading.Event()
@@ -265,6 +273,9 @@ class ElectrumChainSource:
                 if not item.params:
                     raise ServerError("blockchain.headers.subscribe", "a notification without the header")
                 await self._follow_tip(conn, *ec.parse_tip(item.params[0]))
+                for txid, height in list(self._unproven.items()):
+                    if height <= self.headers.tip_height and txid in self._cache.txs:
+                        await self._prove(conn, txid, height)
             elif item.method == "blockchain.scripthash.subscribe":
                 sh, status = ec.parse_scripthash_notification(item.params)
                 if sh in self._cache.statuses and status != self._cache.statuses[sh]:
@@ -278,6 +289,10 @@ class ElectrumChainSource:
     async def _follow_tip(self, conn: _Connection, height: int, raw_tip: bytes) -> None:
         """Bring our header chain to the server's tip; on a fork, walk back until the branch links."""
         chain = self.headers
+        tip_header = parse_header(raw_tip, "blockchain.headers.subscribe hex")
+        if not meets_target(chain.params, tip_header):
+            raise HeaderError("bits", f"the server's tip {tip_header.hash[::-1].hex()} at {height} does not "
+                                      f"meet the target of its bits (proof of work)")
         if not chain.started:
             base = chain.base_height
             with self._lock:
@@ -285,7 +300,7 @@ class ElectrumChainSource:
         if height < chain.base_height:
             raise ServerError("height", f"the server's tip {height} is below the checkpoint {chain.base_height}")
         back = 0
-        while True:
+        for _attempt in range(MAX_SYNC_ROUNDS):
             if chain.tip_height >= height:
                 if chain.block_hash(height) == sha256d(raw_tip):
                     return
@@ -315,8 +330,9 @@ class ElectrumChainSource:
             if changed.reorg and changed.changed_from is not None:
                 await self._reorganised(conn, changed.changed_from)
             back = 0
-            if chain.tip_height >= height:
-                return
+            if start + len(raw) - 1 >= height and raw[height - start] != raw_tip:
+                raise ServerError("blockchain.block.headers", f"block {height} differs from the tip it announced")
+        raise ServerError("blockchain.block.headers", f"its headers never reached its tip {height}")
 
     async def _more_headers(self, conn: _Connection, start: int, height: int) -> list[bytes]:
         out: list[bytes] = []
@@ -373,7 +389,9 @@ class ElectrumChainSource:
     async def _prove(self, conn: _Connection, txid: bytes, height: int) -> None:
         header = self.headers.header(height)
         if header is None:
-            return  # a block we have no header of yet: unconfirmed until the header comes
+            self._unproven[txid] = height  # a block we have no header of yet: proven once it comes
+            return
+        self._unproven.pop(txid, None)
         proof = ec.parse_merkle(await conn.call("blockchain.transaction.get_merkle", txid[::-1].hex(), height))
         if proof.block_height != height:
             raise ServerError("get_merkle", f"proof for block {proof.block_height}, the history says {height}")
@@ -394,7 +412,7 @@ class ElectrumChainSource:
         if self._conn is None:
             coro.close()
             raise ChainBusy(f"no Electrum server connected ({self.last_error or 'connecting'})")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._guarded(coro), self._loop)
         try:
             return future.result(self.request_timeout_s + 1)
         except RemoteError:
@@ -402,6 +420,15 @@ class ElectrumChainSource:
         except (ServerError, HeaderError, DecodeError, OSError, TimeoutError, ConnectionError) as exc:
             future.cancel()
             raise ChainBusy(f"the Electrum server failed: {exc}") from None
+
+    async def _guarded(self, coro: Coroutine[Any, Any, T]) -> T:
+        conn = self._conn
+        try:
+            return await coro
+        except (ServerError, HeaderError, DecodeError) as exc:
+            if conn is not None:
+                conn.fail(exc)  # the session drops this server and moves on to the next
+            raise
 
     async def _on_conn(self) -> _Connection:
         conn = self._conn
