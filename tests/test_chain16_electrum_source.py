@@ -33,6 +33,12 @@ def wait_until(what: str, check: Callable[[], bool], seconds: float = 15) -> Non
         time.sleep(0.02)
 
 
+def _tx(chain: RegtestChain, txid: bytes) -> Transaction:
+    found = chain.get_transaction(txid)
+    assert found is not None
+    return found[0]
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[RegtestChain]:
     chain = RegtestChain(tmp_path / "chain.sqlite", clock=None)
@@ -75,7 +81,7 @@ def test_it_follows_funding_confirmations_spends_and_positions_as_the_chain_has_
     wait_until("the mempool payment", lambda: len(source.unspent([SCRIPT])) == 1)
     [utxo] = source.unspent([SCRIPT])
     assert (utxo.outpoint, utxo.output.value_sat, utxo.height) == (funding, 100_000, None)
-    assert source.get_transaction(funding.txid) == (chain.get_transaction(funding.txid) or (None, -1))[:1] + (0,)
+    assert source.get_transaction(funding.txid) == (_tx(chain, funding.txid), 0)
     chain.mine(2)
     wait_until("two confirmations", lambda: source.tip() == chain.tip()
                and (source.get_transaction(funding.txid) or (None, 0))[1] == 2)
@@ -100,7 +106,7 @@ def test_a_reorganisation_takes_a_confirmation_back_and_the_transaction_is_follo
     confirmed_at = chain.tip()[0]
     wait_until("confirmed", lambda: source.tx_position(funding.txid) is not None)
     old_tip = source.tip()
-    assert source.get_transaction(funding.txid) == (chain.get_transaction(funding.txid) or (None,))[:1] + (1,)
+    assert source.get_transaction(funding.txid) == (_tx(chain, funding.txid), 1)
 
     chain.reorg(2, empty=True)  # blocks replaced by three empty ones: the funding is back in the mempool
     wait_until("the new tip", lambda: source.tip() == chain.tip())
@@ -110,7 +116,7 @@ def test_a_reorganisation_takes_a_confirmation_back_and_the_transaction_is_follo
 
     chain.mine(1)
     wait_until("confirmed again", lambda: source.tx_position(funding.txid) == chain.tx_position(funding.txid))
-    assert source.get_transaction(funding.txid) == (chain.get_transaction(funding.txid) or (None,))[:1] + (1,)
+    assert source.get_transaction(funding.txid) == (_tx(chain, funding.txid), 1)
 
 
 def test_tls_with_a_self_signed_certificate_is_trusted_only_when_given(
