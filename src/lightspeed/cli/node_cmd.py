@@ -282,12 +282,17 @@ def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Pa
 @_chain_option
 @click.option("--listen", default="127.0.0.1:50001", show_default=True,
               help="HOST:PORT to serve the Electrum protocol on (port 0: any free port).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Serve TLS with this certificate (PEM; the server string ends in :s).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The certificate's private key (PEM).")
 @click.option("-v", "--verbose", is_flag=True, help="Log connections and requests on stderr.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed chain serve-electrum --chain ~/.lightspeed/chain.sqlite --listen 127.0.0.1:50001")
-def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
+def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, tls_cert: Path | None,
+                   tls_key: Path | None, verbose: bool) -> None:
     """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
 
     Once listening it prints one JSON line {"electrum_server": "HOST:PORT:t"}: the server string
@@ -301,11 +306,23 @@ def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, ver
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host, port = parse_hostport(listen, "--listen")
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key: give both (or neither, for plain TCP)")
+    if tls_cert is not None and tls_key is not None:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
     graceful_interrupt()
     chain = _open_chain(ctx, chain_file, create=True)
     try:
         asyncio.run(serve_until_signalled(chain, host, port,
-                                          lambda server: click.echo(json.dumps({"electrum_server": server}))))
+                                          lambda server: click.echo(json.dumps({"electrum_server": server})),
+                                          tls=tls))
     except OSError as exc:
         raise UsageError(f"--listen {listen}: {exc.strerror or exc}") from None
     finally:
