@@ -132,8 +132,12 @@ def test_two_electrum_daemons_open_pay_close_and_force_close(tmp_path: Path, pro
     wait_for("bob's to_remote, within a block or two", lambda: onchain(b) > bob_before)
     assert 99_000 < onchain(b) - bob_before <= 100_000
     assert onchain(a) == alice_before  # alice's to_local waits for bob's to_self_delay
-    mine(145)  # the delay (144) and the block that holds the sweep
-    wait_for("alice's to_local swept", lambda: onchain(a) > alice_before, seconds=90)
+    mine(143)  # bob's to_self_delay (144) less one: the sweep cannot be mined yet
+    for _ in range(6):  # then block by block: the sweep is broadcast once the next block may hold it
+        mine(1)
+        if onchain(a) > alice_before:
+            break
+    wait_for("alice's to_local swept", lambda: onchain(a) > alice_before)
     assert 390_000 < onchain(a) - alice_before < 400_000
     assert alice_p.process.poll() is None and bob_p.process.poll() is None
     print(sys.argv[0], "ok")
