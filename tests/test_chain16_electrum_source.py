@@ -8,6 +8,7 @@ was wrong, drop that server and carry on with the next one.
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from lightspeed.bitcoin.script import p2wpkh_script
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+from lightspeed.chain.electrum import ChainFollower, ElectrumSession
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import ChainBusy, ChainError, RejectedTransaction
 from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
@@ -193,3 +195,17 @@ def test_it_reconnects_when_its_server_comes_back_and_is_busy_meanwhile(
     servers.electrum(chain.path, port)
     wait_until("back, at the new tip", lambda: source.server is not None and source.tip() == chain.tip())
     assert "unreachable" in (source.last_error or "")
+
+
+def test_the_server_announces_a_new_tip_at_the_same_height(chain: RegtestChain) -> None:
+    """A reorganisation that keeps the height (one block replaced by one) is still a new tip to announce."""
+    session, follower = ElectrumSession(chain), ChainFollower(chain)
+    session.handle_line(b'{"id": 1, "method": "blockchain.headers.subscribe", "params": []}\n')
+    height = chain.tip()[0]
+    chain.trim_blocks(height - 1)
+    chain.mine(1, block_time=chain.block_time(height - 1) + 7)  # another block at the same height
+    changes = follower.poll()
+    assert changes is not None and changes.tip_height == height
+    [message] = [json.loads(line) for line in session.notifications(changes)]
+    assert message["method"] == "blockchain.headers.subscribe"
+    assert message["params"][0] == {"height": height, "hex": (chain.index.header(height) or b"").hex()}
