@@ -65,9 +65,10 @@ def sources() -> Iterator[list[ElectrumChainSource]]:
 
 
 def _source(sources: list[ElectrumChainSource], *ports: int, tls: ssl.SSLContext | None = None,
-            backoff_max_s: float = 0.5) -> ElectrumChainSource:
+            backoff_max_s: float = 0.5, fee_refresh_s: float = 60) -> ElectrumChainSource:
     source = ElectrumChainSource([ServerAddress("127.0.0.1", p, tls is not None) for p in ports], "regtest",
-                                 ssl_context=tls, request_timeout_s=5, backoff_max_s=backoff_max_s)
+                                 ssl_context=tls, request_timeout_s=5, backoff_max_s=backoff_max_s,
+                                 fee_refresh_s=fee_refresh_s)
     sources.append(source)
     source.start(20)
     return source
@@ -209,3 +210,12 @@ def test_the_server_announces_a_new_tip_at_the_same_height(chain: RegtestChain) 
     [message] = [json.loads(line) for line in session.notifications(changes)]
     assert message["method"] == "blockchain.headers.subscribe"
     assert message["params"][0] == {"height": height, "hex": (chain.index.header(height) or b"").hex()}
+
+
+def test_fee_estimates_are_asked_again_while_the_chain_is_quiet(
+        chain: RegtestChain, servers: ServerLoop, sources: list[ElectrumChainSource]) -> None:
+    _server, port = servers.electrum(chain.path)
+    source = _source(sources, port, fee_refresh_s=0.2)
+    assert source.estimate_feerate_per_kw() == 253
+    chain.set_fee_estimate(5000)  # no block, no transaction: nothing the server would notify
+    wait_until("the new estimate", lambda: source.estimate_feerate_per_kw() == 5000, seconds=5)

@@ -155,7 +155,7 @@ class ElectrumChainSource:
 
     def __init__(self, servers: Sequence[ServerAddress], network: str = "regtest", *,
                  ssl_context: ssl.SSLContext | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+                 backoff_max_s: float = BACKOFF_MAX_S, fee_refresh_s: float = FEE_REFRESH_S) -> None:
         if not servers:
             raise ValueError("at least one Electrum server is needed")
         if network not in PARAMS:
@@ -163,6 +163,7 @@ class ElectrumChainSource:
         self.servers, self.network = list(servers), network
         self.ssl_context = ssl_context
         self.request_timeout_s, self.backoff_max_s = request_timeout_s, backoff_max_s
+        self.fee_refresh_s = fee_refresh_s
         self.headers = HeaderChain(PARAMS[network])
         self.server: ServerAddress | None = None  # the one we are connected to
         self.last_error: str | None = None  # why the last server was dropped
@@ -256,16 +257,21 @@ class ElectrumChainSource:
         self.server = server
         for sh in list(self._cache.statuses):  # follow again what we followed on the last server
             await self._subscribe(conn, sh, force=True)
-        await self._refresh_fees(conn)
         self._ready.set()
         log.info("following the %s chain through %s at height %d", self.network, server, self.headers.tip_height)
         loop = asyncio.get_running_loop()
-        next_fees = loop.time() + FEE_REFRESH_S
+        next_fees = next_ping = loop.time()
         while True:
+            now = loop.time()
+            if now >= next_fees:  # estimates move without any notification: ask again now and then
+                await self._refresh_fees(conn)
+                next_fees = now + self.fee_refresh_s
+            if now >= next_ping:
+                await conn.call("server.ping")  # a server that stopped answering is noticed
+                next_ping = now + PING_S
             try:
-                item = await asyncio.wait_for(conn.notifications.get(), PING_S)
+                item = await asyncio.wait_for(conn.notifications.get(), min(next_fees, next_ping) - loop.time())
             except TimeoutError:
-                await conn.call("server.ping")
                 continue
             if isinstance(item, BaseException):
                 raise item
@@ -280,9 +286,6 @@ class ElectrumChainSource:
                 sh, status = ec.parse_scripthash_notification(item.params)
                 if sh in self._cache.statuses and status != self._cache.statuses[sh]:
                     await self._refresh(conn, sh, status)
-            if loop.time() > next_fees:
-                await self._refresh_fees(conn)
-                next_fees = loop.time() + FEE_REFRESH_S
 
     # -- headers ---------------------------------------------------------------------------------
 
