@@ -24,6 +24,7 @@ from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import ChainBusy, ChainError, RejectedTransaction
 from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from tests.support.electrum_servers import ServerLoop, self_signed, tls_server_context
+from tests.test_chain import SPK, spend_p2wpkh
 
 SCRIPT = p2wpkh_script(b"\x02" + b"\x11" * 32)
 
@@ -219,3 +220,22 @@ def test_fee_estimates_are_asked_again_while_the_chain_is_quiet(
     assert source.estimate_feerate_per_kw() == 253
     chain.set_fee_estimate(5000)  # no block, no transaction: nothing the server would notify
     wait_until("the new estimate", lambda: source.estimate_feerate_per_kw() == 5000, seconds=5)
+
+
+@pytest.mark.parametrize("package_relay", [True, False])
+def test_a_package_goes_whole_where_the_server_relays_packages_else_parent_first(
+        chain: RegtestChain, servers: ServerLoop, sources: list[ElectrumChainSource], package_relay: bool) -> None:
+    _server, port = servers.electrum(chain.path)
+    if not package_relay:
+        port = servers.proxy(port, refuse=frozenset({"blockchain.transaction.broadcast_package"}))
+    source = _source(sources, port)
+    funding = chain.fund(SPK, 100_000)
+    parent = spend_p2wpkh(funding, 100_000, [TxOut(99_000, SPK)])
+    child = spend_p2wpkh(OutPoint(parent.txid, 0), 99_000, [TxOut(98_000, SPK)])
+    assert source.broadcast_package([parent, child]) == [parent.txid, child.txid]
+    assert chain.mempool() == [parent.txid, child.txid]
+    wait_until("both followed", lambda: [source.get_transaction(t) for t in (parent.txid, child.txid)]
+               == [(parent, 0), (child, 0)])
+    thief = spend_p2wpkh(OutPoint(child.txid, 0), 98_000, [TxOut(97_000, SPK)], key=b"\x32" * 32)
+    with pytest.raises(RejectedTransaction):
+        source.broadcast_package([child, thief])

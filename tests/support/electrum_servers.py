@@ -56,8 +56,9 @@ class ServerLoop:
         self.servers.remove(server)
 
     def proxy(self, upstream_port: int, rewrite: Rewrite | None = None, tls: ssl.SSLContext | None = None,
-              garbage: bool = False) -> int:
-        """A front on its own port: forwards lines both ways, passing answers through ``rewrite``."""
+              garbage: bool = False, refuse: frozenset[str] = frozenset()) -> int:
+        """A front on its own port: forwards lines both ways, passing answers through ``rewrite``;
+        the methods in ``refuse`` are answered "method not found" without reaching the server."""
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if garbage:
@@ -74,6 +75,11 @@ class ServerLoop:
                     with contextlib.suppress(ValueError):
                         request = json.loads(line)
                         methods[request.get("id")] = request.get("method")
+                        if request.get("method") in refuse:
+                            error = {"code": -32601, "message": f"unknown method {request['method']}"}
+                            writer.write(json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error}).encode()
+                                         + b"\n")
+                            continue
                     up_writer.write(line)
                 up_writer.close()
 
