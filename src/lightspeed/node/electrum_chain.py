@@ -215,6 +215,7 @@ class ElectrumChainSource:
         pause = BACKOFF_MIN_S
         while True:
             for server in self.servers:
+                served = False
                 try:
                     await self._session(server)
                 except asyncio.CancelledError:
@@ -225,12 +226,16 @@ class ElectrumChainSource:
                     self._drop(server, f"refused: {exc}")
                 except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
                     self._drop(server, f"unreachable: {exc or type(exc).__name__}")
+                except Exception as exc:  # a bug of ours: logged, and the client goes on with the next server
+                    log.exception("Electrum client failure with %s", server)
+                    self._drop(server, f"internal error: {exc!r}")
                 finally:
+                    served = served or self.server is not None
                     if self._conn is not None:
                         self._conn.close()
                     self._conn, self.server = None, None
-                if self._ready.is_set():
-                    pause = BACKOFF_MIN_S  # it worked a while: try the next one at once
+                if served:
+                    pause = BACKOFF_MIN_S  # it served a while: the next try is the first of a new round
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.backoff_max_s)
 
@@ -240,6 +245,8 @@ class ElectrumChainSource:
         self.dropped = [*self.dropped[-31:], (str(server), reason)]
 
     async def _session(self, server: ServerAddress) -> None:
+        """Serve the node through ``server`` until it fails (raises); the server is only used for the
+        node's calls once its headers are synced and the followed script hashes subscribed again."""
         context = None
         if server.tls:
             context = self.ssl_context or ssl.create_default_context()
@@ -254,9 +261,9 @@ class ElectrumChainSource:
                                               f"not the {self.network} genesis")
         height, header = ec.parse_tip(await conn.call("blockchain.headers.subscribe"))
         await self._follow_tip(conn, height, header)
-        self.server = server
         for sh in list(self._cache.statuses):  # follow again what we followed on the last server
             await self._subscribe(conn, sh, force=True)
+        self.server = server
         self._ready.set()
         log.info("following the %s chain through %s at height %d", self.network, server, self.headers.tip_height)
         loop = asyncio.get_running_loop()
@@ -412,7 +419,7 @@ class ElectrumChainSource:
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the client's loop and wait; ChainBusy when no server is connected."""
-        if self._conn is None:
+        if self._conn is None or self.server is None:
             coro.close()
             raise ChainBusy(f"no Electrum server connected ({self.last_error or 'connecting'})")
         future = asyncio.run_coroutine_threadsafe(self._guarded(coro), self._loop)
@@ -435,7 +442,7 @@ class ElectrumChainSource:
 
     async def _on_conn(self) -> _Connection:
         conn = self._conn
-        if conn is None:
+        if conn is None or self.server is None:
             raise ConnectionError("no Electrum server connected")
         return conn
 
