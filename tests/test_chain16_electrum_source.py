@@ -239,3 +239,14 @@ def test_a_package_goes_whole_where_the_server_relays_packages_else_parent_first
     thief = spend_p2wpkh(OutPoint(child.txid, 0), 98_000, [TxOut(97_000, SPK)], key=b"\x32" * 32)
     with pytest.raises(RejectedTransaction):
         source.broadcast_package([child, thief])
+
+
+def test_retries_back_off_while_no_server_answers(
+        chain: RegtestChain, servers: ServerLoop, sources: list[ElectrumChainSource]) -> None:
+    server, port = servers.electrum(chain.path)
+    source = _source(sources, port, backoff_max_s=8)
+    servers.stop_server(server)
+    wait_until("the loss noticed", lambda: source.server is None)
+    time.sleep(2.6)  # pauses of 0.5, 1 and 2 s: at most three more tries (every 0.5 s would be five)
+    tries = [why for _server, why in source.dropped if "unreachable" in why]
+    assert 2 <= len(tries) <= 4, tries
