@@ -264,3 +264,12 @@ def test_arbitrary_bytes_from_a_server_raise_only_server_error(data: bytes, cut:
             protocol.receive(chunk)
         except ServerError:
             return
+
+
+def test_a_header_more_than_two_hours_ahead_of_now_is_refused() -> None:
+    chain = HeaderChain(dataclasses.replace(REGTEST_PARAMS, genesis_hash=GENESIS.hash))
+    chain.set_base(GENESIS.serialize())
+    [header] = _mine(GENESIS, 1)
+    with pytest.raises(HeaderError, match="two hours"):
+        chain.connect(1, _raw([header]), now=header.time - 7201)
+    assert chain.connect(1, _raw([header]), now=header.time - 7200).changed_from == 1

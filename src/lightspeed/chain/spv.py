@@ -11,8 +11,8 @@ of its own. A competing branch replaces ours only when it carries more work, and
 the checkpoint. A transaction is confirmed when its merkle branch leads to the merkle root of a
 header in this chain.
 
-Not checked: signet's block signatures (BIP 325, they are in the block, not the header) and the
-2-hour future-time rule (it needs a clock; the runtime may add it).
+A header may not be more than two hours ahead of ``now`` (an input: the runtime passes its clock).
+Not checked: signet's block signatures (BIP 325, they are in the block, not the header).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ RETARGET_INTERVAL = 2016  # blocks between difficulty adjustments (Bitcoin Core:
 TARGET_TIMESPAN_S = 14 * 24 * 60 * 60
 TARGET_SPACING_S = 10 * 60
 MEDIAN_TIME_SPAN = 11
+MAX_FUTURE_BLOCK_TIME_S = 2 * 60 * 60  # Bitcoin Core's MAX_FUTURE_BLOCK_TIME
 
 
 class HeaderError(DecodeError):
@@ -183,7 +184,7 @@ class HeaderChain:
             raise HeaderError("header", f"block {start.height}: proof of work does not meet its bits")
         self._headers, self._hashes, self._work = [header], [header.hash], [work_of(header.bits)]
 
-    def connect(self, start_height: int, raw_headers: Sequence[bytes]) -> Connected:
+    def connect(self, start_height: int, raw_headers: Sequence[bytes], now: int | None = None) -> Connected:
         """Check ``raw_headers`` (consecutive, the first at ``start_height``) and adopt them if they
         extend our chain or form a branch with more work; HeaderError (nothing changed) otherwise."""
         if not self._headers:
@@ -216,6 +217,9 @@ class HeaderChain:
         for i, header in enumerate(headers):
             height = start_height + i
             self._check(view, height, header)
+            if now is not None and header.time > now + MAX_FUTURE_BLOCK_TIME_S:
+                raise HeaderError("time", f"block {height}: time {header.time} is more than two hours after "
+                                          f"now ({now})")
             new_headers.append(header)
             new_hashes.append(header.hash)
             total += work_of(header.bits)

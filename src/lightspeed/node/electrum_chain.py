@@ -28,6 +28,7 @@ import contextlib
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -330,13 +331,13 @@ class ElectrumChainSource:
                 continue
             try:
                 with self._lock:
-                    changed = chain.connect(start, raw)
+                    changed = chain.connect(start, raw, int(time.time()))
             except WeakerBranch:
                 if start + len(raw) - 1 >= height:
                     return  # a branch with no more work than ours: we keep ours
                 more = await self._more_headers(conn, start + len(raw), height)  # it may outweigh ours in full
                 with self._lock:
-                    changed = chain.connect(start, raw + more)
+                    changed = chain.connect(start, raw + more, int(time.time()))
             if changed.reorg and changed.changed_from is not None:
                 await self._reorganised(conn, changed.changed_from)
             back = 0
