@@ -185,6 +185,7 @@ from lightspeed.node.paying import (
 )
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
+from lightspeed.node.refunds import Refunds
 from lightspeed.node.settings import DEFAULT_CHANNEL_SETTINGS, ChannelSettings
 from lightspeed.offers.tlv_fields import BlindedPayInfo
 from lightspeed.onion.blinding import BlindedPath
@@ -420,6 +421,7 @@ class Node:
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
         self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
+        self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
 

@@ -43,12 +43,15 @@ from lightspeed.offers import (
     request_invoice,
     respond_to_invoice_request,
 )
+from lightspeed.offers.tlv_fields import MPP_COMPULSORY, MPP_OPTIONAL, feature_bits
 from lightspeed.onion.blinding import (
     BlindedPath,
 )
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
+
+MAX_PARTS = 16  # as Node.pay: the most parts one payment is split into
 
 log = logging.getLogger("lightspeed.offers")
 
@@ -140,9 +143,11 @@ class OffersFlow:
                                                DEFAULT_RELATIVE_EXPIRY, via=invoice_path_routes(self.node))
         paths = [p for p, _ in made.paths]
         payinfos = [i for _, i in made.paths]
+        # BOLT #12: if it allows multiple parts to pay the invoice: MUST set `invoice_features`.
+        # `features` bit `MPP/optional` (our receiver takes multi-part payments).
         return respond_to_invoice_request(invreq, node_key=self.node.privkey, payment_hash=made.payment_hash,
                                           created_at=now, paths=paths, blindedpay=payinfos,
-                                          relative_expiry=made.expires_at - now)
+                                          relative_expiry=made.expires_at - now, features=[MPP_OPTIONAL])
 
     # -- payer ---------------------------------------------------------------------------------
 
@@ -196,9 +201,19 @@ class OffersFlow:
         fetched = await self.fetch_invoice(offer, amount_msat=amount_msat, quantity=quantity,
                                            payer_note=payer_note, timeout=fetch_timeout, attempts=attempts)
         invoice = fetched.invoice
-        preimage = await self.node.pay_blinded(invoice.usable_paths, invoice.amount_msat, invoice.payment_hash,
-                                               timeout=timeout, invoice=invoice.encode())
+        preimage = await pay_invoice(self.node, invoice, timeout)
         return OfferPayment(invoice, fetched.request, preimage, self.node.payment_fees.get(invoice.payment_hash, 0))
+
+
+async def pay_invoice(node: Node, invoice: Invoice, timeout: float = 60.0) -> bytes:
+    """Pay a checked BOLT 12 invoice over its blinded paths (in parts only if it allows them)."""
+    bits = feature_bits(invoice.features or b"")
+    # BOLT #12: if `invoice_features` contains the MPP/compulsory bit: MUST pay the invoice via
+    # multiple separate blinded paths; otherwise, if it contains the MPP/optional bit: MAY pay
+    # the invoice via multiple separate payments; otherwise: MUST NOT use multiple parts.
+    max_parts = MAX_PARTS if bits & {MPP_COMPULSORY, MPP_OPTIONAL} else 1
+    return await node.pay_blinded(invoice.usable_paths, invoice.amount_msat, invoice.payment_hash,
+                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode())
 
 
 def check_invoice_amount(invoice: Invoice, invreq: InvoiceRequest) -> None:
