@@ -63,9 +63,10 @@ def test_invoice_paths_start_two_hops_away_with_a_dummy_hop_and_summed_payinfo()
         try:
             offer = d.offers.create_offer("paths", 1_000_000)
             invoice = (await a.offers.fetch_invoice(offer, timeout=10)).invoice
-            (two_hop, info), (one_hop, one_info) = invoice.usable_paths
-            assert two_hop.first_node_id == b.node_id and one_hop.first_node_id == c.node_id
-            assert len(two_hop.hops) == 4 and len(one_hop.hops) == 3  # B, C, D, dummy / C, D, dummy
+            (two_hop, info), (one_hop, one_info), (own, own_info) = invoice.usable_paths
+            assert [p.first_node_id for p in (two_hop, one_hop, own)] == [b.node_id, c.node_id, d.node_id]
+            assert [len(p.hops) for p in (two_hop, one_hop, own)] == [4, 3, 2]  # each: ..., D, a dummy hop
+            assert own_info.cltv_expiry_delta == 18 and amount_at_introduction(own_info, 5) == 5
             # Delta: B's 40 + C's 50 + D's final 18; fees: B's and C's together (a dummy hop is free).
             assert info.cltv_expiry_delta == 40 + 50 + 18 and one_info.cltv_expiry_delta == 50 + 18
             amount = 1_000_000
@@ -91,7 +92,7 @@ def test_an_offer_is_paid_through_b_and_c_and_the_payment_is_recorded_with_its_p
             paid = await a.offers.pay_offer(offer, quantity=3, payer_note="three", timeout=20, fetch_timeout=10)
             invoice = paid.invoice
             assert invoice.amount_msat == 30_000 and sha256(paid.preimage) == invoice.payment_hash
-            (path, info), _ = invoice.usable_paths
+            (path, info), _, _ = invoice.usable_paths
             assert path.first_node_id == b.node_id
             assert paid.fee_msat == amount_at_introduction(info, 30_000) - 30_000  # A - B is direct: no route fee
             record = a.store.payment(invoice.payment_hash)
@@ -127,6 +128,23 @@ def test_an_invoice_for_another_amount_than_the_offers_is_refused() -> None:
             assert dearer.signature_valid()  # signed by the payee, and still not what the offer said
             with pytest.raises(DecodeError, match="invoice_amount: 10001 msat is not the offer's 10000 msat"):
                 check_invoice_amount(dearer, fetched.request)
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_payer_that_is_the_payees_only_peer_pays_over_the_path_the_payee_introduces() -> None:
+    async def scenario() -> None:
+        net = await create_network(2, [(0, 1, 2 * SAT, 0)])
+        _announce(net)
+        a, d = net.nodes
+        try:
+            offer = d.offers.create_offer("next door", 3_000)
+            paid = await a.offers.pay_offer(offer, timeout=20, fetch_timeout=10)
+            (via_a, _), (own, _) = paid.invoice.usable_paths  # A cannot use the first: it introduces it
+            assert (via_a.first_node_id, own.first_node_id) == (a.node_id, d.node_id)
+            assert sha256(paid.preimage) == paid.invoice.payment_hash and paid.fee_msat == 0
         finally:
             await net.stop()
 

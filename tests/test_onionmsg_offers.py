@@ -37,8 +37,8 @@ def test_a_payer_fetches_an_invoice_over_three_hops_and_checks_it_against_its_re
             assert invoice.request == fetched.request.without_signatures()  # every field copied
             stored = d.store.invoice(invoice.payment_hash)  # committed before the invoice left
             assert stored is not None and sha256(stored.preimage) == invoice.payment_hash
-            (two_hop, payinfo), (one_hop, _) = invoice.usable_paths  # via B then C, and via C alone
-            assert (two_hop.first_node_id, one_hop.first_node_id) == (net.nodes[1].node_id, net.nodes[2].node_id)
+            (two_hop, payinfo), (one_hop, _), (own, _) = invoice.usable_paths  # via B then C, via C, from D
+            assert [p.first_node_id for p in (two_hop, one_hop, own)] == [n.node_id for n in net.nodes[1:]]
             assert payinfo.htlc_minimum_msat == 1
         finally:
             await net.stop()

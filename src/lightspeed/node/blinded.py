@@ -122,7 +122,8 @@ class BlindedPayments:
         """A new payment to us and blinded paths to pay it over.
 
         ``via``: node lists, introduction node first, each ending at one of our peers (default:
-        each peer we have a ready channel with, as a one-node list). The fees and deltas of every
+        each peer we have a ready channel with, as a one-node list; an empty list: a path we
+        introduce ourselves, for a payer that is our only peer). The fees and deltas of every
         hop are its channel's policy as our graph knows it; a hop without one is left out.
         """
         node = self.node
@@ -169,7 +170,7 @@ class BlindedPayments:
     def _relays(self, nodes: Sequence[bytes]) -> list[RelayHop]:
         node = self.node
         if not nodes:
-            raise UsageError("via: an empty list of nodes")
+            return []  # we introduce the path ourselves (only dummy hops hide where it ends)
         relays = []
         for here, there in zip(nodes, [*nodes[1:], node.node_id], strict=True):
             found = self._policy(here, there)

@@ -5,7 +5,9 @@ node". Where the graph shows a channel into that peer from a third node, the pat
 instead (two real hops before us, then a dummy hop): the recipient hides among every node two
 hops from the introduction node. One-hop paths follow as a fallback (a payer that is itself the
 two-hop introduction node cannot use that path: it never routes to itself), so a payer always
-finds one it can use while any channel of ours is ready.
+finds one it can use while any channel of ours is ready. Last comes a path we introduce
+ourselves (its dummy hops still hide the path's length): the payer that is our only peer can
+use no other, and it reveals nothing the invoice does not (``invoice_node_id`` is our node id).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def invoice_path_routes(node: Node, max_paths: int = MAX_INVOICE_PATHS) -> list[
     """Node lists, introduction node first, each ending at a peer we have a ready channel with.
 
     Two-hop lists first (one per peer, through the peer's best-connected other neighbour our
-    graph knows a usable policy for), then one-hop lists; at most ``max_paths``.
+    graph knows a usable policy for), then one-hop lists, then ``[]`` (we introduce it); at most
+    ``max_paths``, the last always ``[]``.
     """
     blinded = node.blinded
     peers = list(dict.fromkeys(node._channel_node[c] for c in sorted(node.channels)
@@ -42,4 +45,4 @@ def invoice_path_routes(node: Node, max_paths: int = MAX_INVOICE_PATHS) -> list[
                 two_hop.append([source, peer])
                 break
     one_hop = [[peer] for peer in peers]
-    return (two_hop + one_hop)[:max_paths]
+    return [*(two_hop + one_hop)[:max_paths - 1], []]
