@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lightspeed.api.ledger import Timestamps, sent_json
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, PaymentError
 from lightspeed.node.offers_flow import check_invoice_amount
@@ -98,6 +99,7 @@ def test_an_offer_is_paid_through_b_and_c_and_the_payment_is_recorded_with_its_p
             record = a.store.payment(invoice.payment_hash)
             assert record is not None and record.status == "succeeded" and record.preimage == paid.preimage
             assert record.invoice == invoice.encode() and record.invoice.startswith("lni1")
+            assert sent_json(record, Timestamps())["payee"] == d.node_id.hex()  # GET /v1/payments names D
             stored = d.store.invoice(invoice.payment_hash)
             assert stored is not None and stored.status == "paid"
             await until(lambda: (net.balance_msat(1), net.balance_msat(2)) != before)
