@@ -250,3 +250,29 @@ def test_retries_back_off_while_no_server_answers(
     time.sleep(2.6)  # pauses of 0.5, 1 and 2 s: at most three more tries (every 0.5 s would be five)
     tries = [why for _server, why in source.dropped if "unreachable" in why]
     assert 2 <= len(tries) <= 4, tries
+
+
+def test_verified_headers_are_kept_for_the_next_start_and_checked_again(
+        chain: RegtestChain, servers: ServerLoop, sources: list[ElectrumChainSource], tmp_path: Path) -> None:
+    _server, port = servers.electrum(chain.path)
+    chain.mine(20)
+    saved = tmp_path / "headers-regtest.bin"
+
+    def started(server_port: int, timeout_s: float = 20) -> ElectrumChainSource:
+        source = ElectrumChainSource([ServerAddress("127.0.0.1", server_port, False)], "regtest",
+                                     request_timeout_s=5, headers_file=saved)
+        sources.append(source)
+        source.start(timeout_s)
+        return source
+
+    first = started(port)
+    wait_until("the headers saved", lambda: saved.exists() and saved.stat().st_size == 24 * 80)
+    first.close()
+    no_headers = servers.proxy(port, refuse=frozenset({"blockchain.block.headers", "blockchain.block.header"}))
+    assert started(no_headers).tip() == chain.tip()  # every header came from the file
+    tampered = bytearray(saved.read_bytes())
+    tampered[-1] ^= 1  # the tip's nonce: its proof of work is gone
+    saved.write_bytes(bytes(tampered))
+    with pytest.raises(ChainError, match=r"unknown method blockchain\.block\.header"):
+        started(no_headers, timeout_s=2)  # the file is not believed: the headers must come from a server again
+    assert started(port).tip() == chain.tip()

@@ -193,7 +193,8 @@ async def open_chain_source(config: DaemonConfig) -> RegtestChain | ElectrumChai
             context = ssl.create_default_context(cafile=str(config.electrum_cafile))
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"--electrum-cafile {config.electrum_cafile}: {exc}") from None
-    source = ElectrumChainSource(servers, config.network, ssl_context=context)
+    source = ElectrumChainSource(servers, config.network, ssl_context=context,
+                                 headers_file=config.datadir / f"headers-{config.network}.bin")
     try:
         await asyncio.to_thread(source.start, ELECTRUM_START_TIMEOUT_S)
     except ChainError as exc:

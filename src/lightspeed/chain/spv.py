@@ -171,7 +171,24 @@ class HeaderChain:
         i = height - self.base_height
         return self._hashes[i] if 0 <= i < len(self._hashes) else None
 
+    def serialize(self) -> bytes:
+        """Every header from the base, 80 bytes each (what :meth:`load` checks and takes back)."""
+        return b"".join(h.serialize() for h in self._headers)
+
     # -- writing ---------------------------------------------------------------------------------
+
+    def load(self, data: bytes, now: int | None = None) -> None:
+        """Headers saved by :meth:`serialize`, checked again as if a server sent them; HeaderError
+        (and an empty chain) if they are not a valid chain from this network's start."""
+        if not data or len(data) % HEADER_SIZE:
+            raise HeaderError("headers file", f"{len(data)} bytes is not a whole number of headers")
+        try:
+            self.set_base(data[:HEADER_SIZE])
+            raw = [data[i:i + HEADER_SIZE] for i in range(HEADER_SIZE, len(data), HEADER_SIZE)]
+            self.connect(self.base_height + 1, raw, now)
+        except HeaderError:
+            self._headers, self._hashes, self._work = [], [], []
+            raise
 
     def set_base(self, header_bytes: bytes) -> None:
         """The first header: it must hash to the network's checkpoint (or genesis)."""

@@ -26,11 +26,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import ssl
 import threading
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
@@ -156,7 +158,8 @@ class ElectrumChainSource:
 
     def __init__(self, servers: Sequence[ServerAddress], network: str = "regtest", *,
                  ssl_context: ssl.SSLContext | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 backoff_max_s: float = BACKOFF_MAX_S, fee_refresh_s: float = FEE_REFRESH_S) -> None:
+                 backoff_max_s: float = BACKOFF_MAX_S, fee_refresh_s: float = FEE_REFRESH_S,
+                 headers_file: Path | None = None) -> None:
         if not servers:
             raise ValueError("at least one Electrum server is needed")
         if network not in PARAMS:
@@ -166,6 +169,7 @@ class ElectrumChainSource:
         self.request_timeout_s, self.backoff_max_s = request_timeout_s, backoff_max_s
         self.fee_refresh_s = fee_refresh_s
         self.headers = HeaderChain(PARAMS[network])
+        self.headers_file = headers_file  # verified headers kept between starts (checked again on load)
         self.server: ServerAddress | None = None  # the one we are connected to
         self.last_error: str | None = None  # why the last server was dropped
         self.dropped: list[tuple[str, str]] = []  # (server, reason), most recent last (bounded)
@@ -182,6 +186,7 @@ class ElectrumChainSource:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Connect and sync headers; ChainError naming every server's failure if none got there in time."""
+        self._load_headers()
         self._thread.start()
         self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
         if not self._ready.wait(timeout_s):
@@ -298,6 +303,30 @@ class ElectrumChainSource:
     # -- headers ---------------------------------------------------------------------------------
 
     async def _follow_tip(self, conn: _Connection, height: int, raw_tip: bytes) -> None:
+        before = self.headers.tip_hash if self.headers.started else None
+        await self._sync_tip(conn, height, raw_tip)
+        if self.headers_file is not None and self.headers.tip_hash != before:
+            await asyncio.to_thread(self._save_headers, self.headers.serialize())
+
+    def _save_headers(self, data: bytes) -> None:
+        """Keep the verified headers for the next start (written aside, then moved into place)."""
+        assert self.headers_file is not None
+        tmp = self.headers_file.with_name(self.headers_file.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.headers_file)
+        except OSError as exc:  # a full disk costs a longer sync next time, nothing else
+            log.warning("cannot save the headers to %s: %s", self.headers_file, exc)
+
+    def _load_headers(self) -> None:
+        if self.headers_file is None or not self.headers_file.exists():
+            return
+        try:
+            self.headers.load(self.headers_file.read_bytes(), int(time.time()))
+        except (OSError, HeaderError) as exc:
+            log.warning("ignoring the saved headers in %s: %s", self.headers_file, exc)
+
+    async def _sync_tip(self, conn: _Connection, height: int, raw_tip: bytes) -> None:
         """Bring our header chain to the server's tip; on a fork, walk back until the branch links."""
         chain = self.headers
         tip_header = parse_header(raw_tip, "blockchain.headers.subscribe hex")
