@@ -28,6 +28,7 @@ from lightspeed.invoice.decode import decode
 from lightspeed.node.node import FINAL_CLTV_MARGIN
 from lightspeed.node.settings import ChannelSettings
 from tests.interop.electrum_harness import (
+    ELECTRUM_FEE_TARGETS,
     ELECTRUM_TO_SELF_DELAY,
     LIGHTSPEED_TO_SELF_DELAY,
     ElectrumWallet,
@@ -422,7 +423,6 @@ only_481 = pytest.mark.parametrize("net", [pytest.param("4.8.1", marks=pytest.ma
                                    indirect=True)
 # BOLT 3: the weight of a commitment under option_anchors with no HTLC output.
 ANCHOR_COMMITMENT_WEIGHT = 1124
-ELECTRUM_FEE_TARGETS = (1, 2, 5, 10, 25, 144, 1008)  # the block targets Electrum keeps an estimate for
 SERVER_SAT_PER_KVB = 253 * 4  # what our Electrum server answers to blockchain.estimatefee (the chain's 253 sat/kw)
 
 
