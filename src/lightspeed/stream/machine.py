@@ -115,10 +115,12 @@ class SellerStream:
         return self.grant()
 
     def delivered(self, units: int) -> None:
-        """The meter's report: ``units`` more were delivered (at most :meth:`grant`)."""
-        if units < 0 or units > self.grant():
+        """The meter's report: ``units`` more were delivered, at most what is paid and not yet
+        delivered (a grant given before a disconnect may still be reported after it)."""
+        outstanding = self.paid_units - self.delivered_units
+        if units < 0 or units > outstanding:
             raise UsageError(f"units: the meter reported {units} {self.tariff.unit}, "
-                             f"but only {self.grant()} are granted (paid and not delivered)")
+                             f"but only {outstanding} are paid and not delivered")
         self.delivered_units += units
 
     def disconnect(self) -> None:
