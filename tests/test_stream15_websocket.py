@@ -47,7 +47,7 @@ async def _start(tmp_path: Path, meter=None):  # type: ignore[no-untyped-def]
 
 def test_a_buyer_streams_its_budget_and_the_statement_matches_the_links(tmp_path: Path) -> None:
     async def scenario() -> Receipt:
-        ledger, store, seller, server = await _start(tmp_path)
+        ledger, store, _seller, server = await _start(tmp_path)
         updates: list[int] = []
         try:
             buyer = StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=50 * TARIFF.tick_msat),
@@ -56,6 +56,7 @@ def test_a_buyer_streams_its_budget_and_the_statement_matches_the_links(tmp_path
             # the prepayment never exceeded one window: the ledger saw batches of at most 4 ticks
             assert ledger.payments and all(p <= TARIFF.window_ticks * TARIFF.tick_msat for p in ledger.payments)
             assert sum(ledger.payments) == 50 * TARIFF.tick_msat
+            assert updates == sorted(updates) and updates[-1] == 100  # live progress, in order
             return receipt
         finally:
             await server.stop()
@@ -120,7 +121,7 @@ def test_a_dropped_connection_is_resumed_and_nothing_is_paid_twice(tmp_path: Pat
 
 def test_bad_frames_get_errors_naming_the_field_and_the_stream_goes_on(tmp_path: Path) -> None:
     async def scenario() -> None:
-        ledger, store, seller, server = await _start(tmp_path)
+        ledger, store, _seller, server = await _start(tmp_path)
         try:
             ws = await WebSocket.connect(server.url + "/charge")
             assert parse(await ws.recv(5))["type"] == "tariff"
@@ -146,7 +147,7 @@ def test_bad_frames_get_errors_naming_the_field_and_the_stream_goes_on(tmp_path:
 
 def test_a_budget_below_one_tick_is_refused_before_paying(tmp_path: Path) -> None:
     async def scenario() -> None:
-        ledger, store, seller, server = await _start(tmp_path)
+        ledger, store, _seller, server = await _start(tmp_path)
         try:
             with pytest.raises(PaymentError, match="does not buy one tick"):
                 await StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=TARIFF.tick_msat - 1)).run()
