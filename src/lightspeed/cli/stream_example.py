@@ -32,11 +32,23 @@ CHARGER_PATH = "/charge"
 
 
 def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> Meter:
-    """An EV charger: every ``interval`` s it delivers ``wh_per_report`` Wh, never more than granted."""
+    """An EV charger: every ``interval`` s it delivers ``wh_per_report`` Wh, never more than granted.
+
+    Reports keep their cadence (the next one is due ``interval`` after the last, not after the
+    payment that allowed it), so a payment that arrives within the interval costs no time; after
+    a longer pause (no credit, a disconnect) the charger resumes without a burst.
+    """
+    last: dict[bytes, float] = {}
 
     async def meter(stream: SellerStream, grant: int) -> int:
         if interval:
-            await asyncio.sleep(interval)
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            due = max(last.get(stream.stream_id, now - interval) + interval, now)
+            if len(last) > 100_000:  # forget streams that ended long ago
+                last.clear()
+            await asyncio.sleep(due - now)
+            last[stream.stream_id] = due
         return min(grant, wh_per_report)
 
     return meter
