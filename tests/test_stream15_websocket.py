@@ -157,3 +157,68 @@ def test_a_budget_below_one_tick_is_refused_before_paying(tmp_path: Path) -> Non
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_meter_that_stops_ends_the_stream_with_a_statement(tmp_path: Path) -> None:
+    from lightspeed.stream.asgi import MeterStopped
+
+    async def tank_of_9(stream: SellerStream, grant: int) -> int:
+        if stream.delivered_units >= 9:
+            raise MeterStopped("the tank is full")
+        return min(grant, 1)
+
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path, tank_of_9)
+        try:
+            buyer = StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=40 * TARIFF.tick_msat))
+            receipt = await buyer.run()
+            assert buyer.ended == "ended: the tank is full"
+            s = receipt.signed.statement
+            assert s.delivered_units == 9 and s.paid_units == 10  # one unit of the last tick unserved
+            checked = recompute(receipt)
+            assert checked.consistent and checked.unserved_msat == TARIFF.msat_per_unit
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_meter_reporting_more_than_granted_ends_the_stream_without_billing_it(tmp_path: Path) -> None:
+    async def greedy(stream: SellerStream, grant: int) -> int:
+        return grant + 1 if stream.delivered_units >= 4 else min(grant, 1)
+
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path, greedy)
+        try:
+            buyer = StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=40 * TARIFF.tick_msat))
+            receipt = await buyer.run()
+            assert buyer.ended is not None and buyer.ended.startswith("meter_failed: units: the meter reported")
+            assert receipt.signed.statement.delivered_units == 4  # the over-report was never counted
+            assert recompute(receipt).consistent
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_open_before_paying_is_refused_with_the_invoice(tmp_path: Path) -> None:
+    from lightspeed.micro.hashchain import anchor, lane_tip
+
+    async def scenario() -> None:
+        _ledger, store, _seller, server = await _start(tmp_path)
+        try:
+            ws = await WebSocket.connect(server.url + "/charge")
+            await ws.recv(5)
+            await ws.send(encode("buy", anchor=anchor(lane_tip(bytes(32), 0), 5), ticks=5, batch_ticks=2))
+            offer = parse(await ws.recv(5))
+            await ws.send(encode("open", allowance_id=offer["allowance_id"]))
+            refused = parse(await ws.recv(5))
+            assert refused["code"] == "unpaid" and refused["invoice"] == offer["invoice"]
+            await ws.close()
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())

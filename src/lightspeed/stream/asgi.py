@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightspeed.errors import DecodeError, StorageUnavailable, UsageError
+from lightspeed.errors import DecodeError, LightspeedError, StorageUnavailable, UsageError
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.ratelimit import client_key
 from lightspeed.micro.server import AllowanceServer, CallRefused
@@ -47,6 +48,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: The application's meter: deliver at most ``grant`` units of ``stream``, return how many were.
 Meter = Callable[[SellerStream, int], Awaitable[int]]
+
+class MeterStopped(LightspeedError):
+    """Raised by a meter when nothing more will be delivered (the tank is full): the stream ends."""
+
 
 BUYER_MESSAGES = frozenset({"buy", "open", "resume", "pay", "close"})
 MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is closed
@@ -250,20 +255,33 @@ class _Connection:
         await self.detach()
 
     async def deliver(self, live: _Live) -> None:
-        """Grant the meter what is paid and not delivered; wait for the next link when nothing is."""
+        """Grant the meter what is paid and not delivered; wait for the next link when nothing is.
+
+        A meter that raises :class:`MeterStopped` (nothing more to deliver) or fails ends the
+        stream: the buyer gets an ``error`` (``ended`` or ``meter_failed``), then the statement.
+        """
         machine, epoch = live.machine, self.epoch
-        while live.epoch == epoch and machine.status is StreamStatus.OPEN:
-            grant = machine.grant()
-            if grant == 0:
-                live.credit.clear()
-                await live.credit.wait()
-                continue
-            units = await self.seller.meter(machine, grant)
-            machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
-            if units:
-                await self.send("delivered", units=units, total_units=machine.delivered_units)
-            else:
-                await asyncio.sleep(0)
+        try:
+            while live.epoch == epoch and machine.status is StreamStatus.OPEN:
+                grant = machine.grant()
+                if grant == 0:
+                    live.credit.clear()
+                    await live.credit.wait()
+                    continue
+                units = await self.seller.meter(machine, grant)
+                machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
+                if units:
+                    await self.send("delivered", units=units, total_units=machine.delivered_units)
+                else:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, MeterStopped):
+                logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
+            await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
+                            reason=str(exc) or type(exc).__name__)
+            await self.send("statement", **_statement_fields(self.seller.finish(live)))
 
 
 def _statement_fields(signed: SignedStatement) -> dict[str, object]:

@@ -57,6 +57,8 @@ class StreamBuyer:
         self.reconnected = 0
         self._pending: tuple[str, int] | None = None  # a batch invoice offered, and its ticks
         self._stop = asyncio.Event()
+        self._final: SignedStatement | None = None  # a statement the seller sent unasked
+        self.ended: str | None = None  # why the seller ended the stream, if it did
 
     def stop(self) -> None:
         """Stop paying (the seller delivers what is paid, at most one tick) and close."""
@@ -67,6 +69,9 @@ class StreamBuyer:
         buyer = await self._open()
         try:
             await self._stream(buyer, stop_after_units)
+            if self._final is not None:  # the seller ended the stream (its meter stopped)
+                buyer.close()
+                return buyer.accept_statement(self._final)
             return await self._close(buyer)
         finally:
             if self.ws is not None:
@@ -152,6 +157,8 @@ class StreamBuyer:
                 await self._resume(buyer)
                 continue
             await self._handle(buyer, message)
+            if self._final is not None:
+                return
 
     async def _handle(self, buyer: BuyerStream, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -161,8 +168,13 @@ class StreamBuyer:
                 self.on_update(buyer)
         elif kind == "invoice":
             self._pending = (message["invoice"], message["ticks"])
+        elif kind == "statement":
+            self._final = SignedStatement(Statement.from_json(message["statement"]), message["signature"])
         elif kind == "error":
             code, reason = message["code"], message["reason"]
+            if code in ("ended", "meter_failed"):  # the statement follows
+                self.ended = f"{code}: {reason}"
+                return
             if code in ("batch_due", "unpaid") and buyer.paid_links:
                 invoice = message.get("invoice")
                 if invoice and invoice not in self.paid_invoices:
@@ -194,7 +206,11 @@ class StreamBuyer:
                 self.ws = await WebSocket.connect(url)
                 await self._expect("tariff")
                 await self._send("resume", stream_id=buyer.stream_id)
-                position = await self._expect("position")
+                position = await self._expect("position", "statement")
+                if position["type"] == "statement":  # the stream was closed meanwhile
+                    self._final = SignedStatement(Statement.from_json(position["statement"]),
+                                                  position["signature"])
+                    return
                 resend = buyer.resume(position["last_index"], position["delivered_units"])
                 self.reconnected += 1
                 if resend is not None:
@@ -227,13 +243,13 @@ class StreamBuyer:
         assert self.ws is not None
         await self.ws.send(encode(kind, **fields))
 
-    async def _expect(self, kind: str) -> dict[str, Any]:
+    async def _expect(self, *kinds: str) -> dict[str, Any]:
         assert self.ws is not None
         message = parse(await self.ws.recv(self.policy.idle_timeout), SELLER_MESSAGES)
         if message["type"] == "error":
             raise PaymentError(f"the seller refused: {message['code']}: {message['reason']}")
-        if message["type"] != kind:
-            raise DecodeError("type", f"expected {kind}, got {message['type']}")
+        if message["type"] not in kinds:
+            raise DecodeError("type", f"expected {' or '.join(kinds)}, got {message['type']}")
         return message
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from lightspeed.errors import DecodeError
 
-MAX_FRAME = 16 * 1024  # the largest message either side accepts (a statement is ~1 KB)
+MAX_FRAME = 16 * 1024  # the longest frame either side accepts, in characters (a statement is ~1 KB)
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _U64 = 2**64 - 1
 
@@ -52,7 +52,7 @@ def encode(kind: str, **fields: object) -> str:
 def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str, Any]:
     """Decode and check one frame; hex fields come back as ``bytes``."""
     if len(frame) > MAX_FRAME:
-        raise DecodeError("frame", f"longer than {MAX_FRAME} bytes")
+        raise DecodeError("frame", f"longer than {MAX_FRAME} characters")
     try:
         data = json.loads(frame)
     except (ValueError, UnicodeDecodeError):
