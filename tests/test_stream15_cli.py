@@ -50,7 +50,7 @@ def test_verify_finds_a_missing_link_and_a_forged_statement(tmp_path: Path) -> N
     data["links"].pop()  # the buyer claims one tick fewer than the seller signed
     path.write_text(json.dumps(data))
     code, out, err = verify(str(path))
-    assert code == 1 and "paid_ticks: the links pay 11 ticks, the statement says 12" in err
+    assert code == 1 and "paid_ticks: the links and invoices pay 11 ticks, the statement says 12" in err
     assert json.loads(out)["consistent"] is False
 
     data = json.loads(receipt_file(tmp_path).read_text())

@@ -11,6 +11,7 @@ the buyer accepts and the dispute tool recomputes from the links.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 
@@ -19,8 +20,10 @@ from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from lightspeed.bitcoin.network import REGTEST
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import UsageError
+from lightspeed.invoice import build_invoice
 from lightspeed.micro.hashchain import ChainWalker, anchor
 from lightspeed.stream import (
     BuyerStream,
@@ -39,27 +42,44 @@ STREAM_ID = bytes(range(16))
 ALLOWANCE_ID = bytes(16)
 
 
-def pair(tariff: Tariff, max_msat: int, tip: bytes = b"\x07" * 32) -> tuple[BuyerStream, SellerStream]:
+def pair(tariff: Tariff, max_msat: int, tip: bytes = b"\x07" * 32,
+         increments: int = 0) -> tuple[BuyerStream, SellerStream]:
+    """Both sides of a fresh stream; ``increments`` > 0: paid by invoices of that many ticks, no allowance."""
     length = tariff.max_ticks + 3
-    start = anchor(tip, length)
-    buyer = BuyerStream(tariff, STREAM_ID, SELLER_ID, ChainWalker.from_tip(tip, length), 0, start, max_msat)
+    start = anchor(tip, length) if not increments else bytes(32)
+    walker = ChainWalker.from_tip(tip, length) if not increments else None
+    buyer = BuyerStream(tariff, STREAM_ID, SELLER_ID, walker, 0, start, max_msat, ticks_per_increment=increments)
     seller = SellerStream(tariff, STREAM_ID, SELLER_ID, ALLOWANCE_ID, 0, 0, start)
     return buyer, seller
 
 
+def seller_invoice(tariff: Tariff, ticks: int) -> tuple[str, bytes]:
+    """A real invoice of the seller's node for ``ticks`` ticks, and its preimage."""
+    preimage = os.urandom(32)
+    invoice = build_invoice(network=REGTEST, amount_msat=ticks * tariff.tick_msat, description="ticks",
+                            payment_hash=hashlib.sha256(preimage).digest(), payment_secret=bytes(32),
+                            timestamp=1_700_000_000, expiry=3600, payee=None).sign(SELLER_KEY)
+    return invoice.encode(), preimage
+
+
 def snapshot(obj: BuyerStream | SellerStream) -> dict[str, object]:
-    state = {k: v for k, v in vars(obj).items() if k != "walker"}
-    state["paid_links"] = list(getattr(obj, "paid_links", []))
+    state = copy.deepcopy({k: v for k, v in vars(obj).items() if k != "walker"})
+    if isinstance(obj, BuyerStream) and obj.walker is not None:
+        state["walker"] = obj.walker.to_json()
     return state
 
 
 class StreamInterleavings(RuleBasedStateMachine):
     @initialize(tick_units=st.integers(1, 5), msat_per_unit=st.integers(1, 10), max_ticks=st.integers(1, 25),
-                window=st.integers(1, 6), budget_ticks=st.integers(0, 30))
-    def start(self, tick_units: int, msat_per_unit: int, max_ticks: int, window: int, budget_ticks: int) -> None:
+                window=st.integers(1, 6), budget_ticks=st.integers(0, 30), increments=st.integers(0, 6))
+    def start(self, tick_units: int, msat_per_unit: int, max_ticks: int, window: int, budget_ticks: int,
+              increments: int) -> None:
         self.tariff = Tariff("Wh", msat_per_unit, tick_units, tick_units * max_ticks, window)
-        self.buyer, self.seller = pair(self.tariff, budget_ticks * self.tariff.tick_msat)
-        self.to_seller: list[tuple[int, bytes]] = []
+        self.step = min(increments, window) or 1  # ticks paid at once: the exposure bound
+        self.buyer, self.seller = pair(self.tariff, budget_ticks * self.tariff.tick_msat,
+                                       increments=min(increments, window))
+        self.invoices: dict[bytes, tuple[str, bytes, int]] = {}  # increments paid: hash -> invoice, preimage, ticks
+        self.to_seller: list[tuple[int, bytes]] = []  # a link (index, link), or an increment (-ticks, hash)
         self.to_buyer: list[int] = []
         self.stop_bound: int | None = None  # units the seller may ever deliver once the buyer stopped
         self.receipt_checked = False
@@ -86,12 +106,24 @@ class StreamInterleavings(RuleBasedStateMachine):
         payment = self.buyer.next_payment()
         if payment is not None:
             self.to_seller.append(payment)
+        due = self.buyer.increment_due()
+        if due:
+            invoice, preimage = seller_invoice(self.tariff, due)
+            payment_hash = hashlib.sha256(preimage).digest()
+            self.buyer.paid_increment(payment_hash, due)
+            self.invoices[payment_hash] = (invoice, preimage, due)
+            self.to_seller.append((-due, payment_hash))
+
+    def deliver_to_seller(self, index: int, value: bytes) -> None:
+        if index < 0:
+            self.seller.receive_increment(value, -index)
+        else:
+            self.seller.receive_payment(index, value)
 
     @precondition(lambda self: self.open() and self.to_seller and self.seller.status is StreamStatus.OPEN)
     @rule()
     def seller_receives(self) -> None:
-        index, link = self.to_seller.pop(0)
-        self.seller.receive_payment(index, link)  # an honest buyer's link is never refused
+        self.deliver_to_seller(*self.to_seller.pop(0))  # an honest buyer's payment is never refused
 
     @precondition(open)
     @rule(share=st.integers(0, 100))
@@ -120,16 +152,18 @@ class StreamInterleavings(RuleBasedStateMachine):
     @rule()
     def reconnect(self) -> None:
         # messages still queued were delivered before the other side noticed the disconnect
-        for index, link in self.to_seller:
+        for index, value in self.to_seller:
             self.seller.status = StreamStatus.OPEN
-            self.seller.receive_payment(index, link)
+            self.deliver_to_seller(index, value)
         self.to_seller.clear()
         for units in self.to_buyer:
             self.buyer.receive_delivery(units)
         self.to_buyer.clear()
-        last_index, delivered = self.seller.resume()
-        resend = self.buyer.resume(last_index, delivered)
-        if resend is not None:
+        last_index, delivered, increments = self.seller.resume()
+        resend = self.buyer.resume(last_index, delivered, increments)
+        if isinstance(resend, bytes):
+            self.to_seller.append((-self.invoices[resend][2], resend))
+        elif resend is not None:
             self.to_seller.append(resend)
 
     @precondition(lambda self: self.open() and not self.buyer.stopped)
@@ -137,11 +171,25 @@ class StreamInterleavings(RuleBasedStateMachine):
     def buyer_stops(self) -> None:
         self.buyer.stop()
         self.stop_bound = self.buyer.paid_units
-        assert self.stop_bound <= self.buyer.delivered_units + self.tariff.tick_units
+        assert self.stop_bound <= self.buyer.delivered_units + self.step * self.tariff.tick_units
 
     # -- misbehaviour: refused, state unchanged ------------------------------------------------
 
-    @precondition(open)
+    @precondition(lambda self: self.open() and self.buyer.walker is None and self.seller.increments)
+    @rule(early=st.booleans(), ticks=st.integers(1, 6))
+    def buyer_cheats_with_increments(self, early: bool, ticks: int) -> None:
+        s = self.seller
+        if early:  # a new increment before the paid units were delivered
+            assume(s.grant() > 0)
+            payment_hash = os.urandom(32)
+        else:  # the same paid invoice credited twice
+            payment_hash = s.increments[-1][0]
+        before = snapshot(s)
+        with pytest.raises(RemoteProtocolError):
+            s.receive_increment(payment_hash, ticks)
+        assert snapshot(s) == before
+
+    @precondition(lambda self: self.open() and self.buyer.walker is not None)
     @rule(kind=st.sampled_from(["forged", "replayed", "skipped", "early"]), junk=st.binary(min_size=32, max_size=32))
     def buyer_cheats(self, kind: str, junk: bytes) -> None:
         s = self.seller
@@ -194,11 +242,11 @@ class StreamInterleavings(RuleBasedStateMachine):
             self.buyer_receives()
         signed = sign_statement(self.seller.close(now=1_700_000_000), SELLER_KEY)
         self.buyer.close()
-        receipt = self.buyer.accept_statement(signed)
+        receipt = self.buyer.accept_statement(signed, tuple((i, p) for i, p, _ in self.invoices.values()))
         checked = recompute(receipt)
         assert checked.consistent, checked.problems
         assert checked.paid_ticks == self.buyer.paid_ticks == self.seller.paid_ticks
-        assert checked.unserved_msat <= self.tariff.tick_msat
+        assert checked.unserved_msat <= self.step * self.tariff.tick_msat
         self.receipt_checked = True
 
     @precondition(lambda self: not self.open())
@@ -219,7 +267,7 @@ class StreamInterleavings(RuleBasedStateMachine):
 
     @invariant()
     def buyer_never_more_than_one_tick_ahead(self) -> None:
-        tick = self.tariff.tick_units
+        tick = self.step * self.tariff.tick_units  # one increment without an allowance
         assert self.buyer.paid_units - self.buyer.delivered_units <= tick
         assert self.buyer.paid_units - self.seller.delivered_units <= tick  # what really was delivered
 
@@ -236,7 +284,7 @@ class StreamInterleavings(RuleBasedStateMachine):
 
     @invariant()
     def seller_counts_only_links_the_buyer_revealed(self) -> None:
-        assert self.seller.paid_ticks <= self.buyer.paid_ticks <= self.seller.paid_ticks + 1
+        assert self.seller.paid_ticks <= self.buyer.paid_ticks <= self.seller.paid_ticks + self.step
 
 
 StreamInterleavings.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None,

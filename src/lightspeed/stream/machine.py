@@ -18,6 +18,12 @@ The Lightning money behind the links is the allowance's prepayment: the buyer fu
 ``tariff.window_ticks`` ticks ahead (:meth:`BuyerStream.may_fund`), the unspent rest being
 refundable with the allowance.
 
+Buyers without an allowance (a plain Lightning wallet) pay *increments* instead: one invoice
+of the seller's node per ``k`` ticks (``k <= window_ticks``, chosen by the buyer), paid only once
+everything paid before has been delivered; the seller credits it once its node has the payment.
+The same inequality holds with ``k`` ticks in place of one: the buyer trades exposure for fewer
+Lightning payments. The invoices and their preimages are the receipts of those ticks.
+
 A disconnect pauses both sides (no grant, no payment); on reconnect the seller tells its
 position (:meth:`SellerStream.position`) and the buyer reconciles (:meth:`BuyerStream.resume`):
 it resends its last link if the seller never got it, and takes the seller's count of units
@@ -71,13 +77,15 @@ class SellerStream:
     status: StreamStatus = StreamStatus.OPEN
     last_index: int = field(init=False)
     last_link: bytes = field(init=False)
+    increments: list[tuple[bytes, int]] = field(default_factory=list)  # (payment hash, ticks) paid by invoice
+    increment_ticks: int = 0
 
     def __post_init__(self) -> None:
         self.last_index, self.last_link = self.start_index, self.start_link
 
     @property
     def paid_ticks(self) -> int:
-        return self.last_index - self.start_index
+        return self.last_index - self.start_index + self.increment_ticks
 
     @property
     def paid_units(self) -> int:
@@ -108,6 +116,28 @@ class SellerStream:
         if not hmac.compare_digest(hashlib.sha256(link).digest(), self.last_link):
             raise RemoteProtocolError("forged", "link: does not hash to the last paid link")
 
+    def check_increment(self, payment_hash: bytes, ticks: int) -> None:
+        """Raise :class:`RemoteProtocolError` unless an invoice of ``ticks`` ticks may be credited now."""
+        if self.status is not StreamStatus.OPEN:
+            raise RemoteProtocolError(self.status.value, f"the stream is {self.status.value}")
+        if any(h == payment_hash for h, _ in self.increments):
+            raise RemoteProtocolError("replayed", "payment_hash: this increment is credited already")
+        if ticks < 1 or ticks > self.tariff.window_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks: an increment is 1 to {self.tariff.window_ticks} ticks")
+        if self.paid_ticks + ticks > self.tariff.max_ticks:
+            raise RemoteProtocolError("max_units", f"the stream would buy more than {self.tariff.max_units} "
+                                      f"{self.tariff.unit}")
+        if self.delivered_units < self.paid_units:
+            raise RemoteProtocolError("early", f"{self.paid_units - self.delivered_units} paid units are not "
+                                      "delivered yet: pay the next increment once they are")
+
+    def receive_increment(self, payment_hash: bytes, ticks: int) -> int:
+        """Credit a paid invoice of ``ticks`` ticks (the caller checked its node has the payment)."""
+        self.check_increment(payment_hash, ticks)
+        self.increments.append((payment_hash, ticks))
+        self.increment_ticks += ticks
+        return self.grant()
+
     def receive_payment(self, index: int, link: bytes) -> int:
         """Take the link for the next tick; returns the units now granted."""
         self.check_payment(index, link)
@@ -127,11 +157,12 @@ class SellerStream:
         if self.status is StreamStatus.OPEN:
             self.status = StreamStatus.PAUSED
 
-    def position(self) -> tuple[int, int]:
-        """``(last paid index, units delivered)``: what a reconnecting buyer reconciles with."""
-        return self.last_index, self.delivered_units
+    def position(self) -> tuple[int, int, int]:
+        """``(last paid index, units delivered, increments credited)``: what a reconnecting buyer
+        reconciles with."""
+        return self.last_index, self.delivered_units, len(self.increments)
 
-    def resume(self) -> tuple[int, int]:
+    def resume(self) -> tuple[int, int, int]:
         if self.status is StreamStatus.CLOSED:
             raise RemoteProtocolError("closed", "the stream is closed")
         self.status = StreamStatus.OPEN
@@ -142,7 +173,7 @@ class SellerStream:
         self.status = StreamStatus.CLOSED
         return Statement(self.stream_id, self.seller_node_id, self.tariff, self.allowance_id, self.lane,
                          self.start_index, self.start_link, self.last_index, self.last_link,
-                         self.delivered_units, now)
+                         self.delivered_units, now, tuple(self.increments))
 
 
 @dataclass
@@ -152,7 +183,7 @@ class BuyerStream:
     tariff: Tariff
     stream_id: bytes
     seller_node_id: bytes
-    walker: ChainWalker
+    walker: ChainWalker | None  # None: no allowance, the stream is paid by increments
     start_index: int
     start_link: bytes
     max_msat: int  # the buyer's budget for this stream
@@ -161,10 +192,18 @@ class BuyerStream:
     stopped: bool = False  # the buyer chose to stop paying
     status: StreamStatus = StreamStatus.OPEN
     paid_links: list[bytes] = field(default_factory=list)
+    ticks_per_increment: int = 0  # without an allowance: ticks each invoice pays for
+    increments: list[tuple[bytes, int]] = field(default_factory=list)  # (payment hash, ticks)
+    increment_ticks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.walker is None and not 1 <= self.ticks_per_increment <= self.tariff.window_ticks:
+            raise UsageError(f"ticks_per_increment: without an allowance, 1 to {self.tariff.window_ticks} "
+                             "(the window)")
 
     @property
     def paid_ticks(self) -> int:
-        return len(self.paid_links)
+        return len(self.paid_links) + self.increment_ticks
 
     @property
     def paid_units(self) -> int:
@@ -176,18 +215,20 @@ class BuyerStream:
 
     @property
     def last_index(self) -> int:
-        return self.start_index + self.paid_ticks
+        """The lane index of the last link paid."""
+        return self.start_index + len(self.paid_links)
 
     @property
     def budget_ticks(self) -> int:
         """Ticks this stream may ever pay: the tariff's maximum, the budget, the lane's length."""
-        return min(self.tariff.max_ticks, self.max_msat // self.tariff.tick_msat,
-                   self.walker.length - self.start_index)
+        lane = self.walker.length - self.start_index if self.walker is not None else self.tariff.max_ticks
+        return min(self.tariff.max_ticks, self.max_msat // self.tariff.tick_msat, lane)
 
     @property
     def prepaid_ticks(self) -> int:
-        """Funded over Lightning and not yet spent by a link: what the seller holds for us."""
-        return self.funded_ticks - self.paid_ticks
+        """Funded over Lightning and not yet spent by a link: what the seller holds for us (0 for a
+        stream paid by increments: each is spent as it is paid)."""
+        return self.funded_ticks - len(self.paid_links)
 
     def may_fund(self, ticks: int) -> bool:
         """True if funding ``ticks`` more keeps the prepayment within one window and the budget."""
@@ -204,13 +245,28 @@ class BuyerStream:
     def next_payment(self) -> tuple[int, bytes] | None:
         """The next tick's ``(index, link)`` if it is time to pay, else ``None``; the link counts as
         paid from here on (it is sent next; a lost one is resent by :meth:`resume`)."""
-        if (self.status is not StreamStatus.OPEN or self.stopped or self.delivered_units < self.paid_units
+        if (self.walker is None or self.status is not StreamStatus.OPEN or self.stopped
+                or self.delivered_units < self.paid_units
                 or self.paid_ticks >= min(self.funded_ticks, self.budget_ticks)):
             return None
         index = self.last_index + 1
         link = self.walker.link(index)
         self.paid_links.append(link)
         return index, link
+
+    def increment_due(self) -> int:
+        """Without an allowance: the ticks the next invoice may pay for now (0: not now)."""
+        if (self.walker is not None or self.status is not StreamStatus.OPEN or self.stopped
+                or self.delivered_units < self.paid_units):
+            return 0
+        return min(self.ticks_per_increment, self.budget_ticks - self.paid_ticks)
+
+    def paid_increment(self, payment_hash: bytes, ticks: int) -> None:
+        """An invoice of ``ticks`` ticks was paid (the caller paid it only if ``ticks <= increment_due()``)."""
+        if not 1 <= ticks <= self.increment_due():
+            raise UsageError(f"ticks: {ticks} is not due now (due: {self.increment_due()})")
+        self.increments.append((payment_hash, ticks))
+        self.increment_ticks += ticks
 
     def receive_delivery(self, units: int) -> None:
         """The seller reports ``units`` more delivered; more than paid is refused."""
@@ -229,17 +285,25 @@ class BuyerStream:
         if self.status is StreamStatus.OPEN:
             self.status = StreamStatus.PAUSED
 
-    def resume(self, seller_last_index: int, seller_delivered: int) -> tuple[int, bytes] | None:
-        """Reconcile with the seller's position after a reconnect; returns a link to resend, if any."""
+    def resume(self, seller_last_index: int, seller_delivered: int,
+               seller_increments: int = 0) -> tuple[int, bytes] | bytes | None:
+        """Reconcile with the seller's position after a reconnect; returns what to resend, if any:
+        a link ``(index, link)``, or the payment hash of an increment the seller has not credited."""
         if self.status is StreamStatus.CLOSED:
             raise UsageError("the stream is closed")
-        resend = None
-        if seller_last_index == self.last_index - 1 and self.paid_links:
+        resend: tuple[int, bytes] | bytes | None = None
+        if self.increments and seller_increments == len(self.increments) - 1:
+            resend = self.increments[-1][0]  # our "paid" was lost in flight: the invoice is paid
+        elif seller_increments != len(self.increments):
+            raise RemoteProtocolError("bad_position", f"increments: the seller credited {seller_increments}, "
+                                      f"the buyer paid {len(self.increments)}")
+        elif seller_last_index == self.last_index - 1 and self.paid_links:
             resend = (self.last_index, self.paid_links[-1])  # it was lost in flight
-        elif seller_last_index != self.last_index:
+        if not isinstance(resend, tuple) and seller_last_index != self.last_index:
             raise RemoteProtocolError("bad_position", f"last_index: the seller says {seller_last_index}, the "
                                       f"buyer paid up to {self.last_index}")
-        seller_paid_units = (seller_last_index - self.start_index) * self.tariff.tick_units
+        credited = sum(t for _, t in self.increments[:seller_increments])
+        seller_paid_units = (seller_last_index - self.start_index + credited) * self.tariff.tick_units
         if not self.delivered_units <= seller_delivered <= seller_paid_units:
             raise RemoteProtocolError("bad_position", f"delivered_units: the seller says {seller_delivered}, "
                                       f"the buyer counted {self.delivered_units} of {seller_paid_units} paid")
@@ -250,10 +314,11 @@ class BuyerStream:
     def close(self) -> None:
         self.status = StreamStatus.CLOSED
 
-    def accept_statement(self, signed: SignedStatement) -> Receipt:
-        """Check the seller's closing statement against our own count; the receipt to keep."""
+    def accept_statement(self, signed: SignedStatement, invoices: tuple[tuple[str, bytes], ...] = ()) -> Receipt:
+        """Check the seller's closing statement against our own count; the receipt to keep (with the
+        ``(invoice, preimage)`` of every increment paid without an allowance)."""
         check_statement(signed, seller_node_id=self.seller_node_id, stream_id=self.stream_id,
                         paid_links=tuple(self.paid_links), start_link=self.start_link,
-                        delivered_units=self.delivered_units)
+                        delivered_units=self.delivered_units, increments=tuple(self.increments))
         self.status = StreamStatus.CLOSED
-        return Receipt(signed, tuple(self.paid_links))
+        return Receipt(signed, tuple(self.paid_links), invoices)

@@ -28,6 +28,8 @@ from typing import Any
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from lightspeed.errors import DecodeError, UsageError
+from lightspeed.invoice import Invoice
+from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import LINK_SIZE
 from lightspeed.stream.tariff import Tariff
 
@@ -35,6 +37,7 @@ STATEMENT_TAG = b"lightspeed/stream/statement/v1"
 STREAM_ID_SIZE = 16
 ALLOWANCE_ID_SIZE = 16
 MAX_RECEIPT_LINKS = 10**7  # a receipt file a dispute tool will hash through
+MAX_INCREMENTS = 100_000  # invoices one stream paid without an allowance
 _HEX = re.compile(r"[0-9a-fA-F]*")  # bytes.fromhex alone would skip spaces
 
 
@@ -59,10 +62,15 @@ class Statement:
     last_link: bytes
     delivered_units: int
     closed_at: int
+    increments: tuple[tuple[bytes, int], ...] = ()  # (payment hash, ticks) paid by invoice, without links
+
+    @property
+    def increment_ticks(self) -> int:
+        return sum(ticks for _, ticks in self.increments)
 
     @property
     def paid_ticks(self) -> int:
-        return self.last_index - self.start_index
+        return self.last_index - self.start_index + self.increment_ticks
 
     @property
     def paid_units(self) -> int:
@@ -82,6 +90,7 @@ class Statement:
                 "start_index": self.start_index, "start_link": self.start_link.hex(),
                 "last_index": self.last_index, "last_link": self.last_link.hex(),
                 "delivered_units": self.delivered_units, "closed_at": self.closed_at,
+                "increments": [[h.hex(), t] for h, t in self.increments],
                 # derived, for people reading the file (checked on decode)
                 "paid_ticks": self.paid_ticks, "paid_msat": self.paid_msat}
 
@@ -103,7 +112,7 @@ class Statement:
             Tariff.from_json(data.get("tariff")), _hex(data, "allowance_id", ALLOWANCE_ID_SIZE),
             _int(data, "lane"), _int(data, "start_index"), _hex(data, "start_link", LINK_SIZE),
             _int(data, "last_index"), _hex(data, "last_link", LINK_SIZE),
-            _int(data, "delivered_units"), _int(data, "closed_at"))
+            _int(data, "delivered_units"), _int(data, "closed_at"), _increments(data.get("increments")))
         if statement.last_index < statement.start_index:
             raise DecodeError("statement.last_index", "below start_index")
         for name in ("paid_ticks", "paid_msat"):
@@ -150,13 +159,16 @@ def sign_statement(statement: Statement, node_secret: bytes, aux_rand: bytes = b
 
 @dataclass(frozen=True)
 class Receipt:
-    """The buyer's receipt file: the signed statement and every link it paid with, in order."""
+    """The buyer's receipt file: the signed statement, every link it paid with, in order, and for
+    increments paid without an allowance each invoice with its preimage (the proof of payment)."""
 
     signed: SignedStatement
     links: tuple[bytes, ...] = field(default_factory=tuple)
+    invoices: tuple[tuple[str, bytes], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.signed.to_json(), "links": [link.hex() for link in self.links]}
+        return {**self.signed.to_json(), "links": [link.hex() for link in self.links],
+                "invoices": [{"invoice": i, "preimage": p.hex()} for i, p in self.invoices]}
 
     @classmethod
     def from_json(cls, data: object) -> Receipt:
@@ -170,7 +182,15 @@ class Receipt:
             if not isinstance(link, str) or len(link) != 2 * LINK_SIZE or not _HEX.fullmatch(link):
                 raise DecodeError(f"links[{i}]", f"expected {LINK_SIZE} bytes as {2 * LINK_SIZE} hex digits")
             parsed.append(bytes.fromhex(link))
-        return cls(signed, tuple(parsed))
+        invoices = data.get("invoices", [])
+        if not isinstance(invoices, list) or len(invoices) > MAX_INCREMENTS:
+            raise DecodeError("invoices", f"expected a list of at most {MAX_INCREMENTS} objects")
+        paid = []
+        for i, item in enumerate(invoices):
+            if not isinstance(item, dict) or not isinstance(item.get("invoice"), str):
+                raise DecodeError(f"invoices[{i}]", "expected {invoice, preimage}")
+            paid.append((item["invoice"], _hex(item, "preimage", 32, f"invoices[{i}].preimage")))
+        return cls(signed, tuple(parsed), tuple(paid))
 
 
 @dataclass(frozen=True)
@@ -214,22 +234,57 @@ def recompute(receipt: Receipt) -> Recomputed:
     paid_ticks = len(receipt.links) if chain_ok else 0
     if chain_ok and receipt.links and receipt.links[-1] != s.last_link:
         problems.append("last_link: the statement's last link is not the receipt's last link")
+    paid_ticks += _count_increments(receipt, problems)
     if chain_ok and paid_ticks != s.paid_ticks:
-        problems.append(f"paid_ticks: the links pay {paid_ticks} ticks, the statement says {s.paid_ticks}")
+        problems.append(f"paid_ticks: the links and invoices pay {paid_ticks} ticks, the statement says "
+                        f"{s.paid_ticks}")
     paid_msat = paid_ticks * s.tariff.tick_msat
     paid_units = paid_ticks * s.tariff.tick_units
     if s.delivered_units > paid_units:
         problems.append(f"delivered_units: {s.delivered_units} exceed the {paid_units} units paid")
     unserved = max(0, paid_msat - s.delivered_msat)
-    if unserved > s.tariff.tick_msat:
-        problems.append(f"unserved: {unserved} msat paid but not delivered, more than one tick "
-                        f"({s.tariff.tick_msat} msat)")
+    step = max([1, *(t for _, t in s.increments)])  # a stream paid by increments is ahead by one at most
+    if unserved > step * s.tariff.tick_msat:
+        what = "one tick" if step == 1 else "one increment"
+        problems.append(f"unserved: {unserved} msat paid but not delivered, more than {what} "
+                        f"({step * s.tariff.tick_msat} msat)")
     return Recomputed(signature_valid, chain_ok, paid_ticks, paid_msat, s.delivered_units, s.delivered_msat,
                       unserved, tuple(problems))
 
 
+def _count_increments(receipt: Receipt, problems: list[str]) -> int:
+    """Ticks the receipt's invoices prove paid: each signed by the seller's node, for the statement's
+    payment hash and ticks, with its preimage."""
+    s = receipt.signed.statement
+    by_hash: dict[bytes, tuple[Invoice, bytes]] = {}
+    for i, (text, preimage) in enumerate(receipt.invoices):
+        try:
+            invoice = decode(text)
+        except DecodeError as exc:
+            problems.append(f"invoices[{i}]: {exc}")
+            continue
+        by_hash[invoice.payment_hash] = (invoice, preimage)
+    ticks = 0
+    for payment_hash, count in s.increments:
+        found = by_hash.get(payment_hash)
+        if found is None:
+            problems.append(f"increments: no invoice with its preimage for payment hash {payment_hash.hex()}")
+            continue
+        invoice, preimage = found
+        if invoice.payee != s.seller_node_id:
+            problems.append(f"invoices: {payment_hash.hex()} is not the seller node's invoice")
+        elif hashlib.sha256(preimage).digest() != payment_hash:
+            problems.append(f"invoices: the preimage of {payment_hash.hex()} does not match it")
+        elif invoice.amount_msat != count * s.tariff.tick_msat:
+            problems.append(f"invoices: {payment_hash.hex()} is for {invoice.amount_msat} msat, not {count} ticks")
+        else:
+            ticks += count
+    return ticks
+
+
 def check_statement(signed: SignedStatement, *, seller_node_id: bytes, stream_id: bytes,
-                    paid_links: tuple[bytes, ...], start_link: bytes, delivered_units: int) -> None:
+                    paid_links: tuple[bytes, ...], start_link: bytes, delivered_units: int,
+                    increments: tuple[tuple[bytes, int], ...] = ()) -> None:
     """The buyer's check of the seller's closing statement against its own count; raises
     :class:`StatementError` naming the first field that differs."""
     s = signed.statement
@@ -241,8 +296,11 @@ def check_statement(signed: SignedStatement, *, seller_node_id: bytes, stream_id
         raise StatementError("signature", "not the seller node's signature over the statement")
     if s.start_link != start_link:
         raise StatementError("statement.start_link", "not the lane position the stream started from")
-    if s.paid_ticks != len(paid_links):
-        raise StatementError("statement.paid_ticks", f"says {s.paid_ticks}, the buyer paid {len(paid_links)}")
+    if s.increments != increments:
+        raise StatementError("statement.increments", "not the invoices the buyer paid")
+    if s.paid_ticks != len(paid_links) + sum(t for _, t in increments):
+        raise StatementError("statement.paid_ticks", f"says {s.paid_ticks}, the buyer paid "
+                             f"{len(paid_links) + sum(t for _, t in increments)}")
     if paid_links and s.last_link != paid_links[-1]:
         raise StatementError("statement.last_link", "not the last link the buyer paid with")
     if s.delivered_units != delivered_units:
@@ -250,12 +308,27 @@ def check_statement(signed: SignedStatement, *, seller_node_id: bytes, stream_id
                              f"says {s.delivered_units}, the buyer counted {delivered_units}")
 
 
-def _hex(data: dict[str, Any], name: str, size: int) -> bytes:
+def _hex(data: dict[str, Any], name: str, size: int, label: str | None = None) -> bytes:
     value = data.get(name)
     if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
-        raise DecodeError(f"statement.{name}" if name != "signature" else name,
+        raise DecodeError(label or (f"statement.{name}" if name != "signature" else name),
                           f"expected {size} bytes as {2 * size} hex digits")
     return bytes.fromhex(value)
+
+
+def _increments(value: object) -> tuple[tuple[bytes, int], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_INCREMENTS:
+        raise DecodeError("statement.increments", f"expected a list of at most {MAX_INCREMENTS} [hash, ticks]")
+    out = []
+    for i, item in enumerate(value):
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or len(item[0]) != 64 or not _HEX.fullmatch(item[0]) or not isinstance(item[1], int)
+                or isinstance(item[1], bool) or item[1] < 1):
+            raise DecodeError(f"statement.increments[{i}]", "expected [payment hash hex, ticks >= 1]")
+        out.append((bytes.fromhex(item[0]), item[1]))
+    return tuple(out)
 
 
 def _int(data: dict[str, Any], name: str) -> int:
