@@ -222,3 +222,56 @@ def test_open_before_paying_is_refused_with_the_invoice(tmp_path: Path) -> None:
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_buyer_without_an_allowance_pays_by_increments_and_the_receipt_proves_them(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ledger, store, seller, server = await _start(tmp_path)
+        try:
+            buyer = StreamBuyer(server.url + "/charge", ledger,
+                                BuyPolicy(max_msat=10 * TARIFF.tick_msat, ticks_per_increment=3))
+            receipt = await buyer.run()
+            # one Lightning payment per 3 ticks, the last one for the single tick the budget has left
+            assert ledger.payments == [3 * TARIFF.tick_msat] * 3 + [TARIFF.tick_msat]
+            s = receipt.signed.statement
+            assert [t for _, t in s.increments] == [3, 3, 3, 1] and s.paid_ticks == 10 and not receipt.links
+            assert s.delivered_units == 20
+            checked = recompute(Receipt.from_json(json.loads(json.dumps(receipt.to_json()))))
+            assert checked.consistent, checked.problems
+            assert checked.paid_msat == 10 * TARIFF.tick_msat
+            # a receipt without the invoices' preimages proves nothing
+            bare = Receipt(receipt.signed, receipt.links, receipt.invoices[:-1])
+            assert any("no invoice with its preimage" in p for p in recompute(bare).problems)
+            assert not await store.unpaid_count()  # no allowance was created
+            assert seller.streams[s.stream_id].machine.increment_ticks == 10
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_increments_survive_a_dropped_connection(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path)
+        try:
+            cut = False
+
+            def drop(b: BuyerStream) -> None:
+                nonlocal cut
+                if b.delivered_units >= 7 and not cut and buyer.ws is not None:
+                    cut = True
+                    buyer.ws.abort()
+
+            buyer = StreamBuyer(server.url + "/charge", ledger,
+                                BuyPolicy(max_msat=12 * TARIFF.tick_msat, ticks_per_increment=4), drop)
+            receipt = await buyer.run()
+            assert cut and buyer.reconnected == 1
+            assert ledger.payments == [4 * TARIFF.tick_msat] * 3  # nothing paid twice
+            checked = recompute(receipt)
+            assert checked.consistent and checked.paid_ticks == 12 and checked.delivered_units == 24
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())

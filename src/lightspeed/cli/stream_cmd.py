@@ -74,6 +74,8 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
 @click.option("--max-msat", type=Amount("msat", minimum=1), required=True, help="The most the stream may cost.")
 @click.option("--max-msat-per-unit", type=int, default=None, help="Refuse a tariff above this price.")
 @click.option("--units", type=int, default=None, help="Stop paying once this many units are paid for.")
+@click.option("--increments", type=click.IntRange(min=1), default=None,
+              help="Pay without an allowance: one invoice per this many ticks (the exposure is one increment).")
 @click.option("--receipt", "receipt_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the receipt (default: stream-<id>.json in this directory).")
 @click.option("--chain", "chain_path", default="~/.lightspeed/chain.sqlite", show_default=True,
@@ -82,7 +84,8 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
               help="Channel to open to the seller's node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the live display.")
 @with_example("lightspeed stream ws://127.0.0.1:8402/charge --max-msat 30000 --chain /tmp/ls/chain.sqlite")
-def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | None, receipt_path: Path | None,
+def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | None, increments: int | None,
+        receipt_path: Path | None,
         chain_path: str, funding_sat: int, as_json: bool) -> None:
     """Buy a metered stream at URL (ws://...) for at most MAX_MSAT, showing units, price and credit live.
 
@@ -126,7 +129,8 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
                 def update(b: BuyerStream) -> None:
                     if not as_json:
                         live.update(view(b))
-                buyer = StreamBuyer(url, NodePayer(node), BuyPolicy(max_msat, max_msat_per_unit), update)
+                policy = BuyPolicy(max_msat, max_msat_per_unit, ticks_per_increment=increments)
+                buyer = StreamBuyer(url, NodePayer(node), policy, update)
                 receipt = await buyer.run(units)
             elapsed = time.perf_counter() - started
         finally:

@@ -53,7 +53,8 @@ class MeterStopped(LightspeedError):
     """Raised by a meter when nothing more will be delivered (the tank is full): the stream ends."""
 
 
-BUYER_MESSAGES = frozenset({"buy", "open", "resume", "pay", "close"})
+BUYER_MESSAGES = frozenset({"buy", "open", "resume", "pay", "close", "buy_increments", "paid"})
+INCREMENT_INVOICE_EXPIRY = 600  # seconds an increment's invoice can be paid
 MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is closed
 
 
@@ -65,6 +66,9 @@ class _Live:
     invoice_sent: str = ""  # the last batch invoice offered, sent once
     statement: SignedStatement | None = None
     paused_at: float = 0.0
+    ticks_per_increment: int = 0  # > 0: paid by increments (no allowance)
+    ticks: int = 0  # by increments: the most the buyer buys (its budget)
+    pending: tuple[bytes, int, str] | None = None  # the increment invoice offered: hash, ticks, invoice
 
 
 @dataclass
@@ -172,9 +176,9 @@ class _Connection:
 
     async def handle(self, m: dict[str, Any]) -> None:
         kind = m["type"]
-        if kind in ("buy", "open", "resume") and self.live is not None:
+        if kind in ("buy", "open", "resume", "buy_increments") and self.live is not None:
             raise RemoteProtocolError("already_open", f"{kind}: this connection serves a stream already")
-        if kind in ("pay", "close") and self.live is None:
+        if kind in ("pay", "close", "paid") and self.live is None:
             raise RemoteProtocolError("not_open", f"{kind}: open or resume a stream first")
         await getattr(self, "on_" + kind)(m)
 
@@ -230,7 +234,10 @@ class _Connection:
         m = self.live.machine
         self.epoch = self.live.epoch
         await self.send("position", stream_id=m.stream_id, start_index=m.start_index, start_link=m.start_link,
-                        last_index=m.last_index, delivered_units=m.delivered_units)
+                        last_index=m.last_index, delivered_units=m.delivered_units, increments=len(m.increments))
+        if self.live.pending is not None:  # offered before a disconnect: offer it again
+            await self.send("invoice", allowance_id=bytes(16), invoice=self.live.pending[2],
+                            ticks=self.live.pending[1])
         self.delivery = asyncio.create_task(self.deliver(self.live))
 
     async def on_pay(self, m: dict[str, Any]) -> None:
@@ -247,6 +254,50 @@ class _Connection:
             amount = decode(receipt.next_invoice).amount_msat or 0
             await self.send("invoice", allowance_id=machine.allowance_id, invoice=receipt.next_invoice,
                             ticks=amount // self.seller.tariff.tick_msat)
+
+    async def on_buy_increments(self, m: dict[str, Any]) -> None:
+        """A buyer without an allowance: one invoice of the seller's node per ``ticks_per_payment`` ticks."""
+        s, ticks = self.seller, m["ticks_per_payment"]
+        if not 1 <= ticks <= s.tariff.window_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks_per_payment: must be 1 to {s.tariff.window_ticks} "
+                                      "(the prepayment window)")
+        if not 1 <= m["ticks"] <= s.tariff.max_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks: the stream's length must be 1 to {s.tariff.max_ticks}")
+        s.sweep()
+        if len(s.streams) >= s.max_streams:
+            raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
+        machine = SellerStream(s.tariff, self.stream_id, s.allowances.node_id, bytes(16), 0, 0, bytes(32))
+        self.live = s.streams[self.stream_id] = _Live(machine, ticks_per_increment=ticks, ticks=m["ticks"])
+        await self.attach()
+        await self.offer_increment(self.live)
+
+    async def offer_increment(self, live: _Live) -> None:
+        """Invoice the next increment (once; it is paid when everything paid before is delivered)."""
+        machine = live.machine
+        ticks = min(live.ticks_per_increment, live.ticks - machine.paid_ticks)
+        if ticks < 1 or live.pending is not None:
+            return
+        first = machine.paid_ticks + 1
+        invoice = await self.seller.allowances.payee.create_invoice(
+            ticks * machine.tariff.tick_msat,
+            f"Lightspeed stream {machine.stream_id.hex()}: ticks {first}-{first + ticks - 1}", INCREMENT_INVOICE_EXPIRY)
+        live.pending = (invoice.payment_hash, ticks, invoice.encode())
+        await self.send("invoice", allowance_id=bytes(16), invoice=live.pending[2], ticks=ticks)
+
+    async def on_paid(self, m: dict[str, Any]) -> None:
+        assert self.live is not None
+        live, payment_hash = self.live, m["payment_hash"]
+        if live.pending is None or live.pending[0] != payment_hash:
+            raise RemoteProtocolError("unknown_invoice", "payment_hash: not the increment invoiced")
+        ticks, invoice = live.pending[1], live.pending[2]
+        live.machine.check_increment(payment_hash, ticks)
+        if not await self.seller.allowances.payee.is_paid(payment_hash):
+            raise CallRefused("unpaid", "the increment's invoice is not paid (yet)", invoice=invoice)
+        # the node has the payment (committed): the units it pays for may be delivered
+        live.machine.receive_increment(payment_hash, ticks)
+        live.pending = None
+        live.credit.set()
+        await self.offer_increment(live)
 
     async def on_close(self, m: dict[str, Any]) -> None:
         assert self.live is not None

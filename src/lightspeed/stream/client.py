@@ -42,6 +42,9 @@ class BuyPolicy:
     reconnects: int = 5  # attempts to resume after a dropped connection
     idle_timeout: float = 30.0  # seconds without a message before the connection is taken as dead
     settle_timeout: float = 5.0  # seconds to wait for the paid units once we stop paying
+    #: Without an allowance: pay one invoice per this many ticks (at most the tariff's window).
+    #: The exposure is then one such increment instead of one tick.
+    ticks_per_increment: int | None = None
 
 
 class StreamBuyer:
@@ -59,6 +62,8 @@ class StreamBuyer:
         self._stop = asyncio.Event()
         self._final: SignedStatement | None = None  # a statement the seller sent unasked
         self.ended: str | None = None  # why the seller ended the stream, if it did
+        self.invoices: list[tuple[str, bytes]] = []  # increments paid: (invoice, preimage)
+        self._budget_spent = False  # the seller's next increment is more than the budget left
 
     def stop(self) -> None:
         """Stop paying (the seller delivers what is paid, at most one tick) and close."""
@@ -71,7 +76,7 @@ class StreamBuyer:
             await self._stream(buyer, stop_after_units)
             if self._final is not None:  # the seller ended the stream (its meter stopped)
                 buyer.close()
-                return buyer.accept_statement(self._final)
+                return buyer.accept_statement(self._final, tuple(self.invoices))
             return await self._close(buyer)
         finally:
             if self.ws is not None:
@@ -90,6 +95,9 @@ class StreamBuyer:
         ticks = min(tariff.max_ticks, p.max_msat // tariff.tick_msat)
         if ticks < 1:
             raise PaymentError(f"max_msat: {p.max_msat} msat does not buy one tick ({tariff.tick_msat} msat)")
+        if p.ticks_per_increment is not None:
+            return await self._open_increments(tariff, node_id, stream_id, min(p.ticks_per_increment,
+                                                                               tariff.window_ticks), ticks)
         batch = min(ticks, p.batch_ticks or max(1, tariff.window_ticks // 2))
         tip = lane_tip(os.urandom(32), 0)
         start = anchor(tip, ticks)
@@ -104,6 +112,41 @@ class StreamBuyer:
             raise PaymentError("position: the seller does not start the stream at our lane's anchor")
         self.stream = buyer
         return buyer
+
+    async def _open_increments(self, tariff: Tariff, node_id: bytes, stream_id: bytes, ticks: int,
+                               total: int) -> BuyerStream:
+        await self._send("buy_increments", ticks_per_payment=ticks, ticks=total)
+        position = await self._expect("position")
+        if (position["stream_id"], position["last_index"], position["increments"]) != (stream_id, 0, 0):
+            raise PaymentError("position: the seller does not start a new stream")
+        buyer = BuyerStream(tariff, stream_id, node_id, None, 0, position["start_link"], self.policy.max_msat,
+                            ticks_per_increment=ticks)
+        self.stream = buyer
+        return buyer
+
+    async def _pay_increment(self, buyer: BuyerStream) -> None:
+        """Pay the invoiced increment if it is due and fits; tell the seller."""
+        assert self._pending is not None
+        invoice, ticks = self._pending
+        if invoice in self.paid_invoices:  # offered again after a reconnect: paid already
+            self._pending = None
+            return
+        due = buyer.increment_due()
+        if not due:
+            return
+        if ticks > due:
+            self._budget_spent = True  # the seller's next increment is more than the budget left
+            return
+        decoded = decode(invoice)
+        if decoded.payee != buyer.seller_node_id or decoded.amount_msat != ticks * buyer.tariff.tick_msat:
+            raise PaymentError(f"invoice: not {ticks} ticks ({ticks * buyer.tariff.tick_msat} msat) to the "
+                               "seller's node")
+        self._pending = None
+        preimage = await self.payer.pay(invoice)
+        self.paid_invoices.add(invoice)
+        self.invoices.append((invoice, preimage))
+        buyer.paid_increment(decoded.payment_hash, ticks)
+        await self._send_or_resume(buyer, "paid", payment_hash=decoded.payment_hash)
 
     async def _fund(self, buyer: BuyerStream, invoice: str, ticks: int) -> None:
         """Pay a batch invoice of ``ticks`` ticks, after checking it is what it says and fits the window."""
@@ -130,7 +173,10 @@ class StreamBuyer:
             if (self._stop.is_set() or (stop_after_units is not None and buyer.paid_units >= stop_after_units)) \
                     and not buyer.stopped:
                 buyer.stop()
-            if self._pending and buyer.may_fund(self._pending[1]):
+            if buyer.walker is None:
+                if self._pending is not None:
+                    await self._pay_increment(buyer)
+            elif self._pending and buyer.may_fund(self._pending[1]):
                 invoice, ticks = self._pending
                 self._pending = None
                 await self._fund(buyer, invoice, ticks)
@@ -138,7 +184,7 @@ class StreamBuyer:
             if payment is not None:
                 await self._send_or_resume(buyer, "pay", index=payment[0], link=payment[1])
                 continue
-            if buyer.stopped or buyer.paid_ticks >= buyer.budget_ticks:
+            if buyer.stopped or buyer.paid_ticks >= buyer.budget_ticks or self._budget_spent:
                 if buyer.delivered_units >= buyer.paid_units:
                     return
                 settle_deadline = settle_deadline or loop.time() + self.policy.settle_timeout
@@ -174,6 +220,10 @@ class StreamBuyer:
             code, reason = message["code"], message["reason"]
             if code in ("ended", "meter_failed"):  # the statement follows
                 self.ended = f"{code}: {reason}"
+                return
+            if code == "unpaid" and buyer.walker is None and buyer.increments:
+                await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
+                await self._send_or_resume(buyer, "paid", payment_hash=buyer.increments[-1][0])
                 return
             if code in ("batch_due", "unpaid") and buyer.paid_links:
                 invoice = message.get("invoice")
@@ -211,9 +261,11 @@ class StreamBuyer:
                     self._final = SignedStatement(Statement.from_json(position["statement"]),
                                                   position["signature"])
                     return
-                resend = buyer.resume(position["last_index"], position["delivered_units"])
+                resend = buyer.resume(position["last_index"], position["delivered_units"], position["increments"])
                 self.reconnected += 1
-                if resend is not None:
+                if isinstance(resend, bytes):
+                    await self._send("paid", payment_hash=resend)
+                elif resend is not None:
                     await self._send("pay", index=resend[0], link=resend[1])
                 return
             except (ConnectionClosed, TimeoutError, OSError) as exc:
@@ -233,7 +285,7 @@ class StreamBuyer:
             elif message["type"] == "statement":
                 buyer.close()
                 signed = SignedStatement(Statement.from_json(message["statement"]), message["signature"])
-                return buyer.accept_statement(signed)
+                return buyer.accept_statement(signed, tuple(self.invoices))
             elif message["type"] == "error":
                 raise PaymentError(f"the seller refused to close: {message['code']}: {message['reason']}")
 

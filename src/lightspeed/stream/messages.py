@@ -1,9 +1,10 @@
 """The stream protocol's messages: one JSON object per WebSocket text frame, ``type`` first.
 
 Buyer to seller: ``buy {anchor, ticks, batch_ticks}``, ``open {allowance_id}``, ``resume {stream_id}``,
-``pay {index, link}``, ``close {}``. Seller to buyer: ``tariff {stream_id, node_id, tariff}``,
+``pay {index, link}``, ``close {}``; without an allowance ``buy_increments {ticks_per_payment, ticks}`` and
+``paid {payment_hash}``. Seller to buyer: ``tariff {stream_id, node_id, tariff}``,
 ``invoice {allowance_id, invoice, ticks}``, ``position {stream_id, start_index, start_link,
-last_index, delivered_units}``, ``delivered {units, total_units}``, ``statement {statement,
+last_index, delivered_units, increments}``, ``delivered {units, total_units}``, ``statement {statement,
 signature}``, ``error {code, reason[, invoice]}``.
 
 :func:`parse` turns a frame into a ``dict`` whose fields have been checked (types, sizes,
@@ -26,6 +27,8 @@ _U64 = 2**64 - 1
 # type -> {field: kind}; kinds: "hexN" (N bytes), "uint", "str", "object", "invoice"
 SCHEMAS: dict[str, dict[str, str]] = {
     "buy": {"anchor": "hex32", "ticks": "uint", "batch_ticks": "uint"},
+    "buy_increments": {"ticks_per_payment": "uint", "ticks": "uint"},
+    "paid": {"payment_hash": "hex32"},
     "open": {"allowance_id": "hex16"},
     "resume": {"stream_id": "hex16"},
     "pay": {"index": "uint", "link": "hex32"},
@@ -33,7 +36,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "tariff": {"stream_id": "hex16", "node_id": "hex33", "tariff": "object"},
     "invoice": {"allowance_id": "hex16", "invoice": "str", "ticks": "uint"},
     "position": {"stream_id": "hex16", "start_index": "uint", "start_link": "hex32", "last_index": "uint",
-                 "delivered_units": "uint"},
+                 "delivered_units": "uint", "increments": "uint"},
     "delivered": {"units": "uint", "total_units": "uint"},
     "statement": {"statement": "object", "signature": "hex64"},
     "error": {"code": "str", "reason": "str"},
