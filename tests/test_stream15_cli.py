@@ -113,6 +113,17 @@ def test_a_buyer_process_charges_from_serve_example_and_the_receipt_verifies(tmp
         code, out, err = verify(str(receipt))
         assert code == 0, err
         assert json.loads(out)["paid_ticks"] == 8
+        # a wallet without an allowance: one invoice per 4 ticks, each proven by its preimage
+        result = subprocess.run(
+            [sys.executable, "-m", "lightspeed", "stream", f"ws://127.0.0.1:{port}/charge", "--max-msat", "2400",
+             "--increments", "4", "--chain", str(chain), "--receipt", str(receipt), "--json"],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["delivered_units"] == 8 and report["lightning_payments"] == 2
+        code, out, err = verify(str(receipt))
+        assert code == 0, err
+        assert json.loads(out)["paid_msat"] == 2400
     finally:
         server.send_signal(signal.SIGTERM)
         try:
