@@ -27,6 +27,8 @@ class _StreamGroup(click.Group):
 
 
 @click.group("stream", cls=_StreamGroup)
+@with_example("lightspeed stream ws://127.0.0.1:8402/charge --max-msat 30000 --chain /tmp/ls/chain.sqlite",
+              "lightspeed stream verify stream-RECEIPT.json")
 def stream() -> None:
     """Metered streams: pay per tick with hash-chain links; verify receipts."""
 
