@@ -275,3 +275,35 @@ def test_increments_survive_a_dropped_connection(tmp_path: Path) -> None:
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_streams_by_increments_are_rate_limited_per_client_n_ok_n_plus_1_refused(tmp_path: Path) -> None:
+    from lightspeed.stream.asgi import StreamSeller
+
+    async def scenario() -> None:
+        ledger = Ledger()
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        allowances = stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=TARIFF).allowances
+        seller = StreamSeller(TARIFF, allowances, ledger.privkey, _fast_meter(), clock=lambda: 1000.0,
+                              increment_streams_per_minute=2)
+        server = await serve_asgi(seller)
+        try:
+            answers = []
+            for _ in range(3):
+                ws = await WebSocket.connect(server.url)
+                await ws.recv(5)
+                await ws.send(encode("buy_increments", ticks_per_payment=1, ticks=5))
+                answers.append(parse(await ws.recv(5)))
+                await ws.close()
+            assert [a["type"] for a in answers[:2]] == ["position", "position"]
+            assert answers[2]["type"] == "error" and answers[2]["code"] == "rate_limited"
+            # a plain HTTP request to the stream's URL is told to use a WebSocket, not a 500
+            import httpx
+            async with httpx.AsyncClient() as http:
+                response = await http.get(server.url.replace("ws://", "http://"))
+            assert response.status_code == 426 and response.json()["code"] == "upgrade_required"
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())

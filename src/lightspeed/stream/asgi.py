@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -32,7 +33,7 @@ from typing import Any
 
 from lightspeed.errors import DecodeError, LightspeedError, StorageUnavailable, UsageError
 from lightspeed.invoice.decode import decode
-from lightspeed.micro.ratelimit import client_key
+from lightspeed.micro.ratelimit import RateLimiter, client_key
 from lightspeed.micro.server import AllowanceServer, CallRefused
 from lightspeed.micro.terms import Price
 from lightspeed.micro.token import AllowanceRequest, Token
@@ -80,17 +81,29 @@ class StreamSeller:
     clock: Callable[[], float] = time.time
     max_streams: int = 10_000
     resume_seconds: float = 60.0
+    #: Streams by increments one client (remote address, IPv6 by /64) may open per minute: each
+    #: makes an invoice before anything is paid (allowances have the allowance server's own limit).
+    increment_streams_per_minute: int = 60
     streams: dict[bytes, _Live] = field(default_factory=dict)
     _bound: dict[bytes, bytes] = field(default_factory=dict)  # allowance id -> stream id
+    _limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
+        self._limiter = RateLimiter(self.increment_streams_per_minute, 100_000)
         if self.allowances.policy.price != Price(self.tariff.tick_msat, 1):
             raise UsageError(f"allowances: must sell one tick per link (Price({self.tariff.tick_msat}, 1)), "
                              f"not {self.allowances.policy.price}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # mounted on its own: tell plain HTTP clients what to do
+            body = b'{"code":"upgrade_required","reason":"a metered stream is a WebSocket: connect with ws://"}'
+            await send({"type": "http.response.start", "status": 426,
+                        "headers": [(b"content-type", b"application/json"), (b"upgrade", b"websocket"),
+                                    (b"connection", b"Upgrade")]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["type"] != "websocket":
-            raise UsageError("StreamSeller serves WebSocket connections only")
+            return
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
@@ -258,6 +271,10 @@ class _Connection:
     async def on_buy_increments(self, m: dict[str, Any]) -> None:
         """A buyer without an allowance: one invoice of the seller's node per ``ticks_per_payment`` ticks."""
         s, ticks = self.seller, m["ticks_per_payment"]
+        wait = s._limiter.take(self.client, s.clock())
+        if wait > 0:
+            raise RemoteProtocolError("rate_limited", f"too many streams opened from {self.client}; retry in "
+                                      f"{math.ceil(wait)} s")
         if not 1 <= ticks <= s.tariff.window_ticks:
             raise RemoteProtocolError("bad_request", f"ticks_per_payment: must be 1 to {s.tariff.window_ticks} "
                                       "(the prepayment window)")
