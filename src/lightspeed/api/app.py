@@ -36,6 +36,7 @@ from lightspeed.api import ops_routes
 from lightspeed.api.blinded import endpoints as blinded_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
+from lightspeed.api.offer_pay import endpoints as offer_pay_endpoints
 from lightspeed.api.openapi import Endpoint, openapi_document
 from lightspeed.api.schema import (
     Schema,
@@ -254,6 +255,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
     *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
+    *offer_pay_endpoints(PAYMENT),  # paying offers, refunds (api/offer_pay.py)
 )
 
 
