@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from lightspeed import __version__
 from lightspeed.api.address import format_hostport
+from lightspeed.api.credentials import Credentials
 from lightspeed.api.forwards import ForwardLog
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
 from lightspeed.bitcoin.address import address_to_script
@@ -73,6 +74,7 @@ class ApiContext:
     request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
     save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
     forwards: ForwardLog = field(default_factory=ForwardLog)  # the daemon's is kept in DATADIR/forwards.jsonl
+    credentials: Credentials | None = None  # scoped tokens (DATADIR/credentials.sqlite); None: admin token only
 
     def now(self) -> int:
         return int(self.clock())
