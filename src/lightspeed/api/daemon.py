@@ -35,6 +35,7 @@ import uvicorn
 
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
+from lightspeed.api.credentials import Credentials
 from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
@@ -87,6 +88,7 @@ class DaemonConfig:
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
     new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
+    ui: bool = False  # also serve the web dashboard at /ui/ on the API's address (api/dashboard.py)
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -186,16 +188,26 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, to
 async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str,
                       api_sock: socket.socket, startup: _Startup) -> None:
     host, port = config.listen
+    credentials = Credentials(datadir.path)  # scoped tokens: DATADIR/credentials_key, credentials.sqlite
     try:
-        port = await node.start(host, port)
-    except OSError as exc:
-        await node.stop()
-        raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file),
-                     forwards=ForwardLog(datadir.path / FORWARDS_FILE))
+        try:
+            port = await node.start(host, port)
+        except OSError as exc:
+            await node.stop()
+            raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
+        await _serve_api(config, datadir, node, token, api_sock, startup, credentials, format_hostport(host, port))
+    finally:
+        credentials.close()
+
+
+async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: str, api_sock: socket.socket,
+                     startup: _Startup, credentials: Credentials, listen: str) -> None:
+    ctx = ApiContext(node, listen=listen,
+                     chain_file=str(config.chain_file), forwards=ForwardLog(datadir.path / FORWARDS_FILE),
+                     credentials=credentials)
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
-    server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
+    server = _Server(uvicorn.Config(create_app(ctx, token, ui=config.ui), log_level="warning", lifespan="off",
                                     access_log=False))
     stop = asyncio.Event()
     ctx.request_stop = stop.set  # POST /v1/stop: exits as SIGTERM does
@@ -206,9 +218,11 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     serving = asyncio.create_task(server.serve(sockets=[api_sock]))
     datadir.write_api_address(api_host, api_port)
     startup.ready = True
-    print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen,
-                      "api": format_hostport(api_host, api_port), "chain_file": str(config.chain_file)}),
-          flush=True)
+    ready = {"node_id": node.node_id.hex(), "listen": ctx.listen, "api": format_hostport(api_host, api_port),
+             "chain_file": str(config.chain_file)}
+    if config.ui:  # the page asks for a token: DATADIR/api_token, or one from `lightspeed token create`
+        ready["ui"] = f"http://{format_hostport(api_host, api_port)}/ui/"
+    print(json.dumps(ready), flush=True)
     log.info("node %s listening on %s, API on %s:%s", node.node_id.hex(), ctx.listen, api_host, api_port)
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)

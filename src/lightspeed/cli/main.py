@@ -24,6 +24,7 @@ from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice
 from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.ops_cmd import register as register_ops_commands
 from lightspeed.cli.route import route
+from lightspeed.cli.token_cmd import token_group
 
 
 @click.group(cls=LightspeedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +58,7 @@ offer.add_command(offer_fetch_invoice)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)
+cli.add_command(token_group)
 register_node_commands(cli, invoice)
 register_ops_commands(cli, invoice)
 
