@@ -86,7 +86,7 @@ async def invoice_qr(ctx: ApiContext, request: Request, body: Any) -> tuple[int,
     text = record.invoice
     # BOLT 11 is bech32: upper case fits QR's alphanumeric mode (a smaller code for the same invoice).
     qr = segno.make_qr(f"LIGHTNING:{text.upper()}", error="m")
-    return 200, {"invoice": text, "svg": qr.svg_inline(scale=4, dark="#000", light="#fff", border=2)}
+    return 200, {"invoice": text, "svg_data_uri": qr.svg_data_uri(scale=4, dark="#000", light="#fff", border=2)}
 
 
 def endpoints() -> tuple[Endpoint, ...]:
@@ -96,9 +96,9 @@ def endpoints() -> tuple[Endpoint, ...]:
                  "payment_failed, forward_settled, htlc_held, broadcast_rejected), with a comment line "
                  f"every {KEEPALIVE_S:.0f} s", events, {"type": "string"}),
         Endpoint("GET", "/v1/invoices/{payment_hash}/qr", "invoiceQr",
-                 "An invoice as a QR code (SVG, the BOLT 11 string upper-cased with the lightning: scheme)",
-                 invoice_qr, {"type": "object", "properties": {"invoice": {"type": "string"},
-                                                               "svg": {"type": "string"}}},
+                 "An invoice as a QR code: an SVG data: URI of the BOLT 11 string, upper-cased, with the "
+                 "lightning: scheme", invoice_qr, {"type": "object", "properties": {
+                     "invoice": {"type": "string"}, "svg_data_uri": {"type": "string"}}},
                  path_params=(("payment_hash", hex_string(32, "a payment hash: 32 bytes in hex")),)),
     )
 
