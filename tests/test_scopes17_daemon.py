@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_docs17_cli import Daemon, lightspeed, ok_json
+from tests.test_docs17_cli import ENV, Daemon, lightspeed, ok_json
 
 
 def _get(api: str, path: str, token: str) -> httpx.Response:
@@ -36,6 +36,12 @@ def test_tokens_made_with_the_cli_keep_their_scope_and_revocation_across_a_resta
         made = httpx.post(f"http://{api}/v1/invoices", json={"amount_msat": 1000, "description": "tea"},
                           headers={"Authorization": f"Bearer {shop['token']}"}, timeout=30)
         assert made.status_code == 201, made.text
+        # The CLI sends a scoped token given in LIGHTSPEED_TOKEN instead of the datadir's admin token.
+        as_shop = {**ENV, "LIGHTSPEED_TOKEN": shop["token"]}
+        made_by_cli = lightspeed("invoice", "new", "1sat", "x", "--datadir", d, env=as_shop)
+        assert made_by_cli.returncode == 0, made_by_cli.stderr
+        listing = lightspeed("token", "list", "--datadir", d, env=as_shop)
+        assert listing.returncode == 1 and "scope is invoice; this route needs admin" in listing.stderr
         assert ok_json("token", "revoke", viewer["id"], "--datadir", d)["revoked_at"] is not None
         assert _get(api, "/v1/getinfo", viewer["token"]).status_code == 401
         unknown = lightspeed("token", "revoke", "f" * 16, "--datadir", d)
