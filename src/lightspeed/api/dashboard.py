@@ -50,15 +50,16 @@ def event_json(event: Any) -> dict[str, Any]:
 
 async def events(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue(MAX_QUEUED_EVENTS)
-    subscription = ctx.node.events()  # subscribes now: nothing published from here on is missed
 
-    async def pump() -> None:
+    async def pump(subscription: AsyncIterator[Any]) -> None:
         async for event in subscription:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
 
     async def stream() -> AsyncIterator[str]:
-        task = asyncio.create_task(pump())
+        # Subscribed only once the response streams (a request dropped before leaves no queue behind);
+        # the subscription ends with the pump task, when the client goes.
+        task = asyncio.create_task(pump(ctx.node.events()))
         try:
             yield "retry: 3000\n: subscribed\n\n"
             while True:
