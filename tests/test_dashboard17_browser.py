@@ -23,12 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests.test_docs17_cli import ENV, ok_json
-
 from selenium import webdriver  # the test extra installs it
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.test_docs17_cli import ENV, ok_json
 
 PAGES = ("overview", "channels", "peers", "payments", "receive", "send")
 WIDTHS = (375, 1280)

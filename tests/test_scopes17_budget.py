@@ -66,7 +66,7 @@ def _auth(token: str) -> dict[str, str]:
 
 def test_concurrent_payments_at_the_budget_boundary_never_overspend(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with channel_pair(tmp_path) as (_alice, bob, ctx, client):
+        async with channel_pair(tmp_path) as (_alice, bob, _ctx, client):
             made = await client.post("/v1/tokens", json={"scope": "pay", "budget_msat": AFFORDABLE * AMOUNT_MSAT})
             token, token_id = made.json()["token"], made.json()["id"]
             invoices = [bob.create_invoice(AMOUNT_MSAT, f"item {i}").encode() for i in range(PAYMENTS)]

@@ -15,7 +15,6 @@ import httpx
 from lightspeed.api.datadir import Datadir
 from lightspeed.errors import LightspeedError, UsageError
 
-
 TOKEN_VARIABLE = "LIGHTSPEED_TOKEN"  # a scoped token to use instead of the datadir's admin token
 
 
