@@ -287,3 +287,21 @@ def test_token_routes_create_list_and_revoke(tmp_path: Path) -> None:
         await node.stop()
 
     _run(scenario)
+
+
+def test_an_unreadable_credential_store_refuses_scoped_tokens_with_a_clean_503(tmp_path: Path) -> None:
+    node, ctx = _context(tmp_path)
+    assert ctx.credentials is not None
+    token, _ = ctx.credentials.create("readonly", NOW)
+    ctx.credentials.close()  # as a store whose file went away under the daemon
+
+    async def scenario() -> None:
+        async with _client(ctx) as client:
+            response = await client.get("/v1/getinfo", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 503, response.text
+            assert "credential store" in response.json()["error"]["reason"]
+            admin = await client.get("/v1/getinfo", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert admin.status_code == 200  # the admin token needs no store
+        await node.stop()
+
+    _run(scenario)

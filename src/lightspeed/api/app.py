@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -418,6 +419,10 @@ class BearerAuth:
                 response = error_response(401, str(exc))
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
+                return
+            except sqlite3.Error as exc:  # the credential store cannot be read (disk): no one is let in
+                log.error("credential store: %s", exc)
+                await error_response(503, f"the credential store cannot be read: {exc}")(scope, receive, send)
                 return
             scope = {**scope, CREDENTIAL: credential}
         await self.app(scope, receive, send)
