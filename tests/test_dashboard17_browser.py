@@ -131,9 +131,11 @@ def _photograph_every_page(driver: WebDriver, tag: str) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_the_dashboard_drives_a_node_in_chromium(browser: WebDriver, tmp_path: Path) -> None:
+def test_the_dashboard_drives_a_node_in_chromium(browser: WebDriver, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    print(f"\ndashboard screenshots: {ARTIFACTS}")
+    with capsys.disabled():  # shown in a passing run too
+        print(f"\ndashboard screenshots: {ARTIFACTS}")
     chain = tmp_path / "chain.sqlite"
     alice = UiDaemon(tmp_path / "alice", chain, "--ui")
     bob = UiDaemon(tmp_path / "bob", chain)
@@ -215,10 +217,10 @@ def test_the_dashboard_drives_a_node_in_chromium(browser: WebDriver, tmp_path: P
 
         # Close the channel (two clicks: the first arms the button).
         _go(driver, "channels")
-        close = driver.find_element(By.CSS_SELECTOR, ".channel button.close")
-        close.click()
-        assert close.text == "Confirm close"
-        close.click()
+        driver.find_element(By.CSS_SELECTOR, ".channel button.close").click()
+        armed = _until("the armed button", lambda: driver.find_element(By.CSS_SELECTOR, ".channel button.close"))
+        _until("the armed button", lambda: armed.text == "Confirm close")
+        _until("the second click", lambda: (driver.find_element(By.CSS_SELECTOR, ".channel button.close").click(), 1))
         _until("the closing notice", lambda: "closing transaction" in _notice(driver), timeout_s=45)
         _until("the channel shown closed", lambda: driver.find_elements(By.CSS_SELECTOR, ".channel .state.closed"))
 

@@ -8,6 +8,7 @@ const PAGES = ["overview", "channels", "peers", "payments", "receive", "send"];
 let lastInvoiceHash = null;
 let liveAbort = null;
 let poller = null;
+let armedClose = null;  // the channel whose Close button was clicked once
 const POLL_MS = 5000;  // channel states and peers change without an event on the bus: look again now and then
 
 const $ = (id) => document.getElementById(id);
@@ -113,9 +114,12 @@ async function showChannels() {
       dl([["Peer", el("span", {"class": "mono wrap"}, short(c.peer_id))], ["Capacity", sat((c.capacity_sat || 0) * 1000)],
           ["Can send", sat(c.spendable_msat)], ["Can receive", sat(c.receivable_msat)]]));
     if (c.state === "normal") {
-      const button = el("button", {"class": "danger close", "type": "button"}, "Close");
+      // Two clicks close: the first arms the button (kept across the page's refreshes).
+      const button = el("button", {"class": "danger close", "type": "button"},
+                        armedClose === c.channel_id ? "Confirm close" : "Close");
       button.addEventListener("click", async () => {
-        if (button.dataset.armed !== "1") { button.dataset.armed = "1"; button.textContent = "Confirm close"; return; }
+        if (armedClose !== c.channel_id) { armedClose = c.channel_id; button.textContent = "Confirm close"; return; }
+        armedClose = null;
         button.disabled = true;
         try {
           const closed = await api("POST", `/v1/channels/${c.channel_id}/close`, {});
