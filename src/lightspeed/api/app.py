@@ -350,7 +350,7 @@ def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable
             status, result = await endpoint.handler(ctx, request, body)
         except (LightspeedError, OSError, TimeoutError) as exc:
             status, field = _status_of(exc)
-            _settle(ctx, credential, reserved, status, None)
+            _settle(ctx, credential, reserved, status, None, getattr(exc, "details", None))
             return error_response(status, _reason(exc), field, getattr(exc, "details", None))
         except Exception as exc:  # a bug: log it here, never show a traceback to the client
             log.exception("%s %s failed", endpoint.method, endpoint.path)
@@ -377,9 +377,10 @@ def _reserve(ctx: ApiContext, credential: Credential, body: Any) -> tuple[int, A
     return amount, limited
 
 
-def _settle(ctx: ApiContext, credential: Credential, reserved: int, status: int, result: Any) -> None:
+def _settle(ctx: ApiContext, credential: Credential, reserved: int, status: int, result: Any,
+            details: dict[str, str] | None = None) -> None:
     if reserved and ctx.credentials is not None:
-        sc.settle(ctx.credentials, credential, reserved, status, result)
+        sc.settle(ctx.credentials, credential, reserved, status, result, details)
 
 
 class BearerAuth:

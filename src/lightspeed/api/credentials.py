@@ -187,6 +187,10 @@ class Credentials:
             "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, scope TEXT NOT NULL, label TEXT NOT NULL,"
             " budget_msat INTEGER, spent_msat INTEGER NOT NULL DEFAULT 0, expires_at INTEGER,"
             " created_at INTEGER NOT NULL, revoked_at INTEGER)")
+        # Reservations of payments still pending when their request ended (504): settled by the
+        # payment's outcome when the node reports it (see api/scopes.py settle_held).
+        self._db.execute("CREATE TABLE IF NOT EXISTS holds (payment_hash TEXT PRIMARY KEY, token_id TEXT NOT NULL,"
+                         " reserved_msat INTEGER NOT NULL)")
 
     def close(self) -> None:
         self._db.close()
@@ -260,6 +264,35 @@ class Credentials:
             return
         self._db.execute("UPDATE tokens SET spent_msat = MAX(spent_msat - ?, 0) WHERE id = ?",
                          (amount_msat, credential.token_id))
+
+    def hold(self, payment_hash: bytes, credential: Credential, reserved_msat: int) -> None:
+        """Keep a pending payment's reservation until its outcome is known (it stays spent till then)."""
+        if credential.token_id is None or reserved_msat <= 0:
+            return
+        self._db.execute("INSERT OR REPLACE INTO holds (payment_hash, token_id, reserved_msat) VALUES (?, ?, ?)",
+                         (payment_hash.hex(), credential.token_id, reserved_msat))
+
+    def release(self, payment_hash: bytes, spent_msat: int | None) -> None:
+        """A held payment ended: give back what it did not spend (``spent_msat`` None: keep it all)."""
+        self._db.execute("BEGIN IMMEDIATE")  # one transaction: the hold goes with its refund
+        try:
+            row = self._db.execute("SELECT token_id, reserved_msat FROM holds WHERE payment_hash = ?",
+                                   (payment_hash.hex(),)).fetchone()
+            if row is not None:
+                token_id, reserved = row
+                back = reserved - spent_msat if spent_msat is not None else 0
+                if back > 0:
+                    self._db.execute("UPDATE tokens SET spent_msat = MAX(spent_msat - ?, 0) WHERE id = ?",
+                                     (back, token_id))
+                self._db.execute("DELETE FROM holds WHERE payment_hash = ?", (payment_hash.hex(),))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def held(self) -> dict[bytes, int]:
+        rows = self._db.execute("SELECT payment_hash, reserved_msat FROM holds").fetchall()
+        return {bytes.fromhex(h): r for h, r in rows}
 
     def remaining(self, credential: Credential) -> int | None:
         if credential.budget_msat is None or credential.token_id is None:

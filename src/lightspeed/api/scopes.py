@@ -12,11 +12,13 @@ fees such a payment could pay are not known before it is sent and a budget could
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lightspeed.api.credentials import Credential, Credentials, Scope
 from lightspeed.errors import DecodeError
 from lightspeed.invoice import decode
+from lightspeed.node.node import Node, PaymentFailed, PaymentSent
 
 REQUIRED_SCOPE: dict[str, Scope] = {
     # readonly: what the node knows
@@ -70,13 +72,17 @@ def payment_cost(body: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def settle(credentials: Credentials, credential: Credential, reserved_msat: int, status: int,
-           result: Any) -> None:
+           result: Any, details: dict[str, str] | None = None) -> None:
     """After a budgeted payment: give back what it did not spend.
 
     A failed payment (a 4xx, 5xx other than 504) gives back all; a settled one what its amount
-    and fee left of the reservation; one still pending (504) or of unknown fee keeps it all.
+    and fee left of the reservation; one of unknown fee keeps it all. One still pending (504)
+    keeps it until the node reports how it ended (:func:`settle_held`).
     """
     if status == 504:
+        payment_hash = (details or {}).get("payment_hash")
+        if payment_hash is not None:
+            credentials.hold(bytes.fromhex(payment_hash), credential, reserved_msat)
         return
     if status >= 400:
         credentials.refund(credential, reserved_msat)
@@ -87,3 +93,25 @@ def settle(credentials: Credentials, credential: Credential, reserved_msat: int,
     amount, fee = (result.get("amount_msat"), result.get("fee_msat")) if isinstance(result, dict) else (None, None)
     if isinstance(amount, int) and isinstance(fee, int):
         credentials.refund(credential, reserved_msat - amount - fee)
+
+
+FEE_WAIT_S = 2.0  # the fee of a settled payment is known a moment after its PaymentSent event
+
+
+async def settle_held(credentials: Credentials, node: Node, event: PaymentSent | PaymentFailed) -> None:
+    """A payment still pending when its request ended (504) has ended: settle its reservation.
+
+    Failed: all of it comes back. Settled: what its amount and fee left (the fee is waited for a
+    moment; unknown, the reservation is kept whole: never less counted than spent).
+    """
+    if event.payment_hash not in credentials.held():
+        return
+    if isinstance(event, PaymentFailed):
+        credentials.release(event.payment_hash, 0)
+        return
+    for _ in range(int(FEE_WAIT_S / 0.05)):
+        if event.payment_hash in node.payment_fees:
+            break
+        await asyncio.sleep(0.05)
+    fee = node.payment_fees.get(event.payment_hash)
+    credentials.release(event.payment_hash, None if fee is None else event.amount_msat + fee)
