@@ -35,9 +35,11 @@ def test_a_payer_fetches_an_invoice_over_three_hops_and_checks_it_against_its_re
             invoice = fetched.invoice
             assert invoice.amount_msat == 20_000 and invoice.node_id == d.node_id and invoice.signature_valid
             assert invoice.request == fetched.request.without_signatures()  # every field copied
-            assert sha256(d.offers.preimages[invoice.payment_hash]) == invoice.payment_hash
-            (path, payinfo), = invoice.usable_paths
-            assert path.first_node_id == d.node_id and payinfo.htlc_minimum_msat == 1
+            stored = d.store.invoice(invoice.payment_hash)  # committed before the invoice left
+            assert stored is not None and sha256(stored.preimage) == invoice.payment_hash
+            (two_hop, payinfo), (one_hop, _), (own, _) = invoice.usable_paths  # via B then C, via C, from D
+            assert [p.first_node_id for p in (two_hop, one_hop, own)] == [n.node_id for n in net.nodes[1:]]
+            assert payinfo.htlc_minimum_msat == 1
         finally:
             await net.stop()
 
@@ -57,7 +59,7 @@ def test_the_payee_answers_an_offer_it_did_not_make_with_an_invoice_error() -> N
             tampered = dataclasses.replace(genuine, amount=1)  # same metadata, a lower price
             with pytest.raises(PaymentError, match="offer_metadata"):
                 await a.offers.fetch_invoice(tampered, timeout=10)
-            assert d.offers.preimages == {}  # no invoice was issued
+            assert d.store.invoices() == []  # no invoice was issued
         finally:
             await net.stop()
 

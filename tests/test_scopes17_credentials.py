@@ -214,7 +214,7 @@ def test_every_route_in_the_openapi_document_declares_a_scope() -> None:
     operations = {op for _m, _p, op in _operations()}
     assert operations | {"openapi"} == set(REQUIRED_SCOPE)
     assert {REQUIRED_SCOPE[op] for op in ("createToken", "listTokens", "revokeToken", "openChannel", "stop",
-                                          "signMessage", "keysend", "payBlinded")} == {"admin"}
+                                          "signMessage", "keysend", "payBlinded", "payOffer", "createRefund")} == {"admin"}
     assert REQUIRED_SCOPE["payInvoice"] == "pay" and REQUIRED_SCOPE["createInvoice"] == "invoice"
 
 

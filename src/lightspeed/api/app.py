@@ -43,6 +43,7 @@ from lightspeed.api.dashboard import UI_PREFIX, static_routes
 from lightspeed.api.dashboard import endpoints as dashboard_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
+from lightspeed.api.offer_pay import endpoints as offer_pay_endpoints
 from lightspeed.api.openapi import Endpoint, openapi_document
 from lightspeed.api.schema import (
     Schema,
@@ -261,6 +262,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  "limbo_sweeps": {"type": "array", "items": {**_SWEEP, "properties": {
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
     *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
+    *offer_pay_endpoints(PAYMENT),  # paying offers, refunds (api/offer_pay.py)
     *tk.endpoints(),  # scoped credentials (api/token_handlers.py)
     *dashboard_endpoints(),  # live events and invoice QR codes (api/dashboard.py)
 )

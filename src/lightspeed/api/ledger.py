@@ -24,6 +24,7 @@ class Timestamps:
     started: dict[bytes, int] = field(default_factory=dict)
     settled: dict[bytes, int] = field(default_factory=dict)
     _decoded: dict[str, Invoice | None] = field(default_factory=dict)
+    _bolt12_payees: dict[str, str | None] = field(default_factory=dict)
 
     def invoice(self, text: str) -> Invoice | None:
         """The decoded invoice (cached: decoding recovers a public key)."""
@@ -34,9 +35,24 @@ class Timestamps:
                 self._decoded[text] = None
         return self._decoded[text]
 
+    def bolt12_payee(self, text: str) -> str | None:
+        """``invoice_node_id`` of an ``lni1...`` we paid (cached: decoding checks a signature)."""
+        if text not in self._bolt12_payees:
+            from lightspeed.offers import decode_invoice
+
+            try:
+                self._bolt12_payees[text] = decode_invoice(text, check_signature=False).node_id.hex()
+            except DecodeError:
+                self._bolt12_payees[text] = None
+        return self._bolt12_payees[text]
+
 
 def sent_json(record: PaymentRecord, times: Timestamps) -> dict[str, Any]:
-    invoice = times.invoice(record.invoice) if record.invoice else None
+    if record.invoice.startswith("lni1"):  # a BOLT 12 invoice (offer or refund): its invoice_node_id
+        payee = times.bolt12_payee(record.invoice)
+    else:
+        invoice = times.invoice(record.invoice) if record.invoice else None
+        payee = None if invoice is None else invoice.payee.hex()
     return {
         "direction": "sent",
         "payment_hash": record.payment_hash.hex(),
@@ -45,7 +61,7 @@ def sent_json(record: PaymentRecord, times: Timestamps) -> dict[str, Any]:
         "created_at": times.started.get(record.payment_hash),
         "settled_at": times.settled.get(record.payment_hash) if record.status != "pending" else None,
         "preimage": None if record.preimage is None else record.preimage.hex(),
-        "payee": None if invoice is None else invoice.payee.hex(),
+        "payee": payee,
         "failure_reason": record.reason or None,
     }
 

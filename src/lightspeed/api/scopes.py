@@ -6,8 +6,9 @@ offers, addresses, hold-invoice settle/cancel); ``pay`` also pays BOLT 11 invoic
 budget; ``admin`` does everything else (peers, channels, fees, keysend, signing, tokens, stop).
 :func:`lightspeed.api.app.create_app` refuses to build an app with a route missing here.
 
-Keysend/AMP and blinded payments are admin-only: the node takes no fee limit for them, so the
-fees such a payment could pay are not known before it is sent and a budget could not hold.
+Keysend/AMP, blinded payments and BOLT 12 offers are admin-only: the node takes no fee limit
+for them, so the fees such a payment could pay are not known before it is sent and a budget
+could not hold; so is creating a refund (anyone who claims it is paid, later).
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "waitInvoice": "readonly", "invoiceQr": "readonly", "listPayments": "readonly", "trackPayment": "readonly",
     "forwardingHistory": "readonly", "describeGraph": "readonly", "getNodeInfo": "readonly",
     "getChanInfo": "readonly", "queryRoutes": "readonly", "feeReport": "readonly", "verifyMessage": "readonly",
-    "onionMessageStats": "readonly", "events": "readonly", "openapi": "readonly",
+    "onionMessageStats": "readonly", "listRefunds": "readonly", "events": "readonly", "openapi": "readonly",
     # invoice: receive money
     "createInvoice": "invoice", "settleInvoice": "invoice", "cancelInvoice": "invoice", "createOffer": "invoice",
-    "createBlindedPaths": "invoice", "newAddress": "invoice",
+    "createBlindedPaths": "invoice", "newAddress": "invoice", "payRefund": "invoice",  # a refund owed to us
     # pay: spend, within the token's budget
     "payInvoice": "pay", "fetchInvoice": "pay",
     # admin: everything that moves channels, keys, or the node itself
     "connect": "admin", "disconnectPeer": "admin", "openChannel": "admin", "closeChannel": "admin",
     "forceCloseChannel": "admin", "updateChannelFee": "admin", "updateChannelPolicy": "admin",
-    "keysend": "admin", "payBlinded": "admin", "sendOnionMessage": "admin", "createOnionMessagePath": "admin",
+    "keysend": "admin", "payBlinded": "admin", "payOffer": "admin", "createRefund": "admin",
+    "sendOnionMessage": "admin", "createOnionMessagePath": "admin",
     "signMessage": "admin", "stop": "admin", "listTokens": "admin", "createToken": "admin",
     "revokeToken": "admin",
 }

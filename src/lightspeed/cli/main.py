@@ -20,9 +20,10 @@ from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
-from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice
+from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice, offer_pay
 from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.ops_cmd import register as register_ops_commands
+from lightspeed.cli.refund_cmd import refund
 from lightspeed.cli.route import route
 from lightspeed.cli.token_cmd import token_group
 
@@ -55,6 +56,8 @@ cli.add_command(offer)
 cli.add_command(onion_message)
 offer.add_command(offer_create)
 offer.add_command(offer_fetch_invoice)
+offer.add_command(offer_pay)
+cli.add_command(refund)
 cli.add_command(route)
 cli.add_command(serve_example)
 cli.add_command(call)

@@ -1,8 +1,9 @@
-"""``lightspeed offer create|fetch-invoice``: BOLT 12 through a running daemon (REST).
+"""``lightspeed offer create|fetch-invoice|pay``: BOLT 12 through a running daemon (REST).
 
-``offer decode`` (in :mod:`lightspeed.cli.offer`) works offline; these two need the daemon on
+``offer decode`` (in :mod:`lightspeed.cli.offer`) works offline; these need the daemon on
 ``--datadir``: ``create`` makes an offer of its node, ``fetch-invoice`` asks an offer's issuer for
-an invoice over onion messages and prints it once it is checked against the request.
+an invoice over onion messages and prints it once it is checked against the request, ``pay``
+does that and pays the invoice over its blinded paths.
 """
 
 from __future__ import annotations
@@ -61,3 +62,31 @@ def offer_fetch_invoice(ctx: click.Context, offer: str, amount_msat: int | None,
         if value is not None:
             body[key] = value
     _print(_call(ctx, "POST", "/v1/offers/fetch-invoice", body))
+
+
+@click.command("pay")
+@with_example("lightspeed offer pay $OFFER", "lightspeed offer pay $OFFER --amount-msat 5000 --payer-note 'thanks'")
+@click.argument("offer")
+@click.option("--amount-msat", type=click.IntRange(min=1), help="Required when the offer names no amount.")
+@click.option("--quantity", type=click.IntRange(min=1), help="Items, for an offer with a quantity.")
+@click.option("--payer-note", help="A note for the payee (copied into the invoice).")
+@click.option("--fetch-timeout", "fetch_timeout_s", type=click.IntRange(1, 60), default=30, show_default=True,
+              help="Seconds to wait for the invoice, all attempts together.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 60), default=60, show_default=True,
+              help="Seconds to wait for the payment to settle (it may still settle later: trackpayment).")
+@click.pass_context
+@_errors_to_exit
+def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity: int | None,
+              payer_note: str | None, fetch_timeout_s: int, timeout_s: int) -> None:
+    """Pay OFFER: fetch its invoice, check it, pay it over its blinded paths.
+
+    Prints the payment with the proof of payment: the signed invoice
+    ("invoice": lni1...), the "preimage", and the "fee_msat" paid. An expired
+    offer, one for another chain, or an invoice that does not match the offer
+    and the request is refused before anything is paid.
+    """
+    body: dict[str, Any] = {"offer": offer.strip(), "fetch_timeout_s": fetch_timeout_s, "timeout_s": timeout_s}
+    for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
+        if value is not None:
+            body[key] = value
+    _print(_call(ctx, "POST", "/v1/offers/pay", body))

@@ -122,7 +122,8 @@ class BlindedPayments:
         """A new payment to us and blinded paths to pay it over.
 
         ``via``: node lists, introduction node first, each ending at one of our peers (default:
-        each peer we have a ready channel with, as a one-node list). The fees and deltas of every
+        each peer we have a ready channel with, as a one-node list; an empty list: a path we
+        introduce ourselves, for a payer that is our only peer). The fees and deltas of every
         hop are its channel's policy as our graph knows it; a hop without one is left out.
         """
         node = self.node
@@ -169,7 +170,7 @@ class BlindedPayments:
     def _relays(self, nodes: Sequence[bytes]) -> list[RelayHop]:
         node = self.node
         if not nodes:
-            raise UsageError("via: an empty list of nodes")
+            return []  # we introduce the path ourselves (only dummy hops hide where it ends)
         relays = []
         for here, there in zip(nodes, [*nodes[1:], node.node_id], strict=True):
             found = self._policy(here, there)
@@ -317,7 +318,7 @@ class BlindedPayments:
     # -- paying to blinded paths -----------------------------------------------------------------
 
     async def pay(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int, payment_hash: bytes,
-                  timeout: float = 30, max_parts: int = 16) -> bytes:
+                  timeout: float = 30, max_parts: int = 16, invoice: str = "") -> bytes:
         """Pay ``amount_msat`` to whoever made ``paths``; returns the preimage."""
         node = self.node
         if amount_msat <= 0:
@@ -329,9 +330,10 @@ class BlindedPayments:
             raise PaymentError("no usable blinded path (an introduction node given by short channel id, or us)")
         node._guard(payment_hash)
         with node.store.transaction():
-            node.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending"))
+            node.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending", invoice=invoice))
         return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout, None, 0, (), max_parts,
-                               runner=lambda: self._pay_parts(usable, amount_msat, payment_hash, timeout, max_parts))
+                               runner=lambda fees: self._pay_parts(usable, amount_msat, payment_hash, timeout,
+                                                                   max_parts, fees))
 
     def _plan(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amounts: list[int],
               graph: ChannelGraph) -> list[int] | None:
@@ -354,7 +356,7 @@ class BlindedPayments:
         return plan
 
     async def _pay_parts(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
-                         payment_hash: bytes, timeout: float, max_parts: int) -> bytes:
+                         payment_hash: bytes, timeout: float, max_parts: int, fees: list[int]) -> bytes:
         node = self.node
         deadline = time.monotonic() + timeout
         await node._wait_for_channels(b"", deadline)
@@ -368,7 +370,7 @@ class BlindedPayments:
             if parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                 raise PaymentError(f"no route to any blinded path's introduction node for {amount_msat} msat")
             parts *= 2
-        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline)
+        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees)
                 for i, amount in enumerate(amounts)]
         results = await asyncio.gather(*runs, return_exceptions=True)
         for result in results:
@@ -382,8 +384,8 @@ class BlindedPayments:
         raise first
 
     async def _pay_part(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], start: int, amount_msat: int,
-                        total_msat: int, payment_hash: bytes, deadline: float) -> bytes:
-        """One part: its path first, then every other path once, until one settles."""
+                        total_msat: int, payment_hash: bytes, deadline: float, fees: list[int]) -> bytes:
+        """One part: its path first, then every other path once, until one settles (its fee into ``fees``)."""
         node = self.node
         last = "no path could carry this part"
         for k in range(len(paths)):
@@ -404,6 +406,7 @@ class BlindedPayments:
                                                 built.first_amount_msat, payment_hash, built.first_cltv_expiry,
                                                 built.onion, built.shared_secrets, deadline)
             if outcome.preimage is not None:
+                fees.append(built.first_amount_msat - amount_msat)
                 return outcome.preimage
             report, _ = decode_outcome(outcome, secrets)
             last = f"{_code_name(report.code)} from " + (

@@ -185,6 +185,7 @@ from lightspeed.node.paying import (
 )
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.peer import connect as connect_peer
+from lightspeed.node.refunds import Refunds
 from lightspeed.node.settings import DEFAULT_CHANNEL_SETTINGS, ChannelSettings
 from lightspeed.offers.tlv_fields import BlindedPayInfo
 from lightspeed.onion.blinding import BlindedPath
@@ -420,6 +421,7 @@ class Node:
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
         self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
+        self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
 
@@ -1235,10 +1237,11 @@ class Node:
                    shards_for: Callable[[int, int], _Shards] | None, min_final_cltv: int,
                    hints: Sequence[Sequence[RouteHintHop]], max_parts: int, exact_parts: bool = False,
                    limits: PayLimits = NO_LIMITS,
-                   runner: Callable[[], Awaitable[bytes]] | None = None) -> bytes:
+                   runner: Callable[[list[int]], Awaitable[bytes]] | None = None) -> bytes:
         """Run the payment (a task that outlives ``timeout``), record its end, return the preimage.
 
-        ``runner``: sends the parts instead of :meth:`_pay_parts` (blinded paths).
+        ``runner``: sends the parts instead of :meth:`_pay_parts` (blinded paths); it appends the
+        fee of each part that settled to the list it is given.
         """
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[payment_id] = future
@@ -1247,7 +1250,7 @@ class Node:
         async def run() -> None:
             try:
                 if runner is not None:
-                    preimage = await runner()
+                    preimage = await runner(fees)
                 else:
                     assert shards_for is not None
                     preimage = await self._pay_parts(target, amount_msat, timeout, shards_for, min_final_cltv,
@@ -1405,12 +1408,14 @@ class Node:
         return self.blinded.payment_paths(amount_msat, description, expiry, via, dummy_hops, preimage, max_paths)
 
     async def pay_blinded(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
-                          payment_hash: bytes, timeout: float = 30, max_parts: int = MAX_PARTS) -> bytes:
+                          payment_hash: bytes, timeout: float = 30, max_parts: int = MAX_PARTS,
+                          invoice: str = "") -> bytes:
         """Pay over blinded paths; returns the preimage. Splits across paths (MPP) when one
-        cannot carry the amount, and moves a failed part to another path."""
+        cannot carry the amount, and moves a failed part to another path. ``invoice`` (a BOLT 12
+        ``lni1...``) is kept in the payment's record: with the preimage, the proof of payment."""
         if not self.features.supports("option_route_blinding"):
             raise PaymentError("paying to blinded paths needs option_route_blinding in our features")
-        return await self.blinded.pay(paths, amount_msat, payment_hash, timeout, max_parts)
+        return await self.blinded.pay(paths, amount_msat, payment_hash, timeout, max_parts, invoice)
 
     async def send_to_route(self, route: Route, payment_hash: bytes, payment_secret: bytes | None,
                             total_msat: int | None = None, min_final_cltv: int = 18,

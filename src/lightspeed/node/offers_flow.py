@@ -8,9 +8,9 @@ with a signed invoice over the reply path; one that does not gets an ``invoice_e
 the field. The payer sends its signed request with a reply path, waits (with retries), and
 checks the invoice against its request before anyone pays it.
 
-What is not here: the invoice's ``invoice_paths`` is a one-hop blinded path to this node (we
-are its introduction node) whose ``path_id`` names the payment hash; receiving a payment over
-it, and multi-hop blinded payment paths, belong to the node's blinded-payment side.
+The invoice's payment is a blinded-only receivable of the node (its preimage and secret in the
+store before the invoice is sent: a restart between invoice and payment still settles), over
+paths through our peers' neighbours (:mod:`lightspeed.node.offer_paths`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from lightspeed.bitcoin.network import BITCOIN
-from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, PaymentError, UsageError
+from lightspeed.node.offer_paths import invoice_path_routes
 from lightspeed.node.onion_messenger import InboundOnionMessage
 from lightspeed.offers import (
+    DEFAULT_RELATIVE_EXPIRY,
     Invoice,
     InvoiceError,
     InvoiceRequest,
@@ -36,28 +37,26 @@ from lightspeed.offers import (
     check_invoice_for_request,
     check_invoice_request_for_offer,
     check_offer_usable,
+    expected_amount_msat,
     invoice_from_tlv,
     invoice_request_from_tlv,
     request_invoice,
     respond_to_invoice_request,
 )
-from lightspeed.offers.tlv_fields import BlindedPayInfo
+from lightspeed.offers.tlv_fields import MPP_COMPULSORY, MPP_OPTIONAL, feature_bits
 from lightspeed.onion.blinding import (
     BlindedPath,
-    EncryptedDataTlv,
-    PaymentConstraints,
-    create_blinded_path,
 )
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
 
+MAX_PARTS = 16  # as Node.pay: the most parts one payment is split into
+
 log = logging.getLogger("lightspeed.offers")
 
 INVOICE_REQUEST, INVOICE, INVOICE_ERROR = 64, 66, 68
 _NONCE = 16
-#: Blocks a payment over the invoice's path may still be accepted after the invoice was made.
-PATH_CLTV_BLOCKS = 2016
 
 
 @dataclass(frozen=True)
@@ -68,13 +67,22 @@ class FetchedInvoice:
     request: InvoiceRequest
 
 
+@dataclass(frozen=True)
+class OfferPayment:
+    """A paid offer: the signed invoice and the preimage are the proof of payment."""
+
+    invoice: Invoice
+    request: InvoiceRequest
+    preimage: bytes
+    fee_msat: int
+
+
 class OffersFlow:
     """The node's BOLT 12 exchange over onion messages (``node.offers``)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self._key = hashlib.sha256(b"lightspeed offer metadata" + node.privkey).digest()
-        self.preimages: dict[bytes, bytes] = {}  # payment hash -> preimage, of invoices we issued
         node.onion_messages.register(INVOICE_REQUEST, self._on_invoice_request)
 
     # -- payee ---------------------------------------------------------------------------------
@@ -119,18 +127,27 @@ class OffersFlow:
         now = int(time.time())
         check_invoice_request_for_offer(invreq, invreq.offer, now=now,
                                         accepted_chains={self.node.network.chain_hash})
-        preimage = os.urandom(32)
-        payment_hash = sha256(preimage)
-        height = self.node.chain.tip()[0]
-        path = create_blinded_path(os.urandom(32), [self.node.node_id], [EncryptedDataTlv(
-            path_id=payment_hash,
-            payment_constraints=PaymentConstraints(height + PATH_CLTV_BLOCKS, 1))])
-        policy = self.node.forwarding_policy
-        payinfo = BlindedPayInfo(0, 0, policy.cltv_expiry_delta, 1, 2**64 - 1)
-        invoice = respond_to_invoice_request(invreq, node_key=self.node.privkey, payment_hash=payment_hash,
-                                             created_at=now, paths=[path], blindedpay=[payinfo])
-        self.preimages[payment_hash] = preimage
-        return invoice
+        amount = invreq.amount_msat if invreq.amount_msat is not None else expected_amount_msat(invreq)
+        if amount is None:
+            raise UsageError("invreq_amount: needed (we convert no currency)")
+        return self.invoice_for(invreq, amount, now)
+
+    def invoice_for(self, invreq: InvoiceRequest, amount_msat: int, now: int) -> Invoice:
+        """Sign an invoice for a checked request (or refund) whose payment is already in our store.
+
+        The payment is a blinded-only receivable of :meth:`Node.blinded_payment_paths`: its
+        preimage, secret (the ``path_id`` of every path), amount and expiry are committed to
+        the store before the invoice leaves, so a restart between invoice and payment settles.
+        """
+        made = self.node.blinded_payment_paths(amount_msat, invreq.offer.description or "",
+                                               DEFAULT_RELATIVE_EXPIRY, via=invoice_path_routes(self.node))
+        paths = [p for p, _ in made.paths]
+        payinfos = [i for _, i in made.paths]
+        # BOLT #12: if it allows multiple parts to pay the invoice: MUST set `invoice_features`.
+        # `features` bit `MPP/optional` (our receiver takes multi-part payments).
+        return respond_to_invoice_request(invreq, node_key=self.node.privkey, payment_hash=made.payment_hash,
+                                          created_at=now, paths=paths, blindedpay=payinfos,
+                                          relative_expiry=made.expires_at - now, features=[MPP_OPTIONAL])
 
     # -- payer ---------------------------------------------------------------------------------
 
@@ -165,8 +182,52 @@ class OffersFlow:
             raise PaymentError(f"the payee answered with a message of type {reply.tlv_type}, not an invoice")
         try:
             invoice = invoice_from_tlv(reply.value(INVOICE) or b"")
-            check_invoice_for_request(invoice, invreq, now=int(time.time()), accepted_chains=accepted)
+            finals = [offer.paths[0].hops[-1].blinded_node_id] if offer.paths else []
+            check_invoice_for_request(invoice, invreq, now=int(time.time()), accepted_chains=accepted,
+                                      final_blinded_node_ids=finals)
+            check_invoice_amount(invoice, invreq)
         except DecodeError as exc:
             raise PaymentError(f"the payee's invoice is not valid for our request: {exc}") from None
         return FetchedInvoice(invoice, invreq)
 
+    async def pay_offer(self, offer: Offer, *, amount_msat: int | None = None, quantity: int | None = None,
+                        payer_note: str | None = None, timeout: float = 60.0, fetch_timeout: float = 30.0,
+                        attempts: int = 3) -> OfferPayment:
+        """Fetch an invoice for ``offer`` (:meth:`fetch_invoice`), then pay it over its blinded paths.
+
+        The payment is recorded like any other (``payment_hash``, status, the ``lni1...`` string),
+        so ``trackpayment`` follows it; the result is the proof of payment.
+        """
+        fetched = await self.fetch_invoice(offer, amount_msat=amount_msat, quantity=quantity,
+                                           payer_note=payer_note, timeout=fetch_timeout, attempts=attempts)
+        invoice = fetched.invoice
+        preimage = await pay_invoice(self.node, invoice, timeout)
+        return OfferPayment(invoice, fetched.request, preimage, self.node.payment_fees.get(invoice.payment_hash, 0))
+
+
+async def pay_invoice(node: Node, invoice: Invoice, timeout: float = 60.0) -> bytes:
+    """Pay a checked BOLT 12 invoice over its blinded paths (in parts only if it allows them)."""
+    bits = feature_bits(invoice.features or b"")
+    # BOLT #12: if `invoice_features` contains the MPP/compulsory bit: MUST pay the invoice via
+    # multiple separate blinded paths; otherwise, if it contains the MPP/optional bit: MAY pay
+    # the invoice via multiple separate payments; otherwise: MUST NOT use multiple parts.
+    max_parts = MAX_PARTS if bits & {MPP_COMPULSORY, MPP_OPTIONAL} else 1
+    return await node.pay_blinded(invoice.usable_paths, invoice.amount_msat, invoice.payment_hash,
+                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode())
+
+
+def check_invoice_amount(invoice: Invoice, invreq: InvoiceRequest) -> None:
+    """The amount we asked for, or the offer's price for what we asked, and nothing else.
+
+    BOLT #12: if `invreq_amount` is present: MUST reject the invoice if `invoice_amount` is not
+    equal to `invreq_amount` (invoice_from_tlv); otherwise: SHOULD confirm authorization if
+    `invoice_amount`.`msat` is not within the amount range authorized: the authorized amount is
+    the offer's *expected amount*, and we pay no other.
+    """
+    if invreq.amount_msat is not None:
+        return
+    expected = expected_amount_msat(invreq)
+    if expected is None:
+        raise DecodeError("invoice_amount", "the offer's amount is in a currency we cannot check")
+    if invoice.amount_msat != expected:
+        raise DecodeError("invoice_amount", f"{invoice.amount_msat} msat is not the offer's {expected} msat")

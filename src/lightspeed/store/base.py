@@ -116,6 +116,28 @@ class PaymentRecord:
     reason: str = ""
 
 
+RefundStatus = Literal["open", "paying", "paid", "failed"]
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    """A BOLT 12 refund (``lnr``) we created: we owe its amount to whoever sends us an invoice for it.
+
+    ``path_id`` is the secret of the reply path in ``invreq_paths``: an invoice for the refund
+    must come through it. ``status`` goes ``open`` -> ``paying`` (committed with the accepted
+    invoice before the first HTLC leaves) -> ``paid`` or ``failed``; a refund is paid once.
+    """
+
+    payer_id: bytes  # invreq_payer_id: names the refund
+    refund: str  # the lnr1... string
+    path_id: bytes
+    amount_msat: int
+    expires_at: int | None
+    status: RefundStatus = "open"
+    payment_hash: bytes | None = None
+    invoice: str = ""  # the lni1... we accepted (and paid, or are paying)
+
+
 @dataclass(frozen=True)
 class IncomingHtlcRecord:
     """What we decided for an incoming HTLC, kept until it leaves the channel.
@@ -193,6 +215,12 @@ class Store(Protocol):
     def put_payment_part(self, payment_hash: bytes, channel_id: bytes, htlc_id: int) -> None: ...
     def delete_payment_part(self, channel_id: bytes, htlc_id: int) -> None: ...
     def payment_parts(self, payment_hash: bytes) -> list[tuple[bytes, int]]: ...
+
+    # BOLT 12 refunds we created (kept for good: they prove what was refunded)
+    def put_refund(self, refund: RefundRecord) -> None: ...
+    def refund(self, payer_id: bytes) -> RefundRecord | None: ...
+    def refund_by_path_id(self, path_id: bytes) -> RefundRecord | None: ...
+    def refunds(self) -> list[RefundRecord]: ...
 
     # onions of incoming HTLCs, until the HTLC is settled
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None: ...

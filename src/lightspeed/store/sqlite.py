@@ -20,7 +20,8 @@ Schema versions: 1 (the first), 2 (invoice expiry for pruning, the payment-secre
 index, closed-channel summaries). A version-1 store is upgraded in place on open.
 The ``pending_broadcasts`` table (transactions still to reach the chain) and ``payment_parts``
 (every HTLC of an outgoing payment still in flight) are created on open in any version: an
-older Lightspeed ignores them (and tracks a payment by its last HTLC), so they need no new version.
+older Lightspeed ignores them (and tracks a payment by its last HTLC), so they need no new version;
+so is ``refunds`` (BOLT 12 refunds we created), which an older Lightspeed never reads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lightspeed.store.base import (
     IncomingHtlcRecord,
     InvoiceRecord,
     PaymentRecord,
+    RefundRecord,
     StoreCorrupt,
     StoredChannel,
     StoreUnavailable,
@@ -78,7 +80,10 @@ CREATE TABLE IF NOT EXISTS incoming_htlcs (
 CREATE TABLE IF NOT EXISTS closed_channels (
     channel_id BLOB PRIMARY KEY, kind TEXT NOT NULL, funding_txid BLOB NOT NULL,
     funding_output_index INTEGER NOT NULL, capacity_sat INTEGER NOT NULL, initiator INTEGER NOT NULL,
-    local_balance_msat INTEGER NOT NULL, remote_balance_msat INTEGER NOT NULL)
+    local_balance_msat INTEGER NOT NULL, remote_balance_msat INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refunds (
+    payer_id BLOB PRIMARY KEY, refund TEXT NOT NULL, path_id BLOB NOT NULL UNIQUE, amount_msat INTEGER NOT NULL,
+    expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL)
 """
 
 #: Statements that take a store of version N to N + 1 (the tables new in N + 1 come from _SCHEMA).
@@ -98,6 +103,7 @@ _INVOICE_COLUMNS = ("payment_hash, invoice, preimage, payment_secret, amount_msa
 _INCOMING_COLUMNS = ("channel_id, htlc_id, payment_hash, shared_secret, out_channel_id, out_htlc_id, preimage, "
                      "failure")
 _PAYMENT_COLUMNS = "payment_hash, amount_msat, status, invoice, preimage, channel_id, htlc_id, reason"
+_REFUND_COLUMNS = "payer_id, refund, path_id, amount_msat, expires_at, status, payment_hash, invoice"
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
 
@@ -398,6 +404,29 @@ class SqliteStore:
     def payment_parts(self, payment_hash: bytes) -> list[tuple[bytes, int]]:
         return [(bytes(c), int(h)) for c, h in self._read(
             "SELECT channel_id, htlc_id FROM payment_parts WHERE payment_hash = ? ORDER BY rowid", (payment_hash,))]
+
+    # -- BOLT 12 refunds we created -------------------------------------------------------------
+
+    def put_refund(self, refund: RefundRecord) -> None:
+        self._write(f"INSERT OR REPLACE INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (refund.payer_id, refund.refund, refund.path_id, refund.amount_msat, refund.expires_at,
+                     refund.status, refund.payment_hash, refund.invoice))
+
+    @staticmethod
+    def _refund(row: Any) -> RefundRecord:
+        payment_hash = None if row[6] is None else bytes(row[6])
+        return RefundRecord(bytes(row[0]), row[1], bytes(row[2]), row[3], row[4], row[5], payment_hash, row[7])
+
+    def refund(self, payer_id: bytes) -> RefundRecord | None:
+        row = self._one(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payer_id = ?", (payer_id,))
+        return None if row is None else self._refund(row)
+
+    def refund_by_path_id(self, path_id: bytes) -> RefundRecord | None:
+        row = self._one(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE path_id = ?", (path_id,))
+        return None if row is None else self._refund(row)
+
+    def refunds(self) -> list[RefundRecord]:
+        return [self._refund(row) for row in self._read(f"SELECT {_REFUND_COLUMNS} FROM refunds ORDER BY rowid")]
 
     # -- onions --------------------------------------------------------------------------------
 
