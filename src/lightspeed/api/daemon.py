@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
 from lightspeed.api.policy_file import load_policy, save_policy
+from lightspeed.bitcoin.network import network_by_name
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.errors import DecodeError, UsageError
+from lightspeed.errors import ChainError, DecodeError, UsageError
+from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
 from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
@@ -49,6 +52,8 @@ from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
 log = logging.getLogger("lightspeed.daemon")
+
+ELECTRUM_START_TIMEOUT_S = 120.0  # mainnet: a few thousand headers from the checkpoint
 
 
 def require_loopback(host: str, option: str) -> None:
@@ -88,6 +93,9 @@ class DaemonConfig:
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
     new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
+    network: str = "regtest"  # bitcoin | testnet | signet | regtest
+    electrum: tuple[str, ...] = ()  # HOST:PORT:s|t servers; none: the embedded regtest chain file
+    electrum_cafile: Path | None = None  # trust this certificate (or CA bundle) for TLS servers
     ui: bool = False  # also serve the web dashboard at /ui/ on the API's address (api/dashboard.py)
 
 
@@ -153,7 +161,7 @@ async def run(config: DaemonConfig) -> None:
                     raise UsageError(f"--datadir {config.datadir}: {exc.strerror or exc}") from None
                 datadir.lock()
             token = datadir.ensure_token()
-            chain = open_chain(config.chain_file, create=True)
+            chain = await open_chain_source(config)
             try:
                 await _serve(config, datadir, chain, token, api_sock, startup)
             finally:
@@ -170,12 +178,39 @@ async def run(config: DaemonConfig) -> None:
         datadir.unlock()
 
 
-async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str,
+async def open_chain_source(config: DaemonConfig) -> RegtestChain | ElectrumChainSource:
+    """The embedded regtest chain file, or Electrum servers (SPV-checked) when ``--electrum`` names any."""
+    if not config.electrum:
+        if config.network != "regtest":
+            raise UsageError(f"--network {config.network}: needs --electrum HOST:PORT:s|t (the embedded "
+                             "chain is regtest only)")
+        return open_chain(config.chain_file, create=True)
+    try:
+        servers = [ServerAddress.parse(text) for text in config.electrum]
+    except ValueError as exc:
+        raise UsageError(f"--electrum {exc}") from None
+    context = None
+    if config.electrum_cafile is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(config.electrum_cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--electrum-cafile {config.electrum_cafile}: {exc}") from None
+    source = ElectrumChainSource(servers, config.network, ssl_context=context,
+                                 headers_file=config.datadir / f"headers-{config.network}.bin")
+    try:
+        await asyncio.to_thread(source.start, ELECTRUM_START_TIMEOUT_S)
+    except ChainError as exc:
+        raise UsageError(f"--electrum: {exc}") from None
+    return source
+
+
+async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | ElectrumChainSource, token: str,
                  api_sock: socket.socket, startup: _Startup) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
         try:
             node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                        network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
                         forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
         except DecodeError as exc:  # a record in the store that cannot be read back
@@ -202,9 +237,8 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
 
 async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: str, api_sock: socket.socket,
                      startup: _Startup, credentials: Credentials, listen: str) -> None:
-    ctx = ApiContext(node, listen=listen,
-                     chain_file=str(config.chain_file), forwards=ForwardLog(datadir.path / FORWARDS_FILE),
-                     credentials=credentials)
+    ctx = ApiContext(node, listen=listen, chain_file=None if config.electrum else str(config.chain_file),
+                     forwards=ForwardLog(datadir.path / FORWARDS_FILE), credentials=credentials)
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
     server = _Server(uvicorn.Config(create_app(ctx, token, ui=config.ui), log_level="warning", lifespan="off",
@@ -219,7 +253,8 @@ async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: 
     datadir.write_api_address(api_host, api_port)
     startup.ready = True
     ready = {"node_id": node.node_id.hex(), "listen": ctx.listen, "api": format_hostport(api_host, api_port),
-             "chain_file": str(config.chain_file)}
+             "chain_file": None if config.electrum else str(config.chain_file),
+             "network": config.network, "electrum": list(config.electrum)}
     if config.ui:  # the page asks for a token: DATADIR/api_token, or one from `lightspeed token create`
         ready["ui"] = f"http://{format_hostport(api_host, api_port)}/ui/"
     print(json.dumps(ready), flush=True)

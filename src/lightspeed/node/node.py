@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
-from lightspeed.chain.regtest import RegtestChain
+from lightspeed.chain.source import NodeChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
 from lightspeed.channel.commitment import ChannelBasepoints
@@ -346,7 +346,7 @@ class Node:
     """
 
     privkey: bytes
-    chain: RegtestChain
+    chain: NodeChain  # the embedded RegtestChain, or node.electrum_chain.ElectrumChainSource
     wallet_seed: bytes
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
