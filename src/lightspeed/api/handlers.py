@@ -29,6 +29,7 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import (
+    ChannelOpenFailed,
     DecodeError,
     LightspeedError,
     PaymentError,
@@ -254,6 +255,8 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
             raise ApiError(409, f"not connected to {node_id.hex()} any more: connect again", "node_id") from None
         except (PaymentError, UsageError, RejectedTransaction) as exc:
             raise ApiError(409, f"cannot open the channel: {exc}", "node_id") from None
+        except ChannelOpenFailed as exc:  # the peer refused, or we refused its terms, or it went away
+            raise ApiError(409, str(exc).removeprefix("node_id: "), "node_id") from None
 
     task = ctx.spawn(opening(), "channel opening")
     deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s
