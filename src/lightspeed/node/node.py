@@ -123,6 +123,7 @@ from lightspeed.codec.messages import Error, Message, Warning, encode_message, m
 from lightspeed.crypto.hashes import sha256
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.errors import (
+    ChannelOpenFailed,
     LightspeedError,
     PaymentError,
     PeerProtocolError,
@@ -376,6 +377,7 @@ class Node:
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
         self._opened: dict[bytes, bytes] = {}  # temporary id -> channel id, for open_channel's caller
+        self._open_failed: dict[bytes, str] = {}  # temporary id -> why the opening ended unfunded
         self._ready: dict[bytes, asyncio.Event] = {}
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
@@ -777,6 +779,7 @@ class Node:
 
     def _on_disconnected(self, peer: Peer) -> None:
         self.gossip.disconnected(peer)
+        self._fail_openings(peer, "the connection closed before the peer signed the funding")
         if peer.remote_pubkey is not None:
             self.onion_messages.forget_peer(peer.remote_pubkey)
         if self._peers.get(peer.remote_pubkey or b"") is peer:
@@ -887,6 +890,10 @@ class Node:
             await asyncio.wait_for(ready.wait(), 30)
         finally:
             channel_id = self._opened.pop(temp_id, None)
+            failed = self._open_failed.pop(temp_id, None)
+            self._openings.pop(temp_id, None)
+        if failed is not None:
+            raise ChannelOpenFailed(f"node_id: the channel with {node_id.hex()} was not opened: {failed}")
         # By the temporary id: the connection may have been replaced meanwhile (a reconnect), and
         # an earlier channel with the same peer is not this one.
         assert channel_id is not None  # ready is set only once funding_signed named the channel
@@ -1001,6 +1008,7 @@ class Node:
         assert opening.channel is not None and opening.funding_tx is not None
         opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
         temp_id = opening.open_msg.temporary_channel_id
+        self._openings.pop(temp_id, None)  # funded now: no longer an opening that can fail unfunded
         self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
         self._opened[temp_id] = message.channel_id
         # Committed (the funding too) before the broadcast: a crash in between loses neither.
@@ -1281,6 +1289,9 @@ class Node:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout + 0.25)  # its own errors first
         except TimeoutError:
+            # Nobody awaits the future now: its later failure is in the store and the events, so mark
+            # it retrieved (else "Future exception was never retrieved" when it is collected).
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise PaymentError("the payment is still pending (it will end settled or failed)") from None
         finally:
             if self._pending.get(payment_id) is future and future.done():
@@ -2208,6 +2219,7 @@ class Node:
         elif isinstance(exc, ChannelFailure) and cid is not None:
             # A channel being opened (BOLT 2: MUST fail the channel): an error for its temporary
             # id; nothing was funded, so nothing to close.
+            self._fail_openings(peer, f"we refused the peer's terms: {exc.reason}", cid)
             self._openings.pop(cid, None)
             await self._send_error(peer, cid, exc.reason)
         else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
@@ -2215,9 +2227,27 @@ class Node:
                 await peer.send(Warning(cid or bytes(32), exc.reason.encode()))
             await peer.close()
 
+    def _fail_openings(self, peer: Peer, reason: str, channel_id: bytes | None = None) -> None:
+        """Our openings with ``peer`` (or the one ``channel_id`` names) end unfunded: wake their callers.
+
+        BOLT 2: before funding_signed nothing is funded; the channel is simply forgotten.
+        """
+        for key, opening in list(self._openings.items()):
+            temp_id = opening.open_msg.temporary_channel_id
+            if opening.peer is not peer or not opening.funder or channel_id not in (None, key, bytes(32)):
+                continue
+            self._openings.pop(key, None)
+            self._openings.pop(temp_id, None)
+            self._open_failed[temp_id] = reason
+            waiter = self._ready.get(temp_id)
+            if waiter is not None:
+                waiter.set()
+
     async def _on_error_message(self, peer: Peer, message: Error) -> None:
         """BOLT 1: an error naming one of our channels with this peer fails that channel."""
         cid = message.channel_id
+        text = "".join(c if c.isprintable() else "?" for c in message.data.decode(errors="replace"))[:300]
+        self._fail_openings(peer, f"the peer refused it: {text or 'no reason given'}", cid)
         if cid in self.channels and self._channel_node.get(cid) == peer.remote_pubkey:
             with contextlib.suppress(LightspeedError):
                 await self.force_close_channel(cid, "the peer failed the channel")
