@@ -47,7 +47,7 @@ def test_msat_limit_n_ok_n_plus_one_refused() -> None:
     admit(b, "a1", 10_000)  # exactly 30 000: ok
     b2 = book()
     admit(b2, "a0", 20_000)
-    with pytest.raises(HoldRefused, match="30001 msat .* exceeds the limit of 30000"):
+    with pytest.raises(HoldRefused, match=r"30001 msat .* exceeds the limit of 30000"):
         admit(b2, "a1", 10_001)
     assert [h.htlc_key for h in b2.held()] == ["a0"]
 
