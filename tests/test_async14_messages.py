@@ -185,3 +185,16 @@ def test_static_invoice_mutations_raise_only_decode_error(position: int, xor: in
 
 
 _STATIC_BYTES = _static().to_bytes()
+
+
+@pytest.mark.parametrize("payload_type", [m.STATIC_INVOICE, m.HELD_HTLC_AVAILABLE, m.RELEASE_HELD_HTLC])
+def test_draft_payloads_reach_the_recipient_instead_of_being_dropped_as_unknown_even(payload_type: int) -> None:
+    """BOLT 4 drops an onion message with an unknown even type; 70/72/74 are even, so the onion layer
+    must know them or a draft-spec payee never hears of its held HTLC."""
+    payee = key(30)
+    path = create_reply_path(key(31), [public_key_of(payee)], b"draft")
+    _, message = build_onion_message(key(32), path, OnionMessagePayload(records=((payload_type, b""),)))
+    received = peel_onion_message(payee, message)
+    assert isinstance(received, ReceivedOnionMessage)
+    assert received.payload.records == ((payload_type, b""),)
+    assert received.path_id == b"draft"
