@@ -28,7 +28,7 @@ def book() -> HoldBook:
 
 def admit(b: HoldBook, key: str, amount: int = 1000, *, client: bytes = ALICE, secret: bytes = PID,
           cltv: int = HEIGHT + 100, now: int = NOW, height: int = HEIGHT) -> None:
-    b.admit(key, client, b"h" * 32, amount, cltv, secret, now=now, block_height=height)
+    b.admit(key, client, b"h" * 32, amount, cltv, b.key.tag(secret), now=now, block_height=height)
 
 
 def test_htlc_count_limit_n_ok_n_plus_one_refused_per_client() -> None:
@@ -114,8 +114,7 @@ def test_draft_release_token_is_macd_and_single_use() -> None:
     key = ReleaseKey(b"k" * 32)
     b = HoldBook(LIMITS, key)
     token = key.issue_token(b"i" * 32, b"n" * 16)
-    secret = key.open_token(token)
-    admit(b, "a0", secret=secret)
+    admit(b, "a0", secret=key.open_token(token))
     forged = token[:-1] + bytes([token[-1] ^ 1])
     with pytest.raises(DecodeError, match="path_id: release token MAC does not verify"):
         key.open_token(forged)
@@ -131,3 +130,36 @@ def test_limits_are_announced_and_validated() -> None:
                                  "max_held_msat_per_client": 30_000, "safety_margin_blocks": 12}
     with pytest.raises(UsageError, match="safety_margin_blocks must be positive"):
         HoldLimits(safety_margin_blocks=0)
+
+
+def test_hold_registrations_bounded_matched_by_client_and_hash_and_expiring() -> None:
+    b = book()
+    hashes = (b"1" * 32, b"2" * 32)
+    reg = b.register(ALICE, hashes, PID, 30_000, now=NOW)  # exactly the msat limit: ok
+    assert reg.release_tag == b.key.tag(PID) and PID not in (reg.release_tag, *reg.payment_hashes)
+    with pytest.raises(HoldRefused, match="30001 msat exceeds"):
+        b.register(ALICE, (b"9" * 32,), b"q" * 32, 30_001, now=NOW)
+    with pytest.raises(HoldRefused, match="already registered"):
+        b.register(BOB, (b"2" * 32,), b"q" * 32, 1, now=NOW)  # nobody else may claim the hash
+    b.register(ALICE, (b"3" * 32,), b"r" * 32, 1, now=NOW)
+    b.register(ALICE, (b"4" * 32,), b"s" * 32, 1, now=NOW)  # third: the limit
+    with pytest.raises(HoldRefused, match="already has 3 hold requests, the limit is 3"):
+        b.register(ALICE, (b"5" * 32,), b"t" * 32, 1, now=NOW)
+    assert b.registration_for(ALICE, b"2" * 32, now=NOW) == reg
+    assert b.registration_for(BOB, b"2" * 32, now=NOW) is None  # an HTLC from someone else is not held
+    assert b.registration_for(ALICE, b"2" * 32, now=NOW + 3599) == reg
+    assert b.registration_for(ALICE, b"2" * 32, now=NOW + 3600) is None
+    assert len(b.expire_registrations(now=NOW + 3600)) == 3
+    b.register(ALICE, (b"5" * 32,), b"t" * 32, 1, now=NOW + 3600)  # slots freed
+
+
+def test_registered_hold_is_released_by_its_pid() -> None:
+    """LightningRod end to end in the book: register, admit two MPP parts under the tag, release by pid."""
+    b = book()
+    reg = b.register(ALICE, (b"h" * 32,), PID, 2000, now=NOW)
+    for key in ("p1", "p2"):
+        found = b.registration_for(ALICE, b"h" * 32, now=NOW + 1)
+        assert found is not None
+        b.admit(key, ALICE, b"h" * 32, 1000, HEIGHT + 100, found.release_tag, now=NOW + 1, block_height=HEIGHT)
+    assert {h.htlc_key for h in b.release(PID, now=NOW + 5, block_height=HEIGHT)} == {"p1", "p2"}
+    assert reg.release_tag == b.key.tag(PID)

@@ -24,7 +24,7 @@ def test_held_htlcs_survive_restart_and_release_stays_single_use(tmp_path: Path)
     store = AsyncPayStore(db)
     book = HoldBook(LIMITS, KEY)
     for key in ("chan1:0", "chan2:7"):  # two MPP parts
-        store.put_held(book.admit(key, CLIENT, b"h" * 32, 2000, 900, PID, now=100, block_height=800))
+        store.put_held(book.admit(key, CLIENT, b"h" * 32, 2000, 900, KEY.tag(PID), now=100, block_height=800))
     store.close()
 
     store = AsyncPayStore(db)  # restart
@@ -102,3 +102,19 @@ def test_outbox_survives_restart(tmp_path: Path) -> None:
     assert (item.attempts, item.next_attempt_at, item.last_error) == (2, 9.5, "HTTP 503")
     store.outbox_update(item_id, attempts=3, next_attempt_at=10, state="delivered", last_error="")
     assert store.outbox_pending() == []
+
+
+def test_hold_registrations_survive_restart(tmp_path: Path) -> None:
+    db = tmp_path / "lsp.sqlite"
+    store = AsyncPayStore(db)
+    book = HoldBook(LIMITS, KEY)
+    store.put_registration(book.register(CLIENT, (b"a" * 32, b"b" * 32), PID, 5000, now=100))
+    store.close()
+    store = AsyncPayStore(db)
+    book = HoldBook(LIMITS, KEY, store.held_htlcs(), store.hold_registrations())
+    reg = book.registration_for(CLIENT, b"b" * 32, now=101)
+    assert reg is not None and reg.payment_hashes == (b"a" * 32, b"b" * 32) and reg.amount_msat == 5000
+    store.put_held(book.admit("c:1", CLIENT, b"b" * 32, 5000, 900, reg.release_tag, now=101, block_height=800))
+    assert [h.htlc_key for h in book.release(PID, now=102, block_height=800)] == ["c:1"]
+    store.delete_registration(reg.release_tag)
+    assert store.hold_registrations() == []

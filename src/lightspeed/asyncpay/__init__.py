@@ -17,6 +17,7 @@ from lightspeed.asyncpay.policy import (
     HoldBook,
     HoldLimits,
     HoldRefused,
+    HoldRegistration,
     HoldState,
     ReleaseKey,
     ReleaseRefused,
@@ -26,6 +27,6 @@ from lightspeed.asyncpay.static_invoice import StaticInvoice, sign_static_invoic
 __all__ = [
     "ASYNC_PAYLOAD_TYPES", "HELD_HTLC_AVAILABLE", "RELEASE_HELD_HTLC", "STATIC_INVOICE",
     "AsyncPaymentNotice", "EmptyPayload", "HeldHtlc", "HoldBook", "HoldHtlcsRequest", "HoldLimits",
-    "HoldRefused", "HoldState", "ReleaseKey", "ReleaseRefused", "StaticInvoice", "decode_payload",
+    "HoldRefused", "HoldRegistration", "HoldState", "ReleaseKey", "ReleaseRefused", "StaticInvoice", "decode_payload",
     "payment_unblock_from", "payment_unblock_record", "sign_static_invoice",
 ]

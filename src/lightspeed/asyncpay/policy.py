@@ -97,6 +97,18 @@ class HeldHtlc:
         return self.held_at + limits.max_hold_seconds
 
 
+@dataclass(frozen=True)
+class HoldRegistration:
+    """LightningRod step 2: a client asked its LSP to hold HTLCs with these hashes under a pid
+    (kept only as its tag). An HTLC arriving from that client with one of the hashes is held."""
+
+    client_id: bytes
+    payment_hashes: tuple[bytes, ...]
+    release_tag: bytes
+    amount_msat: int
+    registered_at: int
+
+
 class ReleaseKey:
     """The LSP's secret for release tags. ``tag(pid)`` is what the book stores and compares."""
 
@@ -128,18 +140,59 @@ class HoldBook:
     """The held HTLCs of one LSP, with its limits and release key. Mutations return the records
     that changed, for the runtime to persist before it forwards or fails anything."""
 
-    def __init__(self, limits: HoldLimits, key: ReleaseKey, held: Iterable[HeldHtlc] = ()) -> None:
+    def __init__(self, limits: HoldLimits, key: ReleaseKey, held: Iterable[HeldHtlc] = (),
+                 registrations: Iterable[HoldRegistration] = ()) -> None:
         self.limits = limits
         self.key = key
         self._htlcs: dict[str, HeldHtlc] = {h.htlc_key: h for h in held}
+        self._registrations: list[HoldRegistration] = list(registrations)
+
+    def register(self, client_id: bytes, payment_hashes: tuple[bytes, ...], pid: bytes, amount_msat: int,
+                 *, now: int) -> HoldRegistration:
+        """Accept a hold request from ``client_id`` (the peer it arrived from), or raise HoldRefused.
+
+        Bounded like the HTLCs it announces: at most ``max_htlcs_per_client`` live registrations
+        and ``max_held_msat_per_client`` per client; a hash already registered is refused (a
+        second pid for the same hash would let either release it).
+        """
+        self.expire_registrations(now=now)
+        mine = [r for r in self._registrations if r.client_id == client_id]
+        if len(mine) + 1 > self.limits.max_htlcs_per_client:
+            raise HoldRefused(f"client already has {len(mine)} hold requests, the limit is "
+                              f"{self.limits.max_htlcs_per_client}")
+        if amount_msat > self.limits.max_held_msat_per_client:
+            raise HoldRefused(f"{amount_msat} msat exceeds the limit of {self.limits.max_held_msat_per_client} msat")
+        taken = {h for r in self._registrations for h in r.payment_hashes}
+        if taken.intersection(payment_hashes):
+            raise HoldRefused("a payment hash is already registered for holding")
+        registration = HoldRegistration(client_id, payment_hashes, self.key.tag(pid), amount_msat, now)
+        self._registrations.append(registration)
+        return registration
+
+    def registration_for(self, client_id: bytes, payment_hash: bytes, *, now: int) -> HoldRegistration | None:
+        """The live registration an incoming HTLC from ``client_id`` with ``payment_hash`` falls under."""
+        for r in self._registrations:
+            if (r.client_id == client_id and payment_hash in r.payment_hashes
+                    and now < r.registered_at + self.limits.max_hold_seconds):
+                return r
+        return None
+
+    def expire_registrations(self, *, now: int) -> list[HoldRegistration]:
+        """Drop registrations older than ``max_hold_seconds`` (returned, for the store to delete)."""
+        old = [r for r in self._registrations if now >= r.registered_at + self.limits.max_hold_seconds]
+        self._registrations = [r for r in self._registrations if r not in old]
+        return old
 
     def held(self, client_id: bytes | None = None) -> list[HeldHtlc]:
         return [h for h in self._htlcs.values()
                 if h.state is HoldState.HELD and (client_id is None or h.client_id == client_id)]
 
     def admit(self, htlc_key: str, client_id: bytes, payment_hash: bytes, amount_msat: int,
-              cltv_expiry: int, release_secret: bytes, *, now: int, block_height: int) -> HeldHtlc:
-        """Hold an incoming HTLC, or raise :class:`HoldRefused` (then fail it back at once)."""
+              cltv_expiry: int, release_tag: bytes, *, now: int, block_height: int) -> HeldHtlc:
+        """Hold an incoming HTLC, or raise :class:`HoldRefused` (then fail it back at once).
+
+        ``release_tag`` is a registration's tag (LightningRod) or ``key.tag(hold_id || nonce)``
+        of the release token the LSP issues (draft spec)."""
         if htlc_key in self._htlcs:
             raise HoldRefused(f"HTLC {htlc_key} is already known")
         if amount_msat <= 0:
@@ -156,8 +209,7 @@ class HoldBook:
         if total > limits.max_held_msat_per_client:
             raise HoldRefused(f"holding {total} msat for the client exceeds the limit of "
                               f"{limits.max_held_msat_per_client} msat")
-        record = HeldHtlc(htlc_key, client_id, payment_hash, amount_msat, cltv_expiry, now,
-                          self.key.tag(release_secret))
+        record = HeldHtlc(htlc_key, client_id, payment_hash, amount_msat, cltv_expiry, now, release_tag)
         self._htlcs[htlc_key] = record
         return record
 

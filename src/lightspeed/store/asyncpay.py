@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightspeed.asyncpay.policy import HeldHtlc, HoldState
+from lightspeed.asyncpay.policy import HeldHtlc, HoldRegistration, HoldState
 from lightspeed.errors import UsageError
 from lightspeed.store.base import StoreUnavailable
 
@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS async_held_htlcs (
     htlc_key TEXT PRIMARY KEY, client_id BLOB NOT NULL, payment_hash BLOB NOT NULL,
     amount_msat INTEGER NOT NULL, cltv_expiry INTEGER NOT NULL, held_at INTEGER NOT NULL,
     release_tag BLOB NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS async_hold_registrations (
+    release_tag BLOB PRIMARY KEY, client_id BLOB NOT NULL, payment_hashes BLOB NOT NULL,
+    amount_msat INTEGER NOT NULL, registered_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS async_mailbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, client_id BLOB NOT NULL, message BLOB NOT NULL,
     received_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
@@ -127,6 +130,21 @@ class AsyncPayStore:
                                 "release_tag, state FROM async_held_htlcs ORDER BY held_at, htlc_key").fetchall()
         return [HeldHtlc(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], bytes(r[6]), HoldState(r[7]))
                 for r in rows]
+
+    def put_registration(self, r: HoldRegistration) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO async_hold_registrations VALUES (?, ?, ?, ?, ?)",
+                       (r.release_tag, r.client_id, b"".join(r.payment_hashes), r.amount_msat, r.registered_at))
+
+    def delete_registration(self, release_tag: bytes) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM async_hold_registrations WHERE release_tag = ?", (release_tag,))
+
+    def hold_registrations(self) -> list[HoldRegistration]:
+        rows = self._db.execute("SELECT release_tag, client_id, payment_hashes, amount_msat, registered_at "
+                                "FROM async_hold_registrations ORDER BY registered_at, release_tag").fetchall()
+        return [HoldRegistration(bytes(r[1]), tuple(bytes(r[2][i : i + 32]) for i in range(0, len(r[2]), 32)),
+                                 bytes(r[0]), r[3], r[4]) for r in rows]
 
     # Mailbox ----------------------------------------------------------------------------
     def mailbox_put(self, client_id: bytes, message: bytes, now: int) -> int | None:
