@@ -43,17 +43,36 @@ def h(n: int) -> bytes:
 PID = bytes(range(32))
 
 
+CLIENT_KEY = key(40)
+CLIENT_ID = public_key_of(CLIENT_KEY)
+
+
 def test_hold_request_round_trip_and_hash_limit_at_boundary() -> None:
-    ok = m.HoldHtlcsRequest(tuple(h(i) for i in range(m.MAX_HASHES)), PID, 5000)
+    ok = m.HoldHtlcsRequest.sign(tuple(h(i) for i in range(m.MAX_HASHES)), PID, 5000, CLIENT_KEY)
+    assert ok.client_id == CLIENT_ID
     assert m.HoldHtlcsRequest.from_bytes(ok.to_bytes()) == ok
     assert m.decode_payload(m.HOLD_HTLCS, ok.to_bytes()) == ok
     with pytest.raises(UsageError):
-        m.HoldHtlcsRequest(tuple(h(i) for i in range(m.MAX_HASHES + 1)), PID, 5000)
+        m.HoldHtlcsRequest.sign(tuple(h(i) for i in range(m.MAX_HASHES + 1)), PID, 5000, CLIENT_KEY)
     # A peer's message with 33 hashes is refused by the decoder, naming the field.
     too_many = encode_tlv_stream([(0, b"".join(h(i) for i in range(m.MAX_HASHES + 1))), (2, PID),
-                                  (4, (5000).to_bytes(8, "big"))])
+                                  (4, (5000).to_bytes(8, "big")), (6, CLIENT_ID), (8, bytes(64))])
     with pytest.raises(DecodeError, match="payment_hashes: 33 payment hashes, at most 32"):
         m.HoldHtlcsRequest.from_bytes(too_many)
+
+
+def test_hold_request_signed_by_someone_else_is_refused() -> None:
+    """Otherwise anyone knowing B's payment hash could have A's HTLC held under their own pid."""
+    genuine = m.HoldHtlcsRequest.sign((h(1),), PID, 5000, CLIENT_KEY)
+    forged = m.HoldHtlcsRequest.sign((h(1),), PID, 5000, key(41))
+    claimed = encode_tlv_stream([(0, h(1)), (2, PID), (4, (5000).to_bytes(8, "big")), (6, CLIENT_ID),
+                                 (8, forged.signature)])
+    with pytest.raises(DecodeError, match="hold_htlcs signature: not client_id's signature"):
+        m.HoldHtlcsRequest.from_bytes(claimed)
+    tampered = encode_tlv_stream([(0, h(2)), (2, PID), (4, (5000).to_bytes(8, "big")), (6, CLIENT_ID),
+                                  (8, genuine.signature)])
+    with pytest.raises(DecodeError, match="hold_htlcs signature"):
+        m.HoldHtlcsRequest.from_bytes(tampered)
 
 
 @pytest.mark.parametrize(("records", "message"), [
@@ -62,7 +81,11 @@ def test_hold_request_round_trip_and_hash_limit_at_boundary() -> None:
     ([(0, h(1)[:31]), (2, PID), (4, (1).to_bytes(8, "big"))], "multiple of 32"),
     ([(0, h(1)), (2, PID[:31]), (4, (1).to_bytes(8, "big"))], "pid: 31 bytes"),
     ([(0, h(1)), (2, PID), (4, bytes(8))], "amount_msat: must be positive"),
-    ([(0, h(1)), (2, PID), (4, (1).to_bytes(8, "big")), (6, b"")], "unknown even type 6"),
+    ([(0, h(1)), (2, PID), (4, (1).to_bytes(8, "big"))], "client_id: missing"),
+    ([(0, h(1)), (2, PID), (4, (1).to_bytes(8, "big")), (6, b"\x02" + bytes(32))], "client_id: not a valid"),
+    ([(0, h(1)), (2, PID), (4, (1).to_bytes(8, "big")), (6, CLIENT_ID)], "signature: missing"),
+    ([(0, h(1)), (2, PID), (4, (1).to_bytes(8, "big")), (6, CLIENT_ID), (8, bytes(64)), (10, b"")],
+     "unknown even type 10"),
 ])
 def test_hold_request_bad_fields_are_named(records: list[tuple[int, bytes]], message: str) -> None:
     with pytest.raises(DecodeError, match=message):
@@ -152,6 +175,8 @@ def test_static_invoice_requires_held_htlc_paths() -> None:
         StaticInvoice.from_bytes(encode_tlv_stream([*records, (SIGNATURE, invoice.signature)]))
 
 
+_HOLD_BYTES = m.HoldHtlcsRequest.sign((h(1), h(2)), PID, 5000, key(40)).to_bytes()
+
 DECODERS: list[Callable[[bytes], object]] = [
     m.HoldHtlcsRequest.from_bytes,
     m.AsyncPaymentNotice.from_bytes,
@@ -171,17 +196,18 @@ def test_decoders_raise_only_decode_error(which: int, data: bytes) -> None:
 @given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=m.MAX_HASHES, unique=True),
        st.binary(min_size=32, max_size=32), st.integers(1, 2**64 - 1))
 def test_hold_request_round_trips(hashes: list[bytes], pid: bytes, amount: int) -> None:
-    request = m.HoldHtlcsRequest(tuple(hashes), pid, amount)
+    request = m.HoldHtlcsRequest.sign(tuple(hashes), pid, amount, CLIENT_KEY)
     assert m.HoldHtlcsRequest.from_bytes(request.to_bytes()) == request
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2000), st.integers(0, 255))
-def test_static_invoice_mutations_raise_only_decode_error(position: int, xor: int) -> None:
-    raw = bytearray(_STATIC_BYTES)
+@settings(max_examples=200, deadline=None)
+@given(st.booleans(), st.integers(0, 2000), st.integers(0, 255))
+def test_mutated_signed_messages_raise_only_decode_error(static: bool, position: int, xor: int) -> None:
+    raw = bytearray(_STATIC_BYTES if static else _HOLD_BYTES)
     raw[position % len(raw)] ^= xor
+    decode: Callable[[bytes], object] = StaticInvoice.from_bytes if static else m.HoldHtlcsRequest.from_bytes
     with contextlib.suppress(DecodeError):
-        StaticInvoice.from_bytes(bytes(raw))
+        decode(bytes(raw))
 
 
 _STATIC_BYTES = _static().to_bytes()

@@ -18,9 +18,16 @@ Every decoder raises :class:`DecodeError` naming the field, and nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lightspeed.codec.tlv import decode_tlv_stream, encode_tlv_stream
+from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.secp256k1 import (
+    is_valid_pubkey,
+    pubkey_from_privkey,
+    sign_compact,
+    verify_compact,
+)
 from lightspeed.errors import DecodeError, UsageError
 
 # onionmsg_tlv payload types (BOLT 4 reserves 64+ for the final hop's payload).
@@ -49,6 +56,8 @@ MAX_HASHES = 32
 _PAYMENT_HASHES = 0
 _PID = 2
 _AMOUNT_MSAT = 4
+_CLIENT_ID = 6
+_SIGNATURE = 8
 
 
 def _hashes(value: bytes, field: str) -> tuple[bytes, ...]:
@@ -83,13 +92,18 @@ def _fixed(records: dict[int, bytes], tlv_type: int, size: int, field: str) -> b
 class HoldHtlcsRequest:
     """A -> LSP_a: hold the HTLCs A is about to send with these hashes until ``pid`` unblocks them.
 
-    The LSP stores only an HMAC of ``pid`` (see :mod:`.policy`), so its database alone cannot
-    release anything. ``amount_msat`` is the total A will send, for the LSP's limits.
+    Onion messages are anonymous, so the request names its client (``client_id``, A's node id)
+    and is signed by it (``signature``: compact ECDSA over :meth:`sighash`); otherwise anyone who
+    knows B's payment hash could have A's HTLC held under a pid of their own. The LSP stores only
+    an HMAC of ``pid`` (see :mod:`.policy`). ``amount_msat`` is the total A will send.
+    Build one with :meth:`sign`; :meth:`from_bytes` refuses a bad signature.
     """
 
     payment_hashes: tuple[bytes, ...]
     pid: bytes
     amount_msat: int
+    client_id: bytes
+    signature: bytes
 
     def __post_init__(self) -> None:
         _check_hashes(self.payment_hashes)
@@ -97,14 +111,29 @@ class HoldHtlcsRequest:
             raise UsageError(f"pid is {PID_SIZE} bytes")
         if not 0 < self.amount_msat < 1 << 64:
             raise UsageError("amount_msat must be a positive u64")
+        if len(self.client_id) != 33 or len(self.signature) != 64:
+            raise UsageError("client_id is 33 bytes and signature 64")
+
+    def _unsigned(self) -> list[tuple[int, bytes]]:
+        return [(_PAYMENT_HASHES, b"".join(self.payment_hashes)), (_PID, self.pid),
+                (_AMOUNT_MSAT, self.amount_msat.to_bytes(8, "big")), (_CLIENT_ID, self.client_id)]
+
+    def sighash(self) -> bytes:
+        return sha256(b"lightspeed/hold_htlcs" + encode_tlv_stream(self._unsigned()))
+
+    @classmethod
+    def sign(cls, payment_hashes: tuple[bytes, ...], pid: bytes, amount_msat: int,
+             client_privkey: bytes) -> HoldHtlcsRequest:
+        unsigned = cls(payment_hashes, pid, amount_msat, pubkey_from_privkey(client_privkey), bytes(64))
+        return replace(unsigned, signature=sign_compact(client_privkey, unsigned.sighash()))
 
     def to_bytes(self) -> bytes:
-        return encode_tlv_stream([(_PAYMENT_HASHES, b"".join(self.payment_hashes)), (_PID, self.pid),
-                                  (_AMOUNT_MSAT, self.amount_msat.to_bytes(8, "big"))])
+        return encode_tlv_stream([*self._unsigned(), (_SIGNATURE, self.signature)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HoldHtlcsRequest:
-        records = decode_tlv_stream(data, {_PAYMENT_HASHES, _PID, _AMOUNT_MSAT}, field="hold_htlcs")
+        records = decode_tlv_stream(data, {_PAYMENT_HASHES, _PID, _AMOUNT_MSAT, _CLIENT_ID, _SIGNATURE},
+                                    field="hold_htlcs")
         if _PAYMENT_HASHES not in records:
             raise DecodeError("hold_htlcs payment_hashes", "missing")
         hashes = _hashes(records[_PAYMENT_HASHES], "hold_htlcs payment_hashes")
@@ -112,7 +141,13 @@ class HoldHtlcsRequest:
         amount = int.from_bytes(_fixed(records, _AMOUNT_MSAT, 8, "hold_htlcs amount_msat"), "big")
         if amount == 0:
             raise DecodeError("hold_htlcs amount_msat", "must be positive")
-        return cls(hashes, pid, amount)
+        client_id = _fixed(records, _CLIENT_ID, 33, "hold_htlcs client_id")
+        if not is_valid_pubkey(client_id):
+            raise DecodeError("hold_htlcs client_id", "not a valid public key")
+        request = cls(hashes, pid, amount, client_id, _fixed(records, _SIGNATURE, 64, "hold_htlcs signature"))
+        if not verify_compact(client_id, request.signature, request.sighash()):
+            raise DecodeError("hold_htlcs signature", "not client_id's signature of this request")
+        return request
 
 
 @dataclass(frozen=True)
