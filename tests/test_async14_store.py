@@ -118,3 +118,24 @@ def test_hold_registrations_survive_restart(tmp_path: Path) -> None:
     assert [h.htlc_key for h in book.release(PID, now=102, block_height=800)] == ["c:1"]
     store.delete_registration(reg.release_tag)
     assert store.hold_registrations() == []
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://push.example/x", "not an http"),
+    ("https://", "not an http"),
+    ("http://push.example/hook", "must be https"),
+    ("https://push.example/" + "a" * 1004, "1025 characters, at most 1024"),
+    ("https://push.example/é", "ASCII"),
+])
+def test_bad_webhook_urls_are_refused_by_name(tmp_path: Path, url: str, message: str) -> None:
+    store = AsyncPayStore(tmp_path / "r.sqlite")
+    with pytest.raises(UsageError, match=message):
+        store.register(CLIENT, url, now=1)
+    assert store.registration(CLIENT) is None
+    store.register(CLIENT, "https://push.example/" + "a" * 1003, now=1)  # 1024: ok
+    store.register(CLIENT, "http://127.0.0.1:8080/hook", now=1)  # loopback receiver
+
+
+def test_store_file_is_private(tmp_path: Path) -> None:
+    AsyncPayStore(tmp_path / "p.sqlite").close()
+    assert (tmp_path / "p.sqlite").stat().st_mode & 0o077 == 0

@@ -24,7 +24,7 @@ import httpx
 
 from lightspeed.asyncpay.lsps5 import notification_body, sign_headers
 from lightspeed.errors import UsageError
-from lightspeed.store.asyncpay import AsyncPayStore, OutboxItem
+from lightspeed.store.asyncpay import AsyncPayStore, OutboxItem, check_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class WebhookNotifier:
 
     def notify(self, client_id: bytes, url: str, method: str, params: dict[str, Any] | None = None) -> int:
         """Queue a notification (durably) and wake the delivery loop; returns the outbox id."""
-        if not url.startswith(("https://", "http://")):
-            raise UsageError(f"webhook url {url!r} is not http(s)")
+        check_webhook_url(url)
         item_id = self.store.outbox_add(client_id, url, notification_body(method, params), int(self.clock()))
         self._wake.set()
         return item_id

@@ -13,6 +13,7 @@ not become free storage for anyone who can reach it with onion messages.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,11 +85,37 @@ class OutboxItem:
     last_error: str
 
 
+#: LSPS5: the webhook URL is at most 1024 ASCII characters.
+MAX_WEBHOOK_URL_LENGTH = 1024
+
+
+def check_webhook_url(url: str) -> None:
+    """UsageError naming the problem: not http(s), too long, not ASCII, or no host.
+
+    LSPS5 asks for HTTPS; plain http is accepted for loopback receivers (tests, local proxies)."""
+    if len(url) > MAX_WEBHOOK_URL_LENGTH:
+        raise UsageError(f"webhook url is {len(url)} characters, at most {MAX_WEBHOOK_URL_LENGTH}")
+    if not url.isascii():
+        raise UsageError("webhook url must be ASCII")
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0] if rest else ""
+    if scheme not in ("https", "http") or not host:
+        raise UsageError(f"webhook url {url!r} is not an http(s) URL with a host")
+    if scheme == "http" and host not in ("127.0.0.1", "localhost", "[::1]"):
+        raise UsageError("webhook url must be https (plain http only to a loopback receiver)")
+
+
 class AsyncPayStore:
     """The async-payment tables in one SQLite file (``":memory:"`` for tests that never reopen)."""
 
     def __init__(self, path: str | Path, mailbox_limits: MailboxLimits | None = None) -> None:
         self.mailbox_limits = mailbox_limits or MailboxLimits()
+        if str(path) != ":memory:":
+            # Webhook URLs often embed a push token: private to the node, like its main store.
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StoreUnavailable(f"{path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -181,6 +208,8 @@ class AsyncPayStore:
     def register(self, node_id: bytes, webhook_url: str | None, now: int) -> Registration:
         if len(node_id) != 33:
             raise UsageError("node_id is a 33-byte compressed public key")
+        if webhook_url is not None:
+            check_webhook_url(webhook_url)
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO async_registrations VALUES (?, ?, ?)", (node_id, webhook_url, now))
         return Registration(node_id, webhook_url, now)
