@@ -39,7 +39,7 @@ its own features (or derives it, for a peer without ``option_channel_type``) and
 commitments of exactly that type (:mod:`lightspeed.channel.establish`).
 
 A force close, the peer's or ours, is resolved on chain by :mod:`lightspeed.node.onchain`
-(see the section at the end of :class:`Node`).
+(started and fed by :mod:`lightspeed.node.closing`).
 
 Blinded paths (BOLT 4 route blinding): :mod:`lightspeed.node.blinded` builds them to us
 (:meth:`Node.blinded_payment_paths`), receives and forwards over them (an ``update_add_htlc`` with
