@@ -48,6 +48,7 @@ EXPECTED_NO_RUN = {
     "docs/lnprototest.md": 1,    # builds its own venv from PyPI, then ~45 s of conformance tests
     "docs/interop-electrum.md": 1,  # starts Electrum daemons: the interop suite itself (minutes)
     "docs/probing.md": 1,        # runs the probe families of this very suite
+    "docs/networks.md": 1,       # a node on signet through a public Electrum server (the Internet)
 }
 BLOCK_TIMEOUT_S = 180
 READY_TIMEOUT_S = 60

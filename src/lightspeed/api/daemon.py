@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ from lightspeed.api.datadir import SECRET_FILE, Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
 from lightspeed.api.policy_file import load_policy, save_policy
+from lightspeed.bitcoin.network import network_by_name
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.errors import DecodeError, UsageError
+from lightspeed.errors import ChainError, DecodeError, UsageError
+from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
 from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
@@ -48,6 +51,8 @@ from lightspeed.store import STORE_FILE, StoreCorrupt, open_store, store_exists
 __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "run"]
 
 log = logging.getLogger("lightspeed.daemon")
+
+ELECTRUM_START_TIMEOUT_S = 120.0  # mainnet: a few thousand headers from the checkpoint
 
 
 def require_loopback(host: str, option: str) -> None:
@@ -87,6 +92,9 @@ class DaemonConfig:
     chain_file: Path
     announce_channels: bool = False  # open public channels and take part in BOLT 7 gossip
     new_store: bool = False  # start with a new store beside an existing node key (see _require_store)
+    network: str = "regtest"  # bitcoin | testnet | signet | regtest
+    electrum: tuple[str, ...] = ()  # HOST:PORT:s|t servers; none: the embedded regtest chain file
+    electrum_cafile: Path | None = None  # trust this certificate (or CA bundle) for TLS servers
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -151,7 +159,7 @@ async def run(config: DaemonConfig) -> None:
                     raise UsageError(f"--datadir {config.datadir}: {exc.strerror or exc}") from None
                 datadir.lock()
             token = datadir.ensure_token()
-            chain = open_chain(config.chain_file, create=True)
+            chain = await open_chain_source(config)
             try:
                 await _serve(config, datadir, chain, token, api_sock, startup)
             finally:
@@ -168,12 +176,39 @@ async def run(config: DaemonConfig) -> None:
         datadir.unlock()
 
 
-async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain, token: str,
+async def open_chain_source(config: DaemonConfig) -> RegtestChain | ElectrumChainSource:
+    """The embedded regtest chain file, or Electrum servers (SPV-checked) when ``--electrum`` names any."""
+    if not config.electrum:
+        if config.network != "regtest":
+            raise UsageError(f"--network {config.network}: needs --electrum HOST:PORT:s|t (the embedded "
+                             "chain is regtest only)")
+        return open_chain(config.chain_file, create=True)
+    try:
+        servers = [ServerAddress.parse(text) for text in config.electrum]
+    except ValueError as exc:
+        raise UsageError(f"--electrum {exc}") from None
+    context = None
+    if config.electrum_cafile is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(config.electrum_cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--electrum-cafile {config.electrum_cafile}: {exc}") from None
+    source = ElectrumChainSource(servers, config.network, ssl_context=context,
+                                 headers_file=config.datadir / f"headers-{config.network}.bin")
+    try:
+        await asyncio.to_thread(source.start, ELECTRUM_START_TIMEOUT_S)
+    except ChainError as exc:
+        raise UsageError(f"--electrum: {exc}") from None
+    return source
+
+
+async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | ElectrumChainSource, token: str,
                  api_sock: socket.socket, startup: _Startup) -> None:
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
         try:
             node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+                        network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
                         forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
         except DecodeError as exc:  # a record in the store that cannot be read back
@@ -191,7 +226,8 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     except OSError as exc:
         await node.stop()
         raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=format_hostport(host, port), chain_file=str(config.chain_file),
+    ctx = ApiContext(node, listen=format_hostport(host, port),
+                     chain_file=None if config.electrum else str(config.chain_file),
                      forwards=ForwardLog(datadir.path / FORWARDS_FILE))
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
@@ -207,7 +243,9 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     datadir.write_api_address(api_host, api_port)
     startup.ready = True
     print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen,
-                      "api": format_hostport(api_host, api_port), "chain_file": str(config.chain_file)}),
+                      "api": format_hostport(api_host, api_port),
+                      "chain_file": None if config.electrum else str(config.chain_file),
+                      "network": config.network, "electrum": list(config.electrum)}),
           flush=True)
     log.info("node %s listening on %s, API on %s:%s", node.node_id.hex(), ctx.listen, api_host, api_port)
     waiting = asyncio.create_task(stop.wait())

@@ -465,7 +465,7 @@ class ElectrumSession:
     def notifications(self, changes: ChainChanges) -> list[bytes]:
         """What this client subscribed to and that changed: a new tip, new statuses."""
         out = []
-        if self.headers_subscribed and changes.tip_moved and changes.tip_height != self.notified_height:
+        if self.headers_subscribed and changes.tip_moved:  # a reorganisation may keep the height: still a new tip
             out.append(notification("blockchain.headers.subscribe", [self._tip()]))
             self.notified_height = changes.tip_height
         for scripthash in changes.touched & self.statuses.keys():

@@ -407,8 +407,9 @@ class RegtestChain:
 
     # -- mining ------------------------------------------------------------------------------
 
-    def mine(self, blocks: int = 1, to_script: bytes | None = None, block_time: int | None = None) -> list[bytes]:
-        """Mine ``blocks`` blocks holding the whole mempool; returns their hashes.
+    def mine(self, blocks: int = 1, to_script: bytes | None = None, block_time: int | None = None,
+             empty: bool = False) -> list[bytes]:
+        """Mine ``blocks`` blocks holding the whole mempool (``empty``: only their coinbase); returns their hashes.
 
         A block's time is ``block_time`` if given, else ``max(previous + 1, clock())``
         (previous + 600 without a clock).
@@ -423,8 +424,22 @@ class RegtestChain:
                     when = prev_time + FIXED_BLOCK_INTERVAL_S
                 else:
                     when = max(prev_time + 1, int(self.clock()))
-                hashes.append(self._add_block(when, to_script or self.miner_script))
+                hashes.append(self._add_block(when, to_script or self.miner_script, empty))
         return hashes
+
+    def reorg(self, depth: int, empty: bool = False) -> list[bytes]:
+        """Replace the last ``depth`` blocks by ``depth + 1`` new ones (more work: light clients switch).
+
+        The replaced blocks' transactions go back to the mempool; the new blocks hold them again,
+        or (``empty``) hold none, so they wait there for the next block. Returns the txids that
+        no longer fit the new chain (dropped).
+        """
+        height = self._height()
+        if not 1 <= depth <= height:
+            raise UsageError(f"depth: 1 to {height} blocks (the tip's height), not {depth}")
+        dropped = self.trim_blocks(height - depth)
+        self.mine(depth + 1, empty=empty)
+        return dropped
 
     def _add_genesis(self) -> None:
         """Bitcoin Core's regtest genesis; its coinbase output is unspendable, so it is not an output here."""
@@ -433,9 +448,10 @@ class RegtestChain:
         self._db.execute("INSERT INTO txs (txid, raw, height, position, fee, vsize) VALUES (?, ?, 0, 0, NULL, ?)",
                          (GENESIS_COINBASE.txid, GENESIS_COINBASE.serialize(), GENESIS_COINBASE.vsize))
 
-    def _add_block(self, time: int, to_script: bytes) -> bytes:
+    def _add_block(self, time: int, to_script: bytes, empty: bool = False) -> bytes:
         height = self._height() + 1
-        rows = self._db.execute("SELECT txid, raw, fee FROM txs WHERE height IS NULL ORDER BY rowid").fetchall()
+        rows = [] if empty else self._db.execute(
+            "SELECT txid, raw, fee FROM txs WHERE height IS NULL ORDER BY rowid").fetchall()
         txs = [Transaction.parse(bytes(raw)) for _txid, raw, _fee in rows]  # parents before children
         fees = sum(int(fee) for _txid, _raw, fee in rows)
         has_witness = any(txin.witness for tx in txs for txin in tx.inputs)

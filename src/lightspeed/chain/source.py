@@ -47,3 +47,16 @@ class ChainSource(Protocol):
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
         """Fee rate in satoshi per 1000 weight units."""
         ...
+
+
+class NodeChain(ChainSource, Protocol):
+    """What a node needs beyond :class:`ChainSource`: where a transaction sits (short channel ids)
+    and what a short channel id names (BOLT 7 checks of announced channels)."""
+
+    def tx_position(self, txid: bytes) -> tuple[int, int] | None:
+        """(block height, index in the block) of a confirmed transaction; None otherwise."""
+        ...
+
+    def output_at(self, block_height: int, tx_index: int, output_index: int) -> tuple[TxOut, bool] | None:
+        """The output at that position and whether it is spent; None if there is none."""
+        ...

@@ -97,16 +97,33 @@ def node_group() -> None:
               help="Open public channels: announce them (BOLT 7) so other nodes can route through them.")
 @click.option("--new-store", is_flag=True,
               help="Start with a new, empty store beside an existing node key (its old channels are forgotten).")
+@click.option("--network", type=click.Choice(["bitcoin", "testnet", "signet", "regtest"]), default="regtest",
+              show_default=True, help="The Bitcoin network (anything but regtest needs --electrum).")
+@click.option("--electrum", "electrum", multiple=True, metavar="HOST:PORT:s|t",
+              help="An Electrum server (s: TLS, t: plain TCP); repeat for fallbacks. Without it: the "
+                   "embedded regtest chain file (--chain).")
+@click.option("--electrum-cafile", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Trust this certificate or CA bundle for TLS servers (default: the system's CAs).")
+@click.option("--i-accept-the-risk", "accept_risk", is_flag=True,
+              help="Required with --network bitcoin: real money, on software that is not ready for it (README).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
-          announce_channels: bool, new_store: bool, verbose: bool) -> None:
+          announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
+          electrum_cafile: Path | None, accept_risk: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (a daemon's ready line).
     """
+    if network == "bitcoin" and not accept_risk:
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no BIP 39 wallet "
+                         "or backups, no fee bumping; see README). Pass --i-accept-the-risk to run anyway")
+    if network != "regtest" and not electrum:
+        raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
+    if electrum and chain_file is not None:
+        raise UsageError("--chain and --electrum: choose one chain (the file, or Electrum servers)")
     import asyncio
 
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
@@ -118,7 +135,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
-                          new_store)
+                          new_store, network, electrum, electrum_cafile)
     asyncio.run(run(config))
 
 
@@ -195,6 +212,27 @@ def mine(ctx: click.Context, blocks: int, chain_file: Path | None) -> None:
     _print({"mined": len(hashes), "height": height, "tip": hashes[-1][::-1].hex()})
 
 
+@chain_group.command("reorg")
+@click.argument("depth", type=click.IntRange(1, 1_000))
+@click.option("--empty", is_flag=True, help="The new blocks hold no transactions: the replaced ones wait in the mempool.")
+@_chain_option
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain reorg 2 --empty --chain ~/.lightspeed/chain.sqlite")
+def reorg(ctx: click.Context, depth: int, empty: bool, chain_file: Path | None) -> None:
+    """Replace the last DEPTH blocks by DEPTH+1 new ones (a reorganisation, for tests); Electrum
+    clients of `chain serve-electrum` are told the new tip and switch to it (it has more work)."""
+    chain = _open_chain(ctx, chain_file)
+    try:
+        dropped = chain.reorg(depth, empty=empty)
+        height, tip = chain.tip()
+    finally:
+        chain.close()
+    _print({"replaced": depth, "height": height, "tip": tip[::-1].hex(),
+            "dropped": [txid[::-1].hex() for txid in dropped], "mempool_kept": empty})
+
+
 @chain_group.command("info")
 @_chain_option
 @datadir_option
@@ -244,12 +282,17 @@ def chain_send(ctx: click.Context, address: str, amount_sat: int, chain_file: Pa
 @_chain_option
 @click.option("--listen", default="127.0.0.1:50001", show_default=True,
               help="HOST:PORT to serve the Electrum protocol on (port 0: any free port).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Serve TLS with this certificate (PEM; the server string ends in :s).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The certificate's private key (PEM).")
 @click.option("-v", "--verbose", is_flag=True, help="Log connections and requests on stderr.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed chain serve-electrum --chain ~/.lightspeed/chain.sqlite --listen 127.0.0.1:50001")
-def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, verbose: bool) -> None:
+def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, tls_cert: Path | None,
+                   tls_key: Path | None, verbose: bool) -> None:
     """Serve the chain to Electrum-protocol wallets (TCP, protocol 1.4 to 1.6) until Ctrl-C or SIGTERM.
 
     Once listening it prints one JSON line {"electrum_server": "HOST:PORT:t"}: the server string
@@ -263,11 +306,23 @@ def serve_electrum(ctx: click.Context, chain_file: Path | None, listen: str, ver
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host, port = parse_hostport(listen, "--listen")
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key: give both (or neither, for plain TCP)")
+    if tls_cert is not None and tls_key is not None:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
     graceful_interrupt()
     chain = _open_chain(ctx, chain_file, create=True)
     try:
         asyncio.run(serve_until_signalled(chain, host, port,
-                                          lambda server: click.echo(json.dumps({"electrum_server": server}))))
+                                          lambda server: click.echo(json.dumps({"electrum_server": server})),
+                                          tls=tls))
     except OSError as exc:
         raise UsageError(f"--listen {listen}: {exc.strerror or exc}") from None
     finally:
@@ -568,7 +623,9 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
     info = _call(ctx, "GET", "/v1/getinfo")
     if not info.get("chain_file"):
-        raise UsageError("the daemon does not report its chain file")
+        raise UsageError("this node follows Electrum servers, not a chain file with a faucet: pay its "
+                         "address (`lightspeed newaddress`) from a wallet, or on regtest run "
+                         "`lightspeed chain send ADDRESS AMOUNT --chain FILE` on the server's chain file")
     chain = open_chain(Path(info["chain_file"]))
     address = _call(ctx, "POST", "/v1/addresses")["address"]
     _print(_faucet(chain, address, amount_sat))

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -50,8 +51,8 @@ class ElectrumServer:
         self._follower = ChainFollower(chain)
         self._follow_task: asyncio.Task[None] | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE_BYTES)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> int:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE_BYTES, ssl=tls)
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         self._follow_task = asyncio.create_task(self._follow())
         return self.port
@@ -151,11 +152,13 @@ class ElectrumServer:
                 pause = min(pause * 2, 1.0)
 
 
-async def serve_until_signalled(chain: RegtestChain, host: str, port: int, ready: Callable[[str], None]) -> None:
-    """Serve until SIGINT or SIGTERM; ``ready`` gets the "HOST:PORT:t" server string once listening."""
+async def serve_until_signalled(chain: RegtestChain, host: str, port: int, ready: Callable[[str], None],
+                                tls: ssl.SSLContext | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready`` gets the "HOST:PORT:t" (":s" with TLS) server string."""
     server = ElectrumServer(chain)
-    bound = await server.start(host, port)
-    ready(f"[{host}]:{bound}:t" if ":" in host else f"{host}:{bound}:t")
+    bound = await server.start(host, port, tls)
+    kind = "s" if tls is not None else "t"
+    ready(f"[{host}]:{bound}:{kind}" if ":" in host else f"{host}:{bound}:{kind}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.tx import Transaction
-from lightspeed.chain.regtest import RegtestChain
+from lightspeed.chain.source import NodeChain
 from lightspeed.chain.wallet import Wallet
 from lightspeed.channel.establish import (
     ANCHORS,
@@ -175,7 +175,7 @@ class Node:
     """
 
     privkey: bytes
-    chain: RegtestChain
+    chain: NodeChain  # the embedded RegtestChain, or node.electrum_chain.ElectrumChainSource
     wallet_seed: bytes
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
