@@ -96,6 +96,14 @@ class PaymentError(LightspeedError):
     """A payment could not be made or was refused (e.g. the double-pay guard)."""
 
 
+class ChannelOpenFailed(LightspeedError):
+    """A channel we were opening ended before the peer signed its funding: nothing was funded.
+
+    The message says why (the peer's error text, our refusal of its accept_channel, or the
+    connection dropping), so the caller is told at once instead of after the opening's timeout.
+    """
+
+
 _STORAGE_FAULTS = (("SQLITE_FULL", "the disk is full"), ("SQLITE_READONLY", "the file is read-only"),
                    ("SQLITE_IOERR", "an I/O error"), ("SQLITE_CANTOPEN", "the file cannot be opened"),
                    ("SQLITE_PERM", "permission denied"))

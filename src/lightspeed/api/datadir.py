@@ -3,7 +3,9 @@
 Layout (every secret file is created with mode 0600, atomically, on first start)::
 
     DIR/node_secret    32 random bytes; the node key and the wallet seed are derived from it
-    DIR/api_token      the bearer token every REST request must carry (hex text)
+    DIR/api_token      the admin bearer token (hex text); scoped tokens: lightspeed token create
+    DIR/credentials_key  the root key scoped tokens are signed with (see lightspeed.api.credentials)
+    DIR/credentials.sqlite  issued scoped tokens: scope, budget spent, revocation (no secrets)
     DIR/api_address    "HOST:PORT" of the running daemon's REST API ("[v6]:PORT"; removed on clean exit)
     DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
     DIR/node.sqlite    the node's store (channels, invoices, payments; see lightspeed.store)
@@ -48,7 +50,7 @@ def default_chain_path(datadir: Path) -> Path:
     return datadir.resolve().parent / "chain.sqlite"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 and ``data``, atomically (a crash leaves no half file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -58,6 +60,9 @@ def _write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+_write_private = write_private  # the name other modules import
 
 
 class Datadir:
@@ -75,7 +80,7 @@ class Datadir:
     def _secret(self) -> bytes:
         path = self.path / SECRET_FILE
         if not path.exists():
-            _write_private(path, secrets.token_bytes(32))
+            write_private(path, secrets.token_bytes(32))
         data = path.read_bytes()
         if len(data) != 32:
             raise UsageError(f"{path}: the node secret must be 32 bytes, found {len(data)}")
@@ -90,7 +95,7 @@ class Datadir:
     def ensure_token(self) -> str:
         path = self.path / TOKEN_FILE
         if not path.exists():
-            _write_private(path, secrets.token_hex(32).encode())
+            write_private(path, secrets.token_hex(32).encode())
         return self.token()
 
     def token(self) -> str:
@@ -104,7 +109,7 @@ class Datadir:
     # -- the running daemon --------------------------------------------------------------------
 
     def write_api_address(self, host: str, port: int) -> None:
-        _write_private(self.path / ADDRESS_FILE, f"{format_hostport(host, port)}\n".encode())
+        write_private(self.path / ADDRESS_FILE, f"{format_hostport(host, port)}\n".encode())
 
     def api_address(self) -> str:
         try:

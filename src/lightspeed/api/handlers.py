@@ -19,14 +19,17 @@ from starlette.requests import Request
 
 from lightspeed import __version__
 from lightspeed.api.address import format_hostport
+from lightspeed.api.credentials import Credentials
 from lightspeed.api.forwards import ForwardLog
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
+from lightspeed.api.scopes import settle_held
 from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import (
+    ChannelOpenFailed,
     DecodeError,
     LightspeedError,
     PaymentError,
@@ -73,6 +76,7 @@ class ApiContext:
     request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
     save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
     forwards: ForwardLog = field(default_factory=ForwardLog)  # the daemon's is kept in DATADIR/forwards.jsonl
+    credentials: Credentials | None = None  # scoped tokens (DATADIR/credentials.sqlite); None: admin token only
 
     def now(self) -> int:
         return int(self.clock())
@@ -95,6 +99,8 @@ class ApiContext:
             event = await self.node.events.get()
             if isinstance(event, (PaymentReceived, PaymentSent, PaymentFailed)):
                 self.times.settled.setdefault(event.payment_hash, self.now())
+            if isinstance(event, (PaymentSent, PaymentFailed)) and self.credentials is not None:
+                self.spawn(settle_held(self.credentials, self.node, event), "pay token budget")
             elif isinstance(event, ForwardSettled):
                 self.forwards.add(self._forward_json(event))
 
@@ -249,6 +255,8 @@ async def open_channel(ctx: ApiContext, request: Request, body: Any) -> tuple[in
             raise ApiError(409, f"not connected to {node_id.hex()} any more: connect again", "node_id") from None
         except (PaymentError, UsageError, RejectedTransaction) as exc:
             raise ApiError(409, f"cannot open the channel: {exc}", "node_id") from None
+        except ChannelOpenFailed as exc:  # the peer refused, or we refused its terms, or it went away
+            raise ApiError(409, str(exc).removeprefix("node_id: "), "node_id") from None
 
     task = ctx.spawn(opening(), "channel opening")
     deadline = asyncio.get_running_loop().time() + ctx.open_timeout_s

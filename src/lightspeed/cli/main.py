@@ -25,6 +25,8 @@ from lightspeed.cli.onion_cmd import onion_message
 from lightspeed.cli.ops_cmd import register as register_ops_commands
 from lightspeed.cli.refund_cmd import refund
 from lightspeed.cli.route import route
+from lightspeed.cli.stream_cmd import stream
+from lightspeed.cli.token_cmd import token_group
 
 
 @click.group(cls=LightspeedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,8 +60,10 @@ offer.add_command(offer_fetch_invoice)
 offer.add_command(offer_pay)
 cli.add_command(refund)
 cli.add_command(route)
+cli.add_command(stream)
 cli.add_command(serve_example)
 cli.add_command(call)
+cli.add_command(token_group)
 register_node_commands(cli, invoice)
 register_ops_commands(cli, invoice)
 

@@ -47,6 +47,7 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
 
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.paid_example import EXAMPLE_PRICES, start_paid_api
+    from lightspeed.cli.stream_example import CHARGER_PATH, CHARGER_TARIFF
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
 
@@ -64,8 +65,12 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         table.add_row("price", f"{price_msat} msat per {per_calls} call(s)")
         table.add_row("routes", ", ".join(f"{k} ({v} link{'s' * (v > 1)})" for k, v in EXAMPLE_PRICES.items()))
         table.add_row("chain", str(_chain_file(chain_path)))
+        ws_url = "ws://" + api.url.split("://", 1)[1] + CHARGER_PATH
+        table.add_row("metered", f"{ws_url} (EV charger, {CHARGER_TARIFF.msat_per_unit} msat/"
+                      f"{CHARGER_TARIFF.unit}, 1 {CHARGER_TARIFF.unit} every 100 ms)")
         console.print(table)
         console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}")
+        console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

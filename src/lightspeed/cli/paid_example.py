@@ -117,7 +117,8 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     ``creates_per_minute`` overrides the per-client limit on new allowances (a benchmark that
     buys one allowance per call from one address needs more than the default).
     """
-    node = Node(node_key or os.urandom(32), chain, os.urandom(32))
+    node_key = node_key or os.urandom(32)
+    node = Node(node_key, chain, os.urandom(32))
     port = await node.start("127.0.0.1", node_port)
     node_address = f"127.0.0.1:{port}"
     policy = ServerPolicy(price)
@@ -125,9 +126,16 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
         policy = ServerPolicy(price, creates_per_minute=creates_per_minute)
     allowances = AllowanceServer(store, NodePayee(node), node.node_id, policy,
                                  payer=NodePayer(node), node_address=node_address)
-    asgi = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
+    asgi: Any = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
+    # the metered endpoint: an EV charger (WebSocket), paid per tick from its own allowances
+    from lightspeed.cli.stream_example import CHARGER_PATH, stream_seller
+    from lightspeed.stream.asgi import StreamMiddleware
+
+    charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node))
+    asgi = StreamMiddleware(asgi, {CHARGER_PATH: charger})
     sock = loopback_socket(http_host, http_port)
-    http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False))
+    http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
+                                  ws_max_size=64 * 1024))
     tasks = [asyncio.create_task(http.serve(sockets=[sock]))]
     tasks.append(asyncio.create_task(_expire(allowances)))
     if mine_every:

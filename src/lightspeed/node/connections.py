@@ -321,6 +321,7 @@ async def _on_connected(self: Node, peer: Peer) -> None:
 
 def _on_disconnected(self: Node, peer: Peer) -> None:
     self.gossip.disconnected(peer)
+    self._fail_openings(peer, "the connection closed before the peer signed the funding")
     if peer.remote_pubkey is not None:
         self.onion_messages.forget_peer(peer.remote_pubkey)
     if self._peers.get(peer.remote_pubkey or b"") is peer:
@@ -433,6 +434,7 @@ async def _on_protocol_error(self: Node, peer: Peer, exc: PeerProtocolError) -> 
     elif isinstance(exc, ChannelFailure) and cid is not None:
         # A channel being opened (BOLT 2: MUST fail the channel): an error for its temporary
         # id; nothing was funded, so nothing to close.
+        self._fail_openings(peer, f"we refused the peer's terms: {exc.reason}", cid)
         self._openings.pop(cid, None)
         await self._send_error(peer, cid, exc.reason)
     else:  # not fatal to the channel: a warning, then a fresh connection (BOLT 1)
@@ -444,6 +446,8 @@ async def _on_protocol_error(self: Node, peer: Peer, exc: PeerProtocolError) -> 
 async def _on_error_message(self: Node, peer: Peer, message: Error) -> None:
     """BOLT 1: an error naming one of our channels with this peer fails that channel."""
     cid = message.channel_id
+    text = "".join(c if c.isprintable() else "?" for c in message.data.decode(errors="replace"))[:300]
+    self._fail_openings(peer, f"the peer refused it: {text or 'no reason given'}", cid)
     if cid in self.channels and self._channel_node.get(cid) == peer.remote_pubkey:
         with contextlib.suppress(LightspeedError):
             await self.force_close_channel(cid, "the peer failed the channel")

@@ -207,6 +207,7 @@ class Node:
         self._channel_node: dict[bytes, bytes] = {}  # channel id -> the peer's node id
         self._openings: dict[bytes, _Opening] = {}
         self._opened: dict[bytes, bytes] = {}  # temporary id -> channel id, for open_channel's caller
+        self._open_failed: dict[bytes, str] = {}  # temporary id -> why the opening ended unfunded
         self._ready: dict[bytes, asyncio.Event] = {}
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}  # payment_hash -> preimage future
         self._in_flight: dict[bytes, dict[int, bytes]] = {}  # channel id -> our HTLC id -> payment hash
@@ -372,6 +373,7 @@ class Node:
     _mark_ready = opening._mark_ready
     _funding_depth_reached = opening._funding_depth_reached
     _watch_funding = opening._watch_funding
+    _fail_openings = opening._fail_openings
 
     # -- sending (lightspeed.node.sending) --
     _guard = sending._guard

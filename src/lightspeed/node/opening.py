@@ -40,6 +40,7 @@ from lightspeed.codec.generated import (
 )
 from lightspeed.codec.messages import make_message
 from lightspeed.errors import (
+    ChannelOpenFailed,
     PeerProtocolError,
     UsageError,
 )
@@ -145,6 +146,10 @@ async def open_channel(self: Node, node_id: bytes, funding_sat: int, push_msat: 
         await asyncio.wait_for(ready.wait(), 30)
     finally:
         channel_id = self._opened.pop(temp_id, None)
+        failed = self._open_failed.pop(temp_id, None)
+        self._openings.pop(temp_id, None)
+    if failed is not None:
+        raise ChannelOpenFailed(f"node_id: the channel with {node_id.hex()} was not opened: {failed}")
     # By the temporary id: the connection may have been replaced meanwhile (a reconnect), and
     # an earlier channel with the same peer is not this one.
     assert channel_id is not None  # ready is set only once funding_signed named the channel
@@ -245,6 +250,7 @@ async def _on_funding_signed(self: Node, message: FundingSigned) -> None:
     assert opening.channel is not None and opening.funding_tx is not None
     opening.channel.receive_initial_signature(message.signature)  # only now is broadcasting safe
     temp_id = opening.open_msg.temporary_channel_id
+    self._openings.pop(temp_id, None)  # funded now: no longer an opening that can fail unfunded
     self._ready[message.channel_id] = self._ready.pop(temp_id, asyncio.Event())
     self._opened[temp_id] = message.channel_id
     # Committed (the funding too) before the broadcast: a crash in between loses neither.
@@ -303,3 +309,20 @@ def _watch_funding(self: Node, channel_id: bytes, txid: bytes) -> None:
                 self._save(channel)
 
     self._spawn(watch())
+
+
+def _fail_openings(self: Node, peer: Peer, reason: str, channel_id: bytes | None = None) -> None:
+    """Our openings with ``peer`` (or the one ``channel_id`` names) end unfunded: wake their callers.
+
+    BOLT 2: before funding_signed nothing is funded; the channel is simply forgotten.
+    """
+    for key, opening in list(self._openings.items()):
+        temp_id = opening.open_msg.temporary_channel_id
+        if opening.peer is not peer or not opening.funder or channel_id not in (None, key, bytes(32)):
+            continue
+        self._openings.pop(key, None)
+        self._openings.pop(temp_id, None)
+        self._open_failed[temp_id] = reason
+        waiter = self._ready.get(temp_id)
+        if waiter is not None:
+            waiter.set()

@@ -1,0 +1,101 @@
+"""The server process of ``benchmarks/stream.py``: one process selling metered streams.
+
+``python benchmarks/_stream_server.py --store URL``: prints ``READY <ws url> <http url>`` and
+serves until killed:
+
+* ``ws /charge``: the EV charger (1 Wh a tick, a report every 100 ms: 10 ticks/s per stream);
+* ``ws /fast``: the same protocol with a meter that delivers at once (the per-tick cost);
+* ``ws /echo``: a WebSocket echo on the same server stack (the baseline of a tick);
+* ``POST /ledger/pay``: settles an allowance invoice. The benchmark's settlement is the tests'
+  in-process ledger (real signed invoices, paid at once): one payment per prepaid window, off
+  the per-tick path; Lightning payments themselves are measured by ``benchmarks/channel.py``;
+* ``GET /stats``: this process's CPU time and the ticks served so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from tests.support.ledger import Ledger
+
+from lightspeed.cli.stream_example import CHARGER_TARIFF, charger_meter, serve_asgi, stream_seller
+from lightspeed.micro.stores import open_allowance_store
+from lightspeed.stream.asgi import StreamMiddleware
+from lightspeed.stream.machine import SellerStream
+from lightspeed.stream.tariff import Tariff
+
+FAST_TARIFF = Tariff("B", msat_per_unit=1, tick_units=1, max_units=10**7, window_ticks=10**6)
+TICKS = [0]
+
+
+def counting(meter: Any) -> Any:
+    async def counted(stream: SellerStream, grant: int) -> int:
+        units: int = await meter(stream, grant)
+        TICKS[0] += 1
+        return units
+    return counted
+
+
+async def instant(stream: SellerStream, grant: int) -> int:
+    return grant
+
+
+async def echo(scope: Any, receive: Any, send: Any) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text")})
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", default="memory")
+    args = parser.parse_args()
+    ledger = Ledger()
+    store = open_allowance_store(args.store)
+
+    async def pay(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"preimage": (await ledger.pay(body["invoice"])).hex()})
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse({"cpu_s": time.process_time(), "ticks": TICKS[0]})
+
+    http = Starlette(routes=[Route("/ledger/pay", pay, methods=["POST"]), Route("/stats", stats)])
+    many = 10**6  # one client process opens every stream: no per-address limit here
+    sellers = {
+        "/charge": stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=CHARGER_TARIFF,
+                                 meter=counting(charger_meter()), creates_per_minute=many),
+        "/fast": stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=FAST_TARIFF,
+                               meter=counting(instant), creates_per_minute=many),
+    }
+    app = StreamMiddleware(http, sellers)
+
+    async def routed(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope.get("path") == "/echo":
+            await echo(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    server = await serve_asgi(routed)
+    print("READY", server.url, server.url.replace("ws://", "http://"), flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,248 @@
+"""Metered streams: the cost of one tick beside SHA-256 and a WebSocket echo, then many streams at once.
+
+Part 1 (alternating windows, ``_compare``): one tick through the two sans-IO machines (the buyer
+takes the next link, the seller checks it with one hash, grants, meters and reports) beside one
+SHA-256 of 32 bytes; and one tick over a real WebSocket to a server process (pay → store update
+→ meter → ``delivered`` back) beside a WebSocket echo of a frame of the same size on the same
+server stack. CPU time there is the server process's (what bounds how many streams one server
+carries), read from its ``/stats`` around each window.
+
+Part 2: ``--streams`` concurrent streams (1,000 by default) on one server process, each on the
+EV charger (10 ticks/s at most: a report every 100 ms), for ``--seconds``. Reported: ticks/s per
+stream (median and worst decile), all ticks/s, the server process's CPU per tick, and whether
+every receipt recomputes from its links. The buyers run in this process (the client side costs
+about as much as the server: on a small machine they compete for the same cores).
+
+``--quick`` is a smoke run (tiny counts, 20 streams for 2 s) that a test runs; full figures need a
+quiet machine: ``python -m benchmarks stream``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from benchmarks._compare import Operation, Side, local, machine, measure, report
+from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+from lightspeed.stream import BuyerStream, SellerStream, Tariff, recompute
+from lightspeed.stream.client import BuyPolicy, StreamBuyer
+from lightspeed.stream.messages import encode, parse
+from lightspeed.stream.wsclient import WebSocket
+
+HERE = Path(__file__).resolve().parent
+MEMORY_TARIFF = Tariff("B", 1, 1, 10**8, window_ticks=10**8)
+
+
+def memory_tick() -> Any:
+    """One tick through both machines in memory (no I/O)."""
+    ticks = 2_000_000
+    tip = lane_tip(os.urandom(32), 0)
+    start = anchor(tip, ticks)
+    buyer = BuyerStream(MEMORY_TARIFF, bytes(16), b"\x02" * 33, ChainWalker.from_tip(tip, ticks), 0, start,
+                        max_msat=ticks)
+    buyer.funded(ticks)
+    seller = SellerStream(MEMORY_TARIFF, bytes(16), b"\x02" * 33, bytes(16), 0, 0, start)
+
+    def tick() -> None:
+        payment = buyer.next_payment()
+        assert payment is not None
+        seller.receive_payment(*payment)
+        units = seller.grant()
+        seller.delivered(units)
+        buyer.receive_delivery(units)
+
+    return tick
+
+
+class LedgerPayer:
+    """Pays allowance invoices through the server process's benchmark ledger (``/ledger/pay``)."""
+
+    def __init__(self, http_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=http_url, timeout=30)
+
+    async def pay(self, invoice: str) -> bytes:
+        response = await self.http.post("/ledger/pay", json={"invoice": invoice})
+        response.raise_for_status()
+        return bytes.fromhex(response.json()["preimage"])
+
+
+class WsSides:
+    """One open stream on ``/fast`` and one echo connection, driven one round trip at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ws_url: str, http_url: str, ticks: int) -> None:
+        self.loop, self.ws_url, self.http_url, self.payer = loop, ws_url, http_url, LedgerPayer(http_url)
+        self.ticks = ticks
+        loop.run_until_complete(self._open())
+
+    async def _open(self) -> None:
+        self.stream_ws = await WebSocket.connect(self.ws_url + "/fast")
+        hello = parse(await self.stream_ws.recv(10))
+        tariff = Tariff.from_json(hello["tariff"])
+        tip = lane_tip(os.urandom(32), 0)
+        start = anchor(tip, self.ticks)
+        await self.stream_ws.send(encode("buy", anchor=start, ticks=self.ticks,
+                                         batch_ticks=min(self.ticks, tariff.window_ticks)))
+        offer = parse(await self.stream_ws.recv(10))
+        await self.payer.pay(offer["invoice"])
+        self.buyer = BuyerStream(tariff, hello["stream_id"], hello["node_id"], ChainWalker.from_tip(tip, self.ticks),
+                                 0, start, self.ticks * tariff.tick_msat)
+        self.buyer.funded(offer["ticks"])
+        await self.stream_ws.send(encode("open", allowance_id=offer["allowance_id"]))
+        assert parse(await self.stream_ws.recv(10))["type"] == "position"
+        self.echo_ws = await WebSocket.connect(self.ws_url + "/echo")
+        payment = self.buyer.walker.length  # a frame as long as a pay message
+        self.echo_frame = encode("pay", index=payment, link=bytes(32))
+
+    async def _ticks(self, n: int) -> None:
+        for _ in range(n):
+            payment = self.buyer.next_payment()
+            assert payment is not None, "the benchmark's lane is spent: raise its ticks"
+            await self.stream_ws.send(encode("pay", index=payment[0], link=payment[1]))
+            message = parse(await self.stream_ws.recv(10))
+            assert message["type"] == "delivered", message
+            self.buyer.receive_delivery(message["units"])
+
+    async def _echoes(self, n: int) -> None:
+        for _ in range(n):
+            await self.echo_ws.send(self.echo_frame)
+            await self.echo_ws.recv(10)
+
+    def timed(self, make: Any) -> Any:
+        """A side's runner: wall time at the client, CPU time of the *server process* (what bounds
+        the streams one server carries), from its ``/stats`` before and after the window."""
+        def run(n: int) -> tuple[float, float]:
+            cpu0 = httpx.get(self.http_url + "/stats").json()["cpu_s"]
+            wall0 = time.perf_counter_ns()
+            self.loop.run_until_complete(make(n))
+            wall = (time.perf_counter_ns() - wall0) / n
+            cpu1 = httpx.get(self.http_url + "/stats").json()["cpu_s"]
+            return wall, (cpu1 - cpu0) * 1e9 / n
+        run(2)  # warm up
+        return run
+
+    def close(self) -> None:
+        async def close() -> None:
+            await self.stream_ws.close()
+            await self.echo_ws.close()
+            await self.payer.http.aclose()
+        self.loop.run_until_complete(close())
+
+
+async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float) -> dict[str, Any]:
+    payer = LedgerPayer(http_url)
+    async with httpx.AsyncClient(base_url=http_url) as http:
+        delivered: dict[int, int] = {}
+        buyers = []
+        for i in range(streams):
+            def update(b: BuyerStream, i: int = i) -> None:
+                delivered[i] = b.delivered_units
+            budget = int((seconds + 30) * 10) * 300  # the charger: 300 msat per 1 Wh tick, 10 ticks/s
+            buyers.append(StreamBuyer(ws_url + "/charge", payer, BuyPolicy(budget, idle_timeout=60), update))
+        opened = time.perf_counter()
+        tasks = [asyncio.create_task(b.run()) for b in buyers]
+        while len(delivered) < streams:  # every stream has delivered its first tick
+            if any(t.done() for t in tasks):
+                for t in tasks:
+                    if t.done():
+                        t.result()
+            await asyncio.sleep(0.05)
+        open_s = time.perf_counter() - opened
+        await asyncio.sleep(0.5)  # settle into the cadence
+        start_units, start_stats = dict(delivered), (await http.get("/stats")).json()
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        end_units, end_stats = dict(delivered), (await http.get("/stats")).json()
+        elapsed = time.perf_counter() - started
+        for b in buyers:
+            b.stop()
+        receipts = await asyncio.gather(*tasks)
+    await payer.http.aclose()
+    rates = sorted((end_units[i] - start_units[i]) / elapsed for i in range(streams))
+    ticks = end_stats["ticks"] - start_stats["ticks"]
+    consistent = sum(recompute(r).consistent for r in receipts)
+    return {
+        "streams": streams, "seconds": round(elapsed, 2), "open_all_s": round(open_s, 2),
+        "ticks_per_s_per_stream": {"median": round(statistics.median(rates), 2),
+                                   "p10": round(rates[len(rates) // 10], 2), "min": round(rates[0], 2),
+                                   "max": round(rates[-1], 2)},
+        "target_ticks_per_s_per_stream": 10, "ticks_per_s_all": round(ticks / elapsed, 1),
+        "server_cpu_us_per_tick": round(1e6 * (end_stats["cpu_s"] - start_stats["cpu_s"]) / ticks, 1) if ticks else None,
+        "server_cpu_share": round((end_stats["cpu_s"] - start_stats["cpu_s"]) / elapsed, 2),
+        "receipts_consistent": consistent, "reconnects": sum(b.reconnected for b in buyers),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--windows", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--store", default=None, help="the server's allowance store (default: SQLite in a temp dir)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts, 20 streams for 2 s")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.windows, args.scale, args.streams, args.seconds = 2, 0.02, 20, 2.0
+    start = machine()
+    n_mem, n_ws = max(10, round(20_000 * args.scale)), max(10, round(2_000 * args.scale))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or f"sqlite:{Path(tmp) / 'allowances.sqlite'}"
+        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline().split()
+            if not line or line[0] != "READY":
+                raise SystemExit("error: the stream server did not start")
+            ws_url, http_url = line[1], line[2]
+            loop = asyncio.new_event_loop()
+            ws = WsSides(loop, ws_url, http_url, ticks=n_ws * (args.windows + 1) + 100)
+            sha_input = os.urandom(32)
+            operations = [
+                Operation("one tick, sans-IO machines", [
+                    Side("lightspeed", local(memory_tick()), n_mem),
+                    Side("SHA-256 (32 B)", local(lambda: hashlib.sha256(sha_input).digest()), n_mem)],
+                    note="buyer's next link + seller's one-hash check, grant, meter report, buyer's count"),
+                Operation("one tick over WebSocket (loopback, server process)", [
+                    Side("lightspeed", ws.timed(ws._ticks), n_ws),
+                    Side("WebSocket echo", ws.timed(ws._echoes), n_ws)],
+                    note="pay → store update → meter → delivered, vs the same-size frame echoed; CPU: the server "
+                         "process's (two /stats requests per window included)"),
+            ]
+            results = measure(operations, args.windows)
+            ws.close()
+            loop.close()
+            scale = asyncio.run(many_streams(ws_url, http_url, args.streams, args.seconds))
+        finally:
+            server.kill()
+            server.wait(10)
+    argsns = argparse.Namespace(windows=args.windows, scale=args.scale, json=args.json)
+    doc = report("stream", "Metered streams: one tick beside SHA-256 and a WebSocket echo", operations, results,
+                 start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "quick": args.quick})
+    if not args.json:
+        c = scale["ticks_per_s_per_stream"]
+        print(f"{scale['streams']} concurrent streams on one server process for {scale['seconds']} s: "
+              f"{c['median']} ticks/s per stream (median; worst decile {c['p10']}, min {c['min']}; target 10), "
+              f"{scale['ticks_per_s_all']} ticks/s in all, server CPU {scale['server_cpu_us_per_tick']} µs per tick "
+              f"({scale['server_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
+              "recompute from their links.")
+        print(json.dumps(doc, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

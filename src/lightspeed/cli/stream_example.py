@@ -1,0 +1,99 @@
+"""The metered example: an EV charger selling energy over a WebSocket, and a server for it.
+
+It lives in ``cli`` because it runs a server (uvicorn); the protocol is in
+:mod:`lightspeed.stream`. The charger reports energy every ``interval`` seconds: at the
+default 36 kW that is 1 Wh per 100 ms, one tick of 1 Wh, so ten ticks a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from lightspeed.cli.paid_example import loopback_socket
+from lightspeed.errors import UsageError
+from lightspeed.micro.refunds import RefundPayer
+from lightspeed.micro.server import AllowanceServer, Payee, ServerPolicy
+from lightspeed.micro.store import AllowanceStore
+from lightspeed.micro.terms import Price
+from lightspeed.stream.asgi import ASGIApp, Meter, StreamSeller
+from lightspeed.stream.machine import SellerStream
+from lightspeed.stream.tariff import Tariff
+
+#: 300 msat per Wh (about 0.30 EUR/kWh at 100k EUR/BTC), paid 1 Wh a tick, up to 50 kWh per
+#: stream, at most a minute of charging (600 ticks) prepaid.
+CHARGER_TARIFF = Tariff("Wh", msat_per_unit=300, tick_units=1, max_units=50_000, window_ticks=600)
+CHARGER_PATH = "/charge"
+
+
+def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> Meter:
+    """An EV charger: every ``interval`` s it delivers ``wh_per_report`` Wh, never more than granted.
+
+    Reports keep their cadence (the next one is due ``interval`` after the last, not after the
+    payment that allowed it), so a payment that arrives within the interval costs no time; after
+    a longer pause (no credit, a disconnect) the charger resumes without a burst.
+    """
+    last: dict[bytes, float] = {}
+
+    async def meter(stream: SellerStream, grant: int) -> int:
+        if interval:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            due = max(last.get(stream.stream_id, now - interval) + interval, now)
+            if len(last) > 100_000:  # forget streams that ended long ago
+                last.clear()
+            await asyncio.sleep(due - now)
+            last[stream.stream_id] = due
+        return min(grant, wh_per_report)
+
+    return meter
+
+
+def stream_seller(store: AllowanceStore, payee: Payee, node_id: bytes, node_secret: bytes, *,
+                  tariff: Tariff = CHARGER_TARIFF, meter: Meter | None = None,
+                  payer: RefundPayer | None = None, creates_per_minute: int = 60) -> StreamSeller:
+    """A seller of ``tariff`` whose allowances (one tick per link) live in ``store``."""
+    policy = ServerPolicy(Price(tariff.tick_msat, 1), max_calls=tariff.max_ticks, max_lanes=1,
+                          creates_per_minute=creates_per_minute)
+    allowances = AllowanceServer(store, payee, node_id, policy, payer=payer)
+    return StreamSeller(tariff, allowances, node_secret, meter or charger_meter())
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # Ctrl-C belongs to the command that started the server
+
+
+@dataclass
+class WsServer:
+    """A running ASGI server (HTTP and WebSocket) on a loopback socket."""
+
+    url: str  # ws://host:port
+    _server: uvicorn.Server
+    _task: asyncio.Task[Any]
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self._task, 5)
+
+
+async def serve_asgi(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> WsServer:
+    """Serve ``app`` with WebSockets (wsproto) until :meth:`WsServer.stop`."""
+    sock = loopback_socket(host, port)
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
+                                    ws_max_size=64 * 1024))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise UsageError("the WebSocket server did not start")
+        await asyncio.sleep(0.01)
+    bound_host, bound = sock.getsockname()[:2]
+    return WsServer(f"ws://{bound_host}:{bound}", server, task)

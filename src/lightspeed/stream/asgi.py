@@ -1,0 +1,369 @@
+"""The seller's ASGI WebSocket binding: a metered stream per connection, paid by allowance links.
+
+:class:`StreamSeller` sells one tariff. It buys nothing itself: allowances are sold, checked
+and stored by the pay-per-call :class:`~lightspeed.micro.server.AllowanceServer` (priced at one
+tick per link), so a tick's payment is one hash and one atomic store update, committed before
+the units it pays for are granted to the meter. :class:`StreamMiddleware` routes WebSocket
+connections on the given paths to their sellers and passes everything else to the wrapped app.
+
+The flow of one connection (messages in :mod:`.messages`)::
+
+    seller: tariff            buyer: buy {anchor, ticks, batch_ticks}
+    seller: invoice           buyer pays it over Lightning, then: open {allowance_id}
+    seller: position          buyer: pay {index, link}  (one per tick, each once the last is delivered)
+    seller: delivered ...     ... until the buyer sends close (or stops paying: delivery stops)
+    seller: statement         (signed with the node key; the connection closes)
+
+A dropped connection pauses the stream; ``resume {stream_id}`` on a new connection goes on
+(a stream closed meanwhile answers with its statement). Streams paused longer than
+``resume_seconds`` are closed when the next stream opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightspeed.errors import DecodeError, LightspeedError, StorageUnavailable, UsageError
+from lightspeed.invoice.decode import decode
+from lightspeed.micro.ratelimit import RateLimiter, client_key
+from lightspeed.micro.server import AllowanceServer, CallRefused
+from lightspeed.micro.terms import Price
+from lightspeed.micro.token import AllowanceRequest, Token
+from lightspeed.stream.machine import RemoteProtocolError, SellerStream, StreamStatus
+from lightspeed.stream.messages import encode, parse
+from lightspeed.stream.receipt import STREAM_ID_SIZE, SignedStatement, sign_statement
+from lightspeed.stream.tariff import Tariff
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: The application's meter: deliver at most ``grant`` units of ``stream``, return how many were.
+Meter = Callable[[SellerStream, int], Awaitable[int]]
+
+class MeterStopped(LightspeedError):
+    """Raised by a meter when nothing more will be delivered (the tank is full): the stream ends."""
+
+
+BUYER_MESSAGES = frozenset({"buy", "open", "resume", "pay", "close", "buy_increments", "paid"})
+INCREMENT_INVOICE_EXPIRY = 600  # seconds an increment's invoice can be paid
+MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is closed
+
+
+@dataclass
+class _Live:
+    machine: SellerStream
+    credit: asyncio.Event = field(default_factory=asyncio.Event)
+    epoch: int = 0  # the connection serving it; a resume on a new one takes over
+    invoice_sent: str = ""  # the last batch invoice offered, sent once
+    statement: SignedStatement | None = None
+    paused_at: float = 0.0
+    ticks_per_increment: int = 0  # > 0: paid by increments (no allowance)
+    ticks: int = 0  # by increments: the most the buyer buys (its budget)
+    pending: tuple[bytes, int, str] | None = None  # the increment invoice offered: hash, ticks, invoice
+
+
+@dataclass
+class StreamSeller:
+    tariff: Tariff
+    allowances: AllowanceServer
+    node_secret: bytes
+    meter: Meter
+    clock: Callable[[], float] = time.time
+    max_streams: int = 10_000
+    resume_seconds: float = 60.0
+    #: Streams by increments one client (remote address, IPv6 by /64) may open per minute: each
+    #: makes an invoice before anything is paid (allowances have the allowance server's own limit).
+    increment_streams_per_minute: int = 60
+    streams: dict[bytes, _Live] = field(default_factory=dict)
+    _bound: dict[bytes, bytes] = field(default_factory=dict)  # allowance id -> stream id
+    _limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._limiter = RateLimiter(self.increment_streams_per_minute, 100_000)
+        if self.allowances.policy.price != Price(self.tariff.tick_msat, 1):
+            raise UsageError(f"allowances: must sell one tick per link (Price({self.tariff.tick_msat}, 1)), "
+                             f"not {self.allowances.policy.price}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # mounted on its own: tell plain HTTP clients what to do
+            body = b'{"code":"upgrade_required","reason":"a metered stream is a WebSocket: connect with ws://"}'
+            await send({"type": "http.response.start", "status": 426,
+                        "headers": [(b"content-type", b"application/json"), (b"upgrade", b"websocket"),
+                                    (b"connection", b"Upgrade")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] != "websocket":
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        await _Connection(self, send, client_key(scope["client"][0] if scope.get("client") else None)).run(receive)
+
+    def sweep(self) -> None:
+        """Close streams paused for longer than ``resume_seconds`` (their statements are kept)."""
+        now = self.clock()
+        for stream_id, live in list(self.streams.items()):
+            m = live.machine
+            if m.status is StreamStatus.PAUSED and now - live.paused_at > self.resume_seconds:
+                self.finish(live)
+            if m.status is StreamStatus.CLOSED and now - live.paused_at > self.resume_seconds:
+                del self.streams[stream_id]
+                self._bound.pop(m.allowance_id, None)
+
+    def finish(self, live: _Live) -> SignedStatement:
+        if live.statement is None:
+            statement = live.machine.close(int(self.clock()))
+            live.statement = sign_statement(statement, self.node_secret, os.urandom(32))
+            live.paused_at = self.clock()
+            live.credit.set()  # wake the delivery loop: it ends
+        return live.statement
+
+
+class _Connection:
+    def __init__(self, seller: StreamSeller, send: Send, client: str) -> None:
+        self.seller, self._send, self.client = seller, send, client
+        self.stream_id = os.urandom(STREAM_ID_SIZE)
+        self.live: _Live | None = None
+        self.epoch = 0
+        self.lock = asyncio.Lock()
+        self.delivery: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def send(self, kind: str, **fields: object) -> None:
+        async with self.lock:
+            if not self.closed:
+                await self._send({"type": "websocket.send", "text": encode(kind, **fields)})
+
+    async def run(self, receive: Receive) -> None:
+        s = self.seller
+        await self.send("tariff", stream_id=self.stream_id, node_id=s.allowances.node_id,
+                        tariff=s.tariff.to_json())
+        bad = 0
+        try:
+            while not self.closed:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                try:
+                    frame = message.get("text")
+                    await self.handle(parse(frame if frame is not None else message.get("bytes") or b"",
+                                            BUYER_MESSAGES))
+                except DecodeError as exc:
+                    bad += 1
+                    await self.send("error", code="bad_message", reason=str(exc))
+                    if bad >= MAX_BAD_FRAMES:
+                        break
+                except RemoteProtocolError as exc:
+                    await self.send("error", code=exc.code, reason=exc.reason)
+                except CallRefused as exc:
+                    extra = {"invoice": exc.invoice} if exc.invoice else {}
+                    await self.send("error", code=exc.code, reason=exc.reason, **extra)
+                except StorageUnavailable as exc:
+                    await self.send("error", code="store_unavailable", reason=str(exc))
+        finally:
+            await self.detach()
+
+    async def detach(self) -> None:
+        if self.delivery is not None:
+            self.delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.delivery
+        live = self.live
+        if live is not None and live.epoch == self.epoch and live.machine.status is StreamStatus.OPEN:
+            live.machine.disconnect()
+            live.paused_at = self.seller.clock()
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await self._send({"type": "websocket.close", "code": 1000})
+
+    async def handle(self, m: dict[str, Any]) -> None:
+        kind = m["type"]
+        if kind in ("buy", "open", "resume", "buy_increments") and self.live is not None:
+            raise RemoteProtocolError("already_open", f"{kind}: this connection serves a stream already")
+        if kind in ("pay", "close", "paid") and self.live is None:
+            raise RemoteProtocolError("not_open", f"{kind}: open or resume a stream first")
+        await getattr(self, "on_" + kind)(m)
+
+    async def on_buy(self, m: dict[str, Any]) -> None:
+        tariff = self.seller.tariff
+        batch = m["batch_ticks"]
+        if not 1 <= batch <= tariff.window_ticks:
+            raise RemoteProtocolError("bad_request", f"batch_ticks: must be 1 to {tariff.window_ticks} "
+                                      "(the prepayment window)")
+        ticks = m["ticks"]
+        if not 1 <= ticks <= tariff.max_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks: the lane's length must be 1 to {tariff.max_ticks}")
+        terms = await self.seller.allowances.create(
+            AllowanceRequest(ticks, (m["anchor"],), min(batch, ticks)), self.client)
+        await self.send("invoice", allowance_id=terms.allowance_id, invoice=terms.invoice,
+                        ticks=terms.first_paid_calls)
+
+    async def on_open(self, m: dict[str, Any]) -> None:
+        s, allowance_id = self.seller, m["allowance_id"]
+        status = await s.allowances.status(allowance_id)
+        if status["status"] != "active":
+            raise CallRefused("unpaid", "the allowance is not paid (or is closed)",
+                              invoice=str(status["invoice"]) if status["status"] == "pending" else None)
+        if allowance_id in s._bound:
+            raise RemoteProtocolError("in_use", "allowance_id: another stream is paid from this allowance")
+        s.sweep()
+        if len(s.streams) >= s.max_streams:
+            raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
+        lane = await s.allowances.store.lane(allowance_id, 0)
+        assert lane is not None  # the allowance exists: status() found it
+        machine = SellerStream(s.tariff, self.stream_id, s.allowances.node_id, allowance_id, 0, lane.index,
+                               lane.value)
+        self.live = s.streams[self.stream_id] = _Live(machine)
+        s._bound[allowance_id] = self.stream_id
+        await self.attach()
+
+    async def on_resume(self, m: dict[str, Any]) -> None:
+        live = self.seller.streams.get(m["stream_id"])
+        if live is None:
+            raise RemoteProtocolError("unknown_stream", "stream_id: no such stream (or it was forgotten)")
+        if live.statement is not None:
+            await self.send("statement", **_statement_fields(live.statement))
+            return
+        self.stream_id = m["stream_id"]
+        live.machine.resume()
+        live.epoch += 1
+        live.credit.set()  # a delivery loop of the old connection, if any, sees the new epoch and ends
+        self.live = live
+        await self.attach()
+
+    async def attach(self) -> None:
+        assert self.live is not None
+        m = self.live.machine
+        self.epoch = self.live.epoch
+        await self.send("position", stream_id=m.stream_id, start_index=m.start_index, start_link=m.start_link,
+                        last_index=m.last_index, delivered_units=m.delivered_units, increments=len(m.increments))
+        if self.live.pending is not None:  # offered before a disconnect: offer it again
+            await self.send("invoice", allowance_id=bytes(16), invoice=self.live.pending[2],
+                            ticks=self.live.pending[1])
+        self.delivery = asyncio.create_task(self.deliver(self.live))
+
+    async def on_pay(self, m: dict[str, Any]) -> None:
+        assert self.live is not None
+        live, index, link = self.live, m["index"], m["link"]
+        machine = live.machine
+        machine.check_payment(index, link)  # cheap refusals before the store is asked
+        receipt = await self.seller.allowances.spend(Token(machine.allowance_id, machine.lane, index, link))
+        # the store has the link (committed): now the units it pays for may be delivered
+        machine.receive_payment(index, link)
+        live.credit.set()
+        if receipt.next_invoice and receipt.next_invoice != live.invoice_sent:
+            live.invoice_sent = receipt.next_invoice
+            amount = decode(receipt.next_invoice).amount_msat or 0
+            await self.send("invoice", allowance_id=machine.allowance_id, invoice=receipt.next_invoice,
+                            ticks=amount // self.seller.tariff.tick_msat)
+
+    async def on_buy_increments(self, m: dict[str, Any]) -> None:
+        """A buyer without an allowance: one invoice of the seller's node per ``ticks_per_payment`` ticks."""
+        s, ticks = self.seller, m["ticks_per_payment"]
+        wait = s._limiter.take(self.client, s.clock())
+        if wait > 0:
+            raise RemoteProtocolError("rate_limited", f"too many streams opened from {self.client}; retry in "
+                                      f"{math.ceil(wait)} s")
+        if not 1 <= ticks <= s.tariff.window_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks_per_payment: must be 1 to {s.tariff.window_ticks} "
+                                      "(the prepayment window)")
+        if not 1 <= m["ticks"] <= s.tariff.max_ticks:
+            raise RemoteProtocolError("bad_request", f"ticks: the stream's length must be 1 to {s.tariff.max_ticks}")
+        s.sweep()
+        if len(s.streams) >= s.max_streams:
+            raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
+        machine = SellerStream(s.tariff, self.stream_id, s.allowances.node_id, bytes(16), 0, 0, bytes(32))
+        self.live = s.streams[self.stream_id] = _Live(machine, ticks_per_increment=ticks, ticks=m["ticks"])
+        await self.attach()
+        await self.offer_increment(self.live)
+
+    async def offer_increment(self, live: _Live) -> None:
+        """Invoice the next increment (once; it is paid when everything paid before is delivered)."""
+        machine = live.machine
+        ticks = min(live.ticks_per_increment, live.ticks - machine.paid_ticks)
+        if ticks < 1 or live.pending is not None:
+            return
+        first = machine.paid_ticks + 1
+        invoice = await self.seller.allowances.payee.create_invoice(
+            ticks * machine.tariff.tick_msat,
+            f"Lightspeed stream {machine.stream_id.hex()}: ticks {first}-{first + ticks - 1}", INCREMENT_INVOICE_EXPIRY)
+        live.pending = (invoice.payment_hash, ticks, invoice.encode())
+        await self.send("invoice", allowance_id=bytes(16), invoice=live.pending[2], ticks=ticks)
+
+    async def on_paid(self, m: dict[str, Any]) -> None:
+        assert self.live is not None
+        live, payment_hash = self.live, m["payment_hash"]
+        if live.pending is None or live.pending[0] != payment_hash:
+            raise RemoteProtocolError("unknown_invoice", "payment_hash: not the increment invoiced")
+        ticks, invoice = live.pending[1], live.pending[2]
+        live.machine.check_increment(payment_hash, ticks)
+        if not await self.seller.allowances.payee.is_paid(payment_hash):
+            raise CallRefused("unpaid", "the increment's invoice is not paid (yet)", invoice=invoice)
+        # the node has the payment (committed): the units it pays for may be delivered
+        live.machine.receive_increment(payment_hash, ticks)
+        live.pending = None
+        live.credit.set()
+        await self.offer_increment(live)
+
+    async def on_close(self, m: dict[str, Any]) -> None:
+        assert self.live is not None
+        signed = self.seller.finish(self.live)
+        await self.send("statement", **_statement_fields(signed))
+        await self.detach()
+
+    async def deliver(self, live: _Live) -> None:
+        """Grant the meter what is paid and not delivered; wait for the next link when nothing is.
+
+        A meter that raises :class:`MeterStopped` (nothing more to deliver) or fails ends the
+        stream: the buyer gets an ``error`` (``ended`` or ``meter_failed``), then the statement.
+        """
+        machine, epoch = live.machine, self.epoch
+        try:
+            while live.epoch == epoch and machine.status is StreamStatus.OPEN:
+                grant = machine.grant()
+                if grant == 0:
+                    live.credit.clear()
+                    await live.credit.wait()
+                    continue
+                units = await self.seller.meter(machine, grant)
+                machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
+                if units:
+                    await self.send("delivered", units=units, total_units=machine.delivered_units)
+                else:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, MeterStopped):
+                logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
+            await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
+                            reason=str(exc) or type(exc).__name__)
+            await self.send("statement", **_statement_fields(self.seller.finish(live)))
+
+
+def _statement_fields(signed: SignedStatement) -> dict[str, object]:
+    return {"statement": signed.statement.to_json(), "signature": signed.signature}
+
+
+class StreamMiddleware:
+    """Serve ``sellers[path]`` to WebSocket connections on ``path``; pass the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp, sellers: Mapping[str, StreamSeller]) -> None:
+        self.app, self.sellers = app, dict(sellers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope.get("path") in self.sellers:
+            await self.sellers[scope["path"]](scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,313 @@
+"""The buyer: an asyncio client that buys a metered stream and pays it link by link.
+
+:class:`StreamBuyer` connects to a seller's WebSocket, checks the tariff against its limits,
+buys an allowance of one lane (a link per tick) whose first batch is at most one window, pays
+its invoice with the given payer, then lets :class:`~lightspeed.stream.machine.BuyerStream`
+decide every payment: the next link goes out only once the tick paid before it has been
+delivered. Batch invoices the seller offers are paid only while the prepayment stays within
+one window. A dropped connection is resumed (on the next URL of the list, if several serve
+the stream); at the end the seller's signed statement is checked against our own count and
+returned as a :class:`~lightspeed.stream.receipt.Receipt` (with every link we paid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lightspeed.errors import DecodeError, PaymentError, UsageError
+from lightspeed.invoice.decode import decode
+from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+from lightspeed.stream.machine import BuyerStream, RemoteProtocolError
+from lightspeed.stream.messages import encode, parse
+from lightspeed.stream.receipt import Receipt, SignedStatement, Statement
+from lightspeed.stream.tariff import Tariff
+from lightspeed.stream.wsclient import ConnectionClosed, WebSocket
+
+SELLER_MESSAGES = frozenset({"tariff", "invoice", "position", "delivered", "statement", "error"})
+
+
+class Payer(Protocol):
+    def pay(self, invoice: str) -> Awaitable[bytes]: ...
+
+
+@dataclass
+class BuyPolicy:
+    max_msat: int  # the most this stream may cost
+    max_msat_per_unit: int | None = None  # refuse a tariff above this
+    batch_ticks: int | None = None  # ticks per Lightning prepayment (default: half a window)
+    reconnects: int = 5  # attempts to resume after a dropped connection
+    idle_timeout: float = 30.0  # seconds without a message before the connection is taken as dead
+    settle_timeout: float = 5.0  # seconds to wait for the paid units once we stop paying
+    #: Without an allowance: pay one invoice per this many ticks (at most the tariff's window).
+    #: The exposure is then one such increment instead of one tick.
+    ticks_per_increment: int | None = None
+
+
+class StreamBuyer:
+    def __init__(self, urls: str | list[str], payer: Payer, policy: BuyPolicy,
+                 on_update: Callable[[BuyerStream], None] | None = None) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise UsageError("urls: at least one ws:// URL")
+        self.payer, self.policy, self.on_update = payer, policy, on_update
+        self.stream: BuyerStream | None = None
+        self.ws: WebSocket | None = None
+        self.paid_invoices: set[str] = set()
+        self.reconnected = 0
+        self._pending: tuple[str, int] | None = None  # a batch invoice offered, and its ticks
+        self._stop = asyncio.Event()
+        self._final: SignedStatement | None = None  # a statement the seller sent unasked
+        self.ended: str | None = None  # why the seller ended the stream, if it did
+        self.invoices: list[tuple[str, bytes]] = []  # increments paid: (invoice, preimage)
+        self._budget_spent = False  # the seller's next increment is more than the budget left
+
+    def stop(self) -> None:
+        """Stop paying (the seller delivers what is paid, at most one tick) and close."""
+        self._stop.set()
+
+    async def run(self, stop_after_units: int | None = None) -> Receipt:
+        """Buy, stream until the budget is spent or :meth:`stop` (or ``stop_after_units``), close."""
+        buyer = await self._open()
+        try:
+            await self._stream(buyer, stop_after_units)
+            if self._final is not None:  # the seller ended the stream (its meter stopped)
+                buyer.close()
+                return buyer.accept_statement(self._final, tuple(self.invoices))
+            return await self._close(buyer)
+        finally:
+            if self.ws is not None:
+                await self.ws.close()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    async def _open(self) -> BuyerStream:
+        self.ws = await WebSocket.connect(self.urls[0])
+        hello = await self._expect("tariff")
+        tariff, node_id, stream_id = Tariff.from_json(hello["tariff"]), hello["node_id"], hello["stream_id"]
+        p = self.policy
+        if p.max_msat_per_unit is not None and tariff.msat_per_unit > p.max_msat_per_unit:
+            raise PaymentError(f"tariff: {tariff.msat_per_unit} msat per {tariff.unit} is above the limit "
+                               f"of {p.max_msat_per_unit}")
+        ticks = min(tariff.max_ticks, p.max_msat // tariff.tick_msat)
+        if ticks < 1:
+            raise PaymentError(f"max_msat: {p.max_msat} msat does not buy one tick ({tariff.tick_msat} msat)")
+        if p.ticks_per_increment is not None:
+            return await self._open_increments(tariff, node_id, stream_id, min(p.ticks_per_increment,
+                                                                               tariff.window_ticks), ticks)
+        batch = min(ticks, p.batch_ticks or max(1, tariff.window_ticks // 2))
+        tip = lane_tip(os.urandom(32), 0)
+        start = anchor(tip, ticks)
+        await self._send("buy", anchor=start, ticks=ticks, batch_ticks=batch)
+        offered = await self._expect("invoice")
+        buyer = BuyerStream(tariff, stream_id, node_id, ChainWalker.from_tip(tip, ticks), 0, start, p.max_msat)
+        await self._fund(buyer, offered["invoice"], offered["ticks"])
+        await self._send("open", allowance_id=offered["allowance_id"])
+        position = await self._expect("position")
+        if (position["stream_id"], position["start_index"], position["start_link"], position["last_index"]) != (
+                stream_id, 0, start, 0):
+            raise PaymentError("position: the seller does not start the stream at our lane's anchor")
+        self.stream = buyer
+        return buyer
+
+    async def _open_increments(self, tariff: Tariff, node_id: bytes, stream_id: bytes, ticks: int,
+                               total: int) -> BuyerStream:
+        await self._send("buy_increments", ticks_per_payment=ticks, ticks=total)
+        position = await self._expect("position")
+        if (position["stream_id"], position["last_index"], position["increments"]) != (stream_id, 0, 0):
+            raise PaymentError("position: the seller does not start a new stream")
+        buyer = BuyerStream(tariff, stream_id, node_id, None, 0, position["start_link"], self.policy.max_msat,
+                            ticks_per_increment=ticks)
+        self.stream = buyer
+        return buyer
+
+    async def _pay_increment(self, buyer: BuyerStream) -> None:
+        """Pay the invoiced increment if it is due and fits; tell the seller."""
+        assert self._pending is not None
+        invoice, ticks = self._pending
+        if invoice in self.paid_invoices:  # offered again after a reconnect: paid already
+            self._pending = None
+            return
+        due = buyer.increment_due()
+        if not due:
+            return
+        if ticks > due:
+            self._budget_spent = True  # the seller's next increment is more than the budget left
+            return
+        decoded = decode(invoice)
+        if decoded.payee != buyer.seller_node_id or decoded.amount_msat != ticks * buyer.tariff.tick_msat:
+            raise PaymentError(f"invoice: not {ticks} ticks ({ticks * buyer.tariff.tick_msat} msat) to the "
+                               "seller's node")
+        self._pending = None
+        preimage = await self.payer.pay(invoice)
+        self.paid_invoices.add(invoice)
+        self.invoices.append((invoice, preimage))
+        buyer.paid_increment(decoded.payment_hash, ticks)
+        await self._send_or_resume(buyer, "paid", payment_hash=decoded.payment_hash)
+
+    async def _fund(self, buyer: BuyerStream, invoice: str, ticks: int) -> None:
+        """Pay a batch invoice of ``ticks`` ticks, after checking it is what it says and fits the window."""
+        decoded = decode(invoice)
+        if decoded.payee != buyer.seller_node_id:
+            raise PaymentError("invoice: not payable to the seller's node")
+        if decoded.amount_msat != ticks * buyer.tariff.tick_msat:
+            raise PaymentError(f"invoice: {decoded.amount_msat} msat is not {ticks} ticks at "
+                               f"{buyer.tariff.tick_msat} msat")
+        if not buyer.may_fund(ticks):
+            raise PaymentError(f"invoice: {ticks} more ticks would prepay more than one window "
+                               f"({buyer.tariff.window_ticks} ticks) or exceed the budget")
+        if invoice not in self.paid_invoices:
+            await self.payer.pay(invoice)
+            self.paid_invoices.add(invoice)
+            buyer.funded(ticks)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    async def _stream(self, buyer: BuyerStream, stop_after_units: int | None) -> None:
+        settle_deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if (self._stop.is_set() or (stop_after_units is not None and buyer.paid_units >= stop_after_units)) \
+                    and not buyer.stopped:
+                buyer.stop()
+            if buyer.walker is None:
+                if self._pending is not None:
+                    await self._pay_increment(buyer)
+            elif self._pending and buyer.may_fund(self._pending[1]):
+                invoice, ticks = self._pending
+                self._pending = None
+                await self._fund(buyer, invoice, ticks)
+            payment = buyer.next_payment()
+            if payment is not None:
+                await self._send_or_resume(buyer, "pay", index=payment[0], link=payment[1])
+                continue
+            if buyer.stopped or buyer.paid_ticks >= buyer.budget_ticks or self._budget_spent:
+                if buyer.delivered_units >= buyer.paid_units:
+                    return
+                settle_deadline = settle_deadline or loop.time() + self.policy.settle_timeout
+                if loop.time() >= settle_deadline:
+                    return  # the seller stopped short of what was paid: the statement will say so
+            timeout = self.policy.idle_timeout if settle_deadline is None else max(0.01, settle_deadline - loop.time())
+            try:
+                assert self.ws is not None
+                message = parse(await self.ws.recv(timeout), SELLER_MESSAGES)
+            except TimeoutError:
+                if settle_deadline is not None:
+                    continue
+                await self._resume(buyer)
+                continue
+            except ConnectionClosed:
+                await self._resume(buyer)
+                continue
+            await self._handle(buyer, message)
+            if self._final is not None:
+                return
+
+    async def _handle(self, buyer: BuyerStream, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "delivered":
+            buyer.receive_delivery(message["units"])
+            if self.on_update is not None:
+                self.on_update(buyer)
+        elif kind == "invoice":
+            self._pending = (message["invoice"], message["ticks"])
+        elif kind == "statement":
+            self._final = SignedStatement(Statement.from_json(message["statement"]), message["signature"])
+        elif kind == "error":
+            code, reason = message["code"], message["reason"]
+            if code in ("ended", "meter_failed"):  # the statement follows
+                self.ended = f"{code}: {reason}"
+                return
+            if code == "unpaid" and buyer.walker is None and buyer.increments:
+                await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
+                await self._send_or_resume(buyer, "paid", payment_hash=buyer.increments[-1][0])
+                return
+            if code in ("batch_due", "unpaid") and buyer.paid_links:
+                invoice = message.get("invoice")
+                if invoice and invoice not in self.paid_invoices:
+                    ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
+                    await self._fund(buyer, invoice, ticks)
+                else:
+                    await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
+                await self._send_or_resume(buyer, "pay", index=buyer.last_index, link=buyer.paid_links[-1])
+                return
+            raise PaymentError(f"the seller refused: {code}: {reason}")
+        else:
+            raise RemoteProtocolError("unexpected", f"type: {kind} in the middle of a stream")
+
+    async def _send_or_resume(self, buyer: BuyerStream, kind: str, **fields: object) -> None:
+        try:
+            await self._send(kind, **fields)
+        except ConnectionClosed:
+            await self._resume(buyer)  # resume resends a lost link itself
+
+    async def _resume(self, buyer: BuyerStream) -> None:
+        """Reconnect (next URL first) and reconcile with the seller's position."""
+        buyer.disconnect()
+        if self.ws is not None:
+            await self.ws.close()
+        last_error: Exception | None = None
+        for attempt in range(self.policy.reconnects):
+            url = self.urls[(self.reconnected + 1 + attempt) % len(self.urls)]
+            try:
+                self.ws = await WebSocket.connect(url)
+                await self._expect("tariff")
+                await self._send("resume", stream_id=buyer.stream_id)
+                position = await self._expect("position", "statement")
+                if position["type"] == "statement":  # the stream was closed meanwhile
+                    self._final = SignedStatement(Statement.from_json(position["statement"]),
+                                                  position["signature"])
+                    return
+                resend = buyer.resume(position["last_index"], position["delivered_units"], position["increments"])
+                self.reconnected += 1
+                if isinstance(resend, bytes):
+                    await self._send("paid", payment_hash=resend)
+                elif resend is not None:
+                    await self._send("pay", index=resend[0], link=resend[1])
+                return
+            except (ConnectionClosed, TimeoutError, OSError) as exc:
+                last_error = exc
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise PaymentError(f"the stream's connection was lost and could not be resumed: {last_error}")
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def _close(self, buyer: BuyerStream) -> Receipt:
+        await self._send("close")
+        while True:
+            assert self.ws is not None
+            message = parse(await self.ws.recv(self.policy.idle_timeout), SELLER_MESSAGES)
+            if message["type"] == "delivered":
+                buyer.receive_delivery(message["units"])
+            elif message["type"] == "statement":
+                buyer.close()
+                signed = SignedStatement(Statement.from_json(message["statement"]), message["signature"])
+                return buyer.accept_statement(signed, tuple(self.invoices))
+            elif message["type"] == "error":
+                raise PaymentError(f"the seller refused to close: {message['code']}: {message['reason']}")
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def _send(self, kind: str, **fields: object) -> None:
+        assert self.ws is not None
+        await self.ws.send(encode(kind, **fields))
+
+    async def _expect(self, *kinds: str) -> dict[str, Any]:
+        assert self.ws is not None
+        message = parse(await self.ws.recv(self.policy.idle_timeout), SELLER_MESSAGES)
+        if message["type"] == "error":
+            raise PaymentError(f"the seller refused: {message['code']}: {message['reason']}")
+        if message["type"] not in kinds:
+            raise DecodeError("type", f"expected {' or '.join(kinds)}, got {message['type']}")
+        return message
+
+
+async def buy_stream(urls: str | list[str], payer: Payer, max_msat: int, *,
+                     on_update: Callable[[BuyerStream], None] | None = None,
+                     stop_after_units: int | None = None, **policy: Any) -> Receipt:
+    """Buy a stream for at most ``max_msat``; returns the checked receipt."""
+    buyer = StreamBuyer(urls, payer, BuyPolicy(max_msat, **policy), on_update)
+    return await buyer.run(stop_after_units)

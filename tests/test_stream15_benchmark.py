@@ -1,0 +1,44 @@
+"""``python -m benchmarks stream --quick``: it runs, and its JSON has the honest comparison's shape.
+
+No speed is asserted (the suite must not depend on the machine); what is checked: the tick beside
+SHA-256 and beside a WebSocket echo with wall and CPU time per window, the load at start and end,
+and the concurrent-streams part with per-stream rates, server CPU per tick and receipts that
+recompute from their links.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_stream_benchmark_quick_mode() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "stream", "--quick", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["benchmark"] == "stream" and doc["quick"] is True and doc["windows"] == 2
+    assert len(doc["machine"]["load_average"]) == 3 and len(doc["load_average_end"]) == 3
+    expected = {"one tick, sans-IO machines": {"lightspeed", "SHA-256 (32 B)"},
+                "one tick over WebSocket (loopback, server process)": {"lightspeed", "WebSocket echo"}}
+    for operation, sides in expected.items():
+        got = doc["results"][operation]
+        assert set(got) == sides
+        for side, summary in got.items():
+            assert summary["windows"] == 2
+            assert summary["wall_us"]["min"] <= summary["wall_us"]["median"] <= summary["wall_us"]["max"]
+            assert summary["cpu_us"]["median"] > 0
+            assert ("over_lightspeed" in summary) == (side != "lightspeed")
+    concurrent = doc["concurrent"]
+    assert concurrent["streams"] == 20 and concurrent["receipts_consistent"] == 20
+    rates = concurrent["ticks_per_s_per_stream"]
+    assert 0 < rates["min"] <= rates["p10"] <= rates["median"] <= rates["max"] <= 10.5  # the charger's cadence
+    assert concurrent["server_cpu_us_per_tick"] > 0 and concurrent["ticks_per_s_all"] > 0
