@@ -1,0 +1,45 @@
+"""What the node tells the application (``node.events``): payments received, sent, failed, held.
+
+Defined apart from node.py so the node's parts can emit them without importing node.py;
+node.py re-exports them (``from lightspeed.node.node import PaymentReceived`` keeps working).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightspeed.node.broadcast import BroadcastRejected
+from lightspeed.node.forwarding import ForwardSettled
+
+
+@dataclass(frozen=True)
+class PaymentReceived:
+    payment_hash: bytes
+    amount_msat: int
+
+
+@dataclass(frozen=True)
+class PaymentSent:
+    payment_hash: bytes
+    preimage: bytes
+    amount_msat: int
+
+
+@dataclass(frozen=True)
+class PaymentFailed:
+    payment_hash: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class HtlcHeld:
+    """A hold invoice's payment arrived in full: ``settle_hold`` or ``cancel_hold`` it."""
+
+    payment_hash: bytes
+    amount_msat: int
+
+
+NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected | ForwardSettled
+
+
+HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)
