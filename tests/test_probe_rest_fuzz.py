@@ -243,4 +243,4 @@ def test_no_request_makes_the_api_fail(harness: Harness, method: str, path: str,
 
 def test_every_operation_is_probed() -> None:
     """The fuzz covers what the document lists, and the document lists every route (test_api checks that)."""
-    assert len(OPERATIONS) == len(ENDPOINTS) == 44  # ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4
+    assert len(OPERATIONS) == len(ENDPOINTS) == 47  # ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4 + wallet_routes' 3 new

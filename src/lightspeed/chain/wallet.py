@@ -30,7 +30,7 @@ from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import SEQUENCE_FINAL, Transaction, TxIn, TxOut
 from lightspeed.chain.hd import ExtendedKey, coin_type, p2tr_script, taproot_output_key
-from lightspeed.chain.source import ChainSource, Utxo
+from lightspeed.chain.source import ChainSource, HistorySource, Utxo
 from lightspeed.crypto.hashes import hash160
 from lightspeed.crypto.secp256k1 import CURVE_ORDER, pubkey_from_privkey
 from lightspeed.errors import PaymentError, UsageError
@@ -47,6 +47,21 @@ def output_weight(script_pubkey: bytes) -> int:
 
 
 ADDRESS_TYPES = ("p2wpkh", "p2tr")
+
+
+@dataclass(frozen=True)
+class WalletTx:
+    """One on-chain transaction as the wallet sees it: what it brought in and took out."""
+
+    tx: Transaction
+    height: int | None  # None: in the mempool
+    received_sat: int  # paid to our scripts
+    sent_sat: int  # our coins it spent
+    fee_sat: int | None  # known when every input was ours
+
+    @property
+    def net_sat(self) -> int:
+        return self.received_sat - self.sent_sat
 
 
 @dataclass(frozen=True)
@@ -293,3 +308,33 @@ class Wallet:
         tx = self.sign(tx, coins)
         self.chain.broadcast(tx)
         return tx
+
+    def withdraw(self, to_script: bytes, amount_sat: int | None, feerate_per_kw: int | None = None) -> Transaction:
+        """Pay ``amount_sat`` (None: every spendable coin, fee deducted) to ``to_script`` and broadcast."""
+        if amount_sat is None:
+            return self.sweep(to_script, feerate_per_kw)
+        if amount_sat < P2WPKH_DUST_SAT:
+            raise UsageError(f"amount_sat: {amount_sat} is below the dust limit ({P2WPKH_DUST_SAT} sat)")
+        return self.send([TxOut(amount_sat, to_script)], feerate_per_kw)
+
+    def history(self) -> list[WalletTx]:
+        """Every transaction paying or spending our keys' outputs, oldest first (mempool last)."""
+        if not isinstance(self.chain, HistorySource):
+            raise UsageError("this chain backend cannot list a wallet's transactions")
+        entries = self.chain.history(self.scripts())
+        known = {tx.txid: tx for tx, _ in entries}
+        out: list[WalletTx] = []
+        for tx, height in entries:
+            received = sum(o.value_sat for o in tx.outputs if o.script_pubkey in self._by_script)
+            spent: list[int] = []
+            foreign = False
+            for txin in tx.inputs:
+                parent = known.get(txin.prevout.txid)
+                prev = parent.outputs[txin.prevout.index] if parent and txin.prevout.index < len(parent.outputs) else None
+                if prev is not None and prev.script_pubkey in self._by_script:
+                    spent.append(prev.value_sat)
+                else:
+                    foreign = True
+            fee = None if foreign else sum(spent) - sum(o.value_sat for o in tx.outputs)
+            out.append(WalletTx(tx, height, received, sum(spent), fee))
+        return out

@@ -68,7 +68,7 @@ from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain.source import NodeChain
-from lightspeed.chain.wallet import Wallet
+from lightspeed.chain.wallet import HdSeed, Wallet
 from lightspeed.channel.closing import ClosingNegotiation, shutdown
 from lightspeed.channel.commitment import ChannelBasepoints
 from lightspeed.channel.establish import (
@@ -348,7 +348,7 @@ class Node:
 
     privkey: bytes
     chain: NodeChain  # the embedded RegtestChain, or node.electrum_chain.ElectrumChainSource
-    wallet_seed: bytes
+    wallet_seed: bytes | HdSeed  # HdSeed: BIP 84/86 keys (chain.wallet); bytes: the pre-BIP 39 scheme
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
     events: EventBus[NodeEvent] = field(default_factory=EventBus)  # async for e in node.events(): ...
