@@ -26,6 +26,7 @@ from lightspeed.cli.ops_cmd import register as register_ops_commands
 from lightspeed.cli.refund_cmd import refund
 from lightspeed.cli.route import route
 from lightspeed.cli.stream_cmd import stream
+from lightspeed.cli.wallet_cmd import register as register_wallet_commands
 
 
 @click.group(cls=LightspeedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,6 +65,7 @@ cli.add_command(serve_example)
 cli.add_command(call)
 register_node_commands(cli, invoice)
 register_ops_commands(cli, invoice)
+register_wallet_commands(cli)
 
 
 def main() -> None:
