@@ -2,12 +2,13 @@
 
 Every route is one :class:`~lightspeed.api.openapi.Endpoint` in :data:`ENDPOINTS`;
 the app's routes and ``GET /openapi.json`` are both built from it. Every
-request must carry ``Authorization: Bearer <token>`` (compared in constant
-time). Every input (body, path and query parameters) is checked against its
+request must carry ``Authorization: Bearer <token>``: the datadir's admin token (compared in
+constant time) or a scoped token (:mod:`lightspeed.api.credentials`) whose scope covers the
+route's entry in :data:`lightspeed.api.scopes.REQUIRED_SCOPE`. Every input (body, path and query parameters) is checked against its
 schema in :mod:`lightspeed.api.schema` before a handler runs, and bodies are
 bounded by :mod:`lightspeed.api.guard`. Failures are always
 ``{"error": {"field"?, "reason"}}`` with a status that says whose move it is:
-400 bad input, 401 no token, 404 unknown, 409 the node cannot do it now, 413
+400 bad input, 401 no or bad token, 403 the token's scope or budget does not allow it, 404 unknown, 409 the node cannot do it now, 413
 body too large, 502 the peer failed, 503 the node's store failed (the node
 stopped: every command is refused until it is restarted) or the chain file cannot be
 written (full disk, read-only: the reason names it), 504 too slow (a payment
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,7 +35,12 @@ from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
 from lightspeed.api import ops_routes, wallet_routes
+from lightspeed.api import scopes as sc
+from lightspeed.api import token_handlers as tk
 from lightspeed.api.blinded import endpoints as blinded_endpoints
+from lightspeed.api.credentials import ADMIN, Credential, Credentials, TokenRejected, scope_allows
+from lightspeed.api.dashboard import UI_PREFIX, static_routes
+from lightspeed.api.dashboard import endpoints as dashboard_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.api.offer_pay import endpoints as offer_pay_endpoints
@@ -255,6 +262,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
     *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
     *offer_pay_endpoints(PAYMENT),  # paying offers, refunds (api/offer_pay.py)
+    *tk.endpoints(),  # scoped credentials (api/token_handlers.py)
+    *dashboard_endpoints(),  # live events and invoice QR codes (api/dashboard.py)
 )
 
 
@@ -313,9 +322,23 @@ def _parameters(endpoint: Endpoint, request: Request) -> None:
         validate(values[0], declared[name], name)
 
 
+CREDENTIAL = "lightspeed.credential"  # the ASGI scope key BearerAuth puts the request's credential under
+
+
+def _forbidden(required: str, credential: Credential) -> Response:
+    return error_response(403, f"this token's scope is {credential.scope}; this route needs {required}"
+                               " (or a higher scope: readonly < invoice < pay < admin)")
+
+
 def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    required = sc.REQUIRED_SCOPE[endpoint.operation_id]
+
     async def handle(request: Request) -> Response:
+        credential: Credential = request.scope.get(CREDENTIAL, ADMIN)
+        if not scope_allows(credential.scope, required):
+            return _forbidden(required, credential)
         body: Any = None
+        reserved = 0
         try:
             if endpoint.method != "GET" and ctx.node.store_failure is not None:  # the node stopped
                 raise StoreUnavailable(ctx.node.store_failure)
@@ -323,42 +346,106 @@ def _route(ctx: ApiContext, endpoint: Endpoint) -> Callable[[Request], Awaitable
             if endpoint.body is not None:
                 body = parse_json_body(await request.body())  # BodyLimit bounded its size
                 validate(body, endpoint.body)
+            if credential.budget_msat is not None and endpoint.operation_id == "payInvoice":
+                reserved, body = _reserve(ctx, credential, body)
             status, result = await endpoint.handler(ctx, request, body)
         except (LightspeedError, OSError, TimeoutError) as exc:
             status, field = _status_of(exc)
+            _settle(ctx, credential, reserved, status, None, getattr(exc, "details", None))
             return error_response(status, _reason(exc), field, getattr(exc, "details", None))
         except Exception as exc:  # a bug: log it here, never show a traceback to the client
             log.exception("%s %s failed", endpoint.method, endpoint.path)
+            _settle(ctx, credential, reserved, 504, None)  # a bug mid-payment: keep it counted as spent
             return error_response(500, f"internal error: {type(exc).__name__}")
+        _settle(ctx, credential, reserved, status, result)
+        if isinstance(result, Response):  # a stream (GET /v1/events)
+            return result
         return JSONResponse(result, status_code=status)
 
     return handle
 
 
-class BearerAuth:
-    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+def _reserve(ctx: ApiContext, credential: Credential, body: Any) -> tuple[int, Any]:
+    """Count a budgeted payment's most it can cost as spent before it is sent (ApiError 403 if over)."""
+    cost = sc.payment_cost(body)
+    if cost is None or ctx.credentials is None:
+        return 0, body  # the handler refuses the body with its 400: nothing is sent
+    amount, limited = cost
+    if not ctx.credentials.reserve(credential, amount):
+        left = ctx.credentials.remaining(credential)
+        raise ApiError(403, f"the payment may cost up to {amount} msat (amount and fee limit) but this token "
+                            f"has {left} msat of its budget left", "amount_msat")
+    return amount, limited
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+
+def _settle(ctx: ApiContext, credential: Credential, reserved: int, status: int, result: Any,
+            details: dict[str, str] | None = None) -> None:
+    if reserved and ctx.credentials is not None:
+        sc.settle(ctx.credentials, credential, reserved, status, result, details)
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``.
+
+    The admin token (DATADIR/api_token) is compared in constant time; any other token is checked
+    by the credential store. The credential found goes into the ASGI scope for the route's scope
+    check. The dashboard's static files (``/ui/``) need no token: they hold none.
+    """
+
+    def __init__(self, app: ASGIApp, token: str, credentials: Credentials | None,
+                 clock: Callable[[], int], ui: bool = False) -> None:
         self.app, self._expected = app, f"Bearer {token}".encode()
+        self._credentials, self._clock, self._ui = credentials, clock, ui
+
+    def _credential(self, given: bytes) -> Credential:
+        if hmac.compare_digest(given, self._expected):
+            return ADMIN
+        if not given.startswith(b"Bearer ") or self._credentials is None:
+            raise TokenRejected("missing or wrong bearer token (see DATADIR/api_token)")
+        try:
+            token = given[len(b"Bearer "):].decode("ascii")
+        except UnicodeDecodeError:
+            raise TokenRejected("the token is malformed") from None
+        return self._credentials.verify(token, self._clock())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            path = scope.get("path", "")
+            if self._ui and (path == UI_PREFIX or path.startswith(UI_PREFIX + "/")):
+                await self.app(scope, receive, send)
+                return
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
-                response = error_response(401, "missing or wrong bearer token (see DATADIR/api_token)")
+            try:
+                credential = self._credential(given)
+            except TokenRejected as exc:
+                response = error_response(401, str(exc))
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
                 return
+            except sqlite3.Error as exc:  # the credential store cannot be read (disk): no one is let in
+                log.error("credential store: %s", exc)
+                await error_response(503, f"the credential store cannot be read: {exc}")(scope, receive, send)
+                return
+            scope = {**scope, CREDENTIAL: credential}
         await self.app(scope, receive, send)
 
 
-def create_app(ctx: ApiContext, token: str) -> ASGIApp:
-    """The API over ``ctx.node``, requiring ``token`` on every request."""
+def create_app(ctx: ApiContext, token: str, ui: bool = False) -> ASGIApp:
+    """The API over ``ctx.node``: ``token`` is the admin token, ``ctx.credentials`` checks scoped ones.
+
+    With ``ui`` it also serves the web dashboard at ``/ui/`` (api/dashboard.py).
+    """
     if len(token) < 16:
         raise UsageError("the API token must be at least 16 characters")
+    missing = [e.operation_id for e in ENDPOINTS if e.operation_id not in sc.REQUIRED_SCOPE]
+    if missing:
+        raise UsageError(f"routes without a required scope in api/scopes.py: {', '.join(missing)}")
     document = openapi_document(ENDPOINTS)
 
     async def openapi(request: Request) -> Response:
+        credential: Credential = request.scope.get(CREDENTIAL, ADMIN)
+        if not scope_allows(credential.scope, sc.REQUIRED_SCOPE["openapi"]):
+            return _forbidden(sc.REQUIRED_SCOPE["openapi"], credential)
         return JSONResponse(document)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -368,7 +455,9 @@ def create_app(ctx: ApiContext, token: str) -> ASGIApp:
 
     routes = [Route(e.path, _route(ctx, e), methods=[e.method], name=e.operation_id) for e in ENDPOINTS]
     routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
+    if ui:
+        routes += static_routes()
     # Auth first: a client without the token gets its 401 before a byte of its body is read.
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
                     middleware=[Middleware(BodyLimit, refuse=error_response)])
-    return BearerAuth(app, token)
+    return BearerAuth(app, token, ctx.credentials, ctx.now, ui)

@@ -1,17 +1,21 @@
 """A small httpx client for a running daemon's REST API, found through its datadir.
 
 Used by the CLI subcommands; any tool can do the same with the token from
-``DATADIR/api_token`` and the address from ``DATADIR/api_address``.
+``DATADIR/api_token`` and the address from ``DATADIR/api_address``. With ``LIGHTSPEED_TOKEN``
+set, that token (a scoped one from ``lightspeed token create``) is sent instead.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
 
 from lightspeed.api.datadir import Datadir
 from lightspeed.errors import LightspeedError, UsageError
+
+TOKEN_VARIABLE = "LIGHTSPEED_TOKEN"  # a scoped token to use instead of the datadir's admin token
 
 
 class ApiCallError(LightspeedError):
@@ -29,7 +33,7 @@ class ApiClient:
     @classmethod
     def from_datadir(cls, path: str | Any) -> ApiClient:
         datadir = Datadir(path)
-        return cls(datadir.api_url(), datadir.token())
+        return cls(datadir.api_url(), os.environ.get(TOKEN_VARIABLE) or datadir.token())
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> Any:

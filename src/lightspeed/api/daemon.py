@@ -36,6 +36,7 @@ import uvicorn
 
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
+from lightspeed.api.credentials import Credentials
 from lightspeed.api.datadir import Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
@@ -96,6 +97,7 @@ class DaemonConfig:
     network: str = "regtest"  # bitcoin | testnet | signet | regtest
     electrum: tuple[str, ...] = ()  # HOST:PORT:s|t servers; none: the embedded regtest chain file
     electrum_cafile: Path | None = None  # trust this certificate (or CA bundle) for TLS servers
+    ui: bool = False  # also serve the web dashboard at /ui/ on the API's address (api/dashboard.py)
     mnemonic_file: Path | None = None  # a new datadir restores these BIP 39 words (else makes new ones)
     passphrase_file: Path | None = None  # the mnemonic is (or, new, will be) encrypted with this passphrase
     mnemonic_words: int = 24  # a new mnemonic's length: 12 or 24
@@ -245,17 +247,25 @@ def mnemonic_banner(words: str, datadir: Datadir) -> str:
 async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str,
                       api_sock: socket.socket, startup: _Startup) -> None:
     host, port = config.listen
+    credentials = Credentials(datadir.path)  # scoped tokens: DATADIR/credentials_key, credentials.sqlite
     try:
-        port = await node.start(host, port)
-    except OSError as exc:
-        await node.stop()
-        raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
-    ctx = ApiContext(node, listen=format_hostport(host, port),
-                     chain_file=None if config.electrum else str(config.chain_file),
-                     forwards=ForwardLog(datadir.path / FORWARDS_FILE))
+        try:
+            port = await node.start(host, port)
+        except OSError as exc:
+            await node.stop()
+            raise UsageError(f"--listen {format_hostport(host, port)}: {exc.strerror or exc}") from None
+        await _serve_api(config, datadir, node, token, api_sock, startup, credentials, format_hostport(host, port))
+    finally:
+        credentials.close()
+
+
+async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: str, api_sock: socket.socket,
+                     startup: _Startup, credentials: Credentials, listen: str) -> None:
+    ctx = ApiContext(node, listen=listen, chain_file=None if config.electrum else str(config.chain_file),
+                     forwards=ForwardLog(datadir.path / FORWARDS_FILE), credentials=credentials)
     events = ctx.spawn(ctx.follow_events(), "event follower")
     api_host, api_port = api_sock.getsockname()[:2]
-    server = _Server(uvicorn.Config(create_app(ctx, token), log_level="warning", lifespan="off",
+    server = _Server(uvicorn.Config(create_app(ctx, token, ui=config.ui), log_level="warning", lifespan="off",
                                     access_log=False))
     stop = asyncio.Event()
     ctx.request_stop = stop.set  # POST /v1/stop: exits as SIGTERM does
@@ -266,11 +276,12 @@ async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token:
     serving = asyncio.create_task(server.serve(sockets=[api_sock]))
     datadir.write_api_address(api_host, api_port)
     startup.ready = True
-    print(json.dumps({"node_id": node.node_id.hex(), "listen": ctx.listen,
-                      "api": format_hostport(api_host, api_port),
-                      "chain_file": None if config.electrum else str(config.chain_file),
-                      "network": config.network, "electrum": list(config.electrum)}),
-          flush=True)
+    ready = {"node_id": node.node_id.hex(), "listen": ctx.listen, "api": format_hostport(api_host, api_port),
+             "chain_file": None if config.electrum else str(config.chain_file),
+             "network": config.network, "electrum": list(config.electrum)}
+    if config.ui:  # the page asks for a token: DATADIR/api_token, or one from `lightspeed token create`
+        ready["ui"] = f"http://{format_hostport(api_host, api_port)}/ui/"
+    print(json.dumps(ready), flush=True)
     log.info("node %s listening on %s, API on %s:%s", node.node_id.hex(), ctx.listen, api_host, api_port)
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -5,7 +5,9 @@ Layout (every secret file is created with mode 0600, atomically, on first start)
     DIR/wallet_mnemonic  the BIP 39 words the node key and the wallet derive from (or
                          DIR/wallet_mnemonic.enc, encrypted; see lightspeed.api.node_secrets)
     DIR/node_secret    32 random bytes: datadirs made before BIP 39 support (still read, not created)
-    DIR/api_token      the bearer token every REST request must carry (hex text)
+    DIR/api_token      the admin bearer token (hex text); scoped tokens: lightspeed token create
+    DIR/credentials_key  the root key scoped tokens are signed with (see lightspeed.api.credentials)
+    DIR/credentials.sqlite  issued scoped tokens: scope, budget spent, revocation (no secrets)
     DIR/api_address    "HOST:PORT" of the running daemon's REST API ("[v6]:PORT"; removed on clean exit)
     DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
     DIR/node.sqlite    the node's store (channels, invoices, payments; see lightspeed.store)
@@ -30,7 +32,9 @@ from lightspeed.api.node_secrets import (
     SECRET_FILES,
     NodeKeys,
     load_or_create,
-    write_private,
+)
+from lightspeed.api.node_secrets import (
+    write_private as _write_secret,
 )
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.chain.wallet import HdSeed
@@ -56,7 +60,10 @@ def default_chain_path(datadir: Path) -> Path:
     return datadir.resolve().parent / "chain.sqlite"
 
 
-_write_private = write_private
+
+
+write_private = _write_secret  # atomic, mode 0600 (lightspeed.api.node_secrets)
+_write_private = write_private  # the name other modules import
 
 
 class Datadir:
@@ -93,7 +100,7 @@ class Datadir:
     def ensure_token(self) -> str:
         path = self.path / TOKEN_FILE
         if not path.exists():
-            _write_private(path, secrets.token_hex(32).encode())
+            write_private(path, secrets.token_hex(32).encode())
         return self.token()
 
     def token(self) -> str:
@@ -107,7 +114,7 @@ class Datadir:
     # -- the running daemon --------------------------------------------------------------------
 
     def write_api_address(self, host: str, port: int) -> None:
-        _write_private(self.path / ADDRESS_FILE, f"{format_hostport(host, port)}\n".encode())
+        write_private(self.path / ADDRESS_FILE, f"{format_hostport(host, port)}\n".encode())
 
     def api_address(self) -> str:
         try:

@@ -19,8 +19,10 @@ from starlette.requests import Request
 
 from lightspeed import __version__
 from lightspeed.api.address import format_hostport
+from lightspeed.api.credentials import Credentials
 from lightspeed.api.forwards import ForwardLog
 from lightspeed.api.ledger import Timestamps, invoice_json, received_json, sent_json
+from lightspeed.api.scopes import settle_held
 from lightspeed.bitcoin.address import address_to_script
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.channel.htlc_log import Side
@@ -74,6 +76,7 @@ class ApiContext:
     request_stop: Callable[[], None] | None = None  # set by the daemon: POST /v1/stop calls it
     save_policy: Callable[[ForwardingPolicy], None] | None = None  # set by the daemon: keeps updatechanpolicy
     forwards: ForwardLog = field(default_factory=ForwardLog)  # the daemon's is kept in DATADIR/forwards.jsonl
+    credentials: Credentials | None = None  # scoped tokens (DATADIR/credentials.sqlite); None: admin token only
 
     def now(self) -> int:
         return int(self.clock())
@@ -96,6 +99,8 @@ class ApiContext:
             event = await self.node.events.get()
             if isinstance(event, (PaymentReceived, PaymentSent, PaymentFailed)):
                 self.times.settled.setdefault(event.payment_hash, self.now())
+            if isinstance(event, (PaymentSent, PaymentFailed)) and self.credentials is not None:
+                self.spawn(settle_held(self.credentials, self.node, event), "pay token budget")
             elif isinstance(event, ForwardSettled):
                 self.forwards.add(self._forward_json(event))
 

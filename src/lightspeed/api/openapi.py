@@ -26,7 +26,8 @@ ERROR_SCHEMA: Schema = {
 
 _ERRORS = {
     "400": "the request body or a parameter is invalid (field and reason say which and why)",
-    "401": "missing or wrong bearer token",
+    "401": "missing, malformed, revoked or expired bearer token",
+    "403": "the token's scope does not cover this route, or a pay token's budget cannot cover the payment",
     "404": "no such route or object",
     "409": "the node cannot do it now (not connected, no channel, insufficient funds, refused payment...)",
     "413": "the request body is larger than the API accepts (64 KiB)",
@@ -78,7 +79,8 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Lightspeed node REST API", "version": __version__,
                  "description": "Control a running Lightspeed node (lightspeed node start). Every request "
-                                "needs 'Authorization: Bearer <token>' with the token from DATADIR/api_token. "
+                                "needs 'Authorization: Bearer <token>': the admin token from DATADIR/api_token, or a "
+                                "scoped token (readonly, invoice, pay with a budget; lightspeed token create). "
                                 "Amounts are integer millisatoshi (*_msat) or satoshi (*_sat); "
                                 "binary values are lowercase hex."},
         "servers": [{"url": "/"}],

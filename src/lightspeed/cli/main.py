@@ -26,6 +26,7 @@ from lightspeed.cli.ops_cmd import register as register_ops_commands
 from lightspeed.cli.refund_cmd import refund
 from lightspeed.cli.route import route
 from lightspeed.cli.stream_cmd import stream
+from lightspeed.cli.token_cmd import token_group
 from lightspeed.cli.wallet_cmd import register as register_wallet_commands
 
 
@@ -63,6 +64,7 @@ cli.add_command(route)
 cli.add_command(stream)
 cli.add_command(serve_example)
 cli.add_command(call)
+cli.add_command(token_group)
 register_node_commands(cli, invoice)
 register_ops_commands(cli, invoice)
 register_wallet_commands(cli)

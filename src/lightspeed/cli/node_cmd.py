@@ -112,17 +112,21 @@ def node_group() -> None:
               help="The datadir's mnemonic is (a new one: will be) encrypted with the passphrase in this file.")
 @click.option("--words", type=click.Choice(["12", "24"]), default="24", show_default=True,
               help="How many words a new mnemonic has.")
+@click.option("--ui", is_flag=True,
+              help="Also serve the web dashboard at http://API/ui/ (log in with a token: DATADIR/api_token, "
+                   "or one from `lightspeed token create`).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735")
+@with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735",
+              "lightspeed node start --datadir ~/.lightspeed/alice --ui   # ready line has \"ui\": the page's URL")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
-          passphrase_file: Path | None, words: str, verbose: bool) -> None:
+          passphrase_file: Path | None, words: str, ui: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
-    Once serving it prints one JSON line: node_id, listen, api (a daemon's ready line).
+    Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
         raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no static channel "
@@ -142,7 +146,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
-                          new_store, network, electrum, electrum_cafile, mnemonic_file, passphrase_file,
+                          new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
                           int(words))
     asyncio.run(run(config))
 

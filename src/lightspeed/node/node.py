@@ -1289,6 +1289,9 @@ class Node:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout + 0.25)  # its own errors first
         except TimeoutError:
+            # Nobody awaits the future now: its later failure is in the store and the events, so mark
+            # it retrieved (else "Future exception was never retrieved" when it is collected).
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise PaymentError("the payment is still pending (it will end settled or failed)") from None
         finally:
             if self._pending.get(payment_id) is future and future.done():
