@@ -22,25 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import secrets
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from lightspeed.api.address import format_hostport
-from lightspeed.api.node_secrets import (
-    LEGACY_SECRET_FILE,
-    SECRET_FILES,
-    NodeKeys,
-    load_or_create,
-)
-from lightspeed.api.node_secrets import (
-    write_private as _write_secret,
-)
-from lightspeed.bitcoin.network import REGTEST, Network
-from lightspeed.chain.wallet import HdSeed
 from lightspeed.errors import UsageError
 
-SECRET_FILE = LEGACY_SECRET_FILE
+if TYPE_CHECKING:  # the key code (coincurve, cryptography) loads when keys are asked for: --help stays fast
+    from lightspeed.api.node_secrets import NodeKeys
+    from lightspeed.bitcoin.network import Network
+    from lightspeed.chain.wallet import HdSeed
+
+SECRET_FILE = "node_secret"  # datadirs made before BIP 39 support
+MNEMONIC_FILE = "wallet_mnemonic"
+ENCRYPTED_MNEMONIC_FILE = "wallet_mnemonic.enc"
+SECRET_FILES = (SECRET_FILE, MNEMONIC_FILE, ENCRYPTED_MNEMONIC_FILE)
 TOKEN_FILE = "api_token"
 ADDRESS_FILE = "api_address"
 LOCK_FILE = "daemon.lock"
@@ -62,7 +60,18 @@ def default_chain_path(datadir: Path) -> Path:
 
 
 
-write_private = _write_secret  # atomic, mode 0600 (lightspeed.api.node_secrets)
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 and ``data``, atomically (a crash leaves no half file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 _write_private = write_private  # the name other modules import
 
 
@@ -85,11 +94,14 @@ class Datadir:
     def secret_file(self) -> str:
         return next((name for name in SECRET_FILES if (self.path / name).exists()), "")
 
-    def keys(self, network: Network = REGTEST, *, passphrase: str | None = None, restore: str | None = None,
+    def keys(self, network: Network | None = None, *, passphrase: str | None = None, restore: str | None = None,
              words: int = 24) -> NodeKeys:
         """The node key and wallet seed (a new datadir gets a new mnemonic: see ``NodeKeys.new_mnemonic``)."""
+        from lightspeed.api.node_secrets import load_or_create
+        from lightspeed.bitcoin.network import REGTEST
+
         self.create()
-        return load_or_create(self.path, network, passphrase=passphrase, restore=restore, words=words)
+        return load_or_create(self.path, network or REGTEST, passphrase=passphrase, restore=restore, words=words)
 
     def node_privkey(self) -> bytes:
         return self.keys().node_privkey

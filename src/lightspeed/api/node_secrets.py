@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from lightspeed.api.datadir import SECRET_FILE, SECRET_FILES, write_private
 from lightspeed.bitcoin.network import Network
 from lightspeed.chain.hd import (
     ExtendedKey,
@@ -39,10 +40,7 @@ from lightspeed.chain.hd import (
 from lightspeed.chain.wallet import HdSeed
 from lightspeed.errors import UsageError
 
-LEGACY_SECRET_FILE = "node_secret"
-MNEMONIC_FILE = "wallet_mnemonic"
-ENCRYPTED_MNEMONIC_FILE = "wallet_mnemonic.enc"
-SECRET_FILES = (LEGACY_SECRET_FILE, MNEMONIC_FILE, ENCRYPTED_MNEMONIC_FILE)
+LEGACY_SECRET_FILE = SECRET_FILE
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 _AAD = b"lightspeed wallet mnemonic v1"
 
@@ -56,18 +54,6 @@ class NodeKeys:
     node_privkey: bytes
     wallet_seed: bytes | HdSeed
     new_mnemonic: str | None = None  # the words, when this call created them: show them once
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 and ``data``, atomically (a crash leaves no half file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _kdf(passphrase: str, salt: bytes) -> bytes:
