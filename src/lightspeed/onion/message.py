@@ -39,7 +39,11 @@ ONION_MESSAGE_TYPE = 513
 LARGE_ROUTING_INFO_SIZE = 32768
 REPLY_PATH = 2
 ENCRYPTED_RECIPIENT_DATA = 4
-_KNOWN = frozenset({REPLY_PATH, ENCRYPTED_RECIPIENT_DATA, 64, 66, 68})
+#: Final-hop payload types: BOLT 12's invoice_request/invoice/invoice_error (64, 66, 68) and the
+#: async-payments draft's static_invoice/held_htlc_available/release_held_htlc (70, 72, 74, as LDK
+#: numbers them; lightspeed.asyncpay decodes them). Even, so an onion layer that did not list them
+#: would drop such messages (BOLT 4: unknown even types: MUST ignore the message).
+_KNOWN = frozenset({REPLY_PATH, ENCRYPTED_RECIPIENT_DATA, 64, 66, 68, 70, 72, 74})
 
 
 @dataclass(frozen=True)
