@@ -102,7 +102,7 @@ def test_the_openapi_document_describes_every_route() -> None:
         described = {(method.upper(), path) for path, operations in document["paths"].items()
                      for method in operations}
         assert served == described
-        assert len(served) == 49  # ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4 (api/offer_pay.py) + tokens' 3 (api/token_handlers.py) + events and invoice QR (api/dashboard.py)
+        assert len(served) == 52  # ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4 (api/offer_pay.py) + tokens' 3 (api/token_handlers.py) + events and invoice QR (api/dashboard.py) + wallet's 3 new (api/wallet_routes.py)
         ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
         assert len(ids) == len(set(ids))
         for path, operations in document["paths"].items():
@@ -305,7 +305,7 @@ def test_the_datadir_keeps_its_secret_private_and_stable(tmp_path: Path) -> None
     first.create()
     key, seed, token = first.node_privkey(), first.wallet_seed(), first.ensure_token()
     assert key != seed and len(token) == 64
-    for name in ("node_secret", "api_token"):
+    for name in ("wallet_mnemonic", "api_token"):
         assert (tmp_path / "n" / name).stat().st_mode & 0o777 == 0o600
     again = Datadir(tmp_path / "n")
     assert (again.node_privkey(), again.wallet_seed(), again.ensure_token()) == (key, seed, token)

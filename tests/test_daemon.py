@@ -177,7 +177,7 @@ def test_a_daemon_needs_its_token_and_stops_cleanly(daemons: tuple[Daemon, Daemo
     assert wrong.status_code == 401
     info = httpx.get(url, headers={"Authorization": f"Bearer {datadir.token()}"}, timeout=10).json()
     assert info["node_id"] == alice.ready["node_id"] and info["network"] == "regtest"
-    for name in ("node_secret", "api_token", "api_address"):
+    for name in ("wallet_mnemonic", "api_token", "api_address"):
         assert (alice.datadir / name).stat().st_mode & 0o777 == 0o600, name
 
     second = subprocess.run([PYTHON, "-m", "lightspeed", "node", "start", "--datadir", str(alice.datadir),

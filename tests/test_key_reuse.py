@@ -70,7 +70,7 @@ def test_a_datadir_with_its_key_but_without_its_store_does_not_start(tmp_path: P
                                  "--listen", "127.0.0.1:0", "--chain", str(chain)],
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 1, result.stderr
-        assert "node_secret" in result.stderr and "--new-store" in result.stderr and "Traceback" not in result.stderr
+        assert "node secret (wallet_mnemonic)" in result.stderr and "--new-store" in result.stderr and "Traceback" not in result.stderr
     daemon = Daemon(datadir, chain, "127.0.0.1:0", "--new-store")  # the operator's explicit decision
     assert daemon.ready["node_id"] == node_id
     assert lightspeed(datadir, "channels").returncode == 0

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
-from lightspeed.api import ops_routes
+from lightspeed.api import ops_routes, wallet_routes
 from lightspeed.api import scopes as sc
 from lightspeed.api import token_handlers as tk
 from lightspeed.api.blinded import endpoints as blinded_endpoints
@@ -252,8 +252,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
                       ["offer"])),
     *ops_routes.endpoints(CHANNEL),
-    Endpoint("POST", "/v1/addresses", "newAddress", "A fresh on-chain address of the node's wallet",
-             h.new_address, {"type": "object", "properties": {"address": {"type": "string"}}}, status=201),
+    *wallet_routes.endpoints(),  # addresses, funds, transactions, withdraw (api/wallet_routes.py)
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {
                  "onchain_sat": {"type": "integer"}, "onchain_confirmed_sat": {"type": "integer"},

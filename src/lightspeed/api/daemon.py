@@ -9,7 +9,7 @@ once it serves (``{"node_id", "listen", "api"}``), which scripts can wait for. T
 channels, invoices and payments are in ``DATADIR/node.sqlite`` (:mod:`lightspeed.store`): a
 restarted daemon loads them and reconnects to its channels' peers.
 
-A datadir whose ``node_secret`` exists but whose store is missing or empty is refused
+A datadir whose node secret (``wallet_mnemonic`` or an older ``node_secret``) exists but whose store is missing or empty is refused
 (the node ran before; its channels were in that store): ``--new-store`` starts it anyway,
 as a new node. A store that cannot be read is refused with ``node.sqlite is not a valid
 Lightspeed store: <reason>``.
@@ -37,9 +37,10 @@ import uvicorn
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
 from lightspeed.api.credentials import Credentials
-from lightspeed.api.datadir import SECRET_FILE, Datadir
+from lightspeed.api.datadir import Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
 from lightspeed.api.handlers import ApiContext
+from lightspeed.api.node_secrets import NodeKeys, read_text_file
 from lightspeed.api.policy_file import load_policy, save_policy
 from lightspeed.bitcoin.network import network_by_name
 from lightspeed.chain.regtest import RegtestChain
@@ -97,6 +98,9 @@ class DaemonConfig:
     electrum: tuple[str, ...] = ()  # HOST:PORT:s|t servers; none: the embedded regtest chain file
     electrum_cafile: Path | None = None  # trust this certificate (or CA bundle) for TLS servers
     ui: bool = False  # also serve the web dashboard at /ui/ on the API's address (api/dashboard.py)
+    mnemonic_file: Path | None = None  # a new datadir restores these BIP 39 words (else makes new ones)
+    passphrase_file: Path | None = None  # the mnemonic is (or, new, will be) encrypted with this passphrase
+    mnemonic_words: int = 24  # a new mnemonic's length: 12 or 24
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -113,14 +117,14 @@ def _require_store(datadir: Datadir) -> None:
     The store holds the channels (what we owe and are owed, the peers' revocation secrets); a node
     that starts afresh beside its old key forgets them. Starting anew is an explicit decision.
     """
-    if not (datadir.path / SECRET_FILE).exists():
+    if not datadir.has_secret():
         return
     if store_exists(datadir.path):  # the file, or what is committed to its write-ahead log
         return
     store = datadir.path / STORE_FILE
     datadir.unlock()
     raise UsageError(
-        f"--datadir {datadir.path}: it has a node_secret but {'an empty' if store.exists() else 'no'} "
+        f"--datadir {datadir.path}: it has a node secret ({datadir.secret_file()}) but {'an empty' if store.exists() else 'no'} "
         f"{STORE_FILE}: the node's channels are not here. Restore {STORE_FILE} from your backup; or, to "
         "start again as a new node that forgets every channel of the old store (their peers must force "
         "close them), pass --new-store")
@@ -206,10 +210,11 @@ async def open_chain_source(config: DaemonConfig) -> RegtestChain | ElectrumChai
 
 async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | ElectrumChainSource, token: str,
                  api_sock: socket.socket, startup: _Startup) -> None:
+    keys = node_keys(config, datadir)
     store = open_store(datadir.path)  # DIR/node.sqlite: channels, invoices, payments survive restarts
     try:
         try:
-            node = Node(datadir.node_privkey(), chain, datadir.wallet_seed(), store=store,
+            node = Node(keys.node_privkey, chain, keys.wallet_seed, store=store,
                         network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
                         forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
@@ -218,6 +223,25 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
         await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
         store.close()
+
+
+def node_keys(config: DaemonConfig, datadir: Datadir) -> NodeKeys:
+    """The datadir's keys; new words are shown once, on stderr (stdout carries the ready line)."""
+    passphrase = None if config.passphrase_file is None else read_text_file(config.passphrase_file,
+                                                                             "--passphrase-file")
+    restore = None if config.mnemonic_file is None else read_text_file(config.mnemonic_file, "--mnemonic-file")
+    keys = datadir.keys(network_by_name(config.network), passphrase=passphrase, restore=restore,
+                        words=config.mnemonic_words)
+    if keys.new_mnemonic is not None:
+        print(mnemonic_banner(keys.new_mnemonic, datadir), file=sys.stderr, flush=True)
+    return keys
+
+
+def mnemonic_banner(words: str, datadir: Datadir) -> str:
+    numbered = "\n".join(f"  {i:2}. {w}" for i, w in enumerate(words.split(), 1))
+    return (f"\nNEW WALLET: write these {len(words.split())} words down, on paper, in order. They are shown "
+            f"only now.\nThey restore the node key and every on-chain coin (BIP 39, BIP 84 m/84'/coin'/0').\n"
+            f"{numbered}\n(They are also in {datadir.path}; anyone who reads them can take the funds.)\n")
 
 
 async def _serve_node(config: DaemonConfig, datadir: Datadir, node: Node, token: str,

@@ -2,7 +2,9 @@
 
 Layout (every secret file is created with mode 0600, atomically, on first start)::
 
-    DIR/node_secret    32 random bytes; the node key and the wallet seed are derived from it
+    DIR/wallet_mnemonic  the BIP 39 words the node key and the wallet derive from (or
+                         DIR/wallet_mnemonic.enc, encrypted; see lightspeed.api.node_secrets)
+    DIR/node_secret    32 random bytes: datadirs made before BIP 39 support (still read, not created)
     DIR/api_token      the admin bearer token (hex text); scoped tokens: lightspeed token create
     DIR/credentials_key  the root key scoped tokens are signed with (see lightspeed.api.credentials)
     DIR/credentials.sqlite  issued scoped tokens: scope, budget spent, revocation (no secrets)
@@ -10,9 +12,9 @@ Layout (every secret file is created with mode 0600, atomically, on first start)
     DIR/daemon.lock    held (flock) by the running daemon: one daemon per directory
     DIR/node.sqlite    the node's store (channels, invoices, payments; see lightspeed.store)
 
-One secret file rather than two keeps a backup to a single file; the derivation
-is ``HMAC-SHA256(secret, purpose)`` so the node key and the wallet seed are
-independent. The default shared chain is ``DIR/../chain.sqlite`` (see
+One secret rather than two keeps a backup to a single thing to write down: the node key and
+the wallet both derive from the mnemonic (an old node_secret: ``HMAC-SHA256(secret, purpose)``).
+The default shared chain is ``DIR/../chain.sqlite`` (see
 :func:`default_chain_path`).
 """
 
@@ -20,17 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from lightspeed.api.address import format_hostport
 from lightspeed.errors import UsageError
 
-SECRET_FILE = "node_secret"
+if TYPE_CHECKING:  # the key code (coincurve, cryptography) loads when keys are asked for: --help stays fast
+    from lightspeed.api.node_secrets import NodeKeys
+    from lightspeed.bitcoin.network import Network
+    from lightspeed.chain.wallet import HdSeed
+
+SECRET_FILE = "node_secret"  # datadirs made before BIP 39 support
+MNEMONIC_FILE = "wallet_mnemonic"
+ENCRYPTED_MNEMONIC_FILE = "wallet_mnemonic.enc"
+SECRET_FILES = (SECRET_FILE, MNEMONIC_FILE, ENCRYPTED_MNEMONIC_FILE)
 TOKEN_FILE = "api_token"
 ADDRESS_FILE = "api_address"
 LOCK_FILE = "daemon.lock"
@@ -48,6 +56,8 @@ def default_chain_path(datadir: Path) -> Path:
     started by hand see one chain with no option at all.
     """
     return datadir.resolve().parent / "chain.sqlite"
+
+
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -77,20 +87,27 @@ class Datadir:
 
     # -- secrets -------------------------------------------------------------------------------
 
-    def _secret(self) -> bytes:
-        path = self.path / SECRET_FILE
-        if not path.exists():
-            write_private(path, secrets.token_bytes(32))
-        data = path.read_bytes()
-        if len(data) != 32:
-            raise UsageError(f"{path}: the node secret must be 32 bytes, found {len(data)}")
-        return data
+    def has_secret(self) -> bool:
+        """The node ran (or was initialised) here: its key exists."""
+        return any((self.path / name).exists() for name in SECRET_FILES)
+
+    def secret_file(self) -> str:
+        return next((name for name in SECRET_FILES if (self.path / name).exists()), "")
+
+    def keys(self, network: Network | None = None, *, passphrase: str | None = None, restore: str | None = None,
+             words: int = 24) -> NodeKeys:
+        """The node key and wallet seed (a new datadir gets a new mnemonic: see ``NodeKeys.new_mnemonic``)."""
+        from lightspeed.api.node_secrets import load_or_create
+        from lightspeed.bitcoin.network import REGTEST
+
+        self.create()
+        return load_or_create(self.path, network or REGTEST, passphrase=passphrase, restore=restore, words=words)
 
     def node_privkey(self) -> bytes:
-        return hmac.digest(self._secret(), b"lightspeed/node key", hashlib.sha256)
+        return self.keys().node_privkey
 
-    def wallet_seed(self) -> bytes:
-        return hmac.digest(self._secret(), b"lightspeed/wallet seed", hashlib.sha256)
+    def wallet_seed(self) -> bytes | HdSeed:
+        return self.keys().wallet_seed
 
     def ensure_token(self) -> str:
         path = self.path / TOKEN_FILE

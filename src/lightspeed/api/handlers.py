@@ -503,10 +503,6 @@ async def list_payments(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     return 200, {"payments": payments}
 
 
-async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
-    return 201, {"address": ctx.node.wallet.new_address()}
-
-
 async def balance(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     node = ctx.node
     local = sum(ch.log.commitment(Side.LOCAL).to_local_msat for ch in node.channels.values())

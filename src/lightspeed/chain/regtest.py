@@ -247,6 +247,18 @@ class RegtestChain:
                 out.extend(Utxo(OutPoint(bytes(r[0]), r[1]), TxOut(r[2], script), r[3]) for r in rows)
         return out
 
+    def history(self, script_pubkeys: list[bytes]) -> list[tuple[Transaction, int | None]]:
+        """Transactions paying or spending ``script_pubkeys`` (the Electrum index's history), oldest first."""
+        found: dict[bytes, tuple[Transaction, int | None]] = {}
+        with self.index.snapshot():
+            for script in script_pubkeys:
+                for item in self.index.history(sha256(script)):
+                    if item.txid not in found:
+                        row = self.index.raw_transaction(item.txid)
+                        if row is not None:
+                            found[item.txid] = Transaction.parse(row[0]), item.height
+        return sorted(found.values(), key=lambda e: (e[1] is None, e[1] or 0))
+
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
         """DEFAULT_FEERATE_PER_KW, or what :meth:`set_fee_estimate` put in the file (for every target)."""
         with busy_errors(self.path):

@@ -8,7 +8,7 @@ into the state machines as inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 
@@ -59,4 +59,13 @@ class NodeChain(ChainSource, Protocol):
 
     def output_at(self, block_height: int, tx_index: int, output_index: int) -> tuple[TxOut, bool] | None:
         """The output at that position and whether it is spent; None if there is none."""
+        ...
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """A chain that lists every transaction touching some scripts (a wallet's on-chain history)."""
+
+    def history(self, script_pubkeys: list[bytes]) -> list[tuple[Transaction, int | None]]:
+        """Transactions paying or spending any of ``script_pubkeys``, with their height (None: mempool)."""
         ...

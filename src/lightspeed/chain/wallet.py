@@ -1,8 +1,16 @@
-"""The node's on-chain wallet: deterministic P2WPKH keys, coin selection, change, signing.
+"""The node's on-chain wallet: deterministic keys, coin selection, change, signing.
 
-Keys are derived from the wallet seed as ``HMAC-SHA256(seed, "lightspeed/wallet/p2wpkh/" || i)``
-(a documented, simple scheme, not BIP 32: this wallet only ever needs its own
-keys). The wallet keeps no UTXO database of its own: it asks the chain which of
+Two key schemes, chosen by the seed given:
+
+* :class:`HdSeed` (a BIP 39 seed; every datadir made since BIP 39 support): BIP 84 P2WPKH keys
+  ``m/84'/coin'/0'/{0,1}/i`` (receive, change) and BIP 86 P2TR keys ``m/86'/coin'/0'/{0,1}/i``
+  (see :mod:`lightspeed.chain.hd`), so Electrum, Sparrow or any BIP 84 wallet restores the words.
+  P2TR coins are received and listed but not spent yet (the embedded chain and this signer are
+  segwit v0 only): coin selection, balances and fee bumping use P2WPKH coins.
+* raw bytes (datadirs made before): ``HMAC-SHA256(seed, "lightspeed/wallet/p2wpkh/" || i)``,
+  P2WPKH only, receive and change on one chain; kept so those wallets still find their coins.
+
+The wallet keeps no UTXO database of its own: it asks the chain which of
 its scripts hold unspent outputs, so a restart or a restore from the seed
 simply finds the coins again (it scans ``gap`` keys past the last one used).
 
@@ -21,7 +29,8 @@ from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import SEQUENCE_FINAL, Transaction, TxIn, TxOut
-from lightspeed.chain.source import ChainSource, Utxo
+from lightspeed.chain.hd import ExtendedKey, coin_type, p2tr_script, taproot_output_key
+from lightspeed.chain.source import ChainSource, HistorySource, Utxo
 from lightspeed.crypto.hashes import hash160
 from lightspeed.crypto.secp256k1 import CURVE_ORDER, pubkey_from_privkey
 from lightspeed.errors import PaymentError, UsageError
@@ -37,51 +46,121 @@ def output_weight(script_pubkey: bytes) -> int:
     return 4 * (9 + len(script_pubkey))
 
 
+ADDRESS_TYPES = ("p2wpkh", "p2tr")
+
+
+@dataclass(frozen=True)
+class WalletTx:
+    """One on-chain transaction as the wallet sees it: what it brought in and took out."""
+
+    tx: Transaction
+    height: int | None  # None: in the mempool
+    received_sat: int  # paid to our scripts
+    sent_sat: int  # our coins it spent
+    fee_sat: int | None  # known when every input was ours
+
+    @property
+    def net_sat(self) -> int:
+        return self.received_sat - self.sent_sat
+
+
+@dataclass(frozen=True)
+class HdSeed:
+    """A BIP 39 seed (64 bytes): the wallet derives BIP 84 and BIP 86 keys from it."""
+
+    seed: bytes
+
+
 @dataclass(frozen=True)
 class WalletKey:
     index: int  # -1 for an imported key
     privkey: bytes
     pubkey: bytes
     script_pubkey: bytes
+    kind: str = "p2wpkh"  # "p2wpkh" or "p2tr"
+    change: bool = False
+    path: str = ""  # BIP 32 path; "" for legacy and imported keys
+
+
+Branch = tuple[str, bool]  # (address type, change)
+
+
+_NOT_OURS = WalletKey(-1, b"", b"", b"", kind="none")
 
 
 class Wallet:
     """Spends and receives P2WPKH coins found on a :class:`ChainSource`."""
 
-    def __init__(self, seed: bytes, chain: ChainSource, network: Network = REGTEST, gap: int = 20) -> None:
-        if len(seed) < 16:
-            raise UsageError("the wallet seed must be at least 16 bytes")
-        self._seed, self.chain, self.network, self.gap = seed, chain, network, gap
-        self._keys: list[WalletKey] = []
+    def __init__(self, seed: bytes | HdSeed, chain: ChainSource, network: Network = REGTEST, gap: int = 20) -> None:
+        self.chain, self.network, self.gap = chain, network, gap
+        self._account: dict[str, ExtendedKey] = {}
+        if isinstance(seed, HdSeed):
+            root = ExtendedKey.from_seed(seed.seed)
+            coin = coin_type(network)
+            self._account = {"p2wpkh": root.derive(f"m/84'/{coin}'/0'"), "p2tr": root.derive(f"m/86'/{coin}'/0'")}
+            self._legacy_seed = b""
+            self._branches: list[Branch] = [(kind, change) for kind in ADDRESS_TYPES for change in (False, True)]
+        else:
+            if len(seed) < 16:
+                raise UsageError("the wallet seed must be at least 16 bytes")
+            self._legacy_seed = seed
+            self._branches = [("p2wpkh", False)]
+        self._keys: dict[Branch, list[WalletKey]] = {b: [] for b in self._branches}
+        self._next: dict[Branch, int] = dict.fromkeys(self._branches, 0)
         self._by_script: dict[bytes, WalletKey] = {}
-        self.next_index = 0
         self._unbroadcast: dict[bytes, Transaction] = {}  # txid -> signed, must reach the chain, not there yet
-        self._derive(gap)
+        for branch in self._branches:
+            self._derive(branch, gap)
         self._rescan()
 
-    def _key(self, index: int) -> WalletKey:
-        counter = 0
-        while True:
-            data = b"lightspeed/wallet/p2wpkh/" + index.to_bytes(4, "big") + bytes([counter])
-            privkey = hmac.digest(self._seed, data, hashlib.sha256)
-            if 0 < int.from_bytes(privkey, "big") < CURVE_ORDER:
-                pubkey = pubkey_from_privkey(privkey)
-                return WalletKey(index, privkey, pubkey, p2wpkh_script(pubkey))
-            counter += 1
+    @property
+    def is_hd(self) -> bool:
+        return bool(self._account)
 
-    def _derive(self, count: int) -> None:
-        while len(self._keys) < count:
-            key = self._key(len(self._keys))
-            self._keys.append(key)
+    @property
+    def next_index(self) -> int:
+        """The index of the next fresh P2WPKH receive key."""
+        return self._next[("p2wpkh", False)]
+
+    def _key(self, branch: Branch, index: int) -> WalletKey:
+        kind, change = branch
+        if not self._account:
+            counter = 0
+            while True:
+                data = b"lightspeed/wallet/p2wpkh/" + index.to_bytes(4, "big") + bytes([counter])
+                privkey = hmac.digest(self._legacy_seed, data, hashlib.sha256)
+                if 0 < int.from_bytes(privkey, "big") < CURVE_ORDER:
+                    pubkey = pubkey_from_privkey(privkey)
+                    return WalletKey(index, privkey, pubkey, p2wpkh_script(pubkey))
+                counter += 1
+        account = self._account[kind]
+        child = account.child(int(change)).child(index)
+        purpose = 84 if kind == "p2wpkh" else 86
+        path = f"m/{purpose}'/{coin_type(self.network)}'/0'/{int(change)}/{index}"
+        pubkey = child.pubkey
+        script = p2wpkh_script(pubkey) if kind == "p2wpkh" else p2tr_script(taproot_output_key(pubkey))
+        return WalletKey(index, child.privkey, pubkey, script, kind, change, path)
+
+    def _derive(self, branch: Branch, count: int) -> None:
+        keys = self._keys[branch]
+        while len(keys) < count:
+            key = self._key(branch, len(keys))
+            keys.append(key)
             self._by_script[key.script_pubkey] = key
 
+    def _branch_of(self, key: WalletKey) -> Branch:
+        branch = (key.kind, key.change)
+        return branch if branch in self._keys else self._branches[0]
+
     def _rescan(self) -> None:
-        """Find the last used key (it holds or held coins) so new addresses are fresh."""
-        used = [self._by_script[u.output.script_pubkey].index for u in self.chain.unspent(list(self._by_script))
-                if self._by_script[u.output.script_pubkey].index >= 0]
-        if used:
-            self.next_index = max(self.next_index, max(used) + 1)
-            self._derive(self.next_index + self.gap)
+        """Find the last used key of each chain (it holds or held coins) so new addresses are fresh."""
+        for utxo in self.chain.unspent(list(self._by_script)):
+            key = self._by_script[utxo.output.script_pubkey]
+            if key.index >= 0:
+                branch = self._branch_of(key)
+                self._next[branch] = max(self._next[branch], key.index + 1)
+        for branch in self._branches:
+            self._derive(branch, self._next[branch] + self.gap)
 
     def import_key(self, privkey: bytes) -> WalletKey:
         """Spend (and watch) the P2WPKH output of ``privkey`` too; regtest only.
@@ -98,15 +177,44 @@ class Wallet:
         self._by_script.setdefault(key.script_pubkey, key)
         return self._by_script[key.script_pubkey]
 
-    def new_key(self) -> WalletKey:
-        key = self._keys[self.next_index]
-        self.next_index += 1
-        self._derive(self.next_index + self.gap)
+    def new_key(self, kind: str = "p2wpkh", change: bool = False) -> WalletKey:
+        """The next unused key of that chain (P2WPKH receive by default: closes and sweeps pay to it)."""
+        if kind not in ADDRESS_TYPES:
+            raise UsageError(f"type: {kind!r} is not an address type (p2wpkh or p2tr)")
+        branch: Branch = (kind, change)
+        if branch not in self._keys:
+            if kind == "p2tr":
+                raise UsageError("type: p2tr needs a BIP 39 wallet; this datadir's wallet predates it (p2wpkh only)")
+            branch = self._branches[0]  # a legacy wallet's change shares the receive chain
+        key = self._keys[branch][self._next[branch]]
+        self._next[branch] += 1
+        self._derive(branch, self._next[branch] + self.gap)
         return key
 
-    def new_address(self) -> str:
-        key = self.new_key()
-        return segwit_address(0, key.script_pubkey[2:], self.network)
+    def address(self, key: WalletKey) -> str:
+        version = 1 if key.kind == "p2tr" else 0
+        return segwit_address(version, key.script_pubkey[2:], self.network)
+
+    def new_address(self, kind: str = "p2wpkh") -> str:
+        return self.address(self.new_key(kind))
+
+    def owns(self, script_pubkey: bytes) -> WalletKey | None:
+        return self._by_script.get(script_pubkey)
+
+    def all_utxos(self) -> list[Utxo]:
+        """Every coin of the wallet, P2TR ones included (which :meth:`utxos` leaves out: not spendable yet)."""
+        spendable = self.utxos()
+        seen = {u.outpoint for u in spendable}
+        taproot = [u for u in self.chain.unspent([s for s, k in self._by_script.items() if k.kind == "p2tr"])
+                   if u.outpoint not in seen and not self._held(u)]
+        return spendable + taproot
+
+    def _held(self, utxo: Utxo) -> bool:
+        return any(txin.prevout == utxo.outpoint for tx in self._unbroadcast.values() for txin in tx.inputs)
+
+    def scripts(self) -> list[bytes]:
+        """Every script the wallet watches (derived up to the gap, imported keys too)."""
+        return list(self._by_script)
 
     def hold(self, tx: Transaction) -> None:
         """``tx`` is signed and will be broadcast (retried until the chain takes it): count it as sent.
@@ -122,8 +230,9 @@ class Wallet:
         self._unbroadcast.pop(txid, None)
 
     def utxos(self, min_confirmations: int = 0) -> list[Utxo]:
+        """Spendable (P2WPKH) coins, those of transactions held for broadcast included."""
         tip = self.chain.tip()[0]
-        coins = self.chain.unspent(list(self._by_script))
+        coins = self.chain.unspent([s for s, k in self._by_script.items() if k.kind == "p2wpkh"])
         for txid in [t for t in self._unbroadcast if self.chain.get_transaction(t) is not None]:
             del self._unbroadcast[txid]
         if self._unbroadcast:
@@ -131,7 +240,8 @@ class Wallet:
             coins = [u for u in coins if u.outpoint not in held]
             coins += [Utxo(tx.outpoint(n), out, None) for tx in self._unbroadcast.values()
                       for n, out in enumerate(tx.outputs)
-                      if out.script_pubkey in self._by_script and tx.outpoint(n) not in held]
+                      if self._by_script.get(out.script_pubkey, _NOT_OURS).kind == "p2wpkh"
+                      and tx.outpoint(n) not in held]
         return [u for u in coins
                 if min_confirmations == 0 or (u.height is not None and tip - u.height + 1 >= min_confirmations)]
 
@@ -157,12 +267,13 @@ class Wallet:
                 break
         else:
             raise PaymentError(f"insufficient funds: need {target} sat plus fees, have {total} sat")
-        change_key = self._keys[self.next_index]
+        change_branch: Branch = ("p2wpkh", True) if self.is_hd else self._branches[0]
+        change_key = self._keys[change_branch][self._next[change_branch]]
         with_change = (base_weight + P2WPKH_INPUT_WEIGHT * len(selected) + output_weight(change_key.script_pubkey))
         change = total - target - with_change * feerate // 1000
         final_outputs = list(outputs)
         if change >= P2WPKH_DUST_SAT:
-            final_outputs.append(TxOut(change, self.new_key().script_pubkey))
+            final_outputs.append(TxOut(change, self.new_key(change=True).script_pubkey))
         tx = Transaction(2, tuple(TxIn(c.outpoint, sequence=SEQUENCE_FINAL - 2) for c in selected),
                          tuple(final_outputs), self.chain.tip()[0])
         return self.sign(tx, selected)
@@ -197,3 +308,33 @@ class Wallet:
         tx = self.sign(tx, coins)
         self.chain.broadcast(tx)
         return tx
+
+    def withdraw(self, to_script: bytes, amount_sat: int | None, feerate_per_kw: int | None = None) -> Transaction:
+        """Pay ``amount_sat`` (None: every spendable coin, fee deducted) to ``to_script`` and broadcast."""
+        if amount_sat is None:
+            return self.sweep(to_script, feerate_per_kw)
+        if amount_sat < P2WPKH_DUST_SAT:
+            raise UsageError(f"amount_sat: {amount_sat} is below the dust limit ({P2WPKH_DUST_SAT} sat)")
+        return self.send([TxOut(amount_sat, to_script)], feerate_per_kw)
+
+    def history(self) -> list[WalletTx]:
+        """Every transaction paying or spending our keys' outputs, oldest first (mempool last)."""
+        if not isinstance(self.chain, HistorySource):
+            raise UsageError("this chain backend cannot list a wallet's transactions")
+        entries = self.chain.history(self.scripts())
+        known = {tx.txid: tx for tx, _ in entries}
+        out: list[WalletTx] = []
+        for tx, height in entries:
+            received = sum(o.value_sat for o in tx.outputs if o.script_pubkey in self._by_script)
+            spent: list[int] = []
+            foreign = False
+            for txin in tx.inputs:
+                parent = known.get(txin.prevout.txid)
+                prev = parent.outputs[txin.prevout.index] if parent and txin.prevout.index < len(parent.outputs) else None
+                if prev is not None and prev.script_pubkey in self._by_script:
+                    spent.append(prev.value_sat)
+                else:
+                    foreign = True
+            fee = None if foreign else sum(spent) - sum(o.value_sat for o in tx.outputs)
+            out.append(WalletTx(tx, height, received, sum(spent), fee))
+        return out

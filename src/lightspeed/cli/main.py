@@ -27,6 +27,7 @@ from lightspeed.cli.refund_cmd import refund
 from lightspeed.cli.route import route
 from lightspeed.cli.stream_cmd import stream
 from lightspeed.cli.token_cmd import token_group
+from lightspeed.cli.wallet_cmd import register as register_wallet_commands
 
 
 @click.group(cls=LightspeedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,6 +67,7 @@ cli.add_command(call)
 cli.add_command(token_group)
 register_node_commands(cli, invoice)
 register_ops_commands(cli, invoice)
+register_wallet_commands(cli)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """``lightspeed node start``, ``lightspeed chain ...`` and the subcommands that call a daemon's API.
 
 ``lightspeed --datadir DIR getinfo|connect|open-channel|channels|invoice new|pay|payments|close|
-newaddress|balance|fund`` each make one REST call (httpx) to the daemon running on DIR and print
+balance|fund`` (and :mod:`lightspeed.cli.wallet_cmd`'s) each make one REST call (httpx) to the daemon running on DIR and print
 its JSON answer on stdout (``channels`` and ``payments`` also as a table with ``--table``).
 Anything that goes wrong is ``error: <reason>`` on stderr, exit 1. ``--datadir`` may also follow
 the subcommand; amounts take ``msat``/``sat`` suffixes (:mod:`lightspeed.cli.common`). httpx and
@@ -106,6 +106,12 @@ def node_group() -> None:
               help="Trust this certificate or CA bundle for TLS servers (default: the system's CAs).")
 @click.option("--i-accept-the-risk", "accept_risk", is_flag=True,
               help="Required with --network bitcoin: real money, on software that is not ready for it (README).")
+@click.option("--mnemonic-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A new datadir restores the BIP 39 words in this file (else it makes new ones, shown once).")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The datadir's mnemonic is (a new one: will be) encrypted with the passphrase in this file.")
+@click.option("--words", type=click.Choice(["12", "24"]), default="24", show_default=True,
+              help="How many words a new mnemonic has.")
 @click.option("--ui", is_flag=True,
               help="Also serve the web dashboard at http://API/ui/ (log in with a token: DATADIR/api_token, "
                    "or one from `lightspeed token create`).")
@@ -116,14 +122,15 @@ def node_group() -> None:
               "lightspeed node start --datadir ~/.lightspeed/alice --ui   # ready line has \"ui\": the page's URL")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
-          electrum_cafile: Path | None, accept_risk: bool, ui: bool, verbose: bool) -> None:
+          electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
+          passphrase_file: Path | None, words: str, ui: bool, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no BIP 39 wallet "
-                         "or backups, no fee bumping; see README). Pass --i-accept-the-risk to run anyway")
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no static channel "
+                         "backups, no fee bumping; see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
     if electrum and chain_file is not None:
@@ -139,7 +146,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     datadir = (datadir_option or _datadir(ctx)).expanduser()
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
-                          new_store, network, electrum, electrum_cafile, ui)
+                          new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
+                          int(words))
     asyncio.run(run(config))
 
 
@@ -595,16 +603,6 @@ def payments(ctx: click.Context, direction: str | None, table: bool) -> None:
         _print(data)
 
 
-@click.command("newaddress")
-@datadir_option
-@click.pass_context
-@_errors_to_exit
-@with_example("lightspeed --datadir ~/.lightspeed/alice newaddress")
-def newaddress(ctx: click.Context) -> None:
-    """A fresh address of the node's on-chain wallet."""
-    _print(_call(ctx, "POST", "/v1/addresses"))
-
-
 @click.command("balance")
 @datadir_option
 @click.pass_context
@@ -638,7 +636,7 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
     for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
-                    pay, payments, newaddress, balance, fund):
+                    pay, payments, balance, fund):
         cli.add_command(command)
     for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
         invoice_group.add_command(sub)

@@ -584,6 +584,19 @@ class ElectrumChainSource:
                             out.append(Utxo(outpoint, output, None if proven is None else proven[0]))
         return out
 
+    def history(self, script_pubkeys: list[bytes]) -> list[tuple[Transaction, int | None]]:
+        """Transactions paying or spending ``script_pubkeys`` (their followed histories), oldest first."""
+        by_sh = [ec.scripthash(s) for s in script_pubkeys]
+        self._follow(by_sh)
+        found: dict[bytes, tuple[Transaction, int | None]] = {}
+        with self._lock:
+            for sh in by_sh:
+                for item in self._cache.histories.get(sh, []):
+                    tx = self._cache.txs.get(item.txid)
+                    if tx is not None:
+                        found[item.txid] = tx, item.height if item.height > 0 else None
+        return sorted(found.values(), key=lambda e: (e[1] is None, e[1] or 0))
+
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
         with self._lock:
             known = self._cache.feerates.get(target_blocks)

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.chain.source import NodeChain
-from lightspeed.chain.wallet import Wallet
+from lightspeed.chain.wallet import HdSeed, Wallet
 from lightspeed.channel.establish import (
     ANCHORS,
     STATIC_REMOTEKEY,
@@ -176,7 +176,7 @@ class Node:
 
     privkey: bytes
     chain: NodeChain  # the embedded RegtestChain, or node.electrum_chain.ElectrumChainSource
-    wallet_seed: bytes
+    wallet_seed: bytes | HdSeed  # HdSeed: BIP 84/86 keys (chain.wallet); bytes: the pre-BIP 39 scheme
     network: Network = REGTEST
     channels: dict[bytes, Channel] = field(default_factory=dict)
     events: EventBus[NodeEvent] = field(default_factory=EventBus)  # async for e in node.events(): ...
