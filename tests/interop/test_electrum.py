@@ -23,7 +23,7 @@ import pytest
 
 from lightspeed.bitcoin.address import script_to_address
 from lightspeed.bitcoin.network import REGTEST
-from lightspeed.bitcoin.tx import Transaction
+from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.invoice.decode import decode
 from lightspeed.node.node import FINAL_CLTV_MARGIN
 from lightspeed.node.settings import ChannelSettings
@@ -968,3 +968,208 @@ def htlcs_time_out(net: InteropNet) -> None:
              == bob_before + bob_got, 60)
     view = net.lightspeed.channel(b)
     assert (view["close_type"], view["limbo_sweeps"]) == ("local", [])
+
+
+def wallet_change(wallet: ElectrumWallet, net: InteropNet, txs: list[Transaction]) -> int:
+    """What ``txs`` changed in ``wallet``: the outputs paying it less the coins of its they spend."""
+    def mine(script: bytes) -> bool:
+        return bool(wallet.rpc("ismine", address=script_to_address(script, REGTEST)))
+
+    change = 0
+    for tx in txs:
+        change += sum(o.value_sat for o in tx.outputs if mine(o.script_pubkey))
+        for txin in tx.inputs:
+            spent = tx_of(net, txin.prevout.txid[::-1].hex()).outputs[txin.prevout.index]
+            if mine(spent.script_pubkey):
+                change -= spent.value_sat
+    return change
+
+
+def mined_at(net: InteropNet, txid: str) -> int:
+    """The height of the block that holds ``txid``."""
+    found = net.chain.transaction(txid)
+    assert found is not None and found[1] >= 1, f"{txid} is not mined"
+    return net.chain.height() - found[1] + 1
+
+
+def spends_of(net: InteropNet, wallet: ElectrumWallet, root: Transaction, skip: set[bytes]) -> list[Transaction]:
+    """Every transaction descending from ``root`` through outputs not paying ``wallet`` (its claims, their
+    sweeps, its anchor children), the ones in ``skip`` (the other side's) left out."""
+    found: dict[bytes, Transaction] = {}
+    todo = [root]
+    while todo:
+        tx = todo.pop()
+        for index, output in enumerate(tx.outputs):
+            if wallet.rpc("ismine", address=script_to_address(output.script_pubkey, REGTEST)):
+                continue
+            child = net.chain.spender(tx.txid_hex, index)
+            if child is not None and child.txid not in skip and child.txid not in found:
+                found[child.txid] = child
+                todo.append(child)
+    return list(found.values())
+
+
+def test_htlcs_on_chain_after_electrum_force_close(net: InteropNet) -> None:
+    """bob's (Electrum's) commitment goes on chain with four HTLCs in flight, two each way:
+
+    - ``claim_in`` (bob -> Lightspeed, hold invoice settled after the close): Lightspeed claims it straight
+      from bob's commitment with the preimage (BOLT 5: no second stage on the remote commitment);
+    - ``timeout_out`` (Lightspeed -> bob): bob is offline past its cltv_expiry; Lightspeed takes it back
+      straight from bob's commitment, nLockTime the expiry;
+    - ``success_out`` (Lightspeed -> bob, held by bob: ``enable_htlc_settle false``, later expiry): bob,
+      back, claims it through his own HTLC-success, and Lightspeed's payment succeeds with the preimage it
+      reads there;
+    - ``timeout_in`` (bob -> Lightspeed, hold invoice never settled): bob times it out through his own
+      HTLC-timeout.
+    bob sweeps his to_local and both second-stage outputs after Lightspeed's to_self_delay. Every party's
+    wallet to the satoshi.
+
+    bob's force close is his latest commitment (``get_channel_ctx``) broadcast while his daemon is down:
+    online, he would claim ``timeout_out`` with its preimage at once. Back up, he resolves it as his own.
+    """
+    try:
+        electrum_commitment_htlcs(net)
+    finally:  # bob is stopped for a while: a failure there must not leave him down for the next case
+        if not net.bob.running:
+            net.bob.start()
+        with contextlib.suppress(Exception):
+            net.bob.rpc("enable_htlc_settle", b=True)
+
+
+def electrum_commitment_htlcs(net: InteropNet) -> None:
+    timeout_out = only_through(net, net.bob, 170_000, "lightspeed")  # Lightspeed -> bob
+    success_out = timeout_out + 11_000  # Lightspeed -> bob
+    claim_in = only_through(net, net.bob, 130_000, "electrum")  # bob -> Lightspeed
+    timeout_in = claim_in + 9_000  # bob -> Lightspeed
+    capacity = timeout_out + success_out + claim_in + timeout_in + 400_000
+    push = claim_in + timeout_in + 100_000
+    b = open_from_lightspeed(net, net.bob, capacity, push_sat=push)
+    settled(net, net.bob, b, push * 1000)
+    net.bob.rpc("enable_htlc_settle", b=False)
+    claim_preimage, claim_invoice = hold_invoice(net, claim_in * 1000, "claimed from bob's commitment")
+    _, never_invoice = hold_invoice(net, timeout_in * 1000, "timed out by bob")
+    timeout_invoice = net.bob.invoice(timeout_out, "timed out by lightspeed")
+    success_invoice = net.bob.invoice(success_out, "claimed by bob's HTLC-success")
+    with ThreadPoolExecutor(4) as pool:
+        cltv_timeout = net.chain.height() + decode(timeout_invoice).min_final_cltv_expiry + FINAL_CLTV_MARGIN
+        paying_timeout = ls_pays_in_background(pool, net, timeout_invoice)
+        wait_for("the first HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
+        net.mine(20)  # success_out expires 20 blocks after timeout_out: bob is back before it
+        paying_success = ls_pays_in_background(pool, net, success_invoice)
+        wait_for("the second HTLC to bob", lambda: ls_view(net, b)[2] == 2, 60)
+        bob_paid_at = net.chain.height()
+        bob_paying = [paying_in_background(pool, net.bob, claim_invoice),
+                      paying_in_background(pool, net.bob, never_invoice)]
+
+        def all_committed() -> bool:
+            el = net.bob.channel(b)
+            return (ls_view(net, b)[2] == 4 and with_htlcs(ctx_of(net.bob, b), 4) is not None
+                    and el["local_unsettled_sent"] == claim_in + timeout_in
+                    and el["remote_unsettled_sent"] == timeout_out + success_out)
+
+        wait_for("the four HTLCs in both commitments", all_committed, 90)
+        commitment = ctx_of(net.bob, b)  # bob's latest commitment, signed by Lightspeed
+        bob_before = net.bob.balance()["confirmed"]
+        net.bob.stop()
+        for paying in bob_paying:
+            paying.exception(timeout=60)  # bob's lnpay ended with his daemon
+        ls_before = net.lightspeed.call("balance")["onchain_sat"]
+        net.alice.rpc("broadcast", tx=commitment.serialize().hex())
+        txid = commitment.txid_hex
+        wait_for("bob's commitment in the mempool", lambda: txid in net.chain.mempool(), 30)
+        net.mine(1)
+        # bob's commitment: Lightspeed funded the channel, so bob's to_local is his balance exactly, and
+        # Lightspeed's to_remote carries the fee (and, under anchors, both anchors)
+        fee = capacity - sum(o.value_sat for o in commitment.outputs)
+        feerate = feerate_of(net, fee, 4)
+        anchors = anchor_indexes(commitment)
+        assert len(anchors) == (2 if net.release.anchors else 0)
+        to_local = output_paying(commitment, push - claim_in - timeout_in)
+        to_remote_sat = capacity - push - timeout_out - success_out - fee - len(anchors) * ANCHOR_SAT
+        to_remote = output_paying(commitment, to_remote_sat)
+        htlc = {name: output_paying(commitment, sat) for name, sat in (
+            ("claim_in", claim_in), ("timeout_in", timeout_in), ("timeout_out", timeout_out),
+            ("success_out", success_out))}
+
+        # Lightspeed learns claim_in's preimage now and spends that output of bob's commitment with it
+        wait_for("the held payment to settle", lambda: net.lightspeed.run(
+            "invoice", "settle", claim_preimage.hex(), check=False).returncode == 0, 30)
+        ls_claim = swept(net, txid, htlc["claim_in"], 30)
+        assert [i.prevout.txid for i in ls_claim.inputs] == [commitment.txid] and len(ls_claim.outputs) == 1
+        assert claim_preimage in ls_claim.inputs[0].witness
+        assert 0 < claim_in - ls_claim.outputs[0].value_sat < 5_000, "the claim's fee"
+        if net.release.anchors:  # Lightspeed's to_remote: a CSV-1 P2WSH it sweeps (already one block deep)
+            ls_to_remote = swept(net, txid, to_remote, 30)
+            assert len(ls_to_remote.outputs) == 1 and 0 < to_remote_sat - ls_to_remote.outputs[0].value_sat < 5_000
+            ls_to_remote_sat = ls_to_remote.outputs[0].value_sat
+        else:  # static_remotekey: a P2WPKH of Lightspeed's wallet, its own as it is
+            assert len(commitment.outputs[to_remote].script_pubkey) == 22
+            ls_to_remote_sat, ls_to_remote = to_remote_sat, None
+
+        # timeout_out: BIP 65, the claim's nLockTime is the HTLC's cltv_expiry; sent once the tip is there
+        assert net.chain.spender(txid, htlc["timeout_out"]) is None
+        net.mine(cltv_timeout - net.chain.height())
+        ls_timeout = swept(net, txid, htlc["timeout_out"], 30)
+        assert ls_timeout.locktime == cltv_timeout and len(ls_timeout.outputs) == 1
+        assert 0 < timeout_out - ls_timeout.outputs[0].value_sat < 5_000, "the claim's fee"
+        paid_timeout = paying_timeout.result(timeout=120)
+        assert paid_timeout["status"] == "error", paid_timeout
+        ls_got = ls_claim.outputs[0].value_sat + ls_timeout.outputs[0].value_sat + ls_to_remote_sat
+        wait_for("Lightspeed's wallet to get its claims", lambda: net.lightspeed.call("balance")["onchain_sat"]
+                 == ls_before + ls_got)
+
+        # bob comes back: he claims success_out with its preimage through his own HTLC-success
+        # (before Lightspeed may time it out) and times out timeout_in through his own HTLC-timeout
+        net.bob.start()
+        bob_success = swept(net, txid, htlc["success_out"], 120)
+        paid_success = paying_success.result(timeout=120)
+    assert paid_success["status"] == "succeeded" and proves(paid_success["preimage"], paid_success["payment_hash"])
+    assert bytes.fromhex(paid_success["preimage"]) in next(
+        i.witness for i in bob_success.inputs if i.prevout.txid == commitment.txid)
+    bob_timeout: Transaction = wait_for("bob's HTLC-timeout", lambda: net.chain.spender(txid, htlc["timeout_in"])
+                                        or (net.mine(5) and None), 120, interval=1)
+    net.mine(1)
+    # BOLT 3 second stage: one HTLC output of bob's commitment per input, paired with the output at the same
+    # index (SIGHASH_SINGLE under anchors), which pays the HTLC less 703 / 663 weight at the commitment's
+    # feerate (zero fee under anchors: bob's own inputs, if any, pay it)
+    second_stage: dict[str, tuple[Transaction, int]] = {}
+    for name, weight in (("success_out", 703), ("timeout_in", 663)):
+        tx = bob_success if name == "success_out" else bob_timeout
+        n = next(n for n, i in enumerate(tx.inputs) if i.prevout == OutPoint(commitment.txid, htlc[name]))
+        htlc_fee = 0 if net.release.anchors else weight * feerate // 1000
+        assert tx.outputs[n].value_sat == commitment.outputs[htlc[name]].value_sat - htlc_fee, name
+        assert len(tx.outputs[n].script_pubkey) == 34  # P2WSH: revocation or bob's CSV delay
+        assert all(i.prevout.txid != commitment.txid or i.prevout.index in htlc.values() for i in tx.inputs)
+        second_stage[name] = tx, n
+    # BIP 65: the HTLC-timeout waits the HTLC's cltv_expiry, set after bob sent it
+    assert bob_paid_at < bob_timeout.locktime < mined_at(net, bob_timeout.txid_hex)
+
+    # bob's to_local and both second-stage outputs wait Lightspeed's to_self_delay (BIP 68), then he sweeps
+    parents = [(txid, to_local)] + [(tx.txid_hex, n) for tx, n in second_stage.values()]
+    assert len(set(parents)) == 3
+    net.mine(max(0, max(mined_at(net, t) for t, _ in parents) + LIGHTSPEED_TO_SELF_DELAY - 1 - net.chain.height()))
+    sweeps: dict[bytes, Transaction] = {}
+    for parent, n in parents:
+        sweep = wait_for(f"bob's sweep of {parent}:{n}", lambda p=parent, n=n: net.chain.spender(p, n), 60)
+        sweeps[sweep.txid] = sweep
+    net.mine(1)
+    for (parent, n) in parents:
+        sweep = net.chain.spender(parent, n)
+        assert mined_at(net, sweep.txid_hex) - mined_at(net, parent) >= LIGHTSPEED_TO_SELF_DELAY, (
+            "swept before the CSV delay")
+        assert next(i.sequence for i in sweep.inputs if i.prevout.txid[::-1].hex() == parent
+                    and i.prevout.index == n) == LIGHTSPEED_TO_SELF_DELAY
+    bob_txs = spends_of(net, net.bob, commitment, {ls_claim.txid, ls_timeout.txid}
+                        | ({ls_to_remote.txid} if ls_to_remote else set()))
+    assert {bob_success.txid, bob_timeout.txid} | set(sweeps) <= {t.txid for t in bob_txs}
+    for tx in bob_txs:
+        assert net.chain.transaction(tx.txid_hex)[1] >= 1, f"bob's {tx.txid_hex} is not mined"
+    bob_got = wallet_change(net.bob, net, bob_txs)
+    # what bob's wallet got: his balance and the two HTLCs less the fees of his own transactions
+    bob_fees = push - claim_in - timeout_in + success_out + timeout_in - bob_got
+    assert 0 < bob_fees < 50_000 * len(bob_txs), bob_fees
+    wait_for("bob's wallet to get his balance and both HTLCs", lambda: net.bob.balance()["confirmed"]
+             == bob_before + bob_got, 60)
+    assert net.lightspeed.call("balance")["onchain_sat"] == ls_before + ls_got
+    view = net.lightspeed.channel(b)
+    assert (view["state"], view["close_type"], view["limbo_sweeps"]) == ("closed", "remote", []), view
