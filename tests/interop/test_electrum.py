@@ -1054,7 +1054,9 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
         cltv_timeout = net.chain.height() + decode(timeout_invoice).min_final_cltv_expiry + FINAL_CLTV_MARGIN
         paying_timeout = ls_pays_in_background(pool, net, timeout_invoice)
         wait_for("the first HTLC to bob", lambda: ls_view(net, b)[2] == 1, 60)
-        net.mine(20)  # success_out expires 20 blocks after timeout_out: bob is back before it
+        # success_out expires 8 blocks after timeout_out: bob is back before it. (Electrum fails a held HTLC
+        # once fewer than 144 blocks are left: 147 + Lightspeed's 12 blocks of margin leave 15 to mine.)
+        net.mine(8)
         paying_success = ls_pays_in_background(pool, net, success_invoice)
         wait_for("the second HTLC to bob", lambda: ls_view(net, b)[2] == 2, 60)
         bob_paid_at = net.chain.height()
@@ -1091,20 +1093,20 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
             ("claim_in", claim_in), ("timeout_in", timeout_in), ("timeout_out", timeout_out),
             ("success_out", success_out))}
 
-        # Lightspeed learns claim_in's preimage now and spends that output of bob's commitment with it
+        # Lightspeed learns claim_in's preimage now and spends that output of bob's commitment with it (its
+        # chain watcher plans again at the next block)
         wait_for("the held payment to settle", lambda: net.lightspeed.run(
             "invoice", "settle", claim_preimage.hex(), check=False).returncode == 0, 30)
+        net.mine(1)
         ls_claim = swept(net, txid, htlc["claim_in"], 30)
         assert [i.prevout.txid for i in ls_claim.inputs] == [commitment.txid] and len(ls_claim.outputs) == 1
         assert claim_preimage in ls_claim.inputs[0].witness
         assert 0 < claim_in - ls_claim.outputs[0].value_sat < 5_000, "the claim's fee"
-        if net.release.anchors:  # Lightspeed's to_remote: a CSV-1 P2WSH it sweeps (already one block deep)
-            ls_to_remote = swept(net, txid, to_remote, 30)
-            assert len(ls_to_remote.outputs) == 1 and 0 < to_remote_sat - ls_to_remote.outputs[0].value_sat < 5_000
-            ls_to_remote_sat = ls_to_remote.outputs[0].value_sat
-        else:  # static_remotekey: a P2WPKH of Lightspeed's wallet, its own as it is
-            assert len(commitment.outputs[to_remote].script_pubkey) == 22
-            ls_to_remote_sat, ls_to_remote = to_remote_sat, None
+        # Lightspeed's to_remote: it sweeps it to its wallet (static_remotekey: a P2WPKH of its payment
+        # basepoint, at once; anchors: a CSV-1 P2WSH, one block after the commitment)
+        assert len(commitment.outputs[to_remote].script_pubkey) == (34 if net.release.anchors else 22)
+        ls_to_remote = swept(net, txid, to_remote, 30)
+        assert len(ls_to_remote.outputs) == 1 and 0 < to_remote_sat - ls_to_remote.outputs[0].value_sat < 5_000
 
         # timeout_out: BIP 65, the claim's nLockTime is the HTLC's cltv_expiry; sent once the tip is there
         assert net.chain.spender(txid, htlc["timeout_out"]) is None
@@ -1114,7 +1116,7 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
         assert 0 < timeout_out - ls_timeout.outputs[0].value_sat < 5_000, "the claim's fee"
         paid_timeout = paying_timeout.result(timeout=120)
         assert paid_timeout["status"] == "error", paid_timeout
-        ls_got = ls_claim.outputs[0].value_sat + ls_timeout.outputs[0].value_sat + ls_to_remote_sat
+        ls_got = ls_claim.outputs[0].value_sat + ls_timeout.outputs[0].value_sat + ls_to_remote.outputs[0].value_sat
         wait_for("Lightspeed's wallet to get its claims", lambda: net.lightspeed.call("balance")["onchain_sat"]
                  == ls_before + ls_got)
 
@@ -1159,8 +1161,7 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
             "swept before the CSV delay")
         assert next(i.sequence for i in sweep.inputs if i.prevout.txid[::-1].hex() == parent
                     and i.prevout.index == n) == LIGHTSPEED_TO_SELF_DELAY
-    bob_txs = spends_of(net, net.bob, commitment, {ls_claim.txid, ls_timeout.txid}
-                        | ({ls_to_remote.txid} if ls_to_remote else set()))
+    bob_txs = spends_of(net, net.bob, commitment, {ls_claim.txid, ls_timeout.txid, ls_to_remote.txid})
     assert {bob_success.txid, bob_timeout.txid} | set(sweeps) <= {t.txid for t in bob_txs}
     for tx in bob_txs:
         assert net.chain.transaction(tx.txid_hex)[1] >= 1, f"bob's {tx.txid_hex} is not mined"
