@@ -1093,11 +1093,13 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
             ("claim_in", claim_in), ("timeout_in", timeout_in), ("timeout_out", timeout_out),
             ("success_out", success_out))}
 
-        # Lightspeed learns claim_in's preimage now and spends that output of bob's commitment with it (its
-        # chain watcher plans again at the next block)
+        # Lightspeed learns claim_in's preimage now and spends that output of bob's commitment with it at
+        # once, before another block (tests/test_e12htlc_settle_claims_at_once.py)
+        tip = net.chain.height()
         wait_for("the held payment to settle", lambda: net.lightspeed.run(
             "invoice", "settle", claim_preimage.hex(), check=False).returncode == 0, 30)
-        net.mine(1)
+        wait_for("Lightspeed's claim of claim_in", lambda: net.chain.spender(txid, htlc["claim_in"]), 30)
+        assert net.chain.height() == tip, "claimed at the next block, not at once"
         ls_claim = swept(net, txid, htlc["claim_in"], 30)
         assert [i.prevout.txid for i in ls_claim.inputs] == [commitment.txid] and len(ls_claim.outputs) == 1
         assert claim_preimage in ls_claim.inputs[0].witness

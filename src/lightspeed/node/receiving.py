@@ -313,6 +313,12 @@ async def settle_hold(self: Node, preimage: bytes) -> None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     await self._run_step(lambda received: self._apply_decisions(decisions, received))
+    if self._onchain.active():
+        # BOLT #5: "if it receives (or already possesses) a payment preimage for an unresolved HTLC
+        # output that it has been offered [...]: MUST *resolve* the output by spending it". A held
+        # HTLC on a channel already on chain is claimed now, not at the next block (by then the
+        # payer's HTLC-timeout may be valid too).
+        await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
 
 
 async def cancel_hold(self: Node, payment_hash: bytes) -> None:
