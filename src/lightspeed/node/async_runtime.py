@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightspeed.asyncpay import messages as m
+from lightspeed.asyncpay import register as reg
 from lightspeed.asyncpay.policy import HeldHtlc, HoldRefused, HoldState, ReleaseRefused
 from lightspeed.channel.htlc_log import LoggedHtlc
 from lightspeed.channel.state import Channel
@@ -42,6 +43,7 @@ from lightspeed.onion.blinding import BlindedPath, EncryptedDataTlv, create_blin
 from lightspeed.onion.failure import FailureCode, FailureMessage, create_failure_packet
 from lightspeed.onion.message import OnionMessage
 from lightspeed.store import IncomingHtlcRecord
+from lightspeed.store.asyncpay import check_webhook_url
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
@@ -81,6 +83,7 @@ class AsyncPayRuntime:
         messenger.register(m.HOLD_HTLCS, self._on_hold_request)
         messenger.register(m.PAYMENT_UNBLOCK_MESSAGE, self._on_payment_unblock)
         messenger.register(m.ASYNC_PAYMENT_NOTICE, self._on_notice)
+        messenger.register(reg.LSP_REGISTER, self._on_register)
         self.refused_releases = 0  # forged, replayed, or for nothing held (each also logged)
 
     # -- LSP: onion messages ----------------------------------------------------------------
@@ -109,6 +112,36 @@ class AsyncPayRuntime:
             self.refused_releases += 1
             return
         await self._rerun(released, [HtlcReleased(r.payment_hash, r.amount_msat, r.client_id) for r in released])
+
+    async def _on_register(self, inbound: InboundOnionMessage) -> None:
+        """A client registers (``lsp register``): keep its mailbox, wake it at its webhook."""
+        lsp = self.node.async_lsp
+        value = inbound.value(reg.LSP_REGISTER)
+        if lsp is None or value is None:
+            return
+        now = int(time.time())
+        try:
+            request = reg.LspRegisterRequest.from_bytes(value, now=now)
+            if request.webhook_url is not None:
+                check_webhook_url(request.webhook_url)
+        except (DecodeError, UsageError) as exc:
+            log.warning("lsp_register refused: %s", exc)
+            return
+        lsp.store.register(request.client_id, request.webhook_url, now)
+        log.info("client %s registered (webhook %s)", request.client_id.hex(), request.webhook_url)
+        with contextlib.suppress(LightspeedError):
+            await self.node.onion_messages.reply(
+                inbound, [(reg.LSP_REGISTERED, reg.registered_reply(lsp.book.limits.announce()))])
+
+    def held_json(self) -> list[dict[str, object]]:
+        """``lsp held``: the HTLCs this LSP holds now."""
+        lsp = self.node.async_lsp
+        if lsp is None:
+            raise UsageError("this node is not an LSP (start it with --lsp)")
+        limits = lsp.book.limits
+        return [{"htlc": h.htlc_key, "client_id": h.client_id.hex(), "payment_hash": h.payment_hash.hex(),
+                 "amount_msat": h.amount_msat, "cltv_expiry": h.cltv_expiry, "held_at": h.held_at,
+                 "fail_at": h.fail_time(limits), "fail_height": h.fail_height(limits)} for h in lsp.book.held()]
 
     # -- LSP: forwarding ----------------------------------------------------------------------
 
@@ -235,6 +268,20 @@ class AsyncPayRuntime:
             log.info("delivered %d mailbox messages to %s", len(sent), peer.remote_pubkey.hex())
 
     # -- client ---------------------------------------------------------------------------------
+
+    async def register_with(self, lsp_id: bytes, webhook_url: str | None, timeout: float = 10.0) -> dict[str, object]:
+        """``lsp register``: ask ``lsp_id`` to be our LSP; returns its announced limits.
+
+        TimeoutError if it does not answer (not an LSP, or not reachable)."""
+        if webhook_url is not None:
+            check_webhook_url(webhook_url)
+        request = reg.LspRegisterRequest.sign(self.node.privkey, int(time.time()), webhook_url)
+        reply = await self.node.onion_messages.request(lsp_id, [(reg.LSP_REGISTER, request.to_bytes())],
+                                                       timeout=timeout)
+        value = reply.value(reg.LSP_REGISTERED)
+        if value is None:
+            raise DecodeError("lsp_registered", "the reply is not lsp_registered")
+        return reg.parse_registered_reply(value)
 
     async def pay_async(self, invoice: Invoice, lsp_id: bytes, timeout: float = 3600.0) -> AsyncPayment:
         """Flow 1 steps 1-4: register the hold with our LSP, pay, tell the payee how to unblock.
