@@ -53,6 +53,9 @@ log = logging.getLogger("lightspeed.asyncpay")
 
 #: How often the LSP checks its held HTLCs' deadlines (seconds); blocks are seen at the same pace.
 TICK_SECONDS = 1.0
+#: A payee retries its payment_unblock this often (no path yet), this many times.
+UNBLOCK_RETRY_S = 1.0
+UNBLOCK_ATTEMPTS = 30
 
 
 def htlc_key(key: HtlcKey) -> str:
@@ -323,8 +326,17 @@ class AsyncPayRuntime:
             if record is None or record.status == "paid":
                 log.warning("async_payment_notice for %s ignored: no open invoice of ours", payment_hash.hex())
                 return
-        with contextlib.suppress(LightspeedError):  # no path to the LSP now: the payer's LSP times it out
-            await self.node.onion_messages.reply(inbound, [(m.PAYMENT_UNBLOCK_MESSAGE, b"")])
+        # Just back online, we may not know a path to the payer's LSP yet (gossip still syncing):
+        # try for a while; if it never works the LSP fails the HTLC back at its deadline.
+        for _ in range(UNBLOCK_ATTEMPTS):
+            try:
+                await self.node.onion_messages.reply(inbound, [(m.PAYMENT_UNBLOCK_MESSAGE, b"")])
+                return
+            except LightspeedError as exc:
+                log.info("payment_unblock not sent yet: %s", exc)
+                await asyncio.sleep(UNBLOCK_RETRY_S)
+        log.warning("payment_unblock for %s never sent: no path to the payer's LSP",
+                    notice.payment_hashes[0].hex())
 
 
 def unblock_path(lsp_id: bytes, pid: bytes) -> BlindedPath:
