@@ -651,7 +651,12 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
 @click.group("lsp")
 def lsp_group() -> None:
-    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`)."""
+    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`).
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob
+    """
 
 
 @lsp_group.command("register")
@@ -673,6 +678,7 @@ def lsp_register(ctx: click.Context, lsp_id: str, webhook: str | None) -> None:
 @datadir_option
 @click.pass_context
 @_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/lsp lsp held")
 def lsp_held(ctx: click.Context) -> None:
     """As an LSP: the HTLCs held for clients, with when each is failed back."""
     _print(_call(ctx, "GET", "/v1/lsp/held"))
