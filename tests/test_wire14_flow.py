@@ -35,6 +35,8 @@ from lightspeed.onion.blinding import EncryptedDataTlv, create_blinded_path
 from lightspeed.store.asyncpay import AsyncPayStore
 from tests.support.network import (
     Network,
+    _make_node,
+    _store,
     bring_online,
     create_network,
     next_event,
@@ -209,6 +211,56 @@ def test_forged_replayed_and_never_held_releases_are_refused(tmp_path: Path) -> 
             await unblock(unblock_path(lsp_id, pid))  # replayed
             await until(lambda: runtime.refused_releases == 3)
             assert isinstance(await next_event(net.nodes[LSP_A], HtlcReleased), HtlcReleased)
+            await net.stop()
+
+    run(scenario())
+
+
+async def restart_lsp(net: Network, i: int, db: Path, client: httpx.AsyncClient) -> tuple[Node, AsyncLsp]:
+    """A crash of LSP ``i``: a new node from its store files, its AsyncLsp reloaded before it starts."""
+    assert net.datadir is not None
+    old = net.nodes[i]
+    await old.stop()
+    old.store.close()
+    assert old.async_lsp is not None
+    old.async_lsp.store.close()
+    node = _make_node(net.chain, i, _store(net.datadir, i), old.mpp_timeout, old.forwarding_policy)
+    node.graph = old.graph
+    lsp = make_lsp(node, db, HoldLimits(), client)
+    await node.start(port=net.ports[i])
+    net.nodes[i] = node
+    return node, lsp
+
+
+@pytest.mark.slow
+def test_both_lsps_restart_while_holding_the_htlc_and_the_mailbox(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, LINE, datadir=tmp_path)
+            announce(net)
+            db_a, db_b = tmp_path / "lsp_a.sqlite", tmp_path / "lsp_b.sqlite"
+            make_lsp(net.nodes[LSP_A], db_a, HoldLimits(), client)
+            lsp_b = make_lsp(net.nodes[LSP_B], db_b, HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            invoice = net.nodes[B].create_invoice(AMOUNT, "restarts")
+            await take_offline(net, B)
+            payment = await net.nodes[A].asyncpay.pay_async(invoice, net.nodes[LSP_A].node_id)
+            await next_event(net.nodes[LSP_A], HtlcHeld)
+            await until(lambda: len(lsp_b.store.mailbox_peek(net.nodes[B].node_id, int(time.time()))) == 1)
+
+            _, lsp_a = await restart_lsp(net, LSP_A, db_a, client)
+            _, lsp_b = await restart_lsp(net, LSP_B, db_b, client)
+            announce(net)
+            assert [h.payment_hash for h in lsp_a.book.held()] == [invoice.payment_hash]  # reloaded, still held
+            assert len(lsp_b.store.mailbox_peek(net.nodes[B].node_id, int(time.time()))) == 1
+            await asyncio.sleep(1)  # the payer's channel reestablished: the HTLC is held again, not forwarded
+            assert len(lsp_a.book.held()) == 1 and not payment.task.done()
+
+            payee = await bring_online(net, B)
+            announce(net)
+            assert await next_event(payee, PaymentReceived, timeout=20) == PaymentReceived(invoice.payment_hash,
+                                                                                          AMOUNT)
+            assert verify_payment_proof(invoice, await asyncio.wait_for(payment.task, 20))
             await net.stop()
 
     run(scenario())
