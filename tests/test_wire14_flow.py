@@ -264,3 +264,34 @@ def test_both_lsps_restart_while_holding_the_htlc_and_the_mailbox(tmp_path: Path
             await net.stop()
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_mpp_two_held_parts_released_together(tmp_path: Path) -> None:
+    big = 1_200_000_000  # more than either of A's two channels to LSP_a can carry: two parts
+    channels = [(A, LSP_A, SAT, 0), (A, LSP_A, SAT, 0), (LSP_A, LSP_B, 2 * SAT, 0), (LSP_B, B, 2 * SAT, 0)]
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, channels)
+            announce(net)
+            lsp_a = make_lsp(net.nodes[LSP_A], tmp_path / "lsp_a.sqlite", HoldLimits(), client)
+            lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            invoice = net.nodes[B].create_invoice(big, "two parts")
+            await take_offline(net, B)
+            payment = await net.nodes[A].asyncpay.pay_async(invoice, net.nodes[LSP_A].node_id)
+            await until(lambda: len(lsp_a.book.held()) == 2)
+            parts = lsp_a.book.held()
+            assert {h.payment_hash for h in parts} == {invoice.payment_hash}
+            assert sum(h.amount_msat for h in parts) >= big and len({h.htlc_key for h in parts}) == 2
+
+            payee = await bring_online(net, B)
+            announce(net)
+            released = [await next_event(net.nodes[LSP_A], HtlcReleased, timeout=20) for _ in range(2)]
+            assert sorted(r.amount_msat for r in released) == sorted(h.amount_msat for h in parts)
+            assert await next_event(payee, PaymentReceived, timeout=20) == PaymentReceived(invoice.payment_hash, big)
+            assert verify_payment_proof(invoice, await asyncio.wait_for(payment.task, 20))
+            await net.stop()
+
+    run(scenario())

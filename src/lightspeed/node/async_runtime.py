@@ -161,6 +161,9 @@ class AsyncPayRuntime:
             client = self.node.channel_peer_id(cid)
             if client is None:
                 return False
+            registration = lsp.book.registration_for(client, htlc.payment_hash, now=int(time.time()))
+            if registration is not None and lsp.book.released_under(registration.release_tag):
+                return False  # an MPP part arriving after its payment was released: it follows the others
             try:
                 record = lsp.on_incoming_htlc(htlc_key(key), client, htlc.payment_hash, htlc.amount_msat,
                                               htlc.cltv_expiry, now=int(time.time()), block_height=height)
