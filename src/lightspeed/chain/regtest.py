@@ -423,6 +423,13 @@ class RegtestChain:
                                       f"the minimum relay feerate {minimum} sat/kw")
         evicted = self._with_descendants(conflicts)
         if conflicts and not from_block:
+            for old in sorted(conflicts):  # BIP 125 opt-in (Bitcoin Core before 28): the replaced must signal
+                raw = self._db.execute("SELECT raw FROM txs WHERE txid = ?", (old,)).fetchone()[0]
+                if not any(txin.sequence < 0xFFFFFFFE for txin in Transaction.parse(bytes(raw)).inputs):
+                    spent_twice = next(i for i, txin in enumerate(tx.inputs)
+                                       if self._spender(txin.prevout) == old)
+                    raise RejectedTransaction(f"input {spent_twice}: output {tx.inputs[spent_twice].prevout} is "
+                                              f"already spent in the mempool by {old[::-1].hex()} (not replaceable)")
             replaced = sum(self._mempool_fee(t) or 0 for t in evicted)
             short = replacement_shortfall(fee, tx.vsize, replaced)
             if short:
@@ -439,6 +446,11 @@ class RegtestChain:
             self._evict(old)
         self._store(tx, None, is_coinbase=False, fee=fee)
         return fee
+
+    def _spender(self, outpoint: OutPoint) -> bytes | None:
+        row = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
+                               (outpoint.txid, outpoint.index)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def _with_descendants(self, txids: set[bytes]) -> list[bytes]:
         """``txids`` (in the mempool) and every mempool transaction spending their outputs."""
