@@ -25,7 +25,15 @@ from lightspeed.crypto.hashes import sha256
 from lightspeed.node.htlc_bump import TIMEOUT_DEADLINE_BLOCKS, deadline_feerate
 from lightspeed.node.node import Node
 from lightspeed.store import SqliteStore
-from tests.onchain_support import commitment_fee, fee_of, fees_to, mine, open_paid_channel, settle, wait_for
+from tests.onchain_support import (
+    commitment_fee,
+    fee_of,
+    fees_to,
+    mine,
+    open_paid_channel,
+    settle,
+    wait_for,
+)
 
 HTLC_SAT = 50_000
 
