@@ -46,6 +46,7 @@ DEADLINE_WINDOW_BLOCKS = 12  # from this many blocks before the deadline, the fe
 MAX_DEADLINE_FACTOR = 4  # at the deadline: 4x the chain's estimate
 TIMEOUT_DEADLINE_BLOCKS = 12  # an HTLC-timeout should confirm this many blocks after cltv_expiry
 RBF_AFTER_BLOCKS = 2  # a bump unconfirmed for this many blocks is replaced at the current deadline feerate
+REPLACEMENT_STEP_PER_KW = 260  # 1 sat/vbyte is 250 sat/kw, plus rounding: what a replacement must add at least
 SIGNATURE_SLACK_WEIGHT = 4  # a signature may come out a byte shorter than estimated: never underpay
 _WALLET_SEQUENCE = 0xFFFFFFFD  # BIP 125: replaceable
 
@@ -158,8 +159,11 @@ class HtlcFeeBumper:
         """A new version to record and broadcast, or None (keep the current one; without a coin
         for the first one, a warning: the caller broadcasts the zero-fee original, as far as it goes)."""
         feerate = deadline_feerate(self.chain.estimate_feerate_per_kw(), htlc_deadline(channel, original) - tip)
-        if current is not None and (tip - current.height < RBF_AFTER_BLOCKS or feerate <= current.feerate_per_kw):
-            return None
+        if current is not None:
+            if tip - current.height < RBF_AFTER_BLOCKS or feerate <= current.feerate_per_kw:
+                return None
+            # BIP 125 rule 4: over the same inputs, the replacement adds at least 1 sat/vbyte
+            feerate = max(feerate, current.feerate_per_kw + REPLACEMENT_STEP_PER_KW)
         value = self._value(original.tx.inputs[0].prevout)
         coins = [] if current is None else [self._coin(txin.prevout) for txin in current.tx.inputs[1:]]
         spare = sorted(self.wallet.utxos(min_confirmations=1), key=lambda u: -u.output.value_sat)
