@@ -44,6 +44,7 @@ from lightspeed.node.blinded_incoming import (
     failure_reason,
     unpack_onion,
 )
+from lightspeed.node.blinded_own import skip_own_hops
 from lightspeed.node.forwarding import read_onion
 from lightspeed.node.invoices import ROUTE_BLINDING_BIT
 from lightspeed.node.paying import decode_outcome
@@ -325,7 +326,9 @@ class BlindedPayments:
             raise UsageError("amount_msat: must be positive")
         if len(payment_hash) != 32:
             raise UsageError("payment_hash: must be 32 bytes")
-        usable = [(p, i) for p, i in paths if len(p.first_node_id) == 33 and p.first_node_id != node.node_id]
+        # A path we introduce ourselves starts at the node after us (we never route to ourselves).
+        usable = [(p, i) for p, i in skip_own_hops(node, paths)
+                  if len(p.first_node_id) == 33 and p.first_node_id != node.node_id]
         if not usable:
             raise PaymentError("no usable blinded path (an introduction node given by short channel id, or us)")
         node._guard(payment_hash)
