@@ -97,6 +97,7 @@ PAYMENT: Schema = {"type": "object", "properties": {
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
     "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
+    "invoice": _NULLABLE_STR,  # sent: the invoice paid (with the preimage, the proof of payment); received: null
     "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
