@@ -8,9 +8,16 @@ be paid in parts, each over a different path of the invoice the payee signed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+
+import pytest
 
 from lightspeed.crypto.hashes import sha256
+from lightspeed.errors import PaymentError
 from lightspeed.node.node import PaymentReceived
+from lightspeed.node.offers_flow import pay_invoice
+from lightspeed.offers import decode_bolt12
+from lightspeed.offers.tlv_fields import MPP_COMPULSORY, features_to_bytes
 from tests.support.network import create_network, next_event, no_htlcs, until
 from tests.test_onionmsg_node import _announce
 
@@ -67,6 +74,37 @@ def test_a_payer_next_to_both_introduction_peers_still_pays_a_big_offer_in_parts
             assert await next_event(d, PaymentReceived) == PaymentReceived(invoice.payment_hash, PRICE_MSAT)
             assert b.sent_counts["update_add_htlc"] == 1 and c.sent_counts["update_add_htlc"] == 1
             assert a.store.payment(invoice.payment_hash).status == "succeeded"  # type: ignore[union-attr]
+            await until(lambda: no_htlcs(net))
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_invoice_with_mpp_compulsory_is_paid_in_two_parts_over_two_paths() -> None:
+    """BOLT 12: if `invoice_features` contains the MPP/compulsory bit: MUST pay the invoice via
+    multiple separate blinded paths (even an amount one path could carry)."""
+
+    async def scenario() -> None:
+        net = await create_network(5, [(0, 1, 4 * SAT, 0), (1, 2, 2 * SAT, 0), (1, 3, 2 * SAT, 0),
+                                       (2, 4, SAT, 0), (3, 4, SAT, 0)])
+        _announce(net)
+        p, _x, b, c, d = net.nodes
+        try:
+            offer = d.offers.create_offer("two parts, always", 50_000)
+            fetched = await p.offers.fetch_invoice(offer, timeout=10)
+            invoice = dataclasses.replace(fetched.invoice, features=features_to_bytes([MPP_COMPULSORY]),
+                                          signature=None).sign(d.privkey)
+            assert decode_bolt12(invoice.encode()) == invoice  # a valid invoice D signed
+            preimage = await pay_invoice(p, invoice, 20)
+            assert sha256(preimage) == invoice.payment_hash
+            assert await next_event(d, PaymentReceived) == PaymentReceived(invoice.payment_hash, 50_000)
+            assert b.sent_counts["update_add_htlc"] == 1 and c.sent_counts["update_add_htlc"] == 1
+            # One usable path cannot carry separate parts: refused before anything is sent.
+            one = d.blinded_payment_paths(50_000, via=[[b.node_id]])
+            with pytest.raises(PaymentError, match=r"separate blinded paths \(MPP/compulsory\), and 1 path"):
+                await p.pay_blinded(one.paths, 50_000, one.payment_hash, timeout=5, separate_paths=True)
+            assert p.store.payment(one.payment_hash) is None
             await until(lambda: no_htlcs(net))
         finally:
             await net.stop()

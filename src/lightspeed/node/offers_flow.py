@@ -213,7 +213,8 @@ async def pay_invoice(node: Node, invoice: Invoice, timeout: float = 60.0) -> by
     # the invoice via multiple separate payments; otherwise: MUST NOT use multiple parts.
     max_parts = MAX_PARTS if bits & {MPP_COMPULSORY, MPP_OPTIONAL} else 1
     return await node.pay_blinded(invoice.usable_paths, invoice.amount_msat, invoice.payment_hash,
-                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode())
+                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode(),
+                                  separate_paths=MPP_COMPULSORY in bits)
 
 
 def check_invoice_amount(invoice: Invoice, invreq: InvoiceRequest) -> None:
