@@ -109,6 +109,13 @@ class OffersFlow:
     async def _on_invoice_request(self, message: InboundOnionMessage) -> None:
         if message.reply_path is None:
             return  # BOLT #12: an invoice request without reply path cannot be answered
+        if message.path_id is not None:
+            # BOLT #12: if `offer_paths` is present: MUST ignore the invoice_request if it did not
+            # arrive via one of those paths. otherwise: MUST ignore any invoice_request if it arrived
+            # via a blinded path. Our offers name no paths; a path_id means the request came over a
+            # path we made (a refund's, a reply path): answering would tie that path to our node id.
+            self.node.onion_messages.dropped["invoice_request_via_our_path"] += 1
+            return
         try:
             invoice = self.answer(message.value(INVOICE_REQUEST) or b"")
             record = (INVOICE, invoice.to_tlv())
