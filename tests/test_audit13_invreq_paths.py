@@ -1,17 +1,21 @@
 """BOLT 12 (reader of an invoice request, an offer without `offer_paths`): "MUST ignore any
 invoice_request if it arrived via a blinded path". Our offers name only `offer_issuer_id`; a
 request sent over a path the payee made for something else (a refund's path) must go
-unanswered, or its answer would tie that path to the payee's node id.
+unanswered, or its answer would tie that path to the payee's node id. And the payer's side: an
+offer with `offer_paths` is asked over those paths, one after the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 import pytest
 
+from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.node.offers_flow import INVOICE, INVOICE_REQUEST
+from lightspeed.node.onion_messenger import InboundOnionMessage
 from lightspeed.offers import request_invoice
 from tests.test_onionmsg_node import _line
 
@@ -31,6 +35,43 @@ def test_an_invoice_request_over_a_path_the_payee_made_is_ignored_and_a_direct_o
             # The same request to D's node id (the offer's offer_issuer_id) is answered.
             reply = await a.onion_messages.request(d.node_id, [(INVOICE_REQUEST, invreq.to_tlv())], timeout=10)
             assert reply.tlv_type == INVOICE
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_payer_sends_its_request_over_the_offers_paths_and_moves_to_the_next_after_a_silent_one() -> None:
+    """BOLT 12 (reader of an offer): if `offer_paths` is set: MUST send the onion message via any
+    path in `offer_paths` (even when `offer_issuer_id` is set too). The first path is broken (its
+    introduction node C cannot open it): A's second attempt goes over the second path."""
+
+    async def scenario() -> None:
+        net = await _line()
+        a, _, c, d = net.nodes
+        try:
+            good, path_id = d.onion_messages.blinded_path_to_us()  # introduced by C, D's peer
+            assert good.first_node_id == c.node_id
+            bad = dataclasses.replace(good, first_path_key=pubkey_from_privkey(os.urandom(32)))
+            plain = d.offers.create_offer("over paths", 10_000)
+            nonce = (plain.metadata or b"")[:16]
+            with_paths = dataclasses.replace(plain, paths=(bad, good))
+            offer = dataclasses.replace(with_paths, metadata=nonce + d.offers._tag(nonce, with_paths))
+            assert d.offers.is_ours(offer) and offer.issuer_id == d.node_id
+
+            arrived: list[bytes | None] = []
+
+            async def payee(message: InboundOnionMessage) -> None:  # D's answer, for a request over its path
+                arrived.append(message.path_id)
+                if message.path_id == path_id:
+                    invoice = d.offers.answer(message.value(INVOICE_REQUEST) or b"")
+                    await d.onion_messages.reply(message, [(INVOICE, invoice.to_tlv())])
+
+            d.onion_messages.register(INVOICE_REQUEST, payee)
+            fetched = await a.offers.fetch_invoice(offer, timeout=4, attempts=2)
+            assert fetched.invoice.node_id == d.node_id and fetched.invoice.amount_msat == 10_000
+            assert arrived == [path_id]  # never sent to D's node id; the broken path never got there
+            assert c.onion_messages.dropped["invalid"] == 1  # the first attempt, over the broken path
         finally:
             await net.stop()
 

@@ -174,14 +174,17 @@ class OffersFlow:
         chain = self.node.network.chain_hash if offer.chains is not None else None
         invreq = request_invoice(offer, payer_key=os.urandom(32), metadata=os.urandom(16), amount_msat=amount_msat,
                                  quantity=quantity, chain=chain, payer_note=payer_note)
-        destination: bytes | BlindedPath
-        if offer.issuer_id is not None:
-            destination = offer.issuer_id
+        # BOLT #12: if `offer_paths` is set: MUST send the onion message via any path in `offer_paths`
+        # to the final `onion_msg_hop`.`blinded_node_id` in that path; otherwise: MUST send the
+        # onion message to `offer_issuer_id`. (Each attempt goes over the next path.)
+        destinations: list[bytes | BlindedPath]
+        if offer.paths:
+            destinations = list(offer.paths)
         else:
-            assert offer.paths  # request_invoice refuses an offer with neither
-            destination = offer.paths[0]
-        reply = await self.node.onion_messages.request(destination, [(INVOICE_REQUEST, invreq.to_tlv())],
-                                                       timeout=timeout, attempts=attempts)
+            assert offer.issuer_id is not None  # request_invoice refuses an offer with neither
+            destinations = [offer.issuer_id]
+        reply, used = await self.node.onion_messages.request_any(
+            destinations, [(INVOICE_REQUEST, invreq.to_tlv())], timeout=timeout, attempts=attempts)
         if reply.tlv_type == INVOICE_ERROR:
             refusal = InvoiceError.from_tlv(reply.value(INVOICE_ERROR) or b"")
             raise PaymentError(f"the payee refused the invoice request: {refusal.error}")
@@ -189,7 +192,7 @@ class OffersFlow:
             raise PaymentError(f"the payee answered with a message of type {reply.tlv_type}, not an invoice")
         try:
             invoice = invoice_from_tlv(reply.value(INVOICE) or b"")
-            finals = [offer.paths[0].hops[-1].blinded_node_id] if offer.paths else []
+            finals = [offer.paths[used].hops[-1].blinded_node_id] if offer.paths else []
             check_invoice_for_request(invoice, invreq, now=int(time.time()), accepted_chains=accepted,
                                       final_blinded_node_ids=finals)
             check_invoice_amount(invoice, invreq)
