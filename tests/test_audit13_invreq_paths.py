@@ -76,3 +76,28 @@ def test_the_payer_sends_its_request_over_the_offers_paths_and_moves_to_the_next
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_refunds_invoice_goes_over_its_next_path_when_the_first_is_silent() -> None:
+    """BOLT 12 (writer of an invoice for a refund): if `invreq_paths` is present: MUST send the
+    invoice using those paths. The refund's first path is broken; D's second attempt uses the second."""
+
+    async def scenario() -> None:
+        net = await _line()
+        a, b, _, d = net.nodes
+        try:
+            refund = a.refunds.create(12_000, "two paths")
+            (good,) = refund.paths or ()
+            bad = dataclasses.replace(good, first_path_key=pubkey_from_privkey(os.urandom(32)))
+            two = dataclasses.replace(refund, paths=(bad, good))
+            record = a.store.refund(refund.payer_id or b"")
+            assert record is not None
+            with a.store.transaction():  # A published this one (the same refund, with a path in front)
+                a.store.put_refund(dataclasses.replace(record, refund=two.encode()))
+            answered = await d.refunds.pay(two.encode(), timeout=6, attempts=2)
+            assert answered.paid and answered.invoice.amount_msat == 12_000
+            assert b.onion_messages.dropped["invalid"] == 1  # the first attempt, over the broken path
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
