@@ -332,7 +332,7 @@ class BlindedPayments:
         usable = [(p, i) for p, i in skip_own_hops(node, paths)
                   if len(p.first_node_id) == 33 and p.first_node_id != node.node_id]
         if not usable:
-            raise PaymentError("no usable blinded path (an introduction node given by short channel id, or us)")
+            raise PaymentError("no usable blinded path (an introduction channel we do not know, or a path ending at us)")
         if separate_paths and (len(usable) < 2 or max_parts < 2 or amount_msat < 2):
             raise PaymentError("the payment must be split over separate blinded paths (MPP/compulsory), and "
                                f"{len(usable)} path(s) can be used for {amount_msat} msat in at most {max_parts} part(s)")

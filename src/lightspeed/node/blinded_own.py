@@ -5,7 +5,8 @@ one of them (it is the only other neighbour of the payee's peers), every such pa
 the payer, which never routes to itself. Like the onion messenger for messages, the payer opens
 its own hop (``unblind_hop``: the ``short_channel_id`` to the next node and the next
 ``path_key``) and pays the rest of the path, introduced by the next node. Without this a big
-offer can be left with a single usable path and no way to split (issue 13's MPP).
+offer can be left with a single usable path and no way to split (issue 13's MPP). A path
+whose introduction node is named by a short channel id (``sciddir``) is resolved first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.offers.tlv_fields import BlindedPayInfo
 from lightspeed.onion.blinding import BlindedPath, PaymentRelay, unblind_hop
 
@@ -61,9 +62,15 @@ def _without_hop(info: BlindedPayInfo, relay: PaymentRelay) -> BlindedPayInfo:
 
 def skip_own_hops(node: Node, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]]
                   ) -> list[tuple[BlindedPath, BlindedPayInfo]]:
-    """``paths`` with every path we introduce started at the node after us (unusable ones left out)."""
+    """``paths`` with every path we introduce started at the node after us, and an introduction node
+    named by ``sciddir`` (BOLT 7 ``sciddir_or_pubkey``) replaced by its node id (unusable ones left out)."""
     out = []
     for path, info in paths:
+        if len(path.first_node_id) == 9:
+            try:
+                path = node.onion_messages.resolve_sciddir(path)
+            except UsageError:
+                continue  # a channel we do not know: we cannot find its introduction node
         step = _past_our_hop(node, path, info) if path.first_node_id == node.node_id else (path, info)
         if step is not None:
             out.append(step)

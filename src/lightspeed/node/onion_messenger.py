@@ -282,7 +282,7 @@ class OnionMessenger:
         """
         records = check_records(records)
         if isinstance(destination, BlindedPath):
-            path = self._resolve_sciddir(destination)
+            path = self.resolve_sciddir(destination)
         else:
             path = self._path_to_node(destination)
         payload = OnionMessagePayload(records=records, reply_path=reply_path)
@@ -477,7 +477,8 @@ class OnionMessenger:
                 for t in tlvs]
         return create_blinded_path(os.urandom(32), route, tlvs)
 
-    def _resolve_sciddir(self, path: BlindedPath) -> BlindedPath:
+    def resolve_sciddir(self, path: BlindedPath) -> BlindedPath:
+        """``path`` with a ``sciddir`` introduction replaced by that end's node id (UsageError: unknown channel)."""
         if len(path.first_node_id) == 33:
             return path
         direction, scid = path.first_node_id[0], int.from_bytes(path.first_node_id[1:], "big")
