@@ -266,14 +266,35 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
-def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
+@click.option("--min-relay", "min_relay", type=click.IntRange(min=0), default=None,
+              help="Also refuse transactions paying less than this many sat/kw (0: accept any fee, the default).")
+def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None, min_relay: int | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 
-    A regtest chain has no fee market: this plays one for tests (fees are not enforced when mining).
+    A regtest chain has no fee market: this plays one for tests, with ``--min-relay`` (a real
+    mempool's minimum relay feerate) and ``chain congest`` (blocks leave low-fee packages out).
     """
     chain = _open_chain(ctx, chain_file)
     chain.set_fee_estimate(feerate_per_kw or None)
-    _print({"feerate_per_kw": chain.estimate_feerate_per_kw()})
+    if min_relay is not None:
+        chain.set_min_relay_feerate(min_relay)
+    _print({"feerate_per_kw": chain.estimate_feerate_per_kw(),
+            "min_relay_feerate_per_kw": chain.min_relay_feerate_per_kw()})
+    chain.close()
+
+
+@chain_group.command("congest")
+@click.option("--below", "below", type=click.IntRange(min=0), required=True,
+              help="Packages paying less than this many sat/kw wait in the mempool (0: blocks take everything).")
+@_chain_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain congest --below 5000 --chain ~/.lightspeed/chain.sqlite")
+def chain_congest(ctx: click.Context, below: int, chain_file: Path | None) -> None:
+    """Play full blocks for tests: transactions (with their unconfirmed ancestors) below a feerate are not mined."""
+    chain = _open_chain(ctx, chain_file)
+    chain.congest(below)
+    _print({"congested_below_per_kw": chain.congested_below_per_kw()})
     chain.close()
 
 
