@@ -115,6 +115,11 @@ def node_group() -> None:
 @click.option("--ui", is_flag=True,
               help="Also serve the web dashboard at http://API/ui/ (log in with a token: DATADIR/api_token, "
                    "or one from `lightspeed token create`).")
+@click.option("--lsp", is_flag=True,
+              help="Be an LSP for async payments: hold registered clients' HTLCs until their payee unblocks "
+                   "them, keep offline clients' onion messages, wake them by webhook (DATADIR/asyncpay.sqlite).")
+@click.option("--lsp-max-hold-seconds", type=click.IntRange(1, 14 * 24 * 3600), default=24 * 3600,
+              show_default=True, help="With --lsp: the longest an HTLC is held (announced to clients).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
@@ -123,7 +128,8 @@ def node_group() -> None:
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
-          passphrase_file: Path | None, words: str, ui: bool, verbose: bool) -> None:
+          passphrase_file: Path | None, words: str, ui: bool, lsp: bool, lsp_max_hold_seconds: int,
+          verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
@@ -147,7 +153,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
                           new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
-                          int(words))
+                          int(words), lsp, lsp_max_hold_seconds)
     asyncio.run(run(config))
 
 
@@ -582,6 +588,10 @@ def invoice_list(ctx: click.Context) -> None:
               help="The most the routing fees may be, in percent of the amount (with --max-fee-msat: the smaller).")
 @click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
 @click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
+@click.option("--async", "async_", is_flag=True,
+              help="The payee may be offline: our LSP (--lsp) holds the HTLC until the payee unblocks it; "
+                   "returns at once (see `payments`).")
+@click.option("--lsp", "lsp_id", metavar="NODE_ID", help="With --async: our LSP, a peer started with --lsp.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
@@ -589,12 +599,18 @@ def invoice_list(ctx: click.Context) -> None:
               "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
               "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
 def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
-        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
+        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None, async_: bool,
+        lsp_id: str | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
     """
     ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    if async_ or lsp_id is not None:
+        if not (async_ and lsp_id):
+            raise UsageError("--async and --lsp NODE_ID go together (the LSP that holds the HTLC)")
+        _print(_call(ctx, "POST", "/v1/payments/async", {"invoice": invoice, "lsp_id": lsp_id}))
+        return
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
@@ -654,10 +670,45 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
     _print(_faucet(chain, address, amount_sat))
 
 
+@click.group("lsp")
+def lsp_group() -> None:
+    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`).
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob
+    """
+
+
+@lsp_group.command("register")
+@click.argument("lsp_id")
+@click.option("--webhook", metavar="URL", help="https URL the LSP POSTs (LSPS5-signed) notifications to.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob")
+def lsp_register(ctx: click.Context, lsp_id: str, webhook: str | None) -> None:
+    """Ask the peer LSP_ID to be our LSP; prints the hold limits it announces."""
+    body: dict[str, Any] = {"lsp_id": lsp_id}
+    if webhook is not None:
+        body["webhook"] = webhook
+    _print(_call(ctx, "POST", "/v1/lsp/register", body))
+
+
+@lsp_group.command("held")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/lsp lsp held")
+def lsp_held(ctx: click.Context) -> None:
+    """As an LSP: the HTLCs held for clients, with when each is failed back."""
+    _print(_call(ctx, "GET", "/v1/lsp/held"))
+
+
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
     for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
-                    pay, payments, balance, fund):
+                    pay, payments, balance, fund, lsp_group):
         cli.add_command(command)
     for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
         invoice_group.add_command(sub)
