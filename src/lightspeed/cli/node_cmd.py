@@ -26,6 +26,7 @@ from lightspeed.cli.common import (
     datadir_option,
     graceful_interrupt,
     print_json,
+    segment,
     with_example,
 )
 from lightspeed.cli.tables import print_table
@@ -453,14 +454,14 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
                          "whose fee is fixed, and sweeps to the wallet")
     channel_id = resolve_channel(ctx, channel)
     if force:
-        _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/force-close"))
+        _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/force-close"))
         return
     body: dict[str, Any] = {}
     if feerate_per_kw is not None:
         body["feerate_per_kw"] = feerate_per_kw
     if address is not None:
         body["address"] = address
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close", body))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/close", body))
 
 
 @click.command("update-fee")
@@ -472,7 +473,8 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
 @with_example("lightspeed --datadir ~/.lightspeed/alice update-fee $CHANNEL 2500")
 def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
     """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/fee",
+                 {"feerate_per_kw": feerate_per_kw}))
 
 
 @click.command("new")
@@ -527,7 +529,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
         payment_hash = sha256(bytes.fromhex(preimage)).hex()
     except ValueError:
         raise UsageError("PREIMAGE must be 32 bytes in hex") from None
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/settle", {"preimage": preimage}))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/settle", {"preimage": preimage}))
 
 
 @click.command("cancel")
@@ -538,7 +540,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice cancel $PAYMENT_HASH")
 def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
     """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/cancel"))
 
 
 @click.command("list")
