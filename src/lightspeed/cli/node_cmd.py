@@ -261,12 +261,13 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 
 
 @chain_group.command("set-feerate")
-@with_example("lightspeed chain set-feerate 5000     # the regtest chain's fee estimate, in sat/kw")
 @click.argument("feerate_per_kw", type=click.IntRange(min=0))
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
+@with_example("lightspeed --datadir ~/.lightspeed/alice chain set-feerate 5000   # the daemon's chain, in sat/kw",
+              "lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
 def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 

@@ -74,7 +74,8 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
 @stream.command("buy")
 @click.argument("url")
 @click.option("--max-msat", type=Amount("msat", minimum=1), required=True, help="The most the stream may cost.")
-@click.option("--max-msat-per-unit", type=int, default=None, help="Refuse a tariff above this price.")
+@click.option("--max-msat-per-unit", type=Amount("msat"), default=None,
+              help="Refuse a tariff above this price per unit (msat, or with a sat suffix).")
 @click.option("--units", type=int, default=None, help="Stop paying once this many units are paid for.")
 @click.option("--increments", type=click.IntRange(min=1), default=None,
               help="Pay without an allowance: one invoice per this many ticks (the exposure is one increment).")
