@@ -68,8 +68,9 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         table.add_row("metered", f"{ws_url} (EV charger, {CHARGER_TARIFF.msat_per_unit} msat/"
                       f"{CHARGER_TARIFF.unit}, 1 {CHARGER_TARIFF.unit} every 100 ms)")
         console.print(table)
-        console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}")
-        console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}")
+        console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}",
+                      soft_wrap=True)  # a command to copy: the terminal wraps it, not rich
+        console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}", soft_wrap=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
