@@ -1,4 +1,5 @@
-"""Issue 17 audit: `pay --max-fee-percent` and `close` by funding outpoint or by peer, typed as a
+"""Issue 17 audit: `pay --max-fee-percent`, a held payment seen through `pay --timeout` and
+`trackpayment`, and `close` by funding outpoint or by peer, typed as a
 person types them (the `lightspeed` CLI in a subprocess) against three real nodes over TCP whose
 REST APIs are served by uvicorn on loopback (A - B - C, B forwards for a fee).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import socket
 import sys
@@ -23,6 +25,7 @@ import uvicorn
 
 from lightspeed.api.app import create_app
 from lightspeed.api.handlers import ApiContext
+from lightspeed.channel.htlc_log import Side
 from lightspeed.node.node import Node
 from tests.support.network import until
 from tests.test_gossip_node import direction_policy, line
@@ -87,6 +90,22 @@ def test_pay_with_a_fee_percent_and_close_by_outpoint_or_peer(tmp_path: Path) ->
                 # Exactly enough: paid, and the fee is in the result.
                 paid = await ok_json(dir_a, "pay", invoice, "--max-fee-percent", f"{ppm_at / 10_000}")
                 assert (paid["status"], paid["fee_msat"]) == ("succeeded", fee)
+
+                # A payment C holds: `pay` gives up at its --timeout naming the command that waits for
+                # the end; `trackpayment` sees it pending, then succeeded once C settles it.
+                preimage = bytes(range(32))
+                held_hash = hashlib.sha256(preimage).hexdigest()
+                held = (await ok_json(dir_c, "invoice", "new", "1000sat", "held", "--hold", held_hash))["invoice"]
+                code, out, err = await lightspeed(dir_a, "pay", held, "--timeout", "1")
+                assert code == 1 and out == "", (code, out, err)
+                assert "still pending after 1 s" in err and f"lightspeed trackpayment {held_hash}" in err, err
+                tracked = await ok_json(dir_a, "trackpayment", held_hash, "--timeout", "1")
+                assert tracked["status"] == "pending", tracked
+                await ok_json(dir_c, "invoice", "settle", preimage.hex())
+                tracked = await ok_json(dir_a, "trackpayment", held_hash, "--timeout", "30")
+                assert (tracked["status"], tracked["preimage"]) == ("succeeded", preimage.hex()), tracked
+                await until(lambda: not any(ch.log.commitment(side).htlcs for node in (a, b, c)
+                                            for ch in node.channels.values() for side in Side), timeout=15)
 
                 # close by funding outpoint (TXID:INDEX as `channels` shows it): B's channel to C.
                 (bc,) = [ch for ch in (await ok_json(dir_b, "channels"))["channels"] if ch["peer_id"] == c.node_id.hex()]

@@ -62,11 +62,17 @@ def _datadir(ctx: click.Context) -> Path:
     return Path(path).expanduser()
 
 
-def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
-          params: dict[str, str] | None = None) -> Any:
-    from lightspeed.api.client import ApiClient
+ANSWER_MARGIN_S = 15  # a request that waits WAIT_S on the daemon gets its answer within this much more
 
-    return ApiClient.from_datadir(_datadir(ctx)).call(method, path, body, params)
+
+def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
+          params: dict[str, str] | None = None, wait_s: float | None = None) -> Any:
+    """One REST call; ``wait_s``: the daemon waits that long before it answers (a payment's or a
+    long poll's ``timeout_s``), so the client waits for it, and no longer (not a fixed 120 s)."""
+    from lightspeed.api.client import DEFAULT_TIMEOUT_S, ApiClient
+
+    timeout_s = DEFAULT_TIMEOUT_S if wait_s is None else wait_s + ANSWER_MARGIN_S
+    return ApiClient.from_datadir(_datadir(ctx), timeout_s).call(method, path, body, params)
 
 
 _print = print_json
@@ -554,9 +560,21 @@ def invoice_list(ctx: click.Context) -> None:
     _print(_call(ctx, "GET", "/v1/invoices"))
 
 
+def _pay_interrupted(invoice: str) -> str:
+    """What Ctrl-C during `pay` says: the payment goes on, and the command that waits for its end."""
+    from lightspeed.invoice import decode
+
+    try:
+        payment_hash = decode(invoice.strip()).payment_hash.hex()
+    except LightspeedError:  # the daemon refuses it with the reason; nothing goes on
+        return "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    return f"the daemon goes on with the payment; `lightspeed trackpayment {payment_hash}` waits for its end"
+
+
 @click.command("pay")
 @click.argument("invoice")
-@click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 600), default=60, show_default=True,
+              help="Seconds to wait.")
 @click.option("--amount-msat", type=Amount("msat", minimum=1),
               help="The amount, for an invoice that names none (msat, or with a sat suffix).")
 @click.option("--max-fee-msat", type=Amount("msat"), help="The most the routing fees may be, all parts together.")
@@ -574,9 +592,9 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
         max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
-    Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
+    Ctrl-C stops waiting, not the payment: the daemon goes on with it (`trackpayment` waits for its end).
     """
-    ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    ctx.meta[INTERRUPT_HINT] = _pay_interrupted(invoice)
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
@@ -586,7 +604,7 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
                        ("max_parts", max_parts)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/payments", body))
+    _print(_call(ctx, "POST", "/v1/payments", body, wait_s=timeout_s))
 
 
 @click.command("payments")

@@ -64,7 +64,7 @@ def offer_fetch_invoice(ctx: click.Context, offer: str, amount_msat: int | None,
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/offers/fetch-invoice", body))
+    _print(_call(ctx, "POST", "/v1/offers/fetch-invoice", body, wait_s=timeout_s))
 
 
 @click.command("pay")
@@ -94,4 +94,4 @@ def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity:
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/offers/pay", body))
+    _print(_call(ctx, "POST", "/v1/offers/pay", body, wait_s=fetch_timeout_s + timeout_s))

@@ -63,7 +63,7 @@ def send(ctx: click.Context, destination: str, tlvs: tuple[str, ...], reply_path
         raise UsageError(f"--tlv is given {len(records)} times: an onion message carries one payload field")
     body = {"destination": destination.strip().lower(), "tlv_type": records[0][0], "value": records[0][1],
             "reply_path": reply_path, "timeout_s": timeout_s, "attempts": attempts}
-    _print(_call(ctx, "POST", "/v1/onion-messages", body))
+    _print(_call(ctx, "POST", "/v1/onion-messages", body, wait_s=timeout_s))
 
 
 @onion_message.command("stats")

@@ -114,7 +114,7 @@ _wait_option = click.option("--timeout", "timeout_s", type=click.IntRange(1, 360
 def invoice_wait(ctx: click.Context, payment_hash: str, timeout_s: int) -> None:
     """Wait until the invoice of PAYMENT_HASH is paid or expires; prints it (still unpaid after --timeout)."""
     _print(_call(ctx, "GET", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/wait",
-                 params={"timeout_s": str(timeout_s)}))
+                 params={"timeout_s": str(timeout_s)}, wait_s=timeout_s))
 
 
 @click.command("trackpayment")
@@ -128,7 +128,7 @@ def track_payment(ctx: click.Context, payment_hash: str, timeout_s: int) -> None
     """Wait until the payment of PAYMENT_HASH succeeded or failed; prints it (pending after --timeout)."""
     ctx.meta[INTERRUPT_HINT] = "the payment goes on; track it again to see how it ends"
     _print(_call(ctx, "GET", f"/v1/payments/{segment(payment_hash, 'PAYMENT_HASH')}/track",
-                 params={"timeout_s": str(timeout_s)}))
+                 params={"timeout_s": str(timeout_s)}, wait_s=timeout_s))
 
 
 @click.command("keysend")
@@ -149,7 +149,7 @@ def keysend(ctx: click.Context, node_id: str, amount_msat: int, amp_parts: int |
     body: dict[str, Any] = {"node_id": node_id, "amount_msat": amount_msat, "timeout_s": timeout_s}
     if amp_parts is not None:
         body["amp_parts"] = amp_parts
-    _print(_call(ctx, "POST", "/v1/keysend", body))
+    _print(_call(ctx, "POST", "/v1/keysend", body, wait_s=timeout_s))
 
 
 @click.command("signmessage")

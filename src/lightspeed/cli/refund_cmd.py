@@ -56,7 +56,7 @@ def refund_create(ctx: click.Context, amount_msat: int, description: str, absolu
 @_errors_to_exit
 def refund_pay(ctx: click.Context, lnr: str, timeout_s: int) -> None:
     """Claim the refund LNR (owed to this node): send our invoice for it and wait until it is paid."""
-    _print(_call(ctx, "POST", "/v1/refunds/pay", {"refund": lnr.strip(), "timeout_s": timeout_s}))
+    _print(_call(ctx, "POST", "/v1/refunds/pay", {"refund": lnr.strip(), "timeout_s": timeout_s}, wait_s=timeout_s))
 
 
 @refund.command("list")
