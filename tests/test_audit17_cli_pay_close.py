@@ -107,6 +107,14 @@ def test_pay_with_a_fee_percent_and_close_by_outpoint_or_peer(tmp_path: Path) ->
                 await until(lambda: not any(ch.log.commitment(side).htlcs for node in (a, b, c)
                                             for ch in node.channels.values() for side in Side), timeout=15)
 
+                # What an operator needs of a channel is in the table too, not only in the JSON.
+                code, shown, err = await lightspeed(dir_b, "channels", "--table")
+                assert code == 0, err
+                for field in ("short_channel_id", "active", "spendable_msat", "receivable_msat"):
+                    assert field in shown, (field, shown)
+                for listed in (await ok_json(dir_b, "channels"))["channels"]:
+                    assert listed["short_channel_id"] in shown and f"{listed['spendable_msat']:,}" in shown, shown
+
                 # close by funding outpoint (TXID:INDEX as `channels` shows it): B's channel to C.
                 (bc,) = [ch for ch in (await ok_json(dir_b, "channels"))["channels"] if ch["peer_id"] == c.node_id.hex()]
                 outpoint = f"{bc['funding_txid']}:{bc['funding_output_index']}"

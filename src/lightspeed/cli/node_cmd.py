@@ -426,8 +426,9 @@ def channels(ctx: click.Context, table: bool) -> None:
     """Channels with their state and balances."""
     data = _call(ctx, "GET", "/v1/channels")
     if table:
-        print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
-                                                   "local_balance_msat", "remote_balance_msat", "pending_htlcs",
+        print_table("channels", data["channels"], ["channel_id", "short_channel_id", "peer_id", "state", "active",
+                                                   "capacity_sat", "local_balance_msat", "remote_balance_msat",
+                                                   "spendable_msat", "receivable_msat", "pending_htlcs",
                                                    "close_type", "limbo_sat"])
     else:
         _print(data)
