@@ -31,10 +31,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lightspeed.api import async_routes, ops_routes, wallet_routes
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
-from lightspeed.api import ops_routes, wallet_routes
 from lightspeed.api import scopes as sc
 from lightspeed.api import token_handlers as tk
 from lightspeed.api.blinded import endpoints as blinded_endpoints
@@ -259,6 +259,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
                       ["offer"])),
     *ops_routes.endpoints(CHANNEL),
+    *async_routes.endpoints(),  # lsp register, lsp held, pay --async (api/async_routes.py)
     *wallet_routes.endpoints(),  # addresses, funds, transactions, withdraw (api/wallet_routes.py)
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {

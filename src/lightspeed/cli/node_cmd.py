@@ -122,6 +122,11 @@ def node_group() -> None:
 @click.option("--ui", is_flag=True,
               help="Also serve the web dashboard at http://API/ui/ (log in with a token: DATADIR/api_token, "
                    "or one from `lightspeed token create`).")
+@click.option("--lsp", is_flag=True,
+              help="Be an LSP for async payments: hold registered clients' HTLCs until their payee unblocks "
+                   "them, keep offline clients' onion messages, wake them by webhook (DATADIR/asyncpay.sqlite).")
+@click.option("--lsp-max-hold-seconds", type=click.IntRange(1, 14 * 24 * 3600), default=24 * 3600,
+              show_default=True, help="With --lsp: the longest an HTLC is held (announced to clients).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
@@ -130,7 +135,8 @@ def node_group() -> None:
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
-          passphrase_file: Path | None, words: str, ui: bool, verbose: bool) -> None:
+          passphrase_file: Path | None, words: str, ui: bool, lsp: bool, lsp_max_hold_seconds: int,
+          verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
@@ -154,7 +160,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
                           new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
-                          int(words))
+                          int(words), lsp, lsp_max_hold_seconds)
     asyncio.run(run(config))
 
 
@@ -274,14 +280,36 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/alice chain set-feerate 5000   # the daemon's chain, in sat/kw",
               "lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
-def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
+@click.option("--min-relay", "min_relay", type=click.IntRange(min=0), default=None,
+              help="Also refuse transactions paying less than this many sat/kw (0: accept any fee, the default).")
+def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None, min_relay: int | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 
-    A regtest chain has no fee market: this plays one for tests (fees are not enforced when mining).
+    A regtest chain has no fee market: this plays one for tests, with ``--min-relay`` (a real
+    mempool's minimum relay feerate) and ``chain congest`` (blocks leave low-fee packages out).
     """
     chain = _open_chain(ctx, chain_file)
     chain.set_fee_estimate(feerate_per_kw or None)
-    _print({"feerate_per_kw": chain.estimate_feerate_per_kw()})
+    if min_relay is not None:
+        chain.set_min_relay_feerate(min_relay)
+    _print({"feerate_per_kw": chain.estimate_feerate_per_kw(),
+            "min_relay_feerate_per_kw": chain.min_relay_feerate_per_kw()})
+    chain.close()
+
+
+@chain_group.command("congest")
+@click.option("--below", "below", type=click.IntRange(min=0), required=True,
+              help="Packages paying less than this many sat/kw wait in the mempool (0: blocks take everything).")
+@_chain_option
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain congest --below 5000 --chain ~/.lightspeed/chain.sqlite")
+def chain_congest(ctx: click.Context, below: int, chain_file: Path | None) -> None:
+    """Play full blocks for tests: transactions (with their unconfirmed ancestors) below a feerate are not mined."""
+    chain = _open_chain(ctx, chain_file)
+    chain.congest(below)
+    _print({"congested_below_per_kw": chain.congested_below_per_kw()})
     chain.close()
 
 
@@ -583,6 +611,10 @@ def _pay_interrupted(invoice: str) -> str:
               help="The most the routing fees may be, in percent of the amount (with --max-fee-msat: the smaller).")
 @click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
 @click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
+@click.option("--async", "async_", is_flag=True,
+              help="The payee may be offline: our LSP (--lsp) holds the HTLC until the payee unblocks it; "
+                   "returns at once (see `payments`).")
+@click.option("--lsp", "lsp_id", metavar="NODE_ID", help="With --async: our LSP, a peer started with --lsp.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
@@ -590,12 +622,18 @@ def _pay_interrupted(invoice: str) -> str:
               "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
               "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
 def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
-        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
+        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None, async_: bool,
+        lsp_id: str | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (`trackpayment` waits for its end).
     """
     ctx.meta[INTERRUPT_HINT] = _pay_interrupted(invoice)
+    if async_ or lsp_id is not None:
+        if not (async_ and lsp_id):
+            raise UsageError("--async and --lsp NODE_ID go together (the LSP that holds the HTLC)")
+        _print(_call(ctx, "POST", "/v1/payments/async", {"invoice": invoice, "lsp_id": lsp_id}))
+        return
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
@@ -655,10 +693,45 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
     _print(_faucet(chain, address, amount_sat))
 
 
+@click.group("lsp")
+def lsp_group() -> None:
+    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`).
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob
+    """
+
+
+@lsp_group.command("register")
+@click.argument("lsp_id")
+@click.option("--webhook", metavar="URL", help="https URL the LSP POSTs (LSPS5-signed) notifications to.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob")
+def lsp_register(ctx: click.Context, lsp_id: str, webhook: str | None) -> None:
+    """Ask the peer LSP_ID to be our LSP; prints the hold limits it announces."""
+    body: dict[str, Any] = {"lsp_id": lsp_id}
+    if webhook is not None:
+        body["webhook"] = webhook
+    _print(_call(ctx, "POST", "/v1/lsp/register", body))
+
+
+@lsp_group.command("held")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/lsp lsp held")
+def lsp_held(ctx: click.Context) -> None:
+    """As an LSP: the HTLCs held for clients, with when each is failed back."""
+    _print(_call(ctx, "GET", "/v1/lsp/held"))
+
+
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
     for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
-                    pay, payments, balance, fund):
+                    pay, payments, balance, fund, lsp_group):
         cli.add_command(command)
     for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
         invoice_group.add_command(sub)

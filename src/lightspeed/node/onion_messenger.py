@@ -225,6 +225,9 @@ class OnionMessenger:
             return
         peer = self._onion_peer(next_id)
         if peer is None:
+            if self.node.asyncpay.keep(next_id, result.message):  # an LSP's offline client: its mailbox
+                self.counts["kept_for_offline_client"] += 1
+                return
             self._drop("next_peer_not_connected")
             return
         # BOLT #4: SHOULD forward the message using `onion_message` to the *next peer*; MUST set
