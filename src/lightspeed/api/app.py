@@ -104,6 +104,7 @@ PAYMENT: Schema = {"type": "object", "properties": {
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
     "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
+    "invoice": _NULLABLE_STR,  # sent: the invoice paid (with the preimage, the proof of payment); received: null
     "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
@@ -243,6 +244,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "quantity_max": integer("most items one invoice may be for (0: no limit)", 0, 2**63 - 1),
                        "issuer": string("who makes the offer", 1, max_utf8_bytes=639)},
                       ["description"])),
+    Endpoint("POST", "/v1/offers/decode", "decodeOffer",
+             "Decode any BOLT 12 string (offer, invoice request or refund, invoice) as `lightspeed offer decode` "
+             "prints it: type, tlv_fields, the fields named as in BOLT 12, and for signed types merkle_root, "
+             "signature, signature_valid (a bad signature is false, not an error); an invalid string is a 400 "
+             "naming the field", of.decode_bolt12, {"type": "object", "properties": {
+                 "type": {"type": "string", "enum": ["offer", "invoice_request", "invoice"]},
+                 "tlv_fields": {"type": "array", "items": {"type": "object", "properties": {
+                     "type": {"type": "integer"}, "length": {"type": "integer"}, "hex": {"type": "string"}}}},
+                 "merkle_root": _NULLABLE_STR, "signature": _NULLABLE_STR,
+                 "signature_valid": {"type": ["boolean", "null"]}}},
+             body=obj({"string": string("a BOLT 12 string: lno1..., lnr1... or lni1... ('+' continuations allowed)",
+                                        1, 65536)}, ["string"])),
     Endpoint("POST", "/v1/offers/fetch-invoice", "fetchInvoice",
              "Request an invoice for a BOLT 12 offer over onion messages (with retries) and check it against "
              "the request; the payee's invoice_error is a 409 naming its reason",

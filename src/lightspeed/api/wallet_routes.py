@@ -47,8 +47,8 @@ async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int
     kind = body.get("type", "p2wpkh")
     try:
         key = ctx.node.wallet.new_key(kind)
-    except UsageError as exc:  # p2tr from a wallet made before BIP 39: the wallet says why, the field is "type"
-        raise DecodeError("type", str(exc).removeprefix("type: ")) from None
+    except UsageError as exc:  # p2tr on a datadir whose wallet predates BIP 39: the field is "type"
+        raise ApiError(409, str(exc).removeprefix("type: "), field="type") from None
     return 201, {"address": ctx.node.wallet.address(key), "type": kind, "path": key.path}
 
 

@@ -19,7 +19,7 @@ from lightspeed.errors import UsageError
 
 @click.command("create")
 @with_example('lightspeed offer create 250000msat "a coffee"', 'lightspeed offer create any "tips"')
-@click.argument("amount")
+@click.argument("amount", metavar="AMOUNT_MSAT|any")
 @click.argument("description")
 @click.option("--absolute-expiry", type=int, help="Unix time after which the offer is refused.")
 @click.option("--quantity-max", type=int, help="Most items one invoice may be for (0: no limit).")
@@ -29,15 +29,15 @@ from lightspeed.errors import UsageError
 @_errors_to_exit
 def offer_create(ctx: click.Context, amount: str, description: str, absolute_expiry: int | None,
                  quantity_max: int | None, issuer: str | None) -> None:
-    """Make an offer of AMOUNT (msat, or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
+    """Make an offer of AMOUNT_MSAT (or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
     body: dict[str, Any] = {"description": description}
     if amount != "any":
         try:
             amount_msat = parse_amount(amount, "msat")
         except ValueError as exc:
-            raise UsageError(f"AMOUNT: {exc}, or 'any'") from None
+            raise UsageError(f"AMOUNT_MSAT: {exc}, or 'any'") from None
         if amount_msat < 1:
-            raise UsageError(f"AMOUNT {amount!r}: must be at least 1 msat, or 'any'")
+            raise UsageError(f"AMOUNT_MSAT {amount!r}: must be at least 1 msat, or 'any'")
         body["amount_msat"] = amount_msat
     for key, value in (("absolute_expiry", absolute_expiry), ("quantity_max", quantity_max), ("issuer", issuer)):
         if value is not None:
