@@ -38,7 +38,14 @@ from lightspeed.api import onion_handlers as om
 from lightspeed.api import scopes as sc
 from lightspeed.api import token_handlers as tk
 from lightspeed.api.blinded import endpoints as blinded_endpoints
-from lightspeed.api.credentials import ADMIN, Credential, Credentials, TokenRejected, scope_allows
+from lightspeed.api.credentials import (
+    ADMIN,
+    SCOPES,
+    Credential,
+    Credentials,
+    TokenRejected,
+    scope_allows,
+)
 from lightspeed.api.dashboard import UI_PREFIX, static_routes
 from lightspeed.api.dashboard import endpoints as dashboard_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
@@ -454,7 +461,7 @@ def create_app(ctx: ApiContext, token: str, ui: bool = False) -> ASGIApp:
     missing = [e.operation_id for e in ENDPOINTS if e.operation_id not in sc.REQUIRED_SCOPE]
     if missing:
         raise UsageError(f"routes without a required scope in api/scopes.py: {', '.join(missing)}")
-    document = openapi_document(ENDPOINTS)
+    document = openapi_document(ENDPOINTS, sc.REQUIRED_SCOPE, SCOPES)
 
     async def openapi(request: Request) -> Response:
         credential: Credential = request.scope.get(CREDENTIAL, ADMIN)

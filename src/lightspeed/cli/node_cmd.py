@@ -26,6 +26,7 @@ from lightspeed.cli.common import (
     datadir_option,
     graceful_interrupt,
     print_json,
+    segment,
     with_example,
 )
 from lightspeed.cli.tables import print_table
@@ -61,11 +62,17 @@ def _datadir(ctx: click.Context) -> Path:
     return Path(path).expanduser()
 
 
-def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
-          params: dict[str, str] | None = None) -> Any:
-    from lightspeed.api.client import ApiClient
+ANSWER_MARGIN_S = 15  # a request that waits WAIT_S on the daemon gets its answer within this much more
 
-    return ApiClient.from_datadir(_datadir(ctx)).call(method, path, body, params)
+
+def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
+          params: dict[str, str] | None = None, wait_s: float | None = None) -> Any:
+    """One REST call; ``wait_s``: the daemon waits that long before it answers (a payment's or a
+    long poll's ``timeout_s``), so the client waits for it, and no longer (not a fixed 120 s)."""
+    from lightspeed.api.client import DEFAULT_TIMEOUT_S, ApiClient
+
+    timeout_s = DEFAULT_TIMEOUT_S if wait_s is None else wait_s + ANSWER_MARGIN_S
+    return ApiClient.from_datadir(_datadir(ctx), timeout_s).call(method, path, body, params)
 
 
 _print = print_json
@@ -266,12 +273,13 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 
 
 @chain_group.command("set-feerate")
-@with_example("lightspeed chain set-feerate 5000     # the regtest chain's fee estimate, in sat/kw")
 @click.argument("feerate_per_kw", type=click.IntRange(min=0))
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
+@with_example("lightspeed --datadir ~/.lightspeed/alice chain set-feerate 5000   # the daemon's chain, in sat/kw",
+              "lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
 @click.option("--min-relay", "min_relay", type=click.IntRange(min=0), default=None,
               help="Also refuse transactions paying less than this many sat/kw (0: accept any fee, the default).")
 def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None, min_relay: int | None) -> None:
@@ -293,6 +301,7 @@ def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path 
 @click.option("--below", "below", type=click.IntRange(min=0), required=True,
               help="Packages paying less than this many sat/kw wait in the mempool (0: blocks take everything).")
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed chain congest --below 5000 --chain ~/.lightspeed/chain.sqlite")
@@ -445,8 +454,9 @@ def channels(ctx: click.Context, table: bool) -> None:
     """Channels with their state and balances."""
     data = _call(ctx, "GET", "/v1/channels")
     if table:
-        print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
-                                                   "local_balance_msat", "remote_balance_msat", "pending_htlcs",
+        print_table("channels", data["channels"], ["channel_id", "short_channel_id", "peer_id", "state", "active",
+                                                   "capacity_sat", "local_balance_msat", "remote_balance_msat",
+                                                   "spendable_msat", "receivable_msat", "pending_htlcs",
                                                    "close_type", "limbo_sat"])
     else:
         _print(data)
@@ -480,14 +490,14 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
                          "whose fee is fixed, and sweeps to the wallet")
     channel_id = resolve_channel(ctx, channel)
     if force:
-        _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/force-close"))
+        _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/force-close"))
         return
     body: dict[str, Any] = {}
     if feerate_per_kw is not None:
         body["feerate_per_kw"] = feerate_per_kw
     if address is not None:
         body["address"] = address
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close", body))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/close", body))
 
 
 @click.command("update-fee")
@@ -499,7 +509,8 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
 @with_example("lightspeed --datadir ~/.lightspeed/alice update-fee $CHANNEL 2500")
 def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
     """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/fee",
+                 {"feerate_per_kw": feerate_per_kw}))
 
 
 @click.command("new")
@@ -554,7 +565,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
         payment_hash = sha256(bytes.fromhex(preimage)).hex()
     except ValueError:
         raise UsageError("PREIMAGE must be 32 bytes in hex") from None
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/settle", {"preimage": preimage}))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/settle", {"preimage": preimage}))
 
 
 @click.command("cancel")
@@ -565,7 +576,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice cancel $PAYMENT_HASH")
 def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
     """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/cancel"))
 
 
 @click.command("list")
@@ -578,9 +589,21 @@ def invoice_list(ctx: click.Context) -> None:
     _print(_call(ctx, "GET", "/v1/invoices"))
 
 
+def _pay_interrupted(invoice: str) -> str:
+    """What Ctrl-C during `pay` says: the payment goes on, and the command that waits for its end."""
+    from lightspeed.invoice import decode
+
+    try:
+        payment_hash = decode(invoice.strip()).payment_hash.hex()
+    except LightspeedError:  # the daemon refuses it with the reason; nothing goes on
+        return "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    return f"the daemon goes on with the payment; `lightspeed trackpayment {payment_hash}` waits for its end"
+
+
 @click.command("pay")
 @click.argument("invoice")
-@click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 600), default=60, show_default=True,
+              help="Seconds to wait.")
 @click.option("--amount-msat", type=Amount("msat", minimum=1),
               help="The amount, for an invoice that names none (msat, or with a sat suffix).")
 @click.option("--max-fee-msat", type=Amount("msat"), help="The most the routing fees may be, all parts together.")
@@ -603,9 +626,9 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
         lsp_id: str | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
-    Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
+    Ctrl-C stops waiting, not the payment: the daemon goes on with it (`trackpayment` waits for its end).
     """
-    ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    ctx.meta[INTERRUPT_HINT] = _pay_interrupted(invoice)
     if async_ or lsp_id is not None:
         if not (async_ and lsp_id):
             raise UsageError("--async and --lsp NODE_ID go together (the LSP that holds the HTLC)")
@@ -620,7 +643,7 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
                        ("max_parts", max_parts)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/payments", body))
+    _print(_call(ctx, "POST", "/v1/payments", body, wait_s=timeout_s))
 
 
 @click.command("payments")
