@@ -217,10 +217,11 @@ def test_the_dashboard_drives_a_node_in_chromium(browser: WebDriver, tmp_path: P
 
         # Close the channel (two clicks: the first arms the button).
         _go(driver, "channels")
-        driver.find_element(By.CSS_SELECTOR, ".channel button.close").click()
-        armed = _until("the armed button", lambda: driver.find_element(By.CSS_SELECTOR, ".channel button.close"))
-        _until("the armed button", lambda: armed.text == "Confirm close")
-        _until("the second click", lambda: (driver.find_element(By.CSS_SELECTOR, ".channel button.close").click(), 1))
+        # The list re-renders (live events, the 5 s poll): find the button again at every step.
+        close_button = ".channel button.close"
+        _until("the first click", lambda: (driver.find_element(By.CSS_SELECTOR, close_button).click(), 1))
+        _until("the armed button", lambda: driver.find_element(By.CSS_SELECTOR, close_button).text == "Confirm close")
+        _until("the second click", lambda: (driver.find_element(By.CSS_SELECTOR, close_button).click(), 1))
         _until("the closing notice", lambda: "closing transaction" in _notice(driver), timeout_s=45)
         _until("the channel shown closed", lambda: driver.find_elements(By.CSS_SELECTOR, ".channel .state.closed"))
 

@@ -99,13 +99,13 @@ def test_chain_set_feerate_command(tmp_path: Path) -> None:
     runner = CliRunner()
     done = runner.invoke(cli, ["chain", "set-feerate", "5000", "--chain", str(path)])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output) == {"feerate_per_kw": 5000}
+    assert json.loads(done.output) == {"feerate_per_kw": 5000, "min_relay_feerate_per_kw": 0}
     reader = RegtestChain(path)
     assert reader.estimate_feerate_per_kw() == 5000
     done = runner.invoke(cli, ["chain", "set-feerate", "252", "--chain", str(path)])
     assert done.exit_code != 0 and "feerate_per_kw: 252 is outside 253..10000000" in done.output
     assert "Traceback" not in done.output
     done = runner.invoke(cli, ["chain", "set-feerate", "0", "--chain", str(path)])
-    assert done.exit_code == 0 and json.loads(done.output) == {"feerate_per_kw": 253}
+    assert done.exit_code == 0 and json.loads(done.output) == {"feerate_per_kw": 253, "min_relay_feerate_per_kw": 0}
     assert reader.estimate_feerate_per_kw() == 253
     reader.close()

@@ -144,7 +144,7 @@ def test_a_payer_that_is_the_payees_only_peer_pays_over_the_path_the_payee_intro
         try:
             offer = d.offers.create_offer("next door", 3_000)
             paid = await a.offers.pay_offer(offer, timeout=20, fetch_timeout=10)
-            (via_a, _), (own, _) = paid.invoice.usable_paths  # A cannot use the first: it introduces it
+            (via_a, _), (own, _) = paid.invoice.usable_paths  # A opens its own hop of the first (no fee to itself)
             assert (via_a.first_node_id, own.first_node_id) == (a.node_id, d.node_id)
             assert sha256(paid.preimage) == paid.invoice.payment_hash and paid.fee_msat == 0
         finally:

@@ -31,14 +31,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lightspeed.api import async_routes, ops_routes, wallet_routes
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
-from lightspeed.api import ops_routes, wallet_routes
 from lightspeed.api import scopes as sc
 from lightspeed.api import token_handlers as tk
 from lightspeed.api.blinded import endpoints as blinded_endpoints
-from lightspeed.api.credentials import ADMIN, Credential, Credentials, TokenRejected, scope_allows
+from lightspeed.api.credentials import (
+    ADMIN,
+    SCOPES,
+    Credential,
+    Credentials,
+    TokenRejected,
+    scope_allows,
+)
 from lightspeed.api.dashboard import UI_PREFIX, static_routes
 from lightspeed.api.dashboard import endpoints as dashboard_endpoints
 from lightspeed.api.guard import BodyLimit, parse_json_body
@@ -97,6 +104,7 @@ PAYMENT: Schema = {"type": "object", "properties": {
     "amount_msat": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed"]},
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
     "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
+    "invoice": _NULLABLE_STR,  # sent: the invoice paid (with the preimage, the proof of payment); received: null
     "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
@@ -236,6 +244,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "quantity_max": integer("most items one invoice may be for (0: no limit)", 0, 2**63 - 1),
                        "issuer": string("who makes the offer", 1, max_utf8_bytes=639)},
                       ["description"])),
+    Endpoint("POST", "/v1/offers/decode", "decodeOffer",
+             "Decode any BOLT 12 string (offer, invoice request or refund, invoice) as `lightspeed offer decode` "
+             "prints it: type, tlv_fields, the fields named as in BOLT 12, and for signed types merkle_root, "
+             "signature, signature_valid (a bad signature is false, not an error); an invalid string is a 400 "
+             "naming the field", of.decode_bolt12, {"type": "object", "properties": {
+                 "type": {"type": "string", "enum": ["offer", "invoice_request", "invoice"]},
+                 "tlv_fields": {"type": "array", "items": {"type": "object", "properties": {
+                     "type": {"type": "integer"}, "length": {"type": "integer"}, "hex": {"type": "string"}}}},
+                 "merkle_root": _NULLABLE_STR, "signature": _NULLABLE_STR,
+                 "signature_valid": {"type": ["boolean", "null"]}}},
+             body=obj({"string": string("a BOLT 12 string: lno1..., lnr1... or lni1... ('+' continuations allowed)",
+                                        1, 65536)}, ["string"])),
     Endpoint("POST", "/v1/offers/fetch-invoice", "fetchInvoice",
              "Request an invoice for a BOLT 12 offer over onion messages (with retries) and check it against "
              "the request; the payee's invoice_error is a 409 naming its reason",
@@ -252,6 +272,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "attempts": integer("invoice requests sent (each with a new reply path)", 1, 10)},
                       ["offer"])),
     *ops_routes.endpoints(CHANNEL),
+    *async_routes.endpoints(),  # lsp register, lsp held, pay --async (api/async_routes.py)
     *wallet_routes.endpoints(),  # addresses, funds, transactions, withdraw (api/wallet_routes.py)
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {
@@ -440,7 +461,7 @@ def create_app(ctx: ApiContext, token: str, ui: bool = False) -> ASGIApp:
     missing = [e.operation_id for e in ENDPOINTS if e.operation_id not in sc.REQUIRED_SCOPE]
     if missing:
         raise UsageError(f"routes without a required scope in api/scopes.py: {', '.join(missing)}")
-    document = openapi_document(ENDPOINTS)
+    document = openapi_document(ENDPOINTS, sc.REQUIRED_SCOPE, SCOPES)
 
     async def openapi(request: Request) -> Response:
         credential: Credential = request.scope.get(CREDENTIAL, ADMIN)

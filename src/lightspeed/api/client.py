@@ -26,14 +26,17 @@ class ApiCallError(LightspeedError):
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
+DEFAULT_TIMEOUT_S = 120.0
+
+
 class ApiClient:
-    def __init__(self, base_url: str, token: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, base_url: str, token: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.base_url, self._token, self._timeout = base_url, token, timeout_s
 
     @classmethod
-    def from_datadir(cls, path: str | Any) -> ApiClient:
+    def from_datadir(cls, path: str | Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> ApiClient:
         datadir = Datadir(path)
-        return cls(datadir.api_url(), os.environ.get(TOKEN_VARIABLE) or datadir.token())
+        return cls(datadir.api_url(), os.environ.get(TOKEN_VARIABLE) or datadir.token(), timeout_s)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> Any:

@@ -28,9 +28,10 @@ import socket
 import sqlite3
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -54,6 +55,7 @@ __all__ = ["DaemonConfig", "open_chain", "parse_hostport", "require_loopback", "
 
 log = logging.getLogger("lightspeed.daemon")
 
+ASYNCPAY_FILE = "asyncpay.sqlite"  # --lsp: what the LSP holds for its clients (store/asyncpay.py)
 ELECTRUM_START_TIMEOUT_S = 120.0  # mainnet: a few thousand headers from the checkpoint
 
 
@@ -101,6 +103,8 @@ class DaemonConfig:
     mnemonic_file: Path | None = None  # a new datadir restores these BIP 39 words (else makes new ones)
     passphrase_file: Path | None = None  # the mnemonic is (or, new, will be) encrypted with this passphrase
     mnemonic_words: int = 24  # a new mnemonic's length: 12 or 24
+    lsp: bool = False  # act as an LSP for async payments (issue 14): hold clients' HTLCs, keep their mailboxes
+    lsp_max_hold_s: int = 24 * 3600  # the longest an HTLC is held (announced with the other HoldLimits)
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -220,7 +224,32 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
                         forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
         except DecodeError as exc:  # a record in the store that cannot be read back
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
-        await _serve_node(config, datadir, node, token, api_sock, startup)
+        async with lsp_role(config, datadir, node):
+            await _serve_node(config, datadir, node, token, api_sock, startup)
+    finally:
+        store.close()
+
+
+@contextlib.asynccontextmanager
+async def lsp_role(config: DaemonConfig, datadir: Datadir, node: Node) -> AsyncIterator[None]:
+    """``--lsp``: the async-payment LSP (its own SQLite file: held HTLCs, mailboxes, clients, webhooks)."""
+    if not config.lsp:
+        yield
+        return
+    import httpx
+
+    from lightspeed.asyncpay.policy import HoldLimits
+    from lightspeed.node.async_lsp import AsyncLsp, release_key_for
+    from lightspeed.node.webhooks import WebhookNotifier
+    from lightspeed.store.asyncpay import AsyncPayStore
+
+    store = AsyncPayStore(datadir.path / ASYNCPAY_FILE)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            notifier = WebhookNotifier(store, node.privkey, client)
+            node.async_lsp = AsyncLsp(store, HoldLimits(max_hold_seconds=config.lsp_max_hold_s),
+                                      release_key_for(node.privkey), notifier)
+            yield
     finally:
         store.close()
 
@@ -276,9 +305,12 @@ async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: 
     serving = asyncio.create_task(server.serve(sockets=[api_sock]))
     datadir.write_api_address(api_host, api_port)
     startup.ready = True
-    ready = {"node_id": node.node_id.hex(), "listen": ctx.listen, "api": format_hostport(api_host, api_port),
-             "chain_file": None if config.electrum else str(config.chain_file),
-             "network": config.network, "electrum": list(config.electrum)}
+    ready: dict[str, Any] = {
+        "node_id": node.node_id.hex(), "listen": ctx.listen, "api": format_hostport(api_host, api_port),
+        "chain_file": None if config.electrum else str(config.chain_file),
+        "network": config.network, "electrum": list(config.electrum)}
+    if node.async_lsp is not None:  # --lsp: the limits it announces to clients
+        ready["lsp"] = node.async_lsp.book.limits.announce()
     if config.ui:  # the page asks for a token: DATADIR/api_token, or one from `lightspeed token create`
         ready["ui"] = f"http://{format_hostport(api_host, api_port)}/ui/"
     print(json.dumps(ready), flush=True)

@@ -457,7 +457,8 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
             # Not a failure: the HTLCs are out and may still settle (or fail) at any time.
             payment_hash = invoice.payment_hash.hex()
             raise ApiError(504, f"the payment is still pending after {timeout_s} s; it will end settled or "
-                                f"failed: look it up by payment_hash {payment_hash} in GET /v1/payments",
+                                f"failed: GET /v1/payments/{payment_hash}/track (lightspeed trackpayment "
+                                f"{payment_hash}) waits for it",
                            details={"payment_hash": payment_hash}) from None
         ctx.times.settled.setdefault(invoice.payment_hash, ctx.now())
         if isinstance(exc, (PaymentError, UsageError)):

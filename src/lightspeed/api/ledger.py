@@ -63,6 +63,9 @@ def sent_json(record: PaymentRecord, times: Timestamps) -> dict[str, Any]:
         "preimage": None if record.preimage is None else record.preimage.hex(),
         "payee": payee,
         "failure_reason": record.reason or None,
+        # The invoice paid (lnbc... or a BOLT 12 lni1...): with the preimage, the proof of payment,
+        # also when the pay call returned before the payment settled.
+        "invoice": record.invoice or None,
     }
 
 
@@ -77,6 +80,7 @@ def received_json(record: InvoiceRecord, times: Timestamps, node_id: bytes) -> d
         "preimage": record.preimage.hex(),
         "payee": node_id.hex(),
         "failure_reason": None,
+        "invoice": None,
     }
 
 

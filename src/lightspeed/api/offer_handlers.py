@@ -1,4 +1,4 @@
-"""REST handlers for BOLT 12 over onion messages: make an offer, fetch an invoice for one.
+"""REST handlers for BOLT 12 over onion messages: make an offer, fetch an invoice for one, decode.
 
 Paying the fetched invoice (over its blinded paths) is the node's blinded-payment side; this
 returns the invoice checked against our request, which with its preimage is the proof of payment.
@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from lightspeed.api.handlers import ApiContext, ApiError
 from lightspeed.errors import PaymentError, UsageError
-from lightspeed.offers import Invoice, decode_offer
+from lightspeed.offers import Invoice, bolt12_to_json, decode_offer
 
 
 def invoice_json(invoice: Invoice) -> dict[str, Any]:
@@ -47,3 +47,8 @@ async def fetch_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     except PaymentError as exc:  # the payee refused, or its invoice does not match our request
         raise ApiError(409, str(exc), "offer") from None
     return 200, {**invoice_json(fetched.invoice), "elapsed_ms": round((time.monotonic() - began) * 1000)}
+
+
+async def decode_bolt12(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """``lightspeed offer decode`` over REST: the same JSON object; a bad string is a 400 naming the field."""
+    return 200, bolt12_to_json(body["string"])  # DecodeError: 400 with its field

@@ -6,7 +6,7 @@ table into the document, so a route cannot exist without being described.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,13 @@ class Endpoint:
     query_params: Sequence[tuple[str, Schema]] = ()
 
 
-def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+def openapi_document(endpoints: Sequence[Endpoint], scopes: Mapping[str, str] | None = None,
+                     levels: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; with ``scopes`` (operation id -> scope) every operation says which token it needs.
+
+    A client reading the document must see that a route needs, say, ``pay`` before a 403 tells it:
+    the scope is in the operation's security requirement, in ``x-required-scope`` and in words.
+    """
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         operation: dict[str, Any] = {
@@ -71,6 +77,14 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                        for name, schema in endpoint.query_params]
         if parameters:
             operation["parameters"] = parameters
+        if scopes is not None:
+            scope = scopes[endpoint.operation_id]
+            higher = levels[levels.index(scope) + 1:] if scope in levels else ()
+            operation["x-required-scope"] = scope
+            operation["security"] = [{"bearer": [scope]}]
+            article = "an" if scope[0] in "aeiou" else "a"
+            operation["description"] = (f"Needs {article} {scope} token" +
+                                        (f" (or {', '.join(higher)}: scopes are levels)." if higher else "."))
         if endpoint.body is not None:
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": endpoint.body}}}

@@ -42,7 +42,7 @@ _UNIX: Schema = {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "u
 _PAYMENT: Schema = {"type": "object", "properties": {
     "payment_hash": {"type": "string"}, "amount_msat": {"type": "integer"},
     "status": {"enum": ["pending", "succeeded", "failed"]}, "preimage": _NULLABLE_STR,
-    "failure_reason": _NULLABLE_STR, "fee_msat": _NULLABLE_INT}}
+    "failure_reason": _NULLABLE_STR, "invoice": _NULLABLE_STR, "fee_msat": _NULLABLE_INT}}
 _INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
     "status": {"enum": ["unpaid", "paid", "expired"]}, "received_msat": _NULLABLE_INT}}

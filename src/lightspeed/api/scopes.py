@@ -1,8 +1,8 @@
 """Which scope each REST route needs (one table), and how a pay token's budget is spent.
 
 Scopes are levels (:data:`lightspeed.api.credentials.SCOPES`): ``readonly`` reads (GETs, and the
-POSTs that only compute: ``queryRoutes``, ``verifyMessage``); ``invoice`` also receives (invoices,
-offers, addresses, hold-invoice settle/cancel); ``pay`` also pays BOLT 11 invoices within its
+POSTs that only compute: ``queryRoutes``, ``verifyMessage``, ``decodeOffer``); ``invoice`` also
+receives (invoices, offers, addresses, hold-invoice settle/cancel); ``pay`` also pays BOLT 11 invoices within its
 budget; ``admin`` does everything else (peers, channels, fees, keysend, signing, tokens, stop).
 :func:`lightspeed.api.app.create_app` refuses to build an app with a route missing here.
 
@@ -29,7 +29,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "forwardingHistory": "readonly", "describeGraph": "readonly", "getNodeInfo": "readonly",
     "getChanInfo": "readonly", "queryRoutes": "readonly", "feeReport": "readonly", "verifyMessage": "readonly",
     "onionMessageStats": "readonly", "listRefunds": "readonly", "events": "readonly", "openapi": "readonly",
-    "listFunds": "readonly", "listTransactions": "readonly",
+    "listFunds": "readonly", "listTransactions": "readonly", "lspHeld": "readonly", "decodeOffer": "readonly",
     # invoice: receive money
     "createInvoice": "invoice", "settleInvoice": "invoice", "cancelInvoice": "invoice", "createOffer": "invoice",
     "createBlindedPaths": "invoice", "newAddress": "invoice", "payRefund": "invoice",  # a refund owed to us
@@ -40,6 +40,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "forceCloseChannel": "admin", "updateChannelFee": "admin", "updateChannelPolicy": "admin",
     "keysend": "admin", "payBlinded": "admin", "payOffer": "admin", "createRefund": "admin",
     "sendOnionMessage": "admin", "createOnionMessagePath": "admin",
+    "lspRegister": "admin", "payAsync": "admin",  # async payments: no token budget holds them
     "withdraw": "admin",  # on-chain funds out: no budget holds it (the fee is the chain's)
     "signMessage": "admin", "stop": "admin", "listTokens": "admin", "createToken": "admin",
     "revokeToken": "admin",

@@ -18,7 +18,7 @@ from lightspeed.bitcoin.address import address_to_script, script_to_address
 from lightspeed.bitcoin.tx import Transaction
 from lightspeed.chain.source import Utxo
 from lightspeed.chain.wallet import ADDRESS_TYPES, Wallet
-from lightspeed.errors import DecodeError
+from lightspeed.errors import DecodeError, UsageError
 
 MIN_FEERATE_PER_KW = 253
 _NULLABLE_INT: Schema = {"type": ["integer", "null"]}
@@ -45,7 +45,10 @@ def _output_json(wallet: Wallet, utxo: Utxo, tip: int) -> dict[str, Any]:
 
 async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     kind = body.get("type", "p2wpkh")
-    key = ctx.node.wallet.new_key(kind)
+    try:
+        key = ctx.node.wallet.new_key(kind)
+    except UsageError as exc:  # p2tr on a datadir whose wallet predates BIP 39: the field is "type"
+        raise ApiError(409, str(exc).removeprefix("type: "), field="type") from None
     return 201, {"address": ctx.node.wallet.address(key), "type": kind, "path": key.path}
 
 

@@ -187,6 +187,15 @@ class HoldBook:
         return [h for h in self._htlcs.values()
                 if h.state is HoldState.HELD and (client_id is None or h.client_id == client_id)]
 
+    def record(self, htlc_key: str) -> HeldHtlc | None:
+        """The record of an HTLC in any state (held, released, failed), or None if never held."""
+        return self._htlcs.get(htlc_key)
+
+    def released_under(self, release_tag: bytes) -> bool:
+        """True once an HTLC held under this tag was released (a late MPP part follows it at once)."""
+        return any(h.state is HoldState.RELEASED and hmac.compare_digest(h.release_tag, release_tag)
+                   for h in self._htlcs.values())
+
     def admit(self, htlc_key: str, client_id: bytes, payment_hash: bytes, amount_msat: int,
               cltv_expiry: int, release_tag: bytes, *, now: int, block_height: int) -> HeldHtlc:
         """Hold an incoming HTLC, or raise :class:`HoldRefused` (then fail it back at once).

@@ -57,6 +57,12 @@ from lightspeed.chain.blocks import (
     merkle_root,
     mine_header,
 )
+from lightspeed.chain.fee_policy import (
+    MempoolEntry,
+    feerate_per_kw,
+    replacement_shortfall,
+    select_for_block,
+)
 from lightspeed.chain.index import ChainIndex, busy_errors
 from lightspeed.chain.source import Utxo
 from lightspeed.crypto.hashes import hash160, sha256
@@ -259,27 +265,57 @@ class RegtestChain:
                             found[item.txid] = Transaction.parse(row[0]), item.height
         return sorted(found.values(), key=lambda e: (e[1] is None, e[1] or 0))
 
+    def _setting(self, key: str) -> int | None:
+        with busy_errors(self.path):
+            if self._db.execute(_HAS_SETTINGS).fetchone() is None:  # no setting was ever made
+                return None
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _put_setting(self, key: str, value: int | None) -> None:
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            if value is not None:
+                db.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (key, value))
+
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
         """DEFAULT_FEERATE_PER_KW, or what :meth:`set_fee_estimate` put in the file (for every target)."""
-        with busy_errors(self.path):
-            if self._db.execute(_HAS_SETTINGS).fetchone() is None:  # no estimate was ever set
-                return DEFAULT_FEERATE_PER_KW
-            row = self._db.execute("SELECT value FROM settings WHERE key = 'feerate_per_kw'").fetchone()
-        return DEFAULT_FEERATE_PER_KW if row is None else int(row[0])
+        value = self._setting("feerate_per_kw")
+        return DEFAULT_FEERATE_PER_KW if value is None else value
 
     def set_fee_estimate(self, feerate_per_kw: int | None) -> None:
         """Make every process on this file estimate ``feerate_per_kw`` (None: the default again).
 
         A regtest chain has no fee market; this is how a test plays one (a commitment that pays
-        less than the estimate, a peer's update_fee). Fees are still not enforced when mining.
+        less than the estimate, a peer's update_fee). Fees are enforced only under
+        :meth:`set_min_relay_feerate` and :meth:`congest`.
         """
         if feerate_per_kw is not None and not 253 <= feerate_per_kw <= 10_000_000:
             raise UsageError(f"feerate_per_kw: {feerate_per_kw} is outside 253..10000000")
-        with self._write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            db.execute("DELETE FROM settings WHERE key = 'feerate_per_kw'")
-            if feerate_per_kw is not None:
-                db.execute("INSERT INTO settings (key, value) VALUES ('feerate_per_kw', ?)", (feerate_per_kw,))
+        self._put_setting("feerate_per_kw", feerate_per_kw)
+
+    def min_relay_feerate_per_kw(self) -> int:
+        """Below this feerate a transaction is refused (0, the default: any fee, zero included)."""
+        return self._setting("min_relay_feerate_per_kw") or 0
+
+    def set_min_relay_feerate(self, feerate_per_kw: int | None) -> None:
+        """Refuse transactions (or packages) paying less than ``feerate_per_kw``, as a real mempool
+        does (Bitcoin Core: 253 sat/kw). None or 0: accept any fee again (the default, so that
+        tests of other things need not pay fees)."""
+        if feerate_per_kw is not None and not 0 <= feerate_per_kw <= 10_000_000:
+            raise UsageError(f"min_relay_feerate_per_kw: {feerate_per_kw} is outside 0..10000000")
+        self._put_setting("min_relay_feerate_per_kw", feerate_per_kw or None)
+
+    def congested_below_per_kw(self) -> int:
+        """Blocks leave out packages paying less than this (0: not congested, every block takes the mempool)."""
+        return self._setting("congested_below_per_kw") or 0
+
+    def congest(self, below_per_kw: int | None) -> None:
+        """Play full blocks: packages paying less than ``below_per_kw`` wait in the mempool (None or 0: off)."""
+        if below_per_kw is not None and not 0 <= below_per_kw <= 10_000_000:
+            raise UsageError(f"below: {below_per_kw} sat/kw is outside 0..10000000")
+        self._put_setting("congested_below_per_kw", below_per_kw or None)
 
     def mempool(self) -> list[bytes]:
         rows = self._read("SELECT txid FROM txs WHERE height IS NULL ORDER BY rowid")
@@ -308,16 +344,28 @@ class RegtestChain:
         PackageRejected names the first member the chain refused (then none was accepted).
         """
         with self._write():
+            fee = weight = 0
             for tx in txs:
                 if self._db.execute("SELECT 1 FROM txs WHERE txid = ?", (tx.txid,)).fetchone():
                     continue
                 try:
-                    self._accept(tx)
+                    fee += self._accept(tx, check_feerate=False)
                 except RejectedTransaction as exc:
                     raise PackageRejected(tx.txid, str(exc)) from None
+                weight += tx.weight
+            minimum = self.min_relay_feerate_per_kw()
+            if weight and feerate_per_kw(fee, weight) < minimum:  # the package as a whole (package relay)
+                raise PackageRejected(txs[-1].txid, f"package feerate {feerate_per_kw(fee, weight)} sat/kw is "
+                                                    f"below the minimum relay feerate {minimum} sat/kw")
         return [tx.txid for tx in txs]
 
-    def _accept(self, tx: Transaction) -> None:
+    def _accept(self, tx: Transaction, check_feerate: bool = True, from_block: bool = False) -> int:
+        """Validate and store ``tx`` in the mempool (evicting what it replaces); its fee.
+
+        ``from_block``: a transaction of a block mined elsewhere, or one back from a reorganised
+        block: no relay policy (feerate, replacement rules), what it conflicts with is evicted.
+        """
+        check_feerate = check_feerate and not from_block
         txid = tx.txid
         if self._db.execute("SELECT 1 FROM txs WHERE txid = ?", (txid,)).fetchone():
             raise RejectedTransaction(f"transaction {tx.txid_hex} is already known")
@@ -345,6 +393,7 @@ class RegtestChain:
                 raise RejectedTransaction(f"locktime {tx.locktime} (a time) not reached")
         total_in = 0
         spent: list[TxOut] = []
+        conflicts: set[bytes] = set()
         for i, txin in enumerate(tx.inputs):
             row = self._db.execute(
                 "SELECT o.value, o.script, o.coinbase, o.spent_by, t.height FROM outputs o "
@@ -356,9 +405,10 @@ class RegtestChain:
             value, script, is_coinbase, spent_by, height = row
             if spent_by is not None:
                 spender = self._db.execute("SELECT height FROM txs WHERE txid = ?", (spent_by,)).fetchone()
-                where = "in the mempool" if spender[0] is None else "in the chain"
-                raise RejectedTransaction(
-                    f"input {i}: output {txin.prevout} is already spent {where} by {bytes(spent_by)[::-1].hex()}")
+                if spender[0] is not None:
+                    raise RejectedTransaction(f"input {i}: output {txin.prevout} is already spent in the chain "
+                                              f"by {bytes(spent_by)[::-1].hex()}")
+                conflicts.add(bytes(spent_by))  # in the mempool: a replacement if it pays enough (BIP 125)
             if is_coinbase and next_height - height < COINBASE_MATURITY:
                 raise RejectedTransaction(f"input {i}: coinbase output is immature ({next_height - height} of {COINBASE_MATURITY} blocks)")
             self._check_relative_locktime(tx, i, height, next_height, tip_time)
@@ -366,12 +416,62 @@ class RegtestChain:
             spent.append(TxOut(value, bytes(script)))
         if total_in < total_out:
             raise RejectedTransaction(f"outputs ({total_out} sat) exceed inputs ({total_in} sat)")
+        fee = total_in - total_out
+        minimum = self.min_relay_feerate_per_kw() if check_feerate else 0
+        if feerate_per_kw(fee, tx.weight) < minimum:
+            raise RejectedTransaction(f"feerate {feerate_per_kw(fee, tx.weight)} sat/kw (fee {fee} sat) is below "
+                                      f"the minimum relay feerate {minimum} sat/kw")
+        evicted = self._with_descendants(conflicts)
+        if conflicts and not from_block:
+            for old in sorted(conflicts):  # BIP 125 opt-in (Bitcoin Core before 28): the replaced must signal
+                raw = self._db.execute("SELECT raw FROM txs WHERE txid = ?", (old,)).fetchone()[0]
+                if not any(txin.sequence < 0xFFFFFFFE for txin in Transaction.parse(bytes(raw)).inputs):
+                    spent_twice = next(i for i, txin in enumerate(tx.inputs)
+                                       if self._spender(txin.prevout) == old)
+                    raise RejectedTransaction(f"input {spent_twice}: output {tx.inputs[spent_twice].prevout} is "
+                                              f"already spent in the mempool by {old[::-1].hex()} (not replaceable)")
+            replaced = sum(self._mempool_fee(t) or 0 for t in evicted)
+            short = replacement_shortfall(fee, tx.vsize, replaced)
+            if short:
+                spender = min(conflicts)[::-1].hex()
+                raise RejectedTransaction(f"conflicts with {spender} in the mempool: a replacement must pay "
+                                          f"{short} sat more (BIP 125: the replaced fees {replaced} sat plus "
+                                          f"1 sat/vbyte of its own)")
         for i, output in enumerate(spent):
             try:
                 verify_input(tx, i, output)
             except ScriptError as exc:
                 raise RejectedTransaction(f"input {i}: {exc}") from None
-        self._store(tx, None, is_coinbase=False, fee=total_in - total_out)
+        for old in evicted:
+            self._evict(old)
+        self._store(tx, None, is_coinbase=False, fee=fee)
+        return fee
+
+    def _spender(self, outpoint: OutPoint) -> bytes | None:
+        row = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND vout = ?",
+                               (outpoint.txid, outpoint.index)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def _with_descendants(self, txids: set[bytes]) -> list[bytes]:
+        """``txids`` (in the mempool) and every mempool transaction spending their outputs."""
+        found: list[bytes] = []
+        todo = list(txids)
+        while todo:
+            txid = todo.pop()
+            if txid in found:
+                continue
+            found.append(txid)
+            rows = self._db.execute("SELECT spent_by FROM outputs WHERE txid = ? AND spent_by IS NOT NULL",
+                                    (txid,)).fetchall()
+            todo.extend(bytes(r[0]) for r in rows)
+        return found
+
+    def _evict(self, txid: bytes) -> None:
+        """Inside a write: drop a replaced mempool transaction (what it spent is unspent again)."""
+        self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
+        self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
+        self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+        self._db.execute("DELETE FROM txs WHERE txid = ? AND height IS NULL", (txid,))
 
     def _check_relative_locktime(self, tx: Transaction, i: int, height: int | None, next_height: int,
                                  tip_time: int) -> None:
@@ -465,6 +565,13 @@ class RegtestChain:
         rows = [] if empty else self._db.execute(
             "SELECT txid, raw, fee FROM txs WHERE height IS NULL ORDER BY rowid").fetchall()
         txs = [Transaction.parse(bytes(raw)) for _txid, raw, _fee in rows]  # parents before children
+        below = self.congested_below_per_kw()
+        if below:  # full blocks: the packages paying too little wait
+            entries = [MempoolEntry(bytes(row[0]), int(row[2]), tx.weight,
+                                    frozenset(txin.prevout.txid for txin in tx.inputs)) for row, tx in zip(rows, txs, strict=True)]
+            chosen = select_for_block(entries, below)
+            kept = [(row, tx) for row, tx in zip(rows, txs, strict=True) if bytes(row[0]) in chosen]
+            rows, txs = [row for row, _ in kept], [tx for _, tx in kept]
         fees = sum(int(fee) for _txid, _raw, fee in rows)
         has_witness = any(txin.witness for tx in txs for txin in tx.inputs)
         coinbase_tx = coinbase(height, SUBSIDY_SAT + fees, to_script,
@@ -518,7 +625,7 @@ class RegtestChain:
             if position == 0:
                 continue  # a coinbase goes with its block
             try:
-                self._accept(Transaction.parse(bytes(raw)))
+                self._accept(Transaction.parse(bytes(raw)), from_block=True)
             except RejectedTransaction:
                 dropped.append(bytes(txid))
         return dropped

@@ -103,7 +103,7 @@ def submit_block(chain: RegtestChain, raw: bytes) -> bytes:
         for i, tx in enumerate(txs[1:], start=1):
             if chain._mempool_fee(tx.txid) is None:
                 try:
-                    chain._accept(tx)  # a broadcast's checks, against the chain and the block so far
+                    chain._accept(tx, from_block=True)  # a broadcast's checks, against the chain and the block so far
                 except RejectedTransaction as exc:
                     raise RejectedBlock(f"transaction {i} ({tx.txid_hex}): {exc}") from None
             fee = chain._mempool_fee(tx.txid)

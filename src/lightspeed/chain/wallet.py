@@ -278,8 +278,9 @@ class Wallet:
                          tuple(final_outputs), self.chain.tip()[0])
         return self.sign(tx, selected)
 
-    def sign(self, tx: Transaction, coins: list[Utxo]) -> Transaction:
-        for i, coin in enumerate(coins):
+    def sign(self, tx: Transaction, coins: list[Utxo], first: int = 0) -> Transaction:
+        """Sign inputs ``first``, ``first + 1``, ... spending ``coins`` (SIGHASH_ALL)."""
+        for i, coin in enumerate(coins, start=first):
             key = self._by_script[coin.output.script_pubkey]
             script_code = p2pkh_script_code(hash160(key.pubkey))
             sighash = bip143_sighash(tx, i, script_code, coin.output.value_sat, SIGHASH_ALL)

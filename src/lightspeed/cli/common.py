@@ -97,6 +97,20 @@ class Amount(click.ParamType[int]):
         return amount
 
 
+def segment(value: str, name: str) -> str:
+    """VALUE, the argument NAME as typed, as one path segment of a REST URL.
+
+    A `/` is refused here, and the rest percent-encoded (dots too): a `?`, `#` or `..` in it must
+    not lead the request to another route (``disconnect '../stop#'`` reached ``POST /v1/stop``);
+    the daemon then refuses a malformed value naming its field.
+    """
+    from urllib.parse import quote
+
+    if "/" in value:
+        fail(f"{name}: {value!r} is not one (it has a '/')")
+    return quote(value, safe="").replace(".", "%2E")
+
+
 # -- --datadir anywhere --------------------------------------------------------------------------
 
 def _set_datadir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:

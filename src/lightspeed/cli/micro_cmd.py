@@ -5,7 +5,6 @@ httpx, rich and the node are imported when a command runs, not when ``lightspeed
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -43,11 +42,11 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
     import asyncio
 
     from rich.console import Console
-    from rich.table import Table
 
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.paid_example import EXAMPLE_PRICES, start_paid_api
     from lightspeed.cli.stream_example import CHARGER_PATH, CHARGER_TARIFF
+    from lightspeed.cli.tables import key_value_table
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
 
@@ -59,7 +58,7 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
                                    http_host=host, http_port=port, node_port=node_port)
         console = Console(stderr=True)
-        table = Table(title="Lightspeed example API", show_header=False)
+        table = key_value_table("Lightspeed example API")
         table.add_row("URL", api.url)
         table.add_row("node", f"{api.node.node_id.hex()}@{api.node_address}")
         table.add_row("price", f"{price_msat} msat per {per_calls} call(s)")
@@ -69,8 +68,9 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         table.add_row("metered", f"{ws_url} (EV charger, {CHARGER_TARIFF.msat_per_unit} msat/"
                       f"{CHARGER_TARIFF.unit}, 1 {CHARGER_TARIFF.unit} every 100 ms)")
         console.print(table)
-        console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}")
-        console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}")
+        console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}",
+                      soft_wrap=True)  # a command to copy: the terminal wraps it, not rich
+        console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}", soft_wrap=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,10 +104,10 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
     import httpx
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.paid_example import open_channel_to_api
+    from lightspeed.cli.tables import result_table
     from lightspeed.micro.client import ClientPolicy, LightspeedAuth
     from lightspeed.micro.lightning import NodePayer
     from lightspeed.node.node import Node
@@ -159,10 +159,7 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
     if as_json:
         click.echo(json_text(result))
         return
-    table = Table(title=f"lightspeed call {url}", show_header=False)
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    Console().print(table)
+    Console().print(result_table(f"lightspeed call {url}", result))
 
 
 def _chain_file(path: str) -> Path:

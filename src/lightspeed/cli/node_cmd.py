@@ -26,6 +26,7 @@ from lightspeed.cli.common import (
     datadir_option,
     graceful_interrupt,
     print_json,
+    segment,
     with_example,
 )
 from lightspeed.cli.tables import print_table
@@ -61,11 +62,17 @@ def _datadir(ctx: click.Context) -> Path:
     return Path(path).expanduser()
 
 
-def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
-          params: dict[str, str] | None = None) -> Any:
-    from lightspeed.api.client import ApiClient
+ANSWER_MARGIN_S = 15  # a request that waits WAIT_S on the daemon gets its answer within this much more
 
-    return ApiClient.from_datadir(_datadir(ctx)).call(method, path, body, params)
+
+def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None,
+          params: dict[str, str] | None = None, wait_s: float | None = None) -> Any:
+    """One REST call; ``wait_s``: the daemon waits that long before it answers (a payment's or a
+    long poll's ``timeout_s``), so the client waits for it, and no longer (not a fixed 120 s)."""
+    from lightspeed.api.client import DEFAULT_TIMEOUT_S, ApiClient
+
+    timeout_s = DEFAULT_TIMEOUT_S if wait_s is None else wait_s + ANSWER_MARGIN_S
+    return ApiClient.from_datadir(_datadir(ctx), timeout_s).call(method, path, body, params)
 
 
 _print = print_json
@@ -115,6 +122,11 @@ def node_group() -> None:
 @click.option("--ui", is_flag=True,
               help="Also serve the web dashboard at http://API/ui/ (log in with a token: DATADIR/api_token, "
                    "or one from `lightspeed token create`).")
+@click.option("--lsp", is_flag=True,
+              help="Be an LSP for async payments: hold registered clients' HTLCs until their payee unblocks "
+                   "them, keep offline clients' onion messages, wake them by webhook (DATADIR/asyncpay.sqlite).")
+@click.option("--lsp-max-hold-seconds", type=click.IntRange(1, 14 * 24 * 3600), default=24 * 3600,
+              show_default=True, help="With --lsp: the longest an HTLC is held (announced to clients).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
@@ -123,7 +135,8 @@ def node_group() -> None:
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
-          passphrase_file: Path | None, words: str, ui: bool, verbose: bool) -> None:
+          passphrase_file: Path | None, words: str, ui: bool, lsp: bool, lsp_max_hold_seconds: int,
+          verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
@@ -147,7 +160,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
                           new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
-                          int(words))
+                          int(words), lsp, lsp_max_hold_seconds)
     asyncio.run(run(config))
 
 
@@ -260,20 +273,43 @@ def chain_info(ctx: click.Context, chain_file: Path | None) -> None:
 
 
 @chain_group.command("set-feerate")
-@with_example("lightspeed chain set-feerate 5000     # the regtest chain's fee estimate, in sat/kw")
 @click.argument("feerate_per_kw", type=click.IntRange(min=0))
 @_chain_option
+@datadir_option
 @click.pass_context
 @_errors_to_exit
-@with_example("lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
-def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None) -> None:
+@with_example("lightspeed --datadir ~/.lightspeed/alice chain set-feerate 5000   # the daemon's chain, in sat/kw",
+              "lightspeed chain set-feerate 2500 --chain ~/.lightspeed/chain.sqlite")
+@click.option("--min-relay", "min_relay", type=click.IntRange(min=0), default=None,
+              help="Also refuse transactions paying less than this many sat/kw (0: accept any fee, the default).")
+def chain_set_feerate(ctx: click.Context, feerate_per_kw: int, chain_file: Path | None, min_relay: int | None) -> None:
     """Make the chain's fee estimate FEERATE_PER_KW (sat per 1000 weight; 0: the default, 253) for every process.
 
-    A regtest chain has no fee market: this plays one for tests (fees are not enforced when mining).
+    A regtest chain has no fee market: this plays one for tests, with ``--min-relay`` (a real
+    mempool's minimum relay feerate) and ``chain congest`` (blocks leave low-fee packages out).
     """
     chain = _open_chain(ctx, chain_file)
     chain.set_fee_estimate(feerate_per_kw or None)
-    _print({"feerate_per_kw": chain.estimate_feerate_per_kw()})
+    if min_relay is not None:
+        chain.set_min_relay_feerate(min_relay)
+    _print({"feerate_per_kw": chain.estimate_feerate_per_kw(),
+            "min_relay_feerate_per_kw": chain.min_relay_feerate_per_kw()})
+    chain.close()
+
+
+@chain_group.command("congest")
+@click.option("--below", "below", type=click.IntRange(min=0), required=True,
+              help="Packages paying less than this many sat/kw wait in the mempool (0: blocks take everything).")
+@_chain_option
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed chain congest --below 5000 --chain ~/.lightspeed/chain.sqlite")
+def chain_congest(ctx: click.Context, below: int, chain_file: Path | None) -> None:
+    """Play full blocks for tests: transactions (with their unconfirmed ancestors) below a feerate are not mined."""
+    chain = _open_chain(ctx, chain_file)
+    chain.congest(below)
+    _print({"congested_below_per_kw": chain.congested_below_per_kw()})
     chain.close()
 
 
@@ -418,8 +454,9 @@ def channels(ctx: click.Context, table: bool) -> None:
     """Channels with their state and balances."""
     data = _call(ctx, "GET", "/v1/channels")
     if table:
-        print_table("channels", data["channels"], ["channel_id", "peer_id", "state", "capacity_sat",
-                                                   "local_balance_msat", "remote_balance_msat", "pending_htlcs",
+        print_table("channels", data["channels"], ["channel_id", "short_channel_id", "peer_id", "state", "active",
+                                                   "capacity_sat", "local_balance_msat", "remote_balance_msat",
+                                                   "spendable_msat", "receivable_msat", "pending_htlcs",
                                                    "close_type", "limbo_sat"])
     else:
         _print(data)
@@ -453,14 +490,14 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
                          "whose fee is fixed, and sweeps to the wallet")
     channel_id = resolve_channel(ctx, channel)
     if force:
-        _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/force-close"))
+        _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/force-close"))
         return
     body: dict[str, Any] = {}
     if feerate_per_kw is not None:
         body["feerate_per_kw"] = feerate_per_kw
     if address is not None:
         body["address"] = address
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/close", body))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/close", body))
 
 
 @click.command("update-fee")
@@ -472,7 +509,8 @@ def close(ctx: click.Context, channel: str, force: bool, feerate_per_kw: int | N
 @with_example("lightspeed --datadir ~/.lightspeed/alice update-fee $CHANNEL 2500")
 def update_fee(ctx: click.Context, channel_id: str, feerate_per_kw: int) -> None:
     """As CHANNEL_ID's funder, move its commitments to FEERATE_PER_KW (sat per 1000 weight)."""
-    _print(_call(ctx, "POST", f"/v1/channels/{channel_id}/fee", {"feerate_per_kw": feerate_per_kw}))
+    _print(_call(ctx, "POST", f"/v1/channels/{segment(channel_id, 'CHANNEL_ID')}/fee",
+                 {"feerate_per_kw": feerate_per_kw}))
 
 
 @click.command("new")
@@ -527,7 +565,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
         payment_hash = sha256(bytes.fromhex(preimage)).hex()
     except ValueError:
         raise UsageError("PREIMAGE must be 32 bytes in hex") from None
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/settle", {"preimage": preimage}))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/settle", {"preimage": preimage}))
 
 
 @click.command("cancel")
@@ -538,7 +576,7 @@ def invoice_settle(ctx: click.Context, preimage: str) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice cancel $PAYMENT_HASH")
 def invoice_cancel(ctx: click.Context, payment_hash: str) -> None:
     """Refuse the payment held by the hold invoice of PAYMENT_HASH (it fails back to the payer)."""
-    _print(_call(ctx, "POST", f"/v1/invoices/{payment_hash}/cancel"))
+    _print(_call(ctx, "POST", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/cancel"))
 
 
 @click.command("list")
@@ -551,9 +589,21 @@ def invoice_list(ctx: click.Context) -> None:
     _print(_call(ctx, "GET", "/v1/invoices"))
 
 
+def _pay_interrupted(invoice: str) -> str:
+    """What Ctrl-C during `pay` says: the payment goes on, and the command that waits for its end."""
+    from lightspeed.invoice import decode
+
+    try:
+        payment_hash = decode(invoice.strip()).payment_hash.hex()
+    except LightspeedError:  # the daemon refuses it with the reason; nothing goes on
+        return "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    return f"the daemon goes on with the payment; `lightspeed trackpayment {payment_hash}` waits for its end"
+
+
 @click.command("pay")
 @click.argument("invoice")
-@click.option("--timeout", "timeout_s", type=int, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 600), default=60, show_default=True,
+              help="Seconds to wait.")
 @click.option("--amount-msat", type=Amount("msat", minimum=1),
               help="The amount, for an invoice that names none (msat, or with a sat suffix).")
 @click.option("--max-fee-msat", type=Amount("msat"), help="The most the routing fees may be, all parts together.")
@@ -561,6 +611,10 @@ def invoice_list(ctx: click.Context) -> None:
               help="The most the routing fees may be, in percent of the amount (with --max-fee-msat: the smaller).")
 @click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
 @click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
+@click.option("--async", "async_", is_flag=True,
+              help="The payee may be offline: our LSP (--lsp) holds the HTLC until the payee unblocks it; "
+                   "returns at once (see `payments`).")
+@click.option("--lsp", "lsp_id", metavar="NODE_ID", help="With --async: our LSP, a peer started with --lsp.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
@@ -568,12 +622,18 @@ def invoice_list(ctx: click.Context) -> None:
               "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
               "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
 def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
-        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None) -> None:
+        max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None, async_: bool,
+        lsp_id: str | None) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
-    Ctrl-C stops waiting, not the payment: the daemon goes on with it (see `payments`).
+    Ctrl-C stops waiting, not the payment: the daemon goes on with it (`trackpayment` waits for its end).
     """
-    ctx.meta[INTERRUPT_HINT] = "the daemon goes on with the payment; `lightspeed payments` shows how it ends"
+    ctx.meta[INTERRUPT_HINT] = _pay_interrupted(invoice)
+    if async_ or lsp_id is not None:
+        if not (async_ and lsp_id):
+            raise UsageError("--async and --lsp NODE_ID go together (the LSP that holds the HTLC)")
+        _print(_call(ctx, "POST", "/v1/payments/async", {"invoice": invoice, "lsp_id": lsp_id}))
+        return
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
@@ -583,7 +643,7 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
                        ("max_parts", max_parts)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/payments", body))
+    _print(_call(ctx, "POST", "/v1/payments", body, wait_s=timeout_s))
 
 
 @click.command("payments")
@@ -633,10 +693,45 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
     _print(_faucet(chain, address, amount_sat))
 
 
+@click.group("lsp")
+def lsp_group() -> None:
+    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`).
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob
+    """
+
+
+@lsp_group.command("register")
+@click.argument("lsp_id")
+@click.option("--webhook", metavar="URL", help="https URL the LSP POSTs (LSPS5-signed) notifications to.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob lsp register $LSP_ID --webhook https://push.example/bob")
+def lsp_register(ctx: click.Context, lsp_id: str, webhook: str | None) -> None:
+    """Ask the peer LSP_ID to be our LSP; prints the hold limits it announces."""
+    body: dict[str, Any] = {"lsp_id": lsp_id}
+    if webhook is not None:
+        body["webhook"] = webhook
+    _print(_call(ctx, "POST", "/v1/lsp/register", body))
+
+
+@lsp_group.command("held")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/lsp lsp held")
+def lsp_held(ctx: click.Context) -> None:
+    """As an LSP: the HTLCs held for clients, with when each is failed back."""
+    _print(_call(ctx, "GET", "/v1/lsp/held"))
+
+
 def register(cli: click.Group, invoice_group: click.Group) -> None:
     """Add these commands to the ``lightspeed`` group (and ``new``/``list`` to ``invoice``)."""
     for command in (node_group, chain_group, getinfo, connect, peers, open_channel, channels, close, update_fee,
-                    pay, payments, balance, fund):
+                    pay, payments, balance, fund, lsp_group):
         cli.add_command(command)
     for sub in (invoice_new, invoice_list, invoice_settle, invoice_cancel):
         invoice_group.add_command(sub)

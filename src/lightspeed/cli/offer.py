@@ -21,7 +21,7 @@ def offer() -> None:
 
 
 @offer.command("decode")
-@click.argument("text")
+@click.argument("text", metavar="STRING")
 def decode_command(text: str) -> None:
     """Decode any BOLT 12 STRING (lno, lnr, lni; "-" reads stdin) and print one JSON object.
 

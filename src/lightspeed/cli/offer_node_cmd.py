@@ -12,31 +12,32 @@ from typing import Any
 
 import click
 
-from lightspeed.cli.common import parse_amount, with_example
+from lightspeed.cli.common import Amount, datadir_option, parse_amount, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 from lightspeed.errors import UsageError
 
 
 @click.command("create")
 @with_example('lightspeed offer create 250000msat "a coffee"', 'lightspeed offer create any "tips"')
-@click.argument("amount")
+@click.argument("amount", metavar="AMOUNT_MSAT|any")
 @click.argument("description")
 @click.option("--absolute-expiry", type=int, help="Unix time after which the offer is refused.")
 @click.option("--quantity-max", type=int, help="Most items one invoice may be for (0: no limit).")
 @click.option("--issuer", help="Who makes the offer (shown to payers).")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def offer_create(ctx: click.Context, amount: str, description: str, absolute_expiry: int | None,
                  quantity_max: int | None, issuer: str | None) -> None:
-    """Make an offer of AMOUNT (msat, or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
+    """Make an offer of AMOUNT_MSAT (or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
     body: dict[str, Any] = {"description": description}
     if amount != "any":
         try:
             amount_msat = parse_amount(amount, "msat")
         except ValueError as exc:
-            raise UsageError(f"AMOUNT: {exc}, or 'any'") from None
+            raise UsageError(f"AMOUNT_MSAT: {exc}, or 'any'") from None
         if amount_msat < 1:
-            raise UsageError(f"AMOUNT {amount!r}: must be at least 1 msat, or 'any'")
+            raise UsageError(f"AMOUNT_MSAT {amount!r}: must be at least 1 msat, or 'any'")
         body["amount_msat"] = amount_msat
     for key, value in (("absolute_expiry", absolute_expiry), ("quantity_max", quantity_max), ("issuer", issuer)):
         if value is not None:
@@ -47,11 +48,13 @@ def offer_create(ctx: click.Context, amount: str, description: str, absolute_exp
 @click.command("fetch-invoice")
 @with_example("lightspeed offer fetch-invoice $OFFER --payer-note 'thanks'")
 @click.argument("offer")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Required when the offer names no amount.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="Required when the offer names no amount (msat, or with a sat suffix).")
 @click.option("--quantity", type=click.IntRange(min=1), help="Items, for an offer with a quantity.")
 @click.option("--payer-note", help="A note for the payee (copied into the invoice).")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1, 120), default=30, show_default=True,
               help="Seconds to wait for the invoice, all attempts together.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def offer_fetch_invoice(ctx: click.Context, offer: str, amount_msat: int | None, quantity: int | None,
@@ -61,19 +64,21 @@ def offer_fetch_invoice(ctx: click.Context, offer: str, amount_msat: int | None,
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/offers/fetch-invoice", body))
+    _print(_call(ctx, "POST", "/v1/offers/fetch-invoice", body, wait_s=timeout_s))
 
 
 @click.command("pay")
 @with_example("lightspeed offer pay $OFFER", "lightspeed offer pay $OFFER --amount-msat 5000 --payer-note 'thanks'")
 @click.argument("offer")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Required when the offer names no amount.")
+@click.option("--amount-msat", type=Amount("msat", minimum=1),
+              help="Required when the offer names no amount (msat, or with a sat suffix).")
 @click.option("--quantity", type=click.IntRange(min=1), help="Items, for an offer with a quantity.")
 @click.option("--payer-note", help="A note for the payee (copied into the invoice).")
 @click.option("--fetch-timeout", "fetch_timeout_s", type=click.IntRange(1, 60), default=30, show_default=True,
               help="Seconds to wait for the invoice, all attempts together.")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1, 60), default=60, show_default=True,
               help="Seconds to wait for the payment to settle (it may still settle later: trackpayment).")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity: int | None,
@@ -89,4 +94,4 @@ def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity:
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/offers/pay", body))
+    _print(_call(ctx, "POST", "/v1/offers/pay", body, wait_s=fetch_timeout_s + timeout_s))

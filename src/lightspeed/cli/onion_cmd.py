@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from lightspeed.cli.common import with_example
+from lightspeed.cli.common import datadir_option, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 from lightspeed.errors import UsageError
 
@@ -51,6 +51,7 @@ def onion_message() -> None:
               help="Seconds to wait for a reply, all attempts together.")
 @click.option("--attempts", type=click.IntRange(1, 10), default=2, show_default=True,
               help="Messages sent (each with a new reply path) until one is answered.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def send(ctx: click.Context, destination: str, tlvs: tuple[str, ...], reply_path: bool, timeout_s: int,
@@ -62,11 +63,12 @@ def send(ctx: click.Context, destination: str, tlvs: tuple[str, ...], reply_path
         raise UsageError(f"--tlv is given {len(records)} times: an onion message carries one payload field")
     body = {"destination": destination.strip().lower(), "tlv_type": records[0][0], "value": records[0][1],
             "reply_path": reply_path, "timeout_s": timeout_s, "attempts": attempts}
-    _print(_call(ctx, "POST", "/v1/onion-messages", body))
+    _print(_call(ctx, "POST", "/v1/onion-messages", body, wait_s=timeout_s))
 
 
 @onion_message.command("stats")
 @with_example("lightspeed onion-message stats --datadir ~/.lightspeed/alice")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def stats(ctx: click.Context) -> None:
@@ -76,6 +78,7 @@ def stats(ctx: click.Context) -> None:
 
 @onion_message.command("blinded-path")
 @with_example("lightspeed onion-message blinded-path --datadir ~/.lightspeed/bob")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def blinded_path(ctx: click.Context) -> None:

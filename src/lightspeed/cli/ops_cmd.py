@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from lightspeed.cli.common import INTERRUPT_HINT, Amount, datadir_option, with_example
+from lightspeed.cli.common import INTERRUPT_HINT, Amount, datadir_option, segment, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 from lightspeed.errors import UsageError
 
@@ -76,7 +76,7 @@ def closed_channels(ctx: click.Context) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/alice disconnect $BOB")
 def disconnect(ctx: click.Context, node_id: str) -> None:
     """Close the connection to NODE_ID (refused while it has open channels: the node redials those)."""
-    _print(_call(ctx, "POST", f"/v1/peers/{node_id}/disconnect"))
+    _print(_call(ctx, "POST", f"/v1/peers/{segment(node_id, 'NODE_ID')}/disconnect"))
 
 
 @click.command("stop")
@@ -97,7 +97,7 @@ def stop(ctx: click.Context) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice lookup $PAYMENT_HASH")
 def invoice_lookup(ctx: click.Context, payment_hash: str) -> None:
     """The invoice of PAYMENT_HASH this node issued, with its status."""
-    _print(_call(ctx, "GET", f"/v1/invoices/{payment_hash}"))
+    _print(_call(ctx, "GET", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}"))
 
 
 _wait_option = click.option("--timeout", "timeout_s", type=click.IntRange(1, 3600), default=60,
@@ -113,7 +113,8 @@ _wait_option = click.option("--timeout", "timeout_s", type=click.IntRange(1, 360
 @with_example("lightspeed --datadir ~/.lightspeed/bob invoice wait $PAYMENT_HASH --timeout 600")
 def invoice_wait(ctx: click.Context, payment_hash: str, timeout_s: int) -> None:
     """Wait until the invoice of PAYMENT_HASH is paid or expires; prints it (still unpaid after --timeout)."""
-    _print(_call(ctx, "GET", f"/v1/invoices/{payment_hash}/wait", params={"timeout_s": str(timeout_s)}))
+    _print(_call(ctx, "GET", f"/v1/invoices/{segment(payment_hash, 'PAYMENT_HASH')}/wait",
+                 params={"timeout_s": str(timeout_s)}, wait_s=timeout_s))
 
 
 @click.command("trackpayment")
@@ -126,7 +127,8 @@ def invoice_wait(ctx: click.Context, payment_hash: str, timeout_s: int) -> None:
 def track_payment(ctx: click.Context, payment_hash: str, timeout_s: int) -> None:
     """Wait until the payment of PAYMENT_HASH succeeded or failed; prints it (pending after --timeout)."""
     ctx.meta[INTERRUPT_HINT] = "the payment goes on; track it again to see how it ends"
-    _print(_call(ctx, "GET", f"/v1/payments/{payment_hash}/track", params={"timeout_s": str(timeout_s)}))
+    _print(_call(ctx, "GET", f"/v1/payments/{segment(payment_hash, 'PAYMENT_HASH')}/track",
+                 params={"timeout_s": str(timeout_s)}, wait_s=timeout_s))
 
 
 @click.command("keysend")
@@ -147,7 +149,7 @@ def keysend(ctx: click.Context, node_id: str, amount_msat: int, amp_parts: int |
     body: dict[str, Any] = {"node_id": node_id, "amount_msat": amount_msat, "timeout_s": timeout_s}
     if amp_parts is not None:
         body["amp_parts"] = amp_parts
-    _print(_call(ctx, "POST", "/v1/keysend", body))
+    _print(_call(ctx, "POST", "/v1/keysend", body, wait_s=timeout_s))
 
 
 @click.command("signmessage")
@@ -196,7 +198,7 @@ def describe_graph(ctx: click.Context) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/alice getnodeinfo $CAROL")
 def get_node_info(ctx: click.Context, node_id: str) -> None:
     """NODE_ID as the graph knows it: its channels and their capacity."""
-    _print(_call(ctx, "GET", f"/v1/graph/nodes/{node_id}"))
+    _print(_call(ctx, "GET", f"/v1/graph/nodes/{segment(node_id, 'NODE_ID')}"))
 
 
 @click.command("getchaninfo")
@@ -207,7 +209,7 @@ def get_node_info(ctx: click.Context, node_id: str) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/alice getchaninfo 103x1x0")
 def get_chan_info(ctx: click.Context, short_channel_id: str) -> None:
     """The graph's channel SHORT_CHANNEL_ID (BLOCKxTXxOUTPUT or an integer) with both policies."""
-    _print(_call(ctx, "GET", f"/v1/graph/channels/{short_channel_id}"))
+    _print(_call(ctx, "GET", f"/v1/graph/channels/{segment(short_channel_id, 'SHORT_CHANNEL_ID')}"))
 
 
 @click.command("queryroutes")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from lightspeed.cli.common import with_example
+from lightspeed.cli.common import Amount, datadir_option, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 
 
@@ -26,11 +26,13 @@ def refund() -> None:
 
 
 @refund.command("create")
-@with_example('lightspeed refund create 25000 --description "a returned mug"')
-@click.argument("amount_msat", type=click.IntRange(min=1))
+@with_example('lightspeed refund create 25000 --description "a returned mug"',
+              'lightspeed refund create 25sat --datadir ~/.lightspeed/alice')
+@click.argument("amount_msat", type=Amount("msat", minimum=1))
 @click.option("--description", default="", help="What the refund is for (shown to whoever claims it).")
 @click.option("--absolute-expiry", type=int, help="Unix time after which no invoice for it is paid "
                                                    "(default: a day from now).")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def refund_create(ctx: click.Context, amount_msat: int, description: str, absolute_expiry: int | None) -> None:
@@ -49,15 +51,17 @@ def refund_create(ctx: click.Context, amount_msat: int, description: str, absolu
 @click.argument("lnr")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1, 110), default=30, show_default=True,
               help="Seconds to wait for the refund's creator to pay our invoice.")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def refund_pay(ctx: click.Context, lnr: str, timeout_s: int) -> None:
     """Claim the refund LNR (owed to this node): send our invoice for it and wait until it is paid."""
-    _print(_call(ctx, "POST", "/v1/refunds/pay", {"refund": lnr.strip(), "timeout_s": timeout_s}))
+    _print(_call(ctx, "POST", "/v1/refunds/pay", {"refund": lnr.strip(), "timeout_s": timeout_s}, wait_s=timeout_s))
 
 
 @refund.command("list")
 @with_example("lightspeed refund list")
+@datadir_option
 @click.pass_context
 @_errors_to_exit
 def refund_list(ctx: click.Context) -> None:

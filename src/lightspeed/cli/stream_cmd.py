@@ -74,7 +74,8 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
 @stream.command("buy")
 @click.argument("url")
 @click.option("--max-msat", type=Amount("msat", minimum=1), required=True, help="The most the stream may cost.")
-@click.option("--max-msat-per-unit", type=int, default=None, help="Refuse a tariff above this price.")
+@click.option("--max-msat-per-unit", type=Amount("msat"), default=None,
+              help="Refuse a tariff above this price per unit (msat, or with a sat suffix).")
 @click.option("--units", type=int, default=None, help="Stop paying once this many units are paid for.")
 @click.option("--increments", type=click.IntRange(min=1), default=None,
               help="Pay without an allowance: one invoice per this many ticks (the exposure is one increment).")
@@ -101,6 +102,7 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
     from lightspeed.chain.regtest import RegtestChain
     from lightspeed.cli.micro_cmd import _chain_file, _run
     from lightspeed.cli.paid_example import open_channel_to_api
+    from lightspeed.cli.tables import key_value_table, result_table
     from lightspeed.micro.lightning import NodePayer
     from lightspeed.node.node import Node
     from lightspeed.stream.client import BuyPolicy, StreamBuyer
@@ -112,7 +114,7 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
 
     def view(b: BuyerStream) -> Table:
         t = b.tariff
-        table = Table(title=f"lightspeed stream {url}", show_header=False)
+        table: Table = key_value_table(f"lightspeed stream {url}")
         table.add_row("delivered", f"{b.delivered_units:,} {t.unit}")
         table.add_row("price", f"{t.msat_per_unit} msat/{t.unit}, {t.tick_units} {t.unit} a tick")
         table.add_row("paid", f"{b.paid_msat:,} msat ({b.paid_ticks:,} ticks) of {max_msat:,}")
@@ -149,7 +151,4 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
     if as_json:
         click.echo(json_text(result))
         return
-    table = Table(title=f"lightspeed stream {url}", show_header=False)
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+    Console().print(result_table(f"lightspeed stream {url}", result))

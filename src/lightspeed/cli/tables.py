@@ -72,3 +72,24 @@ def _render_records(title: str, columns: list[str], cells: list[list[str]], widt
         for column, value in zip(columns, row, strict=True):
             out.append(f"{column:<{name_width}}  {value}".rstrip())
     return "\n".join(out) + "\n"
+
+
+def key_value_table(title: str) -> Any:
+    """A "field value" table (no header) whose values fold onto more lines in a narrow terminal:
+    rich's default cuts a cell with "…", and a node id, a URL or an amount would lose its end."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    return table
+
+
+def result_table(title: str, result: dict[str, Any]) -> Any:
+    """A command's JSON result for people: one row per field, objects and lists as JSON."""
+    import json
+
+    table = key_value_table(title)
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    return table

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from lightspeed.cli.common import Amount, datadir_option, with_example
+from lightspeed.cli.common import Amount, datadir_option, segment, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 
 
@@ -72,4 +72,4 @@ def token_list(ctx: click.Context) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/alice token revoke 3f9a0c2b7d1e4a65")
 def token_revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke TOKEN_ID (its id from `token create` or `token list`) for good, also across restarts."""
-    _print(_call(ctx, "POST", f"/v1/tokens/{token_id}/revoke"))
+    _print(_call(ctx, "POST", f"/v1/tokens/{segment(token_id, 'TOKEN_ID')}/revoke"))

@@ -44,6 +44,7 @@ from lightspeed.node.blinded_incoming import (
     failure_reason,
     unpack_onion,
 )
+from lightspeed.node.blinded_own import skip_own_hops
 from lightspeed.node.forwarding import read_onion
 from lightspeed.node.invoices import ROUTE_BLINDING_BIT
 from lightspeed.node.paying import decode_outcome
@@ -318,22 +319,29 @@ class BlindedPayments:
     # -- paying to blinded paths -----------------------------------------------------------------
 
     async def pay(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int, payment_hash: bytes,
-                  timeout: float = 30, max_parts: int = 16, invoice: str = "") -> bytes:
-        """Pay ``amount_msat`` to whoever made ``paths``; returns the preimage."""
+                  timeout: float = 30, max_parts: int = 16, invoice: str = "",
+                  separate_paths: bool = False) -> bytes:
+        """Pay ``amount_msat`` to whoever made ``paths``; returns the preimage. ``separate_paths``:
+        in two parts or more, over two paths or more."""
         node = self.node
         if amount_msat <= 0:
             raise UsageError("amount_msat: must be positive")
         if len(payment_hash) != 32:
             raise UsageError("payment_hash: must be 32 bytes")
-        usable = [(p, i) for p, i in paths if len(p.first_node_id) == 33 and p.first_node_id != node.node_id]
+        # A path we introduce ourselves starts at the node after us (we never route to ourselves).
+        usable = [(p, i) for p, i in skip_own_hops(node, paths)
+                  if len(p.first_node_id) == 33 and p.first_node_id != node.node_id]
         if not usable:
-            raise PaymentError("no usable blinded path (an introduction node given by short channel id, or us)")
+            raise PaymentError("no usable blinded path (an introduction channel we do not know, or a path ending at us)")
+        if separate_paths and (len(usable) < 2 or max_parts < 2 or amount_msat < 2):
+            raise PaymentError("the payment must be split over separate blinded paths (MPP/compulsory), and "
+                               f"{len(usable)} path(s) can be used for {amount_msat} msat in at most {max_parts} part(s)")
         node._guard(payment_hash)
         with node.store.transaction():
             node.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending", invoice=invoice))
         return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout, None, 0, (), max_parts,
                                runner=lambda fees: self._pay_parts(usable, amount_msat, payment_hash, timeout,
-                                                                   max_parts, fees))
+                                                                   max_parts, fees, separate_paths))
 
     def _plan(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amounts: list[int],
               graph: ChannelGraph) -> list[int] | None:
@@ -356,16 +364,17 @@ class BlindedPayments:
         return plan
 
     async def _pay_parts(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
-                         payment_hash: bytes, timeout: float, max_parts: int, fees: list[int]) -> bytes:
+                         payment_hash: bytes, timeout: float, max_parts: int, fees: list[int],
+                         separate_paths: bool = False) -> bytes:
         node = self.node
         deadline = time.monotonic() + timeout
         await node._wait_for_channels(b"", deadline)
         graph = node._graph_for(b"", ())
-        parts = 1
+        parts = 2 if separate_paths else 1
         while True:  # MPP: the fewest parts for which every part has a path and a route to it
             amounts = _split(amount_msat, parts)
             plan = self._plan(paths, amounts, graph)
-            if plan is not None:
+            if plan is not None and (not separate_paths or len(set(plan)) >= 2):
                 break
             if parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                 raise PaymentError(f"no route to any blinded path's introduction node for {amount_msat} msat")

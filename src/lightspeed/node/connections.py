@@ -75,6 +75,7 @@ async def start(self: Node, host: str = "127.0.0.1", port: int = 0) -> int:
     self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
     self._spawn(self.gossip.run())
     self._spawn(self._receiver_timer(min(1.0, self.mpp_timeout / 4)))
+    self._spawn(self.asyncpay.run())  # idle unless the node is an LSP (async_lsp)
     self.broadcaster.resume()  # fundings and closes a stopped (or killed) run left unbroadcast
     for cid, script in self._sent_shutdown.items():  # a mutual close resumes: shutdown is resent
         done: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
@@ -317,6 +318,8 @@ async def _on_connected(self: Node, peer: Peer) -> None:
         self._reestablished.discard(cid)
         self._forget_uncommitted(channel)
         await self._send(peer, [channel.reestablish_message()])
+    if self.async_lsp is not None:  # a registered client back online: its mailbox
+        self._spawn(self.asyncpay.deliver_mailbox(peer))
 
 
 def _on_disconnected(self: Node, peer: Peer) -> None:

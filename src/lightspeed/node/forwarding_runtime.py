@@ -23,7 +23,7 @@ from lightspeed.node.forwarding import (
     ForwardSettled,
 )
 from lightspeed.node.forwarding import short_channel_id as encode_scid
-from lightspeed.node.outcomes import HtlcKey
+from lightspeed.node.outcomes import HtlcKey, NodeEvent
 from lightspeed.node.paying import HtlcOutcome
 from lightspeed.onion.failure import (
     FailureCode,
@@ -108,8 +108,11 @@ def _channel_update(self: Node, channel_id: bytes, scid: int, enabled: bool) -> 
     return encoded
 
 
-def _forward(self: Node, channel: Channel, htlc: LoggedHtlc, read: Forward, height: int) -> None:
+def _forward(self: Node, channel: Channel, htlc: LoggedHtlc, read: Forward, height: int,
+             received: list[NodeEvent]) -> None:
     cid = channel.config.channel_id
+    if self.asyncpay.intercept(channel, htlc, read.shared_secret, height, received):
+        return  # held for an async payment, or failed back (node.async_runtime)
     decision = decide_forward(htlc.amount_msat, htlc.cltv_expiry, read.payload, self._outgoing_channels(), height)
     if isinstance(decision, ForwardTo):
         out_cid = self._by_scid[decision.short_channel_id]
@@ -136,6 +139,7 @@ def _forward_settled(self: Node, out: HtlcKey, preimage: bytes, out_msat: int) -
         return False
     if record.preimage is None:
         self._record(dataclasses.replace(record, preimage=preimage, failure=None))
+        self.asyncpay.settled(incoming)
         channel = self.channels.get(incoming[0])
         in_msat = None if channel is None else next(
             (h.amount_msat for h in channel.log.commitment(Side.LOCAL, pending=True).htlcs

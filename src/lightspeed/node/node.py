@@ -102,6 +102,8 @@ from lightspeed.node import (
     receiving,
     sending,
 )
+from lightspeed.node.async_lsp import AsyncLsp
+from lightspeed.node.async_runtime import AsyncPayRuntime
 from lightspeed.node.blinded import BlindedPayments
 from lightspeed.node.broadcast import Broadcaster
 from lightspeed.node.closing import CLOSING_WEIGHT, _Closing
@@ -117,8 +119,10 @@ from lightspeed.node.onion_messenger import OnionMessenger
 from lightspeed.node.onion_ratelimit import OnionMessageLimits
 from lightspeed.node.opening import _Opening
 from lightspeed.node.outcomes import (
+    AsyncPaymentSucceeded,
     HtlcHeld,
     HtlcKey,
+    HtlcReleased,
     NodeEvent,
     PaymentFailed,
     PaymentReceived,
@@ -152,8 +156,10 @@ __all__ = [
     "RECONNECT_DELAYS",
     "REESTABLISH_GRACE_S",
     "ROUTE_BLINDING_REQUIRED",
+    "AsyncPaymentSucceeded",
     "HtlcHeld",
     "HtlcKey",
+    "HtlcReleased",
     "Node",
     "NodeEvent",
     "PaymentFailed",
@@ -195,6 +201,8 @@ class Node:
     channel_settings: ChannelSettings = DEFAULT_CHANNEL_SETTINGS
     #: How many onion messages each peer may send us (node.onion_ratelimit); past it they are dropped.
     onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
+    #: The LSP role of async payments (``node start --lsp``): holds registered clients' HTLCs.
+    async_lsp: AsyncLsp | None = None
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
@@ -256,6 +264,7 @@ class Node:
         self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
+        self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""

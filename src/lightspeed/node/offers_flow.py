@@ -109,6 +109,13 @@ class OffersFlow:
     async def _on_invoice_request(self, message: InboundOnionMessage) -> None:
         if message.reply_path is None:
             return  # BOLT #12: an invoice request without reply path cannot be answered
+        if message.path_id is not None:
+            # BOLT #12: if `offer_paths` is present: MUST ignore the invoice_request if it did not
+            # arrive via one of those paths. otherwise: MUST ignore any invoice_request if it arrived
+            # via a blinded path. Our offers name no paths; a path_id means the request came over a
+            # path we made (a refund's, a reply path): answering would tie that path to our node id.
+            self.node.onion_messages.dropped["invoice_request_via_our_path"] += 1
+            return
         try:
             invoice = self.answer(message.value(INVOICE_REQUEST) or b"")
             record = (INVOICE, invoice.to_tlv())
@@ -167,14 +174,17 @@ class OffersFlow:
         chain = self.node.network.chain_hash if offer.chains is not None else None
         invreq = request_invoice(offer, payer_key=os.urandom(32), metadata=os.urandom(16), amount_msat=amount_msat,
                                  quantity=quantity, chain=chain, payer_note=payer_note)
-        destination: bytes | BlindedPath
-        if offer.issuer_id is not None:
-            destination = offer.issuer_id
+        # BOLT #12: if `offer_paths` is set: MUST send the onion message via any path in `offer_paths`
+        # to the final `onion_msg_hop`.`blinded_node_id` in that path; otherwise: MUST send the
+        # onion message to `offer_issuer_id`. (Each attempt goes over the next path.)
+        destinations: list[bytes | BlindedPath]
+        if offer.paths:
+            destinations = list(offer.paths)
         else:
-            assert offer.paths  # request_invoice refuses an offer with neither
-            destination = offer.paths[0]
-        reply = await self.node.onion_messages.request(destination, [(INVOICE_REQUEST, invreq.to_tlv())],
-                                                       timeout=timeout, attempts=attempts)
+            assert offer.issuer_id is not None  # request_invoice refuses an offer with neither
+            destinations = [offer.issuer_id]
+        reply, used = await self.node.onion_messages.request_any(
+            destinations, [(INVOICE_REQUEST, invreq.to_tlv())], timeout=timeout, attempts=attempts)
         if reply.tlv_type == INVOICE_ERROR:
             refusal = InvoiceError.from_tlv(reply.value(INVOICE_ERROR) or b"")
             raise PaymentError(f"the payee refused the invoice request: {refusal.error}")
@@ -182,7 +192,7 @@ class OffersFlow:
             raise PaymentError(f"the payee answered with a message of type {reply.tlv_type}, not an invoice")
         try:
             invoice = invoice_from_tlv(reply.value(INVOICE) or b"")
-            finals = [offer.paths[0].hops[-1].blinded_node_id] if offer.paths else []
+            finals = [offer.paths[used].hops[-1].blinded_node_id] if offer.paths else []
             check_invoice_for_request(invoice, invreq, now=int(time.time()), accepted_chains=accepted,
                                       final_blinded_node_ids=finals)
             check_invoice_amount(invoice, invreq)
@@ -213,7 +223,8 @@ async def pay_invoice(node: Node, invoice: Invoice, timeout: float = 60.0) -> by
     # the invoice via multiple separate payments; otherwise: MUST NOT use multiple parts.
     max_parts = MAX_PARTS if bits & {MPP_COMPULSORY, MPP_OPTIONAL} else 1
     return await node.pay_blinded(invoice.usable_paths, invoice.amount_msat, invoice.payment_hash,
-                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode())
+                                  timeout=timeout, max_parts=max_parts, invoice=invoice.encode(),
+                                  separate_paths=MPP_COMPULSORY in bits)
 
 
 def check_invoice_amount(invoice: Invoice, invreq: InvoiceRequest) -> None:

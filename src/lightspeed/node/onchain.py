@@ -18,15 +18,18 @@ Funds in limbo: until a claim of ours confirms, what it sweeps to the wallet is 
 force-closed balance is never invisible while its delay runs.
 
 Fees: the claims pay their fee from the output they spend, at the chain's
-estimate. Under option_anchors HTLC transactions carry no fee and the commitment
-pays the feerate agreed in the channel; the embedded regtest chain has no relay
-minimum, so no CPFP through the anchor is done (a real mempool would need it).
+estimate. Under option_anchors our HTLC transactions carry no fee (the peer signed
+them SIGHASH_SINGLE|ANYONECANPAY): :mod:`.htlc_bump` adds wallet inputs at a feerate
+that rises with the HTLC's deadline, and replaces an unconfirmed version (RBF). Each
+version is recorded before its broadcast; the sweep of its output follows its txid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +40,10 @@ from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_sp
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
+from lightspeed.node.htlc_bump import Bump, HtlcFeeBumper, is_zero_fee_htlc, rebase_sweep
 from lightspeed.store.base import CloseKind, CloseSummary, Store, StoredChannel
+
+log = logging.getLogger("lightspeed.node")
 
 _CLOSE_KINDS: dict[SpendKind, CloseKind] = {SpendKind.LOCAL: "local", SpendKind.REMOTE: "remote",
                                             SpendKind.REVOKED: "revoked", SpendKind.MUTUAL: "mutual"}
@@ -142,12 +148,18 @@ class Resolution:
     ours: set[bytes] = field(default_factory=set)  # txids of every claim ever planned
     taken: dict[int, Transaction] = field(default_factory=dict)  # revoked outputs the cheater spent
     preimage_hashes: frozenset[bytes] = frozenset()  # the HTLCs to us the claims were planned to claim
+    # zero-fee HTLC transactions (by their own txid) and the fee-paying versions of them broadcast
+    originals: dict[bytes, Claim] = field(default_factory=dict)
+    versions: dict[bytes, Bump] = field(default_factory=dict)  # every version, by its txid (recorded)
+    bumps: dict[bytes, Bump] = field(default_factory=dict)  # original txid -> the version to broadcast
 
     def to_record(self) -> bytes:
         return json.dumps({
             "sweep_script": self.sweep_script.hex(), "feerate_per_kw": self.feerate_per_kw,
             "spend_txid": None if self.spend_txid is None else self.spend_txid.hex(),
             "kind": None if self.kind is None else self.kind.value, "finished": self.finished,
+            "bumps": [v.to_json() for v in self.versions.values()],
+            "current": {k.hex(): v.tx.txid.hex() for k, v in self.bumps.items()},
         }, sort_keys=True).encode()
 
 
@@ -156,8 +168,9 @@ class OnchainWatcher:
 
     def __init__(self, chain: ChainSource, store: Store, new_script: Callable[[], bytes],
                  preimage_for: Callable[[bytes], bytes | None],
-                 load_channel: Callable[[StoredChannel], Channel]) -> None:
+                 load_channel: Callable[[StoredChannel], Channel], bumper: HtlcFeeBumper | None = None) -> None:
         self.chain, self.store = chain, store
+        self.bumper = bumper  # None: zero-fee HTLC transactions go out as signed (a real mempool refuses them)
         self._new_script, self._preimage_for = new_script, preimage_for
         self.resolutions: dict[bytes, Resolution] = {}
         self.errors: dict[bytes, str] = {}  # the last failure per channel (retried at each block)
@@ -170,6 +183,11 @@ class OnchainWatcher:
                 resolution = Resolution(cid, load_channel(stored), bytes.fromhex(record["sweep_script"]),
                                         int(record["feerate_per_kw"]), finished=bool(record["finished"]))
                 spend = record["spend_txid"]
+                for raw_bump in record.get("bumps", []):
+                    bump = Bump.from_json(raw_bump)
+                    resolution.versions[bump.tx.txid] = bump
+                for original, current in record.get("current", {}).items():
+                    resolution.bumps[bytes.fromhex(original)] = resolution.versions[bytes.fromhex(current)]
             except (ValueError, KeyError, TypeError) as exc:
                 raise DecodeError("resolution record", f"malformed: {exc!r}") from None
             self.resolutions[cid] = resolution
@@ -219,6 +237,67 @@ class OnchainWatcher:
         resolution.claims = claims_for(channel, spend, kind, preimages, resolution.sweep_script,
                                        resolution.feerate_per_kw)
         resolution.ours.update(c.tx.txid for c in resolution.claims)
+        resolution.originals = {c.tx.txid: c for c in resolution.claims if is_zero_fee_htlc(c)}
+        resolution.ours.update(resolution.versions)
+        self._apply_bumps(resolution)
+
+    @staticmethod
+    def _apply_bumps(resolution: Resolution) -> None:
+        """Make each zero-fee HTLC claim the version to broadcast (its original if none), and the
+        sweep of its delayed output spend that version."""
+        for original_txid, original in resolution.originals.items():
+            bump = resolution.bumps.get(original_txid)
+            target = original.tx if bump is None else bump.tx
+            index = next((i for i, c in enumerate(resolution.claims)
+                          if c.tx.txid == original_txid or (c.tx.txid in resolution.versions
+                          and resolution.versions[c.tx.txid].original_txid == original_txid)), None)
+            if index is None or resolution.claims[index].tx.txid == target.txid:
+                continue
+            old_txid = resolution.claims[index].tx.txid
+            resolution.claims[index] = dataclasses.replace(resolution.claims[index], tx=target)
+            for j, child in enumerate(resolution.claims):
+                if child.parent_txid == old_txid:
+                    sweep = rebase_sweep(resolution.channel, child.tx, target)
+                    resolution.claims[j] = dataclasses.replace(child, tx=sweep, parent_txid=target.txid)
+                    resolution.ours.add(sweep.txid)
+
+    def _original_of(self, resolution: Resolution, claim: Claim) -> Claim | None:
+        """The zero-fee HTLC claim ``claim`` is a version of, if it is one."""
+        bump = resolution.versions.get(claim.tx.txid)
+        return resolution.originals.get(claim.tx.txid if bump is None else bump.original_txid)
+
+    def _choose_version(self, resolution: Resolution, original: Claim, version: Transaction) -> None:
+        """``version`` (the original or a recorded bump) is the one to follow (it is in the chain)."""
+        bump = resolution.versions.get(version.txid)
+        if bump is None:
+            resolution.bumps.pop(original.tx.txid, None)
+        else:
+            resolution.bumps[original.tx.txid] = bump
+        with self.store.transaction():
+            self.store.put_resolution(resolution.channel_id, resolution.to_record())
+        self._apply_bumps(resolution)
+
+    def _broadcast(self, resolution: Resolution, claim: Claim, tip: int) -> None:
+        """Broadcast ``claim``; a zero-fee HTLC transaction in a fee-paying version, bumped
+        again (RBF) while it stays unconfirmed and its deadline nears."""
+        original = self._original_of(resolution, claim)
+        if original is not None and self.bumper is not None:
+            current = resolution.bumps.get(original.tx.txid)
+            try:
+                bump = self.bumper.next_version(resolution.channel, original, current, tip)
+            except LightspeedError as exc:  # a claim we cannot fee must not stop the others
+                log.warning("%s: no fee bump: %s", original.label, exc)
+                bump = None
+            if bump is not None:
+                resolution.versions[bump.tx.txid] = bump
+                resolution.bumps[original.tx.txid] = bump
+                resolution.ours.add(bump.tx.txid)
+                with self.store.transaction():  # recorded before it goes out: a restart resumes its inputs
+                    self.store.put_resolution(resolution.channel_id, resolution.to_record())
+                self._apply_bumps(resolution)
+                claim = dataclasses.replace(claim, tx=bump.tx)
+        with contextlib.suppress(RejectedTransaction):  # tried again at the next block
+            self.chain.broadcast(claim.tx)
 
     def _learn_preimages(self, resolution: Resolution) -> None:
         """Plan again when a preimage became known after the close (a hold invoice settled, the
@@ -338,19 +417,25 @@ class OnchainWatcher:
                 if confirmations >= 1:
                     resolution.settled.add(txid)
                     events.extend(self._outcome(resolution, claim, None))
+                elif self._original_of(resolution, claim) is not None:  # waiting in the mempool: RBF?
+                    self._broadcast(resolution, claim, tip)
                 continue
             if claim.parent_txid in resolution.settled and self._confirmations(claim.parent_txid) is None:
                 resolution.settled.add(txid)  # its parent claim lost the race: nothing to spend
                 continue
             rival = self._rival_spend(claim)
+            original = self._original_of(resolution, claim)
+            if rival is not None and original is not None and (rival.txid in resolution.versions
+                                                               or rival.txid == original.tx.txid):
+                self._choose_version(resolution, original, rival)  # another version of ours got there first
+                continue
             if rival is not None:
                 resolution.settled.add(txid)
                 events.extend(self._outcome(resolution, claim, rival))
                 continue
             parent = self._confirmations(claim.parent_txid)
             if parent is not None and claim.ready(tip, parent):
-                with contextlib.suppress(RejectedTransaction):  # tried again at the next block
-                    self.chain.broadcast(claim.tx)
+                self._broadcast(resolution, claim, tip)
         spend_confirmed = (self._confirmations(resolution.spend_txid) or 0) >= 1
         if spend_confirmed and all(c.tx.txid in resolution.settled for c in resolution.claims):
             resolution.finished = True

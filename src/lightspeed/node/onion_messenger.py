@@ -225,6 +225,9 @@ class OnionMessenger:
             return
         peer = self._onion_peer(next_id)
         if peer is None:
+            if self.node.asyncpay.keep(next_id, result.message):  # an LSP's offline client: its mailbox
+                self.counts["kept_for_offline_client"] += 1
+                return
             self._drop("next_peer_not_connected")
             return
         # BOLT #4: SHOULD forward the message using `onion_message` to the *next peer*; MUST set
@@ -282,7 +285,7 @@ class OnionMessenger:
         """
         records = check_records(records)
         if isinstance(destination, BlindedPath):
-            path = self._resolve_sciddir(destination)
+            path = self.resolve_sciddir(destination)
         else:
             path = self._path_to_node(destination)
         payload = OnionMessagePayload(records=records, reply_path=reply_path)
@@ -315,21 +318,44 @@ class OnionMessenger:
         gets a new reply path (through the next of our peers) and a new ``path_id``, so a
         late reply to an earlier attempt is dropped rather than mistaken for this one.
         """
-        if timeout <= 0 or attempts < 1:
-            raise UsageError("request: timeout must be positive and attempts at least 1")
-        for _ in range(attempts):
+        reply, _ = await self.request_any([destination], records, timeout, attempts)
+        return reply
+
+    async def request_any(self, destinations: Sequence[bytes | BlindedPath], records: Sequence[tuple[int, bytes]],
+                          timeout: float = 10.0, attempts: int = 3) -> tuple[InboundOnionMessage, int]:
+        """:meth:`request`, attempt ``k`` sent to ``destinations[k % len]`` (a BOLT 12 offer's
+        ``offer_paths``: "via any path"); the reply and the index of the destination it answers.
+
+        A destination we cannot reach now is skipped; :class:`UsageError` if none can be reached.
+        """
+        if timeout <= 0 or attempts < 1 or not destinations:
+            raise UsageError("request: timeout must be positive, attempts at least 1, and a destination given")
+        unreachable: UsageError | None = None
+        sent = False
+        rounds = max(attempts, len(destinations))  # every path tried once at least
+        for attempt in range(rounds):
+            index = attempt % len(destinations)
             path_id = os.urandom(32)
             waiter: asyncio.Future[InboundOnionMessage] = asyncio.get_running_loop().create_future()
             self._publish(path_id)
             self._awaiting[path_id] = waiter
             try:
-                await self.send(destination, records, self.reply_path(path_id))
-                return await asyncio.wait_for(waiter, timeout / attempts)
+                try:
+                    await self.send(destinations[index], records, self.reply_path(path_id))
+                except UsageError as exc:  # no way to this one now: the next one, at once
+                    if len(destinations) == 1:
+                        raise
+                    unreachable = exc
+                    continue
+                sent = True
+                return await asyncio.wait_for(waiter, timeout / rounds), index
             except TimeoutError:
                 continue
             finally:
                 self._awaiting.pop(path_id, None)
-        raise TimeoutError(f"no reply to the onion message within {timeout:g} s ({attempts} attempts)")
+        if not sent and unreachable is not None:
+            raise unreachable
+        raise TimeoutError(f"no reply to the onion message within {timeout:g} s ({rounds} attempts)")
 
     def reply_path(self, path_id: bytes) -> BlindedPath:
         """A blinded path back to us through one of our onion-message peers (us alone if we have none).
@@ -454,7 +480,8 @@ class OnionMessenger:
                 for t in tlvs]
         return create_blinded_path(os.urandom(32), route, tlvs)
 
-    def _resolve_sciddir(self, path: BlindedPath) -> BlindedPath:
+    def resolve_sciddir(self, path: BlindedPath) -> BlindedPath:
+        """``path`` with a ``sciddir`` introduction replaced by that end's node id (UsageError: unknown channel)."""
         if len(path.first_node_id) == 33:
             return path
         direction, scid = path.first_node_id[0], int.from_bytes(path.first_node_id[1:], "big")

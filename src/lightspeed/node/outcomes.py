@@ -33,13 +33,33 @@ class PaymentFailed:
 
 @dataclass(frozen=True)
 class HtlcHeld:
-    """A hold invoice's payment arrived in full: ``settle_hold`` or ``cancel_hold`` it."""
+    """A hold invoice's payment arrived in full: ``settle_hold`` or ``cancel_hold`` it. With
+    ``client_id``: as an LSP we hold a client's HTLC for an async payment (node.async_runtime)."""
 
     payment_hash: bytes
     amount_msat: int
+    client_id: bytes | None = None
 
 
-NodeEvent = PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | BroadcastRejected | ForwardSettled
+@dataclass(frozen=True)
+class HtlcReleased:
+    """As an LSP, a held HTLC was released by a valid ``payment_unblock``: it is forwarded now."""
+
+    payment_hash: bytes
+    amount_msat: int
+    client_id: bytes
+
+
+@dataclass(frozen=True)
+class AsyncPaymentSucceeded:
+    """Our async payment (``pay --async``) was settled: ``preimage`` is its proof."""
+
+    payment_hash: bytes
+    preimage: bytes
+
+
+NodeEvent = (PaymentReceived | PaymentSent | PaymentFailed | HtlcHeld | HtlcReleased | AsyncPaymentSucceeded
+             | BroadcastRejected | ForwardSettled)
 
 
 HtlcKey = tuple[bytes, int]  # (channel id, HTLC id)

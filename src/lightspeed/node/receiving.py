@@ -150,6 +150,7 @@ def _process_incoming(self: Node, channel: Channel, received: list[NodeEvent]) -
     for key in [k for k in self._incoming if k[0] == cid and k[1] not in live]:
         record = self._incoming.pop(key)  # gone from every commitment: forget it
         self.blinded.forget(key)
+        self.asyncpay.resolved(key)
         self.store.delete_incoming_htlc(*key)
         self.store.delete_onion(*key)
         if record.out_channel_id is not None and record.out_htlc_id is not None:
@@ -197,7 +198,7 @@ def _decide_incoming(self: Node, channel: Channel, htlc: LoggedHtlc, height: int
         self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret,
                                         failure=read.reason()))
     elif isinstance(read, Forward):
-        self._forward(channel, htlc, read, height)
+        self._forward(channel, htlc, read, height, received)
     else:
         assert isinstance(read, Final)
         self._handled.add(key)

@@ -173,17 +173,17 @@ class Refunds:
         assert refund.amount_msat is not None and refund.payer_id is not None  # reader rules of a refund
         invoice = node.offers.invoice_for(refund, refund.amount_msat, now)
         # BOLT #12: if `invreq_paths` is present: MUST send the invoice using those paths;
-        # otherwise: MUST send it to `invreq_payer_id` directly.
-        destination: bytes | BlindedPath = refund.paths[0] if refund.paths else refund.payer_id
-        waiting = asyncio.ensure_future(node.onion_messages.request(destination, [(INVOICE, invoice.to_tlv())],
-                                                                    timeout=timeout, attempts=attempts))
+        # otherwise: MUST send it to `invreq_payer_id` directly. (Each attempt over the next path.)
+        destinations: list[bytes | BlindedPath] = list(refund.paths) if refund.paths else [refund.payer_id]
+        waiting = asyncio.ensure_future(node.onion_messages.request_any(
+            destinations, [(INVOICE, invoice.to_tlv())], timeout=timeout, attempts=attempts))
         try:
             while not waiting.done():
                 if self._received(invoice):
                     return RefundInvoice(invoice, True)
                 await asyncio.sleep(0.05)
             try:
-                reply = waiting.result()
+                reply, _ = waiting.result()
             except TimeoutError:
                 return RefundInvoice(invoice, self._received(invoice))
             if reply.tlv_type == INVOICE_ERROR:

@@ -364,13 +364,14 @@ async def _pay_part(self: Node, graph: ChannelGraph, target: bytes, amount_msat:
 
 async def pay_blinded(self: Node, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
                       payment_hash: bytes, timeout: float = 30, max_parts: int = MAX_PARTS,
-                      invoice: str = "") -> bytes:
+                      invoice: str = "", separate_paths: bool = False) -> bytes:
     """Pay over blinded paths; returns the preimage. Splits across paths (MPP) when one
     cannot carry the amount, and moves a failed part to another path. ``invoice`` (a BOLT 12
-    ``lni1...``) is kept in the payment's record: with the preimage, the proof of payment."""
+    ``lni1...``) is kept in the payment's record: with the preimage, the proof of payment.
+    ``separate_paths``: at least two parts, over at least two different paths (BOLT 12 MPP/compulsory)."""
     if not self.features.supports("option_route_blinding"):
         raise PaymentError("paying to blinded paths needs option_route_blinding in our features")
-    return await self.blinded.pay(paths, amount_msat, payment_hash, timeout, max_parts, invoice)
+    return await self.blinded.pay(paths, amount_msat, payment_hash, timeout, max_parts, invoice, separate_paths)
 
 
 async def send_to_route(self: Node, route: Route, payment_hash: bytes, payment_secret: bytes | None,
