@@ -158,7 +158,8 @@ def test_a_rejected_broadcast_is_reported_and_the_coins_count_again() -> None:
         chain.broadcast(first)
         assert broadcaster.submit(second, "funding of a test channel") is True
         assert [r.txid for r in reports] == [second.txid]
-        assert reports[0].what == "funding of a test channel" and "already spent" in reports[0].reason
+        # (the wallet signals replaceability: the same fee is a refused BIP 125 replacement)
+        assert reports[0].what == "funding of a test channel" and "conflicts with" in reports[0].reason
         assert broadcaster.rejected[second.txid] == reports[0]
         assert wallet.balance_sat() == sum(o.value_sat for o in first.outputs if o.script_pubkey != OTHER)
         assert broadcaster.submit(first, "again") is True  # already in the mempool: done, not rejected

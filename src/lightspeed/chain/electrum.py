@@ -72,6 +72,8 @@ _BITCOIND_REASONS = (
     ("relative", "non-BIP68-final"),
     ("locktime", "non-final"),
     ("already spent in the mempool", "txn-mempool-conflict"),
+    ("a replacement must pay", "insufficient fee"),  # BIP 125: bitcoind's "insufficient fee, rejecting replacement"
+    ("below the minimum relay feerate", "min relay fee not met"),
     ("already spent in the chain", "bad-txns-inputs-missingorspent"),
     ("does not exist", "bad-txns-inputs-missingorspent"),
     ("immature", "bad-txns-premature-spend-of-coinbase"),
