@@ -104,8 +104,8 @@ class ServerLoop:
         return int(server.sockets[0].getsockname()[1])
 
     def close(self) -> None:
-        for proxy in self.proxies:
-            proxy.close()
+        for proxy in self.proxies:  # in the loop's thread: asyncio servers are not thread-safe
+            self.loop.call_soon_threadsafe(proxy.close)
         for server in list(self.servers):
             self.stop_server(server)
         self.loop.call_soon_threadsafe(self.loop.stop)

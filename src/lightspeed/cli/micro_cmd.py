@@ -57,6 +57,12 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         chain = RegtestChain(_chain_file(chain_path))
         api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
                                    http_host=host, http_port=port, node_port=node_port)
+        # Ctrl-C stops the server cleanly from the moment the banner can be read (a handler installed
+        # after it lost a Ctrl-C sent right after the banner: exit 130 instead of 0).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         console = Console(stderr=True)
         table = key_value_table("Lightspeed example API")
         table.add_row("URL", api.url)
@@ -71,10 +77,6 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}",
                       soft_wrap=True)  # a command to copy: the terminal wraps it, not rich
         console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}", soft_wrap=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await api.stop()
 
