@@ -47,7 +47,7 @@ from lightspeed.node.blinded_incoming import (
 from lightspeed.node.blinded_own import skip_own_hops
 from lightspeed.node.forwarding import read_onion
 from lightspeed.node.invoices import ROUTE_BLINDING_BIT
-from lightspeed.node.paying import decode_outcome
+from lightspeed.node.paying import decode_outcome, first_preimage
 from lightspeed.offers.tlv_fields import BlindedPayInfo
 from lightspeed.onion.blinding import BlindedPath
 from lightspeed.onion.failure import FailureCode, FailureMessage
@@ -381,16 +381,7 @@ class BlindedPayments:
             parts *= 2
         runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees)
                 for i, amount in enumerate(amounts)]
-        results = await asyncio.gather(*runs, return_exceptions=True)
-        for result in results:
-            if isinstance(result, bytes):
-                return result
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, PaymentError):
-                raise result
-        first = results[0]
-        assert isinstance(first, PaymentError)
-        raise first
+        return first_preimage(await asyncio.gather(*runs, return_exceptions=True))
 
     async def _pay_part(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], start: int, amount_msat: int,
                         total_msat: int, payment_hash: bytes, deadline: float, fees: list[int]) -> bytes:

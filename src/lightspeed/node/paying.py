@@ -8,7 +8,7 @@ records). Expiries are built backwards from the final one, adding each forwarder
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lightspeed.errors import LightspeedError, PaymentError
@@ -141,3 +141,17 @@ def routing_graph(base: ChannelGraph | None, node_id: bytes, own: Iterable[Local
         graph.add_direction(DirectedChannel(channel.short_channel_id, node_id, channel.peer_id, None, policy))
     graph.add_node(node_id)
     return graph
+
+
+def first_preimage(results: Sequence[bytes | BaseException]) -> bytes:
+    """The end of a payment sent in parts (``gather(..., return_exceptions=True)``): a preimage if any
+    part got one; else a bug (not a PaymentError) is raised first, then the first part's failure."""
+    for result in results:
+        if isinstance(result, bytes):
+            return result
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, PaymentError):
+            raise result
+    first = results[0]
+    assert isinstance(first, PaymentError)
+    raise first

@@ -35,6 +35,7 @@ from lightspeed.node.paying import (
     PayLimits,
     RouteFailed,
     decode_outcome,
+    first_preimage,
     onion_for_route,
     routing_graph,
 )
@@ -325,16 +326,7 @@ async def _pay_parts(self: Node, target: bytes, amount_msat: int, timeout: float
     runs = [self._pay_part(graph, target, amount, shards_for(i, amount_msat), min_final_cltv, deadline,
                            limits.part_fee_msat(amount, amount_msat), fees)
             for i, amount in enumerate(amounts)]
-    results = await asyncio.gather(*runs, return_exceptions=True)
-    for result in results:
-        if isinstance(result, bytes):
-            return result
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, PaymentError):
-            raise result
-    first = results[0]
-    assert isinstance(first, PaymentError)
-    raise first
+    return first_preimage(await asyncio.gather(*runs, return_exceptions=True))
 
 
 async def _pay_part(self: Node, graph: ChannelGraph, target: bytes, amount_msat: int, shards: _Shards,
