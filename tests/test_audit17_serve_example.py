@@ -6,6 +6,7 @@ lines), and its Ctrl-C path had no test: it must stop with exit 0, no `Aborted!`
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -45,6 +46,9 @@ def test_the_banner_s_commands_stay_whole_at_80_columns_and_ctrl_c_stops_it_clea
         (stream,) = [line for line in seen if line.startswith("     lightspeed stream ws://127.0.0.1:")]
         assert stream.rstrip("\n").endswith(f"/charge --max-msat 30000 --chain {chain}"), stream
         assert all(len(line.rstrip("\n")) <= 80 for line in seen if "│" in line), seen  # the table fits
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())  # the ready line, on stdout as node start's
+        assert ready["url"] == call.split()[3].rsplit("/weather", 1)[0] and ready["metered"] in stream
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
         reader.join(timeout=10)

@@ -62,10 +62,15 @@ class Daemon:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:  # where it hangs goes into the failure's output
+                self.process.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 self.process.kill()
                 self.process.wait(5)
+                self.log.flush()
+                print(f"{self.datadir.name} did not stop within 20 s:\n"
+                      f"{(self.datadir.parent / f'{self.datadir.name}.log').read_text()[-20000:]}")
         self.log.close()
         return self.process.returncode
 

@@ -6,7 +6,8 @@ The blocks are read with a CommonMark parser (markdown-it, which rich already br
 * ```` ```sh ```` / ```` ```bash ````: run by ``bash -e -o pipefail`` from the checkout's root.
 * ```` ```sh background ````: what the text says runs "in another terminal": every command line
   starts as a background process; the document's next blocks run once each has printed its
-  first line (a daemon's ready line), and the processes are stopped after the document's last
+  first line on stdout (a daemon's ready line: what it says on stderr first, such as a new
+  wallet's words, does not count), and the processes are stopped after the document's last
   block.
 * ```` ```sh no-run ````: cannot run here by nature (installs from PyPI, runs the whole suite, needs
   a network or a venv of its own). Counted below so they cannot silently grow; each must still
@@ -101,6 +102,17 @@ def test_no_run_blocks_are_counted_parse_and_name_real_paths() -> None:
     assert counts == EXPECTED_NO_RUN
 
 
+def test_documents_that_run_side_by_side_listen_on_ports_of_their_own() -> None:
+    """The documents run in parallel (pytest-xdist): two daemons told to listen on one port collide."""
+    owners: dict[str, set[str]] = {}
+    for block in ALL_BLOCKS:
+        if block.lang in RUNNABLE and "no-run" not in block.flags:
+            for port in re.findall(r"--listen \S*?:(\d+)", block.code):
+                owners.setdefault(port, set()).add(block.document)
+    assert owners, "no --listen found: the pattern is stale"
+    assert {port: docs for port, docs in owners.items() if len(docs) > 1} == {}
+
+
 def test_json_blocks_parse() -> None:
     for block in ALL_BLOCKS:
         if block.lang == "json":
@@ -139,16 +151,19 @@ class Session:
         assert "Traceback" not in err, f"{block}:\n{err}"
 
     def start(self, block: Block) -> None:
-        for line in block.code.splitlines():
+        for number, line in enumerate(block.code.splitlines()):
             command = line.split("#", 1)[0].strip()
             if not command:
                 continue
-            process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, env=self.env, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            log = self.work / f"background_{block.line}_{number}.stderr"
+            with log.open("w") as stderr:  # the child keeps its own copy of the descriptor
+                process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, env=self.env, text=True,
+                                           stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
             self.background.append(process)
             assert process.stdout is not None
             first = _first_line(process, READY_TIMEOUT_S)
-            assert first, f"{block}: `{command}` printed nothing within {READY_TIMEOUT_S} s (exit {process.poll()})"
+            assert first, (f"{block}: `{command}` printed no ready line within {READY_TIMEOUT_S} s "
+                           f"(exit {process.poll()}):\n{log.read_text()}")
 
     def stop(self) -> None:
         for process in reversed(self.background):

@@ -327,4 +327,25 @@ async def _serve_api(config: DaemonConfig, datadir: Datadir, node: Node, token: 
     await node.stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
+    await _cancel_leftover_tasks()
     print("stopped", file=sys.stderr, flush=True)
+
+
+LEFTOVER_TASKS_TIMEOUT_S = 5.0
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Cancel what is still running, and name any task that ignores the cancel.
+
+    ``asyncio.run`` would wait for such a task without limit, and the daemon would never exit
+    on SIGTERM; logging its stack says which one it is.
+    """
+    leftover = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftover:
+        task.cancel()
+    if not leftover:
+        return
+    _, pending = await asyncio.wait(leftover, timeout=LEFTOVER_TASKS_TIMEOUT_S)
+    for task in pending:
+        log.error("a task did not stop when cancelled: %r", task)
+        task.print_stack(file=sys.stderr)

@@ -5,6 +5,7 @@ httpx, rich and the node are imported when a command runs, not when ``lightspeed
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -38,7 +39,11 @@ def _hostport(value: str, name: str) -> tuple[str, int]:
 @click.option("--per-calls", default=1, show_default=True, help="... per this many calls.")
 @with_example("lightspeed serve-example --listen 127.0.0.1:8402 --chain /tmp/ls/chain.sqlite")
 def serve_example(listen: str, node_port: int, chain_path: str, store: str, price_msat: int, per_calls: int) -> None:
-    """Run a paid example API (weather) on the embedded network until Ctrl-C or SIGTERM (exit 0)."""
+    """Run a paid example API (weather) on the embedded network until Ctrl-C or SIGTERM (exit 0).
+
+    Once serving it shows a table on stderr and prints one JSON line on stdout (its ready line):
+    url, metered (the EV charger's WebSocket URL), node_id, node (HOST:PORT of its Lightning node).
+    """
     import asyncio
 
     from rich.console import Console
@@ -77,6 +82,9 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         console.print(f"try: lightspeed call {api.url}/weather/lisbon -n 100 --chain {chain_path}",
                       soft_wrap=True)  # a command to copy: the terminal wraps it, not rich
         console.print(f"     lightspeed stream {ws_url} --max-msat 30000 --chain {chain_path}", soft_wrap=True)
+        # the ready line, as `node start` prints one: a script reads the URL here, not from the table
+        print(json.dumps({"url": api.url, "metered": ws_url, "node_id": api.node.node_id.hex(),
+                          "node": api.node_address}), flush=True)
         await stop.wait()
         await api.stop()
 

@@ -153,6 +153,10 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     from lightspeed.api.daemon import DaemonConfig, parse_hostport, run
 
     graceful_interrupt()
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack on stderr
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
