@@ -38,6 +38,7 @@ from lightspeed.micro.store import AllowanceStore
 from lightspeed.micro.terms import Price
 from lightspeed.node.node import Node
 from lightspeed.node.regtest import mine_forever
+from lightspeed.tasks import wait_ended
 
 EXAMPLE_PRICES = {"/weather": 1, "/forecast": 5}  # links of the allowance per call
 
@@ -92,8 +93,7 @@ class PaidApi:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await wait_ended(task)
         await self.node.stop()
         await self.allowances.store.aclose()
 

@@ -32,6 +32,7 @@ from lightspeed.chain.electrum_rpc import (
 )
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import ChainBusy
+from lightspeed.tasks import cancel_and_wait
 
 log = logging.getLogger("lightspeed.electrum")
 
@@ -59,9 +60,7 @@ class ElectrumServer:
 
     async def stop(self) -> None:
         if self._follow_task is not None:
-            self._follow_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow_task
+            await cancel_and_wait(self._follow_task)
         if self._server is not None:
             self._server.close()
         for writer in list(self._sessions.values()):

@@ -24,6 +24,7 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.messages import Message
 from lightspeed.errors import PeerProtocolError
 from lightspeed.gossip.gossiper import GOSSIP_TYPES
+from lightspeed.tasks import cancel_and_wait, wait_ended
 from lightspeed.transport.noise import Handshake
 from lightspeed.transport.session import (
     Connected,
@@ -96,14 +97,11 @@ class Peer:
         # that races with arriving data can be swallowed by wait_for (bpo-42130), and the read
         # loop would then wait for the next keepalive deadline.
         self._writer.close()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
 
     async def closed(self) -> str:
         """Wait until the connection ends; returns the reason."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await wait_ended(self._task)
         return self.disconnect_reason or "closed"
 
     def next_ready(self) -> Message | None:

@@ -41,6 +41,7 @@ from lightspeed.stream.machine import RemoteProtocolError, SellerStream, StreamS
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.receipt import STREAM_ID_SIZE, SignedStatement, sign_statement
 from lightspeed.stream.tariff import Tariff
+from lightspeed.tasks import cancel_and_wait
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -175,9 +176,7 @@ class _Connection:
 
     async def detach(self) -> None:
         if self.delivery is not None:
-            self.delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.delivery
+            await cancel_and_wait(self.delivery)
         live = self.live
         if live is not None and live.epoch == self.epoch and live.machine.status is StreamStatus.OPEN:
             live.machine.disconnect()
