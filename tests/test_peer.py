@@ -194,3 +194,21 @@ def test_raw_socket_sees_init_first() -> None:
 
 def test_session_events_are_values() -> None:
     assert MessageReceived(Pong()) == MessageReceived(Pong(b""))
+
+
+def test_a_connection_we_close_reads_as_closed_at_once_even_if_its_reader_is_cancelled() -> None:
+    """``Peer.close`` closes the session itself: a read loop cancelled before it saw the EOF
+    must not leave a closed connection looking live (``peer_ids`` would list it for ever)."""
+    async def scenario() -> None:
+        listener = PeerListener(SERVER_KEY, _echo)
+        port = await listener.start()
+        peer = await connect("127.0.0.1", port, CLIENT_KEY, SERVER_PUB)
+        assert not peer.session.closed
+        closing = asyncio.ensure_future(peer.close())
+        await asyncio.sleep(0)  # close has cancelled the read loop; nothing has read the EOF yet
+        assert peer.session.closed and peer.disconnect_reason == "closed by us"
+        await closing
+        assert peer.session.closed and peer.session.close() == []  # a second close: no second event
+        await listener.stop()
+
+    asyncio.run(scenario())

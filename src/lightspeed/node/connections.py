@@ -263,8 +263,10 @@ async def _serve(self: Node, peer: Peer) -> None:
                     await self._send_error(peer, bytes(32), f"cannot process {current.NAME}: {exc}")
                     return
     finally:
-        await peer.close()
-        self._on_disconnected(peer)
+        try:
+            await peer.close()
+        finally:  # even when this task is cancelled while it closes (the node halting on a store failure)
+            self._on_disconnected(peer)
 
 
 async def _handle_burst(self: Node, peer: Peer, first: WireMessage) -> Message | None:

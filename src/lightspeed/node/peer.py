@@ -95,7 +95,11 @@ class Peer:
     async def close(self) -> None:
         # Closing the transport first makes a pending read end on EOF: on Python 3.11 a cancel
         # that races with arriving data can be swallowed by wait_for (bpo-42130), and the read
-        # loop would then wait for the next keepalive deadline.
+        # loop would then wait for the next keepalive deadline. The session is closed at once,
+        # so the connection reads as closed even if the read loop is cancelled mid-read.
+        for event in self.session.close():
+            if isinstance(event, Disconnected) and self.disconnect_reason is None:
+                self.disconnect_reason = event.reason
         self._writer.close()
         await cancel_and_wait(self._task)
 

@@ -211,6 +211,12 @@ class PeerSession:
             self._queue(Error(channel_id, reason.encode()))
         return self._close(reason)
 
+    def close(self, reason: str = "closed by us") -> list[Event]:
+        """Close without a message (local decision): nothing more is sent or received."""
+        if self._closed:
+            return []
+        return self._close(reason)
+
     # -- internals ----------------------------------------------------------------------------
 
     def _queue(self, message: Message) -> None:
