@@ -429,13 +429,18 @@ async def _on_protocol_error(self: Node, peer: Peer, exc: PeerProtocolError) -> 
         self.channels.pop(cid, None)
         await self._send_error(peer, cid, f"{exc.reason}: please fail the channel")
     elif isinstance(exc, ChannelFailure) and cid is not None and cid in self.channels:
-        await self._send_error(peer, cid, exc.reason)
         stored = self.store.channel(cid)  # the state machine may have moved before it refused:
         if stored is not None:  # close from the last committed state, which both sides signed
             self.channels[cid] = channel_from_record(stored.state, stored.remote_commitments,
                                                      self._derive_secrets)
-        with contextlib.suppress(LightspeedError):
-            await self.force_close_channel(cid, exc.reason)
+        # Broadcast first, then tell the peer: the error makes it broadcast its own commitment,
+        # and ours (whose outputs we know without waiting for the peer's) should be the one seen first.
+        try:
+            await self.force_close_channel(cid, exc.reason)  # sends the error to the channel's peer
+        except LightspeedError:
+            await self._send_error(peer, cid, exc.reason)
+        else:
+            await peer.close()
     elif isinstance(exc, ChannelFailure) and cid is not None:
         # A channel being opened (BOLT 2: MUST fail the channel): an error for its temporary
         # id; nothing was funded, so nothing to close.
