@@ -46,6 +46,7 @@ from lightspeed.api.policy_file import load_policy, save_policy
 from lightspeed.bitcoin.network import network_by_name
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import ChainError, DecodeError, UsageError
+from lightspeed.node.backup import BACKUP_FILE
 from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
@@ -221,7 +222,8 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
             node = Node(keys.node_privkey, chain, keys.wallet_seed, store=store,
                         network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
-                        forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
+                        forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY,
+                        channel_backup_file=datadir.path / BACKUP_FILE)
         except DecodeError as exc:  # a record in the store that cannot be read back
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         async with lsp_role(config, datadir, node):

@@ -71,6 +71,7 @@ _UPDATES = (UpdateAddHtlc, UpdateFulfillHtlc, UpdateFailHtlc, UpdateFailMalforme
 async def start(self: Node, host: str = "127.0.0.1", port: int = 0) -> int:
     """Listen, and dial every peer we have a channel with and an address for."""
     bound = await self._listener.start(host, port)
+    self._write_channel_backup()  # a datadir from before backups existed gets one at once
     self._spawn(self._watch_chain())
     self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
     self._spawn(self.gossip.run())

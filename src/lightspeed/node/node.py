@@ -74,6 +74,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.tx import Transaction
@@ -94,6 +95,7 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.node import (
+    backup_runtime,
     channel_steps,
     closing,
     connections,
@@ -104,6 +106,7 @@ from lightspeed.node import (
 )
 from lightspeed.node.async_lsp import AsyncLsp
 from lightspeed.node.async_runtime import AsyncPayRuntime
+from lightspeed.node.backup import BackupChannel
 from lightspeed.node.blinded import BlindedPayments
 from lightspeed.node.broadcast import Broadcaster
 from lightspeed.node.closing import CLOSING_WEIGHT, _Closing
@@ -203,6 +206,8 @@ class Node:
     onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
     #: The LSP role of async payments (``node start --lsp``): holds registered clients' HTLCs.
     async_lsp: AsyncLsp | None = None
+    #: Where the static channel backup is rewritten whenever a channel opens or closes (node.backup).
+    channel_backup_file: Path | None = None
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
@@ -233,6 +238,7 @@ class Node:
             self.channel_keys = DerivedChannelKeys.from_node_key(self.privkey)
         self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
+        self._backup_entries: dict[bytes, BackupChannel] = {}  # open channels, as the static backup lists them
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
@@ -280,6 +286,8 @@ class Node:
             self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
             if stored.shutdown_script is not None:
                 self._sent_shutdown[cid] = stored.shutdown_script
+            if key_index is not None:
+                self._backup_entries[cid] = backup_runtime.backup_entry(channel, stored.peer_id, key_index)
         never_sent = []
         for payment in self.store.pending_payments():
             if payment.status != "pending":
@@ -376,6 +384,12 @@ class Node:
     _on_open = opening._on_open
     _on_accept = opening._on_accept
     _adopt = opening._adopt
+
+    # -- static channel backup (lightspeed.node.backup_runtime) --
+    channel_backup = backup_runtime.channel_backup
+    _backup_channel_added = backup_runtime.backup_channel_added
+    _backup_channel_closed = backup_runtime.backup_channel_closed
+    _write_channel_backup = backup_runtime.write_channel_backup
     _on_funding_created = opening._on_funding_created
     _on_funding_signed = opening._on_funding_signed
     _on_channel_ready = opening._on_channel_ready
