@@ -85,6 +85,7 @@ async def start(self: Node, host: str = "127.0.0.1", port: int = 0) -> int:
     for node_id in set(self._channel_node.values()):
         if node_id in known:
             self._keep_connected(node_id)
+    self._start_recovery()  # channels restored from a static backup: ask their peers to close
     return bound
 
 
@@ -321,6 +322,7 @@ async def _on_connected(self: Node, peer: Peer) -> None:
         self._reestablished.discard(cid)
         self._forget_uncommitted(channel)
         await self._send(peer, [channel.reestablish_message()])
+    await self._on_connected_recovering(peer)
     if self.async_lsp is not None:  # a registered client back online: its mailbox
         self._spawn(self.asyncpay.deliver_mailbox(peer))
 
@@ -387,6 +389,9 @@ async def _handle(self: Node, peer: Peer, message: WireMessage) -> None:
 
 async def _on_reestablish(self: Node, peer: Peer, message: ChannelReestablish) -> None:
     cid = message.channel_id
+    if cid in self._recovering and cid not in self.channels:
+        await self._on_reestablish_recovering(peer, cid)
+        return
     channel = self.channels.get(cid)
     if channel is None or self._channel_peer.get(cid) is not peer:
         raise PeerProtocolError("channel_reestablish for an unknown channel", cid)

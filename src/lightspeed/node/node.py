@@ -102,6 +102,7 @@ from lightspeed.node import (
     forwarding_runtime,
     opening,
     receiving,
+    recovery,
     sending,
 )
 from lightspeed.node.async_lsp import AsyncLsp
@@ -133,6 +134,7 @@ from lightspeed.node.outcomes import (
 )
 from lightspeed.node.paying import HtlcOutcome
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
+from lightspeed.node.recovery import RecoveringChannel
 from lightspeed.node.refunds import Refunds
 from lightspeed.node.sending import (
     FINAL_CLTV_MARGIN,
@@ -239,6 +241,7 @@ class Node:
         self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
         self._backup_entries: dict[bytes, BackupChannel] = {}  # open channels, as the static backup lists them
+        self._recovering: dict[bytes, RecoveringChannel] = {}  # channels restored from a static backup (node.recovery)
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
@@ -390,6 +393,16 @@ class Node:
     _backup_channel_added = backup_runtime.backup_channel_added
     _backup_channel_closed = backup_runtime.backup_channel_closed
     _write_channel_backup = backup_runtime.write_channel_backup
+
+    # -- recovery from a static backup (lightspeed.node.recovery) --
+    restore_from_backup = recovery.restore_from_backup
+    _start_recovery = recovery.start_recovery
+    _on_connected_recovering = recovery.on_connected_recovering
+    _on_reestablish_recovering = recovery.on_reestablish_recovering
+
+    def recovering_channels(self) -> list[RecoveringChannel]:
+        """Channels restored from a static backup: ``recovering`` until their funds are swept, then ``closed``."""
+        return list(self._recovering.values())
     _on_funding_created = opening._on_funding_created
     _on_funding_signed = opening._on_funding_signed
     _on_channel_ready = opening._on_channel_ready
