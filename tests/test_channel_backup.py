@@ -136,3 +136,36 @@ def test_a_daemon_exports_its_backup(tmp_path: Path, started: list[Daemon]) -> N
     refused = lightspeed(datadir, "backup", "export", "--output", str(tmp_path / "no" / "such" / "dir"), check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("error: --output ")
     assert "Traceback" not in refused.stderr
+
+
+def _start_refused(datadir: Path, chain: Path, *extra: str) -> str:
+    result = lightspeed(datadir, "node", "start", "--datadir", str(datadir), "--listen", "127.0.0.1:0",
+                        "--api", "127.0.0.1:0", "--chain", str(chain), *extra, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.mark.slow
+def test_restore_backup_is_refused_on_a_datadir_with_channels_or_a_bad_file(tmp_path: Path,
+                                                                           started: list[Daemon]) -> None:
+    chain = tmp_path / "chain.sqlite"
+    started.append(Daemon(tmp_path / "alice", chain))
+    started.append(Daemon(tmp_path / "bob", chain))
+    alice, bob = started
+    call(alice.datadir, "fund", "2000000")
+    call(alice.datadir, "connect", bob.peer_address)
+    call(alice.datadir, "open-channel", bob.ready["node_id"], "1000000")
+    exported = tmp_path / "alice.backup"
+    assert call(alice.datadir, "backup", "export", "--output", str(exported))["channels"] == 1
+    assert alice.stop() == 0
+    stderr = _start_refused(alice.datadir, chain, "--restore-backup", str(exported))
+    assert stderr.startswith("error: --restore-backup: this datadir already has open channels")
+    # Bob's backup is not Alice's; a damaged file is not a backup.
+    bobs = tmp_path / "bob.backup"
+    bobs.write_bytes((bob.datadir / backup.BACKUP_FILE).read_bytes())
+    assert _start_refused(alice.datadir, chain, "--restore-backup", str(bobs)).startswith(
+        f"error: --restore-backup {bobs}: cannot be decrypted: made by another node key, or corrupt")
+    damaged = tmp_path / "damaged.backup"
+    damaged.write_bytes(exported.read_bytes()[:10])
+    assert _start_refused(alice.datadir, chain, "--restore-backup", str(damaged)).startswith(
+        f"error: --restore-backup {damaged}: truncated")
