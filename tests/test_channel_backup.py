@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from lightspeed.node.backup import (
     write_atomically,
 )
 from tests.onchain_support import open_paid_channel
-from tests.test_daemon import Daemon, call, lightspeed, started
+from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
 
 __all__ = ["started"]  # the fixture, used by name
 
@@ -169,3 +170,43 @@ def test_restore_backup_is_refused_on_a_datadir_with_channels_or_a_bad_file(tmp_
     damaged.write_bytes(exported.read_bytes()[:10])
     assert _start_refused(alice.datadir, chain, "--restore-backup", str(damaged)).startswith(
         f"error: --restore-backup {damaged}: truncated")
+
+
+@pytest.mark.slow
+def test_a_daemon_restored_from_words_and_backup_recovers_its_balance(tmp_path: Path, started: list[Daemon]) -> None:
+    chain = tmp_path / "chain.sqlite"
+    started.append(Daemon(tmp_path / "alice", chain))
+    started.append(Daemon(tmp_path / "bob", chain))
+    alice, bob = started
+    call(alice.datadir, "fund", "2000000")
+    call(alice.datadir, "connect", bob.peer_address)
+    channel_id = call(alice.datadir, "open-channel", bob.ready["node_id"], "1000000")["channel_id"]
+    call(alice.datadir, "chain", "mine", "3", "--chain", str(chain))
+    wait_for("the channel never became ready",
+             lambda: call(alice.datadir, "channels")["channels"][0]["state"] == "normal")
+    invoice = call(bob.datadir, "invoice", "new", "300000000", "before the loss")
+    assert call(alice.datadir, "pay", invoice["invoice"])["status"] == "succeeded"
+    exported = tmp_path / "alice.backup"
+    call(alice.datadir, "backup", "export", "--output", str(exported))
+    words = tmp_path / "words.txt"
+    words.write_text((alice.datadir / "wallet_mnemonic").read_text())
+    onchain_before = call(alice.datadir, "balance")["onchain_sat"]
+    assert alice.stop() == 0
+    shutil.rmtree(alice.datadir)  # everything lost but the words and the backup
+    restored = Daemon(tmp_path / "alice2", chain, "127.0.0.1:0", "--mnemonic-file", str(words),
+                      "--restore-backup", str(exported))
+    started.append(restored)
+    assert restored.ready["node_id"] == alice.ready["node_id"]
+    [listed] = call(restored.datadir, "channels")["channels"]
+    assert (listed["channel_id"], listed["state"], listed["local_balance_msat"]) == (channel_id, "recovering", None)
+    wait_for("bob never force-closed", lambda: call(bob.datadir, "channels")["channels"][0]["state"] != "normal")
+
+    def swept() -> bool:
+        call(bob.datadir, "chain", "mine", "1", "--chain", str(chain))
+        return bool(call(restored.datadir, "balance")["onchain_sat"] > onchain_before)
+
+    wait_for("the to_remote output was never swept", swept)
+    [listed] = call(restored.datadir, "channels")["channels"]
+    assert (listed["state"], listed["close_type"]) == ("closed", "data_loss")
+    gained = call(restored.datadir, "balance")["onchain_sat"] - onchain_before
+    assert 690_000 < gained < 700_000  # 700,000 sat less the commitment's and the sweep's fees

@@ -87,7 +87,7 @@ _SWEEP: Schema = {"type": "object", "properties": {
 
 CHANNEL: Schema = {"type": "object", "properties": {
     "channel_id": {"type": "string"}, "peer_id": _NULLABLE_STR,
-    "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed"]},
+    "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed", "recovering"]},
     "funding_txid": _NULLABLE_STR, "funding_output_index": _NULLABLE_INT,
     "capacity_sat": _NULLABLE_INT, "initiator": {"type": ["boolean", "null"]},
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
