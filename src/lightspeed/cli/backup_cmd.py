@@ -10,12 +10,16 @@ import click
 from lightspeed.cli.common import datadir_option, print_json, with_example
 from lightspeed.cli.node_cmd import _call, _errors_to_exit
 from lightspeed.errors import UsageError
-from lightspeed.node.backup import write_atomically
 
 
 @click.group("backup")
 def backup_group() -> None:
-    """The static channel backup: with the mnemonic, it recovers the open channels' funds."""
+    """The static channel backup: with the mnemonic, it recovers the open channels' funds.
+
+    \b
+    Example:
+      lightspeed --datadir ~/.lightspeed/alice backup export --output alice-channels.backup
+    """
 
 
 @backup_group.command("export")
@@ -32,6 +36,8 @@ def export(ctx: click.Context, output: Path | None) -> None:
     if output is None:
         print_json(answer)
         return
+    from lightspeed.node.backup import write_atomically  # not at import: `--help` stays light
+
     try:
         write_atomically(output, base64.b64decode(answer["backup"]))
     except OSError as exc:
