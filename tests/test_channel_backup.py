@@ -210,3 +210,19 @@ def test_a_daemon_restored_from_words_and_backup_recovers_its_balance(tmp_path: 
     assert (listed["state"], listed["close_type"]) == ("closed", "data_loss")
     gained = call(restored.datadir, "balance")["onchain_sat"] - onchain_before
     assert 690_000 < gained < 700_000  # 700,000 sat less the commitment's and the sweep's fees
+
+
+@pytest.mark.slow
+def test_a_backup_that_cannot_be_written_does_not_stop_the_channel(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        unwritable = tmp_path / "missing-dir" / "channel.backup"  # a full or gone disk: the write fails
+        _chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x65, alice_backup=unwritable)
+        assert alice.channel_is_ready(cid)  # opened and paid regardless
+        assert alice.channel_backup_error is not None and "missing-dir" in alice.channel_backup_error
+        unwritable.parent.mkdir()
+        await asyncio.wait_for(alice.close_channel(cid), 30)
+        assert alice.channel_backup_error is None and decode_backup(alice.privkey, unwritable.read_bytes()) == []
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())

@@ -9,6 +9,7 @@ channel's configuration only, so the file never holds a secret (see node.backup)
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from lightspeed.channel.state import Channel
@@ -16,6 +17,8 @@ from lightspeed.node.backup import BackupChannel, encode_backup, write_atomicall
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
+
+log = logging.getLogger(__name__)
 
 
 def backup_entry(channel: Channel, peer_id: bytes, key_index: int) -> BackupChannel:
@@ -49,6 +52,17 @@ def backup_channel_closed(self: Node, channel_id: bytes) -> None:
 
 
 def write_channel_backup(self: Node) -> None:
-    """Rewrite ``channel_backup_file`` (if the node has one) from the entries: whole, or not at all."""
-    if self.channel_backup_file is not None:
+    """Rewrite ``channel_backup_file`` (if the node has one) from the entries: whole, or not at all.
+
+    A failed write (a full disk) is logged, never raised: the channel it follows is already
+    committed to the store, and failing the opening or the close half way would put money at
+    risk for a file that ``backup export`` can produce again.
+    """
+    if self.channel_backup_file is None:
+        return
+    try:
         write_atomically(self.channel_backup_file, self.channel_backup())
+        self.channel_backup_error = None
+    except OSError as exc:
+        self.channel_backup_error = f"{self.channel_backup_file}: {exc.strerror or exc}"
+        log.warning("the static channel backup was not written: %s", self.channel_backup_error)

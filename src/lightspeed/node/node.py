@@ -241,6 +241,7 @@ class Node:
         self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
         self._backup_entries: dict[bytes, BackupChannel] = {}  # open channels, as the static backup lists them
+        self.channel_backup_error: str | None = None  # why the last backup write failed (None: it did not)
         self._recovering: dict[bytes, RecoveringChannel] = {}  # channels restored from a static backup (node.recovery)
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
