@@ -27,8 +27,9 @@ WITHOUT_ANCHORS = Features(DEFAULT_FEATURES.bits - Features.of(optional=["option
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("anchors", [True, False], ids=["anchors", "static_remotekey"])
-def test_a_node_restored_from_its_backup_gets_its_balance_back(tmp_path: Path, anchors: bool) -> None:
+@pytest.mark.parametrize(("anchors", "restart"), [(True, False), (False, False), (True, True)],
+                         ids=["anchors", "static_remotekey", "restarted_before_the_close"])
+def test_a_node_restored_from_its_backup_gets_its_balance_back(tmp_path: Path, anchors: bool, restart: bool) -> None:
     async def scenario() -> None:
         backup_file = tmp_path / "channel.backup"
         chain, alice, bob, cid = await open_paid_channel(
@@ -38,6 +39,8 @@ def test_a_node_restored_from_its_backup_gets_its_balance_back(tmp_path: Path, a
         alice_msat = channel.log.commitment(Side.LOCAL).to_local_msat
         assert alice_msat == 750_000_000
         funding = OutPoint(channel.config.funding_txid, channel.config.funding_output_index)
+        # The backup never overrides a store that knows the channel.
+        assert alice.resume_recovery(decode_backup(alice.privkey, backup_file.read_bytes())) == 0
         await alice.stop()
         alice.store.close()
         (tmp_path / "alice.sqlite").unlink()  # the whole store is gone: only the key, the seed and the backup
@@ -50,6 +53,11 @@ def test_a_node_restored_from_its_backup_gets_its_balance_back(tmp_path: Path, a
         alice.restore_from_backup(decode_backup(alice.privkey, saved))
         assert [r.state for r in alice.recovering_channels()] == ["recovering"]
         assert alice.channels == {}  # nothing to pay with: no balance is known
+        if restart:  # stopped before it ever dialled Bob: its own backup file carries the recovery on
+            alice.store.close()
+            alice = Node(alice.privkey, chain, alice.wallet_seed, store=SqliteStore(tmp_path / "alice-new.sqlite"),
+                         channel_backup_file=backup_file)
+            assert alice.resume_recovery(decode_backup(alice.privkey, backup_file.read_bytes())) == 1
         await alice.start()  # dials Bob; her reestablish shows she is behind: Bob force-closes
         await wait_for(lambda: chain.spending_tx(funding) is not None)
         spend = chain.spending_tx(funding)

@@ -229,6 +229,8 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         if config.restore_backup is not None:
             node.restore_from_backup(read_backup(config.restore_backup, keys.node_privkey))
+        else:  # channels being recovered when the daemon stopped: carried on (node.recovery)
+            resume_own_recovery(node, datadir.path / BACKUP_FILE, keys.node_privkey)
         async with lsp_role(config, datadir, node):
             await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
@@ -257,6 +259,23 @@ async def lsp_role(config: DaemonConfig, datadir: Datadir, node: Node) -> AsyncI
             yield
     finally:
         store.close()
+
+
+def resume_own_recovery(node: Node, path: Path, node_privkey: bytes) -> None:
+    """The datadir's own backup: channels it lists that the store does not know are recovered.
+
+    An unreadable own backup does not stop the node (its channels are in the store); it is
+    rewritten at start, and the reason is logged.
+    """
+    if not path.exists():
+        return
+    try:
+        entries = decode_backup(node_privkey, path.read_bytes())
+    except (OSError, DecodeError) as exc:
+        log.warning("%s: not read (%s); it is written again from the store", path, exc)
+        return
+    if node.resume_recovery(entries):
+        log.warning("%s lists channels the store does not have: recovering them from their peers", path)
 
 
 def read_backup(path: Path, node_privkey: bytes) -> list[BackupChannel]:

@@ -397,6 +397,7 @@ class Node:
 
     # -- recovery from a static backup (lightspeed.node.recovery) --
     restore_from_backup = recovery.restore_from_backup
+    resume_recovery = recovery.resume_recovery
     _start_recovery = recovery.start_recovery
     _on_connected_recovering = recovery.on_connected_recovering
     _on_reestablish_recovering = recovery.on_reestablish_recovering

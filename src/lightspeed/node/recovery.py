@@ -52,15 +52,29 @@ def restore_from_backup(self: Node, entries: list[BackupChannel]) -> None:
     """Record each channel of the backup as recovering (before ``start``, which dials the peers)."""
     if self.store.channels():
         raise UsageError("--restore-backup: this datadir already has open channels; restore into a new datadir")
+    resume_recovery(self, entries)
+
+
+def resume_recovery(self: Node, entries: list[BackupChannel]) -> int:
+    """Recover the channels of ``entries`` the store does not know (open or closed); how many.
+
+    The node's own ``channel.backup`` goes through here at every start: the channels it still
+    lists but the store lost are the ones being recovered, so a restart before the sweep
+    carries on. A store that knows a channel wins: its state is never replaced by a backup's.
+    """
+    unknown = [e for e in entries if self.store.channel(e.channel_id) is None and e.channel_id not in self.channels]
     with self.store.transaction():
-        for entry in entries:
+        for entry in unknown:
             if entry.host is not None and entry.port is not None:
                 self.store.put_peer(entry.peer_id, entry.host, entry.port)
-    for entry in entries:
+    for entry in unknown:
         secrets = self._derive_secrets(entry.key_index)
         self._recovering[entry.channel_id] = RecoveringChannel(
             entry, secrets.payment, point_from_secret(per_commitment_secret(secrets.per_commitment_seed, MAX_INDEX)))
         self._backup_entries[entry.channel_id] = entry  # still listed until the funds are swept
+    if unknown:
+        self._write_channel_backup()  # durable at once: a crash before start still recovers them
+    return len(unknown)
 
 
 def start_recovery(self: Node) -> None:
