@@ -8,7 +8,9 @@ from pathlib import Path
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.chain import RegtestChain
+from lightspeed.codec.features import Features
 from lightspeed.node.node import Node
+from lightspeed.node.peer import DEFAULT_FEATURES
 from lightspeed.store import SqliteStore
 
 FUNDING_SAT = 1_000_000
@@ -61,13 +63,17 @@ class Proxy:
 
 
 async def open_paid_channel(tmp_path: Path, tag: int, paid_msat: int = 250_000_000,
-                            proxy: bool = False) -> tuple[RegtestChain, Node, Node, bytes]:
+                            proxy: bool = False, alice_backup: Path | None = None,
+                            alice_features: Features = DEFAULT_FEATURES) -> tuple[RegtestChain, Node, Node, bytes]:
     """Alice opens a channel to Bob (durable stores in ``tmp_path``) and pays him ``paid_msat``.
 
-    With ``proxy``, Alice reaches Bob through a :class:`Proxy`, left at ``alice.proxy``.
+    With ``proxy``, Alice reaches Bob through a :class:`Proxy`, left at ``alice.proxy``; with
+    ``alice_backup``, Alice keeps her static channel backup in that file; ``alice_features`` without
+    option_anchors makes a static_remotekey channel.
     """
     chain = RegtestChain(":memory:")
-    alice = Node(bytes([tag]) * 32, chain, b"alice wallet seed %d" % tag, store=SqliteStore(tmp_path / "alice.sqlite"))
+    alice = Node(bytes([tag]) * 32, chain, b"alice wallet seed %d" % tag, store=SqliteStore(tmp_path / "alice.sqlite"),
+                 channel_backup_file=alice_backup, features=alice_features)
     bob = Node(bytes([tag + 1]) * 32, chain, b"bob wallet seed %d" % tag, store=SqliteStore(tmp_path / "bob.sqlite"))
     chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
     await alice.start()

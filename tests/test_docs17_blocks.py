@@ -50,6 +50,7 @@ EXPECTED_NO_RUN = {
     "docs/interop-electrum.md": 1,  # starts Electrum daemons: the interop suite itself (minutes)
     "docs/probing.md": 1,        # runs the probe families of this very suite
     "docs/networks.md": 1,       # a node on signet through a public Electrum server (the Internet)
+    "docs/wallet.md": 1,         # a restore from a backup needs a lost node and its peer (tests/test_channel_backup.py)
 }
 BLOCK_TIMEOUT_S = 180
 READY_TIMEOUT_S = 60

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lightspeed.api import async_routes, ops_routes, wallet_routes
+from lightspeed.api import async_routes, backup_routes, ops_routes, wallet_routes
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
@@ -87,7 +87,7 @@ _SWEEP: Schema = {"type": "object", "properties": {
 
 CHANNEL: Schema = {"type": "object", "properties": {
     "channel_id": {"type": "string"}, "peer_id": _NULLABLE_STR,
-    "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed"]},
+    "state": {"enum": ["awaiting_confirmations", "normal", "closing", "closed", "recovering"]},
     "funding_txid": _NULLABLE_STR, "funding_output_index": _NULLABLE_INT,
     "capacity_sat": _NULLABLE_INT, "initiator": {"type": ["boolean", "null"]},
     "local_balance_msat": _NULLABLE_INT, "remote_balance_msat": _NULLABLE_INT,
@@ -274,6 +274,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *ops_routes.endpoints(CHANNEL),
     *async_routes.endpoints(),  # lsp register, lsp held, pay --async (api/async_routes.py)
     *wallet_routes.endpoints(),  # addresses, funds, transactions, withdraw (api/wallet_routes.py)
+    *backup_routes.endpoints(),  # the static channel backup (api/backup_routes.py)
     Endpoint("GET", "/v1/balance", "balance", "On-chain wallet and channel balances", h.balance,
              {"type": "object", "properties": {
                  "onchain_sat": {"type": "integer"}, "onchain_confirmed_sat": {"type": "integer"},

@@ -46,6 +46,7 @@ from lightspeed.api.policy_file import load_policy, save_policy
 from lightspeed.bitcoin.network import network_by_name
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import ChainError, DecodeError, UsageError
+from lightspeed.node.backup import BACKUP_FILE, BackupChannel, decode_backup
 from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.node import Node
@@ -105,6 +106,7 @@ class DaemonConfig:
     mnemonic_words: int = 24  # a new mnemonic's length: 12 or 24
     lsp: bool = False  # act as an LSP for async payments (issue 14): hold clients' HTLCs, keep their mailboxes
     lsp_max_hold_s: int = 24 * 3600  # the longest an HTLC is held (announced with the other HoldLimits)
+    restore_backup: Path | None = None  # a static channel backup whose channels are recovered (node.recovery)
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -221,9 +223,14 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
             node = Node(keys.node_privkey, chain, keys.wallet_seed, store=store,
                         network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
-                        forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY)
+                        forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY,
+                        channel_backup_file=datadir.path / BACKUP_FILE)
         except DecodeError as exc:  # a record in the store that cannot be read back
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
+        if config.restore_backup is not None:
+            node.restore_from_backup(read_backup(config.restore_backup, keys.node_privkey))
+        else:  # channels being recovered when the daemon stopped: carried on (node.recovery)
+            resume_own_recovery(node, datadir.path / BACKUP_FILE, keys.node_privkey)
         async with lsp_role(config, datadir, node):
             await _serve_node(config, datadir, node, token, api_sock, startup)
     finally:
@@ -252,6 +259,35 @@ async def lsp_role(config: DaemonConfig, datadir: Datadir, node: Node) -> AsyncI
             yield
     finally:
         store.close()
+
+
+def resume_own_recovery(node: Node, path: Path, node_privkey: bytes) -> None:
+    """The datadir's own backup: channels it lists that the store does not know are recovered.
+
+    An unreadable own backup does not stop the node (its channels are in the store); it is
+    rewritten at start, and the reason is logged.
+    """
+    if not path.exists():
+        return
+    try:
+        entries = decode_backup(node_privkey, path.read_bytes())
+    except (OSError, DecodeError) as exc:
+        log.warning("%s: not read (%s); it is written again from the store", path, exc)
+        return
+    if node.resume_recovery(entries):
+        log.warning("%s lists channels the store does not have: recovering them from their peers", path)
+
+
+def read_backup(path: Path, node_privkey: bytes) -> list[BackupChannel]:
+    """The channels of ``--restore-backup``'s file, or a usage error that names the file and why."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--restore-backup {path}: {exc.strerror or exc}") from None
+    try:
+        return decode_backup(node_privkey, data)
+    except DecodeError as exc:
+        raise UsageError(f"--restore-backup {path}: {exc.reason}") from None
 
 
 def node_keys(config: DaemonConfig, datadir: Datadir) -> NodeKeys:

@@ -42,6 +42,7 @@ from lightspeed.node.forwarding import ForwardSettled
 from lightspeed.node.node import Node, PaymentFailed, PaymentReceived, PaymentSent
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.node.paying import PayLimits
+from lightspeed.node.recovery import RecoveringChannel
 from lightspeed.payments.forward import ForwardingPolicy
 from lightspeed.store import ClosedChannel
 
@@ -179,6 +180,19 @@ def closed_channel_json(ctx: ApiContext, record: ClosedChannel, sweeps: list[Pen
     return entry
 
 
+def recovering_channel_json(recovering: RecoveringChannel) -> dict[str, Any]:
+    """A channel restored from a static backup (node.recovery): no balance is known, it cannot pay;
+    ``recovering`` until its funds are swept from the peer's commitment, then ``closed``."""
+    entry = recovering.entry
+    return {"channel_id": entry.channel_id.hex(), "peer_id": entry.peer_id.hex(), "state": recovering.state,
+            "funding_txid": entry.funding_txid[::-1].hex(), "funding_output_index": entry.funding_output_index,
+            "capacity_sat": entry.funding_sat, "initiator": entry.local_is_funder, "local_balance_msat": None,
+            "remote_balance_msat": None, "pending_htlcs": 0,
+            "closing_txid": None if recovering.closing_txid is None else recovering.closing_txid[::-1].hex(),
+            "close_type": "data_loss" if recovering.state == "closed" else None,
+            "limbo_sat": 0, "limbo_sweeps": [], **liquidity_json(None)}
+
+
 def _closed(ctx: ApiContext, channel_id: bytes) -> ClosedChannel | None:
     return next((c for c in ctx.node.closed_channel_records() if c.channel_id == channel_id), None)
 
@@ -277,6 +291,7 @@ async def list_channels(ctx: ApiContext, request: Request, body: Any) -> tuple[i
     sweeps = ctx.node.pending_sweeps()
     channels += [closed_channel_json(ctx, c, sweeps) for c in ctx.node.closed_channel_records()
                  if c.channel_id not in ctx.node.channels]
+    channels += [recovering_channel_json(r) for r in ctx.node.recovering_channels()]
     return 200, {"channels": channels}
 
 

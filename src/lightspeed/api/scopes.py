@@ -41,6 +41,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "keysend": "admin", "payBlinded": "admin", "payOffer": "admin", "createRefund": "admin",
     "sendOnionMessage": "admin", "createOnionMessagePath": "admin",
     "lspRegister": "admin", "payAsync": "admin",  # async payments: no token budget holds them
+    "exportBackup": "admin",  # encrypted, but it lists every channel and peer
     "withdraw": "admin",  # on-chain funds out: no budget holds it (the fee is the chain's)
     "signMessage": "admin", "stop": "admin", "listTokens": "admin", "createToken": "admin",
     "revokeToken": "admin",

@@ -163,19 +163,19 @@ def local_claims(channel: Channel, close: ForceClose, to_script: bytes, feerate_
     return claims
 
 
-def _our_payment_key(channel: Channel) -> tuple[bytes, bytes]:
-    privkey = channel.secrets.payment
-    return privkey, point_from_secret(privkey)
-
-
 def to_remote_claim(channel: Channel, tx: Transaction, to_script: bytes, feerate_per_kw: int) -> Claim | None:
     """Our output on the peer's commitment (option_static_remotekey: to our payment basepoint).
 
     Found by its script, so it works for a commitment newer than any we know (after data loss).
     Under option_anchors it is ``<key> OP_CHECKSIGVERIFY 1 OP_CSV``: one confirmation first.
     """
-    privkey, pubkey = _our_payment_key(channel)
-    anchors = channel.config.anchors
+    return payment_key_claim(channel.secrets.payment, channel.config.anchors, tx, to_script, feerate_per_kw)
+
+
+def payment_key_claim(privkey: bytes, anchors: bool, tx: Transaction, to_script: bytes,
+                      feerate_per_kw: int) -> Claim | None:
+    """:func:`to_remote_claim` from our payment basepoint secret alone: all a static backup restores."""
+    pubkey = point_from_secret(privkey)
     witness_script = to_remote_anchors_script(pubkey)
     script_pubkey = p2wsh_script(witness_script) if anchors else p2wpkh_script(pubkey)
     index = next((i for i, o in enumerate(tx.outputs) if o.script_pubkey == script_pubkey), None)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from lightspeed import __version__
+from lightspeed.cli.backup_cmd import backup_group
 from lightspeed.cli.common import LightspeedGroup, run_as_program
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
@@ -53,6 +54,7 @@ def cli(ctx: click.Context, datadir: Path) -> None:
 
 
 cli.add_command(demo)
+cli.add_command(backup_group)
 cli.add_command(invoice)
 cli.add_command(offer)
 cli.add_command(onion_message)

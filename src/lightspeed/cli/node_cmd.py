@@ -117,6 +117,9 @@ def node_group() -> None:
               help="A new datadir restores the BIP 39 words in this file (else it makes new ones, shown once).")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The datadir's mnemonic is (a new one: will be) encrypted with the passphrase in this file.")
+@click.option("--restore-backup", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Recover the channels of this static channel backup (`backup export`): their peers are asked "
+                   "to force close and our balances are swept to the wallet. Only on a datadir without channels.")
 @click.option("--words", type=click.Choice(["12", "24"]), default="24", show_default=True,
               help="How many words a new mnemonic has.")
 @click.option("--ui", is_flag=True,
@@ -131,19 +134,21 @@ def node_group() -> None:
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed node start --datadir ~/.lightspeed/alice --listen 127.0.0.1:9735",
-              "lightspeed node start --datadir ~/.lightspeed/alice --ui   # ready line has \"ui\": the page's URL")
+              "lightspeed node start --datadir ~/.lightspeed/alice --ui   # ready line has \"ui\": the page's URL",
+              "lightspeed node start --datadir ~/.lightspeed/alice2 --mnemonic-file words.txt "
+              "--restore-backup alice-channels.backup")
 def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str, chain_file: Path | None,
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
-          passphrase_file: Path | None, words: str, ui: bool, lsp: bool, lsp_max_hold_seconds: int,
-          verbose: bool) -> None:
+          passphrase_file: Path | None, restore_backup: Path | None, words: str, ui: bool, lsp: bool,
+          lsp_max_hold_seconds: int, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no static channel "
-                         "backups, no fee bumping; see README). Pass --i-accept-the-risk to run anyway")
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no fee bumping; "
+                         "see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
     if electrum and chain_file is not None:
@@ -164,7 +169,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
                           new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
-                          int(words), lsp, lsp_max_hold_seconds)
+                          int(words), lsp, lsp_max_hold_seconds, restore_backup=restore_backup)
     asyncio.run(run(config))
 
 

@@ -145,6 +145,7 @@ async def _on_closing_message(self: Node, peer: Peer, message: Shutdown | Closin
         self.broadcaster.submit(agreed, what)
         self.channels.pop(message.channel_id, None)
         self._channel_peer.pop(message.channel_id, None)
+        self._backup_channel_closed(message.channel_id)
         self.closed_channels[message.channel_id] = agreed
         closing.done.set_result(agreed)
 
@@ -223,6 +224,7 @@ async def _on_onchain_events(self: Node, events: list[OnchainEvent]) -> None:
         cid = event.channel_id
         if isinstance(event, ChannelClosedOnChain):
             self.channels.pop(cid, None)
+            self._backup_channel_closed(cid)
             self._channel_peer.pop(cid, None)
             self._reestablished.discard(cid)
             closing = self._closings.get(cid)

@@ -71,6 +71,7 @@ _UPDATES = (UpdateAddHtlc, UpdateFulfillHtlc, UpdateFailHtlc, UpdateFailMalforme
 async def start(self: Node, host: str = "127.0.0.1", port: int = 0) -> int:
     """Listen, and dial every peer we have a channel with and an address for."""
     bound = await self._listener.start(host, port)
+    self._write_channel_backup()  # a datadir from before backups existed gets one at once
     self._spawn(self._watch_chain())
     self.gossip.address = Address(IPV4, host, bound) if host.count(".") == 3 else None
     self._spawn(self.gossip.run())
@@ -84,6 +85,7 @@ async def start(self: Node, host: str = "127.0.0.1", port: int = 0) -> int:
     for node_id in set(self._channel_node.values()):
         if node_id in known:
             self._keep_connected(node_id)
+    self._start_recovery()  # channels restored from a static backup: ask their peers to close
     return bound
 
 
@@ -320,6 +322,7 @@ async def _on_connected(self: Node, peer: Peer) -> None:
         self._reestablished.discard(cid)
         self._forget_uncommitted(channel)
         await self._send(peer, [channel.reestablish_message()])
+    await self._on_connected_recovering(peer)
     if self.async_lsp is not None:  # a registered client back online: its mailbox
         self._spawn(self.asyncpay.deliver_mailbox(peer))
 
@@ -386,6 +389,9 @@ async def _handle(self: Node, peer: Peer, message: WireMessage) -> None:
 
 async def _on_reestablish(self: Node, peer: Peer, message: ChannelReestablish) -> None:
     cid = message.channel_id
+    if cid in self._recovering and cid not in self.channels:
+        await self._on_reestablish_recovering(peer, cid)
+        return
     channel = self.channels.get(cid)
     if channel is None or self._channel_peer.get(cid) is not peer:
         raise PeerProtocolError("channel_reestablish for an unknown channel", cid)

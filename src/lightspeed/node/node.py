@@ -74,6 +74,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.tx import Transaction
@@ -94,16 +95,19 @@ from lightspeed.codec.features import Features
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
 from lightspeed.node import (
+    backup_runtime,
     channel_steps,
     closing,
     connections,
     forwarding_runtime,
     opening,
     receiving,
+    recovery,
     sending,
 )
 from lightspeed.node.async_lsp import AsyncLsp
 from lightspeed.node.async_runtime import AsyncPayRuntime
+from lightspeed.node.backup import BackupChannel
 from lightspeed.node.blinded import BlindedPayments
 from lightspeed.node.broadcast import Broadcaster
 from lightspeed.node.closing import CLOSING_WEIGHT, _Closing
@@ -130,6 +134,7 @@ from lightspeed.node.outcomes import (
 )
 from lightspeed.node.paying import HtlcOutcome
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
+from lightspeed.node.recovery import RecoveringChannel
 from lightspeed.node.refunds import Refunds
 from lightspeed.node.sending import (
     FINAL_CLTV_MARGIN,
@@ -203,6 +208,8 @@ class Node:
     onion_message_limits: OnionMessageLimits = field(default_factory=OnionMessageLimits)
     #: The LSP role of async payments (``node start --lsp``): holds registered clients' HTLCs.
     async_lsp: AsyncLsp | None = None
+    #: Where the static channel backup is rewritten whenever a channel opens or closes (node.backup).
+    channel_backup_file: Path | None = None
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
@@ -233,6 +240,9 @@ class Node:
             self.channel_keys = DerivedChannelKeys.from_node_key(self.privkey)
         self.channel_keys.check_network(self.network)  # fixed test keys: regtest only
         self._key_index: dict[bytes, int] = {}  # channel id -> index its secrets derive from
+        self._backup_entries: dict[bytes, BackupChannel] = {}  # open channels, as the static backup lists them
+        self.channel_backup_error: str | None = None  # why the last backup write failed (None: it did not)
+        self._recovering: dict[bytes, RecoveringChannel] = {}  # channels restored from a static backup (node.recovery)
         self._sent_shutdown: dict[bytes, bytes] = {}  # loaded: closes under way (resumed by start())
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
@@ -280,6 +290,8 @@ class Node:
             self._ready_marks[cid] = {"sent", "received"} if stored.ready else set()
             if stored.shutdown_script is not None:
                 self._sent_shutdown[cid] = stored.shutdown_script
+            if key_index is not None:
+                self._backup_entries[cid] = backup_runtime.backup_entry(channel, stored.peer_id, key_index)
         never_sent = []
         for payment in self.store.pending_payments():
             if payment.status != "pending":
@@ -376,6 +388,23 @@ class Node:
     _on_open = opening._on_open
     _on_accept = opening._on_accept
     _adopt = opening._adopt
+
+    # -- static channel backup (lightspeed.node.backup_runtime) --
+    channel_backup = backup_runtime.channel_backup
+    _backup_channel_added = backup_runtime.backup_channel_added
+    _backup_channel_closed = backup_runtime.backup_channel_closed
+    _write_channel_backup = backup_runtime.write_channel_backup
+
+    # -- recovery from a static backup (lightspeed.node.recovery) --
+    restore_from_backup = recovery.restore_from_backup
+    resume_recovery = recovery.resume_recovery
+    _start_recovery = recovery.start_recovery
+    _on_connected_recovering = recovery.on_connected_recovering
+    _on_reestablish_recovering = recovery.on_reestablish_recovering
+
+    def recovering_channels(self) -> list[RecoveringChannel]:
+        """Channels restored from a static backup: ``recovering`` until their funds are swept, then ``closed``."""
+        return list(self._recovering.values())
     _on_funding_created = opening._on_funding_created
     _on_funding_signed = opening._on_funding_signed
     _on_channel_ready = opening._on_channel_ready

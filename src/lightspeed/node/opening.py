@@ -224,6 +224,7 @@ def _adopt(self: Node, channel: Channel, peer: Peer, key_index: int, funding: Tr
         self._save(channel)
         if funding is not None:
             self.broadcaster.keep(funding, _funding_what(cid))
+    self._backup_channel_added(channel, peer.remote_pubkey, key_index)  # before the funding can be broadcast
 
 
 async def _on_funding_created(self: Node, message: FundingCreated) -> None:
