@@ -47,7 +47,7 @@ from lightspeed.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,12 +83,15 @@ CREATE TABLE IF NOT EXISTS closed_channels (
     local_balance_msat INTEGER NOT NULL, remote_balance_msat INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS refunds (
     payer_id BLOB PRIMARY KEY, refund TEXT NOT NULL, path_id BLOB NOT NULL UNIQUE, amount_msat INTEGER NOT NULL,
-    expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL)
+    expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS return_paths (
+    payment_hash BLOB PRIMARY KEY, offer TEXT NOT NULL, refunded_msat INTEGER NOT NULL)
 """
 
 #: Statements that take a store of version N to N + 1 (the tables new in N + 1 come from _SCHEMA).
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE invoices ADD COLUMN expires_at INTEGER",),
+    2: (),  # version 3 adds the return_paths table (private refunds)
 }
 
 _INDEXES = """
@@ -427,6 +430,15 @@ class SqliteStore:
 
     def refunds(self) -> list[RefundRecord]:
         return [self._refund(row) for row in self._read(f"SELECT {_REFUND_COLUMNS} FROM refunds ORDER BY rowid")]
+
+    # -- return paths received with payments (private refunds) ----------------------------------
+
+    def put_return_path(self, payment_hash: bytes, offer: str, refunded_msat: int) -> None:
+        self._write("INSERT OR REPLACE INTO return_paths VALUES (?, ?, ?)", (payment_hash, offer, refunded_msat))
+
+    def return_path(self, payment_hash: bytes) -> tuple[str, int] | None:
+        row = self._one("SELECT offer, refunded_msat FROM return_paths WHERE payment_hash = ?", (payment_hash,))
+        return None if row is None else (str(row[0]), int(row[1]))
 
     # -- onions --------------------------------------------------------------------------------
 
