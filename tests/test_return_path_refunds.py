@@ -9,18 +9,22 @@ store file, its log, or its events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from lightspeed.crypto.hashes import sha256
-from lightspeed.errors import UsageError
+from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.return_paths import RETURN_PATH_TLV, RefundError
 from lightspeed.offers import build_offer
+from lightspeed.offers.strings import decode_string
 from lightspeed.store import SqliteStore
 from tests.support.network import Network, create_network, restart_from_disk, until
+from tests.test_api import api, error
 from tests.test_onionmsg_node import _announce
 
 SAT = 1_000_000
@@ -31,6 +35,17 @@ async def _line(datadir: Path | None = None) -> Network:
     net = await create_network(4, [(0, 1, 2 * SAT, PUSH), (1, 2, 2 * SAT, PUSH), (2, 3, 2 * SAT, PUSH)], datadir=datadir)
     _announce(net)
     return net
+
+
+def _bolt12_streams(files: list[bytes]) -> list[bytes]:
+    """The TLV streams of every BOLT 12 string (lno/lni/lnr, bech32: a node id in one is not
+    visible as bytes or hex) in the files."""
+    found = {m.decode() for blob in files for m in re.findall(rb"ln[oir]1[02-9ac-hj-np-z]{20,}", blob)}
+    streams = []
+    for text in found:
+        with contextlib.suppress(DecodeError):  # a fragment cut by a page boundary
+            streams.append(decode_string(text)[1])
+    return streams
 
 
 def _events(node: object) -> list[str]:
@@ -78,6 +93,8 @@ def test_refunds_in_parts_reach_the_payer_and_the_payee_never_learns_who_it_is(
             secret_ids = (a.node_id, a.node_id.hex().encode())
             files = [f.read_bytes() for f in (tmp_path / "node3").rglob("*") if f.is_file()]
             assert files and not any(i in blob for blob in files for i in secret_ids)
+            bolt12 = _bolt12_streams(files)  # the stored return path and the refund invoices, decoded
+            assert len(bolt12) >= 3 and not any(a.node_id in stream for stream in bolt12)
             assert not any(a.node_id.hex() in e for e in _events(d))
             d_logs = [r.getMessage() for r in caplog.records if r.name.startswith("lightspeed.return_paths")]
             assert not any(a.node_id.hex() in line for line in d_logs)
@@ -154,3 +171,41 @@ def test_a_version_2_store_gains_the_return_paths_table(tmp_path: Path) -> None:
     assert reopened._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     assert reopened.return_path(bytes(32)) == ("lno1x", 5)
     reopened.close()
+
+
+def test_rest_pays_with_a_return_path_and_refunds_through_it_concurrent_requests_never_exceed_the_payment(
+        ) -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, d = net.nodes[0], net.nodes[3]
+        try:
+            invoice = d.create_invoice(60_000, "a tea")
+            plain = d.create_invoice(5_000, "a biscuit")
+            async with api(a) as payer, api(d) as payee:
+                paid = await payer.post("/v1/payments", json={"invoice": invoice.encode(), "return_path": True,
+                                                              "timeout_s": 20})
+                assert paid.status_code == 200, paid.text
+                assert (await payer.post("/v1/payments", json={"invoice": plain.encode()})).status_code == 200
+                await until(lambda: d.store.return_path(invoice.payment_hash) is not None)
+                body = {"payment_hash": invoice.payment_hash.hex(), "amount_msat": 40_000, "timeout_s": 20}
+                # Two at once, 80,000 msat together for a 60,000 msat payment: one is refused.
+                first, second = await asyncio.gather(payee.post("/v1/refunds/send", json=body),
+                                                     payee.post("/v1/refunds/send", json=body))
+                assert sorted((first.status_code, second.status_code)) == [200, 409]
+                ok, refused = (first, second) if first.status_code == 200 else (second, first)
+                assert ok.json()["refunded_msat"] == 40_000 and ok.json()["received_msat"] == 60_000
+                assert error(refused) == {"field": "amount_msat", "reason": "40000 msat is more than the 20000 msat "
+                                          "left to refund (received 60000, refunded 40000)"}
+                rest = await payee.post("/v1/refunds/send", json={**body, "amount_msat": 20_000})
+                assert rest.status_code == 200 and rest.json()["refunded_msat"] == 60_000
+                none = await payee.post("/v1/refunds/send", json={**body, "payment_hash": plain.payment_hash.hex()})
+                assert none.status_code == 409 and error(none)["field"] == "payment_hash"
+                assert "no return path" in error(none)["reason"]
+                unknown = await payee.post("/v1/refunds/send", json={**body, "payment_hash": "00" * 32})
+                assert unknown.status_code == 404 and error(unknown)["field"] == "payment_hash"
+            paid_by_d = sorted(p.amount_msat for p in d.store.payments() if p.status == "succeeded")
+            assert paid_by_d == [20_000, 40_000]
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
