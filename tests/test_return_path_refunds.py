@@ -22,7 +22,7 @@ from lightspeed.errors import DecodeError, UsageError
 from lightspeed.node.return_paths import RETURN_PATH_TLV, RefundError
 from lightspeed.offers import build_offer
 from lightspeed.offers.strings import decode_string
-from lightspeed.store import SqliteStore
+from lightspeed.store import PaymentRecord, SqliteStore
 from tests.support.network import Network, create_network, restart_from_disk, until
 from tests.test_api import api, error
 from tests.test_onionmsg_node import _announce
@@ -164,13 +164,16 @@ def test_a_version_2_store_gains_the_return_paths_table(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     store = SqliteStore(path)
     store._db.execute("DROP TABLE return_paths")
+    store._db.execute("DROP TABLE return_refunds")
     store._db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store.close()
     reopened = SqliteStore(path)
     with reopened.transaction():
-        reopened.put_return_path(bytes(32), "lno1x", 5)
+        reopened.put_return_path(bytes(32), "lno1x")
+        reopened.put_return_refund(bytes(32), b"r" * 32, 5)
     assert reopened._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
-    assert reopened.return_path(bytes(32)) == ("lno1x", 5)
+    assert reopened.return_path(bytes(32)) == "lno1x"
+    assert reopened.return_refunds(bytes(32)) == [(b"r" * 32, 5)]
     reopened.close()
 
 
@@ -206,6 +209,31 @@ def test_rest_pays_with_a_return_path_and_refunds_through_it_concurrent_requests
                 assert unknown.status_code == 404 and error(unknown)["field"] == "payment_hash"
             paid_by_d = sorted(p.amount_msat for p in d.store.payments() if p.status == "succeeded")
             assert paid_by_d == [20_000, 40_000]
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_refund_part_counts_while_its_payment_may_settle_and_not_once_it_failed_or_never_started() -> None:
+    async def scenario() -> None:
+        net = await create_network(1, [])
+        node = net.nodes[0]
+        store = node.store
+        try:
+            paid = bytes([1]) * 32
+            parts = {"never started": bytes([2]) * 32, "pending": bytes([3]) * 32,
+                     "succeeded": bytes([4]) * 32, "failed": bytes([5]) * 32}
+            with store.transaction():
+                for name, refund_hash in parts.items():
+                    store.put_return_refund(paid, refund_hash, {"never started": 1, "pending": 10,
+                                                                "succeeded": 100, "failed": 1000}[name])
+                    if name != "never started":
+                        store.put_payment(PaymentRecord(refund_hash, 1, name))
+            # A stop between committing a part and its first HTLC: nothing was sent, nothing counts.
+            assert node.return_paths.refunded_msat(paid) == 110
+            node.return_paths._in_flight.add(parts["never started"])  # being started right now: it counts
+            assert node.return_paths.refunded_msat(paid) == 111
         finally:
             await net.stop()
 

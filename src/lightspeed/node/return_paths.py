@@ -20,11 +20,12 @@ are introduced by its peers or their neighbours, never by the payer itself.
 
 The payee checks the offer when the payment arrives. A malformed one does not fail the payment:
 the path is ignored and the reason logged with the payment hash only. A good one is stored with
-the payment hash; :meth:`ReturnPaths.refund` pays parts of what was received to it, and the
-running total (``refunded_msat``) is committed before a part's payment starts and given back only
-when that payment has definitively failed, so refunds never exceed what was received, across
-restarts and concurrent requests (one event loop: the check and the reservation run with no
-``await`` in between).
+the payment hash; :meth:`ReturnPaths.refund` pays parts of what was received to it. Each part
+is committed with its refund's payment hash before its first HTLC leaves, and counts towards the
+running total (:meth:`ReturnPaths.refunded_msat`) unless its payment failed or never started, so
+refunds never exceed what was received, across restarts and concurrent requests (one event loop:
+the check and the in-memory reservation run with no ``await`` in between), and a stop before a
+part's payment started does not count money that was never sent.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class ReturnPaths:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._key = hashlib.sha256(b"lightspeed return path" + node.privkey).digest()
+        self._reserved: dict[bytes, int] = {}  # payment hash -> refund amounts checked, invoice not yet fetched
+        self._in_flight: set[bytes] = set()  # refund payment hashes committed whose payment is starting
 
     # -- the payer: make a return path, answer invoice requests over it ----------------------------
 
@@ -183,39 +186,52 @@ class ReturnPaths:
             log.info("payment %s: ignored a malformed return path: %s", payment_hash.hex(), exc)
             return
         with store.transaction():
-            store.put_return_path(payment_hash, offer.encode(), 0)
+            store.put_return_path(payment_hash, offer.encode())
 
-    def _reserve(self, payment_hash: bytes, amount_msat: int) -> tuple[Offer, int, int]:
-        """Check a refund and add it to the running total (committed). No await: atomic in the loop."""
+    def refunded_msat(self, payment_hash: bytes) -> int:
+        """What counts as refunded of ``payment_hash``: parts whose payment succeeded or may still
+        settle, parts being set up now (in memory), never a part whose payment failed or never
+        started (a stop before its first HTLC left: nothing was paid, so nothing is counted)."""
+        store = self.node.store
+        total = self._reserved.get(payment_hash, 0)
+        for refund_hash, amount in store.return_refunds(payment_hash):
+            payment = store.payment(refund_hash)
+            if payment is None:
+                total += amount if refund_hash in self._in_flight else 0
+            elif payment.status != "failed":
+                total += amount
+        return total
+
+    def _reserve(self, payment_hash: bytes, amount_msat: int) -> tuple[Offer, int]:
+        """Check a refund and reserve its amount (in memory). No await: atomic in the event loop."""
         store = self.node.store
         if amount_msat <= 0:
             raise RefundError("amount_msat", "must be positive")
         invoice = store.invoice(payment_hash)
         if invoice is None or invoice.status != "paid":
             raise RefundError("payment_hash", "no payment was received with this hash")
-        kept = store.return_path(payment_hash)
-        if kept is None:
+        text = store.return_path(payment_hash)
+        if text is None:
             raise RefundError("payment_hash", "the payment carried no return path: there is no way to refund it")
-        text, refunded = kept
         offer = decode_offer(text)
         now = int(time.time())
         if offer.is_expired(now):
             raise RefundError("return_path", f"expired at {offer.absolute_expiry} (now {now}): it cannot be "
                                              "refunded through it any more")
         received = invoice.received_msat
+        refunded = self.refunded_msat(payment_hash)
         if refunded + amount_msat > received:
             raise RefundError("amount_msat", f"{amount_msat} msat is more than the {received - refunded} msat "
                                              f"left to refund (received {received}, refunded {refunded})")
-        with store.transaction():
-            store.put_return_path(payment_hash, text, refunded + amount_msat)
-        return offer, refunded + amount_msat, received
+        self._reserved[payment_hash] = self._reserved.get(payment_hash, 0) + amount_msat
+        return offer, received
 
-    def _release(self, payment_hash: bytes, amount_msat: int) -> None:
-        store = self.node.store
-        kept = store.return_path(payment_hash)
-        if kept is not None:
-            with store.transaction():
-                store.put_return_path(payment_hash, kept[0], max(0, kept[1] - amount_msat))
+    def _unreserve(self, payment_hash: bytes, amount_msat: int) -> None:
+        left = self._reserved.get(payment_hash, 0) - amount_msat
+        if left > 0:
+            self._reserved[payment_hash] = left
+        else:
+            self._reserved.pop(payment_hash, None)
 
     async def refund(self, payment_hash: bytes, amount_msat: int, *, timeout: float = 60.0,
                      fetch_timeout: float = 30.0) -> ReturnRefund:
@@ -223,22 +239,25 @@ class ReturnPaths:
 
         RefundError names the field (``amount_msat``: more than is left; ``payment_hash``: not
         received, or no return path; ``return_path``: expired). PaymentError: the refund did not
-        go through (the amount is given back to the total unless the payment may still settle).
+        go through (it counts no more, unless its payment is still pending and may settle).
         """
-        offer, total, received = self._reserve(payment_hash, amount_msat)
+        offer, received = self._reserve(payment_hash, amount_msat)
         try:
             fetched = await self.node.offers.fetch_invoice(offer, amount_msat=amount_msat, timeout=fetch_timeout)
-        except (LightspeedError, TimeoutError) as exc:  # nothing was paid
-            self._release(payment_hash, amount_msat)
-            if isinstance(exc, TimeoutError):
-                raise PaymentError("the payer's node did not answer over the return path") from None
-            raise
+        except TimeoutError:
+            raise PaymentError("the payer's node did not answer over the return path") from None
+        finally:
+            self._unreserve(payment_hash, amount_msat)  # from here on, the part's record counts
         invoice = fetched.invoice
+        store = self.node.store
+        # The part is committed with its refund payment hash before any HTLC leaves; it counts while
+        # in flight (here), then by its payment's record (pending and succeeded count, failed not).
+        with store.transaction():
+            store.put_return_refund(payment_hash, invoice.payment_hash, amount_msat)
+        self._in_flight.add(invoice.payment_hash)
         try:
             preimage = await pay_invoice(self.node, invoice, timeout)
-        except (LightspeedError, TimeoutError):
-            record = self.node.store.payment(invoice.payment_hash)
-            if record is None or record.status == "failed":
-                self._release(payment_hash, amount_msat)  # definitively not paid
-            raise
-        return ReturnRefund(payment_hash, amount_msat, total, received, invoice.encode(), preimage)
+        finally:
+            self._in_flight.discard(invoice.payment_hash)
+        return ReturnRefund(payment_hash, amount_msat, self.refunded_msat(payment_hash), received,
+                            invoice.encode(), preimage)
