@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from lightspeed.crypto.hashes import sha256
-from lightspeed.errors import DecodeError, UsageError
+from lightspeed.errors import DecodeError, PaymentError, UsageError
+from lightspeed.invoice import build_invoice
+from lightspeed.invoice.decode import decode
 from lightspeed.node.return_paths import RETURN_PATH_TLV, RefundError
 from lightspeed.offers import build_offer
 from lightspeed.offers.strings import decode_string
@@ -142,6 +145,14 @@ def test_no_return_path_an_expired_one_and_a_malformed_one_give_clear_errors(
             assert any(odd.payment_hash.hex() in line and "offer_paths" in line for line in lines)
             assert not any(a.node_id.hex() in line for line in lines)
             assert RETURN_PATH_TLV % 2 == 1 and RETURN_PATH_TLV >= 65_537
+
+            # A payment to a hash D never issued is refused, and its return path is not kept.
+            stranger = build_invoice(network=d.network, amount_msat=10_000, payment_hash=os.urandom(32),
+                                     payment_secret=os.urandom(32), timestamp=int(time.time()),
+                                     description="not D's").sign(d.privkey)
+            with pytest.raises(PaymentError):
+                await a.pay(decode(stranger.encode()), timeout=10, return_path=a.return_paths.create())
+            assert d.store.return_path(stranger.payment_hash) is None
         finally:
             await net.stop()
 

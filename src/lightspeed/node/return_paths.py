@@ -176,6 +176,8 @@ class ReturnPaths:
         if value is None:
             return
         store = self.node.store
+        if store.invoice(payment_hash) is None:
+            return  # not a payment of ours (it will be refused): keep nothing for it
         if store.return_path(payment_hash) is not None:
             return  # another part of the same payment carried it
         try:
