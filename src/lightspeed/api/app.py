@@ -202,6 +202,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                                               0, 1_000_000),
                        "outgoing_channel": ops_routes.SCID,
                        "max_parts": integer("split into at most this many parts (MPP)", 1, 16),
+                       "return_path": {"type": "boolean", "description":
+                                       "attach a blinded return path (TLV 65539) so the payee can refund us "
+                                       "without learning our node id (POST /v1/refunds/send)"},
                        "timeout_s": integer("give up waiting after this many seconds", 1, 600)}, ["invoice"])),
     Endpoint("POST", "/v1/onion-messages", "sendOnionMessage",
              "Send an onion message (BOLT 4) to a node id (routed over nodes that relay onion messages) or "

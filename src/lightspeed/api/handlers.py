@@ -462,10 +462,16 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
     limits = _pay_limits(ctx, body, invoice.amount_msat or amount_msat or 0)
+    return_path = None
+    if body.get("return_path", False):
+        try:  # a fresh blinded way back for this payment only (node/return_paths.py)
+            return_path = node.return_paths.create()
+        except UsageError as exc:
+            raise ApiError(409, str(exc).partition(": ")[2], "return_path") from None
     ctx.times.started[invoice.payment_hash] = now
     timeout_s = body.get("timeout_s", 60)
     try:
-        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat, limits=limits)
+        await node.pay(invoice, timeout=timeout_s, amount_msat=amount_msat, limits=limits, return_path=return_path)
     except (LightspeedError, TimeoutError) as exc:
         record = node.store.payment(invoice.payment_hash)
         if record is not None and record.status == "pending":

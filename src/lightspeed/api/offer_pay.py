@@ -19,9 +19,10 @@ from starlette.requests import Request
 from lightspeed.api.handlers import ApiContext, ApiError, with_fee
 from lightspeed.api.ledger import sent_json
 from lightspeed.api.openapi import Endpoint
-from lightspeed.api.schema import Schema, integer, obj, string
-from lightspeed.errors import LightspeedError, PaymentError, UsageError
+from lightspeed.api.schema import Schema, hex_string, integer, obj, string
+from lightspeed.errors import DecodeError, LightspeedError, PaymentError, UsageError
 from lightspeed.node.offers_flow import pay_invoice
+from lightspeed.node.return_paths import RefundError
 from lightspeed.offers import decode_offer
 from lightspeed.store import RefundRecord
 
@@ -112,6 +113,21 @@ async def pay_refund(ctx: ApiContext, request: Request, body: Any) -> tuple[int,
                  "amount_msat": invoice.amount_msat, "status": "paid"}
 
 
+async def send_return_refund(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    payment_hash = bytes.fromhex(body["payment_hash"])  # the schema made it 64 hex digits
+    try:
+        paid = await ctx.node.return_paths.refund(payment_hash, body["amount_msat"],
+                                                  timeout=body.get("timeout_s", 60))
+    except RefundError as exc:  # amount_msat above what is left, no return path, expired path
+        status = 404 if exc.reason.startswith("no payment") else 409
+        raise ApiError(status, exc.reason, exc.field) from None
+    except (PaymentError, UsageError, DecodeError) as exc:  # the payer's node did not answer, no route
+        raise ApiError(409, str(exc), "return_path") from None
+    return 200, {"payment_hash": paid.payment_hash.hex(), "amount_msat": paid.amount_msat,
+                 "refunded_msat": paid.refunded_msat, "received_msat": paid.received_msat,
+                 "invoice": paid.invoice, "preimage": paid.preimage.hex()}
+
+
 def endpoints(payment: Schema) -> tuple[Endpoint, ...]:
     offer_payment: Schema = {**payment, "properties": {
         **payment["properties"], "invoice": {"type": "string"}, "quantity": _INT, "payer_note": _STR,
@@ -149,4 +165,15 @@ def endpoints(payment: Schema) -> tuple[Endpoint, ...]:
                      "amount_msat": {"type": "integer"}, "status": {"enum": ["paid"]}}},
                  body=obj({"refund": string("a BOLT 12 refund (lnr1...)", 1, MAX_STRING),
                            "timeout_s": integer("how long to wait for the payment", 1, 600)}, ["refund"])),
+        Endpoint("POST", "/v1/refunds/send", "sendReturnRefund",
+                 "Refund part or all of a received payment through the blinded return path its payer sent "
+                 "with it (the payer stays anonymous); the running total never exceeds what was received",
+                 send_return_refund, {"type": "object", "properties": {
+                     "payment_hash": {"type": "string"}, "amount_msat": {"type": "integer"},
+                     "refunded_msat": {"type": "integer"}, "received_msat": {"type": "integer"},
+                     "invoice": {"type": "string"}, "preimage": {"type": "string"}}},
+                 body=obj({"payment_hash": hex_string(32, "the received payment to refund"),
+                           "amount_msat": integer("how much of it to refund now", 1, 2**53),
+                           "timeout_s": integer("how long to wait for the refund to settle", 1, 600)},
+                          ["payment_hash", "amount_msat"])),
     )

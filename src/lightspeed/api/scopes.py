@@ -38,7 +38,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     # admin: everything that moves channels, keys, or the node itself
     "connect": "admin", "disconnectPeer": "admin", "openChannel": "admin", "closeChannel": "admin",
     "forceCloseChannel": "admin", "updateChannelFee": "admin", "updateChannelPolicy": "admin",
-    "keysend": "admin", "payBlinded": "admin", "payOffer": "admin", "createRefund": "admin",
+    "keysend": "admin", "payBlinded": "admin", "payOffer": "admin", "createRefund": "admin", "sendReturnRefund": "admin",
     "sendOnionMessage": "admin", "createOnionMessagePath": "admin",
     "lspRegister": "admin", "payAsync": "admin",  # async payments: no token budget holds them
     "exportBackup": "admin",  # encrypted, but it lists every channel and peer

@@ -624,15 +624,19 @@ def _pay_interrupted(invoice: str) -> str:
               help="The payee may be offline: our LSP (--lsp) holds the HTLC until the payee unblocks it; "
                    "returns at once (see `payments`).")
 @click.option("--lsp", "lsp_id", metavar="NODE_ID", help="With --async: our LSP, a peer started with --lsp.")
+@click.option("--return-path", is_flag=True,
+              help="Send a blinded return path with the payment: the payee can refund it (`refund send`) "
+                   "without learning our node id.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 @with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE",
+              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --return-path",
               "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
               "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
 def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
         max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None, async_: bool,
-        lsp_id: str | None) -> None:
+        lsp_id: str | None, return_path: bool) -> None:
     """Pay INVOICE; prints the payment with its preimage (the proof of payment) and the fee paid.
 
     Ctrl-C stops waiting, not the payment: the daemon goes on with it (`trackpayment` waits for its end).
@@ -644,6 +648,8 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
         _print(_call(ctx, "POST", "/v1/payments/async", {"invoice": invoice, "lsp_id": lsp_id}))
         return
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
+    if return_path:
+        body["return_path"] = True
     if amount_msat is not None:
         body["amount_msat"] = amount_msat
     if max_fee_percent is not None:  # a percentage is no amount: as parts per million of it, an integer

@@ -17,7 +17,8 @@ from lightspeed.cli.node_cmd import _call, _errors_to_exit, _print
 
 @click.group("refund")
 def refund() -> None:
-    """BOLT 12 refunds: money this node owes (create), or is owed (pay).
+    """BOLT 12 refunds: money this node owes (create), or is owed (pay); send: refund a payment
+    received with a private return path.
 
     \b
     Example:
@@ -67,3 +68,21 @@ def refund_pay(ctx: click.Context, lnr: str, timeout_s: int) -> None:
 def refund_list(ctx: click.Context) -> None:
     """The refunds this node created, with their status (open, paying, paid, failed)."""
     _print(_call(ctx, "GET", "/v1/refunds"))
+
+
+@refund.command("send")
+@with_example("lightspeed refund send $PAYMENT_HASH 25000",
+              "lightspeed refund send $PAYMENT_HASH 25sat --datadir ~/.lightspeed/bob")
+@click.argument("payment_hash")
+@click.argument("amount_msat", type=Amount("msat", minimum=1))
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 110), default=60, show_default=True,
+              help="Seconds to wait for the refund to settle.")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+def refund_send(ctx: click.Context, payment_hash: str, amount_msat: int, timeout_s: int) -> None:
+    """Refund AMOUNT_MSAT of the payment PAYMENT_HASH we received, through the return path its payer
+    sent with it (`pay --return-path`): the payer stays anonymous. Once or in parts, never more in
+    total than was received."""
+    body = {"payment_hash": payment_hash.strip().lower(), "amount_msat": amount_msat, "timeout_s": timeout_s}
+    _print(_call(ctx, "POST", "/v1/refunds/send", body, wait_s=timeout_s))

@@ -136,6 +136,7 @@ from lightspeed.node.paying import HtlcOutcome
 from lightspeed.node.peer import DEFAULT_FEATURES, Peer, PeerListener
 from lightspeed.node.recovery import RecoveringChannel
 from lightspeed.node.refunds import Refunds
+from lightspeed.node.return_paths import ReturnPaths
 from lightspeed.node.sending import (
     FINAL_CLTV_MARGIN,
     MAX_PARTS,
@@ -272,6 +273,7 @@ class Node:
         self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
+        self.return_paths = ReturnPaths(self)  # private refunds through a return path sent with a payment
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
         self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock

@@ -109,15 +109,22 @@ class OffersFlow:
     async def _on_invoice_request(self, message: InboundOnionMessage) -> None:
         if message.reply_path is None:
             return  # BOLT #12: an invoice request without reply path cannot be answered
-        if message.path_id is not None:
-            # BOLT #12: if `offer_paths` is present: MUST ignore the invoice_request if it did not
-            # arrive via one of those paths. otherwise: MUST ignore any invoice_request if it arrived
-            # via a blinded path. Our offers name no paths; a path_id means the request came over a
-            # path we made (a refund's, a reply path): answering would tie that path to our node id.
-            self.node.onion_messages.dropped["invoice_request_via_our_path"] += 1
-            return
+        request = message.value(INVOICE_REQUEST) or b""
         try:
-            invoice = self.answer(message.value(INVOICE_REQUEST) or b"")
+            if message.path_id is not None:
+                # A refund asked over one of our return paths (node/return_paths.py) is answered
+                # with an invoice signed by that path's own key. Any other: BOLT #12: if `offer_paths`
+                # is present: MUST ignore the invoice_request if it did not arrive via one of those
+                # paths. otherwise: MUST ignore any invoice_request if it arrived via a blinded path.
+                # Our offers name no paths; a path_id means the request came over a path we made (a
+                # refund's, a reply path): answering would tie that path to our node id.
+                refund_invoice = self.node.return_paths.answer(request, message.path_id)
+                if refund_invoice is None:
+                    self.node.onion_messages.dropped["invoice_request_via_our_path"] += 1
+                    return
+                invoice = refund_invoice
+            else:
+                invoice = self.answer(request)
             record = (INVOICE, invoice.to_tlv())
         except (DecodeError, UsageError) as exc:  # the reason names the field ("offer_metadata: ...")
             record = (INVOICE_ERROR, InvoiceError(error=str(exc)).to_tlv())
@@ -139,20 +146,23 @@ class OffersFlow:
             raise UsageError("invreq_amount: needed (we convert no currency)")
         return self.invoice_for(invreq, amount, now)
 
-    def invoice_for(self, invreq: InvoiceRequest, amount_msat: int, now: int) -> Invoice:
+    def invoice_for(self, invreq: InvoiceRequest, amount_msat: int, now: int, *, node_key: bytes | None = None,
+                    via: list[list[bytes]] | None = None) -> Invoice:
         """Sign an invoice for a checked request (or refund) whose payment is already in our store.
 
         The payment is a blinded-only receivable of :meth:`Node.blinded_payment_paths`: its
         preimage, secret (the ``path_id`` of every path), amount and expiry are committed to
         the store before the invoice leaves, so a restart between invoice and payment settles.
+        ``node_key`` signs (default: our node key); ``via``: the paths' routes (default: offer_paths).
         """
         made = self.node.blinded_payment_paths(amount_msat, invreq.offer.description or "",
-                                               DEFAULT_RELATIVE_EXPIRY, via=invoice_path_routes(self.node))
+                                               DEFAULT_RELATIVE_EXPIRY,
+                                               via=invoice_path_routes(self.node) if via is None else via)
         paths = [p for p, _ in made.paths]
         payinfos = [i for _, i in made.paths]
         # BOLT #12: if it allows multiple parts to pay the invoice: MUST set `invoice_features`.
         # `features` bit `MPP/optional` (our receiver takes multi-part payments).
-        return respond_to_invoice_request(invreq, node_key=self.node.privkey, payment_hash=made.payment_hash,
+        return respond_to_invoice_request(invreq, node_key=node_key or self.node.privkey, payment_hash=made.payment_hash,
                                           created_at=now, paths=paths, blindedpay=payinfos,
                                           relative_expiry=made.expires_at - now, features=[MPP_OPTIONAL])
 

@@ -206,6 +206,7 @@ def _decide_incoming(self: Node, channel: Channel, htlc: LoggedHtlc, height: int
         part = IncomingPart(cid, htlc.htlc_id, htlc.amount_msat, htlc.cltv_expiry, htlc.payment_hash,
                             read.payload)
         amp = any(t == AMP_RECORD_TYPE for t, _ in read.payload.custom_records)
+        self.return_paths.on_final_payload(htlc.payment_hash, read.payload.custom_records)
         self.invoices.load_for(htlc.payment_hash, read.payload.payment_secret, amp)
         self._apply_decisions(self.receiver.receive(part, height, time.time()), received)
 

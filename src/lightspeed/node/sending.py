@@ -39,6 +39,8 @@ from lightspeed.node.paying import (
     onion_for_route,
     routing_graph,
 )
+from lightspeed.node.return_paths import RETURN_PATH_TLV
+from lightspeed.offers import Offer
 from lightspeed.offers.tlv_fields import BlindedPayInfo
 from lightspeed.onion.blinding import BlindedPath
 from lightspeed.payments.amp import AMP_FEATURE_BITS, AMP_RECORD_TYPE, AmpPayment, AmpShard
@@ -109,7 +111,7 @@ def _guard(self: Node, payment_hash: bytes) -> None:
 
 
 async def pay(self: Node, invoice: Invoice, timeout: float = 30, amount_msat: int | None = None,
-              limits: PayLimits = NO_LIMITS) -> bytes:
+              limits: PayLimits = NO_LIMITS, return_path: Offer | None = None) -> bytes:
     """Pay an invoice over the network; returns the preimage (the proof of payment).
 
     An AMP invoice (feature 30) is paid with AMP shards and returns the set id instead:
@@ -120,6 +122,8 @@ async def pay(self: Node, invoice: Invoice, timeout: float = 30, amount_msat: in
     it. Raises :class:`PaymentError` if the payment failed, or is still pending after
     ``timeout`` (it then stays pending in the store and ends settled or failed later).
     ``limits``: the fee budget, the first channel, the most parts (``payment_fees`` has the fee paid).
+    ``return_path``: a return path of ours (:meth:`ReturnPaths.create`) sent to the payee in the
+    final payload, so it can refund us without learning who we are.
     """
     if invoice.payment_secret is None:
         raise PaymentError("the invoice has no payment secret")
@@ -134,11 +138,14 @@ async def pay(self: Node, invoice: Invoice, timeout: float = 30, amount_msat: in
         raise PaymentError("the invoice requires option_route_blinding (feature 24), which this node does not "
                            "support (its features setting leaves it out)")
     if AMP_FEATURE_BITS[0] in invoice.features:
+        if return_path is not None:
+            raise UsageError("return_path: not with an AMP invoice")
         return await self.pay_amp(invoice.payee, amount, timeout=timeout, invoice=invoice)
     self._guard(invoice.payment_hash)
     with self.store.transaction():
         self.store.put_payment(PaymentRecord(invoice.payment_hash, amount, "pending", invoice.encode()))
-    final = FinalPart(invoice.payment_secret, amount)
+    extra = () if return_path is None else ((RETURN_PATH_TLV, return_path.to_tlv()),)
+    final = FinalPart(invoice.payment_secret, amount, extra)
     hints = invoice.route_hints
     return await self._pay(invoice.payment_hash, invoice.payee, amount, timeout,
                            lambda part, total: _Shards(invoice.payment_hash, final, None),

@@ -47,7 +47,7 @@ from lightspeed.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,19 +83,24 @@ CREATE TABLE IF NOT EXISTS closed_channels (
     local_balance_msat INTEGER NOT NULL, remote_balance_msat INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS refunds (
     payer_id BLOB PRIMARY KEY, refund TEXT NOT NULL, path_id BLOB NOT NULL UNIQUE, amount_msat INTEGER NOT NULL,
-    expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL)
+    expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS return_paths (payment_hash BLOB PRIMARY KEY, offer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS return_refunds (
+    refund_hash BLOB PRIMARY KEY, payment_hash BLOB NOT NULL, amount_msat INTEGER NOT NULL)
 """
 
 #: Statements that take a store of version N to N + 1 (the tables new in N + 1 come from _SCHEMA).
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE invoices ADD COLUMN expires_at INTEGER",),
+    2: (),  # version 3 adds the return_paths and return_refunds tables (private refunds)
 }
 
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS invoices_by_secret ON invoices (payment_secret);
 CREATE INDEX IF NOT EXISTS unpaid_invoices_by_expiry ON invoices (expires_at) WHERE status = 'unpaid';
 CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status);
-CREATE INDEX IF NOT EXISTS payment_parts_by_hash ON payment_parts (payment_hash)
+CREATE INDEX IF NOT EXISTS payment_parts_by_hash ON payment_parts (payment_hash);
+CREATE INDEX IF NOT EXISTS return_refunds_by_payment ON return_refunds (payment_hash)
 """
 
 _INVOICE_COLUMNS = ("payment_hash, invoice, preimage, payment_secret, amount_msat, status, received_msat, "
@@ -427,6 +432,23 @@ class SqliteStore:
 
     def refunds(self) -> list[RefundRecord]:
         return [self._refund(row) for row in self._read(f"SELECT {_REFUND_COLUMNS} FROM refunds ORDER BY rowid")]
+
+    # -- return paths received with payments (private refunds) ----------------------------------
+
+    def put_return_path(self, payment_hash: bytes, offer: str) -> None:
+        self._write("INSERT OR REPLACE INTO return_paths VALUES (?, ?)", (payment_hash, offer))
+
+    def return_path(self, payment_hash: bytes) -> str | None:
+        row = self._one("SELECT offer FROM return_paths WHERE payment_hash = ?", (payment_hash,))
+        return None if row is None else str(row[0])
+
+    def put_return_refund(self, payment_hash: bytes, refund_hash: bytes, amount_msat: int) -> None:
+        self._write("INSERT INTO return_refunds VALUES (?, ?, ?)", (refund_hash, payment_hash, amount_msat))
+
+    def return_refunds(self, payment_hash: bytes) -> list[tuple[bytes, int]]:
+        return [(bytes(h), int(a)) for h, a in self._read(
+            "SELECT refund_hash, amount_msat FROM return_refunds WHERE payment_hash = ? ORDER BY rowid",
+            (payment_hash,))]
 
     # -- onions --------------------------------------------------------------------------------
 
