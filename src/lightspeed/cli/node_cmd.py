@@ -147,7 +147,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no fee bumping; "
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no RBF of funding, closing "
+                         "or sweeps, no commitment re-bump; "
                          "see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
