@@ -23,10 +23,12 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.limits import max_offer_msat
 from lightspeed.channel.resolve import SpendKind
 from lightspeed.codec.generated import UpdateAddHtlc
+from lightspeed.codec.messages import Error
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import PaymentError
 from lightspeed.node.node import Node
 from lightspeed.node.paying import RouteFailed
+from lightspeed.node.peer import Peer
 from lightspeed.onion.failure import FailureCode
 from tests.onchain_support import ANCHORS_SAT, commitment_fee, open_paid_channel, wait_for
 from tests.support.network import create_network, route_along, until
@@ -115,14 +117,14 @@ def test_a_peer_breaking_a_limit_gets_the_channel_failed_and_our_funds_stay(tmp_
                    "in_flight": [5_000_001]}[limit]
         if limit == "reserve":
             assert edge == bob_msat - 10_000_000  # all Bob has above the reserve Alice asked for
-        errors: list[str] = []  # what Alice tells Bob (the real send still happens)
-        send_error = alice._send_error
+        errors: list[str] = []  # the errors Bob receives from Alice (he still acts on them)
+        on_error = bob._on_error_message
 
-        async def recording(peer: object, channel_id: bytes, reason: str) -> None:
-            errors.append(reason)
-            await send_error(peer, channel_id, reason)  # type: ignore[arg-type]
+        async def recording(peer: Peer, message: Error) -> None:
+            errors.append(message.data.decode())
+            await on_error(peer, message)
 
-        alice._send_error = recording  # type: ignore[method-assign]
+        bob._on_error_message = recording  # type: ignore[method-assign]
         # Bob ignores the rules: raw update_add_htlc messages, past his own checks.
         channel, peer = bob.channels[cid], bob._peers[alice.node_id]
         for i, amount in enumerate(amounts):
@@ -130,10 +132,11 @@ def test_a_peer_breaking_a_limit_gets_the_channel_failed_and_our_funds_stay(tmp_
             await peer.send(UpdateAddHtlc(channel_id=cid, id=htlc.htlc_id, amount_msat=amount,
                                           payment_hash=htlc.payment_hash, cltv_expiry=htlc.cltv_expiry,
                                           onion_routing_packet=bytes(1366)))
-        await wait_for(lambda: cid not in alice.channels)  # BOLT 2: error, then fail the channel
+        await wait_for(lambda: cid not in alice.channels)  # BOLT 2: fail the channel and send an error
+        await wait_for(lambda: bool(errors))
         words = {"reserve": "above its reserve", "htlc_minimum_msat": "below our htlc_minimum_msat",
                  "max_accepted_htlcs": "max_accepted_htlcs", "in_flight": "max_htlc_value_in_flight_msat"}[limit]
-        assert errors and words in errors[0], errors
+        assert len(errors) == 1 and words in errors[0], errors  # one error, naming the limit
         resolution = alice._onchain.resolutions[cid]
         # Alice fails the channel and Bob, told so by her error, fails it too: either's commitment may
         # reach the chain first. Neither holds any of Bob's HTLCs (none was ever signed).

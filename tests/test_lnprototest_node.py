@@ -78,6 +78,7 @@ def test_wrong_announcement_signatures_fail_the_channel() -> None:
             funding = OutPoint(alice.channels[cids[0]].config.funding_txid, 0)
             chain.mine(6)
             await until(lambda: chain.spending_tx(funding) is not None, timeout=15)  # Alice force-closed
+            await until(lambda: bool(errors), timeout=15)  # then told Bob (she broadcasts first)
             assert [e.channel_id for e in errors] == [cids[0]]
             assert b"announcement_signatures" in errors[0].data
         finally:
