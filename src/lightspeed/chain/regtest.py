@@ -103,8 +103,12 @@ CREATE INDEX IF NOT EXISTS outputs_scripthash ON outputs (scripthash);
 CREATE INDEX IF NOT EXISTS outputs_spent_by ON outputs (spent_by) WHERE spent_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS txs_mempool ON txs (height) WHERE height IS NULL;
 CREATE INDEX IF NOT EXISTS txs_block ON txs (height, position);
-CREATE INDEX IF NOT EXISTS history_txid ON history (txid)
+CREATE INDEX IF NOT EXISTS history_txid ON history (txid);
+CREATE TABLE IF NOT EXISTS history_removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, scripthash BLOB NOT NULL)
 """
+# How many removals the journal keeps for followers in other processes (an Electrum server polls
+# every few hundred ms; one further behind re-checks every subscription, see ChainIndex.touched_since).
+REMOVED_KEPT = 10_000
 
 
 class PackageRejected(RejectedTransaction):
@@ -470,8 +474,22 @@ class RegtestChain:
         """Inside a write: drop a replaced mempool transaction (what it spent is unspent again)."""
         self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
         self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
-        self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+        self._forget_history(txid)
         self._db.execute("DELETE FROM txs WHERE txid = ? AND height IS NULL", (txid,))
+
+    def _forget_history(self, txid: bytes) -> None:
+        """Inside a write: drop ``txid``'s history rows, journalling their script hashes.
+
+        A follower learns of new and newly mined transactions from the rows themselves; a
+        removal (a replaced transaction, one a reorganisation dropped or re-added) leaves no row,
+        so without the journal an Electrum client kept a history with a transaction that no
+        longer exists (Electrum 4.8.1 replaces its own batch transactions this way).
+        """
+        self._db.execute("INSERT INTO history_removed (scripthash) SELECT scripthash FROM history WHERE txid = ?",
+                         (txid,))
+        self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+        self._db.execute("DELETE FROM history_removed WHERE seq <= (SELECT MAX(seq) FROM history_removed) - ?",
+                         (REMOVED_KEPT,))
 
     def _check_relative_locktime(self, tx: Transaction, i: int, height: int | None, next_height: int,
                                  tip_time: int) -> None:
@@ -617,7 +635,7 @@ class RegtestChain:
         for txid, _raw, _position in rows:
             self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
             self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
-            self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+            self._forget_history(txid)
             self._db.execute("DELETE FROM txs WHERE txid = ?", (txid,))
         self._db.execute("DELETE FROM blocks WHERE height > ?", (height,))
         dropped = []
