@@ -31,6 +31,7 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.node.anchor_cpfp import broadcast_commitment
+from lightspeed.node.fee_bumper import CommitmentBumper
 from lightspeed.node.htlc_bump import HtlcFeeBumper
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -156,7 +157,8 @@ def _new_onchain_watcher(self: Node) -> OnchainWatcher:
         return channel_from_record(stored.state, stored.remote_commitments, self._derive_secrets)
 
     watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
-                             self._known_preimage, load, HtlcFeeBumper(self.chain, self.wallet))
+                             self._known_preimage, load, HtlcFeeBumper(self.chain, self.wallet),
+                             CommitmentBumper(self.chain, self.wallet))
     backfill_close_summaries(self.store, load)  # closed under an older version: listed like the others
     for cid in watcher.active():
         self.channels.pop(cid, None)

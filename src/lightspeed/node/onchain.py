@@ -22,6 +22,9 @@ estimate. Under option_anchors our HTLC transactions carry no fee (the peer sign
 them SIGHASH_SINGLE|ANYONECANPAY): :mod:`.htlc_bump` adds wallet inputs at a feerate
 that rises with the HTLC's deadline, and replaces an unconfirmed version (RBF). Each
 version is recorded before its broadcast; the sweep of its output follows its txid.
+While our anchor commitment waits unconfirmed, its CPFP child is replaced at a rising feerate
+(:class:`~lightspeed.node.fee_bumper.CommitmentBumper`), found again by its spend of our anchor
+after a restart.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_sp
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
+from lightspeed.node.fee_bumper import Child, CommitmentBumper
 from lightspeed.node.htlc_bump import Bump, HtlcFeeBumper, is_zero_fee_htlc, rebase_sweep
 from lightspeed.store.base import CloseKind, CloseSummary, Store, StoredChannel
 
@@ -152,6 +156,7 @@ class Resolution:
     originals: dict[bytes, Claim] = field(default_factory=dict)
     versions: dict[bytes, Bump] = field(default_factory=dict)  # every version, by its txid (recorded)
     bumps: dict[bytes, Bump] = field(default_factory=dict)  # original txid -> the version to broadcast
+    anchor_child: Child | None = None  # the last CPFP child of our commitment this process broadcast
 
     def to_record(self) -> bytes:
         return json.dumps({
@@ -168,8 +173,10 @@ class OnchainWatcher:
 
     def __init__(self, chain: ChainSource, store: Store, new_script: Callable[[], bytes],
                  preimage_for: Callable[[bytes], bytes | None],
-                 load_channel: Callable[[StoredChannel], Channel], bumper: HtlcFeeBumper | None = None) -> None:
+                 load_channel: Callable[[StoredChannel], Channel], bumper: HtlcFeeBumper | None = None,
+                 commitment_bumper: CommitmentBumper | None = None) -> None:
         self.chain, self.store = chain, store
+        self.commitment_bumper = commitment_bumper  # None: a commitment keeps the child it went out with
         self.bumper = bumper  # None: zero-fee HTLC transactions go out as signed (a real mempool refuses them)
         self._new_script, self._preimage_for = new_script, preimage_for
         self.resolutions: dict[bytes, Resolution] = {}
@@ -408,6 +415,8 @@ class OnchainWatcher:
         else:
             self._learn_preimages(resolution)
         tip = self.chain.tip()[0]
+        if resolution.kind is SpendKind.LOCAL and self._confirmations(resolution.spend_txid) == 0:
+            self._rebump_commitment(resolution, tip)
         for claim in resolution.claims:
             txid = claim.tx.txid
             if txid in resolution.settled:
@@ -443,6 +452,24 @@ class OnchainWatcher:
                 self.store.put_resolution(resolution.channel_id, resolution.to_record())
             events.append(ResolutionFinished(resolution.channel_id))
         return events
+
+    def _rebump_commitment(self, resolution: Resolution, tip: int) -> None:
+        """Our commitment waits in the mempool: replace its anchor child by one paying more, if due."""
+        if self.commitment_bumper is None or resolution.spend_txid is None:
+            return
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if found is None:
+            return
+        try:
+            child = self.commitment_bumper.next_child(resolution.channel, found[0], resolution.anchor_child, tip)
+            if child is not None:
+                self.chain.broadcast(child.tx)
+                resolution.anchor_child = child
+                log.info("commitment %s of channel %s: CPFP child %s at %d sat/kw", found[0].txid_hex,
+                         resolution.channel_id.hex(), child.tx.txid_hex, child.feerate_per_kw)
+        except LightspeedError as exc:  # capped, no coins, refused: the claims go on; tried at the next block
+            self.errors[resolution.channel_id] = f"commitment re-bump: {exc}"
+            log.warning("commitment of channel %s: no re-bump: %s", resolution.channel_id.hex(), exc)
 
     def _replan_penalty(self, resolution: Resolution) -> None:
         """The cheater raced our penalty with its own HTLC transactions: punish what is left.
