@@ -112,8 +112,8 @@ def build_child(wallet: Wallet, parent: Transaction, parent_fee_sat: int, feerat
         weight = base + P2WPKH_INPUT_WEIGHT * len(selected)
         fee = child_fee(parent.weight, parent_fee_sat, weight, feerate_per_kw, None)
         # never above MAX_FEERATE_PER_KW, even if every signature comes out shorter than estimated
-        inputs = len(selected) + (extra is not None)
-        fee = min(fee, MAX_FEERATE_PER_KW * (parent.weight + weight - _SHORTER_SIGNATURE_WEIGHT * inputs) // 1000
+        n_inputs = len(selected) + (extra is not None)
+        fee = min(fee, MAX_FEERATE_PER_KW * (parent.weight + weight - _SHORTER_SIGNATURE_WEIGHT * n_inputs) // 1000
                   - parent_fee_sat)
         if previous is not None and fee < child_fee(0, 0, weight, 0, previous):
             raise PaymentError(f"CPFP of {parent.txid_hex}: a replacement at {feerate_per_kw} sat/kw would pass "
