@@ -236,12 +236,16 @@ def _bump_parents(self: Node) -> None:
                if c.config.local_is_funder]
     waiting += [(tx.txid, f"close of channel {cid.hex()}") for cid, tx in self.closed_channels.items()]
     for txid, what in waiting:
+        if txid in bumper.confirmed or txid in bumper.watched:
+            continue
         try:
             found = self.chain.get_transaction(txid)
         except LightspeedError:
             continue
         if found is not None and found[1] == 0:
             bumper.watch(found[0], what)
+        elif found is not None:
+            bumper.confirmed.add(txid)  # never asked again
     for child in bumper.poll():
         log.info("CPFP child %s broadcast", child.txid_hex)
 

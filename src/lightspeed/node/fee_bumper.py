@@ -154,6 +154,7 @@ class ParentBumper:
         self.chain, self.wallet = chain, wallet
         self.watched: dict[bytes, tuple[Transaction, int, str]] = {}  # txid -> (tx, first height, what)
         self.children: dict[bytes, Child] = {}  # parent txid -> the child we broadcast last
+        self.confirmed: set[bytes] = set()  # parents seen confirmed: nothing more to do for them
 
     def watch(self, tx: Transaction, what: str) -> None:
         if tx.txid not in self.watched:
@@ -169,6 +170,8 @@ class ParentBumper:
             if found is None or found[1] >= 1:
                 self.watched.pop(txid, None)
                 self.children.pop(txid, None)
+                if found is not None:
+                    self.confirmed.add(txid)
                 continue
             try:
                 child = self._next_child(parent, first, tip)
