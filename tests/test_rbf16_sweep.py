@@ -56,13 +56,24 @@ def test_a_stuck_to_local_sweep_is_replaced_and_confirms_across_a_restart(tmp_pa
         first = chain.spending_tx(to_local)
         assert first is not None and _confirmations(chain, first) == 0
         assert feerate_per_kw(fee_of(chain, first), first.weight) < 2500
-        await mine(chain, 1, pause=0.3)
-        if rbf:  # a restart in the middle: the recorded feerates rebuild the versions
+        if rbf:  # replaced at the new estimate, which the blocks still refuse
+            chain.congest(5000)
+            for _ in range(4):
+                await mine(chain, 1, pause=0.3)
+                if chain.spending_tx(to_local) != first:
+                    break
+            second = chain.spending_tx(to_local)
+            assert second is not None and second.txid != first.txid and _confirmations(chain, second) == 0
+            assert 3000 <= feerate_per_kw(fee_of(chain, second), second.weight) < 5000
+            # a restart: the recorded feerates rebuild both versions, the waiting one is known as ours
             await alice.stop()
             alice.store.close()
             alice = Node(bytes([tag]) * 32, chain, b"alice wallet seed %d" % tag,
                          store=SqliteStore(tmp_path / "alice.sqlite"))
             await alice.start()
+            await mine(chain, 1, pause=0.3)
+            assert not alice._onchain.resolutions[cid].finished
+            chain.set_fee_estimate(6000)
         for _ in range(6):
             await mine(chain, 1, pause=0.3)
             if _confirmations(chain, chain.spending_tx(to_local)) >= 1:
@@ -72,7 +83,7 @@ def test_a_stuck_to_local_sweep_is_replaced_and_confirms_across_a_restart(tmp_pa
             assert final == first and _confirmations(chain, first) == 0  # still waiting
             return alice
         assert final is not None and final.txid != first.txid and _confirmations(chain, final) >= 1
-        assert feerate_per_kw(fee_of(chain, final), final.weight) >= 2500
+        assert final.txid != second.txid and feerate_per_kw(fee_of(chain, final), final.weight) >= 5000
         assert fee_of(chain, final) * 2 <= commitment.outputs[to_local.index].value_sat  # the cap
         await wait_for(lambda: alice._onchain.resolutions[cid].finished, timeout=10)
         return alice
