@@ -131,3 +131,42 @@ def test_the_commitment_re_bump_never_pays_above_its_cap(tmp_path: Path) -> None
                     await node.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bumping", [True, False])
+def test_the_peers_stuck_commitment_is_cpfpd_through_our_anchor_on_it(tmp_path: Path, bumping: bool) -> None:
+    async def scenario() -> None:
+        chain, alice, bob, cid, paying = await _held(tmp_path, 0x57 if bumping else 0x59)
+        try:
+            chain.set_min_relay_feerate(253)
+            chain.set_fee_estimate(1000)  # Bob's commitment (2500 sat/kw) goes out without a child
+            bob._onchain.commitment_bumper = None  # Bob does nothing more for it
+            if not bumping:
+                alice._onchain.commitment_bumper = None
+            theirs = await bob.force_close_channel(cid, "test: Bob closes, then fees spike")
+            assert _anchor_spender(chain, theirs) is None
+            chain.set_fee_estimate(6000)
+            chain.congest(5000)
+            for _ in range(6):
+                await mine(chain, 1, pause=0.3)
+                if _confirmations(chain, theirs) >= 1:
+                    break
+            if not bumping:
+                assert _confirmations(chain, theirs) == 0 and _anchor_spender(chain, theirs) is None
+                return
+            assert _confirmations(chain, theirs) >= 1
+            child = _anchor_spender(chain, theirs)
+            assert child is not None and _confirmations(chain, child) >= 1
+            assert any(alice.wallet.owns(o.script_pubkey) for o in child.outputs)  # Alice's child
+            paid = fee_of(chain, child)
+            assert feerate_per_kw(commitment_fee(theirs) + paid, theirs.weight + child.weight) >= 5000
+            assert paid <= value_at_stake_sat(alice.channels.get(cid) or alice._onchain.resolutions[cid].channel,
+                                              Side.REMOTE) // MAX_FEE_SHARE_DIVISOR
+        finally:
+            paying.cancel()
+            for node in (alice, bob):
+                with contextlib.suppress(Exception):
+                    await node.stop()
+
+    asyncio.run(scenario())

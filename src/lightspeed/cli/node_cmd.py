@@ -148,7 +148,7 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     """
     if network == "bitcoin" and not accept_risk:
         raise UsageError("--network bitcoin: Lightspeed is not ready for real money (P2TR coins are not spent, "
-                         "no CPFP of the peer's commitment, update_fee does not follow the estimates; "
+                         "update_fee does not follow the estimates; "
                          "see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")

@@ -245,39 +245,48 @@ def coin_at(chain: ChainSource, outpoint: OutPoint) -> Utxo:
     return Utxo(outpoint, found[0].outputs[outpoint.index], height)
 
 
-def commitment_deadline(channel: Channel) -> int | None:
-    """The height by which our commitment must confirm: a block before the first HTLC transaction's
-    deadline (an HTLC-success by its ``cltv_expiry``, an HTLC-timeout
+def commitment_deadline(channel: Channel, owner: Side = Side.LOCAL) -> int | None:
+    """The height by which ``owner``'s commitment must confirm: a block before the first HTLC
+    claim's deadline (an HTLC offered to us: its ``cltv_expiry``; one we offered:
     :data:`~lightspeed.node.htlc_bump.TIMEOUT_DEADLINE_BLOCKS` after it); None without HTLCs."""
     deadlines = [h.cltv_expiry if h.offerer is Side.REMOTE else h.cltv_expiry + TIMEOUT_DEADLINE_BLOCKS
-                 for h in channel.log.commitment(Side.LOCAL).htlcs]
+                 for h in channel.log.commitment(owner).htlcs]
     return min(deadlines) - 1 if deadlines else None
 
 
-def value_at_stake_sat(channel: Channel) -> int:
-    """What our commitment carries for us: our balance and every HTLC on it (ours to claim or to lose)."""
-    view = channel.log.commitment(Side.LOCAL)
-    return view.to_local_msat // 1000 + sum(h.amount_msat for h in view.htlcs) // 1000
+def value_at_stake_sat(channel: Channel, owner: Side = Side.LOCAL) -> int:
+    """What ``owner``'s commitment carries for us: our balance and every HTLC on it (ours to claim
+    or to lose)."""
+    view = channel.log.commitment(owner)
+    ours = view.to_local_msat if owner is Side.LOCAL else view.to_remote_msat
+    return ours // 1000 + sum(h.amount_msat for h in view.htlcs) // 1000
 
 
 class CommitmentBumper:
-    """Re-bumps our broadcast anchor commitment while it waits: its anchor child replaced (RBF)."""
+    """CPFP through our anchor of a commitment that waits unconfirmed, ours or the peer's (BOLT 3
+    gives each side an anchor on both commitments, keyed by its funding pubkey), the child
+    replaced (RBF) at a higher feerate while it still waits."""
 
     def __init__(self, chain: ChainSource, wallet: Wallet) -> None:
         self.chain, self.wallet = chain, wallet
 
-    def next_child(self, channel: Channel, commitment: Transaction, previous: Child | None, tip: int) -> Child | None:
-        """A (replacement) child to broadcast, or None: the commitment pays enough, the last child
-        is too recent, or the feerate did not rise. PaymentError when capped or out of coins."""
+    def next_child(self, channel: Channel, commitment: Transaction, previous: Child | None, tip: int,
+                   owner: Side = Side.LOCAL) -> Child | None:
+        """A (replacement) child to broadcast for ``owner``'s ``commitment``, or None: it pays
+        enough, the last child is too recent, or the feerate did not rise. PaymentError when
+        capped or out of coins."""
         if not channel.config.anchors:
             return None
         if previous is not None and tip - previous.height < REPLACE_AFTER_BLOCKS:
             return None
-        deadline = commitment_deadline(channel)
+        deadline = commitment_deadline(channel, owner)
         estimate = self.chain.estimate_feerate_per_kw()
         feerate = capped_feerate(estimate) if deadline is None else deadline_feerate(estimate, deadline - tip)
+        # the agreed feerate (BOLT 3 rounds the fee down: fee / weight is a hair below it), or what
+        # it pays if more (an older commitment of the peer's may have had another feerate)
+        paid = commitment_fee_sat(channel, commitment) * 1000 // commitment.weight
         current = (previous.feerate_per_kw if previous is not None
-                   else channel.log.commitment(Side.LOCAL).feerate_per_kw)
+                   else max(paid, channel.log.commitment(owner).feerate_per_kw))
         if feerate <= current:
             return None
         script = anchor_script(channel.secrets.basepoints().funding_pubkey)
@@ -287,7 +296,7 @@ class CommitmentBumper:
 
         def sign_anchor(tx: Transaction, n: int) -> Transaction:
             sighash = bip143_sighash(tx, n, script, ANCHOR_OUTPUT_SAT, SIGHASH_ALL)
-            # BOLT #3: to_local_anchor is spent with <local_sig> by its owner, at once
+            # BOLT #3: an anchor is spent with <sig> of its funding key by its owner, at once
             return tx.with_witness(n, (sign_input(channel.secrets.funding, sighash, SIGHASH_ALL), script))
 
         anchor = commitment.outpoint(index)
@@ -301,7 +310,7 @@ class CommitmentBumper:
                     return None
         own = [] if previous is None else [coin_at(self.chain, t.prevout) for t in previous.tx.inputs
                                            if t.prevout != anchor]
-        cap = value_at_stake_sat(channel) // MAX_FEE_SHARE_DIVISOR
+        cap = value_at_stake_sat(channel, owner) // MAX_FEE_SHARE_DIVISOR
         return build_child(self.wallet, commitment, commitment_fee_sat(channel, commitment), feerate, own,
                            previous, cap, tip,
                            (anchor, ANCHOR_OUTPUT_SAT, ANCHOR_INPUT_WEIGHT, sign_anchor))

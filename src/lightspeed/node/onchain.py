@@ -22,7 +22,8 @@ estimate. Under option_anchors our HTLC transactions carry no fee (the peer sign
 them SIGHASH_SINGLE|ANYONECANPAY): :mod:`.htlc_bump` adds wallet inputs at a feerate
 that rises with the HTLC's deadline, and replaces an unconfirmed version (RBF). Each
 version is recorded before its broadcast; the sweep of its output follows its txid.
-While our anchor commitment waits unconfirmed, its CPFP child is replaced at a rising feerate
+While an anchor commitment (ours, or the peer's) waits unconfirmed, a CPFP child through our
+anchor is broadcast and replaced at a rising feerate
 (:class:`~lightspeed.node.fee_bumper.CommitmentBumper`), found again by its spend of our anchor
 after a restart. A sweep paying its own fee is replaced at a rising feerate while it waits
 (:mod:`.sweep_rbf`); every feerate used is recorded, so a restart rebuilds every version.
@@ -430,7 +431,8 @@ class OnchainWatcher:
         else:
             self._learn_preimages(resolution)
         tip = self.chain.tip()[0]
-        if resolution.kind is SpendKind.LOCAL and self._confirmations(resolution.spend_txid) == 0:
+        if (resolution.kind in (SpendKind.LOCAL, SpendKind.REMOTE)
+                and self._confirmations(resolution.spend_txid) == 0):
             self._rebump_commitment(resolution, tip)
         for index, claim in enumerate(list(resolution.claims)):
             claim = resolution.claims[index]  # a bump may have rebased it meanwhile
@@ -553,14 +555,17 @@ class OnchainWatcher:
             log.warning("%s of channel %s: replacement refused: %s", claim.label, resolution.channel_id.hex(), exc)
 
     def _rebump_commitment(self, resolution: Resolution, tip: int) -> None:
-        """Our commitment waits in the mempool: replace its anchor child by one paying more, if due."""
+        """A commitment (ours or the peer's) waits in the mempool: a child through our anchor, or a
+        replacement of the last one paying more, if due."""
         if self.commitment_bumper is None or resolution.spend_txid is None:
             return
         found = self.chain.get_transaction(resolution.spend_txid)
         if found is None:
             return
         try:
-            child = self.commitment_bumper.next_child(resolution.channel, found[0], resolution.anchor_child, tip)
+            owner = Side.LOCAL if resolution.kind is SpendKind.LOCAL else Side.REMOTE
+            child = self.commitment_bumper.next_child(resolution.channel, found[0], resolution.anchor_child, tip,
+                                                      owner)
             if child is not None:
                 self.chain.broadcast(child.tx)
                 resolution.anchor_child = child
