@@ -147,8 +147,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no RBF of funding, closing "
-                         "or sweeps, no commitment re-bump; "
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (P2TR coins are not spent, "
+                         "update_fee does not follow the estimates; "
                          "see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
