@@ -32,7 +32,8 @@ from starlette.routing import Route
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import UsageError
 from lightspeed.micro.asgi import LightspeedMiddleware
-from lightspeed.micro.lightning import NodePayee, NodePayer
+from lightspeed.micro.auto_refund import AutoRefunds
+from lightspeed.micro.lightning import NodePayee, NodePayer, NodeReturnPaths
 from lightspeed.micro.server import AllowanceServer, ServerPolicy
 from lightspeed.micro.store import AllowanceStore
 from lightspeed.micro.terms import Price
@@ -94,6 +95,8 @@ class PaidApi:
             task.cancel()
         for task in self._tasks:
             await wait_ended(task)
+        if self.allowances.auto_refunds is not None:  # left in flight: resumed at the next start
+            await self.allowances.auto_refunds.aclose()
         await self.node.stop()
         await self.allowances.store.aclose()
 
@@ -124,14 +127,17 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     policy = ServerPolicy(price)
     if creates_per_minute is not None:
         policy = ServerPolicy(price, creates_per_minute=creates_per_minute)
+    # unused credit goes back through the return path the buyer's payment carried (if it did)
+    auto_refunds = AutoRefunds(store, NodeReturnPaths(node))
     allowances = AllowanceServer(store, NodePayee(node), node.node_id, policy,
-                                 payer=NodePayer(node), node_address=node_address)
+                                 payer=NodePayer(node), node_address=node_address, auto_refunds=auto_refunds)
     asgi: Any = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
     # the metered endpoint: an EV charger (WebSocket), paid per tick from its own allowances
     from lightspeed.cli.stream_example import CHARGER_PATH, stream_seller
     from lightspeed.stream.asgi import StreamMiddleware
 
-    charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node))
+    charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node),
+                            auto_refunds=auto_refunds)
     asgi = StreamMiddleware(asgi, {CHARGER_PATH: charger})
     sock = loopback_socket(http_host, http_port)
     http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
