@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lightspeed.micro.auto_refund import VIA_RETURN_PATH, AutoRefunds
+from lightspeed.micro.auto_refund import VIA_RETURN_PATH, AutoRefunds, AutoRefundView
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.micro.lightning import NodePayee, NodePayer, NodeReturnPaths
 from lightspeed.micro.server import AllowanceServer, CallRefused, ServerPolicy
@@ -93,6 +93,8 @@ def test_an_allowance_closed_early_refunds_its_unused_calls_to_an_anonymous_paye
 
             due = await server.close(bought.token(1, 1))
             assert due == 170 * 100
+            started = await store.refund(bought.terms.allowance_id)  # the close started the refund itself
+            assert started is not None and started.invoice == VIA_RETURN_PATH and started.amount_msat == 17_000
             view = await server.auto_refund(bought.terms.allowance_id, wait=30)
             assert view is not None and view.status == "paid", view
             assert view.refunded_msat == 17_000
@@ -139,6 +141,8 @@ def test_an_expired_allowance_refunds_its_unused_calls(tmp_path: Path) -> None:
             with pytest.raises(CallRefused, match="expired"):
                 await server.spend(bought.token(0, 21))
             assert await server.expire_due() == 1
+            started = await store.refund(bought.terms.allowance_id)  # the sweep started the refund itself
+            assert started is not None and started.invoice == VIA_RETURN_PATH
             view = await server.auto_refund(bought.terms.allowance_id, wait=30)
             assert view is not None and (view.status, view.refunded_msat) == ("paid", 30 * 100)
             await until(lambda: _received(a) == before + 3_000)
@@ -228,6 +232,79 @@ def test_a_payer_without_a_return_path_is_reported_not_refundable(tmp_path: Path
             assert claimed.status == "paid"
         finally:
             await server.auto_refunds.aclose()  # type: ignore[union-attr]
+            await store.aclose()
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+async def _closed_and_refunded(server: AllowanceServer, allowance_id: bytes) -> AutoRefundView | None:
+    """The stream's close hook runs as a task after the statement: wait for its close, then the refund."""
+    for _ in range(200):
+        if (await server.status(allowance_id))["status"] == "closed":
+            return await server.auto_refund(allowance_id, wait=30)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the stream's allowance was never closed")
+
+
+def test_a_stream_cut_mid_way_refunds_the_credit_it_did_not_deliver(tmp_path: Path) -> None:
+    """Two streams to an anonymous buyer: one the buyer cuts (stops paying), one whose meter stops
+    with a paid tick half delivered. Each one's unused prepayment, and the paid units never
+    delivered, come back through the return path its prepayment carried."""
+    from lightspeed.cli.stream_example import serve_asgi, stream_seller
+    from lightspeed.stream.asgi import MeterStopped, StreamMiddleware
+    from lightspeed.stream.client import BuyPolicy, StreamBuyer
+    from lightspeed.stream.machine import SellerStream
+    from lightspeed.stream.tariff import Tariff
+
+    tariff = Tariff("Wh", msat_per_unit=100, tick_units=2, max_units=1_000, window_ticks=20)  # 200 msat a tick
+    stop_at: list[int] = [10**9]
+
+    async def meter(stream: SellerStream, grant: int) -> int:
+        if stream.delivered_units >= stop_at[0]:
+            raise MeterStopped("the tank is full")
+        await asyncio.sleep(0.005)
+        return min(grant, 1)
+
+    async def not_found(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("only the stream path is used")
+
+    async def scenario() -> None:
+        net = await _line(tmp_path)
+        a, c = net.nodes[0], net.nodes[2]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        auto = AutoRefunds(store, NodeReturnPaths(c))
+        seller = stream_seller(store, NodePayee(c), c.node_id, c.privkey, tariff=tariff, meter=meter,
+                               payer=NodePayer(c), auto_refunds=auto)
+        server = await serve_asgi(StreamMiddleware(not_found, {"/charge": seller}))
+        payer = NodePayer(a, return_path=True)
+        try:
+            # The buyer cuts payment after 6 units (3 ticks); it prepaid 10 ticks (half a window).
+            before = _received(a)
+            buyer = StreamBuyer(server.url + "/charge", payer, BuyPolicy(max_msat=20_000))
+            receipt = await buyer.run(stop_after_units=6)
+            statement = receipt.signed.statement
+            assert statement.delivered_units == 6 and statement.last_index == 3
+            allowance_id = statement.allowance_id
+            view = await _closed_and_refunded(seller.allowances, allowance_id)
+            assert view is not None and (view.status, view.refunded_msat) == ("paid", 7 * 200), view
+            await until(lambda: _received(a) == before + 1_400)
+
+            # The meter stops with 5 of the 6 units paid for delivered: the 6th unit is refunded too.
+            stop_at[0] = 5
+            before = _received(a)
+            cut = StreamBuyer(server.url + "/charge", payer, BuyPolicy(max_msat=20_000))
+            receipt = await cut.run()
+            statement = receipt.signed.statement
+            assert cut.ended is not None and statement.delivered_units == 5 and statement.last_index == 3
+            view = await _closed_and_refunded(seller.allowances, statement.allowance_id)
+            assert view is not None and (view.status, view.refunded_msat) == ("paid", 7 * 200 + 100), view
+            await until(lambda: _received(a) == before + 1_500)
+            status = await seller.allowances.status(statement.allowance_id)
+            assert (status["status"], status["refund"], status["refund_msat"]) == ("closed", "paid", 1_500)
+        finally:
+            await server.stop()
+            await auto.aclose()
             await store.aclose()
             await net.stop()
 
