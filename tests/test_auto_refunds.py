@@ -309,3 +309,34 @@ def test_a_stream_cut_mid_way_refunds_the_credit_it_did_not_deliver(tmp_path: Pa
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_batched_allowance_is_refunded_across_the_return_paths_of_its_batches(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        net = await _line(tmp_path)
+        a, c = net.nodes[0], net.nodes[2]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server = _server(c, store)
+        payer = NodePayer(a, return_path=True)
+        try:
+            tip = lane_tip(os.urandom(32), 0)
+            terms = await server.create(AllowanceRequest(100, (anchor(tip, 100),), batch_calls=50))
+            await payer.pay(terms.invoice)  # the first 50 calls: 5,000 msat
+            bought = _Bought(terms, [ChainWalker.from_tip(tip, 100)])
+            receipt = await server.spend(bought.token(0, 30))
+            assert receipt.next_invoice is not None  # the next batch, offered early
+            await payer.pay(receipt.next_invoice)  # 50 more: 5,000 msat, with a return path of its own
+            before = _received(a)
+            # the close counts the batch paid and not yet seen: 100 calls paid, 30 spent
+            assert await server.close(bought.token(0, 31)) == 70 * 100
+            view = await server.auto_refund(terms.allowance_id, wait=30)
+            assert view is not None and (view.status, view.refunded_msat) == ("paid", 7_000), view
+            await until(lambda: _received(a) == before + 7_000)
+            # no payment refunded beyond what it brought in: the later batch's 5,000, then 2,000 of the first
+            assert sorted(p.amount_msat for p in c.store.payments() if p.status == "succeeded") == [2_000, 5_000]
+        finally:
+            await server.auto_refunds.aclose()  # type: ignore[union-attr]
+            await store.aclose()
+            await net.stop()
+
+    asyncio.run(scenario())
