@@ -18,6 +18,7 @@ from lightspeed.cli.common import Amount, graceful_interrupt, json_text, with_ex
 from lightspeed.errors import LightspeedError
 
 DEFAULT_CHAIN = "~/.lightspeed/chain.sqlite"
+OPEN_BACK_SAT = 100_000  # serve-example opens a channel back to each client: refunds go over it
 
 
 def _hostport(value: str, name: str) -> tuple[str, int]:
@@ -61,7 +62,8 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
     async def run() -> None:
         chain = RegtestChain(_chain_file(chain_path))
         api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
-                                   http_host=host, http_port=port, node_port=node_port)
+                                   http_host=host, http_port=port, node_port=node_port,
+                                   open_back_sat=OPEN_BACK_SAT)  # the server's liquidity for refunds
         # Ctrl-C stops the server cleanly from the moment the banner can be read (a handler installed
         # after it lost a Ctrl-C sent right after the banner: exit 130 instead of 0).
         stop = asyncio.Event()

@@ -91,6 +91,10 @@ class AutoRefunds:
 
     store: AllowanceStore
     paths: ReturnPathPayer
+    #: A refund that did not go through is tried again this many times, ``retry_seconds`` apart
+    #: (doubling): a route may appear (a channel confirms, liquidity comes back) before it is failed.
+    retries: int = 2
+    retry_seconds: float = 2.0
     _running: dict[bytes, asyncio.Task[AutoRefundView]] = field(default_factory=dict)
 
     def sent_msat(self, hashes: Sequence[bytes]) -> int:
@@ -163,7 +167,26 @@ class AutoRefunds:
         task.add_done_callback(lambda _t: self._running.pop(allowance_id, None))
 
     async def _pay(self, allowance_id: bytes, record: Refund, hashes: tuple[bytes, ...]) -> AutoRefundView:
-        """Pay what is left of ``record.amount_msat`` through the return paths, latest payment first."""
+        """Pay what is left of ``record.amount_msat`` (retrying), then record how it ended."""
+        preimage, reason = b"", ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.retry_seconds * 2 ** (attempt - 1))
+            preimage, reason = await self._pay_rest(allowance_id, record, hashes)
+            if not reason:
+                break
+        left = record.amount_msat - self.sent_msat(hashes)
+        if left <= 0:
+            new = replace(record, status=RefundStatus.PAID, preimage=preimage)
+        else:
+            new = replace(record, status=RefundStatus.FAILED,
+                          reason=reason or f"{left} msat could not be refunded: no usable return path left")
+        if not await self.store.set_refund(allowance_id, record, new):
+            new = await self.store.refund(allowance_id) or record
+        return self.view(new, hashes)
+
+    async def _pay_rest(self, allowance_id: bytes, record: Refund, hashes: tuple[bytes, ...]) -> tuple[bytes, str]:
+        """One try at what is left, latest payment first; the last preimage, and why it stopped short."""
         preimage, reason = b"", ""
         for payment_hash in reversed(hashes):
             left = record.amount_msat - self.sent_msat(hashes)
@@ -180,15 +203,7 @@ class AutoRefunds:
                 reason = str(exc) or type(exc).__name__
                 log.info("allowance %s: refund through the return path failed: %s", allowance_id.hex(), reason)
                 break
-        left = record.amount_msat - self.sent_msat(hashes)
-        if left <= 0:
-            new = replace(record, status=RefundStatus.PAID, preimage=preimage)
-        else:
-            new = replace(record, status=RefundStatus.FAILED,
-                          reason=reason or f"{left} msat could not be refunded: no usable return path left")
-        if not await self.store.set_refund(allowance_id, record, new):
-            new = await self.store.refund(allowance_id) or record
-        return self.view(new, hashes)
+        return preimage, reason
 
 
 class HashesOf(Protocol):
