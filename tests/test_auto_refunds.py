@@ -340,3 +340,36 @@ def test_a_batched_allowance_is_refunded_across_the_return_paths_of_its_batches(
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_paid_after_the_close_is_refunded_too_once_the_sweep_sees_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        net = await _line(tmp_path)
+        a, c = net.nodes[0], net.nodes[2]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server = _server(c, store)
+        payer = NodePayer(a, return_path=True)
+        try:
+            tip = lane_tip(os.urandom(32), 0)
+            terms = await server.create(AllowanceRequest(100, (anchor(tip, 100),), batch_calls=50))
+            await payer.pay(terms.invoice)
+            bought = _Bought(terms, [ChainWalker.from_tip(tip, 100)])
+            offered = (await server.spend(bought.token(0, 30))).next_invoice
+            assert offered is not None
+            assert await server.close(bought.token(0, 31)) == 20 * 100  # the offered batch is not paid (yet)
+            assert await server.auto_refund(terms.allowance_id) is None  # it could still be: wait
+            assert await store.refund(terms.allowance_id) is None
+            before = _received(a)
+            await payer.pay(offered)  # paid after the close: its 50 calls are the client's too
+            await server.resolve_refunds()  # the sweep starts the refund, the late batch counted
+            started = await store.refund(terms.allowance_id)
+            assert started is not None and started.amount_msat == 7_000
+            view = await server.auto_refund(terms.allowance_id, wait=30)
+            assert view is not None and (view.status, view.amount_msat, view.refunded_msat) == ("paid", 7_000, 7_000)
+            await until(lambda: _received(a) == before + 7_000)
+        finally:
+            await server.auto_refunds.aclose()  # type: ignore[union-attr]
+            await store.aclose()
+            await net.stop()
+
+    asyncio.run(scenario())

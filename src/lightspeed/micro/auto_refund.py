@@ -95,6 +95,10 @@ class AutoRefunds:
     #: (doubling): a route may appear (a channel confirms, liquidity comes back) before it is failed.
     retries: int = 2
     retry_seconds: float = 2.0
+    #: Closed allowances whose refund waits for a batch invoice offered before the close (paid or
+    #: expired: then its amount is known); looked at again by the server's sweep. In memory: after
+    #: a restart, the client's next close request starts them.
+    later: set[bytes] = field(default_factory=set)
     _running: dict[bytes, asyncio.Task[AutoRefundView]] = field(default_factory=dict)
 
     def sent_msat(self, hashes: Sequence[bytes]) -> int:

@@ -340,7 +340,9 @@ class AllowanceServer:
             return None
         await self._count_late_payment(allowance_id, entry)
         if "late_until" in json.loads(entry.state.extra or "{}"):
+            self.auto_refunds.later.add(allowance_id)  # the sweep (resolve_refunds) looks again
             return None
+        self.auto_refunds.later.discard(allowance_id)
         hashes = self._payment_hashes(entry)
         view = await self.auto_refunds.start(allowance_id, self._refund_msat(entry), hashes)
         if wait > 0 and view.status == "in_flight":
@@ -356,6 +358,8 @@ class AllowanceServer:
             stored = await self.store.load(allowance_id)
             return [] if stored is None else self._payment_hashes(self._cached(stored))
 
+        for allowance_id in list(self.auto_refunds.later):  # waited for a batch invoice to be paid or expire
+            await self.auto_refund(allowance_id)
         return await self.auto_refunds.resume_all(hashes_of)
 
     @staticmethod
