@@ -21,6 +21,10 @@ def test_demo_json_reports_every_scenario_ok() -> None:
     assert by_name["BOLT 11: sign, decode, prove payment"]["proof_of_payment"] == "verified"
     assert any(s.get("forged_signature_rejected", "").endswith("signature does not verify") for s in report["scenarios"])
     assert report["coming"]
+    streaming = by_name["Streaming: charge, cut payment, delivery stops, unused credit refunded to an anonymous payer"]
+    assert streaming["delivery_stopped_within_one_tick"] and streaming["payer_anonymous_to_charger"]
+    assert streaming["refunded_msat"] == streaming["refund_received_msat"] == streaming["prepaid_msat"] - \
+        streaming["paid_by_links_msat"] > 0
 
 
 def test_demo_tables_for_people() -> None:

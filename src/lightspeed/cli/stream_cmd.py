@@ -134,7 +134,8 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
                     if not as_json:
                         live.update(view(b))
                 policy = BuyPolicy(max_msat, max_msat_per_unit, ticks_per_increment=increments)
-                buyer = StreamBuyer(url, NodePayer(node), policy, update)
+                # the prepayment carries a return path: unused credit can come back without naming us
+                buyer = StreamBuyer(url, NodePayer(node, return_path=True), policy, update)
                 receipt = await buyer.run(units)
             elapsed = time.perf_counter() - started
         finally:

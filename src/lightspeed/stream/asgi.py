@@ -85,6 +85,9 @@ class StreamSeller:
     #: Streams by increments one client (remote address, IPv6 by /64) may open per minute: each
     #: makes an invoice before anything is paid (allowances have the allowance server's own limit).
     increment_streams_per_minute: int = 60
+    #: Run (as a task) once a stream is closed; :class:`~lightspeed.stream.refund.StreamRefunds`
+    #: refunds its unused credit.
+    on_closed: Callable[[SellerStream], Awaitable[object]] | None = None
     streams: dict[bytes, _Live] = field(default_factory=dict)
     _bound: dict[bytes, bytes] = field(default_factory=dict)  # allowance id -> stream id
     _limiter: RateLimiter = field(init=False)
@@ -127,6 +130,8 @@ class StreamSeller:
             live.statement = sign_statement(statement, self.node_secret, os.urandom(32))
             live.paused_at = self.clock()
             live.credit.set()  # wake the delivery loop: it ends
+            if self.on_closed is not None:
+                _keep_running(self.on_closed(live.machine))
         return live.statement
 
 
@@ -349,6 +354,24 @@ class _Connection:
             await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
                             reason=str(exc) or type(exc).__name__)
             await self.send("statement", **_statement_fields(self.seller.finish(live)))
+
+
+_hooks: set[asyncio.Task[object]] = set()
+
+
+def _keep_running(work: Awaitable[object]) -> None:
+    """Run a closed stream's hook to its end (a reference kept: a task only weakly held may vanish)."""
+
+    async def run() -> object:
+        try:
+            return await work
+        except Exception:
+            logging.getLogger(__name__).exception("the hook of a closed stream failed")
+            return None
+
+    task = asyncio.get_running_loop().create_task(run())
+    _hooks.add(task)
+    task.add_done_callback(_hooks.discard)
 
 
 def _statement_fields(signed: SignedStatement) -> dict[str, object]:
