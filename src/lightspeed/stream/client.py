@@ -29,6 +29,7 @@ from lightspeed.stream.resume import resume_key, sign_resume
 from lightspeed.stream.tariff import Tariff
 from lightspeed.stream.wsclient import ConnectionClosed, WebSocket
 
+UNSEEN_RETRIES = 200  # 10 s of "not paid" for an invoice we paid, then give up
 SELLER_MESSAGES = frozenset({"tariff", "invoice", "position", "delivered", "statement", "error"})
 
 
@@ -66,6 +67,7 @@ class StreamBuyer:
         self.ended: str | None = None  # why the seller ended the stream, if it did
         self.invoices: list[tuple[str, bytes]] = []  # increments paid: (invoice, preimage)
         self._budget_spent = False  # the seller's next increment is more than the budget left
+        self._unseen = 0  # refusals of a payment already made, since the last delivery
         self._resume_secret = os.urandom(32)  # signs our resumes (its public key goes with open)
         self.sellers: dict[str, bytes] = {}  # the seller's processes its greetings announced: url -> node id
 
@@ -223,6 +225,7 @@ class StreamBuyer:
     async def _handle(self, buyer: BuyerStream, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "delivered":
+            self._unseen = 0
             buyer.receive_delivery(message["units"])
             if self.on_update is not None:
                 self.on_update(buyer)
@@ -245,6 +248,10 @@ class StreamBuyer:
                     ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
                     await self._fund(buyer, invoice, ticks)
                 else:
+                    self._unseen += 1
+                    if self._unseen > UNSEEN_RETRIES:  # e.g. a process of the seller's that cannot see
+                        raise PaymentError(  # what another one's node was paid (see docs/streaming.md)
+                            f"the seller does not see the payment of its invoice: {code}: {reason}")
                     await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
                 await self._send_or_resume(buyer, "pay", index=buyer.last_index, link=buyer.paid_links[-1])
                 return
