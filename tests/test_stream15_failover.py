@@ -179,6 +179,8 @@ def test_kill_9_of_the_serving_process_the_buyer_goes_on_at_the_other_within_a_s
 
     store = request.getfixturevalue("postgres_dsn" if kind == "postgres" else "redis_url")
     if kind == "postgres":
+        dsn = psycopg.conninfo.conninfo_to_dict(store)
+        store = f"postgresql://{dsn['user']}@{dsn['host']}:{dsn['port']}/{dsn['dbname']}"
         with psycopg.connect(store, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS streams, stream_sellers, refunds, unpaid, lanes, allowances")
     else:
@@ -228,7 +230,9 @@ def test_kill_9_of_the_serving_process_the_buyer_goes_on_at_the_other_within_a_s
     assert a.returncode == -signal.SIGKILL
     assert buyer.urls == [ready_a["metered"], ready_b["metered"]]  # a's greeting announced b
     assert buyer.reconnected == 1 and deliveries
-    assert deliveries[0] - killed_at < 1.0, f"the stream went on {deliveries[0] - killed_at:.2f} s after the kill"
+    gap = deliveries[0] - killed_at
+    print(f"{kind}: the first unit from the other process {gap * 1000:.0f} ms after kill -9")
+    assert gap < 1.0, f"the stream went on {gap:.2f} s after the kill"
     statement = receipt.signed.statement
     assert statement.seller_node_id.hex() == ready_b["node_id"]  # b's node signed, a's node sold
     # no unit delivered unpaid, none paid twice: the shared stores agree with the receipt
