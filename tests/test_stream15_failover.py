@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from lightspeed.cli.stream_example import serve_asgi, stream_seller
+from lightspeed.errors import PaymentError
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 from lightspeed.stream import BuyerStream, Receipt, SellerStream, recompute
 from lightspeed.stream.asgi import StreamSeller
@@ -260,3 +261,67 @@ def test_kill_9_of_the_serving_process_the_buyer_goes_on_at_the_other_within_a_s
     code, out, err = verify(str(path), "--node-id", ready_b["node_id"])
     assert code == 0, err
     assert json.loads(out)["paid_ticks"] == ticks
+
+
+def test_a_stream_left_paused_is_closed_then_forgotten_and_a_late_resume_gets_its_statement(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ledger, allowances, streams = Ledger(), SqliteAllowanceStore(tmp_path / "a.sqlite"), MemoryStreamStore()
+        seller = await _seller(ledger, allowances, streams)
+        now = [1_000.0]
+        seller.clock = lambda: now[0]
+        server = await serve_asgi(seller)
+        try:
+            def cut(b: BuyerStream) -> None:
+                if b.delivered_units >= 4 and buyer.ws is not None:
+                    buyer.ws.abort()
+
+            buyer = StreamBuyer(server.url, ledger, BuyPolicy(max_msat=20 * TARIFF.tick_msat, reconnects=0),
+                                on_update=cut)
+            with pytest.raises(PaymentError, match="could not be resumed"):
+                await buyer.run()  # the buyer went away without closing
+            assert buyer.stream is not None
+            stream_id, secret = buyer.stream.stream_id, buyer._resume_secret
+
+            async def resume() -> dict[str, Any]:
+                ws = await WebSocket.connect(server.url)
+                try:
+                    nonce = parse(await ws.recv(5))["stream_id"]
+                    await ws.send(encode("resume", stream_id=stream_id,
+                                         signature=sign_resume(secret, stream_id, nonce, bytes(32))))
+                    return parse(await ws.recv(5))
+                finally:
+                    await ws.close()
+
+            for _ in range(100):  # the seller notices the cut
+                if seller.streams[stream_id].machine.status.value == "paused":
+                    break
+                await asyncio.sleep(0.01)
+            now[0] += seller.resume_seconds + 1
+            await seller.sweep()  # paused too long: closed, its statement kept
+            answer = await resume()
+            assert answer["type"] == "statement" and answer["statement"]["delivered_units"] >= 4
+            now[0] += seller.resume_seconds + 1
+            await seller.sweep()  # closed long ago: forgotten, here and in the memory store
+            assert stream_id not in seller.streams and await streams.load(stream_id) is None
+            answer = await resume()
+            assert answer["type"] == "error" and answer["code"] == "unknown_stream"
+        finally:
+            await server.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_stream_takes_several_urls_and_names_a_bad_one() -> None:
+    from click.testing import CliRunner
+
+    from lightspeed.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["stream", "ws://127.0.0.1:1/charge", "http://127.0.0.1:2/charge",
+                                      "--max-msat", "100"])
+    assert result.exit_code != 0 and "url: expected ws://HOST:PORT/PATH, got 'http://127.0.0.1:2/charge'" in \
+        result.stderr
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["stream", "buy", "--help"])
+    assert result.exit_code == 0 and "URL [URL...]" in result.output and "next URL" in result.output

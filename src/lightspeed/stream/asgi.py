@@ -152,6 +152,8 @@ class StreamSeller:
             if m.status is StreamStatus.CLOSED and now - live.paused_at > self.resume_seconds:
                 del self.streams[stream_id]
                 self._bound.pop(m.allowance_id, None)
+                if isinstance(live.store, MemoryStreamStore):  # a shared store keeps closed streams
+                    live.store.forget(stream_id)
 
     async def finish(self, live: _Live) -> SignedStatement | None:
         """Close the stream and sign its statement; the store keeps the first statement recorded.

@@ -150,6 +150,10 @@ class MemoryStreamStore:
         found = self._streams.get(stream_id)
         return found.statement if found is not None else ""
 
+    def forget(self, stream_id: bytes) -> None:
+        """Drop a stream (this process closed it long ago): memory is all this store has."""
+        self._streams.pop(stream_id, None)
+
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)
         self._sellers[url] = node_id
