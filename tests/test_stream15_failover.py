@@ -325,3 +325,79 @@ def test_stream_takes_several_urls_and_names_a_bad_one() -> None:
     assert "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["stream", "buy", "--help"])
     assert result.exit_code == 0 and "URL [URL...]" in result.output and "next URL" in result.output
+
+
+class _Gated(MemoryStreamStore):
+    """The first process's view of the shared store, whose ``deliver`` waits for a gate: the moment
+    between a link committed at the first process and its delivery, when the second takes over."""
+
+    def __init__(self, shared: MemoryStreamStore) -> None:
+        super().__init__()
+        self.shared, self.gate, self.waiting = shared, asyncio.Event(), asyncio.Event()
+
+    async def create(self, record: Any) -> None:
+        await self.shared.create(record)
+
+    async def load(self, stream_id: bytes) -> Any:
+        return await self.shared.load(stream_id)
+
+    async def deliver(self, stream_id: bytes, epoch: int, delivered_units: int) -> bool:
+        self.waiting.set()
+        await self.gate.wait()
+        return await self.shared.deliver(stream_id, epoch, delivered_units)
+
+
+def test_a_process_that_lost_its_stream_without_noticing_delivers_nothing_more(tmp_path: Path) -> None:
+    """Fencing: the first process took the link, then the buyer (its connection half-open) resumed
+    at the second one before the first delivered: only the second delivers the tick."""
+    from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+    from lightspeed.stream.resume import resume_key
+
+    async def scenario() -> None:
+        allowances, shared = SqliteAllowanceStore(tmp_path / "allowances.sqlite"), MemoryStreamStore()
+        ledger_a, ledger_b, gated = Ledger(), Ledger(), _Gated(shared)
+        metered: dict[str, int] = {"a": 0, "b": 0}
+
+        def meter(name: str):  # type: ignore[no-untyped-def]
+            async def count(stream: SellerStream, grant: int) -> int:
+                metered[name] += grant
+                return grant
+            return count
+
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF,
+                          meter=meter("a"), stream_store=gated)
+        b = stream_seller(allowances, ledger_b, ledger_b.node_id, ledger_b.privkey, tariff=TARIFF,
+                          meter=meter("b"), stream_store=shared)
+        server_a, server_b = await serve_asgi(a), await serve_asgi(b)
+        secret, tip = os.urandom(32), lane_tip(os.urandom(32), 0)
+        walker = ChainWalker.from_tip(tip, 10)
+        ws_a = await WebSocket.connect(server_a.url)
+        try:
+            stream_id = parse(await ws_a.recv(5))["stream_id"]
+            await ws_a.send(encode("buy", anchor=anchor(tip, 10), ticks=10, batch_ticks=10))
+            offer = parse(await ws_a.recv(5))
+            await ledger_a.pay(offer["invoice"])
+            await ws_a.send(encode("open", allowance_id=offer["allowance_id"], resume_key=resume_key(secret)))
+            assert parse(await ws_a.recv(5))["type"] == "position"
+            await ws_a.send(encode("pay", index=1, link=walker.link(1)))
+            await asyncio.wait_for(gated.waiting.wait(), 5)  # a committed the link, is about to deliver
+            # the buyer stops hearing from a (a does not know) and resumes at b
+            ws_b = await WebSocket.connect(server_b.url)
+            nonce = parse(await ws_b.recv(5))["stream_id"]
+            await ws_b.send(encode("resume", stream_id=stream_id,
+                                   signature=sign_resume(secret, stream_id, nonce, bytes(32))))
+            position = parse(await ws_b.recv(5))
+            assert (position["type"], position["last_index"], position["delivered_units"]) == ("position", 1, 0)
+            assert parse(await ws_b.recv(5)) == {"type": "delivered", "units": 2, "total_units": 2}  # b delivers
+            gated.gate.set()  # now a's write: refused, a is fenced
+            with pytest.raises(TimeoutError):
+                await ws_a.recv(0.3)  # a reports nothing: it delivered nothing
+            assert metered == {"a": 0, "b": 2}  # the paid tick was delivered once
+            await ws_b.close()
+        finally:
+            await ws_a.close()
+            await server_a.stop()
+            await server_b.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
