@@ -293,11 +293,15 @@ class _Connection:
                 live.statement = SignedStatement.from_json(json.loads(record.statement))
             await self.send("statement", **json.loads(record.statement))
             return
+        # served here last: this process's count is exact; else what is paid is the lane and what
+        # was delivered the record (a ceiling: units granted before a crash count as delivered)
+        fresh = live is None or live.epoch != record.epoch
         if live is not None:
             live.epoch = record.epoch + 1
             live.credit.set()  # a delivery loop of the old connection, if any, sees the new epoch and ends
-        if live is None or store is s.store:  # what is paid is the lane; what was delivered, the record
+        if fresh:
             live = await self._load(record, live)
+        assert live is not None
         live.machine.resume()
         self.stream_id = stream_id
         self.live = live
