@@ -31,7 +31,9 @@ from lightspeed.stream.asgi import StreamSeller
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.resume import sign_resume
-from lightspeed.stream.state import MemoryStreamStore
+from lightspeed.stream.state import MemoryStreamStore, StreamStoreUnavailable
+from lightspeed.stream.state_postgres import PostgresStreamStore
+from lightspeed.stream.state_redis import RedisStreamStore
 from lightspeed.stream.tariff import Tariff
 from lightspeed.stream.wsclient import WebSocket
 from tests.support.ledger import Ledger
@@ -399,5 +401,68 @@ def test_a_process_that_lost_its_stream_without_noticing_delivers_nothing_more(t
             await server_a.stop()
             await server_b.stop()
             await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+class _Flaky(_Gated):
+    """A process whose link to the shared stream store breaks after a few deliveries."""
+
+    def __init__(self, shared: MemoryStreamStore, deliveries: int) -> None:
+        super().__init__(shared)
+        self.left = deliveries
+
+    async def deliver(self, stream_id: bytes, epoch: int, delivered_units: int) -> bool:
+        self.left -= 1
+        if self.left < 0:
+            raise StreamStoreUnavailable("stream store postgresql 10.0.0.1:5432", "connection refused")
+        return await self.shared.deliver(stream_id, epoch, delivered_units)
+
+    async def take_over(self, stream_id: bytes, epoch: int) -> bool:
+        return await self.shared.take_over(stream_id, epoch)
+
+    async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
+        return await self.shared.close(stream_id, epoch, statement)
+
+    async def sellers(self) -> list[tuple[str, bytes]]:
+        return await self.shared.sellers()
+
+
+def test_a_process_that_loses_the_stream_store_pauses_the_stream_and_the_buyer_goes_on_elsewhere(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        allowances, shared = SqliteAllowanceStore(tmp_path / "allowances.sqlite"), MemoryStreamStore()
+        ledger_a, ledger_b = Ledger(), Ledger()
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF,
+                          meter=_fast_meter, stream_store=_Flaky(shared, 5))
+        b = await _seller(ledger_b, allowances, shared)
+        server_a, server_b = await serve_asgi(a), await serve_asgi(b)
+        try:
+            buyer = StreamBuyer([server_a.url, server_b.url], ledger_a, BuyPolicy(max_msat=20 * TARIFF.tick_msat))
+            receipt = await buyer.run()
+            assert buyer.reconnected == 1 and receipt.signed.statement.seller_node_id == ledger_b.node_id
+            checked = recompute(receipt)
+            assert checked.consistent and checked.paid_ticks == 20 and checked.delivered_units == 40
+            assert checked.unserved_msat == 0  # a wrote nothing it did not deliver: b went on from there
+        finally:
+            await server_a.stop()
+            await server_b.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_stream_store_is_an_error_naming_it() -> None:
+    from tests.support.servers import free_port
+
+    async def scenario() -> None:
+        port = free_port()
+        for store in (PostgresStreamStore(f"postgresql://postgres@127.0.0.1:{port}/postgres"),
+                      RedisStreamStore(f"redis://127.0.0.1:{port}/0")):
+            try:
+                with pytest.raises(StreamStoreUnavailable, match=f"stream store .*127.0.0.1:{port}"):
+                    await store.load(b"s" * 16)
+            finally:
+                await store.aclose()
 
     asyncio.run(scenario())

@@ -138,7 +138,11 @@ class StreamSeller:
         """The seller's processes (URL, node id) for the greeting, refreshed every few seconds."""
         now = self.clock()
         if now - self._sellers[0] > SELLERS_REFRESH:
-            self._sellers = (now, await self.store.sellers())
+            try:
+                self._sellers = (now, await self.store.sellers())
+            except StorageUnavailable as exc:  # greet without the list: this process still serves
+                logging.getLogger(__name__).warning("no list of seller processes: %s", exc)
+                return []
         return self._sellers[1]
 
     async def sweep(self) -> None:
@@ -159,9 +163,14 @@ class StreamSeller:
         """Close the stream and sign its statement; the store keeps the first statement recorded.
         ``None``: another process serves the stream now (it was forgotten here)."""
         if live.statement is None:
+            status = live.machine.status
             statement = live.machine.close(int(self.clock()))
             signed = sign_statement(statement, self.node_secret, os.urandom(32))
-            stored = await live.store.close(statement.stream_id, live.epoch, json.dumps(signed.to_json()))
+            try:
+                stored = await live.store.close(statement.stream_id, live.epoch, json.dumps(signed.to_json()))
+            except StorageUnavailable:
+                live.machine.status = status  # not closed: a later close or resume makes the statement
+                raise
             live.paused_at = self.clock()
             live.credit.set()  # wake the delivery loop: it ends
             if not stored:
@@ -437,12 +446,22 @@ class _Connection:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
+        except StorageUnavailable as exc:  # nothing was written: pause, the buyer resumes once it is back
+            await self.send("error", code="store_unavailable", reason=str(exc))
+            async with self.lock:
+                if not self.closed:
+                    self.closed = True
+                    with contextlib.suppress(Exception):
+                        await self._send({"type": "websocket.close", "code": 1011})
         except Exception as exc:
             if not isinstance(exc, MeterStopped):
                 logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
             await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
                             reason=str(exc) or type(exc).__name__)
-            signed = await self.seller.finish(live)
+            try:
+                signed = await self.seller.finish(live)
+            except StorageUnavailable:
+                return  # the statement is made at the buyer's next resume or close
             if signed is not None:
                 await self.send("statement", **_statement_fields(signed))
 

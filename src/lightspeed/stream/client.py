@@ -238,6 +238,9 @@ class StreamBuyer:
             if code in ("ended", "meter_failed"):  # the statement follows
                 self.ended = f"{code}: {reason}"
                 return
+            if code == "store_unavailable":  # the seller closes this connection: go on at the next URL
+                await self._resume(buyer)
+                return
             if code == "unpaid" and buyer.walker is None and buyer.increments:
                 await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
                 await self._send_or_resume(buyer, "paid", payment_hash=buyer.increments[-1][0])
@@ -277,6 +280,8 @@ class StreamBuyer:
                 self.ws = await WebSocket.connect(url)
                 hello = await self._expect("tariff")
                 self._learn(hello)
+                # a URL we were given, or one the seller announced: its node may sign our statement
+                self.sellers.setdefault(url, hello["node_id"])
                 buyer.other_sellers = frozenset(self.sellers.values())
                 # the greeting's stream_id is this connection's nonce: the signature is good here only
                 await self._send("resume", stream_id=buyer.stream_id, signature=sign_resume(

@@ -32,10 +32,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from lightspeed.errors import UsageError
+from lightspeed.errors import StorageUnavailable, UsageError
 from lightspeed.micro.store import StoreError
 
 MAX_SELLERS = 8  # processes announced to a buyer
+
+
+class StreamStoreUnavailable(StoreError, StorageUnavailable):
+    """The shared stream store cannot be reached (server down, connection refused): nothing was
+    written. Names the store and the reason; the stream pauses and the buyer resumes once it is back."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from lightspeed.stream.state import (
     MAX_SELLERS,
     StreamRecord,
     StreamStore,
+    StreamStoreUnavailable,
     check_announce,
     check_record,
 )
@@ -59,6 +60,8 @@ class PostgresStreamStore:
         if pool_size < 1:
             raise UsageError(f"pool_size: must be at least 1, got {pool_size}")
         self._dsn, self._size = dsn, pool_size
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        self._name = f"stream store postgresql {info.get('host', '')}:{info.get('port', 5432)}"
         self._idle: asyncio.Queue[Connection] = asyncio.Queue()
         self._opened = 0
         self._schema_ready = False
@@ -66,13 +69,17 @@ class PostgresStreamStore:
         self._closed = False
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        for attempt in range(2):
-            async with self._connection() as (conn, reused):
-                try:
-                    return await work(conn)
-                except psycopg.OperationalError:
-                    if attempt or not reused or not conn.broken:
-                        raise
+        try:
+            for attempt in range(2):
+                async with self._connection() as (conn, reused):
+                    try:
+                        return await work(conn)
+                    except psycopg.OperationalError:
+                        if attempt or not reused or not conn.broken:
+                            raise
+        except psycopg.OperationalError as exc:
+            raise StreamStoreUnavailable(self._name, str(exc).strip().splitlines()[0] if str(exc).strip()
+                                         else type(exc).__name__) from None
         raise AssertionError("unreachable")
 
     @asynccontextmanager

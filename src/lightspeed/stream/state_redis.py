@@ -11,22 +11,27 @@ condition gone (``deliver`` raises the count to the same value).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lightspeed.micro.store import StoreError
 from lightspeed.stream.state import (
     MAX_SELLERS,
     StreamRecord,
     StreamStore,
+    StreamStoreUnavailable,
     check_announce,
     check_record,
 )
 
 DEFAULT_PREFIX = b"lightspeed:stream:"
+T = TypeVar("T")
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -67,11 +72,18 @@ class RedisStreamStore:
     def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX) -> None:
         self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
         self._prefix = prefix
+        self._name = f"stream store {url.split('@')[-1]}"  # no password in messages
         self._create = self._redis.register_script(_CREATE)
         self._take_over = self._redis.register_script(_TAKE_OVER)
         self._deliver = self._redis.register_script(_DELIVER)
         self._close = self._redis.register_script(_CLOSE)
         self._announce = self._redis.register_script(_ANNOUNCE)
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StreamStoreUnavailable(self._name, str(exc) or type(exc).__name__) from None
 
     def _key(self, stream_id: bytes) -> bytes:
         return self._prefix + b"s:" + stream_id
@@ -82,11 +94,11 @@ class RedisStreamStore:
         fields: list[Any] = ["allowance_id", r.allowance_id, "lane", r.lane, "start_index", r.start_index,
                              "start_link", r.start_link, "tariff", r.tariff, "resume_key", r.resume_key,
                              "epoch", 0, "delivered_units", 0, "statement", ""]
-        if not await self._create(keys=[self._key(r.stream_id)], args=fields):
+        if not await self._call(self._create(keys=[self._key(r.stream_id)], args=fields)):
             raise StoreError(f"stream_id: {r.stream_id.hex()} already exists")
 
     async def load(self, stream_id: bytes) -> StreamRecord | None:
-        h = cast(dict[bytes, bytes], await self._redis.hgetall(self._key(stream_id)))
+        h = cast(dict[bytes, bytes], await self._call(self._redis.hgetall(self._key(stream_id))))
         if not h:
             return None
         return StreamRecord(stream_id, h[b"allowance_id"], int(h[b"lane"]), int(h[b"start_index"]),
@@ -94,24 +106,24 @@ class RedisStreamStore:
                             int(h[b"delivered_units"]), h[b"statement"].decode())
 
     async def take_over(self, stream_id: bytes, epoch: int) -> bool:
-        return bool(await self._take_over(keys=[self._key(stream_id)], args=[epoch]))
+        return bool(await self._call(self._take_over(keys=[self._key(stream_id)], args=[epoch])))
 
     async def deliver(self, stream_id: bytes, epoch: int, delivered_units: int) -> bool:
-        return bool(await self._deliver(keys=[self._key(stream_id)], args=[epoch, delivered_units]))
+        return bool(await self._call(self._deliver(keys=[self._key(stream_id)], args=[epoch, delivered_units])))
 
     async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
-        found = await self._close(keys=[self._key(stream_id)], args=[epoch, statement])
+        found = await self._call(self._close(keys=[self._key(stream_id)], args=[epoch, statement]))
         return found.decode() if isinstance(found, bytes) else ""
 
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)
-        await self._announce(keys=[self._prefix + b"sellers", self._prefix + b"order"], args=[url, node_id])
+        await self._call(self._announce(keys=[self._prefix + b"sellers", self._prefix + b"order"], args=[url, node_id]))
 
     async def sellers(self) -> list[tuple[str, bytes]]:
-        urls = cast(list[bytes], await self._redis.zrange(self._prefix + b"order", 0, MAX_SELLERS - 1))
+        urls = cast(list[bytes], await self._call(self._redis.zrange(self._prefix + b"order", 0, MAX_SELLERS - 1)))
         if not urls:
             return []
-        ids = cast(list[bytes | None], await self._redis.hmget(self._prefix + b"sellers", urls))
+        ids = cast(list[bytes | None], await self._call(self._redis.hmget(self._prefix + b"sellers", urls)))
         return [(u.decode(), i) for u, i in zip(urls, ids, strict=True) if i is not None]
 
     async def aclose(self) -> None:
