@@ -55,15 +55,19 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
     from lightspeed.cli.tables import key_value_table
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
+    from lightspeed.stream.state import open_stream_store
 
     host, port = _hostport(listen, "--listen")
     graceful_interrupt()
 
     async def run() -> None:
         chain = RegtestChain(_chain_file(chain_path))
+        # a shared store (PostgreSQL, Redis) shares the charger's streams too: another serve-example
+        # on the same store resumes them if this one dies
         api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
                                    http_host=host, http_port=port, node_port=node_port,
-                                   open_back_sat=OPEN_BACK_SAT)  # the server's liquidity for refunds
+                                   open_back_sat=OPEN_BACK_SAT,  # the server's liquidity for refunds
+                                   stream_store=open_stream_store(store))
         # Ctrl-C stops the server cleanly from the moment the banner can be read (a handler installed
         # after it lost a Ctrl-C sent right after the banner: exit 130 instead of 0).
         stop = asyncio.Event()
@@ -78,6 +82,7 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         table.add_row("routes", ", ".join(f"{k} ({v} link{'s' * (v > 1)})" for k, v in EXAMPLE_PRICES.items()))
         table.add_row("chain", str(_chain_file(chain_path)))
         ws_url = "ws://" + api.url.split("://", 1)[1] + CHARGER_PATH
+        await api.charger.announce(ws_url)  # buyers learn every process serving the same store
         table.add_row("metered", f"{ws_url} (EV charger, {CHARGER_TARIFF.msat_per_unit} msat/"
                       f"{CHARGER_TARIFF.unit}, 1 {CHARGER_TARIFF.unit} every 100 ms)")
         console.print(table)

@@ -88,6 +88,7 @@ class PaidApi:
     node_address: str
     _http: uvicorn.Server
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    charger: Any = None  # the metered endpoint's StreamSeller
 
     async def stop(self) -> None:
         self._http.should_exit = True
@@ -99,6 +100,8 @@ class PaidApi:
             await self.allowances.auto_refunds.aclose()
         await self.node.stop()
         await self.allowances.store.aclose()
+        if self.charger is not None:
+            await self.charger.store.aclose()
 
 
 class _Server(uvicorn.Server):
@@ -114,11 +117,14 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
                          http_host: str = "127.0.0.1", http_port: int = 0, node_port: int = 0,
                          node_key: bytes | None = None, mine_every: float | None = 0.2,
                          app: Any = None, prices: dict[str, int] | None = None,
-                         creates_per_minute: int | None = None, open_back_sat: int | None = None) -> PaidApi:
+                         creates_per_minute: int | None = None, open_back_sat: int | None = None,
+                         stream_store: Any = None) -> PaidApi:
     """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest).
 
     ``open_back_sat``: open a channel of that size back to each client that opened one to us
     (funded from the regtest faucet), so refunds have the server's own balance to go over.
+    ``stream_store`` (a :class:`~lightspeed.stream.state.StreamStore`) is where the charger keeps
+    its streams: a shared one lets another process resume them (default: this process's memory).
 
     ``creates_per_minute`` overrides the per-client limit on new allowances (a benchmark that
     buys one allowance per call from one address needs more than the default).
@@ -140,7 +146,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     from lightspeed.stream.asgi import StreamMiddleware
 
     charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node),
-                            auto_refunds=auto_refunds)
+                            auto_refunds=auto_refunds, stream_store=stream_store)
     asgi = StreamMiddleware(asgi, {CHARGER_PATH: charger})
     sock = loopback_socket(http_host, http_port)
     http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
@@ -157,7 +163,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
             raise UsageError("the HTTP server did not start")
         await asyncio.sleep(0.01)
     host, bound = sock.getsockname()[:2]
-    return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks)
+    return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks, charger)
 
 
 async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
