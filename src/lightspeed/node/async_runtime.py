@@ -42,7 +42,7 @@ from lightspeed.node.outcomes import (
 from lightspeed.onion.blinding import BlindedPath, EncryptedDataTlv, create_blinded_path
 from lightspeed.onion.failure import FailureCode, FailureMessage, create_failure_packet
 from lightspeed.onion.message import OnionMessage
-from lightspeed.store import IncomingHtlcRecord
+from lightspeed.store import AsyncPaymentRecord, IncomingHtlcRecord
 from lightspeed.store.asyncpay import check_webhook_url
 
 if TYPE_CHECKING:
@@ -301,6 +301,10 @@ class AsyncPayRuntime:
         if node.peer(lsp_id) is None:
             raise UsageError(f"lsp: not connected to {lsp_id.hex()}")
         pid = os.urandom(m.PID_SIZE)
+        # Durable before anything leaves: if we stop while the HTLC is held and the preimage comes
+        # back after a restart, the node still knows to emit AsyncPaymentSucceeded (payment_succeeded).
+        with node.store.transaction():
+            node.store.put_async_payment(AsyncPaymentRecord(invoice.payment_hash, lsp_id, amount, int(time.time())))
         request = m.HoldHtlcsRequest.sign((invoice.payment_hash,), pid, amount, node.privkey)
         await node.onion_messages.send(lsp_id, [(m.HOLD_HTLCS, request.to_bytes())])
         task = asyncio.ensure_future(self._pay(invoice, timeout))
@@ -310,9 +314,14 @@ class AsyncPayRuntime:
         return AsyncPayment(invoice.payment_hash, amount, lsp_id, pid, task)
 
     async def _pay(self, invoice: Invoice, timeout: float) -> bytes:
-        preimage = await self.node.pay(invoice, timeout=timeout)
-        await self.node.events.put(AsyncPaymentSucceeded(invoice.payment_hash, preimage))
-        return preimage
+        return await self.node.pay(invoice, timeout=timeout)  # the event comes from payment_succeeded
+
+    def payment_succeeded(self, payment_hash: bytes, preimage: bytes) -> None:
+        """Our payment was just recorded succeeded (inside that transaction): if it is async, emit
+        ``AsyncPaymentSucceeded`` with its proof, once, whether ``pay_async``'s task is still alive
+        or the preimage came back after a restart (the mark commits with the payment's success)."""
+        if self.node.store.mark_async_payment_succeeded(payment_hash, int(time.time())):
+            self.node.events.put_nowait(AsyncPaymentSucceeded(payment_hash, preimage))
 
     async def _on_notice(self, inbound: InboundOnionMessage) -> None:
         """Payee, Flow 1 step 6: unblock a payment for an invoice of ours that is still open."""
