@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from lightspeed.cli.common import json_text
+from lightspeed.cli.demo_async import async_payment_through_lsps
 from lightspeed.cli.demo_chain import commitment_on_chain, onion_five_hops
 from lightspeed.cli.demo_channel import channel_lifecycle, nodes_pay_over_tcp, three_nodes_multihop
 from lightspeed.cli.demo_micro import paid_api_calls
@@ -132,10 +133,11 @@ SCENARIOS: list[tuple[str, Scenario]] = [
     ("Two nodes over TCP: open a channel, pay both ways, close cooperatively", nodes_pay_over_tcp),
     ("Three nodes: channels announced by gossip, paid over two hops, keysend", three_nodes_multihop),
     ("Pay-per-call: 10,000 HTTP calls through one allowance, one Lightning payment", paid_api_calls),
+    ("Asynchronous payment: A pays offline B through two LSPs", async_payment_through_lsps),
 ]
 
 COMING = [
-    "asynchronous payments through an LSP, streaming payments, private refunds",
+    "streaming payments, private refunds",
 ]
 
 
