@@ -377,12 +377,13 @@ class AsyncPayRuntime:
         # in vain until its deadline.
         destination = self.notice_destination(invoice)
         pid = os.urandom(m.PID_SIZE)
-        # Durable before anything leaves: if we stop while the HTLC is held and the preimage comes
-        # back after a restart, the node still knows to emit AsyncPaymentSucceeded (payment_succeeded).
-        with node.store.transaction():
-            node.store.put_async_payment(AsyncPaymentRecord(invoice.payment_hash, lsp_id, amount, int(time.time())))
         request = m.HoldHtlcsRequest.sign((invoice.payment_hash,), pid, amount, node.privkey)
         await node.onion_messages.send(lsp_id, [(m.HOLD_HTLCS, request.to_bytes())])
+        # Durable before the HTLC leaves (and only once the hold was asked for: a payment that never
+        # started is not async): if we stop while the HTLC is held and the preimage comes back after
+        # a restart, the node still knows to emit AsyncPaymentSucceeded (payment_succeeded).
+        with node.store.transaction():
+            node.store.put_async_payment(AsyncPaymentRecord(invoice.payment_hash, lsp_id, amount, int(time.time())))
         task = asyncio.ensure_future(self._pay(invoice, timeout))
         notice = m.AsyncPaymentNotice((invoice.payment_hash,), amount)
         await node.onion_messages.send(destination, [(m.ASYNC_PAYMENT_NOTICE, notice.to_bytes())],
