@@ -40,7 +40,7 @@ def _output_json(wallet: Wallet, utxo: Utxo, tip: int) -> dict[str, Any]:
             "address": script_to_address(utxo.output.script_pubkey, wallet.network) or "",
             "type": kind, "path": key.path if key is not None else "",
             "status": "unconfirmed" if utxo.height is None else "confirmed", "blockheight": utxo.height,
-            "spendable": kind == "p2wpkh"}
+            "spendable": key is not None}  # both P2WPKH and P2TR (key path) coins are spent
 
 
 async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -439,7 +439,7 @@ class RegtestChain:
                                           f"1 sat/vbyte of its own)")
         for i, output in enumerate(spent):
             try:
-                verify_input(tx, i, output)
+                verify_input(tx, i, output, spent)
             except ScriptError as exc:
                 raise RejectedTransaction(f"input {i}: {exc}") from None
         for old in evicted:
