@@ -31,6 +31,7 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.node.anchor_cpfp import broadcast_commitment
+from lightspeed.node.funding_watch import ready_channels
 from lightspeed.node.htlc_bump import HtlcFeeBumper
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -210,6 +211,7 @@ async def _watch_chain(self: Node) -> None:
         if tip != seen:
             seen = tip
             await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+            await self._on_funding_events(self._funding_watch.poll(ready_channels(self)))
             self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
             for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                 reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
