@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lightspeed.node")
 
 DEFAULT_MINIMUM_DEPTH = 3  # a channel record from before minimum_depth was kept (as node.queries)
+FUNDING_RECHECK_S = 1.0  # between blocks too: an Electrum client proves confirmations after the tip moves
 
 
 @dataclass(frozen=True)
@@ -102,27 +103,37 @@ class FundingWatch:
         for cid in [c for c in self.suspended if c not in ready]:  # closed meanwhile
             self.forget(cid)
         for cid, channel in ready.items():
-            txid = channel.config.funding_txid
-            found = self.chain.get_transaction(txid)
-            if found is not None:
-                self._funding.setdefault(cid, found[0])
-            depth = 0 if found is None else found[1]
-            enough = depth >= minimum_depth(channel)
-            if cid not in self.suspended:
-                if not enough:
-                    self.suspended[cid] = depth
-                    events.append(FundingUnconfirmed(cid, depth))
+            try:
+                event = self._check(cid, channel)
+            except LightspeedError as exc:  # a busy or unreachable chain: the next poll asks again
+                log.debug("funding of channel %s not checked: %s", cid.hex(), exc)
                 continue
-            self.suspended[cid] = depth
-            if enough:
-                del self.suspended[cid]
-                events.append(FundingReconfirmed(cid))
-            elif depth == 0:
-                conflict = self._double_spend(channel)
-                if conflict is not None:
-                    self.forget(cid)
-                    events.append(FundingDoubleSpent(cid, conflict))
+            if event is not None:
+                events.append(event)
         return events
+
+    def _check(self, cid: bytes, channel: Channel) -> FundingEvent | None:
+        txid = channel.config.funding_txid
+        found = self.chain.get_transaction(txid)
+        if found is not None:
+            self._funding.setdefault(cid, found[0])
+        depth = 0 if found is None else found[1]
+        enough = depth >= minimum_depth(channel)
+        if cid not in self.suspended:
+            if not enough:
+                self.suspended[cid] = depth
+                return FundingUnconfirmed(cid, depth)
+            return None
+        self.suspended[cid] = depth
+        if enough:
+            del self.suspended[cid]
+            return FundingReconfirmed(cid)
+        if depth == 0:
+            conflict = self._double_spend(channel)
+            if conflict is not None:
+                self.forget(cid)
+                return FundingDoubleSpent(cid, conflict)
+        return None
 
     def _double_spend(self, channel: Channel) -> bytes | None:
         """The txid of a ``minimum_depth``-deep transaction spending one of the funding's inputs."""
@@ -163,7 +174,8 @@ async def on_funding_events(node: Node, events: list[FundingEvent]) -> None:
             _forget_scid(node, cid)
             channel = node.channels.get(cid)
             funding = node._funding_watch.funding(cid)
-            if channel is not None and channel.config.local_is_funder and funding is not None and event.depth == 0:
+            if (channel is not None and channel.config.local_is_funder and funding is not None
+                    and node.chain.get_transaction(funding.txid) is None):  # not even in the mempool
                 node.broadcaster.submit(funding, f"funding of channel {cid.hex()} (again, after a reorganisation)")
         elif isinstance(event, FundingReconfirmed):
             _forget_scid(node, cid)  # mined again: maybe in another block, under another short channel id
