@@ -13,9 +13,13 @@ import pytest
 from lightspeed.bitcoin.tx import Transaction, TxIn, TxOut
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.chain.source import Utxo
+from lightspeed.channel.htlc_log import Side
 from lightspeed.errors import PaymentError
+from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.node import Node
+from lightspeed.store import SqliteStore
 from tests.onchain_support import open_paid_channel, settle, wait_for
+from tests.support.electrum_servers import ServerLoop
 
 EXTERNAL = bytes.fromhex("0014") + bytes(range(20))
 
@@ -95,3 +99,49 @@ def test_a_double_spent_funding_ends_the_channel_on_both_sides(tmp_path: Path) -
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_peer_that_missed_the_reorganisation_has_its_payment_refused(tmp_path: Path) -> None:
+    """Alice follows the chain through an Electrum server that stops answering before the reorganisation
+    (a lagging light client): she still sees the channel confirmed and pays over it. Bob, on the chain
+    itself, has suspended the channel: he fails the HTLC rather than take a payment that may not exist."""
+    chain = RegtestChain(tmp_path / "chain.sqlite")
+    servers = ServerLoop()
+    server, port = servers.electrum(tmp_path / "chain.sqlite")
+    source = ElectrumChainSource([ServerAddress("127.0.0.1", port, False)], "regtest", request_timeout_s=5)
+    source.start(20)
+
+    async def scenario() -> None:
+        alice = Node(b"\x65" * 32, source, b"alice wallet seed, lagging", store=SqliteStore(tmp_path / "a.sqlite"))
+        bob = Node(b"\x66" * 32, chain, b"bob wallet seed, on chain", store=SqliteStore(tmp_path / "b.sqlite"))
+        chain.fund(alice.wallet.new_key().script_pubkey, 3_000_000)
+        await wait_for(lambda: alice.wallet.balance_sat() == 3_000_000)
+        await alice.start()
+        await alice.connect("127.0.0.1", await bob.start(), bob.node_id)
+        opening = asyncio.create_task(alice.open_channel(bob.node_id, 1_000_000))
+        while not opening.done():
+            await asyncio.sleep(0.1)
+            chain.mine(1)
+        cid = opening.result()
+        await wait_for(lambda: alice.channel_is_ready(cid) and bob.channel_is_ready(cid))
+        invoice = bob.create_invoice(3_000_000, "over a channel only alice believes in")
+        servers.stop_server(server)  # alice's view stops here
+        _, height = _funding(chain, bob, cid)
+        chain.trim_blocks(height - 1)
+        chain.mine(1, empty=True)
+        await wait_for(lambda: not bob.channel_is_ready(cid))
+        assert alice.channel_is_ready(cid)
+        with pytest.raises(PaymentError):
+            await alice.pay(invoice, timeout=10)
+        await settle(alice, bob, cid)
+        assert bob.channels[cid].log.commitment(Side.LOCAL).to_local_msat == 0  # nothing taken
+        assert invoice.payment_hash not in bob.settled_invoices
+        await alice.stop()
+        await bob.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        source.close()
+        servers.close()
