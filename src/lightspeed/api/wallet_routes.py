@@ -86,8 +86,8 @@ async def withdraw(ctx: ApiContext, request: Request, body: Any) -> tuple[int, A
 def endpoints() -> tuple[Endpoint, ...]:
     return (
         Endpoint("POST", "/v1/addresses", "newAddress",
-                 "A fresh on-chain address of the node's wallet (BIP 84 p2wpkh, or BIP 86 p2tr: received and "
-                 "listed, not spent yet)", new_address,
+                 "A fresh on-chain address of the node's wallet (BIP 84 p2wpkh, or BIP 86 p2tr: spent by the "
+                 "BIP 341 key path)", new_address,
                  {"type": "object", "properties": {"address": {"type": "string"}, "type": {"type": "string"},
                                                    "path": {"type": "string"}}},
                  body=obj({"type": {"enum": list(ADDRESS_TYPES), "description": "the address type (p2wpkh)"}}),
