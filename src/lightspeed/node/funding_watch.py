@@ -9,7 +9,8 @@ Lightning, which waits for the funding to come back, and picks the safe half of 
 * **Suspended** while the funding is shallower than ``minimum_depth`` (in the mempool again,
   gone, or mined again in a later block): the channel is not ready (``Node.channel_is_ready``
   is False: no payment and no forward goes out on it), HTLCs the peer adds on it are failed
-  rather than forwarded or accepted (the payment they carry may not exist), and its short
+  rather than forwarded or accepted (the payment they carry may not exist; not yet those inside a
+  blinded path, whose failures follow route blinding's own rules), and its short
   channel id is forgotten (it names the old block). The funder broadcasts its funding again
   (a chain that dropped it from its mempool takes it back).
 * **Resumed** once the funding is ``minimum_depth`` deep again, under its new short channel id.
