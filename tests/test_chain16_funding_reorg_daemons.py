@@ -1,6 +1,6 @@
 """A funding reorganised out after channel_ready, seen only through the Electrum protocol: two
 `lightspeed node start --electrum` daemons on `lightspeed chain serve-electrum`, the test playing
-the rest of the network on the chain file (reorganising it, double-spending the funder's coin with
+the rest of the network on the chain file (reorganising it with `lightspeed chain reorg`, double-spending the funder's coin with
 the key its words give). The channel is suspended, resumes when the funding is deep again, and is
 closed as ``funding_double_spent`` on both sides once a double spend is deep."""
 
@@ -52,9 +52,9 @@ def test_electrum_daemons_suspend_resume_and_drop_a_reorganised_channel(
     def reorganise_out(funding_txid: bytes) -> None:
         position = chain.tx_position(funding_txid)
         assert position is not None
-        tip = chain.tip()[0]
-        chain.trim_blocks(position[0] - 1)
-        chain.mine(tip - position[0] + 2, empty=True)  # more work than the old branch: light clients switch
+        depth = chain.tip()[0] - position[0] + 1  # the funding's block and those above it
+        replaced = call(a, "chain", "reorg", str(depth), "--empty", "--chain", str(chain_file))
+        assert replaced["replaced"] == depth and replaced["dropped"] == []  # the funding waits in the mempool
         follow()
         wait_for("both sides suspend the channel", lambda: states(cid) == ["awaiting_confirmations"] * 2)
 
