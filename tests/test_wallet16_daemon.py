@@ -70,9 +70,10 @@ def test_new_node_shows_its_words_once_pays_out_and_a_restore_finds_everything(
     assert sent["amount_sat"] == 50_000
     chain.mine(1)
     funds = call(alice, "listfunds")
-    change = [o for o in funds["outputs"] if o["spendable"]]
+    assert all(o["spendable"] for o in funds["outputs"])  # P2TR coins are spent too (BIP 341 key path)
+    change = [o for o in funds["outputs"] if o["type"] == "p2wpkh"]
     assert len(change) == 1 and change[0]["path"] == "m/84'/1'/0'/1/0" and change[0]["status"] == "confirmed"
-    assert [o["value_sat"] for o in funds["outputs"] if not o["spendable"]] == [10_000]
+    assert [o["value_sat"] for o in funds["outputs"] if o["type"] == "p2tr"] == [10_000]
     assert call(alice, "listunspent") == funds
     history = call(alice, "listtransactions")["transactions"]
     withdrawal = [t for t in history if t["txid"] == sent["txid"]]
@@ -94,10 +95,10 @@ def test_new_node_shows_its_words_once_pays_out_and_a_restore_finds_everything(
     assert started[1].ready["node_id"] == started[0].ready["node_id"]
     assert "write these" not in (tmp_path / "restored.log").read_text()  # restored words are not shown again
     again = call(restored, "listfunds")
-    assert again["total_sat"] == funds["total_sat"] and again["spendable_sat"] == change[0]["value_sat"]
+    assert again["total_sat"] == funds["total_sat"] == again["spendable_sat"] == change[0]["value_sat"] + 10_000
     assert call(restored, "newaddress")["path"] == "m/84'/1'/0'/0/0"  # the spent key: BIP 84 gap scan, not used
-    swept = call(restored, "withdraw", EXTERNAL, "all")
-    assert 0 < swept["amount_sat"] < change[0]["value_sat"]
+    swept = call(restored, "withdraw", EXTERNAL, "all")  # spends the P2WPKH change and the P2TR coin
+    assert change[0]["value_sat"] < swept["amount_sat"] < change[0]["value_sat"] + 10_000
     assert call(restored, "listfunds")["spendable_sat"] == 0
 
 

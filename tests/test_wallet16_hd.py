@@ -109,12 +109,13 @@ def test_hd_wallet_spends_to_change_chain_and_finds_coins_after_restore(tmp_path
     assert restored.new_key(change=True).index == 1  # the change key holding coins is not handed out again
 
 
-def test_p2tr_coins_are_listed_but_not_spent(tmp_path: Path) -> None:
+def test_p2tr_coins_count_but_fee_bumps_with_foreign_inputs_keep_to_p2wpkh(tmp_path: Path) -> None:
     chain = RegtestChain(tmp_path / "chain.sqlite")
     wallet = Wallet(HdSeed(mnemonic_to_seed(generate_mnemonic())), chain, REGTEST)
     chain.fund(wallet.new_key("p2tr").script_pubkey, 50_000)
-    assert wallet.balance_sat() == 0
+    assert wallet.balance_sat() == 50_000  # spent by the BIP 341 key path (tests/test_chain16_taproot.py)
     assert [u.output.value_sat for u in wallet.all_utxos()] == [50_000]
+    assert wallet.utxos() == []  # a CPFP child of an anchor cannot sign a P2TR input blind to the anchor
 
 
 def test_legacy_wallet_keeps_its_keys_and_refuses_p2tr(tmp_path: Path) -> None:

@@ -459,6 +459,10 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     if not ready:
         # The node routes over its channels (multi-hop, invoice route hints); with none usable
         # there is nothing to try.
+        suspended = [cid for cid in node.channels if cid in node._funding_watch.suspended]
+        if suspended:  # node.funding_watch: a reorganisation took a funding's confirmations back
+            raise ApiError(409, f"no ready channel: {len(suspended)} suspended: its funding was reorganised out "
+                                "and has not confirmed again", "invoice")
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
     from lightspeed.api.async_routes import pay_automatically  # it imports this module

@@ -40,7 +40,7 @@ def _output_json(wallet: Wallet, utxo: Utxo, tip: int) -> dict[str, Any]:
             "address": script_to_address(utxo.output.script_pubkey, wallet.network) or "",
             "type": kind, "path": key.path if key is not None else "",
             "status": "unconfirmed" if utxo.height is None else "confirmed", "blockheight": utxo.height,
-            "spendable": kind == "p2wpkh"}
+            "spendable": key is not None}  # both P2WPKH and P2TR (key path) coins are spent
 
 
 async def new_address(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -86,8 +86,8 @@ async def withdraw(ctx: ApiContext, request: Request, body: Any) -> tuple[int, A
 def endpoints() -> tuple[Endpoint, ...]:
     return (
         Endpoint("POST", "/v1/addresses", "newAddress",
-                 "A fresh on-chain address of the node's wallet (BIP 84 p2wpkh, or BIP 86 p2tr: received and "
-                 "listed, not spent yet)", new_address,
+                 "A fresh on-chain address of the node's wallet (BIP 84 p2wpkh, or BIP 86 p2tr: spent by the "
+                 "BIP 341 key path)", new_address,
                  {"type": "object", "properties": {"address": {"type": "string"}, "type": {"type": "string"},
                                                    "path": {"type": "string"}}},
                  body=obj({"type": {"enum": list(ADDRESS_TYPES), "description": "the address type (p2wpkh)"}}),

@@ -1,4 +1,4 @@
-"""A witness (segwit v0) script interpreter: enough Bitcoin Script to run every BOLT 3 script.
+"""A witness script interpreter: enough Bitcoin Script to run every BOLT 3 script, and taproot key paths.
 
 This executes scripts; it does not match templates. It covers P2WPKH, P2WSH
 and the opcodes the Lightning scripts use (CHECKSIG(VERIFY), CHECKMULTISIG,
@@ -6,14 +6,19 @@ hashes, EQUAL(VERIFY), IF/NOTIF/ELSE/ENDIF, CSV, CLTV, stack and arithmetic
 operations), with the segwit v0 rules: minimal IF arguments, empty dummy for
 CHECKMULTISIG, failed signatures must be empty (NULLFAIL), strict DER low-S
 signatures, compressed keys, and a clean stack holding exactly one true value.
+Witness v1 (P2TR) outputs are spent by the key path (BIP 341: one BIP 340 signature of the
+BIP 341 signature hash, which commits to every spent output); script path spends are refused.
 Anything outside that subset fails with a reason rather than being guessed at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lightspeed.bitcoin import script as op
 from lightspeed.bitcoin.script import decode_num, encode_num, parse_script
-from lightspeed.bitcoin.sighash import bip143_sighash, verify_der_signature
+from lightspeed.bitcoin.sighash import bip143_sighash, bip341_sighash, verify_der_signature
+from lightspeed.bitcoin.taproot import schnorr_verify
 from lightspeed.bitcoin.tx import Transaction, TxOut
 from lightspeed.crypto.hashes import hash160, ripemd160, sha256, sha256d
 from lightspeed.errors import DecodeError
@@ -297,8 +302,37 @@ class _Machine:
             raise ScriptError(f"CHECKSEQUENCEVERIFY: input sequence {sequence & SEQUENCE_MASK} is below {value & SEQUENCE_MASK}")
 
 
-def verify_input(tx: Transaction, index: int, spent: TxOut) -> None:
-    """Run the witness of input ``index`` against the output it spends; raises ScriptError."""
+def _verify_key_path(tx: Transaction, index: int, output_key: bytes, witness: list[bytes],
+                     spent_outputs: Sequence[TxOut] | None) -> None:
+    """BIP 341 key path: after an optional annex, exactly one item, a BIP 340 signature."""
+    annex = None
+    if len(witness) >= 2 and witness[-1][:1] == b"\x50":
+        annex = witness.pop()
+    if len(witness) != 1:
+        raise ScriptError("P2TR script path spends are not supported on this chain (key path only)")
+    signature = witness[0]
+    if len(signature) == 64:
+        sighash_type = 0
+    elif len(signature) == 65 and signature[64] != 0:
+        sighash_type = signature[64]
+    else:
+        raise ScriptError(f"P2TR key path signature must be 64 bytes, or 65 with a non-zero type "
+                          f"(got {len(signature)} bytes)")
+    if spent_outputs is None:
+        raise ScriptError("P2TR spend checked without every input's spent output (BIP 341 signs them all)")
+    try:
+        sighash = bip341_sighash(tx, index, spent_outputs, sighash_type, annex)
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
+    if not schnorr_verify(output_key, signature[:64], sighash):
+        raise ScriptError("P2TR key path signature does not verify")
+
+
+def verify_input(tx: Transaction, index: int, spent: TxOut, spent_outputs: Sequence[TxOut] | None = None) -> None:
+    """Run the witness of input ``index`` against the output it spends; raises ScriptError.
+
+    ``spent_outputs`` (the outputs every input spends, in order) is needed for P2TR inputs.
+    """
     txin = tx.inputs[index]
     spk = spent.script_pubkey
     if txin.script_sig:
@@ -330,4 +364,7 @@ def verify_input(tx: Transaction, index: int, spent: TxOut) -> None:
         if not _true(machine.stack[0]):
             raise ScriptError("script evaluated to false")
         return
-    raise ScriptError("only segwit v0 (P2WPKH, P2WSH) outputs can be spent on this chain")
+    if len(spk) == 34 and spk[:2] == b"\x51\x20":
+        _verify_key_path(tx, index, spk[2:], witness, spent_outputs)
+        return
+    raise ScriptError("only P2WPKH, P2WSH and P2TR (key path) outputs can be spent on this chain")

@@ -1,15 +1,18 @@
-"""BIP 143 signature hashes (segwit v0), and DER signatures with the sighash byte."""
+"""BIP 143 (segwit v0) and BIP 341 (taproot key path) signature hashes, and DER signatures."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
+from collections.abc import Sequence
 
 from coincurve import PublicKey
 from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
 from coincurve.ecdsa import cdata_to_der
 
-from lightspeed.bitcoin.tx import Transaction, var_bytes
+from lightspeed.bitcoin.taproot import tagged_hash
+from lightspeed.bitcoin.tx import Transaction, TxOut, var_bytes
 from lightspeed.crypto.hashes import sha256d
 from lightspeed.crypto.secp256k1 import HALF_ORDER
 
@@ -17,6 +20,8 @@ SIGHASH_ALL = 0x01
 SIGHASH_NONE = 0x02
 SIGHASH_SINGLE = 0x03
 SIGHASH_ANYONECANPAY = 0x80
+SIGHASH_DEFAULT = 0x00  # BIP 341: ALL, with a 64-byte signature carrying no type byte
+TAPROOT_SIGHASH_TYPES = frozenset((0x00, 0x01, 0x02, 0x03, 0x81, 0x82, 0x83))
 
 
 def bip143_sighash(
@@ -50,6 +55,55 @@ def bip143_sighash(
         struct.pack("<I", tx.locktime),
         struct.pack("<I", sighash_type),
     )))
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def bip341_sighash(tx: Transaction, input_index: int, spent_outputs: Sequence[TxOut], sighash_type: int,
+                   annex: bytes | None = None) -> bytes:
+    """BIP 341 signature hash of a key path spend (``ext_flag`` 0).
+
+    Unlike BIP 143 it commits to every input's spent amount and scriptPubKey (unless
+    ANYONECANPAY), so a signer must know all the outputs the transaction spends, not only its
+    own: that closes the fee lie a hardware wallet could be told about the other inputs.
+    Raises ``ValueError`` for what BIP 341 says must fail (an unknown type, SINGLE without a
+    matching output).
+    """
+    if sighash_type not in TAPROOT_SIGHASH_TYPES:
+        raise ValueError(f"sighash type 0x{sighash_type:02x} is not a BIP 341 type")
+    if len(spent_outputs) != len(tx.inputs):
+        raise ValueError(f"{len(spent_outputs)} spent outputs given for {len(tx.inputs)} inputs")
+    if not 0 <= input_index < len(tx.inputs):
+        raise ValueError(f"input index {input_index} out of range")
+    anyone = sighash_type & SIGHASH_ANYONECANPAY
+    base = sighash_type & 0x03
+    parts = [bytes([sighash_type]), struct.pack("<i", tx.version), struct.pack("<I", tx.locktime)]
+    if not anyone:
+        parts += [
+            _sha256(b"".join(i.prevout.serialize() for i in tx.inputs)),
+            _sha256(b"".join(struct.pack("<q", o.value_sat) for o in spent_outputs)),
+            _sha256(b"".join(var_bytes(o.script_pubkey) for o in spent_outputs)),
+            _sha256(b"".join(struct.pack("<I", i.sequence) for i in tx.inputs)),
+        ]
+    if base not in (SIGHASH_NONE, SIGHASH_SINGLE):
+        parts.append(_sha256(b"".join(o.serialize() for o in tx.outputs)))
+    parts.append(bytes([0 if annex is None else 1]))  # spend_type = ext_flag * 2 + annex_present
+    txin = tx.inputs[input_index]
+    if anyone:
+        spent = spent_outputs[input_index]
+        parts += [txin.prevout.serialize(), struct.pack("<q", spent.value_sat), var_bytes(spent.script_pubkey),
+                  struct.pack("<I", txin.sequence)]
+    else:
+        parts.append(struct.pack("<I", input_index))
+    if annex is not None:
+        parts.append(_sha256(var_bytes(annex)))
+    if base == SIGHASH_SINGLE:
+        if input_index >= len(tx.outputs):
+            raise ValueError("SIGHASH_SINGLE without an output at the input's index")
+        parts.append(_sha256(tx.outputs[input_index].serialize()))
+    return tagged_hash("TapSighash", b"\x00" + b"".join(parts))  # epoch 0
 
 
 def sign_input(privkey: bytes, sighash: bytes, sighash_type: int) -> bytes:

@@ -56,7 +56,8 @@ SUPPORTED_VERSIONS = ((1, 4), (1, 4, 1), (1, 4, 2), (1, 6))
 MAX_HEADERS = 2016  # one difficulty period: what Electrum asks for at once
 MAX_SUBSCRIPTIONS = 100_000
 MAX_PACKAGE = 25  # Bitcoin Core's package limit
-MIN_RELAY_SAT_PER_KVB = 1000
+MIN_RELAY_SAT_PER_KVB = 1000  # Bitcoin Core's default minrelaytxfee: announced while the chain takes any fee
+INCREMENTAL_RELAY_SAT_PER_KVB = 1000  # what a BIP 125 replacement adds (the chain's replacement rule)
 REJECTED = "the transaction was rejected by network rules.\n\n"
 
 
@@ -174,11 +175,12 @@ class ElectrumSession:
             "blockchain.block.header": self._block_header,
             "blockchain.block.headers": self._block_headers,
             "blockchain.estimatefee": self._estimatefee,
-            "blockchain.relayfee": lambda r: self._no_params(r, _btc(MIN_RELAY_SAT_PER_KVB)),
+            "blockchain.relayfee": lambda r: self._no_params(r, _btc(self.relay_floor_sat_per_kvb())),
             "mempool.get_fee_histogram": lambda r: self._no_params(r, self.fee_histogram()),
             "mempool.get_info": lambda r: self._no_params(r, {
-                "mempoolminfee": _btc(MIN_RELAY_SAT_PER_KVB), "minrelaytxfee": _btc(MIN_RELAY_SAT_PER_KVB),
-                "incrementalrelayfee": _btc(MIN_RELAY_SAT_PER_KVB)}),
+                "mempoolminfee": _btc(self.relay_floor_sat_per_kvb()),
+                "minrelaytxfee": _btc(self.relay_floor_sat_per_kvb()),
+                "incrementalrelayfee": _btc(INCREMENTAL_RELAY_SAT_PER_KVB)}),
             "blockchain.scripthash.subscribe": self._scripthash_subscribe,
             "blockchain.scripthash.unsubscribe": self._scripthash_unsubscribe,
             "blockchain.scripthash.get_history": self._get_history,
@@ -327,7 +329,15 @@ class ElectrumSession:
         non_negative_int(number, "number", maximum=1008)
         if mode is not None and not isinstance(mode, str):
             raise RpcError(INVALID_PARAMS, "mode: must be a string")
-        return _btc(self.chain.estimate_feerate_per_kw(max(number, 1)) * 4)  # sat/kw -> sat/kvB
+        estimate = self.chain.estimate_feerate_per_kw(max(number, 1)) * 4  # sat/kw -> sat/kvB
+        # A real estimator never answers below what the mempool relays, nor below what blocks take
+        # while they are full: the chain's congested mode leaves packages under that rate waiting.
+        return _btc(max(estimate, self.relay_floor_sat_per_kvb(), self.chain.congested_below_per_kw() * 4))
+
+    def relay_floor_sat_per_kvb(self) -> int:
+        """The chain's minimum relay feerate (``chain set-feerate --min-relay``) in sat/kvB, read at
+        every call (another process may change it), never under Bitcoin Core's default 1 sat/vB."""
+        return max(MIN_RELAY_SAT_PER_KVB, self.chain.min_relay_feerate_per_kw() * 4)
 
     def fee_histogram(self) -> list[list[int]]:
         """[fee rate in sat/vB, total vsize at that rate] for the mempool, highest rate first."""

@@ -293,6 +293,20 @@ def parse_feerate(result: Any) -> int | None:
     return min(max(sat_per_kvb // 4, MIN_FEERATE_PER_KW), MAX_FEERATE_PER_KW)
 
 
+def parse_relayfee(result: Any) -> int:
+    """``blockchain.relayfee`` (BTC per kvB) as sat per 1000 weight units, rounded up (paying the
+    floor exactly must relay), never under 253 sat/kw and within the sane ceiling."""
+    if isinstance(result, bool) or not isinstance(result, (int, Decimal)):
+        raise ServerError("blockchain.relayfee", f"expected a number, got {str(result)[:40]}")
+    try:
+        sat_per_kvb = int(Decimal(result) * 100_000_000)
+    except (InvalidOperation, ValueError, OverflowError):
+        raise ServerError("blockchain.relayfee", f"not a fee rate: {str(result)[:40]}") from None
+    if sat_per_kvb < 0:
+        raise ServerError("blockchain.relayfee", f"a negative fee rate: {str(result)[:40]}")
+    return min(max(-(-sat_per_kvb // 4), MIN_FEERATE_PER_KW), MAX_FEERATE_PER_KW)
+
+
 def parse_package_result(result: Any) -> list[str]:
     """``blockchain.transaction.broadcast_package`` (1.6): the members' errors (empty on success)."""
     if not isinstance(result, dict) or not isinstance(result.get("success"), bool):

@@ -20,10 +20,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey
 from mnemonic import Mnemonic
 
 from lightspeed.bitcoin.network import BITCOIN, Network
+from lightspeed.bitcoin.taproot import tweaked_pubkey
 from lightspeed.codec.base58 import b58check_encode
 from lightspeed.crypto.hashes import hash160
 from lightspeed.crypto.secp256k1 import CURVE_ORDER
@@ -125,18 +126,9 @@ class ExtendedKey:
 
 # -- BIP 86 --------------------------------------------------------------------------------------
 
-def tagged_hash(tag: str, data: bytes) -> bytes:
-    tag_digest = hashlib.sha256(tag.encode()).digest()
-    return hashlib.sha256(tag_digest + tag_digest + data).digest()
-
-
 def taproot_output_key(pubkey: bytes) -> bytes:
     """BIP 86 / BIP 341: the x-only output key of a key-path-only P2TR output for ``pubkey``."""
-    internal = pubkey[1:]  # x-only: BIP 340 takes the point with even y
-    tweak = tagged_hash("TapTweak", internal)
-    output = PublicKeyXOnly(internal)
-    output.tweak_add(tweak)  # in place
-    return bytes(output.format())
+    return tweaked_pubkey(pubkey[1:])  # x-only: BIP 340 takes the point with even y
 
 
 def p2tr_script(output_key: bytes) -> bytes:

@@ -447,7 +447,7 @@ class RegtestChain:
                 raise RejectedTransaction(f"conflicts with {spender} in the mempool: {reason}")
         for i, output in enumerate(spent):
             try:
-                verify_input(tx, i, output)
+                verify_input(tx, i, output, spent)
             except ScriptError as exc:
                 raise RejectedTransaction(f"input {i}: {exc}") from None
         for old in evicted:

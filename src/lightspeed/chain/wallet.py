@@ -5,8 +5,11 @@ Two key schemes, chosen by the seed given:
 * :class:`HdSeed` (a BIP 39 seed; every datadir made since BIP 39 support): BIP 84 P2WPKH keys
   ``m/84'/coin'/0'/{0,1}/i`` (receive, change) and BIP 86 P2TR keys ``m/86'/coin'/0'/{0,1}/i``
   (see :mod:`lightspeed.chain.hd`), so Electrum, Sparrow or any BIP 84 wallet restores the words.
-  P2TR coins are received and listed but not spent yet (the embedded chain and this signer are
-  segwit v0 only): coin selection, balances and fee bumping use P2WPKH coins.
+  Both kinds are spent: P2WPKH inputs sign BIP 143 ECDSA, P2TR inputs sign the BIP 341 key path
+  (BIP 340 Schnorr with the tweaked key). A BIP 341 signature commits to every input's spent
+  output, so P2TR coins go only into transactions whose inputs are all the wallet's
+  (:meth:`Wallet.spendable`); fee bumps that add wallet coins to a foreign input (an anchor, an
+  HTLC transaction) take P2WPKH coins (:meth:`Wallet.utxos`).
 * raw bytes (datadirs made before): ``HMAC-SHA256(seed, "lightspeed/wallet/p2wpkh/" || i)``,
   P2WPKH only, receive and change on one chain; kept so those wallets still find their coins.
 
@@ -27,7 +30,14 @@ from dataclasses import dataclass
 from lightspeed.bitcoin.address import segwit_address
 from lightspeed.bitcoin.network import REGTEST, Network
 from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script
-from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
+from lightspeed.bitcoin.sighash import (
+    SIGHASH_ALL,
+    SIGHASH_DEFAULT,
+    bip143_sighash,
+    bip341_sighash,
+    sign_input,
+)
+from lightspeed.bitcoin.taproot import key_path_witness_signature
 from lightspeed.bitcoin.tx import SEQUENCE_FINAL, Transaction, TxIn, TxOut
 from lightspeed.chain.hd import ExtendedKey, coin_type, p2tr_script, taproot_output_key
 from lightspeed.chain.source import ChainSource, HistorySource, Utxo
@@ -40,6 +50,14 @@ P2WPKH_DUST_SAT = 294
 # a P2WPKH output (4*31), any output (4 * (9 + script length)).
 TX_OVERHEAD_WEIGHT = 42
 P2WPKH_INPUT_WEIGHT = 272
+# A P2TR key path input: 4*41 + witness (item count 1, length 1, a 64-byte SIGHASH_DEFAULT
+# signature) = 230, i.e. 57.5 vbytes.
+P2TR_INPUT_WEIGHT = 230
+
+
+def input_weight(script_pubkey: bytes) -> int:
+    """The weight of spending one of the wallet's outputs (P2TR key path or P2WPKH)."""
+    return P2TR_INPUT_WEIGHT if script_pubkey[:2] == b"\x51\x20" else P2WPKH_INPUT_WEIGHT
 
 
 def output_weight(script_pubkey: bytes) -> int:
@@ -89,7 +107,7 @@ _NOT_OURS = WalletKey(-1, b"", b"", b"", kind="none")
 
 
 class Wallet:
-    """Spends and receives P2WPKH coins found on a :class:`ChainSource`."""
+    """Spends and receives P2WPKH and P2TR coins found on a :class:`ChainSource`."""
 
     def __init__(self, seed: bytes | HdSeed, chain: ChainSource, network: Network = REGTEST, gap: int = 20) -> None:
         self.chain, self.network, self.gap = chain, network, gap
@@ -202,15 +220,8 @@ class Wallet:
         return self._by_script.get(script_pubkey)
 
     def all_utxos(self) -> list[Utxo]:
-        """Every coin of the wallet, P2TR ones included (which :meth:`utxos` leaves out: not spendable yet)."""
-        spendable = self.utxos()
-        seen = {u.outpoint for u in spendable}
-        taproot = [u for u in self.chain.unspent([s for s, k in self._by_script.items() if k.kind == "p2tr"])
-                   if u.outpoint not in seen and not self._held(u)]
-        return spendable + taproot
-
-    def _held(self, utxo: Utxo) -> bool:
-        return any(txin.prevout == utxo.outpoint for tx in self._unbroadcast.values() for txin in tx.inputs)
+        """Every coin of the wallet, P2TR ones included (listfunds)."""
+        return self.spendable()
 
     def scripts(self) -> list[bytes]:
         """Every script the wallet watches (derived up to the gap, imported keys too)."""
@@ -230,9 +241,20 @@ class Wallet:
         self._unbroadcast.pop(txid, None)
 
     def utxos(self, min_confirmations: int = 0) -> list[Utxo]:
-        """Spendable (P2WPKH) coins, those of transactions held for broadcast included."""
+        """P2WPKH coins, those of transactions held for broadcast included.
+
+        What a transaction with inputs that are not the wallet's (a CPFP child of an anchor, a
+        bumped HTLC transaction) can take: their signatures do not commit to the other inputs.
+        """
+        return self._coins(("p2wpkh",), min_confirmations)
+
+    def spendable(self, min_confirmations: int = 0) -> list[Utxo]:
+        """Every coin the wallet can spend in a transaction of its own (P2WPKH and P2TR)."""
+        return self._coins(ADDRESS_TYPES, min_confirmations)
+
+    def _coins(self, kinds: tuple[str, ...], min_confirmations: int) -> list[Utxo]:
         tip = self.chain.tip()[0]
-        coins = self.chain.unspent([s for s, k in self._by_script.items() if k.kind == "p2wpkh"])
+        coins = self.chain.unspent([s for s, k in self._by_script.items() if k.kind in kinds])
         for txid in [t for t in self._unbroadcast if self.chain.get_transaction(t) is not None]:
             del self._unbroadcast[txid]
         if self._unbroadcast:
@@ -240,13 +262,13 @@ class Wallet:
             coins = [u for u in coins if u.outpoint not in held]
             coins += [Utxo(tx.outpoint(n), out, None) for tx in self._unbroadcast.values()
                       for n, out in enumerate(tx.outputs)
-                      if self._by_script.get(out.script_pubkey, _NOT_OURS).kind == "p2wpkh"
+                      if self._by_script.get(out.script_pubkey, _NOT_OURS).kind in kinds
                       and tx.outpoint(n) not in held]
         return [u for u in coins
                 if min_confirmations == 0 or (u.height is not None and tip - u.height + 1 >= min_confirmations)]
 
     def balance_sat(self, min_confirmations: int = 0) -> int:
-        return sum(u.output.value_sat for u in self.utxos(min_confirmations))
+        return sum(u.output.value_sat for u in self.spendable(min_confirmations))
 
     def create_transaction(self, outputs: list[TxOut], feerate_per_kw: int | None = None,
                            min_confirmations: int = 0) -> Transaction:
@@ -258,18 +280,20 @@ class Wallet:
         base_weight = TX_OVERHEAD_WEIGHT + sum(output_weight(o.script_pubkey) for o in outputs)
         selected: list[Utxo] = []
         total = 0
-        spendable = [u for u in self.utxos(min_confirmations) if u.outpoint.txid not in self._unbroadcast]
+        inputs_weight = 0
+        spendable = [u for u in self.spendable(min_confirmations) if u.outpoint.txid not in self._unbroadcast]
         for coin in sorted(spendable, key=lambda u: -u.output.value_sat):
             selected.append(coin)
             total += coin.output.value_sat
-            fee = (base_weight + P2WPKH_INPUT_WEIGHT * len(selected)) * feerate // 1000
+            inputs_weight += input_weight(coin.output.script_pubkey)
+            fee = (base_weight + inputs_weight) * feerate // 1000
             if total >= target + fee:
                 break
         else:
             raise PaymentError(f"insufficient funds: need {target} sat plus fees, have {total} sat")
         change_branch: Branch = ("p2wpkh", True) if self.is_hd else self._branches[0]
         change_key = self._keys[change_branch][self._next[change_branch]]
-        with_change = (base_weight + P2WPKH_INPUT_WEIGHT * len(selected) + output_weight(change_key.script_pubkey))
+        with_change = base_weight + inputs_weight + output_weight(change_key.script_pubkey)
         change = total - target - with_change * feerate // 1000
         final_outputs = list(outputs)
         if change >= P2WPKH_DUST_SAT:
@@ -278,10 +302,23 @@ class Wallet:
                          tuple(final_outputs), self.chain.tip()[0])
         return self.sign(tx, selected)
 
-    def sign(self, tx: Transaction, coins: list[Utxo], first: int = 0) -> Transaction:
-        """Sign inputs ``first``, ``first + 1``, ... spending ``coins`` (SIGHASH_ALL)."""
+    def sign(self, tx: Transaction, coins: list[Utxo], first: int = 0,
+             spent_outputs: list[TxOut] | None = None) -> Transaction:
+        """Sign inputs ``first``, ``first + 1``, ... spending ``coins`` (SIGHASH_ALL / SIGHASH_DEFAULT).
+
+        A P2TR coin's signature commits to the outputs every input spends: ``spent_outputs``
+        gives them, or, when ``coins`` are all the inputs, they are ``coins``' outputs.
+        """
+        if spent_outputs is None and first == 0 and len(coins) == len(tx.inputs):
+            spent_outputs = [c.output for c in coins]
         for i, coin in enumerate(coins, start=first):
             key = self._by_script[coin.output.script_pubkey]
+            if key.kind == "p2tr":
+                if spent_outputs is None or len(spent_outputs) != len(tx.inputs):
+                    raise UsageError(f"input {i}: a P2TR coin can only be signed knowing every input's spent output")
+                sighash = bip341_sighash(tx, i, spent_outputs, SIGHASH_DEFAULT)
+                tx = tx.with_witness(i, (key_path_witness_signature(key.privkey, sighash, SIGHASH_DEFAULT),))
+                continue
             script_code = p2pkh_script_code(hash160(key.pubkey))
             sighash = bip143_sighash(tx, i, script_code, coin.output.value_sat, SIGHASH_ALL)
             tx = tx.with_witness(i, (sign_input(key.privkey, sighash, SIGHASH_ALL), key.pubkey))
@@ -295,12 +332,12 @@ class Wallet:
 
     def sweep(self, to_script: bytes, feerate_per_kw: int | None = None) -> Transaction:
         """Send every coin to ``to_script`` (one output, fee deducted)."""
-        coins = [u for u in self.utxos() if u.outpoint.txid not in self._unbroadcast]
+        coins = [u for u in self.spendable() if u.outpoint.txid not in self._unbroadcast]
         if not coins:
             raise PaymentError("nothing to sweep")
         feerate = feerate_per_kw or self.chain.estimate_feerate_per_kw()
         total = sum(c.output.value_sat for c in coins)
-        weight = TX_OVERHEAD_WEIGHT + output_weight(to_script) + P2WPKH_INPUT_WEIGHT * len(coins)
+        weight = TX_OVERHEAD_WEIGHT + output_weight(to_script) + sum(input_weight(c.output.script_pubkey) for c in coins)
         value = total - weight * feerate // 1000
         if value < P2WPKH_DUST_SAT:
             raise PaymentError("coins are worth less than the fee to sweep them")

@@ -57,7 +57,7 @@ def init(ctx: click.Context, datadir_option: Path | None, network: str, mnemonic
 
 @click.command("newaddress")
 @click.option("--type", "kind", type=click.Choice(["p2wpkh", "p2tr"]), default="p2wpkh", show_default=True,
-              help="p2wpkh (BIP 84) or p2tr (BIP 86: received and listed; not spent by this wallet yet).")
+              help="p2wpkh (BIP 84) or p2tr (BIP 86, spent by the BIP 341 key path).")
 @datadir_option
 @click.pass_context
 @_errors_to_exit

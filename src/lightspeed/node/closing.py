@@ -33,6 +33,7 @@ from lightspeed.errors import (
 )
 from lightspeed.node.anchor_cpfp import broadcast_commitment
 from lightspeed.node.fee_bumper import CommitmentBumper
+from lightspeed.node.funding_watch import FUNDING_RECHECK_S, ready_channels
 from lightspeed.node.htlc_bump import HtlcFeeBumper
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -210,12 +211,21 @@ async def force_close_channel(self: Node, channel_id: bytes, reason: str = "chan
 async def _watch_chain(self: Node) -> None:
     """Poll the tip; on each new block let the watcher detect spends and broadcast claims."""
     seen: tuple[int, bytes] | None = None
+    loop = asyncio.get_running_loop()
+    funding_checked = loop.time()
     while not self._stopping:
         tip = self.chain.tip()
-        if tip != seen:
-            seen = tip
+        new_tip = tip != seen
+        if new_tip:
             await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
             self._bump_parents()
+        if new_tip or loop.time() - funding_checked >= FUNDING_RECHECK_S:
+            # node.funding_watch; also between blocks: a light client proves (or voids) confirmations
+            # after it announced the tip that changed them
+            funding_checked = loop.time()
+            await self._on_funding_events(self._funding_watch.poll(ready_channels(self)))
+        if new_tip:
+            seen = tip
             self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
             for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                 reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)

@@ -151,6 +151,7 @@ class _Cache:
     statuses: dict[bytes, str | None] = field(default_factory=dict)
     confirmed: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # txid -> (height, position), proven
     feerates: dict[int, int] = field(default_factory=dict)  # target blocks -> sat per kw
+    relay_floor_per_kw: int = 253  # the server's blockchain.relayfee, in sat per kw
 
 
 class ElectrumChainSource:
@@ -440,6 +441,12 @@ class ElectrumChainSource:
             self._cache.confirmed[txid] = (height, proof.position)
 
     async def _refresh_fees(self, conn: _Connection) -> None:
+        try:
+            floor = ec.parse_relayfee(await conn.call("blockchain.relayfee"))
+        except RemoteError:  # a server without it (none known): the 1 sat/vB floor stays
+            floor = ec.MIN_FEERATE_PER_KW
+        with self._lock:
+            self._cache.relay_floor_per_kw = floor
         for target in sorted(set(self._cache.feerates) | {6}):
             rate = ec.parse_feerate(await conn.call("blockchain.estimatefee", target))
             with self._lock:
@@ -598,16 +605,23 @@ class ElectrumChainSource:
         return sorted(found.values(), key=lambda e: (e[1] is None, e[1] or 0))
 
     def estimate_feerate_per_kw(self, target_blocks: int = 6) -> int:
+        """The server's estimate, never below its relay floor (a transaction under it would not relay)."""
         with self._lock:
             known = self._cache.feerates.get(target_blocks)
+            floor = self._cache.relay_floor_per_kw
         if known is not None:
-            return known
+            return max(known, floor)
         try:
             rate = self._sync(self._estimate(target_blocks))
         except (ChainBusy, RemoteError):
             with self._lock:
-                return self._cache.feerates.get(6, ec.MIN_FEERATE_PER_KW)
-        return rate
+                return max(self._cache.feerates.get(6, ec.MIN_FEERATE_PER_KW), floor)
+        return max(rate, floor)
+
+    def min_relay_feerate_per_kw(self) -> int:
+        """The server's minimum relay feerate (``blockchain.relayfee``, asked with the estimates)."""
+        with self._lock:
+            return self._cache.relay_floor_per_kw
 
     async def _estimate(self, target: int) -> int:
         conn = await self._on_conn()

@@ -100,6 +100,7 @@ from lightspeed.node import (
     closing,
     connections,
     forwarding_runtime,
+    funding_watch,
     opening,
     receiving,
     recovery,
@@ -115,6 +116,7 @@ from lightspeed.node.connections import RECONNECT_DELAYS
 from lightspeed.node.events import EventBus
 from lightspeed.node.fee_bumper import ParentBumper
 from lightspeed.node.forwarding import DEFAULT_POLICY
+from lightspeed.node.funding_watch import FundingWatch
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys
@@ -270,6 +272,7 @@ class Node:
         self._updates: dict[bytes, tuple[tuple[int, bool, ForwardingPolicy], bytes]] = {}  # signed, by channel
         self._load()
         self._onchain = self._new_onchain_watcher()  # after _load: takes closed channels out
+        self._funding_watch = FundingWatch(self.chain)  # funding reorganised out after channel_ready
         self.gossip = GossipRuntime(self)  # BOLT 7: announces our channels, fills self.graph
         self.onion_messages = OnionMessenger(self, self.onion_message_limits)  # BOLT 4: relay, receive, send
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
@@ -346,8 +349,8 @@ class Node:
 
     def channel_is_ready(self, channel_id: bytes) -> bool:
         """True once channel_ready went both ways (payments may flow)."""
-        ready = self._ready.get(channel_id)
-        return ready is not None and ready.is_set()
+        ready = self._ready.get(channel_id)  # and not suspended by a reorganised funding (node.funding_watch)
+        return ready is not None and ready.is_set() and channel_id not in self._funding_watch.suspended
 
     def channel_is_closing(self, channel_id: bytes) -> bool:
         return channel_id in self._closings
@@ -490,6 +493,7 @@ class Node:
     force_close_channel = closing.force_close_channel
     _watch_chain = closing._watch_chain
     _bump_parents = closing._bump_parents
+    _on_funding_events = funding_watch.on_funding_events
     _on_onchain_events = closing._on_onchain_events
     _onchain_htlc_outcome = closing._onchain_htlc_outcome
 

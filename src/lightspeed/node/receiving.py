@@ -188,7 +188,12 @@ def _decide_incoming(self: Node, channel: Channel, htlc: LoggedHtlc, height: int
     onion, path_key = unpack_onion(onion)
     read = read_onion(onion, self.privkey, htlc.payment_hash, path_key, htlc.amount_msat, htlc.cltv_expiry,
                       self.node_id)
-    if isinstance(read, (BlindedFailure, BlindedForward, BlindedFinal)):
+    if cid in self._funding_watch.suspended and isinstance(read, (Forward, Final)):
+        # node.funding_watch: the channel's funding was reorganised out; what it carries may not exist
+        self._record(IncomingHtlcRecord(cid, htlc.htlc_id, htlc.payment_hash, read.shared_secret,
+                                        failure=create_failure_packet(read.shared_secret, FailureMessage(
+                                            FailureCode.TEMPORARY_NODE_FAILURE).to_bytes())))
+    elif isinstance(read, (BlindedFailure, BlindedForward, BlindedFinal)):
         self.blinded.decide(channel, htlc, read, height, received)
     elif isinstance(read, Malformed):
         self._handled.add(key)

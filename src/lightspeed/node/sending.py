@@ -291,6 +291,9 @@ async def _wait_for_channels(self: Node, target: bytes, deadline: float) -> None
         raise PaymentError("the channel to the payee is closing")
     if not any(c not in self._closings for c in self.channels):
         raise PaymentError("no open channel to pay through")
+    if direct and all(c in self._funding_watch.suspended for c in direct):  # node.funding_watch
+        raise PaymentError("the channel to the payee is suspended: its funding was reorganised out "
+                           "and has not confirmed again")
     while time.monotonic() < deadline:
         if direct and any(self._usable(c) for c in direct):
             return

@@ -28,7 +28,7 @@ InvoiceStatus = Literal["unpaid", "paid"]
 #: How a channel closed: ``mutual`` (closing_signed), ``local``/``remote`` (our/their latest commitment
 #: went on chain), ``revoked`` (the peer broadcast a revoked commitment; we took it all), ``data_loss``
 #: (we fell behind and wait for the peer's commitment).
-CloseKind = Literal["mutual", "local", "remote", "revoked", "data_loss"]
+CloseKind = Literal["mutual", "local", "remote", "revoked", "data_loss", "funding_double_spent"]
 
 
 class StoreUnavailable(LightspeedError):
