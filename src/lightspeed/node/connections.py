@@ -237,23 +237,25 @@ async def _serve(self: Node, peer: Peer) -> None:
         await self._on_connected(peer)
         await self.gossip.connected(peer)
         async for received in peer:
-            if isinstance(received, Error):
-                await self._on_error_message(peer, received)
-            if isinstance(received, WireMessage) and received.TYPE in GOSSIP_TYPES:
-                self.gossip.receive(peer, encode_message(received))  # came before the sink was set
-                continue
-            if isinstance(received, OnionMessage):  # never an error to the peer: dropped or not
-                await self.onion_messages.receive(peer, received)
-                continue
             message: Message | None = received
+            # A burst of channel updates hands back the message that ended it: that one goes
+            # through every branch here too (an onion message right behind a revoke_and_ack is
+            # an onion message, not a channel message for an unknown channel).
             while isinstance(message, WireMessage):
-                current = message
+                current, message = message, None
+                if isinstance(current, Error):
+                    await self._on_error_message(peer, current)
+                if current.TYPE in GOSSIP_TYPES:
+                    self.gossip.receive(peer, encode_message(current))  # came before the sink was set
+                    continue
+                if isinstance(current, OnionMessage):  # never an error to the peer: dropped or not
+                    await self.onion_messages.receive(peer, current)
+                    continue
                 try:
                     if isinstance(current, _UPDATES):  # a burst of these shares one store commit
                         message = await self._handle_burst(peer, current)
                     else:
                         await self._handle(peer, current)
-                        message = None
                 except PeerProtocolError as exc:
                     await self._on_protocol_error(peer, exc)
                     return
