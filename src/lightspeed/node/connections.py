@@ -241,10 +241,13 @@ async def _serve(self: Node, peer: Peer) -> None:
             # A burst of channel updates hands back the message that ended it: that one goes
             # through every branch here too (an onion message right behind a revoke_and_ack is
             # an onion message, not a channel message for an unknown channel).
-            while isinstance(message, WireMessage):
+            while message is not None:
                 current, message = message, None
-                if isinstance(current, Error):
+                if isinstance(current, Error):  # not a WireMessage: handled here only
                     await self._on_error_message(peer, current)
+                    continue
+                if not isinstance(current, WireMessage):  # init, warning, ping, pong: the peer layer's
+                    continue
                 if current.TYPE in GOSSIP_TYPES:
                     self.gossip.receive(peer, encode_message(current))  # came before the sink was set
                     continue
