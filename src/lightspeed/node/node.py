@@ -117,6 +117,7 @@ from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys
+from lightspeed.node.multihash import MultihashPayments
 from lightspeed.node.offers_flow import OffersFlow
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.node.onion_messenger import OnionMessenger
@@ -274,6 +275,7 @@ class Node:
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.return_paths = ReturnPaths(self)  # private refunds through a return path sent with a payment
+        self.multihash = MultihashPayments(self)  # multi-hash requests and refund declarations
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
         self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock
