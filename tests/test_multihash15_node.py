@@ -18,6 +18,7 @@ and a replayed declaration change nothing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from lightspeed.multihash import (
 from lightspeed.node.node import Node
 from lightspeed.offers import decode_invoice as decode_bolt12_invoice
 from tests.support.network import Network, create_network, restart_from_disk, until
+from tests.test_api import api, error
 from tests.test_onionmsg_node import _announce
 
 SAT = 1_000_000
@@ -136,6 +138,45 @@ def test_a_partly_paid_request_converges_to_all_paid() -> None:
             assert all(p.preimage is not None and sha256(p.preimage) == p.payment_hash for p in paid)
             with pytest.raises(UsageError, match="every part succeeded"):
                 a.multihash.declare(request)
+        finally:
+            await net.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_rest_routes_take_the_same_path_and_name_bad_fields() -> None:
+    async def scenario() -> None:
+        net = await _line()
+        a, _, c = net.nodes
+        try:
+            async with api(a) as payer, api(c) as payee:
+                bad = await payee.post("/v1/multihash", json={"amounts_msat": [PART, 0]})
+                assert bad.status_code == 400 and error(bad)["field"] == "amounts_msat[1]"
+                created = await payee.post("/v1/multihash", json={"amounts_msat": [PART, PART, PART],
+                                                                    "delivers": "80 kWh", "expiry_s": 600})
+                assert created.status_code == 201, created.text
+                document = {k: v for k, v in created.json().items() if k != "request_id"}
+                checked = await payer.post("/v1/multihash/verify", json={"document": document})
+                assert checked.json()["kind"] == "request" and checked.json()["total_msat"] == 3 * PART
+                paid = await payer.post("/v1/multihash/pay", json={"request": document, "timeout_s": 15})
+                assert [p["status"] for p in paid.json()["parts"]] == ["succeeded", "succeeded", "failed"]
+                declared = await payer.post("/v1/multihash/declare", json={"request": document})
+                assert declared.status_code == 200, declared.text
+                declaration = declared.json()
+                assert (await payer.post("/v1/multihash/verify", json={"document": declaration})).json()[
+                    "refund_msat"] == 2 * PART
+                tampered = copy.deepcopy(declaration)
+                tampered["declaration"]["parts"][0]["preimage"] = "00" * 32
+                refused = await payee.post("/v1/multihash/settle", json={"declaration": tampered})
+                assert refused.status_code == 400 and error(refused)["field"] == "signature"  # altered after signing
+                settled = await payee.post("/v1/multihash/settle", json={"declaration": declaration, "timeout_s": 20})
+                assert settled.status_code == 200, settled.text
+                assert settled.json()["state"] == "refunded" and settled.json()["refunded_msat"] == 2 * PART
+                status = await payee.post("/v1/multihash/status", json={"request": document})
+                assert status.json()["state"] == "refunded" and not status.json()["deliver"]
+                again = await payee.post("/v1/multihash/settle", json={"declaration": declaration})
+                assert again.json()["refunded_msat"] == 2 * PART
+                assert len([p for p in c.store.payments() if p.status == "succeeded"]) == 2
         finally:
             await net.stop()
 
