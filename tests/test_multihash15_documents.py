@@ -104,6 +104,9 @@ def test_forged_request_signatures_are_refused() -> None:
     # The text changed after signing: the signature no longer holds.
     data = SIGNED.to_json()
     data["request"]["delivers"] = "two bags of coffee"
+    with pytest.raises(DecodeError, match="request_id: is not the id"):
+        SignedRequest.from_json(data)
+    del data["request_id"]  # the id is optional (derived); the signature still catches the change
     assert not SignedRequest.from_json(data).valid()
     with pytest.raises(DeclarationError, match=r"request\.signature: not the payee node's signature"):
         verify_declaration(sign_declaration(dataclasses.replace(_declaration(), request=forged), PAYER_KEY))
@@ -135,6 +138,7 @@ def test_forged_or_inconsistent_declarations_are_refused() -> None:
 @pytest.mark.parametrize(("path", "value", "field"), [
     (("declaration", "refund_msat"), 6_000, "declaration.refund_msat"),
     (("declaration", "request_id"), "00" * 32, "declaration.request_id"),
+    (("declaration", "request", "request_id"), "00" * 32, "declaration.request.request_id"),
     (("declaration", "return_path"), "lno1nope", "declaration.return_path"),
     (("declaration", "parts", 0, "outcome"), "maybe", "declaration.parts[0].outcome"),
     (("declaration", "parts", 0, "preimage"), "AB" * 32, "declaration.parts[0].preimage"),

@@ -61,7 +61,7 @@ async def create(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any
         signed = ctx.node.multihash.create(amounts, body.get("delivers", ""), expiry=body.get("expiry_s", 3600))
     except UsageError as exc:
         raise _usage(exc, "amounts_msat") from None
-    return 201, {**signed.to_json(), "request_id": signed.request_id.hex()}
+    return 201, signed.to_json()
 
 
 async def status(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

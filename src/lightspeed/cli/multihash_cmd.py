@@ -90,13 +90,6 @@ def multihash_verify(file: str) -> None:
             "failed": sum(not o.succeeded for o in d.parts)})
 
 
-def _request_only(file: str) -> Any:
-    data = _read(file)
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k != "request_id"}  # create's output carries it for people
-    return data
-
-
 def _count_parts(document: Any) -> int:
     """Parts in a (not yet checked) document, for how long to wait: at least 1."""
     request = document.get("request") if isinstance(document, dict) else None
@@ -114,7 +107,7 @@ def _count_parts(document: Any) -> int:
 @_errors_to_exit
 def multihash_status(ctx: click.Context, file: str) -> None:
     """Where the request in FILE (ours) stands: open, complete (deliver now), expired, refunding, refunded."""
-    _print(_call(ctx, "POST", "/v1/multihash/status", {"request": _request_only(file)}))
+    _print(_call(ctx, "POST", "/v1/multihash/status", {"request": _read(file)}))
 
 
 @multihash.command("pay")
@@ -130,7 +123,7 @@ def multihash_status(ctx: click.Context, file: str) -> None:
 def multihash_pay(ctx: click.Context, file: str, timeout_s: int, max_parts: int) -> None:
     """Pay the parts of the request in FILE not paid yet, each with our private return path.
     Run it again to retry the failed parts, or `multihash declare` to be refunded."""
-    request = _request_only(file)
+    request = _read(file)
     body = {"request": request, "timeout_s": timeout_s, "max_parts": max_parts}
     # The daemon pays the parts one after the other: wait for all of them.
     _print(_call(ctx, "POST", "/v1/multihash/pay", body, wait_s=timeout_s * _count_parts(request)))
@@ -145,7 +138,7 @@ def multihash_pay(ctx: click.Context, file: str, timeout_s: int, max_parts: int)
 def multihash_declare(ctx: click.Context, file: str) -> None:
     """Sign a refund declaration for the request in FILE, which we paid in part: which parts
     succeeded (with their preimages) and which failed; prints it to hand to the payee."""
-    _print(_call(ctx, "POST", "/v1/multihash/declare", {"request": _request_only(file)}))
+    _print(_call(ctx, "POST", "/v1/multihash/declare", {"request": _read(file)}))
 
 
 @multihash.command("settle")

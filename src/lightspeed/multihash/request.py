@@ -140,16 +140,21 @@ class SignedRequest:
         return j.schnorr_valid(self.request.payee_node_id, self.signature, self.request.digest())
 
     def to_json(self) -> dict[str, Any]:
-        return {"request": self.request.to_json(), "signature": self.signature.hex()}
+        # request_id is derived (the tagged hash of the request), for people and tools; checked on decode.
+        return {"request": self.request.to_json(), "signature": self.signature.hex(),
+                "request_id": self.request_id.hex()}
 
     @classmethod
     def from_json(cls, value: object, field: str = "") -> SignedRequest:
         """Decode (the signature is read, not checked: :meth:`valid` says whether it holds)."""
         data = j.obj(value, field or "document")
-        j.only_keys(data, {"request", "signature"}, field)
+        j.only_keys(data, {"request", "signature", "request_id"}, field)
         prefix = f"{field}." if field else ""
-        return cls(MultihashRequest.from_json(data.get("request"), prefix + "request"),
-                   j.hex_bytes(data, "signature", 64, prefix + "signature"))
+        signed = cls(MultihashRequest.from_json(data.get("request"), prefix + "request"),
+                     j.hex_bytes(data, "signature", 64, prefix + "signature"))
+        if "request_id" in data and data["request_id"] != signed.request_id.hex():
+            raise DecodeError(prefix + "request_id", "is not the id (tagged hash) of the request")
+        return signed
 
 
 def sign_request(request: MultihashRequest, node_secret: bytes, aux_rand: bytes = bytes(32)) -> SignedRequest:
