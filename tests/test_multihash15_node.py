@@ -36,6 +36,7 @@ from lightspeed.multihash import (
 )
 from lightspeed.node.node import Node
 from lightspeed.offers import decode_invoice as decode_bolt12_invoice
+from lightspeed.store import InvoiceRecord, SqliteStore
 from tests.support.network import Network, create_network, restart_from_disk, until
 from tests.test_api import api, error
 from tests.test_onionmsg_node import _announce
@@ -105,6 +106,9 @@ def test_a_partly_paid_request_converges_to_all_refunded(tmp_path: Path) -> None
                 assert proof["status"] == "succeeded" and sha256(bytes.fromhex(proof["preimage"])) == invoice.payment_hash
             await until(lambda: _received_by(a) == a_before + 2 * PART, 20)
             assert [p["status"] for p in result["parts"]] == ["paid", "paid", "cancelled"]
+            # C never learned who paid: A's node id is nowhere in its store files.
+            files = [f.read_bytes() for f in (tmp_path / "node2").rglob("*") if f.is_file()]
+            assert files and not any(i in blob for blob in files for i in (a.node_id, a.node_id.hex().encode()))
 
             # Replayed (after a restart too): nothing more is paid.
             c = await restart_from_disk(net, 2)
@@ -181,3 +185,15 @@ def test_the_rest_routes_take_the_same_path_and_name_bad_fields() -> None:
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_cancel_invoice_deletes_an_unpaid_invoice_and_keeps_a_paid_one() -> None:
+    store = SqliteStore(":memory:")
+    unpaid = InvoiceRecord(bytes([1]) * 32, "lnbcrt1...", bytes(32), bytes(32), 1_000)
+    paid = dataclasses.replace(unpaid, payment_hash=bytes([2]) * 32, status="paid", received_msat=1_000)
+    with store.transaction():
+        store.put_invoice(unpaid)
+        store.put_invoice(paid)
+        assert store.cancel_invoice(unpaid.payment_hash) and not store.cancel_invoice(paid.payment_hash)
+        assert not store.cancel_invoice(bytes(32))
+    assert store.invoice(unpaid.payment_hash) is None and store.invoice(paid.payment_hash) == paid
