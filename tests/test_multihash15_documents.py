@@ -150,6 +150,8 @@ def test_forged_or_inconsistent_declarations_are_refused() -> None:
     (("declaration", "request", "request", "expires_at"), NOW, "declaration.request.request.expires_at"),
     (("declaration", "extra"), 1, "declaration.extra"),
     (("signature",), "zz" * 64, "signature"),
+    (("",), 1, "''"),
+    (("declaration", "\n"), 1, "declaration.'\\n'"),
 ])
 def test_tampered_fields_are_named(path: tuple[Any, ...], value: object, field: str) -> None:
     data = copy.deepcopy(DECLARED.to_json())

@@ -93,9 +93,11 @@ def array(data: dict[str, Any], name: str, field: str, max_items: int) -> list[A
 
 def only_keys(data: dict[str, Any], allowed: set[str], field: str) -> None:
     """Unknown keys are refused: a signer must not be made to appear to sign what it did not see."""
-    extra = sorted(k for k in data if k not in allowed)
+    extra = sorted(str(k) for k in data if k not in allowed)
     if extra:
-        raise DecodeError(f"{field}.{str(extra[0])[:64]}" if field else str(extra[0])[:64], "is not a known field")
+        # A name as it may appear in an error: short, printable, never empty.
+        name = extra[0] if 0 < len(extra[0]) <= 64 and extra[0].isprintable() else ascii(extra[0][:64])
+        raise DecodeError(f"{field}.{name}" if field else name, "is not a known field")
 
 
 def loads(raw: str | bytes, field: str) -> object:
