@@ -173,8 +173,13 @@ def test_the_rest_routes_take_the_same_path_and_name_bad_fields() -> None:
                 tampered["declaration"]["parts"][0]["preimage"] = "00" * 32
                 refused = await payee.post("/v1/multihash/settle", json={"declaration": tampered})
                 assert refused.status_code == 400 and error(refused)["field"] == "signature"  # altered after signing
-                settled = await payee.post("/v1/multihash/settle", json={"declaration": declaration, "timeout_s": 20})
-                assert settled.status_code == 200, settled.text
+                # The same declaration twice at once: one settlement runs, the other finds nothing left.
+                settled, twice = await asyncio.gather(
+                    payee.post("/v1/multihash/settle", json={"declaration": declaration, "timeout_s": 20}),
+                    payee.post("/v1/multihash/settle", json={"declaration": declaration, "timeout_s": 20}))
+                assert settled.status_code == twice.status_code == 200, (settled.text, twice.text)
+                assert twice.json()["refunded_msat"] == 2 * PART
+                assert [p["error"] for r in (settled, twice) for p in r.json()["parts"]] == [None] * 6
                 assert settled.json()["state"] == "refunded" and settled.json()["refunded_msat"] == 2 * PART
                 status = await payee.post("/v1/multihash/status", json={"request": document})
                 assert status.json()["state"] == "refunded" and not status.json()["deliver"]
