@@ -19,7 +19,7 @@ from lightspeed.cli.main import cli
 
 # Commands that never reach a node's datadir: offline codecs, their own embedded network, a URL.
 OFFLINE = {"call", "demo", "invoice create", "invoice decode", "invoice encode", "offer decode", "route",
-           "serve-example", "stream buy", "stream verify"}
+           "serve-example", "stream buy", "stream verify", "multihash verify"}
 OFFER = ("lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2uckyypwa3eyt44h6t"
          "xtxquqh7lz5djge4afgfjn7k4rgrkuag0jsd5xvxg")
 NODE_ID = "02" + "11" * 32

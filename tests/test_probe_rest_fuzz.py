@@ -144,6 +144,9 @@ def valid_value(schema: dict[str, Any], name: str, harness: Harness) -> st.Searc
         return st.text(max_size=50)
     if schema.get("type") == "array":  # lists of anything (route blinding's paths, via): refused cleanly
         return st.lists(hostile_values(), max_size=3)
+    if schema.get("type") == "object":  # a document (multi-hash): objects of anything, refused cleanly
+        return st.dictionaries(st.sampled_from(["request", "declaration", "signature", "parts"]) | st.text(max_size=8),
+                               hostile_values(), max_size=3)
     raise AssertionError(f"no strategy for {name}: {schema}")
 
 
@@ -249,5 +252,5 @@ def test_no_request_makes_the_api_fail(harness: Harness, method: str, path: str,
 
 def test_every_operation_is_probed() -> None:
     """The fuzz covers what the document lists, and the document lists every route (test_api checks that)."""
-    assert len(OPERATIONS) == len(ENDPOINTS) == 58  # return-path refunds + the channel backup + async payments' 3 + BOLT 12 decode + ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4
+    assert len(OPERATIONS) == len(ENDPOINTS) == 64  # multi-hash requests' 6 + return-path refunds + the channel backup + async payments' 3 + BOLT 12 decode + ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4
     # + tokens' 3 + the dashboard's events and QR + the wallet's 3 new (api/wallet_routes.py)

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lightspeed.api import async_routes, backup_routes, ops_routes, wallet_routes
+from lightspeed.api import async_routes, backup_routes, multihash_routes, ops_routes, wallet_routes
 from lightspeed.api import handlers as h
 from lightspeed.api import offer_handlers as of
 from lightspeed.api import onion_handlers as om
@@ -290,6 +290,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                      **_SWEEP["properties"], "channel_id": {"type": "string"}}}}}}),
     *blinded_endpoints(PAYMENT),  # route blinding (api/blinded.py)
     *offer_pay_endpoints(PAYMENT),  # paying offers, refunds (api/offer_pay.py)
+    *multihash_routes.endpoints(),  # multi-hash requests, refund declarations (api/multihash_routes.py)
     *tk.endpoints(),  # scoped credentials (api/token_handlers.py)
     *dashboard_endpoints(),  # live events and invoice QR codes (api/dashboard.py)
 )

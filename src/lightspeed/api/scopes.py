@@ -45,6 +45,10 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "withdraw": "admin",  # on-chain funds out: no budget holds it (the fee is the chain's)
     "signMessage": "admin", "stop": "admin", "listTokens": "admin", "createToken": "admin",
     "revokeToken": "admin",
+    # multi-hash requests: checking one only computes; creating one receives; paying, declaring (signs
+    # with a key of ours) and settling (pays refunds) are admin: no budget holds several payments
+    "verifyMultihash": "readonly", "multihashStatus": "readonly", "createMultihash": "invoice",
+    "payMultihash": "admin", "declareMultihash": "admin", "settleMultihash": "admin",
 }
 
 DEFAULT_FEE_PPM = 10_000  # a budgeted payment without a fee limit may pay 1% in fees...

@@ -19,6 +19,7 @@ from lightspeed.cli.common import LightspeedGroup, run_as_program
 from lightspeed.cli.demo import demo
 from lightspeed.cli.invoice import invoice
 from lightspeed.cli.micro_cmd import call, serve_example
+from lightspeed.cli.multihash_cmd import multihash
 from lightspeed.cli.node_cmd import register as register_node_commands
 from lightspeed.cli.offer import offer
 from lightspeed.cli.offer_node_cmd import offer_create, offer_fetch_invoice, offer_pay
@@ -62,6 +63,7 @@ offer.add_command(offer_create)
 offer.add_command(offer_fetch_invoice)
 offer.add_command(offer_pay)
 cli.add_command(refund)
+cli.add_command(multihash)
 cli.add_command(route)
 cli.add_command(stream)
 cli.add_command(serve_example)

@@ -120,6 +120,7 @@ from lightspeed.node.funding_watch import FundingWatch
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
 from lightspeed.node.keys import ChannelKeys, DerivedChannelKeys
+from lightspeed.node.multihash import MultihashPayments
 from lightspeed.node.offers_flow import OffersFlow
 from lightspeed.node.onchain import PendingSweep
 from lightspeed.node.onion_messenger import OnionMessenger
@@ -278,6 +279,7 @@ class Node:
         self.offers = OffersFlow(self)  # BOLT 12 over onion messages: answers invoice requests
         self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.return_paths = ReturnPaths(self)  # private refunds through a return path sent with a payment
+        self.multihash = MultihashPayments(self)  # multi-hash requests and refund declarations
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         # CPFP of our funding and mutual-close transactions while they wait (None: never bumped)
         self.parent_bumper: ParentBumper | None = ParentBumper(self.chain, self.wallet)

@@ -120,8 +120,12 @@ class ReturnPaths:
     def _tag(self, nonce: bytes, offer: Offer) -> bytes:
         return self._derive(b"tag", nonce + replace(offer, metadata=None).to_tlv())
 
-    def create(self, *, expiry: int = DEFAULT_RETURN_PATH_EXPIRY, description: str = "refund") -> Offer:
-        """A fresh return path to us (see the module docstring). UsageError without a peer."""
+    def create(self, *, expiry: int = DEFAULT_RETURN_PATH_EXPIRY, description: str = "refund",
+               nonce: bytes | None = None) -> Offer:
+        """A fresh return path to us (see the module docstring). UsageError without a peer.
+
+        ``nonce`` (16 bytes, default random): a caller that must sign later with the path's key
+        without keeping the path (a multi-hash refund declaration) derives it, see :meth:`nonce_for`."""
         node = self.node
         if expiry <= 0:
             raise UsageError("return_path_expiry: must be positive")
@@ -129,13 +133,24 @@ class ReturnPaths:
         if not peers:
             raise UsageError("return_path: no connected peer to introduce a blinded path to us "
                              "(a path we introduced ourselves would name our node id)")
-        nonce = os.urandom(_NONCE)
+        if nonce is None:
+            nonce = os.urandom(_NONCE)
+        elif len(nonce) != _NONCE:
+            raise UsageError(f"nonce: must be {_NONCE} bytes")
         path = node.onion_messages.reply_path(self._derive(b"path", nonce))
         signing_key = self._derive(b"sign", nonce)
         chains = None if node.network.chain_hash == BITCOIN.chain_hash else [node.network.chain_hash]
         draft = build_offer(issuer_id=pubkey_from_privkey(signing_key), paths=[path], description=description,
                             chains=chains, absolute_expiry=int(time.time()) + expiry)
         return replace(draft, metadata=nonce + self._tag(nonce, draft))
+
+    def nonce_for(self, label: bytes) -> bytes:
+        """A nonce derived from ``label`` (a request id): the same label gives the same signing key."""
+        return self._derive(b"nonce", label)[:_NONCE]
+
+    def signing_key(self, nonce: bytes) -> bytes:
+        """The secret of the ``offer_issuer_id`` of our return paths made with ``nonce``."""
+        return self._derive(b"sign", nonce)
 
     def nonce_of(self, offer: Offer) -> bytes | None:
         """The nonce of a return path we made, or None (not ours, or altered)."""
@@ -204,7 +219,7 @@ class ReturnPaths:
                 total += amount
         return total
 
-    def _reserve(self, payment_hash: bytes, amount_msat: int) -> tuple[Offer, int]:
+    def _reserve(self, payment_hash: bytes, amount_msat: int, via: Offer | None = None) -> tuple[Offer, int]:
         """Check a refund and reserve its amount (in memory). No await: atomic in the event loop."""
         store = self.node.store
         if amount_msat <= 0:
@@ -215,7 +230,7 @@ class ReturnPaths:
         text = store.return_path(payment_hash)
         if text is None:
             raise RefundError("payment_hash", "the payment carried no return path: there is no way to refund it")
-        offer = decode_offer(text)
+        offer = decode_offer(text) if via is None else via
         now = int(time.time())
         if offer.is_expired(now):
             raise RefundError("return_path", f"expired at {offer.absolute_expiry} (now {now}): it cannot be "
@@ -236,14 +251,18 @@ class ReturnPaths:
             self._reserved.pop(payment_hash, None)
 
     async def refund(self, payment_hash: bytes, amount_msat: int, *, timeout: float = 60.0,
-                     fetch_timeout: float = 30.0) -> ReturnRefund:
+                     fetch_timeout: float = 30.0, via: Offer | None = None) -> ReturnRefund:
         """Pay ``amount_msat`` of the payment ``payment_hash`` back through its return path.
+
+        ``via``: another return path to pay through (checked by the caller: a multi-hash refund
+        declaration signed by the key the payment's own return path committed to); the payment
+        must still have carried one.
 
         RefundError names the field (``amount_msat``: more than is left; ``payment_hash``: not
         received, or no return path; ``return_path``: expired). PaymentError: the refund did not
         go through (it counts no more, unless its payment is still pending and may settle).
         """
-        offer, received = self._reserve(payment_hash, amount_msat)
+        offer, received = self._reserve(payment_hash, amount_msat, via)
         try:
             fetched = await self.node.offers.fetch_invoice(offer, amount_msat=amount_msat, timeout=fetch_timeout)
         except TimeoutError:

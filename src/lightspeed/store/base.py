@@ -218,6 +218,11 @@ class Store(Protocol):
 
     def set_invoice_expiry(self, payment_hash: bytes, expires_at: int) -> None: ...
 
+    def cancel_invoice(self, payment_hash: bytes) -> bool:
+        """Delete the invoice if it is unpaid (a later HTLC for it is refused as unknown); True if
+        it was. A paid invoice is kept: it proves what was received."""
+        ...
+
     def prune_invoices(self, expired_before: int, keep: Collection[bytes] = ()) -> int:
         """Delete unpaid invoices that expired before ``expired_before`` (not those in ``keep``);
         returns how many. Paid invoices are kept: they prove what was received."""

@@ -384,6 +384,13 @@ class SqliteStore:
     def set_invoice_expiry(self, payment_hash: bytes, expires_at: int) -> None:
         self._write("UPDATE invoices SET expires_at = ? WHERE payment_hash = ?", (expires_at, payment_hash))
 
+    def cancel_invoice(self, payment_hash: bytes) -> bool:
+        found = self._read("SELECT 1 FROM invoices WHERE payment_hash = ? AND status = 'unpaid'", (payment_hash,))
+        if not found:
+            return False
+        self._write("DELETE FROM invoices WHERE payment_hash = ? AND status = 'unpaid'", (payment_hash,))
+        return True
+
     def prune_invoices(self, expired_before: int, keep: Collection[bytes] = ()) -> int:
         doomed = [bytes(h) for (h,) in self._read(
             "SELECT payment_hash FROM invoices WHERE status = 'unpaid' AND expires_at < ?", (expired_before,))]
