@@ -24,15 +24,23 @@ from lightspeed.errors import PaymentError
 from lightspeed.node.async_draft import StaticInvoicePayment
 from lightspeed.node.node import AsyncPaymentSucceeded, HtlcHeld, HtlcReleased, PaymentReceived
 from lightspeed.node.onion_messenger import PATH_PADDING
+from lightspeed.offers import Offer
 from lightspeed.onion.message import create_reply_path
-from tests.support.network import Network, bring_online, create_network, next_event, take_offline, until
+from tests.support.network import (
+    Network,
+    bring_online,
+    create_network,
+    next_event,
+    take_offline,
+    until,
+)
 from tests.test_wire14_flow import LINE, announce, make_lsp, restart_lsp, run
 
 A, LSP_A, LSP_B, B = 0, 1, 2, 3
 AMOUNT = 40_000_000
 
 
-async def publish(net: Network, lsp_b_store_register: bool = True) -> tuple[object, bytes]:
+async def publish(net: Network) -> tuple[Offer, bytes]:
     """B has LSP_b keep a static invoice for a new offer of its own (B online, registered)."""
     payee = net.nodes[B]
     offer, static = await payee.async_draft.publish_static_invoice(net.nodes[LSP_B].node_id, "coffee", AMOUNT)
@@ -57,7 +65,7 @@ def test_static_invoice_paid_while_payee_offline_released_when_it_returns(tmp_pa
             await take_offline(net, B)
 
             payer = net.nodes[A]
-            paying = asyncio.ensure_future(payer.offers.pay_offer(offer, timeout=60))  # type: ignore[arg-type]
+            paying = asyncio.ensure_future(payer.offers.pay_offer(offer, timeout=60))
             held = await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)
             assert held.client_id == payer.node_id
             assert [h.payment_hash for h in lsp_a.book.held()] == [held.payment_hash]
@@ -98,7 +106,7 @@ def test_payee_online_releases_at_once_and_pay_offer_returns_the_preimage(tmp_pa
             lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
             lsp_b.store.register(net.nodes[B].node_id, None, 0)
             offer, _ = await publish(net)
-            paid = await net.nodes[A].offers.pay_offer(offer, timeout=30)  # type: ignore[arg-type]
+            paid = await net.nodes[A].offers.pay_offer(offer, timeout=30)
             assert isinstance(paid, StaticInvoicePayment) and paid.amount_msat == AMOUNT
             assert sha256(paid.preimage) == paid.payment_hash
             assert await next_event(net.nodes[A], AsyncPaymentSucceeded) == AsyncPaymentSucceeded(
@@ -122,7 +130,7 @@ def test_payee_never_returns_htlc_failed_back_before_deadline_payer_whole(tmp_pa
             offer, _ = await publish(net)
             before = net.balance_msat(A)
             await take_offline(net, B)
-            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=30))  # type: ignore[arg-type]
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=30))
             held = await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)
             with pytest.raises(PaymentError):
                 await asyncio.wait_for(paying, 25)
@@ -151,7 +159,7 @@ def test_forged_replayed_and_never_held_releases_are_refused_and_logged(
             offer, _ = await publish(net)
             await take_offline(net, B)  # B never answers: only the releases below reach LSP_a
             draft = net.nodes[LSP_A].async_draft
-            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=40))  # type: ignore[arg-type]
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=40))
             held = await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)
             (wake,) = draft._wakes.values()
             assert wake.token is not None
@@ -199,7 +207,7 @@ def test_lsp_a_restarted_while_holding_and_static_invoice_survives_lsp_b_restart
             announce(net)
             assert [v for _, v in [lsp_b.store.static_invoice(s) or (b"", b"") for s in _slots(db_b)]] == [static]
 
-            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=60))  # type: ignore[arg-type]
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=60))
             held = await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)  # LSP_b answered: a static invoice
             await until(lambda: mailbox(net, lsp_b) == 1)
             _, lsp_a = await restart_lsp(net, LSP_A, db_a, client)
@@ -236,3 +244,37 @@ def test_hold_htlc_paths_codec_refuses_a_forged_signature() -> None:
     raw[5] ^= 1  # inside the payment hash: the signature no longer covers it
     with pytest.raises(Exception, match="signature"):
         dm.HoldHtlcPaths.from_bytes(bytes(raw))
+
+
+@pytest.mark.slow
+def test_mpp_parts_held_under_one_token_released_together(tmp_path: Path) -> None:
+    big = 1_200_000_000  # more than either of A's two channels to LSP_a can carry: two parts
+    channels = [(A, LSP_A, 1_000_000, 0), (A, LSP_A, 1_000_000, 0), (LSP_A, LSP_B, 2_000_000, 0),
+                (LSP_B, B, 2_000_000, 0)]
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, channels)
+            announce(net)
+            lsp_a = make_lsp(net.nodes[LSP_A], tmp_path / "lsp_a.sqlite", HoldLimits(), client)
+            lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            offer, _ = await net.nodes[B].async_draft.publish_static_invoice(net.nodes[LSP_B].node_id, "big", big)
+            await take_offline(net, B)
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=60))
+            await until(lambda: len(lsp_a.book.held()) == 2, timeout=20)
+            parts = lsp_a.book.held()
+            assert len({h.payment_hash for h in parts}) == 1 and len({h.release_tag for h in parts}) == 1
+            assert sum(h.amount_msat for h in parts) >= big
+            await until(lambda: mailbox(net, lsp_b) == 1)  # one held_htlc_available for the whole payment
+
+            payee = await bring_online(net, B)
+            announce(net)
+            released = [await next_event(net.nodes[LSP_A], HtlcReleased, timeout=20) for _ in range(2)]
+            assert sorted(r.amount_msat for r in released) == sorted(h.amount_msat for h in parts)
+            assert await next_event(payee, PaymentReceived, timeout=20) == PaymentReceived(parts[0].payment_hash, big)
+            paid = await asyncio.wait_for(paying, 20)
+            assert isinstance(paid, StaticInvoicePayment) and paid.amount_msat == big
+            await net.stop()
+
+    run(scenario(), 90)

@@ -44,6 +44,7 @@ from lightspeed.invoice.encode import DEFAULT_FEATURES as DEFAULT_INVOICE_FEATUR
 from lightspeed.node.blinded import MIN_FINAL_CLTV_EXPIRY_DELTA
 from lightspeed.node.blinded_incoming import BlindedFinal
 from lightspeed.node.invoices import ROUTE_BLINDING_BIT
+from lightspeed.node.offers_flow import MAX_PARTS
 from lightspeed.node.onion_messenger import PATH_PADDING, InboundOnionMessage
 from lightspeed.node.outcomes import (
     AsyncPaymentSucceeded,
@@ -55,8 +56,13 @@ from lightspeed.node.outcomes import (
 from lightspeed.offers import InvoiceRequest, Offer, expected_amount_msat, invoice_request_from_tlv
 from lightspeed.offers.tlv_fields import (
     INVOICE_BLINDEDPAY,
+    INVOICE_FEATURES,
     INVOICE_PATHS,
+    MPP_COMPULSORY,
+    MPP_OPTIONAL,
     BlindedPayInfo,
+    feature_bits,
+    features_to_bytes,
     read_blindedpay,
 )
 from lightspeed.onion.blinding import BlindedPath
@@ -148,7 +154,8 @@ class AsyncDraft:
         offer_records = list(decode_tlv_stream(offer.to_tlv(), None, field="offer").items())
         static = sign_static_invoice(offer_records, b"".join(p.to_bytes() for p, _ in made.paths),
                                      b"".join(i.to_bytes() for _, i in made.paths), [held_path],
-                                     int(time.time()), node.privkey, relative_expiry)
+                                     int(time.time()), node.privkey, relative_expiry,
+                                     features=features_to_bytes([MPP_OPTIONAL]))
         request = dm.ServeStaticInvoice(slot, static.to_bytes())
         reply = await node.onion_messages.request(lsp_id, [(dm.SERVE_STATIC_INVOICE, request.to_bytes())],
                                                   timeout=timeout)
@@ -295,7 +302,12 @@ class AsyncDraft:
             raise PaymentError("no channel peer (LSP) could be asked to hold the payment")
         self.holding.add(payment_hash)
         try:
-            got = await node.blinded.pay(payment_paths, amount, payment_hash, timeout, max_parts=1,
+            # BOLT 12 features, as for any invoice: parts only if the invoice allows them. Every part
+            # carries hold_htlc; the LSP holds them under one release token and releases them together.
+            bits = feature_bits(dict(static.records).get(INVOICE_FEATURES, b""))
+            got = await node.blinded.pay(payment_paths, amount, payment_hash, timeout,
+                                         max_parts=MAX_PARTS if bits & {MPP_OPTIONAL, MPP_COMPULSORY} else 1,
+                                         separate_paths=MPP_COMPULSORY in bits,
                                          final_records=((KEYSEND_PREIMAGE, preimage),))
         finally:
             self.holding.discard(payment_hash)
