@@ -109,6 +109,18 @@ class StaticInvoicePayment:
     amount_msat: int
 
 
+@dataclass(frozen=True)
+class PreparedStaticPayment:
+    """A checked static invoice and the payment we will make for it (its hash known before it starts)."""
+
+    invoice: StaticInvoice
+    request: InvoiceRequest
+    payment_hash: bytes
+    preimage: bytes
+    amount_msat: int
+    paths: tuple[tuple[BlindedPath, BlindedPayInfo], ...]
+
+
 class AsyncDraft:
     """``node.async_draft``: flow 2 for every node; the LSP parts act only with ``node.async_lsp``."""
 
@@ -131,8 +143,8 @@ class AsyncDraft:
     # -- payee --------------------------------------------------------------------------------
 
     async def publish_static_invoice(self, lsp_id: bytes, description: str, amount_msat: int, *,
-                                     relative_expiry: int = STATIC_INVOICE_EXPIRY,
-                                     timeout: float = 10.0) -> tuple[Offer, StaticInvoice]:
+                                     relative_expiry: int = STATIC_INVOICE_EXPIRY, absolute_expiry: int | None = None,
+                                     issuer: str | None = None, timeout: float = 10.0) -> tuple[Offer, StaticInvoice]:
         """Make an offer the LSP ``lsp_id`` answers for us while we are offline (draft step 1).
 
         Returns once the LSP confirmed it keeps the static invoice (TimeoutError if it never did:
@@ -144,7 +156,8 @@ class AsyncDraft:
             raise UsageError("relative_expiry: must be positive")
         slot = os.urandom(dm.SLOT_SIZE)
         offer_path = create_reply_path(os.urandom(32), [lsp_id], slot, padding_to=PATH_PADDING)
-        offer = node.offers.create_offer(description, amount_msat, paths=[offer_path])
+        offer = node.offers.create_offer(description, amount_msat, paths=[offer_path], absolute_expiry=absolute_expiry,
+                                         issuer=issuer)
         nonce = amount_msat.to_bytes(8, "big") + os.urandom(8)
         secret = nonce + self._mac(b"pay", nonce)  # path_id of the payment paths: price + our MAC
         made = node.blinded.payment_paths(amount_msat, description, relative_expiry, via=[[lsp_id]], secret=secret)
@@ -276,18 +289,27 @@ class AsyncDraft:
         PaymentError: the invoice is not valid for this offer, or no LSP of ours could be told.
         The payment is recorded like any other; it ends succeeded (the payee released and settled)
         or failed (released nowhere before the LSP's deadline: our funds come back)."""
-        node = self.node
+        return await self.pay_prepared(self.prepare(offer, invreq, raw), timeout)
+
+    def prepare(self, offer: Offer, invreq: InvoiceRequest, raw: bytes) -> PreparedStaticPayment:
+        """Check the static invoice and draw the payment's preimage (PaymentError: not valid)."""
         try:
             static = StaticInvoice.from_bytes(raw)
             check_static_invoice(static, offer, int(time.time()))
-            payment_paths = _payment_paths(static)
+            paths = _payment_paths(static)
         except DecodeError as exc:
             raise PaymentError(f"the payee's static invoice is not valid for this offer: {exc}") from None
         amount = invreq.amount_msat if invreq.amount_msat is not None else expected_amount_msat(invreq)
         if amount is None:
             raise PaymentError("the offer's amount is in a currency we cannot convert")
         preimage = os.urandom(32)
-        payment_hash = sha256(preimage)
+        return PreparedStaticPayment(static, invreq, sha256(preimage), preimage, amount, tuple(paths))
+
+    async def pay_prepared(self, prepared: PreparedStaticPayment, timeout: float = 60.0) -> StaticInvoicePayment:
+        """Tell our LSP where to wake the payee, then pay with ``hold_htlc`` set (TimeoutError: still
+        pending after ``timeout``; it goes on and ends settled or failed, as any payment)."""
+        node = self.node
+        static, payment_hash = prepared.invoice, prepared.payment_hash
         request = dm.HoldHtlcPaths.sign(payment_hash, static.held_htlc_available_paths[:dm.MAX_HELD_PATHS],
                                         node.privkey)
         # Our LSP is the peer our first hop goes to: tell each channel peer (one, for a phone).
@@ -300,19 +322,21 @@ class AsyncDraft:
                 log.info("hold_htlc_paths not sent to %s: %s", peer_id.hex(), exc)
         if not told:
             raise PaymentError("no channel peer (LSP) could be asked to hold the payment")
-        self.holding.add(payment_hash)
+        self.holding.add(payment_hash)  # kept while parts may still be sent (the payment outlives a timeout)
+        # BOLT 12 features, as for any invoice: parts only if the invoice allows them. Every part
+        # carries hold_htlc; the LSP holds them under one release token and releases them together.
+        bits = feature_bits(dict(static.records).get(INVOICE_FEATURES, b""))
         try:
-            # BOLT 12 features, as for any invoice: parts only if the invoice allows them. Every part
-            # carries hold_htlc; the LSP holds them under one release token and releases them together.
-            bits = feature_bits(dict(static.records).get(INVOICE_FEATURES, b""))
-            got = await node.blinded.pay(payment_paths, amount, payment_hash, timeout,
+            got = await node.blinded.pay(prepared.paths, prepared.amount_msat, payment_hash, timeout,
                                          max_parts=MAX_PARTS if bits & {MPP_OPTIONAL, MPP_COMPULSORY} else 1,
                                          separate_paths=MPP_COMPULSORY in bits,
-                                         final_records=((KEYSEND_PREIMAGE, preimage),))
-        finally:
+                                         final_records=((KEYSEND_PREIMAGE, prepared.preimage),))
+        except (PaymentError, UsageError):
             self.holding.discard(payment_hash)
+            raise
+        self.holding.discard(payment_hash)
         await node.events.put(AsyncPaymentSucceeded(payment_hash, got))
-        return StaticInvoicePayment(static, invreq, payment_hash, got, amount)
+        return StaticInvoicePayment(static, prepared.request, payment_hash, got, prepared.amount_msat)
 
     # -- payer's LSP ----------------------------------------------------------------------------
 
