@@ -44,6 +44,8 @@ def test_four_daemons_offer_paid_through_a_static_invoice_while_payee_and_payer_
         wait_for("B never registered with LSP_b", lambda: registered(b, ids[2], url_b))
         wait_for("A never reached LSP_b by onion message (gossip)", lambda: reaches(a, ids[2]), seconds=60)
         wait_for("B never reached LSP_a by onion message (gossip)", lambda: reaches(b, ids[1]), seconds=60)
+        refused = lightspeed(b, "offer", "create", "any", "tips", "--static-via", ids[2], check=False)
+        assert refused.returncode != 0 and "amount_msat" in refused.stderr and "Traceback" not in refused.stderr
         offer = call(b, "offer", "create", f"{AMOUNT}msat", "coffee while away", "--static-via", ids[2])
         assert offer["static_invoice_lsp"] == ids[2] and offer["amount_msat"] == AMOUNT
         b_listen = started[3].ready["listen"]
