@@ -278,3 +278,30 @@ def test_mpp_parts_held_under_one_token_released_together(tmp_path: Path) -> Non
             await net.stop()
 
     run(scenario(), 90)
+
+
+@pytest.mark.slow
+def test_a_payment_held_while_forty_blocks_pass_is_still_accepted_by_the_payee(tmp_path: Path) -> None:
+    """The held payment carries a CLTV buffer: released 40 blocks later it still meets B's final expiry."""
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, LINE)
+            announce(net)
+            lsp_a = make_lsp(net.nodes[LSP_A], tmp_path / "lsp_a.sqlite", HoldLimits(), client)
+            lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            offer, _ = await publish(net)
+            await take_offline(net, B)
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=60))
+            held = await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)
+            net.chain.mine(40)  # more than the 12-block offset a payment normally leaves the payee
+            await asyncio.sleep(2)
+            assert len(lsp_a.book.held()) == 1  # still far from its deadline
+            payee = await bring_online(net, B)
+            announce(net)
+            assert await next_event(payee, PaymentReceived, timeout=20) == PaymentReceived(held.payment_hash, AMOUNT)
+            paid = await asyncio.wait_for(paying, 20)
+            assert isinstance(paid, StaticInvoicePayment)
+            await net.stop()
+
+    run(scenario(), 90)

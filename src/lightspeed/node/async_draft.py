@@ -82,6 +82,9 @@ STATIC_INVOICE_EXPIRY = 24 * 3600
 PART_WINDOW_SECONDS = 3600
 #: Attempts (one a second) at sending held_htlc_available / release_held_htlc (no path yet).
 SEND_ATTEMPTS = 30
+#: Blocks a held payment adds to the payee's expiry: it must still meet the payee's minimum final
+#: expiry when released, up to a day of blocks later (LDK adds a buffer for held HTLCs likewise).
+HELD_CLTV_BUFFER = 144
 #: The most payments one client may have announced held paths for at once.
 MAX_WAKES_PER_CLIENT = 16
 
@@ -160,7 +163,9 @@ class AsyncDraft:
                                          issuer=issuer)
         nonce = amount_msat.to_bytes(8, "big") + os.urandom(8)
         secret = nonce + self._mac(b"pay", nonce)  # path_id of the payment paths: price + our MAC
-        made = node.blinded.payment_paths(amount_msat, description, relative_expiry, via=[[lsp_id]], secret=secret)
+        # The paths' max_cltv_expiry covers the invoice's life plus a payer's HELD_CLTV_BUFFER (and as much again).
+        made = node.blinded.payment_paths(amount_msat, description, relative_expiry + 2 * HELD_CLTV_BUFFER * 600,
+                                          via=[[lsp_id]], secret=secret)
         held_nonce = os.urandom(16)
         held_path = create_reply_path(os.urandom(32), [lsp_id, node.node_id],
                                       held_nonce + self._mac(b"held", held_nonce), padding_to=PATH_PADDING)
@@ -330,7 +335,8 @@ class AsyncDraft:
             got = await node.blinded.pay(prepared.paths, prepared.amount_msat, payment_hash, timeout,
                                          max_parts=MAX_PARTS if bits & {MPP_OPTIONAL, MPP_COMPULSORY} else 1,
                                          separate_paths=MPP_COMPULSORY in bits,
-                                         final_records=((KEYSEND_PREIMAGE, prepared.preimage),))
+                                         final_records=((KEYSEND_PREIMAGE, prepared.preimage),),
+                                         extra_cltv=HELD_CLTV_BUFFER)
         except (PaymentError, UsageError):
             self.holding.discard(payment_hash)
             raise

@@ -326,10 +326,12 @@ class BlindedPayments:
 
     async def pay(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int, payment_hash: bytes,
                   timeout: float = 30, max_parts: int = 16, invoice: str = "",
-                  separate_paths: bool = False, final_records: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+                  separate_paths: bool = False, final_records: tuple[tuple[int, bytes], ...] = (),
+                  extra_cltv: int = 0) -> bytes:
         """Pay ``amount_msat`` to whoever made ``paths``; returns the preimage. ``separate_paths``:
         in two parts or more, over two paths or more. ``final_records``: extra records of the
-        recipient's payload (a static invoice's keysend preimage, node/async_draft.py)."""
+        recipient's payload (a static invoice's keysend preimage, node/async_draft.py); ``extra_cltv``:
+        blocks added to the recipient's expiry (a payment held at an LSP must still be acceptable then)."""
         node = self.node
         if amount_msat <= 0:
             raise UsageError("amount_msat: must be positive")
@@ -349,7 +351,7 @@ class BlindedPayments:
         return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout, None, 0, (), max_parts,
                                runner=lambda fees: self._pay_parts(usable, amount_msat, payment_hash, timeout,
                                                                    max_parts, fees, separate_paths,
-                                                                   final_records))
+                                                                   final_records, extra_cltv))
 
     def _plan(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amounts: list[int],
               graph: ChannelGraph) -> list[int] | None:
@@ -374,7 +376,7 @@ class BlindedPayments:
     async def _pay_parts(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
                          payment_hash: bytes, timeout: float, max_parts: int, fees: list[int],
                          separate_paths: bool = False,
-                         final_records: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+                         final_records: tuple[tuple[int, bytes], ...] = (), extra_cltv: int = 0) -> bytes:
         node = self.node
         deadline = time.monotonic() + timeout
         await node._wait_for_channels(b"", deadline)
@@ -388,13 +390,14 @@ class BlindedPayments:
             if parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                 raise PaymentError(f"no route to any blinded path's introduction node for {amount_msat} msat")
             parts *= 2
-        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees, final_records)
+        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees, final_records,
+                               extra_cltv)
                 for i, amount in enumerate(amounts)]
         return first_preimage(await asyncio.gather(*runs, return_exceptions=True))
 
     async def _pay_part(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], start: int, amount_msat: int,
                         total_msat: int, payment_hash: bytes, deadline: float, fees: list[int],
-                        final_records: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+                        final_records: tuple[tuple[int, bytes], ...] = (), extra_cltv: int = 0) -> bytes:
         """One part: its path first, then every other path once, until one settles (its fee into ``fees``)."""
         node = self.node
         last = "no path could carry this part"
@@ -410,7 +413,7 @@ class BlindedPayments:
             except NoRouteError as exc:
                 last = str(exc)
                 continue
-            final_cltv = node.chain.tip()[0] + FINAL_CLTV_OFFSET
+            final_cltv = node.chain.tip()[0] + FINAL_CLTV_OFFSET + extra_cltv
             built = blinded_onion(route, path, info, amount_msat, total_msat, final_cltv, payment_hash, os.urandom(32),
                                   final_records)
             outcome, secrets = await node._offer_htlc(route.hops[0].short_channel_id, route.hops[0].pubkey,
