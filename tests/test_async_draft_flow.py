@@ -305,3 +305,35 @@ def test_a_payment_held_while_forty_blocks_pass_is_still_accepted_by_the_payee(t
             await net.stop()
 
     run(scenario(), 90)
+
+
+@pytest.mark.slow
+def test_payee_never_returns_htlc_failed_back_at_its_cltv_margin_no_force_close(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, LINE)
+            announce(net)
+            lsp_a = make_lsp(net.nodes[LSP_A], tmp_path / "lsp_a.sqlite", HoldLimits(), client)
+            lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            offer, _ = await publish(net)
+            before = net.balance_msat(A)
+            await take_offline(net, B)
+            paying = asyncio.ensure_future(net.nodes[A].offers.pay_offer(offer, timeout=60))
+            await next_event(net.nodes[LSP_A], HtlcHeld, timeout=20)
+            (record,) = lsp_a.book.held()
+            fail_height = record.fail_height(lsp_a.book.limits)
+            net.chain.mine(fail_height - 1 - net.chain.tip()[0])
+            await asyncio.sleep(2)
+            assert len(lsp_a.book.held()) == 1  # one block before the margin: still held
+            net.chain.mine(1)
+            with pytest.raises(PaymentError):
+                await asyncio.wait_for(paying, 20)
+            assert lsp_a.book.held() == []
+            await until(lambda: net.balance_msat(A) == before)
+            for node in net.nodes[:3]:
+                assert node.closed_channels == {}
+                assert all(not node.channel_is_closing(cid) for cid in node.channels)
+            await net.stop()
+
+    run(scenario(), 90)
