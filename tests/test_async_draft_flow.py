@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lightspeed.asyncpay import draft_messages as dm
 from lightspeed.asyncpay import messages as m
 from lightspeed.asyncpay.policy import HoldLimits
 from lightspeed.crypto.hashes import sha256
@@ -323,3 +324,23 @@ def test_payee_never_returns_htlc_failed_back_at_its_cltv_margin_no_force_close(
             await net.stop()
 
     run(scenario(), 90)
+
+
+@pytest.mark.slow
+def test_lsp_refuses_a_static_invoice_filed_under_a_slot_its_offer_does_not_name(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, LINE)
+            announce(net)
+            lsp_b = make_lsp(net.nodes[LSP_B], tmp_path / "lsp_b.sqlite", HoldLimits(), client)
+            lsp_b.store.register(net.nodes[B].node_id, None, 0)
+            _, static = await publish(net)  # accepted: its offer's path to LSP_b names its slot
+            other = os.urandom(32)
+            request = dm.ServeStaticInvoice(other, static)  # anyone may have B's (public) static invoice
+            with pytest.raises(TimeoutError):
+                await net.nodes[A].onion_messages.request(net.nodes[LSP_B].node_id,
+                                                          [(dm.SERVE_STATIC_INVOICE, request.to_bytes())], timeout=2)
+            assert lsp_b.store.static_invoice(other) is None
+            await net.stop()
+
+    run(scenario())

@@ -60,6 +60,7 @@ from lightspeed.offers.tlv_fields import (
     INVOICE_PATHS,
     MPP_COMPULSORY,
     MPP_OPTIONAL,
+    OFFER_PATHS,
     BlindedPayInfo,
     feature_bits,
     features_to_bytes,
@@ -252,6 +253,11 @@ class AsyncDraft:
         except DecodeError as exc:
             log.warning("serve_static_invoice refused: %s", exc)
             return
+        if request.slot not in self._slots_for_us(static):
+            # The slot must be the path_id of the offer's path to us: a signed static invoice (public
+            # to anyone with the offer) cannot be filed under other slots to use up its payee's quota.
+            log.warning("serve_static_invoice refused: the offer has no path to us with that slot")
+            return
         if lsp.store.registration(static.node_id) is None:
             log.warning("serve_static_invoice refused: %s is not a registered client", static.node_id.hex())
             return
@@ -266,6 +272,22 @@ class AsyncDraft:
             await self.node.onion_messages.reply(inbound, [(dm.STATIC_INVOICE_PERSISTED, request.slot)])
         except LightspeedError as exc:
             log.info("static_invoice_persisted not sent: %s", exc)
+
+    def _slots_for_us(self, static: StaticInvoice) -> set[bytes]:
+        """The path_ids of the offer's one-hop paths that end at us (as our hop's data says)."""
+        raw = dict(static.records).get(OFFER_PATHS, b"")
+        slots: set[bytes] = set()
+        offset = 0
+        try:
+            while offset < len(raw):
+                path, offset = BlindedPath.parse(raw, offset)
+                if path.first_node_id == self.node.node_id and len(path.hops) == 1:
+                    _, data = self.node.onion_messages._skip_own_hop(path)
+                    if data.path_id is not None:
+                        slots.add(data.path_id)
+        except (DecodeError, UsageError):
+            return slots
+        return slots
 
     def static_invoice_for(self, path_id: bytes, invoice_request: bytes) -> bytes | None:
         """LSP: the static invoice to answer an invoice request that came over a slot's path, or None."""
