@@ -344,3 +344,24 @@ def test_lsp_refuses_a_static_invoice_filed_under_a_slot_its_offer_does_not_name
             await net.stop()
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_lsp_keeps_held_paths_only_from_its_channel_peers(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            net = await create_network(4, LINE)
+            announce(net)
+            make_lsp(net.nodes[LSP_A], tmp_path / "lsp_a.sqlite", HoldLimits(), client)
+            draft = net.nodes[LSP_A].async_draft
+            lsp_id = net.nodes[LSP_A].node_id
+            path = create_reply_path(os.urandom(32), [net.nodes[LSP_B].node_id, net.nodes[B].node_id], os.urandom(32))
+            for sender in (B, A):  # B has no channel with LSP_a (any key can sign: only peers count)
+                request = dm.HoldHtlcPaths.sign(os.urandom(32), [path], net.nodes[sender].privkey)
+                await net.nodes[sender].onion_messages.send(lsp_id, [(dm.HOLD_HTLC_PATHS, request.to_bytes())])
+            await until(lambda: any(c == net.nodes[A].node_id for c, _ in draft._wakes))
+            await asyncio.sleep(0.5)
+            assert [c for c, _ in draft._wakes] == [net.nodes[A].node_id]
+            await net.stop()
+
+    run(scenario())

@@ -378,6 +378,13 @@ class AsyncDraft:
         except DecodeError as exc:
             log.warning("hold_htlc_paths refused: %s", exc)
             return
+        if request.client_id not in set(self.node._channel_node.values()):
+            # Only a channel peer can send us the HTLC it announces (and any key can sign): bounded by peers.
+            log.warning("hold_htlc_paths refused: %s has no channel with us", request.client_id.hex())
+            return
+        horizon = time.monotonic() - lsp.book.limits.max_hold_seconds
+        for old in [k for k, w in self._wakes.items() if w.at < horizon]:
+            del self._wakes[old]
         mine = [k for k in self._wakes if k[0] == request.client_id]
         if len(mine) >= MAX_WAKES_PER_CLIENT:  # the oldest goes: its HTLC, if any, fails back at its deadline
             oldest = min(mine, key=lambda k: self._wakes[k].at)
