@@ -94,6 +94,10 @@ def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity:
     ("invoice": lni1...), the "preimage", and the "fee_msat" paid. An expired
     offer, one for another chain, or an invoice that does not match the offer
     and the request is refused before anything is paid.
+
+    An offline payee's LSP answers with its static invoice (async payments): our LSP
+    holds the payment until the payee is back; past --timeout it stays pending
+    (see payments), and once settled "invoice" is null and "static_invoice" is shown.
     """
     body: dict[str, Any] = {"offer": offer.strip(), "fetch_timeout_s": fetch_timeout_s, "timeout_s": timeout_s}
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):
