@@ -63,11 +63,24 @@ def test_a_node_restored_from_its_backup_gets_its_balance_back(tmp_path: Path, a
         spend = chain.spending_tx(funding)
         assert spend is not None
         await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)
-        assert [r.state for r in alice.recovering_channels()] == ["closed"]
+        assert alice.recovering_channels() == []  # now in the closed-channel history, with the sweep
         assert decode_backup(alice.privkey, backup_file.read_bytes()) == []  # nothing left to recover
         assert alice.wallet.balance_sat() - alice_before == (
             alice_msat // 1000 - commitment_fee(spend) - (ANCHORS_SAT if anchors else 0) - fees_to(chain, alice, spend))
         await alice.stop()
+        alice.store.close()
+        alice = Node(alice.privkey, chain, alice.wallet_seed, store=SqliteStore(tmp_path / "alice-new.sqlite"),
+                     channel_backup_file=backup_file)  # a restart still lists it, closed
+        [closed] = alice.closed_channel_records()
+        assert (closed.channel_id, closed.closing_txid) == (cid, spend.txid)
+        assert closed.summary is not None and closed.summary.kind == "data_loss"
+        assert (closed.summary.funding_txid, closed.summary.funding_output_index) == (funding.txid, funding.index)
+        ours = alice_msat // 1000 - commitment_fee(spend) - (ANCHORS_SAT if anchors else 0)  # she funded it
+        assert closed.summary.local_balance_msat == ours * 1000  # her to_remote output in Bob's commitment
+        assert closed.summary.remote_balance_msat == (sum(
+            o.value_sat for o in spend.outputs) - ours - (ANCHORS_SAT if anchors else 0)) * 1000
+        assert alice.resume_recovery(decode_backup(alice.privkey, backup_file.read_bytes())) == 0
+        alice.store.close()
         await bob.stop()
 
     asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -421,3 +422,47 @@ def test_any_input_gets_an_answer_never_an_exception(line: bytes) -> None:
 
 _FUZZ_CHAIN = RegtestChain(":memory:", clock=None)
 _FUZZ_CHAIN.mine(3)
+
+
+def test_a_replaced_transaction_is_notified_gone_from_the_histories_it_was_in() -> None:
+    """A replacement (BIP 125) removes a mempool transaction: every subscriber to a script it
+    touched is told the new status, though no row of the file names that script any more.
+    Before the removal journal, such a client kept the replaced transaction for ever."""
+    chain = RegtestChain(":memory:", clock=None)
+    coin = chain.fund(SPK2, 50_000)
+    replaced_to = p2wpkh_script(pubkey_from_privkey(b"\x63" * 32))
+    session, follower = session_for(chain), ChainFollower(chain)
+    watched = sha256(replaced_to)[::-1].hex()
+    assert call(session, "blockchain.scripthash.subscribe", watched) is None
+    first = spend_p2wpkh(coin, 50_000, [TxOut(45_000, replaced_to)], key=KEY2, sequence=0xFFFFFFFD)
+    chain.broadcast(first)
+    changes = follower.poll()
+    assert changes is not None
+    [sent] = [json.loads(m) for m in session.notifications(changes)]
+    assert sent["params"][0] == watched and sent["params"][1] is not None
+    assert call(session, "blockchain.scripthash.get_mempool", watched)[0]["tx_hash"] == first.txid[::-1].hex()
+    chain.broadcast(spend_p2wpkh(coin, 50_000, [TxOut(40_000, SPK)], key=KEY2, sequence=0xFFFFFFFD))  # replaces it
+    changes = follower.poll()
+    assert changes is not None
+    sent = [json.loads(m) for m in session.notifications(changes)]
+    assert sent == [{"jsonrpc": "2.0", "method": "blockchain.scripthash.subscribe", "params": [watched, None]}]
+    assert call(session, "blockchain.scripthash.get_history", watched) == []
+
+
+def test_a_follower_behind_the_removal_journal_checks_every_subscription() -> None:
+    chain = RegtestChain(":memory:", clock=None)
+    follower = ChainFollower(chain)
+    coins = [chain.fund(SPK2, 50_000) for _ in range(3)]
+    follower.poll()
+    for coin in coins:  # three removals journalled
+        chain.broadcast(spend_p2wpkh(coin, 50_000, [TxOut(45_000, SPK)], key=KEY2, sequence=0xFFFFFFFD))
+        chain.broadcast(spend_p2wpkh(coin, 50_000, [TxOut(40_000, SPK)], key=KEY2, sequence=0xFFFFFFFD))
+    changes = follower.poll()
+    assert changes is not None and changes.touched is not None and sha256(SPK) in changes.touched
+    with chain._write():  # the journal trimmed past where a slow follower had read
+        chain._db.execute("DELETE FROM history_removed WHERE seq < (SELECT MAX(seq) FROM history_removed)")
+    lagging = ChainFollower(chain)
+    lagging.cursor = dataclasses.replace(lagging.cursor, last_removed=0)
+    chain.mine(1)
+    changes = lagging.poll()
+    assert changes is not None and changes.touched is None  # unknown: every subscription is checked again

@@ -49,6 +49,13 @@ def test_a_client_process_pays_a_server_process_per_call(tmp_path: Path) -> None
         assert report["lightning_payments"] == 1  # 3 lanes x 800 links; a forecast costs 5 links
         assert report["paid_msat"] == 3 * 800 // 4
         assert len(report["last_response"]["celsius"]) == 7
+        # 2,400 calls paid, 300 forecasts spent 1,500: the 900 unused ones are reported and refunded to
+        # us through the return path our payment carried, over the channel the example server opened
+        # back to us (our own new channel holds nothing of the server's above its reserve)
+        assert report["unused_calls"] == 900
+        refund = report["refund"]
+        assert (refund["amount_msat"], refund["status"], refund["refunded_msat"]) == (225, "paid", 225), refund
+        assert refund["received_msat"] == 225
     finally:
         server.send_signal(signal.SIGTERM)
         try:

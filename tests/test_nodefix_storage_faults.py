@@ -78,10 +78,11 @@ def repair(disk: Disk, db: sqlite3.Connection) -> None:
 ACTIVE = AllowanceState(Status.ACTIVE, 10)
 
 
-def test_micro_sqlite_store_names_the_file_and_the_reason_and_keeps_nothing(disk: Disk) -> None:
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # NORMAL commits on the loop (inline)
+def test_micro_sqlite_store_names_the_file_and_the_reason_and_keeps_nothing(disk: Disk, synchronous: str) -> None:
     async def go() -> None:
         path = disk.path / "micro.sqlite"
-        store = SqliteAllowanceStore(path)
+        store = SqliteAllowanceStore(path, synchronous=synchronous)
         await store.create(b"a" * 16, b"terms", 2_000_000_000, [b"\x01" * 32], ACTIVE)
         reason = fault(disk, store._db)
         with pytest.raises(AllowanceStoreUnavailable) as raised:
@@ -99,10 +100,12 @@ def test_micro_sqlite_store_names_the_file_and_the_reason_and_keeps_nothing(disk
     asyncio.run(go())
 
 
-def test_micro_rest_endpoints_answer_503_with_the_json_error_while_the_store_cannot_write(disk: Disk) -> None:
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_micro_rest_endpoints_answer_503_with_the_json_error_while_the_store_cannot_write(disk: Disk,
+                                                                                          synchronous: str) -> None:
     async def go() -> None:
         ledger = Ledger()
-        store = SqliteAllowanceStore(disk.path / "micro.sqlite")
+        store = SqliteAllowanceStore(disk.path / "micro.sqlite", synchronous=synchronous)
         server = AllowanceServer(store, ledger, ledger.node_id, ServerPolicy(Price(5)), payer=ledger)
 
         async def served(request: Request) -> JSONResponse:

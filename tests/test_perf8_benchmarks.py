@@ -80,6 +80,7 @@ def test_bad_arguments_are_a_clear_error() -> None:
 # The other scripts, each with its smallest existing setting (the store and paid-API runs on the
 # stores that need no server; their Redis and PostgreSQL paths are the store tests' business).
 OTHERS = {
+    "async_pay": ("--quick",),
     "bolt3": (),
     "chain": (),
     "channel": ("--quick",),

@@ -34,14 +34,35 @@ def test_any_frame_parses_or_raises_decode_error(frame: str | bytes) -> None:
 @given(st.sampled_from(sorted(SCHEMAS)), st.dictionaries(st.sampled_from(
     ["anchor", "ticks", "batch_ticks", "allowance_id", "stream_id", "index", "link", "node_id", "tariff",
      "invoice", "start_index", "start_link", "last_index", "delivered_units", "units", "total_units",
-     "statement", "signature", "code", "reason"]), json_values, max_size=8))
+     "statement", "signature", "code", "reason", "resume_key", "sellers"]), json_values, max_size=8))
 def test_frames_of_every_type_with_any_fields_parse_or_raise_decode_error(kind: str, fields: dict[str, Any]) -> None:
     try:
         message = parse(json.dumps({"type": kind, **fields}))
     except DecodeError as exc:
         assert exc.field.startswith((kind + ".", "type", "frame")), exc.field
         return
-    assert message["type"] == kind and set(SCHEMAS[kind]) <= set(message)
+    required = {name for name, spec in SCHEMAS[kind].items() if not spec.startswith("?")}
+    assert message["type"] == kind and required <= set(message)
+
+
+def test_optional_fields_may_be_absent_and_the_sellers_list_is_checked_item_by_item() -> None:
+    stream_id = "ab" * 16
+    assert parse(json.dumps({"type": "resume", "stream_id": stream_id})) == {
+        "type": "resume", "stream_id": bytes.fromhex(stream_id)}  # refused later: no signature
+    hello = {"type": "tariff", "stream_id": stream_id, "node_id": "02" * 33, "tariff": {}}
+    assert "sellers" not in parse(json.dumps(hello))
+    sellers = [{"url": "ws://127.0.0.1:1/charge", "node_id": "03" * 33}]
+    assert parse(json.dumps({**hello, "sellers": sellers}))["sellers"] == [("ws://127.0.0.1:1/charge", b"\x03" * 33)]
+    assert json.loads(encode("tariff", **{**hello, "sellers": [("ws://h:1/c", b"\x03" * 33)]}))["sellers"] == [
+        {"url": "ws://h:1/c", "node_id": "03" * 33}]
+    for bad, field in (([{"url": "http://x/charge", "node_id": "03" * 33}], "tariff.sellers[0].url"),
+                       ([{"url": "ws://x/charge", "node_id": "zz"}], "tariff.sellers[0].node_id"),
+                       (sellers * 9, "tariff.sellers"), ("ws://x", "tariff.sellers")):
+        with pytest.raises(DecodeError) as exc:
+            parse(json.dumps({**hello, "sellers": bad}))
+        assert exc.value.field == field
+    with pytest.raises(DecodeError, match="signature"):
+        parse(json.dumps({"type": "resume", "stream_id": stream_id, "signature": "00"}))
 
 
 @settings(max_examples=400, deadline=None)

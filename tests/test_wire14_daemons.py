@@ -68,9 +68,9 @@ def test_four_daemons_pay_async_payee_and_payer_offline_then_both_back(tmp_path:
         b_listen = started[3].ready["listen"]
         started[3].stop()  # B goes offline
 
-        refused = lightspeed(a, "pay", invoice["invoice"], "--async", check=False)
-        assert refused.returncode != 0 and "--lsp" in refused.stderr
-        sent = call(a, "pay", invoice["invoice"], "--async", "--lsp", ids[1])
+        refused = lightspeed(lsp_a, "pay", invoice["invoice"], "--async", check=False)  # registered with none
+        assert refused.returncode != 0 and "lsp_id" in refused.stderr and "none registered" in refused.stderr
+        sent = call(a, "pay", invoice["invoice"], "--async")  # through the LSP A registered with
         assert sent == {"payment_hash": invoice["payment_hash"], "amount_msat": 50_000_000, "lsp_id": ids[1],
                         "status": "pending"}
         wait_for("LSP_a never held the HTLC", lambda: len(call(lsp_a, "lsp", "held")["held"]) == 1)

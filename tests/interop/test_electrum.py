@@ -593,10 +593,10 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
             # (mined, every output his: anchor_children and confirmed_anchor_change check both on chain).
             bob_gain = confirmed_anchor_change(net, net.bob, commitment)
             assert 200_000 - 25_000 < bob_gain < 200_000 + ANCHOR_SAT
-            # Not checked here: 4.8.1's own balance. In a run on this machine it never counted this batch,
-            # although the batch was mined: its confirmed balance went back to what it was before,
-            # with nothing unconfirmed. That is Electrum's view of its own transaction; the coins are on
-            # chain, and ours is checked below.
+            # 4.8.1 builds this batch by replacing (BIP 125) its first anchor CPFP. serve-electrum did not
+            # tell it that the replaced transaction was gone, and its balance stayed stale; it does now.
+            wait_for("bob's wallet to count his batch",
+                     lambda: net.bob.balance()["confirmed"] == bob_before + bob_gain)
         else:
             assert len(bob_sweep.outputs) == 1 and 200_000 - 25_000 < bob_sweep.outputs[0].value_sat < 200_000
             bob_gain = bob_sweep.outputs[0].value_sat + confirmed_anchor_change(net, net.bob, commitment)

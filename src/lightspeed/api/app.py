@@ -105,7 +105,10 @@ PAYMENT: Schema = {"type": "object", "properties": {
     "created_at": _NULLABLE_INT, "settled_at": _NULLABLE_INT, "preimage": _NULLABLE_STR,
     "payee": _NULLABLE_STR, "failure_reason": _NULLABLE_STR,
     "invoice": _NULLABLE_STR,  # sent: the invoice paid (with the preimage, the proof of payment); received: null
-    "fee_msat": _NULLABLE_INT}}  # routing fees paid (sent, settled since the daemon started; else null)
+    "fee_msat": _NULLABLE_INT,  # routing fees paid (sent, settled since the daemon started; else null)
+    # POST /v1/payments only, when it paid asynchronously (the payee is our LSP's client): the LSP
+    # holding the HTLC; the answer comes at once with status pending (docs/async-payments.md)
+    "async_lsp_id": _NULLABLE_STR}}
 INVOICE: Schema = {"type": "object", "properties": {
     "invoice": {"type": "string"}, "payment_hash": {"type": "string"}, "amount_msat": _NULLABLE_INT,
     "description": _NULLABLE_STR, "created_at": _NULLABLE_INT, "expires_at": _NULLABLE_INT,

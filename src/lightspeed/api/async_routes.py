@@ -12,10 +12,13 @@ from typing import Any
 from starlette.requests import Request
 
 from lightspeed.api.handlers import ApiContext, ApiError
+from lightspeed.api.ledger import sent_json
 from lightspeed.api.openapi import Endpoint
 from lightspeed.api.schema import Schema, node_id, obj, string
 from lightspeed.errors import DecodeError, LightspeedError, UsageError
-from lightspeed.invoice import decode
+from lightspeed.invoice import Invoice, decode
+from lightspeed.node.async_runtime import AsyncPayment
+from lightspeed.store import PaymentRecord
 
 MAX_INVOICE_LENGTH = 7089  # as app.py's payInvoice (app.py imports this module: not the reverse)
 
@@ -60,18 +63,44 @@ async def pay_async(ctx: ApiContext, request: Request, body: Any) -> tuple[int, 
     earlier = node.store.payment(invoice.payment_hash)
     if earlier is not None and earlier.status != "failed":
         raise ApiError(409, "this invoice is already paid or being paid", "invoice")
-    lsp_id = bytes.fromhex(body["lsp_id"])
+    payment = await start(ctx, invoice, bytes.fromhex(body["lsp_id"]) if "lsp_id" in body else None)
+    return 202, {"payment_hash": invoice.payment_hash.hex(), "amount_msat": payment.amount_msat,
+                 "lsp_id": payment.lsp_id.hex(), "status": "pending"}
+
+
+async def start(ctx: ApiContext, invoice: Invoice, lsp_id: bytes | None) -> AsyncPayment:
+    """Start an async payment through ``lsp_id`` (None: the LSP we registered with); a refusal is a
+    409 naming its field (``lsp_id`` for the LSP's choice, else ``invoice``)."""
     try:
-        payment = await node.asyncpay.pay_async(invoice, lsp_id)
-    except (UsageError, LightspeedError) as exc:
+        payment = await ctx.node.asyncpay.pay_async(invoice, lsp_id)
+    except LightspeedError as exc:
+        field_, sep, reason = str(exc).partition(": ")
+        if sep and field_ in ("lsp_id", "invoice"):
+            raise ApiError(409, reason, field_) from None
         raise ApiError(409, str(exc), "invoice") from None
 
     async def follow() -> None:  # the payment ends settled or failed later; the store has it
         await asyncio.gather(payment.task, return_exceptions=True)
 
     ctx.spawn(follow(), "async payment")
-    return 202, {"payment_hash": invoice.payment_hash.hex(), "amount_msat": payment.amount_msat,
-                 "lsp_id": lsp_id.hex(), "status": "pending"}
+    return payment
+
+
+async def pay_automatically(ctx: ApiContext, invoice: Invoice, body: Any) -> tuple[int, Any] | None:
+    """``POST /v1/payments`` of an invoice whose payee is a client of our LSP (``automatic_lsp``'s
+    rule): paid asynchronously, answered at once with the pending payment and ``async_lsp_id``.
+    None: pay it the usual way. Not with a fee limit, a return path, a first channel or a part
+    count: the async flow honours none of them yet, and a limit the caller set must hold."""
+    if any(key in body for key in ("return_path", "outgoing_channel", "max_parts", "max_fee_msat", "max_fee_ppm")):
+        return None
+    lsp_id = ctx.node.asyncpay.automatic_lsp(invoice)
+    if lsp_id is None:
+        return None
+    payment = await start(ctx, invoice, lsp_id)
+    assert invoice.amount_msat is not None  # automatic_lsp asks for it
+    entry = sent_json(PaymentRecord(invoice.payment_hash, invoice.amount_msat, "pending", invoice.encode()),
+                      ctx.times)
+    return 200, {**entry, "fee_msat": None, "async_lsp_id": payment.lsp_id.hex()}
 
 
 def endpoints() -> tuple[Endpoint, ...]:
@@ -95,6 +124,7 @@ def endpoints() -> tuple[Endpoint, ...]:
                                                    "amount_msat": {"type": "integer"},
                                                    "lsp_id": {"type": "string"}, "status": {"type": "string"}}},
                  body=obj({"invoice": string("a BOLT 11 invoice with an amount", 1, MAX_INVOICE_LENGTH),
-                           "lsp_id": node_id("our LSP (a peer), which holds the HTLC")}, ["invoice", "lsp_id"]),
+                           "lsp_id": node_id("our LSP (a peer), which holds the HTLC; absent: the one LSP we "
+                                             "registered with (POST /v1/lsp/register)")}, ["invoice"]),
                  status=202),
     )

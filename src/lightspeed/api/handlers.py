@@ -461,6 +461,12 @@ async def pay(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
         # there is nothing to try.
         raise ApiError(409, "no ready channel with its peer connected now: open or reconnect one first",
                        "invoice")
+    from lightspeed.api.async_routes import pay_automatically  # it imports this module
+
+    automatic = await pay_automatically(ctx, invoice, body)  # the payee is our LSP's client: async
+    if automatic is not None:
+        ctx.times.started[invoice.payment_hash] = now
+        return automatic
     limits = _pay_limits(ctx, body, invoice.amount_msat or amount_msat or 0)
     return_path = None
     if body.get("return_path", False):

@@ -123,11 +123,12 @@ def ordered_history(history: list[HistoryItem]) -> list[tuple[str, int, int | No
 
 @dataclass(frozen=True)
 class ChainChanges:
-    """What a poll of the chain file found: the tip (if it moved) and the script hashes touched."""
+    """What a poll of the chain file found: the tip (if it moved) and the script hashes touched
+    (None: any may have changed; each subscription's status is computed again)."""
 
     tip_height: int
     tip_moved: bool
-    touched: frozenset[bytes]
+    touched: frozenset[bytes] | None
 
 
 class ChainFollower:
@@ -145,7 +146,8 @@ class ChainFollower:
             if now == self.cursor:
                 return None
             touched = index.touched_since(self.cursor)
-        changes = ChainChanges(now.height, now.tip_hash != self.cursor.tip_hash, frozenset(touched))
+        changes = ChainChanges(now.height, now.tip_hash != self.cursor.tip_hash,
+                               None if touched is None else frozenset(touched))
         self.cursor = now
         return changes
 
@@ -470,7 +472,8 @@ class ElectrumSession:
         if self.headers_subscribed and changes.tip_moved:  # a reorganisation may keep the height: still a new tip
             out.append(notification("blockchain.headers.subscribe", [self._tip()]))
             self.notified_height = changes.tip_height
-        for scripthash in changes.touched & self.statuses.keys():
+        subscribed = self.statuses.keys()
+        for scripthash in list(subscribed if changes.touched is None else changes.touched & subscribed):
             status = self.status(scripthash)
             if status != self.statuses[scripthash]:
                 self.statuses[scripthash] = status

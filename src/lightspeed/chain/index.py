@@ -58,11 +58,13 @@ class OutputItem:
 
 @dataclass(frozen=True, slots=True)
 class ChainCursor:
-    """Where a follower of the file has read up to: the tip height and the last transaction row."""
+    """Where a follower of the file has read up to: the tip height, the last transaction row and
+    the last history removal journalled (``history_removed``; 0: none, or a file without the journal)."""
 
     height: int
     tip_hash: bytes
     last_row: int
+    last_removed: int = 0
 
 
 class ChainIndex:
@@ -102,7 +104,12 @@ class ChainIndex:
         with self.snapshot():
             height, tip_hash = self._all("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")[0]
             last_row = self._all("SELECT MAX(rowid) FROM txs")[0][0]
-        return ChainCursor(int(height), bytes(tip_hash), int(last_row or 0))
+            last_removed = self._all("SELECT MAX(seq) FROM history_removed")[0][0] if self._journal() else 0
+        return ChainCursor(int(height), bytes(tip_hash), int(last_row or 0), int(last_removed or 0))
+
+    def _journal(self) -> bool:
+        """Whether the file has the removal journal (a file written by an older version has not)."""
+        return bool(self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'history_removed'"))
 
     def header(self, height: int) -> bytes | None:
         rows = self._all("SELECT header FROM blocks WHERE height = ?", (height,))
@@ -156,10 +163,19 @@ class ChainIndex:
         return [OutputItem(bytes(txid), vout, value, height, position, bool(spent), bool(in_chain))
                 for txid, vout, value, height, position, spent, in_chain in rows]
 
-    def touched_since(self, cursor: ChainCursor) -> set[bytes]:
-        """Script hashes whose history changed after ``cursor``: new transactions, newly mined ones."""
+    def touched_since(self, cursor: ChainCursor) -> set[bytes] | None:
+        """Script hashes whose history changed after ``cursor``: new transactions, newly mined ones,
+        removed ones (replaced, or dropped by a reorganisation). None: the follower is further
+        behind than the removal journal goes, so any script hash may have changed."""
         rows = self._all(
             "SELECT h.scripthash FROM txs t JOIN history h ON h.txid = t.txid WHERE t.rowid > ? "
             "UNION SELECT h.scripthash FROM txs t JOIN history h ON h.txid = t.txid WHERE t.height > ?",
             (cursor.last_row, cursor.height))
-        return {bytes(r[0]) for r in rows}
+        touched = {bytes(r[0]) for r in rows}
+        if self._journal():
+            oldest = self._all("SELECT MIN(seq) FROM history_removed")[0][0]
+            if oldest is not None and oldest > cursor.last_removed + 1:
+                return None  # trimmed past the cursor: what was removed meanwhile is unknown
+            touched |= {bytes(r[0]) for r in self._all("SELECT scripthash FROM history_removed WHERE seq > ?",
+                                                       (cursor.last_removed,))}
+        return touched

@@ -60,7 +60,7 @@ from lightspeed.chain.blocks import (
 from lightspeed.chain.fee_policy import (
     MempoolEntry,
     feerate_per_kw,
-    replacement_shortfall,
+    replacement_error,
     select_for_block,
 )
 from lightspeed.chain.index import ChainIndex, busy_errors
@@ -103,8 +103,12 @@ CREATE INDEX IF NOT EXISTS outputs_scripthash ON outputs (scripthash);
 CREATE INDEX IF NOT EXISTS outputs_spent_by ON outputs (spent_by) WHERE spent_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS txs_mempool ON txs (height) WHERE height IS NULL;
 CREATE INDEX IF NOT EXISTS txs_block ON txs (height, position);
-CREATE INDEX IF NOT EXISTS history_txid ON history (txid)
+CREATE INDEX IF NOT EXISTS history_txid ON history (txid);
+CREATE TABLE IF NOT EXISTS history_removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, scripthash BLOB NOT NULL)
 """
+# How many removals the journal keeps for followers in other processes (an Electrum server polls
+# every few hundred ms; one further behind re-checks every subscription, see ChainIndex.touched_since).
+REMOVED_KEPT = 10_000
 
 
 class PackageRejected(RejectedTransaction):
@@ -394,6 +398,7 @@ class RegtestChain:
         total_in = 0
         spent: list[TxOut] = []
         conflicts: set[bytes] = set()
+        unconfirmed_inputs: list[bool] = []
         for i, txin in enumerate(tx.inputs):
             row = self._db.execute(
                 "SELECT o.value, o.script, o.coinbase, o.spent_by, t.height FROM outputs o "
@@ -412,6 +417,7 @@ class RegtestChain:
             if is_coinbase and next_height - height < COINBASE_MATURITY:
                 raise RejectedTransaction(f"input {i}: coinbase output is immature ({next_height - height} of {COINBASE_MATURITY} blocks)")
             self._check_relative_locktime(tx, i, height, next_height, tip_time)
+            unconfirmed_inputs.append(height is None)
             total_in += value
             spent.append(TxOut(value, bytes(script)))
         if total_in < total_out:
@@ -431,12 +437,14 @@ class RegtestChain:
                     raise RejectedTransaction(f"input {spent_twice}: output {tx.inputs[spent_twice].prevout} is "
                                               f"already spent in the mempool by {old[::-1].hex()} (not replaceable)")
             replaced = sum(self._mempool_fee(t) or 0 for t in evicted)
-            short = replacement_shortfall(fee, tx.vsize, replaced)
-            if short:
+            direct = [(t, self._mempool_fee(t) or 0, self._mempool_weight(t)) for t in sorted(conflicts)]
+            spent_before = {txin.prevout.txid for t in conflicts for txin in self._mempool_tx(t).inputs}
+            added = [i for i, (txin, unconfirmed) in enumerate(zip(tx.inputs, unconfirmed_inputs, strict=True))
+                     if unconfirmed and txin.prevout.txid not in spent_before]
+            reason = replacement_error(fee, tx.weight, tx.vsize, direct, replaced, len(evicted), added)
+            if reason is not None:
                 spender = min(conflicts)[::-1].hex()
-                raise RejectedTransaction(f"conflicts with {spender} in the mempool: a replacement must pay "
-                                          f"{short} sat more (BIP 125: the replaced fees {replaced} sat plus "
-                                          f"1 sat/vbyte of its own)")
+                raise RejectedTransaction(f"conflicts with {spender} in the mempool: {reason}")
         for i, output in enumerate(spent):
             try:
                 verify_input(tx, i, output)
@@ -470,8 +478,22 @@ class RegtestChain:
         """Inside a write: drop a replaced mempool transaction (what it spent is unspent again)."""
         self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
         self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
-        self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+        self._forget_history(txid)
         self._db.execute("DELETE FROM txs WHERE txid = ? AND height IS NULL", (txid,))
+
+    def _forget_history(self, txid: bytes) -> None:
+        """Inside a write: drop ``txid``'s history rows, journalling their script hashes.
+
+        A follower learns of new and newly mined transactions from the rows themselves; a
+        removal (a replaced transaction, one a reorganisation dropped or re-added) leaves no row,
+        so without the journal an Electrum client kept a history with a transaction that no
+        longer exists (Electrum 4.8.1 replaces its own batch transactions this way).
+        """
+        self._db.execute("INSERT INTO history_removed (scripthash) SELECT scripthash FROM history WHERE txid = ?",
+                         (txid,))
+        self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+        self._db.execute("DELETE FROM history_removed WHERE seq <= (SELECT MAX(seq) FROM history_removed) - ?",
+                         (REMOVED_KEPT,))
 
     def _check_relative_locktime(self, tx: Transaction, i: int, height: int | None, next_height: int,
                                  tip_time: int) -> None:
@@ -596,6 +618,13 @@ class RegtestChain:
         (the txids of those that no longer fit are returned, dropped)."""
         return submit.trim_blocks(self, height)
 
+    def _mempool_tx(self, txid: bytes) -> Transaction:
+        row = self._db.execute("SELECT raw FROM txs WHERE txid = ?", (txid,)).fetchone()
+        return Transaction.parse(bytes(row[0]))
+
+    def _mempool_weight(self, txid: bytes) -> int:
+        return self._mempool_tx(txid).weight
+
     def _mempool_fee(self, txid: bytes) -> int | None:
         row = self._db.execute("SELECT fee FROM txs WHERE txid = ? AND height IS NULL", (txid,)).fetchone()
         return None if row is None else int(row[0])
@@ -617,7 +646,7 @@ class RegtestChain:
         for txid, _raw, _position in rows:
             self._db.execute("UPDATE outputs SET spent_by = NULL WHERE spent_by = ?", (txid,))
             self._db.execute("DELETE FROM outputs WHERE txid = ?", (txid,))
-            self._db.execute("DELETE FROM history WHERE txid = ?", (txid,))
+            self._forget_history(txid)
             self._db.execute("DELETE FROM txs WHERE txid = ?", (txid,))
         self._db.execute("DELETE FROM blocks WHERE height > ?", (height,))
         dropped = []

@@ -18,6 +18,7 @@ from lightspeed.cli.common import Amount, graceful_interrupt, json_text, with_ex
 from lightspeed.errors import LightspeedError
 
 DEFAULT_CHAIN = "~/.lightspeed/chain.sqlite"
+OPEN_BACK_SAT = 100_000  # serve-example opens a channel back to each client: refunds go over it
 
 
 def _hostport(value: str, name: str) -> tuple[str, int]:
@@ -54,14 +55,19 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
     from lightspeed.cli.tables import key_value_table
     from lightspeed.micro.stores import open_allowance_store
     from lightspeed.micro.terms import Price
+    from lightspeed.stream.state import open_stream_store
 
     host, port = _hostport(listen, "--listen")
     graceful_interrupt()
 
     async def run() -> None:
         chain = RegtestChain(_chain_file(chain_path))
+        # a shared store (PostgreSQL, Redis) shares the charger's streams too: another serve-example
+        # on the same store resumes them if this one dies
         api = await start_paid_api(chain, open_allowance_store(store), Price(price_msat, per_calls),
-                                   http_host=host, http_port=port, node_port=node_port)
+                                   http_host=host, http_port=port, node_port=node_port,
+                                   open_back_sat=OPEN_BACK_SAT,  # the server's liquidity for refunds
+                                   stream_store=open_stream_store(store))
         # Ctrl-C stops the server cleanly from the moment the banner can be read (a handler installed
         # after it lost a Ctrl-C sent right after the banner: exit 130 instead of 0).
         stop = asyncio.Event()
@@ -76,6 +82,7 @@ def serve_example(listen: str, node_port: int, chain_path: str, store: str, pric
         table.add_row("routes", ", ".join(f"{k} ({v} link{'s' * (v > 1)})" for k, v in EXAMPLE_PRICES.items()))
         table.add_row("chain", str(_chain_file(chain_path)))
         ws_url = "ws://" + api.url.split("://", 1)[1] + CHARGER_PATH
+        await api.charger.announce(ws_url)  # buyers learn every process serving the same store
         table.add_row("metered", f"{ws_url} (EV charger, {CHARGER_TARIFF.msat_per_unit} msat/"
                       f"{CHARGER_TARIFF.unit}, 1 {CHARGER_TARIFF.unit} every 100 ms)")
         console.print(table)
@@ -134,7 +141,9 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
             offer = await open_channel_to_api(node, chain, origin, funding_sat)
             channel_s = time.perf_counter() - started
             policy = ClientPolicy(calls_per_lane=calls_per_lane, lanes=max(1, concurrency), batch_calls=batch)
-            auth = LightspeedAuth(NodePayer(node), policy)
+            # each payment carries a return path: the API refunds the unused calls without learning who we are
+            payer = NodePayer(node, return_path=True)
+            auth = LightspeedAuth(payer, policy)
             statuses: dict[int, int] = {}
             last: Any = None
             limits = httpx.Limits(max_connections=concurrency)
@@ -158,10 +167,20 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
                     calls_started = time.perf_counter()
                     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
                     elapsed = time.perf_counter() - calls_started
+            received_before = _received_msat(node)
+            closed = await auth.close_allowances()  # unused calls are refunded when an allowance closes
+            refund = _refund_summary(closed, payer.without_return_path > 0)
+            if refund["status"] == "paid":  # it arrives at our node over Lightning: wait for it briefly
+                for _ in range(50):
+                    if _received_msat(node) - received_before >= refund["refunded_msat"]:
+                        break
+                    await asyncio.sleep(0.1)
+            refund["received_msat"] = _received_msat(node) - received_before
             return {"url": url, "calls": count, "statuses": statuses, "channel_open_s": round(channel_s, 2),
                     "calls_per_s": round(count / elapsed, 1) if elapsed else None,
                     "lightning_payments": len(auth.paid_invoices), "paid_msat": auth.spent_msat,
-                    "price": offer.get("price"), "server_node": offer.get("node_id"), "last_response": last}
+                    "price": offer.get("price"), "server_node": offer.get("node_id"),
+                    "unused_calls": refund.pop("unused_calls"), "refund": refund, "last_response": last}
         finally:
             await node.stop()
 
@@ -170,6 +189,29 @@ def call(url: str, count: int, concurrency: int, chain_path: str, calls_per_lane
         click.echo(json_text(result))
         return
     Console().print(result_table(f"lightspeed call {url}", result))
+
+
+def _received_msat(node: Any) -> int:
+    return sum(i.received_msat for i in node.store.invoices() if i.status == "paid")
+
+
+def _refund_summary(closed: list[dict[str, Any]], some_without_path: bool) -> dict[str, Any]:
+    """One refund line for the allowances closed: the unused calls, the amount, and its status
+    (paid, in_flight, failed, not_refundable, none; the worst of them when there are several)."""
+    unused = sum(int(c.get("unused_calls") or 0) for c in closed)
+    amount = sum(int(c.get("refund_msat") or 0) for c in closed)
+    refunded = sum(int((c.get("refund") or {}).get("refunded_msat") or 0) for c in closed)
+    order = ["failed", "not_refundable", "due", "in_flight", "by_invoice", "paid", "none"]
+    statuses = [str((c.get("refund") or {}).get("status", "due")) for c in closed] or ["none"]
+    status = min(statuses, key=lambda s: order.index(s) if s in order else 0)
+    summary: dict[str, Any] = {"unused_calls": unused, "amount_msat": amount, "status": status,
+                               "refunded_msat": refunded}
+    reasons = [str(c["refund"]["reason"]) for c in closed if (c.get("refund") or {}).get("reason")]
+    if reasons:
+        summary["reason"] = reasons[0]
+    elif status == "not_refundable" or (status == "due" and some_without_path):
+        summary["reason"] = "our payment carried no return path"
+    return summary
 
 
 def _chain_file(path: str) -> Path:

@@ -147,8 +147,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (no RBF of funding, closing "
-                         "or sweeps, no commitment re-bump; "
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (P2TR coins are not spent, "
+                         "update_fee does not follow the estimates; "
                          "see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
@@ -622,9 +622,10 @@ def _pay_interrupted(invoice: str) -> str:
 @click.option("--outgoing-channel", metavar="SHORT_CHANNEL_ID", help="Leave over this channel of ours (BLOCKxTXxOUT).")
 @click.option("--max-parts", type=click.IntRange(1, 16), help="Split into at most this many parts (MPP).")
 @click.option("--async", "async_", is_flag=True,
-              help="The payee may be offline: our LSP (--lsp) holds the HTLC until the payee unblocks it; "
-                   "returns at once (see `payments`).")
-@click.option("--lsp", "lsp_id", metavar="NODE_ID", help="With --async: our LSP, a peer started with --lsp.")
+              help="The payee may be offline: our LSP holds the HTLC until the payee unblocks it; returns at "
+                   "once (see `payments`). Automatic without it when the invoice's last route hint is our LSP.")
+@click.option("--lsp", "lsp_id", metavar="NODE_ID",
+              help="With --async: our LSP, a peer started with --lsp (default: the one we registered with).")
 @click.option("--return-path", is_flag=True,
               help="Send a blinded return path with the payment: the payee can refund it (`refund send`) "
                    "without learning our node id.")
@@ -634,7 +635,8 @@ def _pay_interrupted(invoice: str) -> str:
 @with_example("lightspeed --datadir ~/.lightspeed/alice pay $INVOICE",
               "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --return-path",
               "lightspeed --datadir ~/.lightspeed/alice pay $AMOUNTLESS_INVOICE --amount-msat 2000sat",
-              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4")
+              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --max-fee-percent 0.5 --max-parts 4",
+              "lightspeed --datadir ~/.lightspeed/alice pay $INVOICE --async")
 def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | None, max_fee_msat: int | None,
         max_fee_percent: float | None, outgoing_channel: str | None, max_parts: int | None, async_: bool,
         lsp_id: str | None, return_path: bool) -> None:
@@ -644,9 +646,10 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
     """
     ctx.meta[INTERRUPT_HINT] = _pay_interrupted(invoice)
     if async_ or lsp_id is not None:
-        if not (async_ and lsp_id):
-            raise UsageError("--async and --lsp NODE_ID go together (the LSP that holds the HTLC)")
-        _print(_call(ctx, "POST", "/v1/payments/async", {"invoice": invoice, "lsp_id": lsp_id}))
+        if not async_:
+            raise UsageError("--lsp goes with --async (the LSP that holds the HTLC)")
+        async_body = {"invoice": invoice} if lsp_id is None else {"invoice": invoice, "lsp_id": lsp_id}
+        _print(_call(ctx, "POST", "/v1/payments/async", async_body))
         return
     body: dict[str, Any] = {"invoice": invoice, "timeout_s": timeout_s}
     if return_path:
@@ -659,7 +662,11 @@ def pay(ctx: click.Context, invoice: str, timeout_s: int, amount_msat: int | Non
                        ("max_parts", max_parts)):
         if value is not None:
             body[key] = value
-    _print(_call(ctx, "POST", "/v1/payments", body, wait_s=timeout_s))
+    paid = _call(ctx, "POST", "/v1/payments", body, wait_s=timeout_s)
+    if paid.get("async_lsp_id"):  # the payee is our LSP's client: paid asynchronously (pending)
+        click.echo(f"paid asynchronously through our LSP {paid['async_lsp_id']}: it ends when the payee "
+                   f"comes online (`lightspeed trackpayment {paid['payment_hash']}` waits for it)", err=True)
+    _print(paid)
 
 
 @click.command("payments")

@@ -32,7 +32,8 @@ from starlette.routing import Route
 from lightspeed.chain.regtest import RegtestChain
 from lightspeed.errors import UsageError
 from lightspeed.micro.asgi import LightspeedMiddleware
-from lightspeed.micro.lightning import NodePayee, NodePayer
+from lightspeed.micro.auto_refund import AutoRefunds
+from lightspeed.micro.lightning import NodePayee, NodePayer, NodeReturnPaths
 from lightspeed.micro.server import AllowanceServer, ServerPolicy
 from lightspeed.micro.store import AllowanceStore
 from lightspeed.micro.terms import Price
@@ -87,6 +88,7 @@ class PaidApi:
     node_address: str
     _http: uvicorn.Server
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    charger: Any = None  # the metered endpoint's StreamSeller
 
     async def stop(self) -> None:
         self._http.should_exit = True
@@ -94,8 +96,12 @@ class PaidApi:
             task.cancel()
         for task in self._tasks:
             await wait_ended(task)
+        if self.allowances.auto_refunds is not None:  # left in flight: resumed at the next start
+            await self.allowances.auto_refunds.aclose()
         await self.node.stop()
         await self.allowances.store.aclose()
+        if self.charger is not None:
+            await self.charger.store.aclose()
 
 
 class _Server(uvicorn.Server):
@@ -111,8 +117,14 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
                          http_host: str = "127.0.0.1", http_port: int = 0, node_port: int = 0,
                          node_key: bytes | None = None, mine_every: float | None = 0.2,
                          app: Any = None, prices: dict[str, int] | None = None,
-                         creates_per_minute: int | None = None) -> PaidApi:
+                         creates_per_minute: int | None = None, open_back_sat: int | None = None,
+                         stream_store: Any = None) -> PaidApi:
     """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest).
+
+    ``open_back_sat``: open a channel of that size back to each client that opened one to us
+    (funded from the regtest faucet), so refunds have the server's own balance to go over.
+    ``stream_store`` (a :class:`~lightspeed.stream.state.StreamStore`) is where the charger keeps
+    its streams: a shared one lets another process resume them (default: this process's memory).
 
     ``creates_per_minute`` overrides the per-client limit on new allowances (a benchmark that
     buys one allowance per call from one address needs more than the default).
@@ -124,14 +136,17 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     policy = ServerPolicy(price)
     if creates_per_minute is not None:
         policy = ServerPolicy(price, creates_per_minute=creates_per_minute)
+    # unused credit goes back through the return path the buyer's payment carried (if it did)
+    auto_refunds = AutoRefunds(store, NodeReturnPaths(node))
     allowances = AllowanceServer(store, NodePayee(node), node.node_id, policy,
-                                 payer=NodePayer(node), node_address=node_address)
+                                 payer=NodePayer(node), node_address=node_address, auto_refunds=auto_refunds)
     asgi: Any = LightspeedMiddleware(app or example_app(), allowances, prices or EXAMPLE_PRICES)
     # the metered endpoint: an EV charger (WebSocket), paid per tick from its own allowances
     from lightspeed.cli.stream_example import CHARGER_PATH, stream_seller
     from lightspeed.stream.asgi import StreamMiddleware
 
-    charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node))
+    charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node),
+                            auto_refunds=auto_refunds, stream_store=stream_store)
     asgi = StreamMiddleware(asgi, {CHARGER_PATH: charger})
     sock = loopback_socket(http_host, http_port)
     http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
@@ -140,13 +155,15 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     tasks.append(asyncio.create_task(_expire(allowances)))
     if mine_every:
         tasks.append(asyncio.create_task(mine_forever(chain, mine_every)))
+        if open_back_sat:
+            tasks.append(asyncio.create_task(_open_back(node, chain, open_back_sat)))
     while not http.started:
         if tasks[0].done():
             tasks[0].result()
             raise UsageError("the HTTP server did not start")
         await asyncio.sleep(0.01)
     host, bound = sock.getsockname()[:2]
-    return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks)
+    return PaidApi(node, allowances, f"http://{host}:{bound}", node_address, http, tasks, charger)
 
 
 async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
@@ -160,6 +177,29 @@ async def _expire(allowances: AllowanceServer, every: float = 60) -> None:
             await allowances.expire_due()
         except Exception:  # the store or the node unreachable for now: the next round retries
             logging.getLogger(__name__).exception("allowance sweep failed")
+        await asyncio.sleep(every)
+
+
+async def _open_back(node: Node, chain: RegtestChain, funding_sat: int, every: float = 0.2) -> None:
+    """Regtest example: a channel back to each client that opened one to us.
+
+    Why: a client's new channel holds nothing of the server's above its channel reserve, so the
+    server could not pay a refund over it; a real seller keeps liquidity toward its buyers (or an
+    LSP does). One at a time (each spends its own faucet coin); a failure is logged, not retried.
+    """
+    served: set[bytes] = set()
+    while True:
+        for channel_id, channel in list(node.channels.items()):
+            peer = node.channel_peer_id(channel_id)
+            if (peer is None or peer in served or channel.config.local_is_funder
+                    or not node.channel_is_ready(channel_id)):
+                continue
+            served.add(peer)
+            try:
+                chain.fund(node.wallet.new_key().script_pubkey, funding_sat + 50_000)
+                await asyncio.wait_for(node.open_channel(peer, funding_sat), 60)
+            except Exception as exc:  # the client left, the wallet is short: the example goes on
+                logging.getLogger(__name__).info("no channel back to a client: %s", exc)
         await asyncio.sleep(every)
 
 

@@ -72,7 +72,7 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
 
 
 @stream.command("buy")
-@click.argument("url")
+@click.argument("urls", metavar="URL [URL...]", nargs=-1, required=True)
 @click.option("--max-msat", type=Amount("msat", minimum=1), required=True, help="The most the stream may cost.")
 @click.option("--max-msat-per-unit", type=Amount("msat"), default=None,
               help="Refuse a tariff above this price per unit (msat, or with a sat suffix).")
@@ -86,14 +86,16 @@ def verify(receipt_file: Path, node_id: str | None) -> None:
 @click.option("--funding-sat", type=Amount("sat", minimum=1), default=500_000, show_default=True,
               help="Channel to open to the seller's node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the live display.")
-@with_example("lightspeed stream ws://127.0.0.1:8402/charge --max-msat 30000 --chain /tmp/ls/chain.sqlite")
-def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | None, increments: int | None,
+@with_example("lightspeed stream ws://127.0.0.1:8402/charge --max-msat 30000 --chain /tmp/ls/chain.sqlite",
+              "lightspeed stream ws://127.0.0.1:8402/charge ws://127.0.0.1:8403/charge --max-msat 30000")
+def buy(urls: tuple[str, ...], max_msat: int, max_msat_per_unit: int | None, units: int | None, increments: int | None,
         receipt_path: Path | None,
         chain_path: str, funding_sat: int, as_json: bool) -> None:
     """Buy a metered stream at URL (ws://...) for at most MAX_MSAT, showing units, price and credit live.
 
-    Opens a channel to the seller's node (from the HTTP offer beside the stream), pays one link per
-    tick, and writes the checked receipt (verify it with `lightspeed stream verify`).
+    Opens a channel to the seller's node (from the HTTP offer beside the first URL's stream), pays one
+    link per tick, and writes the checked receipt (verify it with `lightspeed stream verify`). A dropped
+    connection is resumed at the next URL: the ones given, then those the seller announces.
     """
     from rich.console import Console
     from rich.live import Live
@@ -108,8 +110,10 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
     from lightspeed.stream.client import BuyPolicy, StreamBuyer
     from lightspeed.stream.machine import BuyerStream
 
-    if not url.startswith("ws://"):
-        fail("url: expected ws://HOST:PORT/PATH")
+    for url in urls:
+        if not url.startswith("ws://"):
+            fail(f"url: expected ws://HOST:PORT/PATH, got {url!r}")
+    url = urls[0]
     origin = "http://" + url[len("ws://"):].split("/", 1)[0]
 
     def view(b: BuyerStream) -> Table:
@@ -134,7 +138,8 @@ def buy(url: str, max_msat: int, max_msat_per_unit: int | None, units: int | Non
                     if not as_json:
                         live.update(view(b))
                 policy = BuyPolicy(max_msat, max_msat_per_unit, ticks_per_increment=increments)
-                buyer = StreamBuyer(url, NodePayer(node), policy, update)
+                # the prepayment carries a return path: unused credit can come back without naming us
+                buyer = StreamBuyer(list(urls), NodePayer(node, return_path=True), policy, update)
                 receipt = await buyer.run(units)
             elapsed = time.perf_counter() - started
         finally:

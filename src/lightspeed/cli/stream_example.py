@@ -17,12 +17,15 @@ import uvicorn
 
 from lightspeed.cli.paid_example import loopback_socket
 from lightspeed.errors import UsageError
+from lightspeed.micro.auto_refund import AutoRefunds
 from lightspeed.micro.refunds import RefundPayer
 from lightspeed.micro.server import AllowanceServer, Payee, ServerPolicy
 from lightspeed.micro.store import AllowanceStore
 from lightspeed.micro.terms import Price
 from lightspeed.stream.asgi import ASGIApp, Meter, StreamSeller
 from lightspeed.stream.machine import SellerStream
+from lightspeed.stream.refund import StreamRefunds
+from lightspeed.stream.state import MemoryStreamStore, StreamStore
 from lightspeed.stream.tariff import Tariff
 
 #: 300 msat per Wh (about 0.30 EUR/kWh at 100k EUR/BTC), paid 1 Wh a tick, up to 50 kWh per
@@ -56,12 +59,18 @@ def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> Meter:
 
 def stream_seller(store: AllowanceStore, payee: Payee, node_id: bytes, node_secret: bytes, *,
                   tariff: Tariff = CHARGER_TARIFF, meter: Meter | None = None,
-                  payer: RefundPayer | None = None, creates_per_minute: int = 60) -> StreamSeller:
-    """A seller of ``tariff`` whose allowances (one tick per link) live in ``store``."""
+                  payer: RefundPayer | None = None, creates_per_minute: int = 60,
+                  auto_refunds: AutoRefunds | None = None,
+                  stream_store: StreamStore | None = None) -> StreamSeller:
+    """A seller of ``tariff`` whose allowances (one tick per link) live in ``store``, its streams in
+    ``stream_store`` (default: this process's memory); with ``auto_refunds``, a closed stream's
+    unused credit is refunded through the buyer's return path."""
     policy = ServerPolicy(Price(tariff.tick_msat, 1), max_calls=tariff.max_ticks, max_lanes=1,
                           creates_per_minute=creates_per_minute)
-    allowances = AllowanceServer(store, payee, node_id, policy, payer=payer)
-    return StreamSeller(tariff, allowances, node_secret, meter or charger_meter())
+    allowances = AllowanceServer(store, payee, node_id, policy, payer=payer, auto_refunds=auto_refunds)
+    on_closed = StreamRefunds(allowances) if auto_refunds is not None else None
+    return StreamSeller(tariff, allowances, node_secret, meter or charger_meter(), on_closed=on_closed,
+                        store=stream_store or MemoryStreamStore())
 
 
 class _Server(uvicorn.Server):

@@ -19,7 +19,9 @@ Endpoints under ``prefix`` (default ``/lightspeed``):
 * ``POST {prefix}/allowances``: body ``{calls_per_lane, anchors, batch_calls}``; 201 with the
   allowance and its invoice.
 * ``GET  {prefix}/allowances/{id}``: status, paid and spent calls, refund.
-* ``POST {prefix}/allowances/{id}/close``: body ``{token}``; the refund due.
+* ``POST {prefix}/allowances/{id}/close``: body ``{token}``; the refund due, and (a server with
+  automatic refunds) ``refund``: its payment through the payment's return path, waited for up to
+  ``refund_wait`` seconds (``status`` paid, in_flight, failed, not_refundable or none).
 * ``POST {prefix}/allowances/{id}/refund``: body ``{token, invoice}``; pays the refund: 200
   when paid, 202 while in flight (with the invoice being paid), 502 when it failed.
 
@@ -72,7 +74,7 @@ class LightspeedMiddleware:
 
     def __init__(self, app: ASGIApp, server: AllowanceServer, prices: Mapping[str, int],
                  prefix: str = "/lightspeed",
-                 client_key: Callable[[Scope], str] = remote_address) -> None:
+                 client_key: Callable[[Scope], str] = remote_address, refund_wait: float = 20.0) -> None:
         if any(cost < 1 for cost in prices.values()):
             raise ValueError("prices: every priced route costs at least one link")
         if not prefix.startswith("/") or not prefix.isascii() or not prefix.isprintable() or any(
@@ -80,6 +82,7 @@ class LightspeedMiddleware:
             raise ValueError("prefix: a path starting with / (it goes into the WWW-Authenticate header)")
         self.app, self.server, self.prefix = app, server, prefix.rstrip("/")
         self.client_key = client_key
+        self.refund_wait = refund_wait
         # Longest prefix first, so "/api/premium" wins over "/api".
         self._prices = sorted(prices.items(), key=lambda item: -len(item[0]))
 
@@ -157,7 +160,11 @@ class LightspeedMiddleware:
                     await _json(send, 200, await self.server.status(allowance_id))
                 elif action == "close" and method == "POST":
                     token = _token_for(await _body(receive), allowance_id)
-                    await _json(send, 200, {"refund_msat": await self.server.close(token)})
+                    answer: dict[str, object] = {"refund_msat": await self.server.close(token)}
+                    auto = await self.server.auto_refund(allowance_id, wait=self.refund_wait)
+                    if auto is not None:  # paid back through the payment's return path
+                        answer["refund"] = auto.to_json()
+                    await _json(send, 200, answer)
                 elif action == "refund" and method == "POST":
                     body = await _body(receive)
                     invoice = body.get("invoice") if isinstance(body, dict) else None

@@ -147,6 +147,44 @@ class LightspeedAuth(httpx.Auth):
             self._offers.update(data.get("offers", {}))
             self.paid_invoices.update(data.get("paid_invoices", []))
 
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close_allowances(self, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Close every allowance held, so the server refunds the calls paid and not used.
+
+        A server with automatic refunds pays them back at once through the return path our
+        payment carried (``NodePayer(node, return_path=True)``); without one the answer says the
+        refund is due (claim it with an invoice). One result per allowance: ``allowance_id``,
+        ``unused_calls``, ``refund_msat`` and ``refund`` (the server's view of its payment, or
+        ``{"status": "due"}``). An allowance the server no longer knows is skipped.
+        """
+        results: list[dict[str, Any]] = []
+        with self._sync_lock:
+            held = [(origin, a) for origin, queue in self.allowances.items() for a in queue]
+        for origin, allowance in held:
+            token = next((t for lane in range(len(allowance.walkers)) if not allowance.exhausted(lane)
+                          for t in [allowance.token(lane, 1)] if t is not None), None)
+            if token is None:
+                continue  # every link spent: nothing is left to refund
+            base = str(self._offers.get(origin, {}).get("allowances_url", "/lightspeed/allowances"))
+            url = f"{origin}{base}/{allowance.allowance_id.hex()}"
+            async with httpx.AsyncClient(timeout=timeout) as http:
+                closed = await http.post(f"{url}/close", json={"token": token.header_value()})
+                if closed.status_code != 200:
+                    error = _json_or_empty(closed).get("error") or {}
+                    if error.get("code") == "unknown_allowance":
+                        continue
+                    raise PaymentError(f"closing allowance {allowance.allowance_id.hex()} failed: HTTP "
+                                       f"{closed.status_code} {error.get('code', '')}: {error.get('reason', '')}")
+                status = _json_or_empty(await http.get(url))
+            answer = _json_or_empty(closed)
+            results.append({"allowance_id": allowance.allowance_id.hex(),
+                            "unused_calls": status.get("remaining_calls"),
+                            "refund_msat": answer.get("refund_msat"),
+                            "refund": answer.get("refund") or {"status": status.get("refund", "due")}})
+            self._retire(origin, allowance)
+        return results
+
     # -- httpx entry points ------------------------------------------------------------------
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:

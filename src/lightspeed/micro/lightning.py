@@ -8,9 +8,10 @@ invoices with its own node (``pay``). Any other wallet fits as long as it has th
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from lightspeed.errors import PaymentError
+from lightspeed.errors import PaymentError, UsageError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.refunds import PaymentState, PaymentStatus
@@ -31,11 +32,22 @@ class NodePayee:
 
 
 class NodePayer:
-    def __init__(self, node: Node, timeout: float = 30) -> None:
-        self.node, self.timeout = node, timeout
+    """Pays with ``node``. ``return_path``: each payment carries a fresh blinded return path, so
+    the seller can refund unused credit without learning who paid (a node without a peer to
+    introduce one pays without it: ``without_return_path`` counts those payments)."""
+
+    def __init__(self, node: Node, timeout: float = 30, return_path: bool = False) -> None:
+        self.node, self.timeout, self.return_path = node, timeout, return_path
+        self.without_return_path = 0
 
     async def pay(self, invoice: str) -> bytes:
-        return await self.node.pay(decode(invoice), timeout=self.timeout)
+        back = None
+        if self.return_path:
+            try:
+                back = self.node.return_paths.create(description="unused credit")
+            except UsageError:
+                self.without_return_path += 1
+        return await self.node.pay(decode(invoice), timeout=self.timeout, return_path=back)
 
     async def pay_once(self, invoice: str) -> bytes:
         """Pay, unless the node ever started a payment to this hash (even one that failed).
@@ -60,3 +72,31 @@ class NodePayer:
         if record.status == "failed":
             return PaymentStatus(PaymentState.FAILED, reason=record.reason or "the payment failed")
         return PaymentStatus(PaymentState.PENDING)
+
+
+class NodeReturnPaths:
+    """The seller's node refunding through return paths (the
+    :class:`~lightspeed.micro.auto_refund.ReturnPathPayer` role)."""
+
+    def __init__(self, node: Node, timeout: float = 60, fetch_timeout: float = 30) -> None:
+        self.node, self.timeout, self.fetch_timeout = node, timeout, fetch_timeout
+
+    def refundable_msat(self, payment_hash: bytes) -> int | None:
+        from lightspeed.offers import decode_offer
+
+        store = self.node.store
+        text = store.return_path(payment_hash)
+        invoice = store.invoice(payment_hash)
+        if text is None or invoice is None or invoice.status != "paid":
+            return None
+        if decode_offer(text).is_expired(int(time.time())):
+            return None
+        return max(0, invoice.received_msat - self.node.return_paths.refunded_msat(payment_hash))
+
+    def refunded_msat(self, payment_hash: bytes) -> int:
+        return self.node.return_paths.refunded_msat(payment_hash)
+
+    async def refund(self, payment_hash: bytes, amount_msat: int) -> bytes:
+        done = await self.node.return_paths.refund(payment_hash, amount_msat, timeout=self.timeout,
+                                                   fetch_timeout=self.fetch_timeout)
+        return done.preimage

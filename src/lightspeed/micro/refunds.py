@@ -35,6 +35,7 @@ from typing import Protocol
 from lightspeed.errors import DecodeError, LightspeedError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.auto_refund import VIA_RETURN_PATH
 from lightspeed.micro.store import AllowanceStore, Refund, RefundStatus
 
 REFUND_INVOICE_MIN_SECONDS = 60  # an invoice expiring sooner is refused: the payment may not arrive in time
@@ -135,6 +136,8 @@ class RefundDesk:
         ``resume``: a payment the payer never started (the process stopped between
         recording and paying) is started now (``pay_once`` makes that safe).
         """
+        if record.invoice == VIA_RETURN_PATH:
+            return record  # paid through return paths: :mod:`lightspeed.micro.auto_refund` ends it
         status = await self.payer.payment_status(record.payment_hash)
         if status.state is PaymentState.UNKNOWN and resume:
             return await self._pay(allowance_id, record)

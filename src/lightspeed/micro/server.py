@@ -24,6 +24,7 @@ from typing import Protocol
 from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.auto_refund import AutoRefunds, AutoRefundView, is_return_path_record
 from lightspeed.micro.cache import DEFAULT_CACHE_BYTES, LruCache, entry_bytes
 from lightspeed.micro.hashchain import links_to
 from lightspeed.micro.ratelimit import RateLimiter
@@ -144,6 +145,9 @@ class AllowanceServer:
     #: optionally a cap on their number.
     cache_bytes: int = DEFAULT_CACHE_BYTES
     max_cached: int | None = None
+    #: Refund unused credit through the payments' return paths when an allowance closes
+    #: (:mod:`lightspeed.micro.auto_refund`); without it, refunds wait for the client's invoice.
+    auto_refunds: AutoRefunds | None = None
     _cache: LruCache[_Cached] = field(init=False)
     _limiter: RateLimiter = field(init=False)
 
@@ -302,7 +306,67 @@ class AllowanceServer:
                 continue
             await self._reload(entry, token.allowance_id)
         # The amount comes from the store's state once closed: no call can be spent any more.
+        await self.auto_refund(token.allowance_id)
         return self._refund_msat(entry)
+
+    async def close_by_seller(self, allowance_id: bytes, undelivered_msat: int = 0) -> int:
+        """Close an allowance on the seller's own account (the stream it paid ended); returns the
+        refund due, ``undelivered_msat`` (paid for, never delivered) included, and starts its
+        automatic refund. An allowance closed already is left as it is."""
+        entry = await self._entry(allowance_id)
+        await self._reload(entry, allowance_id)
+        await self._apply_payments(allowance_id, entry)
+        while _status(entry) is Status.ACTIVE:
+            if await self.store.update_state(allowance_id, entry.state, self._closed_state(entry, undelivered_msat)):
+                await self._reload(entry, allowance_id)
+                break
+            await self._reload(entry, allowance_id)
+            await self._apply_payments(allowance_id, entry)
+        if _status(entry) is not Status.CLOSED:
+            return 0  # never paid: nothing to refund (forgotten once its invoice expires)
+        await self.auto_refund(allowance_id)
+        return self._refund_msat(entry)
+
+    async def auto_refund(self, allowance_id: bytes, wait: float = 0.0) -> AutoRefundView | None:
+        """Start (or report) the refund of a closed allowance through its payments' return paths;
+        ``wait``: seconds to wait for its payment to end. ``None`` without :attr:`auto_refunds`,
+        or while a batch invoice offered before the close can still be paid (its calls would be
+        refunded too: decided once it cannot)."""
+        if self.auto_refunds is None:
+            return None
+        entry = await self._entry(allowance_id)
+        await self._reload(entry, allowance_id)
+        if _status(entry) is not Status.CLOSED:
+            return None
+        await self._count_late_payment(allowance_id, entry)
+        if "late_until" in json.loads(entry.state.extra or "{}"):
+            self.auto_refunds.later.add(allowance_id)  # the sweep (resolve_refunds) looks again
+            return None
+        self.auto_refunds.later.discard(allowance_id)
+        hashes = self._payment_hashes(entry)
+        view = await self.auto_refunds.start(allowance_id, self._refund_msat(entry), hashes)
+        if wait > 0 and view.status == "in_flight":
+            view = await self.auto_refunds.wait(allowance_id, wait) or view
+        return view
+
+    async def resume_auto_refunds(self) -> int:
+        """Go on with refunds through return paths left in flight (after a start, then periodically)."""
+        if self.auto_refunds is None:
+            return 0
+
+        async def hashes_of(allowance_id: bytes) -> list[bytes]:
+            stored = await self.store.load(allowance_id)
+            return [] if stored is None else self._payment_hashes(self._cached(stored))
+
+        for allowance_id in list(self.auto_refunds.later):  # waited for a batch invoice to be paid or expire
+            await self.auto_refund(allowance_id)
+        return await self.auto_refunds.resume_all(hashes_of)
+
+    @staticmethod
+    def _payment_hashes(entry: _Cached) -> list[bytes]:
+        """The allowance's payments, first one first (the last few batches of a long one)."""
+        later = json.loads(entry.state.extra or "{}").get("paid_hashes", [])
+        return [entry.terms.payment_hash, *(bytes.fromhex(h) for h in later)]
 
     async def refund(self, token: Token, invoice_text: str) -> RefundView:
         """Pay the refund of a closed allowance to the client's invoice, exactly once.
@@ -320,6 +384,13 @@ class AllowanceServer:
         self._check_link(entry, token)
         desk = self._desk()
         record = await self.store.refund(token.allowance_id)
+        due = self._refund_msat(entry)
+        if is_return_path_record(record):
+            assert record is not None
+            if record.status is not RefundStatus.FAILED or self.auto_refunds is None:
+                return RefundView.of(record)  # paid (or being paid) through the return path
+            # What the return path did not carry may be claimed with an invoice (never more).
+            due = max(0, record.amount_msat - self.auto_refunds.sent_msat(self._payment_hashes(entry)))
         if record is None:
             legacy = json.loads(entry.state.extra or "{}").get("refund")
             if legacy not in (None, "due"):  # recorded by an earlier version: never pay it again
@@ -332,13 +403,14 @@ class AllowanceServer:
                                   "still be paid; pay it (it is refunded too) or retry once it "
                                   "expires", 409, retry_after=wait)
         try:
-            return await desk.claim(token.allowance_id, self._refund_msat(entry), invoice_text)
+            return await desk.claim(token.allowance_id, due, invoice_text)
         except RefundRefused as exc:
             raise CallRefused("bad_request", str(exc), 400) from None
 
     async def resolve_refunds(self) -> int:
         """Resolve in-flight refunds with the payer (run after a start and periodically);
         returns how many ended (paid or definitively failed)."""
+        await self.resume_auto_refunds()
         return await self._desk().resolve_all() if self.payer is not None else 0
 
     async def expire_due(self) -> int:
@@ -356,6 +428,8 @@ class AllowanceServer:
                     await self.store.delete_unpaid(allowance_id)
             elif await self.store.update_state(allowance_id, entry.state, self._closed_state(entry)):
                 closed += 1
+                self._cache.pop(allowance_id)
+                await self.auto_refund(allowance_id)
             self._cache.pop(allowance_id)
         return closed
 
@@ -413,7 +487,7 @@ class AllowanceServer:
         pending = json.loads(entry.state.extra or "{}")
         if (_status(entry) is Status.ACTIVE and "batch_hash" in pending
                 and await self.payee.is_paid(bytes.fromhex(pending["batch_hash"]))):
-            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, "")
+            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, _batch_paid(pending))
             await self.store.update_state(allowance_id, entry.state, new)
             await self._reload(entry, allowance_id)
 
@@ -436,7 +510,7 @@ class AllowanceServer:
             await self._ensure_batch_invoice(allowance_id, entry)
             pending = json.loads(entry.state.extra or "{}")
         if await self.payee.is_paid(bytes.fromhex(pending["batch_hash"])):
-            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, "")
+            new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, _batch_paid(pending))
             await self.store.update_state(allowance_id, entry.state, new)
             await self._reload(entry, allowance_id)
             return
@@ -455,7 +529,7 @@ class AllowanceServer:
                 f"Lightspeed allowance {allowance_id.hex()}: calls {state.paid_calls + 1}-"
                 f"{state.paid_calls + calls}", self.policy.invoice_expiry * 6)
             extra = json.dumps({"batch_invoice": invoice.encode(), "batch_hash": invoice.payment_hash.hex(),
-                                "paid_calls": state.paid_calls + calls})
+                                "paid_calls": state.paid_calls + calls, **_kept(pending)})
             new = AllowanceState(state.status, state.paid_calls, 0, extra)
             await self.store.update_state(allowance_id, state, new)
             await self._reload(entry, allowance_id)
@@ -478,7 +552,8 @@ class AllowanceServer:
             raise CallRefused("forged", "link: does not hash to the lane's last spent link", 401)
 
     def _refund_msat(self, entry: _Cached) -> int:
-        return entry.terms.price.refund_msat(entry.state.paid_calls - entry.state.spent)
+        undelivered = int(json.loads(entry.state.extra or "{}").get("undelivered_msat", 0))
+        return entry.terms.price.refund_msat(entry.state.paid_calls - entry.state.spent) + undelivered
 
     async def _refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
         if entry.state.status is not Status.CLOSED:
@@ -492,8 +567,13 @@ class AllowanceServer:
             status = legacy if legacy not in (None, "due") else ("due" if due else "none")
             return {"refund_msat": due, "refund": status}
         view = RefundView.of(record)
-        body: dict[str, object] = {"refund_msat": record.amount_msat, "refund": view.status,
-                                   "refund_invoice": record.invoice}
+        body: dict[str, object] = {"refund_msat": record.amount_msat, "refund": view.status}
+        if is_return_path_record(record):
+            body["refund_via"] = "return_path"
+            if self.auto_refunds is not None:
+                body["refunded_msat"] = self.auto_refunds.sent_msat(self._payment_hashes(entry))
+        else:
+            body["refund_invoice"] = record.invoice
         if view.preimage is not None:
             body["refund_preimage"] = view.preimage.hex()
         if view.reason:
@@ -505,11 +585,13 @@ class AllowanceServer:
             raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
         return RefundDesk(self.store, self.payer, self.node_id, self.clock)
 
-    def _closed_state(self, entry: _Cached) -> AllowanceState:
+    def _closed_state(self, entry: _Cached, undelivered_msat: int = 0) -> AllowanceState:
         """CLOSED with the calls paid so far; a batch invoice that could still be paid is kept,
         so that a payment arriving after the close is counted in the refund, not lost."""
-        extra: dict[str, object] = {"refund": "due"}
         pending = json.loads(entry.state.extra or "{}")
+        extra: dict[str, object] = {"refund": "due", **_kept(pending)}
+        if undelivered_msat:
+            extra["undelivered_msat"] = undelivered_msat
         if "batch_hash" in pending:
             extra.update(late_hash=pending["batch_hash"], late_paid_calls=pending["paid_calls"],
                          late_until=decode(pending["batch_invoice"]).expires_at)
@@ -521,15 +603,35 @@ class AllowanceServer:
         late = json.loads(entry.state.extra or "{}")
         if "late_hash" not in late or await self.store.refund(allowance_id) is not None:
             return
-        paid_calls = entry.state.paid_calls
+        paid_calls, kept = entry.state.paid_calls, _kept(late)
         if await self.payee.is_paid(bytes.fromhex(late["late_hash"])):
             paid_calls = late["late_paid_calls"]
+            kept = json.loads(_batch_paid({**kept, "batch_hash": late["late_hash"]}))
         elif self.clock() < late["late_until"] + self.policy.unpaid_grace:
             return  # still payable: decided later
-        new = AllowanceState(Status.CLOSED, paid_calls, 0, json.dumps({"refund": "due"}))
+        new = AllowanceState(Status.CLOSED, paid_calls, 0, json.dumps({"refund": "due", **kept}))
         await self.store.update_state(allowance_id, entry.state, new)
         await self._reload(entry, allowance_id)
 
 
 def _status(entry: _Cached) -> Status:
     return entry.state.status
+
+
+MAX_KEPT_HASHES = 4
+_KEPT = ("paid_hashes", "undelivered_msat")  # bookkeeping carried through every state change
+
+
+def _kept(extra: dict[str, object]) -> dict[str, object]:
+    return {k: extra[k] for k in _KEPT if k in extra}
+
+
+def _batch_paid(pending: dict[str, object]) -> str:
+    """``extra`` once the pending batch is paid: its payment hash joins the allowance's payments
+    (a refund through return paths may need every payment's)."""
+    kept = _kept(pending)
+    # The unused credit is at most about two batches: the last payments are enough to refund it.
+    earlier = kept.get("paid_hashes", [])
+    hashes = [*(earlier if isinstance(earlier, list) else []), pending["batch_hash"]]
+    kept["paid_hashes"] = hashes[-MAX_KEPT_HASHES:]
+    return json.dumps(kept)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from lightspeed.asyncpay import messages as m
@@ -42,7 +42,7 @@ from lightspeed.node.outcomes import (
 from lightspeed.onion.blinding import BlindedPath, EncryptedDataTlv, create_blinded_path
 from lightspeed.onion.failure import FailureCode, FailureMessage, create_failure_packet
 from lightspeed.onion.message import OnionMessage
-from lightspeed.store import IncomingHtlcRecord
+from lightspeed.store import AsyncPaymentRecord, IncomingHtlcRecord
 from lightspeed.store.asyncpay import check_webhook_url
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ TICK_SECONDS = 1.0
 #: A payee retries its payment_unblock this often (no path yet), this many times.
 UNBLOCK_RETRY_S = 1.0
 UNBLOCK_ATTEMPTS = 30
+#: Then, while none of the payment has arrived, it says it again this often, this many times.
+UNBLOCK_REPEAT_S = 1.0
+UNBLOCK_REPEATS = 10
 
 
 def htlc_key(key: HtlcKey) -> str:
@@ -283,38 +286,121 @@ class AsyncPayRuntime:
         TimeoutError if it does not answer (not an LSP, or not reachable)."""
         if webhook_url is not None:
             check_webhook_url(webhook_url)
-        request = reg.LspRegisterRequest.sign(self.node.privkey, int(time.time()), webhook_url)
+        now = int(time.time())
+        request = reg.LspRegisterRequest.sign(self.node.privkey, now, webhook_url)
         reply = await self.node.onion_messages.request(lsp_id, [(reg.LSP_REGISTER, request.to_bytes())],
                                                        timeout=timeout)
         value = reply.value(reg.LSP_REGISTERED)
         if value is None:
             raise DecodeError("lsp_registered", "the reply is not lsp_registered")
-        return reg.parse_registered_reply(value)
+        limits = reg.parse_registered_reply(value)
+        with self.node.store.transaction():  # kept: `pay --async` without --lsp and automatic async use it
+            self.node.store.put_lsp_registration(lsp_id, webhook_url, now)
+        return limits
 
-    async def pay_async(self, invoice: Invoice, lsp_id: bytes, timeout: float = 3600.0) -> AsyncPayment:
+    def registered_lsps(self) -> list[bytes]:
+        """The LSPs that accepted our ``lsp register`` (persisted), oldest first."""
+        return [lsp_id for lsp_id, _, _ in self.node.store.lsp_registrations()]
+
+    def choose_lsp(self, lsp_id: bytes | None) -> bytes:
+        """The LSP to hold an async payment: the one given, else the only one we registered with.
+
+        UsageError naming ``lsp_id`` when none is given and we have none or several (which one
+        holds our money is the operator's choice, never a guess)."""
+        if lsp_id is not None:
+            return lsp_id
+        lsps = self.registered_lsps()
+        if not lsps:
+            raise UsageError("lsp_id: no LSP given and none registered: `lightspeed lsp register LSP_ID` "
+                             "first, or name one (--lsp NODE_ID)")
+        if len(lsps) > 1:
+            raise UsageError(f"lsp_id: registered with {len(lsps)} LSPs ({', '.join(x.hex() for x in lsps)}): "
+                             "name the one to hold this payment (--lsp NODE_ID)")
+        return lsps[0]
+
+    def automatic_lsp(self, invoice: Invoice) -> bytes | None:
+        """The LSP through which a plain ``pay`` of ``invoice`` goes asynchronously, or None.
+
+        The rule (docs/async-payments.md, "Automatic async"): we registered with exactly one LSP
+        and are connected to it, the invoice names its amount, the payee is not our peer, and the
+        invoice's last-hop route hint enters the payee from that LSP: the payee is a client of an
+        LSP that keeps mailboxes, so it may be offline at any moment, and an async payment costs
+        nothing more when it is online (it unblocks at once). Lightning announces no "LSP" flag,
+        so the only LSPs a payer knows are its own; a failed plain attempt is not the signal
+        (it would teach our scorer that the payee's channel is empty, so the retry finds no route)."""
+        lsps = self.registered_lsps()
+        if invoice.amount_msat is None or len(lsps) != 1 or self.node.peer(lsps[0]) is None:
+            return None
+        if invoice.payee in self.node.peer_ids():
+            return None
+        if any(hint and hint[-1].pubkey == lsps[0] for hint in invoice.route_hints):
+            return lsps[0]
+        return None
+
+    def notice_destination(self, invoice: Invoice) -> bytes | BlindedPath:
+        """Where the payee's ``async_payment_notice`` goes: its node id if an onion-message path is
+        known, else through the entry node of its last-hop route hint (a private payee behind its
+        LSP, which keeps the notice in its mailbox). UsageError naming ``invoice`` if neither."""
+        messenger = self.node.onion_messages
+        try:
+            messenger._route_to(invoice.payee)
+            return invoice.payee
+        except UsageError as exc:
+            reason = str(exc)
+        for hint in invoice.route_hints:
+            if not hint:
+                continue
+            try:
+                route = [*messenger._route_to(hint[-1].pubkey), invoice.payee]
+            except UsageError:
+                continue
+            tlvs = [EncryptedDataTlv(next_node_id=n) for n in route[1:]] + [EncryptedDataTlv()]
+            size = max(len(t.to_bytes()) for t in tlvs)
+            # BOLT #4 (route blinding): SHOULD add padding to equalize the encrypted_data_tlv lengths.
+            tlvs = [t if len(t.to_bytes()) == size else replace(t, padding=bytes(size - len(t.to_bytes()) - 2))
+                    for t in tlvs]
+            return create_blinded_path(os.urandom(32), route, tlvs)
+        raise UsageError(f"invoice: the payee cannot be told how to unblock the payment: {reason}")
+
+    async def pay_async(self, invoice: Invoice, lsp_id: bytes | None = None, timeout: float = 3600.0) -> AsyncPayment:
         """Flow 1 steps 1-4: register the hold with our LSP, pay, tell the payee how to unblock.
 
-        Returns once the HTLC is sent and the notice is on its way; ``task`` ends with the preimage
-        when the payee settles (``AsyncPaymentSucceeded``), or raises PaymentError."""
+        ``lsp_id`` None: the LSP we registered with (:meth:`choose_lsp`). Returns once the HTLC
+        is sent and the notice is on its way; ``task`` ends with the preimage when the payee
+        settles (``AsyncPaymentSucceeded``), or raises PaymentError."""
         node = self.node
         amount = invoice.amount_msat
         if amount is None:
             raise UsageError("invoice: pay --async needs an invoice with an amount")
+        lsp_id = self.choose_lsp(lsp_id)
         if node.peer(lsp_id) is None:
-            raise UsageError(f"lsp: not connected to {lsp_id.hex()}")
+            raise UsageError(f"lsp_id: not connected to {lsp_id.hex()}")
+        # Before anything is held: a payee we cannot tell how to unblock would leave the HTLC held
+        # in vain until its deadline.
+        destination = self.notice_destination(invoice)
         pid = os.urandom(m.PID_SIZE)
         request = m.HoldHtlcsRequest.sign((invoice.payment_hash,), pid, amount, node.privkey)
         await node.onion_messages.send(lsp_id, [(m.HOLD_HTLCS, request.to_bytes())])
+        # Durable before the HTLC leaves (and only once the hold was asked for: a payment that never
+        # started is not async): if we stop while the HTLC is held and the preimage comes back after
+        # a restart, the node still knows to emit AsyncPaymentSucceeded (payment_succeeded).
+        with node.store.transaction():
+            node.store.put_async_payment(AsyncPaymentRecord(invoice.payment_hash, lsp_id, amount, int(time.time())))
         task = asyncio.ensure_future(self._pay(invoice, timeout))
         notice = m.AsyncPaymentNotice((invoice.payment_hash,), amount)
-        await node.onion_messages.send(invoice.payee, [(m.ASYNC_PAYMENT_NOTICE, notice.to_bytes())],
+        await node.onion_messages.send(destination, [(m.ASYNC_PAYMENT_NOTICE, notice.to_bytes())],
                                        reply_path=unblock_path(lsp_id, pid))
         return AsyncPayment(invoice.payment_hash, amount, lsp_id, pid, task)
 
     async def _pay(self, invoice: Invoice, timeout: float) -> bytes:
-        preimage = await self.node.pay(invoice, timeout=timeout)
-        await self.node.events.put(AsyncPaymentSucceeded(invoice.payment_hash, preimage))
-        return preimage
+        return await self.node.pay(invoice, timeout=timeout)  # the event comes from payment_succeeded
+
+    def payment_succeeded(self, payment_hash: bytes, preimage: bytes) -> None:
+        """Our payment was just recorded succeeded (inside that transaction): if it is async, emit
+        ``AsyncPaymentSucceeded`` with its proof, once, whether ``pay_async``'s task is still alive
+        or the preimage came back after a restart (the mark commits with the payment's success)."""
+        if self.node.store.mark_async_payment_succeeded(payment_hash, int(time.time())):
+            self.node.events.put_nowait(AsyncPaymentSucceeded(payment_hash, preimage))
 
     async def _on_notice(self, inbound: InboundOnionMessage) -> None:
         """Payee, Flow 1 step 6: unblock a payment for an invoice of ours that is still open."""
@@ -336,12 +422,30 @@ class AsyncPayRuntime:
         for _ in range(UNBLOCK_ATTEMPTS):
             try:
                 await self.node.onion_messages.reply(inbound, [(m.PAYMENT_UNBLOCK_MESSAGE, b"")])
-                return
+                break
             except LightspeedError as exc:
                 log.info("payment_unblock not sent yet: %s", exc)
                 await asyncio.sleep(UNBLOCK_RETRY_S)
-        log.warning("payment_unblock for %s never sent: no path to the payer's LSP",
-                    notice.payment_hashes[0].hex())
+        else:
+            log.warning("payment_unblock for %s never sent: no path to the payer's LSP",
+                        notice.payment_hashes[0].hex())
+            return
+        # Online when the notice came, we may have answered before the payer's HTLC reached its
+        # LSP (the notice can overtake the HTLC's commitment exchange): that unblock released
+        # nothing. Say it again while no part of the payment has arrived (bounded; a repeat after
+        # the release is refused by the LSP as a replay and changes nothing).
+        for _ in range(UNBLOCK_REPEATS):
+            await asyncio.sleep(UNBLOCK_REPEAT_S)
+            if any(self._arrived(h) for h in notice.payment_hashes):
+                return
+            with contextlib.suppress(LightspeedError):
+                await self.node.onion_messages.reply(inbound, [(m.PAYMENT_UNBLOCK_MESSAGE, b"")])
+
+    def _arrived(self, payment_hash: bytes) -> bool:
+        """A part of the payment reached us (held for the rest of an MPP set, or paid)."""
+        record = self.node.store.invoice(payment_hash)
+        return record is None or record.status == "paid" or record.received_msat > 0 or any(
+            h.payment_hash == payment_hash for c in self.node.channels.values() for h in self.node._locked_incoming(c))
 
 
 def unblock_path(lsp_id: bytes, pid: bytes) -> BlindedPath:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ from lightspeed.errors import (
     UsageError,
 )
 from lightspeed.node.anchor_cpfp import broadcast_commitment
+from lightspeed.node.fee_bumper import CommitmentBumper
 from lightspeed.node.htlc_bump import HtlcFeeBumper
 from lightspeed.node.onchain import (
     ChannelClosedOnChain,
@@ -48,6 +50,8 @@ from lightspeed.store import StoredChannel
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
+
+log = logging.getLogger("lightspeed.node")
 
 
 @dataclass
@@ -156,7 +160,8 @@ def _new_onchain_watcher(self: Node) -> OnchainWatcher:
         return channel_from_record(stored.state, stored.remote_commitments, self._derive_secrets)
 
     watcher = OnchainWatcher(self.chain, self.store, lambda: self.wallet.new_key().script_pubkey,
-                             self._known_preimage, load, HtlcFeeBumper(self.chain, self.wallet))
+                             self._known_preimage, load, HtlcFeeBumper(self.chain, self.wallet),
+                             CommitmentBumper(self.chain, self.wallet))
     backfill_close_summaries(self.store, load)  # closed under an older version: listed like the others
     for cid in watcher.active():
         self.channels.pop(cid, None)
@@ -210,6 +215,7 @@ async def _watch_chain(self: Node) -> None:
         if tip != seen:
             seen = tip
             await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
+            self._bump_parents()
             self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
             for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                 reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
@@ -217,6 +223,31 @@ async def _watch_chain(self: Node) -> None:
                     with contextlib.suppress(LightspeedError):
                         await self.force_close_channel(cid, reason)
         await asyncio.sleep(0.05)
+
+
+def _bump_parents(self: Node) -> None:
+    """Our funding and closing transactions still unconfirmed are watched; the stuck ones get a
+    CPFP child through our output of them (:class:`~lightspeed.node.fee_bumper.ParentBumper`).
+    Found from the channels at every block, so a restarted node watches them again."""
+    bumper = self.parent_bumper
+    if bumper is None:
+        return
+    waiting = [(c.config.funding_txid, f"funding of channel {cid.hex()}") for cid, c in self.channels.items()
+               if c.config.local_is_funder]
+    waiting += [(tx.txid, f"close of channel {cid.hex()}") for cid, tx in self.closed_channels.items()]
+    for txid, what in waiting:
+        if txid in bumper.confirmed or txid in bumper.watched:
+            continue
+        try:
+            found = self.chain.get_transaction(txid)
+        except LightspeedError:
+            continue
+        if found is not None and found[1] == 0:
+            bumper.watch(found[0], what)
+        elif found is not None:
+            bumper.confirmed.add(txid)  # never asked again
+    for child in bumper.poll():
+        log.info("CPFP child %s broadcast", child.txid_hex)
 
 
 async def _on_onchain_events(self: Node, events: list[OnchainEvent]) -> None:

@@ -114,6 +114,7 @@ from lightspeed.node.broadcast import Broadcaster
 from lightspeed.node.closing import CLOSING_WEIGHT, _Closing
 from lightspeed.node.connections import RECONNECT_DELAYS
 from lightspeed.node.events import EventBus
+from lightspeed.node.fee_bumper import ParentBumper
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.gossip_runtime import GossipRuntime
 from lightspeed.node.invoices import InvoiceBook
@@ -276,6 +277,8 @@ class Node:
         self.refunds = Refunds(self)  # BOLT 12 refunds: pays invoices for ours, answers others'
         self.return_paths = ReturnPaths(self)  # private refunds through a return path sent with a payment
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
+        # CPFP of our funding and mutual-close transactions while they wait (None: never bumped)
+        self.parent_bumper: ParentBumper | None = ParentBumper(self.chain, self.wallet)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
         self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock
         self.async_draft = AsyncDraft(self)  # async payments, the draft flow: static invoices, hold_htlc
@@ -488,6 +491,7 @@ class Node:
     _known_preimage = closing._known_preimage
     force_close_channel = closing.force_close_channel
     _watch_chain = closing._watch_chain
+    _bump_parents = closing._bump_parents
     _on_onchain_events = closing._on_onchain_events
     _onchain_htlc_outcome = closing._onchain_htlc_outcome
 

@@ -22,6 +22,11 @@ estimate. Under option_anchors our HTLC transactions carry no fee (the peer sign
 them SIGHASH_SINGLE|ANYONECANPAY): :mod:`.htlc_bump` adds wallet inputs at a feerate
 that rises with the HTLC's deadline, and replaces an unconfirmed version (RBF). Each
 version is recorded before its broadcast; the sweep of its output follows its txid.
+While an anchor commitment (ours, or the peer's) waits unconfirmed, a CPFP child through our
+anchor is broadcast and replaced at a rising feerate
+(:class:`~lightspeed.node.fee_bumper.CommitmentBumper`), found again by its spend of our anchor
+after a restart. A sweep paying its own fee is replaced at a rising feerate while it waits
+(:mod:`.sweep_rbf`); every feerate used is recorded, so a restart rebuilds every version.
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_sp
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
+from lightspeed.node.fee_bumper import Child, CommitmentBumper
 from lightspeed.node.htlc_bump import Bump, HtlcFeeBumper, is_zero_fee_htlc, rebase_sweep
+from lightspeed.node.sweep_rbf import (
+    SWEEP_RBF_AFTER_BLOCKS,
+    claim_key,
+    next_sweep_feerate,
+    sweep_deadline,
+    within_cap,
+)
 from lightspeed.store.base import CloseKind, CloseSummary, Store, StoredChannel
 
 log = logging.getLogger("lightspeed.node")
@@ -152,6 +165,9 @@ class Resolution:
     originals: dict[bytes, Claim] = field(default_factory=dict)
     versions: dict[bytes, Bump] = field(default_factory=dict)  # every version, by its txid (recorded)
     bumps: dict[bytes, Bump] = field(default_factory=dict)  # original txid -> the version to broadcast
+    anchor_child: Child | None = None  # the last CPFP child of our commitment this process broadcast
+    sweep_feerates: dict[str, list[int]] = field(default_factory=dict)  # claim_key -> feerates of its RBF versions
+    sweep_seen: dict[str, int] = field(default_factory=dict)  # claim_key -> height its current version was seen
 
     def to_record(self) -> bytes:
         return json.dumps({
@@ -160,6 +176,7 @@ class Resolution:
             "kind": None if self.kind is None else self.kind.value, "finished": self.finished,
             "bumps": [v.to_json() for v in self.versions.values()],
             "current": {k.hex(): v.tx.txid.hex() for k, v in self.bumps.items()},
+            "sweep_feerates": self.sweep_feerates,
         }, sort_keys=True).encode()
 
 
@@ -168,8 +185,11 @@ class OnchainWatcher:
 
     def __init__(self, chain: ChainSource, store: Store, new_script: Callable[[], bytes],
                  preimage_for: Callable[[bytes], bytes | None],
-                 load_channel: Callable[[StoredChannel], Channel], bumper: HtlcFeeBumper | None = None) -> None:
+                 load_channel: Callable[[StoredChannel], Channel], bumper: HtlcFeeBumper | None = None,
+                 commitment_bumper: CommitmentBumper | None = None) -> None:
         self.chain, self.store = chain, store
+        self.commitment_bumper = commitment_bumper  # None: a commitment keeps the child it went out with
+        self.sweep_rbf = True  # False: sweeps keep the feerate planned at the close (never replaced)
         self.bumper = bumper  # None: zero-fee HTLC transactions go out as signed (a real mempool refuses them)
         self._new_script, self._preimage_for = new_script, preimage_for
         self.resolutions: dict[bytes, Resolution] = {}
@@ -186,6 +206,8 @@ class OnchainWatcher:
                 for raw_bump in record.get("bumps", []):
                     bump = Bump.from_json(raw_bump)
                     resolution.versions[bump.tx.txid] = bump
+                resolution.sweep_feerates = {str(k): [int(r) for r in v]
+                                             for k, v in record.get("sweep_feerates", {}).items()}
                 for original, current in record.get("current", {}).items():
                     resolution.bumps[bytes.fromhex(original)] = resolution.versions[bytes.fromhex(current)]
             except (ValueError, KeyError, TypeError) as exc:
@@ -239,6 +261,7 @@ class OnchainWatcher:
         resolution.ours.update(c.tx.txid for c in resolution.claims)
         resolution.originals = {c.tx.txid: c for c in resolution.claims if is_zero_fee_htlc(c)}
         resolution.ours.update(resolution.versions)
+        self._apply_sweep_feerates(resolution, spend)
         self._apply_bumps(resolution)
 
     @staticmethod
@@ -408,7 +431,11 @@ class OnchainWatcher:
         else:
             self._learn_preimages(resolution)
         tip = self.chain.tip()[0]
-        for claim in resolution.claims:
+        if (resolution.kind in (SpendKind.LOCAL, SpendKind.REMOTE)
+                and self._confirmations(resolution.spend_txid) == 0):
+            self._rebump_commitment(resolution, tip)
+        for index, claim in enumerate(list(resolution.claims)):
+            claim = resolution.claims[index]  # a bump may have rebased it meanwhile
             txid = claim.tx.txid
             if txid in resolution.settled:
                 continue
@@ -419,6 +446,8 @@ class OnchainWatcher:
                     events.extend(self._outcome(resolution, claim, None))
                 elif self._original_of(resolution, claim) is not None:  # waiting in the mempool: RBF?
                     self._broadcast(resolution, claim, tip)
+                else:
+                    self._refee_sweep(resolution, index, claim, tip)
                 continue
             if claim.parent_txid in resolution.settled and self._confirmations(claim.parent_txid) is None:
                 resolution.settled.add(txid)  # its parent claim lost the race: nothing to spend
@@ -428,6 +457,9 @@ class OnchainWatcher:
             if rival is not None and original is not None and (rival.txid in resolution.versions
                                                                or rival.txid == original.tx.txid):
                 self._choose_version(resolution, original, rival)  # another version of ours got there first
+                continue
+            if rival is not None and original is None and rival.txid in resolution.ours:
+                resolution.claims[index] = dataclasses.replace(claim, tx=rival)  # an earlier version of this sweep
                 continue
             if rival is not None:
                 resolution.settled.add(txid)
@@ -443,6 +475,105 @@ class OnchainWatcher:
                 self.store.put_resolution(resolution.channel_id, resolution.to_record())
             events.append(ResolutionFinished(resolution.channel_id))
         return events
+
+    # -- RBF of sweeps (node.sweep_rbf) ------------------------------------------------------
+
+    def _refeeable(self, resolution: Resolution, claim: Claim) -> bool:
+        """A claim paying its own fee to our sweep script (not a zero-fee HTLC transaction, whose
+        versions :mod:`.htlc_bump` makes, nor a first-stage HTLC transaction the peer signed)."""
+        return (self._original_of(resolution, claim) is None
+                and all(o.script_pubkey == resolution.sweep_script for o in claim.tx.outputs))
+
+    def _rebuilt(self, resolution: Resolution, spend: Transaction, feerate: int) -> list[Claim]:
+        """Every claim, planned again at ``feerate`` (deterministic: same inputs, other fees)."""
+        assert resolution.kind is not None
+        if resolution.kind is SpendKind.REVOKED:
+            return penalty_claims(resolution.channel, spend, resolution.sweep_script, feerate, resolution.taken)
+        return claims_for(resolution.channel, spend, resolution.kind, self._preimages(resolution.channel, spend),
+                          resolution.sweep_script, feerate)
+
+    @staticmethod
+    def _same_inputs(claims: list[Claim], claim: Claim) -> Claim | None:
+        prevouts = {txin.prevout for txin in claim.tx.inputs}
+        return next((c for c in claims if {txin.prevout for txin in c.tx.inputs} == prevouts), None)
+
+    def _apply_sweep_feerates(self, resolution: Resolution, spend: Transaction) -> None:
+        """Each sweep with recorded replacements becomes its latest version; every version is ours."""
+        rebuilt: dict[int, list[Claim]] = {}
+        for index, claim in enumerate(resolution.claims):
+            rates = resolution.sweep_feerates.get(claim_key(claim))
+            if not rates or not self._refeeable(resolution, claim):
+                continue
+            for rate in rates:
+                if rate not in rebuilt:
+                    rebuilt[rate] = self._rebuilt(resolution, spend, rate)
+                version = self._same_inputs(rebuilt[rate], claim)
+                if version is not None:
+                    resolution.ours.add(version.tx.txid)
+                    resolution.claims[index] = version
+
+    def _refee_sweep(self, resolution: Resolution, index: int, claim: Claim, tip: int) -> None:
+        """``claim`` waits in the mempool: replace it at a higher feerate once it is due (sweep_rbf)."""
+        if (not self.sweep_rbf or not self._refeeable(resolution, claim) or resolution.spend_txid is None
+                or resolution.kind is None):
+            return
+        key = claim_key(claim)
+        seen = resolution.sweep_seen.setdefault(key, tip)
+        if tip - seen < SWEEP_RBF_AFTER_BLOCKS:
+            return
+        rates = resolution.sweep_feerates.get(key) or [resolution.feerate_per_kw]
+        confirmations = self._confirmations(resolution.spend_txid)
+        spend_height = tip - confirmations + 1 if confirmations else None
+        deadline = sweep_deadline(resolution.channel, claim, resolution.kind, spend_height)
+        feerate = next_sweep_feerate(self.chain.estimate_feerate_per_kw(), rates[-1], deadline, tip)
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if feerate is None or found is None:
+            return
+        version = self._same_inputs(self._rebuilt(resolution, found[0], feerate), claim)
+        if version is None:
+            return
+        value_in = 0
+        for txin in version.tx.inputs:
+            parent = self.chain.get_transaction(txin.prevout.txid)
+            if parent is None:
+                return
+            value_in += parent[0].outputs[txin.prevout.index].value_sat
+        if not within_cap(value_in, version.tx):
+            log.warning("%s of channel %s: no replacement at %d sat/kw, its fee would pass the cap",
+                        claim.label, resolution.channel_id.hex(), feerate)
+            return
+        resolution.sweep_feerates[key] = [*rates, feerate] if key in resolution.sweep_feerates else [feerate]
+        resolution.ours.add(version.tx.txid)
+        with self.store.transaction():  # recorded before it goes out: a restart rebuilds this version
+            self.store.put_resolution(resolution.channel_id, resolution.to_record())
+        resolution.claims[index] = version
+        resolution.sweep_seen[key] = tip
+        try:
+            self.chain.broadcast(version.tx)
+            log.info("%s of channel %s replaced at %d sat/kw", claim.label, resolution.channel_id.hex(), feerate)
+        except RejectedTransaction as exc:  # the earlier version may still confirm; tried again later
+            log.warning("%s of channel %s: replacement refused: %s", claim.label, resolution.channel_id.hex(), exc)
+
+    def _rebump_commitment(self, resolution: Resolution, tip: int) -> None:
+        """A commitment (ours or the peer's) waits in the mempool: a child through our anchor, or a
+        replacement of the last one paying more, if due."""
+        if self.commitment_bumper is None or resolution.spend_txid is None:
+            return
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if found is None:
+            return
+        try:
+            owner = Side.LOCAL if resolution.kind is SpendKind.LOCAL else Side.REMOTE
+            child = self.commitment_bumper.next_child(resolution.channel, found[0], resolution.anchor_child, tip,
+                                                      owner)
+            if child is not None:
+                self.chain.broadcast(child.tx)
+                resolution.anchor_child = child
+                log.info("commitment %s of channel %s: CPFP child %s at %d sat/kw", found[0].txid_hex,
+                         resolution.channel_id.hex(), child.tx.txid_hex, child.feerate_per_kw)
+        except LightspeedError as exc:  # capped, no coins, refused: the claims go on; tried at the next block
+            self.errors[resolution.channel_id] = f"commitment re-bump: {exc}"
+            log.warning("commitment of channel %s: no re-bump: %s", resolution.channel_id.hex(), exc)
 
     def _replan_penalty(self, resolution: Resolution) -> None:
         """The cheater raced our penalty with its own HTLC transactions: punish what is left.
@@ -470,6 +601,7 @@ class OnchainWatcher:
         resolution.claims = penalty_claims(resolution.channel, spend, resolution.sweep_script,
                                            resolution.feerate_per_kw, taken)
         resolution.ours.update(c.tx.txid for c in resolution.claims)
+        self._apply_sweep_feerates(resolution, spend)
 
     def _rival_spend(self, claim: Claim) -> Transaction | None:
         """A transaction other than ``claim`` that spends one of its inputs, if any."""

@@ -15,7 +15,9 @@ output from the peer's commitment:
   the commitment has a confirmation). The key is derived again from the node key and key id.
 
 A channel is ``recovering`` until its sweep is broadcast (or the peer's commitment holds
-nothing for us), then ``closed``; it stays in the backup file until then.
+nothing for us); it stays in the backup file until then. Then it is written to the store's
+closed-channel history (kind ``data_loss``, with the sweep, in one transaction) and leaves the
+backup file, so it is listed as closed after any restart, as every other closed channel.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightspeed.bitcoin.tx import OutPoint
-from lightspeed.channel.resolve import payment_key_claim
+from lightspeed.bitcoin.tx import OutPoint, Transaction
+from lightspeed.channel import ANCHOR_OUTPUT_SAT
+from lightspeed.channel.resolve import Claim, payment_key_claim
 from lightspeed.codec.generated import ChannelReestablish
 from lightspeed.codec.messages import Error
 from lightspeed.crypto.keys import MAX_INDEX, per_commitment_secret, point_from_secret
 from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.node.backup import BackupChannel
 from lightspeed.node.peer import Peer
+from lightspeed.store.base import CloseSummary
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
@@ -124,9 +128,28 @@ def _try_sweep(self: Node, recovering: RecoveringChannel) -> None:
         return  # the anchors to_remote is 1-CSV: the commitment must confirm first
     claim = payment_key_claim(recovering.payment_secret, entry.anchors, spend,
                               self.wallet.new_key().script_pubkey, self.chain.estimate_feerate_per_kw())
+    with self.store.transaction():  # the sweep and the history together: a crash keeps both or neither
+        if claim is not None:
+            self.broadcaster.keep(claim.tx, f"to_remote sweep of recovered channel {entry.channel_id.hex()}")
+        self.store.put_channel(entry.channel_id, entry.peer_id, b"", False)
+        self.store.close_channel(entry.channel_id, spend.txid, recovered_summary(entry, spend, claim))
     if claim is not None:
         self.broadcaster.submit(claim.tx, f"to_remote sweep of recovered channel {entry.channel_id.hex()}")
         recovering.sweep_txid = claim.tx.txid
     recovering.closing_txid = spend.txid
     recovering.state = "closed"
+    del self._recovering[entry.channel_id]  # listed from the store's history from now on
     self._backup_channel_closed(entry.channel_id)
+
+
+def recovered_summary(entry: BackupChannel, spend: Transaction, claim: Claim | None) -> CloseSummary:
+    """What a recovered channel was when the peer closed it, as far as its commitment shows.
+
+    Our balance is our output in the peer's commitment (none: nothing of ours above dust);
+    the peer's is every other output but the anchors (its balance and any HTLCs in flight).
+    """
+    ours = 0 if claim is None else spend.outputs[claim.tx.inputs[0].prevout.index].value_sat
+    theirs = sum(o.value_sat for o in spend.outputs
+                 if not (entry.anchors and o.value_sat == ANCHOR_OUTPUT_SAT)) - ours
+    return CloseSummary("data_loss", entry.funding_txid, entry.funding_output_index, entry.funding_sat,
+                        entry.local_is_funder, ours * 1000, max(theirs, 0) * 1000)

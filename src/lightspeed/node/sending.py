@@ -238,6 +238,7 @@ async def _pay(self: Node, payment_id: bytes, target: bytes, amount_msat: int, t
             if payment is not None and payment.status != "succeeded":
                 self.store.put_payment(dataclasses.replace(payment, status="succeeded", preimage=preimage))
                 self.events.put_nowait(PaymentSent(payment_id, preimage, payment.amount_msat))
+                self.asyncpay.payment_succeeded(payment_id, preimage)
         if not future.done():
             future.set_result(preimage)
 
@@ -464,6 +465,7 @@ def _succeed(self: Node, channel_id: bytes, htlc: LoggedHtlc, preimage: bytes) -
         self.store.put_payment(PaymentRecord(payment.payment_hash, payment.amount_msat, "succeeded",
                                              payment.invoice, preimage, channel_id, htlc.htlc_id))
         self.events.put_nowait(PaymentSent(payment.payment_hash, preimage, payment.amount_msat))
+        self.asyncpay.payment_succeeded(payment.payment_hash, preimage)  # inside the same transaction
     waiter = self._waiters.pop(key, None)
     if waiter is not None and not waiter.done():
         waiter.set_result(HtlcOutcome(preimage=preimage))

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from lightspeed.store.base import (
+    AsyncPaymentRecord,
     ClosedChannel,
     CloseKind,
     CloseSummary,
@@ -49,6 +50,7 @@ def _non_empty(path: Path) -> bool:
 
 __all__ = [
     "STORE_FILE",
+    "AsyncPaymentRecord",
     "CloseKind",
     "CloseSummary",
     "ClosedChannel",

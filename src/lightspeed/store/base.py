@@ -116,6 +116,22 @@ class PaymentRecord:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class AsyncPaymentRecord:
+    """An outgoing payment made asynchronously (``pay --async``): its HTLC is held at ``lsp_id``.
+
+    Kept beside the payment's :class:`PaymentRecord` so that when the preimage arrives after a
+    restart the node still knows to emit ``AsyncPaymentSucceeded``; ``succeeded_at`` is set in the
+    same transaction as that event, so it is emitted once.
+    """
+
+    payment_hash: bytes
+    lsp_id: bytes
+    amount_msat: int
+    started_at: int
+    succeeded_at: int | None = None
+
+
 RefundStatus = Literal["open", "paying", "paid", "failed"]
 
 
@@ -228,6 +244,17 @@ class Store(Protocol):
     def return_path(self, payment_hash: bytes) -> str | None: ...
     def put_return_refund(self, payment_hash: bytes, refund_hash: bytes, amount_msat: int) -> None: ...
     def return_refunds(self, payment_hash: bytes) -> list[tuple[bytes, int]]: ...
+
+    # async payments we made (``pay --async``) and the LSPs we registered with, kept for good
+    def put_async_payment(self, payment: AsyncPaymentRecord) -> None: ...
+    def async_payment(self, payment_hash: bytes) -> AsyncPaymentRecord | None: ...
+
+    def mark_async_payment_succeeded(self, payment_hash: bytes, now: int) -> bool:
+        """True if the payment is async and was not marked before (it is marked now): exactly once."""
+        ...
+
+    def put_lsp_registration(self, lsp_id: bytes, webhook_url: str | None, registered_at: int) -> None: ...
+    def lsp_registrations(self) -> list[tuple[bytes, str | None, int]]: ...
 
     # onions of incoming HTLCs, until the HTLC is settled
     def put_onion(self, channel_id: bytes, htlc_id: int, onion: bytes) -> None: ...

@@ -17,7 +17,9 @@ A file that is not a store (not SQLite, damaged, another program's tables)
 raises :class:`~lightspeed.store.base.StoreCorrupt` naming the reason.
 
 Schema versions: 1 (the first), 2 (invoice expiry for pruning, the payment-secret
-index, closed-channel summaries). A version-1 store is upgraded in place on open.
+index, closed-channel summaries), 3 (private refunds' return paths), 4 (the payer's side of
+async payments: which outgoing payments are async and whether their ``AsyncPaymentSucceeded``
+was emitted, and the LSPs we registered with). An older store is upgraded in place on open.
 The ``pending_broadcasts`` table (transactions still to reach the chain) and ``payment_parts``
 (every HTLC of an outgoing payment still in flight) are created on open in any version: an
 older Lightspeed ignores them (and tracks a payment by its last HTLC), so they need no new version;
@@ -36,6 +38,7 @@ from typing import Any
 
 from lightspeed.errors import UsageError
 from lightspeed.store.base import (
+    AsyncPaymentRecord,
     ClosedChannel,
     CloseSummary,
     IncomingHtlcRecord,
@@ -47,7 +50,7 @@ from lightspeed.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,13 +89,19 @@ CREATE TABLE IF NOT EXISTS refunds (
     expires_at INTEGER, status TEXT NOT NULL, payment_hash BLOB, invoice TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS return_paths (payment_hash BLOB PRIMARY KEY, offer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS return_refunds (
-    refund_hash BLOB PRIMARY KEY, payment_hash BLOB NOT NULL, amount_msat INTEGER NOT NULL)
+    refund_hash BLOB PRIMARY KEY, payment_hash BLOB NOT NULL, amount_msat INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS async_payments (
+    payment_hash BLOB PRIMARY KEY, lsp_id BLOB NOT NULL, amount_msat INTEGER NOT NULL,
+    started_at INTEGER NOT NULL, succeeded_at INTEGER);
+CREATE TABLE IF NOT EXISTS lsp_registrations (
+    lsp_id BLOB PRIMARY KEY, webhook_url TEXT, registered_at INTEGER NOT NULL)
 """
 
 #: Statements that take a store of version N to N + 1 (the tables new in N + 1 come from _SCHEMA).
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE invoices ADD COLUMN expires_at INTEGER",),
     2: (),  # version 3 adds the return_paths and return_refunds tables (private refunds)
+    3: (),  # version 4 adds async_payments and lsp_registrations (the payer's side of async payments)
 }
 
 _INDEXES = """
@@ -449,6 +458,31 @@ class SqliteStore:
         return [(bytes(h), int(a)) for h, a in self._read(
             "SELECT refund_hash, amount_msat FROM return_refunds WHERE payment_hash = ? ORDER BY rowid",
             (payment_hash,))]
+
+    # -- async payments we made, LSPs we registered with (node.async_runtime, client side) -------
+
+    def put_async_payment(self, payment: AsyncPaymentRecord) -> None:
+        self._write("INSERT OR REPLACE INTO async_payments VALUES (?, ?, ?, ?, ?)",
+                    (payment.payment_hash, payment.lsp_id, payment.amount_msat, payment.started_at,
+                     payment.succeeded_at))
+
+    def async_payment(self, payment_hash: bytes) -> AsyncPaymentRecord | None:
+        row = self._one("SELECT payment_hash, lsp_id, amount_msat, started_at, succeeded_at FROM async_payments "
+                        "WHERE payment_hash = ?", (payment_hash,))
+        return None if row is None else AsyncPaymentRecord(bytes(row[0]), bytes(row[1]), row[2], row[3], row[4])
+
+    def mark_async_payment_succeeded(self, payment_hash: bytes, now: int) -> bool:
+        # One UPDATE that matches only a row not yet marked: True exactly once per payment.
+        cursor = self._write("UPDATE async_payments SET succeeded_at = ? WHERE payment_hash = ? "
+                             "AND succeeded_at IS NULL", (now, payment_hash))
+        return cursor.rowcount == 1
+
+    def put_lsp_registration(self, lsp_id: bytes, webhook_url: str | None, registered_at: int) -> None:
+        self._write("INSERT OR REPLACE INTO lsp_registrations VALUES (?, ?, ?)", (lsp_id, webhook_url, registered_at))
+
+    def lsp_registrations(self) -> list[tuple[bytes, str | None, int]]:
+        return [(bytes(n), w, int(t)) for n, w, t in self._read(
+            "SELECT lsp_id, webhook_url, registered_at FROM lsp_registrations ORDER BY registered_at, rowid")]
 
     # -- onions --------------------------------------------------------------------------------
 

@@ -14,15 +14,24 @@ The flow of one connection (messages in :mod:`.messages`)::
     seller: delivered ...     ... until the buyer sends close (or stops paying: delivery stops)
     seller: statement         (signed with the node key; the connection closes)
 
-A dropped connection pauses the stream; ``resume {stream_id}`` on a new connection goes on
-(a stream closed meanwhile answers with its statement). Streams paused longer than
-``resume_seconds`` are closed when the next stream opens.
+A dropped connection pauses the stream; ``resume {stream_id, signature}`` on a new connection
+goes on, signed with the key the buyer gave at ``open`` (:mod:`.resume`; a stream closed
+meanwhile answers with its statement). Streams paused longer than ``resume_seconds`` are closed
+when the next stream opens.
+
+Streams paid from an allowance live in a :class:`~lightspeed.stream.state.StreamStore`: with a
+shared one (PostgreSQL, Redis) any of the seller's processes resumes a stream another one served,
+each with its own node. The links need no Lightning there: they are checked against the shared
+allowance store, which the first process's node filled when the allowance was paid. Why that is
+safe (the lane is what is paid; delivery is written first and fenced by an epoch) is in
+:mod:`.state`. Streams paid by increments are invoices of one node and stay in its process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -40,6 +49,8 @@ from lightspeed.micro.token import AllowanceRequest, Token
 from lightspeed.stream.machine import RemoteProtocolError, SellerStream, StreamStatus
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.receipt import STREAM_ID_SIZE, SignedStatement, sign_statement
+from lightspeed.stream.resume import resume_signed
+from lightspeed.stream.state import MemoryStreamStore, StreamRecord, StreamStore
 from lightspeed.stream.tariff import Tariff
 from lightspeed.tasks import cancel_and_wait
 
@@ -60,11 +71,15 @@ INCREMENT_INVOICE_EXPIRY = 600  # seconds an increment's invoice can be paid
 MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is closed
 
 
+SELLERS_REFRESH = 2.0  # seconds the list of the seller's processes is cached for the greeting
+
+
 @dataclass
 class _Live:
     machine: SellerStream
+    store: StreamStore  # the shared one (allowance streams) or this process's (increments)
     credit: asyncio.Event = field(default_factory=asyncio.Event)
-    epoch: int = 0  # the connection serving it; a resume on a new one takes over
+    epoch: int = 0  # the store's epoch when this process took it: a resume anywhere moves it on
     invoice_sent: str = ""  # the last batch invoice offered, sent once
     statement: SignedStatement | None = None
     paused_at: float = 0.0
@@ -85,9 +100,16 @@ class StreamSeller:
     #: Streams by increments one client (remote address, IPv6 by /64) may open per minute: each
     #: makes an invoice before anything is paid (allowances have the allowance server's own limit).
     increment_streams_per_minute: int = 60
+    #: Run (as a task) once a stream is closed; :class:`~lightspeed.stream.refund.StreamRefunds`
+    #: refunds its unused credit.
+    on_closed: Callable[[SellerStream], Awaitable[object]] | None = None
+    #: Stream state shared with the seller's other processes (PostgreSQL, Redis); memory: this one.
+    store: StreamStore = field(default_factory=MemoryStreamStore)
     streams: dict[bytes, _Live] = field(default_factory=dict)
     _bound: dict[bytes, bytes] = field(default_factory=dict)  # allowance id -> stream id
     _limiter: RateLimiter = field(init=False)
+    _local: MemoryStreamStore = field(default_factory=MemoryStreamStore)  # streams paid by increments
+    _sellers: tuple[float, list[tuple[str, bytes]]] = (float("-inf"), [])
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.increment_streams_per_minute, 100_000)
@@ -110,23 +132,55 @@ class StreamSeller:
         await send({"type": "websocket.accept"})
         await _Connection(self, send, client_key(scope["client"][0] if scope.get("client") else None)).run(receive)
 
-    def sweep(self) -> None:
-        """Close streams paused for longer than ``resume_seconds`` (their statements are kept)."""
+    async def announce(self, url: str) -> None:
+        """Tell buyers (through the shared store) that this process also serves streams at ``url``."""
+        await self.store.announce(url, self.allowances.node_id)
+        self._sellers = (float("-inf"), [])
+
+    async def sellers(self) -> list[tuple[str, bytes]]:
+        """The seller's processes (URL, node id) for the greeting, refreshed every few seconds."""
+        now = self.clock()
+        if now - self._sellers[0] > SELLERS_REFRESH:
+            try:
+                self._sellers = (now, await self.store.sellers())
+            except StorageUnavailable as exc:  # greet without the list: this process still serves
+                logging.getLogger(__name__).warning("no list of seller processes: %s", exc)
+                return []
+        return self._sellers[1]
+
+    async def sweep(self) -> None:
+        """Close streams paused here for longer than ``resume_seconds`` (their statements are
+        kept); a stream another process took over meanwhile is only forgotten here."""
         now = self.clock()
         for stream_id, live in list(self.streams.items()):
             m = live.machine
             if m.status is StreamStatus.PAUSED and now - live.paused_at > self.resume_seconds:
-                self.finish(live)
+                await self.finish(live)
             if m.status is StreamStatus.CLOSED and now - live.paused_at > self.resume_seconds:
                 del self.streams[stream_id]
                 self._bound.pop(m.allowance_id, None)
+                if isinstance(live.store, MemoryStreamStore):  # a shared store keeps closed streams
+                    live.store.forget(stream_id)
 
-    def finish(self, live: _Live) -> SignedStatement:
+    async def finish(self, live: _Live) -> SignedStatement | None:
+        """Close the stream and sign its statement; the store keeps the first statement recorded.
+        ``None``: another process serves the stream now (it was forgotten here)."""
         if live.statement is None:
+            status = live.machine.status
             statement = live.machine.close(int(self.clock()))
-            live.statement = sign_statement(statement, self.node_secret, os.urandom(32))
+            signed = sign_statement(statement, self.node_secret, os.urandom(32))
+            try:
+                stored = await live.store.close(statement.stream_id, live.epoch, json.dumps(signed.to_json()))
+            except StorageUnavailable:
+                live.machine.status = status  # not closed: a later close or resume makes the statement
+                raise
             live.paused_at = self.clock()
             live.credit.set()  # wake the delivery loop: it ends
+            if not stored:
+                return None
+            live.statement = SignedStatement.from_json(json.loads(stored))
+            if self.on_closed is not None:  # closed here (a process that lost the stream returned above)
+                _keep_running(self.on_closed(live.machine))
         return live.statement
 
 
@@ -147,8 +201,9 @@ class _Connection:
 
     async def run(self, receive: Receive) -> None:
         s = self.seller
+        sellers = await s.sellers()
         await self.send("tariff", stream_id=self.stream_id, node_id=s.allowances.node_id,
-                        tariff=s.tariff.to_json())
+                        tariff=s.tariff.to_json(), **({"sellers": sellers} if sellers else {}))
         bad = 0
         try:
             while not self.closed:
@@ -216,30 +271,74 @@ class _Connection:
                               invoice=str(status["invoice"]) if status["status"] == "pending" else None)
         if allowance_id in s._bound:
             raise RemoteProtocolError("in_use", "allowance_id: another stream is paid from this allowance")
-        s.sweep()
+        await s.sweep()
         if len(s.streams) >= s.max_streams:
             raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
         lane = await s.allowances.store.lane(allowance_id, 0)
         assert lane is not None  # the allowance exists: status() found it
+        await s.store.create(StreamRecord(self.stream_id, allowance_id, 0, lane.index, lane.value,
+                                          json.dumps(s.tariff.to_json()), m.get("resume_key", b"")))
         machine = SellerStream(s.tariff, self.stream_id, s.allowances.node_id, allowance_id, 0, lane.index,
                                lane.value)
-        self.live = s.streams[self.stream_id] = _Live(machine)
+        self.live = s.streams[self.stream_id] = _Live(machine, s.store)
         s._bound[allowance_id] = self.stream_id
         await self.attach()
 
     async def on_resume(self, m: dict[str, Any]) -> None:
-        live = self.seller.streams.get(m["stream_id"])
-        if live is None:
+        """Take the stream over (here or from another process), if the buyer signs for it."""
+        s, stream_id = self.seller, m["stream_id"]
+        live = s.streams.get(stream_id)
+        store = live.store if live is not None else s.store
+        record = await store.load(stream_id)
+        if record is None:
             raise RemoteProtocolError("unknown_stream", "stream_id: no such stream (or it was forgotten)")
-        if live.statement is not None:
-            await self.send("statement", **_statement_fields(live.statement))
+        if not record.resume_key:
+            raise RemoteProtocolError("not_resumable", "stream_id: the stream was opened without a resume_key")
+        if not resume_signed(record.resume_key, stream_id, self.stream_id, m.get("signature", b"")):
+            raise RemoteProtocolError("unauthorized", "signature: not the stream's resume_key signing this "
+                                      "stream_id and this connection's nonce (the greeting's stream_id)")
+        if not record.statement and not await store.take_over(stream_id, record.epoch):
+            record = await store.load(stream_id)  # closed, or taken over, meanwhile
+            assert record is not None
+            if not record.statement:
+                raise RemoteProtocolError("busy", "stream_id: another connection took the stream over just now")
+        if record.statement:
+            if live is not None:
+                live.statement = SignedStatement.from_json(json.loads(record.statement))
+            await self.send("statement", **json.loads(record.statement))
             return
-        self.stream_id = m["stream_id"]
+        # served here last: this process's count is exact; else what is paid is the lane and what
+        # was delivered the record (a ceiling: units granted before a crash count as delivered)
+        fresh = live is None or live.epoch != record.epoch
+        if live is not None:
+            live.epoch = record.epoch + 1
+            live.credit.set()  # a delivery loop of the old connection, if any, sees the new epoch and ends
+        if fresh:
+            live = await self._load(record, live)
+        assert live is not None
         live.machine.resume()
-        live.epoch += 1
-        live.credit.set()  # a delivery loop of the old connection, if any, sees the new epoch and ends
+        self.stream_id = stream_id
         self.live = live
         await self.attach()
+
+    async def _load(self, record: StreamRecord, live: _Live | None) -> _Live:
+        """The stream as the shared stores have it: the lane (paid) and the record (delivered)."""
+        s = self.seller
+        lane = await s.allowances.store.lane(record.allowance_id, record.lane)
+        if lane is None:
+            raise RemoteProtocolError("unknown_stream", "stream_id: its allowance is gone")
+        tariff = Tariff.from_json(json.loads(record.tariff))
+        machine = SellerStream(tariff, record.stream_id, s.allowances.node_id, record.allowance_id, record.lane,
+                               record.start_index, record.start_link, record.delivered_units,
+                               StreamStatus.PAUSED)
+        machine.last_index, machine.last_link = lane.index, lane.value
+        if live is None:
+            if len(s.streams) >= s.max_streams:
+                raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
+            live = s.streams[record.stream_id] = _Live(machine, s.store)
+            s._bound[record.allowance_id] = record.stream_id
+        live.machine, live.epoch = machine, record.epoch + 1
+        return live
 
     async def attach(self) -> None:
         assert self.live is not None
@@ -279,11 +378,14 @@ class _Connection:
                                       "(the prepayment window)")
         if not 1 <= m["ticks"] <= s.tariff.max_ticks:
             raise RemoteProtocolError("bad_request", f"ticks: the stream's length must be 1 to {s.tariff.max_ticks}")
-        s.sweep()
+        await s.sweep()
         if len(s.streams) >= s.max_streams:
             raise RemoteProtocolError("busy", f"{s.max_streams} streams are open: retry later")
         machine = SellerStream(s.tariff, self.stream_id, s.allowances.node_id, bytes(16), 0, 0, bytes(32))
-        self.live = s.streams[self.stream_id] = _Live(machine, ticks_per_increment=ticks, ticks=m["ticks"])
+        await s._local.create(StreamRecord(self.stream_id, bytes(16), 0, 0, bytes(32), "",
+                                           m.get("resume_key", b"")))
+        self.live = s.streams[self.stream_id] = _Live(machine, s._local, ticks_per_increment=ticks,
+                                                      ticks=m["ticks"])
         await self.attach()
         await self.offer_increment(self.live)
 
@@ -317,7 +419,9 @@ class _Connection:
 
     async def on_close(self, m: dict[str, Any]) -> None:
         assert self.live is not None
-        signed = self.seller.finish(self.live)
+        signed = await self.seller.finish(self.live)
+        if signed is None:
+            raise RemoteProtocolError("taken_over", "the stream is served by another connection now")
         await self.send("statement", **_statement_fields(signed))
         await self.detach()
 
@@ -335,6 +439,10 @@ class _Connection:
                     live.credit.clear()
                     await live.credit.wait()
                     continue
+                # written before the meter runs: had this process died after, another one
+                # would count the grant as delivered (the buyer's tick at most), never again
+                if not await live.store.deliver(machine.stream_id, epoch, machine.delivered_units + grant):
+                    return  # taken over by another process (or closed there): deliver nothing
                 units = await self.seller.meter(machine, grant)
                 machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
                 if units:
@@ -343,12 +451,42 @@ class _Connection:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
+        except StorageUnavailable as exc:  # nothing was written: pause, the buyer resumes once it is back
+            await self.send("error", code="store_unavailable", reason=str(exc))
+            async with self.lock:
+                if not self.closed:
+                    self.closed = True
+                    with contextlib.suppress(Exception):
+                        await self._send({"type": "websocket.close", "code": 1011})
         except Exception as exc:
             if not isinstance(exc, MeterStopped):
                 logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
             await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
                             reason=str(exc) or type(exc).__name__)
-            await self.send("statement", **_statement_fields(self.seller.finish(live)))
+            try:
+                signed = await self.seller.finish(live)
+            except StorageUnavailable:
+                return  # the statement is made at the buyer's next resume or close
+            if signed is not None:
+                await self.send("statement", **_statement_fields(signed))
+
+
+_hooks: set[asyncio.Task[object]] = set()
+
+
+def _keep_running(work: Awaitable[object]) -> None:
+    """Run a closed stream's hook to its end (a reference kept: a task only weakly held may vanish)."""
+
+    async def run() -> object:
+        try:
+            return await work
+        except Exception:
+            logging.getLogger(__name__).exception("the hook of a closed stream failed")
+            return None
+
+    task = asyncio.get_running_loop().create_task(run())
+    _hooks.add(task)
+    task.add_done_callback(_hooks.discard)
 
 
 def _statement_fields(signed: SignedStatement) -> dict[str, object]:

@@ -5,8 +5,9 @@ buys an allowance of one lane (a link per tick) whose first batch is at most one
 its invoice with the given payer, then lets :class:`~lightspeed.stream.machine.BuyerStream`
 decide every payment: the next link goes out only once the tick paid before it has been
 delivered. Batch invoices the seller offers are paid only while the prepayment stays within
-one window. A dropped connection is resumed (on the next URL of the list, if several serve
-the stream); at the end the seller's signed statement is checked against our own count and
+one window. A dropped connection is resumed on the next URL of the list (the caller's, then those
+the seller's greeting announces: its other processes), signed with a key made for this stream
+(:mod:`.resume`); at the end the seller's signed statement is checked against our own count and
 returned as a :class:`~lightspeed.stream.receipt.Receipt` (with every link we paid).
 """
 
@@ -24,9 +25,11 @@ from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.stream.machine import BuyerStream, RemoteProtocolError
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.receipt import Receipt, SignedStatement, Statement
+from lightspeed.stream.resume import resume_key, sign_resume
 from lightspeed.stream.tariff import Tariff
 from lightspeed.stream.wsclient import ConnectionClosed, WebSocket
 
+UNSEEN_RETRIES = 200  # 10 s of "not paid" for an invoice we paid, then give up
 SELLER_MESSAGES = frozenset({"tariff", "invoice", "position", "delivered", "statement", "error"})
 
 
@@ -64,6 +67,16 @@ class StreamBuyer:
         self.ended: str | None = None  # why the seller ended the stream, if it did
         self.invoices: list[tuple[str, bytes]] = []  # increments paid: (invoice, preimage)
         self._budget_spent = False  # the seller's next increment is more than the budget left
+        self._unseen = 0  # refusals of a payment already made, since the last delivery
+        self._resume_secret = os.urandom(32)  # signs our resumes (its public key goes with open)
+        self.sellers: dict[str, bytes] = {}  # the seller's processes its greetings announced: url -> node id
+
+    def _learn(self, hello: dict[str, Any]) -> None:
+        """Add the seller processes a greeting announces to the URLs to go on with."""
+        for url, node_id in hello.get("sellers", []):
+            self.sellers[url] = node_id
+            if url not in self.urls:
+                self.urls.append(url)
 
     def stop(self) -> None:
         """Stop paying (the seller delivers what is paid, at most one tick) and close."""
@@ -87,6 +100,7 @@ class StreamBuyer:
     async def _open(self) -> BuyerStream:
         self.ws = await WebSocket.connect(self.urls[0])
         hello = await self._expect("tariff")
+        self._learn(hello)
         tariff, node_id, stream_id = Tariff.from_json(hello["tariff"]), hello["node_id"], hello["stream_id"]
         p = self.policy
         if p.max_msat_per_unit is not None and tariff.msat_per_unit > p.max_msat_per_unit:
@@ -103,9 +117,10 @@ class StreamBuyer:
         start = anchor(tip, ticks)
         await self._send("buy", anchor=start, ticks=ticks, batch_ticks=batch)
         offered = await self._expect("invoice")
-        buyer = BuyerStream(tariff, stream_id, node_id, ChainWalker.from_tip(tip, ticks), 0, start, p.max_msat)
+        buyer = BuyerStream(tariff, stream_id, node_id, ChainWalker.from_tip(tip, ticks), 0, start, p.max_msat,
+                            other_sellers=frozenset(self.sellers.values()))
         await self._fund(buyer, offered["invoice"], offered["ticks"])
-        await self._send("open", allowance_id=offered["allowance_id"])
+        await self._send("open", allowance_id=offered["allowance_id"], resume_key=resume_key(self._resume_secret))
         position = await self._expect("position")
         if (position["stream_id"], position["start_index"], position["start_link"], position["last_index"]) != (
                 stream_id, 0, start, 0):
@@ -115,7 +130,8 @@ class StreamBuyer:
 
     async def _open_increments(self, tariff: Tariff, node_id: bytes, stream_id: bytes, ticks: int,
                                total: int) -> BuyerStream:
-        await self._send("buy_increments", ticks_per_payment=ticks, ticks=total)
+        await self._send("buy_increments", ticks_per_payment=ticks, ticks=total,
+                         resume_key=resume_key(self._resume_secret))
         position = await self._expect("position")
         if (position["stream_id"], position["last_index"], position["increments"]) != (stream_id, 0, 0):
             raise PaymentError("position: the seller does not start a new stream")
@@ -151,8 +167,8 @@ class StreamBuyer:
     async def _fund(self, buyer: BuyerStream, invoice: str, ticks: int) -> None:
         """Pay a batch invoice of ``ticks`` ticks, after checking it is what it says and fits the window."""
         decoded = decode(invoice)
-        if decoded.payee != buyer.seller_node_id:
-            raise PaymentError("invoice: not payable to the seller's node")
+        if decoded.payee != buyer.seller_node_id and decoded.payee not in buyer.other_sellers:
+            raise PaymentError("invoice: not payable to the seller's node (nor one of its announced processes)")
         if decoded.amount_msat != ticks * buyer.tariff.tick_msat:
             raise PaymentError(f"invoice: {decoded.amount_msat} msat is not {ticks} ticks at "
                                f"{buyer.tariff.tick_msat} msat")
@@ -209,6 +225,7 @@ class StreamBuyer:
     async def _handle(self, buyer: BuyerStream, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "delivered":
+            self._unseen = 0
             buyer.receive_delivery(message["units"])
             if self.on_update is not None:
                 self.on_update(buyer)
@@ -221,6 +238,9 @@ class StreamBuyer:
             if code in ("ended", "meter_failed"):  # the statement follows
                 self.ended = f"{code}: {reason}"
                 return
+            if code == "store_unavailable":  # the seller closes this connection: go on at the next URL
+                await self._resume(buyer)
+                return
             if code == "unpaid" and buyer.walker is None and buyer.increments:
                 await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
                 await self._send_or_resume(buyer, "paid", payment_hash=buyer.increments[-1][0])
@@ -231,6 +251,10 @@ class StreamBuyer:
                     ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
                     await self._fund(buyer, invoice, ticks)
                 else:
+                    self._unseen += 1
+                    if self._unseen > UNSEEN_RETRIES:  # e.g. a process of the seller's that cannot see
+                        raise PaymentError(  # what another one's node was paid (see docs/streaming.md)
+                            f"the seller does not see the payment of its invoice: {code}: {reason}")
                     await asyncio.sleep(0.05)  # our payment is not settled at the seller's node yet
                 await self._send_or_resume(buyer, "pay", index=buyer.last_index, link=buyer.paid_links[-1])
                 return
@@ -254,8 +278,14 @@ class StreamBuyer:
             url = self.urls[(self.reconnected + 1 + attempt) % len(self.urls)]
             try:
                 self.ws = await WebSocket.connect(url)
-                await self._expect("tariff")
-                await self._send("resume", stream_id=buyer.stream_id)
+                hello = await self._expect("tariff")
+                self._learn(hello)
+                # a URL we were given, or one the seller announced: its node may sign our statement
+                self.sellers.setdefault(url, hello["node_id"])
+                buyer.other_sellers = frozenset(self.sellers.values())
+                # the greeting's stream_id is this connection's nonce: the signature is good here only
+                await self._send("resume", stream_id=buyer.stream_id, signature=sign_resume(
+                    self._resume_secret, buyer.stream_id, hello["stream_id"], os.urandom(32)))
                 position = await self._expect("position", "statement")
                 if position["type"] == "statement":  # the stream was closed meanwhile
                     self._final = SignedStatement(Statement.from_json(position["statement"]),

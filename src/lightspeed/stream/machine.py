@@ -195,6 +195,9 @@ class BuyerStream:
     ticks_per_increment: int = 0  # without an allowance: ticks each invoice pays for
     increments: list[tuple[bytes, int]] = field(default_factory=list)  # (payment hash, ticks)
     increment_ticks: int = 0
+    #: Node ids of the seller's other processes (announced by its greeting): one of them may serve
+    #: the stream after a failover, and sign its statement.
+    other_sellers: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         if self.walker is None and not 1 <= self.ticks_per_increment <= self.tariff.window_ticks:
@@ -317,7 +320,9 @@ class BuyerStream:
     def accept_statement(self, signed: SignedStatement, invoices: tuple[tuple[str, bytes], ...] = ()) -> Receipt:
         """Check the seller's closing statement against our own count; the receipt to keep (with the
         ``(invoice, preimage)`` of every increment paid without an allowance)."""
-        check_statement(signed, seller_node_id=self.seller_node_id, stream_id=self.stream_id,
+        signer = signed.statement.seller_node_id
+        check_statement(signed, seller_node_id=signer if signer in self.other_sellers else self.seller_node_id,
+                        stream_id=self.stream_id,
                         paid_links=tuple(self.paid_links), start_link=self.start_link,
                         delivered_units=self.delivered_units, increments=tuple(self.increments))
         self.status = StreamStatus.CLOSED

@@ -1,8 +1,9 @@
 """The stream protocol's messages: one JSON object per WebSocket text frame, ``type`` first.
 
-Buyer to seller: ``buy {anchor, ticks, batch_ticks}``, ``open {allowance_id}``, ``resume {stream_id}``,
-``pay {index, link}``, ``close {}``; without an allowance ``buy_increments {ticks_per_payment, ticks}`` and
-``paid {payment_hash}``. Seller to buyer: ``tariff {stream_id, node_id, tariff}``,
+Buyer to seller: ``buy {anchor, ticks, batch_ticks}``, ``open {allowance_id[, resume_key]}``,
+``resume {stream_id, signature}``, ``pay {index, link}``, ``close {}``; without an allowance
+``buy_increments {ticks_per_payment, ticks[, resume_key]}`` and ``paid {payment_hash}``. Seller to
+buyer: ``tariff {stream_id, node_id, tariff[, sellers]}``,
 ``invoice {allowance_id, invoice, ticks}``, ``position {stream_id, start_index, start_link,
 last_index, delivered_units, increments}``, ``delivered {units, total_units}``, ``statement {statement,
 signature}``, ``error {code, reason[, invoice]}``.
@@ -23,17 +24,19 @@ from lightspeed.errors import DecodeError
 MAX_FRAME = 16 * 1024  # the longest frame either side accepts, in characters (a statement is ~1 KB)
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _U64 = 2**64 - 1
+MAX_SELLERS = 8  # seller processes one tariff may announce
 
-# type -> {field: kind}; kinds: "hexN" (N bytes), "uint", "str", "object", "invoice"
+# type -> {field: kind}; kinds: "hexN" (N bytes), "uint", "str", "object", "sellers" (a list of
+# {url, node_id}: the seller's processes); "?" before a kind: the field may be absent (or null)
 SCHEMAS: dict[str, dict[str, str]] = {
     "buy": {"anchor": "hex32", "ticks": "uint", "batch_ticks": "uint"},
-    "buy_increments": {"ticks_per_payment": "uint", "ticks": "uint"},
+    "buy_increments": {"ticks_per_payment": "uint", "ticks": "uint", "resume_key": "?hex32"},
     "paid": {"payment_hash": "hex32"},
-    "open": {"allowance_id": "hex16"},
-    "resume": {"stream_id": "hex16"},
+    "open": {"allowance_id": "hex16", "resume_key": "?hex32"},
+    "resume": {"stream_id": "hex16", "signature": "?hex64"},
     "pay": {"index": "uint", "link": "hex32"},
     "close": {},
-    "tariff": {"stream_id": "hex16", "node_id": "hex33", "tariff": "object"},
+    "tariff": {"stream_id": "hex16", "node_id": "hex33", "tariff": "object", "sellers": "?sellers"},
     "invoice": {"allowance_id": "hex16", "invoice": "str", "ticks": "uint"},
     "position": {"stream_id": "hex16", "start_index": "uint", "start_link": "hex32", "last_index": "uint",
                  "delivered_units": "uint", "increments": "uint"},
@@ -48,6 +51,8 @@ def encode(kind: str, **fields: object) -> str:
     assert kind in SCHEMAS, kind
     body: dict[str, object] = {"type": kind}
     for name, value in fields.items():
+        if name == "sellers" and isinstance(value, list):
+            value = [{"url": url, "node_id": node_id.hex()} for url, node_id in value]
         body[name] = value.hex() if isinstance(value, bytes) else value
     return json.dumps(body, separators=(",", ":"))
 
@@ -69,7 +74,13 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
     out: dict[str, Any] = {"type": kind}
     for name, spec in SCHEMAS[kind].items():
         value = data.get(name)
-        if spec.startswith("hex"):
+        if spec.startswith("?"):
+            if value is None:
+                continue
+            spec = spec[1:]
+        if spec == "sellers":
+            out[name] = _sellers(f"{kind}.{name}", value)
+        elif spec.startswith("hex"):
             size = int(spec[3:])
             if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
                 raise DecodeError(f"{kind}.{name}", f"expected {size} bytes as {2 * size} hex digits")
@@ -88,4 +99,20 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
             out[name] = value
     if kind == "error" and isinstance(data.get("invoice"), str):
         out["invoice"] = data["invoice"][:4096]
+    return out
+
+
+def _sellers(field: str, value: object) -> list[tuple[str, bytes]]:
+    """``[{url, node_id}, ...]`` (at most 8, ws:// or wss:// URLs) as ``(url, node_id)`` pairs."""
+    if not isinstance(value, list) or len(value) > MAX_SELLERS:
+        raise DecodeError(field, f"expected a list of at most {MAX_SELLERS} {{url, node_id}} objects")
+    out = []
+    for i, item in enumerate(value):
+        url = item.get("url") if isinstance(item, dict) else None
+        node_id = item.get("node_id") if isinstance(item, dict) else None
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")) or len(url) > 256:
+            raise DecodeError(f"{field}[{i}].url", "expected a ws:// or wss:// URL of at most 256 characters")
+        if not isinstance(node_id, str) or len(node_id) != 66 or not _HEX.fullmatch(node_id):
+            raise DecodeError(f"{field}[{i}].node_id", "expected 33 bytes as 66 hex digits")
+        out.append((url, bytes.fromhex(node_id)))
     return out

@@ -3,7 +3,7 @@
 Atomicity comes from SQLite's single writer: ``advance`` runs in a ``BEGIN IMMEDIATE``
 transaction, which takes the database's write lock before reading anything, so the checks
 (allowance active, lane at the expected index, within the calls paid for) and the two writes
-(the lane, ``spent``) see and leave one consistent state even when several processes share
+(the lane's index and link; what the allowance spent is the sum of its lanes) see and leave one consistent state even when several processes share
 the file. A process that finds the lock held waits up to ``busy_timeout_ms``.
 
 Writes never run on the event loop: a writer thread commits every write queued meanwhile in
@@ -99,14 +99,19 @@ CREATE TABLE IF NOT EXISTS refunds (
 CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (status) WHERE status = 'in_flight';
 """
 
-# The lane moves only if every condition holds on the state the write lock protects; the
-# allowance's spent follows in the same transaction.
+# The lane moves only if every condition holds on the state the write lock protects. What an
+# allowance has spent is the sum of its lanes' indices (each link is one call, every lane
+# starts at 0), so a spend writes one row: the ``allowances.spent`` column of older files is
+# no longer kept up to date nor read. A commit costs about 40 µs per page it writes (WAL,
+# synchronous=NORMAL, measured on the 2-core machine): one page instead of two.
 _MOVE_LANE = """
 UPDATE lanes SET idx = :new, value = :value
 WHERE allowance_id = :id AND lane = :lane AND idx = :expected
   AND EXISTS (SELECT 1 FROM allowances
-              WHERE id = :id AND status = 'active' AND spent + :delta <= paid_calls)
+              WHERE id = :id AND status = 'active'
+                AND (SELECT sum(idx) FROM lanes WHERE allowance_id = :id) + :delta <= paid_calls)
 """
+_SPENT = "(SELECT coalesce(sum(idx), 0) FROM lanes WHERE allowance_id = allowances.id)"
 
 
 class SqliteAllowanceStore:
@@ -137,7 +142,9 @@ class SqliteAllowanceStore:
         except BaseException:
             self._db.close()
             raise
-        self._writer = GroupCommitter(self._db, self.path)
+        # Without an fsync per commit, committing on the loop is cheaper than handing it over.
+        self._writer = GroupCommitter(self._db, self.path, inline=synchronous != "FULL",
+                                      busy_timeout_ms=busy_timeout_ms)
 
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> _Transaction:
         """On the writing connection: only while opening (the writer thread owns it after)."""
@@ -205,16 +212,15 @@ class SqliteAllowanceStore:
 
         def write(db: sqlite3.Connection) -> Advance:
             if db.execute(_MOVE_LANE, params).rowcount == 1:
-                db.execute("UPDATE allowances SET spent = spent + ? WHERE id = ?", (delta, allowance_id))
                 return Advance.OK
             # Refused: say why, from the same locked state.
             row = db.execute(
-                "SELECT a.status, a.spent, a.paid_calls, l.idx FROM allowances a "
+                "SELECT a.status, a.paid_calls, l.idx FROM allowances a "
                 "LEFT JOIN lanes l ON l.allowance_id = a.id AND l.lane = ? WHERE a.id = ?",
                 (lane, allowance_id)).fetchone()
-            if row is None or row[0] != Status.ACTIVE.value or row[3] is None:
+            if row is None or row[0] != Status.ACTIVE.value or row[2] is None:
                 return Advance.NOT_ACTIVE
-            return Advance.STALE if row[3] != expected_index else Advance.OVER_LIMIT
+            return Advance.STALE if row[2] != expected_index else Advance.OVER_LIMIT
 
         return await self._writer.run(write)
 
@@ -310,7 +316,7 @@ class SqliteAllowanceStore:
 
 
 def _load(db: sqlite3.Connection, allowance_id: bytes) -> tuple[Any, list[Any]]:
-    row = db.execute("SELECT terms, expires_at, status, paid_calls, spent, extra FROM allowances "
+    row = db.execute(f"SELECT terms, expires_at, status, paid_calls, {_SPENT}, extra FROM allowances "
                      "WHERE id = ?", (allowance_id,)).fetchone()
     if row is None:
         return None, []

@@ -1,0 +1,135 @@
+"""Stream state on Redis: the seller's processes share one view, one round trip an operation.
+
+``take_over``, ``deliver`` and ``close`` are Lua scripts: Redis runs a script to the end before
+any other command, so each condition (``epoch``, no statement yet) and its write are one atomic
+step. Keys (``prefix`` defaults to ``lightspeed:stream:``): ``{prefix}s:{stream_id}``, a hash per
+stream with the fields of :class:`~lightspeed.stream.state.StreamRecord`; ``{prefix}sellers``, a
+hash url -> node id, and ``{prefix}order``, a sorted set giving the order of announcement. A
+dropped connection retries a command once: safe, as a repeated conditional script finds its
+condition gone (``deliver`` raises the count to the same value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from lightspeed.micro.store import StoreError
+from lightspeed.stream.state import (
+    MAX_SELLERS,
+    StreamRecord,
+    StreamStore,
+    StreamStoreUnavailable,
+    check_announce,
+    check_record,
+)
+
+DEFAULT_PREFIX = b"lightspeed:stream:"
+T = TypeVar("T")
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+# ARGV: epoch. Moves the epoch on if the stream is open at it.
+_TAKE_OVER = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'statement') ~= '' then
+    return 0 end
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+return 1
+"""
+# ARGV: epoch, delivered units.
+_DELIVER = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'statement') ~= '' then
+    return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'delivered_units')) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], 'delivered_units', ARGV[2]) end
+return 1
+"""
+# ARGV: epoch, statement. Returns the statement recorded (or '' / false).
+_CLOSE = """
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] and redis.call('HGET', KEYS[1], 'statement') == '' then
+    redis.call('HSET', KEYS[1], 'statement', ARGV[2]) end
+return redis.call('HGET', KEYS[1], 'statement')
+"""
+_ANNOUNCE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', redis.call('ZCARD', KEYS[2]), ARGV[1])
+return 1
+"""
+
+
+class RedisStreamStore:
+    """:class:`~lightspeed.stream.state.StreamStore` on Redis (``url``: redis://...)."""
+
+    def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX) -> None:
+        self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
+        self._prefix = prefix
+        self._name = f"stream store {url.split('@')[-1]}"  # no password in messages
+        self._create = self._redis.register_script(_CREATE)
+        self._take_over = self._redis.register_script(_TAKE_OVER)
+        self._deliver = self._redis.register_script(_DELIVER)
+        self._close = self._redis.register_script(_CLOSE)
+        self._announce = self._redis.register_script(_ANNOUNCE)
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StreamStoreUnavailable(self._name, str(exc) or type(exc).__name__) from None
+
+    def _key(self, stream_id: bytes) -> bytes:
+        return self._prefix + b"s:" + stream_id
+
+    async def create(self, record: StreamRecord) -> None:
+        check_record(record)
+        r = record
+        fields: list[Any] = ["allowance_id", r.allowance_id, "lane", r.lane, "start_index", r.start_index,
+                             "start_link", r.start_link, "tariff", r.tariff, "resume_key", r.resume_key,
+                             "epoch", 0, "delivered_units", 0, "statement", ""]
+        if not await self._call(self._create(keys=[self._key(r.stream_id)], args=fields)):
+            raise StoreError(f"stream_id: {r.stream_id.hex()} already exists")
+
+    async def load(self, stream_id: bytes) -> StreamRecord | None:
+        h = cast(dict[bytes, bytes], await self._call(self._redis.hgetall(self._key(stream_id))))
+        if not h:
+            return None
+        return StreamRecord(stream_id, h[b"allowance_id"], int(h[b"lane"]), int(h[b"start_index"]),
+                            h[b"start_link"], h[b"tariff"].decode(), h[b"resume_key"], int(h[b"epoch"]),
+                            int(h[b"delivered_units"]), h[b"statement"].decode())
+
+    async def take_over(self, stream_id: bytes, epoch: int) -> bool:
+        return bool(await self._call(self._take_over(keys=[self._key(stream_id)], args=[epoch])))
+
+    async def deliver(self, stream_id: bytes, epoch: int, delivered_units: int) -> bool:
+        return bool(await self._call(self._deliver(keys=[self._key(stream_id)], args=[epoch, delivered_units])))
+
+    async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
+        found = await self._call(self._close(keys=[self._key(stream_id)], args=[epoch, statement]))
+        return found.decode() if isinstance(found, bytes) else ""
+
+    async def announce(self, url: str, node_id: bytes) -> None:
+        check_announce(url, node_id)
+        await self._call(self._announce(keys=[self._prefix + b"sellers", self._prefix + b"order"], args=[url, node_id]))
+
+    async def sellers(self) -> list[tuple[str, bytes]]:
+        urls = cast(list[bytes], await self._call(self._redis.zrange(self._prefix + b"order", 0, MAX_SELLERS - 1)))
+        if not urls:
+            return []
+        ids = cast(list[bytes | None], await self._call(self._redis.hmget(self._prefix + b"sellers", urls)))
+        return [(u.decode(), i) for u, i in zip(urls, ids, strict=True) if i is not None]
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
+    def _conforms(store: RedisStreamStore) -> StreamStore:
+        return store
