@@ -81,11 +81,11 @@ def test_static_invoice_paid_while_payee_offline_released_when_it_returns(tmp_pa
             assert await next_event(payee, PaymentReceived, timeout=20) == PaymentReceived(held.payment_hash, AMOUNT)
             assert mailbox(net, lsp_b) == 0
 
-            payer = await bring_online(net, A)
-            await until(lambda: (s := payer.payment_status(held.payment_hash)) is not None
-                        and s.status == "succeeded", timeout=20)
+            payer = await bring_online(net, A)  # a new Node from A's store: AsyncPaymentSucceeded still comes
+            succeeded = await next_event(payer, AsyncPaymentSucceeded, timeout=20)
+            assert succeeded.payment_hash == held.payment_hash and sha256(succeeded.preimage) == held.payment_hash
             status = payer.payment_status(held.payment_hash)
-            assert status is not None and status.preimage is not None and sha256(status.preimage) == held.payment_hash
+            assert status is not None and status.status == "succeeded" and status.preimage == succeeded.preimage
             await until(lambda: net.balance_msat(B) == before[B] + AMOUNT)
             assert before[A] - net.balance_msat(A) >= AMOUNT
             await until(lambda: not lsp_a.store.held_htlcs())

@@ -47,7 +47,6 @@ from lightspeed.node.invoices import ROUTE_BLINDING_BIT
 from lightspeed.node.offers_flow import MAX_PARTS
 from lightspeed.node.onion_messenger import PATH_PADDING, InboundOnionMessage
 from lightspeed.node.outcomes import (
-    AsyncPaymentSucceeded,
     HtlcHeld,
     HtlcKey,
     HtlcReleased,
@@ -70,7 +69,7 @@ from lightspeed.onion.blinding import BlindedPath
 from lightspeed.onion.message import create_reply_path
 from lightspeed.onion.payload import KEYSEND_PREIMAGE
 from lightspeed.payments.receiver import Receivable
-from lightspeed.store import InvoiceRecord
+from lightspeed.store import AsyncPaymentRecord, InvoiceRecord
 
 if TYPE_CHECKING:
     from lightspeed.node.node import Node
@@ -340,15 +339,20 @@ class AsyncDraft:
         request = dm.HoldHtlcPaths.sign(payment_hash, static.held_htlc_available_paths[:dm.MAX_HELD_PATHS],
                                         node.privkey)
         # Our LSP is the peer our first hop goes to: tell each channel peer (one, for a phone).
-        told = 0
+        told: list[bytes] = []
         for peer_id in dict.fromkeys(node._channel_node[c] for c in node.channels if node.channel_is_ready(c)):
             try:
                 await node.onion_messages.send(peer_id, [(dm.HOLD_HTLC_PATHS, request.to_bytes())])
-                told += 1
+                told.append(peer_id)
             except LightspeedError as exc:
                 log.info("hold_htlc_paths not sent to %s: %s", peer_id.hex(), exc)
         if not told:
             raise PaymentError("no channel peer (LSP) could be asked to hold the payment")
+        # Durable before the HTLC leaves, as flow 1: AsyncPaymentSucceeded comes once when the payment
+        # is recorded succeeded, also after a restart of ours (AsyncPayRuntime.payment_succeeded).
+        with node.store.transaction():
+            node.store.put_async_payment(AsyncPaymentRecord(payment_hash, told[0], prepared.amount_msat,
+                                                            int(time.time())))
         self.holding.add(payment_hash)  # kept while parts may still be sent (the payment outlives a timeout)
         # BOLT 12 features, as for any invoice: parts only if the invoice allows them. Every part
         # carries hold_htlc; the LSP holds them under one release token and releases them together.
@@ -362,8 +366,7 @@ class AsyncDraft:
         except (PaymentError, UsageError):
             self.holding.discard(payment_hash)
             raise
-        self.holding.discard(payment_hash)
-        await node.events.put(AsyncPaymentSucceeded(payment_hash, got))
+        self.holding.discard(payment_hash)  # AsyncPaymentSucceeded came with the payment's success
         return StaticInvoicePayment(static, prepared.request, payment_hash, got, prepared.amount_msat)
 
     # -- payer's LSP ----------------------------------------------------------------------------
