@@ -242,13 +242,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "are answered over onion messages, also after a restart (the offer's metadata authenticates it)",
              of.create_offer, {"type": "object", "properties": {
                  "offer": {"type": "string"}, "amount_msat": _NULLABLE_INT, "description": _NULLABLE_STR,
-                 "absolute_expiry": _NULLABLE_INT, "quantity_max": _NULLABLE_INT, "issuer_id": {"type": "string"}}},
+                 "absolute_expiry": _NULLABLE_INT, "quantity_max": _NULLABLE_INT, "issuer_id": {"type": "string"},
+                 "static_invoice_lsp": _NULLABLE_STR, "static_invoice_expires_at": _NULLABLE_INT}},
              status=201,
              body=obj({"description": string("what the offer is for", 1, max_utf8_bytes=639),
                        "amount_msat": integer("price per item (absent: the payer chooses)", 1, 2**53),
                        "absolute_expiry": integer("unix seconds after which the offer is refused", 0, 2**63 - 1),
                        "quantity_max": integer("most items one invoice may be for (0: no limit)", 0, 2**63 - 1),
-                       "issuer": string("who makes the offer", 1, max_utf8_bytes=639)},
+                       "issuer": string("who makes the offer", 1, max_utf8_bytes=639),
+                       "static_invoice_lsp": hex_string(33, "async payments (draft): this LSP, with which we are "
+                                                        "registered, answers for the offer with a static invoice "
+                                                        "of ours while we are offline; needs amount_msat")},
                       ["description"])),
     Endpoint("POST", "/v1/offers/decode", "decodeOffer",
              "Decode any BOLT 12 string (offer, invoice request or refund, invoice) as `lightspeed offer decode` "

@@ -24,6 +24,8 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
 
 
 async def create_offer(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    if body.get("static_invoice_lsp") is not None:
+        return await create_static_offer(ctx, body)
     try:
         offer = ctx.node.offers.create_offer(
             body["description"], body.get("amount_msat"), absolute_expiry=body.get("absolute_expiry"),
@@ -33,6 +35,29 @@ async def create_offer(ctx: ApiContext, request: Request, body: Any) -> tuple[in
     return 201, {"offer": offer.encode(), "amount_msat": offer.amount_msat, "description": offer.description,
                  "absolute_expiry": offer.absolute_expiry, "quantity_max": offer.quantity_max,
                  "issuer_id": ctx.node.node_id.hex()}
+
+
+async def create_static_offer(ctx: ApiContext, body: Any) -> tuple[int, Any]:
+    """An offer whose invoice requests our LSP answers with a static invoice of ours while we are
+    offline (async payments, the draft flow: node/async_draft.py); the LSP must have us registered."""
+    if body.get("amount_msat") is None:
+        raise ApiError(400, "needed with static_invoice_lsp: a static invoice is for a fixed price", "amount_msat")
+    if body.get("quantity_max") is not None:
+        raise ApiError(400, "not supported with static_invoice_lsp (the price is fixed)", "quantity_max")
+    lsp_id = bytes.fromhex(body["static_invoice_lsp"])  # the schema made it 66 hex digits
+    try:
+        offer, static = await ctx.node.async_draft.publish_static_invoice(
+            lsp_id, body["description"], body["amount_msat"], absolute_expiry=body.get("absolute_expiry"),
+            issuer=body.get("issuer"))
+    except UsageError as exc:  # no channel or path through that LSP
+        raise ApiError(409, str(exc), "static_invoice_lsp") from None
+    except TimeoutError:
+        raise ApiError(409, "the LSP did not confirm it keeps our static invoice (is it an LSP, and are we "
+                            "registered with it: lsp register?)", "static_invoice_lsp") from None
+    return 201, {"offer": offer.encode(), "amount_msat": offer.amount_msat, "description": offer.description,
+                 "absolute_expiry": offer.absolute_expiry, "quantity_max": offer.quantity_max,
+                 "issuer_id": ctx.node.node_id.hex(), "static_invoice_lsp": lsp_id.hex(),
+                 "static_invoice_expires_at": static.created_at + static.relative_expiry}
 
 
 async def fetch_invoice(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:

@@ -21,9 +21,9 @@ from lightspeed.api.ledger import sent_json
 from lightspeed.api.openapi import Endpoint
 from lightspeed.api.schema import Schema, hex_string, integer, obj, string
 from lightspeed.errors import DecodeError, LightspeedError, PaymentError, UsageError
-from lightspeed.node.offers_flow import pay_invoice
+from lightspeed.node.offers_flow import FetchedStaticInvoice, pay_invoice
 from lightspeed.node.return_paths import RefundError
-from lightspeed.offers import decode_offer
+from lightspeed.offers import Offer, decode_offer
 from lightspeed.store import RefundRecord
 
 MAX_STRING = 7089  # as the other BOLT 12 strings the API takes (what a QR code holds)
@@ -40,10 +40,12 @@ async def pay_offer(ctx: ApiContext, request: Request, body: Any) -> tuple[int, 
     offer = decode_offer(body["offer"])  # DecodeError names the field: 400
     try:
         # Expired or another chain: DecodeError (400) before anything is sent.
-        fetched = await node.offers.fetch_invoice(
+        fetched = await node.offers.fetch_any(
             offer, amount_msat=body.get("amount_msat"), quantity=body.get("quantity"),
             payer_note=body.get("payer_note"), timeout=body.get("fetch_timeout_s", 30),
             attempts=body.get("attempts", 3))
+        if isinstance(fetched, FetchedStaticInvoice):  # the payee is offline: its LSP served a static invoice
+            return await pay_static(ctx, offer, fetched, body.get("timeout_s", 60))
     except (UsageError, PaymentError) as exc:  # not allowed by the offer, no path, refused by the payee
         raise ApiError(409, str(exc), "offer") from None
     invoice = fetched.invoice
@@ -71,6 +73,38 @@ async def pay_offer(ctx: ApiContext, request: Request, body: Any) -> tuple[int, 
     return 200, {**with_fee(ctx, sent_json(record, ctx.times)), "payee": invoice.node_id.hex(),
                  "invoice": invoice.encode(), "quantity": invoice.request.quantity,
                  "payer_note": invoice.request.payer_note, "description": invoice.request.offer.description}
+
+
+async def pay_static(ctx: ApiContext, offer: Offer, fetched: FetchedStaticInvoice, timeout_s: int) -> tuple[int, Any]:
+    """Pay a static invoice (async payments, the draft flow): held at our LSP until the payee is back.
+
+    The answer is the same as for an invoice, with ``"invoice": null`` and ``"static_invoice"`` (hex):
+    the preimage is ours (the draft's static invoices carry no payment hash), so the pair is no proof
+    to a third party. Still pending at ``timeout_s``: 504 with the payment hash, as any payment."""
+    node = ctx.node
+    prepared = node.async_draft.prepare(offer, fetched.request, fetched.static_invoice)  # PaymentError: 409
+    payment_hash = prepared.payment_hash
+    ctx.times.started[payment_hash] = ctx.now()
+    try:
+        await node.async_draft.pay_prepared(prepared, timeout_s)
+    except (LightspeedError, TimeoutError) as exc:
+        record = node.store.payment(payment_hash)
+        if record is not None and record.status == "pending":
+            raise ApiError(504, f"the payment is held until the payee is back online (async payment); it will "
+                                f"end settled or failed: look it up by payment_hash {payment_hash.hex()} in "
+                                "GET /v1/payments", details={"payment_hash": payment_hash.hex()}) from None
+        ctx.times.settled.setdefault(payment_hash, ctx.now())
+        if isinstance(exc, (PaymentError, UsageError)):
+            raise ApiError(409, str(exc), "static_invoice",
+                           details={"payment_hash": payment_hash.hex()}) from None
+        raise
+    ctx.times.settled.setdefault(payment_hash, ctx.now())
+    record = node.store.payment(payment_hash)
+    assert record is not None  # pay_blinded stored it
+    return 200, {**with_fee(ctx, sent_json(record, ctx.times)), "payee": prepared.invoice.node_id.hex(),
+                 "invoice": None, "static_invoice": fetched.static_invoice.hex(),
+                 "quantity": fetched.request.quantity, "payer_note": fetched.request.payer_note,
+                 "description": offer.description}
 
 
 def refund_json(ctx: ApiContext, record: RefundRecord) -> dict[str, Any]:
@@ -130,7 +164,7 @@ async def send_return_refund(ctx: ApiContext, request: Request, body: Any) -> tu
 
 def endpoints(payment: Schema) -> tuple[Endpoint, ...]:
     offer_payment: Schema = {**payment, "properties": {
-        **payment["properties"], "invoice": {"type": "string"}, "quantity": _INT, "payer_note": _STR,
+        **payment["properties"], "invoice": _STR, "static_invoice": _STR, "quantity": _INT, "payer_note": _STR,
         "description": _STR}}
     return (
         Endpoint("POST", "/v1/offers/pay", "payOffer",

@@ -21,6 +21,7 @@ from lightspeed.offers.tlv_fields import (
     INVOICE_AMOUNT,
     INVOICE_BLINDEDPAY,
     INVOICE_CREATED_AT,
+    INVOICE_FEATURES,
     INVOICE_NODE_ID,
     INVOICE_PATHS,
     INVOICE_PAYMENT_HASH,
@@ -112,11 +113,13 @@ def sign_static_invoice(
     created_at: int,
     node_secret: bytes,
     relative_expiry: int | None = None,
+    features: bytes | None = None,
 ) -> StaticInvoice:
     """Build and sign a static invoice for an offer (``offer_records``: its 1-79 records).
 
     ``payment_paths``/``blindedpay`` are the serialized ``invoice_paths`` and
-    ``invoice_blindedpay`` fields (built by the blinded-path code the payee already has).
+    ``invoice_blindedpay`` fields (built by the blinded-path code the payee already has);
+    ``features``: ``invoice_features`` (MPP/optional: the payer may pay in parts).
     """
     if any(not 1 <= t <= 79 for t, _ in offer_records):
         raise UsageError("offer records are types 1-79")
@@ -127,6 +130,9 @@ def sign_static_invoice(
                (HELD_HTLC_AVAILABLE_PATHS, b"".join(p.to_bytes() for p in held_htlc_available_paths))]
     if relative_expiry is not None:
         records.append((INVOICE_RELATIVE_EXPIRY, encode_tu(relative_expiry)))
+    if features:
+        records.append((INVOICE_FEATURES, features))
+    records.sort(key=lambda r: r[0])  # BOLT 1: TLV records in ascending order
     unsigned = encode_tlv_stream(records)
     signature = sign_merkle_root(MESSAGE_NAME, merkle_root(unsigned), node_secret)
     return StaticInvoice.from_bytes(encode_tlv_stream([*records, (SIGNATURE, signature)]))

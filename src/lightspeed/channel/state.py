@@ -78,6 +78,8 @@ class ChannelFailure(PeerProtocolError):
 _M = TypeVar("_M", bound=WireMessage)
 
 ONION_SIZE = 1366
+#: update_add_htlc TLV of the async-payments draft (LDK ``ln/msgs.rs``: ``hold_htlc``), empty: "hold this HTLC".
+UPDATE_ADD_HOLD_HTLC = 75537
 BADONION = 0x8000
 MIN_FEERATE_PER_KW = 253
 MAX_FEERATE_PER_KW = 100_000
@@ -264,17 +266,22 @@ class Channel:
     # -- local commands -----------------------------------------------------------------------
 
     def add_htlc(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
-                 onion: bytes = bytes(ONION_SIZE), path_key: bytes | None = None) -> UpdateAddHtlc:
-        """Offer an HTLC; ``path_key`` when relaying inside a blinded path (BOLT 2: MUST set it)."""
+                 onion: bytes = bytes(ONION_SIZE), path_key: bytes | None = None,
+                 hold_htlc: bool = False) -> UpdateAddHtlc:
+        """Offer an HTLC; ``path_key`` when relaying inside a blinded path (BOLT 2: MUST set it);
+        ``hold_htlc``: ask the peer (our LSP) to hold it for an async payment (TLV 75537, odd: others ignore it)."""
         # BOLT #2: an offering node MUST respect the receiver's htlc_minimum_msat, max_accepted_htlcs
         # and max_htlc_value_in_flight_msat, keep its reserve and (funder) pay the fee: see limits.py.
         problem = offer_problem(self.config, self._views(), Side.LOCAL, amount_msat, fee_spike_buffer=True)
         if problem is not None:
             raise UsageError(f"cannot offer this HTLC: {problem}")
         htlc = self.log.send_add(amount_msat, payment_hash, cltv_expiry)
+        tlvs: dict[str | int, object] = {} if path_key is None else {"blinded_path": {"path_key": path_key}}
+        if hold_htlc:
+            tlvs[UPDATE_ADD_HOLD_HTLC] = b""
         return self._sent(UpdateAddHtlc(channel_id=self.config.channel_id, id=htlc.htlc_id, amount_msat=amount_msat,
                                         payment_hash=payment_hash, cltv_expiry=cltv_expiry, onion_routing_packet=onion,
-                                        tlvs={} if path_key is None else {"blinded_path": {"path_key": path_key}}))
+                                        tlvs=tlvs))
 
     def _views(self) -> dict[Side, CommitmentView]:
         """Both commitments as the next update would find them (unsigned updates included)."""

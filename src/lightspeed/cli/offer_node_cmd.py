@@ -18,17 +18,21 @@ from lightspeed.errors import UsageError
 
 
 @click.command("create")
-@with_example('lightspeed offer create 250000msat "a coffee"', 'lightspeed offer create any "tips"')
+@with_example('lightspeed offer create 250000msat "a coffee"', 'lightspeed offer create any "tips"',
+              'lightspeed offer create 250000msat "a coffee" --static-via $LSP_ID')
 @click.argument("amount", metavar="AMOUNT_MSAT|any")
 @click.argument("description")
 @click.option("--absolute-expiry", type=int, help="Unix time after which the offer is refused.")
 @click.option("--quantity-max", type=int, help="Most items one invoice may be for (0: no limit).")
 @click.option("--issuer", help="Who makes the offer (shown to payers).")
+@click.option("--static-via", "static_via", metavar="LSP_ID",
+              help="Async payments: this LSP (we are registered with it) answers with a static invoice of ours "
+                   "while we are offline; payers' LSPs hold the payment until we are back.")
 @datadir_option
 @click.pass_context
 @_errors_to_exit
 def offer_create(ctx: click.Context, amount: str, description: str, absolute_expiry: int | None,
-                 quantity_max: int | None, issuer: str | None) -> None:
+                 quantity_max: int | None, issuer: str | None, static_via: str | None) -> None:
     """Make an offer of AMOUNT_MSAT (or with a unit: 250sat; "any": the payer chooses) for DESCRIPTION; prints lno1..."""
     body: dict[str, Any] = {"description": description}
     if amount != "any":
@@ -39,7 +43,8 @@ def offer_create(ctx: click.Context, amount: str, description: str, absolute_exp
         if amount_msat < 1:
             raise UsageError(f"AMOUNT_MSAT {amount!r}: must be at least 1 msat, or 'any'")
         body["amount_msat"] = amount_msat
-    for key, value in (("absolute_expiry", absolute_expiry), ("quantity_max", quantity_max), ("issuer", issuer)):
+    for key, value in (("absolute_expiry", absolute_expiry), ("quantity_max", quantity_max), ("issuer", issuer),
+                       ("static_invoice_lsp", static_via)):
         if value is not None:
             body[key] = value
     _print(_call(ctx, "POST", "/v1/offers", body))
@@ -89,6 +94,10 @@ def offer_pay(ctx: click.Context, offer: str, amount_msat: int | None, quantity:
     ("invoice": lni1...), the "preimage", and the "fee_msat" paid. An expired
     offer, one for another chain, or an invoice that does not match the offer
     and the request is refused before anything is paid.
+
+    An offline payee's LSP answers with its static invoice (async payments): our LSP
+    holds the payment until the payee is back; past --timeout it stays pending
+    (see payments), and once settled "invoice" is null and "static_invoice" is shown.
     """
     body: dict[str, Any] = {"offer": offer.strip(), "fetch_timeout_s": fetch_timeout_s, "timeout_s": timeout_s}
     for key, value in (("amount_msat", amount_msat), ("quantity", quantity), ("payer_note", payer_note)):

@@ -164,6 +164,8 @@ class AsyncPayRuntime:
             client = self.node.channel_peer_id(cid)
             if client is None:
                 return False
+            if self.node.async_draft.flagged(key):  # hold_htlc set: the draft flow (node/async_draft.py)
+                return self.node.async_draft.intercept(key, client, htlc, shared_secret, height, received)
             registration = lsp.book.registration_for(client, htlc.payment_hash, now=int(time.time()))
             if registration is not None and lsp.book.released_under(registration.release_tag):
                 return False  # an MPP part arriving after its payment was released: it follows the others

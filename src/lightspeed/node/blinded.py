@@ -119,7 +119,8 @@ class BlindedPayments:
 
     def payment_paths(self, amount_msat: int | None, description: str = "", expiry: int = 3600,
                       via: Sequence[Sequence[bytes]] | None = None, dummy_hops: int = 1,
-                      preimage: bytes | None = None, max_paths: int = 3) -> BlindedInvoice:
+                      preimage: bytes | None = None, max_paths: int = 3,
+                      secret: bytes | None = None) -> BlindedInvoice:
         """A new payment to us and blinded paths to pay it over.
 
         ``via``: node lists, introduction node first, each ending at one of our peers (default:
@@ -139,7 +140,10 @@ class BlindedPayments:
             [peer] for peer in dict.fromkeys(node._channel_node[c] for c in node.channels
                                              if node.channel_is_ready(c) and c not in node._closings)]
         height = node.chain.tip()[0]
-        secret = os.urandom(32)
+        if secret is None:
+            secret = os.urandom(32)
+        elif len(secret) != 32:
+            raise UsageError(f"secret: must be 32 bytes, not {len(secret)}")
         terms = PathTerms(node.node_id, secret, height + PATH_LIFETIME_BLOCKS + expiry // 600,
                           MIN_FINAL_CLTV_EXPIRY_DELTA, max(1, node.forwarding_policy.htlc_minimum_msat))
         paths = []
@@ -221,6 +225,8 @@ class BlindedPayments:
             return
         node.invoices.load_for(htlc.payment_hash, None, False)
         receivable = node.receiver.invoices.get(htlc.payment_hash)
+        if receivable is None:  # a static invoice's payment: the payer chose the preimage (node/async_draft.py)
+            receivable = node.async_draft.static_receivable(read, htlc.payment_hash)
         # BOLT #4: the final recipient MUST ignore the message if the `path_id` does not match the
         # blinded route it created for this purpose (ours is the payment's secret).
         if (receivable is None or not receivable.blinded or read.path_id is None
@@ -320,9 +326,12 @@ class BlindedPayments:
 
     async def pay(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int, payment_hash: bytes,
                   timeout: float = 30, max_parts: int = 16, invoice: str = "",
-                  separate_paths: bool = False) -> bytes:
+                  separate_paths: bool = False, final_records: tuple[tuple[int, bytes], ...] = (),
+                  extra_cltv: int = 0) -> bytes:
         """Pay ``amount_msat`` to whoever made ``paths``; returns the preimage. ``separate_paths``:
-        in two parts or more, over two paths or more."""
+        in two parts or more, over two paths or more. ``final_records``: extra records of the
+        recipient's payload (a static invoice's keysend preimage, node/async_draft.py); ``extra_cltv``:
+        blocks added to the recipient's expiry (a payment held at an LSP must still be acceptable then)."""
         node = self.node
         if amount_msat <= 0:
             raise UsageError("amount_msat: must be positive")
@@ -341,7 +350,8 @@ class BlindedPayments:
             node.store.put_payment(PaymentRecord(payment_hash, amount_msat, "pending", invoice=invoice))
         return await node._pay(payment_hash, usable[0][0].first_node_id, amount_msat, timeout, None, 0, (), max_parts,
                                runner=lambda fees: self._pay_parts(usable, amount_msat, payment_hash, timeout,
-                                                                   max_parts, fees, separate_paths))
+                                                                   max_parts, fees, separate_paths,
+                                                                   final_records, extra_cltv))
 
     def _plan(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amounts: list[int],
               graph: ChannelGraph) -> list[int] | None:
@@ -365,7 +375,8 @@ class BlindedPayments:
 
     async def _pay_parts(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], amount_msat: int,
                          payment_hash: bytes, timeout: float, max_parts: int, fees: list[int],
-                         separate_paths: bool = False) -> bytes:
+                         separate_paths: bool = False,
+                         final_records: tuple[tuple[int, bytes], ...] = (), extra_cltv: int = 0) -> bytes:
         node = self.node
         deadline = time.monotonic() + timeout
         await node._wait_for_channels(b"", deadline)
@@ -379,12 +390,14 @@ class BlindedPayments:
             if parts * 2 > max_parts or amount_msat // (parts * 2) < 1:
                 raise PaymentError(f"no route to any blinded path's introduction node for {amount_msat} msat")
             parts *= 2
-        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees)
+        runs = [self._pay_part(paths, plan[i], amount, amount_msat, payment_hash, deadline, fees, final_records,
+                               extra_cltv)
                 for i, amount in enumerate(amounts)]
         return first_preimage(await asyncio.gather(*runs, return_exceptions=True))
 
     async def _pay_part(self, paths: Sequence[tuple[BlindedPath, BlindedPayInfo]], start: int, amount_msat: int,
-                        total_msat: int, payment_hash: bytes, deadline: float, fees: list[int]) -> bytes:
+                        total_msat: int, payment_hash: bytes, deadline: float, fees: list[int],
+                        final_records: tuple[tuple[int, bytes], ...] = (), extra_cltv: int = 0) -> bytes:
         """One part: its path first, then every other path once, until one settles (its fee into ``fees``)."""
         node = self.node
         last = "no path could carry this part"
@@ -400,8 +413,9 @@ class BlindedPayments:
             except NoRouteError as exc:
                 last = str(exc)
                 continue
-            final_cltv = node.chain.tip()[0] + FINAL_CLTV_OFFSET
-            built = blinded_onion(route, path, info, amount_msat, total_msat, final_cltv, payment_hash, os.urandom(32))
+            final_cltv = node.chain.tip()[0] + FINAL_CLTV_OFFSET + extra_cltv
+            built = blinded_onion(route, path, info, amount_msat, total_msat, final_cltv, payment_hash, os.urandom(32),
+                                  final_records)
             outcome, secrets = await node._offer_htlc(route.hops[0].short_channel_id, route.hops[0].pubkey,
                                                 built.first_amount_msat, payment_hash, built.first_cltv_expiry,
                                                 built.onion, built.shared_secrets, deadline)

@@ -26,12 +26,19 @@ from typing import Literal
 from lightspeed.errors import DecodeError, OnionError
 from lightspeed.onion.blinding import EncryptedDataTlv, check_allowed_features, unblind_hop
 from lightspeed.onion.failure import FailureCode, FailureMessage, create_failure_packet
-from lightspeed.onion.payload import HopPayload, InvalidHopPayload, check_hop_payload
+from lightspeed.onion.payload import (
+    KEYSEND_PREIMAGE,
+    HopPayload,
+    InvalidHopPayload,
+    check_hop_payload,
+)
 from lightspeed.onion.sphinx import PAYMENT_PACKET_SIZE, OnionPacket, peel_onion
 
 Role = Literal["inside", "intro", "intro_final"]
 MAX_SELF_HOPS = 20  # dummy hops a path of ours may hold (payments.blinded caps paths at 20 hops)
 _PATH_KEY_SIZE = 33
+#: Even records a blinded final hop reads: a static invoice's payment carries the payer's preimage.
+_UNDERSTOOD = frozenset({KEYSEND_PREIMAGE})
 
 
 def pack_onion(onion: bytes, path_key: bytes | None) -> bytes:
@@ -126,7 +133,7 @@ def read_blinded(onion: bytes, node_privkey: bytes, node_id: bytes, payment_hash
             # `invalid_onion_blinding` error (never the onion's own BADONION codes).
             return BlindedFailure(FailureMessage(FailureCode.INVALID_ONION_BLINDING, sha256_of_onion=sha), None)
         try:
-            peeled_payload = HopPayload.from_bytes(peeled.payload)
+            peeled_payload = HopPayload.from_bytes(peeled.payload, _UNDERSTOOD)
         except InvalidHopPayload:
             return blinded_failure(role, sha, peeled.shared_secret)
         peeled_next, peeled_secret = peeled.next_packet, peeled.shared_secret
@@ -181,7 +188,7 @@ def read_blinded(onion: bytes, node_privkey: bytes, node_id: bytes, payment_hash
         key, amount_msat, cltv_expiry = hop.next_path_key, forward_msat, outgoing_cltv
         try:
             peeled = peel_onion(next_packet, node_privkey, payment_hash, key)
-            payload = HopPayload.from_bytes(peeled.payload)
+            payload = HopPayload.from_bytes(peeled.payload, _UNDERSTOOD)
         except (OnionError, InvalidHopPayload):
             return blinded_failure(role, sha, secret)
         next_packet = peeled.next_packet

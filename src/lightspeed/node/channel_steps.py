@@ -16,7 +16,7 @@ from lightspeed.channel.serialize import (
     channel_to_record,
     remote_commitment_record,
 )
-from lightspeed.channel.state import Channel
+from lightspeed.channel.state import UPDATE_ADD_HOLD_HTLC, Channel
 from lightspeed.codec.generated import (
     CommitmentSigned,
     RevokeAndAck,
@@ -117,6 +117,8 @@ async def _on_channel_message(self: Node, peer: Peer, message: WireMessage) -> N
         if isinstance(message, UpdateAddHtlc):
             path_key = message.tlvs.get("blinded_path", {}).get("path_key")  # BOLT 2: inside a blinded path
             self.store.put_onion(cid, message.id, pack_onion(message.onion_routing_packet, path_key))
+            if UPDATE_ADD_HOLD_HTLC in message.tlvs:  # the payer asks its LSP to hold it (node/async_draft.py)
+                self.async_draft.flag_incoming((cid, message.id))
         elif isinstance(message, UpdateFailHtlc):
             self._failures[(cid, message.id)] = HtlcOutcome(reason=message.reason)
         elif isinstance(message, UpdateFailMalformedHtlc):

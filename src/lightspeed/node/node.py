@@ -106,6 +106,7 @@ from lightspeed.node import (
     recovery,
     sending,
 )
+from lightspeed.node.async_draft import AsyncDraft
 from lightspeed.node.async_lsp import AsyncLsp
 from lightspeed.node.async_runtime import AsyncPayRuntime
 from lightspeed.node.backup import BackupChannel
@@ -285,6 +286,7 @@ class Node:
         self.parent_bumper: ParentBumper | None = ParentBumper(self.chain, self.wallet)
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
         self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock
+        self.async_draft = AsyncDraft(self)  # async payments, the draft flow: static invoices, hold_htlc
 
     def _load(self) -> None:
         """Channels and in-flight payments from the store (nothing yet for a new node)."""

@@ -49,6 +49,7 @@ from lightspeed.onion.blinding import (
 )
 
 if TYPE_CHECKING:
+    from lightspeed.node.async_draft import StaticInvoicePayment
     from lightspeed.node.node import Node
 
 MAX_PARTS = 16  # as Node.pay: the most parts one payment is split into
@@ -56,6 +57,7 @@ MAX_PARTS = 16  # as Node.pay: the most parts one payment is split into
 log = logging.getLogger("lightspeed.offers")
 
 INVOICE_REQUEST, INVOICE, INVOICE_ERROR = 64, 66, 68
+STATIC_INVOICE = 70  # the async-payments draft (bolts#1149): what an offline payee's LSP answers
 _NONCE = 16
 
 
@@ -64,6 +66,14 @@ class FetchedInvoice:
     """An invoice checked against the request we sent (both kept: the proof of what was asked)."""
 
     invoice: Invoice
+    request: InvoiceRequest
+
+
+@dataclass(frozen=True)
+class FetchedStaticInvoice:
+    """The payee's LSP answered our request with the payee's static invoice (``static_invoice``, 70)."""
+
+    static_invoice: bytes
     request: InvoiceRequest
 
 
@@ -89,12 +99,13 @@ class OffersFlow:
 
     def create_offer(self, description: str, amount_msat: int | None = None, *,
                      absolute_expiry: int | None = None, quantity_max: int | None = None,
-                     issuer: str | None = None) -> Offer:
-        """A signed-by-metadata offer of this node (``offer_issuer_id`` is our node id)."""
+                     issuer: str | None = None, paths: list[BlindedPath] | None = None) -> Offer:
+        """A signed-by-metadata offer of this node (``offer_issuer_id`` is our node id); ``paths``:
+        its ``offer_paths`` (a static invoice's offer names a path to our LSP, node/async_draft.py)."""
         chains = None if self.node.network.chain_hash == BITCOIN.chain_hash else [self.node.network.chain_hash]
         draft = build_offer(issuer_id=self.node.node_id, description=description, amount_msat=amount_msat,
                             chains=chains, absolute_expiry=absolute_expiry, quantity_max=quantity_max,
-                            issuer=issuer)
+                            issuer=issuer, paths=paths)
         nonce = os.urandom(_NONCE)
         return replace(draft, metadata=nonce + self._tag(nonce, draft))
 
@@ -111,6 +122,11 @@ class OffersFlow:
             return  # BOLT #12: an invoice request without reply path cannot be answered
         request = message.value(INVOICE_REQUEST) or b""
         try:
+            static = None if message.path_id is None else self.node.async_draft.static_invoice_for(
+                message.path_id, request)
+            if static is not None:  # an LSP serving a client's static invoice (draft async payments)
+                await self._reply(message, (STATIC_INVOICE, static))
+                return
             if message.path_id is not None:
                 # A refund asked over one of our return paths (node/return_paths.py) is answered
                 # with an invoice signed by that path's own key. Any other: BOLT #12: if `offer_paths`
@@ -128,6 +144,9 @@ class OffersFlow:
             record = (INVOICE, invoice.to_tlv())
         except (DecodeError, UsageError) as exc:  # the reason names the field ("offer_metadata: ...")
             record = (INVOICE_ERROR, InvoiceError(error=str(exc)).to_tlv())
+        await self._reply(message, record)
+
+    async def _reply(self, message: InboundOnionMessage, record: tuple[int, bytes]) -> None:
         try:
             await self.node.onion_messages.reply(message, [record])
         except LightspeedError as exc:  # no way back now: onion messages are unreliable
@@ -177,6 +196,18 @@ class OffersFlow:
         that fails a check, TimeoutError when no answer comes, DecodeError/UsageError for an
         offer we must not respond to (expired, another chain) or a request we cannot make.
         """
+        fetched = await self.fetch_any(offer, amount_msat=amount_msat, quantity=quantity, payer_note=payer_note,
+                                       timeout=timeout, attempts=attempts)
+        if isinstance(fetched, FetchedStaticInvoice):
+            raise PaymentError("the payee's LSP answered with a static invoice (the payee is offline): "
+                               "pay the offer to pay it asynchronously")
+        return fetched
+
+    async def fetch_any(self, offer: Offer, *, amount_msat: int | None = None, quantity: int | None = None,
+                        payer_note: str | None = None, timeout: float = 30.0,
+                        attempts: int = 3) -> FetchedInvoice | FetchedStaticInvoice:
+        """:meth:`fetch_invoice`, or the static invoice an offline payee's LSP answered with (unchecked:
+        :meth:`~lightspeed.node.async_draft.AsyncDraft.pay_static_invoice` checks it)."""
         now = int(time.time())
         accepted = {self.node.network.chain_hash}
         # BOLT #12: if the current time is after `offer_absolute_expiry`: MUST NOT respond to the offer.
@@ -198,6 +229,8 @@ class OffersFlow:
         if reply.tlv_type == INVOICE_ERROR:
             refusal = InvoiceError.from_tlv(reply.value(INVOICE_ERROR) or b"")
             raise PaymentError(f"the payee refused the invoice request: {refusal.error}")
+        if reply.tlv_type == STATIC_INVOICE:
+            return FetchedStaticInvoice(reply.value(STATIC_INVOICE) or b"", invreq)
         if reply.tlv_type != INVOICE:
             raise PaymentError(f"the payee answered with a message of type {reply.tlv_type}, not an invoice")
         try:
@@ -212,14 +245,18 @@ class OffersFlow:
 
     async def pay_offer(self, offer: Offer, *, amount_msat: int | None = None, quantity: int | None = None,
                         payer_note: str | None = None, timeout: float = 60.0, fetch_timeout: float = 30.0,
-                        attempts: int = 3) -> OfferPayment:
+                        attempts: int = 3) -> OfferPayment | StaticInvoicePayment:
         """Fetch an invoice for ``offer`` (:meth:`fetch_invoice`), then pay it over its blinded paths.
+        A static invoice (the payee is offline) is paid as the async-payments draft says.
 
         The payment is recorded like any other (``payment_hash``, status, the ``lni1...`` string),
         so ``trackpayment`` follows it; the result is the proof of payment.
         """
-        fetched = await self.fetch_invoice(offer, amount_msat=amount_msat, quantity=quantity,
-                                           payer_note=payer_note, timeout=fetch_timeout, attempts=attempts)
+        fetched = await self.fetch_any(offer, amount_msat=amount_msat, quantity=quantity,
+                                       payer_note=payer_note, timeout=fetch_timeout, attempts=attempts)
+        if isinstance(fetched, FetchedStaticInvoice):  # the payee is offline: draft async payment
+            return await self.node.async_draft.pay_static_invoice(offer, fetched.request, fetched.static_invoice,
+                                                                  timeout)
         invoice = fetched.invoice
         preimage = await pay_invoice(self.node, invoice, timeout)
         return OfferPayment(invoice, fetched.request, preimage, self.node.payment_fees.get(invoice.payment_hash, 0))

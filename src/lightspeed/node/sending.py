@@ -425,7 +425,8 @@ async def _offer_htlc(self: Node, scid: int, peer_id: bytes, amount_msat: int, p
     channel = self.channels[cid]
     while True:
         try:
-            add = channel.add_htlc(amount_msat, payment_hash, cltv_expiry, onion)
+            add = channel.add_htlc(amount_msat, payment_hash, cltv_expiry, onion,
+                                   hold_htlc=payment_hash in self.async_draft.holding)
             break
         except UsageError:
             # Other payments' HTLCs on this channel hold the slots or the balance it lacks: they

@@ -23,6 +23,9 @@ ENCRYPTED_RECIPIENT_DATA = 10
 CURRENT_PATH_KEY = 12
 PAYMENT_METADATA = 16
 TOTAL_AMOUNT_MSAT = 18
+#: keysend's preimage record; the async-payments draft (bolts#1149, LDK's blinded receive payload)
+#: lets it reach the final hop of a blinded path: a static invoice is paid with a preimage the payer chose.
+KEYSEND_PREIMAGE = 5482373484
 _KNOWN = frozenset(
     {AMT_TO_FORWARD, OUTGOING_CLTV_VALUE, SHORT_CHANNEL_ID, PAYMENT_DATA, ENCRYPTED_RECIPIENT_DATA,
      CURRENT_PATH_KEY, PAYMENT_METADATA, TOTAL_AMOUNT_MSAT}
@@ -150,7 +153,8 @@ class HopPayload:
 
 
 _BLINDED_FORWARD_ALLOWED = frozenset({ENCRYPTED_RECIPIENT_DATA, CURRENT_PATH_KEY})
-_BLINDED_FINAL_ALLOWED = _BLINDED_FORWARD_ALLOWED | {AMT_TO_FORWARD, OUTGOING_CLTV_VALUE, TOTAL_AMOUNT_MSAT}
+_BLINDED_FINAL_ALLOWED = _BLINDED_FORWARD_ALLOWED | {AMT_TO_FORWARD, OUTGOING_CLTV_VALUE, TOTAL_AMOUNT_MSAT,
+                                                    KEYSEND_PREIMAGE}
 
 
 def check_hop_payload(payload: HopPayload, *, is_final: bool, update_path_key: bool) -> None:

@@ -142,10 +142,13 @@ class BlindedOnion:
 
 
 def blinded_onion(route: Route, path: BlindedPath, info: BlindedPayInfo, amount_msat: int, total_msat: int,
-                  final_cltv_expiry: int, payment_hash: bytes, session_key: bytes) -> BlindedOnion:
+                  final_cltv_expiry: int, payment_hash: bytes, session_key: bytes,
+                  final_records: tuple[tuple[int, bytes], ...] = ()) -> BlindedOnion:
     """The onion of one part: ``route`` from us to the introduction node, then ``path``.
 
     ``route`` must end at ``path.first_node_id`` carrying :func:`amount_at_introduction`.
+    ``final_records``: extra records of the recipient's payload (the payer's keysend preimage
+    when paying a static invoice, as the async-payments draft allows).
     ``final_cltv_expiry`` is the current height plus any offset: the recipient's payload says it,
     the introduction node's HTLC adds the path's whole delta (``info.cltv_expiry_delta``).
     """
@@ -173,7 +176,8 @@ def blinded_onion(route: Route, path: BlindedPath, info: BlindedPayInfo, amount_
             current_path_key=path.first_path_key if i == 0 else None,
             amt_to_forward_msat=amount_msat if i == last else None,
             outgoing_cltv_value=final_cltv_expiry if i == last else None,
-            total_amount_msat=total_msat if i == last else None).to_bytes())
+            total_amount_msat=total_msat if i == last else None,
+            custom_records=final_records if i == last else ()).to_bytes())
     # The introduction node is reached by its real id; every later hop by its blinded id.
     keys = [h.pubkey for h in hops] + [h.blinded_node_id for h in path.hops[1:]]
     built = build_onion(session_key, keys, payloads, payment_hash)

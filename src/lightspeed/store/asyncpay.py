@@ -41,8 +41,13 @@ CREATE TABLE IF NOT EXISTS async_registrations (
 CREATE TABLE IF NOT EXISTS async_webhook_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, client_id BLOB NOT NULL, url TEXT NOT NULL,
     body TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL,
-    created_at INTEGER NOT NULL, state TEXT NOT NULL, last_error TEXT NOT NULL)
+    created_at INTEGER NOT NULL, state TEXT NOT NULL, last_error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS async_static_invoices (
+    slot BLOB PRIMARY KEY, client_id BLOB NOT NULL, invoice BLOB NOT NULL, stored_at INTEGER NOT NULL)
 """
+
+#: Static invoices one client may have its LSP serve (one per offer; a replacement keeps its slot).
+MAX_STATIC_INVOICES_PER_CLIENT = 16
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,29 @@ class AsyncPayStore:
                                 "FROM async_hold_registrations ORDER BY registered_at, release_tag").fetchall()
         return [HoldRegistration(bytes(r[1]), tuple(bytes(r[2][i : i + 32]) for i in range(0, len(r[2]), 32)),
                                  bytes(r[0]), r[3], r[4]) for r in rows]
+
+    # Static invoices (draft flow: served for an offline client) ---------------------------
+    def put_static_invoice(self, slot: bytes, client_id: bytes, invoice: bytes, now: int) -> bool:
+        """Keep (or replace) the client's static invoice in ``slot``. False: the slot is another
+        client's, or the client already has :data:`MAX_STATIC_INVOICES_PER_CLIENT` (nothing changes)."""
+        with self._tx() as db:
+            row = db.execute("SELECT client_id FROM async_static_invoices WHERE slot = ?", (slot,)).fetchone()
+            if row is not None and bytes(row[0]) != client_id:
+                return False
+            if row is None:
+                (count,) = db.execute("SELECT COUNT(*) FROM async_static_invoices WHERE client_id = ?",
+                                      (client_id,)).fetchone()
+                if count >= MAX_STATIC_INVOICES_PER_CLIENT:
+                    return False
+            db.execute("INSERT OR REPLACE INTO async_static_invoices VALUES (?, ?, ?, ?)",
+                       (slot, client_id, invoice, now))
+        return True
+
+    def static_invoice(self, slot: bytes) -> tuple[bytes, bytes] | None:
+        """(client id, static invoice bytes) kept in ``slot``, or None."""
+        row = self._db.execute("SELECT client_id, invoice FROM async_static_invoices WHERE slot = ?",
+                               (slot,)).fetchone()
+        return (bytes(row[0]), bytes(row[1])) if row else None
 
     # Mailbox ----------------------------------------------------------------------------
     def mailbox_put(self, client_id: bytes, message: bytes, now: int) -> int | None:
