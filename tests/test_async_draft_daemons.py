@@ -39,7 +39,7 @@ def test_four_daemons_offer_paid_through_a_static_invoice_while_payee_and_payer_
         wait_for(f"{datadir.name}'s channels never became ready",
                  lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
                  == ["normal"] * count)
-    hooks_b = Receiver(fail_first=0)
+    hooks_b = Receiver(fail_first=2)  # B's push service fails twice: LSP_b retries with backoff
     with serve(hooks_b) as url_b:
         wait_for("B never registered with LSP_b", lambda: registered(b, ids[2], url_b))
         wait_for("A never reached LSP_b by onion message (gossip)", lambda: reaches(a, ids[2]), seconds=60)
@@ -56,7 +56,9 @@ def test_four_daemons_offer_paid_through_a_static_invoice_while_payee_and_payer_
         wait_for("LSP_a never held the HTLC", lambda: len(call(lsp_a, "lsp", "held")["held"]) == 1)
         held = call(lsp_a, "lsp", "held")["held"][0]
         assert held["client_id"] == ids[0] and held["amount_msat"] >= AMOUNT
-        wait_for("LSP_b never woke B", lambda: ONION_MESSAGE_INCOMING in methods(hooks_b))
+        wait_for("LSP_b never woke B", lambda: methods(hooks_b).count(ONION_MESSAGE_INCOMING) == 3)
+        retried = [at for at, _headers, body in hooks_b.calls if ONION_MESSAGE_INCOMING in body]
+        assert retried[1] - retried[0] >= 1.0 and retried[2] - retried[1] >= retried[1] - retried[0]  # backoff
         payments = call(a, "payments", "--direction", "sent")["payments"]
         assert [(p["payment_hash"], p["status"]) for p in payments] == [(held["payment_hash"], "pending")]
         a_listen = started[0].ready["listen"]
