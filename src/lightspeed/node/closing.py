@@ -216,6 +216,7 @@ async def _watch_chain(self: Node) -> None:
             seen = tip
             await self._on_onchain_events(self._onchain.poll(self.channels, self._closings))
             self._bump_parents()
+            await self.fee_follower.on_block()
             self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
             for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                 reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)
