@@ -7,16 +7,21 @@ estimate and relay floor at every block and after every reestablish; Bob checks 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lightspeed.bitcoin.tx import OutPoint
+from lightspeed.chain.regtest import RegtestChain
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.state import MAX_FEERATE_PER_KW
 from lightspeed.codec.features import Features
+from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.fee_updates import (
     FEE_TARGET_BLOCKS,
+    RelayFloorSource,
     incoming_fee_problem,
     least_feerate,
     wanted_feerate,
@@ -24,6 +29,7 @@ from lightspeed.node.fee_updates import (
 from lightspeed.node.node import Node
 from lightspeed.node.peer import DEFAULT_FEATURES
 from tests.onchain_support import FUNDING_SAT, mine, mine_until, open_paid_channel, settle, wait_for
+from tests.support.electrum_servers import ServerLoop
 
 WITHOUT_ANCHORS = Features(DEFAULT_FEATURES.bits - Features.of(optional=["option_anchors"]).bits)
 OPENING_FEERATE = 2500  # ChannelSettings().feerate_per_kw
@@ -42,7 +48,7 @@ async def both_at(alice: Node, bob: Node, cid: bytes, feerate: int) -> None:
 
 
 async def following(tmp_path: Path, tag: int, anchors: bool, paid_msat: int = 250_000_000,
-                    proxy: bool = False) -> tuple[object, Node, Node, bytes]:
+                    proxy: bool = False) -> tuple[RegtestChain, Node, Node, bytes]:
     chain, alice, bob, cid = await open_paid_channel(tmp_path, tag, paid_msat=paid_msat, proxy=proxy,
                                                      alice_features=DEFAULT_FEATURES if anchors else WITHOUT_ANCHORS)
     assert alice.channels[cid].config.anchors is anchors
@@ -86,7 +92,6 @@ def test_a_rise_is_followed_within_a_block_and_the_peers_commitment_confirms_at_
     opening feerate, and Bob's commitment (force-closed by him) confirms at the new one."""
     async def scenario() -> None:
         chain, alice, bob, cid = await following(tmp_path, 0x61, anchors=False)
-        assert isinstance(chain, type(alice.chain))
         chain.set_fee_estimate(2700)  # +8%: inside the band
         await mine(chain, 2)
         assert feerates(alice, cid) == (OPENING_FEERATE, OPENING_FEERATE) and alice.fee_follower.sent == 0
@@ -117,7 +122,6 @@ def test_the_floor_holds_and_an_unaffordable_estimate_is_capped(tmp_path: Path) 
     cannot pay moves it to the most it can pay (its reserve kept), and no further."""
     async def scenario() -> None:
         chain, alice, bob, cid = await following(tmp_path, 0x63, anchors=False, paid_msat=950_000_000)
-        assert isinstance(chain, type(alice.chain))
         chain.set_min_relay_feerate(3000)  # the estimate stays at 253
         await mine(chain, 1)
         await both_at(alice, bob, cid, 3750)
@@ -143,7 +147,6 @@ def test_the_floor_holds_and_an_unaffordable_estimate_is_capped(tmp_path: Path) 
 def test_a_rise_while_the_peer_is_away_is_sent_after_the_reconnection(tmp_path: Path) -> None:
     async def scenario() -> None:
         chain, alice, bob, cid = await following(tmp_path, 0x65, anchors=False, proxy=True)
-        assert isinstance(chain, type(alice.chain))
         relay = alice.proxy  # type: ignore[attr-defined]
         port = relay._server.sockets[0].getsockname()[1]
         await relay.stop()  # the connection drops; Alice keeps dialing a port nobody listens on
@@ -167,7 +170,6 @@ def test_a_peer_update_fee_far_below_our_estimate_gets_a_warning_not_a_force_clo
     reconnection, and once the estimates agree again Bob takes it."""
     async def scenario() -> None:
         chain, alice, bob, cid = await following(tmp_path, 0x67, anchors=False)
-        assert isinstance(chain, type(alice.chain))
         alice.fee_updates = False  # Alice lowers the feerate by hand; Bob's estimate says 6x more
         chain.set_fee_estimate(12_000)
         connected = alice.peer(bob.node_id)
@@ -194,7 +196,6 @@ def test_a_peer_update_fee_far_below_our_estimate_gets_a_warning_not_a_force_clo
 def test_anchor_commitments_stay_at_the_relay_floor(tmp_path: Path) -> None:
     async def scenario() -> None:
         chain, alice, bob, cid = await following(tmp_path, 0x69, anchors=True)
-        assert isinstance(chain, type(alice.chain))
         chain.set_fee_estimate(20_000)  # CPFP through the anchor pays for that: not the commitment
         await mine(chain, 1)
         await both_at(alice, bob, cid, least_feerate(0))  # 2500 was far above the need: lowered
@@ -211,3 +212,32 @@ def test_anchor_commitments_stay_at_the_relay_floor(tmp_path: Path) -> None:
         await bob.stop()
 
     asyncio.run(scenario())
+
+
+# -- the Electrum backend's relay floor -------------------------------------------------------
+
+
+def test_the_electrum_backend_reports_the_servers_relay_fee_as_the_floor(tmp_path: Path) -> None:
+    """ElectrumChainSource asks blockchain.relayfee with the estimates: the floor fee_updates uses."""
+    def relay_fee(method: str, result: Any) -> Any:  # a server whose mempools ask 20 sat/vB
+        return 0.0002 if method == "blockchain.relayfee" else result
+
+    chain = RegtestChain(tmp_path / "chain.sqlite", clock=None)
+    chain.mine(3)
+    servers = ServerLoop()
+    _server, port = servers.electrum(chain.path)
+    front = servers.proxy(port, rewrite=relay_fee)
+    source = ElectrumChainSource([ServerAddress("127.0.0.1", front, False)], "regtest", request_timeout_s=5)
+    try:
+        assert isinstance(source, RelayFloorSource) and source.min_relay_feerate_per_kw() == 253
+        source.start(20)
+        for _ in range(200):
+            if source.min_relay_feerate_per_kw() == 5000:  # 20,000 sat/kvB: 5,000 sat per 1000 weight
+                break
+            time.sleep(0.05)
+        assert source.min_relay_feerate_per_kw() == 5000
+        assert least_feerate(source.min_relay_feerate_per_kw()) == 6250
+    finally:
+        source.close()
+        servers.close()
+        chain.close()

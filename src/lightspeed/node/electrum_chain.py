@@ -151,6 +151,7 @@ class _Cache:
     statuses: dict[bytes, str | None] = field(default_factory=dict)
     confirmed: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # txid -> (height, position), proven
     feerates: dict[int, int] = field(default_factory=dict)  # target blocks -> sat per kw
+    relay_floor: int = ec.MIN_FEERATE_PER_KW  # blockchain.relayfee in sat per kw (node.fee_updates' floor)
 
 
 class ElectrumChainSource:
@@ -444,6 +445,12 @@ class ElectrumChainSource:
             rate = ec.parse_feerate(await conn.call("blockchain.estimatefee", target))
             with self._lock:
                 self._cache.feerates[target] = rate if rate is not None else ec.MIN_FEERATE_PER_KW
+        try:  # the same unit as estimatefee (BTC per kvB); a server without it leaves the floor as it was
+            relay = ec.parse_feerate(await conn.call("blockchain.relayfee"))
+        except RemoteError:
+            return
+        with self._lock:
+            self._cache.relay_floor = relay if relay is not None else ec.MIN_FEERATE_PER_KW
 
     # -- calls from the node's thread ------------------------------------------------------------
 
@@ -608,6 +615,12 @@ class ElectrumChainSource:
             with self._lock:
                 return self._cache.feerates.get(6, ec.MIN_FEERATE_PER_KW)
         return rate
+
+    def min_relay_feerate_per_kw(self) -> int:
+        """The servers' relay fee (``blockchain.relayfee``, asked again with the estimates), never below
+        253 sat/kw: below it no commitment we update the fee of would reach a mempool (node.fee_updates)."""
+        with self._lock:
+            return self._cache.relay_floor
 
     async def _estimate(self, target: int) -> int:
         conn = await self._on_conn()
