@@ -107,6 +107,7 @@ class DaemonConfig:
     lsp: bool = False  # act as an LSP for async payments (issue 14): hold clients' HTLCs, keep their mailboxes
     lsp_max_hold_s: int = 24 * 3600  # the longest an HTLC is held (announced with the other HoldLimits)
     restore_backup: Path | None = None  # a static channel backup whose channels are recovered (node.recovery)
+    fee_updates: bool | None = None  # update_fee from the chain's estimates (node.fee_updates); None: not on regtest
 
 
 def _bind(address: tuple[str, int], option: str) -> socket.socket:
@@ -224,7 +225,7 @@ async def _serve(config: DaemonConfig, datadir: Datadir, chain: RegtestChain | E
                         network=network_by_name(config.network),
                         announce_channels=config.announce_channels,
                         forwarding_policy=load_policy(datadir.path) or DEFAULT_POLICY,
-                        channel_backup_file=datadir.path / BACKUP_FILE)
+                        channel_backup_file=datadir.path / BACKUP_FILE, fee_updates=config.fee_updates)
         except DecodeError as exc:  # a record in the store that cannot be read back
             raise StoreCorrupt(f"{STORE_FILE} is not a valid Lightspeed store: {exc}") from None
         if config.restore_backup is not None:

@@ -304,19 +304,27 @@ class Channel:
         fee = commitment_fee_sat(feerate_per_kw, htlcs, self.config.anchors)
         return 1000 * (fee + (2 * ANCHOR_OUTPUT_SAT if self.config.anchors else 0))
 
-    def update_fee(self, feerate_per_kw: int) -> UpdateFee:
-        """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
+    def update_fee_problem(self, feerate_per_kw: int) -> str | None:
+        """Why :meth:`update_fee` would refuse ``feerate_per_kw`` now, or None (a feerate follower
+        searches the highest affordable feerate with it)."""
         if not self.config.local_is_funder:
-            raise UsageError("only the funder sends update_fee")
+            return "only the funder sends update_fee"
         if not MIN_FEERATE_PER_KW <= feerate_per_kw <= MAX_FEERATE_PER_KW:
-            raise UsageError(f"feerate_per_kw must be within {MIN_FEERATE_PER_KW}..{MAX_FEERATE_PER_KW}")
+            return f"feerate_per_kw must be within {MIN_FEERATE_PER_KW}..{MAX_FEERATE_PER_KW}"
         # BOLT #2: the funder SHOULD NOT send update_fee it cannot afford on the peer's commitment
         # (the receiver SHOULD fail the channel then); we also keep our reserve.
         view = self.log.commitment(Side.REMOTE, pending=True)
         fee_msat = self._fee_at_msat(feerate_per_kw, len(view.htlcs))
         if fee_msat + self.config.reserve_for_local_sat * 1000 > view.to_remote_msat:
-            raise UsageError(f"feerate_per_kw {feerate_per_kw}: the commitment fee of {fee_msat // 1000} sat would "
-                             f"take our balance below the reserve of {self.config.reserve_for_local_sat} sat")
+            return (f"feerate_per_kw {feerate_per_kw}: the commitment fee of {fee_msat // 1000} sat would "
+                    f"take our balance below the reserve of {self.config.reserve_for_local_sat} sat")
+        return None
+
+    def update_fee(self, feerate_per_kw: int) -> UpdateFee:
+        """update_fee (BOLT 2: only the funder, who pays the fee, may send it)."""
+        problem = self.update_fee_problem(feerate_per_kw)
+        if problem is not None:
+            raise UsageError(problem)
         self.log.send_fee(feerate_per_kw)
         return self._sent(UpdateFee(channel_id=self.config.channel_id, feerate_per_kw=feerate_per_kw))
 

@@ -130,6 +130,10 @@ def node_group() -> None:
                    "them, keep offline clients' onion messages, wake them by webhook (DATADIR/asyncpay.sqlite).")
 @click.option("--lsp-max-hold-seconds", type=click.IntRange(1, 14 * 24 * 3600), default=24 * 3600,
               show_default=True, help="With --lsp: the longest an HTLC is held (announced to clients).")
+@click.option("--fee-update", "fee_update", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="Move the commitment feerate of the channels we fund with the chain's fee estimates "
+                   "(update_fee), and check the peers' against them. auto: on, except on regtest.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the node does on stderr.")
 @click.pass_context
 @_errors_to_exit
@@ -141,15 +145,14 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
           announce_channels: bool, new_store: bool, network: str, electrum: tuple[str, ...],
           electrum_cafile: Path | None, accept_risk: bool, mnemonic_file: Path | None,
           passphrase_file: Path | None, restore_backup: Path | None, words: str, ui: bool, lsp: bool,
-          lsp_max_hold_seconds: int, verbose: bool) -> None:
+          lsp_max_hold_seconds: int, fee_update: str, verbose: bool) -> None:
     """Start a node daemon; stops on Ctrl-C or SIGTERM (cleanly, exit 0: that is how it is stopped).
 
     Once serving it prints one JSON line: node_id, listen, api (and ui with --ui): a daemon's ready line.
     """
     if network == "bitcoin" and not accept_risk:
-        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (P2TR coins are not spent, "
-                         "update_fee does not follow the estimates; "
-                         "see README). Pass --i-accept-the-risk to run anyway")
+        raise UsageError("--network bitcoin: Lightspeed is not ready for real money (never run with other nodes "
+                         "on a real network, no watchtower; see README). Pass --i-accept-the-risk to run anyway")
     if network != "regtest" and not electrum:
         raise UsageError(f"--network {network}: needs --electrum HOST:PORT:s|t (the embedded chain is regtest only)")
     if electrum and chain_file is not None:
@@ -170,7 +173,8 @@ def start(ctx: click.Context, datadir_option: Path | None, listen: str, api: str
     config = DaemonConfig(datadir, parse_hostport(listen, "--listen"), parse_hostport(api, "--api"),
                           (chain_file or default_chain_path(datadir)).expanduser(), announce_channels,
                           new_store, network, electrum, electrum_cafile, ui, mnemonic_file, passphrase_file,
-                          int(words), lsp, lsp_max_hold_seconds, restore_backup=restore_backup)
+                          int(words), lsp, lsp_max_hold_seconds, restore_backup=restore_backup,
+                          fee_updates={"on": True, "off": False}.get(fee_update))
     asyncio.run(run(config))
 
 

@@ -23,6 +23,7 @@ from lightspeed.codec.generated import (
     UpdateAddHtlc,
     UpdateFailHtlc,
     UpdateFailMalformedHtlc,
+    UpdateFee,
 )
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.errors import (
@@ -111,6 +112,8 @@ async def _on_channel_message(self: Node, peer: Peer, message: WireMessage) -> N
     cid = channel.config.channel_id
     if cid not in self._reestablished:
         raise PeerProtocolError(f"{message.NAME} before channel_reestablish", cid)
+    if isinstance(message, UpdateFee):  # against our estimate: a warning, never a channel failure
+        self.fee_follower.check_incoming(channel, message.feerate_per_kw)
     replies, fulfilled = channel.receive(message)
     received: list[NodeEvent] = []
     with self.store.transaction():  # one commit for the whole step, then its messages

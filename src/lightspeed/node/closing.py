@@ -226,6 +226,7 @@ async def _watch_chain(self: Node) -> None:
             await self._on_funding_events(self._funding_watch.poll(ready_channels(self)))
         if new_tip:
             seen = tip
+            await self.fee_follower.on_block()
             self.synced_tip = tip  # getinfo's synced flag: every block up to here is handled
             for cid, channel in list(self.channels.items()):  # BOLT 2 HTLC deadlines
                 reason = htlc_deadline_passed(channel, tip[0], lambda h: self._known_preimage(h) is not None)

@@ -425,6 +425,7 @@ async def _on_reestablish(self: Node, peer: Peer, message: ChannelReestablish) -
     elif "sent" not in self._ready_marks.get(cid, set()):
         self._watch_funding(cid, channel.config.funding_txid)
     await self._advance(channel, peer)
+    await self.fee_follower.follow(cid)  # the estimate may have moved while the peer was away
 
 
 async def _on_protocol_error(self: Node, peer: Peer, exc: PeerProtocolError) -> None:

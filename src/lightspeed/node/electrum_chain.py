@@ -619,7 +619,8 @@ class ElectrumChainSource:
         return max(rate, floor)
 
     def min_relay_feerate_per_kw(self) -> int:
-        """The server's minimum relay feerate (``blockchain.relayfee``, asked with the estimates)."""
+        """The server's minimum relay feerate (``blockchain.relayfee``, asked with the estimates), never
+        below 253 sat/kw: node.fee_updates keeps commitments above it, estimates are floored by it."""
         with self._lock:
             return self._cache.relay_floor_per_kw
 

@@ -116,6 +116,7 @@ from lightspeed.node.closing import CLOSING_WEIGHT, _Closing
 from lightspeed.node.connections import RECONNECT_DELAYS
 from lightspeed.node.events import EventBus
 from lightspeed.node.fee_bumper import ParentBumper
+from lightspeed.node.fee_updates import FeeFollower
 from lightspeed.node.forwarding import DEFAULT_POLICY
 from lightspeed.node.funding_watch import FundingWatch
 from lightspeed.node.gossip_runtime import GossipRuntime
@@ -216,6 +217,9 @@ class Node:
     async_lsp: AsyncLsp | None = None
     #: Where the static channel backup is rewritten whenever a channel opens or closes (node.backup).
     channel_backup_file: Path | None = None
+    #: Follow the chain's fee estimates with update_fee on the channels we fund, and check the
+    #: peer's update_fee against them (node.fee_updates). None: on, except on regtest.
+    fee_updates: bool | None = None
     closed_channels: dict[bytes, Transaction] = field(default_factory=dict, init=False, repr=False)
     _closings: dict[bytes, _Closing] = field(default_factory=dict, init=False, repr=False)
 
@@ -284,6 +288,7 @@ class Node:
         self.broadcaster = Broadcaster(self.chain, self.wallet, self._spawn, self.events.put_nowait, self.store)
         # CPFP of our funding and mutual-close transactions while they wait (None: never bumped)
         self.parent_bumper: ParentBumper | None = ParentBumper(self.chain, self.wallet)
+        self.fee_follower = FeeFollower(self)  # update_fee from the backend's estimates, every block
         self.blinded = BlindedPayments(self)  # BOLT 4 route blinding: paths to us, forwarding, paying
         self.asyncpay = AsyncPayRuntime(self)  # async payments: LSP holds and mailbox, pay_async, unblock
         self.async_draft = AsyncDraft(self)  # async payments, the draft flow: static invoices, hold_htlc
