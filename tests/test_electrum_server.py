@@ -16,8 +16,9 @@ from lightspeed.bitcoin.script import p2wpkh_script
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxOut
 from lightspeed.chain import RegtestChain
 from lightspeed.chain.blocks import BlockHeader, merkle_root, root_from_branch
-from lightspeed.chain.electrum import ChainFollower, ElectrumSession, status_of
+from lightspeed.chain.electrum import ChainFollower, ElectrumSession, rejection, status_of
 from lightspeed.chain.electrum_rpc import MAX_BATCH
+from lightspeed.chain.fee_policy import replacement_error
 from lightspeed.chain.index import HistoryItem
 from lightspeed.crypto.hashes import sha256, sha256d
 from lightspeed.crypto.secp256k1 import pubkey_from_privkey
@@ -466,3 +467,16 @@ def test_a_follower_behind_the_removal_journal_checks_every_subscription() -> No
     chain.mine(1)
     changes = lagging.poll()
     assert changes is not None and changes.touched is None  # unknown: every subscription is checked again
+
+
+@pytest.mark.parametrize(("refusal", "token"), [
+    (replacement_error(1_000, 400, 100, [], 0, 1, [0]), "replacement-adds-unconfirmed"),
+    (replacement_error(1_000, 400, 100, [(b"\x01" * 32, 2_000, 400)], 2_000, 1, []), "insufficient fee"),
+    (replacement_error(2_050, 400, 100, [(b"\x01" * 32, 2_000, 600)], 2_000, 1, []), "insufficient fee"),
+    (replacement_error(9_000, 400, 100, [(b"\x01" * 32, 2_000, 600)], 2_000, 101, []),
+     "too many potential replacements"),
+])
+def test_every_bip125_refusal_carries_bitcoinds_reject_reason(refusal: str | None, token: str) -> None:
+    """Electrum shows a server's refusal only when it holds one of bitcoind's reject reasons."""
+    assert refusal is not None
+    assert rejection(refusal).message == f"the transaction was rejected by network rules.\n\n{token} ({refusal})"

@@ -74,6 +74,9 @@ _BITCOIND_REASONS = (
     ("locktime", "non-final"),
     ("already spent in the mempool", "txn-mempool-conflict"),
     ("a replacement must pay", "insufficient fee"),  # BIP 125: bitcoind's "insufficient fee, rejecting replacement"
+    ("which it would replace", "insufficient fee"),  # BIP 125 rule 6: a feerate not above the replaced one's
+    ("a replacement may not add an unconfirmed input", "replacement-adds-unconfirmed"),  # BIP 125 rule 2
+    ("BIP 125 allows", "too many potential replacements"),  # BIP 125 rule 5
     ("below the minimum relay feerate", "min relay fee not met"),
     ("already spent in the chain", "bad-txns-inputs-missingorspent"),
     ("does not exist", "bad-txns-inputs-missingorspent"),
