@@ -27,6 +27,9 @@ anchor is broadcast and replaced at a rising feerate
 (:class:`~lightspeed.node.fee_bumper.CommitmentBumper`), found again by its spend of our anchor
 after a restart. A sweep paying its own fee is replaced at a rising feerate while it waits
 (:mod:`.sweep_rbf`); every feerate used is recorded, so a restart rebuilds every version.
+Once the commitment confirmed, our anchor on it is swept when worth it, batched into the main
+sweep or alone (:meth:`OnchainWatcher._sweep_anchor`, :mod:`lightspeed.channel.anchor_sweep`);
+the decision is recorded, so a restart rebuilds the same transactions.
 """
 
 from __future__ import annotations
