@@ -5,8 +5,8 @@ confirmed is hers (LOCAL, to_local waits 144 blocks) and the peer's for Bob (REM
 after one block). The chain's estimate is set in the same breath as the block that confirms the
 commitment, so no CPFP child took the anchor first (each test asserts it).
 
-Boundaries (channel.anchor_sweep): batched, the anchor's input is worth it up to 592 sat/kw;
-alone, up to 372 sat/kw (half the anchor left in both).
+Boundaries (channel.anchor_sweep): batched, the anchor's input is worth it up to 589 sat/kw;
+alone, up to 369 sat/kw (half the anchor left in both).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ P2WPKH = bytes(22)  # a wallet output script's length is all the fee depends on
 
 
 def test_where_sweeping_the_anchor_stops_paying() -> None:
-    assert worth_batching(592) and not worth_batching(593)
-    assert worth_alone(372, P2WPKH) and not worth_alone(373, P2WPKH)
-    assert (batched_anchor_fee(253), alone_anchor_fee(253, P2WPKH)) == (70, 112)  # 1 sat/vbyte
+    assert worth_batching(589) and not worth_batching(590)
+    assert worth_alone(369, P2WPKH) and not worth_alone(370, P2WPKH)
+    assert (batched_anchor_fee(253), alone_anchor_fee(253, P2WPKH)) == (71, 113)  # 1 sat/vbyte, rounded up
 
 
 async def _restart(node: Node, path: Path) -> Node:
@@ -130,14 +130,14 @@ def test_at_a_high_fee_the_anchor_is_left_then_swept_alone_when_the_estimate_dro
         chain.set_fee_estimate(253)
         await mine_until(chain, lambda: bob.wallet.balance_sat() > bob_before + to_remote)
         gain = anchor_alone_gain(chain, bob, cid, commitment)
-        assert gain == ANCHOR_SAT - alone_anchor_fee(253, P2WPKH) == 218
+        assert gain == ANCHOR_SAT - alone_anchor_fee(253, P2WPKH) == 217
         assert bob.wallet.balance_sat() - bob_before == to_remote + gain
         await wait_for(lambda: swept_anchor(chain, alice, cid, commitment) is not None)
-        assert anchor_alone_gain(chain, alice, cid, commitment) == 218
+        assert anchor_alone_gain(chain, alice, cid, commitment) == 217
         await mine(chain, 1)
         assert bob._onchain.resolutions[cid].finished
         sweep = swept_anchor(chain, bob, cid, commitment)
-        assert sweep is not None and fee_of(chain, sweep) == 112
+        assert sweep is not None and fee_of(chain, sweep) == 113
         await alice.stop()
         await bob.stop()
 

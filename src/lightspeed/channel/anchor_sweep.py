@@ -10,8 +10,8 @@ least :data:`ANCHOR_MARGIN_SAT`, half the anchor: the sweep then gains at least 
 spends, which survives an estimate that moved a little before confirmation. (The wallet's dust
 limit, 294 sat, would make a lone sweep never worth it, even at 1 sat/vbyte: the batched input
 creates no output, so dust says nothing about it.) Batched into another sweep of ours its input
-costs :data:`ANCHOR_INPUT_WEIGHT` (70 vbytes, worth it up to 592 sat/kw); alone, a whole
-transaction (112 vbytes to a P2WPKH output, worth it up to 372 sat/kw).
+costs :data:`ANCHOR_INPUT_WEIGHT` (70 vbytes, worth it up to 589 sat/kw); alone, a whole
+transaction (112 vbytes to a P2WPKH output, worth it up to 369 sat/kw).
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ def our_anchor(channel: Channel, tx: Transaction) -> int | None:
 
 
 def batched_anchor_fee(feerate_per_kw: int) -> int:
-    """What our anchor's input adds to the fee of another sweep at ``feerate_per_kw``."""
-    return ANCHOR_INPUT_WEIGHT * feerate_per_kw // 1000
+    """What our anchor's input adds to the fee of another sweep at ``feerate_per_kw`` (rounded up:
+    a fee rounded down would put a sweep at the minimum relay feerate just under it)."""
+    return -(-ANCHOR_INPUT_WEIGHT * feerate_per_kw // 1000)
 
 
 def alone_anchor_fee(feerate_per_kw: int, to_script: bytes) -> int:
     """The fee of a transaction sweeping our anchor alone to ``to_script``."""
     weight = _ALONE_OVERHEAD_WEIGHT + ANCHOR_INPUT_WEIGHT + 4 * (9 + len(to_script))
-    return weight * feerate_per_kw // 1000
+    return -(-weight * feerate_per_kw // 1000)
 
 
 def worth_batching(feerate_per_kw: int) -> bool:
