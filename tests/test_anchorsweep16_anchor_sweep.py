@@ -16,15 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
 from lightspeed.chain import RegtestChain
 from lightspeed.channel.anchor_sweep import (
     ANCHOR_GIVE_UP_BLOCKS,
     alone_anchor_fee,
     batched_anchor_fee,
+    our_anchor,
     worth_alone,
     worth_batching,
 )
 from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.scripts import anchor_script
+from lightspeed.errors import RejectedTransaction
 from lightspeed.node.node import Node
 from lightspeed.store import SqliteStore
 from tests.onchain_support import (
@@ -160,6 +164,49 @@ def test_an_anchor_never_worth_sweeping_is_given_up_and_the_resolution_finishes(
         await mine_until(chain, lambda: resolution.finished)
         assert resolution.anchor == "none"
         assert swept_anchor(chain, bob, cid, commitment) is None
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_third_party_taking_the_anchor_after_16_blocks_costs_only_the_anchor(tmp_path: Path) -> None:
+    """Batched with a to_local 144 blocks away, the anchor races anyone from block 16 on: when
+    someone else takes it, to_local is swept without it (not given up as "spent by another")."""
+    async def scenario() -> None:
+        chain, alice, bob, cid = await open_paid_channel(tmp_path, 0x77)
+        alice_msat = alice.channels[cid].log.commitment(Side.LOCAL).to_local_msat
+        alice_before = alice.wallet.balance_sat()
+        txid = await _close_at(chain, alice, cid, 500)
+        found = chain.get_transaction(txid)
+        assert found is not None
+        commitment = found[0]
+        resolution = alice._onchain.resolutions[cid]
+        await mine(chain, 1)
+        assert resolution.anchor == "batch"
+        script = anchor_script(resolution.channel.secrets.basepoints().funding_pubkey)
+        index = our_anchor(resolution.channel, commitment)
+        assert index is not None
+        # anyone: an empty signature, once the anchor has 16 confirmations (BOLT 3)
+        taker = Transaction(2, (TxIn(OutPoint(commitment.txid, index), sequence=16),),
+                            (TxOut(ANCHOR_SAT - 150, bytes.fromhex("0014") + bytes(20)),), 0)
+        taker = taker.with_witness(0, (b"", script))
+        with pytest.raises(RejectedTransaction):
+            chain.broadcast(taker)  # block 2: only Alice's key can spend it yet
+        await mine(chain, 15)
+        chain.broadcast(taker)
+        await mine(chain, 1)
+        assert resolution.anchor == "spent"
+        await mine(chain, TO_SELF_DELAY - 18)
+        await mine_until(chain, lambda: alice.wallet.balance_sat() > alice_before)
+        sweep = chain.spending_tx(OutPoint(commitment.txid, next(
+            i for i, o in enumerate(commitment.outputs) if o.value_sat > 600_000)))
+        assert sweep is not None and len(sweep.inputs) == 1  # to_local alone
+        assert alice.wallet.balance_sat() - alice_before == (alice_msat // 1000 - commitment_fee(commitment)
+                                                             - ANCHORS_SAT - fees_to(chain, alice, commitment))
+        await mine(chain, 1)
+        assert resolution.finished
         await alice.stop()
         await bob.stop()
 
