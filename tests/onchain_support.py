@@ -8,13 +8,15 @@ from pathlib import Path
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.chain import RegtestChain
+from lightspeed.channel.anchor_sweep import our_anchor
 from lightspeed.codec.features import Features
 from lightspeed.node.node import Node
 from lightspeed.node.peer import DEFAULT_FEATURES
 from lightspeed.store import SqliteStore
 
 FUNDING_SAT = 1_000_000
-ANCHORS_SAT = 660  # two anchor outputs of 330 sat, paid by the funder, left for anyone to sweep
+ANCHORS_SAT = 660  # two anchor outputs of 330 sat, paid by the funder (each side sweeps its own back)
+ANCHOR_SAT = 330  # one anchor: what a force close gives each side back, less its sweep's fee
 
 
 class Proxy:
@@ -139,25 +141,41 @@ def fee_of(chain: RegtestChain, tx: Transaction) -> int:
     return spent - sum(o.value_sat for o in tx.outputs)
 
 
-def claim_fees(chain: RegtestChain, tx: Transaction) -> int:
-    """Fees of every transaction spending an output of ``tx`` (the claims on a commitment)."""
-    total = 0
+def spenders(chain: RegtestChain, tx: Transaction) -> list[Transaction]:
+    """Every transaction spending an output of ``tx``, once each (a sweep batching our anchor with
+    another output spends two)."""
+    found: dict[bytes, Transaction] = {}
     for index in range(len(tx.outputs)):
         spender = chain.spending_tx(OutPoint(tx.txid, index))
         if spender is not None:
-            total += fee_of(chain, spender)
-    return total
+            found.setdefault(spender.txid, spender)
+    return list(found.values())
+
+
+def claim_fees(chain: RegtestChain, tx: Transaction) -> int:
+    """Fees of every transaction spending an output of ``tx`` (the claims on a commitment)."""
+    return sum(fee_of(chain, spender) for spender in spenders(chain, tx))
 
 
 def fees_to(chain: RegtestChain, node: Node, tx: Transaction) -> int:
     """Fees of the claims on ``tx`` that paid ``node``'s wallet (what its sweeps cost it)."""
     owned = {u.output.script_pubkey for u in node.wallet.utxos()}
-    total = 0
-    for index in range(len(tx.outputs)):
-        spender = chain.spending_tx(OutPoint(tx.txid, index))
-        if spender is not None and any(o.script_pubkey in owned for o in spender.outputs):
-            total += fee_of(chain, spender)
-    return total
+    return sum(fee_of(chain, spender) for spender in spenders(chain, tx)
+               if any(o.script_pubkey in owned for o in spender.outputs))
+
+
+def swept_anchor(chain: RegtestChain, node: Node, channel_id: bytes, commitment: Transaction) -> Transaction | None:
+    """The transaction that spent ``node``'s anchor on ``commitment`` (None while unspent)."""
+    index = our_anchor(node._onchain.resolutions[channel_id].channel, commitment)
+    assert index is not None, "no anchor of this node on the commitment"
+    return chain.spending_tx(OutPoint(commitment.txid, index))
+
+
+def anchor_alone_gain(chain: RegtestChain, node: Node, channel_id: bytes, commitment: Transaction) -> int:
+    """What ``node``'s anchor, swept alone, brought its wallet: 330 sat less that sweep's fee."""
+    sweep = swept_anchor(chain, node, channel_id, commitment)
+    assert sweep is not None and len(sweep.inputs) == 1, "the anchor was not swept alone"
+    return ANCHOR_SAT - fee_of(chain, sweep)
 
 
 def commitment_fee(tx: Transaction) -> int:

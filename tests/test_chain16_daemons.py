@@ -130,14 +130,16 @@ def test_two_electrum_daemons_open_pay_close_and_force_close(tmp_path: Path, pro
             break
         mine(1)
     wait_for("bob's to_remote, within a block or two", lambda: onchain(b) > bob_before)
-    assert 99_000 < onchain(b) - bob_before <= 100_000
-    assert onchain(a) == alice_before  # alice's to_local waits for bob's to_self_delay
+    # his anchor rides along in the same sweep: 330 sat, less the ~71 its input costs at 1 sat/vbyte
+    assert 99_000 < onchain(b) - bob_before <= 100_000 + 330 - 71
+    # alice's to_local waits for bob's to_self_delay; her anchor is swept alone at once: 330 less 113
+    wait_for("alice's anchor", lambda: onchain(a) == alice_before + 217)
     mine(143)  # bob's to_self_delay (144) less one: the sweep cannot be mined yet
     for _ in range(6):  # then block by block: the sweep is broadcast once the next block may hold it
         mine(1)
-        if onchain(a) > alice_before:
+        if onchain(a) > alice_before + 217:
             break
-    wait_for("alice's to_local swept", lambda: onchain(a) > alice_before)
+    wait_for("alice's to_local swept", lambda: onchain(a) > alice_before + 217)
     assert 390_000 < onchain(a) - alice_before < 400_000
     assert alice_p.process.poll() is None and bob_p.process.poll() is None
     print(sys.argv[0], "ok")

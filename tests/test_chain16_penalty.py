@@ -21,7 +21,16 @@ from lightspeed.channel.resolve import SpendKind
 from lightspeed.node.electrum_chain import ElectrumChainSource, ServerAddress
 from lightspeed.node.node import Node
 from lightspeed.store import SqliteStore
-from tests.onchain_support import ANCHORS_SAT, FUNDING_SAT, commitment_fee, fee_of, settle, wait_for
+from tests.onchain_support import (
+    ANCHORS_SAT,
+    FUNDING_SAT,
+    anchor_alone_gain,
+    commitment_fee,
+    fee_of,
+    settle,
+    swept_anchor,
+    wait_for,
+)
 from tests.support.electrum_servers import ServerLoop
 
 
@@ -77,17 +86,22 @@ def test_a_revoked_commitment_is_punished_by_a_node_that_sees_the_chain_through_
         def claimed() -> int:
             return sum(chain.spending_tx(OutPoint(old.txid, i)) is not None for i in range(len(old.outputs)))
 
-        for _ in range(10):  # the penalty (no delay) and Alice's to_remote (one block), via Electrum
+        # the penalty (no delay) and Alice's to_remote (one block), via Electrum; Bob's own anchor
+        for _ in range(10):
             await mine()
-            if claimed() == 2:
+            if claimed() == 3:
                 break
-        assert claimed() == 2
-        spenders = [chain.spending_tx(OutPoint(old.txid, i)) for i in range(len(old.outputs))]
-        fees = sum(fee_of(chain, tx) for tx in spenders if tx is not None)
+        assert claimed() == 3
+        bobs = swept_anchor(chain, bob, cid, old)
+        assert bobs is not None
+        spenders = {tx.txid: tx for i in range(len(old.outputs))
+                    if (tx := chain.spending_tx(OutPoint(old.txid, i))) is not None and tx.txid != bobs.txid}
+        fees = sum(fee_of(chain, tx) for tx in spenders.values())
         expected = FUNDING_SAT - commitment_fee(old) - ANCHORS_SAT - fees  # the whole channel, less fees
         await wait_for(lambda: alice.wallet.balance_sat() - alice_before == expected)
         await mine(150)
-        assert bob.wallet.balance_sat() == bob_before  # the cheater got nothing
+        # the cheater got nothing of the channel: only his own anchor back, less its sweep's fee
+        assert bob.wallet.balance_sat() == bob_before + anchor_alone_gain(chain, bob, cid, old)
         await alice.stop()
         await bob.stop()
 

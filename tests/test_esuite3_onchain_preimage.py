@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.crypto.hashes import sha256
 from lightspeed.node.onchain import HtlcResolvedOnChain, ResolutionFinished
 from tests.test_onchain_htlcs import TO_SELF_DELAY, _fees_paid, _run, _setup, _Side
@@ -46,7 +47,7 @@ def test_preimage_learned_after_our_force_close_claims_through_htlc_success(tmp_
     # Alice learns the preimage from the chain (her payment succeeded), and gets none of the 60k back
     assert any(isinstance(e, HtlcResolvedOnChain) and e.preimage == to_bob for e in a.events)
     bob_balance = bob.log.commitment(Side.LOCAL).to_local_msat // 1000
-    assert b.swept_sat() == bob_balance + 60_000 + 40_000 - _fees_paid(chain, b.script)
+    assert b.swept_sat() == bob_balance + 60_000 + 40_000 + ANCHOR_OUTPUT_SAT - _fees_paid(chain, b.script)
 
 
 def test_preimage_learned_after_the_peers_force_close_claims_from_its_commitment(tmp_path: Path) -> None:

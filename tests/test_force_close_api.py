@@ -12,6 +12,7 @@ from lightspeed.api.app import create_app
 from lightspeed.api.handlers import ApiContext
 from lightspeed.channel.htlc_log import Side
 from tests.onchain_support import (
+    ANCHOR_SAT,
     ANCHORS_SAT,
     commitment_fee,
     fees_to,
@@ -50,7 +51,7 @@ def test_force_close_through_the_api_returns_the_commitment_and_lists_the_channe
         await mine(chain, 146)
         await mine_until(chain, lambda: alice.wallet.balance_sat() > before)
         assert alice.wallet.balance_sat() - before == (
-            alice_msat // 1000 - commitment_fee(commitment) - ANCHORS_SAT - fees_to(chain, alice, commitment))
+            alice_msat // 1000 - commitment_fee(commitment) - ANCHORS_SAT + ANCHOR_SAT - fees_to(chain, alice, commitment))
         await alice.stop()
         await bob.stop()
 

@@ -14,6 +14,7 @@ from lightspeed.channel.resolve import SpendKind
 from lightspeed.node.node import Node
 from lightspeed.store import SqliteStore
 from tests.onchain_support import (
+    ANCHOR_SAT,
     ANCHORS_SAT,
     commitment_fee,
     fees_to,
@@ -52,7 +53,7 @@ def test_after_data_loss_we_ask_the_peer_to_close_and_sweep_our_to_remote(tmp_pa
         assert alice._onchain.resolutions[cid].kind is SpendKind.REMOTE  # Bob's commitment, not hers
         # Alice's to_remote pays her *current* balance, which her stale state did not even know.
         assert alice.wallet.balance_sat() - alice_before == (
-            alice_msat // 1000 - commitment_fee(spend) - ANCHORS_SAT - fees_to(chain, alice, spend))
+            alice_msat // 1000 - commitment_fee(spend) - ANCHORS_SAT + ANCHOR_SAT - fees_to(chain, alice, spend))
         await alice.stop()
         await bob.stop()
 

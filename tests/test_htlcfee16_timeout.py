@@ -26,6 +26,7 @@ from lightspeed.node.htlc_bump import TIMEOUT_DEADLINE_BLOCKS, deadline_feerate
 from lightspeed.node.node import Node
 from lightspeed.store import SqliteStore
 from tests.onchain_support import (
+    ANCHOR_SAT,
     commitment_fee,
     fee_of,
     fees_to,
@@ -115,7 +116,7 @@ def test_the_htlc_timeout_confirms_under_a_relay_minimum_only_with_a_fee_input(t
         assert _confirmed(chain, sweep) and sweep is not None
         assert sweep.outputs[0].value_sat == HTLC_SAT - _SWEEP_WEIGHT * resolution.feerate_per_kw // 1000
         assert alice.wallet.balance_sat() - before == (
-            alice_sat + HTLC_SAT - commitment_fee(commitment) - 660
+            alice_sat + HTLC_SAT - commitment_fee(commitment) - 660 + ANCHOR_SAT  # her anchor swept back
             - fees_to(chain, alice, commitment) - fees_to(chain, alice, timeout_tx))
 
     asyncio.run(scenario())

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from lightspeed.bitcoin.script import p2wpkh_script, p2wsh_script
 from lightspeed.chain import RegtestChain
+from lightspeed.channel.anchor_sweep import alone_anchor_fee
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.pair import channel_pair
 from lightspeed.channel.resolve import SpendKind
-from lightspeed.channel.scripts import funding_script
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, funding_script
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_to_record,
@@ -135,20 +136,23 @@ def test_our_commitment_htlcs_are_claimed_and_timed_out_through_htlc_transaction
     _run(chain, [a, b], 3)
     assert ChannelClosedOnChain(bob.config.channel_id, SpendKind.LOCAL, commitment.txid) in b.events
     assert any(isinstance(e, ChannelClosedOnChain) and e.kind is SpendKind.REMOTE for e in a.events)
-    assert a.swept_sat() > 0 and b.swept_sat() == 0  # Bob still waits for his delays
+    # Bob still waits for his delays; his anchor is swept alone at once (1 sat/vbyte leaves 217 of 330)
+    assert a.swept_sat() > 0 and b.swept_sat() == ANCHOR_OUTPUT_SAT - alone_anchor_fee(253, b.script) == 217
     b.restart()  # the resolution resumes from the store: same claims, same txids
     _run(chain, [a, b], TO_SELF_DELAY + 45)
     assert any(isinstance(e, ResolutionFinished) for e in b.events)
     assert any(isinstance(e, ResolutionFinished) for e in a.events)
-    # Bob: his balance, the HTLC he had the preimage for and his own timed-out HTLC, minus his claim fees.
+    # Bob: his balance, the HTLC he had the preimage for, his own timed-out HTLC and his anchor, minus his
+    # claim fees.
     bob_balance = bob.log.commitment(Side.LOCAL).to_local_msat // 1000
-    assert b.swept_sat() == bob_balance + 60_000 + 40_000 - _fees_paid(chain, b.script)
+    assert b.swept_sat() == bob_balance + 60_000 + 40_000 + ANCHOR_OUTPUT_SAT - _fees_paid(chain, b.script)
     resolved = {(e.payment_hash, e.offered, e.preimage) for e in b.events if isinstance(e, HtlcResolvedOnChain)}
     assert resolved == {(sha256(to_bob), False, None), (sha256(never), True, None)}
-    # Alice funded: her balance minus the commitment fee and both anchors (2 x 330), minus her sweep fee.
+    # Alice funded: her balance minus the commitment fee and both anchors (2 x 330), plus hers swept back
+    # with her to_remote, minus her sweep fee.
     alice_balance = alice.log.commitment(Side.REMOTE).to_remote_msat // 1000
     commitment_fee = FUNDING_SAT - sum(o.value_sat for o in commitment.outputs)
-    assert a.swept_sat() == alice_balance - commitment_fee - 660 - _fees_paid(chain, a.script)
+    assert a.swept_sat() == alice_balance - commitment_fee - 660 + ANCHOR_OUTPUT_SAT - _fees_paid(chain, a.script)
 
 
 def test_htlcs_on_the_peers_commitment_are_claimed_directly_and_the_preimage_reaches_the_payer(
@@ -172,10 +176,10 @@ def test_htlcs_on_the_peers_commitment_are_claimed_directly_and_the_preimage_rea
     _run(chain, [a, b], TO_SELF_DELAY)
     assert any(isinstance(e, ResolutionFinished) for e in a.events)
     bob_balance = bob.log.commitment(Side.REMOTE).to_remote_msat // 1000
-    assert b.swept_sat() == bob_balance + 60_000 + 40_000 - _fees_paid(chain, b.script)
+    assert b.swept_sat() == bob_balance + 60_000 + 40_000 + ANCHOR_OUTPUT_SAT - _fees_paid(chain, b.script)
     alice_balance = alice.log.commitment(Side.LOCAL).to_local_msat // 1000
     commitment_fee = FUNDING_SAT - sum(o.value_sat for o in commitment.outputs)
-    assert a.swept_sat() == alice_balance - commitment_fee - 660 - _fees_paid(chain, a.script)
+    assert a.swept_sat() == alice_balance - commitment_fee - 660 + ANCHOR_OUTPUT_SAT - _fees_paid(chain, a.script)
 
 
 def test_a_revoked_commitment_is_punished_at_once_and_the_cheater_keeps_nothing(tmp_path: Path) -> None:
@@ -194,7 +198,7 @@ def test_a_revoked_commitment_is_punished_at_once_and_the_cheater_keeps_nothing(
     commitment_fee = FUNDING_SAT - sum(o.value_sat for o in cheat.outputs)
     assert a.swept_sat() == FUNDING_SAT - commitment_fee - 660 - _fees_paid(chain, a.script)
     _run(chain, [a, b], TO_SELF_DELAY)
-    assert b.swept_sat() == 0
+    assert b.swept_sat() == ANCHOR_OUTPUT_SAT - alone_anchor_fee(253, b.script)  # his own anchor, nothing else
 
 
 def _fees_paid(chain: RegtestChain, script: bytes) -> int:

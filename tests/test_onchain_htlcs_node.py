@@ -17,7 +17,7 @@ from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.resolve import FULFILL_DEADLINE_BLOCKS, SpendKind
 from lightspeed.errors import PaymentError
 from lightspeed.invoice import build_invoice, verify_payment_proof
-from tests.onchain_support import fees_to, mine, mine_until, open_paid_channel, wait_for
+from tests.onchain_support import ANCHOR_SAT, fees_to, mine, mine_until, open_paid_channel, wait_for
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_the_payee_claims_a_stuck_htlc_on_chain_before_its_deadline_and_the_paye
         preimage = await paying  # learnt from Bob's HTLC-success witness
         assert verify_payment_proof(invoice, preimage)
         assert alice.store.payment(invoice.payment_hash).status == "succeeded"  # type: ignore[union-attr]
-        # Bob's HTLC-success output and his to_local wait his delay, then reach his wallet.
+        # Bob's HTLC-success output and his to_local wait his delay, then reach his wallet (his anchor at once).
         spend_txid = bob._onchain.resolutions[cid].spend_txid
         assert spend_txid is not None
         found = chain.get_transaction(spend_txid)
@@ -54,7 +54,7 @@ def test_the_payee_claims_a_stuck_htlc_on_chain_before_its_deadline_and_the_paye
         assert htlc_success is not None  # zero fee (option_anchors); its output swept after the delay
         second_stage_fee = fees_to(chain, bob, htlc_success)
         assert bob.wallet.balance_sat() - bob_before == (
-            bob_msat // 1000 + 50_000 - fees_to(chain, bob, commitment) - second_stage_fee)
+            bob_msat // 1000 + 50_000 + ANCHOR_SAT - fees_to(chain, bob, commitment) - second_stage_fee)
         await alice.proxy.stop()  # type: ignore[attr-defined]
         await alice.stop()
         await bob.stop()
@@ -87,9 +87,10 @@ def test_an_htlc_the_payee_cannot_claim_times_out_on_chain_and_the_payment_fails
         assert alice.store.payment(unknown.payment_hash).status == "failed"  # type: ignore[union-attr]
         await mine_until(chain, lambda: alice._onchain.resolutions[cid].finished)
         commitment_fee = 1_000_000 - sum(o.value_sat for o in commitment.outputs)
-        # Alice funded: her balance and the refunded HTLC, minus the commitment fee, anchors and her claims.
+        # Alice funded: her balance and the refunded HTLC, minus the commitment fee and anchors (hers comes
+        # back) and her claims.
         assert alice.wallet.balance_sat() - alice_before == (
-            alice_msat // 1000 + 50_000 - commitment_fee - 660 - fees_to(chain, alice, commitment))
+            alice_msat // 1000 + 50_000 - commitment_fee - 660 + ANCHOR_SAT - fees_to(chain, alice, commitment))
         await alice.proxy.stop()  # type: ignore[attr-defined]
         await alice.stop()
         await bob.stop()

@@ -388,6 +388,24 @@ def confirmed_anchor_change(net: InteropNet, wallet: ElectrumWallet, commitment:
     return change
 
 
+def lightspeed_anchor_alone(net: InteropNet, commitment_txid: str) -> int:
+    """What Lightspeed's own anchor on the commitment brought its wallet when swept alone (it does so
+    once its commitment confirmed, when the fee leaves half the anchor): that sweep's one output,
+    counted once mined; 0 while it is not, or when the anchor went otherwise (a CPFP child, or batched
+    into the to_remote sweep). Told apart by its shape, one signed input and one output: Electrum
+    4.8.1 spends its anchor only in CPFP children, beside a wallet coin."""
+    commitment = tx_of(net, commitment_txid)
+    gain = 0
+    for index in anchor_indexes(commitment):
+        spender = net.chain.spender(commitment_txid, index)
+        if spender is None or len(spender.inputs) != 1 or not spender.inputs[0].witness[0]:
+            continue
+        found = net.chain.transaction(spender.txid_hex)
+        if found is not None and found[1] >= 1:
+            gain += spender.outputs[0].value_sat
+    return gain
+
+
 def swept(net: InteropNet, txid: str, index: int, seconds: float = 60) -> Transaction:
     """The transaction spending ``txid:index`` once it shows up (then confirmed by a block)."""
     sweep: Transaction = wait_for(f"a sweep of {txid}:{index}", lambda: net.chain.spender(txid, index), seconds)
@@ -413,8 +431,8 @@ def test_force_close_by_electrum_and_sweeps(net: InteropNet) -> None:
                     and commitment.outputs[i].value_sat != ANCHOR_SAT)
     to_local_sat = commitment.outputs[to_local].value_sat
     assert to_local_sat < CAPACITY_SAT - 300_000
-    ls_sweep = swept(net, commitment_txid, to_remote)
-    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
+    ls_sweep = swept(net, commitment_txid, to_remote)  # under anchors, Lightspeed's anchor rides along
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000 + ANCHOR_SAT
     wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before + ls_sweep.outputs[0].value_sat)
 
@@ -509,10 +527,10 @@ def test_update_fee_from_electrum_then_force_close_by_lightspeed(net: InteropNet
     net.mine(ELECTRUM_TO_SELF_DELAY - 1 - net.chain.transaction(commitment_txid)[1])
     assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
     net.mine(1)
-    ls_sweep = swept(net, commitment_txid, to_local)
-    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000
-    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
-             == ls_before + ls_sweep.outputs[0].value_sat)
+    ls_sweep = swept(net, commitment_txid, to_local)  # Electrum's delay (10) is under 16: the anchor rides along
+    assert len(ls_sweep.outputs) == 1 and 300_000 - 5_000 < ls_sweep.outputs[0].value_sat < 300_000 + ANCHOR_SAT
+    wait_for("Lightspeed's wallet to get its sweep and its anchor", lambda: net.lightspeed.call("balance")[
+        "onchain_sat"] == ls_before + lightspeed_anchor_alone(net, commitment_txid) + ls_sweep.outputs[0].value_sat)
     wait_for("alice to see the channel closed", lambda: net.alice.channel(a)["state"] in ("CLOSED", "REDEEMED"))
 
 
@@ -545,7 +563,7 @@ def test_electrum_cpfps_its_commitment_through_its_anchor(net: InteropNet) -> No
     net.mine(1)
     assert net.chain.transaction(commitment_txid)[1] == net.chain.transaction(child.txid_hex)[1] == 1  # confirmations
     ls_sweep = swept(net, commitment_txid, output_paying(commitment, 200_000))
-    assert len(ls_sweep.outputs) == 1 and 200_000 - 5_000 < ls_sweep.outputs[0].value_sat < 200_000
+    assert len(ls_sweep.outputs) == 1 and 200_000 - 5_000 < ls_sweep.outputs[0].value_sat < 200_000 + ANCHOR_SAT
     wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
              == ls_before + ls_sweep.outputs[0].value_sat)
 
@@ -655,10 +673,12 @@ def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
     assert net.chain.spender(commitment_txid, to_local) is None, "swept before its CSV delay"
     net.mine(1)  # the next block is the first that may hold the sweep: Lightspeed broadcasts it now
     ls_sweep = swept(net, commitment_txid, to_local, 30)
-    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat
+    # under anchors Lightspeed's anchor rides along (Electrum's delay, 10 blocks, is under 16)
+    anchor = ANCHOR_SAT if net.release.anchors else 0
+    assert len(ls_sweep.outputs) == 1 and to_local_sat - 5_000 < ls_sweep.outputs[0].value_sat < to_local_sat + anchor
     assert ls_sweep.outputs[0].value_sat == limbo[0]["amount_sat"]  # what it said would come
-    wait_for("Lightspeed's wallet to get its sweep", lambda: net.lightspeed.call("balance")["onchain_sat"]
-             == ls_before + ls_sweep.outputs[0].value_sat)
+    wait_for("Lightspeed's wallet to get its sweep and its anchor", lambda: net.lightspeed.call("balance")[
+        "onchain_sat"] == ls_before + lightspeed_anchor_alone(net, commitment_txid) + ls_sweep.outputs[0].value_sat)
     closed_view = net.lightspeed.channel(b)
     assert (closed_view["state"], closed_view["close_type"], closed_view["limbo_sweeps"]) == ("closed", "local", [])
     wait_for("bob to see the channel redeemed", lambda: net.bob.channel(b)["state"] in ("CLOSED", "REDEEMED"))
@@ -905,8 +925,8 @@ def test_htlcs_on_chain_after_lightspeed_force_close(net: InteropNet) -> None:
     assert sorted(s.outputs[0].value_sat for s in sweeps) == sorted(s["amount_sat"] for s in limbo.values())
     ls_got = sum(s.outputs[0].value_sat for s in sweeps)
     ls_got -= fee_inputs_cost(net, success)  # under anchors its wallet paid the HTLC-success's fee
-    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
-             == ls_before + ls_got)
+    wait_for("Lightspeed's wallet to get both sweeps and its anchor", lambda: net.lightspeed.call("balance")[
+        "onchain_sat"] == ls_before + lightspeed_anchor_alone(net, txid) + ls_got)
     bob_got = electrum_takes(net, commitment, to_remote, [bob_claim]) + confirmed_anchor_change(net, net.bob, commitment)
     wait_for("bob's wallet to get his balance and his HTLC", lambda: net.bob.balance()["confirmed"]
              == bob_before + bob_got)
@@ -986,8 +1006,8 @@ def htlcs_time_out(net: InteropNet) -> None:
     sweeps = [swept(net, txid, to_local, 30), swept(net, timeout_tx.txid_hex, 0, 30)]
     assert sweeps[1].outputs[0].value_sat == limbo[label]["amount_sat"]
     ls_got = sum(s.outputs[0].value_sat for s in sweeps) - fee_inputs_cost(net, timeout_tx)  # anchors: its fee
-    wait_for("Lightspeed's wallet to get both sweeps", lambda: net.lightspeed.call("balance")["onchain_sat"]
-             == ls_before + ls_got)
+    wait_for("Lightspeed's wallet to get both sweeps and its anchor", lambda: net.lightspeed.call("balance")[
+        "onchain_sat"] == ls_before + lightspeed_anchor_alone(net, txid) + ls_got)
 
     # bob comes back: his HTLC expired long ago, he takes it back from Lightspeed's commitment
     net.bob.start()
@@ -1139,7 +1159,8 @@ def electrum_commitment_htlcs(net: InteropNet) -> None:
         # basepoint, at once; anchors: a CSV-1 P2WSH, one block after the commitment)
         assert len(commitment.outputs[to_remote].script_pubkey) == (34 if net.release.anchors else 22)
         ls_to_remote = swept(net, txid, to_remote, 30)
-        assert len(ls_to_remote.outputs) == 1 and 0 < to_remote_sat - ls_to_remote.outputs[0].value_sat < 5_000
+        anchor = ANCHOR_SAT if net.release.anchors else 0  # Lightspeed's anchor, batched into this sweep
+        assert len(ls_to_remote.outputs) == 1 and 0 < to_remote_sat + anchor - ls_to_remote.outputs[0].value_sat < 5_000
 
         # timeout_out: BIP 65, the claim's nLockTime is the HTLC's cltv_expiry; sent once the tip is there
         assert net.chain.spender(txid, htlc["timeout_out"]) is None

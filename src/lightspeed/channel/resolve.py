@@ -23,6 +23,12 @@ from enum import Enum
 from lightspeed.bitcoin.script import p2pkh_script_code, p2wpkh_script, p2wsh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+from lightspeed.channel.anchor_sweep import (
+    AnchorSpend,
+    batched_anchor_fee,
+    our_anchor,
+    sweep_anchor_alone,
+)
 from lightspeed.channel.commitment import (
     CommitmentParams,
     HtlcOutput,
@@ -31,7 +37,7 @@ from lightspeed.channel.commitment import (
 )
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.penalty import build_penalty_tx, revoked_commitment_number
-from lightspeed.channel.scripts import to_local_script, to_remote_anchors_script
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, to_local_script, to_remote_anchors_script
 from lightspeed.channel.state import Channel
 from lightspeed.channel.sweep import ForceClose, force_close, sweep_delayed
 from lightspeed.crypto.hashes import hash160, sha256
@@ -124,30 +130,54 @@ def classify_spend(channel: Channel, tx: Transaction) -> tuple[SpendKind, int | 
     return SpendKind.REMOTE, ctn
 
 
+@dataclass(frozen=True)
+class AnchorPlan:
+    """How our anchor on the commitment is swept (the watcher decides, :mod:`.anchor_sweep`):
+    ``batch``, as a second input of the main sweep (to_local on ours, to_remote on the peer's),
+    at that sweep's feerate; else alone, in a claim labelled "anchor" at ``feerate_per_kw``."""
+
+    batch: bool
+    feerate_per_kw: int = 0
+
+
+def batch_partner(kind: SpendKind) -> str:
+    """The label of the claim our anchor rides along with (the balance swept from the commitment)."""
+    return "to_local" if kind is SpendKind.LOCAL else "to_remote"
+
+
 def claims_for(channel: Channel, tx: Transaction, kind: SpendKind, preimages: dict[bytes, bytes],
-               to_script: bytes, feerate_per_kw: int) -> list[Claim]:
-    """Every claim of ours on ``tx`` (the funding spend), parents before children."""
+               to_script: bytes, feerate_per_kw: int, anchor: AnchorPlan | None = None) -> list[Claim]:
+    """Every claim of ours on ``tx`` (the funding spend), parents before children; with ``anchor``,
+    our anchor on it too (on our commitment or the peer's)."""
+    index = our_anchor(channel, tx) if anchor is not None and kind in (SpendKind.LOCAL, SpendKind.REMOTE) else None
+    spend = None if index is None or anchor is None or not anchor.batch else AnchorSpend.of(channel, tx, index)
+    claims: list[Claim] = []
     if kind is SpendKind.LOCAL:
-        return local_claims(channel, force_close(channel, preimages), to_script, feerate_per_kw)
-    if kind is SpendKind.REVOKED:
-        return penalty_claims(channel, tx, to_script, feerate_per_kw)
-    if kind is SpendKind.REMOTE:
-        return remote_claims(channel, tx, preimages, to_script, feerate_per_kw)
-    return []
+        claims = local_claims(channel, force_close(channel, preimages), to_script, feerate_per_kw, spend)
+    elif kind is SpendKind.REVOKED:
+        claims = penalty_claims(channel, tx, to_script, feerate_per_kw)
+    elif kind is SpendKind.REMOTE:
+        claims = remote_claims(channel, tx, preimages, to_script, feerate_per_kw, spend)
+    if index is not None and anchor is not None and not anchor.batch:
+        claims.append(Claim("anchor", sweep_anchor_alone(channel, tx, index, to_script, anchor.feerate_per_kw),
+                            tx.txid))
+    return claims
 
 
 def _fee(witness_bytes: int, to_script: bytes, feerate_per_kw: int) -> int:
     return (_BASE_WEIGHT + witness_bytes + 4 * len(to_script)) * feerate_per_kw // 1000
 
 
-def local_claims(channel: Channel, close: ForceClose, to_script: bytes, feerate_per_kw: int) -> list[Claim]:
-    """Our commitment: to_local after the delay; HTLC txs, then their delayed outputs."""
+def local_claims(channel: Channel, close: ForceClose, to_script: bytes, feerate_per_kw: int,
+                 anchor: AnchorSpend | None = None) -> list[Claim]:
+    """Our commitment: to_local after the delay (with ``anchor`` as a second input if given); HTLC
+    txs, then their delayed outputs."""
     claims: list[Claim] = []
     commitment = close.commitment
     if close.to_local_index is not None:
         value = commitment.outputs[close.to_local_index].value_sat
         if value - _fee(_HTLC_WITNESS, to_script, feerate_per_kw) >= DUST_SAT:
-            sweep = sweep_delayed(channel, close, commitment, close.to_local_index, to_script, feerate_per_kw)
+            sweep = sweep_delayed(channel, close, commitment, close.to_local_index, to_script, feerate_per_kw, anchor)
             claims.append(Claim("to_local", sweep, commitment.txid, close.to_self_delay))
     csv = 1 if channel.config.anchors else 0  # BOLT 3: anchors HTLC txs spend with sequence 1
     for out, htlc_tx in close.htlc_txs:
@@ -163,18 +193,20 @@ def local_claims(channel: Channel, close: ForceClose, to_script: bytes, feerate_
     return claims
 
 
-def to_remote_claim(channel: Channel, tx: Transaction, to_script: bytes, feerate_per_kw: int) -> Claim | None:
+def to_remote_claim(channel: Channel, tx: Transaction, to_script: bytes, feerate_per_kw: int,
+                    anchor: AnchorSpend | None = None) -> Claim | None:
     """Our output on the peer's commitment (option_static_remotekey: to our payment basepoint).
 
     Found by its script, so it works for a commitment newer than any we know (after data loss).
     Under option_anchors it is ``<key> OP_CHECKSIGVERIFY 1 OP_CSV``: one confirmation first.
     """
-    return payment_key_claim(channel.secrets.payment, channel.config.anchors, tx, to_script, feerate_per_kw)
+    return payment_key_claim(channel.secrets.payment, channel.config.anchors, tx, to_script, feerate_per_kw, anchor)
 
 
 def payment_key_claim(privkey: bytes, anchors: bool, tx: Transaction, to_script: bytes,
-                      feerate_per_kw: int) -> Claim | None:
-    """:func:`to_remote_claim` from our payment basepoint secret alone: all a static backup restores."""
+                      feerate_per_kw: int, anchor: AnchorSpend | None = None) -> Claim | None:
+    """:func:`to_remote_claim` from our payment basepoint secret alone: all a static backup restores
+    (``anchor``: our anchor as a second input, its value less what its input costs)."""
     pubkey = point_from_secret(privkey)
     witness_script = to_remote_anchors_script(pubkey)
     script_pubkey = p2wsh_script(witness_script) if anchors else p2wpkh_script(pubkey)
@@ -185,23 +217,27 @@ def payment_key_claim(privkey: bytes, anchors: bool, tx: Transaction, to_script:
     amount = value - _fee(_TO_REMOTE_WITNESS, to_script, feerate_per_kw)
     if amount < DUST_SAT:
         return None
-    sweep = Transaction(2, (TxIn(OutPoint(tx.txid, index), sequence=1 if anchors else 0xFFFFFFFF),),
-                        (TxOut(amount, to_script),), 0)
+    inputs: tuple[TxIn, ...] = (TxIn(OutPoint(tx.txid, index), sequence=1 if anchors else 0xFFFFFFFF),)
+    if anchor is not None:
+        inputs += (anchor.txin,)
+        amount += ANCHOR_OUTPUT_SAT - batched_anchor_fee(feerate_per_kw)
+    sweep = Transaction(2, inputs, (TxOut(amount, to_script),), 0)
     code = witness_script if anchors else p2pkh_script_code(hash160(pubkey))
     signature = sign_input(privkey, bip143_sighash(sweep, 0, code, value, SIGHASH_ALL), SIGHASH_ALL)
     witness = (signature, witness_script) if anchors else (signature, pubkey)
-    return Claim("to_remote", sweep.with_witness(0, witness), tx.txid, 1 if anchors else 0)
+    sweep = sweep.with_witness(0, witness)
+    return Claim("to_remote", sweep if anchor is None else anchor.sign(sweep, 1), tx.txid, 1 if anchors else 0)
 
 
 def remote_claims(channel: Channel, tx: Transaction, preimages: dict[bytes, bytes], to_script: bytes,
-                  feerate_per_kw: int) -> list[Claim]:
+                  feerate_per_kw: int, anchor: AnchorSpend | None = None) -> list[Claim]:
     """The peer's unrevoked commitment: to_remote, and HTLCs straight from the commitment.
 
     BOLT 5: an HTLC the peer offered is ours with its preimage (``<sig> <preimage>``); one we
     offered comes back to us after its ``cltv_expiry`` (``<sig> <>``, locktime cltv_expiry).
     """
     claims: list[Claim] = []
-    to_remote = to_remote_claim(channel, tx, to_script, feerate_per_kw)
+    to_remote = to_remote_claim(channel, tx, to_script, feerate_per_kw, anchor)
     if to_remote is not None:
         claims.append(to_remote)
     ctn = commitment_number_from_tx(tx, channel.obscuring)

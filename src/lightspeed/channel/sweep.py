@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from lightspeed.bitcoin.script import p2wsh_script
 from lightspeed.bitcoin.sighash import SIGHASH_ALL, bip143_sighash, sign_input
 from lightspeed.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+from lightspeed.channel.anchor_sweep import AnchorSpend, batched_anchor_fee
 from lightspeed.channel.commitment import HtlcOutput
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.htlc_tx import build_htlc_txs, sign_htlc_tx, with_htlc_witness
-from lightspeed.channel.scripts import to_local_script
+from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, to_local_script
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.keys import derive_privkey
 from lightspeed.errors import UsageError
@@ -61,13 +62,18 @@ def force_close(channel: Channel, preimages: dict[bytes, bytes]) -> ForceClose:
 
 
 def sweep_delayed(channel: Channel, close: ForceClose, tx: Transaction, output_index: int,
-                  to_script: bytes, feerate_per_kw: int) -> Transaction:
-    """Spend a ``to_local``-style output of ``tx`` (the commitment or an HTLC tx) after the CSV delay."""
+                  to_script: bytes, feerate_per_kw: int, anchor: AnchorSpend | None = None) -> Transaction:
+    """Spend a ``to_local``-style output of ``tx`` (the commitment or an HTLC tx) after the CSV delay,
+    with our ``anchor`` as a second input if given (its value less what its input costs)."""
     value = tx.outputs[output_index].value_sat
     fee = _SWEEP_WEIGHT * feerate_per_kw // 1000
-    sweep = Transaction(2, (TxIn(OutPoint(tx.txid, output_index), sequence=close.to_self_delay),),
-                        (TxOut(value - fee, to_script),), 0)
+    inputs: tuple[TxIn, ...] = (TxIn(OutPoint(tx.txid, output_index), sequence=close.to_self_delay),)
+    if anchor is not None:
+        inputs += (anchor.txin,)
+        fee -= ANCHOR_OUTPUT_SAT - batched_anchor_fee(feerate_per_kw)
+    sweep = Transaction(2, inputs, (TxOut(value - fee, to_script),), 0)
     delayed_key = derive_privkey(channel.secrets.delayed_payment, channel.local_point(channel.log.ctn[Side.LOCAL]))
     sighash = bip143_sighash(sweep, 0, close.to_local_script, value, SIGHASH_ALL)
     # BOLT 3 to_local, delayed branch: <local_delayedsig> <>
-    return sweep.with_witness(0, (sign_input(delayed_key, sighash, SIGHASH_ALL), b"", close.to_local_script))
+    sweep = sweep.with_witness(0, (sign_input(delayed_key, sighash, SIGHASH_ALL), b"", close.to_local_script))
+    return sweep if anchor is None else anchor.sign(sweep, 1)

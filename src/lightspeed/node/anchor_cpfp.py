@@ -25,14 +25,11 @@ from lightspeed.chain.wallet import (
     Wallet,
     output_weight,
 )
+from lightspeed.channel.anchor_sweep import ANCHOR_INPUT_WEIGHT
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, anchor_script
 from lightspeed.channel.state import Channel
 from lightspeed.errors import PaymentError
-
-# The anchor input: outpoint, empty script and sequence (41 bytes, x4), then its witness: item
-# count, the signature (at most 73 bytes with its length), the 40-byte anchor script with its length.
-ANCHOR_INPUT_WEIGHT = 4 * 41 + 1 + 74 + 41
 
 log = logging.getLogger("lightspeed.node")
 

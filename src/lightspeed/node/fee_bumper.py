@@ -43,11 +43,12 @@ from lightspeed.chain.wallet import (
     Wallet,
     output_weight,
 )
+from lightspeed.channel.anchor_sweep import ANCHOR_INPUT_WEIGHT
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT, anchor_script
 from lightspeed.channel.state import Channel
 from lightspeed.errors import ChainBusy, ChainUnavailable, PaymentError, RejectedTransaction
-from lightspeed.node.anchor_cpfp import ANCHOR_INPUT_WEIGHT, commitment_fee_sat
+from lightspeed.node.anchor_cpfp import commitment_fee_sat
 from lightspeed.node.htlc_bump import TIMEOUT_DEADLINE_BLOCKS
 from lightspeed.node.htlc_bump import deadline_feerate as _deadline_curve
 

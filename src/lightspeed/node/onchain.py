@@ -27,6 +27,9 @@ anchor is broadcast and replaced at a rising feerate
 (:class:`~lightspeed.node.fee_bumper.CommitmentBumper`), found again by its spend of our anchor
 after a restart. A sweep paying its own fee is replaced at a rising feerate while it waits
 (:mod:`.sweep_rbf`); every feerate used is recorded, so a restart rebuilds every version.
+Once the commitment confirmed, our anchor on it is swept when worth it, batched into the main
+sweep or alone (:meth:`OnchainWatcher._sweep_anchor`, :mod:`lightspeed.channel.anchor_sweep`);
+the decision is recorded, so a restart rebuilds the same transactions.
 """
 
 from __future__ import annotations
@@ -40,8 +43,24 @@ from dataclasses import dataclass, field
 
 from lightspeed.bitcoin.tx import OutPoint, Transaction
 from lightspeed.chain.source import ChainSource
+from lightspeed.channel.anchor_sweep import (
+    ANCHOR_GIVE_UP_BLOCKS,
+    ANCHOR_PUBLIC_AFTER_BLOCKS,
+    FEERATE_FLOOR_PER_KW,
+    our_anchor,
+    worth_alone,
+    worth_batching,
+)
 from lightspeed.channel.htlc_log import Side
-from lightspeed.channel.resolve import Claim, SpendKind, claims_for, classify_spend, penalty_claims
+from lightspeed.channel.resolve import (
+    AnchorPlan,
+    Claim,
+    SpendKind,
+    batch_partner,
+    claims_for,
+    classify_spend,
+    penalty_claims,
+)
 from lightspeed.channel.state import Channel
 from lightspeed.crypto.hashes import sha256
 from lightspeed.errors import DecodeError, LightspeedError, RejectedTransaction
@@ -168,6 +187,10 @@ class Resolution:
     anchor_child: Child | None = None  # the last CPFP child of our commitment this process broadcast
     sweep_feerates: dict[str, list[int]] = field(default_factory=dict)  # claim_key -> feerates of its RBF versions
     sweep_seen: dict[str, int] = field(default_factory=dict)  # claim_key -> height its current version was seen
+    # our anchor on the commitment: "" undecided, "batch" (in the main sweep), "alone" (its own claim at
+    # anchor_feerate), "spent" (by our CPFP child or a third party), "none" (no anchor, or given up)
+    anchor: str = ""
+    anchor_feerate: int = 0
 
     def to_record(self) -> bytes:
         return json.dumps({
@@ -177,6 +200,7 @@ class Resolution:
             "bumps": [v.to_json() for v in self.versions.values()],
             "current": {k.hex(): v.tx.txid.hex() for k, v in self.bumps.items()},
             "sweep_feerates": self.sweep_feerates,
+            "anchor": self.anchor, "anchor_feerate": self.anchor_feerate,
         }, sort_keys=True).encode()
 
 
@@ -208,6 +232,8 @@ class OnchainWatcher:
                     resolution.versions[bump.tx.txid] = bump
                 resolution.sweep_feerates = {str(k): [int(r) for r in v]
                                              for k, v in record.get("sweep_feerates", {}).items()}
+                resolution.anchor = str(record.get("anchor", ""))
+                resolution.anchor_feerate = int(record.get("anchor_feerate", 0))
                 for original, current in record.get("current", {}).items():
                     resolution.bumps[bytes.fromhex(original)] = resolution.versions[bytes.fromhex(current)]
             except (ValueError, KeyError, TypeError) as exc:
@@ -257,7 +283,7 @@ class OnchainWatcher:
         preimages = self._preimages(channel, spend)
         resolution.preimage_hashes = frozenset(preimages)
         resolution.claims = claims_for(channel, spend, kind, preimages, resolution.sweep_script,
-                                       resolution.feerate_per_kw)
+                                       resolution.feerate_per_kw, self._anchor_plan(resolution))
         resolution.ours.update(c.tx.txid for c in resolution.claims)
         resolution.originals = {c.tx.txid: c for c in resolution.claims if is_zero_fee_htlc(c)}
         resolution.ours.update(resolution.versions)
@@ -434,6 +460,7 @@ class OnchainWatcher:
         if (resolution.kind in (SpendKind.LOCAL, SpendKind.REMOTE)
                 and self._confirmations(resolution.spend_txid) == 0):
             self._rebump_commitment(resolution, tip)
+        self._sweep_anchor(resolution, tip)
         for index, claim in enumerate(list(resolution.claims)):
             claim = resolution.claims[index]  # a bump may have rebased it meanwhile
             txid = claim.tx.txid
@@ -469,19 +496,91 @@ class OnchainWatcher:
             if parent is not None and claim.ready(tip, parent):
                 self._broadcast(resolution, claim, tip)
         spend_confirmed = (self._confirmations(resolution.spend_txid) or 0) >= 1
-        if spend_confirmed and all(c.tx.txid in resolution.settled for c in resolution.claims):
+        if (spend_confirmed and all(c.tx.txid in resolution.settled for c in resolution.claims)
+                and not self._anchor_undecided(resolution)):
             resolution.finished = True
             with self.store.transaction():
                 self.store.put_resolution(resolution.channel_id, resolution.to_record())
             events.append(ResolutionFinished(resolution.channel_id))
         return events
 
+    # -- our anchor (channel.anchor_sweep) ---------------------------------------------------
+
+    @staticmethod
+    def _anchor_plan(resolution: Resolution) -> AnchorPlan | None:
+        if resolution.anchor == "batch":
+            return AnchorPlan(batch=True)
+        if resolution.anchor == "alone":
+            return AnchorPlan(batch=False, feerate_per_kw=resolution.anchor_feerate)
+        return None
+
+    @staticmethod
+    def _anchor_undecided(resolution: Resolution) -> bool:
+        """Our anchor may still be swept: the resolution stays open (polled) until it is decided."""
+        return (resolution.anchor == "" and resolution.channel.config.anchors
+                and resolution.kind in (SpendKind.LOCAL, SpendKind.REMOTE))
+
+    def _sweep_anchor(self, resolution: Resolution, tip: int) -> None:
+        """Once the commitment (ours or the peer's) confirmed: decide how our anchor on it is swept.
+
+        Batched into the main sweep (to_local, to_remote) when that sweep is not out yet and the
+        anchor's input is worth it at its feerate, if that sweep can confirm before the 16 blocks
+        after which anyone may take the anchor, or alone would not be worth it; else alone when
+        that is worth it at the estimate (floored at 1 sat/vbyte); else asked again at the next
+        block, until ANCHOR_GIVE_UP_BLOCKS after the confirmation. A batched sweep racing a third
+        party after 16 blocks loses only the anchor: a spend of it not ours makes it "spent", and
+        the claims are planned again without it.
+        """
+        if resolution.anchor in ("spent", "none") or resolution.spend_txid is None or resolution.kind is None:
+            return
+        if resolution.kind not in (SpendKind.LOCAL, SpendKind.REMOTE) or not resolution.channel.config.anchors:
+            return
+        confirmations = self._confirmations(resolution.spend_txid)
+        found = self.chain.get_transaction(resolution.spend_txid)
+        if not confirmations or found is None:  # unconfirmed: the anchor may still carry a CPFP child
+            return
+        spend = found[0]
+        index = our_anchor(resolution.channel, spend)
+        decided = resolution.anchor
+        spender = None if index is None else self.chain.spending_tx(OutPoint(spend.txid, index))
+        if index is None:
+            resolution.anchor = "none"
+        elif spender is not None and spender.txid not in resolution.ours:
+            resolution.anchor = "spent"  # our CPFP child, or someone else after 16 blocks
+        elif not decided:
+            self._choose_anchor_sweep(resolution, tip - confirmations + 1, tip)
+        if resolution.anchor == decided:
+            return
+        log.info("anchor of channel %s: %s", resolution.channel_id.hex(), resolution.anchor)
+        with self.store.transaction():  # recorded before any sweep of it goes out
+            self.store.put_resolution(resolution.channel_id, resolution.to_record())
+        if decided or resolution.anchor in ("batch", "alone"):
+            self._plan(resolution, spend)
+
+    def _choose_anchor_sweep(self, resolution: Resolution, confirmed_at: int, tip: int) -> None:
+        assert resolution.kind is not None
+        estimate = max(self.chain.estimate_feerate_per_kw(), FEERATE_FLOOR_PER_KW)
+        label = batch_partner(resolution.kind)
+        partner = next((c for c in resolution.claims if c.label == label), None)
+        alone = worth_alone(estimate, resolution.sweep_script)
+        if partner is not None and partner.tx.txid not in resolution.settled \
+                and self._confirmations(partner.tx.txid) is None:
+            rates = resolution.sweep_feerates.get(claim_key(partner)) or [resolution.feerate_per_kw]
+            soon = partner.csv <= ANCHOR_PUBLIC_AFTER_BLOCKS
+            if worth_batching(max(estimate, rates[-1])) and (soon or not alone):
+                resolution.anchor = "batch"
+                return
+        if alone:
+            resolution.anchor, resolution.anchor_feerate = "alone", estimate
+        elif tip - confirmed_at + 1 >= ANCHOR_GIVE_UP_BLOCKS:
+            resolution.anchor = "none"
+
     # -- RBF of sweeps (node.sweep_rbf) ------------------------------------------------------
 
     def _refeeable(self, resolution: Resolution, claim: Claim) -> bool:
         """A claim paying its own fee to our sweep script (not a zero-fee HTLC transaction, whose
         versions :mod:`.htlc_bump` makes, nor a first-stage HTLC transaction the peer signed)."""
-        return (self._original_of(resolution, claim) is None
+        return (self._original_of(resolution, claim) is None and claim.label != "anchor"
                 and all(o.script_pubkey == resolution.sweep_script for o in claim.tx.outputs))
 
     def _rebuilt(self, resolution: Resolution, spend: Transaction, feerate: int) -> list[Claim]:
@@ -490,7 +589,7 @@ class OnchainWatcher:
         if resolution.kind is SpendKind.REVOKED:
             return penalty_claims(resolution.channel, spend, resolution.sweep_script, feerate, resolution.taken)
         return claims_for(resolution.channel, spend, resolution.kind, self._preimages(resolution.channel, spend),
-                          resolution.sweep_script, feerate)
+                          resolution.sweep_script, feerate, self._anchor_plan(resolution))
 
     @staticmethod
     def _same_inputs(claims: list[Claim], claim: Claim) -> Claim | None:
