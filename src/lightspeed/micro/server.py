@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.invoice import Invoice
@@ -273,6 +273,7 @@ class AllowanceServer:
         await self._reload(entry, allowance_id)
         if entry.state.status is Status.PENDING:
             await self._try_activate(allowance_id, entry)
+        await self._credit_superseded(allowance_id, entry)
         if entry.state.status is Status.CLOSED:
             await self._count_late_payment(allowance_id, entry)
         s = entry.state
@@ -484,6 +485,7 @@ class AllowanceServer:
         """Before closing: count an invoice paid but not yet seen, so no payment is lost."""
         if entry.state.status is Status.PENDING:
             await self._try_activate(allowance_id, entry)
+        await self._credit_superseded(allowance_id, entry)
         pending = json.loads(entry.state.extra or "{}")
         if (_status(entry) is Status.ACTIVE and "batch_hash" in pending
                 and await self.payee.is_paid(bytes.fromhex(pending["batch_hash"]))):
@@ -505,10 +507,9 @@ class AllowanceServer:
         if not terms.batch_calls or state.paid_calls >= terms.total_calls:
             raise CallRefused("exhausted", f"the allowance's {state.paid_calls} paid calls are spent "
                               f"({state.paid_calls - state.spent} left, this call needs {steps})")
-        pending = json.loads(state.extra or "{}")
-        if "batch_hash" not in pending:
-            await self._ensure_batch_invoice(allowance_id, entry)
-            pending = json.loads(entry.state.extra or "{}")
+        await self._credit_superseded(allowance_id, entry)
+        await self._ensure_batch_invoice(allowance_id, entry)  # ours: another node's is superseded
+        pending = json.loads(entry.state.extra or "{}")
         if await self.payee.is_paid(bytes.fromhex(pending["batch_hash"])):
             new = AllowanceState(Status.ACTIVE, pending["paid_calls"], 0, _batch_paid(pending))
             await self.store.update_state(allowance_id, entry.state, new)
@@ -520,19 +521,74 @@ class AllowanceServer:
         """The invoice for the next batch, created once (compare-and-set on ``extra``)."""
         while True:
             pending = json.loads(entry.state.extra or "{}")
-            if "batch_invoice" in pending:
-                return str(pending["batch_invoice"])
             terms, state = entry.terms, entry.state
+            if "batch_invoice" in pending:
+                payee = pending.get("batch_payee") or decode(pending["batch_invoice"]).payee.hex()
+                if payee == self.node_id.hex():
+                    return str(pending["batch_invoice"])
+                await self._supersede_batch(allowance_id, entry, pending, payee)
+                continue
             calls = min(terms.batch_calls, terms.total_calls - state.paid_calls)
             invoice = await self.payee.create_invoice(
                 terms.price.cost_msat(calls),
                 f"Lightspeed allowance {allowance_id.hex()}: calls {state.paid_calls + 1}-"
                 f"{state.paid_calls + calls}", self.policy.invoice_expiry * 6)
             extra = json.dumps({"batch_invoice": invoice.encode(), "batch_hash": invoice.payment_hash.hex(),
-                                "paid_calls": state.paid_calls + calls, **_kept(pending)})
+                                "batch_payee": self.node_id.hex(), "paid_calls": state.paid_calls + calls,
+                                **_kept(pending)})
             new = AllowanceState(state.status, state.paid_calls, 0, extra)
             await self.store.update_state(allowance_id, state, new)
             await self._reload(entry, allowance_id)
+
+    async def _supersede_batch(self, allowance_id: bytes, entry: _Cached, pending: dict[str, Any],
+                               payee: str) -> None:
+        """Replace a batch invoice of another process's node by one of ours.
+
+        Seller processes sharing the store each have their own node: this one cannot see that
+        invoice paid (its node has no record of it), and the process that made it may be dead. The
+        buyer is asked to pay ours instead; the other invoice is kept under ``superseded`` with its
+        calls, so that if it was paid after all, its node credits them (:meth:`_credit_superseded`)
+        when its process touches the allowance again: the payment is refunded, never lost."""
+        state = entry.state
+        superseded = [*pending.get("superseded", []), {"hash": pending["batch_hash"], "payee": payee,
+                                                       "calls": pending["paid_calls"] - state.paid_calls}]
+        extra = json.dumps({**_kept(pending), "superseded": superseded})
+        await self.store.update_state(allowance_id, state, AllowanceState(state.status, state.paid_calls, 0, extra))
+        await self._reload(entry, allowance_id)
+
+    async def credit_superseded(self, allowance_id: bytes) -> int:
+        """Count the batch invoices of this node that another process superseded and that were paid
+        (run when a process comes back: its node has the payments); returns the calls credited."""
+        entry = await self._entry(allowance_id)
+        await self._reload(entry, allowance_id)
+        return await self._credit_superseded(allowance_id, entry)
+
+    async def _credit_superseded(self, allowance_id: bytes, entry: _Cached) -> int:
+        for _ in range(8):
+            extra = json.loads(entry.state.extra or "{}")
+            mine = [s for s in extra.get("superseded", []) if s["payee"] == self.node_id.hex()]
+            paid = [s for s in mine if await self.payee.is_paid(bytes.fromhex(s["hash"]))]
+            if not paid:
+                return 0
+            if entry.state.status is Status.CLOSED and await self.store.refund(allowance_id) is not None:
+                return 0  # the refund was recorded before this node came back (docs/streaming.md, limits)
+            calls = sum(int(s["calls"]) for s in paid)
+            rest = [s for s in extra["superseded"] if s not in paid]
+            credited = {**extra, "superseded": rest}
+            if not rest:
+                del credited["superseded"]
+            for key in ("paid_calls", "late_paid_calls"):  # a pending batch's total moves up as well
+                if key in credited:
+                    credited[key] += calls
+            hashes = [*credited.get("paid_hashes", []), *(s["hash"] for s in paid)]
+            credited["paid_hashes"] = hashes[-MAX_KEPT_HASHES:]
+            state = entry.state
+            new = AllowanceState(state.status, state.paid_calls + calls, 0, json.dumps(credited))
+            done = await self.store.update_state(allowance_id, state, new)
+            await self._reload(entry, allowance_id)
+            if done:
+                return calls
+        return 0
 
     async def _receipt(self, allowance_id: bytes, entry: _Cached) -> Receipt:
         state, terms = entry.state, entry.terms
@@ -592,7 +648,11 @@ class AllowanceServer:
         extra: dict[str, object] = {"refund": "due", **_kept(pending)}
         if undelivered_msat:
             extra["undelivered_msat"] = undelivered_msat
-        if "batch_hash" in pending:
+        payee = pending.get("batch_payee", self.node_id.hex())
+        if "batch_hash" in pending and payee != self.node_id.hex():  # only its node can see it paid
+            extra["superseded"] = [*pending.get("superseded", []), {
+                "hash": pending["batch_hash"], "payee": payee, "calls": pending["paid_calls"] - entry.state.paid_calls}]
+        elif "batch_hash" in pending:
             extra.update(late_hash=pending["batch_hash"], late_paid_calls=pending["paid_calls"],
                          late_until=decode(pending["batch_invoice"]).expires_at)
         return AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, json.dumps(extra))
@@ -619,7 +679,7 @@ def _status(entry: _Cached) -> Status:
 
 
 MAX_KEPT_HASHES = 4
-_KEPT = ("paid_hashes", "undelivered_msat")  # bookkeeping carried through every state change
+_KEPT = ("paid_hashes", "undelivered_msat", "superseded")  # bookkeeping carried through every state change
 
 
 def _kept(extra: dict[str, object]) -> dict[str, object]:

@@ -70,6 +70,7 @@ class StreamBuyer:
         self._unseen = 0  # refusals of a payment already made, since the last delivery
         self._resume_secret = os.urandom(32)  # signs our resumes (its public key goes with open)
         self.sellers: dict[str, bytes] = {}  # the seller's processes its greetings announced: url -> node id
+        self.unpayable: list[str] = []  # batch invoices of a process that went away, not paid
 
     def _learn(self, hello: dict[str, Any]) -> None:
         """Add the seller processes a greeting announces to the URLs to go on with."""
@@ -176,7 +177,15 @@ class StreamBuyer:
             raise PaymentError(f"invoice: {ticks} more ticks would prepay more than one window "
                                f"({buyer.tariff.window_ticks} ticks) or exceed the budget")
         if invoice not in self.paid_invoices:
-            await self.payer.pay(invoice)
+            try:
+                await self.payer.pay(invoice)
+            except PaymentError:
+                if invoice in self.unpayable:  # asked again for one that cannot be paid: give up
+                    raise
+                # its process may have died with its node (we will resume elsewhere): the process
+                # serving us then replaces it by its own invoice (micro/server.py, superseded)
+                self.unpayable.append(invoice)
+                return
             self.paid_invoices.add(invoice)
             buyer.funded(ticks)
 
