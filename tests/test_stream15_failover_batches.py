@@ -165,3 +165,102 @@ def test_any_process_touching_the_allowance_with_the_paying_node_credits_it(tmp_
             await allowances.aclose()
 
     asyncio.run(scenario())
+
+
+# -- real processes, real PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tmp_path: Path) -> None:
+    """Two `serve-example` processes on one real PostgreSQL, each its own node; the buyer has a
+    channel to each. Batches of 10 ticks; a is killed at 9 Wh, after it offered (and the buyer
+    paid) the second batch, before any link of it was spent. b takes over, invoices that batch again
+    itself, the buyer pays b and the stream goes on to 40 Wh: each link spent once, units delivered
+    == paid, and a's unseen invoice is recorded in the shared store for a's node to credit."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    import psycopg
+
+    from lightspeed.chain.regtest import RegtestChain
+    from lightspeed.cli.paid_example import open_channel_to_api
+    from lightspeed.micro.lightning import NodePayer
+    from lightspeed.micro.stores import open_allowance_store
+    from lightspeed.node.node import Node
+    from lightspeed.stream import BuyerStream, Receipt
+    from lightspeed.stream.state import open_stream_store
+    from tests.support.servers import postgres_server
+    from tests.test_stream15_failover import _serve
+
+    ticks, tick_msat = 40, 300  # serve-example's charger: 300 msat per Wh, one Wh per tick
+    with postgres_server() as server:
+        dsn = psycopg.conninfo.conninfo_to_dict(server.dsn)
+        store = f"postgresql://{dsn['user']}@{dsn['host']}:{dsn['port']}/{dsn['dbname']}"
+        chain_path = tmp_path / "chain.sqlite"
+        a, ready_a = _serve(tmp_path, "a", chain_path, store)
+        b, ready_b = _serve(tmp_path, "b", chain_path, store)
+
+        async def scenario() -> tuple[Receipt, StreamBuyer]:
+            chain = RegtestChain(chain_path)
+            node = Node(os.urandom(32), chain, os.urandom(32))
+            await node.start()
+            try:
+                await open_channel_to_api(node, chain, ready_a["url"], 200_000)
+                await open_channel_to_api(node, chain, ready_b["url"], 200_000)  # a route to each seller
+
+                def on_update(s: BuyerStream) -> None:
+                    if s.delivered_units >= BATCH - 1 and a.poll() is None:
+                        a.send_signal(signal.SIGKILL)  # one tick before the boundary: batch 2 is a's
+
+                # budget for one more batch than delivered: a's batch 2 may be paid and unseen
+                buyer = StreamBuyer(ready_a["metered"], NodePayer(node, timeout=10),
+                                    BuyPolicy(max_msat=(ticks + BATCH) * tick_msat, batch_ticks=BATCH),
+                                    on_update=on_update)
+                return await buyer.run(stop_after_units=ticks), buyer
+            finally:
+                await node.stop()
+
+        try:
+            receipt, buyer = asyncio.run(scenario())
+        finally:
+            for process in (a, b):
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        assert a.returncode == -signal.SIGKILL and buyer.reconnected == 1
+        statement = receipt.signed.statement
+        assert statement.seller_node_id.hex() == ready_b["node_id"]
+        checked = recompute(receipt)
+        assert checked.consistent and checked.signature_valid, checked.problems
+        assert checked.paid_ticks == ticks and statement.delivered_units == ticks and checked.unserved_msat == 0
+        paid_to: dict[str, list[int]] = {ready_a["node_id"]: [], ready_b["node_id"]: []}
+        for invoice in buyer.paid_invoices:
+            decoded = decode(invoice)
+            paid_to[decoded.payee.hex()].append(decoded.amount_msat or 0)
+        assert paid_to[ready_b["node_id"]], "b invoiced no batch after the take-over"
+
+        async def stored() -> tuple[int, int, int, int, int, dict[str, object]]:
+            allowances, streams = open_allowance_store(store), open_stream_store(store)
+            try:
+                allowance = await allowances.load(statement.allowance_id)
+                record = await streams.load(statement.stream_id)
+                assert allowance is not None and record is not None
+                return (allowance.state.spent, allowance.lanes[0].index, record.delivered_units, record.epoch,
+                        allowance.state.paid_calls, json.loads(allowance.state.extra or "{}"))
+            finally:
+                await allowances.aclose()
+                await streams.aclose()
+
+        spent, index, delivered, epoch, paid_calls, extra = asyncio.run(stored())
+        assert (spent, index, delivered, epoch) == (ticks, ticks, ticks, 1)  # each link once, delivered == paid
+        # every msat the buyer paid is counted: in the paid calls, or recorded for a's node to credit
+        superseded = extra.get("superseded", [])
+        assert isinstance(superseded, list)
+        unseen = sum(int(s["calls"]) for s in superseded if s["payee"] == ready_a["node_id"]) * tick_msat
+        assert sum(map(sum, paid_to.values())) == paid_calls * tick_msat + unseen
+        print(f"paid to a {paid_to[ready_a['node_id']]}, to b {paid_to[ready_b['node_id']]}, unseen at a {unseen}")
