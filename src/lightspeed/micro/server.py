@@ -14,6 +14,7 @@ Refunds are paid exactly once by :class:`~lightspeed.micro.refunds.RefundDesk`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -58,6 +59,7 @@ class Payer(Protocol):
     async def pay(self, invoice: str) -> bytes: ...
 
 
+log = logging.getLogger("lightspeed.micro")
 MIN_UNPAID_GRACE = 60  # seconds past an invoice's expiry before it is treated as never payable
 FULL_RETRY_SECONDS = 60  # Retry-After when the unpaid allowances are at their cap
 
@@ -571,7 +573,11 @@ class AllowanceServer:
             if not paid:
                 return 0
             if entry.state.status is Status.CLOSED and await self.store.refund(allowance_id) is not None:
-                return 0  # the refund was recorded before this node came back (docs/streaming.md, limits)
+                # the refund was recorded before this node came back: kept in the store, said loudly
+                log.warning("allowance %s: %d msat paid to this node after its process was superseded, "
+                            "not in the refund recorded already (left under 'superseded')", allowance_id.hex(),
+                            entry.terms.price.cost_msat(sum(int(s["calls"]) for s in paid)))
+                return 0
             calls = sum(int(s["calls"]) for s in paid)
             rest = [s for s in extra["superseded"] if s not in paid]
             credited = {**extra, "superseded": rest}
