@@ -148,8 +148,8 @@ def test_any_process_touching_the_allowance_with_the_paying_node_credits_it(tmp_
                 receipt = await a.spend(Token(terms.allowance_id, 0, index, walker.link(index)))
             assert receipt is not None and receipt.next_invoice is not None
             await ledger_a.pay(receipt.next_invoice)  # paid to a, which dies before it sees it
-            for index in range(6, 11):
-                await b.spend(Token(terms.allowance_id, 0, index, walker.link(index)))
+            for index in range(6, 11):  # a's invoice is not b's to offer, nor replaced before it is due
+                assert (await b.spend(Token(terms.allowance_id, 0, index, walker.link(index)))).next_invoice is None
             eleventh = Token(terms.allowance_id, 0, 11, walker.link(11))
             with pytest.raises(CallRefused) as refused:
                 await b.spend(eleventh)

@@ -519,15 +519,21 @@ class AllowanceServer:
             return
         raise CallRefused("batch_due", "pay the next batch to go on", invoice=pending["batch_invoice"])
 
-    async def _ensure_batch_invoice(self, allowance_id: bytes, entry: _Cached) -> str:
-        """The invoice for the next batch, created once (compare-and-set on ``extra``)."""
+    async def _ensure_batch_invoice(self, allowance_id: bytes, entry: _Cached, supersede: bool = True) -> str | None:
+        """The invoice for the next batch, created once (compare-and-set on ``extra``).
+
+        One of another process's node is replaced by ours only when the batch is due here
+        (``supersede``); offering ahead, it is left alone (``None``), so that processes serving
+        one allowance in turn do not replace each other's invoices call after call."""
         while True:
             pending = json.loads(entry.state.extra or "{}")
             terms, state = entry.terms, entry.state
             if "batch_invoice" in pending:
-                payee = pending.get("batch_payee") or decode(pending["batch_invoice"]).payee.hex()
+                payee = _batch_payee(pending)
                 if payee == self.node_id.hex():
                     return str(pending["batch_invoice"])
+                if not supersede:
+                    return None
                 await self._supersede_batch(allowance_id, entry, pending, payee)
                 continue
             calls = min(terms.batch_calls, terms.total_calls - state.paid_calls)
@@ -557,6 +563,17 @@ class AllowanceServer:
         extra = json.dumps({**_kept(pending), "superseded": superseded})
         await self.store.update_state(allowance_id, state, AllowanceState(state.status, state.paid_calls, 0, extra))
         await self._reload(entry, allowance_id)
+
+    async def take_over_batch(self, allowance_id: bytes) -> None:
+        """Another process served this allowance until now (a stream resumed here): supersede its
+        node's pending batch invoice, so that ours is offered ahead instead of none."""
+        entry = await self._entry(allowance_id)
+        await self._reload(entry, allowance_id)
+        pending = json.loads(entry.state.extra or "{}")
+        if "batch_invoice" in pending:
+            payee = _batch_payee(pending)
+            if payee != self.node_id.hex():
+                await self._supersede_batch(allowance_id, entry, pending, payee)
 
     async def credit_superseded(self, allowance_id: bytes) -> int:
         """Count the batch invoices of this node that another process superseded and that were paid
@@ -603,7 +620,7 @@ class AllowanceServer:
         # Batched: offer the next batch when half of this one is spent, so the client pays
         # ahead and never stalls on a 402 (it then has at most two batches prepaid).
         if terms.batch_calls and remaining * 2 <= terms.batch_calls and state.paid_calls < terms.total_calls:
-            next_invoice = await self._ensure_batch_invoice(allowance_id, entry)
+            next_invoice = await self._ensure_batch_invoice(allowance_id, entry, supersede=False)
         return Receipt(allowance_id, remaining, next_invoice)
 
     def _check_link(self, entry: _Cached, token: Token) -> None:
@@ -654,8 +671,8 @@ class AllowanceServer:
         extra: dict[str, object] = {"refund": "due", **_kept(pending)}
         if undelivered_msat:
             extra["undelivered_msat"] = undelivered_msat
-        payee = pending.get("batch_payee", self.node_id.hex())
-        if "batch_hash" in pending and payee != self.node_id.hex():  # only its node can see it paid
+        payee = _batch_payee(pending) if "batch_hash" in pending else ""
+        if payee and payee != self.node_id.hex():  # only its node can see it paid
             extra["superseded"] = [*pending.get("superseded", []), {
                 "hash": pending["batch_hash"], "payee": payee, "calls": pending["paid_calls"] - entry.state.paid_calls}]
         elif "batch_hash" in pending:
@@ -678,6 +695,11 @@ class AllowanceServer:
         new = AllowanceState(Status.CLOSED, paid_calls, 0, json.dumps({"refund": "due", **kept}))
         await self.store.update_state(allowance_id, entry.state, new)
         await self._reload(entry, allowance_id)
+
+
+def _batch_payee(pending: dict[str, Any]) -> str:
+    """The node (hex) that made the pending batch invoice: only it can see the invoice paid."""
+    return str(pending.get("batch_payee") or decode(pending["batch_invoice"]).payee.hex())
 
 
 def _status(entry: _Cached) -> Status:

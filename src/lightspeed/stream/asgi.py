@@ -315,6 +315,9 @@ class _Connection:
             live.credit.set()  # a delivery loop of the old connection, if any, sees the new epoch and ends
         if fresh:
             live = await self._load(record, live)
+            # a batch invoice of the process we take over from is payable to its node only: ours
+            # replaces it, offered ahead as usual (a paid one is credited by that node later)
+            await s.allowances.take_over_batch(record.allowance_id)
         assert live is not None
         live.machine.resume()
         self.stream_id = stream_id
