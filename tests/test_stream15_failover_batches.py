@@ -9,6 +9,7 @@ node when its process is back, so the payment ends up in the refund instead of b
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,7 +178,6 @@ def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tm
     paid) the second batch, before any link of it was spent. b takes over, invoices that batch again
     itself, the buyer pays b and the stream goes on to 40 Wh: each link spent once, units delivered
     == paid, and a's unseen invoice is recorded in the shared store for a's node to credit."""
-    import json
     import os
     import signal
     import subprocess
@@ -264,3 +264,49 @@ def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tm
         unseen = sum(int(s["calls"]) for s in superseded if s["payee"] == ready_a["node_id"]) * tick_msat
         assert sum(map(sum, paid_to.values())) == paid_calls * tick_msat + unseen
         print(f"paid to a {paid_to[ready_a['node_id']]}, to b {paid_to[ready_b['node_id']]}, unseen at a {unseen}")
+
+
+def test_a_superseded_payment_the_refund_already_left_out_is_kept_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """b closes the allowance while a's batch invoice (paid to a) is pending: it is recorded as
+    superseded, and b refunds what it sees. When a comes back, the refund is already recorded:
+    a does not credit it silently into nothing, it keeps the record and logs the amount."""
+    from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+    from lightspeed.micro.token import AllowanceRequest, Token
+
+    async def scenario() -> None:
+        allowances = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        ledger_a, ledger_b = Ledger(), Ledger()
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF).allowances
+        b = stream_seller(allowances, ledger_b, ledger_b.node_id, ledger_b.privkey, tariff=TARIFF,
+                          payer=ledger_b).allowances
+        try:
+            tip = lane_tip(b"\x02" * 32, 0)
+            walker = ChainWalker.from_tip(tip, 30)
+            terms = await a.create(AllowanceRequest(30, (anchor(tip, 30),), BATCH))
+            await ledger_a.pay(terms.invoice)
+            receipt = None
+            for index in range(1, 6):
+                receipt = await a.spend(Token(terms.allowance_id, 0, index, walker.link(index)))
+            assert receipt is not None and receipt.next_invoice is not None
+            await ledger_a.pay(receipt.next_invoice)
+            for index in range(6, 9):
+                await b.spend(Token(terms.allowance_id, 0, index, walker.link(index)))
+            assert await b.close_by_seller(terms.allowance_id) == 2 * TARIFF.tick_msat  # what b sees
+            claim = await ledger_b.create_client_invoice(2 * TARIFF.tick_msat, "refund", 600)
+            view = await b.refund(Token(terms.allowance_id, 0, 9, walker.link(9)), claim.encode())
+            assert view.status == "paid"
+            with caplog.at_level("WARNING", logger="lightspeed.micro"):
+                status = await a.status(terms.allowance_id)
+            assert status["paid_calls"] == 10
+            assert f"allowance {terms.allowance_id.hex()}: {BATCH * TARIFF.tick_msat} msat paid to this node" \
+                in caplog.text
+            stored = await allowances.load(terms.allowance_id)
+            assert stored is not None
+            superseded = json.loads(stored.state.extra or "{}")["superseded"]
+            assert superseded == [{"hash": decode(receipt.next_invoice).payment_hash.hex(),
+                                   "payee": ledger_a.node_id.hex(), "calls": BATCH}]
+        finally:
+            await allowances.aclose()
+
+    asyncio.run(scenario())
