@@ -39,8 +39,8 @@ from lightspeed.stream.wsclient import WebSocket
 from tests.support.ledger import Ledger
 from tests.support.servers import postgres_server, redis_server
 
-# one batch (half a window) prepays a whole test stream: a batch falling due after a failover is
-# the limit documented in docs/streaming.md
+# one batch (half a window) prepays a whole test stream; streams bought in several batches across a
+# failover: tests/test_stream15_failover_batches.py
 TARIFF = Tariff("Wh", msat_per_unit=7, tick_units=2, max_units=2_000, window_ticks=64)
 
 

@@ -5,7 +5,8 @@ buys an allowance of one lane (a link per tick) whose first batch is at most one
 its invoice with the given payer, then lets :class:`~lightspeed.stream.machine.BuyerStream`
 decide every payment: the next link goes out only once the tick paid before it has been
 delivered. Batch invoices the seller offers are paid only while the prepayment stays within
-one window. A dropped connection is resumed on the next URL of the list (the caller's, then those
+one window; one that cannot be paid (its process died with its node) is skipped once, since the
+process taking the stream over invoices the batch again from its own node. A dropped connection is resumed on the next URL of the list (the caller's, then those
 the seller's greeting announces: its other processes), signed with a key made for this stream
 (:mod:`.resume`); at the end the seller's signed statement is checked against our own count and
 returned as a :class:`~lightspeed.stream.receipt.Receipt` (with every link we paid).
