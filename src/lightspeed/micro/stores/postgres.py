@@ -182,6 +182,17 @@ _AdvanceArgs = tuple[bytes, int, int, int, bytes]  # allowance id, lane, expecte
 T = TypeVar("T")
 
 
+def _int_array(values: list[int]) -> str:
+    """An array literal (``{1,2}``): as text it costs psycopg far less than a list to adapt."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _bytea_array(values: list[bytes]) -> str:
+    r"""A bytea array literal: each element quoted hex (``{"\\x0102"}``; the array parser
+    takes the doubled backslash for one)."""
+    return "{" + ",".join(['"\\\\x' + value.hex() + '"' for value in values]) + "}"
+
+
 class PostgresAllowanceStore:
     """:class:`~lightspeed.micro.store.AllowanceStore` on PostgreSQL (``dsn``: a libpq string)."""
 
@@ -342,8 +353,12 @@ class PostgresAllowanceStore:
         advance of the batch is rolled back and fails.
         """
         order = sorted(range(len(batch)), key=lambda n: batch[n][0])
-        columns = [[batch[n][field] for n in order] for field in range(5)]
-        rows = await self._fetchall(_ADVANCE, columns)
+        rows = await self._fetchall(_ADVANCE, [
+            _bytea_array([batch[n][0] for n in order]),
+            _int_array([batch[n][1] for n in order]),
+            _int_array([batch[n][2] for n in order]),
+            _int_array([batch[n][3] for n in order]),
+            _bytea_array([batch[n][4] for n in order])])
         if len(rows) != len(batch):
             raise StoreError(f"lightspeed_advance returned {len(rows)} rows for {len(batch)} advances")
         results: list[tuple[Any, ...]] = [()] * len(batch)
