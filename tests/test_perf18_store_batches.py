@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
 import redis
 
 from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores._batch import TurnBatcher
 from lightspeed.micro.stores.postgres import PostgresAllowanceStore
 from lightspeed.micro.stores.redis import RedisAllowanceStore
 from tests.support.servers import postgres_server, redis_server
@@ -182,5 +183,28 @@ def test_a_lone_advance_runs_at_once_and_later_ones_form_new_batches(
             assert batches(store) == before + 3
         finally:
             await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_batcher_keeps_order_splits_at_its_cap_and_a_failed_batch_fails_only_itself() -> None:
+    seen: list[list[int]] = []
+
+    async def run_batch(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        await asyncio.sleep(0)
+        if 3 in items:
+            raise RuntimeError("batch with 3 failed")
+        return [item * 10 for item in items]
+
+    async def main() -> None:
+        batcher: TurnBatcher[int, int] = TurnBatcher(run_batch, max_batch=2)
+        outcomes = await asyncio.gather(*(batcher.submit(n) for n in range(1, 6)),
+                                        return_exceptions=True)
+        assert seen == [[1, 2], [3, 4], [5]]
+        assert outcomes[:2] == [10, 20] and outcomes[4] == 50
+        assert all(isinstance(o, RuntimeError) for o in outcomes[2:4])
+        assert await batcher.submit(6) == 60  # the drain task ended and starts again
+        assert batcher.batches == 4
 
     asyncio.run(main())

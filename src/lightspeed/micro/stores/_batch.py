@@ -1,16 +1,17 @@
 """Batching of one kind of store call: the calls made while a batch runs go in the next one.
 
-Profiled under load (one uvicorn worker, four connections), a paid call's ``advance`` cost
-about 170 µs of the event loop's CPU with Redis (redis-py: pool checkout, command packing,
-reply parsing) and, with PostgreSQL, a commit (an fsync) that concurrent calls on one
-allowance had to wait for in turn, since they all lock its row. Sent as one Redis script or
-one PostgreSQL transaction, a batch pays those once.
+Profiled in process (a Starlette app behind the middleware, four concurrent clients), a paid
+call's ``advance`` cost about 170 µs of the event loop's CPU with Redis (redis-py: pool
+checkout, command packing, reply parsing), and with PostgreSQL psycopg's per-statement cost
+plus a commit that concurrent calls on one allowance had to wait for in turn, since they all
+lock its row. Sent as one Redis script run or one PostgreSQL statement, a batch pays those
+once.
 
 The batch forms by itself: the first call starts a drain task (which first runs on the next
 turn of the event loop, so every call made in this turn joins), and the calls made while a
 batch is in flight go in the next one. An idle store adds no delay. Calls run in the order
 they were made. A caller learns its result only when the whole batch has returned (for
-PostgreSQL: once its transaction committed); if the batch fails, every call in it fails with
+PostgreSQL: once its statement committed); if the batch fails, every call in it fails with
 that error and none is acknowledged.
 """
 
