@@ -3,6 +3,10 @@
 ``advance``, ``update_state``, ``create``, ``delete_unpaid`` and ``set_refund`` are Lua scripts. Redis runs a script to the end
 before serving any other command, so each is atomic; redis-py sends them with ``EVALSHA``
 (falling back to loading the script once after a server restart), one round trip per call.
+The advances made while one is in flight go together in one script run (``_batch``): each
+is still checked and applied on its own, in order, but redis-py's per-command cost (about
+170 µs of the event loop's CPU, profiled) is paid once per batch. A retried batch fails
+closed as a retried single advance does (STALE).
 
 Key layout (``prefix`` defaults to ``lightspeed:micro:``; binary allowance ids are used as-is):
 
@@ -17,7 +21,7 @@ Key layout (``prefix`` defaults to ``lightspeed:micro:``; binary allowance ids a
   ``amount_msat``, ``payment_hash``, ``invoice``, ``preimage``, ``reason``), and
   ``{prefix}refunding``: a sorted set of the ids whose refund is in flight.
 
-One hash per allowance keeps ``advance`` to a single key. ``create`` and ``update_state`` also
+One hash per allowance keeps each advance to a single key (a batch of them names each key). ``create`` and ``update_state`` also
 touch the sorted set, so all keys must live on one Redis server (not a Redis Cluster).
 Numbers are compared as Lua numbers, exact up to 2**53 - 1 (the stores' common cap).
 
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
@@ -52,6 +57,7 @@ from lightspeed.micro.store import (
     StoreError,
     StoreFull,
 )
+from lightspeed.micro.stores._batch import TurnBatcher
 from lightspeed.micro.stores._checks import (
     check_advance,
     check_create,
@@ -77,17 +83,31 @@ if ARGV[2] ~= 'closed' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
 return 1
 """
 
-# KEYS: allowance hash. ARGV: lane, expected index, new index, new value.
+# KEYS: one allowance hash per advance. ARGV: per advance, lane, expected index, new index,
+# new value. The advances run in order, each seeing the ones before it (a second move of one
+# lane in the batch finds the first's index: STALE). Returns one outcome per advance; an
+# advance whose key cannot be read (not a hash) gets 'error: ...' and the others go on, as
+# they would have in scripts of their own (Redis does not roll a failed script back).
 _ADVANCE = """
-local lane = ARGV[1]
-local now = redis.call('HMGET', KEYS[1], 'status', 'spent', 'paid_calls', 'i' .. lane)
-if now[1] ~= 'active' or now[4] == false then return 'not_active' end
-if tonumber(now[4]) ~= tonumber(ARGV[2]) then return 'stale' end
-local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
-if tonumber(now[2]) + delta > tonumber(now[3]) then return 'over_limit' end
-redis.call('HSET', KEYS[1], 'i' .. lane, ARGV[3], 'v' .. lane, ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'spent', delta)
-return 'ok'
+local outcomes = {}
+for n = 1, #KEYS do
+    local lane, expected, new = ARGV[4 * n - 3], tonumber(ARGV[4 * n - 2]), tonumber(ARGV[4 * n - 1])
+    local now = redis.pcall('HMGET', KEYS[n], 'status', 'spent', 'paid_calls', 'i' .. lane)
+    if now.err then
+        outcomes[n] = 'error: ' .. now.err
+    elseif now[1] ~= 'active' or now[4] == false then
+        outcomes[n] = 'not_active'
+    elseif tonumber(now[4]) ~= expected then
+        outcomes[n] = 'stale'
+    elseif tonumber(now[2]) + new - expected > tonumber(now[3]) then
+        outcomes[n] = 'over_limit'
+    else
+        redis.call('HSET', KEYS[n], 'i' .. lane, ARGV[4 * n - 1], 'v' .. lane, ARGV[4 * n])
+        redis.call('HINCRBY', KEYS[n], 'spent', new - expected)
+        outcomes[n] = 'ok'
+    end
+end
+return outcomes
 """
 
 # KEYS: allowance hash, expiring set, unpaid set. ARGV: id, expected status, expected
@@ -139,6 +159,13 @@ return 1
 """
 
 
+def _outcome(reply: str) -> Advance:
+    """An advance's outcome, or the Redis error that refused it (that advance alone)."""
+    if reply.startswith("error: "):
+        raise ResponseError(reply.removeprefix("error: "))
+    return Advance(reply)
+
+
 class RedisAllowanceStore:
     """:class:`~lightspeed.micro.store.AllowanceStore` on Redis (``redis.asyncio``).
 
@@ -166,6 +193,8 @@ class RedisAllowanceStore:
         self._refunding_key = prefix + b"refunding"
         self._create = self._redis.register_script(_CREATE)
         self._advance = self._redis.register_script(_ADVANCE)
+        self._advances: TurnBatcher[tuple[bytes, tuple[int, int, int, bytes]], str] = (
+            TurnBatcher(self._advance_batch))
         self._update_state = self._redis.register_script(_UPDATE_STATE)
         self._delete_unpaid = self._redis.register_script(_DELETE_UNPAID)
         self._set_refund = self._redis.register_script(_SET_REFUND)
@@ -217,9 +246,15 @@ class RedisAllowanceStore:
     async def advance(self, allowance_id: bytes, lane: int, expected_index: int,
                       new: LaneState) -> Advance:
         check_advance(lane, expected_index, new)
-        outcome: Any = await self._advance(keys=[self._key(allowance_id)],
-                                           args=[lane, expected_index, new.index, new.value])
-        return Advance(outcome.decode())
+        return _outcome(await self._advances.submit(
+            (self._key(allowance_id), (lane, expected_index, new.index, new.value))))
+
+    async def _advance_batch(self, batch: Sequence[tuple[bytes, tuple[int, int, int, bytes]]],
+                             ) -> list[str]:
+        """The advances of one batch in one script run: one round trip, one command to pack."""
+        outcomes: Any = await self._advance(keys=[key for key, _ in batch],
+                                            args=[arg for _, args in batch for arg in args])
+        return [outcome.decode() for outcome in outcomes]
 
     async def update_state(self, allowance_id: bytes, expected: AllowanceState,
                            new: AllowanceState) -> bool:
