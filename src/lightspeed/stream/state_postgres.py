@@ -11,15 +11,13 @@ statement run once more, which is safe: a repeated conditional update finds its 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from lightspeed.errors import UsageError
 from lightspeed.micro.store import StoreError
+from lightspeed.micro.stores._pg_pool import Connection, PgPool
 from lightspeed.stream.state import (
     MAX_SELLERS,
     StreamRecord,
@@ -49,7 +47,6 @@ _SCHEMA = (
 )
 _COLUMNS = "id, allowance_id, lane, start_index, start_link, tariff, resume_key, epoch, delivered_units, statement"
 
-Connection = psycopg.AsyncConnection[Any]
 T = TypeVar("T")
 
 
@@ -57,64 +54,16 @@ class PostgresStreamStore:
     """:class:`~lightspeed.stream.state.StreamStore` on PostgreSQL (``dsn``: a libpq string)."""
 
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
-        if pool_size < 1:
-            raise UsageError(f"pool_size: must be at least 1, got {pool_size}")
-        self._dsn, self._size = dsn, pool_size
+        self._pool = PgPool(dsn, pool_size, _SCHEMA, _SCHEMA_LOCK)
         info = psycopg.conninfo.conninfo_to_dict(dsn)
         self._name = f"stream store postgresql {info.get('host', '')}:{info.get('port', 5432)}"
-        self._idle: asyncio.Queue[Connection] = asyncio.Queue()
-        self._opened = 0
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
-        self._closed = False
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         try:
-            for attempt in range(2):
-                async with self._connection() as (conn, reused):
-                    try:
-                        return await work(conn)
-                    except psycopg.OperationalError:
-                        if attempt or not reused or not conn.broken:
-                            raise
+            return await self._pool.run(work)
         except psycopg.OperationalError as exc:
             raise StreamStoreUnavailable(self._name, str(exc).strip().splitlines()[0] if str(exc).strip()
                                          else type(exc).__name__) from None
-        raise AssertionError("unreachable")
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[tuple[Connection, bool]]:
-        if self._closed:
-            raise UsageError("the store is closed")
-        reused = not (self._idle.empty() and self._opened < self._size)
-        if reused:
-            conn = await self._idle.get()
-        else:
-            self._opened += 1
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-                await self._ensure_schema(conn)
-            except BaseException:
-                self._opened -= 1
-                raise
-        try:
-            yield conn, reused
-        finally:
-            if conn.broken or conn.closed or self._closed:
-                self._opened -= 1
-                await conn.close()
-            else:
-                self._idle.put_nowait(conn)
-
-    async def _ensure_schema(self, conn: Connection) -> None:
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
-            self._schema_ready = True
 
     async def _fetchall(self, query: str, params: Any) -> list[tuple[Any, ...]]:
         async def work(conn: Connection) -> list[tuple[Any, ...]]:
@@ -177,11 +126,7 @@ class PostgresStreamStore:
         return [(str(url), bytes(node_id)) for url, node_id in rows]
 
     async def aclose(self) -> None:
-        self._closed = True
-        while not self._idle.empty():
-            conn = self._idle.get_nowait()
-            self._opened -= 1
-            await conn.close()
+        await self._pool.aclose()
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol

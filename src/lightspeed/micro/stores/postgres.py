@@ -32,14 +32,11 @@ An unknown lane counts as an unknown allowance: ``Advance.NOT_ACTIVE``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from lightspeed.errors import UsageError
 from lightspeed.micro.store import (
     Advance,
     AllowanceState,
@@ -60,6 +57,7 @@ from lightspeed.micro.stores._checks import (
     check_refund,
     check_state,
 )
+from lightspeed.micro.stores._pg_pool import Connection, PgPool
 
 _SCHEMA_LOCK = 0x4C53_4D49  # advisory lock key ("LSMI") serializing schema creation
 
@@ -177,7 +175,6 @@ WHERE a.id = %s
 GROUP BY a.id
 """
 
-Connection = psycopg.AsyncConnection[Any]
 _AdvanceArgs = tuple[bytes, int, int, int, bytes]  # allowance id, lane, expected, new index, value
 T = TypeVar("T")
 
@@ -197,15 +194,7 @@ class PostgresAllowanceStore:
     """:class:`~lightspeed.micro.store.AllowanceStore` on PostgreSQL (``dsn``: a libpq string)."""
 
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
-        if pool_size < 1:
-            raise UsageError(f"pool_size: must be at least 1, got {pool_size}")
-        self._dsn = dsn
-        self._size = pool_size
-        self._idle: asyncio.Queue[Connection] = asyncio.Queue()
-        self._opened = 0
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
-        self._closed = False
+        self._pool = PgPool(dsn, pool_size, _SCHEMA, _SCHEMA_LOCK)
         self._advances: TurnBatcher[_AdvanceArgs, tuple[Any, ...]] = TurnBatcher(self._advance_batch)
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
@@ -217,50 +206,7 @@ class PostgresAllowanceStore:
         repeated ``update_state`` finds the state changed (False), a repeated ``create`` finds
         the id taken (StoreError). Each fails closed; nothing is spent or written twice.
         """
-        for attempt in range(2):
-            async with self._connection() as (conn, reused):
-                try:
-                    return await work(conn)
-                except psycopg.OperationalError:
-                    if attempt or not reused or not conn.broken:
-                        raise
-        raise AssertionError("unreachable")
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[tuple[Connection, bool]]:
-        """Borrow a connection (and whether it was reused): an idle one, a new one below
-        ``pool_size``, or the next one returned."""
-        if self._closed:
-            raise UsageError("the store is closed")
-        reused = not (self._idle.empty() and self._opened < self._size)
-        if reused:
-            conn = await self._idle.get()
-        else:
-            self._opened += 1
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-                await self._ensure_schema(conn)
-            except BaseException:
-                self._opened -= 1
-                raise
-        try:
-            yield conn, reused
-        finally:
-            if conn.broken or conn.closed or self._closed:
-                self._opened -= 1
-                await conn.close()
-            else:
-                self._idle.put_nowait(conn)
-
-    async def _ensure_schema(self, conn: Connection) -> None:
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
-            self._schema_ready = True
+        return await self._pool.run(work)
 
     async def _fetchall(self, query: str, params: Any) -> list[tuple[Any, ...]]:
         async def work(conn: Connection) -> list[tuple[Any, ...]]:
@@ -424,11 +370,7 @@ class PostgresAllowanceStore:
         return [bytes(row[0]) for row in rows]
 
     async def aclose(self) -> None:
-        self._closed = True
-        while not self._idle.empty():
-            conn = self._idle.get_nowait()
-            self._opened -= 1
-            await conn.close()
+        await self._pool.aclose()
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
