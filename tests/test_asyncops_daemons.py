@@ -40,6 +40,9 @@ def test_three_daemons_plain_pay_to_an_offline_client_of_our_lsp_goes_async(tmp_
                  == ["normal"] * count)
     wait_for("A never registered with L", lambda: registered(a, ids[1]))
     wait_for("B never registered with L", lambda: registered(b, ids[1]))
+    lsps = call(a, "lsp", "list")["lsps"]  # persisted, and connected now
+    assert [(e["lsp_id"], e["connected"], e["webhook"]) for e in lsps] == [(ids[1], True, None)], lsps
+    assert call(lsp, "lsp", "list")["lsps"] == []  # L registered with nobody
     wait_for("B's invoice never had its route hint", lambda: call(
         b, "invoice", "decode", call(b, "invoice", "new", "1000", "probe", "--private")["invoice"])["route_hints"]
         != [])

@@ -252,5 +252,5 @@ def test_no_request_makes_the_api_fail(harness: Harness, method: str, path: str,
 
 def test_every_operation_is_probed() -> None:
     """The fuzz covers what the document lists, and the document lists every route (test_api checks that)."""
-    assert len(OPERATIONS) == len(ENDPOINTS) == 64  # multi-hash requests' 6 + return-path refunds + the channel backup + async payments' 3 + BOLT 12 decode + ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4
+    assert len(OPERATIONS) == len(ENDPOINTS) == 65  # the LSP list + multi-hash requests' 6 + return-path refunds + the channel backup + async payments' 3 + BOLT 12 decode + ops_routes' 38 + route blinding's 2 + offer pay and refunds' 4
     # + tokens' 3 + the dashboard's events and QR + the wallet's 3 new (api/wallet_routes.py)

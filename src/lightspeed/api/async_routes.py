@@ -1,4 +1,5 @@
-"""REST routes of async payments (issue 14): register with an LSP, pay asynchronously, list held HTLCs.
+"""REST routes of async payments (issue 14): register with an LSP and list them, pay asynchronously,
+list held HTLCs.
 
 Kept apart from :mod:`lightspeed.api.app` like :mod:`lightspeed.api.ops_routes`; ``app.ENDPOINTS``
 includes :func:`endpoints`. The node does the work (:mod:`lightspeed.node.async_runtime`).
@@ -30,6 +31,10 @@ _HELD: Schema = {"type": "object", "properties": {
     "amount_msat": {"type": "integer"}, "cltv_expiry": {"type": "integer"}, "held_at": {"type": "integer"},
     "fail_at": {"type": "integer"}, "fail_height": {"type": "integer"}}}
 
+_REGISTRATION: Schema = {"type": "object", "properties": {
+    "lsp_id": {"type": "string"}, "webhook": {"type": ["string", "null"]}, "registered_at": {"type": "integer"},
+    "connected": {"type": "boolean"}}}
+
 
 async def register(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
     lsp_id = bytes.fromhex(body["lsp_id"])
@@ -41,6 +46,16 @@ async def register(ctx: ApiContext, request: Request, body: Any) -> tuple[int, A
     except UsageError as exc:
         raise ApiError(409, str(exc), "lsp_id") from None
     return 200, {"lsp_id": lsp_id.hex(), "limits": reply["limits"]}
+
+
+async def registrations(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
+    """The LSPs we registered with (``lsp register``, persisted), oldest first, and whether each is
+    connected now: the one an async payment without ``lsp_id`` (and automatic async) uses is the
+    only entry, and only while it is connected."""
+    lsps = [{"lsp_id": lsp_id.hex(), "webhook": webhook, "registered_at": registered_at,
+             "connected": ctx.node.peer(lsp_id) is not None}
+            for lsp_id, webhook, registered_at in ctx.node.store.lsp_registrations()]
+    return 200, {"lsps": lsps}
 
 
 async def held(ctx: ApiContext, request: Request, body: Any) -> tuple[int, Any]:
@@ -112,6 +127,10 @@ def endpoints() -> tuple[Endpoint, ...]:
                  body=obj({"lsp_id": node_id("the LSP's node id"),
                            "webhook": string("https URL the LSP POSTs LSPS5 notifications to", 1, 1024)},
                           ["lsp_id"])),
+        Endpoint("GET", "/v1/lsp", "lspList",
+                 "The LSPs this node registered with (oldest first), each with its webhook, when it was "
+                 "registered and whether it is connected now", registrations,
+                 {"type": "object", "properties": {"lsps": {"type": "array", "items": _REGISTRATION}}}),
         Endpoint("GET", "/v1/lsp/held", "lspHeld",
                  "As an LSP: the HTLCs held for clients' async payments, the limits, the registered clients",
                  held, {"type": "object", "properties": {

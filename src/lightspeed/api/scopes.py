@@ -29,7 +29,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "forwardingHistory": "readonly", "describeGraph": "readonly", "getNodeInfo": "readonly",
     "getChanInfo": "readonly", "queryRoutes": "readonly", "feeReport": "readonly", "verifyMessage": "readonly",
     "onionMessageStats": "readonly", "listRefunds": "readonly", "events": "readonly", "openapi": "readonly",
-    "listFunds": "readonly", "listTransactions": "readonly", "lspHeld": "readonly", "decodeOffer": "readonly",
+    "listFunds": "readonly", "listTransactions": "readonly", "lspHeld": "readonly", "lspList": "readonly", "decodeOffer": "readonly",
     # invoice: receive money
     "createInvoice": "invoice", "settleInvoice": "invoice", "cancelInvoice": "invoice", "createOffer": "invoice",
     "createBlindedPaths": "invoice", "newAddress": "invoice", "payRefund": "invoice",  # a refund owed to us

@@ -722,7 +722,7 @@ def fund(ctx: click.Context, amount_sat: int) -> None:
 
 @click.group("lsp")
 def lsp_group() -> None:
-    """Async payments: register with an LSP (client), list held HTLCs (LSP, `node start --lsp`).
+    """Async payments: register with an LSP and list them (client), list held HTLCs (LSP, `node start --lsp`).
 
     \b
     Example:
@@ -743,6 +743,16 @@ def lsp_register(ctx: click.Context, lsp_id: str, webhook: str | None) -> None:
     if webhook is not None:
         body["webhook"] = webhook
     _print(_call(ctx, "POST", "/v1/lsp/register", body))
+
+
+@lsp_group.command("list")
+@datadir_option
+@click.pass_context
+@_errors_to_exit
+@with_example("lightspeed --datadir ~/.lightspeed/bob lsp list")
+def lsp_list(ctx: click.Context) -> None:
+    """As a client: the LSPs we registered with, and whether each is connected now."""
+    _print(_call(ctx, "GET", "/v1/lsp"))
 
 
 @lsp_group.command("held")
