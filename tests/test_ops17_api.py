@@ -88,6 +88,11 @@ def test_getinfo_peers_and_channels_show_what_an_operator_needs(tmp_path: Path) 
             # Alice (funder) keeps her reserve and the commitment fee; Bob keeps his reserve.
             assert 0 < spendable < channel["local_balance_msat"] - 10_000_000
             assert receivable == channel["remote_balance_msat"] - 10_000_000 == 240_000_000
+            assert channel["anchors"] is alice.channels[cid].config.anchors
+            assert channel["feerate_per_kw"] == 2_500 != 5_000  # the commitment's feerate, moved by update_fee:
+            ok(await a.post(f"/v1/channels/{cid.hex()}/fee", json={"feerate_per_kw": 5_000}))
+            await wait_for(lambda: alice.channels[cid].log.commitment(Side.LOCAL).feerate_per_kw == 5_000)
+            assert ok(await a.get("/v1/channels"))["channels"][0]["feerate_per_kw"] == 5_000
 
             await bob.stop()
             await wait_for(lambda: not alice.peer_ids())

@@ -94,6 +94,7 @@ CHANNEL: Schema = {"type": "object", "properties": {
     "pending_htlcs": {"type": "integer"}, "closing_txid": _NULLABLE_STR,
     "close_type": {"enum": ["mutual", "local", "remote", "revoked", "data_loss", "funding_double_spent", None]},
     "limbo_sat": {"type": "integer"}, "limbo_sweeps": {"type": "array", "items": _SWEEP},
+    "anchors": {"type": ["boolean", "null"]}, "feerate_per_kw": _NULLABLE_INT,
     "short_channel_id": _NULLABLE_STR, "active": {"type": "boolean"}, "spendable_msat": {"type": "integer"},
     "receivable_msat": {"type": "integer"}, "local_reserve_sat": _NULLABLE_INT, "remote_reserve_sat": _NULLABLE_INT,
     "private": {"type": ["boolean", "null"]}}}

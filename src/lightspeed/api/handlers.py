@@ -134,7 +134,8 @@ def channel_json(ctx: ApiContext, channel_id: bytes, channel: Channel) -> dict[s
             "capacity_sat": channel.config.funding_sat, "initiator": channel.config.local_is_funder,
             "local_balance_msat": view.to_local_msat, "remote_balance_msat": view.to_remote_msat,
             "pending_htlcs": len(view.htlcs), "closing_txid": None, "close_type": None, "limbo_sat": 0,
-            "limbo_sweeps": [], **liquidity_json(queries.liquidity(node, channel_id))}
+            "limbo_sweeps": [], "anchors": channel.config.anchors, "feerate_per_kw": view.feerate_per_kw,
+            **liquidity_json(queries.liquidity(node, channel_id))}
 
 
 def liquidity_json(liquidity: queries.Liquidity | None) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def closed_channel_json(ctx: ApiContext, record: ClosedChannel, sweeps: list[Pen
         "closing_txid": None if record.closing_txid is None else record.closing_txid[::-1].hex(),
         "close_type": None if summary is None else summary.kind,
         "limbo_sat": sum(s.amount_sat for s in mine), "limbo_sweeps": [_sweep_json(s) for s in mine],
-        **liquidity_json(None)}
+        "anchors": None, "feerate_per_kw": None, **liquidity_json(None)}
     if summary is not None:
         entry.update({"funding_txid": summary.funding_txid[::-1].hex(),
                       "funding_output_index": summary.funding_output_index, "capacity_sat": summary.capacity_sat,
@@ -190,7 +191,8 @@ def recovering_channel_json(recovering: RecoveringChannel) -> dict[str, Any]:
             "remote_balance_msat": None, "pending_htlcs": 0,
             "closing_txid": None if recovering.closing_txid is None else recovering.closing_txid[::-1].hex(),
             "close_type": "data_loss" if recovering.state == "closed" else None,
-            "limbo_sat": 0, "limbo_sweeps": [], **liquidity_json(None)}
+            "limbo_sat": 0, "limbo_sweeps": [], "anchors": entry.anchors, "feerate_per_kw": None,
+            **liquidity_json(None)}
 
 
 def _closed(ctx: ApiContext, channel_id: bytes) -> ClosedChannel | None:
