@@ -83,12 +83,14 @@ class LightspeedMiddleware:
         self.app, self.server, self.prefix = app, server, prefix.rstrip("/")
         self.client_key = client_key
         self.refund_wait = refund_wait
-        # Longest prefix first, so "/api/premium" wins over "/api".
-        self._prices = sorted(prices.items(), key=lambda item: -len(item[0]))
+        # Longest prefix first, so "/api/premium" wins over "/api"; each with its "/"-ended form
+        # made once (not on every request).
+        self._prices = [(prefix, prefix.rstrip("/") + "/", cost)
+                        for prefix, cost in sorted(prices.items(), key=lambda item: -len(item[0]))]
 
     def cost(self, path: str) -> int | None:
-        for prefix, cost in self._prices:
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+        for prefix, below, cost in self._prices:
+            if path == prefix or path.startswith(below):
                 return cost
         return None
 
@@ -128,14 +130,13 @@ class LightspeedMiddleware:
         except StorageUnavailable as exc:
             await _store_unavailable(send, exc)
             return
-        extra = [(b"lightspeed-remaining", str(receipt.remaining_calls).encode())]
+        extra = [(b"lightspeed-remaining", b"%d" % receipt.remaining_calls)]
         if receipt.next_invoice is not None:
             extra.append((b"lightspeed-invoice", receipt.next_invoice.encode()))
 
         async def send_with_receipt(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         await self.app(scope, receive, send_with_receipt)
