@@ -21,12 +21,8 @@ on the loop itself, at the end of that turn, when the write lock is free at once
 batch to the thread cost more than the commit: the queue ``put`` waited for the GIL while the
 writer thread held it (about 90 µs per call, profiled), and every result came back through
 ``call_soon_threadsafe``. When another process holds the write lock (``BEGIN IMMEDIATE`` is
-refused at once, no busy wait on the loop), the batch is tried again on the loop a little later
-(in 0.1 to 1 ms, writes queued meanwhile joining it) for up to ``INLINE_RETRY_SECONDS``: another
-process holds the lock for one batch, well under a millisecond, and handing a batch to the
-thread costs more than a retry (the GIL between two threads; measured with 4 server processes on
-one file: 300 µs of CPU per paid call against 414 µs). Past that, or when the thread is busy,
-the batch goes to the thread, which waits for the lock, so the loop never waits for another process. The guarantee is the same: a caller
+refused at once, no busy wait on the loop) or the thread is busy, the batch goes to the thread
+as before, so the loop never waits for another process. The guarantee is the same: a caller
 learns its result only after the COMMIT that made it durable against a process crash.
 
 Two costs are kept off the loop as well. Checkpoints: SQLite's automatic checkpoint runs in the
@@ -60,8 +56,6 @@ MAX_BATCH = 512  # writes in one transaction (bounds how long the write lock is 
 #: SQLite's own default of 1,000 pages (the WAL stays near 4 MB).
 CHECKPOINT_EVERY = 1000
 _BUSY_SLEEPS = (0.0002, 0.0005, 0.001, 0.002, 0.005)  # the writer thread's waits for the lock, then 5 ms each
-INLINE_RETRY_SECONDS = 0.005  # how long a batch is retried on the loop while another process holds the lock
-_RETRY_DELAYS = (0.0001, 0.0002, 0.0005, 0.001)  # between those retries (the loop runs meanwhile)
 
 Write = Callable[[sqlite3.Connection], Any]
 
@@ -89,9 +83,6 @@ class GroupCommitter:
         self._checkpoint_due = threading.Event()
         self._db_lock = threading.Lock()  # the connection: the writer thread, or an inline batch on a loop
         self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # inline: this turn's writes per loop
-        #: inline: per loop whose batch found another process's lock, since when and how many retries
-        self._held: dict[asyncio.AbstractEventLoop, tuple[float, int]] = {}
-        self.inline_retries = 0  # (for tests)
         self.inline_batches = 0  # batches committed on the loop (for tests and benchmarks)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
@@ -129,7 +120,6 @@ class GroupCommitter:
         if not batch:
             return
         if not self._db_lock.acquire(blocking=False):  # the thread is committing: queue behind it
-            self._held.pop(loop, None)
             for job in batch:
                 self._queue.put(job)
             return
@@ -152,27 +142,11 @@ class GroupCommitter:
                     self.inline_batches += 1
         finally:
             self._db_lock.release()
-        if not began:  # another process holds the write lock: retry soon, then let the thread wait
-            if self._retry_later(loop, batch):
-                return
+        if not began:  # another process holds the write lock: the thread waits for it, not the loop
             for job in batch:
                 self._queue.put(job)
             return
-        self._held.pop(loop, None)
         _settle(batch)
-
-    def _retry_later(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> bool:
-        """Pend ``batch`` again, to be flushed in a moment; False once it has waited long enough."""
-        now = time.monotonic()
-        since, attempt = self._held.get(loop, (now, 0))
-        if now - since >= INLINE_RETRY_SECONDS or self._closed:
-            self._held.pop(loop, None)
-            return False
-        self._held[loop] = (since, attempt + 1)
-        self._pending[loop] = batch  # nothing else is pending: popped above, and no write ran since
-        loop.call_later(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)], self._flush_inline, loop)
-        self.inline_retries += 1
-        return True
 
     def _begin_now(self) -> bool:
         """``BEGIN IMMEDIATE`` without waiting: False if another connection holds the write lock."""
@@ -229,9 +203,6 @@ class GroupCommitter:
 
     async def aclose(self) -> None:
         """Finish the queued writes, then stop the threads (the connection stays open)."""
-        loop = asyncio.get_running_loop()
-        while loop in self._pending:  # an inline batch waiting to be retried: let it finish first
-            await asyncio.sleep(0.001)
         if not self._closed:
             self._closed = True
             self._queue.put(None)
