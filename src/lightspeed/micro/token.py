@@ -46,8 +46,9 @@ class Token:
     @classmethod
     def from_header(cls, value: bytes) -> Token:
         """The token of a raw header value: one regular-expression match when it is well formed
-        (it is on every paid call: about 2 µs instead of 6); otherwise :meth:`parse` says what is
-        wrong (``DecodeError``; ``UnicodeDecodeError`` for bytes that are not ASCII)."""
+        (on every paid call: measured 1.9 µs against 2.9 µs for decoding, then :meth:`parse`);
+        otherwise :meth:`parse` says what is wrong (``DecodeError``; ``UnicodeDecodeError`` for
+        bytes that are not ASCII)."""
         found = _TOKEN_BYTES.fullmatch(value)
         if found is None or found[3] == b"0":
             return cls.parse(value.decode("ascii"))
