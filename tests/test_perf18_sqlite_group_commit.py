@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores import _group_commit
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 
 AID = b"k" * 16
@@ -86,6 +87,7 @@ def test_normal_commits_on_the_loop_in_batches_and_in_order(tmp_path: Path) -> N
 _SPENDER = """
 import asyncio, sys
 from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores import _group_commit
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 
 async def main(path, synchronous):
@@ -145,6 +147,114 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_advance(tmp_path: Pat
             assert acked[n] <= indices[n] <= acked[n] + 1, (n, acked[n], indices[n])
             assert stored.lanes[n].value == indices[n].to_bytes(32, "big")
         assert stored.state.spent == sum(indices)  # lane and spent committed together
+        await store.aclose()
+
+    asyncio.run(check())
+
+
+def test_checkpoints_run_in_their_own_thread_and_keep_the_wal_bounded(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's automatic checkpoint ran in the commit that crossed 1,000 WAL pages, on the event
+    loop, and fsynced the database file there (milliseconds). The writing connection has it off;
+    a thread of the store checkpoints instead, and the WAL stays bounded all the same."""
+    monkeypatch.setattr(_group_commit, "CHECKPOINT_EVERY", 100)
+    path = tmp_path / "s.sqlite"
+
+    async def go() -> None:
+        store = SqliteAllowanceStore(path, synchronous="NORMAL")
+        assert store._writer._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        await store.create(AID, b"t", 2**40, [bytes(32)], AllowanceState(Status.ACTIVE, 10**9))
+        for i in range(2000):  # one batch (one commit, one WAL page at least) each
+            assert await store.advance(AID, 0, i, LaneState(i + 1, i.to_bytes(32, "big"))) is Advance.OK
+            if i % 100 == 99:
+                await asyncio.sleep(0.005)  # room for the checkpoint thread on a busy machine
+        assert store._writer.checkpoints >= 5
+        wal_pages = os.path.getsize(f"{path}-wal") // 4096
+        assert wal_pages < 1000, wal_pages  # never checkpointed: 2,000 pages and more
+        await store.aclose()
+        reopened = SqliteAllowanceStore(path)
+        assert await reopened.lane(AID, 0) == LaneState(2000, (1999).to_bytes(32, "big"))
+        await reopened.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_writer_thread_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    """The thread waits for another process's lock itself (the writing connection has no busy
+    timeout of its own, so the loop never waits): up to ``busy_timeout_ms``, then the write fails
+    and nothing of it is written."""
+    path = tmp_path / "s.sqlite"
+
+    async def go() -> None:
+        store = SqliteAllowanceStore(path, synchronous="NORMAL", busy_timeout_ms=300)
+        await store.create(AID, b"t", 2**40, [bytes(32)], AllowanceState(Status.ACTIVE, 10))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.perf_counter()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.advance(AID, 0, 0, LaneState(1, b"\x01" * 32))
+        waited = time.perf_counter() - started
+        other.execute("COMMIT")
+        other.close()
+        assert 0.25 <= waited < 2.0, waited
+        assert await store.lane(AID, 0) == LaneState(0, bytes(32))
+        assert await store.advance(AID, 0, 0, LaneState(1, b"\x01" * 32)) is Advance.OK  # the lock is free
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+_RACER = """
+import asyncio, sys
+from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+
+async def main(path, until):
+    store = SqliteAllowanceStore(path, synchronous="NORMAL")
+    won = []
+
+    async def racer():
+        while True:
+            lane = await store.lane(b"k" * 16, 0)
+            if lane.index >= until:
+                return
+            new = LaneState(lane.index + 1, (lane.index + 1).to_bytes(32, "big"))
+            if await store.advance(b"k" * 16, 0, lane.index, new) is Advance.OK:
+                won.append(new.index)
+
+    await asyncio.gather(*(racer() for _ in range(3)))
+    print(" ".join(map(str, won)))
+    await store.aclose()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_four_processes_racing_on_one_lane_each_index_is_won_exactly_once(tmp_path: Path) -> None:
+    """Four processes on one file (as four server workers), three tasks each, all moving the same
+    lane: inline commits, batches handed to the thread when another process holds the lock, and
+    the thread's own waits for it never let two writers win the same index (a call served
+    twice), and none is lost."""
+    path = tmp_path / "s.sqlite"
+    until = 400
+
+    async def setup() -> None:
+        store = SqliteAllowanceStore(path, synchronous="NORMAL")
+        await store.create(AID, b"t", 2**40, [bytes(32)], AllowanceState(Status.ACTIVE, 10**6))
+        await store.aclose()
+
+    asyncio.run(setup())
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(path), str(until)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    won = [int(i) for proc in procs for i in proc.communicate(timeout=120)[0].split()]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sorted(won) == list(range(1, until + 1))  # every index once: no double win, none lost
+
+    async def check() -> None:
+        store = SqliteAllowanceStore(path)
+        assert await store.lane(AID, 0) == LaneState(until, until.to_bytes(32, "big"))
+        stored = await store.load(AID)
+        assert stored is not None and stored.state.spent == until
         await store.aclose()
 
     asyncio.run(check())

@@ -83,12 +83,14 @@ class LightspeedMiddleware:
         self.app, self.server, self.prefix = app, server, prefix.rstrip("/")
         self.client_key = client_key
         self.refund_wait = refund_wait
-        # Longest prefix first, so "/api/premium" wins over "/api".
-        self._prices = sorted(prices.items(), key=lambda item: -len(item[0]))
+        # Longest prefix first, so "/api/premium" wins over "/api"; each with its "/"-ended form
+        # made once (not on every request).
+        self._prices = [(prefix, prefix.rstrip("/") + "/", cost)
+                        for prefix, cost in sorted(prices.items(), key=lambda item: -len(item[0]))]
 
     def cost(self, path: str) -> int | None:
-        for prefix, cost in self._prices:
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+        for prefix, below, cost in self._prices:
+            if path == prefix or path.startswith(below):
                 return cost
         return None
 
@@ -115,7 +117,7 @@ class LightspeedMiddleware:
                                             "allowance": terms.public_json()}, self.prefix)
                     return
                 raise CallRefused("no_token", f"this route costs {cost} link(s) of a Lightspeed allowance")
-            receipt = await self.server.spend(_parse(TOKEN_HEADER, Token.parse, token_value), cost)
+            receipt = await self.server.spend(_token(token_value), cost)
         except HeaderError as exc:
             code = "bad_token" if exc.header == _HEADER_NAMES[_TOKEN] else "bad_request"
             await _json(send, 400, {"error": {"code": code, "header": exc.header, "field": exc.field,
@@ -128,14 +130,13 @@ class LightspeedMiddleware:
         except StorageUnavailable as exc:
             await _store_unavailable(send, exc)
             return
-        extra = [(b"lightspeed-remaining", str(receipt.remaining_calls).encode())]
+        extra = [(b"lightspeed-remaining", b"%d" % receipt.remaining_calls)]
         if receipt.next_invoice is not None:
             extra.append((b"lightspeed-invoice", receipt.next_invoice.encode()))
 
         async def send_with_receipt(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         await self.app(scope, receive, send_with_receipt)
@@ -249,6 +250,17 @@ def _parse(header: str, parse: Callable[[str], Any], value: bytes) -> Any:
         return parse(text)
     except DecodeError as exc:
         raise HeaderError(name, exc.field, exc.reason) from None
+
+
+def _token(value: bytes) -> Token:
+    """The Lightspeed-Token header's token (its fast path: no decode, one match); any fault is a
+    :class:`HeaderError` naming the header, as :func:`_parse` gives."""
+    try:
+        return Token.from_header(value)
+    except UnicodeDecodeError:
+        raise HeaderError(_HEADER_NAMES[_TOKEN], "header", "not ASCII") from None
+    except DecodeError as exc:
+        raise HeaderError(_HEADER_NAMES[_TOKEN], exc.field, exc.reason) from None
 
 
 async def _store_unavailable(send: Send, exc: StorageUnavailable) -> None:

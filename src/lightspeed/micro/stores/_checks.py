@@ -45,6 +45,10 @@ def check_create(allowance_id: bytes, expires_at: int, anchors: Sequence[bytes],
 
 def check_advance(lane: int, expected_index: int, new: LaneState) -> int:
     """Validate an advance request and return the number of calls it spends."""
+    index = new.index
+    if (type(lane) is int and type(expected_index) is int and type(index) is int  # exactly int: not bool
+            and 0 <= lane <= MAX_COUNT and 0 <= expected_index < index <= MAX_COUNT):
+        return index - expected_index  # the common case (every paid call), in one test
     check_count("lane", lane)
     check_count("expected_index", expected_index)
     check_count("new.index", new.index)

@@ -24,6 +24,16 @@ writer thread held it (about 90 µs per call, profiled), and every result came b
 refused at once, no busy wait on the loop) or the thread is busy, the batch goes to the thread
 as before, so the loop never waits for another process. The guarantee is the same: a caller
 learns its result only after the COMMIT that made it durable against a process crash.
+
+Two costs are kept off the loop as well. Checkpoints: SQLite's automatic checkpoint runs in the
+commit that crosses 1,000 WAL pages and fsyncs the database file there, on the loop (measured
+with one-write transactions: 45 µs of wall time each with it, 31 µs without). The writing
+connection has it turned off;
+every ``CHECKPOINT_EVERY`` batches a thread of its own runs a PASSIVE checkpoint on a connection
+of its own, which neither takes the write lock nor stops the writers. And the busy timeout: the
+writing connection has none (an inline ``BEGIN IMMEDIATE`` must fail at once, and toggling the
+pragma around it cost two statements a batch); the writer thread waits for another process's
+lock itself, in short sleeps, up to ``busy_timeout_ms``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +53,10 @@ from lightspeed.micro.store import AllowanceStoreUnavailable, StoreError
 T = TypeVar("T")
 
 MAX_BATCH = 512  # writes in one transaction (bounds how long the write lock is held)
+#: Batches committed between two checkpoints: each writes at least one WAL page, so about
+#: SQLite's own default of 1,000 pages (the WAL stays near 4 MB).
+CHECKPOINT_EVERY = 1000
+_BUSY_SLEEPS = (0.0002, 0.0005, 0.001, 0.002, 0.005)  # the writer thread's waits for the lock, then 5 ms each
 
 Write = Callable[[sqlite3.Connection], Any]
 
@@ -62,6 +77,11 @@ class GroupCommitter:
     def __init__(self, db: sqlite3.Connection, path: str, inline: bool = False, busy_timeout_ms: int = 5000) -> None:
         self._db, self._path = db, path
         self._inline, self._busy_timeout_ms = inline, busy_timeout_ms
+        db.execute("PRAGMA busy_timeout = 0")  # the thread waits for the lock itself (_begin_waiting)
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the loop
+        self._commits = 0  # batches committed since the last checkpoint was asked for
+        self.checkpoints = 0  # checkpoints run (for tests)
+        self._checkpoint_due = threading.Event()
         self._db_lock = threading.Lock()  # the connection: the writer thread, or an inline batch on a loop
         self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # inline: this turn's writes per loop
         self.inline_batches = 0  # batches committed on the loop (for tests and benchmarks)
@@ -69,6 +89,9 @@ class GroupCommitter:
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer {path}", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name=f"sqlite-checkpoint {path}",
+                                              daemon=True)
+        self._checkpointer.start()
 
     async def run(self, write: Callable[[sqlite3.Connection], T], may_refuse: bool = False) -> T:
         """``write(db)`` inside a transaction; its result once that transaction is committed.
@@ -128,24 +151,65 @@ class GroupCommitter:
 
     def _begin_now(self) -> bool:
         """``BEGIN IMMEDIATE`` without waiting: False if another connection holds the write lock."""
-        db = self._db
-        db.execute("PRAGMA busy_timeout = 0")
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return False
             raise
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         return True
 
+    def _begin_waiting(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting up to the busy timeout for another process's lock (thread only).
+
+        Short sleeps first: another process holds the lock for one batch, well under a
+        millisecond with ``synchronous=NORMAL``; SQLite's own busy handler sleeps 1 ms, then more."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        attempt = 0
+        while not self._begin_now():
+            if time.monotonic() >= deadline:
+                self._db.execute("BEGIN IMMEDIATE")  # raises "database is locked", as before
+                return
+            time.sleep(_BUSY_SLEEPS[min(attempt, len(_BUSY_SLEEPS) - 1)])
+            attempt += 1
+
+    def _committed(self) -> None:
+        """Count a committed batch; every ``CHECKPOINT_EVERY``, wake the checkpoint thread."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            self._checkpoint_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        """PASSIVE checkpoints on a connection of this thread: they copy the WAL's pages into the
+        database (and fsync it) while the writers go on; a busy or failed one is retried later
+        (the WAL only grows meanwhile, nothing is lost)."""
+        db: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._closed:
+                    return
+                try:
+                    if db is None:
+                        db = sqlite3.connect(self._path, isolation_level=None)
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:
+                    pass
+        finally:
+            if db is not None:
+                db.close()
+
     async def aclose(self) -> None:
-        """Finish the queued writes, then stop the thread (the connection stays open)."""
+        """Finish the queued writes, then stop the threads (the connection stays open)."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)
+            self._checkpoint_due.set()
         await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._checkpointer.join)
 
     # -- the writer thread ---------------------------------------------------------------------
 
@@ -175,7 +239,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Job]) -> None:
         with self._db_lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin_waiting()
             self._apply(batch)
 
     def _apply(self, batch: list[_Job]) -> None:
@@ -196,6 +260,7 @@ class GroupCommitter:
                     job.outcome, job.failed = exc, True
                 db.execute("RELEASE write")
             db.execute("COMMIT")
+            self._committed()
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
