@@ -149,6 +149,9 @@ async def wrk_load(host: str, port: int, connections: int, seconds: float,
     requests, failed, elapsed = int(found[1]), int(found[2]), float(found[3])
     if stats is not None:
         stats.update(requests=requests, seconds=elapsed)
+    refused = re.search(r"statuses=(\S+)", out.decode())
+    if refused:  # which statuses the refused calls got (the first 1000 of each lane)
+        print(f"wrk: {failed} calls refused, by status {refused[1]}", file=sys.stderr)
     return requests / elapsed, failed
 
 
