@@ -49,12 +49,7 @@ class _Incomplete(Exception):
 
 def encode_command(parts: list[bytes]) -> bytes:
     """One command as a RESP array of bulk strings (``*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n``)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out.append(b"$%d\r\n" % len(part))
-        out.append(part)
-        out.append(b"\r\n")
-    return b"".join(out)
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(part), part) for part in parts])
 
 
 def parse_reply(buf: bytes | bytearray, pos: int) -> tuple[Reply | RespError, int]:
