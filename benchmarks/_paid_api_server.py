@@ -39,7 +39,10 @@ async def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--fd", type=int, help="an inherited listening socket to serve on")
     parser.add_argument("--no-mining", action="store_true", help="another worker mines the blocks")
+    parser.add_argument("--profile", help="profile the CPU time (cProfile) and write it here on SIGTERM")
     args = parser.parse_args()
+    if args.profile:
+        _profile_until_sigterm(args.profile)
     sock = None if args.fd is None else socket.socket(fileno=args.fd)
     app = Starlette(routes=[Route("/weather/{city}", weather), Route("/unpaid/weather/{city}", weather)])
     api = await start_paid_api(RegtestChain(args.chain), open_allowance_store(args.store), Price(1),
@@ -48,6 +51,23 @@ async def main() -> None:
                                creates_per_minute=10**6)  # the L402 baseline buys one allowance per call
     print("READY", api.url, flush=True)
     await asyncio.Event().wait()
+
+
+def _profile_until_sigterm(path: str) -> None:
+    """cProfile on process CPU time; SIGTERM writes the stats to ``path`` and exits."""
+    import cProfile
+    import signal
+    import time
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+
+    def stop() -> None:
+        profile.disable()
+        profile.dump_stats(path)
+        raise SystemExit(0)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +253,12 @@ def _store_cpu_reader(url: str) -> Any:
     return None
 
 
-def _start_server(store_url: str, chain_path: Path, listener: socket.socket, mining: bool) -> subprocess.Popen[str]:
+def _start_server(store_url: str, chain_path: Path, listener: socket.socket, mining: bool,
+                  profile: str | None = None) -> subprocess.Popen[str]:
     command = [sys.executable, str(_HERE / "_paid_api_server.py"), "--chain", str(chain_path),
                "--store", store_url, "--fd", str(listener.fileno())]
+    if profile:
+        command += ["--profile", profile]
     if not mining:
         command.append("--no-mining")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=[listener.fileno()])
@@ -272,7 +275,8 @@ async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespa
     invoices are its node's), then ``--workers`` processes on one listening socket."""
     listener = loopback_socket()
     listener.listen(1024)
-    servers = [_start_server(store_url, chain_path, listener, mining=True)]
+    profile = f"{args.profile}.{store_url.split(':')[0]}" if args.profile else None
+    servers = [_start_server(store_url, chain_path, listener, mining=True, profile=profile)]
     try:
         host, port = listener.getsockname()[:2]
         base_url = f"http://{host}:{port}"
@@ -334,6 +338,10 @@ async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespa
         result.update(l402=l402, l402_ms=statistics.median(latencies) if latencies else 0.0)
         return result
     finally:
+        if profile:  # the first worker writes its profile on SIGTERM
+            servers[0].terminate()
+            with suppress(subprocess.TimeoutExpired):
+                servers[0].wait(timeout=30)
         for server in servers:
             server.kill()
             server.wait()
@@ -424,6 +432,8 @@ def main() -> None:
                         help="load generator (wrk: Debian's wrk with paid_api.lua)")
     parser.add_argument("--l402-calls", type=int, default=100)
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the first server worker (CPU time); stats to FILE.<store>")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing one listening socket (the memory store is "
                              "skipped above 1: each process would have its own)")
