@@ -13,6 +13,10 @@ batch is in flight go in the next one. An idle store adds no delay. Calls run in
 they were made. A caller learns its result only when the whole batch has returned (for
 PostgreSQL: once its statement committed); if the batch fails, every call in it fails with
 that error and none is acknowledged.
+
+:class:`TurnPipeline` is the variant for a connection that pipelines (the lean Redis
+connection): the calls of one event-loop turn form a batch that is sent at once, without
+waiting for the batch before it to return.
 """
 
 from __future__ import annotations
