@@ -20,7 +20,7 @@ function init(args)
    end
    i = 0
    failed = 0
-   statuses = ""  -- the refused calls' status codes, "401 401 402 ..." (a string: wrk passes no tables)
+   statuses = ""  -- the refused calls, " 402/exhausted 400/bad_token ..." (a string: wrk passes no tables)
 end
 
 function request()
@@ -35,8 +35,8 @@ end
 function response(status, headers, body)
    if status ~= 200 then
       failed = failed + 1
-      if failed <= 1000 then
-         statuses = statuses .. " " .. status
+      if failed <= 1000 then  -- the status and the refusal's code ("402/exhausted")
+         statuses = statuses .. " " .. status .. "/" .. (string.match(body or "", '"code":%s*"([%w_]+)"') or "-")
       end
    end
 end
@@ -46,7 +46,7 @@ function done(summary, latency, requests)
    local by_status = {}
    for _, thread in ipairs(threads) do
       total = total + thread:get("failed")
-      for code in string.gmatch(thread:get("statuses"), "%d+") do
+      for code in string.gmatch(thread:get("statuses"), "%S+") do
          by_status[code] = (by_status[code] or 0) + 1
       end
    end

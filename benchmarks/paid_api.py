@@ -294,6 +294,9 @@ async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespa
             per_lane = int(3 * probe * args.workers * args.seconds * args.windows * len(generators)
                            / args.connections) + 100
             tokens = await buy_tokens(base_url, payer, args.connections, per_lane)
+            # Activate it on the first worker, whose node was paid: the others have nodes of their
+            # own, which know nothing of that invoice and would refuse the pending allowance (402).
+            await _lanes_spent(base_url, tokens)
             # One Lightning payment per call needs the first worker's node: measured before the others start.
             l402, latencies = await l402_style(host, int(port), payer, args.l402_calls)
             for _ in range(args.workers - 1):
