@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis
+import redis.asyncio
 
 from lightspeed.errors import StorageUnavailable
 from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
@@ -287,5 +288,25 @@ def test_auth_and_database_come_from_the_url() -> None:
                 assert "WRONGPASS" in str(refused.value) or "invalid" in str(refused.value)
             finally:
                 await wrong.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_store_given_a_client_keeps_redis_py_for_its_advances(redis_url: str) -> None:
+    """The caller's own client (its pool, TLS, options) is used as given: no lean connection."""
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = RedisAllowanceStore(client, prefix=f"t:{os.urandom(6).hex()}:".encode())
+        try:
+            assert store._lean is None
+            aid = await new_allowance(store)
+            outcomes = await asyncio.gather(store.advance(aid, 0, 0, LaneState(1, b"a")),
+                                            store.advance(aid, 0, 0, LaneState(1, b"b")),
+                                            store.advance(aid, 1, 0, LaneState(500, b"c")))
+            assert outcomes == [Advance.OK, Advance.STALE, Advance.OVER_LIMIT]
+            assert await spent(store, aid) == 1
+        finally:
+            await store.aclose()
+            await client.aclose()
 
     asyncio.run(main())
