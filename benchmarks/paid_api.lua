@@ -20,6 +20,7 @@ function init(args)
    end
    i = 0
    failed = 0
+   statuses = ""  -- the refused calls, " 402/exhausted 400/bad_token ..." (a string: wrk passes no tables)
 end
 
 function request()
@@ -34,14 +35,26 @@ end
 function response(status, headers, body)
    if status ~= 200 then
       failed = failed + 1
+      if failed <= 1000 then  -- the status and the refusal's code ("402/exhausted")
+         statuses = statuses .. " " .. status .. "/" .. (string.match(body or "", '"code":%s*"([%w_]+)"') or "-")
+      end
    end
 end
 
 function done(summary, latency, requests)
    local total = 0
+   local by_status = {}
    for _, thread in ipairs(threads) do
       total = total + thread:get("failed")
+      for code in string.gmatch(thread:get("statuses"), "%S+") do
+         by_status[code] = (by_status[code] or 0) + 1
+      end
    end
-   io.write(string.format("LIGHTSPEED requests=%d failed=%d seconds=%.3f\n",
-                          summary.requests, total, summary.duration / 1e6))
+   local codes = {}
+   for code, count in pairs(by_status) do
+      codes[#codes + 1] = code .. ":" .. count
+   end
+   table.sort(codes)
+   io.write(string.format("LIGHTSPEED requests=%d failed=%d seconds=%.3f statuses=%s\n",
+                          summary.requests, total, summary.duration / 1e6, table.concat(codes, ",")))
 end

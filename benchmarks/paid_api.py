@@ -27,14 +27,16 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ from tests.support.servers import postgres_server, redis_server
 
 from benchmarks._util import report
 from lightspeed.chain.regtest import RegtestChain
-from lightspeed.cli.paid_example import open_channel_to_api
+from lightspeed.cli.paid_example import loopback_socket, open_channel_to_api
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip, links_to
 from lightspeed.micro.lightning import NodePayer
 from lightspeed.micro.server import AllowanceServer, ServerPolicy
@@ -96,7 +98,7 @@ class RawConnection:
 
 
 async def load(host: str, port: int, connections: int, seconds: float,
-               token_source: list[list[str]] | None) -> tuple[float, int]:
+               token_source: list[list[str]] | None, stats: dict[str, float] | None = None) -> tuple[float, int]:
     """Requests per second over ``connections`` busy connections; tokens per connection if paid."""
     conns = [await RawConnection.open(host, port) for _ in range(connections)]
     done = [0] * connections
@@ -121,11 +123,14 @@ async def load(host: str, port: int, connections: int, seconds: float,
     elapsed = time.perf_counter() - started
     for conn in conns:
         conn.close()
-    return sum(done) / elapsed, failed
+    if stats is not None:
+        stats.update(requests=sum(done), seconds=elapsed)
+    return (sum(done) - failed) / elapsed, failed  # calls served: a quick refusal is no call
 
 
 async def wrk_load(host: str, port: int, connections: int, seconds: float,
-                   token_source: list[list[str]] | None, tmp: Path) -> tuple[float, int]:
+                   token_source: list[list[str]] | None, tmp: Path,
+                   stats: dict[str, float] | None = None) -> tuple[float, int]:
     """As :func:`load`, driven by ``wrk`` (one thread and connection per lane, see paid_api.lua)."""
     target = "unpaid"
     if token_source is not None:
@@ -142,7 +147,12 @@ async def wrk_load(host: str, port: int, connections: int, seconds: float,
     if proc.returncode != 0 or found is None:
         raise RuntimeError(f"wrk failed: {err.decode().strip() or out.decode().strip()}")
     requests, failed, elapsed = int(found[1]), int(found[2]), float(found[3])
-    return requests / elapsed, failed
+    if stats is not None:
+        stats.update(requests=requests, seconds=elapsed)
+    refused = re.search(r"statuses=(\S+)", out.decode())
+    if refused:  # which statuses the refused calls got (the first 1000 of each lane)
+        print(f"wrk: {failed} calls refused, by status {refused[1]}", file=sys.stderr)
+    return (requests - failed) / elapsed, failed  # calls served: a quick refusal is no call
 
 
 async def buy_tokens(base_url: str, payer: NodePayer, lanes: int, per_lane: int) -> list[list[str]]:
@@ -183,16 +193,93 @@ async def l402_style(host: str, port: int, payer: NodePayer, calls: int) -> tupl
     return calls / elapsed, latencies
 
 
-async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    server = subprocess.Popen([sys.executable, str(_HERE / "_paid_api_server.py"), "--chain", str(chain_path),
-                               "--store", store_url], stdout=subprocess.PIPE, text=True)
+class CpuMeter:
+    """CPU seconds used so far by each side of a run: the server workers, the store's server
+    (redis-server: its INFO; PostgreSQL: the postmaster and its backends) and the load
+    generator (wrk: this process's reaped children; the Python generator: this process)."""
+
+    def __init__(self, server_pids: list[int], store_url: str) -> None:
+        self.server_pids = server_pids
+        self._store = _store_cpu_reader(store_url)
+
+    def read(self, generator: str) -> dict[str, float]:
+        load = (resource.getrusage(resource.RUSAGE_CHILDREN) if generator == "wrk"
+                else resource.getrusage(resource.RUSAGE_SELF))
+        return {"server": sum(_proc_cpu(pid) for pid in self.server_pids),
+                "store": self._store() if self._store else 0.0,
+                "load": load.ru_utime + load.ru_stime}
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (``/proc/PID/stat``); 0 once it is gone."""
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline().split()
-        if not line or line[0] != "READY":
-            raise RuntimeError(f"the server process did not start ({store_url})")
-        base_url = line[1]
-        host, port = base_url.rsplit("/", 1)[-1].split(":")
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _store_cpu_reader(url: str) -> Any:
+    if url.startswith("redis://"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+
+        def redis_cpu() -> float:
+            info = client.info("cpu")
+            return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return redis_cpu
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        assert row is not None
+        postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+
+        def postgres_cpu() -> float:  # the backends that exited meanwhile are not counted
+            total = _proc_cpu(postmaster)
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    if int(stat.read_text().rpartition(")")[2].split()[1]) == postmaster:
+                        total += _proc_cpu(int(stat.parent.name))
+                except (OSError, ValueError, IndexError):
+                    continue
+            return total
+        return postgres_cpu
+    return None
+
+
+def _start_server(store_url: str, chain_path: Path, listener: socket.socket, mining: bool,
+                  profile: str | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, str(_HERE / "_paid_api_server.py"), "--chain", str(chain_path),
+               "--store", store_url, "--fd", str(listener.fileno())]
+    if profile:
+        command += ["--profile", profile]
+    if not mining:
+        command.append("--no-mining")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=[listener.fileno()])
+    assert server.stdout is not None
+    line = server.stdout.readline().split()
+    if not line or line[0] != "READY":
+        server.kill()
+        raise RuntimeError(f"the server process did not start ({store_url})")
+    return server
+
+
+async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One store: the first worker alone while the client opens its channel and buys (the
+    invoices are its node's), then ``--workers`` processes on one listening socket."""
+    listener = loopback_socket()
+    listener.listen(1024)
+    profile = f"{args.profile}.{store_url.split(':')[0]}" if args.profile else None
+    servers = [_start_server(store_url, chain_path, listener, mining=True, profile=profile)]
+    try:
+        host, port = listener.getsockname()[:2]
+        base_url = f"http://{host}:{port}"
         chain = RegtestChain(chain_path)
         node = Node(os.urandom(32), chain, os.urandom(32))
         await node.start()
@@ -201,23 +288,42 @@ async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespa
             payer = NodePayer(node)
             generators = ["python", "wrk"] if args.load == "both" else [args.load]
             probe, _ = await load(host, int(port), args.connections, 1.0, None)
-            per_lane = int(probe * args.seconds * args.windows * 2 * len(generators) / args.connections) + 100
+            # Enough for each lane at 3x the probe's rate (the Python generator's) times the
+            # workers: with several, a lane alone on one worker runs faster than the rest, and
+            # paid calls past its last token are refused (402), not served.
+            per_lane = int(3 * probe * args.workers * args.seconds * args.windows * len(generators)
+                           / args.connections) + 100
             tokens = await buy_tokens(base_url, payer, args.connections, per_lane)
+            # Activate it on the first worker, whose node was paid: the others have nodes of their
+            # own, which know nothing of that invoice and would refuse the pending allowance (402).
+            await _lanes_spent(base_url, tokens)
+            # One Lightning payment per call needs the first worker's node: measured before the others start.
+            l402, latencies = await l402_style(host, int(port), payer, args.l402_calls)
+            for _ in range(args.workers - 1):
+                servers.append(_start_server(store_url, chain_path, listener, mining=False))
+            meter = CpuMeter([server.pid for server in servers], store_url)
             used = [0] * args.connections
             result: dict[str, Any] = {"failed": 0}
             for generator in generators:
                 unpaid_rates, paid_rates, ratios = [], [], []
+                cpu_us: dict[str, list[float]] = {}
                 for w in range(args.windows):
                     window: dict[str, float] = {}
                     for side in (("unpaid", "paid") if w % 2 == 0 else ("paid", "unpaid")):
                         source = None
                         if side == "paid":
                             source = [lane[used[n]:] for n, lane in enumerate(tokens)]
+                        before = meter.read(generator)
+                        stats: dict[str, float] = {}
                         if generator == "wrk":
                             rate, failed = await wrk_load(host, int(port), args.connections, args.seconds, source,
-                                                          Path(tempfile.mkdtemp(prefix="paid-api-wrk-")))
+                                                          Path(tempfile.mkdtemp(prefix="paid-api-wrk-")), stats)
                         else:
-                            rate, failed = await load(host, int(port), args.connections, args.seconds, source)
+                            rate, failed = await load(host, int(port), args.connections, args.seconds, source, stats)
+                        after = meter.read(generator)
+                        for part, seconds in after.items():
+                            cpu_us.setdefault(f"{side}_{part}", []).append(
+                                (seconds - before[part]) / max(1.0, stats["requests"]) * 1e6)
                         if side == "paid":  # the next window goes on from where each lane stopped
                             spent = await _lanes_spent(base_url, tokens)
                             used = spent
@@ -228,16 +334,29 @@ async def measure_store(store_url: str, chain_path: Path, args: argparse.Namespa
                     ratios.append(window["paid"] / window["unpaid"])
                 result[generator] = {"unpaid": statistics.median(unpaid_rates), "paid": statistics.median(paid_rates),
                                      "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-                                     "ratio_max": max(ratios)}
+                                     "ratio_max": max(ratios),
+                                     "cpu_us": {k: statistics.median(v) for k, v in cpu_us.items()}}
             result["unpaid"] = result[generators[0]]["unpaid"]
-            l402, latencies = await l402_style(host, int(port), payer, args.l402_calls)
         finally:
             await node.stop()
         result.update(l402=l402, l402_ms=statistics.median(latencies) if latencies else 0.0)
         return result
     finally:
-        server.kill()
-        server.wait()
+        if profile:  # the first worker writes its profile on SIGTERM
+            servers[0].terminate()
+            with suppress(subprocess.TimeoutExpired):
+                servers[0].wait(timeout=30)
+        for server in servers:
+            server.kill()
+            server.wait()
+        listener.close()
+
+
+def _rounded(value: Any) -> Any:
+    """The summary's numbers to three decimals (nested dicts too)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 async def _lanes_spent(base_url: str, tokens: list[list[str]]) -> list[int]:
@@ -317,12 +436,24 @@ def main() -> None:
                         help="load generator (wrk: Debian's wrk with paid_api.lua)")
     parser.add_argument("--l402-calls", type=int, default=100)
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the first server worker (CPU time); stats to FILE.<store>")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing one listening socket (the memory store is "
+                             "skipped above 1: each process would have its own)")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers: must be at least 1")
     if args.load != "python" and shutil.which("wrk") is None:
         parser.error("--load wrk: the wrk program is not installed (Debian: apt-get install wrk)")
     wanted = args.stores.split(",")
+    if args.workers > 1 and "memory" in wanted:
+        print("--workers above 1: the memory store is skipped (it cannot be shared between processes)",
+              file=sys.stderr)
+        wanted.remove("memory")
     rows: list[list[Any]] = []
-    summary: dict[str, Any] = {"benchmark": "paid_api", "connections": args.connections}
+    summary: dict[str, Any] = {"benchmark": "paid_api", "connections": args.connections,
+                               "workers": args.workers, "loadavg": os.getloadavg()}
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         urls = {}
         if "memory" in wanted:
@@ -344,10 +475,14 @@ def main() -> None:
                 rows.append([f"{name} ({generator}): Lightspeed-paid calls/s", r["paid"],
                              f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
                              "ratio per window: median (min-max)"])
+                cpu = r["cpu_us"]
+                for side in ("unpaid", "paid"):
+                    rows.append([f"{name} ({generator}): CPU µs per {side} call", cpu[f"{side}_server"], "",
+                                 f"server workers; store {cpu[f'{side}_store']:.0f}, "
+                                 f"load generator {cpu[f'{side}_load']:.0f} (medians of windows)"])
             rows.append([f"{name}: one Lightning payment per call (L402 style)", result["l402"],
                          f"{result['l402'] / result['unpaid']:.3f}", f"median {result['l402_ms']:.1f} ms/call"])
-            summary[name] = {k: ({kk: round(vv, 3) for kk, vv in v.items()} if isinstance(v, dict)
-                                 else round(v, 1) if isinstance(v, float) else v) for k, v in result.items()}
+            summary[name] = _rounded(result)
     costs = asyncio.run(verification_costs())
     for name, us in costs.items():
         rows.append([f"server cost per call: {name}", us, "", "µs, median, in process"])
@@ -357,7 +492,8 @@ def main() -> None:
     summary["verify_us"] = {k: round(v, 2) for k, v in costs.items()}
     summary["bytes_per_allowance"] = round(per_allowance)
     summary["client_pebbles_1e6"] = pebbles
-    report("Paid API: calls per second on one uvicorn worker (same app, same server)",
+    report(f"Paid API: calls per second on {args.workers} uvicorn worker(s) (same app, same server); "
+           f"load average at start {summary['loadavg'][0]:.2f}",
            ["measure", "value", "ratio to unpaid", "note"], rows, summary)
 
 

@@ -118,13 +118,15 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
                          node_key: bytes | None = None, mine_every: float | None = 0.2,
                          app: Any = None, prices: dict[str, int] | None = None,
                          creates_per_minute: int | None = None, open_back_sat: int | None = None,
-                         stream_store: Any = None) -> PaidApi:
+                         stream_store: Any = None, sock: socket.socket | None = None) -> PaidApi:
     """Start the server node and the paid HTTP API; ``mine_every`` seconds a block (regtest).
 
     ``open_back_sat``: open a channel of that size back to each client that opened one to us
     (funded from the regtest faucet), so refunds have the server's own balance to go over.
     ``stream_store`` (a :class:`~lightspeed.stream.state.StreamStore`) is where the charger keeps
     its streams: a shared one lets another process resume them (default: this process's memory).
+    ``sock``: a listening socket to serve on instead of ``http_host``/``http_port`` (several
+    worker processes sharing one inherited socket, as ``benchmarks/paid_api.py --workers`` does).
 
     ``creates_per_minute`` overrides the per-client limit on new allowances (a benchmark that
     buys one allowance per call from one address needs more than the default).
@@ -148,7 +150,7 @@ async def start_paid_api(chain: RegtestChain, store: AllowanceStore, price: Pric
     charger = stream_seller(store, NodePayee(node), node.node_id, node_key, payer=NodePayer(node),
                             auto_refunds=auto_refunds, stream_store=stream_store)
     asgi = StreamMiddleware(asgi, {CHARGER_PATH: charger})
-    sock = loopback_socket(http_host, http_port)
+    sock = sock or loopback_socket(http_host, http_port)
     http = _Server(uvicorn.Config(asgi, log_level="warning", lifespan="off", access_log=False, ws="wsproto",
                                   ws_max_size=64 * 1024))
     tasks = [asyncio.create_task(http.serve(sockets=[sock]))]

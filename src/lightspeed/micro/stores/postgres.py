@@ -95,37 +95,59 @@ _SCHEMA = (
         reason text NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (allowance_id)
         WHERE status = 'in_flight'""",
-    # A batch of advances, in order, in the calling statement's transaction. Each locks its
-    # allowance row, then its lane row (FOR NO KEY UPDATE: the newest versions, as _ADVANCE
-    # did), checks the three conditions and moves the lane and ``spent`` together. One row
-    # out per advance: the allowance's status, the lane's index (NULL when missing) and
-    # whether it moved.
+    # A batch of advances, in order, in the calling statement's transaction (the caller sorts
+    # it by allowance id). The first advance of each allowance locks its row (FOR NO KEY
+    # UPDATE: the newest version, waiting for a concurrent batch to commit) and reads status,
+    # spent and paid_calls; the advances of that allowance then keep ``spent`` in a variable,
+    # and it is written once when the batch moves on to the next allowance or ends. Every
+    # writer of a lane holds its allowance's row lock, so a lane moves with one conditional
+    # UPDATE (``idx = expected``); only a refused advance reads its lane, to say why. One row
+    # out per advance: the allowance's status, the lane's index (NULL when missing; not read
+    # when it moved) and whether it moved. Profiled: one statement per advance plus one per
+    # allowance, where locking and updating the allowance for each advance cost the backend
+    # about twice the CPU.
     """CREATE OR REPLACE FUNCTION lightspeed_advance(
         p_ids bytea[], p_lanes integer[], p_expected bigint[], p_new bigint[], p_values bytea[],
         OUT o_status text, OUT o_idx bigint, OUT o_moved boolean)
     RETURNS SETOF record LANGUAGE plpgsql AS $$
     DECLARE
+        a_id bytea := NULL;
+        a_status text;
         a_spent bigint;
+        a_start bigint;
         a_paid bigint;
     BEGIN
         FOR n IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
-            o_idx := NULL;
-            SELECT a.status, a.spent, a.paid_calls INTO o_status, a_spent, a_paid
-                FROM allowances a WHERE a.id = p_ids[n] FOR NO KEY UPDATE;
-            IF FOUND THEN
-                SELECT l.idx INTO o_idx FROM lanes l
-                    WHERE l.allowance_id = p_ids[n] AND l.lane = p_lanes[n] FOR NO KEY UPDATE;
+            IF a_id IS DISTINCT FROM p_ids[n] THEN
+                IF a_spent IS DISTINCT FROM a_start THEN
+                    UPDATE allowances SET spent = a_spent WHERE id = a_id;
+                END IF;
+                a_id := p_ids[n];
+                a_status := NULL;
+                a_spent := NULL;
+                SELECT a.status, a.spent, a.paid_calls INTO a_status, a_spent, a_paid
+                    FROM allowances a WHERE a.id = a_id FOR NO KEY UPDATE;
+                a_start := a_spent;
             END IF;
-            o_moved := coalesce(o_status = 'active' AND o_idx = p_expected[n]
-                                AND a_spent + p_new[n] - p_expected[n] <= a_paid, false);
-            IF o_moved THEN
+            o_status := a_status;
+            o_idx := NULL;
+            o_moved := false;
+            IF a_status = 'active' AND a_spent + p_new[n] - p_expected[n] <= a_paid THEN
                 UPDATE lanes SET idx = p_new[n], value = p_values[n]
-                    WHERE allowance_id = p_ids[n] AND lane = p_lanes[n];
-                UPDATE allowances SET spent = spent + p_new[n] - p_expected[n]
-                    WHERE id = p_ids[n];
+                    WHERE allowance_id = a_id AND lane = p_lanes[n] AND idx = p_expected[n];
+                o_moved := FOUND;
+            END IF;
+            IF o_moved THEN
+                a_spent := a_spent + p_new[n] - p_expected[n];
+            ELSIF a_status IS NOT NULL THEN
+                SELECT l.idx INTO o_idx FROM lanes l
+                    WHERE l.allowance_id = a_id AND l.lane = p_lanes[n];
             END IF;
             RETURN NEXT;
         END LOOP;
+        IF a_spent IS DISTINCT FROM a_start THEN
+            UPDATE allowances SET spent = a_spent WHERE id = a_id;
+        END IF;
     END $$""",
 )
 
