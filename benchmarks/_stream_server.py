@@ -34,6 +34,7 @@ from lightspeed.micro.stores import open_allowance_store
 from lightspeed.stream.asgi import StreamMiddleware
 from lightspeed.stream.machine import SellerStream
 from lightspeed.stream.tariff import Tariff
+from lightspeed.stream.wsserver import serve_websockets
 
 FAST_TARIFF = Tariff("B", msat_per_unit=1, tick_units=1, max_units=10**7, window_ticks=10**6)
 TICKS = [0]
@@ -65,6 +66,8 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", default="memory")
+    parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
+                        help="fast: lightspeed.stream.wsserver (default); uvicorn: the ASGI binding under uvicorn")
     args = parser.parse_args()
     ledger = Ledger()
     store = open_allowance_store(args.store)
@@ -92,8 +95,12 @@ async def main() -> None:
         else:
             await app(scope, receive, send)
 
-    server = await serve_asgi(routed)
-    print("READY", server.url, server.url.replace("ws://", "http://"), flush=True)
+    if args.ws == "fast":  # WebSockets on their own server and port, HTTP (ledger, stats) on uvicorn
+        ws_server, http_server = await serve_websockets(routed), await serve_asgi(http)
+        print("READY", ws_server.url, http_server.url.replace("ws://", "http://"), flush=True)
+    else:
+        server = await serve_asgi(routed)
+        print("READY", server.url, server.url.replace("ws://", "http://"), flush=True)
     await asyncio.Event().wait()
 
 

@@ -72,10 +72,12 @@ class LedgerPayer:
     """Pays allowance invoices through the server process's benchmark ledger (``/ledger/pay``)."""
 
     def __init__(self, http_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=http_url, timeout=30)
+        self.http = httpx.AsyncClient(base_url=http_url, timeout=60)
+        self.slots = asyncio.Semaphore(16)  # a thousand buyers opening at once: queue here, not in httpx's pool
 
     async def pay(self, invoice: str) -> bytes:
-        response = await self.http.post("/ledger/pay", json={"invoice": invoice})
+        async with self.slots:
+            response = await self.http.post("/ledger/pay", json={"invoice": invoice})
         response.raise_for_status()
         return bytes.fromhex(response.json()["preimage"])
 
@@ -163,10 +165,10 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         open_s = time.perf_counter() - opened
         await asyncio.sleep(0.5)  # settle into the cadence
         start_units, start_stats = dict(delivered), (await http.get("/stats")).json()
-        started = time.perf_counter()
+        started, client_cpu = time.perf_counter(), time.process_time()
         await asyncio.sleep(seconds)
         end_units, end_stats = dict(delivered), (await http.get("/stats")).json()
-        elapsed = time.perf_counter() - started
+        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
         for b in buyers:
             b.stop()
         receipts = await asyncio.gather(*tasks)
@@ -182,6 +184,8 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         "target_ticks_per_s_per_stream": 10, "ticks_per_s_all": round(ticks / elapsed, 1),
         "server_cpu_us_per_tick": round(1e6 * (end_stats["cpu_s"] - start_stats["cpu_s"]) / ticks, 1) if ticks else None,
         "server_cpu_share": round((end_stats["cpu_s"] - start_stats["cpu_s"]) / elapsed, 2),
+        "buyers_cpu_us_per_tick": round(1e6 * client_cpu / ticks, 1) if ticks else None,
+        "buyers_cpu_share": round(client_cpu / elapsed, 2),
         "receipts_consistent": consistent, "reconnects": sum(b.reconnected for b in buyers),
     }
 
