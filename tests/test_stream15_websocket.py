@@ -1,4 +1,6 @@
-"""The stream over a real WebSocket: uvicorn serving the seller, the asyncio buyer, real SQLite.
+"""The stream over a real WebSocket: the seller served by uvicorn (the ASGI binding) and by
+:mod:`lightspeed.stream.wsserver` (every test through ``_start`` runs on both), the asyncio buyer,
+real SQLite.
 
 Payments go through the in-process ledger (real signed invoices; Lightning itself is covered by
 the micro end-to-end tests), tokens through the real allowance server and store.
@@ -20,9 +22,18 @@ from lightspeed.stream.asgi import StreamMiddleware
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.wsclient import WebSocket
+from lightspeed.stream.wsserver import serve_websockets
 from tests.support.ledger import Ledger
 
 TARIFF = Tariff("Wh", msat_per_unit=7, tick_units=2, max_units=2_000, window_ticks=8)
+
+
+SERVE = [serve_asgi]  # the server _start uses: set by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["uvicorn", "wsserver"])
+def _server_kind(request: pytest.FixtureRequest) -> None:
+    SERVE[0] = serve_asgi if request.param == "uvicorn" else serve_websockets  # type: ignore[assignment]
 
 
 async def _not_found(scope: object, receive: object, send: object) -> None:
@@ -41,7 +52,7 @@ async def _start(tmp_path: Path, meter=None):  # type: ignore[no-untyped-def]
     store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
     seller = stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=TARIFF,
                            meter=meter or _fast_meter())
-    server = await serve_asgi(StreamMiddleware(_not_found, {"/charge": seller}))
+    server = await SERVE[0](StreamMiddleware(_not_found, {"/charge": seller}))
     return ledger, store, seller, server
 
 
