@@ -9,9 +9,16 @@ carries), read from its ``/stats`` around each window.
 
 Part 2: ``--streams`` concurrent streams (1,000 by default) on one server process, each on the
 EV charger (10 ticks/s at most: a report every 100 ms), for ``--seconds``. Reported: ticks/s per
-stream (median and worst decile), all ticks/s, the server process's CPU per tick, and whether
-every receipt recomputes from its links. The buyers run in this process (the client side costs
-about as much as the server: on a small machine they compete for the same cores).
+stream (median and worst decile), all ticks/s, the server process's CPU per tick and share of a
+core, the same for the buyers, and whether every receipt recomputes from its links.
+
+The server process (``_stream_server.py``) serves the WebSockets (streams and echo) with
+:mod:`lightspeed.stream.wsserver` on one port and its HTTP routes (the ledger, ``/stats``) with
+uvicorn on another; ``--ws uvicorn`` there serves everything through uvicorn + wsproto, the ASGI
+binding applications mount. The buyers all run in this process, on
+:mod:`lightspeed.stream.wsclient` (about 60 µs of CPU a tick: 10,000 ticks/s take 0.6 of a core,
+so one process is enough and they are not split into workers); on a 2-core machine they share
+the cores with the server, so a loaded machine shows fewer ticks/s than the CPU per tick allows.
 
 ``--quick`` is a smoke run (tiny counts, 20 streams for 2 s) that a test runs; full figures need a
 quiet machine: ``python -m benchmarks stream``.
@@ -197,6 +204,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--store", default=None, help="the server's allowance store (default: SQLite in a temp dir)")
+    parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
+                        help="the server's WebSocket stack: stream/wsserver.py (fast) or uvicorn + wsproto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts, 20 streams for 2 s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -206,7 +215,7 @@ def main() -> None:
     n_mem, n_ws = max(10, round(20_000 * args.scale)), max(10, round(2_000 * args.scale))
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:{Path(tmp) / 'allowances.sqlite'}"
-        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store],
+        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", args.ws],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
@@ -237,13 +246,15 @@ def main() -> None:
             server.wait(10)
     argsns = argparse.Namespace(windows=args.windows, scale=args.scale, json=args.json)
     doc = report("stream", "Metered streams: one tick beside SHA-256 and a WebSocket echo", operations, results,
-                 start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "quick": args.quick})
+                 start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "ws": args.ws,
+                                                     "quick": args.quick})
     if not args.json:
         c = scale["ticks_per_s_per_stream"]
         print(f"{scale['streams']} concurrent streams on one server process for {scale['seconds']} s: "
               f"{c['median']} ticks/s per stream (median; worst decile {c['p10']}, min {c['min']}; target 10), "
               f"{scale['ticks_per_s_all']} ticks/s in all, server CPU {scale['server_cpu_us_per_tick']} µs per tick "
-              f"({scale['server_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
+              f"({scale['server_cpu_share']} of a core), buyers {scale['buyers_cpu_us_per_tick']} µs per tick "
+              f"({scale['buyers_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
               "recompute from their links.")
         print(json.dumps(doc, sort_keys=True))
 
