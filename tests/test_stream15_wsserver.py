@@ -203,6 +203,26 @@ def test_wsserver_speaks_rfc6455_to_a_raw_peer() -> None:
     asyncio.run(scenario())
 
 
+def test_a_peer_that_never_finishes_its_handshake_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightspeed.stream.wsserver as wsserver
+
+    monkeypatch.setattr(wsserver, "HANDSHAKE_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        server = await serve_websockets(_routes)
+        try:
+            host, port = server.url.removeprefix("ws://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped, not held forever
+            writer.close()
+            assert not server._state.connections
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
 def test_the_codec_refuses_what_rfc6455_forbids() -> None:
     server_side = FrameReader(masked=True)
     with pytest.raises(WsProtocolError) as refused:

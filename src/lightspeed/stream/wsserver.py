@@ -45,6 +45,7 @@ from lightspeed.stream.wsframes import (
 Message = dict[str, Any]
 INBOX_HIGH = 64  # messages queued for a slow app before we stop reading the socket
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
+HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send its whole opening request
 
 
 def _http_error(status: str, field_name: str, reason: str) -> bytes:
@@ -87,6 +88,11 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a tick is one small frame
         self.server.connections.add(self)
+        self.closer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
+
+    def _handshake_late(self) -> None:
+        if self.reader is None and self.transport is not None:  # a peer that connects and says nothing
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.reader is None:
@@ -147,6 +153,9 @@ class _Connection(asyncio.Protocol):
             return
         head, rest = self.head[:end], self.head[end + 4:]
         self.head = b""
+        if self.closer is not None:
+            self.closer.cancel()
+            self.closer = None
         try:
             start, headers = parse_head(head)
             method, target, version = start.split(" ")
