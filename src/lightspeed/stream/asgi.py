@@ -373,7 +373,7 @@ class _Connection:
         machine.check_payment(index, link)  # cheap refusals before the store is asked
         receipt = await self.seller.allowances.spend(Token(machine.allowance_id, machine.lane, index, link))
         # the store has the link (committed): now the units it pays for may be delivered
-        machine.receive_payment(index, link)
+        machine.receive_payment(index, link, verified=True)
         live.credit.set()
         if receipt.next_invoice and receipt.next_invoice != live.invoice_sent:
             live.invoice_sent = receipt.next_invoice

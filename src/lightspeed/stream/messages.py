@@ -99,6 +99,14 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
     if not isinstance(kind, str) or kind not in SCHEMAS or (allowed is not None and kind not in allowed):
         expected = sorted(allowed if allowed is not None else SCHEMAS)
         raise DecodeError("type", f"expected one of {', '.join(expected)}")
+    if kind == "pay":  # every tick's frames: their two fields checked without the schema's loop
+        link = _hex(data.get("link"), 32)
+        if link is None:
+            raise DecodeError("pay.link", "expected 32 bytes as 64 hex digits")
+        return {"type": kind, "index": _uint(data.get("index"), "pay.index"), "link": link}
+    if kind == "delivered":
+        return {"type": kind, "units": _uint(data.get("units"), "delivered.units"),
+                "total_units": _uint(data.get("total_units"), "delivered.total_units")}
     out: dict[str, Any] = {"type": kind}
     for name, spec in SCHEMAS[kind].items():
         value = data.get(name)
@@ -115,9 +123,7 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
                 raise DecodeError(f"{kind}.{name}", f"expected {size} bytes as {2 * size} hex digits")
             out[name] = decoded
         elif spec == "uint":
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64:
-                raise DecodeError(f"{kind}.{name}", "expected an integer from 0 to 2^64-1")
-            out[name] = value
+            out[name] = _uint(value, f"{kind}.{name}")
         elif spec == "str":
             if not isinstance(value, str) or len(value) > 4096:
                 raise DecodeError(f"{kind}.{name}", "expected a string of at most 4096 characters")
@@ -129,6 +135,12 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
     if kind == "error" and isinstance(data.get("invoice"), str):
         out["invoice"] = data["invoice"][:4096]
     return out
+
+
+def _uint(value: object, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= _U64:  # not a bool (a subclass of int)
+        raise DecodeError(field, "expected an integer from 0 to 2^64-1")
+    return value
 
 
 def _sellers(field: str, value: object) -> list[tuple[str, bytes]]:
