@@ -130,6 +130,36 @@ def test_a_dropped_connection_is_resumed_and_nothing_is_paid_twice(tmp_path: Pat
     asyncio.run(scenario())
 
 
+def test_a_peer_gone_while_its_delivery_is_reported_pauses_the_stream_and_the_buyer_resumes(tmp_path: Path) -> None:
+    """The report of a delivery fails because the buyer's connection is gone: the stream pauses
+    (it is resumed and goes on), it does not end as if the meter had failed."""
+    buyers: list[StreamBuyer] = []
+    cut = [False]
+
+    async def meter(stream: SellerStream, grant: int) -> int:
+        if stream.delivered_units == 6 and not cut[0] and buyers[0].ws is not None:
+            cut[0] = True
+            await buyers[0].ws.close()  # the buyer closes (e.g. it timed out) while the seller meters this tick
+            await asyncio.sleep(0.2)  # the server has the close before it reports the tick
+        await asyncio.sleep(0)
+        return min(grant, 1)
+
+    async def scenario() -> None:
+        ledger, store, seller, server = await _start(tmp_path, meter)
+        try:
+            buyers.append(StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=10 * TARIFF.tick_msat)))
+            receipt = await buyers[0].run()
+            assert cut[0] and buyers[0].reconnected == 1 and buyers[0].ended is None
+            checked = recompute(receipt)
+            assert checked.consistent, checked.problems
+            assert checked.paid_ticks == 10 and checked.delivered_units == 20  # all of it, after the resume
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_bad_frames_get_errors_naming_the_field_and_the_stream_goes_on(tmp_path: Path) -> None:
     async def scenario() -> None:
         ledger, store, _seller, server = await _start(tmp_path)

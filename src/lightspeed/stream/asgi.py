@@ -209,7 +209,10 @@ class _Connection:
     async def send_text(self, text: str) -> None:
         async with self.lock:
             if not self.closed:
-                await self._send({"type": "websocket.send", "text": text})
+                try:
+                    await self._send({"type": "websocket.send", "text": text})
+                except OSError:  # the peer is gone (uvicorn: ClientDisconnected): receive() reports the
+                    self.closed = True  # disconnect and detach() pauses the stream, which the buyer resumes
 
     async def run(self, receive: Receive) -> None:
         s = self.seller

@@ -43,6 +43,7 @@ class _Protocol(asyncio.Protocol):
         self.head = b""
         self.reader: FrameReader | None = None  # set once the server accepted
         self.handshake: asyncio.Future[None] = self.loop.create_future()
+        self.handshake.add_done_callback(_retrieved)  # connect() may have given up on it already
         self.messages: deque[str] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.gone = False  # no more messages will come
@@ -225,6 +226,11 @@ class WebSocket:
         self._p.gone = True
         if self._p.transport is not None:
             self._p.transport.abort()
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "exception was never retrieved" at exit
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
