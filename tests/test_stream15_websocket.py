@@ -145,7 +145,7 @@ def test_a_peer_gone_while_its_delivery_is_reported_pauses_the_stream_and_the_bu
         return min(grant, 1)
 
     async def scenario() -> None:
-        ledger, store, seller, server = await _start(tmp_path, meter)
+        ledger, store, _seller, server = await _start(tmp_path, meter)
         try:
             buyers.append(StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=10 * TARIFF.tick_msat)))
             receipt = await buyers[0].run()
