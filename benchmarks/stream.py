@@ -9,9 +9,20 @@ carries), read from its ``/stats`` around each window.
 
 Part 2: ``--streams`` concurrent streams (1,000 by default) on one server process, each on the
 EV charger (10 ticks/s at most: a report every 100 ms), for ``--seconds``. Reported: ticks/s per
-stream (median and worst decile), all ticks/s, the server process's CPU per tick, and whether
-every receipt recomputes from its links. The buyers run in this process (the client side costs
-about as much as the server: on a small machine they compete for the same cores).
+stream (median and worst decile), all ticks/s, the server process's CPU per tick and share of a
+core, the same for the buyers, and whether every receipt recomputes from its links.
+
+The server process (``_stream_server.py``) serves the WebSockets (streams and echo) with
+:mod:`lightspeed.stream.wsserver` on one port and its HTTP routes (the ledger, ``/stats``) with
+uvicorn on another; ``--ws uvicorn`` there serves everything through uvicorn + wsproto, the ASGI
+binding applications mount. The buyers all run in this process, on
+:mod:`lightspeed.stream.wsclient` (about 60 µs of CPU a tick: 10,000 ticks/s take 0.6 of a core,
+so one process is enough and they are not split into workers); on a 2-core machine they share
+the cores with the server, so a loaded machine shows fewer ticks/s than the CPU per tick allows.
+Both processes raise the collector's young-generation threshold and freeze what was imported
+(``gc.freeze``) before the streams run: at the defaults the collector took ~12% of the server's
+CPU at 1,000 streams, ~1% after (measured with ``gc.callbacks``); a seller serving many streams
+would do the same.
 
 ``--quick`` is a smoke run (tiny counts, 20 streams for 2 s) that a test runs; full figures need a
 quiet machine: ``python -m benchmarks stream``.
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -72,10 +84,12 @@ class LedgerPayer:
     """Pays allowance invoices through the server process's benchmark ledger (``/ledger/pay``)."""
 
     def __init__(self, http_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=http_url, timeout=30)
+        self.http = httpx.AsyncClient(base_url=http_url, timeout=60)
+        self.slots = asyncio.Semaphore(16)  # a thousand buyers opening at once: queue here, not in httpx's pool
 
     async def pay(self, invoice: str) -> bytes:
-        response = await self.http.post("/ledger/pay", json={"invoice": invoice})
+        async with self.slots:
+            response = await self.http.post("/ledger/pay", json={"invoice": invoice})
         response.raise_for_status()
         return bytes.fromhex(response.json()["preimage"])
 
@@ -163,10 +177,10 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         open_s = time.perf_counter() - opened
         await asyncio.sleep(0.5)  # settle into the cadence
         start_units, start_stats = dict(delivered), (await http.get("/stats")).json()
-        started = time.perf_counter()
+        started, client_cpu = time.perf_counter(), time.process_time()
         await asyncio.sleep(seconds)
         end_units, end_stats = dict(delivered), (await http.get("/stats")).json()
-        elapsed = time.perf_counter() - started
+        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
         for b in buyers:
             b.stop()
         receipts = await asyncio.gather(*tasks)
@@ -182,6 +196,8 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         "target_ticks_per_s_per_stream": 10, "ticks_per_s_all": round(ticks / elapsed, 1),
         "server_cpu_us_per_tick": round(1e6 * (end_stats["cpu_s"] - start_stats["cpu_s"]) / ticks, 1) if ticks else None,
         "server_cpu_share": round((end_stats["cpu_s"] - start_stats["cpu_s"]) / elapsed, 2),
+        "buyers_cpu_us_per_tick": round(1e6 * client_cpu / ticks, 1) if ticks else None,
+        "buyers_cpu_share": round(client_cpu / elapsed, 2),
         "receipts_consistent": consistent, "reconnects": sum(b.reconnected for b in buyers),
     }
 
@@ -193,6 +209,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--store", default=None, help="the server's allowance store (default: SQLite in a temp dir)")
+    parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
+                        help="the server's WebSocket stack: stream/wsserver.py (fast) or uvicorn + wsproto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts, 20 streams for 2 s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -202,7 +220,7 @@ def main() -> None:
     n_mem, n_ws = max(10, round(20_000 * args.scale)), max(10, round(2_000 * args.scale))
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:{Path(tmp) / 'allowances.sqlite'}"
-        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store],
+        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", args.ws],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
@@ -227,19 +245,24 @@ def main() -> None:
             results = measure(operations, args.windows)
             ws.close()
             loop.close()
+            gc.collect()  # the buyers' process: the same collector tuning as the server's (_stream_server.py)
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
             scale = asyncio.run(many_streams(ws_url, http_url, args.streams, args.seconds))
         finally:
             server.kill()
             server.wait(10)
     argsns = argparse.Namespace(windows=args.windows, scale=args.scale, json=args.json)
     doc = report("stream", "Metered streams: one tick beside SHA-256 and a WebSocket echo", operations, results,
-                 start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "quick": args.quick})
+                 start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "ws": args.ws,
+                                                     "quick": args.quick})
     if not args.json:
         c = scale["ticks_per_s_per_stream"]
         print(f"{scale['streams']} concurrent streams on one server process for {scale['seconds']} s: "
               f"{c['median']} ticks/s per stream (median; worst decile {c['p10']}, min {c['min']}; target 10), "
               f"{scale['ticks_per_s_all']} ticks/s in all, server CPU {scale['server_cpu_us_per_tick']} µs per tick "
-              f"({scale['server_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
+              f"({scale['server_cpu_share']} of a core), buyers {scale['buyers_cpu_us_per_tick']} µs per tick "
+              f"({scale['buyers_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
               "recompute from their links.")
         print(json.dumps(doc, sort_keys=True))
 

@@ -42,3 +42,4 @@ def test_stream_benchmark_quick_mode() -> None:
     rates = concurrent["ticks_per_s_per_stream"]
     assert 0 < rates["min"] <= rates["p10"] <= rates["median"] <= rates["max"] <= 10.5  # the charger's cadence
     assert concurrent["server_cpu_us_per_tick"] > 0 and concurrent["ticks_per_s_all"] > 0
+    assert concurrent["buyers_cpu_us_per_tick"] > 0 and doc["ws"] == "fast"  # stream/wsserver.py serves them

@@ -1,4 +1,6 @@
-"""The stream over a real WebSocket: uvicorn serving the seller, the asyncio buyer, real SQLite.
+"""The stream over a real WebSocket: the seller served by uvicorn (the ASGI binding) and by
+:mod:`lightspeed.stream.wsserver` (every test through ``_start`` runs on both), the asyncio buyer,
+real SQLite.
 
 Payments go through the in-process ledger (real signed invoices; Lightning itself is covered by
 the micro end-to-end tests), tokens through the real allowance server and store.
@@ -20,9 +22,18 @@ from lightspeed.stream.asgi import StreamMiddleware
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.wsclient import WebSocket
+from lightspeed.stream.wsserver import serve_websockets
 from tests.support.ledger import Ledger
 
 TARIFF = Tariff("Wh", msat_per_unit=7, tick_units=2, max_units=2_000, window_ticks=8)
+
+
+SERVE = [serve_asgi]  # the server _start uses: set by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["uvicorn", "wsserver"])
+def _server_kind(request: pytest.FixtureRequest) -> None:
+    SERVE[0] = serve_asgi if request.param == "uvicorn" else serve_websockets  # type: ignore[assignment]
 
 
 async def _not_found(scope: object, receive: object, send: object) -> None:
@@ -41,7 +52,7 @@ async def _start(tmp_path: Path, meter=None):  # type: ignore[no-untyped-def]
     store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
     seller = stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=TARIFF,
                            meter=meter or _fast_meter())
-    server = await serve_asgi(StreamMiddleware(_not_found, {"/charge": seller}))
+    server = await SERVE[0](StreamMiddleware(_not_found, {"/charge": seller}))
     return ledger, store, seller, server
 
 
@@ -112,6 +123,36 @@ def test_a_dropped_connection_is_resumed_and_nothing_is_paid_twice(tmp_path: Pat
             assert checked.paid_ticks == 30 and checked.delivered_units == 60
             status = await seller.allowances.status(receipt.signed.statement.allowance_id)
             assert status["spent"] == 30  # the store counted every link once
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_gone_while_its_delivery_is_reported_pauses_the_stream_and_the_buyer_resumes(tmp_path: Path) -> None:
+    """The report of a delivery fails because the buyer's connection is gone: the stream pauses
+    (it is resumed and goes on), it does not end as if the meter had failed."""
+    buyers: list[StreamBuyer] = []
+    cut = [False]
+
+    async def meter(stream: SellerStream, grant: int) -> int:
+        if stream.delivered_units == 6 and not cut[0] and buyers[0].ws is not None:
+            cut[0] = True
+            await buyers[0].ws.close()  # the buyer closes (e.g. it timed out) while the seller meters this tick
+            await asyncio.sleep(0.2)  # the server has the close before it reports the tick
+        await asyncio.sleep(0)
+        return min(grant, 1)
+
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path, meter)
+        try:
+            buyers.append(StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=10 * TARIFF.tick_msat)))
+            receipt = await buyers[0].run()
+            assert cut[0] and buyers[0].reconnected == 1 and buyers[0].ended is None
+            checked = recompute(receipt)
+            assert checked.consistent, checked.problems
+            assert checked.paid_ticks == 10 and checked.delivered_units == 20  # all of it, after the resume
         finally:
             await server.stop()
             await store.aclose()

@@ -47,7 +47,7 @@ from lightspeed.micro.server import AllowanceServer, CallRefused
 from lightspeed.micro.terms import Price
 from lightspeed.micro.token import AllowanceRequest, Token
 from lightspeed.stream.machine import RemoteProtocolError, SellerStream, StreamStatus
-from lightspeed.stream.messages import encode, parse
+from lightspeed.stream.messages import encode, encode_delivered, parse
 from lightspeed.stream.receipt import STREAM_ID_SIZE, SignedStatement, sign_statement
 from lightspeed.stream.resume import resume_signed
 from lightspeed.stream.state import MemoryStreamStore, StreamRecord, StreamStore
@@ -72,6 +72,7 @@ MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is clos
 
 
 SELLERS_REFRESH = 2.0  # seconds the list of the seller's processes is cached for the greeting
+SWEEP_EVERY = 1.0  # seconds between two looks at every stream for the paused ones to close
 
 
 @dataclass
@@ -110,6 +111,7 @@ class StreamSeller:
     _limiter: RateLimiter = field(init=False)
     _local: MemoryStreamStore = field(default_factory=MemoryStreamStore)  # streams paid by increments
     _sellers: tuple[float, list[tuple[str, bytes]]] = (float("-inf"), [])
+    _swept: float = float("-inf")  # when sweep() last looked at every stream
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.increment_streams_per_minute, 100_000)
@@ -150,8 +152,15 @@ class StreamSeller:
 
     async def sweep(self) -> None:
         """Close streams paused here for longer than ``resume_seconds`` (their statements are
-        kept); a stream another process took over meanwhile is only forgotten here."""
+        kept); a stream another process took over meanwhile is only forgotten here.
+
+        It looks at every stream, so it runs at most once per :data:`SWEEP_EVERY` seconds (a
+        thousand streams opening at once made it the opening's main cost), and always when the
+        streams are at ``max_streams``."""
         now = self.clock()
+        if now - self._swept < SWEEP_EVERY and len(self.streams) < self.max_streams:
+            return
+        self._swept = now
         for stream_id, live in list(self.streams.items()):
             m = live.machine
             if m.status is StreamStatus.PAUSED and now - live.paused_at > self.resume_seconds:
@@ -195,9 +204,15 @@ class _Connection:
         self.closed = False
 
     async def send(self, kind: str, **fields: object) -> None:
+        await self.send_text(encode(kind, **fields))
+
+    async def send_text(self, text: str) -> None:
         async with self.lock:
             if not self.closed:
-                await self._send({"type": "websocket.send", "text": encode(kind, **fields)})
+                try:
+                    await self._send({"type": "websocket.send", "text": text})
+                except OSError:  # the peer is gone (uvicorn: ClientDisconnected): receive() reports the
+                    self.closed = True  # disconnect and detach() pauses the stream, which the buyer resumes
 
     async def run(self, receive: Receive) -> None:
         s = self.seller
@@ -361,7 +376,7 @@ class _Connection:
         machine.check_payment(index, link)  # cheap refusals before the store is asked
         receipt = await self.seller.allowances.spend(Token(machine.allowance_id, machine.lane, index, link))
         # the store has the link (committed): now the units it pays for may be delivered
-        machine.receive_payment(index, link)
+        machine.receive_payment(index, link, verified=True)
         live.credit.set()
         if receipt.next_invoice and receipt.next_invoice != live.invoice_sent:
             live.invoice_sent = receipt.next_invoice
@@ -449,7 +464,7 @@ class _Connection:
                 units = await self.seller.meter(machine, grant)
                 machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
                 if units:
-                    await self.send("delivered", units=units, total_units=machine.delivered_units)
+                    await self.send_text(encode_delivered(units, machine.delivered_units))
                 else:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:

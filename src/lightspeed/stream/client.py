@@ -24,7 +24,7 @@ from lightspeed.errors import DecodeError, PaymentError, UsageError
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.stream.machine import BuyerStream, RemoteProtocolError
-from lightspeed.stream.messages import encode, parse
+from lightspeed.stream.messages import encode, encode_pay, parse
 from lightspeed.stream.receipt import Receipt, SignedStatement, Statement
 from lightspeed.stream.resume import resume_key, sign_resume
 from lightspeed.stream.tariff import Tariff
@@ -333,6 +333,9 @@ class StreamBuyer:
 
     async def _send(self, kind: str, **fields: object) -> None:
         assert self.ws is not None
+        if kind == "pay":  # every tick's frame: without json.dumps
+            await self.ws.send(encode_pay(fields["index"], fields["link"]))  # type: ignore[arg-type]
+            return
         await self.ws.send(encode(kind, **fields))
 
     async def _expect(self, *kinds: str) -> dict[str, Any]:

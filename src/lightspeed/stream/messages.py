@@ -46,6 +46,34 @@ SCHEMAS: dict[str, dict[str, str]] = {
 }
 
 
+_HEX_SIZES = {spec.lstrip("?"): int(spec.lstrip("?")[3:]) for fields in SCHEMAS.values()
+              for spec in fields.values() if spec.lstrip("?").startswith("hex")}
+
+
+def _hex(value: object, size: int) -> bytes | None:
+    """``size`` bytes from exactly ``2 * size`` hex digits, else None. ``bytes.fromhex`` skips
+    whitespace: a string of the right length that decodes to ``size`` bytes had none (this is
+    the per-tick path: no regular expression)."""
+    if not isinstance(value, str) or len(value) != 2 * size:
+        return None
+    try:
+        decoded = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return decoded if len(decoded) == size else None
+
+
+def encode_delivered(units: int, total_units: int) -> str:
+    """``delivered {units, total_units}``, the seller's frame of every tick, without ``json.dumps``
+    (two integers: the same text :func:`encode` makes)."""
+    return f'{{"type":"delivered","units":{int(units)},"total_units":{int(total_units)}}}'
+
+
+def encode_pay(index: int, link: bytes) -> str:
+    """``pay {index, link}``, the buyer's frame of every tick (the same text :func:`encode` makes)."""
+    return f'{{"type":"pay","index":{int(index)},"link":"{link.hex()}"}}'
+
+
 def encode(kind: str, **fields: object) -> str:
     """A frame: bytes become hex; the schema is the same one :func:`parse` checks."""
     assert kind in SCHEMAS, kind
@@ -71,6 +99,14 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
     if not isinstance(kind, str) or kind not in SCHEMAS or (allowed is not None and kind not in allowed):
         expected = sorted(allowed if allowed is not None else SCHEMAS)
         raise DecodeError("type", f"expected one of {', '.join(expected)}")
+    if kind == "pay":  # every tick's frames: their two fields checked without the schema's loop
+        link = _hex(data.get("link"), 32)
+        if link is None:
+            raise DecodeError("pay.link", "expected 32 bytes as 64 hex digits")
+        return {"type": kind, "index": _uint(data.get("index"), "pay.index"), "link": link}
+    if kind == "delivered":
+        return {"type": kind, "units": _uint(data.get("units"), "delivered.units"),
+                "total_units": _uint(data.get("total_units"), "delivered.total_units")}
     out: dict[str, Any] = {"type": kind}
     for name, spec in SCHEMAS[kind].items():
         value = data.get(name)
@@ -81,14 +117,13 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
         if spec == "sellers":
             out[name] = _sellers(f"{kind}.{name}", value)
         elif spec.startswith("hex"):
-            size = int(spec[3:])
-            if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
+            size = _HEX_SIZES[spec]
+            decoded = _hex(value, size)
+            if decoded is None:
                 raise DecodeError(f"{kind}.{name}", f"expected {size} bytes as {2 * size} hex digits")
-            out[name] = bytes.fromhex(value)
+            out[name] = decoded
         elif spec == "uint":
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64:
-                raise DecodeError(f"{kind}.{name}", "expected an integer from 0 to 2^64-1")
-            out[name] = value
+            out[name] = _uint(value, f"{kind}.{name}")
         elif spec == "str":
             if not isinstance(value, str) or len(value) > 4096:
                 raise DecodeError(f"{kind}.{name}", "expected a string of at most 4096 characters")
@@ -100,6 +135,12 @@ def parse(frame: str | bytes, allowed: frozenset[str] | None = None) -> dict[str
     if kind == "error" and isinstance(data.get("invoice"), str):
         out["invoice"] = data["invoice"][:4096]
     return out
+
+
+def _uint(value: object, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= _U64:  # not a bool (a subclass of int)
+        raise DecodeError(field, "expected an integer from 0 to 2^64-1")
+    return value
 
 
 def _sellers(field: str, value: object) -> list[tuple[str, bytes]]:
