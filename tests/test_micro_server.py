@@ -155,6 +155,28 @@ def test_a_huge_index_jump_is_refused_without_hashing_it() -> None:
     run(fake_anchor())
 
 
+def test_a_lane_moved_far_by_another_server_on_the_same_store_is_reloaded_not_refused() -> None:
+    """Workers share a store, each with its own cache: when another one spent more than
+    ``max_skip`` links of a lane, our cached position is that far behind. The lane is read again
+    before a jump is called too long; a real jump that long is still refused."""
+    async def go() -> None:
+        store, ledger = MemoryAllowanceStore(), Ledger()
+        first, second = make_server(store, ledger, max_skip=5), make_server(store, ledger, max_skip=5)
+        client = await bought(first, Client(per_lane=100))
+        await second.spend(client.token(1))  # the second server caches the lane at index 1
+        for index in range(2, 12):  # the first moves it on by 10 links, more than max_skip
+            await first.spend(client.token(index))
+        twelfth = client.token(12)
+        receipt = await second.spend(twelfth)
+        assert receipt.remaining_calls == 100 - 12
+        with refused("replayed"):
+            await first.spend(twelfth)
+        with refused("bad_token"):  # a jump beyond max_skip from the lane's real position
+            await second.spend(client.token(19))
+
+    run(go())
+
+
 def test_requests_that_would_let_a_link_pay_twice_or_cost_fractions_are_refused() -> None:
     async def go() -> None:
         server = make_server(price=Price(1, 3))

@@ -272,6 +272,10 @@ class AllowanceServer:
                 raise CallRefused("replayed", f"index: {token.index} of lane {token.lane} is already "
                                   f"spent (last spent index {last.index})", 401, last_index=last.index)
             if steps > self.policy.max_skip:
+                if not reloaded:  # another process (worker) sharing the store may have moved the lane
+                    await self._reload(entry, token.allowance_id)
+                    reloaded = True
+                    continue
                 raise CallRefused("bad_token", f"index: jumps {steps} links, more than {self.policy.max_skip}", 401)
             if not links_to(token.link, steps, last.value):
                 raise CallRefused("forged", "link: does not hash to the lane's last spent link", 401)
