@@ -156,8 +156,7 @@ def load_describegraph_cached(source: Path, cache: Path) -> LoadedGraph:
     DecodeError) exactly as without a cache; a cache that cannot be read or written only
     costs the rebuild, and ``note`` says why.
     """
-    raw = source.read_bytes()
-    digest = hashlib.sha256(raw).digest()
+    digest = file_digest(source)  # streamed: a current cache never holds the JSON in memory
     note = ""
     try:
         return LoadedGraph(decode_snapshot(cache.read_bytes(), digest), "cache")
@@ -169,6 +168,8 @@ def load_describegraph_cached(source: Path, cache: Path) -> LoadedGraph:
         note = f"{cache}: {exc.reason}; rebuilt from {source.name}"
     except OSError as exc:
         note = f"cannot read {cache}: {exc.strerror}; rebuilt from {source.name}"
+    raw = source.read_bytes()
+    digest = hashlib.sha256(raw).digest()  # of what is parsed, should the file have changed meanwhile
     graph = graph_from_describegraph(json.loads(raw))
     try:
         save_snapshot(graph, cache, digest)
