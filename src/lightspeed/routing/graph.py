@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lightspeed.errors import UsageError
+
 if TYPE_CHECKING:
     from lightspeed.invoice.fields import RouteHintHop
 
@@ -266,6 +268,41 @@ class ChannelGraph:
                 added.append(channel)
         if self._compiled is not None:  # reuse the compiled base: hints must not cost a rebuild
             graph._compiled = self._compiled.extended(added)
+        return graph
+
+    def with_own_channels(self, node_id: bytes, channels: Iterable[DirectedChannel]) -> ChannelGraph:
+        """A copy in which ``node_id``'s enabled directions are ``channels`` instead of gossip's.
+
+        A payer knows its own channels better than gossip does (which are usable now, what each
+        can send). The copy reuses this graph's compiled index: only the lists of ``node_id``
+        and its peers are copied, so a payment does not recompile the network (about 1 s of
+        CPU per payment at mainnet size). Directions of ``node_id`` that gossip has disabled
+        stay listed in ``incoming``; they are not searched, here or in the original.
+        """
+        base = self.compiled()
+        graph = ChannelGraph(dict(self.incoming), set(self.nodes), self.channel_count)
+        graph.nodes.add(node_id)
+        index = SearchIndex(list(base.ids), dict(base.position), list(base.incoming), list(base.channels),
+                            base.max_cltv_expiry_delta, list(base.outgoing), list(base.max_sendable_msat))
+        me = index.node(node_id)
+        if me < len(base.ids):
+            for edge in base.outgoing[me]:
+                target = edge[0]
+                index.incoming[target] = [e for e in index.incoming[target] if e[0] != me]
+                target_id = base.ids[target]
+                graph.incoming[target_id] = [c for c in graph.incoming[target_id] if c.source != node_id]
+            index.outgoing[me] = []
+            index.max_sendable_msat[me] = 0
+        for channel in channels:
+            if channel.source != node_id:
+                raise UsageError("with_own_channels: every channel must leave node_id")
+            graph.nodes.add(channel.target)
+            graph.incoming[channel.target] = [*graph.incoming.get(channel.target, ()), channel]
+            at = index.position.get(channel.target)
+            if at is not None and at < len(base.ids) and index.incoming[at] is base.incoming[at]:
+                index.incoming[at] = list(index.incoming[at])  # still the base's list: copy, then add
+            index.add(channel)
+        graph._compiled = index
         return graph
 
     def channels_into(self, node_id: bytes) -> Iterable[DirectedChannel]:
