@@ -209,3 +209,13 @@ def test_cli_graph_cache_same_route_and_damage_is_a_warning(tmp_path: Path) -> N
     bad = runner.invoke(cli, [*args, "--graph-cache", str(cache)])
     assert bad.exit_code == 1 and "error: --graph is not valid JSON" in bad.stderr
     assert "Traceback" not in bad.output
+
+
+def test_cli_refuses_a_cache_that_is_the_json_itself(tmp_path: Path) -> None:
+    source = tmp_path / "graph.json"
+    source.write_text(json.dumps(GRAPH))
+    result = CliRunner().invoke(cli, ["route", "--graph", str(source), "--graph-cache", str(tmp_path / "." / "graph.json"),
+                                      "--source", "02" + f"{1:064x}", "--target", "02" + f"{3:064x}",
+                                      "--amount-msat", "100000"])
+    assert result.exit_code == 1 and "error: --graph-cache: " in result.stderr and "overwrite" in result.stderr
+    assert json.loads(source.read_text()) == GRAPH  # the user's file is left as it was

@@ -107,6 +107,8 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
         _fail(f"--graph is not valid JSON: {exc.msg} at line {exc.lineno}")
     except DecodeError as exc:
         _fail(f"--graph: {exc}")
+    except UsageError as exc:
+        _fail(f"--graph-cache: {exc}")
     if pairs_file is not None:
         _route_pairs(graph, pairs_file, score)
         return

@@ -154,8 +154,10 @@ def load_describegraph_cached(source: Path, cache: Path) -> LoadedGraph:
     A current snapshot is loaded; a missing, stale or damaged one is rebuilt from the JSON
     and rewritten. Errors in the JSON itself propagate (OSError, JSONDecodeError,
     DecodeError) exactly as without a cache; a cache that cannot be read or written only
-    costs the rebuild, and ``note`` says why.
+    costs the rebuild, and ``note`` says why. UsageError if ``cache`` is ``source`` itself.
     """
+    if cache.resolve() == source.resolve():
+        raise UsageError("the graph cache must be another file than the describegraph JSON (it would overwrite it)")
     digest = file_digest(source)  # streamed: a current cache never holds the JSON in memory
     note = ""
     try:
