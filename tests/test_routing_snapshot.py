@@ -209,6 +209,9 @@ def test_cli_graph_cache_same_route_and_damage_is_a_warning(tmp_path: Path) -> N
     bad = runner.invoke(cli, [*args, "--graph-cache", str(cache)])
     assert bad.exit_code == 1 and "error: --graph is not valid JSON" in bad.stderr
     assert "Traceback" not in bad.output
+    source.write_bytes(b"\x80\x81 not text")
+    binary = runner.invoke(cli, [*args, "--graph-cache", str(cache)])
+    assert binary.exit_code == 1 and "error: --graph is not JSON text" in binary.stderr
 
 
 def test_cli_refuses_a_cache_that_is_the_json_itself(tmp_path: Path) -> None:

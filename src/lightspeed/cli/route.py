@@ -105,6 +105,8 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
         _fail(f"cannot read --graph: {exc.strerror}")
     except json.JSONDecodeError as exc:
         _fail(f"--graph is not valid JSON: {exc.msg} at line {exc.lineno}")
+    except UnicodeDecodeError:
+        _fail("--graph is not JSON text (not UTF-8)")
     except DecodeError as exc:
         _fail(f"--graph: {exc}")
     except UsageError as exc:
