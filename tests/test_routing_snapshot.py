@@ -131,7 +131,7 @@ def test_cached_load_writes_then_reuses_then_rebuilds_when_the_json_changes(
     source.write_text(json.dumps(graph_json))
     first = load_describegraph_cached(source, cache)
     assert (first.loaded_from, first.note) == ("source", "")
-    assert cache.exists() and not (tmp_path / "graph.lsgraph.tmp").exists()
+    assert cache.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["graph.json", "graph.lsgraph"]
     second = load_describegraph_cached(source, cache)
     assert second.loaded_from == "cache"
     _same_routes(graph, second.graph, pairs=15)

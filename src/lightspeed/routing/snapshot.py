@@ -146,11 +146,18 @@ class LoadedGraph:
 
 
 def save_snapshot(graph: ChannelGraph, path: Path, source_digest: bytes) -> None:
-    """Write atomically (temporary file, then rename): a crash leaves the old snapshot or none."""
+    """Write atomically (temporary file, then rename): a crash leaves the old snapshot or none.
+
+    The temporary file is named by process, so two processes caching at once do not collide.
+    """
     data = encode_snapshot(graph, source_digest)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_describegraph_cached(source: Path, cache: Path) -> LoadedGraph:
