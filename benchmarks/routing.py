@@ -121,7 +121,9 @@ def _load_cached(source: Path, cache: Path) -> ChannelGraph:
 
 
 def _time_loads(loaders: dict[str, Callable[[], ChannelGraph]], windows: int) -> dict[str, dict[str, Any]]:
-    """Each loader once per window, alternating; then one traced run each for memory."""
+    """Each loader once per window, alternating; then one traced run each for memory (none: {})."""
+    if windows == 0:
+        return {}
     wall: dict[str, list[float]] = {name: [] for name in loaders}
     cpu: dict[str, list[float]] = {name: [] for name in loaders}
     for _ in range(windows):
