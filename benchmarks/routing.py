@@ -16,16 +16,28 @@ run. Over many random payer/payee pairs we time one route each:
   100 ms (Go), as quoted in issue 6. They are not from this machine, so they stand in a
   labelled column of their own and no ratio to them is computed.
 
-``python -m benchmarks routing [--pairs N] [--amount-msat N] [--seed N]``
+``--scale`` multiplies the graph (2: 34,000 nodes, 100,000 channels, twice today's
+network). Before routing, the graph is loaded from its describegraph JSON file and
+from the compact snapshot (``lightspeed.routing.snapshot``, what ``lightspeed route
+--graph-cache`` keeps), alternating over ``--load-windows`` windows: wall and CPU
+time of each, then, in a separate pass (tracing slows allocation), the peak and
+retained memory each load allocates (tracemalloc).
+
+``python -m benchmarks routing [--scale 1|2|3] [--pairs N] [--amount-msat N] [--seed N]``
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
 import random
 import statistics
 import sys
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +49,7 @@ sys.path.insert(0, str(_HERE.parent))
 import networkx as nx
 from tests.support.graphgen import fee_digraph
 
-from benchmarks._util import report
+from benchmarks._util import print_table, report
 from lightspeed.routing import (
     ChannelGraph,
     NoRouteError,
@@ -45,7 +57,8 @@ from lightspeed.routing import (
     find_route,
     graph_from_describegraph,
 )
-from lightspeed.routing.generate import generate_describegraph
+from lightspeed.routing.generate import MAINNET_CHANNELS, MAINNET_NODES, generate_describegraph
+from lightspeed.routing.snapshot import load_describegraph_cached
 
 PUBLISHED_MS = {"LDK (Rust, mainnet, published)": 40.0, "LND (Go, mainnet, published)": 100.0}
 
@@ -75,22 +88,65 @@ def _experienced_scorer(graph: ChannelGraph, rng: random.Random, results: int) -
     return scorer
 
 
-def _time_all(queries: list[tuple[bytes, bytes]],
-              routers: dict[str, Callable[[bytes, bytes], object]]) -> dict[str, tuple[list[float], int]]:
-    """Each pair through every router in turn, so a busy machine slows them all alike."""
+def _time_all(queries: list[tuple[bytes, bytes]], routers: dict[str, Callable[[bytes, bytes], object]],
+              cpu_ms: dict[str, list[float]]) -> dict[str, tuple[list[float], int]]:
+    """Each pair through every router in turn, so a busy machine slows them all alike.
+
+    Wall times are returned; each route's CPU time goes to ``cpu_ms`` (a shared machine
+    stretches the first, hardly the second)."""
     results: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in routers}
     for source, target in queries:
         for name, route in routers.items():
             samples, found = results[name]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             try:
                 route(source, target)
                 found += 1
             except (NoRouteError, nx.NetworkXNoPath):
                 pass
             samples.append((time.perf_counter() - start) * 1000)
+            cpu_ms[name].append((time.process_time() - start_cpu) * 1000)
             results[name] = (samples, found)
     return results
+
+
+def _load_json(path: Path) -> ChannelGraph:
+    return graph_from_describegraph(json.loads(path.read_bytes()))
+
+
+def _load_cached(source: Path, cache: Path) -> ChannelGraph:
+    loaded = load_describegraph_cached(source, cache)
+    assert loaded.loaded_from == "cache", loaded.note
+    return loaded.graph
+
+
+def _time_loads(loaders: dict[str, Callable[[], ChannelGraph]], windows: int) -> dict[str, dict[str, Any]]:
+    """Each loader once per window, alternating; then one traced run each for memory (none: {})."""
+    if windows == 0:
+        return {}
+    wall: dict[str, list[float]] = {name: [] for name in loaders}
+    cpu: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(windows):
+        for name, load in loaders.items():
+            gc.collect()
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            graph = load()
+            wall[name].append(time.perf_counter() - start_wall)
+            cpu[name].append(time.process_time() - start_cpu)
+            del graph
+    out: dict[str, dict[str, Any]] = {}
+    for name, load in loaders.items():
+        gc.collect()
+        tracemalloc.start()
+        graph = load()
+        retained, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del graph
+        out[name] = {"wall_s": round(statistics.median(wall[name]), 2),
+                     "wall_s_range": [round(min(wall[name]), 2), round(max(wall[name]), 2)],
+                     "cpu_s": round(statistics.median(cpu[name]), 2),
+                     "peak_mb": round(peak / 1e6), "retained_mb": round(retained / 1e6)}
+    return out
 
 
 def _p95(samples: list[float]) -> float:
@@ -102,15 +158,29 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--amount-msat", type=int, default=100_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scale", type=int, choices=(1, 2, 3), default=1,
+                        help="graph size in multiples of today's mainnet (17,000 nodes, 50,000 channels)")
+    parser.add_argument("--load-windows", type=int, default=3,
+                        help="alternating windows timing the JSON and snapshot loads (0: skip)")
     args = parser.parse_args()
+    if args.load_windows < 0:
+        parser.error("--load-windows must be >= 0")
     amount = args.amount_msat
+    load_start = [round(x, 2) for x in os.getloadavg()]
 
     start = time.perf_counter()
-    data = generate_describegraph(args.seed)
+    data = generate_describegraph(args.seed, MAINNET_NODES * args.scale, MAINNET_CHANNELS * args.scale)
     generate_s = time.perf_counter() - start
-    start = time.perf_counter()
-    graph = graph_from_describegraph(data)
-    load_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        source, cache = Path(tmp) / "graph.json", Path(tmp) / "graph.lsgraph"
+        source.write_text(json.dumps(data))
+        del data
+        start = time.perf_counter()
+        graph = load_describegraph_cached(source, cache).graph  # no cache yet: JSON, then the snapshot written
+        load_s = time.perf_counter() - start
+        loads = _time_loads({"describegraph JSON": lambda: _load_json(source),
+                             "snapshot": lambda: _load_cached(source, cache)}, args.load_windows)
+        json_mb, snapshot_mb = source.stat().st_size / 1e6, cache.stat().st_size / 1e6
     index = graph.compiled()  # built by the loader (counted in load_s)
     start = time.perf_counter()
     digraph = _fee_digraph(graph, amount)
@@ -138,31 +208,46 @@ def main() -> None:
         "networkx dijkstra_path": (nx_one_sided, static),
         "networkx bidirectional_dijkstra": (nx_bidirectional, static),
     }
-    timed = _time_all(queries, {name: route for name, (route, _) in routers.items()})
+    cpu: dict[str, list[float]] = {name: [] for name in routers}
+    timed = _time_all(queries, {name: route for name, (route, _) in routers.items()}, cpu)
     runs = {name: (timed[name], solves) for name, (_, solves) in routers.items()}
     ours_median = statistics.median(runs["ours, fees only"][0][0])
     rows: list[list[Any]] = []
     summary: dict[str, Any] = {
         "benchmark": "routing", "nodes": len(graph.nodes), "channels": graph.channel_count,
         "pairs": len(queries), "amount_msat": amount, "generate_s": round(generate_s, 2),
-        "load_s": round(load_s, 2), "networkx_build_s": round(nx_build_s, 2),
+        "load_s": round(load_s, 2), "networkx_build_s": round(nx_build_s, 2), "scale": args.scale,
+        "loads": loads, "json_mb": round(json_mb, 1), "snapshot_mb": round(snapshot_mb, 1),
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
     for name, ((samples, found), solves) in runs.items():
         median, p95 = statistics.median(samples), _p95(samples)
-        rows.append([name, round(median, 2), round(p95, 2), f"{found}/{len(queries)}",
+        rows.append([name, round(median, 2), round(statistics.median(cpu[name]), 2), round(p95, 2),
+                     f"{found}/{len(queries)}",
                      f"{median / ours_median:.2f}x", solves])
         slug = name.replace(",", "").replace("+ ", "").replace(" ", "_").lower()
         summary[f"{slug}_median_ms"] = round(median, 2)
         summary[f"{slug}_p95_ms"] = round(p95, 2)
+        summary[f"{slug}_cpu_median_ms"] = round(statistics.median(cpu[name]), 2)
     # Published figures come from other hardware and graphs: a labelled column of their own, no ratio.
     published = "; ".join(f"{name}: {ms:g} ms" for name, ms in PUBLISHED_MS.items())
     rows = [[*row, published if i == 0 else ""] for i, row in enumerate(rows)]
     summary["published_other_hardware_median_ms"] = PUBLISHED_MS
+    if loads:
+        json_load, snap_load = loads["describegraph JSON"], loads["snapshot"]
+        print_table(
+            f"Graph load, {args.load_windows} alternating windows (medians; memory from one traced run each)",
+            ["form", "file MB", "wall s", "wall min-max", "CPU s", "peak MB", "retained MB"],
+            [[name, round(mb, 1), f"{load['wall_s']:.2f}", "-".join(f"{x:.2f}" for x in load["wall_s_range"]),
+              f"{load['cpu_s']:.2f}", load["peak_mb"], load["retained_mb"]]
+             for name, mb, load in (("describegraph JSON", json_mb, json_load), ("snapshot", snapshot_mb, snap_load))])
+        print(f"snapshot load: {json_load['cpu_s'] / max(snap_load['cpu_s'], 1e-9):.1f}x less CPU time than the JSON; "
+              f"load average {load_start} at start")
     report(
         f"Path finding on a generated mainnet-size graph ({len(graph.nodes):,} nodes, "
         f"{graph.channel_count:,} channels), {len(queries)} random pairs, {amount:,} msat; "
-        f"graph generated in {generate_s:.1f} s, loaded and compiled in {load_s:.1f} s",
-        ["router", "median ms", "p95 ms", "routes found", "median / ours", "solves",
+        f"graph generated in {generate_s:.1f} s, loaded and compiled in {load_s:.1f} s (x{args.scale} mainnet)",
+        ["router", "median ms", "CPU median ms", "p95 ms", "routes found", "median / ours", "solves",
          "published, other hardware (not this run)"], rows, summary)
 
 

@@ -76,6 +76,9 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
               help="Amount to deliver to the target (msat, or with a sat suffix).")
 @click.option("--max-fee-msat", type=Amount("msat"), help="Refuse routes charging more in fees.")
 @click.option("--max-cltv", type=click.IntRange(min=0), help="Refuse routes whose total CLTV delta is larger.")
+@click.option("--graph-cache", "cache_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Compact snapshot of --graph, written on first use and loaded instead of the JSON "
+                   "while the JSON is unchanged (rebuilt when stale or damaged).")
 @click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON list of [source, target, amount_msat]: one JSON line per pair, graph loaded once.")
 @click.option("--scored", is_flag=True,
@@ -84,7 +87,7 @@ def _timed_route(graph: ChannelGraph, source: bytes, target: bytes, amount_msat:
               help="With --scored: liquidity learned earlier (a saved ProbabilisticScorer, JSON).")
 def route(graph_file: Path, source: str | None, target: str | None, amount_msat: int | None,
           max_fee_msat: int | None, max_cltv: int | None, pairs_file: Path | None, scored: bool,
-          scorer_file: Path | None) -> None:
+          scorer_file: Path | None, cache_file: Path | None) -> None:
     """Find the cheapest route (fees, then CLTV, then hops) and print it as JSON.
 
     With --pairs, one compact JSON object per line (JSON Lines: a stream, one result per pair).
@@ -93,17 +96,21 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
     Example:
       lightspeed route --graph graph.json --source $ALICE --target $CAROL --amount-msat 100000
     """
-    from lightspeed.routing import NoRouteError, graph_from_describegraph
+    from lightspeed.routing import NoRouteError
 
     score = _score(scored, scorer_file)
     try:
-        graph = graph_from_describegraph(json.loads(graph_file.read_text()))
+        graph = _load_graph(graph_file, cache_file)
     except OSError as exc:
         _fail(f"cannot read --graph: {exc.strerror}")
     except json.JSONDecodeError as exc:
         _fail(f"--graph is not valid JSON: {exc.msg} at line {exc.lineno}")
+    except UnicodeDecodeError:
+        _fail("--graph is not JSON text (not UTF-8)")
     except DecodeError as exc:
         _fail(f"--graph: {exc}")
+    except UsageError as exc:
+        _fail(f"--graph-cache: {exc}")
     if pairs_file is not None:
         _route_pairs(graph, pairs_file, score)
         return
@@ -117,6 +124,19 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
     except UsageError as exc:
         _fail(str(exc))
     print_json(result)
+
+
+def _load_graph(graph_file: Path, cache_file: Path | None) -> ChannelGraph:
+    """The --graph JSON, through the --graph-cache snapshot when given (a bad cache only costs a rebuild)."""
+    from lightspeed.routing import graph_from_describegraph
+    from lightspeed.routing.snapshot import load_describegraph_cached
+
+    if cache_file is None:
+        return graph_from_describegraph(json.loads(graph_file.read_bytes()))
+    loaded = load_describegraph_cached(graph_file, cache_file)
+    if loaded.note:
+        click.echo(f"warning: --graph-cache: {loaded.note}", err=True)
+    return loaded.graph
 
 
 def _score(scored: bool, scorer_file: Path | None) -> ScoreView | None:

@@ -1,4 +1,5 @@
-"""Routing: the channel graph, path finding, learned liquidity, and loading real network snapshots."""
+"""Routing: the channel graph, path finding, learned liquidity, and loading real network snapshots
+(LND describegraph JSON, and a compact cached form of it that reloads faster)."""
 
 from lightspeed.routing.graph import (
     ChannelGraph,
@@ -23,12 +24,14 @@ from lightspeed.routing.scorer import (
     ScoringParameters,
     success_probability,
 )
+from lightspeed.routing.snapshot import LoadedGraph, StaleSnapshot, load_describegraph_cached
 
 __all__ = [
     "BOUND_NODES",
     "MAX_HOPS",
     "ChannelGraph",
     "DirectedChannel",
+    "LoadedGraph",
     "NoRouteError",
     "Policy",
     "Prior",
@@ -38,8 +41,10 @@ __all__ = [
     "ScoreView",
     "ScoringParameters",
     "SearchIndex",
+    "StaleSnapshot",
     "directed_key",
     "find_route",
     "graph_from_describegraph",
+    "load_describegraph_cached",
     "success_probability",
 ]

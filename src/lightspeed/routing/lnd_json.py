@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightspeed.errors import DecodeError
-from lightspeed.routing.graph import ChannelGraph, Policy
+from lightspeed.routing.graph import ChannelGraph, Policy, collector_paused
 
 
 def _number(value: Any, field: str, default: int | None = None) -> int:
@@ -55,6 +55,11 @@ def _policy(raw: Any, field: str) -> Policy | None:
 
 def graph_from_describegraph(data: Any) -> ChannelGraph:
     """Build a :class:`ChannelGraph`; raises DecodeError naming the bad entry."""
+    with collector_paused():
+        return _build(data)
+
+
+def _build(data: Any) -> ChannelGraph:
     if not isinstance(data, dict):
         raise DecodeError("graph", "expected a JSON object with nodes and edges")
     graph = ChannelGraph()

@@ -12,6 +12,13 @@ bound AEAD method per key, nonces come from a table built once, the receive
 received bytes are decrypted where they lie (frames that arrive whole are never
 copied into a buffer) and a reassembly buffer is consumed by moving an offset,
 not by deleting its head on every frame.
+
+Two copies remain on purpose: ``send`` joins the sealed length and body (one
+allocation), and the body is sliced out of the received bytes before it is opened.
+Measured for a 1 KB message (issue 18), sealing both parts with ``encrypt_into``
+into one preallocated ``bytearray`` and opening through ``memoryview`` slices cost
+more than those copies (the views are made per frame, the 1 KB copy is a memcpy);
+they only pay off near the 64 KB limit, by ~5%.
 """
 
 from __future__ import annotations
