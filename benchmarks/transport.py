@@ -7,7 +7,8 @@ receive code runs (pyln-proto writes length and body with two ``send`` calls,
 Electrum reads 1 KB at a time: that is their cost). The floors are what no
 implementation can avoid: cryptography's ChaCha20-Poly1305 doing the four AEAD
 operations of a message (length and body, sealed and opened), and over the
-socket, those plus one scatter-gather send and one receive of the frame.
+socket, those plus one scatter-gather send and one receive of the frame. A handshake's floor
+is its elliptic-curve work with coincurve: two ephemeral keys and six ECDHs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
+from coincurve import PrivateKey as CoincurvePrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from pyln.proto.primitives import PrivateKey as PylnPrivateKey
 from pyln.proto.wire import LightningConnection
@@ -46,6 +48,8 @@ PUB_R = pubkey_from_privkey(KEY_R)
 # pyln-proto's key objects are built once, as our node key is: only the handshake is timed.
 PYLN_I, PYLN_R = PylnPrivateKey(KEY_I), PylnPrivateKey(KEY_R)
 PYLN_PUB_R = PYLN_R.public_key()
+_FLOOR_I, _FLOOR_R = CoincurvePrivateKey(KEY_I), CoincurvePrivateKey(KEY_R)
+_FLOOR_PUB_I, _FLOOR_PUB_R = _FLOOR_I.public_key, _FLOOR_R.public_key
 
 
 def ours_handshake() -> None:
@@ -53,6 +57,21 @@ def ours_handshake() -> None:
     responder = Handshake.responder(KEY_R)
     responder.receive_data(initiator.receive_data(responder.receive_data(initiator.start())))
     assert responder.complete
+
+
+def ec_floor_handshake() -> None:
+    """The elliptic-curve work a BOLT 8 handshake cannot avoid, both sides, and nothing else: two
+    ephemeral public keys and six ECDHs (es, ee, se on each side), on keys already parsed. What a
+    handshake costs above it is hashing, AEAD and parsing; no implementation goes below it."""
+    e_i, e_r = CoincurvePrivateKey(os.urandom(32)), CoincurvePrivateKey(os.urandom(32))
+    pub_e_i, pub_e_r = e_i.public_key, e_r.public_key
+    pub_e_i.format(), pub_e_r.format()
+    _FLOOR_R.ecdh(pub_e_i.format())  # responder es
+    e_i.ecdh(_FLOOR_PUB_R.format())  # initiator es
+    e_r.ecdh(pub_e_i.format())  # responder ee
+    e_i.ecdh(pub_e_r.format())  # initiator ee
+    _FLOOR_I.ecdh(pub_e_r.format())  # initiator se
+    e_r.ecdh(_FLOOR_PUB_I.format())  # responder se
 
 
 def ours_pair() -> tuple[NoiseTransport, NoiseTransport]:
@@ -169,6 +188,7 @@ def main() -> None:
     if electrum is not None and electrum.available:
         check_electrum_agrees(electrum)
         hs_sides.append(electrum.side("bolt8_handshake", {}, count(20, s)))
+    hs_sides.append(Side("EC floor", local(ec_floor_handshake), count(60, s)))
     ops.append(Operation("handshake, both sides", hs_sides))
     for over in ("memory", "socket"):
         for size in (64, 1024):
@@ -185,7 +205,7 @@ def main() -> None:
         peers["electrum"] = electrum.version or f"left out: {electrum.unavailable}"
     ours_over_floor = {}
     for r in results:
-        if r.side == "AEAD floor":
+        if r.side in ("AEAD floor", "EC floor"):
             summary = r.summary()["over_lightspeed"]
             # the floor's time over ours, inverted: how many floors one of our messages costs
             ours_over_floor[r.operation] = {"wall": round(1 / summary["wall"]["median"], 3),
@@ -194,7 +214,8 @@ def main() -> None:
            ops, results, start, args, {"lightspeed_over_floor": ours_over_floor}, peers)
     if not args.json:
         for name, r in ours_over_floor.items():
-            print(f"lightspeed ÷ AEAD floor, {name}: {r['cpu']:.2f}x by CPU time, {r['wall']:.2f}x by wall time")
+            floor = "EC floor" if name.startswith("handshake") else "AEAD floor"
+            print(f"lightspeed ÷ {floor}, {name}: {r['cpu']:.2f}x by CPU time, {r['wall']:.2f}x by wall time")
     done(electrum)
 
 
