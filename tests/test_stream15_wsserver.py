@@ -270,3 +270,58 @@ def test_a_peer_that_never_finishes_its_handshake_is_dropped(monkeypatch: pytest
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    assert len(payload) < 126
+    return bytes([(0x80 if fin else 0) | opcode, len(payload)]) + payload
+
+
+def _unmask(data: bytes) -> list[tuple[int, bytes]]:
+    """The client's masked frames in ``data`` (all small): ``(opcode, payload)``."""
+    frames = []
+    while data:
+        assert data[1] & 0x80, "a client must mask"
+        n, key = data[1] & 0x7F, data[2:6]
+        frames.append((data[0] & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data[6:6 + n]))))
+        data = data[6 + n:]
+    return frames
+
+
+def test_the_buyers_client_joins_fragments_answers_pings_and_refuses_bad_text() -> None:
+    """A raw server sends what the stream protocol never does; the client must still follow RFC 6455."""
+    async def scenario() -> None:
+        seen: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(line.split(": ", 1)[1] for line in head.split("\r\n")
+                       if line.lower().startswith("sec-websocket-key:"))
+            writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode())
+            writer.write(_server_frame(TEXT, "héllo, ".encode(), fin=False) + _server_frame(PING, b"p")
+                         + _server_frame(CONT, "wörld".encode()) + _server_frame(TEXT, b"\xff\xfe"))
+            await writer.drain()
+            data = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await asyncio.wait_for(reader.read(4096), 5):
+                    data += chunk
+            await seen.put(data)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/x")
+            assert await ws.recv(5) == "héllo, wörld"
+            with pytest.raises(ConnectionError, match="closed"):
+                await ws.recv(5)  # the text that is not UTF-8 ended the connection
+            assert ws.closed
+            frames = _unmask(await asyncio.wait_for(seen.get(), 10))
+            assert frames[0] == (0xA, b"p")  # the pong
+            assert frames[1][0] == CLOSE and struct.unpack("!H", frames[1][1][:2])[0] == 1007
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
