@@ -24,6 +24,11 @@ Both processes raise the collector's young-generation threshold and freeze what 
 CPU at 1,000 streams, ~1% after (measured with ``gc.callbacks``); a seller serving many streams
 would do the same.
 
+``--baseline-src DIR`` starts a second server process with ``PYTHONPATH=DIR`` (the ``src`` of another
+checkout, e.g. ``git worktree add /tmp/before main``) and measures its tick and echo in the same
+alternating windows as this checkout's: a before/after of a server change on a shared machine,
+where runs minutes apart are not comparable.
+
 ``--quick`` is a smoke run (tiny counts, 20 streams for 2 s) that a test runs; full figures need a
 quiet machine: ``python -m benchmarks stream``.
 """
@@ -202,6 +207,19 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
     }
 
 
+def start_server(store: str, ws: str, src: str | None) -> tuple[subprocess.Popen[str], tuple[str, str]]:
+    """Start ``_stream_server.py`` (with ``PYTHONPATH=src`` when given): the process and its WS and HTTP URLs."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", ws],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert server.stdout is not None
+    line = server.stdout.readline().split()
+    if not line or line[0] != "READY":
+        server.kill()
+        raise SystemExit(f"error: the stream server{f' from {src}' if src else ''} did not start")
+    return server, (line[1], line[2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--windows", type=int, default=7)
@@ -211,6 +229,8 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="the server's allowance store (default: SQLite in a temp dir)")
     parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
                         help="the server's WebSocket stack: stream/wsserver.py (fast) or uvicorn + wsproto")
+    parser.add_argument("--baseline-src", default=None, metavar="DIR",
+                        help="also measure a server process run from DIR (another checkout's src) in the same windows")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts, 20 streams for 2 s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -220,38 +240,47 @@ def main() -> None:
     n_mem, n_ws = max(10, round(20_000 * args.scale)), max(10, round(2_000 * args.scale))
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:{Path(tmp) / 'allowances.sqlite'}"
-        server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", args.ws],
-                                  stdout=subprocess.PIPE, text=True)
+        server, (ws_url, http_url) = start_server(store, args.ws, None)
+        baseline = None
         try:
-            assert server.stdout is not None
-            line = server.stdout.readline().split()
-            if not line or line[0] != "READY":
-                raise SystemExit("error: the stream server did not start")
-            ws_url, http_url = line[1], line[2]
+            if args.baseline_src:
+                baseline, (base_ws, base_http) = start_server(args.store or f"sqlite:{Path(tmp) / 'baseline.sqlite'}", args.ws,
+                                                              args.baseline_src)
             loop = asyncio.new_event_loop()
-            ws = WsSides(loop, ws_url, http_url, ticks=n_ws * (args.windows + 1) + 100)
+            ticks = n_ws * (args.windows + 1) + 100
+            ws = WsSides(loop, ws_url, http_url, ticks)
+            sides = [Side("lightspeed", ws.timed(ws._ticks), n_ws), Side("WebSocket echo", ws.timed(ws._echoes), n_ws)]
+            if baseline is not None:
+                base = WsSides(loop, base_ws, base_http, ticks)
+                sides += [Side("lightspeed (baseline src)", base.timed(base._ticks), n_ws),
+                          Side("WebSocket echo (baseline src)", base.timed(base._echoes), n_ws)]
             sha_input = os.urandom(32)
             operations = [
                 Operation("one tick, sans-IO machines", [
                     Side("lightspeed", local(memory_tick()), n_mem),
                     Side("SHA-256 (32 B)", local(lambda: hashlib.sha256(sha_input).digest()), n_mem)],
                     note="buyer's next link + seller's one-hash check, grant, meter report, buyer's count"),
-                Operation("one tick over WebSocket (loopback, server process)", [
-                    Side("lightspeed", ws.timed(ws._ticks), n_ws),
-                    Side("WebSocket echo", ws.timed(ws._echoes), n_ws)],
-                    note="pay → store update → meter → delivered, vs the same-size frame echoed; CPU: the server "
-                         "process's (two /stats requests per window included)"),
+                Operation("one tick over WebSocket (loopback, server process)", sides,
+                          note="pay → store update → meter → delivered, vs the same-size frame echoed; CPU: the server "
+                               "process's (two /stats requests per window included)"
+                               + (f"; baseline: a server run from {args.baseline_src}" if baseline else "")),
             ]
             results = measure(operations, args.windows)
             ws.close()
+            if baseline is not None:
+                base.close()
+                baseline.kill()
+                baseline.wait(10)
             loop.close()
             gc.collect()  # the buyers' process: the same collector tuning as the server's (_stream_server.py)
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
             scale = asyncio.run(many_streams(ws_url, http_url, args.streams, args.seconds))
         finally:
-            server.kill()
-            server.wait(10)
+            for process in (server, baseline):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(10)
     argsns = argparse.Namespace(windows=args.windows, scale=args.scale, json=args.json)
     doc = report("stream", "Metered streams: one tick beside SHA-256 and a WebSocket echo", operations, results,
                  start, argsns, extra={"concurrent": scale, "store": store.split(":")[0], "ws": args.ws,

@@ -1,20 +1,25 @@
-"""The WebSocket-only server (``stream/wsserver.py``) and its codec, over real TCP on loopback.
+"""The WebSocket-only server (``stream/wsserver.py``, on the ``websockets`` library's sans-IO
+protocol), over real TCP on loopback.
 
 The seller on it must refuse a forged link and a replayed one and deliver only after a real
 payment (the ledger's signed invoices, the real allowance server and SQLite store); the server
 itself must answer the RFC 6455 cases a stream never produces but a peer may send: plain HTTP,
-unmasked or oversized frames, fragments, pings, a close.
+unmasked or oversized frames, fragments, pings, reserved bits, a close. The raw peer here writes
+and reads frames byte by byte (its own few lines below), so the server's answers are checked on
+the wire, not through the library that produced them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import struct
 from pathlib import Path
 
 import pytest
+from websockets.utils import accept_key
 
 from lightspeed.cli.stream_example import stream_seller
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
@@ -24,17 +29,6 @@ from lightspeed.stream.asgi import StreamMiddleware
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.wsclient import WebSocket
-from lightspeed.stream.wsframes import (
-    BINARY,
-    CLOSE,
-    CONT,
-    PING,
-    TEXT,
-    FrameReader,
-    WsProtocolError,
-    accept_key,
-    frame,
-)
 from lightspeed.stream.wsserver import serve_websockets
 from tests.support.ledger import Ledger
 
@@ -130,24 +124,70 @@ async def _raw(url: str, path: str = "/echo") -> tuple[asyncio.StreamReader, asy
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101 ") and f"sec-websocket-accept: {accept_key(key)}".encode() in head
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if line)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert {k.lower(): v for k, v in headers.items()}["sec-websocket-accept"] == accept_key(key)
     return reader, writer
 
 
-def _client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    whole = frame(opcode, payload, mask=True)
-    return bytes([whole[0] & 0x7F | (0x80 if fin else 0)]) + whole[1:]
+CONT, TEXT, BINARY, CLOSE, PING = 0x0, 0x1, 0x2, 0x8, 0x9
+
+
+def _client_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    """One masked frame as a client writes it (RFC 6455 section 5.2), any bits we like set."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _server_frames(buffer: bytearray) -> list[tuple[str, object]]:
+    """The complete unmasked frames at the front of ``buffer`` (consumed), as events."""
+    names = {TEXT: "text", BINARY: "binary", 0xA: "pong"}
+    events: list[tuple[str, object]] = []
+    while len(buffer) >= 2:
+        assert buffer[0] & 0x80 and not buffer[1] & 0x80, "a server sends final, unmasked frames here"
+        opcode, n, head = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+        if n == 126:
+            n, head = struct.unpack("!H", buffer[2:4])[0], 4
+        if len(buffer) < head + n:
+            break
+        payload = bytes(buffer[head:head + n])
+        del buffer[:head + n]
+        if opcode == CLOSE:
+            events.append(("close", (struct.unpack("!H", payload[:2])[0], payload[2:].decode())))
+        else:
+            events.append((names[opcode], payload.decode() if opcode == TEXT else payload))
+    return events
 
 
 async def _events(reader: asyncio.StreamReader, count: int) -> list[tuple[str, object]]:
-    frames = FrameReader(masked=False)
-    events: list[tuple[str, object]] = []
+    buffer, events = bytearray(), []
     while len(events) < count:
         data = await asyncio.wait_for(reader.read(65536), 5)
         if not data:
             break
-        events += frames.feed(data)
+        buffer += data
+        events += _server_frames(buffer)
     return events
+
+
+async def _closed_with(url: str, data: bytes) -> int:
+    """Send ``data`` after the handshake: the code of the server's close frame, then its TCP close."""
+    reader, writer = await _raw(url)
+    writer.write(data)
+    (kind, (code, _reason)), = await _events(reader, 1)  # type: ignore[misc]
+    assert kind == "close"
+    with contextlib.suppress(ConnectionResetError):  # a reset if what we sent was left unread
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # a protocol error: the server hangs up
+    writer.close()
+    return code  # type: ignore[no-any-return]
 
 
 def test_wsserver_speaks_rfc6455_to_a_raw_peer() -> None:
@@ -159,32 +199,34 @@ def test_wsserver_speaks_rfc6455_to_a_raw_peer() -> None:
             writer.write(_client_frame(TEXT, "héllo, ".encode(), fin=False) + _client_frame(PING, b"p")
                          + _client_frame(CONT, "wörld".encode()) + _client_frame(BINARY, b"\x00\x01"))
             assert await _events(reader, 3) == [("pong", b"p"), ("text", "héllo, wörld"), ("binary", b"\x00\x01")]
-            # a close is answered with a close, and the connection ends
+            # a close is answered with a close (the library echoes the peer's code and reason:
+            # RFC 6455 5.5.1 says an endpoint "typically echos the status code it received")
             writer.write(_client_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
-            assert await _events(reader, 1) == [("close", (1000, ""))]
+            assert await _events(reader, 1) == [("close", (1000, "bye"))]
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
 
-            # an unmasked frame from a client: closed with 1002 (protocol error)
+            # a frame split into single bytes comes back whole, once
             reader, writer = await _raw(server.url)
-            writer.write(frame(TEXT, b"unmasked"))
-            (kind, (code, _reason)), = await _events(reader, 1)  # type: ignore[misc]
-            assert kind == "close" and code == 1002
+            for byte in _client_frame(TEXT, b"x" * 300):
+                writer.write(bytes([byte]))
+                await writer.drain()
+            assert await _events(reader, 1) == [("text", "x" * 300)]
             writer.close()
 
-            # a frame longer than the limit: closed with 1009 (too big) before it is read
-            reader, writer = await _raw(server.url)
-            writer.write(bytes([0x81, 0xFF]) + struct.pack("!Q", 1 << 20) + os.urandom(4))
-            (kind, (code, _reason)), = await _events(reader, 1)  # type: ignore[misc]
-            assert kind == "close" and code == 1009
-            writer.close()
-
-            # text that is not UTF-8: 1007
-            reader, writer = await _raw(server.url)
-            writer.write(_client_frame(TEXT, b"\xff\xfe"))
-            (kind, (code, _reason)), = await _events(reader, 1)  # type: ignore[misc]
-            assert kind == "close" and code == 1007
-            writer.close()
+            # what RFC 6455 forbids a client: closed with the code the RFC names
+            unmasked = bytes([0x81, 5]) + b"plain"
+            assert await _closed_with(server.url, unmasked) == 1002  # clients must mask
+            too_long = bytes([0x81, 0xFF]) + struct.pack("!Q", 1 << 20) + os.urandom(4)
+            assert await _closed_with(server.url, too_long) == 1009  # before the megabyte is read
+            assert await _closed_with(server.url, _client_frame(TEXT, b"\xff\xfe")) == 1007  # not UTF-8
+            reserved = _client_frame(TEXT, b"x", rsv=0x40)  # RSV1: no extension was negotiated
+            assert await _closed_with(server.url, reserved) == 1002
+            assert await _closed_with(server.url, _client_frame(PING, b"x" * 126)) == 1002  # control > 125 B
+            assert await _closed_with(server.url, _client_frame(CONT, b"x")) == 1002  # nothing to continue
+            assert await _closed_with(server.url, _client_frame(CLOSE, struct.pack("!H", 1005))) == 1002
+            fragments = _client_frame(TEXT, b"a" * 40_000, fin=False) + _client_frame(CONT, b"b" * 40_000)
+            assert await _closed_with(server.url, fragments) == 1009  # the limit is the whole message's
 
             # a plain HTTP request: 426 with an error naming the field and the reason
             host, port = server.url.removeprefix("ws://").rsplit(":", 1)
@@ -194,8 +236,15 @@ def test_wsserver_speaks_rfc6455_to_a_raw_peer() -> None:
             assert answer.startswith(b"HTTP/1.1 426 ") and b'"field": "upgrade"' in answer
             writer.close()
 
+            # not GET: the library's 405, with our JSON error
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 405 ") and b'"field": "method"' in answer
+            writer.close()
+
             # a path the app does not serve: the app closes before accepting, the peer gets 403
-            with pytest.raises(ConnectionError, match="403"):
+            with pytest.raises(ConnectionError, match=r"403.*path: no WebSocket is served here"):
                 await WebSocket.connect(server.url + "/nothing")
         finally:
             await server.stop()
@@ -223,21 +272,56 @@ def test_a_peer_that_never_finishes_its_handshake_is_dropped(monkeypatch: pytest
     asyncio.run(scenario())
 
 
-def test_the_codec_refuses_what_rfc6455_forbids() -> None:
-    server_side = FrameReader(masked=True)
-    with pytest.raises(WsProtocolError) as refused:
-        server_side.feed(bytes([0xC1, 0x80]) + os.urandom(4))  # RSV1 set: no extension was negotiated
-    assert refused.value.code == 1002
-    with pytest.raises(WsProtocolError) as refused:
-        FrameReader(masked=True).feed(_client_frame(PING, b"x" * 126))  # a control frame over 125 bytes
-    assert refused.value.code == 1002
-    with pytest.raises(WsProtocolError) as refused:
-        FrameReader(masked=True).feed(_client_frame(CONT, b"x"))  # nothing to continue
-    assert refused.value.code == 1002
-    with pytest.raises(WsProtocolError) as refused:
-        FrameReader(masked=True).feed(_client_frame(CLOSE, struct.pack("!H", 1005)))  # a code never sent
-    assert refused.value.code == 1002
-    # a frame split anywhere comes out whole, once
-    whole = _client_frame(TEXT, b"x" * 300)
-    reader = FrameReader(masked=True)
-    assert [reader.feed(whole[i:i + 1]) for i in range(len(whole))][-1] == [("text", "x" * 300)]
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    assert len(payload) < 126
+    return bytes([(0x80 if fin else 0) | opcode, len(payload)]) + payload
+
+
+def _unmask(data: bytes) -> list[tuple[int, bytes]]:
+    """The client's masked frames in ``data`` (all small): ``(opcode, payload)``."""
+    frames = []
+    while data:
+        assert data[1] & 0x80, "a client must mask"
+        n, key = data[1] & 0x7F, data[2:6]
+        frames.append((data[0] & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data[6:6 + n]))))
+        data = data[6 + n:]
+    return frames
+
+
+def test_the_buyers_client_joins_fragments_answers_pings_and_refuses_bad_text() -> None:
+    """A raw server sends what the stream protocol never does; the client must still follow RFC 6455."""
+    async def scenario() -> None:
+        seen: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(line.split(": ", 1)[1] for line in head.split("\r\n")
+                       if line.lower().startswith("sec-websocket-key:"))
+            writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode())
+            writer.write(_server_frame(TEXT, "héllo, ".encode(), fin=False) + _server_frame(PING, b"p")
+                         + _server_frame(CONT, "wörld".encode()) + _server_frame(TEXT, b"\xff\xfe"))
+            await writer.drain()
+            data = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await asyncio.wait_for(reader.read(4096), 5):
+                    data += chunk
+            await seen.put(data)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/x")
+            assert await ws.recv(5) == "héllo, wörld"
+            with pytest.raises(ConnectionError, match="closed"):
+                await ws.recv(5)  # the text that is not UTF-8 ended the connection
+            assert ws.closed
+            frames = _unmask(await asyncio.wait_for(seen.get(), 10))
+            assert frames[0] == (0xA, b"p")  # the pong
+            assert frames[1][0] == CLOSE and struct.unpack("!H", frames[1][1][:2])[0] == 1007
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())

@@ -1,117 +1,118 @@
 """A small asyncio WebSocket client (RFC 6455): the stream buyer's side of the connection.
 
-Only what the buyer needs: ``ws://`` URLs, text frames, answering pings and closes. The framing
-is :mod:`.wsframes` (sans-IO, shared with the seller's :mod:`.wsserver`); this module owns the
-socket as an :class:`asyncio.Protocol`: a received message completes the waiting ``recv`` at
-once, without a reader task, a queue or ``asyncio.wait_for`` per message (one process drives a
-thousand buyers in the benchmark: the client's cost per tick matters as much as the server's).
+Only what the buyer needs: ``ws://`` URLs and text messages. The protocol (handshake, masking,
+framing, ping/pong, close) is the ``websockets`` library's sans-IO
+:class:`~websockets.client.ClientProtocol`; this module owns the socket as an
+:class:`asyncio.Protocol`: a received message completes the waiting ``recv`` at once, without a
+reader task, a queue or ``asyncio.wait_for`` per message (one process drives a thousand buyers in
+the benchmark: the client's cost per tick matters as much as the server's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import socket
 from collections import deque
 from urllib.parse import urlsplit
 
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import OPEN
+from websockets.uri import parse_uri
+
 from lightspeed.errors import UsageError
-from lightspeed.stream.wsframes import (
-    CLOSE,
-    MAX_HANDSHAKE,
-    PONG,
-    TEXT,
-    FrameReader,
-    WsProtocolError,
-    accept_key,
-    client_key,
-    close_payload,
-    frame,
-    parse_head,
-)
+
+MAX_MESSAGE = 64 * 1024  # the longest message the server may send us
+CLOSE_GRACE = 1.0  # seconds we wait for the server to end the TCP connection after a close
+
+_LIBRARY_LOG = logging.getLogger(__name__ + ".protocol")  # the library's per-connection INFO lines: quiet
+_LIBRARY_LOG.setLevel(logging.WARNING)
+
+_TEXT, _CONT = Opcode.TEXT, Opcode.CONT
 
 
 class ConnectionClosed(ConnectionError):
     """The WebSocket is closed (by either side, or the TCP connection dropped)."""
 
 
+def _refused(response: Response, exc: Exception | None) -> str:
+    """Why the server refused the handshake, with its JSON error's reason when it gave one."""
+    if not isinstance(exc, InvalidStatus):
+        return f"the server's answer to the handshake is not a WebSocket's: {exc}"
+    why = f"the server refused the WebSocket (HTTP {response.status_code})"
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        error = json.loads(bytes(response.body))["error"]
+        why += f": {error['field']}: {error['reason']}"
+    return why
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self, key: str) -> None:
+    def __init__(self, ws: ClientProtocol) -> None:
         self.loop = asyncio.get_running_loop()
-        self.key = key
+        self.ws = ws
         self.transport: asyncio.Transport | None = None
-        self.head = b""
-        self.reader: FrameReader | None = None  # set once the server accepted
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.handshake.add_done_callback(_retrieved)  # connect() may have given up on it already
         self.messages: deque[str] = deque()
+        self.parts: list[bytes] = []  # a fragmented text message being received
         self.waiter: asyncio.Future[None] | None = None
         self.gone = False  # no more messages will come
-        self.close_sent = False
         self.writable: asyncio.Future[None] | None = None
+        self.closer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self.reader is None:
-            self._handshake(data)
-            return
-        try:
-            events = self.reader.feed(data)
-        except WsProtocolError as exc:  # a protocol violation by the server: the connection is unusable
-            self._send_close(exc.code, exc.reason)
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        self.flush()  # pongs, the echo of the server's close
+        for event in events:
+            if type(event) is Frame:
+                opcode = event.opcode
+                if opcode is _TEXT or (opcode is _CONT and self.parts):
+                    self.parts.append(bytes(event.data))
+                    if not event.fin:
+                        continue
+                    whole, self.parts = b"".join(self.parts), []
+                    try:
+                        self.messages.append(whole.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        ws.fail(1007, "a text message that is not UTF-8")
+                        self.flush()
+                        break
+                # binary frames are not part of the protocol; the library answers pings and closes
+            elif isinstance(event, Response):
+                if ws.handshake_exc is not None:
+                    self._fail_handshake(_refused(event, ws.handshake_exc))
+                elif not self.handshake.done():
+                    self.handshake.set_result(None)
+        if ws.handshake_exc is not None and not self.handshake.done():  # not HTTP at all
+            self._fail_handshake(f"the server's answer to the handshake is not HTTP: {ws.handshake_exc}")
+        if ws.state is not OPEN and self.handshake.done():  # closed, or a protocol error by the server
             self._end()
-            return
-        for kind, payload in events:
-            if kind == "text":
-                self.messages.append(payload)  # type: ignore[arg-type]
-            elif kind == "ping":
-                self.write(frame(PONG, payload, mask=True))  # type: ignore[arg-type]
-            elif kind == "close":
-                self._send_close(1000)
-                self._end()
-                break
-            # binary frames are not part of the protocol; pongs answer nothing we sent
         self._wake()
-
-    def _handshake(self, data: bytes) -> None:
-        self.head += data
-        end = self.head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.head) > MAX_HANDSHAKE:
-                self._fail_handshake("the handshake's answer is too long")
-            return
-        head, rest = self.head[:end], self.head[end + 4:]
-        try:
-            start, headers = parse_head(head)
-            status = start.split(" ", 2)[1]
-        except (ValueError, IndexError):
-            self._fail_handshake("the handshake's answer is not HTTP")
-            return
-        if status != "101":
-            self._fail_handshake(f"the server refused the WebSocket (HTTP {status})")
-            return
-        if headers.get("sec-websocket-accept") != accept_key(self.key):
-            self._fail_handshake("the server's Sec-WebSocket-Accept does not answer our key")
-            return
-        self.reader = FrameReader(masked=False)
-        if not self.handshake.done():
-            self.handshake.set_result(None)
-        if rest:
-            self.data_received(rest)
 
     def _fail_handshake(self, reason: str) -> None:
         if not self.handshake.done():
             self.handshake.set_exception(ConnectionClosed(reason))
-        self.reader = FrameReader(masked=False)
-        self._end()
+        self.gone = True
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.handshake.done():
             self.handshake.set_exception(ConnectionClosed("the server closed the connection during the handshake"))
         self.gone = True
+        if self.closer is not None:
+            self.closer.cancel()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
         self._wake()
@@ -124,20 +125,23 @@ class _Protocol(asyncio.Protocol):
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
 
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _send_close(self, code: int, reason: str = "") -> None:
-        if not self.close_sent:
-            self.close_sent = True
-            self.write(frame(CLOSE, close_payload(code, reason), mask=True))
+    def flush(self) -> None:
+        """Write what the library produced; its end-of-stream marker (``b""``) closes the connection."""
+        transport = self.transport
+        for data in self.ws.data_to_send():
+            if transport is None or transport.is_closing():
+                continue
+            if data:
+                transport.write(data)
+            else:
+                transport.close()
 
     def _end(self) -> None:
+        """No more messages: the server waits for nothing more from us; the TCP connection ends
+        when the server closes it (RFC 6455: the server closes first) or after a grace time."""
         self.gone = True
-        if self.transport is not None:
-            self.transport.close()
-        self._wake()
+        if self.closer is None and self.transport is not None and not self.transport.is_closing():
+            self.closer = self.loop.call_later(CLOSE_GRACE, self.transport.close)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -150,29 +154,30 @@ class WebSocket:
 
     @property
     def closed(self) -> bool:
-        return self._p.gone or self._p.close_sent
+        return self._p.gone or self._p.ws.state is not OPEN
 
     @classmethod
     async def connect(cls, url: str, timeout: float = 10.0) -> WebSocket:
         parts = urlsplit(url)
         if parts.scheme != "ws" or not parts.hostname:
             raise UsageError(f"url: expected ws://HOST:PORT/PATH, got {url!r}")
-        port = parts.port or 80
+        try:
+            uri = parse_uri(url)
+        except (InvalidURI, ValueError) as exc:  # ValueError: a port that is not a number
+            raise UsageError(f"url: {exc}") from None
         loop = asyncio.get_running_loop()
-        key = client_key()
+        ws = ClientProtocol(uri, max_size=MAX_MESSAGE, logger=_LIBRARY_LOG)
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(key), parts.hostname, port), timeout)
+                loop.create_connection(lambda: _Protocol(ws), uri.host, uri.port), timeout)
         except (OSError, TimeoutError) as exc:
-            raise ConnectionClosed(f"cannot connect to {parts.hostname}:{port}: {exc}") from None
+            raise ConnectionClosed(f"cannot connect to {uri.host}:{uri.port}: {exc}") from None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a tick is one small frame
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host = parts.netloc.rpartition("@")[2]
-        protocol.write((f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode("latin-1"))
+        ws.send_request(ws.connect())
+        protocol.flush()
         try:
             await asyncio.wait_for(asyncio.shield(protocol.handshake), timeout)
         except TimeoutError:
@@ -187,7 +192,8 @@ class WebSocket:
         p = self._p
         if self.closed or p.transport is None or p.transport.is_closing():
             raise ConnectionClosed("the WebSocket is closed")
-        p.transport.write(frame(TEXT, text.encode("utf-8"), mask=True))
+        p.ws.send_text(text.encode("utf-8"))
+        p.flush()
         if p.writable is not None and not p.writable.done():
             await p.writable
             if p.gone:
@@ -213,10 +219,12 @@ class WebSocket:
         return p.messages.popleft()
 
     async def close(self) -> None:
+        """Send our close frame and drop the connection (the buyer waits for nothing more)."""
         p = self._p
-        if not p.gone:
-            p._send_close(1000)
-            p.gone = True
+        if not p.gone and p.ws.state is OPEN:
+            p.ws.send_close(1000)
+            p.flush()
+        p.gone = True
         if p.transport is not None:
             p.transport.close()
         p._wake()

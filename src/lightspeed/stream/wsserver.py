@@ -1,24 +1,28 @@
 """A WebSocket-only asyncio server for ASGI WebSocket apps: the fast path of metered streams.
 
 Why: at 1,000 streams of 10 ticks/s a server handles 20,000 frames a second, and under uvicorn
-(ASGI over wsproto, or over the ``websockets`` library) the WebSocket layer cost more CPU than
-everything a tick does (profiled: 65-95 µs per echoed message with wsproto, 38-60 µs with
-``websockets`` under uvicorn). Here one :class:`asyncio.Protocol` per connection parses frames
-with :mod:`.wsframes` and hands messages to the app with no task, queue or lock per message.
+(ASGI over wsproto, or over the ``websockets`` library's own asyncio layer) the server's layers
+above the WebSocket protocol (a task, queue and lock per message, the ASGI adapter) cost more CPU
+than everything a tick does (profiled: 65-95 µs per echoed message with wsproto under uvicorn).
+Here one :class:`asyncio.Protocol` per connection feeds bytes to the ``websockets`` library's
+sans-IO :class:`~websockets.server.ServerProtocol` (the handshake, framing, masking, ping/pong,
+the closing handshake, the size limit: RFC 6455 is not our protocol, so we don't hand-write it)
+and hands messages to the app with no task, queue or lock per message.
 
 It speaks the ASGI WebSocket interface (``websocket.connect/receive/disconnect`` in,
 ``websocket.accept/send/close`` out), so :class:`~lightspeed.stream.asgi.StreamMiddleware` and
 :class:`~lightspeed.stream.asgi.StreamSeller` run on it unchanged, and unchanged under uvicorn
 for applications that mount them in their own ASGI app. It serves WebSockets only: a plain
 HTTP request is answered ``426`` (the seller's other routes stay on its HTTP server, another
-port). Not supported: extensions (permessage-deflate is not negotiated), TLS (put a proxy in
-front, as for uvicorn).
+port); every refusal's body is the project's ``{"error": {"field", "reason"}}``. Not supported:
+extensions (permessage-deflate is not negotiated), TLS (put a proxy in front, as for uvicorn).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import logging
 import socket
@@ -27,51 +31,79 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from lightspeed.stream.wsframes import (
-    BINARY,
-    CLOSE,
-    MAX_HANDSHAKE,
-    PONG,
-    TEXT,
-    FrameReader,
-    WsProtocolError,
-    accept_key,
-    check_upgrade,
-    close_payload,
-    frame,
-    parse_head,
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    HeaderLineTooLong,
+    InvalidHeader,
+    InvalidMethod,
+    InvalidUpgrade,
+    ProtocolError,
+    TooManyHeaders,
 )
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+from websockets.typing import StatusLike
 
 Message = dict[str, Any]
+MAX_MESSAGE = 64 * 1024  # the longest message (all its fragments) a peer may send: a tick's is ~100 bytes
 INBOX_HIGH = 64  # messages queued for a slow app before we stop reading the socket
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
 HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send its whole opening request
 
+# The library logs "connection open/closed" at INFO for every connection: at a thousand streams
+# that is noise in a seller's log. Its warnings and errors still come through.
+_LIBRARY_LOG = logging.getLogger(__name__ + ".protocol")
+_LIBRARY_LOG.setLevel(logging.WARNING)
 
-def _http_error(status: str, field_name: str, reason: str) -> bytes:
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+
+
+def refusal(status: StatusLike, field_name: str, reason: str) -> Response:
+    """An HTTP answer refusing the handshake, with the project's JSON error body."""
+    status = http.HTTPStatus(status)
     body = json.dumps({"error": {"field": field_name, "reason": reason}}).encode()
-    head = (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n")
-    if status.startswith("426"):
-        head += "upgrade: websocket\r\nsec-websocket-version: 13\r\n"
-    return (head + "\r\n").encode("latin-1") + body
+    headers = Headers([("Connection", "close"), ("Content-Length", str(len(body))),
+                       ("Content-Type", "application/json")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _field_and_reason(exc: Exception | None, text: str) -> tuple[str, str]:
+    """Which part of the request the library refused, and why, from its exception."""
+    if isinstance(exc, InvalidUpgrade):
+        return "upgrade", f"this server serves WebSockets only: {exc}"
+    if isinstance(exc, InvalidHeader):
+        return exc.name.lower(), str(exc)
+    if isinstance(exc, InvalidMethod):
+        return "method", str(exc)
+    if isinstance(exc, (HeaderLineTooLong, TooManyHeaders)):
+        return "headers", str(exc)
+    return "request", str(exc) if exc is not None else text.strip()
+
+
+class _ServerProtocol(ServerProtocol):
+    """The library's server side; only its refusals change, to the JSON errors our API answers."""
+
+    def reject(self, status: StatusLike, text: str) -> Response:
+        return refusal(status, *_field_and_reason(self.handshake_exc, text))
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection: the handshake, then frames to ASGI messages and back."""
+    """One TCP connection: bytes to the library, its frames to ASGI messages, the app's back."""
 
     def __init__(self, server: WsServerState) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.head = b""
-        self.reader: FrameReader | None = None  # set once the handshake head is complete
-        self.key = ""
+        self.ws = _ServerProtocol(max_size=MAX_MESSAGE, logger=_LIBRARY_LOG)
+        self.response: Response | None = None  # the 101 the library prepared, sent when the app accepts
+        self.parts: list[bytes] = []  # the fragments of a message being received
+        self.kind = _TEXT  # the opcode of that message
         self.inbox: deque[Message] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.connected_sent = False
         self.accepted = False
-        self.close_sent = False
         self.gone: int | None = None  # the close code once the connection is over
         self.paused_reading = False
         self.writable: asyncio.Future[None] | None = None  # set while the transport is paused
@@ -91,39 +123,49 @@ class _Connection(asyncio.Protocol):
         self.closer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
 
     def _handshake_late(self) -> None:
-        if self.reader is None and self.transport is not None:  # a peer that connects and says nothing
-            self.transport.abort()
+        if self.response is None and not self.accepted and self.transport is not None:
+            self.transport.abort()  # a peer that connects and never finishes its request
 
     def data_received(self, data: bytes) -> None:
-        if self.reader is None:
-            self._handshake(data)
-            return
-        try:
-            events = self.reader.feed(data)
-        except WsProtocolError as exc:
-            self._fail(exc.code, exc.reason)
-            return
-        for kind, payload in events:
-            if kind == "text":
-                self.inbox.append({"type": "websocket.receive", "text": payload})
-            elif kind == "binary":
-                self.inbox.append({"type": "websocket.receive", "bytes": payload})
-            elif kind == "ping":
-                if not self.close_sent:
-                    self._write(frame(PONG, payload))  # type: ignore[arg-type]
-            elif kind == "close":
-                code = payload[0]  # type: ignore[index]
-                if not self.close_sent:
-                    self.close_sent = True
-                    self._write(frame(CLOSE, close_payload(1000 if code == 1005 else code)))
-                self._over(code)
-                assert self.transport is not None
-                self.transport.close()
-                break
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        self._flush()  # pongs, the echo of a close, a refusal, a failure's close frame
+        for event in events:
+            if type(event) is Frame:
+                opcode = event.opcode
+                if opcode is _TEXT or opcode is _BINARY:
+                    if event.fin:
+                        if not self._deliver(opcode, event.data):
+                            break
+                    else:
+                        self.kind, self.parts = opcode, [bytes(event.data)]
+                elif opcode is _CONT:
+                    self.parts.append(bytes(event.data))
+                    if event.fin:
+                        whole, self.parts = b"".join(self.parts), []
+                        if not self._deliver(self.kind, whole):
+                            break
+                # pings are answered, closes echoed and pongs ignored by the library itself
+            elif isinstance(event, Request):
+                self._request(event)
         if len(self.inbox) > INBOX_HIGH and not self.paused_reading and self.transport is not None:
             self.paused_reading = True
             self.transport.pause_reading()
         self._wake()
+
+    def _deliver(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> bool:
+        if opcode is _BINARY:
+            self.inbox.append({"type": "websocket.receive", "bytes": bytes(data)})
+            return True
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            self.ws.fail(1007, "a text message that is not UTF-8")
+            self._flush()
+            return False
+        self.inbox.append({"type": "websocket.receive", "text": text})
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._over(1006)
@@ -143,54 +185,39 @@ class _Connection(asyncio.Protocol):
 
     # -- the handshake -------------------------------------------------------------------
 
-    def _handshake(self, data: bytes) -> None:
+    def _request(self, request: Request) -> None:
+        """The opening request is complete: the library checks it; the app decides (accept or not)."""
         assert self.transport is not None
-        self.head += data
-        end = self.head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.head) > MAX_HANDSHAKE:
-                self._refuse("431 Request Header Fields Too Large", "headers", f"more than {MAX_HANDSHAKE} bytes")
-            return
-        head, rest = self.head[:end], self.head[end + 4:]
-        self.head = b""
         if self.closer is not None:
             self.closer.cancel()
             self.closer = None
-        try:
-            start, headers = parse_head(head)
-            method, target, version = start.split(" ")
-            if method != "GET" or version != "HTTP/1.1":
-                raise ValueError("request: expected GET ... HTTP/1.1")
-        except ValueError as exc:
-            self._refuse("400 Bad Request", "request", str(exc))
+        response = self.ws.accept(request)
+        if response.status_code != 101:  # not a valid WebSocket request: the library's status, our body
+            self.ws.send_response(response)
+            self._flush()
             return
-        try:
-            self.key = check_upgrade(headers)
-        except ValueError as exc:
-            self._refuse("426 Upgrade Required", "upgrade", f"this server serves WebSockets only: {exc}")
-            return
-        path, _, query = target.partition("?")
+        self.response = response
+        path, _, query = request.path.partition("?")
         sock = self.transport.get_extra_info("sockname")
         peer = self.transport.get_extra_info("peername")
+        protocols = ",".join(request.headers.get_all("Sec-WebSocket-Protocol"))
         scope = {
             "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
             "scheme": "ws", "path": unquote(path), "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"), "root_path": "",
-            "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()],
+            "headers": [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in request.headers.raw_items()],
             "client": tuple(peer[:2]) if peer else None, "server": tuple(sock[:2]) if sock else None,
-            "subprotocols": [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()],
+            "subprotocols": [p.strip() for p in protocols.split(",") if p.strip()],
             "state": {},
         }
-        self.reader = FrameReader(masked=True)
         self.task = self.loop.create_task(self._run(scope))
-        if rest:
-            self.data_received(rest)
 
-    def _refuse(self, status: str, field_name: str, reason: str) -> None:
-        assert self.transport is not None
-        self.transport.write(_http_error(status, field_name, reason))
-        self.transport.close()
-        self.reader = FrameReader(masked=True)  # ignore anything more
+    def _refuse(self, status: int, field_name: str, reason: str) -> None:
+        """The app refused before accepting: an HTTP answer instead of the 101."""
+        if self.gone is None and not self.accepted:
+            self.ws.send_response(refusal(status, field_name, reason))
+            self._flush()
         self._over(1006)
 
     # -- the app's side ------------------------------------------------------------------
@@ -203,9 +230,9 @@ class _Connection(asyncio.Protocol):
             logging.getLogger(__name__).exception("the WebSocket app failed on %s", scope["path"])
             code = 1011
         finally:
-            if not self.accepted and self.gone is None:
-                self._refuse("500 Internal Server Error", "app", "closed without accepting")
-            elif not self.close_sent:
+            if not self.accepted:
+                self._refuse(500, "app", "closed without accepting")
+            else:
                 self._close(code, "")
 
     async def receive(self) -> Message:
@@ -229,26 +256,29 @@ class _Connection(asyncio.Protocol):
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "websocket.send":
-            if self.close_sent or self.gone is not None:
-                return  # the peer is gone: the app learns it from receive()
+            ws = self.ws
+            if ws.state is not OPEN or self.gone is not None:
+                return  # closing or gone: the app learns it from receive()
             text = message.get("text")
-            self._write(frame(TEXT, text.encode("utf-8")) if text is not None
-                        else frame(BINARY, message.get("bytes") or b""))
+            if text is not None:
+                ws.send_text(text.encode("utf-8"))
+            else:
+                ws.send_binary(message.get("bytes") or b"")
+            self._flush()
             if self.writable is not None and not self.writable.done():
                 await self.writable  # the peer reads slower than we write
         elif kind == "websocket.accept":
-            if self.accepted or self.gone is not None:
+            if self.accepted or self.gone is not None or self.response is None:
                 return
             self.accepted = True
-            head = ("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-                    f"sec-websocket-accept: {accept_key(self.key)}\r\n")
-            if message.get("subprotocol"):
-                head += f"sec-websocket-protocol: {message['subprotocol']}\r\n"
-            self._write((head + "\r\n").encode("latin-1"))
+            subprotocol = message.get("subprotocol")
+            if subprotocol:
+                self.response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            self.ws.send_response(self.response)
+            self._flush()
         elif kind == "websocket.close":
             if not self.accepted:
-                if self.gone is None:
-                    self._refuse("403 Forbidden", "path", "no WebSocket is served here")
+                self._refuse(403, "path", "no WebSocket is served here")
                 return
             self._close(int(message.get("code", 1000)), str(message.get("reason") or ""))
         else:
@@ -256,9 +286,19 @@ class _Connection(asyncio.Protocol):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def _flush(self) -> None:
+        """Write what the library produced; its end-of-stream marker (``b""``) closes the connection."""
+        transport = self.transport
+        for data in self.ws.data_to_send():
+            if data:
+                if transport is not None and not transport.is_closing():
+                    transport.write(data)
+            else:
+                ws = self.ws
+                closed = ws.close_rcvd or ws.close_sent
+                self._over(closed.code if closed is not None else 1006)
+                if transport is not None:
+                    transport.close()  # after what is buffered is written
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -271,19 +311,16 @@ class _Connection(asyncio.Protocol):
 
     def _close(self, code: int, reason: str) -> None:
         """Send our close frame; the TCP connection closes on the peer's answer, or after a grace time."""
-        if self.close_sent or self.gone is not None:
+        if self.ws.state is not OPEN or self.gone is not None:
             return
-        self.close_sent = True
-        self._write(frame(CLOSE, close_payload(code, reason)))
+        reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")  # a control frame: 125 bytes
+        try:
+            self.ws.send_close(code, reason)
+        except ProtocolError:  # a code RFC 6455 does not let an endpoint send: the app's mistake
+            self.ws.send_close(1011, "")
+        self._flush()
         if self.transport is not None:
             self.closer = self.loop.call_later(CLOSE_GRACE, self.transport.close)
-
-    def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the protocol: close with ``code`` at once."""
-        self._close(code, reason)
-        self._over(code)
-        if self.transport is not None:
-            self.transport.close()
 
     def shut(self) -> None:
         """The server stops: close with 1001 (going away)."""
