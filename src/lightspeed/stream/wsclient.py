@@ -27,6 +27,7 @@ from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from lightspeed.errors import UsageError
+from lightspeed.stream.flow import FlowControlledProtocol
 
 MAX_MESSAGE = 64 * 1024  # the longest message the server may send us
 CLOSE_GRACE = 1.0  # seconds we wait for the server to end the TCP connection after a close
@@ -52,9 +53,9 @@ def _refused(response: Response, exc: Exception | None) -> str:
     return why
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(FlowControlledProtocol):
     def __init__(self, ws: ClientProtocol) -> None:
-        self.loop = asyncio.get_running_loop()
+        super().__init__()
         self.ws = ws
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[None] = self.loop.create_future()
@@ -63,7 +64,6 @@ class _Protocol(asyncio.Protocol):
         self.parts: list[bytes] = []  # a fragmented text message being received
         self.waiter: asyncio.Future[None] | None = None
         self.gone = False  # no more messages will come
-        self.writable: asyncio.Future[None] | None = None
         self.closer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,17 +113,8 @@ class _Protocol(asyncio.Protocol):
         self.gone = True
         if self.closer is not None:
             self.closer.cancel()
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
+        self.release_writers()
         self._wake()
-
-    def pause_writing(self) -> None:
-        if self.writable is None or self.writable.done():
-            self.writable = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
 
     def flush(self) -> None:
         """Write what the library produced; its end-of-stream marker (``b""``) closes the connection."""
@@ -195,7 +186,7 @@ class WebSocket:
         p.ws.send_text(text.encode("utf-8"))
         p.flush()
         if p.writable is not None and not p.writable.done():
-            await p.writable
+            await p.drained()
             if p.gone:
                 raise ConnectionClosed("the WebSocket is closed")
 

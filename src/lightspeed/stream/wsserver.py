@@ -46,6 +46,8 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import StatusLike
 
+from lightspeed.stream.flow import FlowControlledProtocol
+
 Message = dict[str, Any]
 MAX_MESSAGE = 64 * 1024  # the longest message (all its fragments) a peer may send: a tick's is ~100 bytes
 INBOX_HIGH = 64  # messages queued for a slow app before we stop reading the socket
@@ -89,12 +91,12 @@ class _ServerProtocol(ServerProtocol):
         return refusal(status, *_field_and_reason(self.handshake_exc, text))
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FlowControlledProtocol):
     """One TCP connection: bytes to the library, its frames to ASGI messages, the app's back."""
 
     def __init__(self, server: WsServerState) -> None:
+        super().__init__()
         self.server = server
-        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.ws = _ServerProtocol(max_size=MAX_MESSAGE, logger=_LIBRARY_LOG)
         self.response: Response | None = None  # the 101 the library prepared, sent when the app accepts
@@ -106,7 +108,6 @@ class _Connection(asyncio.Protocol):
         self.accepted = False
         self.gone: int | None = None  # the close code once the connection is over
         self.paused_reading = False
-        self.writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self.task: asyncio.Task[None] | None = None
         self.closer: asyncio.TimerHandle | None = None
 
@@ -171,16 +172,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.closer is not None:
             self.closer.cancel()
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self.writable is None or self.writable.done():
-            self.writable = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
+        self.release_writers()
 
     # -- the handshake -------------------------------------------------------------------
 
@@ -264,8 +256,7 @@ class _Connection(asyncio.Protocol):
             else:
                 ws.send_binary(message.get("bytes") or b"")
             self._flush()
-            if self.writable is not None and not self.writable.done():
-                await self.writable  # the peer reads slower than we write
+            await self.drained()  # the peer reads slower than we write: wait for it
         elif kind == "websocket.accept":
             if self.accepted or self.gone is not None or self.response is None:
                 return
