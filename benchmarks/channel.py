@@ -219,6 +219,7 @@ def two_processes(fsync: bool, counts: dict[str, int], profile: Path | None = No
                     "commitment_signed_per_payment": commits / count,
                     "store_commits_per_payment": writes / count,
                     "htlc_signatures_per_payment": htlc_signatures / count,
+                    "cpu_us_per_payment": 1e6 * (run["cpu_s"] + payee_after["cpu_s"] - payee_before["cpu_s"]) / count,
                 }
         finally:
             payer.stop()
@@ -238,7 +239,8 @@ def main() -> None:
         directory.mkdir(parents=True, exist_ok=True)
         count = 60 if quick else 500
         figures = two_processes(True, {"sequential": 0, "in_flight": count}, profile=directory)["in_flight"]
-        print(f"in flight, fsync on, profiled: {figures['payments_per_s']:.0f} payments/s")
+        print(f"in flight, fsync on, profiled: {figures['payments_per_s']:.0f} payments/s, "
+              f"CPU {figures['cpu_us_per_payment']:.0f} µs per payment (both nodes)")
         for name in ("payer", "payee"):
             print_profile(directory / f"{name}.prof", count)
         return
@@ -272,7 +274,8 @@ def main() -> None:
                          f"{figures['commitment_signed_per_payment']:.2f}",
                          f"{figures['htlc_signatures_per_payment']:.2f}",
                          f"{figures['store_commits_per_payment']:.1f}", round(fsync_limit),
-                         round(1e6 / limit_us), round(floor), f"{floor / figures['payments_per_s']:.2f}x"])
+                         round(1e6 / limit_us), round(floor), f"{floor / figures['payments_per_s']:.2f}x",
+                         round(figures["cpu_us_per_payment"])])
             key = f"two_process_{mode}_{'fsync' if fsync else 'nofsync'}"
             summary[f"{key}_payments_per_s"] = round(figures["payments_per_s"])
             summary[f"{key}_median_latency_ms"] = round(figures["median_latency_ms"], 2)
@@ -281,12 +284,13 @@ def main() -> None:
             summary[f"{key}_htlc_signatures_per_payment"] = round(figures["htlc_signatures_per_payment"], 2)
             summary[f"{key}_store_commits_per_payment"] = round(figures["store_commits_per_payment"], 2)
             summary[f"{key}_floor_payments_per_s"] = round(floor)
+            summary[f"{key}_cpu_us_per_payment"] = round(figures["cpu_us_per_payment"])
             summary[f"{key}_floor_over_ours"] = round(floor / figures["payments_per_s"], 2)
     summary["published_lnd_cln_eclair_payments_per_s"] = "20-90"
     report("One channel between two node processes over loopback TCP (durable SQLite store, onions, invoices)",
            ["mode", "payments/s", "median latency ms", "messages/payment", "commitment_signed/payment",
             "HTLC signatures/payment", "store commits/payment", "fsync limit/s", "signature limit/s",
-            "floor/s", "floor/ours"], rows, summary)
+            "floor/s", "floor/ours", "CPU µs/payment (both)"], rows, summary)
 
 
 if __name__ == "__main__":

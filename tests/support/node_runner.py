@@ -64,7 +64,7 @@ def _state(node: Node) -> dict[str, Any]:
             "ready": node.channel_is_ready(cid),
         }
     stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes, "commits": _commits(node),
-             "htlc_signatures": node.htlc_signatures_sent}
+             "htlc_signatures": node.htlc_signatures_sent, "cpu_s": time.process_time()}
     payments = [{"payment_hash": p.payment_hash.hex(), "status": p.status, "amount_msat": p.amount_msat}
                 for p in node.store.payments()]
     invoices = [{"payment_hash": i.payment_hash.hex(), "status": i.status, "received_msat": i.received_msat}
@@ -78,7 +78,7 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     sent_before, commits_before = Counter(node.sent_counts), _commits(node)
-    htlc_signatures_before = node.htlc_signatures_sent
+    htlc_signatures_before, cpu_before = node.htlc_signatures_sent, time.process_time()
 
     async def one(invoice: Invoice) -> None:
         async with gate:
@@ -92,7 +92,8 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     sent = node.sent_counts - sent_before
     return {"elapsed_s": elapsed, "latencies_s": latencies, "sent": dict(sent),
             "commits": _commits(node) - commits_before,
-            "htlc_signatures": node.htlc_signatures_sent - htlc_signatures_before}
+            "htlc_signatures": node.htlc_signatures_sent - htlc_signatures_before,
+            "cpu_s": time.process_time() - cpu_before}
 
 
 async def main() -> None:
