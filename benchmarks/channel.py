@@ -126,7 +126,8 @@ def derivations_us() -> float:
     point = point_from_secret(per_commitment_secret(seed, MAX_INDEX - 7))
     derive = median_us(lambda: CommitmentKeys.derive(point, owner, other), 300)
     secret = median_us(lambda: per_commitment_secret(seed, MAX_INDEX - 1_000_003), 300)
-    to_point = median_us(lambda: point_from_secret(per_commitment_secret(seed, MAX_INDEX - 7)), 300) - secret
+    some_secret = per_commitment_secret(seed, MAX_INDEX - 7)
+    to_point = median_us(lambda: point_from_secret(some_secret), 300)
     return 2 * derive + secret + 2 * to_point
 
 
