@@ -372,13 +372,15 @@ class HtlcLog:
     def to_record(self) -> dict[str, object]:
         """Everything the log holds, as JSON-ready values (bytes in hex)."""
 
+        # ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
+        # a Python call each time: this runs for every update at every store write).
         def update(u: _Update) -> dict[str, object]:
             htlc = u.htlc
             return {
-                "proposer": u.proposer.value,
-                "htlc": None if htlc is None else [htlc.offerer.value, htlc.htlc_id, htlc.amount_msat,
+                "proposer": u.proposer._value_,
+                "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
                                                    htlc.payment_hash.hex(), htlc.cltv_expiry],
-                "removal": None if u.removal is None else u.removal.value,
+                "removal": None if u.removal is None else u.removal._value_,
                 "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
                 "feerate": u.feerate_per_kw,
             }
