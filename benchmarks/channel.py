@@ -15,12 +15,22 @@ commits of one payment times the cost of one durable SQLite commit here).
 Published figures for comparison: 20 to 90 payments/s per node for LND, Core
 Lightning and Eclair on real disks.
 
-``--quick`` runs fewer payments (for a smoke run).
+The floor of the in-flight mode, measured in the same run: the work a payment cannot
+avoid given how many commitment_signed and HTLC signatures the run really exchanged
+(each signature made once and checked once), the per-commitment key derivations (the
+commitment keys on both sides, the next per-commitment secret and point, the check of
+the revealed secret), and the store commits (one after another, each at the measured
+durable commit cost). Ours is reported over that floor as a ratio.
+
+``--quick`` runs fewer payments (for a smoke run). ``--profile DIR`` runs the two nodes
+under cProfile (CPU time) for the fsync-on in-flight mode only and prints each one's top
+costs in µs per payment.
 """
 
 from __future__ import annotations
 
 import os
+import pstats
 import queue
 import sqlite3
 import statistics
@@ -39,10 +49,12 @@ from tests.support.runner_client import RunnerProcess
 from benchmarks._util import median_us, print_table, report
 from lightspeed.chain import RegtestChain
 from lightspeed.channel import Channel
+from lightspeed.channel.commitment import CommitmentKeys
 from lightspeed.channel.pair import channel_pair
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import decode_message, encode_message
 from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.keys import MAX_INDEX, per_commitment_secret, point_from_secret
 
 TWO_PROCESS_FUNDING_SAT = 5_000_000
 TWO_PROCESS_AMOUNT_MSAT = 1_000_000  # above the dust limit: the HTLC is an output, with its own signatures
@@ -100,6 +112,48 @@ def durable_commit_us(fsync: bool, repeat: int = 200) -> float:
         return 1e6 * elapsed / repeat
 
 
+def derivations_us() -> float:
+    """CPU of the per-commitment derivations one commitment_signed round needs, both sides together.
+
+    The signer derives the keys of the peer's commitment, the receiver the same keys for
+    its own (2 x CommitmentKeys.derive); the receiver makes the secret it reveals and the
+    point after next (per_commitment_secret + point_from_secret); the signer checks the
+    revealed secret (point_from_secret).
+    """
+    alice, _ = _pair(anchors=True)
+    owner, other = alice._basepoints, alice.config.remote_basepoints
+    seed = os.urandom(32)
+    point = point_from_secret(per_commitment_secret(seed, MAX_INDEX - 7))
+    derive = median_us(lambda: CommitmentKeys.derive(point, owner, other), 300)
+    secret = median_us(lambda: per_commitment_secret(seed, MAX_INDEX - 1_000_003), 300)
+    some_secret = per_commitment_secret(seed, MAX_INDEX - 7)
+    to_point = median_us(lambda: point_from_secret(some_secret), 300)
+    return 2 * derive + secret + 2 * to_point
+
+
+def floor_us(figures: dict[str, float], sign_us: float, verify_us: float, derive_us: float, commit_us: float) -> float:
+    """Unavoidable µs per payment (module docstring), from what the run really exchanged."""
+    signatures = figures["commitment_signed_per_payment"] + figures["htlc_signatures_per_payment"]
+    return (signatures * (sign_us + verify_us) + figures["commitment_signed_per_payment"] * derive_us
+            + figures["store_commits_per_payment"] * commit_us)
+
+
+def print_profile(path: Path, payments: int, top: int = 25) -> None:
+    """The ``top`` functions of one node by own CPU time, and the cumulative time of the big steps."""
+    stats = pstats.Stats(str(path))
+    rows = []
+    entries = stats.stats  # type: ignore[attr-defined]
+    for (filename, line, name), (_, calls, tottime, cumtime, _) in sorted(
+            entries.items(), key=lambda item: -item[1][2])[:top]:
+        where = f"{Path(filename).name}:{line}" if line else filename
+        rows.append([f"{name} ({where})", f"{calls / payments:.1f}", f"{1e6 * tottime / payments:.0f}",
+                     f"{1e6 * cumtime / payments:.0f}"])
+    total = sum(value[2] for value in entries.values())
+    print_table(f"{path.stem}: CPU {1e6 * total / payments:.0f} µs per payment (whole process run, "
+                f"{payments} in-flight payments)", ["function", "calls/payment", "own µs/payment",
+                                                    "cumulative µs/payment"], rows)
+
+
 def _open(chain: RegtestChain, payer: RunnerProcess, payee: RunnerProcess) -> None:
     chain.fund(bytes.fromhex(payer.call("info")["script"]), TWO_PROCESS_FUNDING_SAT + 1_000_000)
     payer.call("connect", host="127.0.0.1", port=payee.port, node_id=payee.node_id)
@@ -127,19 +181,27 @@ def _wait_ready(*nodes: RunnerProcess, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def two_processes(fsync: bool, counts: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Payments/s, latency and per-payment costs between two node processes, sequential and in flight."""
+def two_processes(fsync: bool, counts: dict[str, int], profile: Path | None = None) -> dict[str, dict[str, float]]:
+    """Payments/s, latency and per-payment costs between two node processes, sequential and in flight.
+
+    With ``profile`` (a directory) the nodes run under cProfile and write payer.prof and
+    payee.prof there when they stop.
+    """
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         chain_path = Path(tmp) / "chain.sqlite"
         chain = RegtestChain(chain_path)
-        payee = RunnerProcess(Path(tmp) / "payee", chain_path, fsync=fsync)
-        payer = RunnerProcess(Path(tmp) / "payer", chain_path, fsync=fsync)
+        payee = RunnerProcess(Path(tmp) / "payee", chain_path, fsync=fsync,
+                              profile=None if profile is None else profile / "payee.prof")
+        payer = RunnerProcess(Path(tmp) / "payer", chain_path, fsync=fsync,
+                              profile=None if profile is None else profile / "payer.prof")
         try:
             _open(chain, payer, payee)
             _wait_ready(payer, payee)
             for mode, concurrency in (("sequential", 1), ("in_flight", IN_FLIGHT)):
                 count = counts[mode]
+                if count == 0:
+                    continue
                 invoices = payee.call("invoices", amount_msat=TWO_PROCESS_AMOUNT_MSAT, count=count)["invoices"]
                 payee_before = payee.call("state")["stats"]
                 run = payer.call("bench", timeout=600, invoices=invoices, concurrency=concurrency)
@@ -149,12 +211,16 @@ def two_processes(fsync: bool, counts: dict[str, int]) -> dict[str, dict[str, fl
                 messages = sum(run["sent"].values()) + sum(payee_sent.values())
                 commits = run["sent"].get("commitment_signed", 0) + payee_sent.get("commitment_signed", 0)
                 writes = run["commits"] + payee_after["commits"] - payee_before["commits"]
+                htlc_signatures = (run["htlc_signatures"] + payee_after["htlc_signatures"]
+                                   - payee_before["htlc_signatures"])
                 results[mode] = {
                     "payments_per_s": count / run["elapsed_s"],
                     "median_latency_ms": 1000 * statistics.median(run["latencies_s"]),
                     "messages_per_payment": messages / count,
                     "commitment_signed_per_payment": commits / count,
                     "store_commits_per_payment": writes / count,
+                    "htlc_signatures_per_payment": htlc_signatures / count,
+                    "cpu_us_per_payment": 1e6 * (run["cpu_s"] + payee_after["cpu_s"] - payee_before["cpu_s"]) / count,
                 }
         finally:
             payer.stop()
@@ -169,11 +235,23 @@ def main() -> None:
     der = key.sign(digest, hasher=None)
     sign_us = median_us(lambda: key.sign(digest, hasher=None), 1000)
     verify_us = median_us(lambda: key.public_key.verify(der, digest, hasher=None), 1000)
+    if "--profile" in sys.argv:
+        directory = Path(sys.argv[sys.argv.index("--profile") + 1])
+        directory.mkdir(parents=True, exist_ok=True)
+        count = 60 if quick else 500
+        figures = two_processes(True, {"sequential": 0, "in_flight": count}, profile=directory)["in_flight"]
+        print(f"in flight, fsync on, profiled: {figures['payments_per_s']:.0f} payments/s, "
+              f"CPU {figures['cpu_us_per_payment']:.0f} µs per payment (both nodes)")
+        for name in ("payer", "payee"):
+            print_profile(directory / f"{name}.prof", count)
+        return
     # Per payment: 4 commitment_signed (sign + verify each) + 2 HTLC signatures while the HTLC
     # is in the commitments (sign + verify), + 4 per-commitment point derivations (not counted).
     limit_us = 6 * (sign_us + verify_us)
+    derive_us = derivations_us()
     rows = []
     summary: dict[str, object] = {"benchmark": "channel", "sign_us": round(sign_us, 1), "verify_us": round(verify_us, 1),
+                                  "derivations_per_commitment_us": round(derive_us, 1),
                                   "signature_limit_payments_per_s": round(1e6 / limit_us)}
     for anchors in (True, False):
         rate = payments_per_second(anchors)
@@ -191,21 +269,29 @@ def main() -> None:
         for mode, figures in two_processes(fsync, counts).items():
             # The commits of one payment happen one after another (each side waits for the other).
             fsync_limit = 1e6 / (figures["store_commits_per_payment"] * commit_us)
+            floor = 1e6 / floor_us(figures, sign_us, verify_us, derive_us, commit_us)
             rows.append([f"{mode}, {label}", round(figures["payments_per_s"]),
                          f"{figures['median_latency_ms']:.2f}", f"{figures['messages_per_payment']:.1f}",
                          f"{figures['commitment_signed_per_payment']:.2f}",
+                         f"{figures['htlc_signatures_per_payment']:.2f}",
                          f"{figures['store_commits_per_payment']:.1f}", round(fsync_limit),
-                         round(1e6 / limit_us)])
+                         round(1e6 / limit_us), round(floor), f"{floor / figures['payments_per_s']:.2f}x",
+                         round(figures["cpu_us_per_payment"])])
             key = f"two_process_{mode}_{'fsync' if fsync else 'nofsync'}"
             summary[f"{key}_payments_per_s"] = round(figures["payments_per_s"])
             summary[f"{key}_median_latency_ms"] = round(figures["median_latency_ms"], 2)
             summary[f"{key}_messages_per_payment"] = round(figures["messages_per_payment"], 2)
             summary[f"{key}_commitment_signed_per_payment"] = round(figures["commitment_signed_per_payment"], 2)
+            summary[f"{key}_htlc_signatures_per_payment"] = round(figures["htlc_signatures_per_payment"], 2)
             summary[f"{key}_store_commits_per_payment"] = round(figures["store_commits_per_payment"], 2)
+            summary[f"{key}_floor_payments_per_s"] = round(floor)
+            summary[f"{key}_cpu_us_per_payment"] = round(figures["cpu_us_per_payment"])
+            summary[f"{key}_floor_over_ours"] = round(floor / figures["payments_per_s"], 2)
     summary["published_lnd_cln_eclair_payments_per_s"] = "20-90"
     report("One channel between two node processes over loopback TCP (durable SQLite store, onions, invoices)",
            ["mode", "payments/s", "median latency ms", "messages/payment", "commitment_signed/payment",
-            "store commits/payment", "fsync limit/s", "signature limit/s"], rows, summary)
+            "HTLC signatures/payment", "store commits/payment", "fsync limit/s", "signature limit/s",
+            "floor/s", "floor/ours", "CPU µs/payment (both)"], rows, summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One durable node in its own process, driven by JSON lines on stdin (for crash tests and benchmarks).
 
-    python -m tests.support.node_runner --datadir DIR --chain FILE [--port N] [--no-fsync]
+    python -m tests.support.node_runner --datadir DIR --chain FILE [--port N] [--no-fsync] [--profile FILE]
 
 The node's key and wallet seed live in DIR (created on first start), its store in
 DIR/node.sqlite, the shared regtest chain in FILE. Each command is one JSON object on
@@ -8,12 +8,15 @@ a line; each answer is one JSON line on stdout carrying the command's ``id``. ``
 answers when the payment ends, so many can be in flight. Commands: ``info``,
 ``connect``, ``open``, ``graph`` (the channels to route over), ``invoice``, ``invoices`` (many at once), ``pay``, ``bench`` (pay a list, timed in-process), ``state``.
 Killing this process at any moment (``kill -9``) is what the crash tests do.
+``--profile FILE`` runs the node under cProfile timed by ``time.process_time`` (CPU time, so
+waiting on the peer or on fsync does not count) and writes the stats to FILE at a clean exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import sys
@@ -60,7 +63,8 @@ def _state(node: Node) -> dict[str, Any]:
             "pending_changes": channel.log.has_changes_to_sign() or channel.log.awaiting_revoke,
             "ready": node.channel_is_ready(cid),
         }
-    stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes, "commits": _commits(node)}
+    stats = {"sent": dict(node.sent_counts), "channel_writes": node.channel_writes, "commits": _commits(node),
+             "htlc_signatures": node.htlc_signatures_sent, "cpu_s": time.process_time()}
     payments = [{"payment_hash": p.payment_hash.hex(), "status": p.status, "amount_msat": p.amount_msat}
                 for p in node.store.payments()]
     invoices = [{"payment_hash": i.payment_hash.hex(), "status": i.status, "received_msat": i.received_msat}
@@ -74,6 +78,7 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     sent_before, commits_before = Counter(node.sent_counts), _commits(node)
+    htlc_signatures_before, cpu_before = node.htlc_signatures_sent, time.process_time()
 
     async def one(invoice: Invoice) -> None:
         async with gate:
@@ -86,7 +91,9 @@ async def _bench(node: Node, invoices: list[str], concurrency: int) -> dict[str,
     elapsed = time.perf_counter() - start
     sent = node.sent_counts - sent_before
     return {"elapsed_s": elapsed, "latencies_s": latencies, "sent": dict(sent),
-            "commits": _commits(node) - commits_before}
+            "commits": _commits(node) - commits_before,
+            "htlc_signatures": node.htlc_signatures_sent - htlc_signatures_before,
+            "cpu_s": time.process_time() - cpu_before}
 
 
 async def main() -> None:
@@ -95,6 +102,7 @@ async def main() -> None:
     parser.add_argument("--chain", required=True, type=Path)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
     args.datadir.mkdir(parents=True, exist_ok=True)
     chain = RegtestChain(args.chain)
@@ -160,5 +168,19 @@ async def main() -> None:
     await node.stop()
 
 
+def _profiled(path: Path) -> None:
+    """Run the node under cProfile in CPU time; the stats file is what benchmarks/channel.py reads."""
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(str(path))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--profile" in sys.argv:
+        _profiled(Path(sys.argv[sys.argv.index("--profile") + 1]))
+    else:
+        asyncio.run(main())

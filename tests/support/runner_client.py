@@ -26,8 +26,10 @@ def free_port() -> int:
 
 
 class RunnerProcess:
-    def __init__(self, datadir: Path, chain: Path, port: int = 0, fsync: bool = False) -> None:
+    def __init__(self, datadir: Path, chain: Path, port: int = 0, fsync: bool = False,
+                 profile: Path | None = None) -> None:
         self.datadir, self.chain, self.port, self.fsync = datadir, chain, port, fsync
+        self.profile = profile  # cProfile stats file written by the runner at a clean stop
         self._ids = itertools.count()
         self.start()
 
@@ -36,6 +38,8 @@ class RunnerProcess:
                "--chain", str(self.chain), "--port", str(self.port)]
         if not self.fsync:
             cmd.append("--no-fsync")
+        if self.profile is not None:
+            cmd += ["--profile", str(self.profile)]
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=env,
                                      text=True, bufsize=1)

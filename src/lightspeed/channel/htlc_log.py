@@ -35,6 +35,11 @@ class Side(Enum):
     LOCAL = "local"
     REMOTE = "remote"
 
+    # Members are singletons compared by identity, so identity hashing agrees with equality.
+    # Enum's own __hash__ is a Python function (hash of the name): the views key dicts by
+    # Side thousands of times per payment, and that call was the top CPU cost per payment.
+    __hash__ = object.__hash__
+
     @property
     def other(self) -> Side:
         return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
@@ -44,6 +49,8 @@ class Removal(Enum):
     FULFILL = "fulfill"
     FAIL = "fail"
 
+    __hash__ = object.__hash__  # as for Side: identity equality, C-level hash
+
 
 @dataclass(frozen=True)
 class LoggedHtlc:
@@ -52,6 +59,14 @@ class LoggedHtlc:
     amount_msat: int
     payment_hash: bytes
     cltv_expiry: int
+
+
+def _htlc_order(htlc: LoggedHtlc) -> tuple[bool, int]:
+    """Local offers first, then remote ones, each by id (the order of ``Side.value``: "local" < "remote").
+
+    A bool, not ``offerer.value``: the Enum ``value`` property is a Python call per comparison key.
+    """
+    return htlc.offerer is Side.REMOTE, htlc.htlc_id
 
 
 @dataclass
@@ -93,6 +108,13 @@ class HtlcLog:
         self._next_id = {Side.LOCAL: 0, Side.REMOTE: 0}
         self._awaiting_revoke = False  # we signed the remote's next commitment; it must revoke
         self._unacked_remote_commitment = False  # the remote signed ours; we must revoke
+        # Views computed since the last change, by (owner, ctn, pending): a node asks for the same
+        # few views many times per step (limits, records, signing). Every method that changes the
+        # log calls _changed(), which empties it; the views are frozen, so sharing them is safe.
+        self._views: dict[tuple[Side, int, bool], CommitmentView] = {}
+
+    def _changed(self) -> None:
+        self._views.clear()
 
     @property
     def awaiting_revoke(self) -> bool:
@@ -113,6 +135,7 @@ class HtlcLog:
         self._updates.append(update)
         self._adds[(proposer, htlc_id)] = update
         self._next_id[proposer] = htlc_id + 1
+        self._changed()
         return htlc
 
     def send_add(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
@@ -136,6 +159,7 @@ class HtlcLog:
         if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):  # fee updates: htlc None
             raise self._error(proposer, f"HTLC {htlc_id} is already being removed")
         self._updates.append(_Update(proposer, add.htlc, removal))
+        self._changed()
         return add.htlc
 
     def _error(self, proposer: Side, reason: str) -> Exception:
@@ -156,9 +180,11 @@ class HtlcLog:
     def send_fee(self, feerate_per_kw: int) -> None:
         """update_fee: a new feerate for the commitments, committed like any other update."""
         self._updates.append(_Update(Side.LOCAL, None, None, feerate_per_kw=feerate_per_kw))
+        self._changed()
 
     def recv_fee(self, feerate_per_kw: int) -> None:
         self._updates.append(_Update(Side.REMOTE, None, None, feerate_per_kw=feerate_per_kw))
+        self._changed()
 
     def send_fulfill(self, htlc_id: int) -> LoggedHtlc:
         return self._remove(Side.LOCAL, htlc_id, Removal.FULFILL)
@@ -195,6 +221,7 @@ class HtlcLog:
         for update in pending:
             update.in_commitment[Side.REMOTE] = self.ctn[Side.REMOTE]
         self._awaiting_revoke = True
+        self._changed()
         return self.commitment(Side.REMOTE)
 
     def recv_commitment(self) -> CommitmentView:
@@ -208,6 +235,7 @@ class HtlcLog:
         for update in pending:
             update.in_commitment[Side.LOCAL] = self.ctn[Side.LOCAL]
         self._unacked_remote_commitment = True
+        self._changed()
         return self.commitment(Side.LOCAL)
 
     def send_revoke(self) -> None:
@@ -216,6 +244,7 @@ class HtlcLog:
             raise UsageError("no commitment to revoke for")
         self._unacked_remote_commitment = False
         self.revoked[Side.LOCAL] = self.ctn[Side.LOCAL] - 1
+        self._changed()
         self._compact()
 
     def recv_revoke(self) -> None:
@@ -224,6 +253,7 @@ class HtlcLog:
             raise PeerProtocolError("revoke_and_ack without a commitment_signed to answer")
         self._awaiting_revoke = False
         self.revoked[Side.REMOTE] = self.ctn[Side.REMOTE] - 1
+        self._changed()
         self._compact()
 
     def _compact(self) -> None:
@@ -264,6 +294,7 @@ class HtlcLog:
             else:
                 kept.append(update)
         self._updates = kept
+        self._changed()
 
     def discard_uncommitted(self) -> list[LoggedHtlc | None]:
         """On disconnection (BOLT 2): forget updates no commitment_signed covered yet.
@@ -278,6 +309,7 @@ class HtlcLog:
             signed_by_proposer = update.in_commitment[update.proposer.other] is not None
             (kept if signed_by_proposer else dropped).append(update)
         self._updates = kept
+        self._changed()
         for update in dropped:
             if update.htlc is not None and update.removal is None:
                 del self._adds[(update.htlc.offerer, update.htlc.htlc_id)]
@@ -298,6 +330,9 @@ class HtlcLog:
         limits (balance, max_accepted_htlcs) must hold for.
         """
         ctn = self.ctn[owner] if ctn is None else ctn
+        memo = self._views.get((owner, ctn, pending))
+        if memo is not None:
+            return memo
         if ctn < self.oldest_view[owner]:
             raise UsageError(f"commitment {ctn} is older than the compacted history ({self.oldest_view[owner]})")
         balance = dict(self._initial)
@@ -322,8 +357,10 @@ class HtlcLog:
                 live.pop(key, None)
                 receiver = htlc.offerer.other
                 balance[receiver if update.removal is Removal.FULFILL else htlc.offerer] += htlc.amount_msat
-        return CommitmentView(owner, ctn, balance[owner], balance[owner.other],
-                              tuple(sorted(live.values(), key=lambda h: (h.offerer.value, h.htlc_id))), feerate)
+        view = CommitmentView(owner, ctn, balance[owner], balance[owner.other],
+                              tuple(sorted(live.values(), key=_htlc_order)), feerate)
+        self._views[(owner, ctn, pending)] = view
+        return view
 
     def settled(self) -> list[tuple[LoggedHtlc, Removal]]:  # not yet compacted ones
         """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
@@ -335,13 +372,15 @@ class HtlcLog:
     def to_record(self) -> dict[str, object]:
         """Everything the log holds, as JSON-ready values (bytes in hex)."""
 
+        # ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
+        # a Python call each time: this runs for every update at every store write).
         def update(u: _Update) -> dict[str, object]:
             htlc = u.htlc
             return {
-                "proposer": u.proposer.value,
-                "htlc": None if htlc is None else [htlc.offerer.value, htlc.htlc_id, htlc.amount_msat,
+                "proposer": u.proposer._value_,
+                "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
                                                    htlc.payment_hash.hex(), htlc.cltv_expiry],
-                "removal": None if u.removal is None else u.removal.value,
+                "removal": None if u.removal is None else u.removal._value_,
                 "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
                 "feerate": u.feerate_per_kw,
             }
@@ -395,4 +434,5 @@ class HtlcLog:
             log._updates.append(u)
             if htlc is not None and removal is None:
                 log._adds[(htlc.offerer, htlc.htlc_id)] = u
+        log._changed()
         return log

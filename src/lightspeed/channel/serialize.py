@@ -64,6 +64,23 @@ def _wire(message: WireMessage) -> str:
     return encode_message(message).hex()
 
 
+def _journal_record(channel: Channel) -> list[str]:
+    """The journal's messages in wire encoding (hex), encoding only those not written before.
+
+    Messages are frozen dataclasses, so one's encoding never changes; the cache keeps only
+    what the journal still holds (and the message itself, so its id cannot be reused).
+    """
+    known = channel._journal_hex
+    kept: dict[int, tuple[WireMessage, str]] = {}
+    for message in channel._journal:
+        entry = known.get(id(message))
+        if entry is None or entry[0] is not message:
+            entry = (message, _wire(message))
+        kept[id(message)] = entry
+    channel._journal_hex = kept
+    return [kept[id(message)][1] for message in channel._journal]
+
+
 def _unwire(data: str) -> WireMessage:
     message = decode_message(bytes.fromhex(data))
     if not isinstance(message, WireMessage):
@@ -97,7 +114,7 @@ def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
         "preimages": {str(i): p.hex() for i, p in channel.preimages.items() if i in live_ids},
         "remote_signature": None if signature is None else signature.hex(),
         "remote_htlc_signatures": [s.hex() for s in channel.remote_htlc_signatures],
-        "journal": [_wire(m) for m in channel._journal],
+        "journal": _journal_record(channel),
         "log": log.to_record(),
     }
     return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()

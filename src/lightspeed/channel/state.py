@@ -169,6 +169,9 @@ class Channel:
         self.obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
         self._points: dict[int, bytes] = {}
         self._key_cache: dict[tuple[bool, int], tuple[bytes, CommitmentKeys]] = {}
+        # Wire encoding (hex) of each journal message, by id, holding the message so the id stays
+        # its own: every save writes the journal, and re-encoding it each time was a top cost.
+        self._journal_hex: dict[int, tuple[WireMessage, str]] = {}
 
     # -- keys and transactions -----------------------------------------------------------------
 

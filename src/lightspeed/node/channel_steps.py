@@ -72,6 +72,7 @@ def _queue_all(self: Node, batches: list[tuple[Peer | None, list[WireMessage]]])
         if peer is None or not messages:
             continue
         self.sent_counts.update(m.NAME for m in messages)
+        self.htlc_signatures_sent += sum(len(m.htlc_signature) for m in messages if isinstance(m, CommitmentSigned))
         try:
             for message in messages:
                 peer.session.send(message)

@@ -257,6 +257,7 @@ class Node:
         self.settled_invoices: set[bytes] = set()  # payment hashes of our invoices we fulfilled
         self.sent_counts: Counter[str] = Counter()  # channel messages sent, by name (benchmarks)
         self.channel_writes = 0  # channel states committed to the store (benchmarks)
+        self.htlc_signatures_sent = 0  # HTLC signatures in our commitment_signed (benchmarks: the floor)
         self.scorer = ProbabilisticScorer()  # what payments taught us about the network's liquidity
         self.receiver = Receiver(mpp_timeout=self.mpp_timeout)
         self.invoices = InvoiceBook(self.store, self.receiver)  # looked up when an HTLC names one
