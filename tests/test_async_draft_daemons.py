@@ -13,7 +13,7 @@ import pytest
 from lightspeed.asyncpay.lsps5 import ONION_MESSAGE_INCOMING
 from lightspeed.crypto.hashes import sha256
 from tests.test_async14_webhooks import Receiver, serve
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 from tests.test_wire14_daemons import methods, reaches, registered
 
 __all__ = ["started"]  # the fixture, used by name
@@ -30,15 +30,7 @@ def test_four_daemons_offer_paid_through_a_static_invoice_while_payee_and_payer_
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels", *extra))
     a, lsp_a, lsp_b, b = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2), (2, 3)):
-        call(started[funder].datadir, "fund", "2000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "1000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))
-    for datadir, count in ((a, 1), (lsp_a, 2), (lsp_b, 2), (b, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "2000000", "1000000")
     hooks_b = Receiver(fail_first=2)  # B's push service fails twice: LSP_b retries with backoff
     with serve(hooks_b) as url_b:
         wait_for("B never registered with LSP_b", lambda: registered(b, ids[2], url_b))

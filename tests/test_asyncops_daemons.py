@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lightspeed.crypto.hashes import sha256
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 
 __all__ = ["started"]  # the fixture, used by name
 
@@ -29,15 +29,7 @@ def test_three_daemons_plain_pay_to_an_offline_client_of_our_lsp_goes_async(tmp_
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", *extra))
     a, lsp, b = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2)):
-        call(started[funder].datadir, "fund", "2000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "1000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))
-    for datadir, count in ((a, 1), (lsp, 2), (b, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "2000000", "1000000")
     wait_for("A never registered with L", lambda: registered(a, ids[1]))
     wait_for("B never registered with L", lambda: registered(b, ids[1]))
     lsps = call(a, "lsp", "list")["lsps"]  # persisted, and connected now

@@ -8,6 +8,7 @@ close, balance. The processes are always killed by the fixture's finalizer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -100,6 +101,22 @@ def wait_for(what: str, check: Any, seconds: float = 45) -> None:  # generous: C
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
 
+
+
+def open_line(line: list[Daemon], chain: Path, fund_sat: str, capacity_sat: str, *open_args: str) -> None:
+    """Channels along ``line`` (each daemon funds one to the next, ``open_args`` added to its
+    ``open-channel``), six confirmations mined (public channels get announced), and every
+    channel ``normal`` at both ends."""
+    for funder, peer in itertools.pairwise(line):
+        call(funder.datadir, "fund", fund_sat)
+        call(funder.datadir, "connect", peer.peer_address)
+        call(funder.datadir, "open-channel", peer.ready["node_id"], capacity_sat, *open_args)
+    call(line[0].datadir, "chain", "mine", "7", "--chain", str(chain))
+    for i, daemon in enumerate(line):
+        count = (i > 0) + (i < len(line) - 1)
+        wait_for(f"{daemon.datadir.name}'s channels never became ready",
+                 lambda daemon=daemon, count=count: [ch["state"] for ch in call(daemon.datadir, "channels")["channels"]]
+                 == ["normal"] * count)
 
 @pytest.mark.slow
 def test_two_daemons_open_pay_both_ways_and_close(daemons: tuple[Daemon, Daemon, Path],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 from tests.test_offerpay_daemons import refused
 
 __all__ = ["started"]  # the fixture, used by name below
@@ -26,17 +26,9 @@ def test_create_pay_declare_verify_settle_between_daemons(tmp_path: Path, starte
     chain = tmp_path / "chain.sqlite"
     for name in ("a", "b", "c"):
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
-    a, b, c = (daemon.datadir for daemon in started)
+    a, _b, c = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2)):
-        call(started[funder].datadir, "fund", "3000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "2000000", "--push-msat", "500000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))  # 6 confirmations: the channels get announced
-    for datadir, count in ((a, 1), (b, 2), (c, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "3000000", "2000000", "--push-msat", "500000000")
 
     request_file = tmp_path / "request.json"
     created = lightspeed(c, "multihash", "create", PART, PART, PART, "--delivers", "80 kWh", "--expiry", "900")

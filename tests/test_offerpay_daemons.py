@@ -22,7 +22,7 @@ from lightspeed.api.datadir import Datadir
 from lightspeed.bitcoin.network import BITCOIN
 from lightspeed.crypto.hashes import sha256
 from lightspeed.offers import build_offer
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 
 __all__ = ["started"]  # the fixture, used by name below
 
@@ -49,15 +49,7 @@ def test_offers_and_refunds_are_paid_between_four_daemons(tmp_path: Path, starte
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
     a, b, c, d = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2), (2, 3)):
-        call(started[funder].datadir, "fund", "3000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "2000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))  # 6 confirmations: the channels get announced
-    for datadir, count in ((a, 1), (b, 2), (c, 2), (d, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "3000000", "2000000")
 
     offer = call(d, "offer", "create", "25000", "a book", "--quantity-max", "3")["offer"]
 

@@ -23,7 +23,7 @@ from lightspeed.node.onion_messenger import PING_TYPE, PONG_TYPE
 from lightspeed.node.peer import connect as connect_peer
 from lightspeed.onion.blinding import EncryptedDataTlv, create_blinded_path
 from lightspeed.onion.message import OnionMessagePayload, build_onion_message
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 
 __all__ = ["started"]  # the fixture, used by name
 
@@ -69,15 +69,7 @@ def test_four_daemons_relay_reply_follow_blinded_paths_drop_garbage_and_survive_
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
     a, b, c, d = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2), (2, 3)):
-        call(started[funder].datadir, "fund", "2000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "1000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))  # 6 confirmations: the channels get announced
-    for datadir, count in ((a, 1), (b, 2), (c, 2), (d, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "2000000", "1000000")
 
     replies: list[dict[str, object]] = []
 

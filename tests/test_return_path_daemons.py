@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 from tests.test_offerpay_daemons import refused, rest
 
 __all__ = ["started"]  # the fixture, used by name below
@@ -23,17 +23,8 @@ def test_pay_with_a_return_path_then_refund_send_between_daemons(tmp_path: Path,
     chain = tmp_path / "chain.sqlite"
     for name in ("a", "b", "d"):
         started.append(Daemon(tmp_path / name, chain, "127.0.0.1:0", "--announce-channels"))
-    a, b, d = (daemon.datadir for daemon in started)
-    ids = [daemon.ready["node_id"] for daemon in started]
-    for funder, peer in ((0, 1), (1, 2)):
-        call(started[funder].datadir, "fund", "3000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "2000000", "--push-msat", "500000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))  # 6 confirmations: the channels get announced
-    for datadir, count in ((a, 1), (b, 2), (d, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    a, _b, d = (daemon.datadir for daemon in started)
+    open_line(started, chain, "3000000", "2000000", "--push-msat", "500000000")
 
     invoice = call(d, "invoice", "new", "60000", "a tea")
     wait_for("A never paid D (gossip)",

@@ -15,7 +15,7 @@ from lightspeed.asyncpay.lsps5 import ONION_MESSAGE_INCOMING, PAYMENT_INCOMING
 from lightspeed.crypto.hashes import sha256
 from lightspeed.node.onion_messenger import PING_TYPE
 from tests.test_async14_webhooks import Receiver, serve
-from tests.test_daemon import Daemon, call, lightspeed, started, wait_for
+from tests.test_daemon import Daemon, call, lightspeed, open_line, started, wait_for
 
 __all__ = ["started"]  # the fixture, used by name
 
@@ -49,15 +49,7 @@ def test_four_daemons_pay_async_payee_and_payer_offline_then_both_back(tmp_path:
     a, lsp_a, lsp_b, b = (daemon.datadir for daemon in started)
     ids = [daemon.ready["node_id"] for daemon in started]
     assert started[1].ready["lsp"]["max_hold_seconds"] == 600 and "lsp" not in started[0].ready
-    for funder, peer in ((0, 1), (1, 2), (2, 3)):
-        call(started[funder].datadir, "fund", "2000000")
-        call(started[funder].datadir, "connect", started[peer].peer_address)
-        call(started[funder].datadir, "open-channel", ids[peer], "1000000")
-    call(a, "chain", "mine", "7", "--chain", str(chain))
-    for datadir, count in ((a, 1), (lsp_a, 2), (lsp_b, 2), (b, 1)):
-        wait_for(f"{datadir.name}'s channels never became ready",
-                 lambda datadir=datadir, count=count: [ch["state"] for ch in call(datadir, "channels")["channels"]]
-                 == ["normal"] * count)
+    open_line(started, chain, "2000000", "1000000")
     hooks_a, hooks_b = Receiver(fail_first=0), Receiver(fail_first=2)
     with serve(hooks_a) as url_a, serve(hooks_b) as url_b:
         wait_for("A never registered with LSP_a", lambda: registered(a, ids[1], url_a))
