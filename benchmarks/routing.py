@@ -50,6 +50,7 @@ import networkx as nx
 from tests.support.graphgen import fee_digraph
 
 from benchmarks._util import print_table, report
+from lightspeed.cli.graph_cache import load_describegraph_cached
 from lightspeed.routing import (
     ChannelGraph,
     NoRouteError,
@@ -58,7 +59,6 @@ from lightspeed.routing import (
     graph_from_describegraph,
 )
 from lightspeed.routing.generate import MAINNET_CHANNELS, MAINNET_NODES, generate_describegraph
-from lightspeed.routing.snapshot import load_describegraph_cached
 
 PUBLISHED_MS = {"LDK (Rust, mainnet, published)": 40.0, "LND (Go, mainnet, published)": 100.0}
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from lightspeed.cli.graph_cache import file_digest, load_describegraph_cached
 from lightspeed.cli.main import cli
 from lightspeed.errors import DecodeError, UsageError
 from lightspeed.routing import (
@@ -22,13 +23,7 @@ from lightspeed.routing import (
     graph_from_describegraph,
 )
 from lightspeed.routing.generate import generate_describegraph
-from lightspeed.routing.snapshot import (
-    StaleSnapshot,
-    decode_snapshot,
-    encode_snapshot,
-    file_digest,
-    load_describegraph_cached,
-)
+from lightspeed.routing.snapshot import StaleSnapshot, decode_snapshot, encode_snapshot
 
 DIGEST = bytes(range(32))
 AMOUNT = 50_000_000

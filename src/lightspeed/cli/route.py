@@ -128,8 +128,8 @@ def route(graph_file: Path, source: str | None, target: str | None, amount_msat:
 
 def _load_graph(graph_file: Path, cache_file: Path | None) -> ChannelGraph:
     """The --graph JSON, through the --graph-cache snapshot when given (a bad cache only costs a rebuild)."""
+    from lightspeed.cli.graph_cache import load_describegraph_cached
     from lightspeed.routing import graph_from_describegraph
-    from lightspeed.routing.snapshot import load_describegraph_cached
 
     if cache_file is None:
         return graph_from_describegraph(json.loads(graph_file.read_bytes()))

@@ -24,14 +24,13 @@ from lightspeed.routing.scorer import (
     ScoringParameters,
     success_probability,
 )
-from lightspeed.routing.snapshot import LoadedGraph, StaleSnapshot, load_describegraph_cached
+from lightspeed.routing.snapshot import StaleSnapshot
 
 __all__ = [
     "BOUND_NODES",
     "MAX_HOPS",
     "ChannelGraph",
     "DirectedChannel",
-    "LoadedGraph",
     "NoRouteError",
     "Policy",
     "Prior",
@@ -45,6 +44,5 @@ __all__ = [
     "directed_key",
     "find_route",
     "graph_from_describegraph",
-    "load_describegraph_cached",
     "success_probability",
 ]

@@ -15,18 +15,15 @@ The directions are written in the graph's own order (``ChannelGraph.incoming``),
 reloaded graph compiles to the same search index and finds exactly the same routes,
 ties included. The recorded source digest makes a snapshot of an older source
 :class:`StaleSnapshot`; a damaged file fails its checksum and raises :class:`DecodeError`
-naming it. Callers then rebuild from the source (:func:`load_describegraph_cached`):
-a cache can cost a rebuild, never a wrong route.
+naming it. Callers then rebuild from the source (``lightspeed route --graph-cache``:
+:mod:`lightspeed.cli.graph_cache`): a cache can cost a rebuild, never a wrong route. No I/O here:
+the file is the caller's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import struct
-from dataclasses import dataclass
-from pathlib import Path
 
 from lightspeed.errors import DecodeError, UsageError
 from lightspeed.routing.graph import (
@@ -36,7 +33,6 @@ from lightspeed.routing.graph import (
     SearchIndex,
     collector_paused,
 )
-from lightspeed.routing.lnd_json import graph_from_describegraph
 
 MAGIC = b"LSGRAPH\x01"
 _HEADER = struct.Struct("<8s32sIII")
@@ -50,12 +46,6 @@ _DIGEST_SIZE = 32
 
 class StaleSnapshot(DecodeError):
     """The snapshot was built from another version of the source: rebuild it."""
-
-
-def file_digest(path: Path) -> bytes:
-    """SHA-256 of a file's bytes: what a snapshot of it records (a few ms per 10 MB)."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
 
 
 def encode_snapshot(graph: ChannelGraph, source_digest: bytes) -> bytes:
@@ -133,62 +123,3 @@ def _decode(data: bytes, source_digest: bytes | None) -> ChannelGraph:
         raise DecodeError("graph snapshot", "a record names a node past the node table") from None
     graph._compiled = index
     return graph
-
-
-@dataclass(frozen=True)
-class LoadedGraph:
-    """A graph loaded through the cache, and how: ``"cache"``, ``"source"`` (cache written) or a reason."""
-
-    graph: ChannelGraph
-    loaded_from: str
-    #: Why the cache was not used or not written (a stale or damaged file, an unwritable path), else "".
-    note: str = ""
-
-
-def save_snapshot(graph: ChannelGraph, path: Path, source_digest: bytes) -> None:
-    """Write atomically (temporary file, then rename): a crash leaves the old snapshot or none.
-
-    The temporary file is named by process, so two processes caching at once do not collide.
-    """
-    data = encode_snapshot(graph, source_digest)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_describegraph_cached(source: Path, cache: Path) -> LoadedGraph:
-    """``source`` (describegraph JSON) through the snapshot at ``cache``.
-
-    A current snapshot is loaded; a missing, stale or damaged one is rebuilt from the JSON
-    and rewritten. Errors in the JSON itself propagate (OSError, JSONDecodeError,
-    DecodeError) exactly as without a cache; a cache that cannot be read or written only
-    costs the rebuild, and ``note`` says why. UsageError if ``cache`` is ``source`` itself.
-    """
-    if cache.resolve() == source.resolve():
-        raise UsageError("the graph cache must be another file than the describegraph JSON (it would overwrite it)")
-    digest = file_digest(source)  # streamed: a current cache never holds the JSON in memory
-    note = ""
-    try:
-        return LoadedGraph(decode_snapshot(cache.read_bytes(), digest), "cache")
-    except FileNotFoundError:
-        pass
-    except StaleSnapshot:
-        note = f"{cache} was built from another version of {source.name}; rebuilt"
-    except DecodeError as exc:
-        note = f"{cache}: {exc.reason}; rebuilt from {source.name}"
-    except OSError as exc:
-        note = f"cannot read {cache}: {exc.strerror}; rebuilt from {source.name}"
-    raw = source.read_bytes()
-    digest = hashlib.sha256(raw).digest()  # of what is parsed, should the file have changed meanwhile
-    graph = graph_from_describegraph(json.loads(raw))
-    try:
-        save_snapshot(graph, cache, digest)
-    except UsageError as exc:
-        note = f"{note + '; ' if note else ''}not cached: {exc}"
-    except OSError as exc:
-        note = f"{note + '; ' if note else ''}cannot write {cache}: {exc.strerror}"
-    return LoadedGraph(graph, "source", note)
