@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,13 @@ def test_two_electrum_daemons_open_pay_close_and_force_close(tmp_path: Path, pro
     wait_for("bob's to_remote, within a block or two", lambda: onchain(b) > bob_before)
     # his anchor rides along in the same sweep: 330 sat, less the ~71 its input costs at 1 sat/vbyte
     assert 99_000 < onchain(b) - bob_before <= 100_000 + 330 - 71
-    # alice's to_local waits for bob's to_self_delay; her anchor is swept alone at once: 330 less 113
+    # alice's to_local waits for bob's to_self_delay; her anchor is swept alone at once: 330 less 113.
+    # Her sweep may reach the mempool after the block that confirmed bob's, so mine until it confirms.
+    for _ in range(4):
+        if onchain(a) == alice_before + 217:
+            break
+        time.sleep(2)
+        mine(1)
     wait_for("alice's anchor", lambda: onchain(a) == alice_before + 217)
     mine(143)  # bob's to_self_delay (144) less one: the sweep cannot be mined yet
     for _ in range(6):  # then block by block: the sweep is broadcast once the next block may hold it
