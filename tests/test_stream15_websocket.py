@@ -244,6 +244,32 @@ def test_a_meter_reporting_more_than_granted_ends_the_stream_without_billing_it(
     asyncio.run(scenario())
 
 
+def test_a_meter_that_delivers_nothing_at_times_still_delivers_every_paid_unit(tmp_path: Path) -> None:
+    """The payment's own handler delivers one grant; what the meter left (nothing, every third
+    call here) goes on in the delivery task, and the stream still ends with every unit delivered."""
+    calls = [0]
+
+    async def hesitant(stream: SellerStream, grant: int) -> int:
+        calls[0] += 1
+        await asyncio.sleep(0)
+        return 0 if calls[0] % 3 == 0 else min(grant, 1)
+
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path, hesitant)
+        try:
+            buyer = StreamBuyer(server.url + "/charge", ledger, BuyPolicy(max_msat=12 * TARIFF.tick_msat))
+            receipt = await buyer.run()
+            s = receipt.signed.statement
+            assert s.paid_units == 24 and s.delivered_units == 24
+            assert calls[0] == 35  # 24 units a unit at a time; calls 3, 6, ..., 33 delivered nothing
+            assert recompute(receipt).consistent
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_open_before_paying_is_refused_with_the_invoice(tmp_path: Path) -> None:
     from lightspeed.micro.hashchain import anchor, lane_tip
 

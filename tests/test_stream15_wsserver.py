@@ -325,3 +325,33 @@ def test_the_buyers_client_joins_fragments_answers_pings_and_refuses_bad_text() 
             await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_the_buyers_recv_times_out_at_each_call_s_own_timeout_short_after_long() -> None:
+    """One timer per connection watches ``recv``'s deadline: a short timeout after a long one
+    must still expire on time, and a message arriving in time is returned."""
+    async def scenario() -> None:
+        server = await serve_websockets(_routes)
+        try:
+            ws = await WebSocket.connect(server.url + "/echo")
+            await ws.send("one")
+            assert await ws.recv(5.0) == "one"  # arms the watch for 5 s; answered at once
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await ws.recv(0.2)  # nothing is sent: gives up after 0.2 s, not 5
+            assert 0.15 < loop.time() - started < 2.0
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await ws.recv(0.3)
+            assert 0.25 < loop.time() - started < 2.0
+            await ws.send("two")
+            assert await ws.recv(0.5) == "two"
+            await asyncio.sleep(0.6)  # the watch fires with nobody waiting: nothing breaks
+            await ws.send("three")
+            assert await ws.recv(1.0) == "three"
+            await ws.close()
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())

@@ -50,7 +50,8 @@ def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> Meter:
             due = max(last.get(stream.stream_id, now - interval) + interval, now)
             if len(last) > 100_000:  # forget streams that ended long ago
                 last.clear()
-            await asyncio.sleep(due - now)
+            if due > now:  # behind its cadence (a busy loop): report at once, without a timer
+                await asyncio.sleep(due - now)
             last[stream.stream_id] = due
         return min(grant, wh_per_report)
 

@@ -92,6 +92,7 @@ class Receipt:
     allowance_id: bytes
     remaining_calls: int
     next_invoice: str | None = None
+    next_calls: int = 0  # the calls ``next_invoice`` pays for (no need to decode it)
 
 
 @dataclass
@@ -133,11 +134,22 @@ class _Cached:
     ``state``'s ``spent`` is brought up to date when read: :meth:`spend` only adds to a count
     (building a frozen AllowanceState costs about 2 µs, on every paid call otherwise)."""
 
-    __slots__ = ("_state", "_unsaved_spent", "lanes", "terms")
+    __slots__ = ("_state", "_unsaved_spent", "batch_offer", "lanes", "terms")
 
     def __init__(self, terms: AllowanceTerms, state: AllowanceState, lanes: list[LaneState]) -> None:
         self.terms, self._state, self.lanes = terms, state, lanes
         self._unsaved_spent = 0
+        #: Our batch invoice offered ahead and its calls, for the ``extra`` it was read from: while
+        #: ``extra`` is that same string, every paid call of the batch's second half reuses it
+        #: instead of parsing ``extra``'s JSON again (a paid call only moves ``spent``).
+        self.batch_offer: tuple[str, int, str, int] | None = None  # extra, paid_calls, invoice, its calls
+
+    def offered(self) -> tuple[str, int] | None:
+        """The batch invoice memoised for the state as it is now, and its calls."""
+        offer, state = self.batch_offer, self._state
+        if offer is not None and offer[0] is state.extra and offer[1] == state.paid_calls:
+            return offer[2], offer[3]
+        return None
 
     @property
     def state(self) -> AllowanceState:
@@ -284,8 +296,12 @@ class AllowanceServer:
             if result is Advance.OK:
                 entry.lanes[token.lane] = moved
                 remaining = entry.add_spent(steps)
-                if not terms.batch_calls:  # the common case, without another await
+                # the common cases without another await: no batches, or the first half of one
+                if not terms.batch_calls or remaining * 2 > terms.batch_calls:
                     return Receipt(token.allowance_id, remaining)
+                offer = entry.offered()
+                if offer is not None:
+                    return Receipt(token.allowance_id, remaining, *offer)
                 return await self._receipt(token.allowance_id, entry)
             await self._reload(entry, token.allowance_id)
             reloaded = True
@@ -558,7 +574,10 @@ class AllowanceServer:
             if "batch_invoice" in pending:
                 payee = _batch_payee(pending)
                 if payee == self.node_id.hex():
-                    return str(pending["batch_invoice"])
+                    offered = str(pending["batch_invoice"])
+                    entry.batch_offer = (state.extra, state.paid_calls, offered,
+                                         int(pending.get("paid_calls", state.paid_calls)) - state.paid_calls)
+                    return offered
                 if not supersede:
                     return None
                 await self._supersede_batch(allowance_id, entry, pending, payee)
@@ -643,12 +662,15 @@ class AllowanceServer:
     async def _receipt(self, allowance_id: bytes, entry: _Cached) -> Receipt:
         state, terms = entry.state, entry.terms
         remaining = state.paid_calls - state.spent
-        next_invoice = None
         # Batched: offer the next batch when half of this one is spent, so the client pays
         # ahead and never stalls on a 402 (it then has at most two batches prepaid).
         if terms.batch_calls and remaining * 2 <= terms.batch_calls and state.paid_calls < terms.total_calls:
             next_invoice = await self._ensure_batch_invoice(allowance_id, entry, supersede=False)
-        return Receipt(allowance_id, remaining, next_invoice)
+            offer = entry.offered()
+            if next_invoice is not None and offer is not None and offer[0] == next_invoice:
+                return Receipt(allowance_id, remaining, *offer)
+            return Receipt(allowance_id, remaining, next_invoice)
+        return Receipt(allowance_id, remaining)
 
     def _check_link(self, entry: _Cached, token: Token) -> None:
         last = entry.lanes[token.lane] if token.lane < len(entry.lanes) else None
