@@ -5,7 +5,9 @@ any other command, so each condition (``epoch``, no statement yet) and its write
 step. Keys (``prefix`` defaults to ``lightspeed:stream:``): ``{prefix}s:{stream_id}``, a hash per
 stream with the fields of :class:`~lightspeed.stream.state.StreamRecord`; ``{prefix}sellers``, a
 hash url -> node id, and ``{prefix}order``, a sorted set giving the order of announcement. A
-dropped connection retries a command once: safe, as a repeated conditional script finds its
+stream's hash expires ``closed_retention`` seconds after its close: the script that records the
+statement sets the expiry in the same atomic step, so no closed stream is ever left without one
+(a crash between two commands could otherwise keep it for ever). A dropped connection retries a command once: safe, as a repeated conditional script finds its
 condition gone (``deliver`` raises the count to the same value).
 """
 
@@ -22,12 +24,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lightspeed.micro.store import StoreError
 from lightspeed.stream.state import (
+    CLOSED_RETENTION,
     MAX_SELLERS,
+    PURGE_LIMIT,
     StreamRecord,
     StreamStore,
     StreamStoreUnavailable,
     check_announce,
     check_record,
+    check_retention,
 )
 
 DEFAULT_PREFIX = b"lightspeed:stream:"
@@ -53,11 +58,17 @@ if tonumber(redis.call('HGET', KEYS[1], 'delivered_units')) < tonumber(ARGV[2]) 
     redis.call('HSET', KEYS[1], 'delivered_units', ARGV[2]) end
 return 1
 """
-# ARGV: epoch, statement. Returns the statement recorded (or '' / false).
+# ARGV: epoch, statement, retention in ms. Returns the statement recorded (or '' / false). A
+# stream closed without an expiry (by an earlier version) gets one when a late close finds it.
 _CLOSE = """
 if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] and redis.call('HGET', KEYS[1], 'statement') == '' then
-    redis.call('HSET', KEYS[1], 'statement', ARGV[2]) end
-return redis.call('HGET', KEYS[1], 'statement')
+    redis.call('HSET', KEYS[1], 'statement', ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return ARGV[2] end
+local statement = redis.call('HGET', KEYS[1], 'statement')
+if statement and statement ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return statement
 """
 _ANNOUNCE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -67,9 +78,12 @@ return 1
 
 
 class RedisStreamStore:
-    """:class:`~lightspeed.stream.state.StreamStore` on Redis (``url``: redis://...)."""
+    """:class:`~lightspeed.stream.state.StreamStore` on Redis (``url``: redis://...); a closed
+    stream is kept ``closed_retention`` seconds."""
 
-    def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX) -> None:
+    def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX, closed_retention: float = CLOSED_RETENTION) -> None:
+        check_retention(closed_retention)
+        self._retention_ms = max(1, round(closed_retention * 1000))
         self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
         self._prefix = prefix
         self._name = f"stream store {url.split('@')[-1]}"  # no password in messages
@@ -112,8 +126,12 @@ class RedisStreamStore:
         return bool(await self._call(self._deliver(keys=[self._key(stream_id)], args=[epoch, delivered_units])))
 
     async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
-        found = await self._call(self._close(keys=[self._key(stream_id)], args=[epoch, statement]))
+        found = await self._call(self._close(keys=[self._key(stream_id)],
+                                                       args=[epoch, statement, self._retention_ms]))
         return found.decode() if isinstance(found, bytes) else ""
+
+    async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
+        return 0  # Redis expires them itself (set with the statement)
 
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)
