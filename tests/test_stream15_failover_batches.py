@@ -346,11 +346,12 @@ def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tm
         print(f"paid to a {paid_to[ready_a['node_id']]}, to b {paid_to[ready_b['node_id']]}, unseen at a {unseen}")
 
 
-def test_a_superseded_payment_the_refund_already_left_out_is_kept_and_logged(
+def test_a_superseded_payment_the_refund_already_left_out_is_owed_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """b closes the allowance while a's batch invoice (paid to a) is pending: it is recorded as
-    superseded, and b refunds what it sees. When a comes back, the refund is already recorded:
-    a does not credit it silently into nothing, it keeps the record and logs the amount."""
+    superseded, and b refunds what it sees. When a comes back, the refund is already recorded
+    (its amount fixed, paid by b): a records the payment as owed, once, and status reports it
+    (a seller with automatic refunds pays it back: tests/test_auto_refunds.py)."""
     from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
     from lightspeed.micro.token import AllowanceRequest, Token
 
@@ -378,14 +379,20 @@ def test_a_superseded_payment_the_refund_already_left_out_is_kept_and_logged(
             assert view.status == "paid"
             with caplog.at_level("WARNING", logger="lightspeed.micro"):
                 status = await a.status(terms.allowance_id)
-            assert status["paid_calls"] == 10
+            assert status["paid_calls"] == 10 and status["refund_msat"] == 2 * TARIFF.tick_msat  # b's, as paid
+            assert (status["late_refund_msat"], status["late_refunded_msat"]) == (BATCH * TARIFF.tick_msat, 0)
             assert f"allowance {terms.allowance_id.hex()}: {BATCH * TARIFF.tick_msat} msat paid to this node" \
                 in caplog.text
+            for server in (a, b):  # touched again, anywhere: owed once
+                again = await server.status(terms.allowance_id)
+                assert (again["late_refund_msat"], again["refund_msat"]) == (BATCH * TARIFF.tick_msat,
+                                                                             2 * TARIFF.tick_msat)
             stored = await allowances.load(terms.allowance_id)
             assert stored is not None
-            superseded = json.loads(stored.state.extra or "{}")["superseded"]
-            assert superseded == [{"hash": decode(receipt.next_invoice).payment_hash.hex(),
-                                   "payee": ledger_a.node_id.hex(), "calls": BATCH}]
+            extra = json.loads(stored.state.extra or "{}")
+            assert "superseded" not in extra
+            assert extra["owed"] == [{"hash": decode(receipt.next_invoice).payment_hash.hex(),
+                                      "payee": ledger_a.node_id.hex(), "msat": BATCH * TARIFF.tick_msat}]
         finally:
             await allowances.aclose()
 
