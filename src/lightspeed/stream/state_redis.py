@@ -7,7 +7,9 @@ stream with the fields of :class:`~lightspeed.stream.state.StreamRecord`; ``{pre
 hash url -> node id, and ``{prefix}order``, a sorted set giving the order of announcement. A
 stream's hash expires ``closed_retention`` seconds after its close: the script that records the
 statement sets the expiry in the same atomic step, so no closed stream is ever left without one
-(a crash between two commands could otherwise keep it for ever). A dropped connection retries a command once: safe, as a repeated conditional script finds its
+(a crash between two commands could otherwise keep it for ever); one closed by an earlier version
+without an expiry gets one from a late close, or from the scan of the seller's periodic
+``purge_closed``. A dropped connection retries a command once: safe, as a repeated conditional script finds its
 condition gone (``deliver`` raises the count to the same value).
 """
 
@@ -70,6 +72,18 @@ if statement and statement ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
     redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return statement
 """
+# KEYS: stream hashes; ARGV: retention in ms. Gives an expiry to those closed without one.
+_EXPIRE_CLOSED = """
+local given = 0
+for _, key in ipairs(KEYS) do
+    local statement = redis.call('HGET', key, 'statement')
+    if statement and statement ~= '' and redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ARGV[1])
+        given = given + 1
+    end
+end
+return given
+"""
 _ANNOUNCE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', redis.call('ZCARD', KEYS[2]), ARGV[1])
@@ -92,6 +106,8 @@ class RedisStreamStore:
         self._deliver = self._redis.register_script(_DELIVER)
         self._close = self._redis.register_script(_CLOSE)
         self._announce = self._redis.register_script(_ANNOUNCE)
+        self._expire_closed = self._redis.register_script(_EXPIRE_CLOSED)
+        self._scan: int | None = 0  # where the scan for streams closed without an expiry is; None: done
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -131,7 +147,17 @@ class RedisStreamStore:
         return found.decode() if isinstance(found, bytes) else ""
 
     async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
-        return 0  # Redis expires them itself (set with the statement)
+        """Redis expires closed streams itself (the expiry is set with the statement), so nothing is
+        deleted here (0). Streams closed by an earlier version without an expiry are given one: a
+        scan of at most about ``limit`` keys a call, once through the keyspace per process."""
+        if self._scan is None:
+            return 0
+        cursor, keys = await self._call(self._redis.scan(self._scan, match=_glob_escape(self._prefix) + b"s:*",
+                                                         count=limit))
+        if keys:
+            await self._call(self._expire_closed(keys=keys, args=[self._retention_ms]))
+        self._scan = int(cursor) or None
+        return 0
 
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)
@@ -146,6 +172,11 @@ class RedisStreamStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` matched literally in a Redis glob pattern (SCAN MATCH)."""
+    return bytes(b for c in text for b in ((0x5C, c) if c in b"*?[]\\" else (c,)))
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
