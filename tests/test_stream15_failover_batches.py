@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,7 @@ class _Nodes:
         self.calls = 0
         self.before: Callable[[int], None] = lambda n: None  # runs before the n-th payment
         self.after: Callable[[int], None] = lambda n: None  # runs after it succeeded
+        self.after_async: Callable[[int, str], Awaitable[None]] | None = None  # awaited after that
 
     async def pay(self, invoice: str) -> bytes:
         self.calls += 1
@@ -52,6 +53,8 @@ class _Nodes:
             raise PaymentError("no route: the payee's node is offline")
         preimage = await self.ledgers[payee].pay(invoice)
         self.after(self.calls)
+        if self.after_async is not None:
+            await self.after_async(self.calls, invoice)
         return preimage
 
 
@@ -164,6 +167,56 @@ def test_a_batch_paid_twice_across_a_failover_counts_once_in_the_buyers_budget(t
             assert buyer.paid_twice_msat == BATCH * TARIFF.tick_msat  # a's, which b could not see
             assert buyer.batches_msat == _paid_msat(ledger_a, ledger_b) == 40 * TARIFF.tick_msat
             assert buyer.stream is not None and buyer.stream.funded_ticks == 30
+        finally:
+            await server_a.stop()
+            await server_b.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_paid_twice_and_credited_mid_stream_is_streamed_not_waited_for(tmp_path: Path) -> None:
+    """As above, and a's node comes back while the stream goes on at b: a credits the batch it was
+    paid, so the seller holds 10 ticks more than the buyer counted funded and offers no invoice
+    for them. The buyer pays on into that credit (a link the seller did not have credit for would
+    be answered with the next batch's invoice) and reaches its 30 ticks without waiting."""
+    async def scenario() -> None:
+        allowances, streams = SqliteAllowanceStore(tmp_path / "allowances.sqlite"), MemoryStreamStore()
+        ledger_a, ledger_b = Ledger(), Ledger()
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        b = stream_seller(allowances, ledger_b, ledger_b.node_id, ledger_b.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        server_a, server_b = await serve_asgi(a), await serve_asgi(b)
+        await a.announce(server_a.url)
+        await b.announce(server_b.url)
+        nodes = _Nodes(ledger_a, ledger_b)
+        allowance: list[bytes] = []
+
+        def kill_a(n: int) -> None:
+            if n == 2:
+                nodes.dead.add(ledger_a.node_id)
+                a.streams.clear()
+                assert buyer.ws is not None
+                buyer.ws.abort()
+
+        async def a_comes_back(n: int, invoice: str) -> None:
+            if n == 1:
+                allowance.append(bytes.fromhex((decode(invoice).description or "").split()[2].rstrip(":")))
+            if n == 3:  # the buyer paid b's invoice for the same batch: a's node is back and credits its own
+                back = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF)
+                assert await back.allowances.credit_superseded(allowance[0]) == BATCH
+
+        nodes.after, nodes.after_async = kill_a, a_comes_back
+        try:
+            buyer = StreamBuyer(server_a.url, nodes, BuyPolicy(max_msat=30 * TARIFF.tick_msat, batch_ticks=BATCH,
+                                                               idle_timeout=5))
+            receipt = await asyncio.wait_for(buyer.run(), 4)  # well within the idle timeout: no stall
+            checked = recompute(receipt)
+            assert checked.consistent and checked.paid_ticks == 30 and checked.delivered_units == 60
+            assert buyer.reconnected == 1 and nodes.calls == 3  # no more batch was needed: a's credit paid 21-30
+            stored = await allowances.load(allowance[0])
+            assert stored is not None and (stored.state.paid_calls, stored.state.spent) == (30, 30)
         finally:
             await server_a.stop()
             await server_b.stop()

@@ -29,7 +29,7 @@ from lightspeed.errors import DecodeError, PaymentError, UsageError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
-from lightspeed.stream.machine import BuyerStream, RemoteProtocolError
+from lightspeed.stream.machine import BuyerStream, RemoteProtocolError, StreamStatus
 from lightspeed.stream.messages import encode, encode_pay, parse
 from lightspeed.stream.receipt import Receipt, SignedStatement, Statement
 from lightspeed.stream.resume import resume_key, sign_resume
@@ -85,6 +85,9 @@ class StreamBuyer:
         #: of which for ticks paid already (to a process that went away, then invoiced again by
         #: the one taking over): the seller refunds it once that node sees the payment
         self.paid_twice_msat = 0
+        #: ticks paid twice the seller may have credited since (the first node saw its payment): the
+        #: buyer pays links into them when nothing else is funded (:meth:`_pay_into_credit`)
+        self._twice_ticks = 0
         self.reconnected = 0
         self._pending: tuple[str, int] | None = None  # a batch invoice offered, and its ticks
         self._stop = asyncio.Event()
@@ -237,6 +240,8 @@ class StreamBuyer:
             raise PaymentError(f"invoice: {ticks} more ticks would prepay more than one window "
                                f"({buyer.tariff.window_ticks} ticks) or exceed the budget")
         covers = self._covers(buyer, decoded, ticks)
+        calls = batch_calls(decoded, ticks)
+        credited = max(0, calls[0] - 1 - buyer.funded_ticks) if calls is not None else 0  # ticks paid twice
         try:
             await self.payer.pay(invoice)
         except PaymentError:
@@ -249,10 +254,27 @@ class StreamBuyer:
         self.paid_invoices.add(invoice)
         self._paid_hashes.add(decoded.payment_hash)
         self.batches_msat += ticks * buyer.tariff.tick_msat
+        self._twice_ticks = max(0, self._twice_ticks - credited)  # the seller counts them: funded now
         if covers:
             buyer.funded(covers)
         else:
             self.paid_twice_msat += ticks * buyer.tariff.tick_msat
+            self._twice_ticks += ticks
+
+    def _pay_into_credit(self, buyer: BuyerStream) -> bool:
+        """Count one more tick funded when the buyer would otherwise wait for an invoice that may
+        never come: it paid ticks twice and the seller may have credited them (its first node came
+        back), in which case it has the credit and offers no invoice for it. The link goes out; a
+        seller without that credit answers ``batch_due`` with the next batch's invoice, whose range
+        sets ``funded_ticks`` right again (:meth:`_covers`). At most the ticks paid twice, within
+        the budget and the window; so the buyer never waits on a seller that waits for a link."""
+        if (not self._twice_ticks or self._pending is not None or buyer.status is not StreamStatus.OPEN
+                or buyer.stopped or buyer.delivered_units < buyer.paid_units
+                or buyer.paid_ticks < buyer.funded_ticks or not buyer.may_fund(1)):
+            return False
+        self._twice_ticks -= 1
+        buyer.funded(1)
+        return True
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -271,6 +293,8 @@ class StreamBuyer:
                 self._pending = None
                 await self._fund(buyer, invoice, ticks)
             payment = buyer.next_payment()
+            if payment is None and self._pay_into_credit(buyer):
+                payment = buyer.next_payment()
             if payment is not None:
                 await self._send_or_resume(buyer, "pay", index=payment[0], link=payment[1])
                 continue
