@@ -59,7 +59,9 @@ class Payer(Protocol):
 
 @dataclass
 class BuyPolicy:
-    max_msat: int  # the most this stream may cost
+    #: The most this stream may cost (its paid ticks). The batches paid over Lightning stay within
+    #: it, plus at most one batch when one was paid twice across a failover (the seller refunds it).
+    max_msat: int
     max_msat_per_unit: int | None = None  # refuse a tariff above this
     batch_ticks: int | None = None  # ticks per Lightning prepayment (default: half a window)
     reconnects: int = 5  # attempts to resume after a dropped connection
