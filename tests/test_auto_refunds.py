@@ -373,3 +373,61 @@ def test_a_batch_paid_after_the_close_is_refunded_too_once_the_sweep_sees_it(tmp
             await net.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_superseded_batch_seen_paid_after_the_refund_is_paid_back_once_by_its_own_node(tmp_path: Path) -> None:
+    """Two seller processes share the allowance store, each with its own node (C, D), the buyer A
+    behind the hub B. A pays C's second batch; C goes away before seeing it; D supersedes it,
+    invoices the batch itself (A pays that too), serves, closes and refunds what it sees through
+    its own batch's return path. C comes back: the refund is recorded already, so C's payment is
+    owed apart and C pays it back through that payment's return path, once."""
+    async def scenario() -> None:
+        net = await create_network(4, [(0, 1, 2 * SAT, PUSH), (1, 2, 2 * SAT, PUSH), (1, 3, 2 * SAT, PUSH)],
+                                   datadir=tmp_path)
+        _announce(net)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        payer = NodePayer(a, return_path=True)
+        back = None
+        try:
+            tip = lane_tip(os.urandom(32), 0)
+            terms = await server_c.create(AllowanceRequest(100, (anchor(tip, 100),), batch_calls=50))
+            await payer.pay(terms.invoice)  # calls 1-50 to C: 5,000 msat
+            bought = _Bought(terms, [ChainWalker.from_tip(tip, 100)])
+            offered_by_c = (await server_c.spend(bought.token(0, 30))).next_invoice
+            assert offered_by_c is not None
+            await payer.pay(offered_by_c)  # calls 51-100 to C, which goes away before it sees it
+            await server_d.take_over_batch(terms.allowance_id)  # D cannot see it paid: superseded
+            offered_by_d = (await server_d.spend(bought.token(0, 31))).next_invoice
+            assert offered_by_d is not None and offered_by_d != offered_by_c
+            await payer.pay(offered_by_d)  # the same calls again, to D: 5,000 msat
+            await server_d.spend(bought.token(0, 60))
+            before = _received(a)
+            assert await server_d.close(bought.token(0, 61)) == 40 * 100  # what D sees: 100 paid, 60 spent
+            view = await server_d.auto_refund(terms.allowance_id, wait=30)
+            assert view is not None and (view.status, view.refunded_msat) == ("paid", 4_000), view
+            await until(lambda: _received(a) == before + 4_000)
+
+            back = _server(c, store)  # C's process is back, with its node: it sees its payment
+            status = await back.status(terms.allowance_id)
+            assert (status["refund"], status["refund_msat"], status["late_refund_msat"]) == ("paid", 4_000, 5_000)
+            await until(lambda: _received(a) == before + 9_000, timeout=30)  # through C's batch's return path
+            await until(lambda: not back._owed_tasks)
+            for server in (back, server_d):  # touched again, anywhere: nothing more is paid
+                status = await server.status(terms.allowance_id)
+                assert (status["late_refund_msat"], status["late_refunded_msat"]) == (5_000, 5_000)
+                assert await server.refund_owed(terms.allowance_id) == 0
+            await back.resolve_refunds()
+            await asyncio.sleep(0.5)
+            assert _received(a) == before + 9_000  # 15,000 paid = 6,000 spent + 4,000 + 5,000 back
+            assert [p.amount_msat for p in c.store.payments() if p.status == "succeeded"] == [5_000]
+            assert [p.amount_msat for p in d.store.payments() if p.status == "succeeded"] == [4_000]
+        finally:
+            for server in (server_c, server_d, back):
+                if server is not None:
+                    await server.auto_refunds.aclose()  # type: ignore[union-attr]
+            await store.aclose()
+            await net.stop()
+
+    asyncio.run(scenario())

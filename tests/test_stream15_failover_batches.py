@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,7 @@ class _Nodes:
         self.calls = 0
         self.before: Callable[[int], None] = lambda n: None  # runs before the n-th payment
         self.after: Callable[[int], None] = lambda n: None  # runs after it succeeded
+        self.after_async: Callable[[int, str], Awaitable[None]] | None = None  # awaited after that
 
     async def pay(self, invoice: str) -> bytes:
         self.calls += 1
@@ -52,6 +53,8 @@ class _Nodes:
             raise PaymentError("no route: the payee's node is offline")
         preimage = await self.ledgers[payee].pay(invoice)
         self.after(self.calls)
+        if self.after_async is not None:
+            await self.after_async(self.calls, invoice)
         return preimage
 
 
@@ -123,6 +126,136 @@ def test_a_batch_falling_due_after_a_take_over_is_invoiced_and_paid_at_the_new_p
             await server_a.stop()
             await server_b.stop()
             await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_paid_twice_across_a_failover_counts_once_in_the_buyers_budget(tmp_path: Path) -> None:
+    """The buyer's budget is exactly the stream's price (30 ticks). It pays a's second batch, a
+    dies, b invoices that batch again (calls 11-20) and the buyer pays it too: the lane is funded
+    by it once, so the stream still reaches its 30 ticks instead of stopping one batch short, and
+    what the buyer paid twice is one batch, no more."""
+    async def scenario() -> None:
+        allowances, streams = SqliteAllowanceStore(tmp_path / "allowances.sqlite"), MemoryStreamStore()
+        ledger_a, ledger_b = Ledger(), Ledger()
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        b = stream_seller(allowances, ledger_b, ledger_b.node_id, ledger_b.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        server_a, server_b = await serve_asgi(a), await serve_asgi(b)
+        await a.announce(server_a.url)
+        await b.announce(server_b.url)
+        nodes = _Nodes(ledger_a, ledger_b)
+
+        def kill_a(n: int) -> None:
+            if n == 2:  # just after the buyer paid a's second batch: only a's node knows
+                nodes.dead.add(ledger_a.node_id)
+                a.streams.clear()
+                assert buyer.ws is not None
+                buyer.ws.abort()
+
+        nodes.after = kill_a
+        try:
+            buyer = StreamBuyer(server_a.url, nodes, BuyPolicy(max_msat=30 * TARIFF.tick_msat, batch_ticks=BATCH))
+            receipt = await buyer.run()  # to the end of the budget
+            assert nodes.dead and buyer.reconnected == 1
+            checked = recompute(receipt)
+            assert checked.consistent and checked.signature_valid, checked.problems
+            assert checked.paid_ticks == 30 and checked.delivered_units == 60  # the whole budget's ticks
+            batches = sorted(decode(i).description or "" for i in buyer.paid_invoices)
+            assert [d.split(": ")[1] for d in batches] == ["10 calls", "calls 11-20", "calls 11-20", "calls 21-30"]
+            assert buyer.paid_twice_msat == BATCH * TARIFF.tick_msat  # a's, which b could not see
+            assert buyer.batches_msat == _paid_msat(ledger_a, ledger_b) == 40 * TARIFF.tick_msat
+            assert buyer.stream is not None and buyer.stream.funded_ticks == 30
+        finally:
+            await server_a.stop()
+            await server_b.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_paid_twice_and_credited_mid_stream_is_streamed_not_waited_for(tmp_path: Path) -> None:
+    """As above, and a's node comes back while the stream goes on at b: a credits the batch it was
+    paid, so the seller holds 10 ticks more than the buyer counted funded and offers no invoice
+    for them. The buyer pays on into that credit (a link the seller did not have credit for would
+    be answered with the next batch's invoice) and reaches its 30 ticks without waiting."""
+    async def scenario() -> None:
+        allowances, streams = SqliteAllowanceStore(tmp_path / "allowances.sqlite"), MemoryStreamStore()
+        ledger_a, ledger_b = Ledger(), Ledger()
+        a = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        b = stream_seller(allowances, ledger_b, ledger_b.node_id, ledger_b.privkey, tariff=TARIFF, meter=_meter,
+                          stream_store=streams)
+        server_a, server_b = await serve_asgi(a), await serve_asgi(b)
+        await a.announce(server_a.url)
+        await b.announce(server_b.url)
+        nodes = _Nodes(ledger_a, ledger_b)
+        allowance: list[bytes] = []
+
+        def kill_a(n: int) -> None:
+            if n == 2:
+                nodes.dead.add(ledger_a.node_id)
+                a.streams.clear()
+                assert buyer.ws is not None
+                buyer.ws.abort()
+
+        async def a_comes_back(n: int, invoice: str) -> None:
+            if n == 1:
+                allowance.append(bytes.fromhex((decode(invoice).description or "").split()[2].rstrip(":")))
+            if n == 3:  # the buyer paid b's invoice for the same batch: a's node is back and credits its own
+                back = stream_seller(allowances, ledger_a, ledger_a.node_id, ledger_a.privkey, tariff=TARIFF)
+                assert await back.allowances.credit_superseded(allowance[0]) == BATCH
+
+        nodes.after, nodes.after_async = kill_a, a_comes_back
+        try:
+            buyer = StreamBuyer(server_a.url, nodes, BuyPolicy(max_msat=30 * TARIFF.tick_msat, batch_ticks=BATCH,
+                                                               idle_timeout=5))
+            receipt = await asyncio.wait_for(buyer.run(), 4)  # well within the idle timeout: no stall
+            checked = recompute(receipt)
+            assert checked.consistent and checked.paid_ticks == 30 and checked.delivered_units == 60
+            assert buyer.reconnected == 1 and nodes.calls == 3  # no more batch was needed: a's credit paid 21-30
+            stored = await allowances.load(allowance[0])
+            assert stored is not None and (stored.state.paid_calls, stored.state.spent) == (30, 30)
+        finally:
+            await server_a.stop()
+            await server_b.stop()
+            await allowances.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_buyer_pays_an_invoice_once_and_ticks_paid_twice_at_most_one_batch_over_its_budget() -> None:
+    """Against a seller invoicing ticks it was paid for again and again, from its other nodes: each
+    invoice is paid once (also offered again in another spelling), the budget counts the lane's
+    ticks once, and all the batches paid stay within the budget plus one batch."""
+    from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+    from lightspeed.stream import BuyerStream
+
+    async def scenario() -> None:
+        ledgers = Ledger(), Ledger(), Ledger()
+        nodes, tick = _Nodes(*ledgers), TARIFF.tick_msat
+        buyer = StreamBuyer("ws://127.0.0.1:1/charge", nodes, BuyPolicy(max_msat=30 * tick, batch_ticks=BATCH))
+        tip = lane_tip(b"\x03" * 32, 0)
+        stream = BuyerStream(TARIFF, b"s" * 16, ledgers[0].node_id, ChainWalker.from_tip(tip, 30), 0,
+                             anchor(tip, 30), 30 * tick, other_sellers=frozenset(x.node_id for x in ledgers[1:]))
+
+        async def batch(ledger: Ledger, calls: str) -> str:
+            return (await ledger.create_invoice(BATCH * tick, f"Lightspeed allowance {'ab' * 16}: {calls}", 600)).encode()
+
+        first = await batch(ledgers[0], "10 calls")
+        await buyer._fund(stream, first, BATCH)
+        await buyer._fund(stream, first.upper(), BATCH)  # the same invoice (bech32 in capitals): paid once
+        second = await batch(ledgers[0], "calls 11-20")
+        await buyer._fund(stream, second, BATCH)
+        assert (nodes.calls, stream.funded_ticks) == (2, 20)
+        await buyer._fund(stream, await batch(ledgers[1], "calls 11-20"), BATCH)  # b could not see a's
+        assert (nodes.calls, stream.funded_ticks, buyer.paid_twice_msat) == (3, 20, BATCH * tick)
+        await buyer._fund(stream, await batch(ledgers[1], "calls 21-30"), BATCH)
+        assert (stream.funded_ticks, buyer.batches_msat) == (30, 40 * tick)  # the budget plus one batch
+        with pytest.raises(PaymentError, match="exceed the budget"):  # c asks for 11-20 a third time
+            await buyer._fund(stream, await batch(ledgers[2], "calls 11-20"), BATCH)
+        assert (nodes.calls, buyer.batches_msat) == (4, 40 * tick)
 
     asyncio.run(scenario())
 
@@ -214,9 +347,9 @@ def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tm
                     if s.delivered_units >= BATCH - 1 and a.poll() is None:
                         a.send_signal(signal.SIGKILL)  # one tick before the boundary: batch 2 is a's
 
-                # budget for one more batch than delivered: a's batch 2 may be paid and unseen
+                # the budget is the stream's price: a batch paid to a and again to b counts once
                 buyer = StreamBuyer(ready_a["metered"], NodePayer(node, timeout=10),
-                                    BuyPolicy(max_msat=(ticks + BATCH) * tick_msat, batch_ticks=BATCH),
+                                    BuyPolicy(max_msat=ticks * tick_msat, batch_ticks=BATCH),
                                     on_update=on_update)
                 return await buyer.run(stop_after_units=ticks), buyer
             finally:
@@ -266,11 +399,12 @@ def test_kill_9_at_a_batch_boundary_the_other_process_invoices_the_next_batch(tm
         print(f"paid to a {paid_to[ready_a['node_id']]}, to b {paid_to[ready_b['node_id']]}, unseen at a {unseen}")
 
 
-def test_a_superseded_payment_the_refund_already_left_out_is_kept_and_logged(
+def test_a_superseded_payment_the_refund_already_left_out_is_owed_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """b closes the allowance while a's batch invoice (paid to a) is pending: it is recorded as
-    superseded, and b refunds what it sees. When a comes back, the refund is already recorded:
-    a does not credit it silently into nothing, it keeps the record and logs the amount."""
+    superseded, and b refunds what it sees. When a comes back, the refund is already recorded
+    (its amount fixed, paid by b): a records the payment as owed, once, and status reports it
+    (a seller with automatic refunds pays it back: tests/test_auto_refunds.py)."""
     from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
     from lightspeed.micro.token import AllowanceRequest, Token
 
@@ -298,14 +432,20 @@ def test_a_superseded_payment_the_refund_already_left_out_is_kept_and_logged(
             assert view.status == "paid"
             with caplog.at_level("WARNING", logger="lightspeed.micro"):
                 status = await a.status(terms.allowance_id)
-            assert status["paid_calls"] == 10
+            assert status["paid_calls"] == 10 and status["refund_msat"] == 2 * TARIFF.tick_msat  # b's, as paid
+            assert (status["late_refund_msat"], status["late_refunded_msat"]) == (BATCH * TARIFF.tick_msat, 0)
             assert f"allowance {terms.allowance_id.hex()}: {BATCH * TARIFF.tick_msat} msat paid to this node" \
                 in caplog.text
+            for server in (a, b):  # touched again, anywhere: owed once
+                again = await server.status(terms.allowance_id)
+                assert (again["late_refund_msat"], again["refund_msat"]) == (BATCH * TARIFF.tick_msat,
+                                                                             2 * TARIFF.tick_msat)
             stored = await allowances.load(terms.allowance_id)
             assert stored is not None
-            superseded = json.loads(stored.state.extra or "{}")["superseded"]
-            assert superseded == [{"hash": decode(receipt.next_invoice).payment_hash.hex(),
-                                   "payee": ledger_a.node_id.hex(), "calls": BATCH}]
+            extra = json.loads(stored.state.extra or "{}")
+            assert "superseded" not in extra
+            assert extra["owed"] == [{"hash": decode(receipt.next_invoice).payment_hash.hex(),
+                                      "payee": ledger_a.node_id.hex(), "msat": BATCH * TARIFF.tick_msat}]
         finally:
             await allowances.aclose()
 

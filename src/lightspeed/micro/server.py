@@ -13,6 +13,7 @@ Refunds are paid exactly once by :class:`~lightspeed.micro.refunds.RefundDesk`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -188,6 +189,8 @@ class AllowanceServer:
     auto_refunds: AutoRefunds | None = None
     _cache: LruCache[_Cached] = field(init=False)
     _limiter: RateLimiter = field(init=False)
+    _owed_running: set[bytes] = field(default_factory=set)  # allowances whose owed refunds run here
+    _owed_tasks: set[asyncio.Task[int]] = field(default_factory=set)  # held: a task only weakly held may vanish
 
     def __post_init__(self) -> None:
         p = self.policy
@@ -321,6 +324,7 @@ class AllowanceServer:
         await self._credit_superseded(allowance_id, entry)
         if entry.state.status is Status.CLOSED:
             await self._count_late_payment(allowance_id, entry)
+            self._start_owed_refunds(allowance_id, entry)
         s = entry.state
         return {**entry.terms.public_json(), "status": s.status.value, "paid_calls": s.paid_calls,
                 "spent": s.spent, "remaining_calls": s.paid_calls - s.spent,
@@ -389,6 +393,7 @@ class AllowanceServer:
             self.auto_refunds.later.add(allowance_id)  # the sweep (resolve_refunds) looks again
             return None
         self.auto_refunds.later.discard(allowance_id)
+        self._start_owed_refunds(allowance_id, entry)
         hashes = self._payment_hashes(entry)
         view = await self.auto_refunds.start(allowance_id, self._refund_msat(entry), hashes)
         if wait > 0 and view.status == "in_flight":
@@ -636,11 +641,10 @@ class AllowanceServer:
             if not paid:
                 return 0
             if entry.state.status is Status.CLOSED and await self.store.refund(allowance_id) is not None:
-                # the refund was recorded before this node came back: kept in the store, said loudly
-                log.warning("allowance %s: %d msat paid to this node after its process was superseded, "
-                            "not in the refund recorded already (left under 'superseded')", allowance_id.hex(),
-                            entry.terms.price.cost_msat(sum(int(s["calls"]) for s in paid)))
-                return 0
+                # the refund was recorded (its amount fixed) before this node came back: owed apart
+                if await self._owe(allowance_id, entry, extra, paid):
+                    return 0
+                continue
             calls = sum(int(s["calls"]) for s in paid)
             rest = [s for s in extra["superseded"] if s not in paid]
             credited = {**extra, "superseded": rest}
@@ -658,6 +662,91 @@ class AllowanceServer:
             if done:
                 return calls
         return 0
+
+    async def _owe(self, allowance_id: bytes, entry: _Cached, extra: dict[str, Any],
+                   paid: list[dict[str, Any]]) -> bool:
+        """Record superseded batch payments this node sees only after the allowance's refund was
+        recorded as owed (``extra["owed"]``: hash, payee, msat), out of ``superseded`` in the same
+        compare-and-set, so they are owed once. They are not added to that refund: its amount is
+        fixed, and another node paid it, whose running totals this node cannot see (raising the
+        amount would make this node pay the whole refund again). This node pays each back through
+        the payment's own return path instead (:meth:`refund_owed`). False: the state changed."""
+        owed = [*extra.get("owed", []), *({"hash": s["hash"], "payee": s["payee"],
+                                           "msat": entry.terms.price.cost_msat(int(s["calls"]))} for s in paid)]
+        rest = [s for s in extra["superseded"] if s not in paid]
+        new_extra = {**extra, "owed": owed, "superseded": rest}
+        if not rest:
+            del new_extra["superseded"]
+        state = entry.state
+        done = await self.store.update_state(allowance_id, state, AllowanceState(state.status, state.paid_calls, 0,
+                                                                                 json.dumps(new_extra)))
+        await self._reload(entry, allowance_id)
+        if done:
+            log.warning("allowance %s: %d msat paid to this node after its process was superseded and after the "
+                        "refund was recorded: owed, refunded apart", allowance_id.hex(),
+                        sum(int(o["msat"]) for o in owed[len(owed) - len(paid):]))
+        return done
+
+    async def refund_owed(self, allowance_id: bytes) -> int:
+        """Pay back what is owed to this node's payments of a closed allowance (:meth:`_owe`), each
+        through the return path of the payment it is owed for; returns the msat paid back now.
+
+        Once: the node keeps a durable running total per payment hash (a part counts from before
+        its first HTLC) and refuses to refund a payment beyond what it received, and only this
+        path refunds through these payments (they are in no refund record). An owed payment paid
+        back is moved to ``late_refunded_msat``. Without :attr:`auto_refunds`, or a payment that
+        carried no return path, it stays owed (``status`` reports it)."""
+        if self.auto_refunds is None or allowance_id in self._owed_running:
+            return 0
+        self._owed_running.add(allowance_id)
+        try:
+            entry = await self._entry(allowance_id)
+            await self._reload(entry, allowance_id)
+            paths, sent = self.auto_refunds.paths, 0
+            for owed in json.loads(entry.state.extra or "{}").get("owed", []):
+                if owed["payee"] != self.node_id.hex():
+                    continue
+                payment_hash = bytes.fromhex(owed["hash"])
+                left, room = int(owed["msat"]) - paths.refunded_msat(payment_hash), paths.refundable_msat(payment_hash)
+                if left > 0 and room:
+                    try:
+                        await paths.refund(payment_hash, min(room, left))
+                        sent += min(room, left)
+                    except Exception as exc:  # a timeout may still settle: the running total says
+                        log.info("allowance %s: owed refund through the return path failed: %s",
+                                 allowance_id.hex(), exc)
+                if int(owed["msat"]) <= paths.refunded_msat(payment_hash):
+                    await self._owed_refunded(allowance_id, entry, owed)
+            return sent
+        finally:
+            self._owed_running.discard(allowance_id)
+
+    async def _owed_refunded(self, allowance_id: bytes, entry: _Cached, owed: dict[str, Any]) -> None:
+        for _ in range(8):
+            extra = json.loads(entry.state.extra or "{}")
+            if owed not in extra.get("owed", []):
+                return
+            rest = [o for o in extra["owed"] if o != owed]
+            new_extra = {**extra, "owed": rest,
+                         "late_refunded_msat": int(extra.get("late_refunded_msat", 0)) + int(owed["msat"])}
+            if not rest:
+                del new_extra["owed"]
+            state = entry.state
+            done = await self.store.update_state(allowance_id, state, AllowanceState(
+                state.status, state.paid_calls, 0, json.dumps(new_extra)))
+            await self._reload(entry, allowance_id)
+            if done:
+                return
+
+    def _start_owed_refunds(self, allowance_id: bytes, entry: _Cached) -> None:
+        """Run :meth:`refund_owed` in the background if something is owed to this node's payments."""
+        owed = json.loads(entry.state.extra or "{}").get("owed", [])
+        if self.auto_refunds is None or allowance_id in self._owed_running \
+                or not any(o["payee"] == self.node_id.hex() for o in owed):
+            return
+        task = asyncio.get_running_loop().create_task(self.refund_owed(allowance_id))
+        self._owed_tasks.add(task)
+        task.add_done_callback(self._owed_tasks.discard)
 
     async def _receipt(self, allowance_id: bytes, entry: _Cached) -> Receipt:
         state, terms = entry.state, entry.terms
@@ -686,6 +775,9 @@ class AllowanceServer:
     async def _refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
         if entry.state.status is not Status.CLOSED:
             return {}
+        return {**await self._main_refund_view(allowance_id, entry), **_late_refund_view(entry)}
+
+    async def _main_refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
         record = await self.store.refund(allowance_id)
         if record is not None and record.status is RefundStatus.IN_FLIGHT and self.payer is not None:
             record = await self._desk().resolve(allowance_id, record, resume=False)
@@ -751,12 +843,21 @@ def _batch_payee(pending: dict[str, Any]) -> str:
     return str(pending.get("batch_payee") or decode(pending["batch_invoice"]).payee.hex())
 
 
+def _late_refund_view(entry: _Cached) -> dict[str, object]:
+    """Payments seen after the refund was recorded (superseded batch invoices paid to a node that
+    came back later): ``late_refund_msat`` owed for them in all, ``late_refunded_msat`` paid back."""
+    extra = json.loads(entry.state.extra or "{}")
+    refunded = int(extra.get("late_refunded_msat", 0))
+    owed = refunded + sum(int(o["msat"]) for o in extra.get("owed", []))
+    return {"late_refund_msat": owed, "late_refunded_msat": refunded} if owed else {}
+
+
 def _status(entry: _Cached) -> Status:
     return entry.state.status
 
 
 MAX_KEPT_HASHES = 4
-_KEPT = ("paid_hashes", "undelivered_msat", "superseded")  # bookkeeping carried through every state change
+_KEPT = ("paid_hashes", "undelivered_msat", "superseded", "owed", "late_refunded_msat")  # carried through every state change
 
 
 def _kept(extra: dict[str, object]) -> dict[str, object]:

@@ -73,6 +73,7 @@ MAX_BAD_FRAMES = 8  # malformed frames one connection may send before it is clos
 
 SELLERS_REFRESH = 2.0  # seconds the list of the seller's processes is cached for the greeting
 SWEEP_EVERY = 1.0  # seconds between two looks at every stream for the paused ones to close
+PURGE_EVERY = 300.0  # seconds between two purges of the shared store's expired closed streams
 
 
 @dataclass
@@ -111,6 +112,10 @@ class StreamSeller:
     _local: MemoryStreamStore = field(default_factory=MemoryStreamStore)  # streams paid by increments
     _sellers: tuple[float, list[tuple[str, bytes]]] = (float("-inf"), [])
     _swept: float = float("-inf")  # when sweep() last looked at every stream
+    #: Seconds between two deletions of the closed streams past the store's retention (each of at
+    #: most :data:`~lightspeed.stream.state.PURGE_LIMIT`: a sweep stays short whatever the backlog).
+    purge_every: float = PURGE_EVERY
+    _purged: float = float("-inf")  # when sweep() last purged the store
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.increment_streams_per_minute, 100_000)
@@ -155,8 +160,15 @@ class StreamSeller:
 
         It looks at every stream, so it runs at most once per :data:`SWEEP_EVERY` seconds (a
         thousand streams opening at once made it the opening's main cost), and always when the
-        streams are at ``max_streams``."""
+        streams are at ``max_streams``. Every :attr:`purge_every` seconds it also deletes the
+        shared store's streams closed longer ago than its retention (PostgreSQL; Redis expires them)."""
         now = self.clock()
+        if now - self._purged >= self.purge_every:
+            self._purged = now
+            try:
+                await self.store.purge_closed()
+            except StorageUnavailable as exc:  # not this stream's business: the next purge goes on
+                logging.getLogger(__name__).warning("closed streams not purged: %s", exc)
         if now - self._swept < SWEEP_EVERY and len(self.streams) < self.max_streams:
             return
         self._swept = now
@@ -167,7 +179,7 @@ class StreamSeller:
             if m.status is StreamStatus.CLOSED and now - live.paused_at > self.resume_seconds:
                 del self.streams[stream_id]
                 self._bound.pop(m.allowance_id, None)
-                if isinstance(live.store, MemoryStreamStore):  # a shared store keeps closed streams
+                if isinstance(live.store, MemoryStreamStore):  # a shared one keeps them its retention
                     live.store.forget(stream_id)
 
     async def finish(self, live: _Live) -> SignedStatement | None:

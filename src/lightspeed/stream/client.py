@@ -6,7 +6,11 @@ its invoice with the given payer, then lets :class:`~lightspeed.stream.machine.B
 decide every payment: the next link goes out only once the tick paid before it has been
 delivered. Batch invoices the seller offers are paid only while the prepayment stays within
 one window; one that cannot be paid (its process died with its node) is skipped once, since the
-process taking the stream over invoices the batch again from its own node. A dropped connection is resumed on the next URL of the list (the caller's, then those
+process taking the stream over invoices the batch again from its own node. Each batch counts
+once in the budget (:meth:`StreamBuyer._fund`): a batch paid to a process that died and invoiced
+again by the one taking over is paid again (nothing else lets the stream go on) but funds the
+lane once, the payment beyond the budget bounded by one batch, which the seller refunds once its
+first node sees it. A dropped connection is resumed on the next URL of the list (the caller's, then those
 the seller's greeting announces: its other processes), signed with a key made for this stream
 (:mod:`.resume`); at the end the seller's signed statement is checked against our own count and
 returned as a :class:`~lightspeed.stream.receipt.Receipt` (with every link we paid).
@@ -16,14 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lightspeed.errors import DecodeError, PaymentError, UsageError
+from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
-from lightspeed.stream.machine import BuyerStream, RemoteProtocolError
+from lightspeed.stream.machine import BuyerStream, RemoteProtocolError, StreamStatus
 from lightspeed.stream.messages import encode, encode_pay, parse
 from lightspeed.stream.receipt import Receipt, SignedStatement, Statement
 from lightspeed.stream.resume import resume_key, sign_resume
@@ -32,6 +38,19 @@ from lightspeed.stream.wsclient import ConnectionClosed, WebSocket
 
 UNSEEN_RETRIES = 200  # 10 s of "not paid" for an invoice we paid, then give up
 SELLER_MESSAGES = frozenset({"tariff", "invoice", "position", "delivered", "statement", "error"})
+#: How an :class:`~lightspeed.micro.server.AllowanceServer` describes a batch invoice: the calls
+#: (ticks of the lane, counted from 1) it pays for, "Lightspeed allowance <id>: calls 11-20".
+_BATCH_CALLS = re.compile(r": calls (\d+)-(\d+)$")
+
+
+def batch_calls(invoice: Invoice, ticks: int) -> tuple[int, int] | None:
+    """The first and last tick of the lane a batch invoice of ``ticks`` ticks pays for, as its
+    description says; ``None`` if it does not say (or says a range of another length)."""
+    found = _BATCH_CALLS.search(invoice.description or "")
+    if found is None:
+        return None
+    first, last = int(found[1]), int(found[2])
+    return (first, last) if first >= 1 and last - first + 1 == ticks else None
 
 
 class Payer(Protocol):
@@ -40,7 +59,9 @@ class Payer(Protocol):
 
 @dataclass
 class BuyPolicy:
-    max_msat: int  # the most this stream may cost
+    #: The most this stream may cost (its paid ticks). The batches paid over Lightning stay within
+    #: it, plus at most one batch when one was paid twice across a failover (the seller refunds it).
+    max_msat: int
     max_msat_per_unit: int | None = None  # refuse a tariff above this
     batch_ticks: int | None = None  # ticks per Lightning prepayment (default: half a window)
     reconnects: int = 5  # attempts to resume after a dropped connection
@@ -61,6 +82,14 @@ class StreamBuyer:
         self.stream: BuyerStream | None = None
         self.ws: WebSocket | None = None
         self.paid_invoices: set[str] = set()
+        self._paid_hashes: set[bytes] = set()  # the same, by payment hash: an invoice is paid once
+        self.batches_msat = 0  # paid for batches over Lightning (the allowance's invoices)
+        #: of which for ticks paid already (to a process that went away, then invoiced again by
+        #: the one taking over): the seller refunds it once that node sees the payment
+        self.paid_twice_msat = 0
+        #: ticks paid twice the seller may have credited since (the first node saw its payment): the
+        #: buyer pays links into them when nothing else is funded (:meth:`_pay_into_credit`)
+        self._twice_ticks = 0
         self.reconnected = 0
         self._pending: tuple[str, int] | None = None  # a batch invoice offered, and its ticks
         self._stop = asyncio.Event()
@@ -114,7 +143,7 @@ class StreamBuyer:
         if p.ticks_per_increment is not None:
             return await self._open_increments(tariff, node_id, stream_id, min(p.ticks_per_increment,
                                                                                tariff.window_ticks), ticks)
-        batch = min(ticks, p.batch_ticks or max(1, tariff.window_ticks // 2))
+        batch = self._batch_ticks(tariff)
         tip = lane_tip(os.urandom(32), 0)
         start = anchor(tip, ticks)
         await self._send("buy", anchor=start, ticks=ticks, batch_ticks=batch)
@@ -166,29 +195,88 @@ class StreamBuyer:
         buyer.paid_increment(decoded.payment_hash, ticks)
         await self._send_or_resume(buyer, "paid", payment_hash=decoded.payment_hash)
 
+    def _batch_ticks(self, tariff: Tariff) -> int:
+        """Ticks per Lightning prepayment: the policy's, or half a window; at most the budget."""
+        ticks = min(tariff.max_ticks, self.policy.max_msat // tariff.tick_msat)
+        return max(1, min(ticks, self.policy.batch_ticks or max(1, tariff.window_ticks // 2)))
+
+    def _paid(self, invoice: str) -> bool:
+        """Paid already (by its text or its payment hash): never paid again."""
+        return invoice in self.paid_invoices or decode(invoice).payment_hash in self._paid_hashes
+
+    @staticmethod
+    def _covers(buyer: BuyerStream, invoice: Invoice, ticks: int) -> int:
+        """The ticks of the lane a batch invoice funds beyond those funded already: 0 for a batch
+        we paid before to another of the seller's nodes (the process taking the stream over could
+        not see that payment and invoiced the batch again); more than ``ticks`` when the seller
+        counts ticks we paid twice before (the first node saw its payment since). An invoice that
+        does not say which ticks it pays for funds ``ticks`` more."""
+        calls = batch_calls(invoice, ticks)
+        return ticks if calls is None else max(0, calls[1] - buyer.funded_ticks)
+
+    def _may_pay(self, buyer: BuyerStream, invoice: str, ticks: int) -> bool:
+        """The batch fits: what it funds stays within one window and the budget, and every batch
+        paid stays within the budget plus one batch (paid twice across a failover)."""
+        decoded = decode(invoice)
+        covers = self._covers(buyer, decoded, ticks)
+        return ((covers == 0 or buyer.may_fund(covers))
+                and self.batches_msat + (decoded.amount_msat or 0)
+                <= self.policy.max_msat + self._batch_ticks(buyer.tariff) * buyer.tariff.tick_msat)
+
     async def _fund(self, buyer: BuyerStream, invoice: str, ticks: int) -> None:
-        """Pay a batch invoice of ``ticks`` ticks, after checking it is what it says and fits the window."""
+        """Pay a batch invoice of ``ticks`` ticks, after checking it is what it says and fits the window.
+
+        The budget counts each batch once: it is the ticks of the lane funded (``funded_ticks``,
+        the seller's count of paid calls), not the sum of the invoices paid, since the same batch
+        may be invoiced twice (see :meth:`_covers`). Paying one again is still bounded: all the
+        batches paid stay within ``max_msat`` plus one batch."""
+        if self._paid(invoice):  # offered again (after a reconnect, in a batch_due): paid once
+            return
         decoded = decode(invoice)
         if decoded.payee != buyer.seller_node_id and decoded.payee not in buyer.other_sellers:
             raise PaymentError("invoice: not payable to the seller's node (nor one of its announced processes)")
         if decoded.amount_msat != ticks * buyer.tariff.tick_msat:
             raise PaymentError(f"invoice: {decoded.amount_msat} msat is not {ticks} ticks at "
                                f"{buyer.tariff.tick_msat} msat")
-        if not buyer.may_fund(ticks):
+        if not self._may_pay(buyer, invoice, ticks):
             raise PaymentError(f"invoice: {ticks} more ticks would prepay more than one window "
                                f"({buyer.tariff.window_ticks} ticks) or exceed the budget")
-        if invoice not in self.paid_invoices:
-            try:
-                await self.payer.pay(invoice)
-            except PaymentError:
-                if invoice in self.unpayable:  # asked again for one that cannot be paid: give up
-                    raise
-                # its process may have died with its node (we will resume elsewhere): the process
-                # serving us then replaces it by its own invoice (micro/server.py, superseded)
-                self.unpayable.append(invoice)
-                return
-            self.paid_invoices.add(invoice)
-            buyer.funded(ticks)
+        covers = self._covers(buyer, decoded, ticks)
+        calls = batch_calls(decoded, ticks)
+        credited = max(0, calls[0] - 1 - buyer.funded_ticks) if calls is not None else 0  # ticks paid twice
+        try:
+            await self.payer.pay(invoice)
+        except PaymentError:
+            if invoice in self.unpayable:  # asked again for one that cannot be paid: give up
+                raise
+            # its process may have died with its node (we will resume elsewhere): the process
+            # serving us then replaces it by its own invoice (micro/server.py, superseded)
+            self.unpayable.append(invoice)
+            return
+        self.paid_invoices.add(invoice)
+        self._paid_hashes.add(decoded.payment_hash)
+        self.batches_msat += ticks * buyer.tariff.tick_msat
+        self._twice_ticks = max(0, self._twice_ticks - credited)  # the seller counts them: funded now
+        if covers:
+            buyer.funded(covers)
+        else:
+            self.paid_twice_msat += ticks * buyer.tariff.tick_msat
+            self._twice_ticks += ticks
+
+    def _pay_into_credit(self, buyer: BuyerStream) -> bool:
+        """Count one more tick funded when the buyer would otherwise wait for an invoice that may
+        never come: it paid ticks twice and the seller may have credited them (its first node came
+        back), in which case it has the credit and offers no invoice for it. The link goes out; a
+        seller without that credit answers ``batch_due`` with the next batch's invoice, whose range
+        sets ``funded_ticks`` right again (:meth:`_covers`). At most the ticks paid twice, within
+        the budget and the window; so the buyer never waits on a seller that waits for a link."""
+        if (not self._twice_ticks or self._pending is not None or buyer.status is not StreamStatus.OPEN
+                or buyer.stopped or buyer.delivered_units < buyer.paid_units
+                or buyer.paid_ticks < buyer.funded_ticks or not buyer.may_fund(1)):
+            return False
+        self._twice_ticks -= 1
+        buyer.funded(1)
+        return True
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -202,11 +290,13 @@ class StreamBuyer:
             if buyer.walker is None:
                 if self._pending is not None:
                     await self._pay_increment(buyer)
-            elif self._pending and buyer.may_fund(self._pending[1]):
+            elif self._pending and (self._paid(self._pending[0]) or self._may_pay(buyer, *self._pending)):
                 invoice, ticks = self._pending
                 self._pending = None
                 await self._fund(buyer, invoice, ticks)
             payment = buyer.next_payment()
+            if payment is None and self._pay_into_credit(buyer):
+                payment = buyer.next_payment()
             if payment is not None:
                 await self._send_or_resume(buyer, "pay", index=payment[0], link=payment[1])
                 continue
@@ -257,7 +347,7 @@ class StreamBuyer:
                 return
             if code in ("batch_due", "unpaid") and buyer.paid_links:
                 invoice = message.get("invoice")
-                if invoice and invoice not in self.paid_invoices:
+                if invoice and not self._paid(invoice):
                     ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
                     await self._fund(buyer, invoice, ticks)
                 else:

@@ -18,6 +18,11 @@ What must be shared, and why nothing more:
 * **Who may resume it** is ``resume_key``: the x-only public key the buyer gave at ``open``.
 * **How it ended** is ``statement`` (the signed statement as JSON text): the first close wins,
   later resumes anywhere get the same statement.
+* **For how long** a closed stream is kept: ``closed_retention`` seconds after its close (default
+  :data:`CLOSED_RETENTION`, 7 days), time for a buyer whose connection dropped to resume it and
+  get its statement; then it is deleted (Redis: an expiry set in the step that records the
+  statement; PostgreSQL: :meth:`StreamStore.purge_closed`, run by the seller's sweep), so the
+  shared store does not grow with every stream ever sold.
 
 The seller's processes also announce themselves here (:meth:`StreamStore.announce`): every
 process tells new buyers the whole group (URL and node id), so a buyer knows where to go on, and
@@ -36,6 +41,8 @@ from lightspeed.errors import StorageUnavailable, UsageError
 from lightspeed.micro.store import StoreError
 
 MAX_SELLERS = 8  # processes announced to a buyer
+CLOSED_RETENTION = 7 * 24 * 3600.0  # seconds a closed stream (its statement) is kept for a late resume
+PURGE_LIMIT = 1000  # closed streams deleted by one purge_closed call at most
 
 
 class StreamStoreUnavailable(StoreError, StorageUnavailable):
@@ -81,6 +88,12 @@ class StreamStore(Protocol):
     async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
         """Record ``statement`` if the stream is open at ``epoch``; return the stream's statement
         (the one recorded first; ``""`` if it is open and served by another epoch)."""
+        ...
+
+    async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
+        """Delete at most ``limit`` streams closed more than the store's retention ago (on the
+        store server's clock, the same for every process); returns how many. Stores that expire
+        closed streams by themselves (Redis) or hold nothing shared (memory) return 0."""
         ...
 
     async def announce(self, url: str, node_id: bytes) -> None:
@@ -166,6 +179,9 @@ class MemoryStreamStore:
         found = self._streams.get(stream_id)
         return found.statement if found is not None else ""
 
+    async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
+        return 0  # one process: StreamSeller.sweep forgets its closed streams itself
+
     def forget(self, stream_id: bytes) -> None:
         """Drop a stream (this process closed it long ago): memory is all this store has."""
         self._streams.pop(stream_id, None)
@@ -182,16 +198,23 @@ class MemoryStreamStore:
         return None
 
 
-def open_stream_store(url: str) -> StreamStore:
-    """``memory`` (also for ``sqlite:...``: one process), ``redis://...`` or ``postgresql://...``."""
+def check_retention(closed_retention: float) -> None:
+    if not closed_retention > 0:
+        raise UsageError(f"closed_retention: seconds a closed stream is kept, more than 0, not {closed_retention}")
+
+
+def open_stream_store(url: str, closed_retention: float = CLOSED_RETENTION) -> StreamStore:
+    """``memory`` (also for ``sqlite:...``: one process), ``redis://...`` or ``postgresql://...``;
+    ``closed_retention``: seconds a shared store keeps a closed stream for a late resume."""
+    check_retention(closed_retention)
     if url == "memory" or url.startswith("sqlite:"):
         return MemoryStreamStore()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from lightspeed.stream.state_redis import RedisStreamStore
 
-        return RedisStreamStore(url)
+        return RedisStreamStore(url, closed_retention=closed_retention)
     if url.startswith(("postgresql://", "postgres://")):
         from lightspeed.stream.state_postgres import PostgresStreamStore
 
-        return PostgresStreamStore(url)
+        return PostgresStreamStore(url, closed_retention=closed_retention)
     raise UsageError(f"store: {url!r} is not memory, sqlite:PATH, redis://... or postgresql://...")

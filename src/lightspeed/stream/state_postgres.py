@@ -7,6 +7,12 @@ processes racing on one stream: exactly one write wins. A few connections are po
 :mod:`lightspeed.micro.stores.postgres`; a reused connection found dead is replaced and the
 statement run once more, which is safe: a repeated conditional update finds its condition gone
 (or, for ``deliver``, raises the count to the same value).
+
+A closed stream is kept ``closed_retention`` seconds (for a late resume, which gets its
+statement): ``close`` stamps ``closed_at`` (the server's clock, so every process agrees) and
+:meth:`PostgresStreamStore.purge_closed`, run by the seller's sweep every few minutes, deletes a
+bounded number of the streams closed before the cutoff. Rows closed by an earlier version (no
+``closed_at``) are stamped when the schema is checked at start, and so expire a retention later.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import psycopg
 from lightspeed.micro.store import StoreError
 from lightspeed.micro.stores._pg_pool import Connection, PgPool
 from lightspeed.stream.state import (
+    CLOSED_RETENTION,
     MAX_SELLERS,
+    PURGE_LIMIT,
     StreamRecord,
     StreamStore,
     StreamStoreUnavailable,
     check_announce,
     check_record,
+    check_retention,
 )
 
 _SCHEMA_LOCK = 0x4C53_5354  # advisory lock key ("LSST") serializing schema creation
@@ -40,6 +49,11 @@ _SCHEMA = (
         epoch bigint NOT NULL,
         delivered_units bigint NOT NULL,
         statement text NOT NULL)""",
+    "ALTER TABLE streams ADD COLUMN IF NOT EXISTS closed_at double precision",
+    "CREATE INDEX IF NOT EXISTS streams_closed_at ON streams (closed_at) WHERE closed_at IS NOT NULL",
+    # closed by an earlier version without a closed_at: empty once stamped, so cheap at every start
+    "CREATE INDEX IF NOT EXISTS streams_unstamped ON streams (id) WHERE closed_at IS NULL AND statement <> ''",
+    "UPDATE streams SET closed_at = extract(epoch from now()) WHERE closed_at IS NULL AND statement <> ''",
     """CREATE TABLE IF NOT EXISTS stream_sellers (
         url text PRIMARY KEY,
         node_id bytea NOT NULL,
@@ -51,9 +65,12 @@ T = TypeVar("T")
 
 
 class PostgresStreamStore:
-    """:class:`~lightspeed.stream.state.StreamStore` on PostgreSQL (``dsn``: a libpq string)."""
+    """:class:`~lightspeed.stream.state.StreamStore` on PostgreSQL (``dsn``: a libpq string); a
+    closed stream is kept ``closed_retention`` seconds, then :meth:`purge_closed` deletes it."""
 
-    def __init__(self, dsn: str, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, pool_size: int = 4, closed_retention: float = CLOSED_RETENTION) -> None:
+        check_retention(closed_retention)
+        self._retention = closed_retention
         self._pool = PgPool(dsn, pool_size, _SCHEMA, _SCHEMA_LOCK)
         info = psycopg.conninfo.conninfo_to_dict(dsn)
         self._name = f"stream store postgresql {info.get('host', '')}:{info.get('port', 5432)}"
@@ -109,11 +126,18 @@ class PostgresStreamStore:
 
     async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
         rows = await self._fetchall(
-            "WITH c AS (UPDATE streams SET statement = %s WHERE id = %s AND epoch = %s AND statement = '' "
+            "WITH c AS (UPDATE streams SET statement = %s, closed_at = extract(epoch from now()) "
+            "WHERE id = %s AND epoch = %s AND statement = '' "
             "RETURNING statement) "
             "SELECT statement FROM c UNION ALL SELECT statement FROM streams WHERE id = %s "
             "AND NOT EXISTS (SELECT 1 FROM c)", (statement, stream_id, epoch, stream_id))
         return str(rows[0][0]) if rows else ""
+
+    async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
+        # SKIP LOCKED: processes purging at once share the work instead of waiting on each other
+        return await self._rowcount(
+            "DELETE FROM streams WHERE id IN (SELECT id FROM streams WHERE closed_at < extract(epoch from now()) - %s "
+            "ORDER BY closed_at LIMIT %s FOR UPDATE SKIP LOCKED)", (self._retention, limit))
 
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)

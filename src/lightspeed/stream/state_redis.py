@@ -5,7 +5,11 @@ any other command, so each condition (``epoch``, no statement yet) and its write
 step. Keys (``prefix`` defaults to ``lightspeed:stream:``): ``{prefix}s:{stream_id}``, a hash per
 stream with the fields of :class:`~lightspeed.stream.state.StreamRecord`; ``{prefix}sellers``, a
 hash url -> node id, and ``{prefix}order``, a sorted set giving the order of announcement. A
-dropped connection retries a command once: safe, as a repeated conditional script finds its
+stream's hash expires ``closed_retention`` seconds after its close: the script that records the
+statement sets the expiry in the same atomic step, so no closed stream is ever left without one
+(a crash between two commands could otherwise keep it for ever); one closed by an earlier version
+without an expiry gets one from a late close, or from the scan of the seller's periodic
+``purge_closed``. A dropped connection retries a command once: safe, as a repeated conditional script finds its
 condition gone (``deliver`` raises the count to the same value).
 """
 
@@ -22,12 +26,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lightspeed.micro.store import StoreError
 from lightspeed.stream.state import (
+    CLOSED_RETENTION,
     MAX_SELLERS,
+    PURGE_LIMIT,
     StreamRecord,
     StreamStore,
     StreamStoreUnavailable,
     check_announce,
     check_record,
+    check_retention,
 )
 
 DEFAULT_PREFIX = b"lightspeed:stream:"
@@ -53,11 +60,29 @@ if tonumber(redis.call('HGET', KEYS[1], 'delivered_units')) < tonumber(ARGV[2]) 
     redis.call('HSET', KEYS[1], 'delivered_units', ARGV[2]) end
 return 1
 """
-# ARGV: epoch, statement. Returns the statement recorded (or '' / false).
+# ARGV: epoch, statement, retention in ms. Returns the statement recorded (or '' / false). A
+# stream closed without an expiry (by an earlier version) gets one when a late close finds it.
 _CLOSE = """
 if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] and redis.call('HGET', KEYS[1], 'statement') == '' then
-    redis.call('HSET', KEYS[1], 'statement', ARGV[2]) end
-return redis.call('HGET', KEYS[1], 'statement')
+    redis.call('HSET', KEYS[1], 'statement', ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return ARGV[2] end
+local statement = redis.call('HGET', KEYS[1], 'statement')
+if statement and statement ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return statement
+"""
+# KEYS: stream hashes; ARGV: retention in ms. Gives an expiry to those closed without one.
+_EXPIRE_CLOSED = """
+local given = 0
+for _, key in ipairs(KEYS) do
+    local statement = redis.call('HGET', key, 'statement')
+    if statement and statement ~= '' and redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ARGV[1])
+        given = given + 1
+    end
+end
+return given
 """
 _ANNOUNCE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -67,9 +92,12 @@ return 1
 
 
 class RedisStreamStore:
-    """:class:`~lightspeed.stream.state.StreamStore` on Redis (``url``: redis://...)."""
+    """:class:`~lightspeed.stream.state.StreamStore` on Redis (``url``: redis://...); a closed
+    stream is kept ``closed_retention`` seconds."""
 
-    def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX) -> None:
+    def __init__(self, url: str, prefix: bytes = DEFAULT_PREFIX, closed_retention: float = CLOSED_RETENTION) -> None:
+        check_retention(closed_retention)
+        self._retention_ms = max(1, round(closed_retention * 1000))
         self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 1))
         self._prefix = prefix
         self._name = f"stream store {url.split('@')[-1]}"  # no password in messages
@@ -78,6 +106,8 @@ class RedisStreamStore:
         self._deliver = self._redis.register_script(_DELIVER)
         self._close = self._redis.register_script(_CLOSE)
         self._announce = self._redis.register_script(_ANNOUNCE)
+        self._expire_closed = self._redis.register_script(_EXPIRE_CLOSED)
+        self._scan: int | None = 0  # where the scan for streams closed without an expiry is; None: done
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -112,8 +142,22 @@ class RedisStreamStore:
         return bool(await self._call(self._deliver(keys=[self._key(stream_id)], args=[epoch, delivered_units])))
 
     async def close(self, stream_id: bytes, epoch: int, statement: str) -> str:
-        found = await self._call(self._close(keys=[self._key(stream_id)], args=[epoch, statement]))
+        found = await self._call(self._close(keys=[self._key(stream_id)],
+                                                       args=[epoch, statement, self._retention_ms]))
         return found.decode() if isinstance(found, bytes) else ""
+
+    async def purge_closed(self, limit: int = PURGE_LIMIT) -> int:
+        """Redis expires closed streams itself (the expiry is set with the statement), so nothing is
+        deleted here (0). Streams closed by an earlier version without an expiry are given one: a
+        scan of at most about ``limit`` keys a call, once through the keyspace per process."""
+        if self._scan is None:
+            return 0
+        cursor, keys = await self._call(self._redis.scan(self._scan, match=_glob_escape(self._prefix) + b"s:*",
+                                                         count=limit))
+        if keys:
+            await self._call(self._expire_closed(keys=keys, args=[self._retention_ms]))
+        self._scan = int(cursor) or None
+        return 0
 
     async def announce(self, url: str, node_id: bytes) -> None:
         check_announce(url, node_id)
@@ -128,6 +172,11 @@ class RedisStreamStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` matched literally in a Redis glob pattern (SCAN MATCH)."""
+    return bytes(b for c in text for b in ((0x5C, c) if c in b"*?[]\\" else (c,)))
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol
