@@ -69,6 +69,7 @@ async def main() -> None:
     parser.add_argument("--store", default="memory")
     parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
                         help="fast: lightspeed.stream.wsserver (default); uvicorn: the ASGI binding under uvicorn")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")  # read in __main__
     args = parser.parse_args()
     ledger = Ledger()
     store = open_allowance_store(args.store)
@@ -113,4 +114,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "uvloop" in sys.argv:  # --loop uvloop: the same server on uvloop's event loop
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

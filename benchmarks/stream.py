@@ -207,11 +207,12 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
     }
 
 
-def start_server(store: str, ws: str, src: str | None) -> tuple[subprocess.Popen[str], tuple[str, str]]:
+def start_server(store: str, ws: str, src: str | None,
+                 loop: str = "asyncio") -> tuple[subprocess.Popen[str], tuple[str, str]]:
     """Start ``_stream_server.py`` (with ``PYTHONPATH=src`` when given): the process and its WS and HTTP URLs."""
     env = {**os.environ, "PYTHONPATH": src} if src else None
-    server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", ws],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    server = subprocess.Popen([sys.executable, str(HERE / "_stream_server.py"), "--store", store, "--ws", ws,
+                               "--loop", loop], stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
     line = server.stdout.readline().split()
     if not line or line[0] != "READY":

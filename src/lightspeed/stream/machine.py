@@ -144,8 +144,9 @@ class SellerStream:
 
     def receive_payment(self, index: int, link: bytes, verified: bool = False) -> int:
         """Take the link for the next tick; returns the units now granted. ``verified``: this
-        link was checked by :meth:`check_payment` for this ``index`` already (the hash is not
-        computed again; everything else is checked again)."""
+        link's hash was checked for this ``index`` already, by :meth:`check_payment` or by the
+        allowance server against the lane it stores (the hash is not computed again; everything
+        else is checked again)."""
         self.check_payment(index, link, verify_link=not verified)
         self.last_index, self.last_link = index, link
         return self.grant()
