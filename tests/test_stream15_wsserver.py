@@ -355,3 +355,70 @@ def test_the_buyers_recv_times_out_at_each_call_s_own_timeout_short_after_long()
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_resume_while_the_old_connection_is_inside_its_meter_meters_each_unit_once(tmp_path: Path) -> None:
+    """The old connection's tick is being metered (a slow meter) when the buyer resumes the
+    stream on a new connection of the same process: the old delivery must end before the new
+    connection delivers, so no unit is metered by both and the stream goes on (a double report
+    would end it as ``meter_failed``)."""
+    from lightspeed.stream.resume import resume_key, sign_resume
+
+    inside: list[int] = []
+    concurrent = [0]
+
+    async def slow_meter(stream: SellerStream, grant: int) -> int:
+        inside.append(grant)
+        if len(inside) > 1 + concurrent[0]:
+            concurrent[0] = -1000  # two meter calls at once for one stream
+        try:
+            await asyncio.sleep(0.5)
+        finally:
+            inside.pop()
+        return min(grant, 1)
+
+    async def scenario() -> None:
+        ledger = Ledger()
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        seller = stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=TARIFF, meter=slow_meter)
+        server = await serve_websockets(StreamMiddleware(_routes, {"/charge": seller}))
+        try:
+            old = await WebSocket.connect(server.url + "/charge")
+            assert parse(await old.recv(5))["type"] == "tariff"
+            secret, ticks = os.urandom(32), 20
+            tip = lane_tip(os.urandom(32), 0)
+            await old.send(encode("buy", anchor=anchor(tip, ticks), ticks=ticks, batch_ticks=5))
+            offer = parse(await old.recv(5))
+            await ledger.pay(offer["invoice"])
+            await old.send(encode("open", allowance_id=offer["allowance_id"], resume_key=resume_key(secret)))
+            position = parse(await old.recv(5))
+            walker = ChainWalker.from_tip(tip, ticks)
+            await old.send(encode("pay", index=1, link=walker.link(1)))
+            await asyncio.sleep(0.15)  # the old connection is inside the meter now
+            new = await WebSocket.connect(server.url + "/charge")
+            nonce = parse(await new.recv(5))["stream_id"]
+            signature = sign_resume(secret, position["stream_id"], nonce, os.urandom(32))
+            await new.send(encode("resume", stream_id=position["stream_id"], signature=signature))
+            resumed = parse(await new.recv(5))
+            assert resumed["type"] == "position"
+            live = seller.streams[position["stream_id"]]
+            if resumed["delivered_units"] == 0:  # the tick paid on the old connection is delivered here
+                assert parse(await new.recv(5)) == {"type": "delivered", "units": 1, "total_units": 1}
+            for index in (2, 3):
+                await new.send(encode("pay", index=index, link=walker.link(index)))
+                message = parse(await new.recv(5))
+                if message["type"] == "invoice":  # the next batch, offered ahead once half is spent
+                    message = parse(await new.recv(5))
+                assert message == {"type": "delivered", "units": 1, "total_units": index}, message
+            assert concurrent[0] == 0, "the meter ran twice at once for one stream"
+            assert live.machine.delivered_units == 3 and live.machine.status.value == "open"
+            await new.send(encode("close"))
+            statement = parse(await new.recv(5))
+            assert statement["statement"]["delivered_units"] == 3
+            await new.close()
+            await old.close()
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())

@@ -87,6 +87,11 @@ class _Live:
     ticks_per_increment: int = 0  # > 0: paid by increments (no allowance)
     ticks: int = 0  # by increments: the most the buyer buys (its budget)
     pending: tuple[bytes, int, str] | None = None  # the increment invoice offered: hash, ticks, invoice
+    #: The task inside :meth:`_Connection.deliver` for this stream (a connection's own task when
+    #: it delivers inline), the one a resume here stops (``evicting``), and a future set when it left.
+    deliverer: asyncio.Task[Any] | None = None
+    evicting: asyncio.Task[Any] | None = None
+    left: asyncio.Future[None] | None = None
 
 
 @dataclass
@@ -201,6 +206,23 @@ class StreamSeller:
             if self.on_closed is not None:  # closed here (a process that lost the stream returned above)
                 _keep_running(self.on_closed(live.machine))
         return live.statement
+
+
+async def _stop_delivery(live: _Live, timeout: float = 5.0) -> None:
+    """Stop the delivery another connection of this process runs for ``live`` (it may be inside
+    the meter, a tick that connection's handler is delivering) and wait until it has left.
+
+    Without this, a buyer resuming here while its old connection was still metering a grant got
+    the same grant from both (the second report then exceeded what was paid: ``meter_failed``).
+    The stopped grant's units are granted again here, as after a disconnect (at most one tick).
+    A meter that ignores the cancellation is waited for at most ``timeout`` seconds."""
+    task = live.deliverer
+    if task is None or task is asyncio.current_task() or task.done():
+        return
+    live.evicting, live.left = task, asyncio.get_running_loop().create_future()
+    task.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(live.left), timeout)
 
 
 class _Connection:
@@ -337,6 +359,7 @@ class _Connection:
         fresh = live is None or live.epoch != record.epoch
         if live is not None:
             live.epoch = record.epoch + 1  # a delivery of the old connection sees the new epoch and ends
+            await _stop_delivery(live)  # ... and one inside its meter now ends before we deliver
         if fresh:
             live = await self._load(record, live)
             # a batch invoice of the process we take over from is payable to its node only: ours
@@ -472,46 +495,56 @@ class _Connection:
         stream: the buyer gets an ``error`` (``ended`` or ``meter_failed``), then the statement.
         """
         machine, epoch = live.machine, self.epoch
+        me = asyncio.current_task()
+        live.deliverer = me
         try:
-            while live.epoch == epoch and machine.status is StreamStatus.OPEN and not self.closed:
-                grant = machine.grant()
-                if grant == 0:
-                    return
-                # written before the meter runs: had this process died after, another one
-                # would count the grant as delivered (the buyer's tick at most), never again
-                if not await live.store.deliver(machine.stream_id, epoch, machine.delivered_units + grant):
-                    return  # taken over by another process (or closed there): deliver nothing
-                units = await self.seller.meter(machine, grant)
-                machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
-                if units:
-                    await self.send_text(encode_delivered(units, machine.delivered_units))
-                if inline:
-                    if machine.grant() and machine.status is StreamStatus.OPEN:
-                        self.delivery = asyncio.create_task(self.deliver(live))
-                    return
-                if not units:
-                    await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            raise
-        except StorageUnavailable as exc:  # nothing was written: pause, the buyer resumes once it is back
-            await self.send("error", code="store_unavailable", reason=str(exc))
-            async with self.lock:
-                if not self.closed:
-                    self.closed = True
-                    with contextlib.suppress(Exception):
-                        await self._send({"type": "websocket.close", "code": 1011})
-        except Exception as exc:
-            if not isinstance(exc, MeterStopped):
-                logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
-            await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
-                            reason=str(exc) or type(exc).__name__)
             try:
-                signed = await self.seller.finish(live)
-            except StorageUnavailable:
-                return  # the statement is made at the buyer's next resume or close
-            if signed is not None:
-                await self.send("statement", **_statement_fields(signed))
-
+                while live.epoch == epoch and machine.status is StreamStatus.OPEN and not self.closed:
+                    grant = machine.grant()
+                    if grant == 0:
+                        return
+                    # written before the meter runs: had this process died after, another one
+                    # would count the grant as delivered (the buyer's tick at most), never again
+                    if not await live.store.deliver(machine.stream_id, epoch, machine.delivered_units + grant):
+                        return  # taken over by another process (or closed there): deliver nothing
+                    units = await self.seller.meter(machine, grant)
+                    machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
+                    if units:
+                        await self.send_text(encode_delivered(units, machine.delivered_units))
+                    if inline:
+                        if machine.grant() and machine.status is StreamStatus.OPEN:
+                            self.delivery = asyncio.create_task(self.deliver(live))
+                        return
+                    if not units:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                if me is None or live.evicting is not me:
+                    raise
+                live.evicting = None  # stopped by a resume on another connection: that one delivers now
+                me.uncancel()
+            except StorageUnavailable as exc:  # nothing was written: pause, the buyer resumes once it is back
+                await self.send("error", code="store_unavailable", reason=str(exc))
+                async with self.lock:
+                    if not self.closed:
+                        self.closed = True
+                        with contextlib.suppress(Exception):
+                            await self._send({"type": "websocket.close", "code": 1011})
+            except Exception as exc:
+                if not isinstance(exc, MeterStopped):
+                    logging.getLogger(__name__).exception("the meter of stream %s failed", machine.stream_id.hex())
+                await self.send("error", code="ended" if isinstance(exc, MeterStopped) else "meter_failed",
+                                reason=str(exc) or type(exc).__name__)
+                try:
+                    signed = await self.seller.finish(live)
+                except StorageUnavailable:
+                    return  # the statement is made at the buyer's next resume or close
+                if signed is not None:
+                    await self.send("statement", **_statement_fields(signed))
+        finally:
+            if live.deliverer is me:
+                live.deliverer = None
+                if live.left is not None and not live.left.done():
+                    live.left.set_result(None)
 
 _hooks: set[asyncio.Task[object]] = set()
 
