@@ -1,0 +1,151 @@
+"""A refund through return paths is paid by one node only, when seller processes share a store.
+
+Two seller processes, each with its own node (C and D), share one SQLite allowance store; the
+buyer A pays behind the hub B. A's allowance is paid partly to C (its first payment) and partly
+to D (a batch D invoiced after serving the stream's next calls), each payment carrying a
+return path. What a node has refunded is known only from its own durable per-payment totals, so
+a node resuming another node's refund would see nothing sent and pay it again (through its own
+batch's return path): the refund record names its owner, and only the owner goes on with it.
+Real nodes over loopback TCP, real SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from lightspeed.micro.auto_refund import VIA_RETURN_PATH
+from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
+from lightspeed.micro.lightning import NodePayer, NodeReturnPaths
+from lightspeed.micro.server import AllowanceServer
+from lightspeed.micro.store import Refund, RefundStatus
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+from lightspeed.micro.token import AllowanceRequest
+from lightspeed.node.node import Node
+from tests.support.network import Network, create_network, until
+from tests.test_auto_refunds import PUSH, SAT, _Bought, _received, _server
+from tests.test_onionmsg_node import _announce
+
+DUE = 4_000  # 100 calls paid (50 to C, 50 to D), 60 spent: 40 calls at 100 msat
+
+
+async def _two_sellers(tmp_path: Path) -> Network:
+    net = await create_network(4, [(0, 1, 2 * SAT, PUSH), (1, 2, 2 * SAT, PUSH), (1, 3, 2 * SAT, PUSH)],
+                               datadir=tmp_path)
+    _announce(net)
+    return net
+
+
+async def _closed_across_two_nodes(server_c: AllowanceServer, server_d: AllowanceServer,
+                                   payer: NodePayer) -> _Bought:
+    """An allowance paid 50 calls to C, then 50 to D (D served the calls that made the batch
+    due), 60 spent, closed without starting its refund (as if the process stopped there)."""
+    tip = lane_tip(os.urandom(32), 0)
+    terms = await server_c.create(AllowanceRequest(100, (anchor(tip, 100),), batch_calls=50))
+    await payer.pay(terms.invoice)
+    bought = _Bought(terms, [ChainWalker.from_tip(tip, 100)])
+    assert (await server_c.spend(bought.token(0, 20))).next_invoice is None  # not due yet at C
+    offered = (await server_d.spend(bought.token(0, 30))).next_invoice  # D serves now: due, D invoices
+    assert offered is not None
+    await payer.pay(offered)
+    await server_d.spend(bought.token(0, 60))
+    auto, server_c.auto_refunds = server_c.auto_refunds, None
+    assert await server_c.close(bought.token(0, 61)) == DUE
+    server_c.auto_refunds = auto
+    return bought
+
+
+def _paid_back(node: Node) -> list[int]:
+    return [p.amount_msat for p in node.store.payments() if p.status == "succeeded"]
+
+
+async def _stop(servers: list[AllowanceServer], store: SqliteAllowanceStore, net: Network) -> None:
+    for server in servers:
+        if server.auto_refunds is not None:
+            await server.auto_refunds.aclose()
+    await store.aclose()
+    await net.stop()
+
+
+def test_another_node_never_resumes_a_refund_the_first_node_is_paying(tmp_path: Path) -> None:
+    """C recorded the refund in flight and paid it, then stopped before recording PAID. D's
+    start-up resumption, D closing it again, D's invoice claim and D's status pay nothing (D's
+    own totals say nothing was sent, and D holds a return path it could pay through); C, back,
+    finds it paid and records it."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        servers = [server_c, server_d]
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid, first_hash = bought.terms.allowance_id, bought.terms.payment_hash
+            record = Refund(RefundStatus.IN_FLIGHT, 1, DUE, first_hash, VIA_RETURN_PATH, owner=c.node_id.hex())
+            assert await store.set_refund(aid, None, record)
+            before = _received(a)
+            await NodeReturnPaths(c).refund(first_hash, DUE)  # C paid it; its record never moved
+            await until(lambda: _received(a) == before + DUE)
+
+            assert await server_d.resume_auto_refunds() == 0
+            assert await server_d.resolve_refunds() == 0
+            view = await server_d.auto_refund(aid, wait=2)
+            assert view is not None and (view.status, view.node) == ("in_flight", c.node_id.hex()), view
+            assert c.node_id.hex() in view.reason
+            claim = await server_d.refund(bought.token(0, 62), a.create_invoice(DUE, "again").encode())
+            assert (claim.status, claim.invoice) == ("in_flight", VIA_RETURN_PATH)
+            status = await server_d.status(aid)
+            assert (status["refund"], status["refund_node"]) == ("in_flight", c.node_id.hex())
+            assert "refunded_msat" not in status  # D cannot know what C sent
+            await asyncio.sleep(1.0)
+            assert _paid_back(d) == [] and _received(a) == before + DUE
+            assert await store.refund(aid) == record
+
+            back = _server(c, store)  # C's process is back: its totals say the refund went out
+            servers.append(back)
+            assert await back.resume_auto_refunds() == 1
+            done = await back.auto_refund(aid, wait=30)
+            assert done is not None and (done.status, done.refunded_msat) == ("paid", DUE), done
+            status = await server_d.status(aid)
+            assert (status["refund"], status["refunded_msat"], status["refund_node"]) == (
+                "paid", DUE, c.node_id.hex())
+            await asyncio.sleep(0.5)
+            assert _paid_back(c) == [DUE] and _paid_back(d) == [] and _received(a) == before + DUE
+        finally:
+            await _stop(servers, store, net)
+
+    asyncio.run(scenario())
+
+
+def test_a_refund_in_flight_without_an_owner_is_taken_and_paid_by_one_node(tmp_path: Path) -> None:
+    """A record written by a version before owners (none named): C and D resume at once; one
+    takes it by compare-and-set and pays it, once."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid = bought.terms.allowance_id
+            old = Refund(RefundStatus.IN_FLIGHT, 1, DUE, bought.terms.payment_hash, VIA_RETURN_PATH)
+            assert await store.set_refund(aid, None, old)
+            before = _received(a)
+
+            resumed = await asyncio.gather(server_c.resume_auto_refunds(), server_d.resume_auto_refunds())
+            assert sorted(resumed) == [0, 1]
+            owner = (c, d)[resumed.index(1)]
+            await until(lambda: _received(a) == before + DUE, timeout=30)
+            for server in (server_c, server_d):
+                await server.auto_refund(aid, wait=30)
+                assert await server.resume_auto_refunds() == 0
+            await asyncio.sleep(1.0)
+            assert _received(a) == before + DUE
+            assert sorted(_paid_back(c) + _paid_back(d)) == [DUE] and _paid_back(owner) == [DUE]
+            record = await store.refund(aid)
+            assert record is not None and (record.status, record.owner) == (RefundStatus.PAID, owner.node_id.hex())
+        finally:
+            await _stop([server_c, server_d], store, net)
+
+    asyncio.run(scenario())
