@@ -15,6 +15,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from lightspeed.invoice.decode import decode
 from lightspeed.micro.auto_refund import VIA_RETURN_PATH
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.micro.lightning import NodePayer, NodeReturnPaths
@@ -147,5 +148,47 @@ def test_a_refund_in_flight_without_an_owner_is_taken_and_paid_by_one_node(tmp_p
             assert record is not None and (record.status, record.owner) == (RefundStatus.PAID, owner.node_id.hex())
         finally:
             await _stop([server_c, server_d], store, net)
+
+    asyncio.run(scenario())
+
+
+def test_an_invoice_refund_in_flight_at_one_node_is_paid_by_that_node_only(tmp_path: Path) -> None:
+    """C recorded a refund to A's invoice in flight and stopped before paying it. D's node never
+    started that payment (its payer says unknown), which for C's own record means "pay it now":
+    D leaves it to C, and C, back, pays it once."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        servers = [server_c, server_d]
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid = bought.terms.allowance_id
+            invoice = a.create_invoice(DUE, "refund").encode()
+            record = Refund(RefundStatus.IN_FLIGHT, 1, DUE, decode(invoice).payment_hash, invoice,
+                            owner=c.node_id.hex())
+            assert await store.set_refund(aid, None, record)
+            before = _received(a)
+
+            assert await server_d.resolve_refunds() == 0
+            claim = await server_d.refund(bought.token(0, 62), a.create_invoice(DUE, "mine").encode())
+            assert (claim.status, claim.invoice) == ("in_flight", invoice)
+            status = await server_d.status(aid)
+            assert (status["refund"], status["refund_node"]) == ("in_flight", c.node_id.hex())
+            await asyncio.sleep(0.5)
+            assert _paid_back(d) == [] and _received(a) == before and await store.refund(aid) == record
+
+            back = _server(c, store)
+            servers.append(back)
+            assert await back.resolve_refunds() == 1
+            await until(lambda: _received(a) == before + DUE)
+            done = await store.refund(aid)
+            assert done is not None and (done.status, done.owner) == (RefundStatus.PAID, c.node_id.hex())
+            assert await server_d.resolve_refunds() == 0 and await back.resolve_refunds() == 0
+            await asyncio.sleep(0.5)
+            assert _paid_back(c) == [DUE] and _paid_back(d) == [] and _received(a) == before + DUE
+        finally:
+            await _stop(servers, store, net)
 
     asyncio.run(scenario())
