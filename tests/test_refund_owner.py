@@ -192,3 +192,34 @@ def test_an_invoice_refund_in_flight_at_one_node_is_paid_by_that_node_only(tmp_p
             await _stop(servers, store, net)
 
     asyncio.run(scenario())
+
+
+def test_an_invoice_refund_in_flight_without_an_owner_is_taken_and_paid_by_one_node(tmp_path: Path) -> None:
+    """A record to A's invoice written before owners, never paid: C and D resolve at once; one
+    takes it by compare-and-set and pays it, the other leaves it."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid = bought.terms.allowance_id
+            invoice = a.create_invoice(DUE, "refund").encode()
+            old = Refund(RefundStatus.IN_FLIGHT, 1, DUE, decode(invoice).payment_hash, invoice)
+            assert await store.set_refund(aid, None, old)
+            before = _received(a)
+
+            assert sorted(await asyncio.gather(server_c.resolve_refunds(), server_d.resolve_refunds())) == [0, 1]
+            await until(lambda: _received(a) == before + DUE)
+            done = await store.refund(aid)
+            assert done is not None and done.status is RefundStatus.PAID
+            owner = c if done.owner == c.node_id.hex() else d
+            assert done.owner == owner.node_id.hex()
+            await asyncio.sleep(0.5)
+            assert sorted(_paid_back(c) + _paid_back(d)) == [DUE] and _paid_back(owner) == [DUE]
+            assert _received(a) == before + DUE
+        finally:
+            await _stop([server_c, server_d], store, net)
+
+    asyncio.run(scenario())
