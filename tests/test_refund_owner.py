@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from lightspeed.invoice.decode import decode
 from lightspeed.micro.auto_refund import VIA_RETURN_PATH
 from lightspeed.micro.hashchain import ChainWalker, anchor, lane_tip
 from lightspeed.micro.lightning import NodePayer, NodeReturnPaths
-from lightspeed.micro.server import AllowanceServer
+from lightspeed.micro.server import AllowanceServer, CallRefused
 from lightspeed.micro.store import Refund, RefundStatus
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 from lightspeed.micro.token import AllowanceRequest
@@ -219,6 +222,43 @@ def test_an_invoice_refund_in_flight_without_an_owner_is_taken_and_paid_by_one_n
             await asyncio.sleep(0.5)
             assert sorted(_paid_back(c) + _paid_back(d)) == [DUE] and _paid_back(owner) == [DUE]
             assert _received(a) == before + DUE
+        finally:
+            await _stop([server_c, server_d], store, net)
+
+    asyncio.run(scenario())
+
+
+def test_the_rest_of_a_failed_return_path_refund_is_claimed_only_where_its_node_is(tmp_path: Path) -> None:
+    """C refunded 1,500 of the 4,000 through the return path, then failed the rest. D cannot know
+    what C carried (its own totals say nothing), so its invoice claim is refused; at C the
+    client claims exactly the 2,500 left."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid, first_hash = bought.terms.allowance_id, bought.terms.payment_hash
+            in_flight = Refund(RefundStatus.IN_FLIGHT, 1, DUE, first_hash, VIA_RETURN_PATH, owner=c.node_id.hex())
+            assert await store.set_refund(aid, None, in_flight)
+            before = _received(a)
+            await NodeReturnPaths(c).refund(first_hash, 1_500)
+            await until(lambda: _received(a) == before + 1_500)
+            assert await store.set_refund(aid, in_flight, replace(in_flight, status=RefundStatus.FAILED,
+                                                                   reason="no route"))
+
+            with pytest.raises(CallRefused) as refused:
+                await server_d.refund(bought.token(0, 62), a.create_invoice(DUE, "all of it").encode())
+            assert (refused.value.code, refused.value.http_status) == ("refund_elsewhere", 409)
+            assert c.node_id.hex() in str(refused.value)
+            with pytest.raises(CallRefused, match="2500 msat"):  # at C: what C did not carry, no more
+                await server_c.refund(bought.token(0, 63), a.create_invoice(DUE, "all of it").encode())
+            rest = await server_c.refund(bought.token(0, 64), a.create_invoice(2_500, "the rest").encode())
+            assert rest.status == "paid", rest
+            await until(lambda: _received(a) == before + DUE)
+            await asyncio.sleep(0.5)
+            assert _paid_back(d) == [] and _received(a) == before + DUE
         finally:
             await _stop([server_c, server_d], store, net)
 
