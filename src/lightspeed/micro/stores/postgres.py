@@ -96,7 +96,14 @@ _SCHEMA = (
     """CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (allowance_id)
         WHERE status = 'in_flight'""",
     # The node paying the refund; empty in the records of versions before it (Refund.owner).
-    "ALTER TABLE refunds ADD COLUMN IF NOT EXISTS owner text NOT NULL DEFAULT ''",
+    # Looked up first: ALTER TABLE takes an exclusive lock on refunds even when it has nothing
+    # to add, and every process runs this schema when it starts.
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = 'refunds' AND column_name = 'owner') THEN
+            ALTER TABLE refunds ADD COLUMN owner text NOT NULL DEFAULT '';
+        END IF;
+    END $$""",
     # A batch of advances, in order, in the calling statement's transaction (the caller sorts
     # it by allowance id). The first advance of each allowance locks its row (FOR NO KEY
     # UPDATE: the newest version, waiting for a concurrent batch to commit) and reads status,
