@@ -263,3 +263,32 @@ def test_the_rest_of_a_failed_return_path_refund_is_claimed_only_where_its_node_
             await _stop([server_c, server_d], store, net)
 
     asyncio.run(scenario())
+
+
+def test_while_the_first_node_pays_the_refund_the_second_one_resumes_nothing(tmp_path: Path) -> None:
+    """C closes the allowance and starts paying its refund; D's periodic sweep runs meanwhile and
+    again once it is paid: the refund goes out once, from C."""
+    async def scenario() -> None:
+        net = await _two_sellers(tmp_path)
+        a, c, d = net.nodes[0], net.nodes[2], net.nodes[3]
+        store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
+        server_c, server_d = _server(c, store), _server(d, store)
+        try:
+            bought = await _closed_across_two_nodes(server_c, server_d, NodePayer(a, return_path=True))
+            aid = bought.terms.allowance_id
+            before = _received(a)
+            started = await server_c.auto_refund(aid)
+            assert started is not None and (started.status, started.node) == ("in_flight", c.node_id.hex())
+            assert await server_d.resume_auto_refunds() == 0  # C is paying it
+            assert await server_d.resolve_refunds() == 0
+            done = await server_c.auto_refund(aid, wait=30)
+            assert done is not None and (done.status, done.refunded_msat) == ("paid", DUE), done
+            assert await server_d.resolve_refunds() == 0
+            seen_by_d = await server_d.auto_refund(aid, wait=1)
+            assert seen_by_d is not None and (seen_by_d.status, seen_by_d.refunded_msat) == ("paid", DUE)
+            await asyncio.sleep(1.0)
+            assert _paid_back(c) == [DUE] and _paid_back(d) == [] and _received(a) == before + DUE
+        finally:
+            await _stop([server_c, server_d], store, net)
+
+    asyncio.run(scenario())
