@@ -15,6 +15,13 @@ record (the same record a refund to a client's invoice uses), marked by
 
 * Claiming is a compare-and-set on the store's record: of two requests or two server instances,
   one pays; nobody pays a refund recorded to a client's invoice too (the record is taken).
+* The record names the node that pays it (``Refund.owner``, its node id), in that same
+  compare-and-set. Seller processes sharing the store may each have their own node, and what
+  was sent is known only to the paying node (below): another node resuming the refund would
+  see nothing sent and pay it all again. So a node pays or resumes only the records it owns; a
+  record without an owner (written before owners existed, when every process had to pay
+  through one node) is taken by compare-and-set first, so exactly one node goes on with it. If
+  the owner never comes back the refund stays in flight, and its status names that node.
 * The amount due is fixed when the record is written. What was sent already is never kept here:
   it is the seller node's durable running total per payment hash
   (:meth:`ReturnPathPayer.refunded_msat`; each part is committed before its first HTLC and counts
@@ -54,6 +61,11 @@ class ReturnPathPayer(Protocol):
         """The durable running total refunded of ``payment_hash`` (parts paid or still pending)."""
         ...
 
+    @property
+    def node_id(self) -> bytes:
+        """The paying node's id: it owns the refund records it pays (:attr:`Refund.owner`)."""
+        ...
+
     async def refund(self, payment_hash: bytes, amount_msat: int) -> bytes:
         """Pay ``amount_msat`` of ``payment_hash`` back; the preimage. Raises when it did not go through."""
         ...
@@ -65,19 +77,23 @@ class AutoRefundView:
 
     ``status``: ``none`` (nothing unused), ``not_refundable`` (no payment carried a return path),
     ``in_flight``, ``paid``, ``failed``, or ``by_invoice`` (a refund to the client's invoice has
-    the record).
+    the record). ``node``: the id (hex) of the node paying it, when known. ``refunded_msat``
+    is that node's running total: another node's is not known here (0 unless it is paid).
     """
 
     status: str
     amount_msat: int
     refunded_msat: int = 0
     reason: str = ""
+    node: str = ""
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"status": self.status, "amount_msat": self.amount_msat,
                                    "refunded_msat": self.refunded_msat, "via": VIA_RETURN_PATH}
         if self.reason:
             body["reason"] = self.reason
+        if self.node:
+            body["node"] = self.node
         return body
 
 
@@ -105,6 +121,38 @@ class AutoRefunds:
         """Refunded so far through the return paths of ``hashes`` (the node's durable totals)."""
         return sum(self.paths.refunded_msat(h) for h in hashes)
 
+    @property
+    def owner(self) -> str:
+        """This node's id as refund records name their owner."""
+        return self.paths.node_id.hex()
+
+    def elsewhere(self, record: Refund) -> bool:
+        """Whether another node owns ``record``: only its totals say what was sent."""
+        return bool(record.owner) and record.owner != self.owner
+
+    def refunded(self, record: Refund, hashes: Sequence[bytes]) -> int | None:
+        """What was sent of ``record`` through return paths: this node's totals if it is this
+        node's (or has no owner yet), the amount if another node paid it, else ``None`` (unknown)."""
+        if not self.elsewhere(record):
+            return self.sent_msat(hashes)
+        return record.amount_msat if record.status is RefundStatus.PAID else None
+
+    async def take(self, allowance_id: bytes, record: Refund) -> Refund | None:
+        """``record`` (IN_FLIGHT) as this node's to pay, or ``None``: another node owns it.
+
+        A record without an owner is taken by compare-and-set, so of several nodes resuming it
+        exactly one goes on (``None`` for the others, or if the record moved meanwhile)."""
+        if record.owner:
+            return None if self.elsewhere(record) else record
+        mine = replace(record, owner=self.owner)
+        if await self.store.set_refund(allowance_id, record, mine):
+            log.info("allowance %s: took the refund in flight without an owner", allowance_id.hex())
+            return mine
+        now = await self.store.refund(allowance_id)
+        if now is not None and now.status is RefundStatus.IN_FLIGHT and now.owner == self.owner:
+            return now
+        return None
+
     async def start(self, allowance_id: bytes, due_msat: int, hashes: Sequence[bytes]) -> AutoRefundView:
         """Claim the refund of a CLOSED allowance (``hashes``: its payments, first one first) and
         start paying it in the background; the view at once (see :meth:`wait`)."""
@@ -115,7 +163,7 @@ class AutoRefunds:
             if all(self.paths.refundable_msat(h) is None for h in hashes):
                 return AutoRefundView("not_refundable", due_msat, 0, "the payment carried no return path: "
                                       "claim the refund with an invoice")
-            new = Refund(RefundStatus.IN_FLIGHT, 1, due_msat, hashes[0], VIA_RETURN_PATH)
+            new = Refund(RefundStatus.IN_FLIGHT, 1, due_msat, hashes[0], VIA_RETURN_PATH, owner=self.owner)
             if not await self.store.set_refund(allowance_id, None, new):
                 record = await self.store.refund(allowance_id)  # another request or instance claimed it
             else:
@@ -124,8 +172,13 @@ class AutoRefunds:
         if not is_return_path_record(record):
             return AutoRefundView("by_invoice", record.amount_msat, 0, f"refunded to the client's invoice "
                                   f"({record.status.value})")
-        if record.status is RefundStatus.IN_FLIGHT:
-            self._spawn(allowance_id, record, hashes)
+        if record.status is RefundStatus.IN_FLIGHT and allowance_id not in self._running:
+            mine = await self.take(allowance_id, record)
+            if mine is not None:  # this node's (or taken now): only its totals say what is left
+                self._spawn(allowance_id, mine, hashes)
+                record = mine
+            else:  # another node's: left to it
+                record = await self.store.refund(allowance_id) or record
         return self.view(record, hashes)
 
     async def wait(self, allowance_id: bytes, timeout: float) -> AutoRefundView | None:
@@ -139,19 +192,29 @@ class AutoRefunds:
 
     def view(self, record: Refund, hashes: Sequence[bytes]) -> AutoRefundView:
         reason = record.reason if record.status is RefundStatus.FAILED else ""
-        return AutoRefundView(record.status.value, record.amount_msat, self.sent_msat(hashes), reason)
+        if self.elsewhere(record) and record.status is RefundStatus.IN_FLIGHT:
+            reason = f"being paid by node {record.owner} (only it can say what it sent)"
+        return AutoRefundView(record.status.value, record.amount_msat, self.refunded(record, hashes) or 0,
+                              reason, record.owner)
 
     async def resume_all(self, hashes_of: HashesOf, limit: int = 100) -> int:
-        """After a start (and periodically): go on with the refunds left in flight; how many were resumed."""
+        """After a start (and periodically): go on with this node's refunds left in flight (and
+        those without an owner, taken first); how many were resumed. Another node's are left to
+        it: this node's totals know nothing of what that node sent."""
         resumed = 0
         for allowance_id in await self.store.refunds_in_flight(limit):
             record = await self.store.refund(allowance_id)
             if not is_return_path_record(record) or allowance_id in self._running:
                 continue
             assert record is not None
+            if record.status is not RefundStatus.IN_FLIGHT or self.elsewhere(record):
+                continue
             hashes = await hashes_of(allowance_id)
-            if hashes:
-                self._spawn(allowance_id, record, hashes)
+            if not hashes:
+                continue
+            mine = await self.take(allowance_id, record)
+            if mine is not None:
+                self._spawn(allowance_id, mine, hashes)
                 resumed += 1
         return resumed
 
@@ -164,6 +227,7 @@ class AutoRefunds:
                 await task
 
     def _spawn(self, allowance_id: bytes, record: Refund, hashes: Sequence[bytes]) -> None:
+        assert record.owner == self.owner, "a refund is paid only by the node that owns its record"
         if allowance_id in self._running:
             return  # one payer per allowance in this process: never two computing the same rest
         task = asyncio.get_running_loop().create_task(self._pay(allowance_id, record, tuple(hashes)))

@@ -96,6 +96,10 @@ class NodeReturnPaths:
     def refunded_msat(self, payment_hash: bytes) -> int:
         return self.node.return_paths.refunded_msat(payment_hash)
 
+    @property
+    def node_id(self) -> bytes:
+        return self.node.node_id
+
     async def refund(self, payment_hash: bytes, amount_msat: int) -> bytes:
         done = await self.node.return_paths.refund(payment_hash, amount_msat, timeout=self.timeout,
                                                    fetch_timeout=self.fetch_timeout)

@@ -20,8 +20,13 @@ compare-and-set::
   it is paid now: the payer's :meth:`RefundPayer.pay_once` never pays one payment hash twice,
   so two instances resuming it at once, or a resumption racing the first call, pay it once.
 
-All instances sharing a store must pay refunds through the same node (they already sell
-allowances payable to one node id): another node could not say whether the first one paid.
+* The record names the node paying it (``Refund.owner``). Instances sharing a store may each
+  have their own node, and only the paying node can say whether it paid: another node's payer
+  never heard of the payment and would pay it again. So a node resolves or resumes only the
+  records it owns; one without an owner (written before owners existed, when all instances had
+  to pay through one node) is asked about as before and, if this node never started it, taken
+  by compare-and-set before it is paid. Another node's record stays in flight until that node
+  resolves it; the allowance's status names the node.
 """
 
 from __future__ import annotations
@@ -124,7 +129,8 @@ class RefundDesk:
                 return RefundView("none", 0)
             invoice = self._check_invoice(invoice_text, due_msat)
             attempt = 1 if record is None else record.attempt + 1
-            new = Refund(RefundStatus.IN_FLIGHT, attempt, due_msat, invoice.payment_hash, invoice_text)
+            new = Refund(RefundStatus.IN_FLIGHT, attempt, due_msat, invoice.payment_hash, invoice_text,
+                         owner=self.node_id.hex())
             if await self.store.set_refund(allowance_id, record, new):  # recorded before paying
                 return RefundView.of(await self._pay(allowance_id, new))
         record = await self.store.refund(allowance_id)
@@ -134,12 +140,22 @@ class RefundDesk:
         """Move an IN_FLIGHT record to PAID or FAILED if the payer knows how it ended.
 
         ``resume``: a payment the payer never started (the process stopped between
-        recording and paying) is started now (``pay_once`` makes that safe).
+        recording and paying) is started now (``pay_once`` makes that safe), after taking a
+        record without an owner by compare-and-set. Another node's record is left as it is.
         """
         if record.invoice == VIA_RETURN_PATH:
             return record  # paid through return paths: :mod:`lightspeed.micro.auto_refund` ends it
+        if record.owner and record.owner != self.node_id.hex():
+            return record  # this node's payer cannot know how another node's payment ended
         status = await self.payer.payment_status(record.payment_hash)
-        if status.state is PaymentState.UNKNOWN and resume:
+        if status.state is PaymentState.UNKNOWN and not resume:
+            return record
+        if not record.owner:  # from before owners: this node's payer knows it, or pays it now
+            mine = replace(record, owner=self.node_id.hex())
+            if not await self.store.set_refund(allowance_id, record, mine):
+                return await self.store.refund(allowance_id) or record  # another node took it
+            record = mine
+        if status.state is PaymentState.UNKNOWN:
             return await self._pay(allowance_id, record)
         return await self._record_outcome(allowance_id, record, status)
 

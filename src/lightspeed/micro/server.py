@@ -440,6 +440,9 @@ class AllowanceServer:
             assert record is not None
             if record.status is not RefundStatus.FAILED or self.auto_refunds is None:
                 return RefundView.of(record)  # paid (or being paid) through the return path
+            if self.auto_refunds.elsewhere(record):  # only its node knows what it sent
+                raise CallRefused("refund_elsewhere", f"the refund through the return path was paid in part by "
+                                  f"node {record.owner}: claim the rest at a server with that node", 409)
             # What the return path did not carry may be claimed with an invoice (never more).
             due = max(0, record.amount_msat - self.auto_refunds.sent_msat(self._payment_hashes(entry)))
         if record is None:
@@ -788,10 +791,14 @@ class AllowanceServer:
             return {"refund_msat": due, "refund": status}
         view = RefundView.of(record)
         body: dict[str, object] = {"refund_msat": record.amount_msat, "refund": view.status}
+        if record.owner:
+            body["refund_node"] = record.owner  # the node paying it: only it can move an in-flight record
         if is_return_path_record(record):
             body["refund_via"] = "return_path"
-            if self.auto_refunds is not None:
-                body["refunded_msat"] = self.auto_refunds.sent_msat(self._payment_hashes(entry))
+            refunded = None if self.auto_refunds is None else \
+                self.auto_refunds.refunded(record, self._payment_hashes(entry))
+            if refunded is not None:  # unknown when another node is paying it
+                body["refunded_msat"] = refunded
         else:
             body["refund_invoice"] = record.invoice
         if view.preimage is not None:

@@ -14,8 +14,9 @@ Two operations carry the safety argument and must be atomic in every implementat
   activation, a paid batch and closing each happen exactly once.
 * :meth:`AllowanceStore.set_refund` is a compare-and-set on a closed allowance's
   :class:`Refund` record: a refund is recorded in flight, with the payment hash of the one
-  invoice being paid, before any payment starts, so two requests or two instances can never
-  pay it twice (see :mod:`lightspeed.micro.refunds`).
+  invoice being paid and the node paying it (:attr:`Refund.owner`), before any payment
+  starts, so two requests or two instances can never pay it twice (see
+  :mod:`lightspeed.micro.refunds`).
 * :meth:`AllowanceStore.create` counts the unpaid (PENDING) allowances in the same atomic step
   as the insert when given ``max_unpaid``, and :meth:`AllowanceStore.delete_unpaid` removes one
   only while it is still PENDING: anyone can ask for allowances, so the unpaid ones are
@@ -86,6 +87,12 @@ class Refund:
     """One attempt at paying a closed allowance's refund (``attempt`` counts from 1).
 
     A new attempt (a new invoice) is only ever made after the previous one FAILED.
+
+    ``owner``: the node paying it (its node id, hex), set when the record goes IN_FLIGHT or
+    taken by compare-and-set from a record without one (written by a version before owners).
+    Why: seller processes sharing one store may each have their own node, and only the paying
+    node knows what it has sent (its durable per-payment totals). Any other node resuming the
+    refund would see nothing sent and pay it again, so it leaves the record alone.
     """
 
     status: RefundStatus
@@ -95,6 +102,7 @@ class Refund:
     invoice: str
     preimage: bytes = b""
     reason: str = ""
+    owner: str = ""
 
 
 class Advance(enum.Enum):
@@ -185,7 +193,8 @@ class AllowanceStore(Protocol):
         """Compare-and-set the refund record of a CLOSED allowance.
 
         Written only if the allowance is CLOSED and its current record matches ``expected``
-        on ``(status, attempt, payment_hash)`` (``None``: no record yet). True if written.
+        on ``(status, attempt, payment_hash, owner)`` (``None``: no record yet). True if
+        written. Records written before owners existed read back with ``owner == ""``.
         """
         ...
 

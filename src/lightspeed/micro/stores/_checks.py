@@ -75,3 +75,5 @@ def check_refund(refund: Refund) -> None:
     for name in ("invoice", "reason"):
         if "\x00" in getattr(refund, name):
             raise UsageError(f"{name}: must not contain NUL characters (PostgreSQL text cannot)")
+    if refund.owner and (len(refund.owner) != 66 or refund.owner.strip("0123456789abcdef")):
+        raise UsageError("owner: must be a node id in lowercase hex (66 characters) or empty")

@@ -149,11 +149,11 @@ class MemoryAllowanceStore:
 
 
 def _same(current: Refund | None, expected: Refund | None) -> bool:
-    """The refund compare-and-set's comparison, on ``(status, attempt, payment_hash)``."""
+    """The refund compare-and-set's comparison, on ``(status, attempt, payment_hash, owner)``."""
     if current is None or expected is None:
         return current is expected
-    return ((current.status, current.attempt, current.payment_hash)
-            == (expected.status, expected.attempt, expected.payment_hash))
+    return ((current.status, current.attempt, current.payment_hash, current.owner)
+            == (expected.status, expected.attempt, expected.payment_hash, expected.owner))
 
 
 if TYPE_CHECKING:  # mypy checks that the store meets the Protocol

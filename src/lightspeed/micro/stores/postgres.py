@@ -95,6 +95,15 @@ _SCHEMA = (
         reason text NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (allowance_id)
         WHERE status = 'in_flight'""",
+    # The node paying the refund; empty in the records of versions before it (Refund.owner).
+    # Looked up first: ALTER TABLE takes an exclusive lock on refunds even when it has nothing
+    # to add, and every process runs this schema when it starts.
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = 'refunds' AND column_name = 'owner') THEN
+            ALTER TABLE refunds ADD COLUMN owner text NOT NULL DEFAULT '';
+        END IF;
+    END $$""",
     # A batch of advances, in order, in the calling statement's transaction (the caller sorts
     # it by allowance id). The first advance of each allowance locks its row (FOR NO KEY
     # UPDATE: the newest version, waiting for a concurrent batch to commit) and reads status,
@@ -169,17 +178,18 @@ SELECT count(*) FROM u
 """
 
 _INSERT_REFUND = """
-INSERT INTO refunds
-SELECT %(id)s, %(status)s, %(attempt)s, %(amount)s, %(hash)s, %(invoice)s, %(preimage)s, %(reason)s
+INSERT INTO refunds (allowance_id, status, attempt, amount_msat, payment_hash, invoice, preimage, reason, owner)
+SELECT %(id)s, %(status)s, %(attempt)s, %(amount)s, %(hash)s, %(invoice)s, %(preimage)s, %(reason)s, %(owner)s
 WHERE EXISTS (SELECT 1 FROM allowances WHERE id = %(id)s AND status = 'closed')
 ON CONFLICT (allowance_id) DO NOTHING
 """
 
 _UPDATE_REFUND = """
 UPDATE refunds SET status = %(status)s, attempt = %(attempt)s, amount_msat = %(amount)s,
-    payment_hash = %(hash)s, invoice = %(invoice)s, preimage = %(preimage)s, reason = %(reason)s
+    payment_hash = %(hash)s, invoice = %(invoice)s, preimage = %(preimage)s, reason = %(reason)s,
+    owner = %(owner)s
 WHERE allowance_id = %(id)s AND status = %(old_status)s AND attempt = %(old_attempt)s
-  AND payment_hash = %(old_hash)s
+  AND payment_hash = %(old_hash)s AND owner = %(old_owner)s
   AND EXISTS (SELECT 1 FROM allowances WHERE id = %(id)s AND status = 'closed')
 """
 
@@ -366,24 +376,24 @@ class PostgresAllowanceStore:
 
     async def refund(self, allowance_id: bytes) -> Refund | None:
         row = await self._fetchone(
-            "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason "
+            "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason, owner "
             "FROM refunds WHERE allowance_id = %s", (allowance_id,))
         if row is None:
             return None
-        status, attempt, amount, payment_hash, invoice, preimage, reason = row
+        status, attempt, amount, payment_hash, invoice, preimage, reason, owner = row
         return Refund(RefundStatus(status), attempt, amount, bytes(payment_hash), invoice,
-                      bytes(preimage), reason)
+                      bytes(preimage), reason, owner)
 
     async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
         check_refund(new)
         params: dict[str, Any] = {
             "id": allowance_id, "status": new.status.value, "attempt": new.attempt,
             "amount": new.amount_msat, "hash": new.payment_hash, "invoice": new.invoice,
-            "preimage": new.preimage, "reason": new.reason}
+            "preimage": new.preimage, "reason": new.reason, "owner": new.owner}
         if expected is None:  # the unique key lets one of two racing inserts through
             return await self._rowcount(_INSERT_REFUND, params) == 1
         params.update(old_status=expected.status.value, old_attempt=expected.attempt,
-                      old_hash=expected.payment_hash)
+                      old_hash=expected.payment_hash, old_owner=expected.owner)
         return await self._rowcount(_UPDATE_REFUND, params) == 1
 
     async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:

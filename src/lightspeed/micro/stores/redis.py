@@ -27,7 +27,8 @@ Key layout (``prefix`` defaults to ``lightspeed:micro:``; binary allowance ids a
 * ``{prefix}unpaid``: a sorted set of the ids of PENDING allowances, scored by ``unpaid_until``
   (its size is the unpaid count ``create`` checks against ``max_unpaid`` in the same script).
 * ``{prefix}r:{allowance_id}``: a hash, the refund record (``status``, ``attempt``,
-  ``amount_msat``, ``payment_hash``, ``invoice``, ``preimage``, ``reason``), and
+  ``amount_msat``, ``payment_hash``, ``invoice``, ``preimage``, ``reason``, ``owner``: absent
+  in records written before it, read as empty), and
   ``{prefix}refunding``: a sorted set of the ids whose refund is in flight.
 
 One hash per allowance keeps each advance to a single key (a batch of them names each key). ``create`` and ``update_state`` also
@@ -153,18 +154,20 @@ return 1
 """
 
 # KEYS: allowance hash, refund hash, refunding set. ARGV: id, expected status ('' for no
-# record), expected attempt, expected payment hash, then the new record's seven fields.
+# record), expected attempt, expected payment hash, expected owner, then the new record's
+# eight fields. A record without an owner field (older versions) compares as owner ''.
 _SET_REFUND = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'closed' then return 0 end
-local now = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'payment_hash')
+local now = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'payment_hash', 'owner')
 if ARGV[2] == '' then
     if now[1] then return 0 end
-elseif now[1] ~= ARGV[2] or now[2] ~= ARGV[3] or now[3] ~= ARGV[4] then
+elseif now[1] ~= ARGV[2] or now[2] ~= ARGV[3] or now[3] ~= ARGV[4] or (now[4] or '') ~= ARGV[5] then
     return 0
 end
-redis.call('HSET', KEYS[2], 'status', ARGV[5], 'attempt', ARGV[6], 'amount_msat', ARGV[7],
-           'payment_hash', ARGV[8], 'invoice', ARGV[9], 'preimage', ARGV[10], 'reason', ARGV[11])
-if ARGV[5] == 'in_flight' then
+redis.call('HSET', KEYS[2], 'status', ARGV[6], 'attempt', ARGV[7], 'amount_msat', ARGV[8],
+           'payment_hash', ARGV[9], 'invoice', ARGV[10], 'preimage', ARGV[11], 'reason', ARGV[12],
+           'owner', ARGV[13])
+if ARGV[6] == 'in_flight' then
     redis.call('ZADD', KEYS[3], 0, ARGV[1])
 else
     redis.call('ZREM', KEYS[3], ARGV[1])
@@ -378,16 +381,16 @@ class RedisAllowanceStore:
             return None
         return Refund(RefundStatus(raw[b"status"].decode()), int(raw[b"attempt"]),
                       int(raw[b"amount_msat"]), raw[b"payment_hash"], raw[b"invoice"].decode(),
-                      raw[b"preimage"], raw[b"reason"].decode())
+                      raw[b"preimage"], raw[b"reason"].decode(), raw.get(b"owner", b"").decode())
 
     async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
         check_refund(new)
-        want: list[bytes | str | int] = ["", "", ""] if expected is None else [
-            expected.status.value, expected.attempt, expected.payment_hash]
+        want: list[bytes | str | int] = ["", "", "", ""] if expected is None else [
+            expected.status.value, expected.attempt, expected.payment_hash, expected.owner]
         written = await self._set_refund(
             keys=[self._key(allowance_id), self._refund_key(allowance_id), self._refunding_key],
             args=[allowance_id, *want, new.status.value, new.attempt, new.amount_msat,
-                  new.payment_hash, new.invoice, new.preimage, new.reason])
+                  new.payment_hash, new.invoice, new.preimage, new.reason, new.owner])
         return bool(written == 1)
 
     async def refunds_in_flight(self, limit: int = 100) -> list[bytes]:

@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS refunds (
     payment_hash BLOB NOT NULL,
     invoice TEXT NOT NULL,
     preimage BLOB NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refunds_in_flight ON refunds (status) WHERE status = 'in_flight';
 """
@@ -138,6 +139,7 @@ class SqliteAllowanceStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                _add_refund_owner(self._db)
             with _faults(self.path):
                 self._reader = sqlite3.connect(self.path, isolation_level=None,
                                                timeout=busy_timeout_ms / 1000, check_same_thread=False)
@@ -277,28 +279,30 @@ class SqliteAllowanceStore:
     async def refund(self, allowance_id: bytes) -> Refund | None:
         with self._reading() as db:
             row = db.execute(
-                "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason "
+                "SELECT status, attempt, amount_msat, payment_hash, invoice, preimage, reason, owner "
                 "FROM refunds WHERE allowance_id = ?", (allowance_id,)).fetchone()
         if row is None:
             return None
-        status, attempt, amount, payment_hash, invoice, preimage, reason = row
-        return Refund(RefundStatus(status), attempt, amount, payment_hash, invoice, preimage, reason)
+        status, attempt, amount, payment_hash, invoice, preimage, reason, owner = row
+        return Refund(RefundStatus(status), attempt, amount, payment_hash, invoice, preimage, reason, owner)
 
     async def set_refund(self, allowance_id: bytes, expected: Refund | None, new: Refund) -> bool:
         check_refund(new)
-        want = None if expected is None else (expected.status.value, expected.attempt, expected.payment_hash)
+        want = None if expected is None else (expected.status.value, expected.attempt, expected.payment_hash,
+                                              expected.owner)
 
         def write(db: sqlite3.Connection) -> bool:  # under the write lock: compare and write are one step
             closed = db.execute("SELECT 1 FROM allowances WHERE id = ? AND status = 'closed'",
                                 (allowance_id,)).fetchone()
             current = db.execute(
-                "SELECT status, attempt, payment_hash FROM refunds WHERE allowance_id = ?",
+                "SELECT status, attempt, payment_hash, owner FROM refunds WHERE allowance_id = ?",
                 (allowance_id,)).fetchone()
             if closed is None or current != want:
                 return False
-            db.execute("INSERT OR REPLACE INTO refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-                allowance_id, new.status.value, new.attempt, new.amount_msat, new.payment_hash,
-                new.invoice, new.preimage, new.reason))
+            db.execute("INSERT OR REPLACE INTO refunds (allowance_id, status, attempt, amount_msat, "
+                       "payment_hash, invoice, preimage, reason, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                           allowance_id, new.status.value, new.attempt, new.amount_msat, new.payment_hash,
+                           new.invoice, new.preimage, new.reason, new.owner))
             return True
 
         return await self._writer.run(write)
@@ -314,6 +318,14 @@ class SqliteAllowanceStore:
         with self._lock:
             self._reader.close()
             self._db.close()
+
+
+def _add_refund_owner(db: sqlite3.Connection) -> None:
+    """Files written before refunds named their paying node get the ``owner`` column, empty for
+    the records already there (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(refunds)")}
+    if "owner" not in columns:
+        db.execute("ALTER TABLE refunds ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
 
 def _load(db: sqlite3.Connection, allowance_id: bytes) -> tuple[Any, list[Any]]:
