@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lightspeed.channel.record_json import encode, json_array, json_object
 from lightspeed.errors import PeerProtocolError, UsageError
 
 
@@ -76,6 +77,9 @@ class _Update:
     removal: Removal | None  # None: this update adds the HTLC (or changes the fee)
     in_commitment: dict[Side, int | None] = field(default_factory=lambda: {Side.LOCAL: None, Side.REMOTE: None})
     feerate_per_kw: int | None = None  # set on update_fee entries
+    # The entry's JSON in the store record and the commitment numbers it was written with: only
+    # ``in_commitment`` ever changes after creation, so that text stays right while they match.
+    json_memo: tuple[tuple[int | None, int | None], str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -371,19 +375,23 @@ class HtlcLog:
 
     def to_record(self) -> dict[str, object]:
         """Everything the log holds, as JSON-ready values (bytes in hex)."""
+        record = self._fields_record()
+        record["updates"] = [_update_record(u) for u in self._updates]
+        return record
 
-        # ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
-        # a Python call each time: this runs for every update at every store write).
-        def update(u: _Update) -> dict[str, object]:
-            htlc = u.htlc
-            return {
-                "proposer": u.proposer._value_,
-                "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
-                                                   htlc.payment_hash.hex(), htlc.cltv_expiry],
-                "removal": None if u.removal is None else u.removal._value_,
-                "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
-                "feerate": u.feerate_per_kw,
-            }
+    def to_record_json(self) -> str:
+        """``to_record()`` as compact sorted JSON, exactly, without encoding unchanged entries again.
+
+        Saving the channel writes the log at every commitment step; most entries are the same
+        as at the last save (see ``_Update.json_memo``), so only new or newly committed ones are
+        encoded. The tests compare this with ``dumps(to_record())`` over random walks.
+        """
+        members = {name: encode(value) for name, value in self._fields_record().items()}
+        members["updates"] = json_array(_update_json(u) for u in self._updates)
+        return json_object(members)
+
+    def _fields_record(self) -> dict[str, object]:
+        """The record without its updates: a few numbers, rebuilt at every save."""
 
         def sides(values: dict[Side, int]) -> list[int]:
             return [values[Side.LOCAL], values[Side.REMOTE]]
@@ -398,7 +406,6 @@ class HtlcLog:
             "next_id": sides(self._next_id),
             "awaiting_revoke": self._awaiting_revoke,
             "unacked_remote_commitment": self._unacked_remote_commitment,
-            "updates": [update(u) for u in self._updates],
         }
 
     @classmethod
@@ -436,3 +443,29 @@ class HtlcLog:
                 log._adds[(htlc.offerer, htlc.htlc_id)] = u
         log._changed()
         return log
+
+
+def _update_record(u: _Update) -> dict[str, object]:
+    """One log entry in the store record.
+
+    ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
+    a Python call each time: this ran for every update at every store write).
+    """
+    htlc = u.htlc
+    return {
+        "proposer": u.proposer._value_,
+        "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
+                                           htlc.payment_hash.hex(), htlc.cltv_expiry],
+        "removal": None if u.removal is None else u.removal._value_,
+        "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
+        "feerate": u.feerate_per_kw,
+    }
+
+
+def _update_json(u: _Update) -> str:
+    """The JSON of :func:`_update_record`, encoded again only when the entry's commitment numbers changed."""
+    at = (u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE])
+    memo = u.json_memo
+    if memo is None or memo[0] != at:
+        memo = u.json_memo = (at, encode(_update_record(u)))
+    return memo[1]

@@ -169,9 +169,12 @@ class Channel:
         self.obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
         self._points: dict[int, bytes] = {}
         self._key_cache: dict[tuple[bool, int], tuple[bytes, CommitmentKeys]] = {}
-        # Wire encoding (hex) of each journal message, by id, holding the message so the id stays
-        # its own: every save writes the journal, and re-encoding it each time was a top cost.
-        self._journal_hex: dict[int, tuple[WireMessage, str]] = {}
+        # The JSON text (wire encoding in hex) of each journal message, by id, holding the message so
+        # the id stays its own: every save writes the journal, and re-encoding it each time was a top cost.
+        self._journal_json: dict[int, tuple[WireMessage, str]] = {}
+        # The JSON text of the record's parts made from one immutable object, with that object
+        # (see channel/serialize.py::_kept_json): encoded again only once the object is replaced.
+        self._record_json: dict[str, tuple[object, str]] = {}
 
     # -- keys and transactions -----------------------------------------------------------------
 

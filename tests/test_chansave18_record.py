@@ -1,0 +1,191 @@
+"""Issue 18: saving a channel encodes only what changed, and writes the same bytes as before.
+
+``channel_to_record`` now assembles the record's JSON from kept pieces (config, secrets,
+journal messages, HTLC log entries, the peer's HTLC signatures). ``channel_record`` is
+the record built whole, as it always was; the bytes stored must be exactly its JSON.
+A seeded random walk of two channels (adds, fulfills, fails, fee updates, signatures
+delivered late, disconnections with channel_reestablish, restarts from the record)
+compares the two after every step, for both commitment types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import deque
+
+import pytest
+
+from lightspeed.channel import Channel, htlc_log, serialize
+from lightspeed.channel.htlc_log import Side
+from lightspeed.channel.pair import channel_pair
+from lightspeed.channel.serialize import (
+    channel_from_record,
+    channel_record,
+    channel_to_record,
+    remote_commitment_record,
+)
+from lightspeed.channel.state import ONION_SIZE, ChannelConfig
+from lightspeed.codec.generated import ChannelReestablish
+from lightspeed.codec.message_base import WireMessage
+from lightspeed.codec.messages import decode_message, encode_message
+from lightspeed.crypto.hashes import sha256
+from lightspeed.errors import UsageError
+
+
+def _full_json(channel: Channel, key_index: int | None = None) -> bytes:
+    """What the store wrote before the kept pieces: one dumps of the whole record."""
+    return json.dumps(channel_record(channel, key_index), separators=(",", ":"), sort_keys=True).encode()
+
+
+def _wire(message: WireMessage) -> WireMessage:
+    decoded = decode_message(encode_message(message))
+    assert isinstance(decoded, WireMessage)
+    return decoded
+
+
+def _restart(channel: Channel) -> Channel:
+    """The channel as a node loads it from its store (the record and the remote commitments)."""
+    remote = {ctn: remote_commitment_record(channel, ctn) for ctn in channel.signed_remote}
+    return channel_from_record(channel_to_record(channel), remote)
+
+
+class _Walk:
+    """Two channels and the messages in flight each way, stepped by a seeded generator."""
+
+    def __init__(self, anchors: bool, seed: int) -> None:
+        self.rng = random.Random(seed)
+        alice, bob = channel_pair(10_000_000, 6_000_000_000, anchors=anchors, max_accepted_htlcs=483)
+        self.channels = [alice, bob]
+        self.queues: list[deque[WireMessage]] = [deque(), deque()]  # [i]: messages to channel i
+        self.preimages: dict[bytes, bytes] = {}
+        self.done: dict[str, int] = {}
+
+    def _send(self, sender: int, message: WireMessage) -> None:
+        self.queues[1 - sender].append(_wire(message))
+
+    def _count(self, what: str) -> None:
+        self.done[what] = self.done.get(what, 0) + 1
+
+    def step(self) -> None:
+        who = self.rng.randrange(2)
+        me = self.channels[who]
+        choice = self.rng.random()
+        try:
+            if choice < 0.22:
+                preimage = os.urandom(32)
+                self.preimages[sha256(preimage)] = preimage
+                onion = os.urandom(ONION_SIZE)
+                self._send(who, me.add_htlc(self.rng.randrange(600_000, 3_000_000), sha256(preimage), 800, onion))
+                self._count("add")
+            elif choice < 0.36:
+                theirs = [h for h in me.log.commitment(Side.LOCAL).htlcs if h.offerer is Side.REMOTE]
+                if theirs:
+                    htlc = self.rng.choice(theirs)
+                    if self.rng.random() < 0.7:
+                        self._send(who, me.fulfill_htlc(htlc.htlc_id, self.preimages[htlc.payment_hash]))
+                        self._count("fulfill")
+                    else:
+                        self._send(who, me.fail_htlc(htlc.htlc_id, os.urandom(40)))
+                        self._count("fail")
+            elif choice < 0.40 and who == 0:  # only the funder sends update_fee
+                self._send(who, me.update_fee(self.rng.randrange(253, 6000)))
+                self._count("fee")
+            elif choice < 0.55:
+                if me.log.has_changes_to_sign() and not me.log.awaiting_revoke:
+                    self._send(who, me.sign())
+                    self._count("sign")
+            elif choice < 0.95:
+                if self.queues[who]:
+                    replies, _ = me.receive(self.queues[who].popleft())
+                    for reply in replies:
+                        self._send(who, reply)
+                    self._count("deliver")
+            elif choice < 0.965:
+                self._reconnect()
+            else:
+                self.channels[who] = _restart(me)
+                self._count("restart")
+        except UsageError:
+            pass  # not removable yet, already being removed, a fee the funder cannot pay: refused, no change
+
+    def _reconnect(self) -> None:
+        """The connection drops (messages in flight are lost); both reestablish and retransmit."""
+        for queue in self.queues:
+            queue.clear()
+        for channel in self.channels:
+            channel.disconnected()
+        hello = [_wire(channel.reestablish_message()) for channel in self.channels]
+        for who, channel in enumerate(self.channels):
+            message = hello[1 - who]
+            assert isinstance(message, ChannelReestablish)
+            for resent in channel.receive_reestablish(message):
+                self._send(who, resent)
+        self._count("reconnect")
+
+
+@pytest.mark.parametrize("anchors", [True, False])
+def test_saved_record_is_byte_identical_to_the_whole_build_over_a_random_walk(anchors: bool) -> None:
+    walk = _Walk(anchors, seed=1818 + anchors)
+    for _ in range(800):
+        walk.step()
+        for channel in walk.channels:
+            saved = channel_to_record(channel)
+            assert saved == _full_json(channel)
+            assert channel_to_record(channel, 7) == _full_json(channel, 7)  # secrets left out, only the index
+            assert channel_to_record(channel) == saved  # saving twice: same bytes
+    # The walk went through every kind of step, many times.
+    assert all(walk.done.get(kind, 0) >= 5 for kind in
+               ("add", "fulfill", "fail", "fee", "sign", "deliver", "reconnect", "restart")), walk.done
+    # A channel loaded from its saved record writes it back unchanged.
+    for channel in walk.channels:
+        saved = channel_to_record(channel)
+        assert channel_to_record(_restart(channel)) == saved
+
+
+def test_a_save_encodes_only_the_log_entries_and_parts_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = channel_pair(10_000_000, 6_000_000_000, anchors=True, max_accepted_htlcs=483)
+    preimages = [os.urandom(32) for _ in range(4)]
+    for preimage in preimages[:3]:
+        bob.receive(alice.add_htlc(1_000_000, sha256(preimage), 800, os.urandom(ONION_SIZE)))
+    entries: list[int] = []
+    parts: list[object] = []
+    configs: list[int] = []
+    real_entry, real_encode, real_config = htlc_log._update_record, serialize.encode, serialize._config_record
+
+    def counting_entry(update: htlc_log._Update) -> dict[str, object]:  # the real builder, counted
+        entries.append(1)
+        return real_entry(update)
+
+    def counting_encode(value: object) -> str:  # the real encoder, counted (lists: the kept parts)
+        parts.append(value)
+        return real_encode(value)
+
+    def counting_config(config: ChannelConfig) -> dict[str, object]:
+        configs.append(1)
+        return real_config(config)
+
+    monkeypatch.setattr(htlc_log, "_update_record", counting_entry)
+    monkeypatch.setattr(serialize, "encode", counting_encode)
+    monkeypatch.setattr(serialize, "_config_record", counting_config)
+    first = channel_to_record(alice)
+    assert len(entries) == 3 and len(configs) == 1  # every entry once, the config once
+    del entries[:], parts[:]
+    assert channel_to_record(alice) == first
+    # Nothing encoded again: no log entry, no list (secrets, HTLC signatures), no config.
+    assert entries == [] and not any(isinstance(p, list) for p in parts) and len(configs) == 1
+    bob.receive(alice.add_htlc(1_000_000, sha256(preimages[3]), 800, os.urandom(ONION_SIZE)))
+    channel_to_record(alice)
+    assert len(entries) == 1  # the new add only
+    del entries[:]
+    replies, _ = bob.receive(alice.sign())  # the four adds enter bob's commitment: their numbers change
+    channel_to_record(alice)
+    assert len(entries) == 4
+    for reply in replies:
+        alice.receive(reply)
+    del entries[:], parts[:]
+    replies, _ = alice.receive(bob.sign())  # new HTLC signatures from the peer: that part is encoded again
+    channel_to_record(alice)
+    assert len(entries) == 4 and sum(isinstance(p, list) for p in parts) == 1
+    assert channel_to_record(alice) == _full_json(alice)
