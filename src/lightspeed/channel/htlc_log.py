@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from lightspeed.channel.record_json import encode, json_array, json_object
+from lightspeed.channel.record_json import encode, json_array
 from lightspeed.errors import PeerProtocolError, UsageError
 
 
@@ -77,9 +77,14 @@ class _Update:
     removal: Removal | None  # None: this update adds the HTLC (or changes the fee)
     in_commitment: dict[Side, int | None] = field(default_factory=lambda: {Side.LOCAL: None, Side.REMOTE: None})
     feerate_per_kw: int | None = None  # set on update_fee entries
-    # The entry's JSON in the store record and the commitment numbers it was written with: only
-    # ``in_commitment`` ever changes after creation, so that text stays right while they match.
-    json_memo: tuple[tuple[int | None, int | None], str] | None = field(default=None, compare=False, repr=False)
+    # The entry's JSON text in the store record, kept between saves. Only ``in_commitment`` ever
+    # changes after creation, and only through enter(), which drops the text.
+    json_memo: str | None = field(default=None, compare=False, repr=False)
+
+    def enter(self, owner: Side, ctn: int) -> None:
+        """The update is first in ``owner``'s commitment number ``ctn``."""
+        self.in_commitment[owner] = ctn
+        self.json_memo = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,7 @@ class HtlcLog:
             raise UsageError("nothing to sign: no updates since the last commitment_signed")
         self.ctn[Side.REMOTE] += 1
         for update in pending:
-            update.in_commitment[Side.REMOTE] = self.ctn[Side.REMOTE]
+            update.enter(Side.REMOTE, self.ctn[Side.REMOTE])
         self._awaiting_revoke = True
         self._changed()
         return self.commitment(Side.REMOTE)
@@ -237,7 +242,7 @@ class HtlcLog:
             raise PeerProtocolError("commitment_signed without any updates")
         self.ctn[Side.LOCAL] += 1
         for update in pending:
-            update.in_commitment[Side.LOCAL] = self.ctn[Side.LOCAL]
+            update.enter(Side.LOCAL, self.ctn[Side.LOCAL])
         self._unacked_remote_commitment = True
         self._changed()
         return self.commitment(Side.LOCAL)
@@ -386,9 +391,10 @@ class HtlcLog:
         as at the last save (see ``_Update.json_memo``), so only new or newly committed ones are
         encoded. The tests compare this with ``dumps(to_record())`` over random walks.
         """
-        members = {name: encode(value) for name, value in self._fields_record().items()}
-        members["updates"] = json_array(_update_json(u) for u in self._updates)
-        return json_object(members)
+        # "updates" sorts after every other member, so it goes last: the rest is one encode call.
+        head = encode(self._fields_record())
+        updates = json_array([u.json_memo or _update_json(u) for u in self._updates])
+        return f'{head[:-1]},"updates":{updates}}}'
 
     def _fields_record(self) -> dict[str, object]:
         """The record without its updates: a few numbers, rebuilt at every save."""
@@ -463,9 +469,6 @@ def _update_record(u: _Update) -> dict[str, object]:
 
 
 def _update_json(u: _Update) -> str:
-    """The JSON of :func:`_update_record`, encoded again only when the entry's commitment numbers changed."""
-    at = (u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE])
-    memo = u.json_memo
-    if memo is None or memo[0] != at:
-        memo = u.json_memo = (at, encode(_update_record(u)))
-    return memo[1]
+    """The JSON of :func:`_update_record`, kept on the entry until its commitment numbers change."""
+    text = u.json_memo = encode(_update_record(u))
+    return text

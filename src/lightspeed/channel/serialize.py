@@ -25,7 +25,7 @@ from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
 from lightspeed.channel.htlc_log import HtlcLog, Side
-from lightspeed.channel.record_json import encode, json_array, json_object
+from lightspeed.channel.record_json import encode, encode_small, json_array, json_object
 from lightspeed.channel.state import Channel, ChannelConfig, LocalSecrets
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import decode_message, encode_message
@@ -109,11 +109,23 @@ def channel_record(channel: Channel, key_index: int | None = None) -> dict[str, 
     their :func:`remote_commitment_record`), and the preimages of HTLCs still in the log.
     With ``key_index``, our secrets are not written, only that index: whoever loads the
     record derives them again (see :func:`channel_from_record`). This is the definition of
-    the record; the store writes its JSON through the faster :func:`channel_to_record`.
+    the record; the store writes its JSON through the faster :func:`channel_to_record`, and
+    the tests hold the two equal, so this stays the plain whole build.
     """
+    log = channel.log
+    live_ids = {h.htlc_id for owner in Side for h in log.commitment(owner, pending=True).htlcs
+                if h.offerer is Side.LOCAL}
     signature = channel._remote_signature
     return {
-        **_small_parts(channel, key_index),
+        "version": FORMAT_VERSION,
+        "key_index": key_index,
+        "local_funding_pubkey": channel._basepoints.funding_pubkey.hex(),
+        "local_msat": channel.local_msat,
+        "remote_msat": channel.remote_msat,
+        "feerate_per_kw": channel.feerate_per_kw,
+        "remote_points": {str(n): p.hex() for n, p in channel.remote_points.items() if n > log.revoked[Side.REMOTE]},
+        "remote_secrets": channel.remote_secrets.serialize().hex(),
+        "preimages": {str(i): p.hex() for i, p in channel.preimages.items() if i in live_ids},
         "config": _config_record(channel.config),
         "secrets": _hex_fields(channel.secrets, _SECRET_FIELDS) if key_index is None else None,
         "remote_signature": None if signature is None else signature.hex(),
@@ -124,8 +136,8 @@ def channel_record(channel: Channel, key_index: int | None = None) -> dict[str, 
 
 
 def _small_parts(channel: Channel, key_index: int | None) -> dict[str, object]:
-    """The parts of the record that are small or change at every step: built at every save."""
-    log = channel.log
+    """The parts of :func:`channel_record` that are small or change at every step: built at every save."""
+    log, preimages = channel.log, channel.preimages
     live_ids = {h.htlc_id for owner in Side for h in log.commitment(owner, pending=True).htlcs
                 if h.offerer is Side.LOCAL}
     return {
@@ -137,7 +149,8 @@ def _small_parts(channel: Channel, key_index: int | None) -> dict[str, object]:
         "feerate_per_kw": channel.feerate_per_kw,
         "remote_points": {str(n): p.hex() for n, p in channel.remote_points.items() if n > log.revoked[Side.REMOTE]},
         "remote_secrets": channel.remote_secrets.serialize().hex(),
-        "preimages": {str(i): p.hex() for i, p in channel.preimages.items() if i in live_ids},
+        # Looked up by the live ids: the preimages dict keeps every HTLC ever fulfilled to us.
+        "preimages": {str(i): preimages[i].hex() for i in live_ids if i in preimages},
     }
 
 
@@ -148,7 +161,7 @@ def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
     the last save: the config, our secrets, the journal messages and most HTLC log entries
     are encoded once and their JSON text kept (see ``record_json``); the rest is encoded anew.
     """
-    members = {name: encode(value) for name, value in _small_parts(channel, key_index).items()}
+    members = {name: encode_small(value) for name, value in _small_parts(channel, key_index).items()}
     members["config"] = _kept_json(channel, "config", channel.config, lambda: _config_record(channel.config))
     members["secrets"] = "null" if key_index is not None else _kept_json(
         channel, "secrets", channel.secrets, lambda: _hex_fields(channel.secrets, _SECRET_FIELDS))
