@@ -133,6 +133,9 @@ def test_saved_record_is_byte_identical_to_the_whole_build_over_a_random_walk(an
         for channel in walk.channels:
             saved = channel_to_record(channel)
             assert saved == _full_json(channel)
+            log = channel.log
+            assert log.live_offered_ids() == {h.htlc_id for owner in Side for h in log.commitment(
+                owner, pending=True).htlcs if h.offerer is Side.LOCAL}
             assert channel_to_record(channel, 7) == _full_json(channel, 7)  # secrets left out, only the index
             assert channel_to_record(channel) == saved  # saving twice: same bytes
     # The walk went through every kind of step, many times.
@@ -152,9 +155,9 @@ def test_a_save_encodes_only_the_log_entries_and_parts_that_changed(monkeypatch:
     entries: list[int] = []
     parts: list[object] = []
     configs: list[int] = []
-    real_entry, real_encode, real_config = htlc_log._update_record, serialize.encode, serialize._config_record
+    real_entry, real_encode, real_config = htlc_log._update_json, serialize.encode, serialize._config_record
 
-    def counting_entry(update: htlc_log._Update) -> dict[str, object]:  # the real builder, counted
+    def counting_entry(update: htlc_log._Update) -> str:  # the real writer, counted
         entries.append(1)
         return real_entry(update)
 
@@ -166,7 +169,7 @@ def test_a_save_encodes_only_the_log_entries_and_parts_that_changed(monkeypatch:
         configs.append(1)
         return real_config(config)
 
-    monkeypatch.setattr(htlc_log, "_update_record", counting_entry)
+    monkeypatch.setattr(htlc_log, "_update_json", counting_entry)
     monkeypatch.setattr(serialize, "encode", counting_encode)
     monkeypatch.setattr(serialize, "_config_record", counting_config)
     first = channel_to_record(alice)

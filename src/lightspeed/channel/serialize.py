@@ -138,8 +138,7 @@ def channel_record(channel: Channel, key_index: int | None = None) -> dict[str, 
 def _small_parts(channel: Channel, key_index: int | None) -> dict[str, object]:
     """The parts of :func:`channel_record` that are small or change at every step: built at every save."""
     log, preimages = channel.log, channel.preimages
-    live_ids = {h.htlc_id for owner in Side for h in log.commitment(owner, pending=True).htlcs
-                if h.offerer is Side.LOCAL}
+    live_ids = log.live_offered_ids()
     return {
         "version": FORMAT_VERSION,
         "key_index": key_index,
