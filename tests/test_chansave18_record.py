@@ -14,12 +14,14 @@ import json
 import os
 import random
 from collections import deque
+from collections.abc import ItemsView, Iterator
 
 import pytest
 
 from lightspeed.channel import Channel, htlc_log, serialize
 from lightspeed.channel.htlc_log import Side
 from lightspeed.channel.pair import channel_pair
+from lightspeed.channel.points import PointBook
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_record,
@@ -192,3 +194,76 @@ def test_a_save_encodes_only_the_log_entries_and_parts_that_changed(monkeypatch:
     channel_to_record(alice)
     assert len(entries) == 4 and sum(isinstance(p, list) for p in parts) == 1
     assert channel_to_record(alice) == _full_json(alice)
+
+
+def test_point_book_knows_its_top_on_every_way_in_and_finds_the_numbers_above_like_a_scan() -> None:
+    rng = random.Random(5)
+    book = PointBook({3: b"c"}, **{})
+    plain: dict[int, bytes] = {3: b"c"}
+    for _ in range(400):
+        number, point = rng.randrange(60), os.urandom(4)
+        way = rng.randrange(5)
+        if way == 0:
+            book[number] = point
+        elif way == 1:
+            book.update({number: point, number + 1: point})
+            plain[number + 1] = point
+        elif way == 2:
+            book.update([(number, point)])
+        elif way == 3:
+            point = book.setdefault(number, point)
+        else:
+            book |= {number: point}
+        plain[number] = point
+        if rng.random() < 0.1 and plain:  # a removal leaves the top high: still exact
+            gone = rng.choice(sorted(plain))
+            del book[gone], plain[gone]
+        assert book == plain
+        below = rng.randrange(-1, 62)
+        assert book.numbers_above(below) == sorted(n for n in plain if n > below)
+
+
+class _NoScan(PointBook):
+    """A point book that refuses to be walked: a save must look points up by number."""
+
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("the save walked the whole point book")
+
+    def items(self) -> ItemsView[int, bytes]:
+        raise AssertionError("the save walked the whole point book")
+
+
+class _NoScanDict(dict[int, bytes]):
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("the save walked every preimage ever received")
+
+    def items(self) -> ItemsView[int, bytes]:
+        raise AssertionError("the save walked every preimage ever received")
+
+
+def test_a_save_does_not_walk_what_grows_with_the_channels_age() -> None:
+    """The peer's points and the preimages received grow with every payment; a save looks up the few it keeps."""
+    alice, bob = channel_pair(10_000_000, 6_000_000_000, anchors=True, max_accepted_htlcs=483)
+    for _ in range(30):  # thirty payments from alice to bob, each settled for good
+        preimage = os.urandom(32)
+        add = alice.add_htlc(1_000_000, sha256(preimage), 800)
+        bob.receive(add)
+        for signer, other in ((alice, bob), (bob, alice)):
+            replies, _ = other.receive(signer.sign())
+            for reply in replies:
+                signer.receive(reply)
+        alice.receive(bob.fulfill_htlc(add.id, preimage))
+        for signer, other in ((bob, alice), (alice, bob)):
+            replies, _ = other.receive(signer.sign())
+            for reply in replies:
+                signer.receive(reply)
+    preimage = os.urandom(32)
+    bob.receive(alice.add_htlc(1_000_000, sha256(preimage), 800))  # one in flight
+    assert len(alice.remote_points) > 60 and len(alice.preimages) == 30
+    expected = _full_json(alice)
+    alice.remote_points = _NoScan(alice.remote_points)
+    alice.preimages = _NoScanDict(alice.preimages)
+    assert channel_to_record(alice) == expected
+    # A book replaced by a plain dict by hand is scanned: still the same record.
+    alice.remote_points = dict(dict.items(alice.remote_points))
+    assert channel_to_record(alice) == expected

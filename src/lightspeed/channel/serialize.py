@@ -25,6 +25,7 @@ from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
 from lightspeed.channel.htlc_log import HtlcLog, Side
+from lightspeed.channel.points import PointBook
 from lightspeed.channel.record_json import encode, encode_small, json_array, json_object
 from lightspeed.channel.state import Channel, ChannelConfig, LocalSecrets
 from lightspeed.codec.message_base import WireMessage
@@ -135,21 +136,31 @@ def channel_record(channel: Channel, key_index: int | None = None) -> dict[str, 
     }
 
 
-def _small_parts(channel: Channel, key_index: int | None) -> dict[str, object]:
-    """The parts of :func:`channel_record` that are small or change at every step: built at every save."""
-    log, preimages = channel.log, channel.preimages
-    live_ids = log.live_offered_ids()
+def _hex_map_json(items: Iterable[tuple[int, bytes]]) -> str:
+    """A ``{"number": "hex"}`` object's JSON text (hex needs no escaping)."""
+    return json_object({str(n): f'"{value.hex()}"' for n, value in items})
+
+
+def _small_parts_json(channel: Channel, key_index: int | None) -> dict[str, str]:
+    """The JSON texts of the parts of :func:`channel_record` that are small or change at every step.
+
+    Each is found without scanning what grows with the channel's age: the peer's points above
+    the revoked commitment by number (:class:`PointBook`), the preimages by the live HTLC ids.
+    """
+    log, points, preimages = channel.log, channel.remote_points, channel.preimages
+    revoked = log.revoked[Side.REMOTE]
+    needed = (points.numbers_above(revoked) if isinstance(points, PointBook)
+              else [n for n in points if n > revoked])  # a plain dict put there by hand: scan it
     return {
-        "version": FORMAT_VERSION,
-        "key_index": key_index,
-        "local_funding_pubkey": channel._basepoints.funding_pubkey.hex(),
-        "local_msat": channel.local_msat,
-        "remote_msat": channel.remote_msat,
-        "feerate_per_kw": channel.feerate_per_kw,
-        "remote_points": {str(n): p.hex() for n, p in channel.remote_points.items() if n > log.revoked[Side.REMOTE]},
-        "remote_secrets": channel.remote_secrets.serialize().hex(),
-        # Looked up by the live ids: the preimages dict keeps every HTLC ever fulfilled to us.
-        "preimages": {str(i): preimages[i].hex() for i in live_ids if i in preimages},
+        "version": encode_small(FORMAT_VERSION),
+        "key_index": encode_small(key_index),
+        "local_funding_pubkey": f'"{channel._basepoints.funding_pubkey.hex()}"',
+        "local_msat": encode_small(channel.local_msat),
+        "remote_msat": encode_small(channel.remote_msat),
+        "feerate_per_kw": encode_small(channel.feerate_per_kw),
+        "remote_points": _hex_map_json((n, points[n]) for n in needed),
+        "remote_secrets": f'"{channel.remote_secrets.serialize().hex()}"',
+        "preimages": _hex_map_json((i, preimages[i]) for i in log.live_offered_ids() if i in preimages),
     }
 
 
@@ -160,7 +171,7 @@ def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
     the last save: the config, our secrets, the journal messages and most HTLC log entries
     are encoded once and their JSON text kept (see ``record_json``); the rest is encoded anew.
     """
-    members = {name: encode_small(value) for name, value in _small_parts(channel, key_index).items()}
+    members = _small_parts_json(channel, key_index)
     members["config"] = _kept_json(channel, "config", channel.config, lambda: _config_record(channel.config))
     members["secrets"] = "null" if key_index is not None else _kept_json(
         channel, "secrets", channel.secrets, lambda: _hex_fields(channel.secrets, _SECRET_FIELDS))

@@ -43,6 +43,7 @@ from lightspeed.channel.htlc_tx import (
     sign_htlc_tx,
 )
 from lightspeed.channel.limits import max_offer_msat, offer_problem
+from lightspeed.channel.points import PointBook
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.codec.generated import (
     ChannelReady,
@@ -162,6 +163,7 @@ class Channel:
     signed_remote: dict[int, CommitmentParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.remote_points = PointBook(self.remote_points)  # knows its highest number: see points.py
         self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
         self._basepoints = self.secrets.basepoints()
         funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
