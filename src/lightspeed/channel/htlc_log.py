@@ -119,11 +119,31 @@ class HtlcLog:
         self._unacked_remote_commitment = False  # the remote signed ours; we must revoke
         # Views computed since the last change, by (owner, ctn, pending): a node asks for the same
         # few views many times per step (limits, records, signing). Every method that changes the
-        # log calls _changed(), which empties it; the views are frozen, so sharing them is safe.
+        # log calls _changed(), which empties it, or says why the views it keeps are still right;
+        # the views are frozen, so sharing them is safe.
         self._views: dict[tuple[Side, int, bool], CommitmentView] = {}
 
     def _changed(self) -> None:
         self._views.clear()
+
+    def _added_to_views(self, htlc: LoggedHtlc) -> None:
+        """The kept views after a new uncommitted add (the last update), instead of emptying them.
+
+        In :meth:`commitment`, an update no commitment holds yet counts only in pending views,
+        and only if it is an add: there it takes the amount from the offerer's balance and
+        puts the HTLC among the live ones. So views without ``pending`` do not change, and a
+        pending view changes by exactly that; the tests compare with views computed afresh.
+        """
+        for key, view in self._views.items():
+            if not key[2]:
+                continue
+            to_local, to_remote = view.to_local_msat, view.to_remote_msat
+            if htlc.offerer is view.owner:
+                to_local -= htlc.amount_msat
+            else:
+                to_remote -= htlc.amount_msat
+            self._views[key] = CommitmentView(view.owner, view.ctn, to_local, to_remote,
+                                              tuple(sorted((*view.htlcs, htlc), key=_htlc_order)), view.feerate_per_kw)
 
     @property
     def awaiting_revoke(self) -> bool:
@@ -144,7 +164,7 @@ class HtlcLog:
         self._updates.append(update)
         self._adds[(proposer, htlc_id)] = update
         self._next_id[proposer] = htlc_id + 1
-        self._changed()
+        self._added_to_views(htlc)
         return htlc
 
     def send_add(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
@@ -168,7 +188,7 @@ class HtlcLog:
         if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):  # fee updates: htlc None
             raise self._error(proposer, f"HTLC {htlc_id} is already being removed")
         self._updates.append(_Update(proposer, add.htlc, removal))
-        self._changed()
+        # No view changes: a removal counts once a commitment holds it (see _added_to_views).
         return add.htlc
 
     def _error(self, proposer: Side, reason: str) -> Exception:
@@ -189,11 +209,10 @@ class HtlcLog:
     def send_fee(self, feerate_per_kw: int) -> None:
         """update_fee: a new feerate for the commitments, committed like any other update."""
         self._updates.append(_Update(Side.LOCAL, None, None, feerate_per_kw=feerate_per_kw))
-        self._changed()
+        # No view changes: a fee update counts once a commitment holds it (see _added_to_views).
 
     def recv_fee(self, feerate_per_kw: int) -> None:
         self._updates.append(_Update(Side.REMOTE, None, None, feerate_per_kw=feerate_per_kw))
-        self._changed()
 
     def send_fulfill(self, htlc_id: int) -> LoggedHtlc:
         return self._remove(Side.LOCAL, htlc_id, Removal.FULFILL)
