@@ -22,7 +22,7 @@ from collections.abc import ItemsView, Iterator
 import pytest
 
 from lightspeed.channel import Channel, htlc_log, serialize
-from lightspeed.channel.htlc_log import HtlcLog, Side
+from lightspeed.channel.htlc_log import HtlcLog, LoggedHtlc, Side
 from lightspeed.channel.pair import channel_pair
 from lightspeed.channel.points import PointBook
 from lightspeed.channel.serialize import (
@@ -66,6 +66,15 @@ def _views_match_a_fresh_log(log: HtlcLog) -> None:
         for ctn in range(log.oldest_view[owner], log.ctn[owner] + 1):
             for pending in (False, True):
                 assert log.commitment(owner, ctn, pending) == twin.commitment(owner, ctn, pending)
+
+
+def _unresolved_by_views(log: HtlcLog) -> set[LoggedHtlc]:
+    """HTLCs in a pending view or an unrevoked commitment, from the views (what the node asked before)."""
+    found = set(log.commitment(Side.REMOTE, pending=True).htlcs) | set(log.commitment(Side.LOCAL, pending=True).htlcs)
+    for owner in Side:
+        for ctn in range(max(log.revoked[owner] + 1, log.oldest_view[owner]), log.ctn[owner]):
+            found.update(log.commitment(owner, ctn).htlcs)
+    return found
 
 
 class _Walk:
@@ -154,6 +163,7 @@ def test_saved_record_is_byte_identical_to_the_whole_build_over_a_random_walk(an
             assert log.live_offered_ids() == {h.htlc_id for owner in Side for h in log.commitment(
                 owner, pending=True).htlcs if h.offerer is Side.LOCAL}
             _views_match_a_fresh_log(log)
+            assert log.unresolved() == _unresolved_by_views(log)
             assert channel_to_record(channel, 7) == _full_json(channel, 7)  # secrets left out, only the index
             assert channel_to_record(channel) == saved  # saving twice: same bytes
     # The walk went through every kind of step, many times.

@@ -390,6 +390,39 @@ class HtlcLog:
         self._views[(owner, ctn, pending)] = view
         return view
 
+    def unresolved(self) -> set[LoggedHtlc]:
+        """HTLCs in a pending view or in a commitment not yet revoked (of either side).
+
+        What the views say, in one pass without building them: in ``owner``'s pending view an
+        HTLC whose add is in the log is live until its removal enters that commitment; in an
+        unrevoked older commitment ``c`` (one the views still cover) it is live if its add
+        entered by ``c`` and its removal after ``c``. The tests compare with the views.
+        """
+        removals = {(u.htlc.offerer, u.htlc.htlc_id): u for u in self._updates
+                    if u.removal is not None and u.htlc is not None}
+        spans = [(owner, max(self.revoked[owner] + 1, self.oldest_view[owner]), self.ctn[owner] - 1)
+                 for owner in Side]
+        found: set[LoggedHtlc] = set()
+        for key, add in self._adds.items():
+            htlc = add.htlc
+            assert htlc is not None  # _adds holds adds only
+            removal = removals.get(key)
+            if removal is None:
+                found.add(htlc)
+                continue
+            for owner, lowest, highest in spans:
+                removed_at = removal.in_commitment[owner]
+                if removed_at is None:
+                    found.add(htlc)  # in owner's pending view
+                    break
+                added_at = add.in_commitment[owner]
+                if added_at is not None:
+                    first = max(lowest, added_at)
+                    if first <= highest and removed_at > first:
+                        found.add(htlc)  # in an unrevoked commitment between the add and the removal
+                        break
+        return found
+
     def live_offered_ids(self) -> set[int]:
         """Ids of our HTLCs in either side's latest commitment, uncommitted adds included.
 
