@@ -36,6 +36,8 @@ from lightspeed.codec.generated import ChannelReestablish
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import decode_message, encode_message
 from lightspeed.crypto.hashes import sha256
+from lightspeed.crypto.keys import MAX_INDEX, per_commitment_secret
+from lightspeed.crypto.shachain import ShachainStore
 from lightspeed.errors import UsageError
 
 
@@ -293,3 +295,20 @@ def test_a_save_does_not_walk_what_grows_with_the_channels_age() -> None:
     # A book replaced by a plain dict by hand is scanned: still the same record.
     alice.remote_points = dict(dict.items(alice.remote_points))
     assert channel_to_record(alice) == expected
+
+
+def test_shachain_bytes_are_kept_until_the_next_secret_arrives() -> None:
+    """Saved at every revocation: the kept bytes must follow every insert."""
+    seed = os.urandom(32)
+    kept, fresh_secrets = ShachainStore(), []
+    for n in range(40):
+        index = MAX_INDEX - n
+        secret = per_commitment_secret(seed, index)
+        kept.insert(index, secret)
+        fresh_secrets.append((index, secret))
+        assert kept.serialize() is kept.serialize()  # kept between inserts
+        fresh = ShachainStore()
+        for i, s in fresh_secrets:
+            fresh.insert(i, s)
+        assert kept.serialize() == fresh.serialize()
+        assert ShachainStore.parse(kept.serialize()).serialize() == kept.serialize()
