@@ -18,13 +18,14 @@ import os
 import random
 from collections import deque
 from collections.abc import ItemsView, Iterator
+from typing import Any
 
 import pytest
 
 from lightspeed.channel import Channel, htlc_log, serialize
 from lightspeed.channel.htlc_log import HtlcLog, LoggedHtlc, Side
+from lightspeed.channel.numbered import NumberedBook
 from lightspeed.channel.pair import channel_pair
-from lightspeed.channel.points import PointBook
 from lightspeed.channel.serialize import (
     channel_from_record,
     channel_record,
@@ -224,9 +225,9 @@ def test_a_save_encodes_only_the_log_entries_and_parts_that_changed(monkeypatch:
     assert channel_to_record(alice) == _full_json(alice)
 
 
-def test_point_book_knows_its_top_on_every_way_in_and_finds_the_numbers_above_like_a_scan() -> None:
+def test_numbered_book_knows_its_top_on_every_way_in_and_finds_the_numbers_above_like_a_scan() -> None:
     rng = random.Random(5)
-    book = PointBook({3: b"c"}, **{})
+    book = NumberedBook[bytes]({3: b"c"}, **{})
     plain: dict[int, bytes] = {3: b"c"}
     for _ in range(400):
         number, point = rng.randrange(60), os.urandom(4)
@@ -251,14 +252,14 @@ def test_point_book_knows_its_top_on_every_way_in_and_finds_the_numbers_above_li
         assert book.numbers_above(below) == sorted(n for n in plain if n > below)
 
 
-class _NoScan(PointBook):
-    """A point book that refuses to be walked: a save must look points up by number."""
+class _NoScan(NumberedBook[Any]):
+    """A book that refuses to be walked: a save must look entries up by number."""
 
     def __iter__(self) -> Iterator[int]:
-        raise AssertionError("the save walked the whole point book")
+        raise AssertionError("the save walked a whole book")
 
-    def items(self) -> ItemsView[int, bytes]:
-        raise AssertionError("the save walked the whole point book")
+    def items(self) -> ItemsView[int, Any]:
+        raise AssertionError("the save walked a whole book")
 
 
 class _NoScanDict(dict[int, bytes]):
@@ -270,7 +271,8 @@ class _NoScanDict(dict[int, bytes]):
 
 
 def test_a_save_does_not_walk_what_grows_with_the_channels_age() -> None:
-    """The peer's points and the preimages received grow with every payment; a save looks up the few it keeps."""
+    """The peer's points, the commitments we signed and the preimages received grow with every payment;
+    a save looks up the few it writes."""
     alice, bob = channel_pair(10_000_000, 6_000_000_000, anchors=True, max_accepted_htlcs=483)
     for _ in range(30):  # thirty payments from alice to bob, each settled for good
         preimage = os.urandom(32)
@@ -289,12 +291,19 @@ def test_a_save_does_not_walk_what_grows_with_the_channels_age() -> None:
     bob.receive(alice.add_htlc(1_000_000, sha256(preimage), 800))  # one in flight
     assert len(alice.remote_points) > 60 and len(alice.preimages) == 30
     expected = _full_json(alice)
+    signed = sorted(alice.signed_remote)
+    assert len(signed) == 60 and signed == list(range(1, 61))
     alice.remote_points = _NoScan(alice.remote_points)
+    alice.signed_remote = _NoScan(alice.signed_remote)
     alice.preimages = _NoScanDict(alice.preimages)
     assert channel_to_record(alice) == expected
+    # What the node's save stores next: the commitments signed since the last one it stored.
+    assert alice.signed_remote_after(signed[-3]) == signed[-2:] and alice.signed_remote_after(signed[-1]) == []
     # A book replaced by a plain dict by hand is scanned: still the same record.
     alice.remote_points = dict(dict.items(alice.remote_points))
     assert channel_to_record(alice) == expected
+    alice.signed_remote = dict(dict.items(alice.signed_remote))
+    assert alice.signed_remote_after(signed[-3]) == signed[-2:]
 
 
 def test_shachain_bytes_are_kept_until_the_next_secret_arrives() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
 from lightspeed.channel.htlc_log import HtlcLog, Side
-from lightspeed.channel.points import PointBook
+from lightspeed.channel.numbered import numbers_above
 from lightspeed.channel.record_json import encode, encode_small, json_array, json_object
 from lightspeed.channel.state import Channel, ChannelConfig, LocalSecrets
 from lightspeed.codec.message_base import WireMessage
@@ -145,12 +145,11 @@ def _small_parts_json(channel: Channel, key_index: int | None) -> dict[str, str]
     """The JSON texts of the parts of :func:`channel_record` that are small or change at every step.
 
     Each is found without scanning what grows with the channel's age: the peer's points above
-    the revoked commitment by number (:class:`PointBook`), the preimages by the live HTLC ids.
+    the revoked commitment by number (:class:`NumberedBook`), the preimages by the live HTLC ids.
     """
     log, points, preimages = channel.log, channel.remote_points, channel.preimages
     revoked = log.revoked[Side.REMOTE]
-    needed = (points.numbers_above(revoked) if isinstance(points, PointBook)
-              else [n for n in points if n > revoked])  # a plain dict put there by hand: scan it
+    needed = numbers_above(points, revoked)
     return {
         "version": encode_small(FORMAT_VERSION),
         "key_index": encode_small(key_index),
