@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
@@ -147,7 +148,7 @@ def _small_parts_json(channel: Channel, key_index: int | None) -> dict[str, str]
     Each is found without scanning what grows with the channel's age: the peer's points above
     the revoked commitment by number (:class:`NumberedBook`), the preimages by the live HTLC ids.
     """
-    log, points, preimages = channel.log, channel.remote_points, channel.preimages
+    log, points = channel.log, channel.remote_points
     revoked = log.revoked[Side.REMOTE]
     needed = numbers_above(points, revoked)
     return {
@@ -159,8 +160,30 @@ def _small_parts_json(channel: Channel, key_index: int | None) -> dict[str, str]
         "feerate_per_kw": encode_small(channel.feerate_per_kw),
         "remote_points": _hex_map_json((n, points[n]) for n in needed),
         "remote_secrets": f'"{channel.remote_secrets.serialize().hex()}"',
-        "preimages": _hex_map_json((i, preimages[i]) for i in log.live_offered_ids() if i in preimages),
+        "preimages": _preimages_json(channel, log.live_offered_ids()),
     }
+
+
+def _preimages_json(channel: Channel, live_ids: set[int]) -> str:
+    """The preimages of the live HTLCs as the ``{"id": "hex"}`` object's JSON text, each member kept.
+
+    A preimage stays in the record from its fulfill until its HTLC leaves the log, over several
+    saves; the kept text holds the preimage itself, so a replaced one is written anew. Members
+    go in the order of their keys as strings, as ``sort_keys`` orders them.
+    """
+    known, preimages = channel._preimage_json, channel.preimages
+    kept: dict[int, tuple[bytes, str, str]] = {}
+    for htlc_id in live_ids:
+        preimage = preimages.get(htlc_id)
+        if preimage is None:
+            continue
+        entry = known.get(htlc_id)
+        if entry is None or entry[0] is not preimage:
+            key = str(htlc_id)
+            entry = (preimage, key, f'"{key}":"{preimage.hex()}"')
+        kept[htlc_id] = entry
+    channel._preimage_json = kept
+    return "{" + ",".join(entry[2] for entry in sorted(kept.values(), key=itemgetter(1))) + "}"
 
 
 def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:

@@ -179,6 +179,8 @@ class Channel:
         # The JSON text of the record's parts made from one immutable object, with that object
         # (see channel/serialize.py::_kept_json): encoded again only once the object is replaced.
         self._record_json: dict[str, tuple[object, str]] = {}
+        # The preimages' members of that JSON, by HTLC id, with the preimage (serialize.py::_preimages_json).
+        self._preimage_json: dict[int, tuple[bytes, str, str]] = {}
 
     def signed_remote_after(self, ctn: int) -> list[int]:
         """Numbers of the remote commitments we signed above ``ctn`` (those a save has not stored yet)."""
