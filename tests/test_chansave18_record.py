@@ -13,8 +13,10 @@ compares the two after every step, for both commitment types.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import random
 from collections import deque
 from collections.abc import ItemsView, Iterator
@@ -321,3 +323,11 @@ def test_shachain_bytes_are_kept_until_the_next_secret_arrives() -> None:
             fresh.insert(i, s)
         assert kept.serialize() == fresh.serialize()
         assert ShachainStore.parse(kept.serialize()).serialize() == kept.serialize()
+
+
+def test_a_numbered_book_survives_copy_and_pickle() -> None:
+    book = NumberedBook[bytes]({1: b"a", 7: b"b"})
+    for twin in (copy.deepcopy(book), copy.copy(book), pickle.loads(pickle.dumps(book))):
+        assert twin == book and twin.numbers_above(0) == [1, 7]
+        twin[9] = b"c"
+        assert twin.numbers_above(6) == [7, 9]

@@ -21,6 +21,8 @@ V = TypeVar("V")
 class NumberedBook(dict[int, V]):
     """A ``dict[int, V]`` that knows its highest key (removals may leave it high: still correct)."""
 
+    top: int = -1  # also what copy and pickle see while they put the items back, before the state
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self.top = -1
