@@ -74,9 +74,9 @@ def test_journal_is_encoded_once_per_message_and_the_record_is_unchanged(
     assert encoded == ["update_add_htlc"]
     assert channel_to_record(channel_from_record(third)) == third
     alice.disconnected()  # drops the unsigned add from the journal
-    assert len(alice._journal_hex) == 3
+    assert len(alice._journal_json) == 3
     channel_to_record(alice)
-    assert set(alice._journal_hex) == {id(m) for m in alice._journal}
+    assert set(alice._journal_json) == {id(m) for m in alice._journal}
 
 
 def _fresh_views_match(log: HtlcLog) -> None:

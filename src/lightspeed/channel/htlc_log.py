@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lightspeed.channel.record_json import json_array
 from lightspeed.errors import PeerProtocolError, UsageError
 
 
@@ -76,6 +77,14 @@ class _Update:
     removal: Removal | None  # None: this update adds the HTLC (or changes the fee)
     in_commitment: dict[Side, int | None] = field(default_factory=lambda: {Side.LOCAL: None, Side.REMOTE: None})
     feerate_per_kw: int | None = None  # set on update_fee entries
+    # The entry's JSON text in the store record, kept between saves. Only ``in_commitment`` ever
+    # changes after creation, and only through enter(), which drops the text.
+    json_memo: str | None = field(default=None, compare=False, repr=False)
+
+    def enter(self, owner: Side, ctn: int) -> None:
+        """The update is first in ``owner``'s commitment number ``ctn``."""
+        self.in_commitment[owner] = ctn
+        self.json_memo = None
 
 
 @dataclass(frozen=True)
@@ -110,11 +119,31 @@ class HtlcLog:
         self._unacked_remote_commitment = False  # the remote signed ours; we must revoke
         # Views computed since the last change, by (owner, ctn, pending): a node asks for the same
         # few views many times per step (limits, records, signing). Every method that changes the
-        # log calls _changed(), which empties it; the views are frozen, so sharing them is safe.
+        # log calls _changed(), which empties it, or says why the views it keeps are still right;
+        # the views are frozen, so sharing them is safe.
         self._views: dict[tuple[Side, int, bool], CommitmentView] = {}
 
     def _changed(self) -> None:
         self._views.clear()
+
+    def _added_to_views(self, htlc: LoggedHtlc) -> None:
+        """The kept views after a new uncommitted add (the last update), instead of emptying them.
+
+        In :meth:`commitment`, an update no commitment holds yet counts only in pending views,
+        and only if it is an add: there it takes the amount from the offerer's balance and
+        puts the HTLC among the live ones. So views without ``pending`` do not change, and a
+        pending view changes by exactly that; the tests compare with views computed afresh.
+        """
+        for key, view in self._views.items():
+            if not key[2]:
+                continue
+            to_local, to_remote = view.to_local_msat, view.to_remote_msat
+            if htlc.offerer is view.owner:
+                to_local -= htlc.amount_msat
+            else:
+                to_remote -= htlc.amount_msat
+            self._views[key] = CommitmentView(view.owner, view.ctn, to_local, to_remote,
+                                              tuple(sorted((*view.htlcs, htlc), key=_htlc_order)), view.feerate_per_kw)
 
     @property
     def awaiting_revoke(self) -> bool:
@@ -135,7 +164,7 @@ class HtlcLog:
         self._updates.append(update)
         self._adds[(proposer, htlc_id)] = update
         self._next_id[proposer] = htlc_id + 1
-        self._changed()
+        self._added_to_views(htlc)
         return htlc
 
     def send_add(self, amount_msat: int, payment_hash: bytes, cltv_expiry: int) -> LoggedHtlc:
@@ -159,7 +188,7 @@ class HtlcLog:
         if any(u.removal is not None and u.htlc is add.htlc for u in self._updates):  # fee updates: htlc None
             raise self._error(proposer, f"HTLC {htlc_id} is already being removed")
         self._updates.append(_Update(proposer, add.htlc, removal))
-        self._changed()
+        # No view changes: a removal counts once a commitment holds it (see _added_to_views).
         return add.htlc
 
     def _error(self, proposer: Side, reason: str) -> Exception:
@@ -180,11 +209,10 @@ class HtlcLog:
     def send_fee(self, feerate_per_kw: int) -> None:
         """update_fee: a new feerate for the commitments, committed like any other update."""
         self._updates.append(_Update(Side.LOCAL, None, None, feerate_per_kw=feerate_per_kw))
-        self._changed()
+        # No view changes: a fee update counts once a commitment holds it (see _added_to_views).
 
     def recv_fee(self, feerate_per_kw: int) -> None:
         self._updates.append(_Update(Side.REMOTE, None, None, feerate_per_kw=feerate_per_kw))
-        self._changed()
 
     def send_fulfill(self, htlc_id: int) -> LoggedHtlc:
         return self._remove(Side.LOCAL, htlc_id, Removal.FULFILL)
@@ -219,7 +247,7 @@ class HtlcLog:
             raise UsageError("nothing to sign: no updates since the last commitment_signed")
         self.ctn[Side.REMOTE] += 1
         for update in pending:
-            update.in_commitment[Side.REMOTE] = self.ctn[Side.REMOTE]
+            update.enter(Side.REMOTE, self.ctn[Side.REMOTE])
         self._awaiting_revoke = True
         self._changed()
         return self.commitment(Side.REMOTE)
@@ -233,7 +261,7 @@ class HtlcLog:
             raise PeerProtocolError("commitment_signed without any updates")
         self.ctn[Side.LOCAL] += 1
         for update in pending:
-            update.in_commitment[Side.LOCAL] = self.ctn[Side.LOCAL]
+            update.enter(Side.LOCAL, self.ctn[Side.LOCAL])
         self._unacked_remote_commitment = True
         self._changed()
         return self.commitment(Side.LOCAL)
@@ -362,6 +390,52 @@ class HtlcLog:
         self._views[(owner, ctn, pending)] = view
         return view
 
+    def unresolved(self) -> set[LoggedHtlc]:
+        """HTLCs in a pending view or in a commitment not yet revoked (of either side).
+
+        What the views say, in one pass without building them: in ``owner``'s pending view an
+        HTLC whose add is in the log is live until its removal enters that commitment; in an
+        unrevoked older commitment ``c`` (one the views still cover) it is live if its add
+        entered by ``c`` and its removal after ``c``. The tests compare with the views.
+        """
+        removals = {(u.htlc.offerer, u.htlc.htlc_id): u for u in self._updates
+                    if u.removal is not None and u.htlc is not None}
+        spans = [(owner, max(self.revoked[owner] + 1, self.oldest_view[owner]), self.ctn[owner] - 1)
+                 for owner in Side]
+        found: set[LoggedHtlc] = set()
+        for key, add in self._adds.items():
+            htlc = add.htlc
+            assert htlc is not None  # _adds holds adds only
+            removal = removals.get(key)
+            if removal is None:
+                found.add(htlc)
+                continue
+            for owner, lowest, highest in spans:
+                removed_at = removal.in_commitment[owner]
+                if removed_at is None:
+                    found.add(htlc)  # in owner's pending view
+                    break
+                added_at = add.in_commitment[owner]
+                if added_at is not None:
+                    first = max(lowest, added_at)
+                    if first <= highest and removed_at > first:
+                        found.add(htlc)  # in an unrevoked commitment between the add and the removal
+                        break
+        return found
+
+    def live_offered_ids(self) -> set[int]:
+        """Ids of our HTLCs in either side's latest commitment, uncommitted adds included.
+
+        The union of the two ``commitment(owner, pending=True)`` views, without building
+        them: every add still in the log is in both, until its removal enters that side's
+        commitment. What the store record keeps preimages for.
+        """
+        local, remote = Side.LOCAL, Side.REMOTE
+        removed = {u.htlc.htlc_id for u in self._updates if u.removal is not None and u.htlc is not None
+                   and u.htlc.offerer is local and u.in_commitment[local] is not None
+                   and u.in_commitment[remote] is not None}
+        return {htlc_id for offerer, htlc_id in self._adds if offerer is local and htlc_id not in removed}
+
     def settled(self) -> list[tuple[LoggedHtlc, Removal]]:  # not yet compacted ones
         """Removals irrevocably committed on both sides (the HTLC is gone for good)."""
         return [(u.htlc, u.removal) for u in self._updates
@@ -371,19 +445,34 @@ class HtlcLog:
 
     def to_record(self) -> dict[str, object]:
         """Everything the log holds, as JSON-ready values (bytes in hex)."""
+        record = self._fields_record()
+        record["updates"] = [_update_record(u) for u in self._updates]
+        return record
 
-        # ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
-        # a Python call each time: this runs for every update at every store write).
-        def update(u: _Update) -> dict[str, object]:
-            htlc = u.htlc
-            return {
-                "proposer": u.proposer._value_,
-                "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
-                                                   htlc.payment_hash.hex(), htlc.cltv_expiry],
-                "removal": None if u.removal is None else u.removal._value_,
-                "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
-                "feerate": u.feerate_per_kw,
-            }
+    def to_record_json(self) -> str:
+        """``to_record()`` as compact sorted JSON, exactly, without encoding unchanged entries again.
+
+        Saving the channel writes the log at every commitment step; most entries are the same
+        as at the last save (see ``_Update.json_memo``), so only new or newly committed ones are
+        encoded. The tests compare this with ``dumps(to_record())`` over random walks.
+        """
+        # Written directly, members in sorted order (the encoder's set-up per call cost more than
+        # these few numbers); the tests compare the text with the encoder's over random walks.
+        local, remote = Side.LOCAL, Side.REMOTE
+
+        def sides(values: dict[Side, int]) -> str:
+            return f"[{int.__repr__(values[local])},{int.__repr__(values[remote])}]"
+
+        updates = json_array([u.json_memo or _update_json(u) for u in self._updates])
+        return (f'{{"awaiting_revoke":{"true" if self._awaiting_revoke else "false"},"ctn":{sides(self.ctn)},'
+                f'"initial":{sides(self._initial)},"initial_feerate":{int.__repr__(self._initial_feerate)},'
+                f'"next_id":{sides(self._next_id)},"oldest_view":{sides(self.oldest_view)},'
+                f'"revoked":{sides(self.revoked)},"total_msat":{int.__repr__(self._total_msat)},'
+                f'"unacked_remote_commitment":{"true" if self._unacked_remote_commitment else "false"},'
+                f'"updates":{updates}}}')
+
+    def _fields_record(self) -> dict[str, object]:
+        """The record without its updates: a few numbers, rebuilt at every save."""
 
         def sides(values: dict[Side, int]) -> list[int]:
             return [values[Side.LOCAL], values[Side.REMOTE]]
@@ -398,7 +487,6 @@ class HtlcLog:
             "next_id": sides(self._next_id),
             "awaiting_revoke": self._awaiting_revoke,
             "unacked_remote_commitment": self._unacked_remote_commitment,
-            "updates": [update(u) for u in self._updates],
         }
 
     @classmethod
@@ -436,3 +524,44 @@ class HtlcLog:
                 log._adds[(htlc.offerer, htlc.htlc_id)] = u
         log._changed()
         return log
+
+
+def _update_record(u: _Update) -> dict[str, object]:
+    """One log entry in the store record.
+
+    ``_value_`` is the member's value as a plain attribute (Enum's ``value`` is a property,
+    a Python call each time: this ran for every update at every store write).
+    """
+    htlc = u.htlc
+    return {
+        "proposer": u.proposer._value_,
+        "htlc": None if htlc is None else [htlc.offerer._value_, htlc.htlc_id, htlc.amount_msat,
+                                           htlc.payment_hash.hex(), htlc.cltv_expiry],
+        "removal": None if u.removal is None else u.removal._value_,
+        "in": [u.in_commitment[Side.LOCAL], u.in_commitment[Side.REMOTE]],
+        "feerate": u.feerate_per_kw,
+    }
+
+
+def _number(value: int | None) -> str:
+    """A number or null as JSON writes it (``int.__repr__`` refuses anything but an int)."""
+    return "null" if value is None else int.__repr__(value)
+
+
+def _update_json(u: _Update) -> str:
+    """The JSON of :func:`_update_record`, kept on the entry until its commitment numbers change.
+
+    Written directly rather than through the encoder, whose set-up per call cost more than the
+    text: the members in sorted order, the strings (side and removal names, a hash in hex) with
+    nothing to escape. The tests compare it with the encoder's text of :func:`_update_record`.
+    """
+    htlc = u.htlc
+    htlc_text = "null" if htlc is None else (
+        f'["{htlc.offerer._value_}",{int.__repr__(htlc.htlc_id)},{int.__repr__(htlc.amount_msat)},'
+        f'"{htlc.payment_hash.hex()}",{int.__repr__(htlc.cltv_expiry)}]')
+    removal = "null" if u.removal is None else f'"{u.removal._value_}"'
+    at = u.in_commitment
+    text = u.json_memo = (f'{{"feerate":{_number(u.feerate_per_kw)},"htlc":{htlc_text},'
+                          f'"in":[{_number(at[Side.LOCAL])},{_number(at[Side.REMOTE])}],'
+                          f'"proposer":"{u.proposer._value_}","removal":{removal}}}')
+    return text

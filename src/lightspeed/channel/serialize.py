@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from lightspeed.channel.commitment import ChannelBasepoints, CommitmentKeys, CommitmentParams, Htlc
 from lightspeed.channel.htlc_log import HtlcLog, Side
+from lightspeed.channel.numbered import numbers_above
+from lightspeed.channel.record_json import encode, encode_small, json_array, json_object
 from lightspeed.channel.state import Channel, ChannelConfig, LocalSecrets
 from lightspeed.codec.message_base import WireMessage
 from lightspeed.codec.messages import decode_message, encode_message
@@ -64,21 +67,34 @@ def _wire(message: WireMessage) -> str:
     return encode_message(message).hex()
 
 
-def _journal_record(channel: Channel) -> list[str]:
-    """The journal's messages in wire encoding (hex), encoding only those not written before.
+def _journal_json(channel: Channel) -> str:
+    """The journal's messages in wire encoding (hex), as JSON text, encoding only those not written before.
 
     Messages are frozen dataclasses, so one's encoding never changes; the cache keeps only
-    what the journal still holds (and the message itself, so its id cannot be reused).
+    what the journal still holds (and the message itself, so its id cannot be reused). The
+    journal holds the onions of the HTLCs in flight (1366 bytes each): most of the record.
     """
-    known = channel._journal_hex
+    known = channel._journal_json
     kept: dict[int, tuple[WireMessage, str]] = {}
     for message in channel._journal:
         entry = known.get(id(message))
         if entry is None or entry[0] is not message:
-            entry = (message, _wire(message))
+            entry = (message, encode(_wire(message)))
         kept[id(message)] = entry
-    channel._journal_hex = kept
-    return [kept[id(message)][1] for message in channel._journal]
+    channel._journal_json = kept
+    return json_array(kept[id(message)][1] for message in channel._journal)
+
+
+def _kept_json(channel: Channel, part: str, source: object, build: Callable[[], object]) -> str:
+    """The JSON of ``build()``, encoded again only when ``source`` is no longer the same object.
+
+    For parts of the record made from one immutable object (the frozen config, the tuple of
+    the peer's HTLC signatures): a change replaces the object, so identity says it changed.
+    """
+    memo = channel._record_json.get(part)
+    if memo is None or memo[0] is not source:
+        memo = channel._record_json[part] = (source, encode(build()))
+    return memo[1]
 
 
 def _unwire(data: str) -> WireMessage:
@@ -88,22 +104,22 @@ def _unwire(data: str) -> WireMessage:
     return message
 
 
-def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
-    """The channel's state, without the remote commitments already stored one by one.
+def channel_record(channel: Channel, key_index: int | None = None) -> dict[str, object]:
+    """The channel's state as plain JSON values, built whole: what :func:`channel_to_record` writes.
 
     Only the peer's points still needed to sign are kept here (older ones travel with
     their :func:`remote_commitment_record`), and the preimages of HTLCs still in the log.
     With ``key_index``, our secrets are not written, only that index: whoever loads the
-    record derives them again (see :func:`channel_from_record`).
+    record derives them again (see :func:`channel_from_record`). This is the definition of
+    the record; the store writes its JSON through the faster :func:`channel_to_record`, and
+    the tests hold the two equal, so this stays the plain whole build.
     """
     log = channel.log
     live_ids = {h.htlc_id for owner in Side for h in log.commitment(owner, pending=True).htlcs
                 if h.offerer is Side.LOCAL}
     signature = channel._remote_signature
-    record = {
+    return {
         "version": FORMAT_VERSION,
-        "config": _config_record(channel.config),
-        "secrets": _hex_fields(channel.secrets, _SECRET_FIELDS) if key_index is None else None,
         "key_index": key_index,
         "local_funding_pubkey": channel._basepoints.funding_pubkey.hex(),
         "local_msat": channel.local_msat,
@@ -112,12 +128,83 @@ def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
         "remote_points": {str(n): p.hex() for n, p in channel.remote_points.items() if n > log.revoked[Side.REMOTE]},
         "remote_secrets": channel.remote_secrets.serialize().hex(),
         "preimages": {str(i): p.hex() for i, p in channel.preimages.items() if i in live_ids},
+        "config": _config_record(channel.config),
+        "secrets": _hex_fields(channel.secrets, _SECRET_FIELDS) if key_index is None else None,
         "remote_signature": None if signature is None else signature.hex(),
         "remote_htlc_signatures": [s.hex() for s in channel.remote_htlc_signatures],
-        "journal": _journal_record(channel),
-        "log": log.to_record(),
+        "journal": [_wire(m) for m in channel._journal],
+        "log": channel.log.to_record(),
     }
-    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _hex_map_json(items: Iterable[tuple[int, bytes]]) -> str:
+    """A ``{"number": "hex"}`` object's JSON text (hex needs no escaping)."""
+    return json_object({str(n): f'"{value.hex()}"' for n, value in items})
+
+
+def _small_parts_json(channel: Channel, key_index: int | None) -> dict[str, str]:
+    """The JSON texts of the parts of :func:`channel_record` that are small or change at every step.
+
+    Each is found without scanning what grows with the channel's age: the peer's points above
+    the revoked commitment by number (:class:`NumberedBook`), the preimages by the live HTLC ids.
+    """
+    log, points = channel.log, channel.remote_points
+    revoked = log.revoked[Side.REMOTE]
+    needed = numbers_above(points, revoked)
+    return {
+        "version": encode_small(FORMAT_VERSION),
+        "key_index": encode_small(key_index),
+        "local_funding_pubkey": f'"{channel._basepoints.funding_pubkey.hex()}"',
+        "local_msat": encode_small(channel.local_msat),
+        "remote_msat": encode_small(channel.remote_msat),
+        "feerate_per_kw": encode_small(channel.feerate_per_kw),
+        "remote_points": _hex_map_json((n, points[n]) for n in needed),
+        "remote_secrets": f'"{channel.remote_secrets.serialize().hex()}"',
+        "preimages": _preimages_json(channel, log.live_offered_ids()),
+    }
+
+
+def _preimages_json(channel: Channel, live_ids: set[int]) -> str:
+    """The preimages of the live HTLCs as the ``{"id": "hex"}`` object's JSON text, each member kept.
+
+    A preimage stays in the record from its fulfill until its HTLC leaves the log, over several
+    saves; the kept text holds the preimage itself, so a replaced one is written anew. Members
+    go in the order of their keys as strings, as ``sort_keys`` orders them.
+    """
+    known, preimages = channel._preimage_json, channel.preimages
+    kept: dict[int, tuple[bytes, str, str]] = {}
+    for htlc_id in live_ids:
+        preimage = preimages.get(htlc_id)
+        if preimage is None:
+            continue
+        entry = known.get(htlc_id)
+        if entry is None or entry[0] is not preimage:
+            key = str(htlc_id)
+            entry = (preimage, key, f'"{key}":"{preimage.hex()}"')
+        kept[htlc_id] = entry
+    channel._preimage_json = kept
+    return "{" + ",".join(entry[2] for entry in sorted(kept.values(), key=itemgetter(1))) + "}"
+
+
+def channel_to_record(channel: Channel, key_index: int | None = None) -> bytes:
+    """The JSON of :func:`channel_record` (compact, keys sorted), byte for byte, built from kept parts.
+
+    A channel is saved at every commitment step and most of its record did not change since
+    the last save: the config, our secrets, the journal messages and most HTLC log entries
+    are encoded once and their JSON text kept (see ``record_json``); the rest is encoded anew.
+    """
+    members = _small_parts_json(channel, key_index)
+    members["config"] = _kept_json(channel, "config", channel.config, lambda: _config_record(channel.config))
+    members["secrets"] = "null" if key_index is not None else _kept_json(
+        channel, "secrets", channel.secrets, lambda: _hex_fields(channel.secrets, _SECRET_FIELDS))
+    signature = channel._remote_signature
+    members["remote_signature"] = "null" if signature is None else encode(signature.hex())
+    members["remote_htlc_signatures"] = _kept_json(
+        channel, "remote_htlc_signatures", channel.remote_htlc_signatures,
+        lambda: [s.hex() for s in channel.remote_htlc_signatures])
+    members["journal"] = _journal_json(channel)
+    members["log"] = channel.log.to_record_json()
+    return json_object(members).encode()
 
 
 def remote_commitment_record(channel: Channel, ctn: int) -> bytes:

@@ -43,6 +43,7 @@ from lightspeed.channel.htlc_tx import (
     sign_htlc_tx,
 )
 from lightspeed.channel.limits import max_offer_msat, offer_problem
+from lightspeed.channel.numbered import NumberedBook, numbers_above
 from lightspeed.channel.scripts import ANCHOR_OUTPUT_SAT
 from lightspeed.codec.generated import (
     ChannelReady,
@@ -162,6 +163,9 @@ class Channel:
     signed_remote: dict[int, CommitmentParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Both grow with the channel's age; a book knows its highest number (see numbered.py).
+        self.remote_points = NumberedBook(self.remote_points)
+        self.signed_remote = NumberedBook(self.signed_remote)
         self.log = HtlcLog(self.local_msat, self.remote_msat, self.feerate_per_kw)
         self._basepoints = self.secrets.basepoints()
         funder, fundee = ((self._basepoints, self.config.remote_basepoints) if self.config.local_is_funder
@@ -169,9 +173,18 @@ class Channel:
         self.obscuring = obscuring_factor(funder.payment_basepoint, fundee.payment_basepoint)
         self._points: dict[int, bytes] = {}
         self._key_cache: dict[tuple[bool, int], tuple[bytes, CommitmentKeys]] = {}
-        # Wire encoding (hex) of each journal message, by id, holding the message so the id stays
-        # its own: every save writes the journal, and re-encoding it each time was a top cost.
-        self._journal_hex: dict[int, tuple[WireMessage, str]] = {}
+        # The JSON text (wire encoding in hex) of each journal message, by id, holding the message so
+        # the id stays its own: every save writes the journal, and re-encoding it each time was a top cost.
+        self._journal_json: dict[int, tuple[WireMessage, str]] = {}
+        # The JSON text of the record's parts made from one immutable object, with that object
+        # (see channel/serialize.py::_kept_json): encoded again only once the object is replaced.
+        self._record_json: dict[str, tuple[object, str]] = {}
+        # The preimages' members of that JSON, by HTLC id, with the preimage (serialize.py::_preimages_json).
+        self._preimage_json: dict[int, tuple[bytes, str, str]] = {}
+
+    def signed_remote_after(self, ctn: int) -> list[int]:
+        """Numbers of the remote commitments we signed above ``ctn`` (those a save has not stored yet)."""
+        return numbers_above(self.signed_remote, ctn)
 
     # -- keys and transactions -----------------------------------------------------------------
 

@@ -37,6 +37,8 @@ class ShachainStore:
 
     _known: list[tuple[int, bytes] | None] = field(default_factory=lambda: [None] * BUCKETS)
     next_index: int = MAX_INDEX
+    # serialize()'s bytes until the next insert: the store writes them at every channel save.
+    _serialized: bytes | None = field(default=None, compare=False, repr=False)
 
     def insert(self, index: int, secret: bytes) -> None:
         """Store the secret revealed for ``index``; raise :class:`ShachainError` if it is wrong."""
@@ -60,6 +62,7 @@ class ShachainStore:
                     f"does not derive the secret already received for index {known[0]}",
                 )
         self._known[bucket] = (index, secret)
+        self._serialized = None
 
     def get(self, index: int) -> bytes | None:
         """The secret for ``index`` if it was revealed (derived from a stored entry), else ``None``."""
@@ -76,11 +79,14 @@ class ShachainStore:
 
     def serialize(self) -> bytes:
         """``count`` then ``bucket(1) || index(6) || secret(32)`` per entry, buckets ascending."""
+        if self._serialized is not None:
+            return self._serialized
         entries = [(b, k) for b, k in enumerate(self._known) if k is not None]
         out = bytearray([len(entries)])
         for bucket, (index, secret) in entries:
             out += bytes([bucket]) + index.to_bytes(6, "big") + secret
-        return bytes(out)
+        self._serialized = bytes(out)
+        return self._serialized
 
     @classmethod
     def parse(cls, data: bytes) -> ShachainStore:

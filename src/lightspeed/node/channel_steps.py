@@ -43,7 +43,7 @@ def _save(self: Node, channel: Channel) -> None:
     """Write the channel's state (inside a store transaction) with the commitments it newly signed."""
     cid = channel.config.channel_id
     saved = self._saved_ctn.get(cid, -1)
-    for ctn in sorted(n for n in channel.signed_remote if n > saved):
+    for ctn in channel.signed_remote_after(saved):  # not a scan of every commitment ever signed
         self.store.add_remote_commitment(cid, ctn, remote_commitment_record(channel, ctn))
         self._saved_ctn[cid] = ctn
     ready = self._ready_marks.get(cid) == {"sent", "received"}

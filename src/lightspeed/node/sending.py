@@ -520,9 +520,4 @@ def _unresolved_htlcs(channel: Channel) -> set[LoggedHtlc]:
     A failed HTLC is gone for good only once no unrevoked commitment holds it: until the
     peer revokes its last commitment with the HTLC, it could still claim it on chain.
     """
-    log = channel.log
-    found = set(log.commitment(Side.REMOTE, pending=True).htlcs) | set(log.commitment(Side.LOCAL, pending=True).htlcs)
-    for owner in Side:
-        for ctn in range(max(log.revoked[owner] + 1, log.oldest_view[owner]), log.ctn[owner]):
-            found.update(log.commitment(owner, ctn).htlcs)
-    return found
+    return channel.log.unresolved()  # one pass over the log, not a view per unrevoked commitment
