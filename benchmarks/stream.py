@@ -61,6 +61,7 @@ from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.wsclient import WebSocket
 
 HERE = Path(__file__).resolve().parent
+KEEPALIVE = httpx.Limits(keepalive_expiry=2.0)
 MEMORY_TARIFF = Tariff("B", 1, 1, 10**8, window_ticks=10**8)
 
 
@@ -89,7 +90,9 @@ class LedgerPayer:
     """Pays allowance invoices through the server process's benchmark ledger (``/ledger/pay``)."""
 
     def __init__(self, http_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=http_url, timeout=60)
+        # idle connections dropped before uvicorn's 5 s keep-alive closes them: reusing one the
+        # server closes at that moment fails the POST (httpx.ReadError, seen once under load)
+        self.http = httpx.AsyncClient(base_url=http_url, timeout=60, limits=KEEPALIVE)
         self.slots = asyncio.Semaphore(16)  # a thousand buyers opening at once: queue here, not in httpx's pool
 
     async def pay(self, invoice: str) -> bytes:
@@ -163,7 +166,7 @@ class WsSides:
 
 async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float) -> dict[str, Any]:
     payer = LedgerPayer(http_url)
-    async with httpx.AsyncClient(base_url=http_url) as http:
+    async with httpx.AsyncClient(base_url=http_url, limits=KEEPALIVE) as http:
         delivered: dict[int, int] = {}
         buyers = []
         for i in range(streams):
