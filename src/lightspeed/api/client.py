@@ -16,7 +16,7 @@ import http.client
 import json
 import os
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from lightspeed.api.datadir import Datadir
 from lightspeed.errors import LightspeedError, UsageError
@@ -60,7 +60,7 @@ class ApiClient:
     def _exchange(self, method: str, path: str, body: dict[str, Any] | None,
                   params: dict[str, str] | None) -> tuple[int, str, bytes]:
         url = urlsplit(self.base_url)
-        target = path + ("?" + urlencode(params, quote_via=quote) if params else "")
+        target = path + ("?" + urlencode(params) if params else "")  # spaces as "+", as httpx sent them
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         content = None
         if body is not None:
