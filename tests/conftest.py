@@ -39,6 +39,8 @@ def _lane_sizes(total: int, lanes: int) -> list[int]:
 
 @pytest.hookimpl(trylast=True)  # after pytest groups the items of parametrized module fixtures
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("failedfirst", False) or config.getoption("newfirst", False):
+        return  # --ff / --nf: the order asked for on the command line wins
     modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.path, []).append(item)
