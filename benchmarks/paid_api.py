@@ -17,7 +17,7 @@ drives them with Debian's ``wrk`` instead (an independent load generator in C; t
 ``--load both`` runs the two side by side.
 
 ``python -m benchmarks paid_api [--seconds S] [--connections C] [--windows W] [--load python|wrk|both]
-[--l402-calls N] [--stores LIST]``
+[--l402-calls N] [--stores LIST] [--memory-allowances N]``
 """
 
 from __future__ import annotations
@@ -403,11 +403,11 @@ async def verification_costs() -> dict[str, float]:
     return results
 
 
-async def memory_per_allowance() -> tuple[float, int]:
-    """Bytes the server keeps per active allowance (store + cache); pebbles a client keeps for 10^6 links."""
+async def memory_per_allowance(count: int = 2000) -> tuple[float, int]:
+    """Bytes the server keeps per active allowance (store + cache), over ``count`` allowances made
+    under tracemalloc; pebbles a client keeps for 10^6 links."""
     payee = AlwaysPaid()
     server = AllowanceServer(MemoryAllowanceStore(), payee, payee.node_id, ServerPolicy(Price(1)))
-    count = 2000
     prepared = []
     for _ in range(count):
         tip = os.urandom(32)
@@ -435,6 +435,9 @@ def main() -> None:
     parser.add_argument("--load", choices=("python", "wrk", "both"), default="python",
                         help="load generator (wrk: Debian's wrk with paid_api.lua)")
     parser.add_argument("--l402-calls", type=int, default=100)
+    parser.add_argument("--memory-allowances", type=int, default=2000,
+                        help="allowances made (traced) for the memory-per-allowance figure; the smoke "
+                             "tests make 200: 2000 under tracemalloc take seconds")
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
     parser.add_argument("--profile", metavar="FILE",
                         help="cProfile the first server worker (CPU time); stats to FILE.<store>")
@@ -444,6 +447,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers: must be at least 1")
+    if args.memory_allowances < 1:
+        parser.error("--memory-allowances: must be at least 1")
     if args.load != "python" and shutil.which("wrk") is None:
         parser.error("--load wrk: the wrk program is not installed (Debian: apt-get install wrk)")
     wanted = args.stores.split(",")
@@ -486,7 +491,7 @@ def main() -> None:
     costs = asyncio.run(verification_costs())
     for name, us in costs.items():
         rows.append([f"server cost per call: {name}", us, "", "µs, median, in process"])
-    per_allowance, pebbles = asyncio.run(memory_per_allowance())
+    per_allowance, pebbles = asyncio.run(memory_per_allowance(args.memory_allowances))
     rows.append(["server memory per active allowance", per_allowance, "", "bytes (store + cache, 1 lane)"])
     rows.append(["client pebbles for a 10^6-link lane", float(pebbles), "", "links kept (O(log N))"])
     summary["verify_us"] = {k: round(v, 2) for k, v in costs.items()}

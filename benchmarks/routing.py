@@ -23,7 +23,7 @@ from the compact snapshot (``lightspeed.routing.snapshot``, what ``lightspeed ro
 time of each, then, in a separate pass (tracing slows allocation), the peak and
 retained memory each load allocates (tracemalloc).
 
-``python -m benchmarks routing [--scale 1|2|3] [--pairs N] [--amount-msat N] [--seed N]``
+``python -m benchmarks routing [--scale 1|2|3|0.05] [--pairs N] [--amount-msat N] [--seed N]``
 """
 
 from __future__ import annotations
@@ -158,18 +158,23 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--amount-msat", type=int, default=100_000_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--scale", type=int, choices=(1, 2, 3), default=1,
-                        help="graph size in multiples of today's mainnet (17,000 nodes, 50,000 channels)")
+    parser.add_argument("--scale", type=float, default=1,
+                        help="graph size in multiples of today's mainnet (17,000 nodes, 50,000 channels): "
+                             "1, 2 or 3; from 0.01 to below 1 only for a quick run of the script itself "
+                             "(its smoke test runs 0.05: generating and loading the full graph was most of it)")
     parser.add_argument("--load-windows", type=int, default=3,
                         help="alternating windows timing the JSON and snapshot loads (0: skip)")
     args = parser.parse_args()
     if args.load_windows < 0:
         parser.error("--load-windows must be >= 0")
+    if not (0.01 <= args.scale < 1 or args.scale in (1, 2, 3)):
+        parser.error(f"--scale must be 1, 2 or 3 (or from 0.01 to below 1 for a quick run), got {args.scale:g}")
+    scale: float = int(args.scale) if args.scale.is_integer() else args.scale
     amount = args.amount_msat
     load_start = [round(x, 2) for x in os.getloadavg()]
 
     start = time.perf_counter()
-    data = generate_describegraph(args.seed, MAINNET_NODES * args.scale, MAINNET_CHANNELS * args.scale)
+    data = generate_describegraph(args.seed, round(MAINNET_NODES * scale), round(MAINNET_CHANNELS * scale))
     generate_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         source, cache = Path(tmp) / "graph.json", Path(tmp) / "graph.lsgraph"
@@ -216,7 +221,7 @@ def main() -> None:
     summary: dict[str, Any] = {
         "benchmark": "routing", "nodes": len(graph.nodes), "channels": graph.channel_count,
         "pairs": len(queries), "amount_msat": amount, "generate_s": round(generate_s, 2),
-        "load_s": round(load_s, 2), "networkx_build_s": round(nx_build_s, 2), "scale": args.scale,
+        "load_s": round(load_s, 2), "networkx_build_s": round(nx_build_s, 2), "scale": scale,
         "loads": loads, "json_mb": round(json_mb, 1), "snapshot_mb": round(snapshot_mb, 1),
         "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
@@ -246,7 +251,7 @@ def main() -> None:
     report(
         f"Path finding on a generated mainnet-size graph ({len(graph.nodes):,} nodes, "
         f"{graph.channel_count:,} channels), {len(queries)} random pairs, {amount:,} msat; "
-        f"graph generated in {generate_s:.1f} s, loaded and compiled in {load_s:.1f} s (x{args.scale} mainnet)",
+        f"graph generated in {generate_s:.1f} s, loaded and compiled in {load_s:.1f} s (x{scale:g} mainnet)",
         ["router", "median ms", "CPU median ms", "p95 ms", "routes found", "median / ours", "solves",
          "published, other hardware (not this run)"], rows, summary)
 

@@ -44,6 +44,7 @@ class Daemon:
     def __init__(self, datadir: Path, chain: Path, listen: str = "127.0.0.1:0", *extra: str) -> None:
         self.datadir = datadir
         self.log = open(datadir.parent / f"{datadir.name}.log", "a")  # noqa: SIM115 - closed in stop()
+        self._terminated = False
         self.process = subprocess.Popen(
             [PYTHON, "-m", "lightspeed", "node", "start", "--datadir", str(datadir), "--listen", listen,
              "--api", "127.0.0.1:0", "--chain", str(chain), *extra],
@@ -59,9 +60,16 @@ class Daemon:
     def peer_address(self) -> str:
         return f"{self.ready['node_id']}@{self.ready['listen']}"
 
+    def terminate(self) -> None:
+        """SIGTERM, once (a second one could reach it after it removed its handler): the shutdown
+        begins; ``stop()`` waits for its end. The fixture signals every daemon before waiting."""
+        if not self._terminated and self.process.poll() is None:
+            self._terminated = True
+            self.process.terminate()
+
     def stop(self) -> int | None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:  # where it hangs goes into the failure's output
@@ -83,6 +91,8 @@ def started() -> Iterator[list[Daemon]]:
     try:
         yield daemons
     finally:
+        for daemon in daemons:  # they shut down side by side, not one after the other
+            daemon.terminate()
         for daemon in daemons:
             daemon.stop()
 

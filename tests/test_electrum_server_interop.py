@@ -89,8 +89,13 @@ def test_electrum_syncs_receives_and_pays_back(tmp_path: Path, server: tuple[Pat
     lightspeed("chain", "mine", "3", "--chain", str(chain_file))
     wallet = Wallet(tmp_path / "electrum")
     wallet.run("create", "--offline")
-    for key, value in (("oneserver", "true"), ("auto_connect", "false"), ("server", address)):
-        wallet.run("setconfig", "--offline", key, value)
+    # One setconfig makes Electrum write its config file (and its format version); the other
+    # settings go into that JSON as setconfig stores them: each command line is a whole Electrum start
+    wallet.run("setconfig", "--offline", "oneserver", "true")
+    config_file = wallet.datadir / "regtest" / "config"
+    config = json.loads(config_file.read_text())
+    config.update({"auto_connect": False, "server": address})
+    config_file.write_text(json.dumps(config, indent=4, sort_keys=True))
     wallet.run("daemon", "-d")
     try:
         wallet.run("load_wallet")

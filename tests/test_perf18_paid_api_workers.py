@@ -20,7 +20,8 @@ def test_two_workers_share_the_redis_store_and_serve_every_paid_call() -> None:
     assert shutil.which("wrk"), "wrk is needed (Debian: apt-get install wrk)"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "paid_api", "--load", "wrk", "--windows", "2",
-         "--seconds", "1", "--l402-calls", "1", "--stores", "memory,redis", "--workers", "2"],
+         "--seconds", "1", "--l402-calls", "1", "--stores", "memory,redis", "--workers", "2",
+         "--memory-allowances", "200"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "memory store is skipped" in done.stderr

@@ -86,9 +86,9 @@ OTHERS = {
     "channel": ("--quick",),
     "network": ("--quick",),
     "onion_messages": (),
-    "routing": ("--pairs", "2", "--load-windows", "1"),
+    "routing": ("--pairs", "2", "--load-windows", "1", "--scale", "0.05"),
     "stores": ("--seconds", "0.05", "--only", "sqlite"),
-    "paid_api": ("--seconds", "0.2", "--l402-calls", "2", "--stores", "memory"),
+    "paid_api": ("--seconds", "0.2", "--l402-calls", "2", "--stores", "memory", "--memory-allowances", "200"),
 }
 
 

@@ -154,6 +154,14 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float = 60, interval:
         time.sleep(interval)
 
 
+def _setconfig_value(text: str) -> Any:
+    """A setconfig value as Electrum stores it: JSON where it parses (true, 7777), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def btc_to_sat(text: str | int | float) -> int:
     return int(Decimal(str(text)) * COIN)
 
@@ -206,8 +214,16 @@ class ElectrumWallet:
         if listen:
             self.listen = f"127.0.0.1:{free_port()}"
             settings.append(("lightning_listen", self.listen))
-        for key, value in settings:
-            self.cli("setconfig", "--offline", key, value)
+        # Electrum writes its config file (and its format version) on the first setconfig; the
+        # rest go into that JSON file as setconfig would put them: each command line is a whole
+        # Electrum start (seconds on a loaded machine), seven of them per wallet were most of the
+        # network's setup.
+        first_key, first_value = settings[0]
+        self.cli("setconfig", "--offline", first_key, first_value)
+        config_file = self.datadir / "regtest" / "config"
+        config = json.loads(config_file.read_text())
+        config.update((key, _setconfig_value(value)) for key, value in settings[1:])
+        config_file.write_text(json.dumps(config, indent=4, sort_keys=True))
 
     def start(self) -> None:
         """Start the daemon (kept by its pid) and load the wallet."""

@@ -1,16 +1,22 @@
-"""A small httpx client for a running daemon's REST API, found through its datadir.
+"""A small client for a running daemon's REST API, found through its datadir.
 
 Used by the CLI subcommands; any tool can do the same with the token from
 ``DATADIR/api_token`` and the address from ``DATADIR/api_address``. With ``LIGHTSPEED_TOKEN``
 set, that token (a scoped one from ``lightspeed token create``) is sent instead.
+
+It speaks plain HTTP/1.1 to loopback through the standard library's ``http.client``, not httpx:
+every CLI command is a new process, and importing httpx (with httpcore, its CLI's rich and
+pygments) cost about as much CPU as the rest of the command together. The daemon's API is
+always ``http://HOST:PORT`` (``Datadir.api_url``), so nothing of httpx's is missed.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from lightspeed.api.datadir import Datadir
 from lightspeed.errors import LightspeedError, UsageError
@@ -40,22 +46,41 @@ class ApiClient:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> Any:
+        """One request; ``timeout_s`` bounds each step (connect, send, every read), as httpx's did."""
+        status, reason, raw = self._exchange(method, path, body, params)
         try:
-            response = httpx.request(method, self.base_url + path, json=body, params=params,
-                                     headers={"Authorization": f"Bearer {self._token}"}, timeout=self._timeout)
-        except httpx.ConnectError:
-            raise UsageError(f"the daemon is not running (nothing answers at {self.base_url}); "
-                             "start it with: lightspeed node start") from None
-        except httpx.TimeoutException:
-            raise UsageError(f"the daemon at {self.base_url} did not answer within {self._timeout:.0f} s") from None
-        except httpx.HTTPError as exc:
-            raise UsageError(f"cannot talk to the daemon at {self.base_url}: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            raise UsageError(f"the daemon answered {response.status_code} without JSON") from None
-        if response.status_code >= 400:
+            data = json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8
+            raise UsageError(f"the daemon answered {status} without JSON") from None
+        if status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ApiCallError(response.status_code, str(error.get("reason", response.reason_phrase)),
-                               error.get("field"))
+            raise ApiCallError(status, str(error.get("reason", reason)), error.get("field"))
         return data
+
+    def _exchange(self, method: str, path: str, body: dict[str, Any] | None,
+                  params: dict[str, str] | None) -> tuple[int, str, bytes]:
+        url = urlsplit(self.base_url)
+        target = path + ("?" + urlencode(params) if params else "")  # spaces as "+", as httpx sent them
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        content = None
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=self._timeout)
+        try:
+            try:
+                connection.connect()
+            except TimeoutError:
+                raise UsageError(f"the daemon at {self.base_url} did not answer within {self._timeout:.0f} s") from None
+            except OSError:  # refused, unreachable, no such host
+                raise UsageError(f"the daemon is not running (nothing answers at {self.base_url}); "
+                                 "start it with: lightspeed node start") from None
+            connection.request(method, target, body=content, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.reason, response.read()
+        except TimeoutError:
+            raise UsageError(f"the daemon at {self.base_url} did not answer within {self._timeout:.0f} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise UsageError(f"cannot talk to the daemon at {self.base_url}: {exc or type(exc).__name__}") from None
+        finally:
+            connection.close()

@@ -25,7 +25,6 @@ import logging
 import shutil
 import signal
 import socket
-import sqlite3
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +36,7 @@ import uvicorn
 
 from lightspeed.api.address import format_hostport, parse_hostport
 from lightspeed.api.app import create_app
+from lightspeed.api.chain_file import open_chain
 from lightspeed.api.credentials import Credentials
 from lightspeed.api.datadir import Datadir
 from lightspeed.api.forwards import FORWARDS_FILE, ForwardLog
@@ -68,17 +68,6 @@ def require_loopback(host: str, option: str) -> None:
         loopback = False
     if not loopback:
         raise UsageError(f"{option} must be a loopback address (127.0.0.1, ::1 or localhost), got {host!r}")
-
-
-def open_chain(path: Path, create: bool = False) -> RegtestChain:
-    """The shared regtest chain at ``path``; UsageError (naming --chain) if it cannot be opened."""
-    if not create and not path.exists():
-        raise UsageError(f"--chain {path}: no chain file there (a daemon creates it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return RegtestChain(path)
-    except (OSError, sqlite3.Error) as exc:
-        raise UsageError(f"--chain {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 class _Server(uvicorn.Server):

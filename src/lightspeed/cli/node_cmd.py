@@ -205,7 +205,7 @@ CLI_BUSY_TIMEOUT_S = 10.0  # a command waits out another process's write lock lo
 
 
 def _open_chain(ctx: click.Context, chain_file: Path | None, create: bool = False) -> Any:
-    from lightspeed.api.daemon import open_chain
+    from lightspeed.api.chain_file import open_chain
 
     path = chain_file or (ctx.obj or {}).get("chain_file") or _daemon_chain_file(_datadir(ctx))
     chain = open_chain(Path(path).expanduser(), create=create)
@@ -708,7 +708,7 @@ def balance(ctx: click.Context) -> None:
 @with_example("lightspeed --datadir ~/.lightspeed/alice fund 2000000")
 def fund(ctx: click.Context, amount_sat: int) -> None:
     """Give the running node AMOUNT_SAT on chain from the regtest faucet (confirmed by one block)."""
-    from lightspeed.api.daemon import open_chain
+    from lightspeed.api.chain_file import open_chain
 
     info = _call(ctx, "GET", "/v1/getinfo")
     if not info.get("chain_file"):

@@ -18,13 +18,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from lightspeed.asyncpay.lsps5 import notification_body, sign_headers
 from lightspeed.errors import UsageError
 from lightspeed.store.asyncpay import AsyncPayStore, OutboxItem, check_webhook_url
+
+if TYPE_CHECKING:  # the client is made by whoever runs the LSP: a daemon without --lsp never imports httpx
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class WebhookNotifier:
         return item_id
 
     async def _attempt(self, item: OutboxItem) -> None:
+        import httpx  # already loaded: self.client is one of its clients
+
         now = self.clock()
         attempts = item.attempts + 1
         try:
