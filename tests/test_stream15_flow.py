@@ -37,3 +37,42 @@ def test_the_server_and_client_protocols_use_it() -> None:
 
     assert issubclass(wsserver._Connection, FlowControlledProtocol)
     assert issubclass(wsclient._Protocol, FlowControlledProtocol)
+
+
+def test_the_sellers_fast_write_on_wsserver_hands_back_the_wait_while_the_peer_reads_slowly() -> None:
+    """``send_text_now`` (the seller's write on stream.wsserver) writes the frame at once and
+    returns the future to await while the transport is paused, None otherwise; nothing is
+    written before the handshake is accepted or once the connection is over."""
+    from websockets.protocol import State
+
+    from lightspeed.stream import wsserver
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def go() -> None:
+        connection = wsserver._Connection(wsserver.WsServerState(app=None))
+        transport = Transport()
+        connection.transport = transport  # type: ignore[assignment]
+        assert connection.send_text_now("early") is None and transport.written == []  # not accepted
+        connection.accepted = True
+        connection.ws.state = State.OPEN
+        assert connection.send_text_now("tick") is None
+        assert transport.written and transport.written[-1].endswith(b"tick")
+        connection.pause_writing()
+        waiter = connection.send_text_now("slow")
+        assert waiter is not None and not waiter.done() and transport.written[-1].endswith(b"slow")
+        connection.resume_writing()
+        assert waiter.done()
+        connection.gone = 1006
+        count = len(transport.written)
+        assert connection.send_text_now("late") is None and len(transport.written) == count
+
+    asyncio.run(go())

@@ -234,11 +234,22 @@ class _Connection:
         self.lock = asyncio.Lock()
         self.delivery: asyncio.Task[None] | None = None
         self.closed = False
+        #: Served by :mod:`.wsserver`: its connection's synchronous write (a tick's frame without
+        #: an ASGI message dict and a lock round, ~2 µs of the server's ~100 per tick).
+        self._write_now: Callable[[str], asyncio.Future[None] | None] | None = getattr(
+            getattr(send, "__self__", None), "send_text_now", None)
 
     async def send(self, kind: str, **fields: object) -> None:
         await self.send_text(encode(kind, **fields))
 
     async def send_text(self, text: str) -> None:
+        write_now = self._write_now
+        if write_now is not None:
+            if not self.closed:
+                paused = write_now(text)
+                if paused is not None:
+                    await paused  # the peer reads slower than we write
+            return
         async with self.lock:
             if not self.closed:
                 try:

@@ -244,6 +244,19 @@ class _Connection(FlowControlledProtocol):
             self.transport.resume_reading()
         return message
 
+    def send_text_now(self, text: str) -> asyncio.Future[None] | None:
+        """Write a text message at once: the fast path of :class:`~lightspeed.stream.asgi.StreamSeller`
+        (no ASGI message, no lock: the frame is in the transport's buffer when this returns, so
+        frames from two writers never interleave). Returns the future to await while the peer reads
+        slower than we write (None: go on); nothing is written once the connection is closing."""
+        ws = self.ws
+        if not self.accepted or ws.state is not OPEN or self.gone is not None:
+            return None
+        ws.send_text(text.encode("utf-8"))
+        self._flush()
+        writable = self.writable
+        return writable if writable is not None and not writable.done() else None
+
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "websocket.send":
