@@ -69,7 +69,7 @@ async def main() -> None:
     parser.add_argument("--store", default="memory")
     parser.add_argument("--ws", choices=("fast", "uvicorn"), default="fast",
                         help="fast: lightspeed.stream.wsserver (default); uvicorn: the ASGI binding under uvicorn")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")  # read in __main__
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")  # read in __main__
     args = parser.parse_args()
     ledger = Ledger()
     store = open_allowance_store(args.store)
@@ -114,8 +114,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if "uvloop" in sys.argv:  # --loop uvloop: the same server on uvloop's event loop
+    if "asyncio" in sys.argv:  # --loop asyncio: the same server on the standard library's event loop
+        asyncio.run(main())
+    else:  # uvloop (the default): a seller serving many streams runs its loop on libuv
         import uvloop
         uvloop.run(main())
-    else:
-        asyncio.run(main())
