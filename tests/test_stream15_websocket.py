@@ -270,6 +270,44 @@ def test_a_meter_that_delivers_nothing_at_times_still_delivers_every_paid_unit(t
     asyncio.run(scenario())
 
 
+def test_the_buyer_pays_the_next_batch_while_the_ticks_it_funded_go_on_streaming(tmp_path: Path) -> None:
+    """A batch is offered when half the last one is spent; its payment (slow here, as a Lightning
+    payment is) runs beside the stream, so ticks keep being delivered while it is under way, and
+    every batch is still paid once and the budget holds."""
+    during: list[tuple[int, int]] = []  # delivered units when each batch payment began and ended
+    delivered = [0]
+
+    class SlowPayer:
+        def __init__(self, ledger: Ledger) -> None:
+            self.ledger = ledger
+
+        async def pay(self, invoice: str) -> bytes:
+            before = delivered[0]
+            await asyncio.sleep(0.3)
+            preimage = await self.ledger.pay(invoice)
+            during.append((before, delivered[0]))
+            return preimage
+
+    async def scenario() -> None:
+        ledger, store, _seller, server = await _start(tmp_path, _fast_meter(2))
+        try:
+            def seen(b: BuyerStream) -> None:
+                delivered[0] = b.delivered_units
+            buyer = StreamBuyer(server.url + "/charge", SlowPayer(ledger),  # type: ignore[arg-type]
+                                BuyPolicy(max_msat=24 * TARIFF.tick_msat, batch_ticks=4), on_update=seen)
+            receipt = await buyer.run()
+            checked = recompute(receipt)
+            assert checked.consistent and checked.paid_ticks == 24 and checked.delivered_units == 48
+            assert len(ledger.payments) == 6 and sum(ledger.payments) == 24 * TARIFF.tick_msat  # each batch once
+            later = during[1:]  # the first batch is paid before the stream opens
+            assert later and all(end > begin for begin, end in later), during
+        finally:
+            await server.stop()
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_open_before_paying_is_refused_with_the_invoice(tmp_path: Path) -> None:
     from lightspeed.micro.hashchain import anchor, lane_tip
 

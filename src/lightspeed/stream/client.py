@@ -19,6 +19,7 @@ returned as a :class:`~lightspeed.stream.receipt.Receipt` (with every link we pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,8 @@ class StreamBuyer:
         self._twice_ticks = 0
         self.reconnected = 0
         self._pending: tuple[str, int] | None = None  # a batch invoice offered, and its ticks
+        #: The next batch's payment while the stream goes on (see :meth:`_stream`): one at a time.
+        self._funding: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._final: SignedStatement | None = None  # a statement the seller sent unasked
         self.ended: str | None = None  # why the seller ended the stream, if it did
@@ -117,7 +120,15 @@ class StreamBuyer:
         """Buy, stream until the budget is spent or :meth:`stop` (or ``stop_after_units``), close."""
         buyer = await self._open()
         try:
-            await self._stream(buyer, stop_after_units)
+            try:
+                await self._stream(buyer, stop_after_units)
+            except BaseException:
+                funding, self._funding = self._funding, None
+                if funding is not None:  # the payment under way ends first; the stream's error is raised
+                    with contextlib.suppress(BaseException):
+                        await funding
+                raise
+            await self._finish_funding()
             if self._final is not None:  # the seller ended the stream (its meter stopped)
                 buyer.close()
                 return buyer.accept_statement(self._final, tuple(self.invoices))
@@ -263,6 +274,12 @@ class StreamBuyer:
             self.paid_twice_msat += ticks * buyer.tariff.tick_msat
             self._twice_ticks += ticks
 
+    async def _finish_funding(self) -> None:
+        """Wait for the batch being paid while the stream went on; raise what its payment raised."""
+        funding, self._funding = self._funding, None
+        if funding is not None:
+            await funding
+
     def _pay_into_credit(self, buyer: BuyerStream) -> bool:
         """Count one more tick funded when the buyer would otherwise wait for an invoice that may
         never come: it paid ticks twice and the seller may have credited them (its first node came
@@ -290,11 +307,22 @@ class StreamBuyer:
             if buyer.walker is None:
                 if self._pending is not None:
                     await self._pay_increment(buyer)
+            elif self._funding is not None:
+                if self._funding.done():
+                    await self._finish_funding()  # its error, if any, is raised here
             elif self._pending and (self._paid(self._pending[0]) or self._may_pay(buyer, *self._pending)):
                 invoice, ticks = self._pending
                 self._pending = None
-                await self._fund(buyer, invoice, ticks)
+                if buyer.paid_ticks < buyer.funded_ticks and not self._paid(invoice):
+                    # ticks funded are left: pay the next batch while they stream (a Lightning
+                    # payment takes a while; awaited here, it stopped every stream at every batch)
+                    self._funding = asyncio.create_task(self._fund(buyer, invoice, ticks))
+                else:
+                    await self._fund(buyer, invoice, ticks)
             payment = buyer.next_payment()
+            if payment is None and self._funding is not None and buyer.paid_ticks >= buyer.funded_ticks:
+                await self._finish_funding()  # out of funded ticks: the batch first
+                payment = buyer.next_payment()
             if payment is None and self._pay_into_credit(buyer):
                 payment = buyer.next_payment()
             if payment is not None:
@@ -346,6 +374,7 @@ class StreamBuyer:
                 await self._send_or_resume(buyer, "paid", payment_hash=buyer.increments[-1][0])
                 return
             if code in ("batch_due", "unpaid") and buyer.paid_links:
+                await self._finish_funding()  # a batch paid meanwhile is one never paid again below
                 invoice = message.get("invoice")
                 if invoice and not self._paid(invoice):
                     ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
