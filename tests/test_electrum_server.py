@@ -396,6 +396,30 @@ def test_notifications_follow_what_changed(history: History) -> None:
     assert call(session, "blockchain.scripthash.unsubscribe", SH) is False
 
 
+def test_a_block_mined_between_the_poll_and_the_notification_is_sent_once(history: History) -> None:
+    """The header sent is the tip when the notification is made; a block mined after the poll is in it,
+    and the next poll, which sees that block as a move, sends nothing again (CI saw the duplicate)."""
+    chain = history.chain
+    session = session_for(chain)
+    follower = ChainFollower(chain)
+    tip = call(session, "blockchain.headers.subscribe")
+    chain.mine(1)
+    changes = follower.poll()
+    chain.mine(1)  # after the poll, before the notification
+    assert changes is not None and changes.tip_height == tip["height"] + 1
+    sent = [json.loads(m) for m in session.notifications(changes)]
+    assert [m["params"][0]["height"] for m in sent if m["method"] == "blockchain.headers.subscribe"] == [
+        tip["height"] + 2]
+    changes = follower.poll()
+    assert changes is not None and changes.tip_moved
+    assert [json.loads(m) for m in session.notifications(changes)] == []
+    chain.mine(1)
+    changes = follower.poll()
+    assert changes is not None
+    sent = [json.loads(m) for m in session.notifications(changes)]
+    assert [m["params"][0]["height"] for m in sent] == [tip["height"] + 3]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(
     st.binary(max_size=300),

@@ -28,6 +28,7 @@ from tests.test_chain import KEY, SPK, spend_p2wpkh
 from tests.test_chain_locked import locked_by_another_process, release
 
 SH = sha256(SPK)[::-1].hex()
+PUSHED_WITHIN_S = 5.0  # the server polls every 0.2 s; the margin is for a loaded CI machine (the client's own wait is 15 s)
 OTHER = p2wpkh_script(pubkey_from_privkey(b"\x71" * 32))
 _BROADCAST = "import sys; from lightspeed.chain import RegtestChain; from lightspeed.bitcoin.tx import Transaction; " \
              "RegtestChain(sys.argv[1]).broadcast(Transaction.parse(bytes.fromhex(sys.argv[2])))"
@@ -65,7 +66,7 @@ class Client:
                 raise RuntimeError(message["error"]["message"])
             return message["result"]
 
-    async def notification(self, method: str, timeout: float = 1.0) -> dict[str, Any]:
+    async def notification(self, method: str, timeout: float = PUSHED_WITHIN_S) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             for message in self.notifications:
@@ -96,7 +97,7 @@ def test_subscriptions_follow_blocks_and_broadcasts_by_other_processes(tmp_path:
         assert (await client.request("server.version", "test", ["1.4", "1.6"]))[1] == "1.6"
         tip = await client.request("blockchain.headers.subscribe")
         assert await client.request("blockchain.scripthash.subscribe", SH) is None
-        # Another process pays SPK from the faucet and mines: a new tip and a new status within a second.
+        # Another process pays SPK from the faucet and mines: a new tip and a new status, pushed (a poll is 0.2 s).
         sent = await run_process("-m", "lightspeed", "chain", "send", script_to_address(SPK, REGTEST), "100000",
                                  "--chain", str(path))
         done = time.monotonic()
@@ -109,7 +110,7 @@ def test_subscriptions_follow_blocks_and_broadcasts_by_other_processes(tmp_path:
             header = await client.notification("blockchain.headers.subscribe")
         assert header["params"][0]["height"] == final_height
         status = await client.notification("blockchain.scripthash.subscribe")
-        assert time.monotonic() - done < 1.0
+        assert time.monotonic() - done < PUSHED_WITHIN_S
         assert status["params"][0] == SH and status["params"][1] is not None
         history = await client.request("blockchain.scripthash.get_history", SH)
         txid = json.loads(sent.stdout)["txid"]
@@ -119,7 +120,7 @@ def test_subscriptions_follow_blocks_and_broadcasts_by_other_processes(tmp_path:
         await run_process("-c", _BROADCAST, str(path), spend.serialize().hex())
         done = time.monotonic()
         status = await client.notification("blockchain.scripthash.subscribe")
-        assert time.monotonic() - done < 1.0
+        assert time.monotonic() - done < PUSHED_WITHIN_S
         history = await client.request("blockchain.scripthash.get_history", SH)
         assert history[-1] == {"tx_hash": spend.txid_hex, "height": 0, "fee": 10_000}
         # Our own client broadcasts: accepted through the server, notified like any other change.

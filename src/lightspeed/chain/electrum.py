@@ -164,7 +164,7 @@ class ElectrumSession:
         self.protocol: tuple[int, ...] | None = None  # fixed by server.version, or 1.4 by any other first call
         self.close_after_reply = False  # version negotiation failed: the server closes once it answered
         self.headers_subscribed = False
-        self.notified_height = -1
+        self.notified_tip: str | None = None  # the header last sent: a tip is never sent twice
         self.statuses: dict[bytes, str | None] = {}  # subscribed script hash -> last status sent
         self._methods: dict[str, Callable[[Request], Any]] = {
             "server.version": self._server_version,
@@ -286,7 +286,7 @@ class ElectrumSession:
     def _headers_subscribe(self, request: Request) -> dict[str, Any]:
         bind(request, (), 0)
         tip = self._tip()
-        self.headers_subscribed, self.notified_height = True, tip["height"]
+        self.headers_subscribed, self.notified_tip = True, tip["hex"]
         return tip
 
     def _block_header(self, request: Request) -> Any:
@@ -483,8 +483,12 @@ class ElectrumSession:
         """What this client subscribed to and that changed: a new tip, new statuses."""
         out = []
         if self.headers_subscribed and changes.tip_moved:  # a reorganisation may keep the height: still a new tip
-            out.append(notification("blockchain.headers.subscribe", [self._tip()]))
-            self.notified_height = changes.tip_height
+            # The tip is read now, not at the poll: a block mined in between is sent here, and the next
+            # poll, which sees it as a move, must not send it again.
+            tip = self._tip()
+            if tip["hex"] != self.notified_tip:
+                out.append(notification("blockchain.headers.subscribe", [tip]))
+                self.notified_tip = tip["hex"]
         subscribed = self.statuses.keys()
         for scripthash in list(subscribed if changes.touched is None else changes.touched & subscribed):
             status = self.status(scripthash)
