@@ -275,6 +275,18 @@ class ElectrumWallet:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
+    def file_log(self, *topics: str, lines: int = 60) -> str:
+        """The last ``lines`` lines of Electrum's own log files (``log_to_file``) naming one of
+        ``topics`` (e.g. ``txbatcher``): what a failure message needs when Electrum acts on its own."""
+        found: list[str] = []
+        for path in sorted((self.datadir / "regtest" / "logs").glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                said = line.partition(" | ")[2]  # a message repeated each second is kept once
+                if (not topics or any(topic in line for topic in topics)) and not (
+                        found and found[-1].partition(" | ")[2] == said):
+                    found.append(line)
+        return "\n".join(found[-lines:]) or "(nothing logged)"
+
     # -- what the tests ask ------------------------------------------------------------------------
 
     @property

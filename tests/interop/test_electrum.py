@@ -553,7 +553,12 @@ def test_electrum_cpfps_its_commitment_through_its_anchor(net: InteropNet) -> No
         def cpfp() -> Transaction | None:
             return next((s for i in anchors if (s := net.chain.spender(commitment_txid, i)) is not None), None)
 
-        child: Transaction = wait_for("alice's CPFP through her anchor", cpfp, 150)  # Electrum's watcher acts on its own timer: slow under CI load (60 s timed out once)
+        try:  # Electrum's batcher acts on its own 1 s timer: slow under CI load (60 s timed out once)
+            child: Transaction = wait_for("alice's CPFP through her anchor", cpfp, 150)
+        except AssertionError as exc:  # CI timed out once at 150 s too: say what alice's batcher did
+            raise AssertionError(f"{exc}\n--- alice's batcher and watcher ---\n"
+                                 f"{net.alice.file_log('txbatcher', 'lnwatcher', 'network')}\n"
+                                 f"--- the Electrum server ---\n{net.server.log.read_text(errors='replace')[-3000:]}") from None
     spent = [net.chain.transaction(i.prevout.txid[::-1].hex())[0].outputs[i.prevout.index].value_sat
              for i in child.inputs]
     child_fee = sum(spent) - sum(o.value_sat for o in child.outputs)
