@@ -9,7 +9,8 @@ serves until killed:
 * ``POST /ledger/pay``: settles an allowance invoice. The benchmark's settlement is the tests'
   in-process ledger (real signed invoices, paid at once): one payment per prepaid window, off
   the per-tick path; Lightning payments themselves are measured by ``benchmarks/channel.py``;
-* ``GET /stats``: this process's CPU time and the ticks served so far.
+* ``GET /stats``: this process's CPU time, the ticks served so far and the charger's reports
+  made up (late by less than an interval) and schedules restarted (later than that).
 """
 
 from __future__ import annotations
@@ -73,19 +74,21 @@ async def main() -> None:
     args = parser.parse_args()
     ledger = Ledger()
     store = open_allowance_store(args.store)
+    charger = charger_meter()
 
     async def pay(request: Request) -> JSONResponse:
         body = await request.json()
         return JSONResponse({"preimage": (await ledger.pay(body["invoice"])).hex()})
 
     async def stats(request: Request) -> JSONResponse:
-        return JSONResponse({"cpu_s": time.process_time(), "ticks": TICKS[0]})
+        return JSONResponse({"cpu_s": time.process_time(), "ticks": TICKS[0], "late": charger.late,
+                             "restarts": charger.restarts})
 
     http = Starlette(routes=[Route("/ledger/pay", pay, methods=["POST"]), Route("/stats", stats)])
     many = 10**6  # one client process opens every stream: no per-address limit here
     sellers = {
         "/charge": stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=CHARGER_TARIFF,
-                                 meter=counting(charger_meter()), creates_per_minute=many),
+                                 meter=counting(charger), creates_per_minute=many),
         "/fast": stream_seller(store, ledger, ledger.node_id, ledger.privkey, tariff=FAST_TARIFF,
                                meter=counting(instant), creates_per_minute=many),
     }

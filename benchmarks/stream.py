@@ -212,6 +212,10 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         "buyers_cpu_us_per_tick": round(1e6 * client_cpu / ticks, 1) if ticks else None,
         "buyers_cpu_share": round(client_cpu / elapsed, 2),
         "receipts_consistent": consistent, "reconnects": sum(b.reconnected for b in buyers),
+        # the charger's reports in the window that were made up (a payment late by less than an
+        # interval) and its schedules started afresh (later than that: a stream slowed down)
+        "reports_made_up": end_stats["late"] - start_stats["late"],
+        "schedules_restarted": end_stats["restarts"] - start_stats["restarts"],
     }
 
 
@@ -304,7 +308,8 @@ def main() -> None:
               f"{scale['ticks_per_s_all']} ticks/s in all, server CPU {scale['server_cpu_us_per_tick']} µs per tick "
               f"({scale['server_cpu_share']} of a core), buyers {scale['buyers_cpu_us_per_tick']} µs per tick "
               f"({scale['buyers_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
-              "recompute from their links.")
+              f"recompute from their links; the charger made up {scale['reports_made_up']} late reports and "
+              f"restarted {scale['schedules_restarted']} schedules.")
         print(json.dumps(doc, sort_keys=True))
 
 

@@ -40,6 +40,8 @@ def test_stream_benchmark_quick_mode() -> None:
     concurrent = doc["concurrent"]
     assert concurrent["streams"] == 20 and concurrent["receipts_consistent"] == 20
     rates = concurrent["ticks_per_s_per_stream"]
-    assert 0 < rates["min"] <= rates["p10"] <= rates["median"] <= rates["max"] <= 10.5  # the charger's cadence
+    # the charger's schedule: 21 slots can fall in a 2 s window, and one report made up from before it
+    assert 0 < rates["min"] <= rates["p10"] <= rates["median"] <= rates["max"] <= 11
+    assert concurrent["reports_made_up"] >= 0 and concurrent["schedules_restarted"] >= 0
     assert concurrent["server_cpu_us_per_tick"] > 0 and concurrent["ticks_per_s_all"] > 0
     assert concurrent["buyers_cpu_us_per_tick"] > 0 and doc["ws"] == "fast"  # stream/wsserver.py serves them

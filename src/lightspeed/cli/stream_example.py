@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,28 +34,53 @@ CHARGER_TARIFF = Tariff("Wh", msat_per_unit=300, tick_units=1, max_units=50_000,
 CHARGER_PATH = "/charge"
 
 
-def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> Meter:
+class ChargerMeter:
     """An EV charger: every ``interval`` s it delivers ``wh_per_report`` Wh, never more than granted.
 
-    Reports keep their cadence (the next one is due ``interval`` after the last, not after the
-    payment that allowed it), so a payment that arrives within the interval costs no time; after
-    a longer pause (no credit, a disconnect) the charger resumes without a burst.
+    Reports keep a schedule, one every ``interval`` from the stream's first: a payment that
+    arrives before its report is due costs no time, and one that arrives late by less than an
+    interval is reported at once with the schedule kept (the next report is due when it was due
+    anyway), so a tick that waited a few loop turns on a busy server does not lower the stream's
+    rate. A payment later than that (no credit for a while, a disconnect, a server that cannot
+    keep up) starts the schedule afresh: the charger resumes without a burst. At most one
+    report is made up at a time, so no more than two fall within one interval. ``late`` counts
+    the reports made up and ``restarts`` the fresh schedules (for benchmarks: how often the
+    server was behind). Before, a late report moved the schedule on: at 1,000 streams on a core
+    at 90% the streams lost a few per cent of their rate to such delays.
     """
-    last: dict[bytes, float] = {}
 
-    async def meter(stream: SellerStream, grant: int) -> int:
+    def __init__(self, wh_per_report: int = 1, interval: float = 0.1, *,
+                 clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        if wh_per_report < 1 or interval < 0:
+            raise UsageError("charger_meter: wh_per_report must be at least 1 and interval not negative")
+        self.wh_per_report, self.interval = wh_per_report, interval
+        self._clock, self._sleep = clock, sleep  # default: the running loop's clock (tests give their own)
+        self.late = self.restarts = 0
+        self._due: dict[bytes, float] = {}  # stream id -> when its last report was due
+
+    async def __call__(self, stream: SellerStream, grant: int) -> int:
+        interval = self.interval
         if interval:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            due = max(last.get(stream.stream_id, now - interval) + interval, now)
-            if len(last) > 100_000:  # forget streams that ended long ago
-                last.clear()
-            if due > now:  # behind its cadence (a busy loop): report at once, without a timer
-                await asyncio.sleep(due - now)
-            last[stream.stream_id] = due
-        return min(grant, wh_per_report)
+            now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+            last = self._due.get(stream.stream_id)
+            due = now if last is None else last + interval
+            if due < now - interval:  # more than an interval late: a pause, not a delay to make up
+                due = now
+                self.restarts += 1
+            elif due < now:
+                self.late += 1
+            if len(self._due) > 100_000:  # forget streams that ended long ago
+                self._due.clear()
+            self._due[stream.stream_id] = due
+            if due > now:
+                await self._sleep(due - now)
+        return min(grant, self.wh_per_report)
 
-    return meter
+
+def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> ChargerMeter:
+    """The example's meter (:class:`ChargerMeter`): ``wh_per_report`` Wh every ``interval`` s."""
+    return ChargerMeter(wh_per_report, interval)
 
 
 def stream_seller(store: AllowanceStore, payee: Payee, node_id: bytes, node_secret: bytes, *,
