@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lightspeed.cli.stream_example import serve_asgi, stream_seller
 from lightspeed.errors import PaymentError
+from lightspeed.invoice.decode import decode
 from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
 from lightspeed.stream import BuyerStream, Receipt, SellerStream, Tariff, recompute
+from lightspeed.stream import client as client_module
 from lightspeed.stream.asgi import StreamMiddleware
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
@@ -270,12 +273,21 @@ def test_a_meter_that_delivers_nothing_at_times_still_delivers_every_paid_unit(t
     asyncio.run(scenario())
 
 
-def test_the_buyer_pays_the_next_batch_while_the_ticks_it_funded_go_on_streaming(tmp_path: Path) -> None:
+def test_the_buyer_pays_the_next_batch_while_the_ticks_it_funded_go_on_streaming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch is offered when half the last one is spent; its payment (slow here, as a Lightning
     payment is) runs beside the stream, so ticks keep being delivered while it is under way, and
-    every batch is still paid once and the budget holds."""
+    every batch is still paid once and the budget holds. The buyer decodes each batch invoice
+    once (it was six times: each decode checks the signature)."""
     during: list[tuple[int, int]] = []  # delivered units when each batch payment began and ended
     delivered = [0]
+    decoded: list[str] = []
+
+    def counting_decode(text: str) -> Any:
+        decoded.append(text)
+        return decode(text)
+
+    monkeypatch.setattr(client_module, "decode", counting_decode)
 
     class SlowPayer:
         def __init__(self, ledger: Ledger) -> None:
@@ -299,6 +311,7 @@ def test_the_buyer_pays_the_next_batch_while_the_ticks_it_funded_go_on_streaming
             checked = recompute(receipt)
             assert checked.consistent and checked.paid_ticks == 24 and checked.delivered_units == 48
             assert len(ledger.payments) == 6 and sum(ledger.payments) == 24 * TARIFF.tick_msat  # each batch once
+            assert len(decoded) == len(set(decoded)) == 6, decoded  # the allowance's and five batches', once each
             later = during[1:]  # the first batch is paid before the stream opens
             assert later and all(end > begin for begin, end in later), during
         finally:

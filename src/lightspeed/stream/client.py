@@ -104,6 +104,10 @@ class StreamBuyer:
         self._resume_secret = os.urandom(32)  # signs our resumes (its public key goes with open)
         self.sellers: dict[str, bytes] = {}  # the seller's processes its greetings announced: url -> node id
         self.unpayable: list[str] = []  # batch invoices of a process that went away, not paid
+        #: The invoices decoded lately, by their text: a batch's is looked at up to six times
+        #: (paid? fits? pay), and each decode checks its signature (~0.4 ms; at a thousand
+        #: streams renewing at once that was most of the buyers' CPU in the burst).
+        self._decoded: dict[str, Invoice] = {}
 
     def _learn(self, hello: dict[str, Any]) -> None:
         """Add the seller processes a greeting announces to the URLs to go on with."""
@@ -211,9 +215,18 @@ class StreamBuyer:
         ticks = min(tariff.max_ticks, self.policy.max_msat // tariff.tick_msat)
         return max(1, min(ticks, self.policy.batch_ticks or max(1, tariff.window_ticks // 2)))
 
+    def _decode(self, invoice: str) -> Invoice:
+        """``decode(invoice)``, once per invoice (the few latest are kept)."""
+        decoded = self._decoded.get(invoice)
+        if decoded is None:
+            if len(self._decoded) >= 4:
+                self._decoded.clear()
+            decoded = self._decoded[invoice] = decode(invoice)
+        return decoded
+
     def _paid(self, invoice: str) -> bool:
         """Paid already (by its text or its payment hash): never paid again."""
-        return invoice in self.paid_invoices or decode(invoice).payment_hash in self._paid_hashes
+        return invoice in self.paid_invoices or self._decode(invoice).payment_hash in self._paid_hashes
 
     @staticmethod
     def _covers(buyer: BuyerStream, invoice: Invoice, ticks: int) -> int:
@@ -228,7 +241,7 @@ class StreamBuyer:
     def _may_pay(self, buyer: BuyerStream, invoice: str, ticks: int) -> bool:
         """The batch fits: what it funds stays within one window and the budget, and every batch
         paid stays within the budget plus one batch (paid twice across a failover)."""
-        decoded = decode(invoice)
+        decoded = self._decode(invoice)
         covers = self._covers(buyer, decoded, ticks)
         return ((covers == 0 or buyer.may_fund(covers))
                 and self.batches_msat + (decoded.amount_msat or 0)
@@ -243,7 +256,7 @@ class StreamBuyer:
         batches paid stay within ``max_msat`` plus one batch."""
         if self._paid(invoice):  # offered again (after a reconnect, in a batch_due): paid once
             return
-        decoded = decode(invoice)
+        decoded = self._decode(invoice)
         if decoded.payee != buyer.seller_node_id and decoded.payee not in buyer.other_sellers:
             raise PaymentError("invoice: not payable to the seller's node (nor one of its announced processes)")
         if decoded.amount_msat != ticks * buyer.tariff.tick_msat:
@@ -377,7 +390,7 @@ class StreamBuyer:
                 await self._finish_funding()  # a batch paid meanwhile is one never paid again below
                 invoice = message.get("invoice")
                 if invoice and not self._paid(invoice):
-                    ticks = (decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
+                    ticks = (self._decode(invoice).amount_msat or 0) // buyer.tariff.tick_msat
                     await self._fund(buyer, invoice, ticks)
                 else:
                     self._unseen += 1
