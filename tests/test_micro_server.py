@@ -148,7 +148,7 @@ def test_a_huge_index_jump_is_refused_without_hashing_it() -> None:
         started = time.perf_counter()
         with refused("bad_token"):
             await server.spend(Token(terms.allowance_id, 0, 10**9 - 1, os.urandom(32)))
-        assert time.perf_counter() - started < 1.0  # refused before hashing 10^9 times
+        assert time.perf_counter() - started < 10  # refused before hashing 10^9 times (minutes); room for a loaded machine
         with refused("exhausted"):
             await server.spend(Token(terms.allowance_id, 0, 10**9 + 1, os.urandom(32)))
 
