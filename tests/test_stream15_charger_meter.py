@@ -81,6 +81,17 @@ def test_delays_under_an_interval_every_time_keep_the_rate() -> None:
     assert slow.restarts > 0
 
 
+def test_without_keep_schedule_a_delay_moves_the_schedule_on() -> None:
+    """The other charger: the late report goes at once and the next is an interval after it, so
+    no two reports are ever closer than an interval, and each delay is lost (the old behaviour)."""
+    time = FakeTime()
+    meter = ChargerMeter(1, 0.1, keep_schedule=False, clock=time.clock, sleep=time.sleep)
+    sent = reports(meter, time, [0.0] + [0.004] * 9 + [0.15] + [0.004] * 10)
+    assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.1 - 1e-9
+    assert round(sent[-1] - sent[0], 9) == 2.05  # the 50 ms of the late payment are lost
+    assert (meter.late, meter.restarts) == (1, 0)
+
+
 def test_a_pause_longer_than_an_interval_starts_afresh_without_a_burst() -> None:
     time = FakeTime()
     meter = ChargerMeter(1, 0.1, clock=time.clock, sleep=time.sleep)

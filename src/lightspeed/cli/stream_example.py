@@ -43,18 +43,22 @@ class ChargerMeter:
     anyway), so a tick that waited a few loop turns on a busy server does not lower the stream's
     rate. A payment later than that (no credit for a while, a disconnect, a server that cannot
     keep up) starts the schedule afresh: the charger resumes without a burst. At most one
-    report is made up at a time, so no more than two fall within one interval. ``late`` counts
-    the reports made up and ``restarts`` the fresh schedules (for benchmarks: how often the
-    server was behind). Before, a late report moved the schedule on: at 1,000 streams on a core
-    at 90% the streams lost a few per cent of their rate to such delays.
+    report is made up at a time, so no more than two fall within one interval.
+
+    Why: a meter whose schedule moves on by every delay offers less load the slower the server
+    answers, and so hides how far behind it is (what load generators call coordinated
+    omission); this one offers its rate whatever the latency, and ``late`` (reports made up)
+    and ``restarts`` (schedules started afresh: the server fell behind by more than an
+    interval) say how it went. ``keep_schedule=False`` is the other charger, one that never
+    makes up a delay (no two reports closer than ``interval``): the schedule moves on by each.
     """
 
-    def __init__(self, wh_per_report: int = 1, interval: float = 0.1, *,
+    def __init__(self, wh_per_report: int = 1, interval: float = 0.1, *, keep_schedule: bool = True,
                  clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         if wh_per_report < 1 or interval < 0:
             raise UsageError("charger_meter: wh_per_report must be at least 1 and interval not negative")
-        self.wh_per_report, self.interval = wh_per_report, interval
+        self.wh_per_report, self.interval, self.keep_schedule = wh_per_report, interval, keep_schedule
         self._clock, self._sleep = clock, sleep  # default: the running loop's clock (tests give their own)
         self.late = self.restarts = 0
         self._due: dict[bytes, float] = {}  # stream id -> when its last report was due
@@ -70,6 +74,8 @@ class ChargerMeter:
                 self.restarts += 1
             elif due < now:
                 self.late += 1
+                if not self.keep_schedule:
+                    due = now
             if len(self._due) > 100_000:  # forget streams that ended long ago
                 self._due.clear()
             self._due[stream.stream_id] = due
@@ -78,9 +84,9 @@ class ChargerMeter:
         return min(grant, self.wh_per_report)
 
 
-def charger_meter(wh_per_report: int = 1, interval: float = 0.1) -> ChargerMeter:
+def charger_meter(wh_per_report: int = 1, interval: float = 0.1, *, keep_schedule: bool = True) -> ChargerMeter:
     """The example's meter (:class:`ChargerMeter`): ``wh_per_report`` Wh every ``interval`` s."""
-    return ChargerMeter(wh_per_report, interval)
+    return ChargerMeter(wh_per_report, interval, keep_schedule=keep_schedule)
 
 
 def stream_seller(store: AllowanceStore, payee: Payee, node_id: bytes, node_secret: bytes, *,
