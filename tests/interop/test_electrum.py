@@ -44,6 +44,7 @@ from tests.interop.electrum_harness import (
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(600)]
 
 CAPACITY_SAT = 1_000_000
+PUSH_SAT = 100_000  # pushed to the side that did not fund each of the `channels` fixture's channels
 ANCHOR_SAT = 330
 
 
@@ -169,7 +170,12 @@ def ctx_of(wallet: ElectrumWallet, point: str) -> Transaction:
 
 @pytest.fixture(scope="module")
 def channels(net: InteropNet) -> Pair:
-    return Pair(open_from_electrum(net, net.alice), open_from_lightspeed(net, net.bob))
+    """alice's channel to Lightspeed and Lightspeed's to bob, each with PUSH_SAT pushed to the side
+    that did not fund it: both sides of both channels can pay, whatever ran before. (Run alone, or
+    first on its worker, the multi-hop case found bob with nothing to pay back with, "NoPathFound"
+    in a -n 3 run, and Lightspeed with too little on alice's channel to forward it.)"""
+    return Pair(open_from_electrum(net, net.alice, push_sat=PUSH_SAT),
+                open_from_lightspeed(net, net.bob, push_sat=PUSH_SAT))
 
 
 def test_open_both_directions(net: InteropNet, channels: Pair) -> None:
@@ -178,13 +184,13 @@ def test_open_both_directions(net: InteropNet, channels: Pair) -> None:
         ls = net.lightspeed.channel(point)
         assert (ls["state"], ls["capacity_sat"], ls["initiator"]) == ("normal", CAPACITY_SAT, lightspeed_funds)
         assert ls["peer_id"] == wallet.node_id
-        funder_msat = CAPACITY_SAT * 1000
+        funder_msat, pushed_msat = CAPACITY_SAT * 1000, PUSH_SAT * 1000
         assert (ls["local_balance_msat"], ls["remote_balance_msat"]) == (
-            (funder_msat, 0) if lightspeed_funds else (0, funder_msat))
+            (funder_msat - pushed_msat, pushed_msat) if lightspeed_funds else (pushed_msat, funder_msat - pushed_msat))
         el = wallet.channel(point)
         assert (el["state"], el["remote_pubkey"]) == ("OPEN", net.lightspeed.node_id)
-        assert (el["local_balance"], el["remote_balance"]) == ((0, CAPACITY_SAT) if lightspeed_funds
-                                                              else (CAPACITY_SAT, 0))
+        assert (el["local_balance"], el["remote_balance"]) == (
+            (PUSH_SAT, CAPACITY_SAT - PUSH_SAT) if lightspeed_funds else (CAPACITY_SAT - PUSH_SAT, PUSH_SAT))
         txid, _, index = point.partition(":")
         funding, confirmations = net.chain.transaction(txid)
         assert confirmations >= 3 and funding.outputs[int(index)].value_sat == CAPACITY_SAT
