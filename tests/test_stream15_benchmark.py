@@ -45,3 +45,20 @@ def test_stream_benchmark_quick_mode() -> None:
     assert concurrent["reports_made_up"] >= 0 and concurrent["schedules_restarted"] >= 0
     assert concurrent["server_cpu_us_per_tick"] > 0 and concurrent["ticks_per_s_all"] > 0
     assert concurrent["buyers_cpu_us_per_tick"] > 0 and doc["ws"] == "fast"  # stream/wsserver.py serves them
+
+
+@pytest.mark.slow
+def test_stream_instructions_quick_mode_counts_the_server_under_callgrind() -> None:
+    """``python -m benchmarks stream_instructions --quick``: the server's instructions per tick and per
+    echo, counted by callgrind around each window (so not its start-up). What is checked is the
+    shape and that the counts are the server's work, not a constant: a tick (a JSON parse, a
+    hash, a SQLite update, the meter) retires more instructions than an echo of the same size."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "stream_instructions", "--quick", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["benchmark"] == "stream_instructions" and doc["quick"] is True
+    this = doc["sides"]["this"]
+    tick, echo = this["instructions_per_tick"]["median"], this["instructions_per_echo"]["median"]
+    assert 10_000 < echo < tick < 10_000_000  # imports alone are hundreds of millions: not counted
+    assert this["tick_over_echo"] == round(tick / echo, 2) > 1

@@ -130,3 +130,32 @@ def test_bad_settings_are_refused() -> None:
         charger_meter(wh_per_report=0)
     with pytest.raises(UsageError, match="interval"):
         charger_meter(interval=-1)
+
+
+def test_the_default_wait_is_the_loops_timer_and_reports_are_counted() -> None:
+    """Without an injected sleep the meter waits on a future the loop's timer sets (no
+    ``asyncio.sleep`` coroutine per tick): three reports 50 ms apart take about 100 ms, and a
+    wait cancelled half way neither reports nor breaks the next one."""
+
+    async def run() -> tuple[float, int, int]:
+        meter = ChargerMeter(1, 0.05)
+        s = stream()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(3):
+            assert await meter(s, 3) == 1
+        elapsed = loop.time() - started
+        counted = meter.reports
+        waiting = asyncio.ensure_future(meter(s, 3))  # due 50 ms after the last report
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.sleep(0.06)  # its timer fires on the cancelled future: nothing happens
+        assert await meter(s, 3) == 1
+        return elapsed, counted, meter.reports
+
+    elapsed, counted, after = asyncio.run(run())
+    assert 0.09 <= elapsed < 1.0  # the first report at once, then two intervals
+    assert counted == 3
+    assert after == 4  # the cancelled wait made no report

@@ -55,12 +55,14 @@ class ChargerMeter:
 
     def __init__(self, wh_per_report: int = 1, interval: float = 0.1, *, keep_schedule: bool = True,
                  clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] | None = None) -> None:
         if wh_per_report < 1 or interval < 0:
             raise UsageError("charger_meter: wh_per_report must be at least 1 and interval not negative")
         self.wh_per_report, self.interval, self.keep_schedule = wh_per_report, interval, keep_schedule
-        self._clock, self._sleep = clock, sleep  # default: the running loop's clock (tests give their own)
+        # default: the running loop's clock and timers (tests give their own)
+        self._clock, self._sleep = clock, sleep
         self.late = self.restarts = 0
+        self.reports = 0  # reports made (each one delivered units)
         self._due: dict[bytes, float] = {}  # stream id -> when its last report was due
 
     async def __call__(self, stream: SellerStream, grant: int) -> int:
@@ -80,8 +82,27 @@ class ChargerMeter:
                 self._due.clear()
             self._due[stream.stream_id] = due
             if due > now:
-                await self._sleep(due - now)
+                if self._sleep is not None:
+                    await self._sleep(due - now)
+                else:
+                    await _until(due - now)
+        self.reports += 1
         return min(grant, self.wh_per_report)
+
+
+def _until(delay: float) -> asyncio.Future[None]:
+    """A future the running loop sets after ``delay`` s: ``asyncio.sleep`` without its coroutine
+    (every tick of every stream waits here once; one frame less to resume at each). A cancelled
+    wait leaves its timer to fire on a done future, which does nothing."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    loop.call_later(delay, _wake, future)
+    return future
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def charger_meter(wh_per_report: int = 1, interval: float = 0.1, *, keep_schedule: bool = True) -> ChargerMeter:

@@ -141,7 +141,12 @@ class StreamSeller:
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        await _Connection(self, send, client_key(scope["client"][0] if scope.get("client") else None)).run(receive)
+        connection = _Connection(self, send, client_key(scope["client"][0] if scope.get("client") else None))
+        # The connection's loop runs in a task of its own, awaited here: a tick wakes it three
+        # times (its frame, its lane's commit, its meter) and each wake-up resumes every frame
+        # of the awaiting chain; from the server's task that chain starts with the server's and
+        # the routers' frames, ~4 more per wake-up. Cancelling this task cancels that one.
+        await asyncio.get_running_loop().create_task(connection.run(receive))
 
     async def announce(self, url: str) -> None:
         """Tell buyers (through the shared store) that this process also serves streams at ``url``."""
@@ -270,8 +275,11 @@ class _Connection:
                     break
                 try:
                     frame = message.get("text")
-                    await self.handle(parse(frame if frame is not None else message.get("bytes") or b"",
-                                            BUYER_MESSAGES))
+                    m = parse(frame if frame is not None else message.get("bytes") or b"", BUYER_MESSAGES)
+                    if m["type"] == "pay" and self.live is not None:
+                        await self.on_pay(m)  # every tick's message: one frame less to resume than handle()
+                    else:
+                        await self.handle(m)
                 except DecodeError as exc:
                     bad += 1
                     await self.send("error", code="bad_message", reason=str(exc))

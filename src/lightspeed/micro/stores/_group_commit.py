@@ -93,8 +93,13 @@ class GroupCommitter:
                                               daemon=True)
         self._checkpointer.start()
 
-    async def run(self, write: Callable[[sqlite3.Connection], T], may_refuse: bool = False) -> T:
-        """``write(db)`` inside a transaction; its result once that transaction is committed.
+    def run(self, write: Callable[[sqlite3.Connection], T], may_refuse: bool = False) -> asyncio.Future[T]:
+        """``write(db)`` inside a transaction: the future of its result, set once that transaction
+        is committed (await it).
+
+        A future, not a coroutine: the caller's task resumes straight from it, one frame less at
+        each wake-up (a stream's tick awaits one lane move; its wake-ups resumed a chain of a
+        dozen frames, ~20% of the server's CPU at 1,000 streams, profiled).
 
         ``may_refuse``: the write may raise (a duplicate id, a full cap) after writing part of
         its rows; it then runs in a savepoint and fails alone. Any other write that raises
@@ -113,7 +118,7 @@ class GroupCommitter:
             pending.append(job)
         else:
             self._queue.put(job)
-        return await future
+        return future
 
     def _flush_inline(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit this turn's writes on the loop if the write lock is free now, else hand them to the thread."""
