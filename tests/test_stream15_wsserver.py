@@ -422,3 +422,41 @@ def test_a_resume_while_the_old_connection_is_inside_its_meter_meters_each_unit_
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_receive_the_app_cancels_loses_no_message_and_a_close_still_reaches_it() -> None:
+    """``receive()`` is a future the server sets: an app that gives up waiting (a timeout) must
+    find the next message in its next ``receive()``, and a peer's close as ``websocket.disconnect``."""
+    got: list[str] = []
+    finished = asyncio.Event()
+
+    async def impatient(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(receive(), 0.05)  # nothing sent yet: the wait is cancelled
+        await send({"type": "websocket.send", "text": "ready"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                got.append(f"disconnect {message['code']}")
+                finished.set()
+                return
+            got.append(message["text"])
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    async def scenario() -> None:
+        server = await serve_websockets(impatient)
+        try:
+            ws = await WebSocket.connect(server.url)
+            assert await ws.recv(5) == "ready"
+            for text in ("one", "two", "three"):
+                await ws.send(text)
+                assert await ws.recv(5) == text
+            await ws.close()
+            await asyncio.wait_for(finished.wait(), 5)
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+    assert got == ["one", "two", "three", "disconnect 1000"]

@@ -529,7 +529,14 @@ class _Connection:
                     units = await self.seller.meter(machine, grant)
                     machine.delivered(units)  # the meter must not exceed its grant (UsageError otherwise)
                     if units:
-                        await self.send_text(encode_delivered(units, machine.delivered_units))
+                        text = encode_delivered(units, machine.delivered_units)
+                        write_now = self._write_now
+                        if write_now is None:
+                            await self.send_text(text)
+                        elif not self.closed:  # send_text's fast path, without its coroutine (every tick)
+                            paused = write_now(text)
+                            if paused is not None:
+                                await paused  # the peer reads slower than we write
                     if inline:
                         if machine.grant() and machine.status is StreamStatus.OPEN:
                             self.delivery = asyncio.create_task(self.deliver(live))

@@ -95,7 +95,8 @@ class SellerStream:
         """Units the application may deliver now: what is paid and not yet delivered."""
         if self.status is not StreamStatus.OPEN:
             return 0
-        return self.paid_units - self.delivered_units
+        return ((self.last_index - self.start_index + self.increment_ticks) * self.tariff.tick_units
+                - self.delivered_units)  # paid_units, inline: the per-tick path calls this three times
 
     def check_payment(self, index: int, link: bytes, verify_link: bool = True) -> None:
         """Raise :class:`RemoteProtocolError` unless ``link`` at ``index`` pays the next tick now.
@@ -111,11 +112,14 @@ class SellerStream:
             raise RemoteProtocolError("replayed", f"index: {index} is already paid (last paid {self.last_index})")
         if index != self.last_index + 1:
             raise RemoteProtocolError("out_of_order", f"index: expected {self.last_index + 1}, one tick per link")
-        if self.paid_ticks >= self.tariff.max_ticks:
-            raise RemoteProtocolError("max_units", f"the stream has bought its {self.tariff.max_units} "
-                                      f"{self.tariff.unit} already")
-        if self.delivered_units < self.paid_units:
-            raise RemoteProtocolError("early", f"{self.paid_units - self.delivered_units} paid units are not "
+        tariff = self.tariff
+        paid_ticks = self.last_index - self.start_index + self.increment_ticks  # self.paid_ticks, once
+        if paid_ticks >= tariff.max_ticks:
+            raise RemoteProtocolError("max_units", f"the stream has bought its {tariff.max_units} "
+                                      f"{tariff.unit} already")
+        outstanding = paid_ticks * tariff.tick_units - self.delivered_units
+        if outstanding > 0:
+            raise RemoteProtocolError("early", f"{outstanding} paid units are not "
                                       "delivered yet: pay the next tick once they are")
         if verify_link and not hmac.compare_digest(hashlib.sha256(link).digest(), self.last_link):
             raise RemoteProtocolError("forged", "link: does not hash to the last paid link")
