@@ -10,7 +10,10 @@ carries), read from its ``/stats`` around each window.
 Part 2: ``--streams`` concurrent streams (1,000 by default) on one server process, each on the
 EV charger (10 ticks/s at most: a report every 100 ms), for ``--seconds``. Reported: ticks/s per
 stream (median and worst decile), all ticks/s, the server process's CPU per tick and share of a
-core, the same for the buyers, and whether every receipt recomputes from its links.
+core, the same for the buyers, and whether every receipt recomputes from its links. The server's
+``/stats`` is also read every second (``per_second``): how many seconds had a late report, and the
+rate and CPU share in the seconds that had none. The benchmark opens every stream at once, so
+their batch renewals come together; read each second, that is where the late reports fall.
 
 The server process (``_stream_server.py``) serves the WebSockets (streams and echo) with
 :mod:`lightspeed.stream.wsserver` on one port and its HTTP routes (the ledger, ``/stats``) with
@@ -43,6 +46,7 @@ import argparse
 import asyncio
 import gc
 import hashlib
+import itertools
 import json
 import os
 import statistics
@@ -64,6 +68,7 @@ from lightspeed.stream import BuyerStream, SellerStream, Tariff, recompute
 from lightspeed.stream.client import BuyPolicy, StreamBuyer
 from lightspeed.stream.messages import encode, parse
 from lightspeed.stream.wsclient import WebSocket
+from lightspeed.tasks import cancel_and_wait
 
 HERE = Path(__file__).resolve().parent
 KEEPALIVE = httpx.Limits(keepalive_expiry=2.0)
@@ -191,9 +196,13 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         await asyncio.sleep(0.5)  # settle into the cadence
         start_units, start_stats = dict(delivered), (await http.get("/stats")).json()
         started, client_cpu = time.perf_counter(), time.process_time()
+        readings: list[tuple[float, dict[str, Any]]] = [(started, start_stats)]
+        reader = asyncio.create_task(read_every_second(http, readings, started + seconds))
         await asyncio.sleep(seconds)
         end_units, end_stats = dict(delivered), (await http.get("/stats")).json()
         elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
+        await cancel_and_wait(reader)
+        readings.append((started + elapsed, end_stats))
         for b in buyers:
             b.stop()
         receipts = await asyncio.gather(*tasks)
@@ -216,6 +225,37 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         # interval) and its schedules started afresh (later than that: a stream slowed down)
         "reports_made_up": end_stats["late"] - start_stats["late"],
         "schedules_restarted": end_stats["restarts"] - start_stats["restarts"],
+        "per_second": by_second(readings),
+    }
+
+
+async def read_every_second(http: httpx.AsyncClient, readings: list[tuple[float, dict[str, Any]]],
+                            until: float) -> None:
+    """The server's ``/stats`` once a second (appended to ``readings``) until ``until``: where in
+    the window the late reports fall, not only how many."""
+    while time.perf_counter() + 1.0 < until:
+        await asyncio.sleep(1.0)
+        readings.append((time.perf_counter(), (await http.get("/stats")).json()))
+
+
+def by_second(readings: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """The window read each second: how many seconds had a late report (made up or not) and what
+    the server served in the seconds that had none (between the streams' batch renewals, when
+    the streams opened together), beside each second's figures."""
+    seconds = []
+    for (t0, a), (t1, b) in itertools.pairwise(readings):
+        dt = t1 - t0
+        if dt <= 0:
+            continue
+        seconds.append({"t": round(t1 - readings[0][0], 1), "ticks_per_s": round((b["ticks"] - a["ticks"]) / dt),
+                        "cpu_share": round((b["cpu_s"] - a["cpu_s"]) / dt, 2), "late": b["late"] - a["late"],
+                        "restarts": b["restarts"] - a["restarts"]})
+    calm = [x for x in seconds if x["late"] == 0 and x["restarts"] == 0]
+    return {
+        "seconds": len(seconds), "seconds_with_late_reports": len(seconds) - len(calm),
+        "ticks_per_s_all_when_none_late": round(statistics.median(x["ticks_per_s"] for x in calm)) if calm else None,
+        "cpu_share_when_none_late": round(statistics.median(x["cpu_share"] for x in calm), 2) if calm else None,
+        "readings": seconds,
     }
 
 
@@ -310,6 +350,10 @@ def main() -> None:
               f"({scale['buyers_cpu_share']} of a core); {scale['receipts_consistent']}/{scale['streams']} receipts "
               f"recompute from their links; the charger made up {scale['reports_made_up']} late reports and "
               f"restarted {scale['schedules_restarted']} schedules.")
+        each = scale["per_second"]
+        print(f"Read each second: {each['seconds_with_late_reports']} of {each['seconds']} seconds had a late report; "
+              f"in the others the server served {each['ticks_per_s_all_when_none_late']} ticks/s in all at "
+              f"{each['cpu_share_when_none_late']} of a core (median).")
         print(json.dumps(doc, sort_keys=True))
 
 

@@ -15,7 +15,7 @@ are not counted. Windows alternate between the sides and the operations. Reporte
 server's instructions per tick and per echo (median and spread of the windows), and their
 ratio. ``--streams K`` (default 20) drives K streams (and K echo connections) at once, each one
 round trip at a time: their lane moves share SQLite commits as at 1,000 streams (one stream
-alone commits each tick by itself, a third more instructions per tick).
+alone commits each tick by itself: about a fifth more instructions per tick).
 
 Slow: Python runs ~50 times slower under callgrind. ``--quick`` is a smoke run (a test runs it).
 """

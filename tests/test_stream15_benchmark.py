@@ -45,6 +45,15 @@ def test_stream_benchmark_quick_mode() -> None:
     assert concurrent["reports_made_up"] >= 0 and concurrent["schedules_restarted"] >= 0
     assert concurrent["server_cpu_us_per_tick"] > 0 and concurrent["ticks_per_s_all"] > 0
     assert concurrent["buyers_cpu_us_per_tick"] > 0 and doc["ws"] == "fast"  # stream/wsserver.py serves them
+    # the window read each second: where the late reports fall, and the rate in the seconds without
+    each = concurrent["per_second"]
+    readings = each["readings"]
+    assert each["seconds"] == len(readings) >= 2 and 0 <= each["seconds_with_late_reports"] <= each["seconds"]
+    assert [r["t"] for r in readings] == sorted(r["t"] for r in readings) and readings[-1]["t"] <= concurrent["seconds"] + 0.1
+    assert sum(r["late"] for r in readings) == concurrent["reports_made_up"]
+    assert sum(r["restarts"] for r in readings) == concurrent["schedules_restarted"]
+    calm = [r["ticks_per_s"] for r in readings if r["late"] == 0 and r["restarts"] == 0]
+    assert (each["ticks_per_s_all_when_none_late"] is None) == (not calm)
 
 
 @pytest.mark.slow
