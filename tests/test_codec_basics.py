@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from lightspeed.bitcoin import BITCOIN, REGTEST, TESTNET, address_to_script, script_to_address
 from lightspeed.codec.base58 import b58check_decode, b58check_encode
 from lightspeed.codec.bech32 import (
+    CHARSET,
     Encoding,
     bech32_decode,
     bech32_encode,
     bytes_to_words,
     decode_segwit_address,
+    int_to_chars,
+    int_to_words,
     words_to_bytes,
 )
 from lightspeed.errors import DecodeError
@@ -85,3 +88,17 @@ def test_bech32_decode_only_raises_decode_error(text: str) -> None:
 @given(st.binary(min_size=1, max_size=60))
 def test_base58check_round_trip(payload: bytes) -> None:
     assert b58check_decode(b58check_encode(payload)) == payload
+
+
+@given(st.integers(min_value=0, max_value=700).flatmap(
+    lambda n: st.tuples(st.just(n), st.integers(min_value=0, max_value=(1 << 5 * n) - 1 if n else 0))))
+def test_int_to_chars_writes_the_big_endian_words_of_every_length(case: tuple[int, int]) -> None:
+    """The ten-bits-at-a-time writer (odd lengths padded by a word, then cut) against the word list."""
+    length, value = case
+    assert int_to_chars(value, length) == "".join(CHARSET[w] for w in int_to_words(value, length))
+
+
+@pytest.mark.parametrize(("value", "length"), [(-1, 3), (32, 1), (1 << 10, 2), (1, 0)])
+def test_int_to_chars_refuses_what_does_not_fit(value: int, length: int) -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        int_to_chars(value, length)

@@ -91,3 +91,14 @@ def test_mutated_examples_raise_only_decode_error(example: str, data: st.DataObj
                        st.one_of(st.none(), st.integers(), st.text(max_size=10), st.lists(st.integers(), max_size=3))))
 def test_arbitrary_json_raises_only_decode_error(obj: dict[str, Any]) -> None:
     decode_or_error(unsigned_from_json, obj)
+
+
+def test_signing_with_keys_in_turn_names_each_signer() -> None:
+    """The invoice signer keeps the latest few keys' objects: keys taken in turn, more of them than
+    it keeps, must each sign as themselves (a cache keyed wrongly would name another payee)."""
+    keys = [bytes([i]) * 32 for i in range(1, 8)]  # 7 keys: more than the 4 kept
+    for privkey in keys + keys[::-1] + keys:
+        invoice = build_invoice(payment_hash=bytes(32), payment_secret=b"\x01" * 32, timestamp=1_700_000_000,
+                                amount_msat=1000, description="turn").sign(privkey)
+        assert invoice.payee == pubkey_from_privkey(privkey)
+        assert decode(invoice.encode()).payee == pubkey_from_privkey(privkey)

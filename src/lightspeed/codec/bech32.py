@@ -9,7 +9,6 @@ slower Python decoders).
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from enum import Enum
@@ -260,18 +259,23 @@ def decode_segwit_address(hrp: str, address: str) -> tuple[int, bytes]:
     return version, program
 
 
-_RFC4648_TO_BECH32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CHARSET.encode())
+#: Two bech32 characters for every 10-bit value: a character pair per table look-up.
+_PAIRS = tuple(CHARSET[i >> 5] + CHARSET[i & 31] for i in range(1024))
 
 
 def int_to_chars(value: int, length: int) -> str:
     """``value`` as exactly ``length`` bech32 characters (big-endian 5-bit words).
 
-    RFC 4648 base32 groups bits exactly as bech32 does, so the C encoder in
-    :mod:`base64` does the work and a translation swaps the alphabet.
-    """
+    Ten bits at a time through a table of character pairs (an odd length gets a word of padding,
+    then drops it): about twice as fast as ``base64.b32encode``, which is pure Python in CPython
+    3.11 and groups its bits the same way, for every field an invoice writes."""
     if value < 0 or value >> (5 * length):
         raise ValueError(f"{value} does not fit in {length} bech32 characters")
-    nbits = 5 * length
-    extra = -nbits % 8
-    raw = (value << extra).to_bytes((nbits + extra) // 8, "big")
-    return base64.b32encode(raw)[:length].translate(_RFC4648_TO_BECH32).decode()
+    odd = length & 1
+    if odd:
+        value <<= 5
+    pairs = (length + odd) >> 1
+    if not pairs:
+        return ""
+    text = "".join([_PAIRS[(value >> shift) & 1023] for shift in range(10 * (pairs - 1), -1, -10)])
+    return text[:length] if odd else text

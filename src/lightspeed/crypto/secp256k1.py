@@ -8,6 +8,8 @@ function takes a 32-byte message hash.
 
 from __future__ import annotations
 
+import functools
+
 from coincurve import PrivateKey, PublicKey
 from coincurve.ecdsa import cdata_to_der, deserialize_compact
 
@@ -44,11 +46,19 @@ def sign_recoverable(privkey: bytes, msg_hash: bytes) -> tuple[bytes, int]:
 def sign_recoverable_with_pubkey(privkey: bytes, msg_hash: bytes) -> tuple[bytes, int, bytes]:
     """Like :func:`sign_recoverable`, also returning the signer's compressed public key.
 
-    One key object serves both, which halves the work of signers that need both.
+    The invoice signer's: its key object (and public key) is kept for the few latest keys,
+    since making one computes the public key and a keypair (two point multiplications, ~70 µs,
+    more than the signature itself) and a node signs every invoice with the same key.
     """
-    key = PrivateKey(privkey)
+    key, public = _signer(privkey)
     raw = key.sign_recoverable(msg_hash, hasher=None)
-    return raw[:64], raw[64], key.public_key.format(compressed=True)
+    return raw[:64], raw[64], public
+
+
+@functools.lru_cache(maxsize=4)
+def _signer(privkey: bytes) -> tuple[PrivateKey, bytes]:
+    key = PrivateKey(privkey)
+    return key, key.public_key.format(compressed=True)
 
 
 def sign_compact(privkey: bytes, msg_hash: bytes) -> bytes:
