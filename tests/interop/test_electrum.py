@@ -668,6 +668,23 @@ def test_lightspeed_force_close_cpfps_through_its_anchor(net: InteropNet) -> Non
              == ls_before - child_fee + ANCHOR_SAT + ls_sweep.outputs[0].value_sat)
 
 
+def bob_takes_his_to_remote(net: InteropNet, commitment: Transaction, to_remote: int, bob_before: int) -> int:
+    """What bob's wallet got from ``commitment`` (Lightspeed's, mined): his to_remote, and what his anchor
+    spends changed. Waits until his confirmed balance shows it, so that no coin of a case reaches a
+    later case's wallet and moves the balance that case checks."""
+    amount_sat = commitment.outputs[to_remote].value_sat
+    if net.release.anchors:  # to_remote is a CSV-1 P2WSH: bob sweeps it
+        bob_sweep = swept(net, commitment.txid_hex, to_remote)
+        assert len(bob_sweep.outputs) == 1 and amount_sat - 5_000 < bob_sweep.outputs[0].value_sat < amount_sat
+        bob_gets = bob_sweep.outputs[0].value_sat
+    else:  # static_remotekey: to_remote pays a key of bob's wallet, his as it is
+        assert len(commitment.outputs[to_remote].script_pubkey) == 22
+        bob_gets = amount_sat
+    bob_gets += confirmed_anchor_change(net, net.bob, commitment)
+    wait_for("bob's wallet to get his balance", lambda: net.bob.balance()["confirmed"] == bob_before + bob_gets)
+    return bob_gets
+
+
 def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
     """Lightspeed broadcasts its commitment: bob gets his balance, Lightspeed sweeps after bob's delay."""
     b = open_from_lightspeed(net, net.bob, push_sat=250_000)
@@ -690,15 +707,7 @@ def test_force_close_by_lightspeed_and_sweeps(net: InteropNet) -> None:
     assert sum(o.value_sat for o in commitment.outputs) == sum(o.value_sat for o in bob_ctx.outputs)
     assert sorted(o.value_sat for o in commitment.outputs) == sorted(o.value_sat for o in bob_ctx.outputs)
     assert 0 < CAPACITY_SAT - 250_000 - to_local_sat < 50_000
-    if net.release.anchors:  # to_remote is a CSV-1 P2WSH: bob sweeps it
-        bob_sweep = swept(net, commitment_txid, to_remote)
-        assert len(bob_sweep.outputs) == 1 and 250_000 - 5_000 < bob_sweep.outputs[0].value_sat < 250_000
-        bob_gets = bob_sweep.outputs[0].value_sat
-    else:  # static_remotekey: to_remote pays a key of bob's wallet, his as it is
-        assert len(commitment.outputs[to_remote].script_pubkey) == 22
-        bob_gets = 250_000
-    bob_gets += confirmed_anchor_change(net, net.bob, commitment)
-    wait_for("bob's wallet to get his balance", lambda: net.bob.balance()["confirmed"] == bob_before + bob_gets)
+    bob_takes_his_to_remote(net, commitment, to_remote, bob_before)
 
     # Lightspeed's to_local waits the to_self_delay Electrum asked for (not Lightspeed's own), BIP 68:
     # it may be mined DELAY blocks after the commitment's block, and Lightspeed says so while it waits
@@ -747,15 +756,18 @@ def test_update_fee_from_lightspeed(net: InteropNet) -> None:
     assert len(anchor_indexes(ctx)) == anchors_sat // ANCHOR_SAT
     # (no payment here: it could take the other channel bob has with Lightspeed)
     # Lightspeed's commitment (bob's signature on it: the chain checks it) pays the same fee to the satoshi
+    bob_before = net.bob.balance()["confirmed"]
     closed = net.lightspeed.call("close", "--force", net.lightspeed.channel(b)["channel_id"])
     wait_for("Lightspeed's commitment in the mempool", lambda: closed["closing_txid"] in net.chain.mempool(), 30)
     net.mine(1)
     commitment = tx_of(net, closed["closing_txid"])
     assert commitment_fee(commitment) == want_fee
-    output_paying(commitment, 300_000)
     to_local = output_paying(commitment, CAPACITY_SAT - 300_000 - want_fee - anchors_sat)
-    # Lightspeed sweeps its to_local after bob's delay: nothing of this case reaches a later one's wallet
-    net.mine(ELECTRUM_TO_SELF_DELAY - 1)
+    # nothing of this case may reach a later one's wallet: bob's sweep of his to_remote once confirmed
+    # (a sweep of 4.8.1's still pending here was mined in the breach case and counted there)
+    bob_takes_his_to_remote(net, commitment, output_paying(commitment, 300_000), bob_before)
+    # and Lightspeed sweeps its to_local after bob's delay
+    net.mine(ELECTRUM_TO_SELF_DELAY - net.chain.transaction(closed["closing_txid"])[1])
     swept(net, closed["closing_txid"], to_local, 30)
     wait_for("Lightspeed's resolution to end", lambda: net.lightspeed.channel(b)["limbo_sweeps"] == [], 30)
 
