@@ -195,14 +195,16 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         open_s = time.perf_counter() - opened
         await asyncio.sleep(0.5)  # settle into the cadence
         start_units, start_stats = dict(delivered), (await http.get("/stats")).json()
-        started, client_cpu = time.perf_counter(), time.process_time()
-        readings: list[tuple[float, dict[str, Any]]] = [(started, start_stats)]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        # each reading: the server's /stats and this process's CPU (the buyers') at that moment
+        readings: list[tuple[float, dict[str, Any]]] = [(started, {**start_stats, "buyers_cpu_s": cpu_started})]
         reader = asyncio.create_task(read_every_second(http, readings, started + seconds))
         await asyncio.sleep(seconds)
         end_units, end_stats = dict(delivered), (await http.get("/stats")).json()
-        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
+        elapsed, cpu_ended = time.perf_counter() - started, time.process_time()
+        client_cpu = cpu_ended - cpu_started
         await cancel_and_wait(reader)
-        readings.append((started + elapsed, end_stats))
+        readings.append((started + elapsed, {**end_stats, "buyers_cpu_s": cpu_ended}))
         for b in buyers:
             b.stop()
         receipts = await asyncio.gather(*tasks)
@@ -235,7 +237,8 @@ async def read_every_second(http: httpx.AsyncClient, readings: list[tuple[float,
     the window the late reports fall, not only how many."""
     while time.perf_counter() + 1.0 < until:
         await asyncio.sleep(1.0)
-        readings.append((time.perf_counter(), (await http.get("/stats")).json()))
+        stats = (await http.get("/stats")).json()
+        readings.append((time.perf_counter(), {**stats, "buyers_cpu_s": time.process_time()}))
 
 
 def by_second(readings: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
@@ -248,13 +251,23 @@ def by_second(readings: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
         if dt <= 0:
             continue
         seconds.append({"t": round(t1 - readings[0][0], 1), "ticks_per_s": round((b["ticks"] - a["ticks"]) / dt),
-                        "cpu_share": round((b["cpu_s"] - a["cpu_s"]) / dt, 2), "late": b["late"] - a["late"],
+                        "cpu_share": round((b["cpu_s"] - a["cpu_s"]) / dt, 2),
+                        "buyers_cpu_share": round((b["buyers_cpu_s"] - a["buyers_cpu_s"]) / dt, 2),
+                        "late": b["late"] - a["late"],
                         "restarts": b["restarts"] - a["restarts"]})
     calm = [x for x in seconds if x["late"] == 0 and x["restarts"] == 0]
+    late = [x for x in seconds if x not in calm]
+
+    def median(of: list[dict[str, Any]], key: str) -> float | None:
+        return round(statistics.median(x[key] for x in of), 2) if of else None
+
     return {
-        "seconds": len(seconds), "seconds_with_late_reports": len(seconds) - len(calm),
+        "seconds": len(seconds), "seconds_with_late_reports": len(late),
         "ticks_per_s_all_when_none_late": round(statistics.median(x["ticks_per_s"] for x in calm)) if calm else None,
-        "cpu_share_when_none_late": round(statistics.median(x["cpu_share"] for x in calm), 2) if calm else None,
+        "cpu_share_when_none_late": median(calm, "cpu_share"), "cpu_share_when_late": median(late, "cpu_share"),
+        # the buyers share the machine's cores: a late second with the server under a core is theirs
+        "buyers_cpu_share_when_none_late": median(calm, "buyers_cpu_share"),
+        "buyers_cpu_share_when_late": median(late, "buyers_cpu_share"),
         "readings": seconds,
     }
 
@@ -353,7 +366,9 @@ def main() -> None:
         each = scale["per_second"]
         print(f"Read each second: {each['seconds_with_late_reports']} of {each['seconds']} seconds had a late report; "
               f"in the others the server served {each['ticks_per_s_all_when_none_late']} ticks/s in all at "
-              f"{each['cpu_share_when_none_late']} of a core (median).")
+              f"{each['cpu_share_when_none_late']} of a core, the buyers at {each['buyers_cpu_share_when_none_late']} "
+              f"(medians); in the late seconds the server ran at {each['cpu_share_when_late']} of a core, the "
+              f"buyers at {each['buyers_cpu_share_when_late']}.")
         print(json.dumps(doc, sort_keys=True))
 
 

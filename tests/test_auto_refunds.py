@@ -274,8 +274,9 @@ def test_a_stream_cut_mid_way_refunds_the_credit_it_did_not_deliver(tmp_path: Pa
         a, c = net.nodes[0], net.nodes[2]
         store = SqliteAllowanceStore(tmp_path / "allowances.sqlite")
         auto = AutoRefunds(store, NodeReturnPaths(c))
+        # every next batch offered at half a batch left (no spread): the cuts below come before it
         seller = stream_seller(store, NodePayee(c), c.node_id, c.privkey, tariff=tariff, meter=meter,
-                               payer=NodePayer(c), auto_refunds=auto)
+                               payer=NodePayer(c), auto_refunds=auto, batch_offer_spread=0.0)
         server = await serve_asgi(StreamMiddleware(not_found, {"/charge": seller}))
         payer = NodePayer(a, return_path=True)
         try:

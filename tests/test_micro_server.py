@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -52,7 +52,7 @@ class Client:
 
 
 def make_server(store: MemoryAllowanceStore | None = None, ledger: Ledger | None = None,
-                price: Price = DEFAULT_PRICE, clock: list[float] | None = None, **policy: int) -> AllowanceServer:
+                price: Price = DEFAULT_PRICE, clock: list[float] | None = None, **policy: Any) -> AllowanceServer:
     ledger = ledger or Ledger()
     now = clock if clock is not None else [time.time()]
     return AllowanceServer(store or MemoryAllowanceStore(), ledger, ledger.node_id,

@@ -114,12 +114,14 @@ def stream_seller(store: AllowanceStore, payee: Payee, node_id: bytes, node_secr
                   tariff: Tariff = CHARGER_TARIFF, meter: Meter | None = None,
                   payer: RefundPayer | None = None, creates_per_minute: int = 60,
                   auto_refunds: AutoRefunds | None = None,
-                  stream_store: StreamStore | None = None) -> StreamSeller:
+                  stream_store: StreamStore | None = None,
+                  batch_offer_spread: float = ServerPolicy.batch_offer_spread) -> StreamSeller:
     """A seller of ``tariff`` whose allowances (one tick per link) live in ``store``, its streams in
     ``stream_store`` (default: this process's memory); with ``auto_refunds``, a closed stream's
-    unused credit is refunded through the buyer's return path."""
+    unused credit is refunded through the buyer's return path. ``batch_offer_spread``: see
+    :class:`~lightspeed.micro.server.ServerPolicy` (0: every next batch offered at half a batch left)."""
     policy = ServerPolicy(Price(tariff.tick_msat, 1), max_calls=tariff.max_ticks, max_lanes=1,
-                          creates_per_minute=creates_per_minute)
+                          creates_per_minute=creates_per_minute, batch_offer_spread=batch_offer_spread)
     allowances = AllowanceServer(store, payee, node_id, policy, payer=payer, auto_refunds=auto_refunds)
     on_closed = StreamRefunds(allowances) if auto_refunds is not None else None
     return StreamSeller(tariff, allowances, node_secret, meter or charger_meter(), on_closed=on_closed,
