@@ -14,7 +14,8 @@ import pytest
 
 from lightspeed.errors import UsageError
 from lightspeed.invoice.decode import decode
-from lightspeed.micro.server import ServerPolicy, batch_offer_point
+from lightspeed.micro.allowance_cache import batch_offer_point
+from lightspeed.micro.server import ServerPolicy
 from lightspeed.micro.stores.memory import MemoryAllowanceStore
 from lightspeed.micro.terms import Price
 from tests.support.ledger import Ledger

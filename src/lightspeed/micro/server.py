@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from lightspeed.errors import LightspeedError, UsageError
 from lightspeed.invoice import Invoice
 from lightspeed.invoice.decode import decode
+from lightspeed.micro.allowance_cache import CachedAllowance
 from lightspeed.micro.auto_refund import AutoRefunds, AutoRefundView, is_return_path_record
 from lightspeed.micro.cache import DEFAULT_CACHE_BYTES, LruCache, entry_bytes
 from lightspeed.micro.hashchain import links_to
@@ -116,7 +117,7 @@ class ServerPolicy:
     creates_per_minute: int = 60
     rate_limited_clients: int = 100_000  # buckets kept in memory
     #: A batched allowance's next batch is offered once half a batch is left, plus up to this
-    #: share of a batch more, at a point the allowance's id fixes (:func:`batch_offer_point`).
+    #: share of a batch more, at a point the allowance's id fixes (:func:`~lightspeed.micro.allowance_cache.batch_offer_point`).
     #: Allowances bought together (a thousand streams opened at once) then renew spread over a
     #: quarter of a batch, not at the same call: each renewal costs the server about 1 ms (its
     #: invoice made and signed, the payment, the batch taken), and a thousand of them within a
@@ -140,65 +141,6 @@ class ServerPolicy:
         return self.invoice_expiry + self.unpaid_grace
 
 
-def batch_offer_point(batch_calls: int, allowance_id: bytes, spread: float) -> int:
-    """The paid calls left at which the next batch is offered: half a batch, plus up to ``spread``
-    of a batch at a point the allowance's id fixes (the same in every process serving it, and
-    spread evenly over allowances, whose ids are random)."""
-    share = int.from_bytes(allowance_id[:4], "big") / 2**32
-    return batch_calls // 2 + int(batch_calls * spread * share)
-
-
-class _Cached:
-    """An allowance as this process last saw it.
-
-    ``state``'s ``spent`` is brought up to date when read: :meth:`spend` only adds to a count
-    (building a frozen AllowanceState costs about 2 µs, on every paid call otherwise)."""
-
-    __slots__ = ("_state", "_unsaved_spent", "batch_offer", "lanes", "offer_at", "paid_checked", "terms")
-
-    def __init__(self, terms: AllowanceTerms, state: AllowanceState, lanes: list[LaneState],
-                 offer_spread: float = 0.0) -> None:
-        self.terms, self._state, self.lanes = terms, state, lanes
-        self._unsaved_spent = 0
-        #: the paid calls left at which the next batch is offered (batched allowances); at half
-        #: that, the offered batch is looked at once and taken if it is paid (see ``spend``)
-        self.offer_at = batch_offer_point(terms.batch_calls, terms.allowance_id, offer_spread)
-        self.paid_checked = -1  # the paid_calls for which that look was taken
-        #: Our batch invoice offered ahead and its calls, for the ``extra`` it was read from: while
-        #: ``extra`` is that same string, every paid call of the batch's second half reuses it
-        #: instead of parsing ``extra``'s JSON again (a paid call only moves ``spent``).
-        self.batch_offer: tuple[str, int, str, int] | None = None  # extra, paid_calls, invoice, its calls
-
-    def offered(self) -> tuple[str, int] | None:
-        """The batch invoice memoised for the state as it is now, and its calls."""
-        offer, state = self.batch_offer, self._state
-        if offer is not None and offer[0] is state.extra and offer[1] == state.paid_calls:
-            return offer[2], offer[3]
-        return None
-
-    def paid_check_due(self, remaining: int) -> bool:
-        """Past half the offer point, and the offered batch not looked at yet for this state."""
-        return remaining * 2 <= self.offer_at and self.paid_checked != self._state.paid_calls
-
-    @property
-    def state(self) -> AllowanceState:
-        if self._unsaved_spent:
-            s = self._state
-            self._state = AllowanceState(s.status, s.paid_calls, s.spent + self._unsaved_spent, s.extra)
-            self._unsaved_spent = 0
-        return self._state
-
-    @state.setter
-    def state(self, state: AllowanceState) -> None:
-        self._state, self._unsaved_spent = state, 0
-
-    def add_spent(self, calls: int) -> int:
-        """Count ``calls`` more spent; returns the paid calls left."""
-        self._unsaved_spent += calls
-        s = self._state
-        return s.paid_calls - s.spent - self._unsaved_spent
-
-
 @dataclass
 class AllowanceServer:
     store: AllowanceStore
@@ -215,7 +157,7 @@ class AllowanceServer:
     #: Refund unused credit through the payments' return paths when an allowance closes
     #: (:mod:`lightspeed.micro.auto_refund`); without it, refunds wait for the client's invoice.
     auto_refunds: AutoRefunds | None = None
-    _cache: LruCache[_Cached] = field(init=False)
+    _cache: LruCache[CachedAllowance] = field(init=False)
     _limiter: RateLimiter = field(init=False)
     _owed_running: set[bytes] = field(default_factory=set)  # allowances whose owed refunds run here
     _owed_tasks: set[asyncio.Task[int]] = field(default_factory=set)  # held: a task only weakly held may vanish
@@ -442,7 +384,7 @@ class AllowanceServer:
         return await self.auto_refunds.resume_all(hashes_of)
 
     @staticmethod
-    def _payment_hashes(entry: _Cached) -> list[bytes]:
+    def _payment_hashes(entry: CachedAllowance) -> list[bytes]:
         """The allowance's payments, first one first (the last few batches of a long one)."""
         later = json.loads(entry.state.extra or "{}").get("paid_hashes", [])
         return [entry.terms.payment_hash, *(bytes.fromhex(h) for h in later)]
@@ -536,7 +478,7 @@ class AllowanceServer:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _entry(self, allowance_id: bytes) -> _Cached:
+    async def _entry(self, allowance_id: bytes) -> CachedAllowance:
         entry = self._cache.get(allowance_id)
         if entry is None:
             stored = await self.store.load(allowance_id)
@@ -546,23 +488,23 @@ class AllowanceServer:
             self._cache.put(allowance_id, entry, entry_bytes(len(entry.lanes)))
         return entry
 
-    def _cached(self, stored: StoredAllowance) -> _Cached:
-        return _Cached(AllowanceTerms.from_bytes(stored.terms), stored.state, list(stored.lanes),
+    def _cached(self, stored: StoredAllowance) -> CachedAllowance:
+        return CachedAllowance(AllowanceTerms.from_bytes(stored.terms), stored.state, list(stored.lanes),
                        self.policy.batch_offer_spread)
 
-    async def _reload(self, entry: _Cached, allowance_id: bytes) -> None:
+    async def _reload(self, entry: CachedAllowance, allowance_id: bytes) -> None:
         stored = await self.store.load(allowance_id)
         if stored is None:
             raise CallRefused("unknown_allowance", "no such allowance on this server")
         entry.state, entry.lanes = stored.state, list(stored.lanes)
 
-    async def _try_activate(self, allowance_id: bytes, entry: _Cached) -> None:
+    async def _try_activate(self, allowance_id: bytes, entry: CachedAllowance) -> None:
         if await self.payee.is_paid(entry.terms.payment_hash):
             new = AllowanceState(Status.ACTIVE, entry.terms.first_paid_calls)
             await self.store.update_state(allowance_id, entry.state, new)
             await self._reload(entry, allowance_id)
 
-    async def _apply_payments(self, allowance_id: bytes, entry: _Cached) -> None:
+    async def _apply_payments(self, allowance_id: bytes, entry: CachedAllowance) -> None:
         """Before closing: count an invoice paid but not yet seen, so no payment is lost."""
         if entry.state.status is Status.PENDING:
             await self._try_activate(allowance_id, entry)
@@ -574,7 +516,7 @@ class AllowanceServer:
             await self.store.update_state(allowance_id, entry.state, new)
             await self._reload(entry, allowance_id)
 
-    async def _activate_or_refuse(self, allowance_id: bytes, entry: _Cached) -> None:
+    async def _activate_or_refuse(self, allowance_id: bytes, entry: CachedAllowance) -> None:
         if entry.state.status is Status.PENDING:
             await self._try_activate(allowance_id, entry)
         status = _status(entry)  # re-read: activation may have changed it
@@ -583,7 +525,7 @@ class AllowanceServer:
         if status is Status.CLOSED:
             raise CallRefused("closed", "the allowance is closed")
 
-    async def _next_batch_or_refuse(self, allowance_id: bytes, entry: _Cached, steps: int) -> None:
+    async def _next_batch_or_refuse(self, allowance_id: bytes, entry: CachedAllowance, steps: int) -> None:
         terms, state = entry.terms, entry.state
         if not terms.batch_calls or state.paid_calls >= terms.total_calls:
             raise CallRefused("exhausted", f"the allowance's {state.paid_calls} paid calls are spent "
@@ -595,7 +537,7 @@ class AllowanceServer:
         pending = json.loads(entry.state.extra or "{}")
         raise CallRefused("batch_due", "pay the next batch to go on", invoice=pending["batch_invoice"])
 
-    async def _take_paid_batch(self, allowance_id: bytes, entry: _Cached) -> bool:
+    async def _take_paid_batch(self, allowance_id: bytes, entry: CachedAllowance) -> bool:
         """Count the pending batch (ours) if its invoice is paid: True once it is counted, by this
         call or by another process meanwhile (compare-and-set; ``entry`` is reloaded)."""
         pending = json.loads(entry.state.extra or "{}")
@@ -606,7 +548,7 @@ class AllowanceServer:
         await self._reload(entry, allowance_id)
         return True
 
-    async def _ensure_batch_invoice(self, allowance_id: bytes, entry: _Cached, supersede: bool = True) -> str | None:
+    async def _ensure_batch_invoice(self, allowance_id: bytes, entry: CachedAllowance, supersede: bool = True) -> str | None:
         """The invoice for the next batch, created once (compare-and-set on ``extra``).
 
         One of another process's node is replaced by ours only when the batch is due here
@@ -638,7 +580,7 @@ class AllowanceServer:
             await self.store.update_state(allowance_id, state, new)
             await self._reload(entry, allowance_id)
 
-    async def _supersede_batch(self, allowance_id: bytes, entry: _Cached, pending: dict[str, Any],
+    async def _supersede_batch(self, allowance_id: bytes, entry: CachedAllowance, pending: dict[str, Any],
                                payee: str) -> None:
         """Replace a batch invoice of another process's node by one of ours.
 
@@ -672,7 +614,7 @@ class AllowanceServer:
         await self._reload(entry, allowance_id)
         return await self._credit_superseded(allowance_id, entry)
 
-    async def _credit_superseded(self, allowance_id: bytes, entry: _Cached) -> int:
+    async def _credit_superseded(self, allowance_id: bytes, entry: CachedAllowance) -> int:
         for _ in range(8):
             extra = json.loads(entry.state.extra or "{}")
             mine = [s for s in extra.get("superseded", []) if s["payee"] == self.node_id.hex()]
@@ -702,7 +644,7 @@ class AllowanceServer:
                 return calls
         return 0
 
-    async def _owe(self, allowance_id: bytes, entry: _Cached, extra: dict[str, Any],
+    async def _owe(self, allowance_id: bytes, entry: CachedAllowance, extra: dict[str, Any],
                    paid: list[dict[str, Any]]) -> bool:
         """Record superseded batch payments this node sees only after the allowance's refund was
         recorded as owed (``extra["owed"]``: hash, payee, msat), out of ``superseded`` in the same
@@ -760,7 +702,7 @@ class AllowanceServer:
         finally:
             self._owed_running.discard(allowance_id)
 
-    async def _owed_refunded(self, allowance_id: bytes, entry: _Cached, owed: dict[str, Any]) -> None:
+    async def _owed_refunded(self, allowance_id: bytes, entry: CachedAllowance, owed: dict[str, Any]) -> None:
         for _ in range(8):
             extra = json.loads(entry.state.extra or "{}")
             if owed not in extra.get("owed", []):
@@ -777,7 +719,7 @@ class AllowanceServer:
             if done:
                 return
 
-    def _start_owed_refunds(self, allowance_id: bytes, entry: _Cached) -> None:
+    def _start_owed_refunds(self, allowance_id: bytes, entry: CachedAllowance) -> None:
         """Run :meth:`refund_owed` in the background if something is owed to this node's payments."""
         owed = json.loads(entry.state.extra or "{}").get("owed", [])
         if self.auto_refunds is None or allowance_id in self._owed_running \
@@ -787,7 +729,7 @@ class AllowanceServer:
         self._owed_tasks.add(task)
         task.add_done_callback(self._owed_tasks.discard)
 
-    async def _receipt(self, allowance_id: bytes, entry: _Cached) -> Receipt:
+    async def _receipt(self, allowance_id: bytes, entry: CachedAllowance) -> Receipt:
         state, terms = entry.state, entry.terms
         remaining = state.paid_calls - state.spent
         # Batched: offer the next batch once half of this one is spent (a little earlier for some
@@ -808,23 +750,23 @@ class AllowanceServer:
             return Receipt(allowance_id, remaining, next_invoice)
         return Receipt(allowance_id, remaining)
 
-    def _check_link(self, entry: _Cached, token: Token) -> None:
+    def _check_link(self, entry: CachedAllowance, token: Token) -> None:
         last = entry.lanes[token.lane] if token.lane < len(entry.lanes) else None
         if last is None or token.index <= last.index or token.index - last.index > self.policy.max_skip:
             raise CallRefused("bad_token", "lane/index: not a link past the last spent one", 401)
         if not links_to(token.link, token.index - last.index, last.value):
             raise CallRefused("forged", "link: does not hash to the lane's last spent link", 401)
 
-    def _refund_msat(self, entry: _Cached) -> int:
+    def _refund_msat(self, entry: CachedAllowance) -> int:
         undelivered = int(json.loads(entry.state.extra or "{}").get("undelivered_msat", 0))
         return entry.terms.price.refund_msat(entry.state.paid_calls - entry.state.spent) + undelivered
 
-    async def _refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
+    async def _refund_view(self, allowance_id: bytes, entry: CachedAllowance) -> dict[str, object]:
         if entry.state.status is not Status.CLOSED:
             return {}
         return {**await self._main_refund_view(allowance_id, entry), **_late_refund_view(entry)}
 
-    async def _main_refund_view(self, allowance_id: bytes, entry: _Cached) -> dict[str, object]:
+    async def _main_refund_view(self, allowance_id: bytes, entry: CachedAllowance) -> dict[str, object]:
         record = await self.store.refund(allowance_id)
         if record is not None and record.status is RefundStatus.IN_FLIGHT and self.payer is not None:
             record = await self._desk().resolve(allowance_id, record, resume=False)
@@ -856,7 +798,7 @@ class AllowanceServer:
             raise CallRefused("no_refunds", "this server cannot pay refunds", 501)
         return RefundDesk(self.store, self.payer, self.node_id, self.clock)
 
-    def _closed_state(self, entry: _Cached, undelivered_msat: int = 0) -> AllowanceState:
+    def _closed_state(self, entry: CachedAllowance, undelivered_msat: int = 0) -> AllowanceState:
         """CLOSED with the calls paid so far; a batch invoice that could still be paid is kept,
         so that a payment arriving after the close is counted in the refund, not lost."""
         pending = json.loads(entry.state.extra or "{}")
@@ -872,7 +814,7 @@ class AllowanceServer:
                          late_until=decode(pending["batch_invoice"]).expires_at)
         return AllowanceState(Status.CLOSED, entry.state.paid_calls, 0, json.dumps(extra))
 
-    async def _count_late_payment(self, allowance_id: bytes, entry: _Cached) -> None:
+    async def _count_late_payment(self, allowance_id: bytes, entry: CachedAllowance) -> None:
         """A closed allowance's batch invoice paid after the close adds its calls (refunded);
         one that can no longer be paid is dropped. Before any refund is recorded only."""
         late = json.loads(entry.state.extra or "{}")
@@ -894,7 +836,7 @@ def _batch_payee(pending: dict[str, Any]) -> str:
     return str(pending.get("batch_payee") or decode(pending["batch_invoice"]).payee.hex())
 
 
-def _late_refund_view(entry: _Cached) -> dict[str, object]:
+def _late_refund_view(entry: CachedAllowance) -> dict[str, object]:
     """Payments seen after the refund was recorded (superseded batch invoices paid to a node that
     came back later): ``late_refund_msat`` owed for them in all, ``late_refunded_msat`` paid back."""
     extra = json.loads(entry.state.extra or "{}")
@@ -903,7 +845,7 @@ def _late_refund_view(entry: _Cached) -> dict[str, object]:
     return {"late_refund_msat": owed, "late_refunded_msat": refunded} if owed else {}
 
 
-def _status(entry: _Cached) -> Status:
+def _status(entry: CachedAllowance) -> Status:
     return entry.state.status
 
 
