@@ -132,8 +132,8 @@ class ServerPolicy:
         if self.max_unpaid < 1 or self.creates_per_minute < 1:
             raise UsageError("max_unpaid and creates_per_minute: must be at least 1")
         if not 0 <= self.batch_offer_spread <= 0.5:
-            raise UsageError("batch_offer_spread: must be 0 to 0.5 of a batch (an offer is never made "
-                             "before the current batch is spent)")
+            raise UsageError("batch_offer_spread: must be 0 to 0.5 of a batch (the next batch is offered "
+                             "once at most half a batch plus the spread is left: never a whole batch ahead)")
 
     @property
     def unpaid_ttl(self) -> int:
@@ -490,7 +490,7 @@ class AllowanceServer:
 
     def _cached(self, stored: StoredAllowance) -> CachedAllowance:
         return CachedAllowance(AllowanceTerms.from_bytes(stored.terms), stored.state, list(stored.lanes),
-                       self.policy.batch_offer_spread)
+                               self.policy.batch_offer_spread)
 
     async def _reload(self, entry: CachedAllowance, allowance_id: bytes) -> None:
         stored = await self.store.load(allowance_id)
