@@ -82,7 +82,15 @@ async def main() -> None:
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse({"cpu_s": time.process_time(), "ticks": TICKS[0] + getattr(charger, "reports", 0), "late": charger.late,
-                             "restarts": charger.restarts})
+                             "restarts": charger.restarts, **store_stats()})
+
+    def store_stats() -> dict[str, int]:
+        """The SQLite store's commits so far and its WAL's size (other stores: none)."""
+        writer, path = getattr(store, "_writer", None), getattr(store, "path", None)
+        if writer is None or path is None:
+            return {}
+        wal = Path(f"{path}-wal")
+        return {"store_commits": getattr(writer, "batches", 0), "store_wal_bytes": wal.stat().st_size if wal.exists() else 0}
 
     http = Starlette(routes=[Route("/ledger/pay", pay, methods=["POST"]), Route("/stats", stats)])
     many = 10**6  # one client process opens every stream: no per-address limit here

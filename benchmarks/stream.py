@@ -227,6 +227,11 @@ async def many_streams(ws_url: str, http_url: str, streams: int, seconds: float)
         # interval) and its schedules started afresh (later than that: a stream slowed down)
         "reports_made_up": end_stats["late"] - start_stats["late"],
         "schedules_restarted": end_stats["restarts"] - start_stats["restarts"],
+        # how many ticks share a store commit (the SQLite store's group commit; 0: another store)
+        "ticks_per_store_commit": round(ticks / commits, 2) if (commits := end_stats.get("store_commits", 0)
+                                                                 - start_stats.get("store_commits", 0)) else 0,
+        # the SQLite store's WAL at the end: it stays bounded only if checkpoints let it start again
+        "store_wal_mb_at_end": round(end_stats.get("store_wal_bytes", 0) / 1e6, 1),
         "per_second": by_second(readings),
     }
 
@@ -369,6 +374,9 @@ def main() -> None:
               f"{each['cpu_share_when_none_late']} of a core, the buyers at {each['buyers_cpu_share_when_none_late']} "
               f"(medians); in the late seconds the server ran at {each['cpu_share_when_late']} of a core, the "
               f"buyers at {each['buyers_cpu_share_when_late']}.")
+        if scale["ticks_per_store_commit"]:
+            print(f"The SQLite store: {scale['ticks_per_store_commit']} ticks per commit; its WAL was "
+                  f"{scale['store_wal_mb_at_end']} MB at the end.")
         print(json.dumps(doc, sort_keys=True))
 
 

@@ -182,6 +182,47 @@ def test_checkpoints_run_in_their_own_thread_and_keep_the_wal_bounded(tmp_path: 
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_the_wal_starts_again_under_writes_that_never_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            synchronous: str) -> None:
+    """Writers that never pause (streams: a lane move every 100 µs) kept every PASSIVE checkpoint
+    from letting the WAL start again: each pass copied what it saw while new frames came in, so
+    the WAL grew without end (600 MB in 20 s at 1,000 streams). The checkpoint's last pass now
+    holds the write lock, and the WAL is used again from its beginning."""
+    monkeypatch.setattr(_group_commit, "CHECKPOINT_EVERY", 100)
+    path = tmp_path / "s.sqlite"
+    writers, moves = 4, 1500
+
+    async def go() -> None:
+        store = SqliteAllowanceStore(path, synchronous=synchronous)
+        ids = [bytes([n]) * 16 for n in range(writers)]
+        for aid in ids:
+            await store.create(aid, b"t", 2**40, [bytes(32)], AllowanceState(Status.ACTIVE, 10**9))
+
+        async def write(aid: bytes) -> None:
+            for i in range(moves):  # no pause: each loop turn commits the writers' moves together
+                assert await store.advance(aid, 0, i, LaneState(i + 1, i.to_bytes(32, "big"))) is Advance.OK
+
+        batches = store._writer.batches
+        await asyncio.gather(*(write(aid) for aid in ids))
+        batches = store._writer.batches - batches
+        assert batches >= 1500, batches  # a WAL page a batch at least: 1,500 pages if never started again
+        for _ in range(200):  # the last checkpoint asked for may still be running
+            if store._writer.locked_checkpoints >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert store._writer.locked_checkpoints >= 3
+        wal_pages = os.path.getsize(f"{path}-wal") // 4096
+        assert wal_pages < batches // 2, (wal_pages, batches)
+        await store.aclose()
+        reopened = SqliteAllowanceStore(path)
+        for aid in ids:
+            assert await reopened.lane(aid, 0) == LaneState(moves, (moves - 1).to_bytes(32, "big"))
+        await reopened.aclose()
+
+    asyncio.run(go())
+
+
 def test_the_writer_thread_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
     """The thread waits for another process's lock itself (the writing connection has no busy
     timeout of its own, so the loop never waits): up to ``busy_timeout_ms``, then the write fails
