@@ -187,8 +187,8 @@ def test_the_wal_starts_again_under_writes_that_never_pause(tmp_path: Path, monk
                                                             synchronous: str) -> None:
     """Writers that never pause (streams: a lane move every 100 µs) kept every PASSIVE checkpoint
     from letting the WAL start again: each pass copied what it saw while new frames came in, so
-    the WAL grew without end (600 MB in 20 s at 1,000 streams). The checkpoint's last pass now
-    holds the write lock, and the WAL is used again from its beginning."""
+    the WAL grew without end (600 MB in 20 s at 1,000 streams). The checkpoint's last pass is now
+    a RESTART, which holds the write lock, and the WAL is used again from its beginning."""
     monkeypatch.setattr(_group_commit, "CHECKPOINT_EVERY", 100)
     path = tmp_path / "s.sqlite"
     writers, moves = 4, 1500
@@ -208,10 +208,10 @@ def test_the_wal_starts_again_under_writes_that_never_pause(tmp_path: Path, monk
         batches = store._writer.batches - batches
         assert batches >= 1500, batches  # a WAL page a batch at least: 1,500 pages if never started again
         for _ in range(200):  # the last checkpoint asked for may still be running
-            if store._writer.locked_checkpoints >= 3:
+            if store._writer.wal_restarts >= 3:
                 break
             await asyncio.sleep(0.01)
-        assert store._writer.locked_checkpoints >= 3
+        assert store._writer.wal_restarts >= 3
         wal_pages = os.path.getsize(f"{path}-wal") // 4096
         assert wal_pages < batches // 2, (wal_pages, batches)
         await store.aclose()
@@ -221,6 +221,57 @@ def test_the_wal_starts_again_under_writes_that_never_pause(tmp_path: Path, monk
         await reopened.aclose()
 
     asyncio.run(go())
+
+
+_STEADY = """
+import asyncio, os, sys
+from lightspeed.micro.store import Advance, AllowanceState, LaneState, Status
+from lightspeed.micro.stores import _group_commit
+from lightspeed.micro.stores.sqlite import SqliteAllowanceStore
+
+_group_commit.CHECKPOINT_EVERY = 100
+
+async def main(path, me, moves):
+    store = SqliteAllowanceStore(path, synchronous="NORMAL")
+    ids = [bytes([me, n]) * 8 for n in range(4)]
+    for aid in ids:
+        await store.create(aid, b"t", 2**40, [bytes(32)], AllowanceState(Status.ACTIVE, 10**9))
+
+    async def write(aid):
+        for i in range(moves):
+            assert await store.advance(aid, 0, i, LaneState(i + 1, bytes(32))) is Advance.OK
+
+    await asyncio.gather(*(write(aid) for aid in ids))
+    for _ in range(200):
+        if store._writer.wal_restarts >= 2:
+            break
+        await asyncio.sleep(0.01)
+    print(store._writer.batches, store._writer.wal_restarts, os.path.getsize(path + "-wal"), flush=True)
+    await store.aclose()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def test_the_wal_starts_again_with_two_processes_writing_without_pause(tmp_path: Path) -> None:
+    """Two processes on one file (two server workers), both writing all the time: a checkpoint
+    pass that held only its own process's lock could not stop the other's writes; the RESTART
+    pass takes the database's write lock, so each process's checkpoints start the WAL again."""
+    path = tmp_path / "s.sqlite"
+
+    async def setup() -> None:
+        await SqliteAllowanceStore(path, synchronous="NORMAL").aclose()
+
+    asyncio.run(setup())
+    procs = [subprocess.Popen([sys.executable, "-c", _STEADY, str(path), str(me), "1500"], stdout=subprocess.PIPE,
+                              text=True) for me in (1, 2)]
+    outcomes = [tuple(map(int, proc.communicate(timeout=120)[0].split())) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    batches = sum(b for b, _, _ in outcomes)
+    assert batches >= 2000, outcomes  # a WAL page a batch at least: 2,000 pages if never started again
+    assert all(restarts >= 2 for _, restarts, _ in outcomes), outcomes
+    wal_pages = max(size for _, _, size in outcomes) // 4096  # its size before the last one closed it
+    assert wal_pages < batches // 2, outcomes
 
 
 def test_the_writer_thread_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
