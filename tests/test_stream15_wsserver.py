@@ -102,7 +102,10 @@ def test_the_seller_on_wsserver_delivers_after_a_real_payment_and_refuses_forged
             status = await seller.allowances.status(live.machine.allowance_id)
             assert status["spent"] == 1
             await ws.send(encode("pay", index=2, link=walker.link(2)))
-            assert parse(await ws.recv(5))["total_units"] == 2
+            answer = parse(await ws.recv(5))
+            if answer["type"] == "invoice":  # the next batch is offered at 2 or 3 links left (batch_offer_spread)
+                answer = parse(await ws.recv(5))
+            assert answer["total_units"] == 2
             await ws.send(encode("close"))
             assert parse(await ws.recv(5))["type"] == "statement"
             await ws.close()
